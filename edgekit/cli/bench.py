@@ -1,0 +1,54 @@
+"""`edgekit bench`: latency and accuracy of artifacts on this machine. Torch-free."""
+
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import data_dir_option, json_option, print_json
+
+
+def parse_batches(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 1,8") from None
+    if any(v <= 0 for v in values):
+        raise click.BadParameter("batch sizes must be positive")
+    return values
+
+
+@click.command()
+@click.argument("target", type=click.Path())
+@click.option("--eval", "eval_source", default=None,
+              help="Labelled data for top-1 (e.g. fashion-mnist:test).")
+@click.option("--device", "device_name", default="local-cpu", show_default=True,
+              help="Device profile name or YAML path.")
+@click.option("--batch", "batch_text", default=None, help="Batch sizes, e.g. 1,8 (default: profile's).")
+@click.option("--runtime", default=None, help="Force a runtime (onnxruntime, openvino, …).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="fp32 ONNX model to compare against (default: the folder's model.onnx).")
+@click.option("--limit", type=int, default=None, help="Use a stratified sample of the eval set.")
+@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@data_dir_option
+@json_option
+def bench(target: str, eval_source: str | None, device_name: str, batch_text: str | None,
+          runtime: str | None, reference: str | None, limit: int | None, threads: int | None,
+          data_dir: str | None, as_json: bool) -> None:
+    """Benchmark TARGET (an artifact or an output folder) with the latency protocol."""
+    from edgekit.devices import load_profile
+    from edgekit.validate.bench import benchmark
+
+    device = load_profile(device_name)
+    if threads:
+        device = device.model_copy(update={"threads": threads})
+    records = benchmark(target, device=device, eval_source=eval_source,
+                        batches=parse_batches(batch_text), runtime=runtime, reference=reference,
+                        data_dir=data_dir, limit=limit)
+    if as_json:
+        print_json([{k: v for k, v in r.items()} for r in records])
+        return
+    from edgekit.results.table import print_records
+
+    print_records(records, title=f"edgekit bench on {device.name}")

@@ -1,0 +1,47 @@
+"""`edgekit export`."""
+
+from __future__ import annotations
+
+import click
+
+from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
+
+
+@click.command()
+@click.argument("source", type=click.Path())
+@click.option("--target", "target", default="onnx", show_default=True,
+              help="onnx | openvino | tensorrt")
+@click.option("--precision", default="fp32", show_default=True, help="fp32 | fp16 | int8")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: SOURCE when it is an output folder).")
+@click.option("--parity-data", default=None,
+              help="Data source for the parity check (default: fashion-mnist:test if installed).")
+@click.option("--calib", default=None, help="Calibration set or data source for int8.")
+@click.option("--workspace-mb", type=int, default=None, help="TensorRT builder workspace limit.")
+@click.option("--dla", type=int, default=None, help="TensorRT: DLA core to build for (Jetson).")
+@model_options
+@data_dir_option
+@json_option
+def export(source: str, target: str, precision: str, output: str | None, parity_data: str | None,
+           calib: str | None, workspace_mb: int | None, dla: int | None, arch: str | None,
+           arch_kwargs: str | None, input_shape, trust_model: bool, data_dir: str | None,
+           as_json: bool) -> None:
+    """Export SOURCE (a model file or an output folder) to a deployment format."""
+    from edgekit.pipeline import export_artifact
+
+    extra = {k: v for k, v in {"calib": calib, "workspace_mb": workspace_mb, "dla": dla}.items()
+             if v is not None}
+    artifact, record = export_artifact(
+        source, target, output, precision=precision, parity_source=parity_data, data_dir=data_dir,
+        model_options={"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": input_shape,
+                       "trust_model": trust_model}, **extra)
+    if as_json:
+        print_json(record)
+        return
+    parity = artifact.metrics.get("parity", {})
+    line = f"wrote {artifact.path} ({artifact.format}, {artifact.precision})"
+    if parity:
+        line += (f"; parity vs {'torch' if target == 'onnx' else 'fp32 ONNX'} on "
+                 f"{parity.get('samples')} {parity.get('inputs', 'inputs')}: max abs diff "
+                 f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}")
+    click.echo(line)

@@ -1,0 +1,63 @@
+"""Loading YAML files into pydantic schemas (device profiles, recipes) with errors that name the
+offending key, the file, and the closest valid key when it looks like a typo."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgekit.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys of the (nested) schema at `loc`, for 'did you mean'."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None or isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(current.model_fields) if current else []
+
+
+def explain(error: ValidationError, schema: type[BaseModel], where: str) -> ConfigError:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(schema, loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
+        return ConfigError(f"{where}: unknown key {dotted!r}", hint=hint)
+    return ConfigError(f"{where}: {dotted}: {first['msg']}",
+                       hint=f"fix that value; {len(error.errors())} problem(s) in all")
+
+
+def load_yaml(schema: type[M], path: str | Path) -> M:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist", hint="check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return validate(schema, data, str(path))
+
+
+def validate(schema: type[M], data: dict, where: str) -> M:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise explain(exc, schema, where) from None

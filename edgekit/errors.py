@@ -1,0 +1,58 @@
+"""Errors edgekit raises on purpose. Each says what was wrong and how to fix it.
+
+The CLI prints `message` and `hint` without a traceback and exits with `exit_code`:
+2 for bad input (the user can fix the command), 1 for a failed gate (the model does not meet
+its budget), which is a result, not a crash.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class. `hint` is one line that tells the user what to do next."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class InputError(EdgekitError):
+    """Something the user passed (a file, a flag, a value) is not usable."""
+
+
+class ModelLoadError(InputError):
+    """A model file cannot be loaded as given."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """Loading this model file would execute code; needs --trust-model."""
+
+
+class DataError(InputError):
+    """A data source or calibration set is missing, malformed or does not fit the model."""
+
+
+class ConfigError(InputError):
+    """A recipe, device profile or pass configuration is invalid."""
+
+
+class MissingDependencyError(EdgekitError):
+    """An optional library or runtime is not installed here."""
+
+
+class ExportError(EdgekitError):
+    """An export produced an artifact that failed its own check (parity, compile, run)."""
+
+    exit_code = 1
+
+
+class GateError(EdgekitError):
+    """A result did not meet its accuracy budget."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Files: atomic writes, hashing, manifests, safe model and ONNX loading."""

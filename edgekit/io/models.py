@@ -1,0 +1,353 @@
+"""Safe model loading and edgekit checkpoints.
+
+Formats, in the order they are recognised:
+  * edgekit checkpoint: {format, arch, arch_kwargs, surgery, state_dict, input_spec} saved with
+    torch.save and loadable with `weights_only=True` (what `zoo train` and `compress` write);
+  * a plain state_dict (or a training checkpoint holding one) plus `--arch module:factory`;
+  * a pickled nn.Module, TorchScript or torch.export `.pt2`: these execute code when loaded and
+    need `--trust-model`. Without it they are refused before anything is unpickled, and a failed
+    safe load is never retried unsafely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.io.files import atomic_path
+from edgekit.spec import InputSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CHECKPOINT_FORMAT = "edgekit.checkpoint/1"
+# Architectures an untrusted checkpoint may name: building them runs only code we ship or depend on.
+SAFE_ARCH_MODULES = ("edgekit.zoo", "torchvision.models")
+IMAGENET_SPEC = InputSpec(
+    shape=(1, 3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+# Structural edits a pass made (e.g. dwsep replacing a conv); replayed on load, by name.
+SURGERIES: dict[str, Callable[[Any, dict[str, Any]], None]] = {}
+
+
+def register_surgery(name: str) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        SURGERIES[name] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class ModelBundle:
+    """A model with everything needed to rebuild, preprocess for and export it."""
+
+    model: torch.nn.Module
+    spec: InputSpec
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    surgery: list[dict[str, Any]] = field(default_factory=list)
+    source: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        if self.meta.get("name"):
+            return str(self.meta["name"])
+        if self.arch:
+            return self.arch.split(":")[-1]
+        return self.source.stem if self.source else "model"
+
+
+def _sniff(path: Path) -> str:
+    """'zip-torchscript' | 'zip-export' | 'zip-pickle' | 'legacy-pickle'; errors for the rest."""
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist", hint="check the path")
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{path} is a directory, not a model file",
+            hint="pass the .pt file itself (for an output folder use `edgekit export OUT/`)",
+        )
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty (0 bytes)", hint="re-save or re-copy it")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ModelLoadError(
+                f"{path} is a damaged zip archive ({exc})",
+                hint="the file is probably truncated: copy or save it again",
+            ) from None
+        if bad is not None:
+            raise ModelLoadError(f"{path} is damaged: member {bad} fails its CRC check",
+                                 hint="the file is probably truncated: copy or save it again")
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return "zip-torchscript"
+        if any(n.endswith("archive_format") or "/models/" in n or n.endswith(".json") and
+               "serialized_exported_program" in n for n in names):
+            return "zip-export"
+        return "zip-pickle"
+    if head[:1] == b"\x80":
+        return "legacy-pickle"
+    raise ModelLoadError(
+        f"{path} is not a PyTorch file (starts with {head!r})",
+        hint="edgekit loads files written by torch.save, torch.jit.save or torch.export.save",
+    )
+
+
+def _resolve_arch(arch: str, trusted: bool) -> Callable[..., Any]:
+    module_name, _, attr = arch.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"--arch {arch!r} is not of the form module:factory",
+                             hint="e.g. --arch torchvision.models:resnet18")
+    if not trusted and not module_name.startswith(SAFE_ARCH_MODULES):
+        raise UnsafeModelError(
+            f"the checkpoint names architecture {arch!r}, outside {', '.join(SAFE_ARCH_MODULES)}; "
+            "building it would run code the file chose",
+            hint="pass --arch yourself or --trust-model if you trust this file",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+        raise ModelLoadError(f"cannot import {module_name!r} for --arch {arch} ({exc})",
+                             hint="check the module path and that its package is installed") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelLoadError(f"{module_name} has no callable {attr!r}",
+                             hint="--arch takes module:factory, e.g. torchvision.models:resnet18")
+    return factory
+
+
+def build_arch(arch: str, kwargs: dict[str, Any] | None = None, *, trusted: bool = True):
+    import torch
+
+    factory = _resolve_arch(arch, trusted)
+    try:
+        model = factory(**(kwargs or {}))
+    except TypeError as exc:
+        raise ModelLoadError(f"{arch}(**{kwargs}) failed: {exc}",
+                             hint="check --arch-kwargs against the factory's signature") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"{arch} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_state_dict(model, state_dict: dict[str, Any], arch: str) -> None:
+    result_missing = [k for k in model.state_dict() if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model.state_dict()]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(model.state_dict()[k].shape)}"
+        for k, v in state_dict.items()
+        if k in model.state_dict() and hasattr(v, "shape") and v.shape != model.state_dict()[k].shape
+    ]
+    if result_missing or unexpected or mismatched:
+        parts = []
+        if result_missing:
+            parts.append(f"missing {', '.join(result_missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if mismatched:
+            parts.append(f"shape {', '.join(mismatched[:3])}")
+        raise ModelLoadError(
+            f"the state_dict does not match {arch}: " + "; ".join(parts),
+            hint="pass the --arch (and --arch-kwargs) the weights were trained with",
+        )
+    model.load_state_dict(state_dict)
+
+
+def fit_to_state_dict(model, state_dict: dict[str, Any]) -> None:
+    """Resize layers whose saved parameters have other shapes (a pruned model) so that the
+    state_dict loads: Conv/Linear/BatchNorm/LSTM/GRU attributes follow the saved tensors."""
+    import torch
+    from torch import nn
+
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        changed = False
+        for pname, tensor in list(module.named_parameters(recurse=False)) + list(
+            module.named_buffers(recurse=False)
+        ):
+            saved = state_dict.get(prefix + pname)
+            if saved is None or tensor is None or saved.shape == tensor.shape:
+                continue
+            new = torch.empty(saved.shape, dtype=tensor.dtype)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, pname, nn.Parameter(new, requires_grad=tensor.requires_grad))
+            else:
+                module._buffers[pname] = new
+            changed = True
+        if not changed:
+            continue
+        if isinstance(module, nn.Conv2d):
+            depthwise = module.groups == module.in_channels and module.groups > 1
+            module.out_channels = module.weight.shape[0]
+            module.in_channels = module.weight.shape[1] * (1 if not depthwise else module.out_channels)
+            if depthwise:
+                module.groups = module.in_channels
+                module.in_channels = module.groups
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.num_features = module.weight.shape[0]
+        elif isinstance(module, nn.RNNBase):
+            gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+            module.hidden_size = module.weight_hh_l0.shape[1]
+            module.input_size = module.weight_ih_l0.shape[1]
+            if getattr(module, "proj_size", 0):
+                module.proj_size = module.weight_hr_l0.shape[0]
+            assert module.weight_ih_l0.shape[0] == gates * module.hidden_size
+            module._init_flat_weights()
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    trust_model: bool = False,
+    check_forward: bool = True,
+) -> ModelBundle:
+    """Load a model file safely into a ModelBundle (see module docstring for formats)."""
+    import torch
+
+    path = Path(path)
+    if isinstance(arch_kwargs, str):
+        try:
+            arch_kwargs = json.loads(arch_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"--arch-kwargs is not valid JSON ({exc})",
+                                 hint='e.g. --arch-kwargs \'{"num_classes": 10}\'') from None
+    kind = _sniff(path)
+    if kind in ("zip-torchscript", "zip-export") and not trust_model:
+        what = "TorchScript" if kind == "zip-torchscript" else "torch.export program (.pt2)"
+        raise UnsafeModelError(
+            f"{path} is a {what}; loading it runs code stored in the file",
+            hint="pass --trust-model if you trust where this file came from",
+        )
+    spec: InputSpec | None = None
+    bundle_arch, kwargs, surgery, meta = arch, dict(arch_kwargs or {}), [], {}
+    if kind == "zip-torchscript":
+        model = torch.jit.load(str(path), map_location="cpu")
+    elif kind == "zip-export":
+        model = torch.export.load(str(path)).module()
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_model)
+        except Exception as exc:  # noqa: BLE001
+            if trust_model:
+                raise ModelLoadError(f"cannot load {path}: {exc}") from None
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                raise UnsafeModelError(
+                    f"{path} holds pickled Python objects (e.g. a whole nn.Module), which run code "
+                    "when loaded",
+                    hint="save model.state_dict() and pass --arch, or pass --trust-model if you "
+                    "trust this file",
+                ) from None
+            raise ModelLoadError(f"cannot load {path}: {str(exc).splitlines()[0]}",
+                                 hint="the file may be damaged; save it again") from None
+        if isinstance(obj, torch.nn.Module):
+            model = obj
+        elif isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+            if arch is None:
+                bundle_arch = obj["arch"]
+                kwargs = dict(obj.get("arch_kwargs") or {})
+            spec = InputSpec.model_validate(obj["input_spec"])
+            surgery = list(obj.get("surgery") or [])
+            meta = dict(obj.get("meta") or {})
+            model = build_arch(bundle_arch, kwargs, trusted=trust_model or arch is not None)
+            for step in surgery:
+                if step["op"] not in SURGERIES:
+                    _import_surgeries()
+                SURGERIES[step["op"]](model, step)
+            fit_to_state_dict(model, obj["state_dict"])
+            _load_state_dict(model, obj["state_dict"], bundle_arch)
+        elif isinstance(obj, dict):
+            state_dict = obj
+            for key in ("state_dict", "model_state_dict", "model"):
+                if isinstance(obj.get(key), dict):
+                    state_dict = obj[key]
+                    break
+            if not all(hasattr(v, "shape") for v in state_dict.values()):
+                raise ModelLoadError(f"{path} holds a dict that is not a state_dict",
+                                     hint="save model.state_dict() and pass --arch")
+            if arch is None:
+                raise ModelLoadError(
+                    f"{path} is a plain state_dict: edgekit needs the architecture to build",
+                    hint="pass --arch module:factory, e.g. --arch torchvision.models:resnet18",
+                )
+            model = build_arch(arch, kwargs, trusted=True)
+            _load_state_dict(model, state_dict, arch)
+        else:
+            raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
+    if spec is None:
+        spec = IMAGENET_SPEC if (bundle_arch or "").startswith("torchvision") else None
+    if input_shape is not None:
+        spec = (spec or InputSpec()).with_shape(input_shape)
+    if spec is None:
+        raise ModelLoadError(f"{path} does not record its input shape",
+                             hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+    model.eval()
+    bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta)
+    if check_forward:
+        check_input_shape(bundle)
+    return bundle
+
+
+def check_input_shape(bundle: ModelBundle) -> None:
+    """Run one forward pass on zeros of the spec's shape; a model that rejects it is an input error."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = bundle.model(torch.zeros(bundle.spec.shape))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"the model rejects input shape {','.join(map(str, bundle.spec.shape))}: "
+            f"{str(exc).splitlines()[0]}",
+            hint="pass the shape it was trained for with --input-shape N,C,H,W",
+        ) from None
+    if not hasattr(out, "shape") or out.ndim != 2:
+        raise ModelLoadError(
+            f"the model returns {getattr(out, 'shape', type(out).__name__)}, edgekit expects "
+            "(batch, classes) logits",
+            hint="wrap the model so that forward returns one logits tensor",
+        )
+
+
+def save_checkpoint(bundle: ModelBundle, path: str | Path, **meta: Any) -> Path:
+    """Write an edgekit checkpoint atomically; it loads back with weights_only=True."""
+    import torch
+
+    if bundle.arch is None:
+        raise ModelLoadError("this model has no importable architecture to record",
+                             hint="load it with --arch module:factory so it can be rebuilt")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": bundle.arch,
+        "arch_kwargs": bundle.arch_kwargs,
+        "surgery": bundle.surgery,
+        "state_dict": {k: v.detach().cpu() for k, v in bundle.model.state_dict().items()},
+        "input_spec": bundle.spec.model_dump(mode="json"),
+        "meta": {**bundle.meta, **meta},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def _import_surgeries() -> None:
+    """Passes register their surgeries on import; import them all once."""
+    import edgekit.passes  # noqa: F401

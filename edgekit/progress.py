@@ -1,0 +1,55 @@
+"""Progress bars (rich, on stderr) for anything that takes more than a couple of seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+stderr_console = Console(stderr=True)
+
+
+def _enabled() -> bool:
+    return os.environ.get("EDGEKIT_NO_PROGRESS", "") == "" and sys.stderr.isatty() or bool(
+        os.environ.get("EDGEKIT_FORCE_PROGRESS"))
+
+
+@contextlib.contextmanager
+def progress(description: str, total: float | None) -> Iterator[callable]:
+    """Yields `advance(n=1, **fields)`; `fields` show after the bar (e.g. loss=0.31).
+
+    On a terminal it draws a bar; otherwise it prints one line at start and end, so logs in CI
+    still say what is happening without carriage-return noise.
+    """
+    if not _enabled():
+        stderr_console.print(f"[dim]… {description}[/dim]", highlight=False)
+        state = {"fields": {}}
+
+        def advance_plain(n: float = 1, **fields: object) -> None:
+            state["fields"].update(fields)
+
+        yield advance_plain
+        tail = " ".join(f"{k}={v}" for k, v in state["fields"].items())
+        stderr_console.print(f"[dim]✓ {description} {tail}[/dim]", highlight=False)
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=stderr_console, transient=False) as bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: float = 1, **fields: object) -> None:
+            info = " ".join(f"{k}={v}" for k, v in fields.items())
+            bar.update(task, advance=n, **({"info": info} if fields else {}))
+
+        yield advance

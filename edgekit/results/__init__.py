@@ -1,0 +1,1 @@
+"""Results: tables on screen, the SQLite store and the HTML/Markdown report."""

@@ -1,0 +1,56 @@
+"""The results table people read: rich on a terminal, Markdown for READMEs and CI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
+           "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def row(record: dict[str, Any]) -> list[str]:
+    lat, acc = record.get("latency", {}), record.get("accuracy", {})
+    top1 = acc.get("top1")
+    drop = acc.get("top1_drop_points")
+    return [
+        str(record.get("model", "")), str(record.get("format", "")), str(record.get("precision", "")),
+        str(record.get("runtime", "")), str(record.get("batch", "")),
+        f"{top1:.4f}" if top1 is not None else "-",
+        f"{-drop:+.2f}" if drop is not None else "-",
+        f"{lat.get('p50_ms', float('nan')):.3f}", f"{lat.get('p90_ms', float('nan')):.3f}",
+        f"{lat.get('p99_ms', float('nan')):.3f}",
+        f"{lat.get('throughput_per_s', float('nan')):.0f}",
+        _fmt_size(record.get("size_bytes")),
+        "yes" if lat.get("valid") else "NO",
+    ]
+
+
+def print_records(records: list[dict[str, Any]], title: str = "") -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("model", "format", "precision", "runtime")
+                         else "right")
+    for r in records:
+        table.add_row(*row(r))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in records]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""Runner base class (as Polygraphy's BaseRunner: public `infer()` wraps `infer_impl()`).
+
+The base class owns input checks, the timing loop and its statistics, so that every runtime is
+measured the same way. Subclasses only load the artifact and run one batch. Inputs given to the
+timing loop are real images, preallocated once; `bind(x)` lets a runtime stage them (e.g. on the
+GPU) before timing starts, so that what is timed is stated, not implied.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgekit.errors import InputError, MissingDependencyError
+from edgekit.spec import InputSpec
+from edgekit.validate.latency import LatencyProtocol, latency_stats
+
+RUNNERS: dict[str, type[Runner]] = {}
+# Runner modules are imported on demand (each imports its library lazily).
+RUNNER_MODULES = {
+    "onnxruntime": "edgekit.runtimes.ort",
+    "openvino": "edgekit.runtimes.openvino",
+    "tensorrt": "edgekit.runtimes.tensorrt",
+    "torch": "edgekit.runtimes.torch",
+}
+
+
+class Runner:
+    """Load an artifact once, then `infer()` batches and `measure_latency()` with the protocol."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]] = ()
+    package: ClassVar[str] = ""  # the import name of the library
+    install_hint: ClassVar[str] = ""
+    timing_scope: ClassVar[str] = "inference call on host, inputs preallocated in host memory"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "name", None):
+            RUNNERS[cls.name] = cls
+
+    def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        self.artifact = Path(artifact)
+        self.spec = spec
+        self.threads = threads
+        self.options = dict(options or {})
+        self.check_available()
+        self.load()
+
+    # ----------------------------------------------------------- to implement
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def bind(self, x: np.ndarray) -> Callable[[], Any]:
+        """A zero-argument callable that runs one inference on `x`, staged once up front."""
+        return lambda: self.infer_impl(x)
+
+    def describe(self) -> dict[str, Any]:
+        """What actually ran: library version, providers/device, threads."""
+        return {"runtime": self.name, "threads": self.threads}
+
+    # ----------------------------------------------------------- shared
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if cls.package and importlib.util.find_spec(cls.package) is None:
+            return False, f"{cls.package} is not installed ({cls.install_hint})"
+        return True, ""
+
+    @classmethod
+    def check_available(cls) -> None:
+        ok, reason = cls.available()
+        if not ok:
+            raise MissingDependencyError(f"runtime {cls.name} is not usable here: {reason}",
+                                         hint=cls.install_hint or None)
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"{self.name} runner expects a numpy array, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != tuple(self.spec.shape[1:]):
+            raise InputError(f"input shape {tuple(x.shape)} does not match the model's "
+                             f"(N, {', '.join(map(str, self.spec.shape[1:]))})")
+        if not self.spec.dynamic_batch and x.shape[0] != self.spec.shape[0]:
+            raise InputError(f"this artifact has a fixed batch of {self.spec.shape[0]}, got {x.shape[0]}")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        out = self.infer_impl(self.check_input(x))
+        return np.asarray(out, dtype=np.float32)
+
+    def predict(self, x: np.ndarray, batch_size: int = 64,
+                on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Logits for all of x, batch by batch (the last batch may be smaller)."""
+        if not self.spec.dynamic_batch:
+            batch_size = self.spec.shape[0]
+        outs = []
+        for i in range(0, len(x), batch_size):
+            chunk = x[i : i + batch_size]
+            if not self.spec.dynamic_batch and len(chunk) < batch_size:
+                pad = np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)
+                outs.append(self.infer(np.concatenate([chunk, pad]))[: len(chunk)])
+            else:
+                outs.append(self.infer(chunk))
+            if on_batch:
+                on_batch(len(chunk))
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    def measure_latency(self, x: np.ndarray, protocol: LatencyProtocol | None = None,
+                        on_sample: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """Run the protocol on the batch `x` and return the statistics (every sample kept)."""
+        protocol = protocol or LatencyProtocol()
+        run = self.bind(self.check_input(x))
+        start = time.perf_counter()
+        warm = 0
+        while (warm < protocol.warmup_count or time.perf_counter() - start < protocol.warmup_seconds) \
+                and time.perf_counter() - start < protocol.max_seconds:
+            run()
+            warm += 1
+        samples: list[float] = []
+        t0 = time.perf_counter()
+        deadline = t0 + protocol.max_seconds
+        clock = time.perf_counter_ns
+        while True:
+            begin = clock()
+            run()
+            samples.append((clock() - begin) / 1e6)
+            now = time.perf_counter()
+            if on_sample:
+                on_sample(samples[-1])
+            if (len(samples) >= protocol.min_queries and now - t0 >= protocol.min_seconds) \
+                    or now >= deadline:
+                break
+        stats = latency_stats(np.array(samples), len(x), duration_s=time.perf_counter() - t0,
+                              protocol=protocol)
+        stats.update(warmup_queries=warm, timing_scope=self.timing_scope,
+                     protocol=protocol.model_dump(), samples_ms=[round(s, 5) for s in samples])
+        return stats
+
+
+def get_runner(name: str) -> type[Runner]:
+    if name not in RUNNER_MODULES:
+        raise InputError(f"unknown runtime {name!r}", hint=f"choose one of: {', '.join(RUNNER_MODULES)}")
+    importlib.import_module(RUNNER_MODULES[name])
+    return RUNNERS[name]
+
+
+def runner_for_artifact(path: str | Path, preferred: str | None = None) -> type[Runner]:
+    """The runner class for an artifact file, from its suffix (or the preferred runtime)."""
+    if preferred:
+        return get_runner(preferred)
+    suffix = Path(path).suffix
+    by_suffix = {".onnx": "onnxruntime", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
+    if suffix not in by_suffix:
+        raise InputError(f"no runtime runs {Path(path).name} (suffix {suffix or 'none'})",
+                         hint="benchmark an .onnx, .xml (OpenVINO IR) or .plan (TensorRT) file, "
+                         "or an output folder")
+    return get_runner(by_suffix[suffix])

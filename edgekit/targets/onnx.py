@@ -1,0 +1,164 @@
+"""ONNX export: torch.onnx (dynamo exporter, TorchScript exporter as fallback), dynamic batch,
+full onnx.checker, graph simplification (onnxslim), the InputSpec in metadata, and a parity
+check against torch on real inputs that fails the export above tolerance."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ExportError
+from edgekit.io.files import atomic_path
+from edgekit.io.manifest import library_versions
+from edgekit.io.models import ModelBundle
+from edgekit.io.onnxfile import save_onnx, set_spec
+from edgekit.targets.base import Artifact, Target
+
+OPSET = 18
+PARITY_SAMPLES = 256
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max abs difference, cosine similarity and top-1 agreement of two logit arrays."""
+    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
+    cos = float(np.sum(ref * cand) / max(np.linalg.norm(ref) * np.linalg.norm(cand), 1e-30))
+    return {
+        "max_abs_diff": float(np.max(np.abs(ref - cand))),
+        "cosine": cos,
+        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))),
+        "samples": int(len(ref)),
+    }
+
+
+def parity_inputs(spec, data: np.ndarray | None, n: int = PARITY_SAMPLES) -> tuple[np.ndarray, str]:
+    if data is not None and len(data):
+        return np.ascontiguousarray(data[:n], np.float32), "eval data"
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((min(n, 32), *spec.shape[1:]), dtype=np.float32), "random normal"
+
+
+def torch_logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(model(torch.from_numpy(x[i : i + batch])).float().numpy())
+    return np.concatenate(outs)
+
+
+def ort_logits(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0]
+                           for i in range(0, len(x), batch)])
+
+
+def _torch_export(bundle: ModelBundle, path: Path) -> str:
+    """Export with the dynamo exporter; fall back to the TorchScript one. Returns which ran."""
+    import torch
+
+    spec = bundle.spec
+    example = (torch.zeros(spec.shape),)
+    names = {"input_names": [spec.input_name], "output_names": [spec.output_name]}
+    errors = []
+    for exporter in ("dynamo", "torchscript"):
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                if exporter == "dynamo":
+                    dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch", max=4096)},)} \
+                        if spec.dynamic_batch else {}
+                    program = torch.onnx.export(bundle.model, example, dynamo=True,
+                                                opset_version=OPSET, verbose=False, **names, **dyn)
+                    program.save(str(path))
+                else:
+                    dyn = {"dynamic_axes": {spec.input_name: {0: "batch"},
+                                            spec.output_name: {0: "batch"}}} \
+                        if spec.dynamic_batch else {}
+                    torch.onnx.export(bundle.model, example, str(path), dynamo=False,
+                                      opset_version=OPSET, **names, **dyn)
+            return exporter
+        except Exception as exc:  # noqa: BLE001 - any exporter failure moves to the next one
+            errors.append(f"{exporter}: {str(exc).splitlines()[0][:300]}")
+    raise ExportError(f"torch.onnx could not export {bundle.name}: " + " | ".join(errors),
+                      hint="check that forward() uses only traceable tensor operations")
+
+
+def simplify(model):
+    """onnxslim's constant folding and dead-node removal; returns (model, note)."""
+    try:
+        import onnxslim
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return onnxslim.slim(model), "onnxslim"
+    except Exception as exc:  # noqa: BLE001
+        return model, f"skipped ({str(exc).splitlines()[0][:120]})"
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    precisions = ("fp32", "fp16")
+
+    def export(self, source: ModelBundle, out_dir: Path, *, precision: str = "fp32",
+               parity_data: np.ndarray | None = None, filename: str | None = None,
+               atol: float = 1e-4, rtol: float = 1e-3, **_: Any) -> Artifact:
+        import onnx
+
+        self.check_precision(precision)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / (filename or ("model.onnx" if precision == "fp32" else f"model.{precision}.onnx"))
+        bundle = source
+        bundle.model.eval()
+        with atomic_path(target) as tmp:
+            raw = tmp.with_suffix(".raw.onnx")
+            try:
+                exporter = _torch_export(bundle, raw)
+                model = onnx.load(str(raw))
+            finally:
+                raw.unlink(missing_ok=True)
+            model, simplified = simplify(model)
+            if precision == "fp16":
+                model = to_fp16(model)
+            set_spec(model, bundle.spec)
+            model.producer_name = "edgekit"
+            try:
+                onnx.checker.check_model(model, full_check=True)
+            except Exception as exc:  # noqa: BLE001
+                raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from None
+            save_onnx(model, tmp)
+            x, x_source = parity_inputs(bundle.spec, parity_data)
+            measured = parity(torch_logits(bundle.model, x), ort_logits(tmp, x))
+            scale = 1.0 if precision == "fp32" else 100.0
+            tolerance = scale * (atol + rtol * float(np.abs(torch_logits(bundle.model, x[:8])).max()))
+            measured.update(tolerance=tolerance, inputs=x_source)
+            if measured["max_abs_diff"] > tolerance or measured["top1_agreement"] < 0.99:
+                raise ExportError(
+                    f"ONNX parity check failed: max abs diff {measured['max_abs_diff']:.3g} "
+                    f"(tolerance {tolerance:.3g}), top-1 agreement {measured['top1_agreement']:.3f}",
+                    hint="an operator exports differently than it runs in torch; report the model",
+                )
+        return Artifact(
+            path=target, format="onnx", precision=precision,
+            metrics={"parity": measured},
+            config={"opset": OPSET, "exporter": exporter, "simplify": simplified,
+                    "dynamic_batch": bundle.spec.dynamic_batch},
+            versions=library_versions("torch", "onnx", "onnxruntime", "onnxslim"),
+        )
+
+
+def to_fp16(model):
+    """fp16 weights and activations, fp32 inputs/outputs (ONNX Runtime's converter)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True)

@@ -1,0 +1,1 @@
+"""Validation: latency protocol and statistics, accuracy and fidelity, environment, budget gate."""

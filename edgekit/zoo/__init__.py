@@ -1,0 +1,109 @@
+"""The seed's reference models: one registry (ZOO) and a factory per model.
+
+Checkpoints record their architecture as "edgekit.zoo:<name>"; `edgekit.io.models.load_model`
+imports this module and calls the factory with the recorded kwargs. Importing this module does not
+import torch: the factories do, when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import InputError
+from edgekit.spec import FASHION_MNIST_CLASSES, InputSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from edgekit.io.models import ModelBundle
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A reference model: how to build it, how long to train it and what top-1 it should reach."""
+
+    name: str
+    factory: str
+    description: str
+    epochs: int
+    target_top1: float
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for this model
+
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry("lenet5", "edgekit.zoo:lenet5",
+                 "The article's SimpleCNN: conv 1→16 5×5, pool, conv 16→32 5×5, pool, "
+                 "fc 512→120→84→10, ReLU.",
+                 epochs=3, target_top1=0.88, train={"lr": 3e-3, "batch_size": 64}),
+        ZooEntry("rowrnn", "edgekit.zoo:rowrnn",
+                 "LSTM (hidden 128) reading the image row by row: 28 steps of 28 pixels.",
+                 epochs=3, target_top1=0.85, train={"lr": 3e-3, "batch_size": 64}),
+        ZooEntry("cnn_gru", "edgekit.zoo:cnn_gru",
+                 "Hybrid: conv 16/32 3×3 + BatchNorm, its 7×7 map read as 7 rows by a GRU "
+                 "(hidden 128), linear classifier.",
+                 epochs=3, target_top1=0.90, train={"lr": 3e-3, "batch_size": 64}),
+        ZooEntry("cnn_lstm", "edgekit.zoo:cnn_lstm",
+                 "Hybrid: conv 16/32 3×3 + BatchNorm, its 7×7 map read as 7 rows by an LSTM "
+                 "(hidden 128), linear classifier.",
+                 epochs=3, target_top1=0.90, train={"lr": 3e-3, "batch_size": 64}),
+    )
+}
+
+
+def lenet5(**kwargs: Any) -> nn.Module:
+    """The article's SimpleCNN (see edgekit.zoo.models.LeNet5)."""
+    from edgekit.zoo.models import LeNet5
+
+    return LeNet5(**kwargs)
+
+
+def rowrnn(**kwargs: Any) -> nn.Module:
+    """Row-by-row LSTM (see edgekit.zoo.models.RowRNN)."""
+    from edgekit.zoo.models import RowRNN
+
+    return RowRNN(**kwargs)
+
+
+def cnn_gru(**kwargs: Any) -> nn.Module:
+    """Conv + GRU hybrid (see edgekit.zoo.models.CNNGRU)."""
+    from edgekit.zoo.models import CNNGRU
+
+    return CNNGRU(**kwargs)
+
+
+def cnn_lstm(**kwargs: Any) -> nn.Module:
+    """Conv + LSTM hybrid (see edgekit.zoo.models.CNNLSTM)."""
+    from edgekit.zoo.models import CNNLSTM
+
+    return CNNLSTM(**kwargs)
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The registry entry for `name`; an unknown name is an input error listing the known ones."""
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}",
+                         hint=f"choose one of: {', '.join(ZOO)} (see `edgekit zoo list`)")
+    return ZOO[name]
+
+
+def default_spec(name: str) -> InputSpec:
+    """The input contract of the zoo models: one 1×28×28 Fashion-MNIST image, normalised."""
+    get_entry(name)
+    return InputSpec(shape=(1, 1, 28, 28), mean=(0.2860,), std=(0.3530,),
+                     class_names=FASHION_MNIST_CLASSES)
+
+
+def build(name: str, **kwargs: Any) -> ModelBundle:
+    """A freshly initialised zoo model in a ModelBundle that records how to rebuild it."""
+    from edgekit.io.models import ModelBundle, build_arch
+
+    entry = get_entry(name)
+    model = build_arch(entry.factory, kwargs, trusted=True)
+    return ModelBundle(model, default_spec(name), entry.factory, dict(kwargs), meta={"name": name})
+
+
+__all__ = ["ZOO", "ZooEntry", "build", "cnn_gru", "cnn_lstm", "default_spec", "get_entry",
+           "lenet5", "rowrnn"]

@@ -1,0 +1,286 @@
+"""The article's training recipe, shared by `edgekit zoo train` and the distillation pass.
+
+Recipe: AdamW (or SGD with momentum), linear warm-up then cosine decay of the learning rate per
+step, augmentation by random crop with padding and horizontal flip applied to model-ready tensors,
+evaluation after every epoch, and the best epoch's weights kept. The loss is pluggable
+(`loss_fn(model, x, y) -> loss`), so distillation can pass KL + cross-entropy and keep the rest.
+Everything random draws from generators seeded by `TrainConfig.seed`, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.data import Dataset, RawImages
+from edgekit.errors import DataError
+from edgekit.spec import InputSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from edgekit.io.models import ModelBundle
+
+LossFn = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters of the recipe. Unknown keys are errors, so a typo is never a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(0.3, ge=0, description="linear warm-up length; fractions allowed")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    crop_padding: int = Field(2, ge=0, le=8, description="pixels of padding for the random crop")
+    hflip: bool = True
+    seed: int = 0
+    num_threads: int | None = Field(None, ge=1, description="torch threads; None leaves torch's")
+    limit: int | None = Field(None, ge=1, description="train on a stratified subset of N images")
+    keep_best: bool = Field(True, description="restore the epoch with the best eval top-1")
+
+
+# ---------------------------------------------------------------- augmentation and schedule
+def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+            pad_value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Random crop with `cfg.crop_padding` pixels of padding, then a random horizontal flip
+    (p=0.5), per image, on a model-ready (B, C, H, W) batch.
+
+    `pad_value` is what black becomes after normalisation ((0 - mean) / std): a scalar or a
+    per-channel tensor, so the padding looks like the images' own background.
+    """
+    import torch
+
+    b, c, h, w = x.shape
+    p = cfg.crop_padding
+    if p > 0:
+        fill = torch.as_tensor(pad_value, dtype=x.dtype).reshape(1, -1, 1, 1)
+        padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p:p + h, p:p + w] = x
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        rows = (oy[:, None] + torch.arange(h))[:, :, None]  # (B, H, 1)
+        cols = (ox[:, None] + torch.arange(w))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(b)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    if cfg.hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def black_value(spec: InputSpec) -> torch.Tensor:
+    """Per-channel value of a black pixel after the spec's normalisation."""
+    import torch
+
+    mean = torch.tensor(spec.mean, dtype=torch.float32)
+    std = torch.tensor(spec.std, dtype=torch.float32)
+    return (0.0 - mean) / std
+
+
+def cosine_warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                           warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR multiplier: rises linearly from ~0 to 1 over `warmup_steps`, then follows a
+    half cosine from 1 down to 0 at `total_steps`."""
+    import torch
+
+    total_steps = max(1, int(total_steps))
+    warmup_steps = max(0, min(int(warmup_steps), total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        decay_steps = max(1, total_steps - warmup_steps)
+        progress_ = min(1.0, (step - warmup_steps) / decay_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress_))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- inference helpers
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor,
+                   batch_size: int = 1000) -> torch.Tensor:
+    """Logits of `model` (put in eval mode) on model-ready inputs, batch by batch, no grad."""
+    import torch
+
+    inputs = torch.as_tensor(x, dtype=torch.float32)
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            outs.append(model(inputs[start:start + batch_size]))
+    if not outs:
+        return torch.empty(0, 0)
+    return torch.cat(outs)
+
+
+def evaluate_top1(model: nn.Module, dataset: Dataset, batch_size: int = 1000) -> float:
+    """Fraction of `dataset` whose argmax logit equals its label."""
+    if dataset.y is None:
+        raise DataError(f"{dataset.source} has no labels; top-1 needs them")
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.source} is empty")
+    preds = predict_logits(model, dataset.x, batch_size).argmax(1).numpy()
+    return float((preds == dataset.y).mean())
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: cross-entropy of the model's logits against the labels."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(model(x), y)
+
+
+# ---------------------------------------------------------------- the loop
+def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Dataset | None,
+        cfg: TrainConfig, loss_fn: LossFn | None = None,
+        description: str = "Training") -> dict[str, Any]:
+    """Train `model` in place with the recipe and return its history.
+
+    Preprocesses `raw_train` with `spec` once, then every step augments a shuffled batch, applies
+    `loss_fn` (cross-entropy by default), steps the optimizer and the warm-up/cosine schedule.
+    After each epoch it measures top-1 on `eval_set` (when given) and, with `cfg.keep_best`,
+    restores the best epoch's weights at the end. The model is left in eval mode.
+
+    Returns {"epochs": [{"epoch", "loss", "top1", "seconds", "lr"}...], "best_epoch",
+    "best_top1", "train_images", "seconds"}.
+    """
+    import torch
+
+    from edgekit.data.dataset import stratified_indices
+    from edgekit.progress import progress
+
+    if raw_train.labels is None:
+        raise DataError(f"{raw_train.source} has no labels; training needs them")
+    loss_fn = loss_fn or cross_entropy_loss
+    images, labels = raw_train.images, raw_train.labels
+    if cfg.limit is not None and cfg.limit < len(images):
+        keep = stratified_indices(labels, cfg.limit, cfg.seed)
+        images, labels = images[keep], labels[keep]
+    if len(images) == 0:
+        raise DataError(f"{raw_train.source} holds no images to train on")
+    x_all = torch.from_numpy(spec.preprocess(images))
+    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    pad_value = black_value(spec)
+
+    previous_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = _make_optimizer(model, cfg)
+    scheduler = cosine_warmup_schedule(optimizer, total_steps,
+                                       round(cfg.warmup_epochs * steps_per_epoch))
+    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
+                               "train_images": len(x_all)}
+    best_state: dict[str, torch.Tensor] | None = None
+    started = time.perf_counter()
+    try:
+        with progress(description, total=total_steps) as advance:
+            for epoch in range(1, cfg.epochs + 1):
+                epoch_start = time.perf_counter()
+                model.train()
+                order = torch.randperm(len(x_all), generator=generator)
+                loss_sum, seen = 0.0, 0
+                for start in range(0, len(order), cfg.batch_size):
+                    idx = order[start:start + cfg.batch_size]
+                    x = augment(x_all[idx], cfg, generator, pad_value)
+                    y = y_all[idx]
+                    loss = loss_fn(model, x, y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    loss_sum += float(loss.detach()) * len(idx)
+                    seen += len(idx)
+                    advance(1, epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / seen:.3f}")
+                record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen,
+                                          "lr": optimizer.param_groups[0]["lr"]}
+                if eval_set is not None:
+                    record["top1"] = evaluate_top1(model, eval_set)
+                    advance(0, epoch=f"{epoch}/{cfg.epochs}", loss=f"{record['loss']:.3f}",
+                            top1=f"{record['top1']:.4f}")
+                    if history["best_top1"] is None or record["top1"] > history["best_top1"]:
+                        history["best_top1"], history["best_epoch"] = record["top1"], epoch
+                        if cfg.keep_best and epoch < cfg.epochs:
+                            best_state = copy.deepcopy(model.state_dict())
+                        elif cfg.keep_best:
+                            best_state = None  # the final weights are the best ones
+                record["seconds"] = time.perf_counter() - epoch_start
+                history["epochs"].append(record)
+        if cfg.keep_best and best_state is not None:
+            model.load_state_dict(best_state)
+    finally:
+        if cfg.num_threads:
+            torch.set_num_threads(previous_threads)
+    model.eval()
+    history["seconds"] = time.perf_counter() - started
+    return history
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and normalisation parameters (1-d tensors)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+# ---------------------------------------------------------------- zoo training
+def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
+                    data_dir: str | Path | None = None, eval_limit: int | None = None,
+                    model_kwargs: dict[str, Any] | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+    """Build zoo model `name`, train it on Fashion-MNIST train, measure top-1 on the test split.
+
+    `cfg` defaults to the registry's per-model settings. Returns the trained bundle (its meta
+    holds name, train config, test top-1 and history, ready for save_checkpoint) and a summary.
+    """
+    import torch
+
+    from edgekit.data import load_dataset, load_raw
+    from edgekit.zoo import build, default_spec, get_entry
+
+    entry = get_entry(name)
+    if cfg is None:
+        cfg = TrainConfig(**{"epochs": entry.epochs, **entry.train})
+    spec = default_spec(name)
+    raw_train = load_raw("fashion-mnist:train", data_dir=data_dir)
+    test_set = load_dataset("fashion-mnist:test", spec, data_dir=data_dir, limit=eval_limit,
+                            seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    bundle = build(name, **(model_kwargs or {}))
+    history = fit(bundle.model, raw_train, spec, test_set, cfg,
+                  description=f"Training {name}")
+    test_top1 = evaluate_top1(bundle.model, test_set)
+    summary = {
+        "name": name,
+        "test_top1": test_top1,
+        "test_images": len(test_set),
+        "target_top1": entry.target_top1,
+        "meets_target": test_top1 >= entry.target_top1,
+        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "train_config": cfg.model_dump(mode="json"),
+        "history": history,
+    }
+    bundle.meta.update({"name": name, "train_config": summary["train_config"],
+                        "test_top1": test_top1, "test_images": len(test_set),
+                        "history": history})
+    return bundle, summary
