@@ -56,12 +56,16 @@ def parity_sample(spec, source: str | None, data_dir: str | None = None):
         return None
 
 
-def export_artifact(source: str | Path, target: str, out_dir: str | Path | None, *,
+def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
                     precision: str = "fp32", model_options: dict[str, Any] | None = None,
                     parity_source: str | None = None, data_dir: str | None = None,
                     **options: Any) -> tuple[Artifact, dict[str, Any]]:
-    """Export `source` with `target` into `out_dir` and record the stage in its manifest."""
-    source = Path(source)
+    """Export `source` (a model file, an output folder, an .onnx file or a loaded ModelBundle)
+    with `target` into `out_dir` and record the stage in its manifest."""
+    from edgekit.io.models import ModelBundle
+
+    bundle = source if isinstance(source, ModelBundle) else None
+    source = Path(bundle.source or "model") if bundle else Path(source)
     if out_dir is None:
         if not source.is_dir():
             raise InputError("no output folder given", hint="pass -o OUT/")
@@ -71,7 +75,10 @@ def export_artifact(source: str | Path, target: str, out_dir: str | Path | None,
         raise InputError(f"output {out_dir} exists and is not a folder", hint="-o names a folder")
     exporter = get_target(target)
     exporter.check_precision(precision)
-    loaded, source_file = resolve_source(source, TARGET_SOURCE[target], model_options or {})
+    if bundle is not None:
+        loaded, source_file = bundle, bundle.source
+    else:
+        loaded, source_file = resolve_source(source, TARGET_SOURCE[target], model_options or {})
     if target == "onnx":
         spec = loaded.spec
         options.setdefault("parity_data", parity_sample(spec, parity_source, data_dir))
@@ -87,7 +94,7 @@ def export_artifact(source: str | Path, target: str, out_dir: str | Path | None,
         entry["model"] = model_name
     record = Manifest(out_dir).add_stage(
         f"export-{target}-{precision}",
-        inputs={"source": source_file},
+        inputs={"source": source_file} if source_file and Path(source_file).is_file() else {},
         config={"target": target, "precision": precision, **{
             k: v for k, v in options.items() if isinstance(v, str | int | float | bool | None)}},
         outputs=[entry],
@@ -95,3 +102,55 @@ def export_artifact(source: str | Path, target: str, out_dir: str | Path | None,
         versions=artifact.versions,
     )
     return artifact, record
+
+
+# ---------------------------------------------------------------- compress
+TORCH_STEP_ORDER = ("prune", "dwsep", "distill")
+
+
+def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> dict[str, Any]:
+    """Run torch steps on `bundle`, export the result to ONNX (the fp32 reference), then run ONNX
+    steps (quantize) on it. Everything lands in ctx.out_dir with one manifest stage per step.
+    Returns {'rows': report rows, 'artifacts': manifest outputs}."""
+    from edgekit.io.models import save_checkpoint
+    from edgekit.passes import get_pass
+    from edgekit.passes.stats import model_cost
+    from edgekit.validate.torch_eval import torch_top1
+
+    out_dir = Path(ctx.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out_dir)
+    passes = [(name, get_pass(name)(config)) for name, config in steps]
+    import copy
+
+    ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
+    eval_set = ctx.eval_set(bundle.spec, required=False)
+    ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec),
+                top1=torch_top1(bundle.model, eval_set) if eval_set is not None else None)
+    torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
+    for name, step in torch_passes:
+        bundle = step.apply(bundle, ctx)
+        manifest = Manifest(out_dir)
+        manifest.add_stage(name, config=step.config.model_dump(mode="json"),
+                           metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    if torch_passes:
+        ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
+        Manifest(out_dir).add_stage("checkpoint", outputs=[{"path": ckpt.name, "format": "checkpoint",
+                                                            "precision": "fp32", "model": bundle.name}])
+    onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
+                                  parity_source=ctx.eval_source, data_dir=ctx.data_dir)
+    for name, step in passes:
+        if step.kind != "onnx":
+            continue
+        produced = step.apply(onnx_art.path, ctx)
+        for art in produced if isinstance(produced, list) else [produced]:
+            Manifest(out_dir).add_stage(
+                f"{name}-{art.precision}" if art.config.get("flavour") is None
+                else f"{name}-{art.config['flavour']}",
+                inputs={"source": onnx_art.path},
+                config=step.config.model_dump(mode="json"),
+                outputs=[{**art.manifest_entry(out_dir), "model": bundle.name,
+                          "input_spec": bundle.spec.model_dump(mode="json")}],
+                metrics=art.metrics, versions=art.versions)
+    return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+

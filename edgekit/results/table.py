@@ -54,3 +54,33 @@ def markdown(records: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in records]
     return "\n".join(lines) + "\n"
+
+
+def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
+    """One row per step: params, MACs, top-1 (and whatever else a step reports)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    table = Table(title=title)
+    for k in keys:
+        table.add_column(k)
+    base = rows[0] if rows else {}
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            if v is None:
+                cells.append("-")
+            elif k in ("macs", "params", "conv_macs") and base.get(k):
+                cells.append(f"{v:,} ({base[k] / max(v, 1):.2f}×↓)" if r is not base else f"{v:,}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

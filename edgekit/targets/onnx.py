@@ -18,21 +18,16 @@ from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import save_onnx, set_spec
 from edgekit.targets.base import Artifact, Target
+from edgekit.validate.accuracy import fidelity
+from edgekit.validate.torch_eval import torch_logits
 
 OPSET = 18
 PARITY_SAMPLES = 256
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Max abs difference, cosine similarity and top-1 agreement of two logit arrays."""
-    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
-    cos = float(np.sum(ref * cand) / max(np.linalg.norm(ref) * np.linalg.norm(cand), 1e-30))
-    return {
-        "max_abs_diff": float(np.max(np.abs(ref - cand))),
-        "cosine": cos,
-        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))),
-        "samples": int(len(ref)),
-    }
+    """Fidelity of candidate logits to the reference on the same inputs."""
+    return {**fidelity(reference, candidate), "samples": int(len(reference))}
 
 
 def parity_inputs(spec, data: np.ndarray | None, n: int = PARITY_SAMPLES) -> tuple[np.ndarray, str]:
@@ -40,16 +35,6 @@ def parity_inputs(spec, data: np.ndarray | None, n: int = PARITY_SAMPLES) -> tup
         return np.ascontiguousarray(data[:n], np.float32), "eval data"
     rng = np.random.default_rng(0)
     return rng.standard_normal((min(n, 32), *spec.shape[1:]), dtype=np.float32), "random normal"
-
-
-def torch_logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            outs.append(model(torch.from_numpy(x[i : i + batch])).float().numpy())
-    return np.concatenate(outs)
 
 
 def ort_logits(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:

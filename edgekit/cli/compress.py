@@ -1,0 +1,96 @@
+"""`edgekit compress`: the flags build a list of steps, the same list a recipe holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgekit.cli.common import (
+    data_dir_option,
+    json_option,
+    load_model_from_options,
+    model_options,
+    print_json,
+)
+
+
+def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Flags → [(step name, config)] in pipeline order; only flags the user set are passed."""
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if opts["prune"] is not None or opts["target_macs"] is not None:
+        cfg = {"ratio": opts["prune"], "target_macs": opts["target_macs"],
+               "importance": opts["importance"], "global_pruning": opts["global_pruning"],
+               "round_to": opts["round_to"]}
+        steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
+    if opts["dwsep"]:
+        cfg = {"rank": opts["dwsep_rank"], "include": list(opts["dwsep_include"]) or None,
+               "exclude": list(opts["dwsep_exclude"]) or None}
+        steps.append(("dwsep", {k: v for k, v in cfg.items() if v is not None}))
+    if steps or opts["distill_epochs"] is not None:
+        if opts["distill_epochs"] is None or opts["distill_epochs"] > 0:
+            cfg = {"epochs": opts["distill_epochs"]}
+            steps.append(("distill", {k: v for k, v in cfg.items() if v is not None}))
+    if opts["int8"]:
+        cfg = {"calib_size": opts["calib_size"], "method": opts["calib_method"],
+               "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
+               "flavour": opts["flavour"]}
+        steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
+    return steps
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--prune", type=float, default=None, help="Channel ratio to remove, in (0, 1).")
+@click.option("--target-macs", type=float, default=None,
+              help="Prune until MACs are this fraction of the original, in (0, 1).")
+@click.option("--importance", default=None, help="l1 | l2 | taylor | bn-scale (pruning).")
+@click.option("--global/--local", "global_pruning", default=None, help="Global or per-layer pruning.")
+@click.option("--round-to", type=int, default=None, help="Round channel counts to a multiple of this.")
+@click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
+@click.option("--dwsep-rank", type=int, default=None, help="Channel multiplier r of the depthwise conv.")
+@click.option("--dwsep-include", multiple=True, help="Only convs whose name matches (glob).")
+@click.option("--dwsep-exclude", multiple=True, help="Skip convs whose name matches (glob).")
+@click.option("--distill-epochs", type=int, default=None,
+              help="Epochs of distillation from the original model (0 to skip).")
+@click.option("--train", "train_source", default=None, help="Training data, e.g. fashion-mnist:train.")
+@click.option("--eval", "eval_source", default=None, help="Eval data, e.g. fashion-mnist:test.")
+@click.option("--eval-limit", type=int, default=None, help="Use a stratified sample of the eval set.")
+@click.option("--int8", is_flag=True, help="int8 post-training quantization (QDQ ONNX).")
+@click.option("--calib", "calib_source", default=None, help="Calibration set (.npz) or data source.")
+@click.option("--calib-size", type=int, default=None, help="Number of calibration samples.")
+@click.option("--calib-method", default=None, help="minmax | percentile | entropy | mse")
+@click.option("--max-drop", type=float, default=None, help="Allowed top-1 drop, in points.")
+@click.option("--max-drop-rel", type=float, default=None,
+              help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32.")
+@click.option("--for", "flavour", default=None, help="onnxruntime | tensorrt: QDQ flavour.")
+@model_options
+@data_dir_option
+@json_option
+def compress(model: str, output: str, train_source: str | None, eval_source: str | None,
+             eval_limit: int | None, calib_source: str | None, data_dir: str | None,
+             arch: str | None, arch_kwargs: str | None, input_shape, trust_model: bool,
+             as_json: bool, **flags: Any) -> None:
+    """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order."""
+    from pathlib import Path
+
+    from edgekit.errors import InputError
+    from edgekit.passes import PassContext
+    from edgekit.pipeline import compress as run_compress
+
+    steps = steps_from_flags(flags)
+    if not steps:
+        raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
+    bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+    ctx = PassContext(out_dir=Path(output), train_source=train_source, eval_source=eval_source,
+                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit)
+    result = run_compress(bundle, steps, ctx)
+    if as_json:
+        print_json({"steps": [s for s, _ in steps], "rows": result["rows"],
+                    "artifacts": result["artifacts"]})
+        return
+    from edgekit.results.table import print_compress_rows
+
+    print_compress_rows(result["rows"], title=f"edgekit compress {Path(model).name}")
+    click.echo(f"outputs in {output}/ (manifest.json lists them)")

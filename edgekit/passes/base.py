@@ -1,0 +1,102 @@
+"""The Pass abstraction (as Olive's Pass with its config schema, torchao's typed configs).
+
+A pass has a pydantic config (extra="forbid": a typo in a recipe is an error, not a silent default)
+and `apply(subject, ctx)`. Torch passes (prune, dwsep, distill) take and return a ModelBundle;
+ONNX passes (quantize) take the fp32 ONNX path and return the path they wrote. Passes register by
+name on subclassing."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from edgekit.config import validate
+from edgekit.errors import ConfigError, DataError
+
+PASSES: dict[str, type[Pass]] = {}
+PASS_MODULES = {
+    "prune": "edgekit.passes.prune",
+    "dwsep": "edgekit.passes.dwsep",
+    "distill": "edgekit.passes.distill",
+    "quantize": "edgekit.passes.quantize",
+}
+
+
+class PassConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pass:
+    name: ClassVar[str]
+    kind: ClassVar[Literal["torch", "onnx"]] = "torch"
+    Config: ClassVar[type[PassConfig]] = PassConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "name", None):
+            PASSES[cls.name] = cls
+
+    def __init__(self, config: PassConfig | dict[str, Any] | None = None) -> None:
+        if not isinstance(config, PassConfig):
+            config = validate(self.Config, dict(config or {}), f"{self.name} step")
+        self.config = config
+
+    def apply(self, subject: Any, ctx: PassContext) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class PassContext:
+    """What passes share during one compress run: the original model (the teacher), data
+    sources, the output folder, and the report every pass appends its rows to."""
+
+    out_dir: Path
+    original: Any = None  # ModelBundle before any pass: distillation's teacher
+    train_source: str | None = None
+    eval_source: str | None = None
+    calib_source: str | None = None
+    data_dir: str | None = None
+    eval_limit: int | None = None
+    report: list[dict[str, Any]] = field(default_factory=list)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def eval_set(self, spec: Any, *, required: bool = True):
+        """The eval Dataset for this spec (cached); None or an error when no --eval was given."""
+        if self.eval_source is None:
+            if required:
+                raise DataError("this step needs an eval set", hint="pass --eval SOURCE, e.g. "
+                                "--eval fashion-mnist:test")
+            return None
+        key = f"eval:{spec.to_json()}"
+        if key not in self._cache:
+            from edgekit.data import load_dataset
+
+            self._cache[key] = load_dataset(self.eval_source, spec, data_dir=self.data_dir,
+                                            limit=self.eval_limit)
+            self._cache[key].check_for(spec, need_labels=True)
+        return self._cache[key]
+
+    def train_images(self):
+        """Raw uint8 training images (augmented by the trainer); error when no --train was given."""
+        if self.train_source is None:
+            raise DataError("this step trains, and no training data was given",
+                            hint="pass --train SOURCE, e.g. --train fashion-mnist:train")
+        if "train" not in self._cache:
+            from edgekit.data import load_raw
+
+            self._cache["train"] = load_raw(self.train_source, data_dir=self.data_dir)
+        return self._cache["train"]
+
+    def add_row(self, **row: Any) -> None:
+        self.report.append(row)
+
+
+def get_pass(name: str) -> type[Pass]:
+    if name not in PASS_MODULES:
+        raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(PASS_MODULES)}")
+    importlib.import_module(PASS_MODULES[name])
+    return PASSES[name]

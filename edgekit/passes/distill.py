@@ -1,0 +1,70 @@
+"""Knowledge distillation: the model before compression (ctx.original) teaches the compressed one.
+
+Loss = alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · CE(student, y),
+trained with the article's recipe (the zoo trainer: augmentation, cosine schedule with warm-up,
+progress bar with loss and eval top-1 per epoch, best epoch kept)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from edgekit.errors import ConfigError
+from edgekit.passes.base import Pass, PassConfig, PassContext
+
+
+class DistillConfig(PassConfig):
+    epochs: int = Field(1, ge=1)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the KL term; 1-alpha for CE")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    warmup_epochs: float = Field(0.1, ge=0)
+    limit: int | None = Field(None, ge=1, description="distill on a stratified subset of N images")
+    seed: int = 0
+
+
+def distillation_loss(teacher: Any, temperature: float, alpha: float):
+    """loss_fn(student, x, y) for the trainer; the teacher runs without gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    teacher.eval()
+
+    def loss_fn(student: Any, x: Any, y: Any) -> Any:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        logits = student(x)
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1),
+                      F.log_softmax(teacher_logits / temperature, dim=1),
+                      reduction="batchmean", log_target=True) * temperature**2
+        return alpha * kl + (1 - alpha) * F.cross_entropy(logits, y)
+
+    return loss_fn
+
+
+class DistillPass(Pass):
+    name = "distill"
+    kind = "torch"
+    Config = DistillConfig
+
+    def apply(self, bundle: Any, ctx: PassContext) -> Any:
+        from edgekit.passes.stats import model_cost
+        from edgekit.zoo.train import TrainConfig, fit
+
+        cfg: DistillConfig = self.config
+        if ctx.original is None:
+            raise ConfigError("distillation needs the original model as teacher",
+                              hint="run distill after prune or dwsep in the same compress run")
+        raw = ctx.train_images()
+        eval_set = ctx.eval_set(bundle.spec, required=False)
+        train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                warmup_epochs=cfg.warmup_epochs, limit=cfg.limit, seed=cfg.seed)
+        history = fit(bundle.model, raw, bundle.spec, eval_set, train_cfg,
+                      loss_fn=distillation_loss(ctx.original.model, cfg.temperature, cfg.alpha),
+                      description=f"Distilling {bundle.name}")
+        bundle.meta.setdefault("history", {})["distill"] = history
+        ctx.add_row(step="distill", **model_cost(bundle.model, bundle.spec),
+                    top1=history.get("best_top1"), epochs=cfg.epochs)
+        return bundle

@@ -1,0 +1,65 @@
+"""MACs and parameters, counted one way everywhere (before and after every pass).
+
+MACs are multiply-accumulates of one forward pass at batch 1 with the spec's input shape:
+Conv2d: out_h·out_w·out_c·(in_c/groups)·k_h·k_w; Linear: in·out per row; LSTM/GRU: per step and
+direction, gates·hidden·(input + hidden) (projections included). Pooling, activations, BatchNorm
+and element-wise ops are not counted (they fold away or are memory-bound)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def model_cost(model: Any, spec: Any) -> dict[str, int]:
+    """{'macs': int, 'params': int, 'conv_macs': int} for one sample of `spec`'s shape."""
+    import torch
+    from torch import nn
+
+    counts = {"macs": 0, "conv_macs": 0}
+
+    def conv_hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        macs = out[0].numel() * (mod.in_channels // mod.groups) * k
+        counts["macs"] += macs
+        counts["conv_macs"] += macs
+
+    def linear_hook(mod: nn.Linear, inp: tuple, _out: Any) -> None:
+        rows = inp[0][0].numel() // mod.in_features
+        counts["macs"] += rows * mod.in_features * mod.out_features
+
+    def rnn_hook(mod: nn.RNNBase, inp: tuple, _out: Any) -> None:
+        x = inp[0]
+        steps = x.shape[1] if mod.batch_first else x.shape[0]
+        if x.dim() == 2:
+            steps = x.shape[0]
+        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+        dirs = 2 if mod.bidirectional else 1
+        out_size = mod.proj_size or mod.hidden_size
+        total = 0
+        for layer in range(mod.num_layers):
+            in_size = mod.input_size if layer == 0 else out_size * dirs
+            per_step = gates * mod.hidden_size * (in_size + out_size)
+            if mod.proj_size:
+                per_step += mod.hidden_size * mod.proj_size
+            total += per_step * dirs
+        counts["macs"] += total * steps
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, nn.RNNBase):
+            handles.append(m.register_forward_hook(rnn_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *spec.shape[1:]))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {"macs": int(counts["macs"]), "conv_macs": int(counts["conv_macs"]), "params": int(params)}

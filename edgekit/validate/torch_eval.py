@@ -1,0 +1,24 @@
+"""Top-1 of a torch model on a Dataset (the compress table's accuracy column). Needs torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy())
+    model.train(was_training)
+    return np.concatenate(outs)
+
+
+def torch_top1(model: Any, dataset: Any, batch_size: int = 500) -> float:
+    return float(np.mean(torch_logits(model, dataset.x, batch_size).argmax(1) == dataset.y))
