@@ -45,7 +45,8 @@ def _idx_pair_in(folder: Path, split: str | None) -> tuple[Path, Path | None]:
     images = sorted(folder.glob(f"{pattern}images-idx3-ubyte*")) or sorted(folder.glob(f"{pattern}idx3*"))
     if not images:
         raise DataError(f"no IDX image file found in {folder}" + (f" for split {split!r}" if split else ""))
-    labels = sorted(folder.glob(images[0].name.replace("images-idx3", "labels-idx1")))
+    stem = images[0].name.removesuffix(".gz").replace("images-idx3", "labels-idx1")
+    labels = sorted(folder.glob(stem + "*"))
     return images[0], labels[0] if labels else None
 
 

@@ -53,7 +53,9 @@ def _torch_export(bundle: ModelBundle, path: Path) -> str:
     import torch
 
     spec = bundle.spec
-    example = (torch.zeros(spec.shape),)
+    # torch.export specialises dimensions of size 1, so a dynamic batch is traced at batch 2.
+    batch = max(2, spec.shape[0]) if spec.dynamic_batch else spec.shape[0]
+    example = (torch.zeros(spec.batch_shape(batch)),)
     names = {"input_names": [spec.input_name], "output_names": [spec.output_name]}
     errors = []
     for exporter in ("dynamo", "torchscript"):
@@ -146,4 +148,24 @@ def to_fp16(model):
     """fp16 weights and activations, fp32 inputs/outputs (ONNX Runtime's converter)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True)
+    return topological_sort(convert_float_to_float16(model, keep_io_types=True))
+
+
+def topological_sort(model):
+    """Reorder graph nodes so every input is produced before use (the fp16 converter appends its
+    input casts at the end, which onnx.checker rejects)."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:  # a cycle or a dangling input: leave the rest as it was
+            ordered += pending
+            break
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
