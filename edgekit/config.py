@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -15,19 +16,37 @@ from edgekit.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] / X | Y -> the first member that is a model or a container."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        for member in members:
+            if (isinstance(member, type) and issubclass(member, BaseModel)) or get_origin(member):
+                return member
+        return members[0] if members else None
+    return annotation
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Valid keys of the (nested) schema at `loc`, for 'did you mean'."""
-    current: type[BaseModel] | None = model
+    """Valid keys of the (nested) schema at `loc`, for 'did you mean'. Walks models by field
+    name, dicts by key (to their value type) and lists by index (to their item type)."""
+    current: Any = model
     for part in loc[:-1]:
-        if current is None or isinstance(part, int):
-            continue
-        field = current.model_fields.get(str(part))
-        if field is None:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) in (list, tuple, set):
+            current = get_args(current)[0]
+        else:
             return []
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return list(current.model_fields) if current else []
+    current = _unwrap(current)
+    return list(current.model_fields) if isinstance(current, type) and issubclass(
+        current, BaseModel) else []
 
 
 def explain(error: ValidationError, schema: type[BaseModel], where: str) -> ConfigError:

@@ -53,6 +53,9 @@ class DeviceProfile(BaseModel):
     known_hosts: str | None = None
     python: str = "python3"
     workdir: str = "~/.edgekit"
+    # (issue 8, edgekit.remote) how long to wait for the SSH connection, and for a whole job.
+    connect_timeout: float = Field(10.0, gt=0)
+    job_timeout: float = Field(3600.0, gt=0)
 
     @property
     def is_remote(self) -> bool:

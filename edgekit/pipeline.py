@@ -81,13 +81,17 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         loaded, source_file = resolve_source(source, TARGET_SOURCE[target], model_options or {})
     if target == "onnx":
         spec = loaded.spec
-        options.setdefault("parity_data", parity_sample(spec, parity_source, data_dir))
     else:
         from edgekit.io.artifacts import spec_for
 
         spec = spec_for(loaded)
+    # Every target checks parity on real inputs (against torch for ONNX, the fp32 ONNX otherwise).
+    parity_data = options.pop("parity_data", None)
+    if parity_data is None:
+        parity_data = parity_sample(spec, parity_source, data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    artifact = exporter.export(loaded, out_dir, precision=precision, **options)
+    artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
+                               data_dir=data_dir, **options)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     entry = {**artifact.manifest_entry(out_dir), "input_spec": spec.model_dump(mode="json")}
     if model_name:
@@ -117,10 +121,12 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
     from edgekit.passes.stats import model_cost
     from edgekit.validate.torch_eval import torch_top1
 
+    passes = [(name, get_pass(name)(config)) for name, config in steps]
+    for _, step in passes:  # bad configurations fail before the output folder is touched
+        step.check(bundle, ctx)  # ONNX passes get the bundle too (for its InputSpec)
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
-    passes = [(name, get_pass(name)(config)) for name, config in steps]
     import copy
 
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place

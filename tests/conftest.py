@@ -60,3 +60,82 @@ def fashion_test_small():
     if not _fashion_mnist_installed():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     return "fashion-mnist:test"
+
+
+# ---------------------------------------------------------------- validator fixtures (issue 7)
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """tiny_folder(noise=0.0, nan=False) -> an edgekit output folder with two torch-free linear
+    classifiers on 4×4 one-channel inputs, made with onnx.helper: `model.onnx` (fp32, the
+    reference) and `model.int8.onnx` (labelled int8; its weights get `noise` added, and NaN
+    outputs when `nan`), plus `eval.npz` (200 float inputs, labels = the reference's argmax)."""
+    import numpy as np
+
+    def make(noise: float = 0.0, nan: bool = False, classes: int = 4):
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        from edgekit.io.manifest import Manifest
+        from edgekit.io.onnxfile import save_onnx, set_spec
+        from edgekit.spec import InputSpec
+
+        rng = np.random.default_rng(0)
+        weights = rng.standard_normal((16, classes)).astype(np.float32)
+        spec = InputSpec(shape=(1, 1, 4, 4), mean=(0.0,), std=(1.0,),
+                         class_names=tuple(f"c{i}" for i in range(classes)))
+
+        def linear(w: np.ndarray, path, make_nan: bool) -> None:
+            nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+                     helper.make_node("MatMul", ["flat", "W"], ["mm"])]
+            inits = [numpy_helper.from_array(w, "W")]
+            if make_nan:
+                inits.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
+                nodes.append(helper.make_node("Mul", ["mm", "nan"], ["logits"]))
+            else:
+                nodes[-1] = helper.make_node("MatMul", ["flat", "W"], ["logits"])
+            graph = helper.make_graph(
+                nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                              ["batch", 1, 4, 4])],
+                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+                inits)
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            model.ir_version = 8
+            onnx.checker.check_model(model)
+            set_spec(model, spec)
+            save_onnx(model, path)
+
+        folder = tmp_path / "out"
+        folder.mkdir(exist_ok=True)
+        linear(weights, folder / "model.onnx", False)
+        noisy = weights + noise * rng.standard_normal(weights.shape).astype(np.float32)
+        linear(noisy, folder / "model.int8.onnx", nan)
+        manifest = Manifest(folder)
+        manifest.add_stage("export-onnx-fp32", outputs=[{"path": "model.onnx", "format": "onnx",
+                                                         "precision": "fp32", "model": "tiny"}])
+        manifest.add_stage("quantize-int8", outputs=[{"path": "model.int8.onnx", "format": "onnx",
+                                                      "precision": "int8", "model": "tiny"}])
+        x = rng.standard_normal((200, 1, 4, 4)).astype(np.float32)
+        y = (x.reshape(200, 16) @ weights).argmax(1).astype(np.int64)
+        np.savez(tmp_path / "eval.npz", x=x, y=y)
+        return folder, tmp_path / "eval.npz"
+
+    return make
+
+
+@pytest.fixture
+def quick_profile(tmp_path):
+    """quick_profile(**overrides) -> path of a local-cpu-like profile with a short protocol."""
+    import yaml
+
+    def make(**overrides) -> str:
+        data = {"schema_version": 1, "name": "quick-cpu", "kind": "cpu", "threads": 1,
+                "batch_sizes": [1],
+                "runtimes": {"onnxruntime": {"precisions": ["fp32", "int8"]}},
+                "latency": {"warmup_count": 2, "warmup_seconds": 0.0, "min_queries": 20,
+                            "min_seconds": 0.05, "max_seconds": 2.0}}
+        data.update(overrides)
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+
+    return make

@@ -21,7 +21,7 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if opts["prune"] is not None or opts["target_macs"] is not None:
         cfg = {"ratio": opts["prune"], "target_macs": opts["target_macs"],
                "importance": opts["importance"], "global_pruning": opts["global_pruning"],
-               "round_to": opts["round_to"]}
+               "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None}
         steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
     if opts["dwsep"]:
         cfg = {"rank": opts["dwsep_rank"], "include": list(opts["dwsep_include"]) or None,
@@ -31,10 +31,10 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if opts["distill_epochs"] is None or opts["distill_epochs"] > 0:
             cfg = {"epochs": opts["distill_epochs"]}
             steps.append(("distill", {k: v for k, v in cfg.items() if v is not None}))
-    if opts["int8"]:
+    if opts["int8"] or opts["flavour"] is not None:
         cfg = {"calib_size": opts["calib_size"], "method": opts["calib_method"],
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
-               "flavour": opts["flavour"]}
+               "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -48,6 +48,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 @click.option("--importance", default=None, help="l1 | l2 | taylor | bn-scale (pruning).")
 @click.option("--global/--local", "global_pruning", default=None, help="Global or per-layer pruning.")
 @click.option("--round-to", type=int, default=None, help="Round channel counts to a multiple of this.")
+@click.option("--prune-ignore", multiple=True,
+              help="Never prune this layer's outputs (module name or glob; repeatable).")
 @click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
 @click.option("--dwsep-rank", type=int, default=None, help="Channel multiplier r of the depthwise conv.")
 @click.option("--dwsep-include", multiple=True, help="Only convs whose name matches (glob).")
@@ -60,11 +62,18 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 @click.option("--int8", is_flag=True, help="int8 post-training quantization (QDQ ONNX).")
 @click.option("--calib", "calib_source", default=None, help="Calibration set (.npz) or data source.")
 @click.option("--calib-size", type=int, default=None, help="Number of calibration samples.")
-@click.option("--calib-method", default=None, help="minmax | percentile | entropy | mse")
+@click.option("--calib-method", default=None,
+              type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+              help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
 @click.option("--max-drop", type=float, default=None, help="Allowed top-1 drop, in points.")
 @click.option("--max-drop-rel", type=float, default=None,
               help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32.")
-@click.option("--for", "flavour", default=None, help="onnxruntime | tensorrt: QDQ flavour.")
+@click.option("--for", "flavour", default=None,
+              type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),
+              help="int8 for: onnxruntime (QDQ, default) | tensorrt (QDQ for explicit "
+              "quantization) | openvino (IR via NNCF).")
+@click.option("--keep-float", multiple=True,
+              help="Keep this ONNX node in float when quantizing (repeatable).")
 @model_options
 @data_dir_option
 @json_option

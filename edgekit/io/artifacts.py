@@ -13,12 +13,25 @@ RUNNABLE_SUFFIXES = (".onnx", ".xml", ".plan", ".engine")
 
 
 def spec_for(path: str | Path) -> InputSpec:
-    """The InputSpec of an artifact: ONNX metadata, else its manifest entry, else a sidecar."""
+    """The InputSpec of an artifact: ONNX metadata / IR rt_info / engine metadata file, else its
+    manifest entry, else a sidecar."""
     path = Path(path)
     if path.suffix == ".onnx":
         from edgekit.io.onnxfile import spec_from_onnx
 
         spec = spec_from_onnx(path)
+        if spec:
+            return spec
+    elif path.suffix == ".xml" and path.is_file():
+        from edgekit.runtimes.openvino import spec_from_ir
+
+        spec = spec_from_ir(path)
+        if spec:
+            return spec
+    elif path.suffix in (".plan", ".engine") and path.is_file():
+        from edgekit.runtimes.tensorrt import spec_from_engine_metadata
+
+        spec = spec_from_engine_metadata(path)
         if spec:
             return spec
     manifest_path = path.parent / MANIFEST_NAME
@@ -62,11 +75,15 @@ def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
 
 
 def find_reference(target: str | Path) -> Path | None:
-    """The fp32 ONNX model that other artifacts of the same folder are compared with."""
+    """The fp32 ONNX model that other artifacts of the same folder are compared with: the one
+    marked `role: reference` (the uncompressed original, which `edgekit run` exports before
+    compressing), else the last fp32 ONNX model."""
     target = Path(target)
     folder = target if target.is_dir() else target.parent
     if (folder / MANIFEST_NAME).exists():
-        hit = Manifest(folder).find(format="onnx", precision="fp32")
+        manifest = Manifest(folder)
+        hit = manifest.find(format="onnx", precision="fp32", role="reference") or \
+            manifest.find(format="onnx", precision="fp32")
         if hit:
             return folder / hit["path"]
     candidate = folder / "model.onnx"

@@ -268,9 +268,14 @@ def load_model(
             meta = dict(obj.get("meta") or {})
             model = build_arch(bundle_arch, kwargs, trusted=trust_model or arch is not None)
             for step in surgery:
-                if step["op"] not in SURGERIES:
-                    _import_surgeries()
-                SURGERIES[step["op"]](model, step)
+                op = step.get("op") if isinstance(step, dict) else None
+                if op not in SURGERIES:
+                    _import_surgeries(op)
+                if op not in SURGERIES:
+                    raise ModelLoadError(f"{path} records a structural edit {op!r} this edgekit "
+                                         "does not know",
+                                         hint="load it with the edgekit version that wrote it")
+                SURGERIES[op](model, step)
             fit_to_state_dict(model, obj["state_dict"])
             _load_state_dict(model, obj["state_dict"], bundle_arch)
         elif isinstance(obj, dict):
@@ -348,6 +353,14 @@ def save_checkpoint(bundle: ModelBundle, path: str | Path, **meta: Any) -> Path:
     return path
 
 
-def _import_surgeries() -> None:
-    """Passes register their surgeries on import; import them all once."""
-    import edgekit.passes  # noqa: F401
+def _import_surgeries(op: str | None = None) -> None:
+    """Passes register their surgeries on import: import the pass named `op` (surgeries are
+    named after their pass), else every pass module that imports."""
+    from edgekit.passes.base import PASS_MODULES
+
+    names = [PASS_MODULES[op]] if op in PASS_MODULES else list(PASS_MODULES.values())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue

@@ -45,6 +45,11 @@ class Pass:
             config = validate(self.Config, dict(config or {}), f"{self.name} step")
         self.config = config
 
+    def check(self, subject: Any, ctx: PassContext) -> None:
+        """Raise for a configuration this model cannot take (a layer pattern that matches
+        nothing, say) before anything is written. Every pass gets the loaded bundle (ONNX passes
+        use its InputSpec: the quantize pass checks its calibration and eval sets)."""
+
     def apply(self, subject: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
 

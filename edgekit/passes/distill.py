@@ -44,10 +44,32 @@ def distillation_loss(teacher: Any, temperature: float, alpha: float):
     return loss_fn
 
 
+def _nothing_changed(bundle: Any, ctx: PassContext) -> bool:
+    """True when compression steps ran before this one (rows in the report) and the model still
+    equals the original, weight for weight (e.g. dwsep found no conv to substitute). A distill
+    run on its own (self-distillation, asked for explicitly) is not skipped."""
+    import torch
+
+    if not any(r.get("step") not in ("original", "distill") for r in ctx.report):
+        return False
+    mine, theirs = bundle.model.state_dict(), ctx.original.model.state_dict()
+    return mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 class DistillPass(Pass):
     name = "distill"
     kind = "torch"
     Config = DistillConfig
+
+    def check(self, bundle: Any, ctx: PassContext) -> None:
+        """Say what is missing before any step runs: distillation trains, so it needs --train."""
+        if ctx.train_source is None:
+            from edgekit.errors import DataError
+
+            raise DataError("distillation needs training data and no --train was given",
+                            hint="pass --train fashion-mnist:train (or your own source), or "
+                                 "--distill-epochs 0 to compress without distilling")
 
     def apply(self, bundle: Any, ctx: PassContext) -> Any:
         from edgekit.passes.stats import model_cost
@@ -57,6 +79,10 @@ class DistillPass(Pass):
         if ctx.original is None:
             raise ConfigError("distillation needs the original model as teacher",
                               hint="run distill after prune or dwsep in the same compress run")
+        if _nothing_changed(bundle, ctx):
+            ctx.add_row(step="distill", note="skipped: the compression steps left the model "
+                        "unchanged, so there is nothing to distill")
+            return bundle
         raw = ctx.train_images()
         eval_set = ctx.eval_set(bundle.spec, required=False)
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,

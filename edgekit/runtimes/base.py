@@ -69,6 +69,18 @@ class Runner:
         """What actually ran: library version, providers/device, threads."""
         return {"runtime": self.name, "threads": self.threads}
 
+    # ----------------------------------------------------------- timing hooks
+    def after_sample(self, timed: bool) -> None:
+        """Called after every run of the bound callable (warm-up and timed), outside the timed
+        span. GPU runners read their CUDA-event time of the run just finished here, so that
+        reading it costs the host timing nothing."""
+
+    def extra_stats(self, batch: int, duration_s: float,
+                    protocol: LatencyProtocol) -> dict[str, Any]:
+        """Statistics besides the host timing, merged into measure_latency's result (e.g.
+        `device_latency`: CUDA-event time of the inference alone). Called once per run."""
+        return {}
+
     # ----------------------------------------------------------- shared
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -124,6 +136,7 @@ class Runner:
         while (warm < protocol.warmup_count or time.perf_counter() - start < protocol.warmup_seconds) \
                 and time.perf_counter() - start < protocol.max_seconds:
             run()
+            self.after_sample(timed=False)
             warm += 1
         samples: list[float] = []
         t0 = time.perf_counter()
@@ -133,17 +146,46 @@ class Runner:
             begin = clock()
             run()
             samples.append((clock() - begin) / 1e6)
+            self.after_sample(timed=True)
             now = time.perf_counter()
             if on_sample:
                 on_sample(samples[-1])
             if (len(samples) >= protocol.min_queries and now - t0 >= protocol.min_seconds) \
                     or now >= deadline:
                 break
-        stats = latency_stats(np.array(samples), len(x), duration_s=time.perf_counter() - t0,
-                              protocol=protocol)
-        stats.update(warmup_queries=warm, timing_scope=self.timing_scope,
-                     protocol=protocol.model_dump(), samples_ms=[round(s, 5) for s in samples])
+        stopped_by = "minimums met" if len(samples) >= protocol.min_queries and \
+            now - t0 >= protocol.min_seconds else "max_seconds"
+        duration = time.perf_counter() - t0
+        stats = latency_stats(np.array(samples), len(x), duration_s=duration, protocol=protocol)
+        stats.update(warmup_queries=warm, warmup_s=round(t0 - start, 4), stopped_by=stopped_by,
+                     timing_scope=self.timing_scope, protocol=protocol.model_dump(),
+                     samples_ms=[round(s, 5) for s in samples])
+        stats.update(self.extra_stats(len(x), duration, protocol))  # e.g. device_latency
         return stats
+
+
+class DeviceTimed:
+    """Mixin for accelerator runners whose bound callable synchronises (so the host timing is
+    end-to-end) and also records device events around the inference alone. The subclass sets
+    `self._read_device_ms` to a zero-argument callable returning the last run's device time in
+    ms (None before bind()); the samples of the timed queries become stats["device_latency"]."""
+
+    _read_device_ms: Callable[[], float] | None = None
+    device_timing_scope: ClassVar[str] = "device events around the inference alone"
+
+    def after_sample(self, timed: bool) -> None:
+        if timed and self._read_device_ms is not None:
+            self.__dict__.setdefault("_device_samples", []).append(float(self._read_device_ms()))
+
+    def extra_stats(self, batch: int, duration_s: float,
+                    protocol: LatencyProtocol) -> dict[str, Any]:
+        samples = self.__dict__.pop("_device_samples", [])
+        if not samples:
+            return {}
+        stats = latency_stats(np.array(samples), batch, duration_s=duration_s, protocol=protocol)
+        stats.update(timing_scope=self.device_timing_scope,
+                     samples_ms=[round(s, 5) for s in samples])
+        return {"device_latency": stats}
 
 
 def get_runner(name: str) -> type[Runner]:

@@ -1,5 +1,12 @@
 """ONNX Runtime runner. Execution providers come from the device profile (options["providers"]);
-the runner reports which ones the session actually uses."""
+the runner reports which ones the session actually uses.
+
+A profile that asks for an accelerator (CUDA, TensorRT, ...) on a machine where none of them is
+usable (not installed, or its libraries fail to load, which ONNX Runtime only logs) is an error
+by default, since a GPU profile's numbers measured on the CPU would be mislabelled. With
+`allow_cpu_fallback: true` in the runtime's options the run goes on on the CPU and the record
+says so (describe()["fallback"]). Providers missing while another accelerator runs are listed
+in describe()["providers_missing"]."""
 
 from __future__ import annotations
 
@@ -38,15 +45,32 @@ class OrtRunner(Runner):
         available = ort.get_available_providers()
         providers = [p for p in wanted if p in available]
         self.missing_providers = [p for p in wanted if p not in available]
-        if not providers:
-            raise MissingDependencyError(
-                f"none of the execution providers {wanted} is available (have {available})",
-                hint="install onnxruntime-gpu for CUDA, or use a CPU profile")
         if "CPUExecutionProvider" not in providers:
             providers.append("CPUExecutionProvider")
         self.session = ort.InferenceSession(str(self.artifact), opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self.fallback = self._check_accelerators(wanted, available)
+        if any(p != "CPUExecutionProvider" for p in self.session.get_providers()):
+            self.timing_scope = (
+                "end-to-end on host: session.run with host (numpy) input and output, including "
+                "the host-to-device and device-to-host copies; it returns when the output is on "
+                "the host")
+
+    def _check_accelerators(self, wanted: list[str], available: list[str]) -> str | None:
+        """Error (or, if allowed, a recorded note) when no requested accelerator actually runs."""
+        accelerators = [p for p in wanted if p != "CPUExecutionProvider"]
+        used = self.session.get_providers()
+        if not accelerators or any(p in used for p in accelerators):
+            return None
+        note = (f"asked for {', '.join(accelerators)}, none usable here (available: "
+                f"{', '.join(available)}); ran on {', '.join(used)}")
+        if not self.options.get("allow_cpu_fallback", False):
+            raise MissingDependencyError(
+                f"ONNX Runtime cannot run on the device this profile asks for: {note}",
+                hint="install onnxruntime-gpu built for this CUDA (pip install onnxruntime-gpu), "
+                "or set allow_cpu_fallback: true in the profile's onnxruntime options")
+        return note
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]
@@ -60,4 +84,5 @@ class OrtRunner(Runner):
 
         return {"runtime": self.name, "version": ort.__version__,
                 "providers_used": self.session.get_providers(),
-                "providers_missing": self.missing_providers, "threads": self.threads}
+                "providers_missing": self.missing_providers, "fallback": self.fallback,
+                "threads": self.threads}

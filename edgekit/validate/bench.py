@@ -75,6 +75,8 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
         accuracy["eval_source"] = eval_set.source
     images = eval_set.x if eval_set is not None else \
         np.random.default_rng(0).standard_normal((max(batches), *spec.shape[1:]), dtype=np.float32)
+    inputs = (f"first {{batch}} images of {eval_set.source}, preallocated" if eval_set is not None
+              else "random normal inputs (no eval set), preallocated")
     records = []
     for batch in batches:
         x = np.ascontiguousarray(np.resize(images, (batch, *spec.shape[1:])), np.float32)
@@ -82,6 +84,7 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
         with progress(f"Latency {path.name} batch {batch}", budget) as advance:
             stats = runner.measure_latency(x, device.latency,
                                            on_sample=lambda _s, a=advance: a(1))
+        stats["inputs"] = inputs.format(batch=batch)
         records.append({**base, "batch": batch, "latency": stats, "accuracy": accuracy,
                         "memory": {"rss_load_mb": round(rss_loaded, 1),
                                    "peak_rss_mb": round(resource.getrusage(

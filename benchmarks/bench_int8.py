@@ -1,0 +1,226 @@
+"""int8 post-training quantization on this CPU: edgekit's int8 artifacts against the anchors.
+
+For torchvision resnet18 and mobilenet_v2 (random init, 10 classes, 1x3x224x224, batch 1,
+2 threads), all in the same run:
+  * ORT fp32          the fp32 ONNX model on ONNX Runtime (the reference);
+  * edgekit ORT int8  edgekit's quantize pass, flavour onnxruntime (QDQ: uint8 activations,
+                      per-channel int8 weights, percentile 99.99), on ONNX Runtime;
+  * edgekit OV int8   edgekit's quantize pass, flavour openvino (NNCF), on OpenVINO;
+  * anchor ORT int8   onnxruntime.quantization.quantize_static with its defaults (QDQ, int8
+                      activations and weights, per tensor, min-max), on ONNX Runtime;
+  * anchor NNCF int8  nncf.quantize with its defaults on the OpenVINO model, on OpenVINO.
+The latency runs alternate between the artifacts (ROUNDS rounds) and each p50 comes from all of
+an artifact's samples, so a load change on the machine hits all of them alike. Calibration uses
+the same CALIB_SIZE images of the embedded Fashion-MNIST set (resized to 224x224 RGB) for every
+tool; calibration time is wall time of the whole quantization call (for edgekit's ORT flavour,
+its calibration alone is also given). Top-1 agreement with fp32 on 64 test images is a sanity
+check only (random weights: the classes mean nothing).
+
+Goals: edgekit's best int8 p50 at most 1.0x the faster anchor's; at least 2.5x faster than
+ORT fp32.
+
+Run: `.venv/bin/python benchmarks/run.py int8` (or `make bench`) on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, md_table, write_results
+
+WORK = ROOT / ".cache" / "bench-int8"
+CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+MODELS = ("resnet18", "mobilenet_v2")
+THREADS = 2
+CALIB_SIZE = 128
+ROUNDS = 3
+OURS = ("edgekit ORT int8", "edgekit OV int8")
+ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
+
+
+def protocol():
+    from edgekit.validate.latency import LatencyProtocol
+
+    return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=60,
+                           min_seconds=1.0, max_seconds=10.0)
+
+
+def ort_anchor(onnx_path: Path, calib_x, out: Path) -> float:
+    """quantize_static with its defaults; returns seconds."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": calib_x[i : i + 1]} for i in range(len(calib_x))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    began = time.perf_counter()
+    quantize_static(str(onnx_path), str(out), Reader())
+    return time.perf_counter() - began
+
+
+def nncf_anchor(onnx_path: Path, calib_x, out: Path) -> float:
+    """nncf.quantize with its defaults on the OpenVINO model; returns seconds (quantize only)."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    model = ov.convert_model(str(onnx_path))
+    dataset = nncf.Dataset([calib_x[i : i + 1] for i in range(len(calib_x))])
+    began = time.perf_counter()
+    quantized = nncf.quantize(model, dataset)
+    seconds = time.perf_counter() - began
+    ov.save_model(quantized, str(out))
+    return seconds
+
+
+def ours(onnx_path: Path, folder: Path, flavour: str) -> tuple[Path, float, dict[str, Any]]:
+    """edgekit's quantize pass as `edgekit compress --int8 [--for openvino]` runs it."""
+    from edgekit.passes.base import PassContext
+    from edgekit.passes.quantize import QuantizePass
+
+    began = time.perf_counter()
+    artifact = QuantizePass({"flavour": flavour, "calib_size": CALIB_SIZE}).apply(
+        onnx_path, PassContext(out_dir=folder, calib_source=str(CALIB)))
+    return artifact.path, time.perf_counter() - began, artifact.metrics
+
+
+def run_model(name: str) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from edgekit.data import load_dataset
+    from edgekit.io.files import file_size
+    from edgekit.io.models import IMAGENET_SPEC, ModelBundle, build_arch
+    from edgekit.pipeline import export_artifact
+    from edgekit.runtimes.openvino import OpenVinoRunner
+    from edgekit.runtimes.ort import OrtRunner
+    from edgekit.validate.accuracy import fidelity
+    from edgekit.validate.latency import latency_stats
+
+    torch.manual_seed(0)
+    folder = WORK / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    arch = f"torchvision.models:{name}"
+    model = build_arch(arch, {"num_classes": 10}).eval()
+    spec = IMAGENET_SPEC
+    calib_x = load_dataset(str(CALIB), spec, limit=CALIB_SIZE).x
+    try:
+        check_x = load_dataset("fashion-mnist:test", spec, limit=64).x
+    except Exception:  # noqa: BLE001 - the data package is optional here
+        check_x = np.random.default_rng(1).standard_normal((64, 3, 224, 224), dtype=np.float32)
+    bundle = ModelBundle(model, spec, arch, {"num_classes": 10}, [], None, {"name": name})
+    onnx_art, _ = export_artifact(bundle, "onnx", folder, parity_data=check_x[:8])
+    fp32 = onnx_art.path
+
+    seconds: dict[str, float] = {}
+    paths: dict[str, tuple[Path, str]] = {"ORT fp32": (fp32, "onnxruntime")}
+    path, seconds["edgekit ORT int8"], metrics = ours(fp32, folder, "onnxruntime")
+    calib_only = metrics["calibration"].get("seconds")
+    paths["edgekit ORT int8"] = (path, "onnxruntime")
+    path, seconds["edgekit OV int8"], _ = ours(fp32, folder, "openvino")
+    paths["edgekit OV int8"] = (path, "openvino")
+    seconds["anchor ORT int8"] = ort_anchor(fp32, calib_x, folder / "anchor.int8.onnx")
+    paths["anchor ORT int8"] = (folder / "anchor.int8.onnx", "onnxruntime")
+    seconds["anchor NNCF int8"] = nncf_anchor(fp32, calib_x, folder / "anchor.nncf.xml")
+    paths["anchor NNCF int8"] = (folder / "anchor.nncf.xml", "openvino")
+
+    runners = {}
+    for label, (path, runtime) in paths.items():
+        cls = OrtRunner if runtime == "onnxruntime" else OpenVinoRunner
+        runners[label] = cls(path, spec, threads=THREADS)
+    reference = runners["ORT fp32"].predict(check_x, batch_size=16)
+    agreement = {label: fidelity(reference, r.predict(check_x, batch_size=16))["top1_agreement"]
+                 for label, r in runners.items()}
+    x = check_x[:1]
+    samples: dict[str, list[float]] = {label: [] for label in runners}
+    durations = dict.fromkeys(runners, 0.0)
+    for _ in range(ROUNDS):
+        for label, runner in runners.items():
+            stats = runner.measure_latency(x, protocol())
+            samples[label] += list(stats["samples_ms"])
+            durations[label] += stats["duration_s"]
+    rows = {}
+    for label in runners:
+        stats = latency_stats(np.asarray(samples[label]), 1, duration_s=durations[label],
+                              protocol=protocol())
+        rows[label] = {"runtime": paths[label][1], "p50_ms": stats["p50_ms"],
+                       "p90_ms": stats["p90_ms"], "p99_ms": stats["p99_ms"],
+                       "count": stats["count"], "bytes": file_size(paths[label][0]),
+                       "top1_agreement_vs_fp32": agreement[label],
+                       "quantize_seconds": seconds.get(label)}
+    best_ours = min(OURS, key=lambda k: rows[k]["p50_ms"])
+    fastest_anchor = min(ANCHORS, key=lambda k: rows[k]["p50_ms"])
+    summary = {
+        "best_ours": best_ours, "fastest_anchor": fastest_anchor,
+        "ours_vs_fastest_anchor": rows[best_ours]["p50_ms"] / rows[fastest_anchor]["p50_ms"],
+        "speedup_vs_ort_fp32": rows["ORT fp32"]["p50_ms"] / rows[best_ours]["p50_ms"],
+        "edgekit_ort_calibration_seconds": calib_only,
+    }
+    summary["goal_vs_anchor_met"] = summary["ours_vs_fastest_anchor"] <= 1.0
+    summary["goal_vs_fp32_met"] = summary["speedup_vs_ort_fp32"] >= 2.5
+    return {"model": name, "artifacts": rows, "summary": summary}
+
+
+def main() -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    torch.set_num_threads(THREADS)
+    WORK.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in MODELS:
+        began = time.perf_counter()
+        results.append(run_model(name))
+        print(f"   {name}: {time.perf_counter() - began:.0f} s", flush=True)
+
+    latency_rows, summary_rows, calib_rows = [], [], []
+    for r in results:
+        fp32 = r["artifacts"]["ORT fp32"]["p50_ms"]
+        for label, a in r["artifacts"].items():
+            latency_rows.append([r["model"], label, a["runtime"], a["p50_ms"], a["p90_ms"],
+                                 a["p99_ms"], f"{fp32 / a['p50_ms']:.2f}x",
+                                 f"{a['bytes'] / 1e6:.1f} MB",
+                                 f"{a['top1_agreement_vs_fp32']:.3f}"])
+        s = r["summary"]
+        summary_rows.append([r["model"], s["best_ours"], s["fastest_anchor"],
+                             f"{s['ours_vs_fastest_anchor']:.2f}x "
+                             f"({'met' if s['goal_vs_anchor_met'] else 'MISSED'})",
+                             f"{s['speedup_vs_ort_fp32']:.2f}x "
+                             f"({'met' if s['goal_vs_fp32_met'] else 'MISSED'})"])
+        a = r["artifacts"]
+        calib_rows.append([r["model"], a["edgekit ORT int8"]["quantize_seconds"],
+                           s["edgekit_ort_calibration_seconds"],
+                           a["edgekit OV int8"]["quantize_seconds"],
+                           a["anchor NNCF int8"]["quantize_seconds"],
+                           a["anchor ORT int8"]["quantize_seconds"]])
+    markdown = (
+        f"### int8 against the anchors (batch 1, {THREADS} threads, {ROUNDS} alternating rounds, "
+        f"{CALIB_SIZE} calibration images)\n\n"
+        + md_table(["model", "artifact", "runtime", "p50 ms", "p90 ms", "p99 ms",
+                    "vs ORT fp32", "size", "top-1 agreement"], latency_rows)
+        + "\nGoals: edgekit's best int8 p50 ≤ 1.0x the faster anchor; ≥ 2.5x faster than ORT "
+        "fp32.\n\n"
+        + md_table(["model", "edgekit's best", "faster anchor", "ours / anchor p50",
+                    "speed-up vs ORT fp32"], summary_rows)
+        + "\nQuantization wall time, seconds (same calibration images for every tool):\n\n"
+        + md_table(["model", "edgekit ORT (whole pass)", "edgekit ORT (calibration)",
+                    "edgekit OV (NNCF)", "nncf.quantize defaults", "ORT quantize_static defaults"],
+                   calib_rows))
+    data = {"models": results, "threads": THREADS, "calibration_images": CALIB_SIZE,
+            "rounds": ROUNDS, "protocol": protocol().model_dump()}
+    write_results("int8", data, markdown)
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`edgekit validate` (every artifact of a folder on a device profile, with the accuracy gate)
+and `edgekit devices` (the profiles, and which of their runtimes work here). Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.bench import parse_batches
+from edgekit.cli.common import data_dir_option, json_option, print_json
+
+
+def budget_options(fn):
+    """--max-drop, --max-drop-rel, --min-agreement, --min-cosine: the accuracy budget."""
+    fn = click.option("--min-cosine", type=float, default=None,
+                      help="Mean logit cosine similarity with the reference at least this.")(fn)
+    fn = click.option("--min-agreement", type=float, default=None,
+                      help="Top-1 agreement with the reference at least this (0..1).")(fn)
+    fn = click.option("--max-drop-rel", type=float, default=None,
+                      help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32 top-1.")(fn)
+    fn = click.option("--max-drop", type=float, default=None,
+                      help="Allowed top-1 drop against the fp32 reference, in points.")(fn)
+    return fn
+
+
+@click.command()
+@click.argument("target", type=click.Path())
+@click.option("--device", "device_name", default="local-cpu", show_default=True,
+              help="Device profile name or YAML path.")
+@click.option("--eval", "eval_source", default=None,
+              help="Labelled eval data, e.g. fashion-mnist:test (required).")
+@budget_options
+@click.option("--artifact", default=None,
+              help="The artifact whose gate decides the exit code (file name or stage); "
+              "default: the most compressed one.")
+@click.option("--batch", "batch_text", default=None, help="Batch sizes, e.g. 1,8 (default: profile's).")
+@click.option("--limit", type=int, default=None, help="Use a stratified sample of the eval set.")
+@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
+              help="Append the records to this results store (SQLite; JSON Lines next to it).")
+@data_dir_option
+@json_option
+def validate(target: str, device_name: str, eval_source: str | None, max_drop: float | None,
+             max_drop_rel: float | None, min_agreement: float | None, min_cosine: float | None,
+             artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
+             store_path: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Validate every artifact of TARGET (an output folder) on a device: latency with one
+    protocol, top-1 on the runtime itself, the accuracy gate. Exit 1 when the deciding
+    artifact fails its budget."""
+    from edgekit.devices import load_profile
+    from edgekit.errors import GateError, InputError
+    from edgekit.validate.gate import Budget
+    from edgekit.validate.validator import save
+    from edgekit.validate.validator import validate as run_validation
+
+    if not eval_source:
+        raise InputError("validate needs labelled eval data for the accuracy gate",
+                         hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+    device = load_profile(device_name)
+    if threads:
+        device = device.model_copy(update={"threads": threads})
+    from edgekit.config import validate as validate_config
+
+    budget = validate_config(Budget, {"max_drop": max_drop, "max_drop_rel": max_drop_rel,
+                                      "min_agreement": min_agreement, "min_cosine": min_cosine},
+                             "budget")
+    if store_path:  # refuse a bad store before minutes of measuring
+        from edgekit.results.store import open_store
+
+        open_store(store_path).close()
+    result = run_validation(target, device, eval_source=eval_source, budget=budget,
+                            batches=parse_batches(batch_text), data_dir=data_dir, limit=limit,
+                            artifact=artifact)
+    stored = save(result, store_path) if store_path else []
+    if as_json:
+        print_json({**result.to_json(), "store": store_path, "stored_ids": stored})
+    else:
+        from edgekit.results.table import print_gate_records
+
+        print_gate_records(result.records, title=f"edgekit validate {target} on {device.name} "
+                           f"(budget: {budget.describe()})")
+        for status in result.missing_runtimes:
+            click.echo(f"runtime {status.name} of {device.name} is not usable here: "
+                       f"{status.reason} (validated the rest)", err=True)
+        for skip in result.skipped:
+            click.echo(f"skipped {skip['artifact']}: {skip['reason']}", err=True)
+        if stored:
+            click.echo(f"stored {len(stored)} records in {store_path} (run {result.run_id})")
+        d = result.decisive
+        click.echo(f"decides the exit code: {d['artifact']} ({d['why']}) -> "
+                   + ("PASS" if d["passed"] else "FAIL: " + "; ".join(d["reasons"])))
+    if not result.passed:
+        d = result.decisive
+        raise GateError(f"{d['artifact']} fails the accuracy budget ({budget.describe()}): "
+                        + "; ".join(d["reasons"]),
+                        hint="loosen the budget, calibrate with more data, or compress less")
+
+
+@click.command()
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Check which runtimes are usable on this machine.")
+@click.option("--remote", "check_remote", is_flag=True,
+              help="Also connect to remote profiles (host:) over SSH and check the device.")
+@json_option
+def devices(check: bool, check_remote: bool, as_json: bool) -> None:
+    """List device profiles (devices/*.yaml) and which of their runtimes work here."""
+    from edgekit.devices import list_profiles, load_profile
+    from edgekit.errors import EdgekitError
+    from edgekit.validate.validator import runtime_status
+
+    rows = []
+    for path in list_profiles():
+        try:
+            profile = load_profile(path)
+        except EdgekitError as exc:
+            rows.append({"name": path.stem, "path": str(path), "error": exc.message,
+                         "hint": exc.hint})
+            continue
+        runtimes = {name: {"precisions": cfg.precisions}
+                    for name, cfg in profile.runtimes.items()}
+        if profile.is_remote:
+            for info in runtimes.values():
+                info.update(usable_here=None, reason="on the device; checked when validating "
+                            "(or with --remote)")
+            if check_remote:
+                _check_remote(profile, runtimes)
+        else:
+            for status in runtime_status(profile) if check else []:
+                runtimes[status.name].update(usable_here=status.usable, reason=status.reason)
+        rows.append({"name": profile.name, "path": str(path), "kind": profile.kind,
+                     "remote": profile.host, "threads": profile.threads,
+                     "batch_sizes": profile.batch_sizes, "runtimes": runtimes})
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        if "error" in row:
+            click.secho(f"{row['name']}  ({row['path']}): invalid — {row['error']}", fg="red")
+            continue
+        where = f"remote {row['remote']}" if row["remote"] else "local"
+        click.echo(f"{row['name']}  [{row['kind']}, {where}, threads {row['threads']}, "
+                   f"batches {row['batch_sizes']}]  {Path(row['path'])}")
+        for name, info in row["runtimes"].items():
+            mark = ""
+            if "usable_here" in info:
+                mark = {True: "usable" + ("" if row["remote"] else " here"),
+                        False: "NOT usable" + ("" if row["remote"] else " here") + ": "
+                        + info["reason"], None: info["reason"]}[info["usable_here"]]
+            click.echo(f"    {name:<12} {'/'.join(info['precisions']):<16} {mark}")
+
+
+def _check_remote(profile, runtimes: dict) -> None:
+    """Fill `runtimes` from the device itself (edgekit.remote's check over SSH)."""
+    from edgekit.errors import EdgekitError
+
+    try:
+        from edgekit.remote import check_remote
+
+        report = check_remote(profile)
+    except (ImportError, EdgekitError) as exc:
+        message = getattr(exc, "message", str(exc))
+        for info in runtimes.values():
+            info.update(usable_here=False, reason=f"device check failed: {message}")
+        return
+    fixes = {m["what"]: m["fix"] for m in report.missing}
+    for name, info in runtimes.items():
+        usable = name in report.usable_runtimes
+        info.update(usable_here=usable, reason="" if usable else
+                    f"not installed on {profile.host}; fix: {fixes.get(f'runtime {name}', '?')}")

@@ -1,0 +1,323 @@
+"""Depthwise-separable substitution: a k×k convolution becomes a depthwise k×k convolution with
+channel multiplier r followed by a 1×1 pointwise convolution (MobileNet's block), initialised from
+the original weights rather than at random, and then distilled from the original model (the
+pipeline's distill step).
+
+Initialisation (edgekit/passes/dwsep_factor.py has the maths): a truncated SVD of each input
+channel's slice W[:, i] (out × k²) gives the depthwise filters and the pointwise weights; with
+r = min(out, k²) the substitution is exact, r = 1 is the MobileNet form. Stride, padding,
+dilation and padding mode go to the depthwise conv, the bias to the pointwise one. When training
+images are at hand (`--train`) the SVD factors are then refined by alternating least squares to
+minimise the conv's *output* error on real inputs (init: svd+data, the default), which starts
+distillation much closer to the original; `init: svd` keeps the plain SVD.
+
+Which convs: nn.Conv2d with groups=1 and a kernel larger than 1×1, chosen by include/exclude
+module-name patterns, replaced where the MACs drop: out·in·k² MACs per output pixel become
+in·r·(k² + out), a saving of 1 − r(k² + out)/(out·k²). A conv with one input channel (a network's
+first layer on grey images) is kept: it has nothing to separate. Its "separable" form would be a
+rank-r bottleneck of the whole filter bank (rank ≤ r·in = r: at r = 1 every output channel is a
+multiple of one feature map); the MACs formula says it would shrink, the accuracy says otherwise.
+Pruning is the tool for such a layer.
+
+The structural edit is recorded in `bundle.surgery` ({"op": "dwsep", "layer": ..., sizes}) and
+replayed by `load_model` on the freshly built architecture, so a substituted checkpoint reloads
+with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from edgekit.errors import ConfigError, ModelLoadError
+from edgekit.io.models import register_surgery
+from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.passes.dwsep_factor import (
+    ACTIVATIONS,
+    MAX_REFINE_FEATURES,
+    DepthwiseSeparable,
+    collect_moments,
+    max_rank,
+    set_module,
+)
+
+__all__ = ["DepthwiseSeparable", "DwsepConfig", "DwsepPass", "plan_layers", "replay_dwsep"]
+
+
+# ---------------------------------------------------------------- the surgery record
+class DwsepSurgery(BaseModel):
+    """One substituted layer as recorded in a checkpoint. Sizes are stored rather than read from
+    the rebuilt conv, so the record also holds after pruning changed the layer's channels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["dwsep"] = "dwsep"
+    layer: str
+    in_channels: int = Field(ge=1)
+    out_channels: int = Field(ge=1)
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] | Literal["same", "valid"]
+    dilation: tuple[int, int]
+    bias: bool
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
+    rank: int = Field(ge=1)
+    bn: bool = False
+    activation: Literal["none", "relu", "relu6", "hardswish"] = "none"
+
+    def build(self) -> DepthwiseSeparable:
+        return DepthwiseSeparable(**self.model_dump(exclude={"op", "layer"}))
+
+
+def surgery_record(name: str, module: DepthwiseSeparable) -> dict[str, Any]:
+    """The weights_only-safe dict (str, int, bool, list) that `replay_dwsep` rebuilds from."""
+    dw, pw = module.depthwise, module.pointwise
+    record = DwsepSurgery(
+        layer=name, in_channels=dw.in_channels, out_channels=pw.out_channels,
+        kernel_size=dw.kernel_size, stride=dw.stride,
+        padding=dw.padding if isinstance(dw.padding, str) else tuple(dw.padding),
+        dilation=dw.dilation, bias=pw.bias is not None, padding_mode=dw.padding_mode,
+        rank=module.rank, bn=isinstance(module.norm, nn.BatchNorm2d),
+        activation=next(k for k, v in ACTIVATIONS.items() if type(module.act) is v))
+    data = record.model_dump(mode="json")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+@register_surgery("dwsep")
+def replay_dwsep(model: nn.Module, step: dict[str, Any]) -> None:
+    """Replace the recorded conv of a freshly built architecture by its DepthwiseSeparable shell
+    (the state_dict loads into it afterwards)."""
+    from pydantic import ValidationError
+
+    try:
+        record = DwsepSurgery.model_validate(step)
+    except ValidationError as exc:
+        raise ModelLoadError(f"the checkpoint's dwsep record is malformed: {exc.errors()[0]['msg']}",
+                             hint="the file is damaged or was not written by edgekit") from None
+    try:
+        old = model.get_submodule(record.layer)
+    except AttributeError:
+        raise ModelLoadError(f"the checkpoint replaced layer {record.layer!r}, which the "
+                             "architecture does not have",
+                             hint="pass the --arch the checkpoint was made from") from None
+    if not isinstance(old, nn.Conv2d | DepthwiseSeparable):
+        raise ModelLoadError(f"the checkpoint replaced layer {record.layer!r} as a conv, but it is "
+                             f"a {type(old).__name__} in this architecture",
+                             hint="pass the --arch the checkpoint was made from")
+    set_module(model, record.layer, record.build())
+
+
+# ---------------------------------------------------------------- which layers
+class DwsepConfig(PassConfig):
+    rank: Annotated[int, Field(ge=1)] | Literal["full"] = Field(
+        1, description="channel multiplier r of the depthwise conv; 1 is the MobileNet form, "
+                       "'full' = min(out, k²) per layer (exact, but saves no MACs)")
+    include: list[str] | None = Field(
+        None, description="module-name glob patterns; only matching convs (or convs inside "
+                          "matching modules) are considered")
+    exclude: list[str] | None = Field(None, description="module-name glob patterns to skip")
+    min_macs_saving: float = Field(
+        0.0, ge=0, lt=1, description="replace a conv only where its MACs drop by at least this "
+                                     "fraction (and always by more than zero)")
+    bn: bool = Field(False, description="BatchNorm between depthwise and pointwise (MobileNet "
+                                        "style); breaks the exact initialisation")
+    activation: Literal["none", "relu", "relu6", "hardswish"] | None = Field(
+        None, description="activation between depthwise and pointwise; default relu with bn, "
+                          "none without")
+    init: Literal["svd+data", "svd"] = Field(
+        "svd+data", description="svd: truncated SVD of the weights; svd+data: then refined to "
+                                "minimise the output error on training images (needs --train; "
+                                "falls back to svd without, and with an activation in between)")
+    init_images: int = Field(2048, ge=16, description="training images the refinement uses")
+    init_iterations: int = Field(10, ge=0, description="alternating least-squares rounds")
+
+
+@dataclass
+class LayerPlan:
+    """What the pass decided for one conv, and what it costs before and after (batch 1)."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    out_pixels: int
+    rank: int
+    replace: bool
+    reason: str | None = None
+
+    @property
+    def macs_before(self) -> int:
+        return self.out_pixels * self.out_channels * self.in_channels * self.kernel[0] * self.kernel[1]
+
+    @property
+    def macs_after(self) -> int:
+        k2 = self.kernel[0] * self.kernel[1]
+        return self.out_pixels * self.in_channels * self.rank * (k2 + self.out_channels)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A glob on the module name; a pattern naming a container matches the convs inside it."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def _check_patterns(model: nn.Module, convs: list[str], patterns: list[str], which: str) -> None:
+    """A pattern that selects no conv is an error (a typo must not silently select nothing)."""
+    modules = dict(model.named_modules())
+    for pattern in patterns:
+        if any(_matches(name, pattern) for name in convs):
+            continue
+        shown = ", ".join(convs[:12]) + (", ..." if len(convs) > 12 else "") or "(none)"
+        if pattern in modules:
+            raise ConfigError(f"dwsep {which} {pattern!r} names a {type(modules[pattern]).__name__}, "
+                              "not a Conv2d", hint=f"conv layers in this model: {shown}")
+        raise ConfigError(f"dwsep {which} pattern {pattern!r} matches no conv layer of this model",
+                          hint=f"conv layers in this model: {shown}")
+
+
+def _output_pixels(model: nn.Module, spec: Any, convs: dict[str, nn.Conv2d]) -> dict[str, int]:
+    """Output H·W of each conv at the spec's input size (one forward pass on zeros)."""
+    pixels: dict[str, int] = {}
+    handles = [conv.register_forward_hook(
+        lambda _m, _i, out, name=name: pixels.__setitem__(name, out.shape[-2] * out.shape[-1]))
+        for name, conv in convs.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *spec.shape[1:]))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return pixels
+
+
+def plan_layers(model: nn.Module, spec: Any, cfg: DwsepConfig) -> list[LayerPlan]:
+    """Decide, conv by conv, whether to substitute it. Raises ConfigError for a pattern that
+    matches nothing and for a rank that no selected layer can have."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    names = list(convs)
+    _check_patterns(model, names, cfg.include or [], "include")
+    _check_patterns(model, names, cfg.exclude or [], "exclude")
+    selected = [n for n in names
+                if (not cfg.include or any(_matches(n, p) for p in cfg.include))
+                and not any(_matches(n, p) for p in cfg.exclude or [])]
+    pixels = _output_pixels(model, spec, {n: convs[n] for n in selected})
+    plans: list[LayerPlan] = []
+    too_large: list[str] = []
+    for name in selected:
+        conv = convs[name]
+        rank = max_rank(conv) if cfg.rank == "full" else cfg.rank
+        plan = LayerPlan(name, conv.in_channels, conv.out_channels, tuple(conv.kernel_size),
+                         pixels.get(name, 0), rank, replace=False)
+        if conv.groups != 1:
+            plan.reason = f"already grouped (groups={conv.groups})"
+        elif conv.kernel_size == (1, 1):
+            plan.reason = "1×1: already pointwise"
+        elif name not in pixels:
+            plan.reason = "not used in the forward pass"
+        elif conv.in_channels == 1:
+            plan.reason = ("one input channel: nothing to separate (its separable form is a "
+                           f"rank-{rank} bottleneck of the whole filter bank)")
+        elif rank > max_rank(conv):
+            too_large.append(f"{name} (max {max_rank(conv)})")
+            continue
+        else:
+            saving = 1 - plan.macs_after / plan.macs_before
+            if saving <= 0 or saving < cfg.min_macs_saving:
+                plan.reason = (f"MACs would not drop enough ({plan.macs_before:,} → "
+                               f"{plan.macs_after:,}, {saving:+.0%}; min_macs_saving "
+                               f"{cfg.min_macs_saving:.0%})")
+            else:
+                plan.replace = True
+        plans.append(plan)
+    if too_large:
+        raise ConfigError(f"dwsep rank {cfg.rank} is larger than possible for "
+                          f"{', '.join(too_large[:5])}: the rank is at most min(out, k_h·k_w)",
+                          hint="lower --dwsep-rank, use rank 'full' in a recipe, or exclude "
+                               "those layers")
+    return plans
+
+
+# ---------------------------------------------------------------- the pass
+class DwsepPass(Pass):
+    """Substitute depthwise-separable convs (see the module docstring); the pipeline's distill
+    step then trains the result against the original model."""
+
+    name = "dwsep"
+    kind = "torch"
+    Config = DwsepConfig
+
+    def check(self, bundle: Any, ctx: PassContext) -> None:
+        plan_layers(bundle.model, bundle.spec, self.config)
+
+    def apply(self, bundle: Any, ctx: PassContext) -> Any:
+        from edgekit.passes.stats import model_cost
+
+        cfg: DwsepConfig = self.config
+        model = bundle.model
+        activation = cfg.activation or ("relu" if cfg.bn else "none")
+        plans = plan_layers(model, bundle.spec, cfg)
+        for plan in plans:
+            if not plan.replace and (cfg.include or not plan.reason.startswith(("1×1", "already"))):
+                ctx.add_row(step="dwsep", layer=plan.name, note=f"kept: {plan.reason}")
+        chosen = [p for p in plans if p.replace]
+        if not chosen:
+            note = ("no conv to substitute: nothing changed" if plans else
+                    "no conv layer selected: nothing changed")
+            print(f"dwsep: {note}", file=sys.stderr)
+            ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), replaced=0, note=note)
+            return bundle
+        moments = self._moments(model, bundle.spec, chosen, activation, ctx)
+        macs_before = macs_after = 0
+        for plan in chosen:
+            conv = model.get_submodule(plan.name)
+            module, info = DepthwiseSeparable.from_conv(
+                conv, plan.rank, bn=cfg.bn, activation=activation,
+                moments=moments.get(plan.name), iterations=cfg.init_iterations)
+            set_module(model, plan.name, module)
+            bundle.surgery.append(surgery_record(plan.name, module))
+            macs_before += plan.macs_before
+            macs_after += plan.macs_after
+            ctx.add_row(step="dwsep", layer=plan.name, r=plan.rank,
+                        macs_before=plan.macs_before, macs_after=plan.macs_after,
+                        params_before=sum(p.numel() for p in conv.parameters()),
+                        params_after=sum(p.numel() for p in module.parameters()),
+                        init=info["init"], init_error=round(info["init_error"], 4),
+                        output_error=None if info["output_error"] is None
+                        else round(info["output_error"], 4))
+        top1 = None
+        eval_set = ctx.eval_set(bundle.spec, required=False)
+        if eval_set is not None:
+            from edgekit.validate.torch_eval import torch_top1
+
+            top1 = torch_top1(model, eval_set)
+        ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), top1=top1,
+                    replaced=len(chosen),
+                    note=f"top-1 before distillation; the replaced convs' MACs "
+                         f"{macs_before / max(macs_after, 1):.1f}× fewer")
+        return bundle
+
+    def _moments(self, model: nn.Module, spec: Any, chosen: list[LayerPlan], activation: str,
+                 ctx: PassContext) -> dict[str, Any]:
+        """Input-patch moments of the chosen convs on training images, for the svd+data init
+        ({} when that init does not apply: asked for svd, no --train, an activation between)."""
+        cfg: DwsepConfig = self.config
+        if cfg.init != "svd+data" or activation != "none" or ctx.train_source is None:
+            return {}
+        convs = {p.name: model.get_submodule(p.name) for p in chosen
+                 if p.in_channels * p.kernel[0] * p.kernel[1] <= MAX_REFINE_FEATURES}
+        if not convs:
+            return {}
+        from edgekit.data.dataset import stratified_indices
+
+        raw = ctx.train_images()
+        keep = stratified_indices(raw.labels, min(cfg.init_images, len(raw.images)), 0)
+        x = spec.preprocess(raw.images[keep])
+        return collect_moments(model, convs, x)

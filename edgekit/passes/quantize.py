@@ -1,0 +1,221 @@
+"""int8 post-training quantization with a calibration set and an accuracy budget that is kept.
+
+An ONNX pass: it takes the fp32 ONNX model the pipeline exported and writes
+  * `model.int8.onnx`      QDQ for ONNX Runtime (flavour `onnxruntime`, the default),
+  * `model.int8.trt.onnx`  QDQ for TensorRT's explicit quantization (flavour `tensorrt`),
+  * `model.int8.xml/.bin`  an OpenVINO IR quantized by NNCF (flavour `openvino`).
+With an eval set, fp32 and int8 top-1 are measured on the runtime that runs the artifact; with a
+budget (`max_drop` points, `max_drop_rel` fraction), the most sensitive layers are kept in float
+one at a time until it holds, or the step fails (GateError, exit 1) with the table of what was
+tried and writes nothing. The manifest records the calibration set (hash, count, per class), the
+settings, both accuracies, which layers run in int8 with their scales, and which stayed float
+and why (LSTM/GRU, budget, request)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from edgekit.errors import ConfigError, DataError, ExportError
+from edgekit.passes.base import Pass, PassConfig, PassContext
+
+FILENAMES = {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.trt.onnx",
+             "openvino": "model.int8.xml"}
+
+
+class QuantizeConfig(PassConfig):
+    method: Literal["minmax", "percentile", "entropy", "mse"] | None = Field(
+        None, description="activation range calibration (default percentile); "
+        "onnxruntime and tensorrt flavours only: NNCF picks its own ranges")
+    percentile: float = Field(99.99, gt=50, le=100)
+    calib_size: int | None = Field(None, ge=1, description="samples, stratified by class "
+                                   "(default: the whole calibration set)")
+    per_channel: bool = True
+    flavour: Literal["onnxruntime", "tensorrt", "openvino"] = "onnxruntime"
+    max_drop: float | None = Field(None, description="allowed top-1 drop in points; a negative "
+                                   "value demands int8 beat fp32 (an impossible budget)")
+    max_drop_rel: float | None = Field(None, ge=0, lt=1,
+                                       description="allowed drop as a fraction of fp32 top-1")
+    exclude: list[str] = Field(default_factory=list, description="ONNX node names kept in float")
+    sensitivity_samples: int = Field(500, ge=10, description="eval samples used to rank layers")
+    max_float_layers: int | None = Field(None, ge=0,
+                                         description="most layers the budget loop may keep float")
+    reduce_range: bool = Field(False, description="7-bit weights (x86 CPUs without VNNI)")
+    calib_batch: int = Field(32, ge=1)
+    preset: Literal["performance", "mixed"] | None = Field(None, description="NNCF preset "
+                                                           "(openvino flavour)")
+    seed: int = 0
+
+
+class QuantizePass(Pass):
+    name = "quantize"
+    kind = "onnx"
+    Config = QuantizeConfig
+
+    # ----------------------------------------------------------- checks before anything is written
+    def check(self, subject: Any, ctx: PassContext) -> None:
+        """Calibration set, eval set (labels when a budget is set), flavour's libraries — all
+        before the pipeline writes anything. `subject` is the ModelBundle (for its InputSpec)."""
+        cfg: QuantizeConfig = self.config
+        spec = subject.spec
+        if cfg.flavour == "openvino":
+            if cfg.method is not None:
+                raise ConfigError(f"calibration method {cfg.method!r} does not apply to the "
+                                  "openvino flavour: NNCF estimates its own ranges",
+                                  hint="drop --calib-method, or use --for onnxruntime|tensorrt")
+            from edgekit.targets.openvino import import_nncf
+
+            import_nncf()
+        elif cfg.preset is not None:
+            raise ConfigError("preset applies to the openvino flavour only",
+                              hint="drop preset, or use --for openvino")
+        self._settings()
+        self._calibration(spec, ctx)
+        self._eval_set(spec, ctx)
+
+    def _budget(self):
+        from edgekit.quant.budget import Budget
+
+        return Budget(self.config.max_drop, self.config.max_drop_rel)
+
+    def _settings(self):
+        from edgekit.quant.ort_qdq import QdqSettings
+
+        cfg: QuantizeConfig = self.config
+        return QdqSettings(method=cfg.method or "percentile", percentile=cfg.percentile,
+                           per_channel=cfg.per_channel,
+                           flavour=cfg.flavour if cfg.flavour != "openvino" else "onnxruntime",
+                           reduce_range=cfg.reduce_range, calib_batch=cfg.calib_batch)
+
+    def _calibration(self, spec, ctx: PassContext):
+        from edgekit.quant.calibration import default_calibration_source, load_calibration_set
+
+        cfg: QuantizeConfig = self.config
+        source = ctx.calib_source or default_calibration_source(spec)
+        key = f"calib:{source}:{cfg.calib_size}:{cfg.seed}:{spec.to_json()}"
+        if key not in ctx._cache:
+            ctx._cache[key] = load_calibration_set(source, spec, size=cfg.calib_size,
+                                                   data_dir=ctx.data_dir, seed=cfg.seed)
+        return ctx._cache[key]
+
+    def _eval_set(self, spec, ctx: PassContext):
+        budget = self._budget()
+        if budget.active and ctx.eval_source is None:
+            raise DataError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
+                            "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+        try:
+            return ctx.eval_set(spec, required=False)
+        except DataError as exc:
+            if budget.active and "no labels" in exc.message:
+                raise DataError(f"{exc.message}; the accuracy budget (--max-drop) compares top-1, "
+                                "which needs labels", hint=exc.hint) from None
+            raise
+
+    # ----------------------------------------------------------- the pass
+    def apply(self, onnx_path: Path, ctx: PassContext):
+        from edgekit.io.artifacts import spec_for
+        from edgekit.io.files import file_size
+        from edgekit.io.manifest import library_versions
+        from edgekit.quant.budget import keep_budget
+        from edgekit.quant.report import summary_line
+        from edgekit.targets.base import Artifact
+
+        cfg: QuantizeConfig = self.config
+        onnx_path = Path(onnx_path)
+        spec = spec_for(onnx_path)
+        calib, calib_info = self._calibration(spec, ctx)
+        eval_set = self._eval_set(spec, ctx)
+        budget = self._budget()
+        out_dir = Path(ctx.out_dir)
+        target = out_dir / FILENAMES[cfg.flavour]
+        workdir = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
+        try:
+            backend = self._backend(onnx_path, spec, calib.x, workdir)
+            backend.check_layer_names(cfg.exclude)
+            outcome = keep_budget(
+                backend, None if eval_set is None else eval_set.x,
+                None if eval_set is None else eval_set.y, budget, exclude=cfg.exclude,
+                sensitivity_samples=cfg.sensitivity_samples,
+                max_float_layers=cfg.max_float_layers, seed=cfg.seed)
+            ranks = {s["layer"]: s for s in outcome.sensitivity}
+            kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
+            for name in outcome.float_layers:
+                if name not in kept_float:
+                    kept_float[name] = (f"kept in float by the accuracy budget (sensitivity rank "
+                                        f"{ranks[name]['rank']} of {len(ranks)})")
+            report = backend.report(outcome.artifact, kept_float)
+            if cfg.flavour == "tensorrt":
+                self._check_tensorrt(outcome.artifact, outcome.float_layers)
+            final = backend.finalize(outcome.artifact, target)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+        calibration = {**calib_info, **{k: v for k, v in backend.calibration.items()
+                                        if k != "ranges"}}
+        calibration["method"] = cfg.method or ("percentile" if cfg.flavour != "openvino"
+                                               else "nncf default")
+        if calibration["method"] == "percentile":
+            calibration["percentile"] = cfg.percentile
+        accuracy = outcome.accuracy(backend.runtime, ctx.eval_source)
+        if outcome.logits is not None:
+            from edgekit.validate.accuracy import fidelity
+
+            accuracy["fidelity"] = fidelity(outcome.reference_logits, outcome.logits)
+        metrics = {
+            "calibration": calibration,
+            "accuracy": accuracy,
+            "budget": outcome.budget_record(budget),
+            "layers": {"int8": report["quantized_layers"], "float": report["float_layers"]},
+            "scale_ranges": report["scale_ranges"],
+            "counts": report["counts"],
+            **({"preparation": backend.prepare_info} if hasattr(backend, "prepare_info") else {}),
+            **({"nncf": report["nncf"]} if "nncf" in report else {}),
+            **({"tensorrt_checks": "passed"} if cfg.flavour == "tensorrt" else {}),
+        }
+        if outcome.fp32_top1 is not None:
+            ctx.add_row(step=f"fp32 onnx on {backend.runtime}", top1=outcome.fp32_top1)
+        ctx.add_row(step=f"int8 {cfg.flavour}", top1=outcome.top1,
+                    drop_pts=None if outcome.drop_points is None else round(outcome.drop_points, 2),
+                    budget=None if outcome.held is None else f"holds ({budget.describe()})",
+                    layers=summary_line(report)
+                    + (f"; budget kept float: {', '.join(outcome.float_layers)}"
+                       if outcome.float_layers else ""),
+                    size=file_size(final))
+        config: dict[str, Any] = {"float_layers": outcome.float_layers}
+        if cfg.flavour != "onnxruntime":
+            config["flavour"] = cfg.flavour
+        if cfg.flavour == "openvino":
+            versions = library_versions("openvino", "nncf", "onnx")
+            config["quantization"] = {"tool": "nncf.quantize", "preset": cfg.preset or "default"}
+        else:
+            versions = library_versions("onnxruntime", "onnx")
+            config["quantization"] = self._settings().describe()
+        return Artifact(path=final, format="openvino" if cfg.flavour == "openvino" else "onnx",
+                        precision="int8", metrics=metrics, config=config, versions=versions)
+
+    def _backend(self, onnx_path: Path, spec, calib_x, workdir: Path):
+        cfg: QuantizeConfig = self.config
+        if cfg.flavour == "openvino":
+            from edgekit.quant.openvino import OpenVinoBackend
+
+            return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset)
+        from edgekit.quant.ort_backend import OrtBackend
+
+        return OrtBackend(onnx_path, spec, calib_x, self._settings(), workdir)
+
+    @staticmethod
+    def _check_tensorrt(path: Path, float_layers: list[str]) -> None:
+        import onnx
+
+        from edgekit.quant.report import tensorrt_problems
+
+        problems = tensorrt_problems(onnx.load(str(path)), allow_float=tuple(float_layers))
+        if problems:
+            raise ExportError("the TensorRT-flavour QDQ model would not run as intended in "
+                              f"TensorRT: {'; '.join(problems[:3])}"
+                              + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
+                              hint="report the model; the onnxruntime flavour may still work")

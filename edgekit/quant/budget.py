@@ -1,0 +1,235 @@
+"""The accuracy budget and the loop that keeps it.
+
+After quantizing, top-1 of the fp32 model and of the int8 model are measured on the eval set on
+the runtime that will run the artifact (ONNX Runtime for QDQ models, OpenVINO for IRs). If the
+drop exceeds the budget, the quantized layers are ranked by sensitivity — each one in turn is
+kept in float, and the ranking is by how much of the int8 model's logit error that removes on a
+stratified subset — and the most sensitive are kept in float one at a time until the budget
+holds. If it never holds (or only by keeping every layer float, which is no int8 model at all),
+the loop fails with a GateError that carries the table of what was tried; nothing is written.
+
+The loop is runtime-neutral: it talks to a `QuantBackend` (ONNX Runtime and OpenVINO ones live
+in ort_backend.py and openvino.py), so the same budget holds for every target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekit.errors import GateError
+
+TOLERANCE = 1e-9
+
+
+class QuantBackend(Protocol):
+    """One runtime's int8 producer and evaluator, as the budget loop needs it."""
+
+    runtime: str
+
+    def reference_logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the fp32 model on this runtime."""
+
+    def quantize(self, exclude: Sequence[str], out_stem: str) -> Path:
+        """An int8 artifact with the `exclude` layers kept in float; returns its path."""
+
+    def logits(self, artifact: Path, x: np.ndarray) -> np.ndarray:
+        """Logits of an artifact produced by quantize()."""
+
+    def candidates(self, artifact: Path) -> list[str]:
+        """Quantized layers of `artifact` that could be kept in float, in graph order."""
+
+    def discard(self, artifact: Path) -> None:
+        """Remove an artifact the loop no longer needs."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Allowed top-1 drop: `max_drop` in percentage points (absolute) and/or `max_drop_rel` as
+    a fraction of fp32 top-1 (0.01 keeps 99% of it, as MLPerf does); both hold when both given."""
+
+    max_drop: float | None = None
+    max_drop_rel: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_drop is not None or self.max_drop_rel is not None
+
+    def allowed_points(self, fp32_top1: float) -> float | None:
+        limits = []
+        if self.max_drop is not None:
+            limits.append(float(self.max_drop))
+        if self.max_drop_rel is not None:
+            limits.append(100.0 * float(self.max_drop_rel) * fp32_top1)
+        return min(limits) if limits else None
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_drop is not None:
+            parts.append(f"drop ≤ {self.max_drop:g} points")
+        if self.max_drop_rel is not None:
+            parts.append(f"int8 ≥ {100 * (1 - self.max_drop_rel):g}% of fp32 top-1")
+        return " and ".join(parts) or "none"
+
+
+@dataclass
+class Trial:
+    float_layers: list[str]
+    top1: float | None
+    drop_points: float | None
+    held: bool | None
+    added: str | None = None  # the layer this trial added to the float ones
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"float_layers": list(self.float_layers), "added": self.added,
+                "top1": self.top1, "drop_points": self.drop_points, "held": self.held}
+
+
+@dataclass
+class Outcome:
+    artifact: Path
+    fp32_top1: float | None = None
+    top1: float | None = None
+    drop_points: float | None = None
+    allowed_points: float | None = None
+    held: bool | None = None
+    float_layers: list[str] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    eval_samples: int = 0
+    reference_logits: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+    def accuracy(self, runtime: str, eval_source: str | None) -> dict[str, Any]:
+        return {"runtime": runtime, "eval_source": eval_source, "samples": self.eval_samples,
+                "fp32_top1": self.fp32_top1, "int8_top1": self.top1,
+                "drop_points": self.drop_points}
+
+    def budget_record(self, budget: Budget) -> dict[str, Any]:
+        return {"max_drop": budget.max_drop, "max_drop_rel": budget.max_drop_rel,
+                "rule": budget.describe(), "allowed_points": self.allowed_points,
+                "held": self.held, "float_layers": self.float_layers,
+                "trials": [t.as_dict() for t in self.trials], "sensitivity": self.sensitivity}
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def logit_error(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """Normalised squared error of logits: sum((c - r)²) / sum(r²)."""
+    ref = reference.astype(np.float64)
+    return float(np.sum((candidate.astype(np.float64) - ref) ** 2) / max(np.sum(ref**2), 1e-30))
+
+
+def trials_table(trials: list[Trial], allowed: float | None) -> str:
+    """Plain-text table of the attempts (for the error message and logs): each row keeps one
+    more layer in float than the one above it, the most sensitive first."""
+    width = max([len("layer added to float")] + [len(t.added or "") for t in trials])
+    lines = [f"  {'float layers':>12}  {'layer added to float':<{width}}  {'int8 top-1':>10}  "
+             f"{'drop pts':>8}  budget"]
+    for t in trials:
+        top = "-" if t.top1 is None else f"{t.top1:.4f}"
+        drop = "-" if t.drop_points is None else f"{t.drop_points:.2f}"
+        lines.append(f"  {len(t.float_layers):>12}  {t.added or '-':<{width}}  {top:>10}  "
+                     f"{drop:>8}  {'holds' if t.held else 'misses'}")
+    if allowed is not None:
+        lines.append(f"  (allowed drop: {allowed:.2f} points)")
+    return "\n".join(lines)
+
+
+def _progress(description: str, total: int):
+    from edgekit.progress import progress
+
+    return progress(description, total=total)
+
+
+def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x: np.ndarray,
+                     reference: np.ndarray, exclude: Sequence[str]) -> list[dict[str, Any]]:
+    """Each candidate kept in float in turn: how much of the int8 logit error that removes
+    (on x), most sensitive first."""
+    base_error = logit_error(backend.logits(base, x), reference)
+    ranked = []
+    with _progress(f"Ranking {len(candidates)} layers by sensitivity", len(candidates)) as advance:
+        for i, name in enumerate(candidates):
+            artifact = backend.quantize([*exclude, name], f"sensitivity-{i}")
+            try:
+                error = logit_error(backend.logits(artifact, x), reference)
+            finally:
+                backend.discard(artifact)
+            ranked.append({"layer": name, "error_if_float": error,
+                           "error_removed": base_error - error})
+            advance(1)
+    ranked.sort(key=lambda r: -r["error_removed"])
+    for rank, r in enumerate(ranked, 1):
+        r["rank"] = rank
+    return ranked
+
+
+def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.ndarray | None,
+                budget: Budget, *, exclude: Sequence[str] = (), sensitivity_samples: int = 500,
+                max_float_layers: int | None = None, seed: int = 0) -> Outcome:
+    """Quantize; if an eval set is given, measure fp32 and int8 top-1 on the backend's runtime;
+    if the budget is missed, keep the most sensitive layers in float one at a time until it
+    holds. Raises GateError (with the table of trials) when it cannot be met."""
+    exclude = list(exclude)
+    artifact = backend.quantize(exclude, "int8")
+    if eval_x is None or eval_y is None:
+        return Outcome(artifact=artifact, float_layers=exclude)
+    reference = backend.reference_logits(eval_x)
+    fp32 = top1(reference, eval_y)
+    allowed = budget.allowed_points(fp32)
+    logits = backend.logits(artifact, eval_x)
+    int8 = top1(logits, eval_y)
+    drop = 100.0 * (fp32 - int8)
+    held = None if allowed is None else drop <= allowed + TOLERANCE
+    outcome = Outcome(artifact=artifact, fp32_top1=fp32, top1=int8, drop_points=drop,
+                      allowed_points=allowed, held=held, float_layers=list(exclude),
+                      eval_samples=int(len(eval_x)), reference_logits=reference, logits=logits)
+    outcome.trials.append(Trial(list(exclude), int8, drop, held))
+    if held is None or held:
+        return outcome
+
+    candidates = [c for c in backend.candidates(artifact) if c not in exclude]
+    from edgekit.data.dataset import stratified_indices
+
+    n = min(sensitivity_samples, len(eval_x))
+    subset = stratified_indices(eval_y, n, seed) if n < len(eval_x) else np.arange(len(eval_x))
+    outcome.sensitivity = rank_sensitivity(backend, artifact, candidates, eval_x[subset],
+                                           reference[subset], exclude)
+    # Keeping every quantized layer in float would leave no int8 model: stop one short.
+    limit = len(candidates) - 1
+    if max_float_layers is not None:
+        limit = min(limit, max(0, max_float_layers - len(exclude)))
+    best = outcome
+    kept: list[str] = []
+    for entry in outcome.sensitivity[: max(limit, 0)]:
+        kept.append(entry["layer"])
+        candidate = backend.quantize([*exclude, *kept], f"fallback-{len(kept)}")
+        logits = backend.logits(candidate, eval_x)
+        int8 = top1(logits, eval_y)
+        drop = 100.0 * (fp32 - int8)
+        held = drop <= allowed + TOLERANCE
+        outcome.trials.append(Trial([*exclude, *kept], int8, drop, held, added=entry["layer"]))
+        if held:
+            backend.discard(best.artifact)
+            outcome.artifact, outcome.top1, outcome.drop_points = candidate, int8, drop
+            outcome.held, outcome.float_layers, outcome.logits = True, [*exclude, *kept], logits
+            return outcome
+        backend.discard(candidate)
+    backend.discard(outcome.artifact)
+    tried = len(outcome.trials) - 1
+    why = ("one more would leave no layer in int8" if limit >= len(candidates) - 1
+           else f"the limit of {max_float_layers} float layers was reached")
+    raise GateError(
+        f"int8 ({backend.runtime}) misses the accuracy budget ({budget.describe()}): fp32 top-1 "
+        f"{fp32:.4f}, int8 at best {max(t.top1 for t in outcome.trials):.4f} on "
+        f"{len(eval_x)} samples; kept up to {tried} of {len(candidates)} quantized layers in "
+        f"float, one at a time by sensitivity, and {why}. No int8 model was written.\n"
+        + trials_table(outcome.trials, allowed),
+        hint="try another calibration method (--calib-method entropy|mse|minmax), a calibration "
+        "set closer to the eval data, or a looser budget")

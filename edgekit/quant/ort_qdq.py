@@ -1,0 +1,343 @@
+"""int8 with ONNX Runtime's static quantizer (QDQ format), in two flavours:
+
+* `onnxruntime` — for ONNX Runtime on CPU: uint8 activations (asymmetric; the u8·s8 path that
+  VNNI and ARM dot-product kernels run fastest), int8 weights symmetric and per channel,
+  every operator ONNX Runtime can quantize.
+* `tensorrt` — for TensorRT's explicit quantization: signed int8 activations and weights, both
+  symmetric (zero point 0), weights per channel on the output-channel axis, Q/DQ pairs only on
+  the inputs of Conv / ConvTranspose / Gemm / MatMul, biases left in float.
+
+Steps: fold BatchNorm into the preceding Conv (if the exporter has not), ONNX Runtime's
+pre-processing (`quant_pre_process`: symbolic shape inference and graph optimisation),
+calibration (min-max, percentile, entropy, or edgekit's MSE on ONNX Runtime's histograms),
+stored once as a range cache so that the accuracy-budget loop can re-quantize with other layers
+excluded without calibrating again, then `quantize_static`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ConfigError, ExportError
+from edgekit.quant.calibration import batches
+
+FLAVOURS = ("onnxruntime", "tensorrt")
+METHODS = ("minmax", "percentile", "entropy", "mse")
+TENSORRT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+
+
+@dataclass(frozen=True)
+class QdqSettings:
+    """How to quantize; `describe()` is what the manifest records."""
+
+    method: str = "percentile"
+    percentile: float = 99.99
+    per_channel: bool = True
+    flavour: str = "onnxruntime"
+    reduce_range: bool = False
+    calib_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown calibration method {self.method!r}",
+                              hint=f"choose one of: {', '.join(METHODS)}")
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(f"unknown QDQ flavour {self.flavour!r}",
+                              hint=f"choose one of: {', '.join(FLAVOURS)}")
+        if self.flavour == "tensorrt" and not self.per_channel:
+            raise ConfigError("the TensorRT flavour quantizes weights per channel",
+                              hint="drop per_channel: false, or use the onnxruntime flavour")
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return self.flavour == "tensorrt"
+
+    def describe(self) -> dict[str, Any]:
+        trt = self.flavour == "tensorrt"
+        return {
+            "format": "QDQ", "flavour": self.flavour, "method": self.method,
+            **({"percentile": self.percentile} if self.method == "percentile" else {}),
+            "activations": "int8 symmetric (zero point 0)" if trt else "uint8 asymmetric",
+            "weights": "int8 symmetric, " + ("per channel (output-channel axis)"
+                                             if self.per_channel else "per tensor"),
+            "reduce_range": self.reduce_range,
+            "op_types": TENSORRT_OPS if trt else "all ONNX Runtime can quantize",
+            "bias": "float" if trt else "int32",
+        }
+
+
+# ---------------------------------------------------------------- preparation
+def fold_batchnorm(model) -> int:
+    """Fold every BatchNormalization that follows a Conv (whose output nothing else reads) into
+    the Conv's weight and bias, in place. Returns how many were folded."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producers = {out: node for node in graph.node for out in node.output}
+    graph_outputs = {o.name for o in graph.output}
+    folded = 0
+    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or consumers.get(bn.input[0], 0) != 1 \
+                or bn.input[0] in graph_outputs or len(bn.output) > 1 and any(bn.output[1:]):
+            continue
+        if not all(name in inits for name in bn.input[1:5]) or conv.input[1] not in inits \
+                or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits):
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        scale, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64)
+                                  for n in bn.input[1:5])
+        weight = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        has_bias = len(conv.input) > 2 and bool(conv.input[2])
+        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias \
+            else np.zeros(weight.shape[0])
+        factor = scale / np.sqrt(var + eps)
+        new_weight = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
+        weight_name = f"{conv.input[1]}_bnfolded"
+        bias_name = f"{conv.name or conv.output[0]}_bnfolded_bias"
+        graph.initializer.extend([numpy_helper.from_array(new_weight, weight_name),
+                                  numpy_helper.from_array(new_bias, bias_name)])
+        conv.input[1] = weight_name
+        if has_bias:
+            conv.input[2] = bias_name
+        else:
+            conv.input.append(bias_name)
+        conv.output[0] = bn.output[0]
+        graph.node.remove(bn)
+        folded += 1
+    return folded
+
+
+def count_ops(model, op_type: str) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == op_type)
+
+
+def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """BatchNorm folding and ONNX Runtime's pre-processing; returns the prepared model's path
+    and what was done (recorded in the manifest)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekit.io.onnxfile import load_onnx
+
+    model = load_onnx(onnx_path)  # refuses external data that leaves the model's folder
+    bn_in_onnx = count_ops(model, "BatchNormalization")
+    folded = fold_batchnorm(model)
+    folded_path = workdir / "folded.onnx"
+    onnx.save_model(model, str(folded_path))
+    prepared = workdir / "prepared.onnx"
+    notes = []
+    for options in ({}, {"skip_symbolic_shape": True}, {"skip_optimization": True,
+                                                        "skip_symbolic_shape": True}):
+        try:
+            with _quiet():
+                quant_pre_process(str(folded_path), str(prepared), **options)
+            break
+        except Exception as exc:  # noqa: BLE001 - each fallback is recorded
+            notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")
+    else:
+        raise ExportError("ONNX Runtime's quantization pre-processing failed: " + "; ".join(notes),
+                          hint="check that the model runs in ONNX Runtime; report the model")
+    left = count_ops(onnx.load(str(prepared), load_external_data=False), "BatchNormalization")
+    info = {
+        "preprocess": "onnxruntime quant_pre_process" + (f" ({'; '.join(notes)})" if notes else ""),
+        "batchnorm": {"in_exported_onnx": bn_in_onnx, "folded_by_edgekit": folded,
+                      "left_before_calibration": left,
+                      "note": "none in the exported ONNX (the exporter folds BatchNorm into "
+                      "the preceding Conv)" if bn_in_onnx == 0 else "folded into the preceding Conv before calibration"
+                      if left == 0 else "some BatchNormalization nodes follow no Conv; they run "
+                      "as their own (quantized) op"},
+    }
+    return prepared, info
+
+
+# ---------------------------------------------------------------- calibration
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantization tools print progress and log warnings; keep the screen ours."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _reader(input_name: str, arrays: list[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(arrays)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self._it, None)
+            return None if item is None else {input_name: item}
+
+        def __len__(self) -> int:
+            return len(arrays)
+
+    return Reader()
+
+
+def _input_batch(model_path: Path) -> tuple[str, int | None]:
+    """The model's input name and its static batch size (None when dynamic)."""
+    import onnx
+
+    graph_input = onnx.load(str(model_path), load_external_data=False).graph.input[0]
+    dim = graph_input.type.tensor_type.shape.dim[0]
+    return graph_input.name, (dim.dim_value if dim.HasField("dim_value") else None)
+
+
+def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Path) -> dict[str, Any]:
+    """Run the calibration data through the model and store every tensor's (lo, hi) range in a
+    cache file that quantize() reuses. Returns {"ranges": path, "seconds", "samples", "tensors"}."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import (
+        TensorData,
+        TensorsData,
+        create_calibrator,
+        save_tensors_data,
+    )
+
+    from edgekit.progress import progress
+
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy, "mse": CalibrationMethod.Entropy}[settings.method]
+    symmetric = settings.symmetric_activations
+    extra: dict[str, Any] = {"symmetric": symmetric}
+    if settings.method == "percentile":
+        extra.update(percentile=settings.percentile, num_bins=2048)
+    elif settings.method in ("entropy", "mse"):
+        # TensorRT's entropy calibration: 2048 histogram bins, 128 quantized bins.
+        extra.update(num_bins=2048, num_quantized_bins=128, symmetric=False)
+    input_name, static_batch = _input_batch(prepared)
+    size = static_batch or settings.calib_batch
+    chunks = batches(x, size)
+    if static_batch:
+        chunks = [c for c in chunks if len(c) == static_batch]
+    start = time.perf_counter()
+    with _quiet():
+        calibrator = create_calibrator(prepared, None,
+                                       augmented_model_path=str(workdir / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=extra)
+    with progress(f"Calibrating ({settings.method}, {sum(map(len, chunks))} samples)",
+                  total=sum(map(len, chunks))) as advance:
+        for chunk in chunks:
+            with _quiet():
+                calibrator.collect_data(_reader(input_name, [chunk]))
+            advance(len(chunk))
+    with _quiet():
+        if settings.method == "mse":
+            from edgekit.quant.mse import mse_ranges
+
+            ranges = mse_ranges(calibrator.collector.histogram_dict, symmetric=symmetric)
+        else:
+            computed = calibrator.compute_data()
+            ranges = {k: tuple(float(np.min(v)) if i == 0 else float(np.max(v))
+                               for i, v in enumerate(td.range_value))
+                      for k, td in computed.items()}
+            histograms = getattr(getattr(calibrator, "collector", None), "histogram_dict", {})
+            if histograms and not symmetric:
+                # Histogram methods may return a range wider than anything seen (entropy is
+                # symmetric by construction): clip to the observed min/max, so a ReLU output
+                # does not spend half of its 256 levels on negative values it never takes.
+                ranges = {k: (max(lo, float(histograms[k][2])) if k in histograms else lo,
+                              min(hi, float(histograms[k][3])) if k in histograms else hi)
+                          for k, (lo, hi) in ranges.items()}
+    seconds = time.perf_counter() - start
+    cache = workdir / "ranges.json"
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, {
+        k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()
+    }), cache)
+    with contextlib.suppress(OSError):
+        (workdir / "augmented.onnx").unlink()
+    del calibrator
+    return {"ranges": cache, "seconds": round(seconds, 3), "samples": int(sum(map(len, chunks))),
+            "tensors": len(ranges)}
+
+
+# ---------------------------------------------------------------- quantization
+def strip_output_qdq(model) -> int:
+    """Remove the Q/DQ pair ONNX Runtime puts on graph outputs: logits stay float (rounding them
+    to 8 bits buys no speed and can clip or tie the winning class). Returns how many."""
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    removed = 0
+    for output in graph.output:
+        dq = producers.get(output.name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or consumers.get(dq.input[0], 0) != 1:
+            continue
+        source = producers.get(q.input[0])
+        if source is None or consumers.get(q.input[0], 0) != 1:
+            continue
+        source.output[list(source.output).index(q.input[0])] = output.name
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        removed += 1
+    return removed
+
+
+def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
+             exclude: Sequence[str] = (), spec=None) -> Path:
+    """quantize_static with the cached ranges; writes `out` (whole or not at all)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgekit.io.files import atomic_path
+    from edgekit.io.onnxfile import save_onnx, set_spec
+
+    trt = settings.flavour == "tensorrt"
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt}
+    kwargs: dict[str, Any] = {
+        "activation_type": QuantType.QInt8 if trt else QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    }
+    if trt:
+        kwargs["op_types_to_quantize"] = TENSORRT_OPS
+        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=TENSORRT_OPS)
+    with atomic_path(out) as tmp:
+        raw = tmp.with_name(tmp.name + ".raw.onnx")
+        try:
+            with _quiet():
+                quantize_static(str(prepared), str(raw), None, quant_format=QuantFormat.QDQ,
+                                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                                nodes_to_exclude=list(exclude),
+                                calibrate_method=CalibrationMethod.MinMax,
+                                calibration_cache_path=str(ranges), extra_options=extra, **kwargs)
+            model = onnx.load(str(raw))
+        finally:
+            raw.unlink(missing_ok=True)
+        strip_output_qdq(model)
+        if spec is not None:
+            set_spec(model, spec)
+        model.producer_name = "edgekit"
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"the quantized model fails onnx.checker: {exc}") from None
+        save_onnx(model, tmp)
+    return out

@@ -1,0 +1,235 @@
+"""The recipe schema (recipes/*.yaml): a whole pipeline in one versioned file users copy and edit.
+
+    recipe_version: 1
+    name: cnn-gru-fashion-mnist
+    model: {zoo: cnn_gru}                 # or {path: model.pt, arch: ...} or {arch: ..., train: ...}
+    input: {shape: [1, 1, 28, 28]}        # optional overrides of the model's InputSpec
+    data: {train: fashion-mnist:train, calib: calibration/fashion-mnist-512.npz,
+           eval: fashion-mnist:test}
+    steps:                                # in order; each one `name: {config}`
+      - prune: {ratio: 0.3}
+      - quantize: {calib_size: 256}
+    exports: [{target: openvino, precision: int8}]
+    devices: [local-cpu]                  # or {profile: jetson-orin-nano, host: me@jetson}
+    budget: {max_drop: 1.0}
+
+Unknown keys are errors (with the closest valid key), at every level: each step's config is
+checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
+is wrong before it runs, not half-way through. Relative paths are taken from the working
+directory first, then from the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgekit.config import load_yaml, validate
+from edgekit.errors import ConfigError
+from edgekit.validate.gate import Budget
+
+RECIPE_VERSION = 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainOverrides(Strict):
+    """How to train a model the recipe builds (zoo or arch without weights): the zoo trainer's
+    settings (augmentation, cosine schedule with warm-up)."""
+
+    epochs: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="train on a stratified subset of N images")
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class ModelSource(Strict):
+    """Exactly one of: a zoo model (trained on first use, cached under .cache/zoo/), a model file,
+    or an architecture to build and train."""
+
+    zoo: str | None = None
+    path: str | None = None
+    arch: str | None = Field(None, description="module:factory, e.g. torchvision.models:resnet18")
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    train: TrainOverrides | None = None
+    trust_model: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if self.zoo and (self.path or self.arch):
+            raise ValueError("give either zoo, or path (with arch for a state_dict), not both")
+        if not (self.zoo or self.path or self.arch):
+            raise ValueError("name a model: zoo: NAME, path: FILE or arch: module:factory")
+        if self.path and self.train:
+            raise ValueError("train applies to zoo or arch models; a path is already trained")
+        if self.zoo:
+            from edgekit.zoo import ZOO
+
+            if self.zoo not in ZOO:
+                close = difflib.get_close_matches(self.zoo, list(ZOO), n=1)
+                raise ValueError(f"unknown zoo model {self.zoo!r}"
+                                 + (f"; did you mean {close[0]!r}?" if close else "")
+                                 + f" (known: {', '.join(ZOO)})")
+        return self
+
+
+class InputOverride(Strict):
+    shape: tuple[int, int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+class DataConfig(Strict):
+    train: str | None = Field(None, description="training data (zoo/arch training, distill)")
+    calib: str | None = Field(None, description="calibration set (.npz) or data source")
+    eval: str = Field(description="labelled eval data for the accuracy gate")
+    eval_limit: int | None = Field(None, ge=1, description="stratified subset of the eval set")
+    data_dir: str | None = None
+
+
+class ExportSpec(Strict):
+    target: Literal["onnx", "openvino", "tensorrt"]
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    on_device: bool = Field(False, description="build on the device that runs it (TensorRT "
+                            "engines): skipped here, built by the remote validation")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="target options (workspace_mb, dla, ...)")
+
+    @property
+    def stage(self) -> str:
+        return f"export-{self.target}-{self.precision}"
+
+
+class DeviceRef(BaseModel):
+    """A profile by name or path, with overrides of its fields (host, threads, batch_sizes,
+    latency, ...); the merged profile is checked like a profile file."""
+
+    model_config = ConfigDict(extra="allow")
+
+    profile: str
+
+
+class ReportConfig(Strict):
+    store: str = Field("results.db", description="results store, relative to the output folder")
+    html: str = "report.html"
+    markdown: str | None = "report.md"
+
+
+class Recipe(Strict):
+    recipe_version: int
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    model: ModelSource
+    input: InputOverride | None = None
+    data: DataConfig
+    steps: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
+    exports: list[ExportSpec] = Field(default_factory=list)
+    devices: list[str | DeviceRef] = Field(default_factory=lambda: ["local-cpu"])
+    budget: Budget = Field(default_factory=Budget)
+    decide: str | None = Field(None, description="artifact whose gate decides the exit code")
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def step_list(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(name, dict(cfg or {})) for step in self.steps for name, cfg in step.items()]
+
+    def fingerprint(self, *parts: str) -> str:
+        """A short hash of selected parts of the recipe (stage keys for resume)."""
+        data = self.model_dump(mode="json")
+        chosen = {p: data.get(p) for p in parts} if parts else data
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_steps(recipe: Recipe, where: str) -> None:
+    from edgekit.passes.base import PASS_MODULES, get_pass
+
+    seen_onnx = None
+    for i, step in enumerate(recipe.steps):
+        if len(step) != 1:
+            raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
+                              hint="write each step as `- prune: {ratio: 0.3}`")
+        name, cfg = next(iter(step.items()))
+        if name not in PASS_MODULES:
+            close = difflib.get_close_matches(name, list(PASS_MODULES), n=1)
+            raise ConfigError(f"{where}: steps[{i}]: unknown step {name!r}",
+                              hint=f"did you mean {close[0]!r}?" if close
+                              else f"steps are: {', '.join(PASS_MODULES)}")
+        try:
+            cls = get_pass(name)
+        except ImportError as exc:
+            raise ConfigError(f"{where}: steps[{i}]: step {name!r} is not available in this "
+                              f"edgekit ({exc})", hint="install edgekit[torch], or drop the step") \
+                from None
+        validate(cls.Config, dict(cfg or {}), f"{where}: steps[{i}].{name}")
+        if cls.kind == "onnx":
+            seen_onnx = name
+        elif seen_onnx:
+            raise ConfigError(f"{where}: steps[{i}]: {name} comes after {seen_onnx}",
+                              hint=f"PyTorch steps (prune, dwsep, distill) run before {seen_onnx}; "
+                              "reorder the steps")
+
+
+def _check_devices(recipe: Recipe, where: str) -> None:
+    for i, ref in enumerate(recipe.devices):
+        device_profile(ref, where=f"{where}: devices[{i}]")
+
+
+def device_profile(ref: str | DeviceRef, where: str = "recipe"):
+    """The DeviceProfile a recipe's device entry names (with its overrides applied)."""
+    from edgekit.devices import DeviceProfile, find_profile, load_profile
+
+    if isinstance(ref, str):
+        return load_profile(ref)
+    import yaml
+
+    base_path = find_profile(ref.profile)
+    base = yaml.safe_load(base_path.read_text()) or {}
+    overrides = {k: v for k, v in (ref.model_extra or {}).items()}
+    for key in ("latency", "record"):
+        if isinstance(overrides.get(key), dict) and isinstance(base.get(key), dict):
+            overrides[key] = {**base[key], **overrides[key]}
+    return validate(DeviceProfile, {**base, **overrides}, where)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe: schema, version, each step's config, each device profile."""
+    path = Path(path)
+    import yaml
+
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        version = raw.get("recipe_version") if isinstance(raw, dict) else None
+        if isinstance(version, int) and version > RECIPE_VERSION:
+            raise ConfigError(f"{path} is a version {version} recipe; this edgekit reads up to "
+                              f"version {RECIPE_VERSION}", hint="upgrade edgekit")
+        if isinstance(raw, dict) and "recipe_version" not in raw:
+            raise ConfigError(f"{path} has no recipe_version",
+                              hint=f"add `recipe_version: {RECIPE_VERSION}` at the top")
+    recipe = load_yaml(Recipe, path)
+    where = str(path)
+    _check_steps(recipe, where)
+    _check_devices(recipe, where)
+    return recipe
+
+
+def resolve_path(value: str, recipe_path: str | Path) -> str:
+    """A file named in a recipe: as given when it exists from the working directory, else
+    relative to the recipe's folder. Data-source names (fashion-mnist:test) pass through."""
+    if ":" in value and not Path(value).exists() and not value.startswith((".", "/")):
+        return value
+    candidate = Path(value)
+    if candidate.is_absolute() or candidate.exists():
+        return value
+    beside = Path(recipe_path).resolve().parent / value
+    return str(beside) if beside.exists() else value

@@ -1,0 +1,384 @@
+"""`edgekit run`: a recipe, stage by stage, each stage recorded in the output folder's manifest
+(`run:model`, `run:compress`, `run:export-…`, `run:validate-<device>`, `run:report`).
+
+Resume: every stage carries a key (a hash of its part of the recipe and of the sha256 of what it
+reads). Rerun after an interruption, a stage whose record has the same key and whose outputs are
+still there with the same sha256 is skipped; the first stage that differs runs, and so does every
+stage after it (their keys include its outputs). Validation records go into the results store
+under a run id equal to the stage key, so a run killed between storing and recording the stage
+does not store twice. Artifacts are written atomically (temp file, then rename), so a killed
+stage leaves nothing a later stage would take for whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ConfigError, MissingDependencyError
+from edgekit.io.files import sha256_file
+from edgekit.io.manifest import Manifest
+from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
+
+PREFIX = "run:"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _say(message: str) -> None:
+    import click
+
+    click.echo(f"[edgekit run] {message}", err=True)
+
+
+# ---------------------------------------------------------------- the model
+def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None,
+                     on_event: Callable[[str], None] = _say) -> Path:
+    """The trained model file the recipe starts from: a zoo model trained on first use and
+    cached (.cache/zoo/NAME.pt with the zoo's default training), the recipe's file, or an
+    architecture trained on the recipe's train data (cached under .cache/models/)."""
+    src = recipe.model
+    if src.path:
+        path = Path(resolve_path(src.path, recipe_path))
+        if not path.is_file():
+            raise ConfigError(f"{recipe_path}: model.path {src.path} does not exist",
+                              hint="train or download the model first, or use zoo: NAME")
+        return path
+    overrides = src.train.model_dump(exclude_none=True, exclude_defaults=True) if src.train else {}
+    if src.zoo:
+        from edgekit.zoo import get_entry
+
+        entry = get_entry(src.zoo)
+        suffix = "" if not overrides else "-" + _key(overrides)[:8]
+        path = cache_dir() / "zoo" / f"{src.zoo}{suffix}.pt"
+        if path.is_file():
+            on_event(f"model: reusing the trained {src.zoo} in {path}")
+            return path
+        from edgekit.io.models import save_checkpoint
+        from edgekit.zoo.train import TrainConfig, train_zoo_model
+
+        cfg = TrainConfig(**{"epochs": entry.epochs, **entry.train, **overrides})
+        on_event(f"model: training {src.zoo} ({cfg.epochs} epochs) on first use -> {path}")
+        bundle, summary = train_zoo_model(src.zoo, cfg, data_dir=data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(bundle, path)
+        on_event(f"model: {src.zoo} test top-1 {summary['test_top1']:.4f}")
+        return path
+    return _train_arch(recipe, data_dir, overrides, on_event)
+
+
+def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
+                on_event: Callable[[str], None]) -> Path:
+    src = recipe.model
+    if recipe.input is None or recipe.input.shape is None:
+        raise ConfigError("a model built from model.arch needs input.shape",
+                          hint="add e.g. `input: {shape: [1, 3, 32, 32]}`")
+    if not recipe.data.train:
+        raise ConfigError("a model built from model.arch is trained on data.train, which is "
+                          "missing", hint="add data.train (e.g. fashion-mnist:train), or give "
+                          "model.path with trained weights")
+    spec = _spec(recipe)
+    name = src.arch.split(":")[-1]
+    path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
+    if path.is_file():
+        on_event(f"model: reusing the trained {name} in {path}")
+        return path
+    from edgekit.data import load_dataset, load_raw
+    from edgekit.io.models import ModelBundle, build_arch, save_checkpoint
+    from edgekit.zoo.train import TrainConfig, fit
+
+    cfg = TrainConfig(**{"epochs": 1, **overrides})
+    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
+    raw = load_raw(recipe.data.train, data_dir=data_dir)
+    eval_set = load_dataset(recipe.data.eval, spec, data_dir=data_dir,
+                            limit=recipe.data.eval_limit or 2000)
+    on_event(f"model: training {name} ({cfg.epochs} epochs) on {recipe.data.train} -> {path}")
+    history = fit(model, raw, spec, eval_set, cfg, description=f"Training {name}")
+    bundle = ModelBundle(model, spec, src.arch, dict(src.arch_kwargs),
+                         meta={"name": name, "train_config": cfg.model_dump(mode="json"),
+                               "history": history})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(bundle, path)
+    return path
+
+
+def _spec(recipe: Recipe, base: Any = None):
+    from edgekit.spec import InputSpec
+
+    spec = base or InputSpec()
+    ov = recipe.input
+    if ov is None:
+        return spec
+    if ov.shape is not None:
+        spec = spec.with_shape(ov.shape)
+    update = {k: v for k, v in {"mean": ov.mean, "std": ov.std,
+                                "class_names": ov.class_names}.items() if v is not None}
+    return InputSpec.model_validate({**spec.model_dump(), **update}) if update else spec
+
+
+def load_bundle(recipe: Recipe, checkpoint: Path):
+    from edgekit.io.models import load_model
+
+    src = recipe.model
+    shape = recipe.input.shape if recipe.input and recipe.input.shape else None
+    bundle = load_model(checkpoint, arch=src.arch if src.path else None,
+                        arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
+                        trust_model=src.trust_model)
+    bundle.spec = _spec(recipe, bundle.spec)
+    return bundle
+
+
+# ---------------------------------------------------------------- stages
+class RecipeRun:
+    """One `edgekit run`: the recipe, its output folder, the store, and the stage log."""
+
+    def __init__(self, recipe_path: str | Path, out_dir: str | Path | None = None, *,
+                 store: str | Path | None = None, data_dir: str | None = None,
+                 fresh: bool = False, on_event: Callable[[str], None] = _say) -> None:
+        self.fresh = fresh
+        self.recipe_path = Path(recipe_path)
+        self.recipe = load_recipe(self.recipe_path)
+        self.out = Path(out_dir or Path("out") / self.recipe.name)
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"output {self.out} exists and is not a folder",
+                              hint="-o names a folder")
+        report = self.recipe.report
+        self.store_path = Path(store) if store else self.out / report.store
+        self.html_path = self.out / report.html
+        self.md_path = self.out / report.markdown if report.markdown else None
+        self.data_dir = data_dir or (resolve_path(self.recipe.data.data_dir, self.recipe_path)
+                                     if self.recipe.data.data_dir else None)
+        self.on_event = on_event
+        self.log: list[dict[str, Any]] = []
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.run_ids: list[str] = []
+
+    # --------------------------------------------------------------- helpers
+    def data(self, value: str | None) -> str | None:
+        return resolve_path(value, self.recipe_path) if value else None
+
+    def _done(self, name: str, key: str) -> dict[str, Any] | None:
+        """The stage's record when it finished with this key and its outputs are intact."""
+        if self.fresh:
+            return None
+        manifest = Manifest(self.out) if (self.out / "manifest.json").exists() else None
+        record = manifest.stage(PREFIX + name) if manifest else None
+        if not record or record["config"].get("key") != key:
+            return None
+        for item in record["metrics"].get("produced", []):
+            path = self.out / item["path"]
+            if not path.is_file() or sha256_file(path) != item["sha256"]:
+                return None
+        return record
+
+    def _record(self, name: str, key: str, *, inputs: dict[str, Path] | None = None,
+                produced: list[str] | None = None, **metrics: Any) -> None:
+        items = [{"path": p, "sha256": sha256_file(self.out / p)} for p in produced or []]
+        Manifest(self.out).add_stage(PREFIX + name, inputs=inputs or {},
+                                     config={"key": key, "recipe": str(self.recipe_path)},
+                                     metrics={"produced": items, **metrics})
+
+    def _stage(self, name: str, key: str, work: Callable[[], dict[str, Any] | None]) -> dict:
+        record = self._done(name, key)
+        if record is not None:
+            self.on_event(f"{name}: finished earlier (key {key}), skipped")
+            self.log.append({"stage": name, "status": "resumed", "seconds": 0.0})
+            return record["metrics"]
+        self.on_event(f"{name}: running")
+        start = time.perf_counter()
+        metrics = work() or {}
+        seconds = round(time.perf_counter() - start, 2)
+        self.log.append({"stage": name, "status": metrics.pop("_status", "done"),
+                         "seconds": seconds})
+        return metrics
+
+    def _artifact_shas(self) -> list[tuple[str, str]]:
+        manifest = Manifest(self.out)
+        return sorted((a["path"], a.get("sha256", "")) for a in manifest.artifacts()
+                      if not a["stage"].startswith(PREFIX))
+
+    # --------------------------------------------------------------- the run
+    def run(self) -> dict[str, Any]:
+        r = self.recipe
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
+        model_key = _key(r.model.model_dump(mode="json"), r.input and r.input.model_dump(mode="json"),
+                         sha256_file(checkpoint))
+
+        def model_stage() -> dict[str, Any]:
+            self._record("model", model_key, inputs={"checkpoint": checkpoint})
+            return {}
+
+        self._stage("model", model_key, model_stage)
+        data = r.data.model_dump(mode="json")
+        compress_key = _key(model_key, r.step_list(), data)
+        self._stage("compress", compress_key, lambda: self._compress(checkpoint, compress_key))
+        for spec in r.exports:
+            if spec.target == "onnx" and spec.precision == "fp32":
+                continue  # the compress stage made it (the fp32 reference)
+            key = _key(compress_key, spec.model_dump(mode="json"), r.data.calib, r.data.eval)
+            self._stage(spec.stage, key, lambda s=spec, k=key: self._export(s, k))
+        shas = self._artifact_shas()
+        for i, ref in enumerate(r.devices):
+            device = device_profile(ref, where=f"{self.recipe_path}: devices[{i}]")
+            key = _key(device.model_dump(mode="json"), r.budget.model_dump(mode="json"),
+                       r.data.eval, r.data.eval_limit, r.decide, shas)
+            metrics = self._stage(f"validate-{device.name}", key,
+                                  lambda d=device, k=key: self._validate(d, k))
+            self.devices[device.name] = metrics
+            if metrics.get("run_id"):
+                self.run_ids.append(metrics["run_id"])
+        if not any(m.get("run_id") for m in self.devices.values()):
+            reasons = "; ".join(f"{n}: {m.get('skipped', '?')}" for n, m in self.devices.items())
+            raise MissingDependencyError(f"no device of {self.recipe_path} could be validated "
+                                         f"here ({reasons})",
+                                         hint="run `edgekit devices` to see what works here")
+        self._report()
+        passed = all(m.get("passed", True) for m in self.devices.values() if m.get("run_id"))
+        return {"recipe": r.name, "out": str(self.out), "store": str(self.store_path),
+                "report": str(self.html_path), "markdown": str(self.md_path or ""),
+                "stages": self.log, "devices": self.devices, "passed": passed}
+
+    def _compress(self, checkpoint: Path, key: str) -> dict[str, Any]:
+        from edgekit.passes import PassContext
+        from edgekit.pipeline import compress, export_artifact
+
+        manifest = Manifest(self.out)
+        # A fresh compress replaces what an earlier, different run of this folder made: the
+        # manifest forgets those stages (files stay; nothing is deleted behind the user's back).
+        manifest.data["stages"] = [s for s in manifest.stages if s["stage"] == PREFIX + "model"]
+        manifest.save()
+        r = self.recipe
+        bundle = load_bundle(r, checkpoint)
+        steps = r.step_list()
+        from edgekit.passes import get_pass
+
+        if any(get_pass(name).kind == "torch" for name, _ in steps):
+            self._export_original(bundle)
+        if steps:
+            ctx = PassContext(out_dir=self.out, train_source=self.data(r.data.train),
+                              eval_source=self.data(r.data.eval),
+                              calib_source=self.data(r.data.calib), data_dir=self.data_dir,
+                              eval_limit=r.data.eval_limit)
+            result = compress(bundle, steps, ctx)
+            rows = [{k: v for k, v in row.items() if isinstance(v, str | int | float | None)}
+                    for row in result["rows"]]
+        else:
+            export_artifact(bundle, "onnx", self.out, precision="fp32",
+                            parity_source=self.data(r.data.eval), data_dir=self.data_dir)
+            rows = []
+        produced = [a["path"] for a, _ in self._artifact_paths()]
+        self._record("compress", key, inputs={"checkpoint": checkpoint}, produced=produced,
+                     rows=rows)
+        return {"rows": rows}
+
+    def _export_original(self, bundle) -> None:
+        """The uncompressed model as `original.onnx`, marked as the fp32 reference: the gate
+        then measures what compression as a whole cost, and the report plots where it started."""
+        from edgekit.pipeline import parity_sample
+        from edgekit.targets.base import get_target
+
+        r = self.recipe
+        parity = parity_sample(bundle.spec, self.data(r.data.eval), self.data_dir)
+        artifact = get_target("onnx").export(bundle, self.out, precision="fp32",
+                                             parity_data=parity, filename="original.onnx")
+        Manifest(self.out).add_stage(
+            "export-onnx-fp32-original", inputs={"source": bundle.source} if bundle.source else {},
+            config={"target": "onnx", "precision": "fp32", "role": "reference"},
+            outputs=[{**artifact.manifest_entry(self.out), "role": "reference",
+                      "model": bundle.name, "input_spec": bundle.spec.model_dump(mode="json")}],
+            metrics=artifact.metrics, versions=artifact.versions)
+
+    def _artifact_paths(self):
+        manifest = Manifest(self.out)
+        return [(a, self.out / a["path"]) for a in manifest.artifacts()
+                if not a["stage"].startswith(PREFIX) and (self.out / a["path"]).is_file()]
+
+    def _export(self, spec, key: str) -> dict[str, Any]:
+        from edgekit.pipeline import export_artifact
+
+        if spec.on_device:
+            self._record(spec.stage, key, note="built on the device that runs it (remote "
+                         "validation builds it there)")
+            return {"_status": "on device"}
+        r = self.recipe
+        options = dict(spec.options)
+        if spec.precision == "int8" and spec.target != "onnx":
+            options.setdefault("calib", self.data(r.data.calib))
+        try:
+            artifact, _ = export_artifact(self.out, spec.target, self.out, precision=spec.precision,
+                                          parity_source=self.data(r.data.eval),
+                                          data_dir=self.data_dir, **options)
+        except MissingDependencyError as exc:
+            self.on_event(f"{spec.stage}: skipped, {exc.message}")
+            self._record(spec.stage, key, skipped=exc.message)
+            return {"_status": "skipped"}
+        self._record(spec.stage, key, produced=[str(artifact.path.relative_to(self.out))])
+        return {}
+
+    def _validate(self, device, key: str) -> dict[str, Any]:
+        from edgekit.results.store import open_store
+        from edgekit.validate.validator import save, summarize, validate
+
+        r = self.recipe
+        run_id = f"{r.name}-{key}"
+        if self.fresh:  # measure again; the earlier records stay in the store
+            from edgekit.results.store import new_run_id
+
+            run_id += f"-{new_run_id()[:8]}"
+        with open_store(self.store_path) as store:
+            stored = store.records(run_id=run_id) if store.has_run(run_id) else None
+        if stored:  # stored before an interruption; the stage record was not written yet
+            self.on_event(f"validate-{device.name}: records of run {run_id} already stored")
+            summary = summarize(stored, r.decide)
+        else:
+            try:
+                result = validate(self.out, device, eval_source=self.data(r.data.eval),
+                                  budget=r.budget, data_dir=self.data_dir,
+                                  limit=r.data.eval_limit, artifact=r.decide, run_id=run_id)
+            except MissingDependencyError as exc:
+                self.on_event(f"validate-{device.name}: skipped, {exc.message}")
+                self._record(f"validate-{device.name}", key, skipped=exc.message)
+                return {"skipped": exc.message, "_status": "skipped"}
+            ids = save(result, self.store_path)
+            run_id = getattr(result, "run_id", run_id)
+            summary = summarize(result.records, r.decide)
+            summary["stored_ids"] = len(ids)
+            for status in result.missing_runtimes:
+                self.on_event(f"validate-{device.name}: runtime {status.name} not usable here: "
+                              f"{status.reason} (validated the rest)")
+        summary["run_id"] = run_id
+        self._record(f"validate-{device.name}", key, **summary)
+        return dict(summary)
+
+    def _report(self) -> None:
+        from edgekit.results.report import write_report
+        from edgekit.results.store import open_store
+
+        with open_store(self.store_path) as store:
+            records = [rec for run_id in self.run_ids
+                       for rec in store.records(with_samples=True, run_id=run_id)]
+        write_report(records, self.html_path, markdown_path=self.md_path,
+                     title=f"edgekit report: {self.recipe.name}", source=str(self.store_path))
+        self.log.append({"stage": "report", "status": "done", "seconds": 0.0})
+        self.on_event(f"report: {self.html_path}")
+
+
+def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
+               store: str | Path | None = None, data_dir: str | None = None,
+               fresh: bool = False, on_event: Callable[[str], None] = _say) -> dict[str, Any]:
+    """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
+    `fresh` runs every stage again instead of resuming."""
+    return RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
+                     on_event=on_event).run()

@@ -1,0 +1,627 @@
+"""The device side of `edgekit.remote`: a standard-library-only script that the workstation sends
+over SSH on every call (`ssh HOST PYTHON - COMMAND PAYLOAD`, this file on stdin), so it works on
+a device before edgekit is installed there (to say what is missing) and never depends on the
+device's edgekit version. It imports nothing from edgekit and nothing outside the standard
+library; it keeps to Python 3.6 syntax so that an old JetPack interpreter can still report that
+it is too old.
+
+Layout of the device's workdir (all paths are checked to stay inside it, symlinks resolved):
+
+    blobs/<sha256>            content-addressed files (artifacts, eval sets), read-only
+    blobs/.incoming/<sha256>  uploads in flight; verified, then renamed into blobs/
+    jobs/<job_id>/            one validation: out/ (the artifacts), eval-*.npz, device.yaml,
+                              job.json, records/<task>.json, logs/<task>.log, status.json
+    device.lock               flock held by the running job: one job per device at a time
+    device.lock.json          who holds it (job id, pid, process group, start time)
+
+Each command prints one line `MARK + json` on stdout; anything else a login shell prints is
+ignored by the caller.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+MARK = "@@edgekit-agent@@"
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+JOB_RE = re.compile(r"^[0-9a-f]{16,64}$")
+LOCK_NAME = "device.lock"
+OWNER_NAME = "device.lock.json"
+PACKAGES = {
+    # distribution -> import name
+    "edgekit": "edgekit", "numpy": "numpy", "onnx": "onnx", "pydantic": "pydantic",
+    "pyyaml": "yaml", "click": "click", "rich": "rich", "onnxruntime": "onnxruntime",
+    "onnxruntime-gpu": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
+    "torch": "torch",
+}
+
+
+class AgentError(Exception):
+    def __init__(self, message, hint="", kind="error"):
+        Exception.__init__(self, message)
+        self.message, self.hint, self.kind = message, hint, kind
+
+
+# ------------------------------------------------------------------------------------ paths
+def check_rel(rel):
+    """A relative path made of plain names: no absolute path, no '..', no empty part."""
+    bad = (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel
+           or "\x00" in rel or any(part in ("", ".", "..") for part in rel.split("/")))
+    if bad:
+        raise AgentError(f"refusing path {rel!r}: it would leave the workdir",
+                         "artifact and file names must be plain relative paths (no '..', no '/' "
+                         "at the start)", "path")
+    return rel
+
+
+def resolve_workdir(raw):
+    if not isinstance(raw, str) or not raw or "\x00" in raw:
+        raise AgentError(f"invalid workdir {raw!r}", "set workdir in the device profile", "path")
+    if ".." in raw.split("/"):
+        raise AgentError(f"refusing workdir {raw!r}: it contains '..'",
+                         "give the workdir as a plain path, e.g. ~/.edgekit", "path")
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.expanduser("~"), path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise AgentError(f"cannot create the workdir {path} on the device: {exc}",
+                         "choose a writable workdir in the device profile", "path") from None
+    return os.path.realpath(path)
+
+
+def inside(root, *parts):
+    """root/parts..., refused when it resolves (through '..' or a symlink) outside root."""
+    for part in parts:
+        for piece in part.split("/"):
+            check_rel(piece)
+    path = os.path.join(root, *parts)
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root + os.sep):
+        raise AgentError(f"{path} leads outside the workdir {root} (it resolves to {real})",
+                         "remove that symlink from the device's workdir; edgekit only reads and "
+                         "writes inside it", "path")
+    return path
+
+
+def ensure_dir(root, *parts):
+    path = inside(root, *parts)
+    os.makedirs(path, exist_ok=True)
+    return inside(root, *parts)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
+
+
+def write_json(path, obj):
+    tmp = f"{path}.{os.getpid()}.part"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def job_dir(root, job_id, must_exist=True):
+    if not isinstance(job_id, str) or not JOB_RE.match(job_id):
+        raise AgentError(f"invalid job id {job_id!r}", kind="path")
+    path = inside(root, "jobs", job_id)
+    if must_exist and not os.path.isfile(os.path.join(path, "job.json")):
+        raise AgentError(f"job {job_id} is not prepared on the device", kind="state")
+    return path
+
+
+def check_sha(sha):
+    if not isinstance(sha, str) or not SHA_RE.match(sha):
+        raise AgentError(f"invalid sha256 {sha!r}", kind="path")
+    return sha
+
+
+# ------------------------------------------------------------------------------ environment
+def _read(path, limit=4000):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit).decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def _run(argv, timeout=10):
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=timeout, check=False)
+        return out.stdout.decode("utf-8", "replace").strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def clocks():
+    """CPU and devfreq (GPU, memory controller) clocks from sysfs; `locked` when every clock
+    runs at its maximum (what `jetson_clocks` does)."""
+    cpus = []
+    base = "/sys/devices/system/cpu"
+    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    for name in names:
+        freq = os.path.join(base, name, "cpufreq")
+        if re.match(r"^cpu\d+$", name) and os.path.isdir(freq):
+            cpus.append({"cpu": name, "cur_khz": _read(os.path.join(freq, "scaling_cur_freq")),
+                         "max_khz": _read(os.path.join(freq, "scaling_max_freq")),
+                         "governor": _read(os.path.join(freq, "scaling_governor"))})
+    devfreq = {}
+    base = "/sys/class/devfreq"
+    for name in (sorted(os.listdir(base)) if os.path.isdir(base) else []):
+        folder = os.path.join(base, name)
+        devfreq[name] = {"device": os.path.basename(os.path.realpath(os.path.join(folder, "device")))
+                         if os.path.exists(os.path.join(folder, "device")) else name,
+                         "cur_hz": _read(os.path.join(folder, "cur_freq")),
+                         "max_hz": _read(os.path.join(folder, "max_freq")),
+                         "governor": _read(os.path.join(folder, "governor"))}
+    pairs = [(c["cur_khz"], c["max_khz"]) for c in cpus] + \
+        [(d["cur_hz"], d["max_hz"]) for d in devfreq.values()]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    return {"cpu": cpus, "devfreq": devfreq,
+            "locked": all(a == b for a, b in pairs) if pairs else None}
+
+
+def jetson(root="/"):
+    """L4T and JetPack release, board model, nvpmodel power mode; None off a Jetson.
+    (`root` lets a test point it at a fake file system.)"""
+    release = _read(os.path.join(root, "etc/nv_tegra_release"))
+    if release is None:
+        return None
+    info = {"l4t_release": release.splitlines()[0].strip("# ").strip()}
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
+    if match:
+        info["l4t"] = f"{match.group(1)}.{match.group(2)}"
+    info["model"] = _read(os.path.join(root, "proc/device-tree/model"))
+    jetpack = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+    if jetpack and "no packages found" not in jetpack.lower():
+        info["jetpack"] = jetpack
+    mode = _run(["nvpmodel", "-q"])
+    if mode:
+        info["power_mode_raw"] = mode[:500]
+        named = re.search(r"NV Power Mode:\s*(\S+)", mode)
+        if named:
+            info["power_mode"] = named.group(1)
+        number = re.findall(r"^\s*(\d+)\s*$", mode, re.M)
+        if number:
+            info["power_mode_id"] = int(number[-1])
+    return info
+
+
+def device_environment():
+    env = {"hostname": socket.gethostname(), "platform": platform.platform(),
+           "machine": platform.machine(), "clocks": clocks(), "time": time.time()}
+    info = jetson()
+    if info:
+        env["jetson"] = info
+    return env
+
+
+def _version(dist, module):
+    try:
+        from importlib import metadata  # Python 3.8+
+        return metadata.version(dist)
+    except Exception:  # noqa: BLE001 - absent, or no metadata (apt-installed TensorRT)
+        pass
+    if dist != module:
+        return None
+    try:
+        import importlib.util
+        if importlib.util.find_spec(module) is None:
+            return None
+        mod = __import__(module)
+        return str(getattr(mod, "__version__", "unknown"))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def cmd_probe(p):
+    """What the device has: Python, edgekit (and whether its lean path imports), runtimes and
+    their versions, ONNX Runtime providers, Jetson release, power mode and clocks."""
+    import importlib.util
+
+    root = resolve_workdir(p["workdir"])
+    for sub in ("blobs", "jobs"):
+        ensure_dir(root, sub)
+    ensure_dir(root, "blobs", ".incoming")
+    probe_file = inside(root, ".write-test")
+    with open(probe_file, "w") as fh:
+        fh.write("ok")
+    os.remove(probe_file)
+    info = {"python": {"version": platform.python_version(), "executable": sys.executable,
+                       "supported": sys.version_info >= (3, 10)},
+            "workdir": root, "environment": device_environment(),
+            "packages": {}, "runtimes": {}, "edgekit": None}
+    for dist, module in PACKAGES.items():
+        info["packages"][dist] = _version(dist, module)
+    for runtime in p.get("runtimes", []):
+        module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
+                  "torch": "torch"}.get(runtime, runtime)
+        entry = {"importable": False}
+        try:
+            entry["importable"] = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            pass
+        if entry["importable"] and runtime == "onnxruntime":
+            try:
+                import onnxruntime
+                entry["version"] = onnxruntime.__version__
+                entry["providers"] = list(onnxruntime.get_available_providers())
+            except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+                entry["importable"], entry["error"] = False, str(exc)[:300]
+        info["runtimes"][runtime] = entry
+    try:
+        import edgekit
+        info["edgekit"] = {"version": getattr(edgekit, "__version__", "unknown"),
+                           "path": os.path.dirname(edgekit.__file__)}
+        before = "torch" in sys.modules
+        import edgekit.validate.bench  # noqa: F401 - the lean path the device runs
+        info["edgekit"]["lean_ok"] = True
+        info["edgekit"]["imports_torch"] = "torch" in sys.modules and not before
+        info["edgekit"]["has_validate"] = importlib.util.find_spec(
+            "edgekit.validate.validator") is not None
+    except ImportError as exc:
+        if info["edgekit"] is None:
+            info["edgekit"] = {"error": str(exc)[:300]}
+        else:
+            info["edgekit"]["lean_ok"], info["edgekit"]["error"] = False, str(exc)[:300]
+    except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+        info["edgekit"] = dict(info["edgekit"] or {}, lean_ok=False, error=str(exc)[:300])
+    return info
+
+
+# ------------------------------------------------------------------------------------ blobs
+def cmd_have(p):
+    """Which of the given blobs are on the device, each verified by its sha256 (a corrupt one
+    is removed so it is sent again)."""
+    root = resolve_workdir(p["workdir"])
+    blobs = ensure_dir(root, "blobs")
+    ensure_dir(root, "blobs", ".incoming")
+    present = []
+    for sha in p["blobs"]:
+        path = inside(root, "blobs", check_sha(sha))
+        if os.path.lexists(path):
+            if os.path.isfile(path) and sha256_file(path) == sha:
+                present.append(sha)
+            else:
+                os.remove(path)
+    incoming = inside(root, "blobs", ".incoming")
+    for name in os.listdir(incoming):  # uploads abandoned more than a day ago
+        path = os.path.join(incoming, name)
+        try:
+            if os.path.isfile(path) and time.time() - os.path.getmtime(path) > 86400:
+                os.remove(path)
+        except OSError:
+            pass
+    return {"present": present, "blobs": blobs, "incoming": incoming}
+
+
+def cmd_commit(p):
+    """Move verified uploads (blobs/.incoming/<sha>.<token>, one token per sender, so two
+    senders of the same file never write into each other's copy) into blobs/; report the ones
+    that do not match."""
+    root = resolve_workdir(p["workdir"])
+    token = p["token"]
+    if not isinstance(token, str) or not re.match(r"^[0-9a-f]{8,64}$", token):
+        raise AgentError(f"invalid upload token {token!r}", kind="path")
+    committed, bad = [], {}
+    for sha in p["blobs"]:
+        src = inside(root, "blobs", ".incoming", f"{check_sha(sha)}.{token}")
+        dst = inside(root, "blobs", sha)
+        if os.path.isfile(dst) and not os.path.isfile(src):
+            committed.append(sha)
+            continue
+        if not os.path.isfile(src):
+            bad[sha] = "missing"
+            continue
+        actual = sha256_file(src)
+        if actual != sha:
+            os.remove(src)
+            bad[sha] = f"sha256 mismatch (got {actual})"
+            continue
+        os.chmod(src, 0o444)
+        os.replace(src, dst)
+        committed.append(sha)
+    return {"committed": committed, "bad": bad}
+
+
+# ------------------------------------------------------------------------------------- jobs
+def cmd_prepare(p):
+    """Create jobs/<id>/ from blobs (hard links, or copies where the file system has none),
+    atomically: the folder appears whole or not at all."""
+    root = resolve_workdir(p["workdir"])
+    job_id = p["job_id"]
+    final = job_dir(root, job_id, must_exist=False)
+    if os.path.isfile(os.path.join(final, "job.json")):
+        return {"state": "exists"}
+    ensure_dir(root, "jobs")
+    tmp = inside(root, "jobs", f".{job_id}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        for rel, sha in sorted(p["files"].items()):
+            src = inside(root, "blobs", check_sha(sha))
+            if not os.path.isfile(src):
+                raise AgentError(f"blob {sha} for {rel} is not on the device", kind="state")
+            dst = os.path.join(tmp, check_rel(rel))  # tmp is new: no symlinks in it
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        with open(os.path.join(tmp, "device.yaml"), "w") as fh:
+            fh.write(p["device_profile"])
+        job = dict(p["job"], job_id=job_id, created=time.time())
+        write_json(os.path.join(tmp, "job.json"), job)
+        for sub in ("records", "logs"):
+            os.makedirs(os.path.join(tmp, sub))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "job.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    job_dir(root, job_id)  # re-check the final folder resolves inside the workdir
+    return {"state": "prepared"}
+
+
+def _owner(root):
+    return read_json(inside(root, OWNER_NAME), {}) or {}
+
+
+def _lock_state(root):
+    """('free', {}) or ('held', owner) for the device lock, without keeping it."""
+    import fcntl
+
+    fd = os.open(inside(root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return "held", _owner(root)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "free", {}
+    finally:
+        os.close(fd)
+
+
+def cmd_start(p):
+    """Start the job detached from the SSH session (it survives a dropped connection), holding
+    the device lock for as long as it runs. Idempotent: a complete job is not run again; a job
+    already running is reattached to; a job that died or timed out is resumed (finished tasks
+    are kept)."""
+    import fcntl
+
+    root = resolve_workdir(p["workdir"])
+    folder = job_dir(root, p["job_id"])
+    status_path = os.path.join(folder, "status.json")
+    if (read_json(status_path) or {}).get("state") == "complete":
+        return {"state": "done"}
+    fd = os.open(inside(root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = _owner(root)
+        state = "running" if owner.get("job_id") == p["job_id"] else "busy"
+        return {"state": state, "owner": owner}
+    status = read_json(status_path)
+    if (status or {}).get("state") == "complete":
+        os.close(fd)
+        return {"state": "done"}
+    if status is not None:  # partial (timed out): resume it, keeping the finished tasks
+        os.remove(status_path)
+    job = read_json(os.path.join(folder, "job.json"))
+    attempt = int(read_json(os.path.join(folder, "attempts.json"), 0) or 0) + 1
+    write_json(os.path.join(folder, "attempts.json"), attempt)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the runner: own session, stdio away from the SSH channel
+        try:
+            os.close(ready_r)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            log = os.open(os.path.join(folder, "logs", "runner.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(devnull, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            owner = {"job_id": p["job_id"], "pid": os.getpid(), "pgid": os.getpgid(0),
+                     "attempt": attempt, "started": time.time(), "host": socket.gethostname()}
+            write_json(inside(root, OWNER_NAME), owner)
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            run_job(folder, job, attempt)
+        except BaseException as exc:  # noqa: BLE001 - the runner must never return to the caller
+            try:
+                sys.stderr.write(f"runner failed: {exc!r}\n")
+            except Exception:  # noqa: BLE001
+                pass
+            os._exit(1)
+        os._exit(0)
+    os.close(ready_w)
+    os.close(fd)  # the runner keeps the lock through its own copy of the descriptor
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    return {"state": "started", "owner": _owner(root)}
+
+
+def _tail(path, limit=2000):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def run_job(folder, job, attempt):
+    """Run the job's tasks in order, each with what is left of the job's timeout; a task whose
+    records exist (an earlier attempt finished it) is skipped. Writes status.json at the end."""
+    started = time.time()
+    write_json(os.path.join(folder, "environment.json"), device_environment())
+    deadline = started + float(job.get("timeout", 3600))
+    python = os.path.expanduser(job.get("python") or sys.executable)
+    env = dict(os.environ, EDGEKIT_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
+    reason = None
+    for index, task in enumerate(job["tasks"]):
+        out = os.path.join(folder, "records", f"{index}.json")
+        if os.path.isfile(out):
+            continue
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            reason = f"the job's timeout ({job.get('timeout')}s) ran out"
+            break
+        argv = [python if a == "{python}" else a for a in task["argv"]]
+        log_path = os.path.join(folder, "logs", f"{index}.log")
+        part = out + ".part"
+        task_started = time.time()
+        with open(part, "wb") as stdout, open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(argv, cwd=folder, stdout=stdout, stderr=log,
+                                        stdin=subprocess.DEVNULL, env=env)
+            except OSError as exc:
+                log.write((f"cannot start {argv[0]}: {exc}\n").encode())
+                proc = None
+            rc, timed_out = None, False
+            if proc is not None:
+                try:
+                    rc = proc.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    timed_out = True
+        if timed_out:
+            os.remove(part)
+            reason = f"the job's timeout ({job.get('timeout')}s) ran out during task {index}"
+            break
+        text = open(part, "rb").read().decode("utf-8", "replace")
+        try:
+            output = json.loads(text) if text.strip() else None
+        except ValueError:
+            output = None
+        result = {"task": index, "rc": rc, "output": output, "attempt": attempt,
+                  "seconds": round(time.time() - task_started, 3)}
+        if rc not in task.get("ok_codes", [0]) or (output is None and task.get("kind") != "step"):
+            result["error"] = _tail(log_path)
+        write_json(out, result)
+        os.remove(part)
+    status = {"state": "complete" if reason is None else "partial", "reason": reason,
+              "started": started, "finished": time.time(), "attempt": attempt}
+    write_json(os.path.join(folder, "status.json"), status)
+
+
+def _done_tasks(folder, total):
+    return [i for i in range(total) if os.path.isfile(os.path.join(folder, "records", f"{i}.json"))]
+
+
+def cmd_poll(p):
+    """done (status.json written), running (our runner holds the lock) or dead (the runner is
+    gone without finishing: killed, or the device rebooted)."""
+    root = resolve_workdir(p["workdir"])
+    folder = job_dir(root, p["job_id"])
+    total = len(read_json(os.path.join(folder, "job.json"), {}).get("tasks", []))
+    done = len(_done_tasks(folder, total))
+    if os.path.isfile(os.path.join(folder, "status.json")):
+        return {"state": "done", "tasks_done": done, "tasks": total}
+    lock, owner = _lock_state(root)
+    if os.path.isfile(os.path.join(folder, "status.json")):
+        return {"state": "done", "tasks_done": done, "tasks": total}
+    if lock == "held" and owner.get("job_id") == p["job_id"]:
+        return {"state": "running", "tasks_done": done, "tasks": total, "owner": owner}
+    return {"state": "dead", "tasks_done": done, "tasks": total, "owner": owner,
+            "log_tail": _tail(os.path.join(folder, "logs", "runner.log"))}
+
+
+def cmd_result(p):
+    """Everything the job produced so far: status (None while running or after a crash), one
+    entry per finished task, the environment captured when it started."""
+    root = resolve_workdir(p["workdir"])
+    folder = job_dir(root, p["job_id"])
+    job = read_json(os.path.join(folder, "job.json"), {})
+    tasks = []
+    for index in range(len(job.get("tasks", []))):
+        path = inside(root, "jobs", p["job_id"], "records", f"{index}.json")
+        tasks.append(read_json(path))
+    return {"status": read_json(os.path.join(folder, "status.json")), "tasks": tasks,
+            "environment": read_json(os.path.join(folder, "environment.json")),
+            "attempts": read_json(os.path.join(folder, "attempts.json"), 0),
+            "runner_log": _tail(os.path.join(folder, "logs", "runner.log"))}
+
+
+def cmd_cancel(p):
+    """Stop our job if it is the one running (SIGTERM, then SIGKILL), never another job."""
+    root = resolve_workdir(p["workdir"])
+    job_dir(root, p["job_id"])
+    lock, owner = _lock_state(root)
+    if lock != "held" or owner.get("job_id") != p["job_id"]:
+        return {"cancelled": False}
+    pgid = int(owner["pgid"])
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        end = time.time() + wait
+        while time.time() < end and _lock_state(root)[0] == "held":
+            time.sleep(0.1)
+        if _lock_state(root)[0] == "free":
+            break
+    return {"cancelled": True}
+
+
+COMMANDS = {"probe": cmd_probe, "have": cmd_have, "commit": cmd_commit, "prepare": cmd_prepare,
+            "start": cmd_start, "poll": cmd_poll, "result": cmd_result, "cancel": cmd_cancel}
+
+
+def main(argv):
+    if len(argv) != 3 or argv[1] not in COMMANDS:
+        sys.stdout.write(MARK + json.dumps({"ok": False, "error": "usage: agent COMMAND PAYLOAD",
+                                            "kind": "usage"}) + "\n")
+        return 2
+    try:
+        payload = json.loads(base64.b64decode(argv[2]).decode("utf-8"))
+        out = COMMANDS[argv[1]](payload)
+        out = dict(out, ok=True)
+    except AgentError as exc:
+        out = {"ok": False, "error": exc.message, "hint": exc.hint, "kind": exc.kind}
+    except Exception as exc:  # noqa: BLE001 - reported to the caller with its type
+        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"}
+    sys.stdout.write(MARK + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

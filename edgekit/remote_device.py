@@ -1,0 +1,147 @@
+"""What a remote device has and lacks (Python, edgekit, the profile's runtimes, Jetson
+release and power mode), and the one command that fixes each missing piece."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit import __version__
+from edgekit.devices import DeviceProfile
+from edgekit.remote_ssh import SSHTransport
+
+
+# ---------------------------------------------------------------------------- device check
+@dataclass
+class DeviceReport:
+    """What the device has, what it lacks and the one command that fixes each missing piece."""
+
+    host: str
+    workdir: str
+    python: dict[str, Any]
+    edgekit: dict[str, Any]
+    runtimes: dict[str, dict[str, Any]]
+    packages: dict[str, str | None]
+    environment: dict[str, Any]
+    missing: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(m["blocking"] for m in self.missing)
+
+    @property
+    def usable_runtimes(self) -> list[str]:
+        return [name for name, info in self.runtimes.items() if info.get("importable")]
+
+    @property
+    def jetson(self) -> dict[str, Any]:
+        return self.environment.get("jetson") or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("host", "workdir", "python", "edgekit", "runtimes",
+                                               "packages", "environment", "missing", "warnings")}
+
+    def lines(self) -> list[str]:
+        out = [f"device {self.host}: Python {self.python.get('version')}, edgekit "
+               f"{self.edgekit.get('version', 'missing')}, runtimes: "
+               + (", ".join(f"{n} {i.get('version') or ''}".strip()
+                            for n, i in self.runtimes.items() if i.get("importable")) or "none")]
+        if self.jetson:
+            j = self.jetson
+            out.append(f"  Jetson: L4T {j.get('l4t', '?')}, JetPack {j.get('jetpack', '?')}, "
+                       f"power mode {j.get('power_mode', '?')}")
+        for m in self.missing:
+            out.append(f"  missing {m['what']}: {m['fix']}")
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+
+def _pip(python: str, spec: str) -> str:
+    return f"{python} -m pip install '{spec}'"
+
+
+def runtime_fix(runtime: str, python: str, is_jetson: bool) -> str:
+    """The one command that installs a runtime on the device."""
+    if runtime == "tensorrt":
+        if is_jetson:
+            return ("sudo apt-get install -y python3-libnvinfer  (TensorRT's Python bindings "
+                    "from JetPack; a venv needs --system-site-packages to see them)")
+        return _pip(python, "edgekit[tensorrt]")
+    if runtime == "onnxruntime" and is_jetson:
+        return (_pip(python, "onnxruntime") + "  (for the GPU: the onnxruntime-gpu wheel for your "
+                "JetPack from the Jetson AI Lab index)")
+    if runtime == "openvino":
+        return _pip(python, "openvino")
+    if runtime == "torch":
+        return _pip(python, "edgekit[torch]")
+    return _pip(python, runtime)
+
+
+def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
+    python = profile.python
+    env = probe.get("environment") or {}
+    is_jetson = bool(env.get("jetson")) or profile.kind == "jetson"
+    report = DeviceReport(host=profile.host or "", workdir=probe.get("workdir", ""),
+                          python=probe.get("python", {}), edgekit=probe.get("edgekit") or {},
+                          runtimes=probe.get("runtimes", {}), packages=probe.get("packages", {}),
+                          environment=env)
+    extras = "[tensorrt]" if "tensorrt" in profile.runtimes and not is_jetson else ""
+    if not report.python.get("supported", False):
+        report.missing.append({
+            "what": f"Python >= 3.10 (the device's {python} is {report.python.get('version')})",
+            "fix": "install Python 3.10+ on the device (JetPack 6 has it) and point `python:` "
+                   "in the profile at it", "blocking": True})
+    elif "version" not in report.edgekit:
+        report.missing.append({
+            "what": f"edgekit ({python} cannot import it: {report.edgekit.get('error', '')})",
+            "fix": _pip(python, f"edgekit{extras}=={__version__}"), "blocking": True})
+    elif not report.edgekit.get("lean_ok"):
+        report.missing.append({
+            "what": f"a working edgekit install ({report.edgekit.get('error', '')})",
+            "fix": _pip(python, f"edgekit{extras}=={__version__}") + " --force-reinstall",
+            "blocking": True})
+    elif not report.edgekit.get("has_validate"):
+        report.missing.append({
+            "what": f"edgekit's validator (the device has edgekit {report.edgekit['version']})",
+            "fix": _pip(python, f"edgekit{extras}=={__version__}"), "blocking": True})
+    else:
+        if report.edgekit["version"] != __version__:
+            report.warnings.append(f"the device has edgekit {report.edgekit['version']}, this "
+                                   f"machine {__version__}; numbers are comparable, but "
+                                   f"consider {_pip(python, f'edgekit=={__version__}')}")
+        if report.edgekit.get("imports_torch"):
+            report.warnings.append("edgekit's lean path imported torch on the device")
+    for name in profile.runtimes:
+        info = report.runtimes.get(name, {})
+        if not info.get("importable"):
+            report.missing.append({"what": f"runtime {name}",
+                                   "fix": runtime_fix(name, python, is_jetson),
+                                   "blocking": False})
+            continue
+        wanted = profile.runtimes[name].providers
+        have = info.get("providers")
+        if name == "onnxruntime" and wanted and have is not None:
+            absent = [p for p in wanted if p not in have]
+            if absent:
+                report.warnings.append(f"ONNX Runtime on the device lacks {', '.join(absent)} "
+                                       f"(it has {', '.join(have)})")
+    if report.ok and profile.runtimes and not report.usable_runtimes:
+        report.missing.append({"what": "every runtime of the profile ("
+                               + ", ".join(profile.runtimes) + ")",
+                               "fix": runtime_fix(next(iter(profile.runtimes)), python,
+                                                  is_jetson), "blocking": True})
+    return report
+
+
+def check_remote(profile: DeviceProfile, *, transport: SSHTransport | None = None,
+                 connect_timeout: float | None = None) -> DeviceReport:
+    """Reach the device and report what it has and lacks (never raises for what is missing;
+    raises for an unreachable device, a refused host key or a workdir that escapes)."""
+    if transport is None:
+        with SSHTransport(profile, connect_timeout=connect_timeout) as own:
+            return check_remote(profile, transport=own)
+    probe = transport.agent("probe", {"workdir": profile.workdir,
+                                      "runtimes": list(profile.runtimes)},
+                            what="connect", timeout=120.0)
+    return build_report(profile, probe)

@@ -1,0 +1,257 @@
+"""What one remote validation sends and runs: the artifacts (with the files they need beside
+them, names checked so none escapes the device's workdir), eval sets sampled here and saved
+model-ready and byte-reproducible, the device-side profile, the tasks, and the job id that hashes
+all of it (plus the device state that changes the numbers)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.devices import DeviceProfile
+from edgekit.errors import InputError
+from edgekit.io.files import sha256_file
+from edgekit.remote_device import DeviceReport
+
+# What the device runs for one artifact: the validator itself (the code `edgekit validate` runs),
+# printing the result with its latency samples, which the store keeps for the report's plots.
+VALIDATE_SNIPPET = """\
+import glob, json, sys
+from edgekit.devices import load_profile
+from edgekit.errors import EdgekitError
+from edgekit.validate.gate import Budget
+from edgekit.validate.validator import validate
+a = json.loads(sys.argv[1])
+targets = sorted(p for g in a.get("globs", []) for p in glob.glob(g)) or [a["target"]]
+results = []
+for target in targets:
+    try:
+        r = validate(target, load_profile(a["device"]), eval_source=a["eval"],
+                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"])
+    except EdgekitError as exc:
+        sys.stderr.write("error: %s\\n" % exc)
+        sys.exit(2)
+    results.append(r.to_json(with_samples=True))
+sys.stdout.write(json.dumps({"results": results}, default=str))
+"""
+
+
+# -------------------------------------------------------------------------------- payload
+def write_eval_npz(path: Path, x: np.ndarray, y: np.ndarray | None) -> None:
+    """A byte-for-byte reproducible .npz (fixed zip timestamps), so the same eval sample has the
+    same sha256 on every run and is sent to the device once."""
+    arrays = {"x": np.ascontiguousarray(x, dtype=np.float32)}
+    if y is not None:
+        arrays["y"] = np.ascontiguousarray(y, dtype=np.int64)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+
+
+_BAD_NAME = re.compile(r"[\x00-\x1f\\]")
+
+
+def safe_relpath(path: Path, folder: Path) -> str:
+    """`path` relative to `folder`, refused when it would leave it (or the device's workdir):
+    '..', an absolute path, a symlink out, control characters."""
+    folder_real = folder.resolve()
+    try:
+        rel = path.absolute().relative_to(folder.absolute()).as_posix()
+    except ValueError:
+        rel = None
+    if rel is None or rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")) \
+            or _BAD_NAME.search(rel) or not path.resolve().is_relative_to(folder_real):
+        raise InputError(f"artifact {path} lies outside the output folder {folder}; its name "
+                         "would escape the device's workdir",
+                         hint="keep artifacts inside the output folder (no '..', no symlinks out)")
+    return rel
+
+
+def _siblings(path: Path) -> list[Path]:
+    """Files an artifact needs beside it: OpenVINO's .bin, ONNX external data, a spec sidecar."""
+    found = []
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        found.append(path.with_suffix(".bin"))
+    if path.suffix == ".onnx":
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+        from edgekit.io.onnxfile import load_onnx
+
+        model = load_onnx(path, load_external=False)  # refuses data outside the folder
+        for tensor in _get_all_tensors(model):
+            if uses_external_data(tensor):
+                location = next(e.value for e in tensor.external_data if e.key == "location")
+                found.append(path.parent / location)
+    sidecar = path.with_suffix(path.suffix + ".spec.json")
+    if sidecar.is_file():
+        found.append(sidecar)
+    return list(dict.fromkeys(found))
+
+
+def check_artifact_names(target: str | Path) -> list[str]:
+    """The artifacts of `target` relative to their folder; refuses any that would escape it."""
+    from edgekit.io.artifacts import list_artifacts
+
+    target = Path(target)
+    folder = target if target.is_dir() else target.parent
+    return [safe_relpath(Path(e["path"]), folder) for e in list_artifacts(target)]
+
+
+@dataclass
+class Payload:
+    """Everything one remote validation needs, and its job id."""
+
+    folder: Path
+    files: dict[str, Path]  # path inside the job folder -> local file
+    sha: dict[str, str]  # same keys -> sha256
+    tasks: list[dict[str, Any]]
+    task_artifacts: list[str]  # the artifact (relative to the output folder) of each task
+    entries: dict[str, dict[str, Any]]  # artifact rel -> list_artifacts entry
+    eval_counts: dict[str, int]
+    skipped: list[dict[str, str]]
+    device_yaml: str
+    eval_source: str = ""
+    job_id: str = ""
+    run_id: str = ""
+
+
+def device_side_profile(profile: DeviceProfile) -> str:
+    """The profile as the device sees itself: local, without the SSH fields, defaults left out
+    (so an older edgekit on the device still reads it)."""
+    data = profile.model_dump(mode="json", exclude_defaults=True,
+                              exclude={"host", "port", "identity_file", "known_hosts", "python",
+                                       "workdir", "connect_timeout", "job_timeout"})
+    data.setdefault("name", profile.name)
+    data.setdefault("kind", profile.kind)
+    data.setdefault("runtimes", {})
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceReport | None, *,
+                  eval_source: str, limit: int | None, data_dir: str | None,
+                  budget: dict[str, Any], batches: list[int] | None, workdir: Path,
+                  job_timeout: float, nonce: str = "", run_id: str | None = None) -> Payload:
+    """Collect artifacts and eval sets (written under `workdir`), the tasks, and the job id."""
+    from edgekit.data import load_dataset
+    from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
+    from edgekit.io.manifest import MANIFEST_NAME
+
+    target = Path(target)
+    folder = target if target.is_dir() else target.parent
+    entries = list_artifacts(target)
+    reference = find_reference(target)
+    files: dict[str, Path] = {}
+    skipped: list[dict[str, str]] = []
+    measured: list[tuple[str, dict[str, Any]]] = []
+    by_rel: dict[str, dict[str, Any]] = {}
+    usable = set(report.usable_runtimes) if report else set(profile.runtimes)
+    for entry in entries:
+        path = Path(entry["path"])
+        rel = safe_relpath(path, folder)
+        by_rel[rel] = entry
+        fmt = entry.get("format")
+        if path.suffix in (".plan", ".engine"):
+            skipped.append({"artifact": rel, "format": str(fmt),
+                            "precision": str(entry.get("precision", "fp32")),
+                            "reason": "TensorRT engines are not portable: it is rebuilt on the "
+                            "device from the ONNX model"})
+            continue
+        runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(str(fmt))
+        if runtime and runtime in profile.runtimes and runtime not in usable:
+            skipped.append({"artifact": rel, "format": str(fmt),
+                            "precision": str(entry.get("precision", "fp32")),
+                            "reason": f"{runtime} is not installed on the device"})
+            continue
+        measured.append((rel, entry))
+    ship = [Path(e["path"]) for _, e in measured]
+    if reference is not None and reference not in ship:
+        ship.append(reference)
+    for path in ship:
+        files["out/" + safe_relpath(path, folder)] = path
+        for extra in _siblings(path):
+            files["out/" + safe_relpath(extra, folder)] = extra
+    if (folder / MANIFEST_NAME).is_file():
+        files["out/" + MANIFEST_NAME] = folder / MANIFEST_NAME
+    # Eval sets: one per distinct input spec, sampled here, model-ready on the device.
+    eval_names: dict[str, str] = {}
+    eval_counts: dict[str, int] = {}
+    tasks, task_artifacts = [], []
+    device_yaml = device_side_profile(profile)
+    for rel, entry in measured:
+        spec = spec_for(entry["path"])
+        key = spec.to_json()
+        if key not in eval_names:
+            dataset = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
+            dataset.check_for(spec, need_labels=True)
+            name = f"eval-{len(eval_names)}.npz"
+            local = workdir / name
+            write_eval_npz(local, dataset.x, dataset.y)
+            files[name] = local
+            eval_names[key], eval_counts[name] = name, len(dataset)
+        args = {"target": "out/" + rel, "device": "device.yaml", "eval": eval_names[key],
+                "budget": budget, "batches": batches, "run_id": "{run_id}"}
+        tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args,
+                                                                              sort_keys=True)],
+                      "ok_codes": [0]})
+        task_artifacts.append(rel)
+    tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
+    task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
+    sha = {rel: sha256_file(path) for rel, path in files.items()}
+    identity = {"files": sha, "tasks": tasks, "device": device_yaml, "timeout": job_timeout,
+                "device_state": device_state(report), "nonce": nonce, "run_id": run_id}
+    job_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    run_id = run_id or f"remote-{job_id[:16]}"
+    for task in tasks:
+        task["argv"] = [a.replace('"{run_id}"', json.dumps(run_id)) for a in task["argv"]]
+    return Payload(folder, files, sha, tasks, task_artifacts, by_rel, eval_counts, skipped,
+                   device_yaml, eval_source, job_id, run_id)
+
+
+def device_state(report: DeviceReport | None) -> dict[str, Any]:
+    """What of the device's state changes its numbers: software versions and, on a Jetson, the
+    release, power mode and whether clocks are locked. Part of the job id, so after
+    `sudo nvpmodel -m 1` the same command measures again instead of returning the old job."""
+    if report is None:
+        return {}
+    jetson = report.jetson
+    return {"edgekit": report.edgekit.get("version"), "python": report.python.get("version"),
+            "runtimes": {n: i.get("version") or report.packages.get(n)
+                         for n, i in sorted(report.runtimes.items())},
+            "jetson": {k: jetson.get(k) for k in ("l4t", "jetpack", "power_mode",
+                                                   "power_mode_id")} if jetson else None,
+            "clocks_locked": (report.environment.get("clocks") or {}).get("locked")
+            if jetson else None}
+
+
+def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
+                    measured: list[tuple[str, dict[str, Any]]], eval_names: dict[str, str],
+                    budget: dict[str, Any], batches: list[int] | None) -> list[dict[str, Any]]:
+    """When the profile has TensorRT and the device can use it: build the engines there
+    (`edgekit export out --target tensorrt --precision P`), then validate them. Untested here:
+    it needs a device with TensorRT."""
+    if "tensorrt" not in profile.runtimes or report is None \
+            or "tensorrt" not in report.usable_runtimes:
+        return []
+    if not any(e.get("format") == "onnx" for _, e in measured) or not eval_names:
+        return []
+    eval_name = next(iter(eval_names.values()))
+    tasks = []
+    for precision in profile.runtimes["tensorrt"].precisions:
+        tasks.append({"argv": ["{python}", "-m", "edgekit", "export", "out", "--target",
+                               "tensorrt", "--precision", precision, "--parity-data", eval_name],
+                      "ok_codes": [0], "kind": "step"})
+    args = {"target": "out", "globs": ["out/*.plan", "out/*.engine"], "device": "device.yaml",
+            "eval": eval_name, "budget": budget, "batches": batches, "run_id": "{run_id}"}
+    tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args, sort_keys=True)],
+                  "ok_codes": [0], "globs_engines": True})
+    return tasks

@@ -1,0 +1,279 @@
+"""The report: one self-contained HTML file (plots as base64 PNGs, inline CSS, no scripts, no
+network) and a Markdown table for READMEs and CI.
+
+Per device: a latency-vs-accuracy scatter with the Pareto front marked (lower latency and higher
+top-1 both better), the latency distributions from every stored sample (box plots: box 25–75%,
+whiskers 1–99%), a table with the gate verdict per record, and the environment it was measured in.
+The newest record per (model, runtime, format, precision, batch, artifact) is shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.io.files import atomic_write_text
+from edgekit.results.store import latest
+from edgekit.results.table import GATE_COLUMNS, gate_markdown, gate_row
+
+RUNTIME_COLOURS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c",
+                   "torch": "#d62728"}
+RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT", "torch": "torch"}
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "s", "int8": "^", "int4": "v"}
+
+
+def _label(r: dict[str, Any]) -> str:
+    name = r.get("artifact_name") or Path(str(r.get("artifact", ""))).name
+    return f"{r.get('model', '?')}/{name} [{r.get('runtime')}]"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and top-1 (higher),
+    sorted by latency."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any((lo <= lat and ao >= acc) and (lo < lat or ao > acc)
+                        for j, (lo, ao) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
+    """Latency (p50 at the smallest batch) against top-1; the Pareto front joined and ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in records if (r.get("accuracy") or {}).get("top1") is not None
+            and (r.get("latency") or {}).get("p50_ms") is not None]
+    if not rows:
+        return None
+    smallest: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r.get("model"), _label(r))
+        if key not in smallest or r.get("batch", 1) < smallest[key].get("batch", 1):
+            smallest[key] = r
+    rows = list(smallest.values())
+    points = [(r["latency"]["p50_ms"], 100 * r["accuracy"]["top1"]) for r in rows]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for r, (x, y) in zip(rows, points, strict=True):
+        ax.scatter(x, y, s=70, color=RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"),
+                   marker=PRECISION_MARKERS.get(r.get("precision"), "o"), zorder=3,
+                   edgecolors="none", alpha=0.9)
+        short = RUNTIME_SHORT.get(r.get("runtime"), r.get("runtime"))
+        ax.annotate(f"{r.get('model')} {r.get('precision')} {short}", (x, y),
+                    textcoords="offset points",
+                    xytext=(6, 4), fontsize=7.5, color="#333")
+    fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2,
+            label="Pareto front")
+    ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", lw=1.4, zorder=4)
+    xs = [p[0] for p in points]
+    if max(xs) / max(min(xs), 1e-9) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms (smallest batch measured)")
+    ax.set_ylabel("top-1, % (on the target runtime)")
+    ax.set_title(f"{device}: latency vs accuracy")
+    ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], ls="none", marker="o", color=c, label=n)
+               for n, c in RUNTIME_COLOURS.items() if any(r.get("runtime") == n for r in rows)]
+    handles += [plt.Line2D([], [], ls="none", marker=m, color="#555", label=p)
+                for p, m in PRECISION_MARKERS.items() if any(r.get("precision") == p for r in rows)]
+    handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
+    ax.legend(handles=handles, fontsize=7.5, loc="best")
+    return _png(fig)
+
+
+def latency_plot(records: list[dict[str, Any]], device: str) -> str | None:
+    """Box plots of every latency sample per record: box 25–75%, median line, whiskers 1–99%."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in records if (r.get("latency") or {}).get("samples_ms")]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (str(r.get("model")), r.get("batch", 1), _label(r)))
+    data = [r["latency"]["samples_ms"] for r in rows]
+    labels = [f"{_label(r)} b{r.get('batch')}" for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(rows)))
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    horizontal = {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+    box = ax.boxplot(data, **horizontal, whis=(1, 99), showfliers=False, patch_artist=True,
+                     widths=0.6, medianprops={"color": "black"})
+    for patch, r in zip(box["boxes"], rows, strict=True):
+        patch.set_facecolor(RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"))
+        patch.set_alpha(0.55)
+    ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7.5)
+    lo = min(min(d) for d in data)
+    hi = max(max(d) for d in data)
+    if hi / max(lo, 1e-9) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency per query, ms (every sample; whiskers 1st–99th percentile)")
+    ax.set_title(f"{device}: latency distributions")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;padding:0 16px}h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;
+margin-top:36px}.meta{color:#666;font-size:13px}table{border-collapse:collapse;font-size:12.5px;
+margin:12px 0;width:100%}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}td.pass{color:#0a7d25;font-weight:600}
+td.fail{color:#c0172b;font-weight:700}tr.fail{background:#fff3f3}.plots{display:flex;flex-wrap:wrap;
+gap:12px}.plots img{max-width:100%;border:1px solid #eee}dl.env{display:grid;
+grid-template-columns:max-content auto;gap:2px 14px;font-size:12.5px}dl.env dt{font-weight:600}
+dl.env dd{margin:0}.note{font-size:12px;color:#555}code{background:#f5f5f5;padding:0 3px}
+"""
+
+LEFT = {"model", "artifact", "precision", "runtime"}
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    head = "".join(f'<th class="{"l" if c in LEFT else ""}">{html.escape(c)}</th>'
+                   for c in GATE_COLUMNS) + '<th class="l">why</th>'
+    body = []
+    for r in records:
+        cells = gate_row(r)
+        verdict = cells[-1]
+        tds = []
+        for col, value in zip(GATE_COLUMNS, cells, strict=True):
+            cls = "l" if col in LEFT else ""
+            if col == "gate":
+                cls = {"PASS": "pass", "FAIL": "fail"}.get(value, "")
+            tds.append(f'<td class="{cls}">{html.escape(value)}</td>')
+        reasons = "; ".join((r.get("gate") or {}).get("reasons") or [])
+        validity = (r.get("latency") or {}).get("validity") or {}
+        if validity.get("reasons"):
+            reasons = "; ".join(filter(None, [reasons, "latency: " + "; ".join(validity["reasons"])]))
+        tds.append(f'<td class="l">{html.escape(reasons)}</td>')
+        body.append(f'<tr class="{"fail" if verdict == "FAIL" else ""}">{"".join(tds)}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _environment(records: list[dict[str, Any]]) -> str:
+    env = (records[-1].get("environment") or {}) if records else {}
+    cpu = env.get("cpu") or {}
+    flags = ", ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "none of note"
+    items = [("host", env.get("hostname")), ("OS", env.get("os")), ("Python", env.get("python")),
+             ("CPU", cpu.get("model")),
+             ("cores", f"{cpu.get('usable_cores')} usable of {cpu.get('logical_cores')} logical"),
+             ("ISA", f"{flags} (VNNI: {'yes' if cpu.get('vnni') else 'no'})")]
+    for gpu in env.get("gpus") or []:
+        items.append(("GPU", f"{gpu.get('name')}, driver {gpu.get('driver')}, compute "
+                      f"capability {gpu.get('compute_capability')}, {gpu.get('memory')}"))
+    for key, value in (env.get("jetson") or {}).items():
+        items.append((f"Jetson {key}", str(value)[:300]))
+    versions = env.get("versions") or {}
+    items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    runtimes = {}
+    for r in records:
+        details = r.get("runtime_details") or {}
+        runtimes[r.get("runtime")] = ", ".join(f"{k}={v}" for k, v in details.items()
+                                                if k != "runtime" and v not in (None, [], ""))
+    scopes = {r.get("runtime"): (r.get("latency") or {}).get("timing_scope") for r in records}
+    for name, text in runtimes.items():
+        items.append((f"{name}", text))
+        if scopes.get(name):
+            items.append((f"timed ({name})", scopes[name]))
+    protocols = {str((r.get("latency") or {}).get("protocol")) for r in records}
+    if len(protocols) == 1:
+        items.append(("protocol", protocols.pop()))
+    rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>"
+                   for k, v in items if v not in (None, ""))
+    return f'<dl class="env">{rows}</dl>'
+
+
+def _budget_text(budget: dict[str, Any] | None) -> str:
+    from edgekit.validate.gate import Budget
+
+    try:
+        return Budget(**(budget or {})).describe()
+    except ValueError:
+        return str(budget)
+
+
+def by_device(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[str(r.get("device"))].append(r)
+    return dict(groups)
+
+
+def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
+                source: str = "") -> str:
+    """The whole report as one HTML string (records need `latency.samples_ms` for the boxes)."""
+    shown = latest(records)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f'<p class="meta">{len(shown)} results ({len(records)} records stored) from '
+             f"{html.escape(source)} · generated {now} by edgekit {__version__}</p>"]
+    if not shown:
+        parts.append("<p>No records yet: run <code>edgekit validate OUT/ --store FILE</code>.</p>")
+    for device, rows in by_device(shown).items():
+        budgets = sorted({_budget_text((r.get("gate") or {}).get("budget")) for r in rows
+                          if r.get("gate")})
+        verdicts = [r["gate"]["passed"] for r in rows if r.get("gate")]
+        summary = (f"{sum(verdicts)} of {len(verdicts)} pass the budget" if verdicts
+                   else "no budget applied")
+        parts.append(f'<section class="device" id="device-{html.escape(device)}">'
+                     f"<h2>{html.escape(device)}</h2>"
+                     f'<p class="meta">{html.escape(summary)}'
+                     + (f" · budget {html.escape(', '.join(budgets))}" if budgets else "")
+                     + "</p>")
+        plots = [p for p in (scatter_plot(rows, device), latency_plot(rows, device)) if p]
+        if plots:
+            parts.append('<div class="plots">' + "".join(
+                f'<img alt="plot" src="{p}">' for p in plots) + "</div>")
+        parts.append(_table(rows))
+        parts.append('<p class="note">Δ top-1 in points against the fp32 reference, measured on '
+                     "the same eval set; agree = top-1 agreement with the reference; † = too few "
+                     "samples to claim p99 at 99% confidence (early-stopping rule).</p>")
+        parts.append("<h3>Environment</h3>" + _environment(rows) + "</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(records: list[dict[str, Any]]) -> str:
+    shown = latest(records)
+    out = []
+    for device, rows in by_device(shown).items():
+        cpu = ((rows[-1].get("environment") or {}).get("cpu") or {}).get("model", "")
+        out.append(f"### {device}" + (f" ({cpu})" if cpu else "") + "\n\n" + gate_markdown(rows))
+    return "\n".join(out) if out else "No records.\n"
+
+
+def write_report(records: list[dict[str, Any]], html_path: str | Path, *,
+                 markdown_path: str | Path | None = None, title: str = "edgekit report",
+                 source: str = "") -> dict[str, Any]:
+    """Write the HTML (and Markdown) atomically; returns what was written."""
+    text = render_html(records, title=title, source=source)
+    atomic_write_text(html_path, text)
+    out: dict[str, Any] = {"html": str(html_path), "records": len(records),
+                           "shown": len(latest(records))}
+    if markdown_path:
+        atomic_write_text(markdown_path, render_markdown(records))
+        out["markdown"] = str(markdown_path)
+    return out

@@ -1,0 +1,213 @@
+"""OpenVINO runner: one compiled model, a reused infer request, the device profile's thread count
+(INFERENCE_NUM_THREADS) and performance hint (PERFORMANCE_HINT).
+
+Execution precision: OpenVINO's CPU plugin runs fp32 IRs in bf16 by default on CPUs with bf16
+units (AVX512_BF16, AMX). An IR exported as fp32 is therefore compiled with
+INFERENCE_PRECISION_HINT=f32, so that "fp32" means fp32; fp16 and int8 IRs run at the device's
+default. A profile can set `inference_precision` (f32 | bf16 | f16) in the runtime's options.
+What was used is reported by describe().
+
+Timing: for a model with a dynamic batch, the timing loop compiles a static-shape copy for the
+batch measured (as benchmark_app does), and times `infer()` on an infer request whose input
+tensor wraps the preallocated host array (no copy). Never imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
+from edgekit.runtimes.base import Runner
+from edgekit.spec import ONNX_METADATA_KEY, InputSpec
+
+INSTALL_HINT = "pip install edgekit[openvino] (or pip install openvino)"
+PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+_DATA_TAG = re.compile(rb"<data\b[^>]*\boffset=\"(\d+)\"[^>]*\bsize=\"(\d+)\"")
+
+
+def import_openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MissingDependencyError("OpenVINO is not installed", hint=INSTALL_HINT) from None
+    return ov
+
+
+def ir_weights_path(xml_path: str | Path) -> Path:
+    """The .bin that OpenVINO reads beside an .xml (same stem)."""
+    return Path(xml_path).with_suffix(".bin")
+
+
+def check_ir_files(xml_path: str | Path) -> Path:
+    """An IR is an .xml and a .bin. A missing, empty or truncated .bin is an InputError that says
+    which, before OpenVINO reports it less clearly. Returns the .bin path."""
+    xml_path = Path(xml_path)
+    if not xml_path.is_file() or xml_path.stat().st_size == 0:
+        raise ModelLoadError(f"OpenVINO IR {xml_path} is missing or empty", hint="check the path")
+    weights = ir_weights_path(xml_path)
+    text = xml_path.read_bytes()
+    needed = max((int(o) + int(s) for o, s in _DATA_TAG.findall(text)), default=0)
+    if not weights.is_file():
+        if needed:
+            raise ModelLoadError(f"the weights of {xml_path.name} are missing: {weights.name} "
+                                 "is not beside it",
+                                 hint="copy the .bin next to the .xml, or export again")
+        return weights
+    have = weights.stat().st_size
+    if have < needed:
+        raise ModelLoadError(f"{weights.name} is truncated: {have} bytes, the IR needs {needed}",
+                             hint="copy it again or export again with edgekit export "
+                             "--target openvino")
+    return weights
+
+
+def read_ir_rt_info(xml_path: str | Path) -> dict[str, str]:
+    """The IR's `rt_info/edgekit/*` values (input_spec, precision) without OpenVINO. An IR that
+    OpenVINO converted from an edgekit ONNX model on its own carries the ONNX metadata under
+    `rt_info/framework`; its InputSpec is taken from there."""
+    try:
+        root = ET.parse(str(xml_path)).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise ModelLoadError(f"{xml_path} is not a readable OpenVINO IR ({exc})",
+                             hint="the file may be truncated: export it again") from None
+    info: dict[str, str] = {}
+    for item in root.findall("rt_info/framework/*"):
+        if item.tag == ONNX_METADATA_KEY and "value" in item.attrib:
+            info["input_spec"] = item.attrib["value"]
+    for section in root.findall("rt_info/edgekit"):
+        for item in section:
+            if "value" in item.attrib:
+                info[item.tag] = item.attrib["value"]
+    return info
+
+
+def spec_from_ir(xml_path: str | Path) -> InputSpec | None:
+    text = read_ir_rt_info(xml_path).get("input_spec")
+    return InputSpec.from_json(text) if text else None
+
+
+def _config(precision_hint: str | None, threads: int | None, hint: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if hint:
+        config["PERFORMANCE_HINT"] = hint.upper()
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if precision_hint:
+        if precision_hint not in PRECISION_HINTS:
+            raise InputError(f"unknown OpenVINO inference precision {precision_hint!r}",
+                             hint=f"choose one of: {', '.join(sorted(set(PRECISION_HINTS)))}")
+        config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision_hint]
+    return config
+
+
+def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None = None,
+               performance_hint: str | None = "latency", inference_precision: str | None = None,
+               batch: int | None = None):
+    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension."""
+    ov = import_openvino()
+    check_ir_files(xml_path)
+    core = ov.Core()
+    try:
+        model = core.read_model(str(xml_path))
+    except RuntimeError as exc:
+        raise ModelLoadError(f"OpenVINO cannot read {xml_path}: {str(exc).strip().splitlines()[-1]}",
+                             hint="export it again with edgekit export --target openvino") from None
+    if batch is not None and model.inputs[0].get_partial_shape()[0].is_dynamic:
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.inputs[0]: shape})
+    if device not in core.available_devices and not device.startswith(("AUTO", "HETERO", "MULTI")):
+        raise MissingDependencyError(
+            f"OpenVINO device {device!r} is not available here (have {core.available_devices})",
+            hint="set options.device in the device profile to one of those")
+    return core.compile_model(model, device, _config(inference_precision, threads,
+                                                     performance_hint))
+
+
+def default_precision_hint(xml_path: str | Path) -> str | None:
+    """f32 for an IR exported as fp32 (see module docstring); None (device default) otherwise."""
+    return "f32" if read_ir_rt_info(xml_path).get("precision", "fp32") == "fp32" else None
+
+
+def openvino_logits(xml_path: str | Path, x: np.ndarray, *, batch: int = 64,
+                    inference_precision: str | None = None) -> tuple[np.ndarray, str]:
+    """Logits of an IR on CPU for all of x, and the inference precision it ran at."""
+    compiled = compile_ir(xml_path, inference_precision=inference_precision)
+    request = compiled.create_infer_request()
+    outs = [np.array(request.infer({0: np.ascontiguousarray(x[i : i + batch])})[0])
+            for i in range(0, len(x), batch)]
+    return np.concatenate(outs), _plain(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def _plain(value: Any) -> Any:
+    """OpenVINO property values as JSON-ready values (ov.Type -> 'f32', enums -> names)."""
+    if hasattr(value, "to_string"):
+        return value.to_string()
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return getattr(value, "name", None) or str(value)
+
+
+class OpenVinoRunner(Runner):
+    name = "openvino"
+    formats = ("openvino",)
+    package = "openvino"
+    install_hint = INSTALL_HINT
+    timing_scope = ("infer request on host (reused; static-shape compile for the batch timed), "
+                    "input wrapped from preallocated host memory, output left in OpenVINO's "
+                    "buffer")
+
+    def load(self) -> None:
+        import_openvino()
+        self.device = str(self.options.get("device", "CPU"))
+        self.performance_hint = self.options.get("performance_hint", "latency")
+        chosen = self.options.get("inference_precision")
+        self.precision_hint = chosen if chosen is not None else \
+            default_precision_hint(self.artifact)
+        self.compiled = self._compile(None)
+        self.request = self.compiled.create_infer_request()
+        self._static: dict[int, Any] = {}
+
+    def _compile(self, batch: int | None):
+        return compile_ir(self.artifact, device=self.device, threads=self.threads,
+                          performance_hint=self.performance_hint,
+                          inference_precision=self.precision_hint, batch=batch)
+
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer({0: x})[0])
+
+    def bind(self, x: np.ndarray) -> Callable[[], Any]:
+        ov = import_openvino()
+        compiled = self.compiled
+        if self.spec.dynamic_batch and self.compiled.inputs[0].get_partial_shape()[0].is_dynamic:
+            if len(x) not in self._static:
+                self._static[len(x)] = self._compile(len(x))
+            compiled = self._static[len(x)]
+        request = compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(x, shared_memory=True))
+        self._bound_input = x  # keep the host array alive while the tensor wraps it
+        return request.infer
+
+    def describe(self) -> dict[str, Any]:
+        ov = import_openvino()
+
+        def prop(name: str) -> Any:
+            try:
+                return _plain(self.compiled.get_property(name))
+            except RuntimeError:
+                return None
+
+        return {"runtime": self.name, "version": ov.get_version(), "device": self.device,
+                "execution_devices": prop("EXECUTION_DEVICES"),
+                "threads": prop("INFERENCE_NUM_THREADS") or self.threads,
+                "performance_hint": prop("PERFORMANCE_HINT"),
+                "inference_precision": prop("INFERENCE_PRECISION_HINT"),
+                "num_streams": prop("NUM_STREAMS")}

@@ -1,0 +1,388 @@
+"""TensorRT export: an engine (.plan) built on the device that will run it, from the fp32 ONNX model
+(fp32 / fp16) or from the TensorRT-flavour QDQ ONNX model (int8, explicit quantization).
+
+Build settings: explicit-batch network from the ONNX parser; an optimization profile with
+min/opt/max batch from the InputSpec (min 1, opt = the spec's batch, max 64 by default; fixed for a
+fixed-batch spec); workspace limit (`--workspace-mb`); a timing cache kept in the output folder
+(`tensorrt.timing-cache`) so rebuilds are fast; optional DLA core with GPU fallback (Jetson).
+fp16 sets BuilderFlag.FP16; int8 sets INT8 (+FP16 for the layers left in float), and the
+precision comes from the Q/DQ nodes of the QDQ model. TensorRT >= 11 removed these flags; there
+the network is strongly typed and fp16 builds from an fp16 ONNX conversion.
+
+Beside the engine: `<engine>.json` (TensorRT version, GPU name, compute capability, precision,
+input profile, InputSpec, build settings); runtimes/tensorrt.py refuses an engine whose metadata
+does not match the machine. The export deserialises the engine and runs it on real inputs
+against the fp32 ONNX model (ONNX Runtime), like every target.
+
+Everything that does not need TensorRT (QDQ input selection and checks, profiles, metadata) is
+plain Python and tested on machines without it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ExportError, InputError
+from edgekit.io.files import atomic_write_bytes
+from edgekit.io.manifest import MANIFEST_NAME, Manifest, library_versions
+from edgekit.runtimes.tensorrt import (
+    engine_metadata,
+    import_cudart,
+    import_tensorrt,
+    machine_info,
+    metadata_path,
+    require_gpu,
+    write_engine_metadata,
+)
+from edgekit.spec import InputSpec
+from edgekit.targets.base import Artifact, Target
+from edgekit.targets.onnx import ort_logits, parity, parity_inputs
+
+DEFAULT_MAX_BATCH = 64
+TIMING_CACHE = "tensorrt.timing-cache"
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
+# fp32 engines may use TF32 (TensorRT's default on Ampere and later), so both float precisions
+# get the fp16-style tolerance.
+TOLERANCE_SCALE = {"fp32": 100.0, "fp16": 100.0}
+MAKE_QDQ_HINT = ("make it first: edgekit compress MODEL.pt --int8 --for tensorrt --calib "
+                 "calibration/fashion-mnist-512.npz -o {folder}")
+
+
+# ---------------------------------------------------------------- int8 input (no TensorRT needed)
+def is_qdq(model) -> bool:
+    return any(node.op_type in QDQ_OPS for node in model.graph.node)
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def check_qdq_for_tensorrt(model) -> dict[str, Any]:
+    """Check that a QDQ ONNX model has what TensorRT's explicit quantization needs, and describe it.
+
+    Required: signed int8 Q/DQ with zero points that are all 0 (symmetric) — a Q/DQ without a
+    zero point is uint8 by the ONNX spec, so it fails too; positive finite scales; per-channel
+    weight scales on the output-channel axis (Conv: 0; Gemm: 0 with transB=1, else 1; MatMul: 1).
+    Reported: how many Q/DQ nodes, per-channel weights, and which Conv/Gemm/MatMul layers get
+    quantized inputs (Q/DQ pairs) and which stay float. Raises InputError listing violations."""
+    consts = _constants(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    problems: list[str] = []
+    counts = {op: 0 for op in QDQ_OPS}
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        counts[node.op_type] += 1
+        label = node.name or node.output[0]
+        scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is not None and (not np.isfinite(scale).all() or (scale <= 0).any()):
+            problems.append(f"{label}: scales must be positive and finite")
+        zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if zp_name is None:
+            problems.append(f"{label}: no zero point, so the type is uint8 (TensorRT needs int8 "
+                            "with zero point 0)")
+            continue
+        zp = consts.get(zp_name)
+        if zp is None:
+            problems.append(f"{label}: zero point {zp_name!r} is not a constant")
+            continue
+        if zp.dtype == np.int32:
+            problems.append(f"{label}: int32 (bias) quantization; TensorRT needs biases left in "
+                            "float (ONNX Runtime: QuantizeBias=False)")
+        elif zp.dtype != np.int8:
+            problems.append(f"{label}: {zp.dtype} quantization (TensorRT needs signed int8)")
+        elif np.any(zp != 0):
+            problems.append(f"{label}: zero point {int(zp.flat[np.flatnonzero(zp)[0]])} "
+                            "(TensorRT needs symmetric quantization, zero point 0)")
+    quantized, float_layers, per_channel = [], [], 0
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        label = node.name or node.output[0]
+        feeds = [producers.get(i) for i in node.input[:2]]
+        if all(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
+            quantized.append(label)
+        else:
+            float_layers.append(label)
+            continue
+        weight_dq = feeds[1]
+        scale = consts.get(weight_dq.input[1])
+        if scale is None or scale.size <= 1:
+            continue
+        per_channel += 1
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+        weight = consts.get(weight_dq.input[0])
+        rank = weight.ndim if weight is not None else 2
+        axis = axis % rank if rank else axis
+        if node.op_type == "Conv":
+            want = 0
+        elif node.op_type == "ConvTranspose":
+            want = 1
+        elif node.op_type == "Gemm":
+            want = 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+        else:
+            want = rank - 1
+        if axis != want:
+            problems.append(f"{label}: per-channel weight scales on axis {axis}, TensorRT needs "
+                            f"the output-channel axis {want}")
+    if not counts["QuantizeLinear"] and not counts["DequantizeLinear"]:
+        problems.append("no QuantizeLinear/DequantizeLinear nodes: this is not a QDQ model")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InputError("this QDQ model is not what TensorRT's explicit quantization accepts: "
+                         + "; ".join(problems[:5]) + more,
+                         hint="quantize again for TensorRT: edgekit compress MODEL.pt --int8 "
+                         "--for tensorrt (signed int8, symmetric, per-channel weights)")
+    return {"quantize_nodes": counts["QuantizeLinear"],
+            "dequantize_nodes": counts["DequantizeLinear"],
+            "per_channel_weights": per_channel, "quantized_layers": quantized,
+            "float_layers": float_layers}
+
+
+def find_tensorrt_qdq(folder: Path) -> Path | None:
+    """The TensorRT-flavour QDQ model recorded in a folder's manifest (config flavour/for
+    "tensorrt"), if any."""
+    if not (folder / MANIFEST_NAME).exists():
+        return None
+    hits = [a for a in Manifest(folder).artifacts()
+            if a.get("format") == "onnx" and "tensorrt" in (a.get("flavour"), a.get("for"))]
+    return folder / hits[-1]["path"] if hits else None
+
+
+def select_build_input(onnx_path: str | Path, precision: str) -> tuple[Path, dict[str, Any] | None]:
+    """The ONNX model to build from, and its QDQ report for int8.
+
+    fp32/fp16 build from the fp32 ONNX model (a QDQ model is refused). int8 builds from the
+    source itself if it is a QDQ model, else from the folder's TensorRT-flavour QDQ model; none
+    is an InputError that says how to make one."""
+    from edgekit.io.onnxfile import load_onnx
+
+    onnx_path = Path(onnx_path)
+    model = load_onnx(onnx_path, load_external=False)
+    if is_qdq(model):
+        if precision != "int8":
+            raise InputError(f"{onnx_path.name} is a quantized (QDQ) model; a {precision} engine "
+                             "builds from the fp32 ONNX model",
+                             hint="pass the output folder or its fp32 model.onnx, or use "
+                             "--precision int8")
+        return onnx_path, check_qdq_for_tensorrt(model)
+    if precision != "int8":
+        return onnx_path, None
+    qdq = find_tensorrt_qdq(onnx_path.parent)
+    if qdq is None:
+        raise InputError(
+            f"a TensorRT int8 engine builds from a TensorRT-flavour QDQ model (explicit "
+            f"quantization), and {onnx_path.parent} holds none",
+            hint=MAKE_QDQ_HINT.format(folder=onnx_path.parent))
+    return qdq, check_qdq_for_tensorrt(load_onnx(qdq, load_external=False))
+
+
+def input_profile(spec: InputSpec, *, min_batch: int = 1, opt_batch: int | None = None,
+                  max_batch: int | None = None) -> dict[str, Any]:
+    """min/opt/max input shapes for the optimization profile, from the InputSpec."""
+    rest = list(spec.shape[1:])
+    if not spec.dynamic_batch:
+        fixed = [spec.shape[0], *rest]
+        return {"input": spec.input_name, "min": fixed, "opt": fixed, "max": fixed}
+    opt = opt_batch or spec.shape[0]
+    top = max_batch or max(DEFAULT_MAX_BATCH, opt)
+    if not 1 <= min_batch <= opt <= top:
+        raise InputError(f"batch profile must satisfy 1 <= min <= opt <= max, got "
+                         f"{min_batch}/{opt}/{top}", hint="e.g. min 1, opt 1, max 64")
+    return {"input": spec.input_name, "min": [min_batch, *rest], "opt": [opt, *rest],
+            "max": [top, *rest]}
+
+
+# ---------------------------------------------------------------- build (needs TensorRT)
+def _weak_typing(trt) -> bool:
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def build_engine(onnx_path: Path, *, precision: str, profile: dict[str, Any],
+                 workspace_mb: int | None = None, dla: int | None = None,
+                 gpu_fallback: bool = True, timing_cache: Path | None = None
+                 ) -> tuple[bytes, dict[str, Any]]:
+    """Serialized engine bytes and what the build used (TensorRT 10 Python API)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    weak = _weak_typing(trt)
+    flags = 0
+    creation = trt.NetworkDefinitionCreationFlag
+    if int(trt.__version__.split(".")[0]) < 10 and hasattr(creation, "EXPLICIT_BATCH"):
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if not weak and hasattr(creation, "STRONGLY_TYPED"):
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = onnx_path
+        if not weak and precision == "fp16":
+            source = _fp16_onnx(onnx_path, Path(tmp))
+        if not parser.parse_from_file(str(source)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: "
+                              + "; ".join(errors[:3]),
+                              hint="check the operators against TensorRT's ONNX support matrix")
+    config = builder.create_builder_config()
+    info: dict[str, Any] = {"weak_typing": weak}
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        info["workspace_mb"] = int(workspace_mb)
+    if weak and precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if weak and precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        info["tf32"] = bool(config.get_flag(trt.BuilderFlag.TF32))
+    if dla is not None:
+        if precision == "fp32":
+            raise InputError("DLA runs fp16 or int8 engines only", hint="use --precision fp16")
+        cores = int(builder.num_DLA_cores)
+        if dla < 0 or dla >= cores:
+            raise InputError(f"DLA core {dla} does not exist here ({cores} DLA cores)",
+                             hint="leave out --dla on a machine without DLA (DLA is on Jetson "
+                             "AGX/NX Orin)" if not cores else f"use --dla 0..{cores - 1}")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla)
+        if gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        info.update(dla_core=int(dla), gpu_fallback=gpu_fallback)
+    inp = network.get_input(0)
+    if any(int(d) < 0 for d in inp.shape):
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(inp.name, profile["min"], profile["opt"], profile["max"])
+        config.add_optimization_profile(opt_profile)
+    if timing_cache is not None:
+        cached = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(cached)
+        if not config.set_timing_cache(cache, False):
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        info["timing_cache"] = {"path": timing_cache.name, "reused": bool(cached)}
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    info["build_seconds"] = round(time.perf_counter() - start, 2)
+    if serialized is None:
+        raise ExportError(f"TensorRT could not build an engine from {onnx_path.name} "
+                          f"({precision})", hint="run with a larger --workspace-mb, or see "
+                          "TensorRT's log above")
+    if timing_cache is not None:
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized), info
+
+
+def _fp16_onnx(onnx_path: Path, tmp: Path) -> Path:
+    """fp16 ONNX copy for strongly typed builds (TensorRT >= 11 has no FP16 flag)."""
+    from edgekit.io.onnxfile import load_onnx, save_onnx
+    from edgekit.targets.onnx import to_fp16
+
+    out = tmp / "model.fp16.onnx"
+    save_onnx(to_fp16(load_onnx(onnx_path)), out)
+    return out
+
+
+class TensorRtTarget(Target):
+    name = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+
+    def export(self, source: str | Path, out_dir: Path, *, precision: str = "fp16",
+               parity_data: np.ndarray | None = None, workspace_mb: int | None = None,
+               dla: int | None = None, gpu_fallback: bool = True, min_batch: int = 1,
+               opt_batch: int | None = None, max_batch: int | None = None,
+               timing_cache: str | Path | None = None, filename: str | None = None,
+               min_agreement: float | None = None, atol: float = 1e-4, rtol: float = 1e-3,
+               **_: Any) -> Artifact:
+        """Build, save (engine + metadata), deserialise and run the engine once for parity."""
+        from edgekit.io.artifacts import find_reference, spec_for
+
+        self.check_precision(precision)
+        onnx_path = Path(source)
+        build_input, qdq = select_build_input(onnx_path, precision)
+        spec = spec_for(onnx_path)
+        profile = input_profile(spec, min_batch=min_batch, opt_batch=opt_batch,
+                                max_batch=max_batch)
+        trt = import_tensorrt()
+        cudart = import_cudart()
+        require_gpu(cudart)
+        machine = machine_info(trt, cudart)
+        out_dir = Path(out_dir)
+        suffix = f".dla{dla}" if dla is not None else ""
+        plan = out_dir / (filename or f"model.{precision}{suffix}.plan")
+        cache = Path(timing_cache) if timing_cache else out_dir / TIMING_CACHE
+        engine, build = build_engine(build_input, precision=precision, profile=profile,
+                                     workspace_mb=workspace_mb, dla=dla,
+                                     gpu_fallback=gpu_fallback, timing_cache=cache)
+        meta = engine_metadata(machine, precision=precision, input_profile=profile, spec=spec,
+                               dla_core=dla, build=build, source_onnx=build_input.name)
+        metadata_path(plan).unlink(missing_ok=True)
+        atomic_write_bytes(plan, engine)
+        write_engine_metadata(plan, meta)
+        reference_path = onnx_path
+        if build_input == onnx_path and qdq is not None:  # given the QDQ model itself
+            reference_path = find_reference(onnx_path) or onnx_path
+        try:
+            measured = self._parity(plan, spec, reference_path, parity_data, precision,
+                                    min_agreement, atol, rtol)
+        except BaseException:
+            plan.unlink(missing_ok=True)
+            metadata_path(plan).unlink(missing_ok=True)
+            raise
+        config: dict[str, Any] = {"source_onnx": build_input.name, "input_profile": profile,
+                                  "metadata": metadata_path(plan).name,
+                                  "gpu": machine["gpu_name"],
+                                  "compute_capability": machine["compute_capability"],
+                                  "dla_core": dla, "build": build}
+        if qdq is not None:
+            config["qdq"] = {k: v for k, v in qdq.items() if k != "quantized_layers"}
+        return Artifact(path=plan, format="tensorrt", precision=precision,
+                        metrics={"parity": measured}, config=config,
+                        versions={**library_versions("tensorrt", "cuda-python", "onnx",
+                                                     "onnxruntime"),
+                                  "tensorrt_runtime": machine["tensorrt_version"]})
+
+    @staticmethod
+    def _parity(plan: Path, spec: InputSpec, reference_path: Path, parity_data: np.ndarray | None,
+                precision: str, min_agreement: float | None, atol: float,
+                rtol: float) -> dict[str, Any]:
+        from edgekit.runtimes.tensorrt import TensorRtRunner
+
+        x, x_source = parity_inputs(spec, parity_data)
+        reference = ort_logits(reference_path, x)
+        runner = TensorRtRunner(plan, spec)
+        try:
+            candidate = runner.predict(x, batch_size=min(runner.max_batch, 64))
+        finally:
+            runner.close()
+        measured = parity(reference, candidate)
+        agreement = MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
+        measured.update(inputs=x_source, reference=reference_path.name, min_agreement=agreement,
+                        outputs_finite=bool(np.isfinite(candidate).all()))
+        ok = measured["outputs_finite"] and measured["top1_agreement"] >= agreement
+        if precision in TOLERANCE_SCALE:
+            tolerance = TOLERANCE_SCALE[precision] * (atol + rtol * float(np.abs(reference).max()))
+            measured["tolerance"] = tolerance
+            ok = ok and measured["max_abs_diff"] <= tolerance
+        if not ok:
+            raise ExportError(
+                f"TensorRT {precision} parity check failed against {reference_path.name}: max abs "
+                f"diff {measured['max_abs_diff']:.3g}, top-1 agreement "
+                f"{measured['top1_agreement']:.3f} (need {agreement:.2f})",
+                hint="for int8, calibrate with more representative data; otherwise report the "
+                "model with TensorRT's version")
+        return measured

@@ -1,0 +1,121 @@
+"""The accuracy gate: does an artifact, measured on its target runtime, meet the budget?
+
+Checks (each only when configured, except finiteness, which always applies):
+  outputs finite        NaN or Inf anywhere in the logits fails, whatever the top-1 says;
+  max_drop              top-1 drop against the fp32 reference, in percentage points;
+  max_drop_rel          relative drop: 0.01 means the artifact keeps at least 99% of fp32 top-1;
+  min_agreement         fraction of samples whose top-1 class equals the reference's;
+  min_cosine            mean cosine similarity of logits with the reference's;
+  max_abs_diff          largest absolute logit difference with the reference.
+A check that needs a number the record does not have (no labels, no reference) fails and says
+why: a gate that cannot be evaluated has not been passed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOLERANCE = 1e-9
+
+
+class Budget(BaseModel):
+    """What an artifact must achieve against the fp32 reference to pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_drop: float | None = Field(None, ge=0, description="top-1 drop allowed, in points")
+    max_drop_rel: float | None = Field(None, ge=0, lt=1,
+                                       description="relative top-1 drop allowed (0.01 = 1%)")
+    min_agreement: float | None = Field(None, ge=0, le=1,
+                                        description="top-1 agreement with the reference")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="mean logit cosine similarity")
+    max_abs_diff: float | None = Field(None, ge=0, description="largest absolute logit difference")
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_drop is not None:
+            parts.append(f"drop ≤ {self.max_drop:g} pt")
+        if self.max_drop_rel is not None:
+            parts.append(f"drop ≤ {100 * self.max_drop_rel:g}% of fp32")
+        if self.min_agreement is not None:
+            parts.append(f"agreement ≥ {self.min_agreement:g}")
+        if self.min_cosine is not None:
+            parts.append(f"cosine ≥ {self.min_cosine:g}")
+        if self.max_abs_diff is not None:
+            parts.append(f"max |Δ| ≤ {self.max_abs_diff:g}")
+        return ", ".join(parts) or "finite outputs only"
+
+
+def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
+           missing: str) -> dict[str, Any]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {"check": name, "value": None, "limit": limit, "passed": False, "reason": missing}
+    # Drops are differences of ratios: 100 * (0.9 - 0.895) is 0.5000000000000004.
+    ok = value >= limit - TOLERANCE if higher_is_better else value <= limit + TOLERANCE
+    op = "≥" if higher_is_better else "≤"
+    return {"check": name, "value": value, "limit": limit, "passed": bool(ok),
+            "reason": "" if ok else f"{name} {value:.4g} not {op} {limit:g}"}
+
+
+def evaluate_gate(accuracy: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """The gate verdict for one record's accuracy section: {passed, checks, reasons, budget}."""
+    checks: list[dict[str, Any]] = []
+    finite = bool(accuracy.get("outputs_finite", False))
+    checks.append({"check": "outputs_finite", "value": finite, "limit": True, "passed": finite,
+                   "reason": "" if finite else "NaN or Inf in the outputs"})
+    no_ref = "no fp32 reference to compare with"
+    no_top1 = "no top-1 (the eval set has no labels, or no reference top-1)"
+    top1, ref_top1 = accuracy.get("top1"), accuracy.get("reference_top1")
+    fid = accuracy.get("fidelity") or {}
+    if budget.max_drop is not None:
+        checks.append(_check("top1_drop_points", accuracy.get("top1_drop_points"),
+                             budget.max_drop, False, no_top1))
+    if budget.max_drop_rel is not None:
+        rel = None
+        if top1 is not None and ref_top1:
+            rel = (ref_top1 - top1) / ref_top1
+        checks.append(_check("top1_drop_rel", rel, budget.max_drop_rel, False, no_top1))
+    if budget.min_agreement is not None:
+        checks.append(_check("top1_agreement", fid.get("top1_agreement"), budget.min_agreement,
+                             True, no_ref))
+    if budget.min_cosine is not None:
+        checks.append(_check("cosine", fid.get("cosine"), budget.min_cosine, True, no_ref))
+    if budget.max_abs_diff is not None:
+        checks.append(_check("max_abs_diff", fid.get("max_abs_diff"), budget.max_abs_diff, False,
+                             no_ref))
+    reasons = [c["reason"] for c in checks if not c["passed"]]
+    return {"passed": not reasons, "checks": checks, "reasons": reasons,
+            "budget": budget.model_dump(exclude_none=True)}
+
+
+PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
+
+
+def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
+                  ) -> tuple[dict[str, Any], str]:
+    """The artifact whose gate decides the exit code, and why it was chosen.
+
+    `requested` matches an artifact's file name, relative path or stage. By default: the most
+    compressed one — lowest precision, then the last one made (later stages compress further),
+    then the smallest file."""
+    from edgekit.errors import InputError
+
+    if not artifacts:
+        raise InputError("there is no artifact to decide on")
+    if requested:
+        hits = [a for a in artifacts if requested in (a.get("name"), a.get("relpath"),
+                                                     a.get("stage"), str(a.get("path")))]
+        if not hits:
+            names = ", ".join(sorted({str(a.get("name")) for a in artifacts}))
+            raise InputError(f"--artifact {requested!r} is not among the validated artifacts",
+                             hint=f"choose one of: {names}")
+        return hits[-1], f"chosen with --artifact {requested}"
+    order = sorted(range(len(artifacts)), key=lambda i: (
+        PRECISION_RANK.get(artifacts[i].get("precision", "fp32"), 3), -i,
+        artifacts[i].get("size_bytes") or 0))
+    chosen = artifacts[order[0]]
+    return chosen, (f"the most compressed artifact ({chosen.get('precision', 'fp32')}, "
+                    "latest stage); pass --artifact NAME to choose another")

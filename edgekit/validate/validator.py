@@ -1,0 +1,270 @@
+"""Validate an output folder on a device profile: every artifact, on every runtime of the profile
+that can run its format and precision, with the one latency protocol, top-1 on the runtime
+itself against the fp32 reference, and the accuracy gate.
+
+A runtime of the profile that is not usable here is reported (with the fix) and the rest are
+validated; an artifact that no usable runtime can run is reported as skipped. Torch-free.
+A profile with `host:` is validated over SSH by `edgekit.remote` (the same records come back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.devices import DeviceProfile
+from edgekit.errors import DataError, MissingDependencyError
+from edgekit.results.store import new_run_id
+from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
+
+
+@dataclass
+class RuntimeStatus:
+    name: str
+    usable: bool
+    reason: str = ""
+    formats: tuple[str, ...] = ()
+
+
+@dataclass
+class ValidationResult:
+    """All records of one validation, the gate per artifact and which artifact decides."""
+
+    device: str
+    budget: Budget
+    run_id: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    runtimes: list[RuntimeStatus] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    decisive: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.decisive.get("passed"))
+
+    @property
+    def missing_runtimes(self) -> list[RuntimeStatus]:
+        return [r for r in self.runtimes if not r.usable]
+
+    def to_json(self, *, with_samples: bool = False) -> dict[str, Any]:
+        records = self.records
+        if not with_samples:
+            records = [{**r, "latency": {k: v for k, v in r.get("latency", {}).items()
+                                         if k != "samples_ms"}} for r in records]
+        return {
+            "device": self.device, "run_id": self.run_id, "passed": self.passed,
+            "budget": self.budget.model_dump(exclude_none=True), "decisive": self.decisive,
+            "artifacts": self.artifacts,
+            "runtimes": [vars(r) for r in self.runtimes],
+            "skipped": self.skipped, "records": records,
+        }
+
+
+def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
+    """Which of the profile's runtimes can run here, and why not when they cannot."""
+    from edgekit.runtimes.base import get_runner
+
+    out = []
+    for name in device.runtimes:
+        try:
+            cls = get_runner(name)
+        except ImportError as exc:
+            out.append(RuntimeStatus(name, False, f"edgekit's {name} runner cannot be imported "
+                                     f"({exc})"))
+            continue
+        ok, reason = cls.available()
+        if ok and name == "onnxruntime":
+            ok, reason = _ort_providers_ok(device.runtimes[name].providers)
+        out.append(RuntimeStatus(name, ok, reason, tuple(cls.formats)))
+    return out
+
+
+def _ort_providers_ok(wanted: list[str]) -> tuple[bool, str]:
+    """The profile's first execution provider must exist here; the others are fallbacks."""
+    if not wanted:
+        return True, ""
+    import onnxruntime as ort
+
+    from edgekit.runtimes.ort import PROVIDER_ALIASES
+
+    first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0])
+    have = ort.get_available_providers()
+    if first in have:
+        return True, ""
+    return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has only "
+                   f"{', '.join(have)} (pip install onnxruntime-gpu, or use the device itself)")
+
+
+def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[RuntimeStatus]
+         ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[dict[str, str]]]:
+    """(artifact, [runtimes to validate it on]) pairs, and the artifacts nothing here can run."""
+    from edgekit.runtimes.base import RUNNER_MODULES
+
+    pairs, skipped = [], []
+    for entry in entries:
+        fmt, precision = entry.get("format"), entry.get("precision", "fp32")
+        usable = [s.name for s in statuses if s.usable and fmt in s.formats
+                  and precision in device.runtimes[s.name].precisions]
+        if usable:
+            pairs.append((entry, usable))
+            continue
+        blocked = [s for s in statuses if not s.usable
+                   and precision in device.runtimes[s.name].precisions
+                   and (fmt in s.formats or _runtime_for_format(fmt) == s.name)]
+        if blocked:
+            reason = "; ".join(f"needs {s.name}, which is not usable here: {s.reason}"
+                               for s in blocked)
+        else:
+            names = [n for n in device.runtimes if n in RUNNER_MODULES]
+            reason = (f"no runtime of profile {device.name} ({', '.join(names)}) runs "
+                      f"{fmt} {precision}")
+        skipped.append({"artifact": Path(entry["path"]).name, "format": str(fmt),
+                        "precision": str(precision), "reason": reason})
+    return pairs, skipped
+
+
+def _runtime_for_format(fmt: str | None) -> str | None:
+    return {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}.get(fmt or "")
+
+
+def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
+    """Labels must index the model's outputs; otherwise top-1 is silently meaningless."""
+    if eval_set.y is None:
+        raise DataError(f"{source} has no labels, and the accuracy gate needs them",
+                        hint="give an eval source with labels (npz 'y', IDX labels, class folders)")
+    lo, hi = int(eval_set.y.min()), int(eval_set.y.max())
+    if lo < 0 or hi >= num_outputs:
+        raise DataError(f"{source} has labels {lo}..{hi}, but the model has {num_outputs} "
+                        f"outputs (classes 0..{num_outputs - 1})",
+                        hint="use the eval split the model was trained for")
+
+
+def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
+             budget: Budget | None = None, batches: list[int] | None = None,
+             data_dir: str | None = None, limit: int | None = None,
+             artifact: str | None = None, run_id: str | None = None) -> ValidationResult:
+    """Validate every artifact of `target` (an output folder or one artifact) on `device`."""
+    budget = budget or Budget()
+    if device.is_remote:  # run_id as given: edgekit.remote derives one from its job id if None
+        return _validate_remote(target, device, eval_source=eval_source, budget=budget,
+                                batches=batches, data_dir=data_dir, limit=limit,
+                                artifact=artifact, run_id=run_id)
+    run_id = run_id or new_run_id()
+    from edgekit.data import load_dataset
+    from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
+    from edgekit.validate.bench import measure, open_runner, reference_logits
+
+    entries = list_artifacts(target)
+    statuses = runtime_status(device)
+    pairs, skipped = plan(entries, device, statuses)
+    result = ValidationResult(device.name, budget, run_id, runtimes=statuses, skipped=skipped)
+    if not pairs:
+        missing = "; ".join(f"{s.name}: {s.reason}" for s in statuses if not s.usable)
+        raise MissingDependencyError(
+            f"nothing in {target} can run on {device.name} here"
+            + (f" ({missing})" if missing else ""),
+            hint="install the runtime the profile names, or choose another --device")
+    # Decide up front, so a bad --artifact fails before minutes of measuring.
+    candidates = [_artifact_info(e, Path(target)) for e, _ in pairs]
+    chosen, why = pick_decisive(candidates, artifact)
+    ref_path = find_reference(target)
+    batches = batches or device.batch_sizes
+    # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
+    folder_model = next((e.get("model") for e in entries if e.get("model")), None)
+    eval_cache: dict[str, Any] = {}
+    ref_cache: dict[str, np.ndarray | None] = {}
+    for entry, runtimes in pairs:
+        spec = spec_for(entry["path"])
+        key = spec.to_json()
+        if key not in eval_cache:
+            eval_set = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
+            eval_set.check_for(spec, need_labels=True)
+            ref = reference_logits(ref_path, eval_set, device, spec) if ref_path else None
+            if ref is None:
+                probe = open_runner(Path(entry["path"]), spec, device, runtimes[0])
+                ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
+            else:
+                ref_outputs = ref.shape[1]
+            check_labels(eval_set, ref_outputs, eval_source)
+            eval_cache[key], ref_cache[key] = eval_set, ref
+        info = _artifact_info(entry, Path(target))
+        info["runtimes"] = {}
+        for runtime in runtimes:
+            records = measure(entry, spec, device, eval_set=eval_cache[key], batches=batches,
+                              ref_logits=ref_cache[key], runtime=runtime,
+                              model_name=entry.get("model") or folder_model)
+            gate = evaluate_gate(records[0]["accuracy"], budget) if records else None
+            for r in records:
+                r.update(run_id=run_id, gate=gate, artifact_name=info["name"],
+                         stage=entry.get("stage"), is_reference=bool(
+                             ref_path and Path(entry["path"]).resolve() == ref_path.resolve()))
+            result.records += records
+            info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
+                                         "reasons": gate["reasons"] if gate else []}
+        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        result.artifacts.append(info)
+    decided = next(a for a in result.artifacts if a["name"] == chosen["name"])
+    result.decisive = {"artifact": decided["name"], "why": why, "passed": decided["passed"],
+                       "reasons": sorted({x for v in decided["runtimes"].values()
+                                          for x in v["reasons"]})}
+    return result
+
+
+def _artifact_info(entry: dict[str, Any], target: Path) -> dict[str, Any]:
+    path = Path(entry["path"])
+    rel = str(path.relative_to(target)) if target.is_dir() else path.name
+    return {"name": rel, "relpath": rel, "path": str(path), "stage": entry.get("stage"),
+            "format": entry.get("format"), "precision": entry.get("precision", "fp32"),
+            "size_bytes": path.stat().st_size if path.exists() else None,
+            "model": entry.get("model")}
+
+
+def _validate_remote(target: str | Path, device: DeviceProfile, **kwargs: Any) -> ValidationResult:
+    """Hand a remote profile to edgekit.remote, which runs `edgekit validate --json` there and
+    returns the same ValidationResult (its records tagged with the device's environment)."""
+    try:
+        from edgekit.remote import validate_remote
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"device {device.name} is remote (host {device.host}), and remote validation is not "
+            f"available in this edgekit ({exc})",
+            hint="use a local profile, or install an edgekit with edgekit.remote") from None
+    return validate_remote(target, device, **kwargs)
+
+
+def save(result: ValidationResult, store_path: str | Path) -> list[int]:
+    """Append the result's records to the results store (all or none), once: a run already
+    stored (same run id) is not stored again."""
+    from edgekit.results.store import open_store
+
+    if hasattr(result, "store_new_records"):  # hook (edgekit.remote, issue 8): a rerun of a
+        return result.store_new_records(store_path)  # remote job adds only unseen records
+    with open_store(store_path) as store:
+        if store.has_run(result.run_id):
+            return []
+        return store.add(result.records, run_id=result.run_id)
+
+
+def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
+    """Pass/fail per artifact (over its runtimes) and the deciding artifact, from records."""
+    arts: dict[str, dict[str, Any]] = {}
+    for r in records:
+        name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
+        info = arts.setdefault(name, {"name": name, "relpath": name, "stage": r.get("stage"),
+                                      "format": r.get("format"), "precision": r.get("precision"),
+                                      "size_bytes": r.get("size_bytes"), "runtimes": {}})
+        gate = r.get("gate") or {}
+        info["runtimes"][r.get("runtime")] = {"passed": bool(gate.get("passed")),
+                                              "reasons": gate.get("reasons") or []}
+    for info in arts.values():
+        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+    if not arts:
+        return {"artifacts": [], "decisive": {}, "passed": False}
+    chosen, why = pick_decisive(list(arts.values()), artifact)
+    decisive = {"artifact": chosen["name"], "why": why, "passed": chosen["passed"],
+                "reasons": sorted({x for v in chosen["runtimes"].values() for x in v["reasons"]})}
+    return {"artifacts": list(arts.values()), "decisive": decisive, "passed": chosen["passed"]}

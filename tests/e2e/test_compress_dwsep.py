@@ -1,0 +1,128 @@
+"""`edgekit compress --dwsep` end to end on small data: substitution, distillation, checkpoint,
+ONNX export (the depthwise conv as a grouped Conv), the report, and the bad-input exits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgekit.cli import main  # noqa: E402
+
+TRAIN_IMAGES = 1000
+EVAL_LIMIT = 500
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def small_train(tmp_path_factory) -> Path:
+    """1,000 stratified Fashion-MNIST training images as an .npz source (fast distillation)."""
+    from edgekit.data import load_raw
+    from edgekit.data.dataset import stratified_indices
+    from edgekit.errors import DataError
+
+    try:
+        raw = load_raw("fashion-mnist:train")
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST not installed ({exc.message})")
+    keep = stratified_indices(raw.labels, TRAIN_IMAGES, 0)
+    path = tmp_path_factory.mktemp("data") / "train-1000.npz"
+    np.savez(path, x=raw.images[keep], y=raw.labels[keep])
+    return path
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """untrained(name) -> an edgekit checkpoint of a randomly initialised zoo model."""
+    from edgekit.io.models import save_checkpoint
+    from edgekit.zoo import build
+
+    folder = tmp_path_factory.mktemp("models")
+
+    def make(name: str) -> Path:
+        torch.manual_seed(0)
+        return save_checkpoint(build(name), folder / f"{name}.pt")
+
+    return make
+
+
+def test_dwsep_then_distill_from_one_command(zoo_checkpoint, small_train, tmp_path, capsys):
+    import onnx
+
+    from edgekit.io.models import load_model
+    from edgekit.passes.dwsep import DepthwiseSeparable
+
+    ckpt = zoo_checkpoint("lenet5")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["compress", ckpt, "--dwsep", "--train", small_train,
+                                 "--eval", "fashion-mnist:test", "--eval-limit", EVAL_LIMIT,
+                                 "--distill-epochs", 1, "-o", out, "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["steps"] == ["dwsep", "distill"]
+    rows = report["rows"]
+    original = rows[0]
+    layer = next(r for r in rows if r.get("layer") == "conv2")
+    summary = next(r for r in rows if r["step"] == "dwsep" and "replaced" in r)
+    distilled = next(r for r in rows if r["step"] == "distill")
+    assert any(r.get("layer") == "conv1" and "one input channel" in r["note"] for r in rows)
+    assert layer["macs_after"] * 10 < layer["macs_before"] and 0 < layer["init_error"] < 1
+    assert summary["macs"] == original["macs"] - layer["macs_before"] + layer["macs_after"]
+    # the rank-1 init loses accuracy; distillation (even on 1,000 images) wins most of it back
+    assert summary["top1"] < original["top1"]
+    assert distilled["top1"] > summary["top1"] + 0.05
+    assert distilled["top1"] > original["top1"] - 0.15
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["stage"]: s for s in manifest["stages"]}
+    assert stages["dwsep"]["config"]["rank"] == 1
+    assert any(r.get("init_error") for r in stages["dwsep"]["metrics"]["rows"])
+    loaded = load_model(out / "model.pt")  # weights_only: the surgery replays on load
+    assert isinstance(loaded.model.conv2, DepthwiseSeparable)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert 16 in groups  # the depthwise conv: group = in_channels
+    assert stages["export-onnx-fp32"]["metrics"]["parity"]["top1_agreement"] >= 0.99
+
+
+def test_no_candidate_conv_changes_nothing_and_exits_0(untrained, small_train, tmp_path, capsys):
+    from edgekit.io.models import load_model
+
+    ckpt = untrained("rowrnn")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["compress", ckpt, "--dwsep", "--train", small_train,
+                                 "-o", out, "--json"], capsys)
+    assert code == 0, err
+    assert "nothing changed" in err
+    rows = json.loads(stdout)["rows"]
+    assert any(r["step"] == "distill" and r.get("note", "").startswith("skipped") for r in rows)
+    before, after = load_model(ckpt).model.state_dict(), load_model(out / "model.pt").model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dwsep-include", "conv9"], "matches no conv layer"),
+    (["--dwsep-include", "fc1"], "not a Conv2d"),
+    (["--dwsep-exclude", "conv3"], "matches no conv layer"),
+    (["--dwsep-rank", "26"], "larger than possible"),
+])
+def test_bad_dwsep_flags_exit_2_and_write_nothing(untrained, tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compress", untrained("lenet5"), "--dwsep", *flags,
+                            "--train", "unused.npz", "-o", out], capsys)
+    assert code == 2
+    assert message in err and "hint:" in err and "Traceback" not in err
+    assert not out.exists()

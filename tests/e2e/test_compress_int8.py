@@ -1,0 +1,188 @@
+"""`edgekit compress --int8` end to end through the CLI: what lands in the output folder and the
+manifest, the budget loop failing with its table (exit 1, no int8 file), the TensorRT flavour on a
+hybrid CNN+GRU, the OpenVINO flavour, and bad inputs (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+
+
+def edgekit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
+                          timeout=900)
+
+
+def stage(out: Path, name: str) -> dict:
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    return next(s for s in stages if s["stage"] == name)
+
+
+def leftovers(out: Path) -> list[str]:
+    """Temp files or work folders a run must not leave behind."""
+    return [p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".part"]
+
+
+@pytest.fixture(scope="module")
+def lenet5(zoo_checkpoint) -> Path:
+    return zoo_checkpoint("lenet5")
+
+
+@pytest.fixture(scope="module")
+def int8_run(lenet5: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("int8")
+    proc = edgekit("compress", str(lenet5), "--int8", "--calib", str(CALIB), "--calib-size", "256",
+                   "--eval", "fashion-mnist:test", "--eval-limit", "1000", "--max-drop", "1.0",
+                   "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_int8_artifact_and_manifest(int8_run) -> None:
+    from edgekit.data import load_dataset
+    from edgekit.io.files import sha256_file
+    from edgekit.io.onnxfile import spec_from_onnx
+    from edgekit.runtimes.ort import OrtRunner
+
+    out, proc = int8_run
+    assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
+    assert leftovers(out) == []
+    record = stage(out, "quantize-int8")
+    (entry,) = record["outputs"]
+    assert entry["path"] == "model.int8.onnx" and entry["precision"] == "int8"
+    assert entry["quantization"]["weights"].endswith("per channel (output-channel axis)")
+    metrics = record["metrics"]
+    calib = metrics["calibration"]
+    assert calib["sha256"] == sha256_file(CALIB) and calib["count"] == 256
+    assert calib["method"] == "percentile" and calib["percentile"] == 99.99
+    assert sum(calib["per_class"].values()) == 256 and len(calib["per_class"]) == 10
+    acc = metrics["accuracy"]
+    assert acc["runtime"] == "onnxruntime" and acc["samples"] == 1000
+    assert acc["drop_points"] == pytest.approx(100 * (acc["fp32_top1"] - acc["int8_top1"]))
+    assert acc["drop_points"] <= 1.0 and acc["fp32_top1"] > 0.6
+    assert metrics["budget"]["held"] is True and metrics["budget"]["allowed_points"] == 1.0
+    assert [layer["op"] for layer in metrics["layers"]["int8"]] == ["Conv", "Conv", "Gemm",
+                                                                   "Gemm", "Gemm"]
+    assert metrics["layers"]["float"] == []
+    low, high = metrics["scale_ranges"]["activation"]
+    assert 0 < low <= high
+    assert metrics["preparation"]["batchnorm"]["left_before_calibration"] == 0
+    # The recorded int8 top-1 is what ONNX Runtime gives on the same eval sample.
+    spec = spec_from_onnx(out / "model.int8.onnx")
+    data = load_dataset("fashion-mnist:test", spec, limit=1000)
+    logits = OrtRunner(out / "model.int8.onnx", spec).predict(data.x)
+    assert float(np.mean(logits.argmax(1) == data.y)) == pytest.approx(acc["int8_top1"])
+    rows = json.loads(proc.stdout)["rows"]
+    int8_row = next(r for r in rows if r["step"] == "int8 onnxruntime")
+    assert int8_row["top1"] == acc["int8_top1"] and int8_row["layers"] == "5/5 int8"
+
+
+def test_impossible_budget_fails_with_the_table(lenet5: Path, tmp_path: Path) -> None:
+    proc = edgekit("compress", str(lenet5), "--int8", "--calib", str(CALIB), "--calib-size", "128",
+                   "--eval", "fashion-mnist:test", "--eval-limit", "500", "--max-drop", "-50",
+                   "-o", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr
+    assert "misses the accuracy budget" in err and "No int8 model was written" in err
+    lines = err.splitlines()
+    header = next(i for i, line in enumerate(lines) if "layer added to float" in line)
+    rows = [line.split() for line in lines[header + 1 : header + 5]]
+    assert [r[0] for r in rows] == ["0", "1", "2", "3"]  # 4 of the 5 layers tried in float
+    assert all(r[-1] == "misses" for r in rows)
+    assert "(allowed drop: -50.00 points)" in err
+    assert not (tmp_path / "model.int8.onnx").exists() and leftovers(tmp_path) == []
+    stages = [s["stage"] for s in json.loads((tmp_path / "manifest.json").read_text())["stages"]]
+    assert not any(s.startswith("quantize") for s in stages)
+
+
+def test_tensorrt_flavour_on_a_gru_hybrid(zoo_checkpoint, tmp_path: Path) -> None:
+    import onnx
+
+    from edgekit.quant.report import tensorrt_problems
+
+    proc = edgekit("compress", str(zoo_checkpoint("cnn_gru")), "--int8", "--for", "tensorrt",
+                   "--calib", str(CALIB), "--calib-size", "256", "--eval", "fashion-mnist:test",
+                   "--eval-limit", "1000", "--max-drop", "1.0", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "model.int8.trt.onnx"
+    assert tensorrt_problems(onnx.load(str(path))) == []
+    record = stage(tmp_path, "quantize-tensorrt")
+    assert record["outputs"][0]["flavour"] == "tensorrt"
+    metrics = record["metrics"]
+    assert metrics["tensorrt_checks"] == "passed"
+    assert [layer["op"] for layer in metrics["layers"]["int8"]] == ["Conv", "Conv", "Gemm"]
+    (gru,) = metrics["layers"]["float"]
+    assert gru["op"] == "GRU" and "TensorRT" in gru["reason"]
+    acc = metrics["accuracy"]
+    assert acc["runtime"] == "onnxruntime" and acc["drop_points"] <= 1.0
+    assert "GRU" in proc.stdout  # the screen table says what stayed float
+
+
+def test_openvino_flavour(lenet5: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nncf", reason="the openvino flavour needs NNCF")
+    proc = edgekit("compress", str(lenet5), "--for", "openvino", "--calib", str(CALIB),
+                   "--calib-size", "128", "--eval", "fashion-mnist:test", "--eval-limit", "500",
+                   "--max-drop", "1.5", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "model.int8.xml").is_file() and (tmp_path / "model.int8.bin").is_file()
+    assert leftovers(tmp_path) == []
+    record = stage(tmp_path, "quantize-openvino")
+    assert record["outputs"][0]["format"] == "openvino"
+    metrics = record["metrics"]
+    assert metrics["accuracy"]["runtime"] == "openvino"
+    assert metrics["accuracy"]["drop_points"] <= 1.5
+    assert len(metrics["layers"]["int8"]) == 5 and metrics["nncf"]["fake_quantize_ops"] >= 5
+
+
+@pytest.mark.slow
+def test_openvino_flavour_keeps_lstm_float(zoo_checkpoint, tmp_path: Path) -> None:
+    pytest.importorskip("nncf", reason="the openvino flavour needs NNCF")
+    proc = edgekit("compress", str(zoo_checkpoint("cnn_lstm")), "--for", "openvino", "--calib",
+                   str(CALIB), "--calib-size", "128", "--eval", "fashion-mnist:test",
+                   "--eval-limit", "1000", "--max-drop", "1.0", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    metrics = stage(tmp_path, "quantize-openvino")["metrics"]
+    (lstm,) = metrics["layers"]["float"]
+    assert lstm["op"] == "LSTM" and "float" in lstm["reason"]
+    assert [layer["op"] for layer in metrics["layers"]["int8"]] == ["Conv", "Conv", "Gemm"]
+    assert metrics["accuracy"]["drop_points"] <= 1.0
+
+
+@pytest.mark.parametrize("case", ["eval-without-labels", "budget-without-eval", "calib-too-small",
+                                  "calib-nan", "calib-wrong-shape"])
+def test_bad_inputs_exit_2_and_write_nothing(case: str, lenet5: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    calib, extra = str(CALIB), ["--eval", "fashion-mnist:test", "--eval-limit", "200"]
+    expected = ""
+    if case == "eval-without-labels":
+        np.savez(tmp_path / "nolabels.npz", x=np.zeros((20, 28, 28), np.uint8))
+        extra = ["--eval", str(tmp_path / "nolabels.npz"), "--max-drop", "0.5"]
+        expected = "no labels"
+    elif case == "budget-without-eval":
+        extra = ["--max-drop", "0.5"]
+        expected = "needs an eval set"
+    elif case == "calib-too-small":
+        extra += ["--calib-size", "600"]
+        expected = "fewer than the 600 asked for"
+    elif case == "calib-nan":
+        x = np.zeros((16, 1, 28, 28), np.float32)
+        x[3, 0, 1, 1] = np.inf
+        np.savez(tmp_path / "nan.npz", x=x)
+        calib, expected = str(tmp_path / "nan.npz"), "NaN or Inf"
+    elif case == "calib-wrong-shape":
+        np.savez(tmp_path / "rgb.npz", x=np.zeros((16, 3, 32, 32), np.float32))
+        calib, expected = str(tmp_path / "rgb.npz"), "(3, 32, 32)"
+    proc = edgekit("compress", str(lenet5), "--int8", "--calib", calib, *extra, "-o", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    if case == "calib-wrong-shape":
+        assert "(1, 28, 28)" in proc.stderr  # both shapes are named
+    assert not out.exists() or list(out.iterdir()) == []

@@ -1,0 +1,136 @@
+"""Recipes: the shipped ones load, and bad ones fail before anything runs, naming the key (with
+what was meant), the step, the version or the device profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgekit.errors import ConfigError
+from edgekit.recipe import RECIPE_VERSION, load_recipe, resolve_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ("lenet5-fashion-mnist", "cnn-gru-fashion-mnist", "resnet18-cpu-int8",
+           "jetson-orin-nano-int8")
+
+GOOD = {
+    "recipe_version": 1,
+    "name": "t",
+    "model": {"zoo": "lenet5"},
+    "data": {"eval": "fashion-mnist:test", "calib": "calibration/fashion-mnist-512.npz"},
+    "steps": [{"quantize": {"calib_size": 64}}],
+    "exports": [{"target": "openvino", "precision": "int8"}],
+    "devices": ["local-cpu", {"profile": "local-cpu", "threads": 1, "latency": {"min_queries": 5}}],
+    "budget": {"max_drop": 1.0},
+}
+
+
+def _write(tmp_path, data) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _with(**changes):
+    data = {**GOOD}
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_load(name):
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    assert recipe.name == name and recipe.recipe_version == RECIPE_VERSION
+    assert recipe.data.eval and recipe.budget.max_drop is not None and recipe.devices
+
+
+def test_cnn_gru_recipe_prunes_substitutes_and_quantizes_for_ort_and_openvino():
+    recipe = load_recipe(ROOT / "recipes" / "cnn-gru-fashion-mnist.yaml")
+    assert [n for n, _ in recipe.step_list()][:2] == ["prune", "dwsep"]
+    assert "quantize" in [n for n, _ in recipe.step_list()]
+    assert {(e.target, e.precision) for e in recipe.exports} >= {("openvino", "int8")}
+
+
+def test_good_recipe_loads_with_device_overrides(tmp_path):
+    from edgekit.recipe import device_profile
+
+    recipe = load_recipe(_write(tmp_path, GOOD))
+    assert recipe.step_list() == [("quantize", {"calib_size": 64})]
+    device = device_profile(recipe.devices[1])
+    assert device.threads == 1 and device.latency.min_queries == 5
+    assert device.latency.min_seconds == 1.0  # the rest of the profile's protocol is kept
+
+
+@pytest.mark.parametrize("data, message, hint", [
+    (_with(stpes=[]), "unknown key 'stpes'", "did you mean 'steps'?"),
+    (_with(model={"zoo": "lenet5", "trian": {}}), "unknown key 'model.trian'",
+     "did you mean 'train'?"),
+    (_with(data={"eval": "fashion-mnist:test", "calibb": "x"}), "unknown key 'data.calibb'",
+     "did you mean 'calib'?"),
+    (_with(budget={"max_dorp": 1}), "unknown key 'budget.max_dorp'", "did you mean 'max_drop'?"),
+    (_with(exports=[{"target": "openvino", "precison": "int8"}]),
+     "unknown key 'exports.0.precison'", "did you mean 'precision'?"),
+    (_with(steps=[{"prune": {"ratoi": 0.3}}]), "steps[0].prune: unknown key 'ratoi'",
+     "did you mean 'ratio'?"),
+    (_with(steps=[{"quantise": {}}]), "unknown step 'quantise'", "did you mean 'quantize'?"),
+    (_with(devices=[{"profile": "local-cpu", "thread": 1}]), "unknown key 'thread'",
+     "did you mean 'threads'?"),
+])
+def test_typos_name_the_key_and_what_was_meant(tmp_path, data, message, hint):
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(_write(tmp_path, data))
+    assert message in exc.value.message
+    assert exc.value.hint == hint
+
+
+def test_bad_values_fail_before_running(tmp_path):
+    cases = [
+        (_with(model={"zoo": "lenet6"}), "did you mean 'lenet5'"),
+        (_with(model={"zoo": "lenet5", "path": "x.pt"}), "not both"),
+        (_with(model={}), "name a model"),
+        (_with(steps=[{"prune": {"ratio": 1.5}}]), "steps[0].prune: ratio"),
+        (_with(steps=[{"quantize": {}}, {"prune": {"ratio": 0.3}}]), "prune comes after quantize"),
+        (_with(steps=[{"prune": {}, "dwsep": {}}]), "must name one step"),
+        (_with(devices=["no-such-device"]), "no device profile"),
+        (_with(exports=[{"target": "coreml"}]), "exports.0.target"),
+        (_with(name="has spaces"), "name"),
+    ]
+    for data, message in cases:
+        with pytest.raises(ConfigError) as exc:
+            load_recipe(_write(tmp_path, data))
+        assert message in exc.value.message, (data, exc.value.message)
+
+
+def test_recipe_version_is_required_and_not_newer(tmp_path):
+    data = {k: v for k, v in GOOD.items() if k != "recipe_version"}
+    with pytest.raises(ConfigError, match="no recipe_version"):
+        load_recipe(_write(tmp_path, data))
+    with pytest.raises(ConfigError, match="version 2 recipe") as exc:
+        load_recipe(_write(tmp_path, _with(recipe_version=RECIPE_VERSION + 1)))
+    assert exc.value.hint == "upgrade edgekit"
+
+
+def test_paths_resolve_from_cwd_then_the_recipe_folder(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "calib.npz").write_bytes(b"x")
+    recipe = tmp_path / "recipes" / "r.yaml"
+    monkeypatch.chdir(ROOT)
+    assert resolve_path("calib.npz", recipe) == str(tmp_path / "recipes" / "calib.npz")
+    assert resolve_path("calibration/fashion-mnist-512.npz", recipe) == \
+        "calibration/fashion-mnist-512.npz"
+    assert resolve_path("fashion-mnist:test", recipe) == "fashion-mnist:test"
+
+
+def test_run_refuses_a_bad_recipe_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    from edgekit.cli import main
+
+    path = _write(tmp_path, _with(stpes=[]))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "-o", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'stpes'" in err and "did you mean 'steps'?" in err
+    assert not out.exists()

@@ -1,0 +1,139 @@
+"""The report: Pareto front, self-contained HTML (decodable embedded PNGs, tables, environment),
+the Markdown table, and the page rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgekit.results.report import pareto_front, render_html, render_markdown, write_report
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)), None)
+
+
+def _records():
+    rng = np.random.default_rng(0)
+    env = {"hostname": "box", "os": "Linux", "python": "3.11",
+           "cpu": {"model": "Test CPU", "usable_cores": 2, "logical_cores": 2,
+                   "flags": {"avx2": True, "avx512_vnni": False}, "vnni": False},
+           "gpus": [], "versions": {"edgekit": "0.1.0", "onnxruntime": "1.0"}}
+    out = []
+    for device in ("local-cpu", "jetson-orin-nano"):
+        for name, precision, p50, top1 in (("model.onnx", "fp32", 1.0, 0.91),
+                                           ("model.int8.onnx", "int8", 0.5, 0.905),
+                                           ("pruned.onnx", "fp32", 0.8, 0.86)):
+            for runtime, scale in (("onnxruntime", 1.0), ("openvino", 0.8)):
+                for batch in (1, 8):
+                    samples = (p50 * scale * batch * rng.lognormal(0, 0.1, 300)).tolist()
+                    passed = top1 >= 0.9
+                    out.append({
+                        "model": "lenet5", "device": device, "runtime": runtime, "format": "onnx",
+                        "precision": precision, "batch": batch, "artifact": f"/out/{name}",
+                        "artifact_name": name, "size_bytes": 300_000,
+                        "latency": {"p50_ms": float(np.median(samples)),
+                                    "p90_ms": float(np.percentile(samples, 90)),
+                                    "p99_ms": float(np.percentile(samples, 99)),
+                                    "throughput_per_s": 1000 * batch / float(np.mean(samples)),
+                                    "valid": True, "samples_ms": samples,
+                                    "validity": {"p99_claimable": False, "reasons": []},
+                                    "timing_scope": "inference call on host"},
+                        "accuracy": {"top1": top1, "top1_drop_points": 100 * (0.91 - top1),
+                                     "fidelity": {"top1_agreement": 0.99}},
+                        "gate": {"passed": passed, "budget": {"max_drop": 0.5},
+                                 "reasons": [] if passed else ["top1_drop_points 5 not ≤ 0.5"]},
+                        "runtime_details": {"runtime": runtime, "threads": 2},
+                        "environment": env})
+    return out
+
+
+def test_pareto_front():
+    points = [(1.0, 90.0), (0.5, 89.0), (0.8, 85.0), (2.0, 90.0), (0.5, 88.0), (3.0, 95.0)]
+    assert pareto_front(points) == [1, 0, 5]  # (0.8, 85) and (2, 90) and (0.5, 88) dominated
+
+
+def _images(text: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
+
+
+def test_html_is_self_contained_with_plots_tables_and_environment():
+    from PIL import Image
+
+    text = render_html(_records(), source="results.db")
+    images = _images(text)
+    assert len(images) == 4  # scatter + distributions per device
+    for blob in images:
+        img = Image.open(io.BytesIO(blob))
+        assert img.format == "PNG" and img.width > 300 and img.height > 200
+    assert text.count('<section class="device"') == 2
+    assert text.count("<tr") == 2 * (1 + 12)  # header + 3 artifacts × 2 runtimes × 2 batches
+    assert text.count(">PASS<") == 16 and text.count(">FAIL<") == 8
+    assert "Test CPU" in text and "drop ≤ 0.5 pt" in text and "top1_drop_points 5" in text
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+
+
+def test_markdown_table_per_device():
+    text = render_markdown(_records())
+    assert text.count("### ") == 2
+    rows = [line for line in text.splitlines() if line.startswith("| lenet5")]
+    assert len(rows) == 24 and sum("FAIL" in r for r in rows) == 8
+    assert "0.058" not in text and "| 0.9100 |" in text
+
+
+def test_write_report_is_atomic_and_says_what_it_wrote(tmp_path):
+    out = write_report(_records(), tmp_path / "r.html", markdown_path=tmp_path / "r.md")
+    assert out == {"html": str(tmp_path / "r.html"), "records": 24, "shown": 24,
+                   "markdown": str(tmp_path / "r.md")}
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["r.html", "r.md"]
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images].map(i => ({w: i.naturalWidth, h: i.naturalHeight,
+                                               complete: i.complete, data: i.src.startsWith('data:image/png')}));
+  const tables = [...document.querySelectorAll('table')].map(t => t.rows.length);
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({imgs, tables, failCells: document.querySelectorAll('td.fail').length});
+  document.body.appendChild(probe);
+});
+</script></body>"""
+
+
+def _chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'chromium-profile'}", *args],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    write_report(_records(), page)
+    probed = tmp_path / "probed.html"  # the report itself has no scripts; the probe is the test's
+    probed.write_text(page.read_text().replace("</body>", PROBE))
+    done = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
+    match = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert match, done.stderr[-2000:]
+    probe = json.loads(match.group(1).replace("&quot;", '"'))
+    assert len(probe["imgs"]) == 4
+    assert all(i["complete"] and i["data"] and i["w"] > 300 and i["h"] > 200 for i in probe["imgs"])
+    assert probe["tables"] == [13, 13] and probe["failCells"] == 8
+    shot = tmp_path / "shot.png"
+    done = _chromium(tmp_path, "--hide-scrollbars", "--window-size=1200,1600",
+                     f"--screenshot={shot}", page.as_uri())
+    assert shot.exists(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1600, 1200) and pixels.std() > 10  # not a blank page
