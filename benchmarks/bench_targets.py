@@ -114,8 +114,8 @@ def export_all(name: str, bundle: Any, trained: bool) -> tuple[Path, list[dict[s
     folder = WORK / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    parity_x = load_dataset(EVAL, bundle.spec, limit=256).x
     small = bundle.spec.shape[-1] <= 64
+    parity_x = load_dataset(EVAL, bundle.spec, limit=256 if small else 64).x
     calib_size = None if small else 128
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -93,6 +93,8 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
                                data_dir=data_dir, **options)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
+    if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
+        model_name = _recorded_model_name(loaded)
     entry = {**artifact.manifest_entry(out_dir), "input_spec": spec.model_dump(mode="json")}
     if model_name:
         entry["model"] = model_name
@@ -106,6 +108,14 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         versions=artifact.versions,
     )
     return artifact, record
+
+
+def _recorded_model_name(path: Path) -> str | None:
+    """The model name the manifest beside `path` records for it, if any."""
+    if not (path.parent / MANIFEST_NAME).exists():
+        return None
+    return next((a.get("model") for a in Manifest(path.parent).artifacts()
+                 if a["path"] == path.name and a.get("model")), None)
 
 
 # ---------------------------------------------------------------- compress
@@ -143,6 +153,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
         ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
         Manifest(out_dir).add_stage("checkpoint", outputs=[{"path": ckpt.name, "format": "checkpoint",
                                                             "precision": "fp32", "model": bundle.name}])
+        bundle.source = ckpt  # the ONNX export's recorded input is the compressed checkpoint
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     for name, step in passes:

@@ -210,7 +210,11 @@ class RecipeRun:
 
     # --------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
+        from edgekit.results.store import open_store
+
         r = self.recipe
+        if self.store_path.exists():  # refuse a store that is not ours before any work
+            open_store(self.store_path).close()
         self.out.mkdir(parents=True, exist_ok=True)
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
         model_key = _key(r.model.model_dump(mode="json"), r.input and r.input.model_dump(mode="json"),

@@ -37,7 +37,7 @@ SHORT_HELP: dict[str, str] = {
     "results": "Query the results store.",
     "report": "Write the HTML/Markdown report of a results store.",
     "run": "Run a recipe: compress, export, validate, report.",
-    "demo": "The main job on the embedded default: train, export, benchmark.",
+    "demo": "Run the demo recipes (LeNet-5, CNN+GRU) on this CPU and write the HTML report.",
 }
 
 

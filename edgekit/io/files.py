@@ -59,7 +59,7 @@ def file_size(path: str | Path) -> int:
     """Size on disk, including an ONNX model's external data and an OpenVINO IR's .bin."""
     path = Path(path)
     total = path.stat().st_size
-    for sibling in (path.with_suffix(".bin"), Path(str(path) + ".data")):
-        if sibling != path and sibling.exists():
-            total += sibling.stat().st_size
+    sibling = path.with_suffix(".bin") if path.suffix == ".xml" else Path(str(path) + ".data")
+    if sibling.exists():
+        total += sibling.stat().st_size
     return total

@@ -48,6 +48,7 @@ from edgekit.passes.dwsep_factor import (
 )
 
 __all__ = ["DepthwiseSeparable", "DwsepConfig", "DwsepPass", "plan_layers", "replay_dwsep"]
+MAX_CHANNELS = 1 << 16
 
 
 # ---------------------------------------------------------------- the surgery record
@@ -59,15 +60,16 @@ class DwsepSurgery(BaseModel):
 
     op: Literal["dwsep"] = "dwsep"
     layer: str
-    in_channels: int = Field(ge=1)
-    out_channels: int = Field(ge=1)
-    kernel_size: tuple[int, int]
+    # bounds keep a crafted file from allocating absurd layers before the state_dict check
+    in_channels: int = Field(ge=1, le=MAX_CHANNELS)
+    out_channels: int = Field(ge=1, le=MAX_CHANNELS)
+    kernel_size: tuple[Annotated[int, Field(ge=1, le=64)], Annotated[int, Field(ge=1, le=64)]]
     stride: tuple[int, int]
     padding: tuple[int, int] | Literal["same", "valid"]
     dilation: tuple[int, int]
     bias: bool
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
-    rank: int = Field(ge=1)
+    rank: int = Field(ge=1, le=4096)
     bn: bool = False
     activation: Literal["none", "relu", "relu6", "hardswish"] = "none"
 
@@ -126,7 +128,9 @@ class DwsepConfig(PassConfig):
         0.0, ge=0, lt=1, description="replace a conv only where its MACs drop by at least this "
                                      "fraction (and always by more than zero)")
     bn: bool = Field(False, description="BatchNorm between depthwise and pointwise (MobileNet "
-                                        "style); breaks the exact initialisation")
+                                        "style), for longer training; it starts as the identity "
+                                        "on the training data, the activation after it breaks "
+                                        "the exact initialisation")
     activation: Literal["none", "relu", "relu6", "hardswish"] | None = Field(
         None, description="activation between depthwise and pointwise; default relu with bn, "
                           "none without")

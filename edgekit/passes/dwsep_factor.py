@@ -106,6 +106,8 @@ class DepthwiseSeparable(nn.Module):
             module.pointwise.weight.copy_(pointwise)
             if module.pointwise.bias is not None:
                 module.pointwise.bias.copy_(new_bias if new_bias is not None else 0.0)
+            if bn and moments is not None:
+                _identity_batchnorm(module.norm, depthwise, moments)
         approx = compose(module.depthwise.weight.detach().double(),
                          module.pointwise.weight.detach().double(), weight.shape)
         info["init_error"] = float((approx - weight).norm() / weight.norm()) \
@@ -117,6 +119,25 @@ class DepthwiseSeparable(nn.Module):
             info["output_error"] = output_error(weight, bias, approx, fitted_bias, moments)
         module.train(conv.training)
         return module, info
+
+
+def _identity_batchnorm(norm: nn.BatchNorm2d, depthwise: torch.Tensor,
+                        moments: PatchMoments) -> None:
+    """Start the BatchNorm as the identity on real data: running statistics are the depthwise
+    outputs' mean and variance, and the affine parameters undo the normalisation. Eval mode is
+    then exactly the linear init, and train mode (batch statistics) close to it."""
+    mid, _, kh, kw = depthwise.shape
+    in_c = moments.mean.shape[0] // (kh * kw)
+    rank = mid // in_c
+    d = depthwise.reshape(in_c, rank, kh * kw).to(torch.float64)
+    mean = torch.einsum("irk,ik->ir", d, moments.mean.reshape(in_c, kh * kw)).reshape(-1)
+    cov = moments.cov.reshape(in_c, kh * kw, in_c, kh * kw)
+    diag = cov[torch.arange(in_c), :, torch.arange(in_c), :]  # (in, k², k²): C_ii blocks
+    var = torch.einsum("irk,ikl,irl->ir", d, diag, d).reshape(-1).clamp_min(0)
+    norm.running_mean.copy_(mean)
+    norm.running_var.copy_(var)
+    norm.weight.copy_((var + norm.eps).sqrt())
+    norm.bias.copy_(mean)
 
 
 def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
@@ -253,7 +274,7 @@ def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def refine(weight: torch.Tensor, bias: torch.Tensor | None, depthwise: torch.Tensor,
            pointwise: torch.Tensor, moments: PatchMoments, iterations: int = 10,
-           ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Alternating least squares on the output error (module docstring), from the SVD factors.
 
     Returns (depthwise, pointwise, bias) in float64. The D step needs an (in·r·k²)² system and

@@ -118,7 +118,6 @@ class QuantizePass(Pass):
     # ----------------------------------------------------------- the pass
     def apply(self, onnx_path: Path, ctx: PassContext):
         from edgekit.io.artifacts import spec_for
-        from edgekit.io.files import file_size
         from edgekit.io.manifest import library_versions
         from edgekit.quant.budget import keep_budget
         from edgekit.quant.report import summary_line
@@ -145,8 +144,11 @@ class QuantizePass(Pass):
             kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
             for name in outcome.float_layers:
                 if name not in kept_float:
-                    kept_float[name] = (f"kept in float by the accuracy budget (sensitivity rank "
-                                        f"{ranks[name]['rank']} of {len(ranks)})")
+                    r = ranks[name]
+                    kept_float[name] = (
+                        f"kept in float by the accuracy budget (sensitivity rank {r['rank']} of "
+                        f"{len(ranks)}: alone in float, top-1 agreement with fp32 "
+                        f"{100 * r['agreement_gained']:+.1f} points)")
             report = backend.report(outcome.artifact, kept_float)
             if cfg.flavour == "tensorrt":
                 self._check_tensorrt(outcome.artifact, outcome.float_layers)
@@ -182,9 +184,9 @@ class QuantizePass(Pass):
                     drop_pts=None if outcome.drop_points is None else round(outcome.drop_points, 2),
                     budget=None if outcome.held is None else f"holds ({budget.describe()})",
                     layers=summary_line(report)
-                    + (f"; budget kept float: {', '.join(outcome.float_layers)}"
+                    + (f"; kept float: {', '.join(outcome.float_layers)}"
                        if outcome.float_layers else ""),
-                    size=file_size(final))
+                    size=_size_text(final))
         config: dict[str, Any] = {"float_layers": outcome.float_layers}
         if cfg.flavour != "onnxruntime":
             config["flavour"] = cfg.flavour
@@ -219,3 +221,11 @@ class QuantizePass(Pass):
                               f"TensorRT: {'; '.join(problems[:3])}"
                               + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
                               hint="report the model; the onnxruntime flavour may still work")
+
+
+def _size_text(path: Path) -> str:
+    """'95.4 KB': the artifact with what belongs to it (an IR's .bin; ONNX external data)."""
+    from edgekit.io.files import file_size
+
+    size = file_size(path)
+    return f"{size / 1024:.1f} KB" if size < 1 << 20 else f"{size / (1 << 20):.1f} MB"

@@ -3,10 +3,11 @@
 After quantizing, top-1 of the fp32 model and of the int8 model are measured on the eval set on
 the runtime that will run the artifact (ONNX Runtime for QDQ models, OpenVINO for IRs). If the
 drop exceeds the budget, the quantized layers are ranked by sensitivity — each one in turn is
-kept in float, and the ranking is by how much of the int8 model's logit error that removes on a
-stratified subset — and the most sensitive are kept in float one at a time until the budget
-holds. If it never holds (or only by keeping every layer float, which is no int8 model at all),
-the loop fails with a GateError that carries the table of what was tried; nothing is written.
+kept in float, ranked by how much top-1 agreement with fp32 that wins back on a stratified
+subset of the eval set (then by how much logit error it removes) — and the most sensitive are
+kept in float, one more at a time, until the budget holds. If it never holds (or only by keeping
+every layer float, which is no int8 model at all), the loop fails with a GateError that carries
+the table of what was tried; no int8 artifact is left behind.
 
 The loop is runtime-neutral: it talks to a `QuantBackend` (ONNX Runtime and OpenVINO ones live
 in ort_backend.py and openvino.py), so the same budget holds for every target.
@@ -148,23 +149,33 @@ def _progress(description: str, total: int):
     return progress(description, total=total)
 
 
+def agreement(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of samples whose top-1 class is the reference's."""
+    return float(np.mean(candidate.argmax(1) == reference.argmax(1)))
+
+
 def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x: np.ndarray,
                      reference: np.ndarray, exclude: Sequence[str]) -> list[dict[str, Any]]:
-    """Each candidate kept in float in turn: how much of the int8 logit error that removes
-    (on x), most sensitive first."""
-    base_error = logit_error(backend.logits(base, x), reference)
+    """Each candidate kept in float in turn, most sensitive first: the one whose float version
+    agrees best with fp32 on top-1 (on x), ties broken by the smaller logit error. Top-1
+    agreement leads because that is what the budget measures; logit error alone can mislead
+    (a badly clipped range elsewhere can make a better model's logits further off)."""
+    base_logits = backend.logits(base, x)
+    base_agreement, base_error = agreement(base_logits, reference), logit_error(base_logits,
+                                                                                reference)
     ranked = []
     with _progress(f"Ranking {len(candidates)} layers by sensitivity", len(candidates)) as advance:
         for i, name in enumerate(candidates):
             artifact = backend.quantize([*exclude, name], f"sensitivity-{i}")
             try:
-                error = logit_error(backend.logits(artifact, x), reference)
+                logits = backend.logits(artifact, x)
             finally:
                 backend.discard(artifact)
-            ranked.append({"layer": name, "error_if_float": error,
-                           "error_removed": base_error - error})
+            ranked.append({"layer": name,
+                           "agreement_gained": agreement(logits, reference) - base_agreement,
+                           "error_removed": base_error - logit_error(logits, reference)})
             advance(1)
-    ranked.sort(key=lambda r: -r["error_removed"])
+    ranked.sort(key=lambda r: (-r["agreement_gained"], -r["error_removed"]))
     for rank, r in enumerate(ranked, 1):
         r["rank"] = rank
     return ranked
@@ -205,7 +216,6 @@ def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.nda
     limit = len(candidates) - 1
     if max_float_layers is not None:
         limit = min(limit, max(0, max_float_layers - len(exclude)))
-    best = outcome
     kept: list[str] = []
     for entry in outcome.sensitivity[: max(limit, 0)]:
         kept.append(entry["layer"])
@@ -216,7 +226,7 @@ def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.nda
         held = drop <= allowed + TOLERANCE
         outcome.trials.append(Trial([*exclude, *kept], int8, drop, held, added=entry["layer"]))
         if held:
-            backend.discard(best.artifact)
+            backend.discard(outcome.artifact)
             outcome.artifact, outcome.top1, outcome.drop_points = candidate, int8, drop
             outcome.held, outcome.float_layers, outcome.logits = True, [*exclude, *kept], logits
             return outcome

@@ -17,6 +17,9 @@ from edgekit.spec import FASHION_MNIST_CLASSES, InputSpec
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent.parent / "calibration"
 EMBEDDED_SET = EMBEDDED_DIR / "fashion-mnist-512.npz"
+# Without --calib-size, a calibration set is used whole, but a larger source (a training split)
+# gives a stratified sample of this many.
+DEFAULT_MAX_SAMPLES = 1000
 
 
 def default_calibration_source(spec: InputSpec) -> str:
@@ -44,13 +47,16 @@ def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = Non
                          data_dir: str | None = None, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
     """Model-ready calibration inputs for `spec` and what to record about them.
 
-    `size` samples are drawn stratified by class (all of the set when None); asking for more
-    than the set holds is a DataError, as are inputs that do not fit the model and NaN/Inf."""
+    `size` samples are drawn stratified by class (when None: all of the set, at most
+    DEFAULT_MAX_SAMPLES); asking for more than the set holds is a DataError, as are inputs that
+    do not fit the model and NaN/Inf."""
     from edgekit.data import load_dataset
 
     want = tuple(spec.shape[1:])
     try:
-        dataset = load_dataset(source, spec, data_dir=data_dir)
+        # A large source (a training split) is sampled before preprocessing, not after.
+        dataset = load_dataset(source, spec, data_dir=data_dir, seed=seed,
+                               limit=size if size is not None else DEFAULT_MAX_SAMPLES)
     except DataError as exc:
         if "shape" in exc.message and "calibration" not in exc.message:
             raise DataError(f"calibration set: {exc.message}", hint=exc.hint) from None
@@ -69,12 +75,10 @@ def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = Non
     if not np.isfinite(dataset.x).all():
         raise DataError(f"calibration set {source} contains NaN or Inf values",
                         hint="clean the data or rebuild the set")
-    if size is not None:
-        if size > len(dataset):
-            raise DataError(f"calibration set {source} has {len(dataset)} samples, fewer than "
-                            f"the {size} asked for (--calib-size)",
-                            hint=f"ask for at most {len(dataset)} or use a larger set")
-        dataset = dataset.sample(size, stratified=True, seed=seed)
+    if size is not None and size > len(dataset):
+        raise DataError(f"calibration set {source} has {len(dataset)} samples, fewer than "
+                        f"the {size} asked for (--calib-size)",
+                        hint=f"ask for at most {len(dataset)} or use a larger set")
     if len(dataset) == 0:
         raise DataError(f"calibration set {source} is empty", hint="build it with samples in it")
     info = describe_calibration(source, dataset)

@@ -57,9 +57,3 @@ def mse_range(hist: np.ndarray, edges: np.ndarray, minimum: float, maximum: floa
             best_err, best = float(errors[i]), (float(lo), float(his[i]))
     return best
 
-
-def mse_ranges(histograms: dict[str, tuple], *, symmetric: bool) -> dict[str, tuple[float, float]]:
-    """MSE ranges for ONNX Runtime's HistogramCollector.histogram_dict entries
-    (hist, edges, min, max[, threshold])."""
-    return {name: mse_range(h[0], h[1], h[2], h[3], symmetric=symmetric)
-            for name, h in histograms.items()}

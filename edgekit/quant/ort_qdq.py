@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ExportError
+from edgekit.errors import ConfigError, DataError, ExportError
 from edgekit.quant.calibration import batches
 
 FLAVOURS = ("onnxruntime", "tensorrt")
@@ -205,6 +206,61 @@ def _input_batch(model_path: Path) -> tuple[str, int | None]:
     return graph_input.name, (dim.dim_value if dim.HasField("dim_value") else None)
 
 
+SAMPLED_VALUES = 1 << 20  # histogram values per tensor per calibration batch
+
+
+def _speed_up(calibrator) -> None:
+    """Two changes to ONNX Runtime's calibrator that keep its results and cut its time:
+    * the augmented model runs with basic graph optimisations (ONNX Runtime disables them all
+      there; basic ones never remove a node whose output is read), on all cores;
+    * histogram methods build each batch's histogram from at most SAMPLED_VALUES values per
+      tensor, taken with a stride, instead of all of them (a ResNet's first conv yields 25
+      million per batch of 32); min and max stay exact."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.calibrate import HistogramCalibrater, HistogramCollector
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    calibrator.infer_session = ort.InferenceSession(str(calibrator.augmented_model_path), opts,
+                                                    providers=["CPUExecutionProvider"])
+    if not isinstance(calibrator, HistogramCalibrater):
+        return
+
+    class SamplingCollector(HistogramCollector):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.rng = np.random.default_rng(0)
+            self.exact: dict[str, tuple[float, float]] = {}
+
+        def collect(self, name_to_arr: dict[str, Any]) -> None:
+            sampled = {}
+            for name, arrays in name_to_arr.items():
+                flat = [np.ravel(a) for a in (arrays if isinstance(arrays, list) else [arrays])]
+                flat = [f for f in flat if f.size]
+                if not flat:
+                    continue
+                lo = min(float(np.nanmin(f)) for f in flat)
+                hi = max(float(np.nanmax(f)) for f in flat)
+                old = self.exact.get(name, (lo, hi))
+                self.exact[name] = (min(lo, old[0]), max(hi, old[1]))
+                total = sum(f.size for f in flat)
+                if total > SAMPLED_VALUES:
+                    # A stride coprime to 2, 3, 5 and 7 walks every channel and position of
+                    # tensors whose dimensions are made of those factors (28, 112, 224, ...).
+                    step = total // SAMPLED_VALUES
+                    while math.gcd(step, 210) != 1:
+                        step += 1
+                    flat = [f[int(self.rng.integers(step)) :: step] for f in flat]
+                sampled[name] = np.concatenate(flat)
+            super().collect(sampled)
+
+    calibrator.collector = SamplingCollector(
+        method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
+        num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+        scenario=calibrator.scenario)
+
+
 def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Path) -> dict[str, Any]:
     """Run the calibration data through the model and store every tensor's (lo, hi) range in a
     cache file that quantize() reuses. Returns {"ranges": path, "seconds", "samples", "tensors"}."""
@@ -232,11 +288,16 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
     chunks = batches(x, size)
     if static_batch:
         chunks = [c for c in chunks if len(c) == static_batch]
+        if not chunks:
+            raise DataError(f"this model takes a fixed batch of {static_batch}, and the "
+                            f"calibration set has only {len(x)} samples",
+                            hint=f"use at least {static_batch} calibration samples")
     start = time.perf_counter()
     with _quiet():
         calibrator = create_calibrator(prepared, None,
                                        augmented_model_path=str(workdir / "augmented.onnx"),
                                        calibrate_method=method, extra_options=extra)
+        _speed_up(calibrator)
     with progress(f"Calibrating ({settings.method}, {sum(map(len, chunks))} samples)",
                   total=sum(map(len, chunks))) as advance:
         for chunk in chunks:
@@ -245,21 +306,23 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
             advance(len(chunk))
     with _quiet():
         if settings.method == "mse":
-            from edgekit.quant.mse import mse_ranges
+            from edgekit.quant.mse import mse_range
 
-            ranges = mse_ranges(calibrator.collector.histogram_dict, symmetric=symmetric)
+            exact = calibrator.collector.exact
+            ranges = {k: mse_range(h[0], h[1], *exact[k], symmetric=symmetric)
+                      for k, h in calibrator.collector.histogram_dict.items()}
         else:
             computed = calibrator.compute_data()
             ranges = {k: tuple(float(np.min(v)) if i == 0 else float(np.max(v))
                                for i, v in enumerate(td.range_value))
                       for k, td in computed.items()}
-            histograms = getattr(getattr(calibrator, "collector", None), "histogram_dict", {})
-            if histograms and not symmetric:
+            observed = getattr(getattr(calibrator, "collector", None), "exact", {})
+            if observed and not symmetric:
                 # Histogram methods may return a range wider than anything seen (entropy is
                 # symmetric by construction): clip to the observed min/max, so a ReLU output
                 # does not spend half of its 256 levels on negative values it never takes.
-                ranges = {k: (max(lo, float(histograms[k][2])) if k in histograms else lo,
-                              min(hi, float(histograms[k][3])) if k in histograms else hi)
+                ranges = {k: (max(lo, observed[k][0]) if k in observed else lo,
+                              min(hi, observed[k][1]) if k in observed else hi)
                           for k, (lo, hi) in ranges.items()}
     seconds = time.perf_counter() - start
     cache = workdir / "ranges.json"

@@ -74,14 +74,17 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     points = [(r["latency"]["p50_ms"], 100 * r["accuracy"]["top1"]) for r in rows]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for r, (x, y) in zip(rows, points, strict=True):
+    by_x = sorted(range(len(points)), key=lambda i: points[i][0])
+    offset = {i: (6, 5) if rank % 2 == 0 else (6, -11) for rank, i in enumerate(by_x)}
+    for i, (r, (x, y)) in enumerate(zip(rows, points, strict=True)):
         ax.scatter(x, y, s=70, color=RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"),
                    marker=PRECISION_MARKERS.get(r.get("precision"), "o"), zorder=3,
                    edgecolors="none", alpha=0.9)
         short = RUNTIME_SHORT.get(r.get("runtime"), r.get("runtime"))
-        ax.annotate(f"{r.get('model')} {r.get('precision')} {short}", (x, y),
+        stem = Path(str(r.get("artifact_name") or r.get("artifact", ""))).stem
+        ax.annotate(f"{r.get('model')}/{stem} {short}", (x, y),
                     textcoords="offset points",
-                    xytext=(6, 4), fontsize=7.5, color="#333")
+                    xytext=offset[i], fontsize=7.5, color="#333")
     fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
     ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2,
             label="Pareto front")
@@ -112,7 +115,8 @@ def latency_plot(records: list[dict[str, Any]], device: str) -> str | None:
     rows = [r for r in records if (r.get("latency") or {}).get("samples_ms")]
     if not rows:
         return None
-    rows.sort(key=lambda r: (str(r.get("model")), r.get("batch", 1), _label(r)))
+    first_seen = {m: i for i, m in reversed(list(enumerate(r.get("model") for r in rows)))}
+    rows = sorted(rows, key=lambda r: (first_seen[r.get("model")], r.get("batch", 1)))
     data = [r["latency"]["samples_ms"] for r in rows]
     labels = [f"{_label(r)} b{r.get('batch')}" for r in rows]
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(rows)))
@@ -124,6 +128,7 @@ def latency_plot(records: list[dict[str, Any]], device: str) -> str | None:
         patch.set_facecolor(RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"))
         patch.set_alpha(0.55)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7.5)
+    ax.invert_yaxis()  # read top-down in the table's order
     lo = min(min(d) for d in data)
     hi = max(max(d) for d in data)
     if hi / max(lo, 1e-9) > 20:

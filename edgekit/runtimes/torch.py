@@ -146,7 +146,13 @@ class TorchRunner(DeviceTimed, Runner):
         dev_in.copy_(host_in)
         stream = torch.cuda.current_stream(self.device)
         if self.cuda_graphs:
-            step, out_shape = self._capture(dev_in)
+            try:
+                step, out_shape = self._capture(dev_in)
+            except RuntimeError as exc:
+                raise InputError(f"CUDA graph capture failed for this model: "
+                                 f"{str(exc).splitlines()[0][:300]}",
+                                 hint="set cuda_graphs: false in the profile's torch options"
+                                 ) from None
         else:
             with torch.inference_mode():
                 out_shape = self._forward(dev_in).shape

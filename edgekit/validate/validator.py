@@ -199,6 +199,7 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
                               model_name=entry.get("model") or folder_model)
             gate = evaluate_gate(records[0]["accuracy"], budget) if records else None
             for r in records:
+                r["environment"] = _recorded_environment(r.get("environment") or {}, device)
                 r.update(run_id=run_id, gate=gate, artifact_name=info["name"],
                          stage=entry.get("stage"), is_reference=bool(
                              ref_path and Path(entry["path"]).resolve() == ref_path.resolve()))
@@ -212,6 +213,18 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
                        "reasons": sorted({x for v in decided["runtimes"].values()
                                           for x in v["reasons"]})}
     return result
+
+
+def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
+    """The environment as the profile asks to record it (Jetson power mode / clocks can be
+    turned off in `record:`); never mutates the shared captured dict."""
+    jetson = env.get("jetson")
+    if not jetson or device.record is None:
+        return env
+    kept = {k: v for k, v in jetson.items()
+            if not (k == "power_mode" and not device.record.power_mode)
+            and not (k == "clocks" and not device.record.clocks)}
+    return {**env, "jetson": kept}
 
 
 def _artifact_info(entry: dict[str, Any], target: Path) -> dict[str, Any]:

@@ -28,27 +28,32 @@ class ZooEntry:
     description: str
     epochs: int
     target_top1: float
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for this model
+    # TrainConfig overrides for this model, on top of TrainConfig's defaults (distillation of a
+    # zoo model can start from TrainConfig(**entry.train)).
+    train: dict[str, Any] = field(default_factory=dict)
 
 
+# Measured with `edgekit zoo train NAME --threads 1` (defaults, seed 0, 3 epochs, full test set):
+# lenet5 0.9003, rowrnn 0.8695, cnn_gru 0.9071, cnn_lstm 0.9023; about 6, 13, 20 and 23 s/epoch
+# on one shared CPU core.
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
         ZooEntry("lenet5", "edgekit.zoo:lenet5",
                  "The article's SimpleCNN: conv 1→16 5×5, pool, conv 16→32 5×5, pool, "
                  "fc 512→120→84→10, ReLU.",
-                 epochs=3, target_top1=0.88, train={"lr": 3e-3, "batch_size": 64}),
+                 epochs=3, target_top1=0.88, train={"batch_size": 32}),
         ZooEntry("rowrnn", "edgekit.zoo:rowrnn",
                  "LSTM (hidden 128) reading the image row by row: 28 steps of 28 pixels.",
-                 epochs=3, target_top1=0.85, train={"lr": 3e-3, "batch_size": 64}),
+                 epochs=3, target_top1=0.85),
         ZooEntry("cnn_gru", "edgekit.zoo:cnn_gru",
                  "Hybrid: conv 16/32 3×3 + BatchNorm, its 7×7 map read as 7 rows by a GRU "
                  "(hidden 128), linear classifier.",
-                 epochs=3, target_top1=0.90, train={"lr": 3e-3, "batch_size": 64}),
+                 epochs=3, target_top1=0.90),
         ZooEntry("cnn_lstm", "edgekit.zoo:cnn_lstm",
                  "Hybrid: conv 16/32 3×3 + BatchNorm, its 7×7 map read as 7 rows by an LSTM "
                  "(hidden 128), linear classifier.",
-                 epochs=3, target_top1=0.90, train={"lr": 3e-3, "batch_size": 64}),
+                 epochs=3, target_top1=0.90),
     )
 }
 

@@ -41,10 +41,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    warmup_epochs: float = Field(0.3, ge=0, description="linear warm-up length; fractions allowed")
+    warmup_epochs: float = Field(0.1, ge=0, description="linear warm-up length; fractions allowed")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
-    crop_padding: int = Field(2, ge=0, le=8, description="pixels of padding for the random crop")
+    # 1 pixel, not the usual 2-4: in a 3-epoch budget wider shifts cost accuracy (3 epochs, seed 0:
+    # lenet5 0.895 at 1 vs 0.888 at 2 and 0.880 at 3; cnn_lstm 0.902 at 1 vs 0.894 at 2).
+    crop_padding: int = Field(1, ge=0, le=8, description="pixels of padding for the random crop")
     hflip: bool = True
     seed: int = 0
     num_threads: int | None = Field(None, ge=1, description="torch threads; None leaves torch's")

@@ -103,6 +103,30 @@ def test_impossible_budget_fails_with_the_table(lenet5: Path, tmp_path: Path) ->
     assert not any(s.startswith("quantize") for s in stages)
 
 
+def test_budget_loop_keeps_the_sensitive_layer_float(lenet5: Path, tmp_path: Path) -> None:
+    """A calibration set of dark images gives the input too narrow a range: int8 loses points,
+    and keeping the first conv (the only reader of the input) in float wins them back."""
+    with np.load(CALIB) as data:
+        np.savez(tmp_path / "dark.npz", x=(data["x"] // 8).astype(np.uint8), y=data["y"])
+    out = tmp_path / "out"
+    proc = edgekit("compress", str(lenet5), "--int8", "--calib", str(tmp_path / "dark.npz"),
+                   "--calib-method", "minmax", "--eval", "fashion-mnist:test", "--eval-limit",
+                   "1000", "--max-drop", "2.0", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    metrics = stage(out, "quantize-int8")["metrics"]
+    budget = metrics["budget"]
+    first, last = budget["trials"][0], budget["trials"][-1]
+    assert first["held"] is False and first["drop_points"] > 2.0
+    assert last["held"] is True and budget["held"] is True
+    assert budget["float_layers"][0] == "node_conv2d"
+    assert budget["sensitivity"][0]["layer"] == "node_conv2d"
+    assert metrics["accuracy"]["drop_points"] == last["drop_points"] <= 2.0
+    float_layers = {f["name"]: f for f in metrics["layers"]["float"]}
+    assert "accuracy budget" in float_layers["node_conv2d"]["reason"]
+    assert len(metrics["layers"]["int8"]) == 5 - len(budget["float_layers"])
+    assert "kept float: node_conv2d" in proc.stdout
+
+
 def test_tensorrt_flavour_on_a_gru_hybrid(zoo_checkpoint, tmp_path: Path) -> None:
     import onnx
 
@@ -114,6 +138,10 @@ def test_tensorrt_flavour_on_a_gru_hybrid(zoo_checkpoint, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     path = tmp_path / "model.int8.trt.onnx"
     assert tensorrt_problems(onnx.load(str(path))) == []
+    from edgekit.targets.tensorrt import check_qdq_for_tensorrt  # the TensorRT target's own check
+
+    checked = check_qdq_for_tensorrt(onnx.load(str(path)))
+    assert len(checked["quantized_layers"]) == 3 and checked["per_channel_weights"] == 3
     record = stage(tmp_path, "quantize-tensorrt")
     assert record["outputs"][0]["flavour"] == "tensorrt"
     metrics = record["metrics"]

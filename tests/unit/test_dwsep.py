@@ -169,6 +169,19 @@ def test_refinement_keeps_full_rank_exact():
         torch.testing.assert_close(module(x), conv(x), rtol=1e-6, atol=1e-6)
 
 
+def test_batchnorm_starts_as_identity_on_the_data():
+    """bn=True without an activation keeps the exact init: the BatchNorm's statistics come from
+    the data and its affine parameters undo them, in eval and in train mode."""
+    torch.manual_seed(8)
+    conv = nn.Conv2d(4, 6, 3, padding=1).double()
+    x = correlated_inputs(8, 4, side=8)
+    moments = collect_moments(nn.Sequential(conv), {"0": conv}, x.numpy())["0"]
+    module, _ = DepthwiseSeparable.from_conv(conv, max_rank(conv), bn=True, moments=moments)
+    with torch.no_grad():
+        torch.testing.assert_close(module.eval()(x), conv(x), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(module.train()(x), conv(x), rtol=1e-4, atol=1e-4)
+
+
 def test_refinement_with_degenerate_moments_stays_finite():
     conv = nn.Conv2d(4, 8, 3)
     zero = PatchMoments(torch.zeros(36, dtype=torch.float64),

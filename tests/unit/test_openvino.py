@@ -61,7 +61,7 @@ def test_exports_are_recorded_with_parity_versions_and_profile(ov_folder: Path) 
         assert stage is not None
         entry = stage["outputs"][0]
         assert entry["path"] == f"model.{precision}.xml" and entry["format"] == "openvino"
-        assert entry["precision"] == precision
+        assert entry["precision"] == precision and entry["model"] == "lenet5"
         assert entry["input_spec"]["shape"] == [1, 1, 28, 28]
         assert entry["input_profile"] == {"input": "input", "shape": [1, 1, 28, 28],
                                           "dynamic_batch": True}

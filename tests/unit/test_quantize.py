@@ -406,10 +406,9 @@ def test_budget_loop_fails_with_the_table_when_it_cannot_hold(eval_data) -> None
     assert backend.live == set()  # no artifact is left behind
 
 
-def test_budget_loop_without_eval_set_just_quantizes(eval_data) -> None:
+def test_budget_loop_without_eval_set_just_quantizes() -> None:
     from edgekit.quant.budget import Budget, keep_budget
 
-    reference, _ = eval_data
     backend = FakeBackend({"conv1": 0.1})
     outcome = keep_budget(backend, None, None, Budget())
     assert outcome.top1 is None and outcome.held is None and backend.made == 1

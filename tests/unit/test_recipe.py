@@ -134,3 +134,16 @@ def test_run_refuses_a_bad_recipe_with_exit_2_and_writes_nothing(tmp_path, capsy
     err = capsys.readouterr().err
     assert "unknown key 'stpes'" in err and "did you mean 'steps'?" in err
     assert not out.exists()
+
+
+def test_run_refuses_a_store_that_is_not_ours_before_any_work(tmp_path, capsys):
+    from edgekit.cli import main
+
+    store = tmp_path / "results.db"
+    store.write_text("not a database\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(_write(tmp_path, GOOD)), "-o", str(out), "--store", str(store)])
+    assert exc.value.code == 2
+    assert "not an edgekit results store" in capsys.readouterr().err
+    assert store.read_text() == "not a database\n" and not out.exists()

@@ -318,3 +318,56 @@ def test_build_and_run_engine(folder: Path, precision: str) -> None:
     write_engine_metadata(other / artifact.path.name, meta)
     with pytest.raises(EngineMismatchError):
         TensorRtRunner(other / artifact.path.name, SPEC)
+
+
+# ---------------------------------------------------------------- cuda-python on a GPU (no TensorRT)
+def _cudart_or_skip():
+    try:
+        from edgekit.runtimes.tensorrt import import_cudart
+
+        cudart = import_cudart()
+    except MissingDependencyError:
+        pytest.skip("cuda-python not installed (pip install edgekit[tensorrt])")
+    try:
+        require_gpu(cudart)
+    except MissingDependencyError:
+        pytest.skip("no NVIDIA GPU visible")
+    return cudart
+
+
+@pytest.mark.gpu
+def test_machine_info_and_buffers_on_a_real_gpu() -> None:
+    """What the TensorRT runner does with cuda-python, minus TensorRT: the machine description,
+    pinned/device buffers, async copies on a stream, CUDA events."""
+    from edgekit.runtimes.tensorrt import _Buffer, cuda_call
+
+    cudart = _cudart_or_skip()
+
+    class FakeTrt:
+        __version__ = "10.13.0.35"
+
+    info = machine_info(FakeTrt(), cudart)
+    assert info["gpu_name"] and "\x00" not in info["gpu_name"]
+    major, minor = (int(v) for v in info["compute_capability"].split("."))
+    assert major >= 5 and minor >= 0
+    a, b = _Buffer(cudart, 4096 * 4, np.float32), _Buffer(cudart, 4096 * 4, np.float32)
+    stream = cuda_call(cudart, cudart.cudaStreamCreate())
+    start, end = (cuda_call(cudart, cudart.cudaEventCreate()) for _ in range(2))
+    try:
+        a.host[:] = np.arange(4096, dtype=np.float32)
+        kind = cudart.cudaMemcpyKind
+        cuda_call(cudart, cudart.cudaMemcpyAsync(a.device_ptr, a.host_ptr, a.nbytes,
+                                                 kind.cudaMemcpyHostToDevice, stream))
+        cuda_call(cudart, cudart.cudaEventRecord(start, stream))
+        cuda_call(cudart, cudart.cudaMemcpyAsync(b.device_ptr, a.device_ptr, a.nbytes,
+                                                 kind.cudaMemcpyDeviceToDevice, stream))
+        cuda_call(cudart, cudart.cudaEventRecord(end, stream))
+        cuda_call(cudart, cudart.cudaMemcpyAsync(b.host_ptr, b.device_ptr, b.nbytes,
+                                                 kind.cudaMemcpyDeviceToHost, stream))
+        cuda_call(cudart, cudart.cudaStreamSynchronize(stream))
+        np.testing.assert_array_equal(b.host, np.arange(4096, dtype=np.float32))
+        assert cuda_call(cudart, cudart.cudaEventElapsedTime(start, end)) >= 0.0
+    finally:
+        a.close()
+        b.close()
+        cudart.cudaStreamDestroy(stream)

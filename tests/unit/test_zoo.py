@@ -39,7 +39,7 @@ def trained_lenet5(fashion_subsets):
     raw, test = fashion_subsets
     torch.manual_seed(0)
     bundle = build("lenet5")
-    cfg = TrainConfig(epochs=1, limit=2000, batch_size=32, num_threads=1, seed=0)
+    cfg = TrainConfig(epochs=1, limit=2000, batch_size=16, num_threads=1, seed=0)
     history = fit(bundle.model, raw, bundle.spec, test, cfg, description="test lenet5")
     return bundle, history, test
 
