@@ -309,6 +309,7 @@ def prune_model(model: Any, spec: Any, *, ratio: float, importance: str = "l1",
             if hit:
                 return hit
         return None
+
     graph = pruner.DG
     model.eval()
 
@@ -390,7 +391,7 @@ def prune_model(model: Any, spec: Any, *, ratio: float, importance: str = "l1",
     for w in caught:  # e.g. parameters outside standard layers, whose channel axis TP guesses
         result.notes.append("Torch-Pruning: " + " ".join(str(w.message).split()))
     if importance == "bn-scale":
-        if scorer.scored == 0:
+        if scorer.scored == 0 and scorer.unscored:
             raise PruneError("bn-scale importance needs BatchNorm layers after the pruned convs; "
                              "this model has none", hint="use --importance l1 (or l2, taylor)")
         for module in scorer.unscored:
