@@ -232,232 +232,279 @@ def prune_model(model: Any, spec: Any, *, ratio: float, importance: str = "l1",
     """Prune `model` in place at channel `ratio` and return what was pruned and what was not
     (with reasons). For taylor importance the parameters must already hold gradients
     (compute_gradients). Raises PruneError subclasses for impossible requests."""
-    import torch
-    import torch_pruning as tp
-    from torch import nn
-
-    from edgekit.passes import rnn_prune
-
     if not 0 < ratio < 1:
         raise PruneError(f"pruning ratio {ratio} is outside (0, 1)",
                          hint="--prune 0.5 removes half the channels of each layer")
-    example = torch.zeros((1, *spec.shape[1:]))
-    names: dict[Any, str] = {m: n for n, m in model.named_modules()}
-    names.update({p: n for n, p in model.named_parameters()})
-    before = {n: _width(m) for n, m in _prunable_layers(model).items()}
-    reasons: dict[Any, str] = {}
-    classifier = find_classifier(model, example)
-    if classifier is not None:
-        reasons[classifier] = "final classifier (never pruned)"
-    # Ignored standard layers (Conv/Linear/RNN) keep their output width; their inputs follow the
-    # layers before them, as Torch-Pruning's ignored layers do. Ignored custom modules (whose
-    # channels the graph cannot see) stay exactly as they are: no group that touches them,
-    # their own parameters or their outputs is pruned.
-    blocked: dict[Any, str] = {}
-    for name, m in model.named_modules():
-        if name and any(fnmatch.fnmatchcase(name, pat) for pat in ignore):
-            for sub_name, sub in m.named_modules(prefix=name):
-                reasons.setdefault(sub, "in the prune step's ignore list")
-                if _width(sub) is None:
-                    blocked[sub] = sub_name
-                    for p_name, p in sub.named_parameters(prefix=sub_name, recurse=False):
-                        blocked[p] = p_name
-    if importance == "taylor":
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-        if missing:
-            raise PruneError(f"taylor importance needs gradients, {missing[0]} has none",
-                             hint="call compute_gradients(model, x, y) first")
-    rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
-    rnn_fn = rnn_prune.rnn_pruner()
-    scorer = _RecordingImportance(_importance(importance))
-    blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output -> its name
+    run = _Pruning(model, spec, ratio=ratio, importance=importance,
+                   global_pruning=global_pruning, round_to=round_to, ignore=ignore)
+    run.build_graph()
+    run.teach_rnns(rnn_hidden)
+    run.prune_channels()
+    run.prune_rnn_hidden()
+    run.verify()
+    return run.report()
 
-    def remember_output(module: Any, _inputs: Any, output: Any) -> None:
-        first = output[0] if isinstance(output, tuple) else output
-        if isinstance(first, torch.Tensor) and first.grad_fn is not None:
-            blocked_outputs[first.grad_fn] = blocked[module]
 
-    hooks = [m.register_forward_hook(remember_output) for m in blocked
-             if isinstance(m, nn.Module)]
-    caught: list[Any] = []
-    try:
-        with rnn_prune.opaque_rnns(model), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pruner = tp.pruner.BasePruner(
-                model, example, scorer, global_pruning=global_pruning, pruning_ratio=ratio,
-                round_to=round_to, ignored_layers=[m for m in reasons if _width(m) is not None],
-                customized_pruners={nn.LSTM: rnn_fn, nn.GRU: rnn_fn, nn.RNN: rnn_fn},
-                root_module_types=[nn.modules.conv._ConvNd, nn.Linear])
-    except PruneError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model
-        culprit = _module_in_traceback(exc, names)
-        where = f" at {culprit}" if culprit else ""
-        raise PruneError(f"Torch-Pruning cannot trace this model{where}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         hint=_ignore_hint(culprit)) from None
-    finally:
-        for h in hooks:
-            h.remove()
+class _Pruning:
+    """One pruning run, phase by phase; `reasons` collects why each kept layer was kept."""
 
-    def touches_blocked(group: Any) -> str | None:
+    def __init__(self, model: Any, spec: Any, *, ratio: float, importance: str,
+                 global_pruning: bool, round_to: int | None, ignore: Any) -> None:
+        import torch
+
+        self.model, self.ratio, self.importance = model, ratio, importance
+        self.global_pruning, self.round_to = global_pruning, round_to
+        self.example = torch.zeros((1, *spec.shape[1:]))
+        self.names: dict[Any, str] = {m: n for n, m in model.named_modules()}
+        self.names.update({p: n for n, p in model.named_parameters()})
+        self.before = {n: _width(m) for n, m in _prunable_layers(model).items()}
+        self.reasons: dict[Any, str] = {}
+        self.result = PruneResult(ratio=ratio)
+        classifier = find_classifier(model, self.example)
+        if classifier is not None:
+            self.reasons[classifier] = "final classifier (never pruned)"
+        # Ignored standard layers (Conv/Linear/RNN) keep their output width; their inputs follow
+        # the layers before them, as Torch-Pruning's ignored layers do. Ignored custom modules
+        # (whose channels the graph cannot see) stay exactly as they are: no group that touches
+        # them, their own parameters or their outputs is pruned.
+        self.blocked: dict[Any, str] = {}
+        self.blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output
+        for name, m in model.named_modules():
+            if name and any(fnmatch.fnmatchcase(name, pat) for pat in ignore):
+                for sub_name, sub in m.named_modules(prefix=name):
+                    self.reasons.setdefault(sub, "in the prune step's ignore list")
+                    if _width(sub) is None:
+                        self.blocked[sub] = sub_name
+                        for p_name, p in sub.named_parameters(prefix=sub_name, recurse=False):
+                            self.blocked[p] = p_name
+        if importance == "taylor":
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            if missing:
+                raise PruneError(f"taylor importance needs gradients, {missing[0]} has none",
+                                 hint="call compute_gradients(model, x, y) first")
+        self.rnn_skip: dict[Any, str] = {}
+
+    # ------------------------------------------------------------ phases
+    def build_graph(self) -> None:
+        """Trace the model into Torch-Pruning's dependency graph, RNNs as opaque layers."""
+        import torch
+        import torch_pruning as tp
+        from torch import nn
+
+        from edgekit.passes import rnn_prune
+
+        self.rnns = [m for m in self.model.modules() if isinstance(m, nn.RNNBase)]
+        self.rnn_fn = rnn_prune.rnn_pruner()
+        self.scorer = _RecordingImportance(_importance(self.importance))
+
+        def remember_output(module: Any, _inputs: Any, output: Any) -> None:
+            first = output[0] if isinstance(output, tuple) else output
+            if isinstance(first, torch.Tensor) and first.grad_fn is not None:
+                self.blocked_outputs[first.grad_fn] = self.blocked[module]
+
+        hooks = [m.register_forward_hook(remember_output) for m in self.blocked
+                 if isinstance(m, nn.Module)]
+        caught: list[Any] = []
+        try:
+            with rnn_prune.opaque_rnns(self.model), \
+                    warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.pruner = tp.pruner.BasePruner(
+                    self.model, self.example, self.scorer, global_pruning=self.global_pruning,
+                    pruning_ratio=self.ratio, round_to=self.round_to,
+                    ignored_layers=[m for m in self.reasons if _width(m) is not None],
+                    customized_pruners={nn.LSTM: self.rnn_fn, nn.GRU: self.rnn_fn,
+                                        nn.RNN: self.rnn_fn},
+                    root_module_types=[nn.modules.conv._ConvNd, nn.Linear])
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model
+            culprit = _module_in_traceback(exc, self.names)
+            where = f" at {culprit}" if culprit else ""
+            raise PruneError(f"Torch-Pruning cannot trace this model{where}: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             hint=_ignore_hint(culprit)) from None
+        finally:
+            for h in hooks:
+                h.remove()
+        for w in caught:  # e.g. parameters outside standard layers, whose channel axis TP guesses
+            self.result.notes.append("Torch-Pruning: " + " ".join(str(w.message).split()))
+        self.graph = self.pruner.DG
+        self.model.eval()
+
+    def teach_rnns(self, rnn_hidden: bool) -> None:
+        """Teach the graph the hybrids' channel → RNN-column mapping; where it cannot be taught,
+        the layers feeding the RNN keep their channels. Decide which RNNs keep their hidden size."""
+        from edgekit.passes import rnn_prune
+
+        for rnn in self.rnns:
+            problem = rnn_prune.teach_sequence_mapping(self.graph, rnn)
+            if problem:
+                for producer in _producers(self.graph, rnn):
+                    if producer not in self.reasons:
+                        self.reasons[producer] = f"feeds {self.names[rnn]}: {problem}"
+                        self.pruner.ignored_layers.append(producer)
+            if rnn in self.reasons:
+                self.rnn_skip[rnn] = self.reasons[rnn]
+            elif not rnn_hidden:
+                self.rnn_skip[rnn] = "RNN hidden-unit pruning switched off (rnn_hidden: false)"
+            else:
+                out_problem = rnn_prune.output_problem(self.graph, rnn)
+                if out_problem:
+                    self.rnn_skip[rnn] = out_problem
+        self.reasons.update(self.rnn_skip)
+
+    def touches_blocked(self, group: Any) -> str | None:
+        """The ignored custom module (or its parameter/output) a group would change, if any."""
+        from torch import nn
+
         for dep, _ in group:
             target = dep.target
-            hit = blocked.get(target.module) if isinstance(target.module, nn.Module | nn.Parameter) \
-                else None
-            hit = hit or blocked_outputs.get(target.grad_fn)
+            hit = self.blocked.get(target.module) \
+                if isinstance(target.module, nn.Module | nn.Parameter) else None
+            hit = hit or self.blocked_outputs.get(target.grad_fn)
             if hit:
                 return hit
         return None
 
-    graph = pruner.DG
-    model.eval()
+    def prune_channels(self) -> None:
+        """Torch-Pruning's step over the Conv/Linear groups. It silently skips a group whose
+        pruning would empty one of its layers: refuse instead. When the layer that runs out is
+        not the group's own (a parameter or layer of another size coupled to it), the graph
+        mis-traced the model: say where."""
+        graph, names = self.graph, self.names
+        wiped: list[str] = []
+        mistraced: list[tuple[str, str]] = []
+        check = graph.check_pruning_group
 
-    # Teach the graph the hybrids' channel → RNN-column mapping; where it cannot be taught, the
-    # layers feeding the RNN keep their channels (and say why).
-    rnn_skip: dict[Any, str] = {}
-    for rnn in rnns:
-        problem = rnn_prune.teach_sequence_mapping(graph, rnn)
-        if problem:
-            for producer in _producers(graph, rnn):
-                if producer not in reasons:
-                    reasons[producer] = f"feeds {names[rnn]}: {problem}"
-                    pruner.ignored_layers.append(producer)
-        if rnn in reasons:
-            rnn_skip[rnn] = reasons[rnn]
-        elif not rnn_hidden:
-            rnn_skip[rnn] = "RNN hidden-unit pruning switched off (rnn_hidden: false)"
-        else:
-            out_problem = rnn_prune.output_problem(graph, rnn)
-            if out_problem:
-                rnn_skip[rnn] = out_problem
-    reasons.update(rnn_skip)
-
-    # Torch-Pruning silently skips a group whose pruning would remove all channels of one of its
-    # layers: refuse instead. When the layer that runs out is not the group's own (a parameter
-    # or layer with another size coupled to it), the graph mis-traced the model: say where.
-    wiped: list[str] = []
-    mistraced: list[tuple[str, str]] = []
-    check = graph.check_pruning_group
-
-    def checked(group: Any) -> bool:
-        root = group[0].dep.target.module
-        hit = touches_blocked(group)
-        if hit:
-            reasons.setdefault(root, f"coupled to {hit}, which is in the ignore list")
-            return False
-        ok = check(group)
-        if ok:
-            return ok
-        root_channels = graph.get_out_channels(root)
-        for dep, idxs in group:
-            out = graph.is_out_channel_pruning_fn(dep.handler)
-            if not out and not graph.is_in_channel_pruning_fn(dep.handler):
-                continue
-            size = (graph.get_out_channels if out else graph.get_in_channels)(dep.target.module)
-            if size is None or size > len(idxs):
-                continue
-            if size == root_channels:
-                wiped.append(f"{_name_of(root, names)} ({root_channels} channels)")
-            else:
-                mistraced.append((_name_of(root, names), _name_of(dep.target.module, names)))
-            break
-        return ok
-
-    graph.check_pruning_group = checked
-    try:
-        pruner.step()
-    except PruneError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        culprit = _module_in_traceback(exc, names)
-        raise PruneError(f"Torch-Pruning failed to prune{' ' + culprit if culprit else ''}: "
-                         f"{type(exc).__name__}: {exc}", hint=_ignore_hint(culprit)) from None
-    finally:
-        graph.check_pruning_group = check
-    if mistraced:
-        root, other = mistraced[0]
-        raise PruneError(f"Torch-Pruning cannot trace {other}: it couples its sizes to the "
-                         f"channels of {root}, which do not match",
-                         hint=_ignore_hint(other.rsplit(".", 1)[0] if other.endswith(
-                             (".weight", ".bias")) else other))
-    if wiped:
-        raise WipeoutError(
-            f"pruning at ratio {ratio:g}{f' with round_to {round_to}' if round_to else ''} would "
-            f"remove every channel of {', '.join(wiped[:3])}",
-            hint="lower the ratio (or --target-macs), lower --round-to, use --local, or ignore "
-                 "that layer with --prune-ignore NAME")
-    result = PruneResult(ratio=ratio)
-    for w in caught:  # e.g. parameters outside standard layers, whose channel axis TP guesses
-        result.notes.append("Torch-Pruning: " + " ".join(str(w.message).split()))
-    if importance == "bn-scale":
-        if scorer.scored == 0 and scorer.unscored:
-            raise PruneError("bn-scale importance needs BatchNorm layers after the pruned convs; "
-                             "this model has none", hint="use --importance l1 (or l2, taylor)")
-        for module in scorer.unscored:
-            reasons.setdefault(module, "no BatchNorm in its group to score (bn-scale importance)")
-
-    # RNN hidden units: same ratio, gate-aware, per (layer, direction).
-    for rnn in rnns:
-        if rnn in rnn_skip:
-            continue
-        hidden0 = before[names[rnn]]
-        keep = int(hidden0 * (1 - ratio))
-        if round_to:
-            keep -= keep % round_to
-        if keep < 1:
-            raise WipeoutError(
-                f"pruning at ratio {ratio:g}{f' with round_to {round_to}' if round_to else ''} "
-                f"would remove every hidden unit of {names[rnn]} ({hidden0} units)",
-                hint="lower the ratio or --round-to, or ignore it with --prune-ignore "
-                     f"'{names[rnn]}'")
-        if keep >= rnn.hidden_size:
-            continue
-        kind = "l1" if importance == "bn-scale" else importance
-        if importance == "bn-scale":
-            result.notes.append(f"{names[rnn]}: no BatchNorm in an RNN; hidden units ranked by l1")
-        plan = rnn_prune.plan_hidden_pruning(rnn, keep, kind)
-        rnn_fn.pending[rnn] = plan
-        try:
-            group = graph.get_pruning_group(rnn, rnn_fn.prune_out_channels,
-                                            rnn_prune.output_indices(rnn, plan))
-            hit = touches_blocked(group)
+        def checked(group: Any) -> bool:
+            root = group[0].dep.target.module
+            hit = self.touches_blocked(group)
             if hit:
-                rnn_fn.pending.pop(rnn, None)
-                reasons[rnn] = f"its output feeds {hit}, which is in the ignore list"
-                continue
-            group.prune()
+                self.reasons.setdefault(root, f"coupled to {hit}, which is in the ignore list")
+                return False
+            ok = check(group)
+            if ok:
+                return ok
+            root_channels = graph.get_out_channels(root)
+            for dep, idxs in group:
+                out = graph.is_out_channel_pruning_fn(dep.handler)
+                if not out and not graph.is_in_channel_pruning_fn(dep.handler):
+                    continue
+                size = (graph.get_out_channels if out else graph.get_in_channels)(
+                    dep.target.module)
+                if size is None or size > len(idxs):
+                    continue
+                if size == root_channels:
+                    wiped.append(f"{_name_of(root, names)} ({root_channels} channels)")
+                else:
+                    mistraced.append((_name_of(root, names), _name_of(dep.target.module, names)))
+                break
+            return ok
+
+        graph.check_pruning_group = checked
+        try:
+            self.pruner.step()
         except Exception as exc:  # noqa: BLE001
-            raise PruneError(f"pruning the hidden units of {names[rnn]} failed: {exc}",
-                             hint=_ignore_hint(names[rnn])) from None
+            culprit = _module_in_traceback(exc, names)
+            raise PruneError(f"Torch-Pruning failed to prune{' ' + culprit if culprit else ''}: "
+                             f"{type(exc).__name__}: {exc}", hint=_ignore_hint(culprit)) from None
+        finally:
+            graph.check_pruning_group = check
+        if mistraced:
+            root, other = mistraced[0]
+            owner = other.rsplit(".", 1)[0] if other.endswith((".weight", ".bias")) else other
+            raise PruneError(f"Torch-Pruning cannot trace {other}: it couples its sizes to the "
+                             f"channels of {root}, which do not match", hint=_ignore_hint(owner))
+        if wiped:
+            raise WipeoutError(
+                f"pruning at ratio {self.ratio:g}{self._rounding()} would remove every channel "
+                f"of {', '.join(wiped[:3])}",
+                hint="lower the ratio (or --target-macs), lower --round-to, use --local, or "
+                     "ignore that layer with --prune-ignore NAME")
+        if self.importance == "bn-scale":
+            if self.scorer.scored == 0 and self.scorer.unscored:
+                raise PruneError("bn-scale importance needs BatchNorm layers after the pruned "
+                                 "convs; this model has none",
+                                 hint="use --importance l1 (or l2, taylor)")
+            for module in self.scorer.unscored:
+                self.reasons.setdefault(module,
+                                        "no BatchNorm in its group to score (bn-scale importance)")
 
-    culprit, exc = _failing_module(model, example)
-    if exc is not None:
-        raise PruneError(f"after pruning, the forward pass fails at {culprit or 'the model'} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0]}): Torch-Pruning "
-                         "could not trace how its channels connect",
-                         hint=_ignore_hint(culprit))
-    for p in model.parameters():
-        p.grad = None
+    def prune_rnn_hidden(self) -> None:
+        """RNN hidden units: the same ratio, gate-aware, per (layer, direction); the graph
+        shrinks the layers that read the RNN's output."""
+        from edgekit.passes import rnn_prune
 
-    after = {n: _width(m) for n, m in _prunable_layers(model).items()}
-    layers = _prunable_layers(model)
-    for name, width in before.items():
-        module = layers[name]
-        kind = type(module).__name__
-        if after.get(name) != width:
-            result.pruned.append({"layer": name, "type": kind, "before": width,
-                                  "after": after.get(name)})
-            continue
-        reason = reasons.get(module) or _why_unchanged(graph, module, reasons, names,
-                                                      global_pruning, ratio, round_to, width)
-        result.skipped.append({"layer": name, "type": kind, "channels": width, "reason": reason})
-    for module, name in blocked.items():  # ignored custom layers holding their own weights
-        if isinstance(module, nn.Module) and _width(module) is None and \
-                any(True for _ in module.parameters(recurse=False)):
-            result.skipped.append({"layer": name, "type": type(module).__name__,
-                                   "channels": None, "reason": reasons[module]})
-    return result
+        for rnn in self.rnns:
+            if rnn in self.rnn_skip:
+                continue
+            name = self.names[rnn]
+            hidden0 = self.before[name]
+            keep = int(hidden0 * (1 - self.ratio))
+            if self.round_to:
+                keep -= keep % self.round_to
+            if keep < 1:
+                raise WipeoutError(
+                    f"pruning at ratio {self.ratio:g}{self._rounding()} would remove every "
+                    f"hidden unit of {name} ({hidden0} units)",
+                    hint=f"lower the ratio or --round-to, or ignore it with --prune-ignore '{name}'")
+            if keep >= rnn.hidden_size:
+                continue
+            kind = self.importance
+            if kind == "bn-scale":
+                kind = "l1"
+                self.result.notes.append(f"{name}: no BatchNorm in an RNN; hidden units ranked "
+                                         "by l1")
+            plan = rnn_prune.plan_hidden_pruning(rnn, keep, kind)
+            try:
+                group = self.graph.get_pruning_group(rnn, self.rnn_fn.prune_out_channels,
+                                                     rnn_prune.output_indices(rnn, plan))
+                hit = self.touches_blocked(group)
+                if hit:
+                    self.reasons[rnn] = f"its output feeds {hit}, which is in the ignore list"
+                    continue
+                self.rnn_fn.pending[rnn] = plan
+                group.prune()
+            except Exception as exc:  # noqa: BLE001
+                raise PruneError(f"pruning the hidden units of {name} failed: {exc}",
+                                 hint=_ignore_hint(name)) from None
+
+    def verify(self) -> None:
+        """One forward pass on the pruned model; a failure names the module to ignore."""
+        culprit, exc = _failing_module(self.model, self.example)
+        if exc is not None:
+            raise PruneError(f"after pruning, the forward pass fails at {culprit or 'the model'} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}): "
+                             "Torch-Pruning could not trace how its channels connect",
+                             hint=_ignore_hint(culprit))
+        for p in self.model.parameters():
+            p.grad = None
+
+    def report(self) -> PruneResult:
+        """Every prunable layer, pruned (before/after) or kept (with the reason)."""
+        from torch import nn
+
+        layers = _prunable_layers(self.model)
+        for name, width in self.before.items():
+            module = layers[name]
+            kind = type(module).__name__
+            if _width(module) != width:
+                self.result.pruned.append({"layer": name, "type": kind, "before": width,
+                                           "after": _width(module)})
+                continue
+            reason = self.reasons.get(module) or _why_unchanged(
+                self.graph, module, self.reasons, self.names, self.global_pruning, self.ratio,
+                width)
+            self.result.skipped.append({"layer": name, "type": kind, "channels": width,
+                                        "reason": reason})
+        for module, name in self.blocked.items():  # ignored custom layers with own weights
+            if isinstance(module, nn.Module) and _width(module) is None and \
+                    any(True for _ in module.parameters(recurse=False)):
+                self.result.skipped.append({"layer": name, "type": type(module).__name__,
+                                            "channels": None, "reason": self.reasons[module]})
+        return self.result
+
+    def _rounding(self) -> str:
+        return f" with round_to {self.round_to}" if self.round_to else ""
 
 
 def _producers(graph: Any, rnn: Any) -> list[Any]:
@@ -479,7 +526,7 @@ def _producers(graph: Any, rnn: Any) -> list[Any]:
 
 
 def _why_unchanged(graph: Any, module: Any, reasons: dict[Any, str], names: dict[Any, str],
-                   global_pruning: bool, ratio: float, round_to: int | None, width: int) -> str:
+                   global_pruning: bool, ratio: float, width: int) -> str:
     """A reason for a layer that kept its width without an explicit one."""
     if module not in graph.module2node:
         return "not used in the traced forward pass"
@@ -498,9 +545,9 @@ def _why_unchanged(graph: Any, module: Any, reasons: dict[Any, str], names: dict
     if global_pruning:
         return "global ranking kept all its channels"
     keep = int(width * (1 - ratio))
-    if round_to:
-        return f"{width} channels at ratio {ratio:g} with round_to {round_to} keep them all"
-    return f"{width} channels at ratio {ratio:g} leave {width - keep} to remove"
+    if keep >= width:
+        return f"{width} channels at ratio {ratio:g} leave none to remove"
+    return "Torch-Pruning left its group unpruned (a coupled layer has a single channel)"
 
 
 def prune_to_target(model: Any, spec: Any, target: float, *, max_ratio: float = 0.95,
