@@ -16,8 +16,9 @@ module-name patterns, replaced where the MACs drop: out·in·k² MACs per output
 in·r·(k² + out), a saving of 1 − r(k² + out)/(out·k²). A conv with one input channel (a network's
 first layer on grey images) is kept: it has nothing to separate. Its "separable" form would be a
 rank-r bottleneck of the whole filter bank (rank ≤ r·in = r: at r = 1 every output channel is a
-multiple of one feature map); the MACs formula says it would shrink, the accuracy says otherwise.
-Pruning is the tool for such a layer.
+multiple of one feature map); the MACs formula says it would shrink, the accuracy says otherwise
+(lenet5's conv1 forced to r = 1: that layer's MACs 9.8× fewer, top-1 0.9003 → 0.8587 after one
+epoch of distillation). Pruning is the tool for such a layer.
 
 The structural edit is recorded in `bundle.surgery` ({"op": "dwsep", "layer": ..., sizes}) and
 replayed by `load_model` on the freshly built architecture, so a substituted checkpoint reloads
