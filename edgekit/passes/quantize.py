@@ -213,9 +213,9 @@ class QuantizePass(Pass):
     def _check_tensorrt(path: Path, float_layers: list[str]) -> None:
         import onnx
 
-        from edgekit.quant.report import tensorrt_problems
+        from edgekit.targets.tensorrt import tensorrt_qdq_problems
 
-        problems = tensorrt_problems(onnx.load(str(path)), allow_float=tuple(float_layers))
+        problems, _ = tensorrt_qdq_problems(onnx.load(str(path)), allow_float=tuple(float_layers))
         if problems:
             raise ExportError("the TensorRT-flavour QDQ model would not run as intended in "
                               f"TensorRT: {'; '.join(problems[:3])}"

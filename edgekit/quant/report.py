@@ -1,7 +1,7 @@
 """What a QDQ model actually quantized, read from the file itself (not from what was asked):
 the layers that run in int8 with their scales, the compute layers that stayed float and why,
-and the scale ranges. Also the properties TensorRT's explicit quantization needs, checked on the
-file. Needs `onnx` and numpy only."""
+and the scale ranges. Needs `onnx` and numpy only. (What TensorRT's explicit quantization needs
+is checked by edgekit/targets/tensorrt.py `tensorrt_qdq_problems`.)"""
 
 from __future__ import annotations
 
@@ -126,82 +126,3 @@ def summary_line(report: dict[str, Any]) -> str:
     floats = sorted({f["op"] for f in report["float_layers"]})
     text = f"{counts['int8']}/{counts['compute_layers']} int8"
     return text + (f"; float: {', '.join(floats)}" if floats else "")
-
-
-# ---------------------------------------------------------------- TensorRT flavour
-def _output_axis(node, weight: np.ndarray) -> int:
-    """The output-channel axis of a Conv / ConvTranspose / Gemm / MatMul weight."""
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return weight.ndim - 1  # MatMul: B is (..., K, N)
-
-
-def tensorrt_problems(model, *, allow_float: tuple[str, ...] = ()) -> list[str]:
-    """Why TensorRT's explicit quantization would not take this QDQ model as int8, or run it
-    differently than intended; empty when it is fine. Checked:
-      * every Q/DQ is signed int8 with zero point 0 (symmetric);
-      * every Conv/ConvTranspose/Gemm/MatMul (except those in allow_float) has DQ on its data
-        input fed by a Q (a Q/DQ pair) and DQ on its constant weight;
-      * weight scales are per channel along the output-channel axis, one per channel;
-      * biases are float (TensorRT does not take int32 DequantizeLinear)."""
-    producers, inits, _ = _graph_index(model)
-    problems: list[str] = []
-    for node in model.graph.node:
-        if node.op_type not in QDQ_OPS:
-            continue
-        zero_name = node.input[2] if len(node.input) > 2 else ""
-        zero = _const(zero_name, inits, producers) if zero_name else None
-        if node.op_type == "DequantizeLinear":
-            data = _const(node.input[0], inits, producers)
-            if data is not None and data.dtype == np.int32:
-                problems.append(f"{node.name}: int32 DequantizeLinear (a quantized bias); "
-                                "TensorRT needs float biases")
-                continue
-        if zero is None:
-            problems.append(f"{node.name}: no zero point, so the type defaults to uint8 "
-                            "(TensorRT needs int8)")
-        elif zero.dtype != np.int8:
-            problems.append(f"{node.name}: zero point is {zero.dtype}, TensorRT needs int8")
-        elif np.any(zero != 0):
-            problems.append(f"{node.name}: zero point {np.unique(zero)[:4].tolist()} is not 0 "
-                            "(TensorRT needs symmetric quantization)")
-    for node in model.graph.node:
-        if node.op_type not in COMPUTE_OPS or node.name in allow_float:
-            continue
-        data_dq = producers.get(node.input[0])
-        if data_dq is None or data_dq.op_type != "DequantizeLinear":
-            problems.append(f"{node.name} ({node.op_type}): its input has no DequantizeLinear")
-        elif (q := producers.get(data_dq.input[0])) is None or q.op_type != "QuantizeLinear":
-            if _const(data_dq.input[0], inits, producers) is None:
-                problems.append(f"{node.name} ({node.op_type}): its input's DequantizeLinear "
-                                "is not fed by a QuantizeLinear")
-        weight_dq = producers.get(node.input[1]) if len(node.input) > 1 else None
-        if weight_dq is None or weight_dq.op_type != "DequantizeLinear":
-            problems.append(f"{node.name} ({node.op_type}): its weight has no DequantizeLinear")
-            continue
-        params = _dq_params(weight_dq, inits, producers)
-        weight = params["data"]
-        if weight is None:
-            q = producers.get(weight_dq.input[0])
-            weight = _const(q.input[0], inits, producers) if q is not None else None
-        if weight is None:
-            problems.append(f"{node.name} ({node.op_type}): weight is not a constant")
-            continue
-        scale = np.ravel(params["scale"])
-        axis = _output_axis(node, weight)
-        channels = weight.shape[axis]
-        if scale.size != channels or params["axis"] % weight.ndim != axis:
-            problems.append(f"{node.name} ({node.op_type}): weight scales are not per channel on "
-                            f"the output-channel axis {axis} ({scale.size} scales on axis "
-                            f"{params['axis']}, {channels} output channels)")
-        if len(node.input) > 2 and node.input[2]:
-            bias_src = producers.get(node.input[2])
-            if bias_src is not None and bias_src.op_type == "DequantizeLinear":
-                problems.append(f"{node.name} ({node.op_type}): bias is quantized; TensorRT "
-                                "needs it in float")
-    return problems

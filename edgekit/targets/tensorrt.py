@@ -30,6 +30,8 @@ import numpy as np
 from edgekit.errors import ExportError, InputError
 from edgekit.io.files import atomic_write_bytes
 from edgekit.io.manifest import MANIFEST_NAME, Manifest, library_versions
+from edgekit.quant.report import COMPUTE_OPS as WEIGHTED_OPS
+from edgekit.quant.report import QDQ_OPS
 from edgekit.runtimes.tensorrt import (
     engine_metadata,
     import_cudart,
@@ -45,8 +47,6 @@ from edgekit.targets.onnx import ort_logits, parity, parity_inputs
 
 DEFAULT_MAX_BATCH = 64
 TIMING_CACHE = "tensorrt.timing-cache"
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 # fp32 engines may use TF32 (TensorRT's default on Ampere and later), so both float precisions
 # get the fp16-style tolerance.
@@ -72,14 +72,30 @@ def _constants(model) -> dict[str, np.ndarray]:
     return values
 
 
-def check_qdq_for_tensorrt(model) -> dict[str, Any]:
-    """Check that a QDQ ONNX model has what TensorRT's explicit quantization needs, and describe it.
+def _output_axis(op_type: str, node, ndim: int) -> int:
+    """The output-channel axis of a Conv / ConvTranspose / Gemm / MatMul weight."""
+    if op_type == "Conv":
+        return 0
+    if op_type == "ConvTranspose":
+        return 1
+    if op_type == "Gemm":
+        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+    return ndim - 1  # MatMul: B is (..., K, N)
 
-    Required: signed int8 Q/DQ with zero points that are all 0 (symmetric) — a Q/DQ without a
-    zero point is uint8 by the ONNX spec, so it fails too; positive finite scales; per-channel
-    weight scales on the output-channel axis (Conv: 0; Gemm: 0 with transB=1, else 1; MatMul: 1).
-    Reported: how many Q/DQ nodes, per-channel weights, and which Conv/Gemm/MatMul layers get
-    quantized inputs (Q/DQ pairs) and which stay float. Raises InputError listing violations."""
+
+def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
+                          ) -> tuple[list[str], dict[str, Any]]:
+    """Why TensorRT's explicit quantization would not take this QDQ model as int8 (empty when it
+    would), and what it holds.
+
+    Always required: signed int8 Q/DQ with zero points that are all 0 (symmetric) — a Q/DQ
+    without a zero point is uint8 by the ONNX spec, so it fails too; positive finite scales;
+    float biases (no int32 DequantizeLinear); per-channel weight scales on the output-channel
+    axis (Conv: 0; ConvTranspose: 1; Gemm: 0 with transB=1, else 1; MatMul: last).
+    With `allow_float` (what `--for tensorrt` promises when it writes the file): every
+    Conv/ConvTranspose/Gemm/MatMul not named there takes a Q/DQ pair on its input and
+    per-channel weights. The summary counts Q/DQ nodes and per-channel weights and lists the
+    layers with quantized inputs and those left float."""
     consts = _constants(model)
     producers = {out: node for node in model.graph.node for out in node.output}
     problems: list[str] = []
@@ -89,6 +105,11 @@ def check_qdq_for_tensorrt(model) -> dict[str, Any]:
             continue
         counts[node.op_type] += 1
         label = node.name or node.output[0]
+        data = consts.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.int32:
+            problems.append(f"{label}: int32 DequantizeLinear (a quantized bias); TensorRT needs "
+                            "biases left in float (ONNX Runtime: QuantizeBias=False)")
+            continue
         scale = consts.get(node.input[1]) if len(node.input) > 1 else None
         if scale is not None and (not np.isfinite(scale).all() or (scale <= 0).any()):
             problems.append(f"{label}: scales must be positive and finite")
@@ -100,10 +121,6 @@ def check_qdq_for_tensorrt(model) -> dict[str, Any]:
         zp = consts.get(zp_name)
         if zp is None:
             problems.append(f"{label}: zero point {zp_name!r} is not a constant")
-            continue
-        if zp.dtype == np.int32:
-            problems.append(f"{label}: int32 (bias) quantization; TensorRT needs biases left in "
-                            "float (ONNX Runtime: QuantizeBias=False)")
         elif zp.dtype != np.int8:
             problems.append(f"{label}: {zp.dtype} quantization (TensorRT needs signed int8)")
         elif np.any(zp != 0):
@@ -114,44 +131,57 @@ def check_qdq_for_tensorrt(model) -> dict[str, Any]:
         if node.op_type not in WEIGHTED_OPS:
             continue
         label = node.name or node.output[0]
+        must = allow_float is not None and node.name not in allow_float
         feeds = [producers.get(i) for i in node.input[:2]]
-        if all(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
-            quantized.append(label)
-        else:
+        if not all(f is not None and f.op_type == "DequantizeLinear" for f in feeds):
             float_layers.append(label)
+            if must:
+                problems.append(f"{label} ({node.op_type}): its input or weight has no "
+                                "DequantizeLinear")
             continue
-        weight_dq = feeds[1]
+        quantized.append(label)
+        data_dq, weight_dq = feeds
+        if must and data_dq.input[0] not in consts and (
+                (q := producers.get(data_dq.input[0])) is None or q.op_type != "QuantizeLinear"):
+            problems.append(f"{label} ({node.op_type}): its input's DequantizeLinear is not fed "
+                            "by a QuantizeLinear")
         scale = consts.get(weight_dq.input[1])
+        weight = consts.get(weight_dq.input[0])
+        if weight is None and (q := producers.get(weight_dq.input[0])) is not None:
+            weight = consts.get(q.input[0])
         if scale is None or scale.size <= 1:
+            if must:
+                problems.append(f"{label} ({node.op_type}): weight scales are not per channel")
             continue
         per_channel += 1
-        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
-        weight = consts.get(weight_dq.input[0])
-        rank = weight.ndim if weight is not None else 2
-        axis = axis % rank if rank else axis
-        if node.op_type == "Conv":
-            want = 0
-        elif node.op_type == "ConvTranspose":
-            want = 1
-        elif node.op_type == "Gemm":
-            want = 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
-        else:
-            want = rank - 1
+        ndim = weight.ndim if weight is not None else 2
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1) % ndim
+        want = _output_axis(node.op_type, node, ndim)
         if axis != want:
             problems.append(f"{label}: per-channel weight scales on axis {axis}, TensorRT needs "
                             f"the output-channel axis {want}")
+        elif weight is not None and scale.size != weight.shape[want]:
+            problems.append(f"{label}: {scale.size} weight scales for {weight.shape[want]} "
+                            "output channels")
     if not counts["QuantizeLinear"] and not counts["DequantizeLinear"]:
         problems.append("no QuantizeLinear/DequantizeLinear nodes: this is not a QDQ model")
+    return problems, {"quantize_nodes": counts["QuantizeLinear"],
+                      "dequantize_nodes": counts["DequantizeLinear"],
+                      "per_channel_weights": per_channel, "quantized_layers": quantized,
+                      "float_layers": float_layers}
+
+
+def check_qdq_for_tensorrt(model) -> dict[str, Any]:
+    """`tensorrt_qdq_problems`'s summary of a QDQ model TensorRT will build from; raises
+    InputError listing the violations."""
+    problems, summary = tensorrt_qdq_problems(model)
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise InputError("this QDQ model is not what TensorRT's explicit quantization accepts: "
                          + "; ".join(problems[:5]) + more,
                          hint="quantize again for TensorRT: edgekit compress MODEL.pt --int8 "
                          "--for tensorrt (signed int8, symmetric, per-channel weights)")
-    return {"quantize_nodes": counts["QuantizeLinear"],
-            "dequantize_nodes": counts["DequantizeLinear"],
-            "per_channel_weights": per_channel, "quantized_layers": quantized,
-            "float_layers": float_layers}
+    return summary
 
 
 def find_tensorrt_qdq(folder: Path) -> Path | None:

@@ -130,16 +130,14 @@ def test_budget_loop_keeps_the_sensitive_layer_float(lenet5: Path, tmp_path: Pat
 def test_tensorrt_flavour_on_a_gru_hybrid(zoo_checkpoint, tmp_path: Path) -> None:
     import onnx
 
-    from edgekit.quant.report import tensorrt_problems
+    from edgekit.targets.tensorrt import check_qdq_for_tensorrt, tensorrt_qdq_problems
 
     proc = edgekit("compress", str(zoo_checkpoint("cnn_gru")), "--int8", "--for", "tensorrt",
                    "--calib", str(CALIB), "--calib-size", "256", "--eval", "fashion-mnist:test",
                    "--eval-limit", "1000", "--max-drop", "1.0", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     path = tmp_path / "model.int8.trt.onnx"
-    assert tensorrt_problems(onnx.load(str(path))) == []
-    from edgekit.targets.tensorrt import check_qdq_for_tensorrt  # the TensorRT target's own check
-
+    assert tensorrt_qdq_problems(onnx.load(str(path)), allow_float=())[0] == []
     checked = check_qdq_for_tensorrt(onnx.load(str(path)))
     assert len(checked["quantized_layers"]) == 3 and checked["per_channel_weights"] == 3
     record = stage(tmp_path, "quantize-tensorrt")

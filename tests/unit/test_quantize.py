@@ -189,7 +189,8 @@ def test_onnxruntime_flavour(prepared: Path, calib_x: np.ndarray, tmp_path: Path
     import onnx
 
     from edgekit.io.onnxfile import spec_from_onnx
-    from edgekit.quant.report import analyze_qdq, tensorrt_problems
+    from edgekit.quant.report import analyze_qdq
+    from edgekit.targets.tensorrt import tensorrt_qdq_problems
     from edgekit.validate.accuracy import fidelity
 
     path = _quantized(prepared, calib_x, tmp_path, "onnxruntime")
@@ -207,7 +208,7 @@ def test_onnxruntime_flavour(prepared: Path, calib_x: np.ndarray, tmp_path: Path
     producer = {o: n for n in model.graph.node for o in n.output}["logits"]
     assert producer.op_type == "Gemm"
     # uint8 activations and int32 biases: fine for ONNX Runtime, not for TensorRT.
-    assert any("int32" in p for p in tensorrt_problems(model))
+    assert any("int32" in p for p in tensorrt_qdq_problems(model)[0])
     measured = fidelity(ort_run(tmp_path / "m.onnx", calib_x), ort_run(path, calib_x))
     assert measured["cosine"] > 0.99 and measured["top1_agreement"] > 0.9
 
@@ -216,11 +217,11 @@ def test_tensorrt_flavour_properties(prepared: Path, calib_x: np.ndarray, tmp_pa
     import onnx
     from onnx import numpy_helper
 
-    from edgekit.quant.report import tensorrt_problems
+    from edgekit.targets.tensorrt import tensorrt_qdq_problems
 
     path = _quantized(prepared, calib_x, tmp_path, "tensorrt")
     model = onnx.load(str(path))
-    assert tensorrt_problems(model) == []
+    assert tensorrt_qdq_problems(model, allow_float=())[0] == []
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
