@@ -119,9 +119,6 @@ def _recorded_model_name(path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------- compress
-TORCH_STEP_ORDER = ("prune", "dwsep", "distill")
-
-
 def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> dict[str, Any]:
     """Run torch steps on `bundle`, export the result to ONNX (the fp32 reference), then run ONNX
     steps (quantize) on it. Everything lands in ctx.out_dir with one manifest stage per step.

@@ -152,6 +152,7 @@ def _check_steps(recipe: Recipe, where: str) -> None:
     from edgekit.passes.base import PASS_MODULES, get_pass
 
     seen_onnx = None
+    seen: set[str] = set()
     for i, step in enumerate(recipe.steps):
         if len(step) != 1:
             raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
@@ -169,6 +170,11 @@ def _check_steps(recipe: Recipe, where: str) -> None:
                               f"edgekit ({exc})", hint="install edgekit[torch], or drop the step") \
                 from None
         validate(cls.Config, dict(cfg or {}), f"{where}: steps[{i}].{name}")
+        if name == "prune" and "dwsep" in seen:
+            raise ConfigError(f"{where}: steps[{i}]: prune comes after dwsep",
+                              hint="prune first, then dwsep: Torch-Pruning cannot prune the "
+                                   "depthwise convs dwsep makes (rank > 1); reorder the steps")
+        seen.add(name)
         if cls.kind == "onnx":
             seen_onnx = name
         elif seen_onnx:

@@ -24,7 +24,7 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None}
         steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
     if opts["dwsep"]:
-        cfg = {"rank": opts["dwsep_rank"], "include": list(opts["dwsep_include"]) or None,
+        cfg = {"rank": opts["dwsep_rank"], "max_error": opts["dwsep_max_error"], "include": list(opts["dwsep_include"]) or None,
                "exclude": list(opts["dwsep_exclude"]) or None}
         steps.append(("dwsep", {k: v for k, v in cfg.items() if v is not None}))
     if steps or opts["distill_epochs"] is not None:
@@ -39,6 +39,14 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return steps
 
 
+def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | str | None:
+    if value is None or value in ("auto", "full"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not a positive integer, 'auto' or 'full'")
+
+
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -51,7 +59,11 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 @click.option("--prune-ignore", multiple=True,
               help="Never prune this layer's outputs (module name or glob; repeatable).")
 @click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
-@click.option("--dwsep-rank", type=int, default=None, help="Channel multiplier r of the depthwise conv.")
+@click.option("--dwsep-rank", default=None, metavar="R|auto|full", callback=_rank,
+              help="Channel multiplier r of the depthwise conv (1, the MobileNet form, by "
+              "default); auto: per layer the smallest r within --dwsep-max-error.")
+@click.option("--dwsep-max-error", type=float, default=None,
+              help="Rank auto: largest relative output error of a layer's init (default 0.10).")
 @click.option("--dwsep-include", multiple=True, help="Only convs whose name matches (glob).")
 @click.option("--dwsep-exclude", multiple=True, help="Skip convs whose name matches (glob).")
 @click.option("--distill-epochs", type=int, default=None,

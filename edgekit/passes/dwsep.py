@@ -45,6 +45,7 @@ from edgekit.passes.dwsep_factor import (
     DepthwiseSeparable,
     collect_moments,
     max_rank,
+    rank_error,
     set_module,
 )
 
@@ -118,9 +119,14 @@ def replay_dwsep(model: nn.Module, step: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- which layers
 class DwsepConfig(PassConfig):
-    rank: Annotated[int, Field(ge=1)] | Literal["full"] = Field(
+    rank: Annotated[int, Field(ge=1)] | Literal["full", "auto"] = Field(
         1, description="channel multiplier r of the depthwise conv; 1 is the MobileNet form, "
-                       "'full' = min(out, k²) per layer (exact, but saves no MACs)")
+                       "'full' = min(out, k²) per layer (exact, but saves no MACs), 'auto' = "
+                       "per layer the smallest r whose initialisation is within max_error "
+                       "(needs --train)")
+    max_error: float = Field(
+        0.10, gt=0, lt=1, description="rank 'auto': the largest relative RMS output error of a "
+                                      "layer's initialisation on training images")
     include: list[str] | None = Field(
         None, description="module-name glob patterns; only matching convs (or convs inside "
                           "matching modules) are considered")
@@ -187,19 +193,11 @@ def _check_patterns(model: nn.Module, convs: list[str], patterns: list[str], whi
 
 def _output_pixels(model: nn.Module, spec: Any, convs: dict[str, nn.Conv2d]) -> dict[str, int]:
     """Output H·W of each conv at the spec's input size (one forward pass on zeros)."""
+    from edgekit.passes.stats import probe
+
     pixels: dict[str, int] = {}
-    handles = [conv.register_forward_hook(
-        lambda _m, _i, out, name=name: pixels.__setitem__(name, out.shape[-2] * out.shape[-1]))
-        for name, conv in convs.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *spec.shape[1:]))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    probe(model, spec, [(conv, lambda _m, _i, out, name=name: pixels.__setitem__(
+        name, out.shape[-2] * out.shape[-1])) for name, conv in convs.items()])
     return pixels
 
 
@@ -218,7 +216,8 @@ def plan_layers(model: nn.Module, spec: Any, cfg: DwsepConfig) -> list[LayerPlan
     too_large: list[str] = []
     for name in selected:
         conv = convs[name]
-        rank = max_rank(conv) if cfg.rank == "full" else cfg.rank
+        # 'auto' is planned at r = 1 (the largest saving); apply picks the rank per layer
+        rank = {"full": max_rank(conv), "auto": 1}.get(cfg.rank, cfg.rank)
         plan = LayerPlan(name, conv.in_channels, conv.out_channels, tuple(conv.kernel_size),
                          pixels.get(name, 0), rank, replace=False)
         if conv.groups != 1:
@@ -261,6 +260,11 @@ class DwsepPass(Pass):
 
     def check(self, bundle: Any, ctx: PassContext) -> None:
         plan_layers(bundle.model, bundle.spec, self.config)
+        if self.config.rank == "auto" and ctx.train_source is None:
+            raise ConfigError("dwsep rank 'auto' measures each layer's output error on training "
+                              "images, and no --train was given",
+                              hint="pass --train fashion-mnist:train (or your own source), or a "
+                                   "fixed --dwsep-rank (1 is the MobileNet form)")
 
     def apply(self, bundle: Any, ctx: PassContext) -> Any:
         from edgekit.passes.stats import model_cost
@@ -273,19 +277,23 @@ class DwsepPass(Pass):
             if not plan.replace and (cfg.include or not plan.reason.startswith(("1×1", "already"))):
                 ctx.add_row(step="dwsep", layer=plan.name, note=f"kept: {plan.reason}")
         chosen = [p for p in plans if p.replace]
+        refine_init = cfg.init == "svd+data" and activation == "none"
+        moments = self._moments(model, bundle.spec, chosen, ctx) if chosen else {}
+        if cfg.rank == "auto" and chosen:
+            chosen = self._choose_ranks(model, chosen, moments, refine_init, ctx)
         if not chosen:
             note = ("no conv to substitute: nothing changed" if plans else
                     "no conv layer selected: nothing changed")
             print(f"dwsep: {note}", file=sys.stderr)
             ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), replaced=0, note=note)
             return bundle
-        moments = self._moments(model, bundle.spec, chosen, activation, ctx)
+        init_moments = moments if refine_init else {}
         macs_before = macs_after = 0
         for plan in chosen:
             conv = model.get_submodule(plan.name)
             module, info = DepthwiseSeparable.from_conv(
                 conv, plan.rank, bn=cfg.bn, activation=activation,
-                moments=moments.get(plan.name), iterations=cfg.init_iterations)
+                moments=init_moments.get(plan.name), iterations=cfg.init_iterations)
             set_module(model, plan.name, module)
             bundle.surgery.append(surgery_record(plan.name, module))
             macs_before += plan.macs_before
@@ -309,12 +317,49 @@ class DwsepPass(Pass):
                          f"{macs_before / max(macs_after, 1):.1f}× fewer")
         return bundle
 
-    def _moments(self, model: nn.Module, spec: Any, chosen: list[LayerPlan], activation: str,
-                 ctx: PassContext) -> dict[str, Any]:
-        """Input-patch moments of the chosen convs on training images, for the svd+data init
-        ({} when that init does not apply: asked for svd, no --train, an activation between)."""
+    def _choose_ranks(self, model: nn.Module, plans: list[LayerPlan], moments: dict[str, Any],
+                      refine_init: bool, ctx: PassContext) -> list[LayerPlan]:
+        """Rank 'auto': per layer the smallest r (among those that save MACs) whose
+        initialisation error is at most max_error; a layer no such r fits is kept, and said so.
+        The error is the output error on training images where the conv's moments fit in
+        memory (in·k² ≤ MAX_REFINE_FEATURES), else the SVD's weight error."""
         cfg: DwsepConfig = self.config
-        if cfg.init != "svd+data" or activation != "none" or ctx.train_source is None:
+        kept: list[LayerPlan] = []
+        for plan in plans:
+            conv = model.get_submodule(plan.name)
+            weight = conv.weight.detach().to(torch.float64)
+            bias = conv.bias.detach().to(torch.float64) if conv.bias is not None else None
+            layer_moments = moments.get(plan.name)
+            measure = "output error" if layer_moments is not None else "weight error"
+            tried: list[str] = []
+            for rank in range(1, max_rank(conv) + 1):
+                plan.rank = rank
+                saving = 1 - plan.macs_after / plan.macs_before
+                if saving <= 0 or saving < cfg.min_macs_saving:
+                    break
+                error = rank_error(weight, bias, rank, layer_moments, refine_init=refine_init,
+                                   iterations=cfg.init_iterations)
+                tried.append(f"r={rank} {error:.3f}")
+                if error <= cfg.max_error:
+                    kept.append(plan)
+                    ctx.add_row(step="dwsep", layer=plan.name,
+                                note=f"rank auto: r={rank} ({measure} {', '.join(tried)}; "
+                                     f"max_error {cfg.max_error})")
+                    break
+            if plan not in kept:
+                ctx.add_row(step="dwsep", layer=plan.name,
+                            note=f"kept: no rank that saves MACs has its {measure} within "
+                                 f"max_error {cfg.max_error} ({', '.join(tried) or 'none tried'})")
+        return kept
+
+    def _moments(self, model: nn.Module, spec: Any, chosen: list[LayerPlan],
+                 ctx: PassContext) -> dict[str, Any]:
+        """Input-patch moments of the chosen convs on training images, for the svd+data init and
+        rank 'auto' ({} when neither applies or there is no --train)."""
+        cfg: DwsepConfig = self.config
+        activation = cfg.activation or ("relu" if cfg.bn else "none")
+        wanted = cfg.rank == "auto" or (cfg.init == "svd+data" and activation == "none")
+        if not wanted or ctx.train_source is None:
             return {}
         convs = {p.name: model.get_submodule(p.name) for p in chosen
                  if p.in_channels * p.kernel[0] * p.kernel[1] <= MAX_REFINE_FEATURES}

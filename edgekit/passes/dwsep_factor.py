@@ -240,16 +240,16 @@ def collect_moments(model: nn.Module, convs: dict[str, nn.Conv2d], x: np.ndarray
             acc[2] += len(rows)
         return record
 
-    handles = [conv.register_forward_hook(hook(name, conv)) for name, conv in convs.items()]
+    from edgekit.passes.stats import forward_hooks
+
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with forward_hooks((conv, hook(name, conv)) for name, conv in convs.items()), \
+                torch.no_grad():
             for start in range(0, len(x), batch_size):
                 model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     moments = {}
     for name, (total, outer, count) in sums.items():
@@ -309,6 +309,23 @@ def refine(weight: torch.Tensor, bias: torch.Tensor | None, depthwise: torch.Ten
     new_bias = (bias if bias is not None else torch.zeros(out_c, dtype=torch.float64)) \
         + (w - approx) @ moments.mean
     return (d.reshape(in_c * rank, 1, kh, kw), p.reshape(out_c, in_c * rank, 1, 1), new_bias)
+
+
+def rank_error(weight: torch.Tensor, bias: torch.Tensor | None, rank: int,
+               moments: PatchMoments | None, *, refine_init: bool = True,
+               iterations: int = 10) -> float:
+    """How far the rank-r initialisation of a conv (weight, bias in float64) is from it: the
+    relative RMS output error on the moments' data, after refinement when `refine_init`, or,
+    without moments, the truncated SVD's relative weight error."""
+    depthwise, pointwise, svd_error = factorize(weight, rank)
+    if moments is None:
+        return svd_error
+    new_bias = bias
+    if refine_init:
+        depthwise, pointwise, new_bias = refine(weight, bias, depthwise, pointwise, moments,
+                                                iterations)
+    approx = compose(depthwise.to(torch.float64), pointwise.to(torch.float64), weight.shape)
+    return output_error(weight, bias, approx, new_bias, moments)
 
 
 def output_error(weight: torch.Tensor, bias: torch.Tensor | None, approx: torch.Tensor,

@@ -93,15 +93,12 @@ def find_classifier(model: Any, example: Any) -> Any:
     import torch
     from torch import nn
 
+    from edgekit.passes.stats import forward_hooks
+
     order: list[Any] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
-               for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, lambda mod, _i, _o: order.append(mod)) for m in model.modules()
+                       if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)), torch.no_grad():
+        model(example)
     return order[-1] if order else None
 
 

@@ -7,7 +7,34 @@ and element-wise ops are not counted (they fold away or are memory-bound)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[Any, Callable[..., Any]]]) -> Iterator[None]:
+    """Forward hooks `(module, hook)` registered for the duration of the block."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def probe(model: Any, spec: Any, hooks: Iterable[tuple[Any, Callable[..., Any]]]) -> None:
+    """One forward pass of a zero sample of `spec`'s shape (batch 1) in eval mode, without
+    gradients, with `hooks` attached; the model's train/eval mode is restored after."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with forward_hooks(hooks), torch.no_grad():
+            model(torch.zeros(1, *spec.shape[1:]))
+    finally:
+        model.train(was_training)
 
 
 def model_cost(model: Any, spec: Any) -> dict[str, int]:
@@ -44,22 +71,14 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
             total += per_step * dirs
         counts["macs"] += total * steps
 
-    handles = []
+    hooks = []
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
+            hooks.append((m, conv_hook))
         elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
+            hooks.append((m, linear_hook))
         elif isinstance(m, nn.RNNBase):
-            handles.append(m.register_forward_hook(rnn_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *spec.shape[1:]))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+            hooks.append((m, rnn_hook))
+    probe(model, spec, hooks)
     params = sum(p.numel() for p in model.parameters())
     return {"macs": int(counts["macs"]), "conv_macs": int(counts["conv_macs"]), "params": int(params)}

@@ -121,13 +121,23 @@ def test_no_candidate_conv_changes_nothing_and_exits_0(untrained, small_train, t
     (["--dwsep-include", "fc1"], "not a Conv2d"),
     (["--dwsep-exclude", "conv3"], "matches no conv layer"),
     (["--dwsep-rank", "26"], "larger than possible"),
+    (["--dwsep-rank", "half"], "not a positive integer, 'auto' or 'full'"),
 ])
 def test_bad_dwsep_flags_exit_2_and_write_nothing(untrained, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
     code, _, err = run_cli(["compress", untrained("lenet5"), "--dwsep", *flags,
                             "--train", "unused.npz", "-o", out], capsys)
     assert code == 2
-    assert message in err and "hint:" in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err
+    assert "hint:" in err or "Usage:" in err
+    assert not out.exists()
+
+
+def test_auto_rank_without_training_data_exits_2(untrained, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compress", untrained("lenet5"), "--dwsep", "--dwsep-rank", "auto",
+                            "--distill-epochs", 0, "-o", out], capsys)
+    assert code == 2 and "no --train was given" in err and "hint:" in err
     assert not out.exists()
 
 

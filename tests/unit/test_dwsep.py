@@ -20,6 +20,7 @@ from edgekit.passes.dwsep_factor import (  # noqa: E402
     conv_patches,
     factorize,
     max_rank,
+    rank_error,
 )
 from edgekit.passes.stats import model_cost  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
@@ -210,6 +211,69 @@ def test_pass_refines_on_training_images_and_falls_back_without(tmp_path):
     assert next(r for r in rows if r.get("layer") == "conv2")["init"] == "svd"  # relu between
 
 
+def _train_npz(tmp_path, n: int = 64):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((n, 28, 28)) ** 3 * 255).astype(np.uint8)
+    np.savez(tmp_path / "train.npz", x=images, y=np.arange(n) % 10)
+    return str(tmp_path / "train.npz")
+
+
+def test_rank_error_falls_with_rank_and_is_the_svd_tail_without_data():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 12, 3).double()
+    x = torch.randn(8, 4, 12, 12, dtype=torch.float64)
+    moments = collect_moments(conv, {"c": conv}, x.numpy())["c"]
+    weight, bias = conv.weight.detach(), conv.bias.detach()
+    errors = [rank_error(weight, bias, r, moments) for r in range(1, max_rank(conv) + 1)]
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(errors, errors[1:]))
+    assert errors[0] > 0.1 and errors[-1] < 1e-9
+    assert rank_error(weight, bias, 2, None) == pytest.approx(factorize(weight, 2)[2])
+    # without refinement the output error of the plain SVD init is larger, never smaller
+    assert rank_error(weight, bias, 2, moments, refine_init=False) >= errors[1] - 1e-12
+
+
+def test_auto_rank_picks_the_smallest_rank_within_max_error(tmp_path):
+    train = _train_npz(tmp_path)
+    torch.manual_seed(0)
+    bundle, rows = run_pass(LeNet5().eval(), train_source=train, init_images=32, rank="auto",
+                            max_error=0.3)
+    (record,) = bundle.surgery
+    rank = record["rank"]
+    note = next(r["note"] for r in rows if r.get("layer") == "conv2" and "note" in r)
+    errors = [float(part.split()[-1]) for part in note.split("(")[1].split(";")[0].split(", ")]
+    assert note.startswith(f"rank auto: r={rank} (output error") and len(errors) == rank
+    assert errors[-1] <= 0.3 and all(e > 0.3 for e in errors[:-1])
+    replaced = next(r for r in rows if r.get("r") is not None)
+    assert replaced["r"] == rank and replaced["output_error"] <= 0.3
+    # the same images and a tighter bound need at least as high a rank
+    torch.manual_seed(0)
+    tighter, _ = run_pass(LeNet5().eval(), train_source=train, init_images=32, rank="auto",
+                          max_error=0.05)
+    assert not tighter.surgery or tighter.surgery[0]["rank"] >= rank
+
+
+def test_auto_rank_keeps_a_layer_no_saving_rank_fits(tmp_path):
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    bundle, rows = run_pass(model, train_source=_train_npz(tmp_path), init_images=32,
+                            rank="auto", max_error=1e-6)
+    assert bundle.surgery == []
+    assert all(torch.equal(state[k], v) for k, v in bundle.model.state_dict().items())
+    kept = next(r for r in rows if r.get("layer") == "conv2")
+    assert kept["note"].startswith("kept: no rank that saves MACs") and "r=1 " in kept["note"]
+    assert rows[-1]["replaced"] == 0
+
+
+def test_auto_rank_without_training_data_is_an_input_error():
+    bundle = ModelBundle(LeNet5(), GREY, "edgekit.zoo:lenet5")
+    with pytest.raises(ConfigError, match="no --train") as info:
+        get_pass("dwsep")({"rank": "auto"}).check(bundle, PassContext(out_dir="unused"))
+    assert info.value.exit_code == 2
+
+
 # ---------------------------------------------------------------- selection and report
 def test_lenet5_replaces_conv2_and_says_why_conv1_stays():
     model = LeNet5().eval()
@@ -294,7 +358,8 @@ def test_bad_config_is_an_input_error(config, message):
 
 
 @pytest.mark.parametrize("config", [{"rank": 0}, {"rank": "half"}, {"min_macs_saving": 1.5},
-                                    {"ranks": 2}, {"activation": "gelu"}])
+                                    {"ranks": 2}, {"activation": "gelu"},
+                                    {"rank": "auto", "max_error": 0}])
 def test_invalid_config_values(config):
     with pytest.raises(ConfigError) as info:
         get_pass("dwsep")(config)

@@ -92,6 +92,7 @@ def test_bad_values_fail_before_running(tmp_path):
         (_with(model={}), "name a model"),
         (_with(steps=[{"prune": {"ratio": 1.5}}]), "steps[0].prune: ratio"),
         (_with(steps=[{"quantize": {}}, {"prune": {"ratio": 0.3}}]), "prune comes after quantize"),
+        (_with(steps=[{"dwsep": {}}, {"prune": {"ratio": 0.3}}]), "prune comes after dwsep"),
         (_with(steps=[{"prune": {}, "dwsep": {}}]), "must name one step"),
         (_with(devices=["no-such-device"]), "no device profile"),
         (_with(exports=[{"target": "coreml"}]), "exports.0.target"),
