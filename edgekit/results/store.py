@@ -113,7 +113,7 @@ class ResultsStore:
                                     isolation_level=None, check_same_thread=False)
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         try:
-            self._check_or_init()
+            self._init_with_retries()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise InputError(f"{self.path} is not a usable edgekit results store ({exc})",
@@ -127,9 +127,33 @@ class ResultsStore:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         return {r[0] for r in rows if not r[0].startswith("sqlite_")}
 
+    def _init_with_retries(self) -> None:
+        """`_check_or_init`, retried while another process holds the lock: switching to WAL
+        needs the file to itself, and SQLite answers that with "database is locked" at once
+        rather than through the busy timeout."""
+        import time
+
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._check_or_init()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                if self.conn.in_transaction:
+                    self.conn.rollback()
+                time.sleep(0.05)
+
     def _check_or_init(self) -> None:
-        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = self._tables()
+        # One read transaction, so both come from the same snapshot: read apart, another process
+        # initialising the file in between would show tables without the application id.
+        self.conn.execute("BEGIN")
+        try:
+            app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = self._tables()
+        finally:
+            self.conn.execute("COMMIT")
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise InputError(f"{self.path} is an SQLite file but not an edgekit results store",
                              hint="choose another file; edgekit never overwrites it")
