@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import ROOT, md_table, time_alternating, write_results
 
 WORK = ROOT / ".cache" / "bench-dwsep"
 THREADS = 2
@@ -88,26 +88,6 @@ def export_both(bundles: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return paths
 
 
-def time_alternating(runners: dict[str, Any], x) -> dict[str, dict[str, Any]]:
-    import numpy as np
-
-    from edgekit.validate.latency import latency_stats
-
-    samples: dict[str, list[float]] = {label: [] for label in runners}
-    durations = dict.fromkeys(runners, 0.0)
-    for _ in range(ROUNDS):
-        for label, runner in runners.items():
-            stats = runner.measure_latency(x, protocol())
-            samples[label] += list(stats["samples_ms"])
-            durations[label] += stats["duration_s"]
-    out = {}
-    for label in runners:
-        stats = latency_stats(np.asarray(samples[label]), len(x), duration_s=durations[label],
-                              protocol=protocol())
-        out[label] = {k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "count")}
-    return out
-
-
 def main() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import numpy as np
@@ -126,12 +106,12 @@ def main() -> dict[str, Any]:
     ort = get_runner("onnxruntime")
     latency["onnxruntime"] = time_alternating(
         {label: ort(p["onnx"], IMAGENET_SPEC, threads=THREADS,
-                    options={"providers": ["CPUExecutionProvider"]}) for label, p in paths.items()}, x)
+                    options={"providers": ["CPUExecutionProvider"]}) for label, p in paths.items()}, x, protocol(), ROUNDS)
     if all("openvino" in p for p in paths.values()):
         ov = get_runner("openvino")
         latency["openvino"] = time_alternating(
             {label: ov(p["openvino"], IMAGENET_SPEC, threads=THREADS) for label, p in paths.items()},
-            x)
+            x, protocol(), ROUNDS)
     costs = pair["costs"]
     conv_ratio = costs["original"]["conv_macs"] / costs["dwsep"]["conv_macs"]
     env = capture_environment()

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import ROOT, md_table, time_alternating, write_results
 
 WORK = ROOT / ".cache" / "bench-int8"
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
@@ -145,7 +145,6 @@ def run_model(name: str) -> dict[str, Any]:
     from edgekit.runtimes.openvino import OpenVinoRunner
     from edgekit.runtimes.ort import OrtRunner
     from edgekit.validate.accuracy import fidelity
-    from edgekit.validate.latency import latency_stats
 
     torch.manual_seed(0)
     folder = WORK / name
@@ -185,22 +184,10 @@ def run_model(name: str) -> dict[str, Any]:
     reference = runners["ORT fp32"].predict(check_x, batch_size=16)
     agreement = {label: fidelity(reference, r.predict(check_x, batch_size=16))
                  for label, r in runners.items()}
-    x = check_x[:1]
-    samples: dict[str, list[float]] = {label: [] for label in runners}
-    durations = dict.fromkeys(runners, 0.0)
-    order = list(runners)
-    rng = np.random.default_rng(0)
-    for _ in range(ROUNDS):
-        rng.shuffle(order)  # no artifact always runs right after the same other one
-        for label in order:
-            runner = runners[label]
-            stats = runner.measure_latency(x, protocol())
-            samples[label] += list(stats["samples_ms"])
-            durations[label] += stats["duration_s"]
+    latency = time_alternating(runners, check_x[:1], protocol(), ROUNDS, shuffle_seed=0)
     rows = {}
     for label in runners:
-        stats = latency_stats(np.asarray(samples[label]), 1, duration_s=durations[label],
-                              protocol=protocol())
+        stats = latency[label]
         rows[label] = {"runtime": paths[label][1], "p50_ms": stats["p50_ms"],
                        "min_ms": stats["min_ms"],
                        "p90_ms": stats["p90_ms"], "p99_ms": stats["p99_ms"],

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import ROOT, md_table, time_alternating, write_results
 
 WORK = ROOT / ".cache" / "bench-prune"
 ZOO = ROOT / ".cache" / "zoo"
@@ -64,7 +64,6 @@ def latency_pair(name: str) -> dict[str, Any]:
     from edgekit.passes.stats import model_cost
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.ort import OrtRunner
-    from edgekit.validate.latency import latency_stats
 
     torch.manual_seed(0)
     arch = f"torchvision.models:{name}"
@@ -83,22 +82,11 @@ def latency_pair(name: str) -> dict[str, Any]:
         runners[label] = OrtRunner(art.path, IMAGENET_SPEC, threads=THREADS,
                                    options={"providers": ["CPUExecutionProvider"]})
         costs[label] = {**model_cost(m, IMAGENET_SPEC), "onnx_bytes": art.path.stat().st_size}
-    x = parity_x[:1]
-    samples: dict[str, list[float]] = {"unpruned": [], "pruned": []}
-    durations = {"unpruned": 0.0, "pruned": 0.0}
-    for _ in range(ROUNDS):
-        for label in ("unpruned", "pruned"):
-            stats = runners[label].measure_latency(x, protocol())
-            samples[label] += list(stats["samples_ms"])
-            durations[label] += stats["duration_s"]
+    latency = time_alternating(runners, parity_x[:1], protocol(), ROUNDS)
     out: dict[str, Any] = {"model": name, "prune_seconds": prune_s,
                            "skipped": result.skipped, "pruned_layers": len(result.pruned)}
     for label in ("unpruned", "pruned"):
-        stats = latency_stats(np.asarray(samples[label]), 1, duration_s=durations[label],
-                              protocol=protocol())
-        out[label] = {**costs[label], "p50_ms": stats["p50_ms"], "p90_ms": stats["p90_ms"],
-                      "p99_ms": stats["p99_ms"], "min_ms": stats["min_ms"],
-                      "count": stats["count"]}
+        out[label] = {**costs[label], **latency[label]}
     out["speedup_p50"] = out["unpruned"]["p50_ms"] / out["pruned"]["p50_ms"]
     out["speedup_min"] = out["unpruned"]["min_ms"] / out["pruned"]["min_ms"]
     out["macs_ratio"] = out["unpruned"]["macs"] / out["pruned"]["macs"]

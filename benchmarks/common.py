@@ -34,3 +34,32 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def time_alternating(runners: dict[str, Any], x: Any, protocol: Any, rounds: int = 3,
+                     shuffle_seed: int | None = None) -> dict[str, dict[str, Any]]:
+    """Latency of every runner on `x`, measured in `rounds` alternating runs (a, b, c, a, b, c,
+    ...; reshuffled each round when `shuffle_seed` is given, so no runner always follows the same
+    other one), so a load change on the machine hits them all alike. Each runner's statistics
+    come from all its samples: {label: {p50_ms, p90_ms, p99_ms, min_ms, count}}."""
+    import numpy as np
+
+    from edgekit.validate.latency import latency_stats
+
+    samples: dict[str, list[float]] = {label: [] for label in runners}
+    durations = dict.fromkeys(runners, 0.0)
+    order = list(runners)
+    rng = np.random.default_rng(shuffle_seed)
+    for _ in range(rounds):
+        if shuffle_seed is not None:
+            rng.shuffle(order)
+        for label in order:
+            stats = runners[label].measure_latency(x, protocol)
+            samples[label] += list(stats["samples_ms"])
+            durations[label] += stats["duration_s"]
+    out = {}
+    for label in runners:
+        stats = latency_stats(np.asarray(samples[label]), len(x), duration_s=durations[label],
+                              protocol=protocol)
+        out[label] = {k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "count")}
+    return out

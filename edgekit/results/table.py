@@ -35,57 +35,69 @@ def row(record: dict[str, Any]) -> list[str]:
     ]
 
 
-def print_records(records: list[dict[str, Any]], title: str = "") -> None:
+LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details")
+
+
+def _print_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]], title: str,
+                 width: int = 200) -> None:
+    """A rich table on the terminal (full width there, `width` columns when piped)."""
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "format", "precision", "runtime")
-                         else "right")
-    for r in records:
-        table.add_row(*row(r))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for col in columns:
+        table.add_column(col, justify="left" if col in LEFT else "right")
+    for cells in cell_rows:
+        table.add_row(*cells)
+    Console(width=None if sys.stdout.isatty() else width).print(table)
 
 
-def markdown(records: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row(r)) + " |" for r in records]
+def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in cell_rows]
     return "\n".join(lines) + "\n"
 
 
+def print_records(records: list[dict[str, Any]], title: str = "") -> None:
+    _print_table(COLUMNS, [row(r) for r in records], title)
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    return _markdown_table(COLUMNS, [row(r) for r in records])
+
+
+COMPRESS_COLUMNS = ("step", "layer", "macs", "params", "top1")
+
+
 def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
-    """One row per step: params, MACs, top-1 (and whatever else a step reports)."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    table = Table(title=title)
-    for k in keys:
-        table.add_column(k)
+    """One row per step (and per layer a step reports on): MACs and params with their ratio to
+    the original, top-1, and everything else the step said as `key value` details."""
     base = rows[0] if rows else {}
-    for r in rows:
-        cells = []
-        for k in keys:
-            v = r.get(k)
-            if v is None:
-                cells.append("-")
-            elif k in ("macs", "params", "conv_macs") and base.get(k):
-                cells.append(f"{v:,} ({base[k] / max(v, 1):.2f}×↓)" if r is not base else f"{v:,}")
-            elif isinstance(v, float):
-                cells.append(f"{v:.4f}")
-            elif isinstance(v, list | tuple):
-                cells.append(str(len(v)))  # e.g. prune's skipped layers: the count here
-            else:
-                cells.append(str(v))
-        table.add_row(*cells)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        v = r.get(k)
+        if v is None:
+            return "-"
+        if k in ("macs", "params") and base.get(k) and r is not base:
+            return f"{v:,} ({base[k] / max(v, 1):.2f}×↓)"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        if isinstance(v, list | tuple):
+            return str(len(v))  # e.g. prune's skipped layers: the count here
+        return str(v)
+
+    def details(r: dict[str, Any]) -> str:
+        rest = [f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {cell(r, k)}" for k in r
+                if k not in COMPRESS_COLUMNS and k not in ("note", "conv_macs")]
+        return "; ".join(rest + ([str(r["note"])] if r.get("note") else []))
+
+    columns = (*COMPRESS_COLUMNS, "details")
+    _print_table(columns, [[*(cell(r, k) for k in COMPRESS_COLUMNS), details(r)] for r in rows],
+                 title)
 
 
 # ---------------------------------------------------------------- validation (gate) tables
@@ -110,24 +122,14 @@ def gate_row(record: dict[str, Any]) -> list[str]:
 
 
 def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in GATE_COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "artifact", "precision", "runtime")
-                         else "right")
+    cell_rows = []
     for r in records:
         cells = gate_row(r)
         style = {"PASS": "green", "FAIL": "bold red"}.get(cells[-1])
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
-        table.add_row(*cells)
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+        cell_rows.append(cells)
+    _print_table(GATE_COLUMNS, cell_rows, title, width=220)
 
 
 def gate_markdown(records: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(GATE_COLUMNS) + " |", "|" + "---|" * len(GATE_COLUMNS)]
-    lines += ["| " + " | ".join(gate_row(r)) + " |" for r in records]
-    return "\n".join(lines) + "\n"
+    return _markdown_table(GATE_COLUMNS, [gate_row(r) for r in records])

@@ -30,6 +30,27 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     return {**fidelity(reference, candidate), "samples": int(len(reference))}
 
 
+def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str, agreement: float,
+                 tolerance_scale: float | None, atol: float, rtol: float,
+                 hint: str) -> dict[str, Any]:
+    """`parity` of candidate against reference logits, gated: finite outputs, top-1 agreement of
+    at least `agreement` and, with a `tolerance_scale`, max|Δ| within
+    scale·(atol + rtol·max|reference|). Raises ExportError naming `what` when it fails."""
+    measured: dict[str, Any] = parity(reference, candidate)
+    measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
+    ok = measured["outputs_finite"] and measured["top1_agreement"] >= agreement
+    if tolerance_scale is not None:
+        measured["tolerance"] = tolerance_scale * (atol + rtol * float(np.abs(reference).max()))
+        ok = ok and measured["max_abs_diff"] <= measured["tolerance"]
+    if not ok:
+        raise ExportError(
+            f"parity check of {what} failed: max abs diff {measured['max_abs_diff']:.3g}"
+            + (f" (tolerance {measured['tolerance']:.3g})" if "tolerance" in measured else "")
+            + f", top-1 agreement {measured['top1_agreement']:.3f} (need {agreement:.2f})",
+            hint=hint)
+    return measured
+
+
 def parity_inputs(spec, data: np.ndarray | None, n: int = PARITY_SAMPLES) -> tuple[np.ndarray, str]:
     if data is not None and len(data):
         return np.ascontiguousarray(data[:n], np.float32), "eval data"
@@ -125,16 +146,12 @@ class OnnxTarget(Target):
                 raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from None
             save_onnx(model, tmp)
             x, x_source = parity_inputs(bundle.spec, parity_data)
-            measured = parity(torch_logits(bundle.model, x), ort_logits(tmp, x))
-            scale = 1.0 if precision == "fp32" else 100.0
-            tolerance = scale * (atol + rtol * float(np.abs(torch_logits(bundle.model, x[:8])).max()))
-            measured.update(tolerance=tolerance, inputs=x_source)
-            if measured["max_abs_diff"] > tolerance or measured["top1_agreement"] < 0.99:
-                raise ExportError(
-                    f"ONNX parity check failed: max abs diff {measured['max_abs_diff']:.3g} "
-                    f"(tolerance {tolerance:.3g}), top-1 agreement {measured['top1_agreement']:.3f}",
-                    hint="an operator exports differently than it runs in torch; report the model",
-                )
+            measured = check_parity(
+                torch_logits(bundle.model, x), ort_logits(tmp, x), what="the ONNX export against torch",
+                agreement=0.99, tolerance_scale=1.0 if precision == "fp32" else 100.0,
+                atol=atol, rtol=rtol,
+                hint="an operator exports differently than it runs in torch; report the model")
+            measured["inputs"] = x_source
         return Artifact(
             path=target, format="onnx", precision=precision,
             metrics={"parity": measured},

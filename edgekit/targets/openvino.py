@@ -28,7 +28,7 @@ from edgekit.io.manifest import library_versions
 from edgekit.runtimes.openvino import import_openvino, ir_weights_path, openvino_logits
 from edgekit.spec import InputSpec
 from edgekit.targets.base import Artifact, Target
-from edgekit.targets.onnx import ort_logits, parity, parity_inputs
+from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
 
 RT_INFO_SPEC = ["edgekit", "input_spec"]
 RT_INFO_PRECISION = ["edgekit", "precision"]
@@ -251,9 +251,13 @@ class OpenVinoTarget(Target):
             # Parity runs as the runner would: fp32 IRs in f32, others at the device's default.
             hint = "f32" if precision == "fp32" else None
             candidate, compiled_as = openvino_logits(xml, x, inference_precision=hint)
-            measured = parity(reference, candidate)
+            measured = check_parity(
+                reference, candidate, what=f"OpenVINO {precision} against the fp32 ONNX model",
+                agreement=MIN_AGREEMENT[precision] if min_agreement is None else min_agreement,
+                tolerance_scale=TOLERANCE_SCALE.get(precision), atol=atol, rtol=rtol,
+                hint="for int8, try another calibration set or keep sensitive layers in float "
+                     "(edgekit compress --int8 --max-drop ...); otherwise report the model")
             measured.update(inputs=x_source, inference_precision=compiled_as)
-            _check_parity(measured, precision, reference, candidate, atol, rtol, min_agreement)
         except BaseException:
             xml.unlink(missing_ok=True)
             weights.unlink(missing_ok=True)
@@ -276,23 +280,3 @@ def _calib_info(calib: Any, source: str) -> dict[str, Any]:
     return {"source": source}
 
 
-def _check_parity(measured: dict[str, Any], precision: str, reference: np.ndarray,
-                  candidate: np.ndarray, atol: float, rtol: float,
-                  min_agreement: float | None) -> None:
-    agreement = MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
-    measured["min_agreement"] = agreement
-    measured["outputs_finite"] = bool(np.isfinite(candidate).all())
-    ok = measured["top1_agreement"] >= agreement and measured["outputs_finite"]
-    if precision in TOLERANCE_SCALE:
-        scale = TOLERANCE_SCALE[precision]
-        tolerance = scale * (atol + rtol * float(np.abs(reference).max()))
-        measured["tolerance"] = tolerance
-        ok = ok and measured["max_abs_diff"] <= tolerance
-    if not ok:
-        raise ExportError(
-            f"OpenVINO {precision} parity check failed against the fp32 ONNX model: max abs diff "
-            f"{measured['max_abs_diff']:.3g}"
-            + (f" (tolerance {measured['tolerance']:.3g})" if "tolerance" in measured else "")
-            + f", top-1 agreement {measured['top1_agreement']:.3f} (need {agreement:.2f})",
-            hint="for int8, try another calibration set or keep sensitive layers in float "
-            "(edgekit compress --int8 --max-drop ...); otherwise report the model")

@@ -43,7 +43,7 @@ from edgekit.runtimes.tensorrt import (
 )
 from edgekit.spec import InputSpec
 from edgekit.targets.base import Artifact, Target
-from edgekit.targets.onnx import ort_logits, parity, parity_inputs
+from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
 
 DEFAULT_MAX_BATCH = 64
 TIMING_CACHE = "tensorrt.timing-cache"
@@ -399,20 +399,11 @@ class TensorRtTarget(Target):
             candidate = runner.predict(x, batch_size=min(runner.max_batch, 64))
         finally:
             runner.close()
-        measured = parity(reference, candidate)
-        agreement = MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
-        measured.update(inputs=x_source, reference=reference_path.name, min_agreement=agreement,
-                        outputs_finite=bool(np.isfinite(candidate).all()))
-        ok = measured["outputs_finite"] and measured["top1_agreement"] >= agreement
-        if precision in TOLERANCE_SCALE:
-            tolerance = TOLERANCE_SCALE[precision] * (atol + rtol * float(np.abs(reference).max()))
-            measured["tolerance"] = tolerance
-            ok = ok and measured["max_abs_diff"] <= tolerance
-        if not ok:
-            raise ExportError(
-                f"TensorRT {precision} parity check failed against {reference_path.name}: max abs "
-                f"diff {measured['max_abs_diff']:.3g}, top-1 agreement "
-                f"{measured['top1_agreement']:.3f} (need {agreement:.2f})",
-                hint="for int8, calibrate with more representative data; otherwise report the "
-                "model with TensorRT's version")
+        measured = check_parity(
+            reference, candidate, what=f"TensorRT {precision} against {reference_path.name}",
+            agreement=MIN_AGREEMENT[precision] if min_agreement is None else min_agreement,
+            tolerance_scale=TOLERANCE_SCALE.get(precision), atol=atol, rtol=rtol,
+            hint="for int8, calibrate with more representative data; otherwise report the "
+                 "model with TensorRT's version")
+        measured.update(inputs=x_source, reference=reference_path.name)
         return measured

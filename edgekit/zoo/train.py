@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekit.data import Dataset, RawImages
 from edgekit.errors import DataError
 from edgekit.spec import InputSpec
+from edgekit.validate.torch_eval import torch_top1
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -111,33 +112,6 @@ def cosine_warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# ---------------------------------------------------------------- inference helpers
-def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor,
-                   batch_size: int = 1000) -> torch.Tensor:
-    """Logits of `model` (put in eval mode) on model-ready inputs, batch by batch, no grad."""
-    import torch
-
-    inputs = torch.as_tensor(x, dtype=torch.float32)
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            outs.append(model(inputs[start:start + batch_size]))
-    if not outs:
-        return torch.empty(0, 0)
-    return torch.cat(outs)
-
-
-def evaluate_top1(model: nn.Module, dataset: Dataset, batch_size: int = 1000) -> float:
-    """Fraction of `dataset` whose argmax logit equals its label."""
-    if dataset.y is None:
-        raise DataError(f"{dataset.source} has no labels; top-1 needs them")
-    if len(dataset) == 0:
-        raise DataError(f"{dataset.source} is empty")
-    preds = predict_logits(model, dataset.x, batch_size).argmax(1).numpy()
-    return float((preds == dataset.y).mean())
-
-
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The default loss: cross-entropy of the model's logits against the labels."""
     import torch.nn.functional as F
@@ -212,7 +186,7 @@ def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Datas
                 record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen,
                                           "lr": optimizer.param_groups[0]["lr"]}
                 if eval_set is not None:
-                    record["top1"] = evaluate_top1(model, eval_set)
+                    record["top1"] = torch_top1(model, eval_set)
                     advance(0, epoch=f"{epoch}/{cfg.epochs}", loss=f"{record['loss']:.3f}",
                             top1=f"{record['top1']:.4f}")
                     if history["best_top1"] is None or record["top1"] > history["best_top1"]:
@@ -271,7 +245,7 @@ def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
     bundle = build(name, **(model_kwargs or {}))
     history = fit(bundle.model, raw_train, spec, test_set, cfg,
                   description=f"Training {name}")
-    test_top1 = evaluate_top1(bundle.model, test_set)
+    test_top1 = torch_top1(bundle.model, test_set)
     summary = {
         "name": name,
         "test_top1": test_top1,

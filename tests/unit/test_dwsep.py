@@ -199,7 +199,7 @@ def test_pass_refines_on_training_images_and_falls_back_without(tmp_path):
     np.savez(tmp_path / "train.npz", x=images, y=np.arange(64) % 10)
     torch.manual_seed(0)
     model = LeNet5().eval()
-    _, rows = run_pass(model, train_source=str(tmp_path / "train.npz"), init_images=32)
+    _, rows = run_pass(model, train_source=str(tmp_path / "train.npz"), init_images=32, rank=1)
     refined = next(r for r in rows if r.get("layer") == "conv2")
     assert refined["init"].startswith("svd+data") and refined["output_error"] < 1
     torch.manual_seed(0)
@@ -207,7 +207,8 @@ def test_pass_refines_on_training_images_and_falls_back_without(tmp_path):
     plain = next(r for r in rows if r.get("layer") == "conv2")
     assert plain["init"] == "svd" and plain["output_error"] is None
     assert plain["init_error"] <= refined["init_error"]
-    _, rows = run_pass(LeNet5().eval(), train_source=str(tmp_path / "train.npz"), bn=True)
+    _, rows = run_pass(LeNet5().eval(), train_source=str(tmp_path / "train.npz"), bn=True,
+                       rank=1)
     assert next(r for r in rows if r.get("layer") == "conv2")["init"] == "svd"  # relu between
 
 
@@ -227,7 +228,7 @@ def test_rank_error_falls_with_rank_and_is_the_svd_tail_without_data():
     moments = collect_moments(conv, {"c": conv}, x.numpy())["c"]
     weight, bias = conv.weight.detach(), conv.bias.detach()
     errors = [rank_error(weight, bias, r, moments) for r in range(1, max_rank(conv) + 1)]
-    assert all(later <= earlier + 1e-9 for earlier, later in zip(errors, errors[1:]))
+    assert all(errors[i + 1] <= errors[i] + 1e-9 for i in range(len(errors) - 1))
     assert errors[0] > 0.1 and errors[-1] < 1e-9
     assert rank_error(weight, bias, 2, None) == pytest.approx(factorize(weight, 2)[2])
     # without refinement the output error of the plain SVD init is larger, never smaller
@@ -265,6 +266,15 @@ def test_auto_rank_keeps_a_layer_no_saving_rank_fits(tmp_path):
     kept = next(r for r in rows if r.get("layer") == "conv2")
     assert kept["note"].startswith("kept: no rank that saves MACs") and "r=1 " in kept["note"]
     assert rows[-1]["replaced"] == 0
+
+
+def test_unset_rank_is_auto_with_training_images_and_1_without(tmp_path):
+    train = _train_npz(tmp_path)
+    for source, rank in ((train, "auto"), (None, 1)):
+        step = get_pass("dwsep")({})
+        step.check(ModelBundle(LeNet5(), GREY, "edgekit.zoo:lenet5"),
+                   PassContext(out_dir="unused", train_source=source))
+        assert step.config.rank == rank
 
 
 def test_auto_rank_without_training_data_is_an_input_error():

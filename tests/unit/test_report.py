@@ -137,3 +137,20 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert shot.exists(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (1600, 1200) and pixels.std() > 10  # not a blank page
+
+
+def test_compress_table_keeps_main_columns_and_folds_the_rest_into_details(capsys):
+    from edgekit.results.table import print_compress_rows
+
+    print_compress_rows([
+        {"step": "original", "macs": 1000, "conv_macs": 900, "params": 50, "top1": 0.9},
+        {"step": "dwsep", "layer": "conv2", "r": 4, "output_error": 0.09781, "note": "why"},
+        {"step": "dwsep", "macs": 500, "conv_macs": 400, "params": 40, "top1": 0.88},
+    ])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "step" in line)
+    assert [w for w in header.replace("┃", " ").split()] == [
+        "step", "layer", "macs", "params", "top1", "details"]
+    assert "500 (2.00×↓)" in out and "40 (1.25×↓)" in out and "0.8800" in out
+    assert "r 4; output_error 0.09781; why" in out
+    assert "conv_macs" not in out

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch", reason="the zoo needs torch (pip install ed
 
 from edgekit.data import RawImages, load_dataset, load_raw  # noqa: E402
 from edgekit.errors import DataError, InputError  # noqa: E402
+from edgekit.validate.torch_eval import torch_top1  # noqa: E402
 from edgekit.zoo import ZOO, build, default_spec, get_entry  # noqa: E402
 from edgekit.zoo.models import rows_as_sequence  # noqa: E402
 from edgekit.zoo.train import (  # noqa: E402
@@ -18,7 +19,6 @@ from edgekit.zoo.train import (  # noqa: E402
     augment,
     black_value,
     cosine_warmup_schedule,
-    evaluate_top1,
     fit,
 )
 
@@ -153,7 +153,7 @@ def test_fit_learns_on_a_small_subset(trained_lenet5):
     assert len(history["epochs"]) == 1
     record = history["epochs"][0]
     assert record["top1"] > 0.6 and record["loss"] < 2.3
-    assert evaluate_top1(bundle.model, test) == pytest.approx(history["best_top1"])
+    assert torch_top1(bundle.model, test) == pytest.approx(history["best_top1"])
     assert not bundle.model.training
 
 
