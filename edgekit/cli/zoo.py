@@ -79,7 +79,7 @@ def train(name: str, output: str, epochs: int | None, batch_size: int | None, lr
     per_epoch = history["seconds"] / max(1, len(history["epochs"]))
     verdict = "meets" if summary["meets_target"] else "MISSES"
     click.echo(f"{name}: test top-1 {summary['test_top1']:.4f} on {summary['test_images']} images "
-               f"({verdict} target {summary['target_top1']:.2f}); best epoch "
-               f"{history['best_epoch']}/{len(history['epochs'])}, {per_epoch:.1f} s/epoch, "
+               f"({verdict} target {summary['target_top1']:.2f}) after "
+               f"{len(history['epochs'])} epochs, {per_epoch:.1f} s/epoch, "
                f"{summary['parameters']:,} parameters")
     click.echo(f"saved {out}")
