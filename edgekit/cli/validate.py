@@ -39,12 +39,15 @@ def budget_options(fn):
 @click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
               help="Append the records to this results store (SQLite; JSON Lines next to it).")
+@click.option("--rerun", is_flag=True,
+              help="Remote devices: measure again instead of collecting the results of the same "
+                   "job (same artifacts, data, budget and device state) that already ran.")
 @data_dir_option
 @json_option
 def validate(target: str, device_name: str, eval_source: str | None, max_drop: float | None,
              max_drop_rel: float | None, min_agreement: float | None, min_cosine: float | None,
              artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
-             store_path: str | None, data_dir: str | None, as_json: bool) -> None:
+             store_path: str | None, rerun: bool, data_dir: str | None, as_json: bool) -> None:
     """Validate every artifact of TARGET (an output folder) on a device: latency with one
     protocol, top-1 on the runtime itself, the accuracy gate. Exit 1 when the deciding
     artifact fails its budget."""
@@ -71,7 +74,7 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
         open_store(store_path).close()
     result = run_validation(target, device, eval_source=eval_source, budget=budget,
                             batches=parse_batches(batch_text), data_dir=data_dir, limit=limit,
-                            artifact=artifact)
+                            artifact=artifact, rerun=rerun)
     stored = save(result, store_path) if store_path else []
     if as_json:
         print_json({**result.to_json(), "store": store_path, "stored_ids": stored})

@@ -53,6 +53,11 @@ def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
     if not target.exists():
         raise InputError(f"{target} does not exist", hint="pass an artifact file or an output folder")
     if target.is_file():
+        if target.suffix in (".pt", ".pth", ".pt2"):
+            raise InputError(f"{target.name} is a PyTorch model; edgekit bench runs exported "
+                             "artifacts",
+                             hint=f"export it first: edgekit export {target} --target onnx -o "
+                                  "out/ (then edgekit bench out/)")
         if target.suffix not in RUNNABLE_SUFFIXES:
             raise InputError(f"{target.name} is not a runnable artifact",
                              hint=f"edgekit runs {', '.join(RUNNABLE_SUFFIXES)} files")

@@ -30,12 +30,20 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     return {**fidelity(reference, candidate), "samples": int(len(reference))}
 
 
-def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str, agreement: float,
-                 tolerance_scale: float | None, atol: float, rtol: float,
+# Parity thresholds of the exports from ONNX: fp32/fp16 must match the ONNX model; int8 is judged
+# by how often it picks the same class (its logits differ by design).
+MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
+
+
+def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
+                 agreement: float | str, tolerance_scale: float | None, atol: float, rtol: float,
                  hint: str) -> dict[str, Any]:
     """`parity` of candidate against reference logits, gated: finite outputs, top-1 agreement of
-    at least `agreement` and, with a `tolerance_scale`, max|Δ| within
-    scale·(atol + rtol·max|reference|). Raises ExportError naming `what` when it fails."""
+    at least `agreement` (a number, or a precision whose MIN_AGREEMENT applies) and, with a
+    `tolerance_scale`, max|Δ| within scale·(atol + rtol·max|reference|). Raises ExportError
+    naming `what` when it fails."""
+    if isinstance(agreement, str):
+        agreement = MIN_AGREEMENT[agreement]
     measured: dict[str, Any] = parity(reference, candidate)
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
     ok = measured["outputs_finite"] and measured["top1_agreement"] >= agreement
@@ -148,7 +156,7 @@ class OnnxTarget(Target):
             x, x_source = parity_inputs(bundle.spec, parity_data)
             measured = check_parity(
                 torch_logits(bundle.model, x), ort_logits(tmp, x), what="the ONNX export against torch",
-                agreement=0.99, tolerance_scale=1.0 if precision == "fp32" else 100.0,
+                agreement=precision, tolerance_scale=1.0 if precision == "fp32" else 100.0,
                 atol=atol, rtol=rtol,
                 hint="an operator exports differently than it runs in torch; report the model")
             measured["inputs"] = x_source

@@ -47,7 +47,6 @@ from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
 
 DEFAULT_MAX_BATCH = 64
 TIMING_CACHE = "tensorrt.timing-cache"
-MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 # fp32 engines may use TF32 (TensorRT's default on Ampere and later), so both float precisions
 # get the fp16-style tolerance.
 TOLERANCE_SCALE = {"fp32": 100.0, "fp16": 100.0}
@@ -401,7 +400,7 @@ class TensorRtTarget(Target):
             runner.close()
         measured = check_parity(
             reference, candidate, what=f"TensorRT {precision} against {reference_path.name}",
-            agreement=MIN_AGREEMENT[precision] if min_agreement is None else min_agreement,
+            agreement=precision if min_agreement is None else min_agreement,
             tolerance_scale=TOLERANCE_SCALE.get(precision), atol=atol, rtol=rtol,
             hint="for int8, calibrate with more representative data; otherwise report the "
                  "model with TensorRT's version")

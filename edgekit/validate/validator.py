@@ -146,13 +146,16 @@ def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
 def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
              budget: Budget | None = None, batches: list[int] | None = None,
              data_dir: str | None = None, limit: int | None = None,
-             artifact: str | None = None, run_id: str | None = None) -> ValidationResult:
-    """Validate every artifact of `target` (an output folder or one artifact) on `device`."""
+             artifact: str | None = None, run_id: str | None = None,
+             rerun: bool = False) -> ValidationResult:
+    """Validate every artifact of `target` (an output folder or one artifact) on `device`.
+    A local run always measures; on a remote device the same job is collected again unless
+    `rerun`."""
     budget = budget or Budget()
     if device.is_remote:  # run_id as given: edgekit.remote derives one from its job id if None
         return _validate_remote(target, device, eval_source=eval_source, budget=budget,
                                 batches=batches, data_dir=data_dir, limit=limit,
-                                artifact=artifact, run_id=run_id)
+                                artifact=artifact, run_id=run_id, rerun=rerun)
     run_id = run_id or new_run_id()
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for

@@ -69,6 +69,10 @@ def test_bench_table_and_bad_inputs(exported: Path, tmp_path: Path) -> None:
     typo.write_text(FAST_CPU.replace("threads: 2", "thread: 2"))
     bad = edgekit("bench", str(exported), "--device", str(typo))
     assert bad.returncode == 2 and "did you mean 'threads'" in bad.stderr
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"not opened")
+    bad = edgekit("bench", str(checkpoint), "--device", str(profile))
+    assert bad.returncode == 2 and f"edgekit export {checkpoint} --target onnx" in bad.stderr
 
 
 def test_help_is_fast_and_lists_commands() -> None:

@@ -218,6 +218,13 @@ def test_cli_validate_on_remote_profile_stores_once(sshd, device_python, artifac
     data2 = json.loads(second.stdout)
     assert data2["stored_ids"] == [] and data2["remote"]["reused"] is True
     assert "already ran" in second.stderr
+    third = subprocess.run([*argv, "--rerun"], capture_output=True, text=True, env=env, cwd=ROOT,
+                           timeout=300)
+    assert third.returncode == 0, third.stderr
+    data3 = json.loads(third.stdout)
+    assert data3["remote"]["reused"] is False and data3["remote"]["job_state"] == "complete"
+    assert data3["remote"]["job_id"] != data["remote"]["job_id"]
+    assert len(data3["stored_ids"]) == 2  # measured again: new records
 
 
 def test_wrong_or_unknown_host_key_is_refused(sshd, device_python, artifacts, tmp_path):
