@@ -24,7 +24,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None}
         steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
     if opts["dwsep"]:
-        cfg = {"rank": opts["dwsep_rank"], "max_error": opts["dwsep_max_error"], "include": list(opts["dwsep_include"]) or None,
+        cfg = {"rank": opts["dwsep_rank"], "max_error": opts["dwsep_max_error"],
+               "include": list(opts["dwsep_include"]) or None,
                "exclude": list(opts["dwsep_exclude"]) or None}
         steps.append(("dwsep", {k: v for k, v in cfg.items() if v is not None}))
     if steps or opts["distill_epochs"] is not None:
