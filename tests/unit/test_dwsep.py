@@ -255,6 +255,21 @@ def test_auto_rank_picks_the_smallest_rank_within_max_error(tmp_path):
     assert not tighter.surgery or tighter.surgery[0]["rank"] >= rank
 
 
+def test_auto_rank_uses_the_weight_error_where_moments_would_be_too_large(tmp_path,
+                                                                          monkeypatch):
+    import edgekit.passes.dwsep as dwsep
+
+    monkeypatch.setattr(dwsep, "MAX_REFINE_FEATURES", 10)  # lenet5's conv2 has 16·25 = 400
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    expected = factorize(model.conv2.weight.detach().double(), 1)[2]
+    bundle, rows = run_pass(model, train_source=_train_npz(tmp_path), init_images=32,
+                            rank="auto", max_error=0.999)
+    note = next(r["note"] for r in rows if r.get("layer") == "conv2" and "note" in r)
+    assert note.startswith(f"rank auto: r=1 (weight error r=1 {expected:.3f};")
+    assert bundle.surgery[0]["rank"] == 1
+
+
 def test_auto_rank_keeps_a_layer_no_saving_rank_fits(tmp_path):
     torch.manual_seed(0)
     model = LeNet5().eval()
