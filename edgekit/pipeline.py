@@ -3,6 +3,7 @@ compress and validate). Each stage reads what it needs from the manifest and rec
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,18 +154,84 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
         bundle.source = ckpt  # the ONNX export's recorded input is the compressed checkpoint
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
+    _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
+    return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name: str, spec: Any,
+                     ctx: Any) -> None:
+    """Apply the ONNX passes (quantize) to the fp32 ONNX model, one manifest stage each."""
+    out_dir = Path(ctx.out_dir)
     for name, step in passes:
         if step.kind != "onnx":
             continue
-        produced = step.apply(onnx_art.path, ctx)
+        produced = step.apply(onnx_path, ctx)
         for art in produced if isinstance(produced, list) else [produced]:
             Manifest(out_dir).add_stage(
                 f"{name}-{art.precision}" if art.config.get("flavour") is None
                 else f"{name}-{art.config['flavour']}",
-                inputs={"source": onnx_art.path},
+                inputs={"source": onnx_path},
                 config=step.config.model_dump(mode="json"),
-                outputs=[{**art.manifest_entry(out_dir), "model": bundle.name,
-                          "input_spec": bundle.spec.model_dump(mode="json")}],
+                outputs=[{**art.manifest_entry(out_dir), "model": model_name,
+                          "input_spec": spec.model_dump(mode="json")}],
                 metrics=art.metrics, versions=art.versions)
-    return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+@dataclass
+class OnnxSource:
+    """An fp32 ONNX model given to `compress` instead of a PyTorch one (what the passes' checks
+    look at: its InputSpec)."""
+
+    path: Path
+    spec: Any
+    name: str
+
+
+def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
+                  input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """int8 from an existing fp32 ONNX model: the model (checked, its InputSpec recorded in its
+    metadata) is copied into ctx.out_dir as model.onnx, then the ONNX passes run on it as they do
+    after a PyTorch export. Steps that need the PyTorch model are refused before anything is
+    written."""
+    import onnx
+
+    from edgekit.io.onnxfile import load_onnx, save_onnx, set_spec, spec_from_onnx
+    from edgekit.passes import get_pass
+    from edgekit.spec import InputSpec
+
+    onnx_path = Path(onnx_path)
+    passes = [(name, get_pass(name)(config)) for name, config in steps]
+    needs_torch = [name for name, step in passes if step.kind != "onnx"]
+    if needs_torch:
+        raise InputError(f"{' and '.join(needs_torch)} work on the PyTorch model, and "
+                         f"{onnx_path.name} is an ONNX model",
+                         hint="pass the PyTorch model (.pt) for prune/dwsep/distill; an ONNX model "
+                              "takes --int8 only")
+    model = load_onnx(onnx_path)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        raise InputError(f"{onnx_path.name} fails onnx.checker: {str(exc).splitlines()[0]}",
+                         hint="export the model again") from None
+    spec = spec_from_onnx(model)
+    if input_shape is not None:
+        spec = (spec or InputSpec()).with_shape(input_shape)
+    if spec is None:
+        raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
+                         "InputSpec in its metadata)",
+                         hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
+    source = OnnxSource(onnx_path, spec, onnx_path.stem)
+    for _, step in passes:
+        step.check(source, ctx)
+    out_dir = Path(ctx.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_spec(model, spec)
+    target = save_onnx(model, out_dir / "model.onnx")
+    Manifest(out_dir).add_stage("source-onnx", inputs={"source": onnx_path},
+                                outputs=[{"path": target.name, "format": "onnx",
+                                          "precision": "fp32", "model": source.name,
+                                          "input_spec": spec.model_dump(mode="json")}])
+    ctx.add_row(step="original", note=f"fp32 ONNX model {onnx_path.name}")
+    _run_onnx_passes(passes, target, source.name, spec, ctx)
+    return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts()}
 

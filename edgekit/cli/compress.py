@@ -94,7 +94,8 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
              eval_limit: int | None, calib_source: str | None, data_dir: str | None,
              arch: str | None, arch_kwargs: str | None, input_shape, trust_model: bool,
              as_json: bool, **flags: Any) -> None:
-    """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order."""
+    """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order. MODEL is a
+    PyTorch model, or an fp32 ONNX model for --int8 alone."""
     from pathlib import Path
 
     from edgekit.errors import InputError
@@ -104,10 +105,15 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     steps = steps_from_flags(flags)
     if not steps:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
-    bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
     ctx = PassContext(out_dir=Path(output), train_source=train_source, eval_source=eval_source,
                       calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit)
-    result = run_compress(bundle, steps, ctx)
+    if Path(model).suffix == ".onnx":  # int8 of an existing fp32 ONNX model
+        from edgekit.pipeline import compress_onnx
+
+        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape)
+    else:
+        bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+        result = run_compress(bundle, steps, ctx)
     if as_json:
         print_json({"steps": [s for s, _ in steps], "rows": result["rows"],
                     "artifacts": result["artifacts"]})

@@ -212,3 +212,49 @@ def test_bad_inputs_exit_2_and_write_nothing(case: str, lenet5: Path, tmp_path: 
     if case == "calib-wrong-shape":
         assert "(1, 28, 28)" in proc.stderr  # both shapes are named
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_int8_from_an_onnx_model(int8_run, tmp_path: Path) -> None:
+    """An existing fp32 ONNX model quantizes like an exported one: copied in with its InputSpec,
+    quantized with the same budget, recorded in the manifest."""
+    import onnx
+
+    from edgekit.io.onnxfile import spec_from_onnx
+
+    source = int8_run[0] / "model.onnx"
+    out = tmp_path / "from-onnx"
+    proc = edgekit("compress", str(source), "--int8", "--calib", str(CALIB), "--calib-size", "256",
+                   "--eval", "fashion-mnist:test", "--eval-limit", "1000", "--max-drop", "1.0",
+                   "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    int8 = next(r for r in rows if r["step"] == "int8 onnxruntime")
+    assert int8["drop_pts"] <= 1.0 and int8["top1"] > 0.6
+    assert stage(out, "source-onnx")["inputs"]["source"]["path"].endswith("model.onnx")
+    (entry,) = stage(out, "quantize-int8")["outputs"]
+    assert entry["path"] == "model.int8.onnx" and entry["model"] == "model"
+    assert spec_from_onnx(out / "model.int8.onnx") == spec_from_onnx(source)
+    assert leftovers(out) == []
+
+    # Without its InputSpec the model must be told its input shape.
+    bare = onnx.load(str(source))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    refused = edgekit("compress", str(tmp_path / "bare.onnx"), "--int8", "--calib", str(CALIB),
+                      "-o", str(tmp_path / "bare-out"))
+    assert refused.returncode == 2 and "--input-shape" in refused.stderr
+    assert not (tmp_path / "bare-out").exists()
+    shaped = edgekit("compress", str(tmp_path / "bare.onnx"), "--int8", "--calib", str(CALIB),
+                     "--calib-size", "128", "--input-shape", "1,1,28,28",
+                     "-o", str(tmp_path / "shaped"))
+    assert shaped.returncode == 0, shaped.stderr
+    assert spec_from_onnx(tmp_path / "shaped" / "model.int8.onnx").shape == (1, 1, 28, 28)
+
+
+def test_onnx_model_refuses_torch_steps(int8_run, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = edgekit("compress", str(int8_run[0] / "model.onnx"), "--prune", "0.3", "--int8",
+                   "--calib", str(CALIB), "-o", str(out))
+    assert proc.returncode == 2
+    assert "prune and distill work on the PyTorch model" in proc.stderr and "hint:" in proc.stderr
+    assert not out.exists()
