@@ -339,34 +339,44 @@ class DwsepPass(Pass):
         initialisation error is at most max_error; a layer no such r fits is kept, and said so.
         The error is the output error on training images where the conv's moments fit in
         memory (in·k² ≤ MAX_REFINE_FEATURES), else the SVD's weight error."""
-        cfg: DwsepConfig = self.config
+        from edgekit.progress import progress
+
         kept: list[LayerPlan] = []
-        for plan in plans:
-            conv = model.get_submodule(plan.name)
-            weight = conv.weight.detach().to(torch.float64)
-            bias = conv.bias.detach().to(torch.float64) if conv.bias is not None else None
-            layer_moments = moments.get(plan.name)
-            measure = "output error" if layer_moments is not None else "weight error"
-            tried: list[str] = []
-            for rank in range(1, max_rank(conv) + 1):
-                plan.rank = rank
-                saving = 1 - plan.macs_after / plan.macs_before
-                if saving <= 0 or saving < cfg.min_macs_saving:
-                    break
-                error = rank_error(weight, bias, rank, layer_moments, refine_init=refine_init,
-                                   iterations=cfg.init_iterations)
-                tried.append(f"r={rank} {error:.3f}")
-                if error <= cfg.max_error:
+        with progress(f"Choosing the rank of {len(plans)} conv(s)", total=len(plans)) as advance:
+            for plan in plans:
+                fits = self._choose_rank(model, plan, moments.get(plan.name), refine_init, ctx)
+                if fits:
                     kept.append(plan)
-                    ctx.add_row(step="dwsep", layer=plan.name,
-                                note=f"rank auto: r={rank} ({measure} {', '.join(tried)}; "
-                                     f"max_error {cfg.max_error})")
-                    break
-            if plan not in kept:
-                ctx.add_row(step="dwsep", layer=plan.name,
-                            note=f"kept: no rank that saves MACs has its {measure} within "
-                                 f"max_error {cfg.max_error} ({', '.join(tried) or 'none tried'})")
+                advance(1, layer=plan.name, r=plan.rank if fits else "kept")
         return kept
+
+    def _choose_rank(self, model: nn.Module, plan: LayerPlan, layer_moments: Any,
+                     refine_init: bool, ctx: PassContext) -> bool:
+        """Set plan.rank to the smallest fitting rank and say so in the report; False (and the
+        errors tried in the report) when none fits."""
+        cfg: DwsepConfig = self.config
+        conv = model.get_submodule(plan.name)
+        weight = conv.weight.detach().to(torch.float64)
+        bias = conv.bias.detach().to(torch.float64) if conv.bias is not None else None
+        measure = "output error" if layer_moments is not None else "weight error"
+        tried: list[str] = []
+        for rank in range(1, max_rank(conv) + 1):
+            plan.rank = rank
+            saving = 1 - plan.macs_after / plan.macs_before
+            if saving <= 0 or saving < cfg.min_macs_saving:
+                break
+            error = rank_error(weight, bias, rank, layer_moments, refine_init=refine_init,
+                               iterations=cfg.init_iterations)
+            tried.append(f"r={rank} {error:.3f}")
+            if error <= cfg.max_error:
+                ctx.add_row(step="dwsep", layer=plan.name,
+                            note=f"rank auto: r={rank} ({measure} {', '.join(tried)}; "
+                                 f"max_error {cfg.max_error})")
+                return True
+        ctx.add_row(step="dwsep", layer=plan.name,
+                    note=f"kept: no rank that saves MACs has its {measure} within max_error "
+                         f"{cfg.max_error} ({', '.join(tried) or 'none tried'})")
+        return False
 
     def _moments(self, model: nn.Module, spec: Any, chosen: list[LayerPlan],
                  ctx: PassContext) -> dict[str, Any]:

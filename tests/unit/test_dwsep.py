@@ -139,6 +139,21 @@ def test_moments_match_a_direct_computation():
     torch.testing.assert_close(moments["1"].cov, torch.cov(rows.T, correction=0))
 
 
+def test_wide_convs_sample_fewer_patch_rows(monkeypatch):
+    import edgekit.passes.dwsep_factor as factor
+
+    conv = nn.Conv2d(3, 4, 3, padding=1).double()  # 27 features
+    model = nn.Sequential(nn.Identity(), conv)
+    x = correlated_inputs(64, 3)
+    monkeypatch.setattr(factor, "MOMENT_MACS_PER_BATCH", 27**2 * 50)  # 50 rows a batch
+    sampled = collect_moments(model, {"1": conv}, x.numpy(), batch_size=16)["1"]
+    assert sampled.count == 50 * 4
+    rows = conv_patches(conv, x)
+    assert len(rows) > 10 * sampled.count
+    spread = rows.std(0)
+    assert ((sampled.mean - rows.mean(0)).abs() < 0.5 * spread).all()
+
+
 @pytest.mark.parametrize("rank", [1, 2])
 def test_refinement_lowers_the_output_error(rank):
     torch.manual_seed(6)
