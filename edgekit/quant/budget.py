@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.errors import GateError
+from edgekit.validate.accuracy import top1
 
 TOLERANCE = 1e-9
 
@@ -117,10 +118,6 @@ class Outcome:
                 "trials": [t.as_dict() for t in self.trials], "sensitivity": self.sensitivity}
 
 
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(logits.argmax(1) == labels))
-
-
 def logit_error(candidate: np.ndarray, reference: np.ndarray) -> float:
     """Normalised squared error of logits: sum((c - r)²) / sum(r²)."""
     ref = reference.astype(np.float64)
@@ -149,11 +146,6 @@ def _progress(description: str, total: int):
     return progress(description, total=total)
 
 
-def agreement(candidate: np.ndarray, reference: np.ndarray) -> float:
-    """Fraction of samples whose top-1 class is the reference's."""
-    return float(np.mean(candidate.argmax(1) == reference.argmax(1)))
-
-
 def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x: np.ndarray,
                      reference: np.ndarray, exclude: Sequence[str]) -> list[dict[str, Any]]:
     """Each candidate kept in float in turn, most sensitive first: the one whose float version
@@ -161,8 +153,8 @@ def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x
     agreement leads because that is what the budget measures; logit error alone can mislead
     (a badly clipped range elsewhere can make a better model's logits further off)."""
     base_logits = backend.logits(base, x)
-    base_agreement, base_error = agreement(base_logits, reference), logit_error(base_logits,
-                                                                                reference)
+    base_agreement = top1(base_logits, reference.argmax(1))
+    base_error = logit_error(base_logits, reference)
     ranked = []
     with _progress(f"Ranking {len(candidates)} layers by sensitivity", len(candidates)) as advance:
         for i, name in enumerate(candidates):
@@ -172,7 +164,7 @@ def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x
             finally:
                 backend.discard(artifact)
             ranked.append({"layer": name,
-                           "agreement_gained": agreement(logits, reference) - base_agreement,
+                           "agreement_gained": top1(logits, reference.argmax(1)) - base_agreement,
                            "error_removed": base_error - logit_error(logits, reference)})
             advance(1)
     ranked.sort(key=lambda r: (-r["agreement_gained"], -r["error_removed"]))

@@ -28,4 +28,6 @@ def torch_top1(model: Any, dataset: Any, batch_size: int = 500) -> float:
         raise DataError(f"{dataset.source} has no labels; top-1 needs them")
     if len(dataset) == 0:
         raise DataError(f"{dataset.source} is empty")
-    return float(np.mean(torch_logits(model, dataset.x, batch_size).argmax(1) == dataset.y))
+    from edgekit.validate.accuracy import top1
+
+    return top1(torch_logits(model, dataset.x, batch_size), dataset.y)
