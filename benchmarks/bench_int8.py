@@ -53,12 +53,6 @@ def protocol():
                            min_seconds=1.0, max_seconds=10.0)
 
 
-def artifact_bytes(path: Path) -> int:
-    """File size with what belongs to it: an ONNX model's external data, an IR's .bin."""
-    extra = [Path(str(path) + ".data")] if path.suffix == ".onnx" else [path.with_suffix(".bin")]
-    return path.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
-
-
 def ort_anchor(onnx_path: Path, calib_x, out: Path) -> float:
     """quantize_static with its defaults; returns seconds."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
@@ -140,6 +134,7 @@ def run_model(name: str) -> dict[str, Any]:
     import torch
 
     from edgekit.data import load_dataset
+    from edgekit.io.files import file_size
     from edgekit.io.models import IMAGENET_SPEC, ModelBundle, build_arch
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.openvino import OpenVinoRunner
@@ -191,7 +186,7 @@ def run_model(name: str) -> dict[str, Any]:
         rows[label] = {"runtime": paths[label][1], "p50_ms": stats["p50_ms"],
                        "min_ms": stats["min_ms"],
                        "p90_ms": stats["p90_ms"], "p99_ms": stats["p99_ms"],
-                       "count": stats["count"], "bytes": artifact_bytes(paths[label][0]),
+                       "count": stats["count"], "bytes": file_size(paths[label][0]),
                        "top1_agreement_vs_fp32": agreement[label]["top1_agreement"],
                        "cosine_vs_fp32": agreement[label]["cosine"],
                        "quantize_seconds": seconds.get(label)}

@@ -95,7 +95,9 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
                                data_dir=data_dir, **options)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
-        model_name = _recorded_model_name(loaded)
+        from edgekit.io.artifacts import recorded
+
+        model_name = recorded(loaded, "model")
     entry = {**artifact.manifest_entry(out_dir), "input_spec": spec.model_dump(mode="json")}
     if model_name:
         entry["model"] = model_name
@@ -109,14 +111,6 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         versions=artifact.versions,
     )
     return artifact, record
-
-
-def _recorded_model_name(path: Path) -> str | None:
-    """The model name the manifest beside `path` records for it, if any."""
-    if not (path.parent / MANIFEST_NAME).exists():
-        return None
-    return next((a.get("model") for a in Manifest(path.parent).artifacts()
-                 if a["path"] == path.name and a.get("model")), None)
 
 
 # ---------------------------------------------------------------- compress

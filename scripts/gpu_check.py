@@ -6,7 +6,8 @@ PyTorch and ONNX Runtime.
 
 Trained Fashion-MNIST models come from --zoo (edgekit checkpoints lenet5.pt, cnn_gru.pt); their
 top-1 on the GPU is compared with their top-1 on this machine's CPU (same checkpoint, torch on the
-CPU, and ONNX Runtime's CPU provider), on the full 10,000-image test split. resnet18 and
+CPU), on the full 10,000-image test split; ONNX Runtime's CUDA provider is reported present or
+absent. resnet18 and
 mobilenet_v2 are torchvision's architectures with random weights (seed 0) at 1×3×224×224,
 timed on real Fashion-MNIST test images resized to 224×224.
 """
@@ -52,12 +53,12 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(v for v, _ in VARIANTS))
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
     from edgekit.data import load_dataset
     from edgekit.devices import RuntimeConfig, load_profile
     from edgekit.io.models import load_model
+    from edgekit.validate.accuracy import top1
     from edgekit.validate.bench import measure
     from edgekit.validate.torch_eval import torch_logits
 
@@ -83,7 +84,7 @@ def main() -> int:
             cpu_bundle = load_model(ckpt)
             torch.set_num_threads(4)
             cpu_logits = torch_logits(cpu_bundle.model, eval_set.x)
-            cpu_top1 = float(np.mean(cpu_logits.argmax(1) == eval_set.y))
+            cpu_top1 = top1(cpu_logits, eval_set.y)
             summary.append({"model": name, "runtime": "torch-cpu", "variant": "fp32",
                             "top1": cpu_top1})
         else:

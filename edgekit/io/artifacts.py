@@ -34,11 +34,9 @@ def spec_for(path: str | Path) -> InputSpec:
         spec = spec_from_engine_metadata(path)
         if spec:
             return spec
-    manifest_path = path.parent / MANIFEST_NAME
-    if manifest_path.exists():
-        for art in Manifest(path.parent).artifacts():
-            if art["path"] == path.name and art.get("input_spec"):
-                return InputSpec.model_validate(art["input_spec"])
+    recorded_spec = recorded(path, "input_spec")
+    if recorded_spec:
+        return InputSpec.model_validate(recorded_spec)
     sidecar = path.with_suffix(path.suffix + ".spec.json")
     if sidecar.exists():
         return InputSpec.from_json(sidecar.read_text())
@@ -61,7 +59,8 @@ def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
         if target.suffix not in RUNNABLE_SUFFIXES:
             raise InputError(f"{target.name} is not a runnable artifact",
                              hint=f"edgekit runs {', '.join(RUNNABLE_SUFFIXES)} files")
-        entry = _manifest_entry(target) or {"format": _format_of(target), "precision": "fp32"}
+        entry = next(iter(manifest_entries(target)), None) or {"format": _format_of(target),
+                                                                 "precision": "fp32"}
         return [{**entry, "path": target}]
     found = []
     if (target / MANIFEST_NAME).exists():
@@ -95,12 +94,17 @@ def find_reference(target: str | Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def _manifest_entry(path: Path) -> dict[str, Any] | None:
-    if (path.parent / MANIFEST_NAME).exists():
-        for art in Manifest(path.parent).artifacts():
-            if art["path"] == path.name:
-                return dict(art)
-    return None
+def manifest_entries(path: Path) -> list[dict[str, Any]]:
+    """What the manifest beside `path` records about that file, one entry per stage that wrote
+    it, in stage order ([] without a manifest)."""
+    if not (path.parent / MANIFEST_NAME).exists():
+        return []
+    return [dict(art) for art in Manifest(path.parent).artifacts() if art["path"] == path.name]
+
+
+def recorded(path: Path, key: str) -> Any:
+    """The first value the manifest records for `key` of this file (None when none does)."""
+    return next((e[key] for e in manifest_entries(path) if e.get(key)), None)
 
 
 def _format_of(path: Path) -> str:

@@ -63,3 +63,14 @@ def file_size(path: str | Path) -> int:
     if sibling.exists():
         total += sibling.stat().st_size
     return total
+
+
+def format_size(n: float | None) -> str:
+    """'95.3 KB': a byte count for people ('-' when unknown)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -118,6 +118,7 @@ class QuantizePass(Pass):
     # ----------------------------------------------------------- the pass
     def apply(self, onnx_path: Path, ctx: PassContext):
         from edgekit.io.artifacts import spec_for
+        from edgekit.io.files import file_size, format_size
         from edgekit.io.manifest import library_versions
         from edgekit.quant.budget import keep_budget
         from edgekit.quant.report import summary_line
@@ -186,7 +187,7 @@ class QuantizePass(Pass):
                     layers=summary_line(report)
                     + (f"; kept float: {', '.join(outcome.float_layers)}"
                        if outcome.float_layers else ""),
-                    size=_size_text(final))
+                    size=format_size(file_size(final)))
         config: dict[str, Any] = {"float_layers": outcome.float_layers}
         if cfg.flavour != "onnxruntime":
             config["flavour"] = cfg.flavour
@@ -221,11 +222,3 @@ class QuantizePass(Pass):
                               f"TensorRT: {'; '.join(problems[:3])}"
                               + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
                               hint="report the model; the onnxruntime flavour may still work")
-
-
-def _size_text(path: Path) -> str:
-    """'95.4 KB': the artifact with what belongs to it (an IR's .bin; ONNX external data)."""
-    from edgekit.io.files import file_size
-
-    size = file_size(path)
-    return f"{size / 1024:.1f} KB" if size < 1 << 20 else f"{size / (1 << 20):.1f} MB"

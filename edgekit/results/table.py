@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.io.files import format_size
+
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
            "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
-
-
-def _fmt_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def row(record: dict[str, Any]) -> list[str]:
@@ -30,7 +22,7 @@ def row(record: dict[str, Any]) -> list[str]:
         f"{lat.get('p50_ms', float('nan')):.3f}", f"{lat.get('p90_ms', float('nan')):.3f}",
         f"{lat.get('p99_ms', float('nan')):.3f}",
         f"{lat.get('throughput_per_s', float('nan')):.0f}",
-        _fmt_size(record.get("size_bytes")),
+        format_size(record.get("size_bytes")),
         "yes" if lat.get("valid") else "NO",
     ]
 
