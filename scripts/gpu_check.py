@@ -139,8 +139,9 @@ def markdown(summary: list) -> str:
             continue
         top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
         ref = f"{cpu[r['model']]:.4f}" if r["model"] in cpu else "-"
+        device = "-" if r["device_p50_ms"] is None else f"{r['device_p50_ms']:.3f}"  # CPU dry run
         lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['p50_ms']:.3f} | "
-                     f"{r['device_p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_per_s']:,.0f} | "
+                     f"{device} | {r['p99_ms']:.3f} | {r['throughput_per_s']:,.0f} | "
                      f"{top1} | {ref} | {'yes' if r['valid'] else 'NO'} |")
     for r in summary:
         if r.get("runtime") == "onnxruntime-cuda":
