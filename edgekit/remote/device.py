@@ -8,7 +8,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
-from edgekit.remote_ssh import SSHTransport
+from edgekit.remote.ssh import SSHTransport
 
 
 # ---------------------------------------------------------------------------- device check

@@ -4,7 +4,7 @@ there and the records come home.
 
 Transport is the system OpenSSH client (`ssh`, `scp`) with the user's keys and host-key checking,
 never disabled (`StrictHostKeyChecking=yes`, `BatchMode=yes`). On the device, a small
-standard-library script (`edgekit/remote_agent.py`, sent over stdin on every call) checks the
+standard-library script (`edgekit/remote/agent.py`, sent over stdin on every call) checks the
 environment, stores files content-addressed by sha256, runs the job detached under a device lock
 and hands back what it produced. Only the lean, torch-free part of edgekit runs on the device.
 
@@ -20,8 +20,9 @@ and hands back what it produced. Only the lean, torch-free part of edgekit runs 
          environment (JetPack/L4T, power mode, clocks) and return a ValidationResult; a job that
          died or timed out comes back marked partial, with what it finished.
 
-Parts: remote_ssh.py (transport, errors), remote_device.py (the device report and its fixes),
-remote_payload.py (files, eval sets, tasks, job id), remote_agent.py (the device side).
+Parts (edgekit/remote/): ssh.py (transport, errors), device.py (the device report and its fixes),
+payload.py (files, eval sets, tasks, job id), agent.py (the device side), job.py (this module:
+one validation job, from the check to the records).
 """
 
 from __future__ import annotations
@@ -38,34 +39,20 @@ from typing import Any
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
 from edgekit.errors import MissingDependencyError
-from edgekit.remote_device import DeviceReport, build_report, check_remote, runtime_fix
-from edgekit.remote_payload import (
+from edgekit.remote.device import DeviceReport, check_remote
+from edgekit.remote.payload import (
     Payload,
     build_payload,
     check_artifact_names,
-    device_side_profile,
-    device_state,
-    safe_relpath,
-    write_eval_npz,
 )
-from edgekit.remote_ssh import (
-    DeviceUnreachableError,
-    HostKeyError,
-    RemoteAuthError,
+from edgekit.remote.ssh import (
     RemoteError,
-    RemotePathError,
     SSHTransport,
     _last_line,
     _target_label,
     check_remote_profile,
 )
 from edgekit.validate.validator import RuntimeStatus, ValidationResult
-
-__all__ = ["DeviceReport", "DeviceUnreachableError", "HostKeyError", "Payload",
-           "RemoteAuthError", "RemoteError", "RemotePathError", "RemoteValidationResult",
-           "SSHTransport", "build_payload", "build_report", "check_artifact_names",
-           "check_remote", "check_remote_profile", "device_side_profile", "device_state",
-           "runtime_fix", "safe_relpath", "validate_remote", "write_eval_npz"]
 
 
 # ------------------------------------------------------------------------------ the result

@@ -18,7 +18,7 @@ import numpy as np
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
-from edgekit.remote_device import DeviceReport
+from edgekit.remote.device import DeviceReport
 
 # What the device runs for one artifact: the validator itself (the code `edgekit validate` runs),
 # printing the result with its latency samples, which the store keeps for the report's plots.
