@@ -34,9 +34,9 @@ TORCHVISION = {"resnet18": "torchvision.models:resnet18",
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
-    # 500 queries make p99 claimable (>= 459 samples, see validate/latency.py); max 20 s each.
+    # 500 queries make p99 claimable (>= 459 samples, see runtimes/latency.py); max 20 s each.
     return LatencyProtocol(warmup_count=20, warmup_seconds=0.5, min_queries=500, min_seconds=2.0,
                            max_seconds=20.0)
 

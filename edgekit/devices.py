@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.config import load_yaml
 from edgekit.errors import ConfigError
-from edgekit.validate.latency import LatencyProtocol
+from edgekit.runtimes.latency import LatencyProtocol
 
 PROFILE_DIRS = (Path.cwd() / "devices", Path(__file__).resolve().parent.parent / "devices")
 

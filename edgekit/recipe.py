@@ -149,7 +149,7 @@ class Recipe(Strict):
 
 
 def _check_steps(recipe: Recipe, where: str) -> None:
-    from edgekit.passes.base import PASS_MODULES, get_pass
+    from edgekit.passes.base import PASS_NAMES, get_pass
 
     seen_onnx = None
     seen: set[str] = set()
@@ -158,11 +158,11 @@ def _check_steps(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
-        if name not in PASS_MODULES:
-            close = difflib.get_close_matches(name, list(PASS_MODULES), n=1)
+        if name not in PASS_NAMES:
+            close = difflib.get_close_matches(name, list(PASS_NAMES), n=1)
             raise ConfigError(f"{where}: steps[{i}]: unknown step {name!r}",
                               hint=f"did you mean {close[0]!r}?" if close
-                              else f"steps are: {', '.join(PASS_MODULES)}")
+                              else f"steps are: {', '.join(PASS_NAMES)}")
         try:
             cls = get_pass(name)
         except ImportError as exc:

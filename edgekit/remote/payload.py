@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
@@ -160,13 +161,14 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
         rel = safe_relpath(path, folder)
         by_rel[rel] = entry
         fmt = entry.get("format")
-        if path.suffix in (".plan", ".engine"):
+        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(path)
+        if kind is not None and not kind.portable:
             skipped.append({"artifact": rel, "format": str(fmt),
                             "precision": str(entry.get("precision", "fp32")),
                             "reason": "TensorRT engines are not portable: it is rebuilt on the "
                             "device from the ONNX model"})
             continue
-        runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(str(fmt))
+        runtime = kinds.default_runtime(str(fmt))
         if runtime and runtime in profile.runtimes and runtime not in usable:
             skipped.append({"artifact": rel, "format": str(fmt),
                             "precision": str(entry.get("precision", "fp32")),

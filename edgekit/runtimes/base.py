@@ -17,18 +17,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgekit import kinds
 from edgekit.errors import InputError, MissingDependencyError
+from edgekit.registry import load_modules, suggest
+from edgekit.runtimes.latency import LatencyProtocol, latency_stats
 from edgekit.spec import InputSpec
-from edgekit.validate.latency import LatencyProtocol, latency_stats
 
+# Filled by subclassing; get_runner imports the package's modules (each imports its library
+# lazily). The formats a runner reads come from edgekit/kinds.py.
 RUNNERS: dict[str, type[Runner]] = {}
-# Runner modules are imported on demand (each imports its library lazily).
-RUNNER_MODULES = {
-    "onnxruntime": "edgekit.runtimes.ort",
-    "openvino": "edgekit.runtimes.openvino",
-    "tensorrt": "edgekit.runtimes.tensorrt",
-    "torch": "edgekit.runtimes.torch",
-}
 
 
 class Runner:
@@ -43,6 +40,7 @@ class Runner:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if getattr(cls, "name", None):
+            cls.formats = kinds.formats_read_by(cls.name)
             RUNNERS[cls.name] = cls
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
@@ -188,10 +186,17 @@ class DeviceTimed:
         return {"device_latency": stats}
 
 
+def runner_names() -> list[str]:
+    """Every runtime edgekit has a runner for (imports the runner modules, not the libraries)."""
+    load_modules("edgekit.runtimes")
+    return list(RUNNERS)
+
+
 def get_runner(name: str) -> type[Runner]:
-    if name not in RUNNER_MODULES:
-        raise InputError(f"unknown runtime {name!r}", hint=f"choose one of: {', '.join(RUNNER_MODULES)}")
-    importlib.import_module(RUNNER_MODULES[name])
+    if name not in RUNNERS:
+        load_modules("edgekit.runtimes")
+    if name not in RUNNERS:
+        raise InputError(f"unknown runtime {name!r}", hint=suggest(name, list(RUNNERS)))
     return RUNNERS[name]
 
 
@@ -199,10 +204,10 @@ def runner_for_artifact(path: str | Path, preferred: str | None = None) -> type[
     """The runner class for an artifact file, from its suffix (or the preferred runtime)."""
     if preferred:
         return get_runner(preferred)
-    suffix = Path(path).suffix
-    by_suffix = {".onnx": "onnxruntime", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
-    if suffix not in by_suffix:
+    kind = kinds.by_suffix(path)
+    if kind is None or not kind.runnable:
+        suffix = Path(path).suffix
         raise InputError(f"no runtime runs {Path(path).name} (suffix {suffix or 'none'})",
                          hint="benchmark an .onnx, .xml (OpenVINO IR) or .plan (TensorRT) file, "
                          "or an output folder")
-    return get_runner(by_suffix[suffix])
+    return get_runner(kind.runtimes[0])

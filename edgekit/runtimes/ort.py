@@ -24,7 +24,6 @@ PROVIDER_ALIASES = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecut
 
 class OrtRunner(Runner):
     name = "onnxruntime"
-    formats = ("onnx",)
     package = "onnxruntime"
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
 

@@ -60,7 +60,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 class TorchRunner(DeviceTimed, Runner):
     name = "torch"
-    formats = ("checkpoint",)
     package = "torch"
     install_hint = "pip install edgekit[torch] (or pip install torch)"
     timing_scope = CPU_SCOPE

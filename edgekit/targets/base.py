@@ -5,17 +5,15 @@ OpenVINO: compiled and run once; TensorRT: engine deserialised and run once)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgekit.errors import InputError
+from edgekit.registry import load_modules, suggest
 
+# Filled by subclassing; get_target imports the package's modules (libraries load lazily).
 TARGETS: dict[str, type[Target]] = {}
-# Target modules are imported on demand; their names are the registry's keys.
-TARGET_MODULES = {"onnx": "edgekit.targets.onnx", "openvino": "edgekit.targets.openvino",
-                  "tensorrt": "edgekit.targets.tensorrt"}
 
 
 @dataclass
@@ -55,7 +53,8 @@ class Target:
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGET_MODULES:
-        raise InputError(f"unknown target {name!r}", hint=f"choose one of: {', '.join(TARGET_MODULES)}")
-    importlib.import_module(TARGET_MODULES[name])
+    if name not in TARGETS:
+        load_modules("edgekit.targets")
+    if name not in TARGETS:
+        raise InputError(f"unknown target {name!r}", hint=suggest(name, list(TARGETS)))
     return TARGETS[name]()

@@ -30,8 +30,8 @@ import numpy as np
 from edgekit.errors import ExportError, InputError
 from edgekit.io.files import atomic_write_bytes
 from edgekit.io.manifest import MANIFEST_NAME, Manifest, library_versions
-from edgekit.quant.report import COMPUTE_OPS as WEIGHTED_OPS
-from edgekit.quant.report import QDQ_OPS
+from edgekit.io.onnxops import COMPUTE_OPS as WEIGHTED_OPS
+from edgekit.io.onnxops import QDQ_OPS
 from edgekit.runtimes.tensorrt import (
     engine_metadata,
     import_cudart,

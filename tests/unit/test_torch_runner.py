@@ -12,7 +12,7 @@ import pytest
 
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.runtimes.base import DeviceTimed, Runner, get_runner
-from edgekit.validate.latency import LatencyProtocol
+from edgekit.runtimes.latency import LatencyProtocol
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install edgekit[torch])")
 
