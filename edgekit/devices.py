@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit import kinds
 from edgekit.config import load_yaml
 from edgekit.errors import ConfigError
 from edgekit.runtimes.latency import LatencyProtocol
@@ -21,7 +22,7 @@ PROFILE_DIRS = (Path.cwd() / "devices", Path(__file__).resolve().parent.parent /
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp32"]
+    precisions: list[Literal[kinds.PRECISIONS]] = ["fp32"]  # type: ignore[valid-type]
     providers: list[str] = Field(default_factory=list, description="ONNX Runtime execution providers")
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -40,7 +41,7 @@ class DeviceProfile(BaseModel):
     name: str
     kind: Literal["cpu", "gpu", "jetson"]
     description: str = ""
-    runtimes: dict[Literal["onnxruntime", "openvino", "tensorrt", "torch"], RuntimeConfig]
+    runtimes: dict[Literal[kinds.RUNTIMES], RuntimeConfig]  # type: ignore[valid-type]
     threads: int | None = Field(None, ge=1)
     performance_hint: Literal["latency", "throughput"] = "latency"
     batch_sizes: list[int] = [1]

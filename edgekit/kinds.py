@@ -25,11 +25,15 @@ class Kind:
     precisions: tuple[str, ...] = PRECISIONS
     runnable: bool = True  # `edgekit bench/validate` take it as an artifact
     portable: bool = True  # False: built on the device that runs it (TensorRT engines)
+    weights_suffix: str | None = None  # weights in a file beside it (OpenVINO's .bin)
+
+    def weights_file(self, path: str | Path) -> Path | None:
+        return Path(path).with_suffix(self.weights_suffix) if self.weights_suffix else None
 
 
 KINDS: tuple[Kind, ...] = (
     Kind("onnx", (".onnx",), ("onnxruntime",), "onnx", "onnx-metadata"),
-    Kind("openvino", (".xml",), ("openvino",), "openvino", "ir-rt-info"),
+    Kind("openvino", (".xml",), ("openvino",), "openvino", "ir-rt-info", weights_suffix=".bin"),
     Kind("tensorrt", (".plan", ".engine"), ("tensorrt",), "tensorrt", "engine-metadata",
          portable=False),
     Kind("checkpoint", (".pt",), ("torch",), None, "manifest", precisions=("fp32", "fp16"),
@@ -49,6 +53,12 @@ def by_format(fmt: str | None) -> Kind | None:
 def by_suffix(path: str | Path) -> Kind | None:
     suffix = Path(path).suffix
     return next((k for k in KINDS if suffix in k.suffixes), None)
+
+
+def weights_file(path: str | Path) -> Path | None:
+    """The file beside `path` that holds its weights, for kinds that keep them apart."""
+    kind = by_suffix(path)
+    return kind.weights_file(path) if kind else None
 
 
 def formats_read_by(runtime: str) -> tuple[str, ...]:

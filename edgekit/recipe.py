@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgekit import kinds
 from edgekit.config import load_yaml, validate
 from edgekit.errors import ConfigError
 from edgekit.validate.gate import Budget
@@ -97,8 +98,8 @@ class DataConfig(Strict):
 
 
 class ExportSpec(Strict):
-    target: Literal["onnx", "openvino", "tensorrt"]
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    target: Literal[kinds.TARGETS]  # type: ignore[valid-type]
+    precision: Literal[kinds.PRECISIONS] = "fp32"  # type: ignore[valid-type]
     on_device: bool = Field(False, description="build on the device that runs it (TensorRT "
                             "engines): skipped here, built by the remote validation")
     options: dict[str, Any] = Field(default_factory=dict,

@@ -81,8 +81,9 @@ def safe_relpath(path: Path, folder: Path) -> str:
 def _siblings(path: Path) -> list[Path]:
     """Files an artifact needs beside it: OpenVINO's .bin, ONNX external data, a spec sidecar."""
     found = []
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        found.append(path.with_suffix(".bin"))
+    weights = kinds.weights_file(path)
+    if weights is not None and weights.is_file():
+        found.append(weights)
     if path.suffix == ".onnx":
         from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -252,7 +253,8 @@ def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
         tasks.append({"argv": ["{python}", "-m", "edgekit", "export", "out", "--target",
                                "tensorrt", "--precision", precision, "--parity-data", eval_name],
                       "ok_codes": [0], "kind": "step"})
-    args = {"target": "out", "globs": ["out/*.plan", "out/*.engine"], "device": "device.yaml",
+    engine_globs = [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
+    args = {"target": "out", "globs": engine_globs, "device": "device.yaml",
             "eval": eval_name, "budget": budget, "batches": batches, "run_id": "{run_id}"}
     tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args, sort_keys=True)],
                   "ok_codes": [0], "globs_engines": True})

@@ -37,6 +37,7 @@ class Target:
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
+    source: ClassVar[str] = "onnx"  # the format it exports from (edgekit/kinds.py)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

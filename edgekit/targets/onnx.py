@@ -124,6 +124,7 @@ def simplify(model):
 class OnnxTarget(Target):
     name = "onnx"
     precisions = ("fp32", "fp16")
+    source = "checkpoint"
 
     def export(self, source: ModelBundle, out_dir: Path, *, precision: str = "fp32",
                parity_data: np.ndarray | None = None, filename: str | None = None,
