@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml
@@ -57,6 +57,17 @@ class DeviceProfile(BaseModel):
     # (issue 8, edgekit.remote) how long to wait for the SSH connection, and for a whole job.
     connect_timeout: float = Field(10.0, gt=0)
     job_timeout: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_runner_options(self) -> DeviceProfile:
+        """Each runtime's options against its runner's Options schema, when the profile is
+        loaded: a typo (`allow_cpu_fallbak`) is an error naming the key, not a silent default.
+        (Raises ConfigError, which pydantic passes through; config.validate adds the file.)"""
+        from edgekit.runtimes.base import get_runner
+
+        for name in self.runtimes:
+            get_runner(name).parse_options(self.runner_options(name), f"runtimes.{name}.options")
+        return self
 
     @property
     def is_remote(self) -> bool:

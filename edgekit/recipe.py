@@ -102,8 +102,8 @@ class ExportSpec(Strict):
     precision: Literal[kinds.PRECISIONS] = "fp32"  # type: ignore[valid-type]
     on_device: bool = Field(False, description="build on the device that runs it (TensorRT "
                             "engines): skipped here, built by the remote validation")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="target options (workspace_mb, dla, ...)")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "target options (workspace_mb, dla, ...), checked against the target's Options"))
 
     @property
     def stage(self) -> str:
@@ -184,6 +184,14 @@ def _check_steps(recipe: Recipe, where: str) -> None:
                               "reorder the steps")
 
 
+def _check_exports(recipe: Recipe, where: str) -> None:
+    """Each export's options against its target's own Options schema (the one `export` uses)."""
+    from edgekit.targets.base import get_target
+
+    for i, spec in enumerate(recipe.exports):
+        get_target(spec.target).parse_options(spec.options, f"{where}: exports[{i}].options")
+
+
 def _check_devices(recipe: Recipe, where: str) -> None:
     for i, ref in enumerate(recipe.devices):
         device_profile(ref, where=f"{where}: devices[{i}]")
@@ -226,6 +234,7 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe = load_yaml(Recipe, path)
     where = str(path)
     _check_steps(recipe, where)
+    _check_exports(recipe, where)
     _check_devices(recipe, where)
     return recipe
 

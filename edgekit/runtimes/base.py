@@ -13,15 +13,29 @@ import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit import kinds
+from edgekit.config import validate
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
 from edgekit.spec import InputSpec
+
+
+class RunnerOptions(BaseModel):
+    """A runner's options, as a device profile gives them (`runtimes.<name>.options`, plus the
+    profile's providers and performance hint). Each runner extends it; unknown keys are errors
+    with the closest valid key, checked when the profile is loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    performance_hint: Literal["latency", "throughput"] | None = Field(
+        None, description="the profile's performance hint (OpenVINO uses it)")
+
 
 # Filled by subclassing; get_runner imports the package's modules (each imports its library
 # lazily). The formats a runner reads come from edgekit/kinds.py.
@@ -36,19 +50,21 @@ class Runner:
     package: ClassVar[str] = ""  # the import name of the library
     install_hint: ClassVar[str] = ""
     timing_scope: ClassVar[str] = "inference call on host, inputs preallocated in host memory"
+    Options: ClassVar[type[RunnerOptions]] = RunnerOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if getattr(cls, "name", None):
-            cls.formats = kinds.formats_read_by(cls.name)
+            if "formats" not in cls.__dict__:  # from the table, unless the class says
+                cls.formats = kinds.formats_read_by(cls.name)
             RUNNERS[cls.name] = cls
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: RunnerOptions | dict[str, Any] | None = None) -> None:
         self.artifact = Path(artifact)
         self.spec = spec
         self.threads = threads
-        self.options = dict(options or {})
+        self.options = self.parse_options(options)
         self.check_available()
         self.load()
 
@@ -80,6 +96,16 @@ class Runner:
         return {}
 
     # ----------------------------------------------------------- shared
+    @classmethod
+    def parse_options(cls, options: RunnerOptions | dict[str, Any] | None,
+                      where: str | None = None) -> Any:
+        """The options as this runner's typed config (ConfigError naming an unknown key)."""
+        if isinstance(options, cls.Options):
+            return options
+        if isinstance(options, RunnerOptions):
+            options = options.model_dump(exclude_unset=True)
+        return validate(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
+
     @classmethod
     def available(cls) -> tuple[bool, str]:
         if cls.package and importlib.util.find_spec(cls.package) is None:

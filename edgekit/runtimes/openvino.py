@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
 from edgekit.io.specfiles import read_ir_rt_info, spec_from_ir  # noqa: F401 - spec_from_ir re-exported
-from edgekit.runtimes.base import Runner
+from edgekit.runtimes.base import Runner, RunnerOptions
 
 INSTALL_HINT = "pip install edgekit[openvino] (or pip install openvino)"
 PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -130,6 +131,13 @@ def _plain(value: Any) -> Any:
     return getattr(value, "name", None) or str(value)
 
 
+class OpenVinoOptions(RunnerOptions):
+    device: str = Field("CPU", description="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
+    performance_hint: Literal["latency", "throughput"] | None = "latency"
+    inference_precision: str | None = Field(None, description=(
+        "f32 | bf16 | f16; by default f32 for fp32 IRs, the plugin's choice otherwise"))
+
+
 class OpenVinoRunner(Runner):
     name = "openvino"
     package = "openvino"
@@ -137,12 +145,14 @@ class OpenVinoRunner(Runner):
     timing_scope = ("infer request on host (reused; static-shape compile for the batch timed), "
                     "input wrapped from preallocated host memory, output left in OpenVINO's "
                     "buffer")
+    Options = OpenVinoOptions
+    options: OpenVinoOptions
 
     def load(self) -> None:
         import_openvino()
-        self.device = str(self.options.get("device", "CPU"))
-        self.performance_hint = self.options.get("performance_hint", "latency")
-        chosen = self.options.get("inference_precision")
+        self.device = self.options.device
+        self.performance_hint = self.options.performance_hint
+        chosen = self.options.inference_precision
         self.precision_hint = chosen if chosen is not None else \
             default_precision_hint(self.artifact)
         self.compiled = self._compile(None)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError
-from edgekit.runtimes.base import DeviceTimed, Runner
+from edgekit.runtimes.base import DeviceTimed, Runner, RunnerOptions
 from edgekit.spec import InputSpec
 
 PRECISIONS = ("fp32", "fp16")
@@ -58,6 +59,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+class TorchOptions(RunnerOptions):
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    precision: str = Field("fp32", description="fp32, or fp16 on CUDA")
+    cuda_graphs: bool = Field(False, description=(
+        "replay a captured CUDA graph of the static-shape forward (CUDA only)"))
+    trust_model: bool = Field(False, description=(
+        "load a checkpoint that needs code to be executed (pickled module, TorchScript)"))
+
+
 class TorchRunner(DeviceTimed, Runner):
     name = "torch"
     package = "torch"
@@ -65,9 +75,12 @@ class TorchRunner(DeviceTimed, Runner):
     timing_scope = CPU_SCOPE
     device_timing_scope = ("CUDA events around the forward alone on the stream (no host copies), "
                            "read after synchronisation")
+    Options = TorchOptions
+    options: TorchOptions
 
     def __init__(self, artifact: str | Path, spec: InputSpec | None = None, *,
-                 threads: int | None = None, options: dict[str, Any] | None = None) -> None:
+                 threads: int | None = None,
+                 options: TorchOptions | dict[str, Any] | None = None) -> None:
         """`spec` defaults to the checkpoint's own InputSpec."""
         self._graphs: dict[int, Any] = {}
         super().__init__(artifact, spec, threads=threads, options=options)  # type: ignore[arg-type]
@@ -77,9 +90,9 @@ class TorchRunner(DeviceTimed, Runner):
 
         from edgekit.io.models import load_model
 
-        device = str(self.options.get("device", "cpu"))
-        precision = str(self.options.get("precision", "fp32"))
-        self.cuda_graphs = bool(self.options.get("cuda_graphs", False))
+        device = self.options.device
+        precision = self.options.precision
+        self.cuda_graphs = self.options.cuda_graphs
         if precision not in PRECISIONS:
             raise InputError(f"the torch runner has no precision {precision!r}",
                              hint=f"choose one of: {', '.join(PRECISIONS)}")
@@ -100,7 +113,7 @@ class TorchRunner(DeviceTimed, Runner):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self.checkpoint = resolve_checkpoint(self.artifact)
-        bundle = load_model(self.checkpoint, trust_model=bool(self.options.get("trust_model")),
+        bundle = load_model(self.checkpoint, trust_model=self.options.trust_model,
                             check_forward=False)
         if self.spec is None:
             self.spec = bundle.spec
