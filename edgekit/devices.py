@@ -16,7 +16,13 @@ from edgekit.config import load_yaml
 from edgekit.errors import ConfigError
 from edgekit.runtimes.latency import LatencyProtocol
 
-PROFILE_DIRS = (Path.cwd() / "devices", Path(__file__).resolve().parent.parent / "devices")
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "devices"
+
+
+def profile_dirs(cwd: str | Path | None = None) -> tuple[Path, ...]:
+    """Where profiles are looked up, first hit wins: devices/ under `cwd` (by default the
+    working directory at the time of the call, not of the import), then the shipped ones."""
+    return (Path.cwd() if cwd is None else Path(cwd)) / "devices", SHIPPED_PROFILES
 
 
 class RuntimeConfig(BaseModel):
@@ -82,25 +88,26 @@ class DeviceProfile(BaseModel):
         return opts
 
 
-def find_profile(name_or_path: str | Path) -> Path:
+def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in PROFILE_DIRS:
+    folders = profile_dirs(cwd)
+    for folder in folders:
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    known = ", ".join(sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.yaml")}))
+    known = ", ".join(sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")}))
     raise ConfigError(f"no device profile {name_or_path!r}", hint=f"known profiles: {known}")
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    return load_yaml(DeviceProfile, find_profile(name_or_path))
+def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:
+    return load_yaml(DeviceProfile, find_profile(name_or_path, cwd=cwd))
 
 
-def list_profiles() -> list[Path]:
+def list_profiles(*, cwd: str | Path | None = None) -> list[Path]:
     seen: dict[str, Path] = {}
-    for folder in PROFILE_DIRS:
+    for folder in profile_dirs(cwd):
         if folder.is_dir():
             for p in sorted(folder.glob("*.yaml")):
                 seen.setdefault(p.stem, p)

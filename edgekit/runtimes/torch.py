@@ -20,7 +20,8 @@ What is timed (stated in every record's `timing_scope`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,6 @@ class TorchRunner(DeviceTimed, Runner):
                              hint="use precision fp32 on the CPU, or device: cuda")
         if self.cuda_graphs and not on_cuda:
             raise InputError("cuda_graphs needs a CUDA device", hint="set device: cuda")
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
         self.checkpoint = resolve_checkpoint(self.artifact)
         bundle = load_model(self.checkpoint, trust_model=self.options.trust_model,
                             check_forward=False)
@@ -210,13 +209,40 @@ class TorchRunner(DeviceTimed, Runner):
 
         return replay, tuple(static_out.shape)
 
+    @contextlib.contextmanager
+    def thread_scope(self) -> Iterator[None]:
+        """torch's intra-op thread count is process-wide: the profile's `threads` hold for this
+        runner's own calls (inference, the timing loop) and the caller's count is put back
+        after, so measuring never changes the threads of the rest of the process."""
+        import torch
+
+        if not self.threads:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(self.threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with self.thread_scope():
+            return super().infer(x)
+
+    def measure_latency(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with self.thread_scope():
+            return super().measure_latency(*args, **kwargs)
+
     def describe(self) -> dict[str, Any]:
         import torch
 
+        with self.thread_scope():
+            threads = torch.get_num_threads()
         info: dict[str, Any] = {"runtime": self.name, "version": torch.__version__,
                                 "device": str(self.device), "precision": self.precision,
                                 "cuda_graphs": self.cuda_graphs,
-                                "threads": torch.get_num_threads(),
+                                "threads": threads,
                                 "checkpoint": str(self.checkpoint)}
         if self.on_cuda:
             info.update(device_name=torch.cuda.get_device_name(self.device),
