@@ -113,6 +113,12 @@ class Runner:
         return True, ""
 
     @classmethod
+    def usable_with(cls, options: RunnerOptions | dict[str, Any] | None) -> tuple[bool, str]:
+        """Whether this runtime can run here as a profile configures it, and why not (a
+        runner whose options name hardware, as ONNX Runtime's providers do, checks them)."""
+        return cls.available()
+
+    @classmethod
     def check_available(cls) -> None:
         ok, reason = cls.available()
         if not ok:

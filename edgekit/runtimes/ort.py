@@ -38,6 +38,23 @@ class OrtRunner(Runner):
     Options = OrtOptions
     options: OrtOptions
 
+    @classmethod
+    def usable_with(cls, options: RunnerOptions | dict[str, Any] | None) -> tuple[bool, str]:
+        """The profile's first execution provider must exist here; the others are fallbacks."""
+        ok, reason = cls.available()
+        if not ok:
+            return ok, reason
+        import onnxruntime as ort
+
+        wanted = cls.parse_options(options).providers
+        first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0]) if wanted else None
+        have = ort.get_available_providers()
+        if first is None or first in have:
+            return True, ""
+        return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has "
+                       f"only {', '.join(have)} (pip install onnxruntime-gpu, or use the device "
+                       "itself)")
+
     def load(self) -> None:
         import onnxruntime as ort
 

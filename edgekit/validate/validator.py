@@ -39,27 +39,9 @@ def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
             out.append(RuntimeStatus(name, False, f"edgekit's {name} runner cannot be imported "
                                      f"({exc})"))
             continue
-        ok, reason = cls.available()
-        if ok and name == "onnxruntime":
-            ok, reason = _ort_providers_ok(device.runtimes[name].providers)
+        ok, reason = cls.usable_with(device.runner_options(name))
         out.append(RuntimeStatus(name, ok, reason, tuple(cls.formats)))
     return out
-
-
-def _ort_providers_ok(wanted: list[str]) -> tuple[bool, str]:
-    """The profile's first execution provider must exist here; the others are fallbacks."""
-    if not wanted:
-        return True, ""
-    import onnxruntime as ort
-
-    from edgekit.runtimes.ort import PROVIDER_ALIASES
-
-    first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0])
-    have = ort.get_available_providers()
-    if first in have:
-        return True, ""
-    return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has only "
-                   f"{', '.join(have)} (pip install onnxruntime-gpu, or use the device itself)")
 
 
 def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[RuntimeStatus]
