@@ -56,7 +56,7 @@ CASES: dict[str, list[tuple[str, list[str], int, float]]] = {
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=20, warmup_seconds=0.3, min_queries=300,
                            min_seconds=1.0, max_seconds=10.0)

@@ -30,7 +30,7 @@ INCLUDE = ["layer*"]  # resnet18's 3×3 convs; conv1 (7×7) and the 1×1 downsam
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=150,
                            min_seconds=2.0, max_seconds=15.0)

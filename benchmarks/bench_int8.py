@@ -47,7 +47,7 @@ ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=60,
                            min_seconds=1.0, max_seconds=10.0)

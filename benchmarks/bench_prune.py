@@ -48,7 +48,7 @@ DISTILL_EPOCHS = int(os.environ.get("BENCH_PRUNE_EPOCHS", "2"))
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=150,
                            min_seconds=2.0, max_seconds=15.0)

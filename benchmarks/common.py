@@ -44,7 +44,7 @@ def time_alternating(runners: dict[str, Any], x: Any, protocol: Any, rounds: int
     come from all its samples: {label: {p50_ms, p90_ms, p99_ms, min_ms, count}}."""
     import numpy as np
 
-    from edgekit.validate.latency import latency_stats
+    from edgekit.runtimes.latency import latency_stats
 
     samples: dict[str, list[float]] = {label: [] for label in runners}
     durations = dict.fromkeys(runners, 0.0)

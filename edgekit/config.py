@@ -80,3 +80,5 @@ def validate(schema: type[M], data: dict, where: str) -> M:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, schema, where) from None
+    except ConfigError as exc:  # a nested schema checked by a validator (runner options)
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None

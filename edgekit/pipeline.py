@@ -12,7 +12,6 @@ from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
-TARGET_SOURCE = {"onnx": "checkpoint", "openvino": "onnx", "tensorrt": "onnx"}
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
 
 
@@ -79,7 +78,7 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     if bundle is not None:
         loaded, source_file = bundle, bundle.source
     else:
-        loaded, source_file = resolve_source(source, TARGET_SOURCE[target], model_options or {})
+        loaded, source_file = resolve_source(source, exporter.source, model_options or {})
     if target == "onnx":
         spec = loaded.spec
     else:

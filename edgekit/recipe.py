@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgekit import kinds
 from edgekit.config import load_yaml, validate
 from edgekit.errors import ConfigError
 from edgekit.validate.gate import Budget
@@ -97,12 +98,12 @@ class DataConfig(Strict):
 
 
 class ExportSpec(Strict):
-    target: Literal["onnx", "openvino", "tensorrt"]
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    target: Literal[kinds.TARGETS]  # type: ignore[valid-type]
+    precision: Literal[kinds.PRECISIONS] = "fp32"  # type: ignore[valid-type]
     on_device: bool = Field(False, description="build on the device that runs it (TensorRT "
                             "engines): skipped here, built by the remote validation")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="target options (workspace_mb, dla, ...)")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "target options (workspace_mb, dla, ...), checked against the target's Options"))
 
     @property
     def stage(self) -> str:
@@ -149,7 +150,7 @@ class Recipe(Strict):
 
 
 def _check_steps(recipe: Recipe, where: str) -> None:
-    from edgekit.passes.base import PASS_MODULES, get_pass
+    from edgekit.passes.base import PASS_NAMES, get_pass
 
     seen_onnx = None
     seen: set[str] = set()
@@ -158,11 +159,11 @@ def _check_steps(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
-        if name not in PASS_MODULES:
-            close = difflib.get_close_matches(name, list(PASS_MODULES), n=1)
+        if name not in PASS_NAMES:
+            close = difflib.get_close_matches(name, list(PASS_NAMES), n=1)
             raise ConfigError(f"{where}: steps[{i}]: unknown step {name!r}",
                               hint=f"did you mean {close[0]!r}?" if close
-                              else f"steps are: {', '.join(PASS_MODULES)}")
+                              else f"steps are: {', '.join(PASS_NAMES)}")
         try:
             cls = get_pass(name)
         except ImportError as exc:
@@ -181,6 +182,14 @@ def _check_steps(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: steps[{i}]: {name} comes after {seen_onnx}",
                               hint=f"PyTorch steps (prune, dwsep, distill) run before {seen_onnx}; "
                               "reorder the steps")
+
+
+def _check_exports(recipe: Recipe, where: str) -> None:
+    """Each export's options against its target's own Options schema (the one `export` uses)."""
+    from edgekit.targets.base import get_target
+
+    for i, spec in enumerate(recipe.exports):
+        get_target(spec.target).parse_options(spec.options, f"{where}: exports[{i}].options")
 
 
 def _check_devices(recipe: Recipe, where: str) -> None:
@@ -225,6 +234,7 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe = load_yaml(Recipe, path)
     where = str(path)
     _check_steps(recipe, where)
+    _check_exports(recipe, where)
     _check_devices(recipe, where)
     return recipe
 

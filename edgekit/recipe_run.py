@@ -318,7 +318,9 @@ class RecipeRun:
             return {"_status": "on device"}
         r = self.recipe
         options = dict(spec.options)
-        if spec.precision == "int8" and spec.target != "onnx":
+        from edgekit.targets.base import get_target
+
+        if spec.precision == "int8" and "calib" in get_target(spec.target).Options.model_fields:
             options.setdefault("calib", self.data(r.data.calib))
         try:
             artifact, _ = export_artifact(self.out, spec.target, self.out, precision=spec.precision,

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit import kinds
 from edgekit.errors import InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
+from edgekit.io.specfiles import spec_from_engine_metadata, spec_from_ir
+from edgekit.kinds import RUNNABLE_SUFFIXES
 from edgekit.spec import InputSpec
 
-RUNNABLE_SUFFIXES = (".onnx", ".xml", ".plan", ".engine")
+
+def _spec_from_onnx(path: Path) -> InputSpec | None:
+    from edgekit.io.onnxfile import spec_from_onnx
+
+    return spec_from_onnx(path)
+
+
+# Where each kind keeps its InputSpec (edgekit/kinds.py `spec_in`); "manifest" has no file of
+# its own and falls through to the manifest entry and the sidecar below.
+SPEC_READERS: dict[str, Callable[[Path], InputSpec | None]] = {
+    "onnx-metadata": _spec_from_onnx,
+    "ir-rt-info": spec_from_ir,
+    "engine-metadata": spec_from_engine_metadata,
+}
 
 
 def spec_for(path: str | Path) -> InputSpec:
     """The InputSpec of an artifact: ONNX metadata / IR rt_info / engine metadata file, else its
     manifest entry, else a sidecar."""
     path = Path(path)
-    if path.suffix == ".onnx":
-        from edgekit.io.onnxfile import spec_from_onnx
-
-        spec = spec_from_onnx(path)
-        if spec:
-            return spec
-    elif path.suffix == ".xml" and path.is_file():
-        from edgekit.runtimes.openvino import spec_from_ir
-
-        spec = spec_from_ir(path)
-        if spec:
-            return spec
-    elif path.suffix in (".plan", ".engine") and path.is_file():
-        from edgekit.runtimes.tensorrt import spec_from_engine_metadata
-
-        spec = spec_from_engine_metadata(path)
+    kind = kinds.by_suffix(path)
+    reader = SPEC_READERS.get(kind.spec_in) if kind else None
+    if reader and (kind.format == "onnx" or path.is_file()):
+        spec = reader(path)
         if spec:
             return spec
     recorded_spec = recorded(path, "input_spec")
@@ -108,4 +113,4 @@ def recorded(path: Path, key: str) -> Any:
 
 
 def _format_of(path: Path) -> str:
-    return {".onnx": "onnx", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}[path.suffix]
+    return kinds.by_suffix(path).format

@@ -59,7 +59,9 @@ def file_size(path: str | Path) -> int:
     """Size on disk, including an ONNX model's external data and an OpenVINO IR's .bin."""
     path = Path(path)
     total = path.stat().st_size
-    sibling = path.with_suffix(".bin") if path.suffix == ".xml" else Path(str(path) + ".data")
+    from edgekit.kinds import weights_file
+
+    sibling = weights_file(path) or Path(str(path) + ".data")
     if sibling.exists():
         total += sibling.stat().st_size
     return total

@@ -354,13 +354,15 @@ def save_checkpoint(bundle: ModelBundle, path: str | Path, **meta: Any) -> Path:
 
 
 def _import_surgeries(op: str | None = None) -> None:
-    """Passes register their surgeries on import: import the pass named `op` (surgeries are
-    named after their pass), else every pass module that imports."""
-    from edgekit.passes.base import PASS_MODULES
+    """Passes register their surgeries on import, and a surgery is named after its pass, whose
+    module is edgekit/passes/<name>.py. A checkpoint names the pass that rebuilds it; its module
+    is imported by that name, as a plugin (io sits below passes and does not import them
+    statically). Without a name: every pass module that imports."""
+    from edgekit.registry import module_names
 
-    names = [PASS_MODULES[op]] if op in PASS_MODULES else list(PASS_MODULES.values())
+    names = [op] if op in module_names("edgekit.passes") else module_names("edgekit.passes")
     for name in names:
         try:
-            importlib.import_module(name)
+            importlib.import_module(f"edgekit.passes.{name}")
         except ImportError:
             continue

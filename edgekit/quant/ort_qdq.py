@@ -17,11 +17,9 @@ excluded without calibrating again, then `quantize_static`.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,16 +166,12 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
 
 
 # ---------------------------------------------------------------- calibration
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ONNX Runtime's quantization tools print progress and log warnings; keep the screen ours."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
+def _quiet() -> contextlib.AbstractContextManager[None]:
+    """ONNX Runtime's quantization tools print progress and log warnings; keep the screen ours
+    (only theirs is silenced: other loggers and other threads are left alone)."""
+    from edgekit.quiet import quiet_library
+
+    return quiet_library("onnxruntime")
 
 
 def _reader(input_name: str, arrays: list[np.ndarray]):

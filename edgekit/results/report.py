@@ -210,11 +210,11 @@ def _environment(records: list[dict[str, Any]]) -> str:
 
 
 def _budget_text(budget: dict[str, Any] | None) -> str:
-    from edgekit.validate.gate import Budget
+    from edgekit.results.validation import describe_budget
 
     try:
-        return Budget(**(budget or {})).describe()
-    except ValueError:
+        return describe_budget(budget)
+    except (TypeError, ValueError, AttributeError):
         return str(budget)
 
 

@@ -124,12 +124,15 @@ def simplify(model):
 class OnnxTarget(Target):
     name = "onnx"
     precisions = ("fp32", "fp16")
+    source = "checkpoint"
 
     def export(self, source: ModelBundle, out_dir: Path, *, precision: str = "fp32",
-               parity_data: np.ndarray | None = None, filename: str | None = None,
-               atol: float = 1e-4, rtol: float = 1e-3, **_: Any) -> Artifact:
+               parity_data: np.ndarray | None = None, data_dir: str | None = None,
+               **options: Any) -> Artifact:
         import onnx
 
+        opts = self.parse_options(options)
+        filename, atol, rtol = opts.filename, opts.atol, opts.rtol
         self.check_precision(precision)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

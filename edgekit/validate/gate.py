@@ -18,6 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
+
+__all__ = ["PRECISION_RANK", "Budget", "evaluate_gate", "pick_decisive"]
+
 TOLERANCE = 1e-9
 
 
@@ -35,18 +39,7 @@ class Budget(BaseModel):
     max_abs_diff: float | None = Field(None, ge=0, description="largest absolute logit difference")
 
     def describe(self) -> str:
-        parts = []
-        if self.max_drop is not None:
-            parts.append(f"drop ≤ {self.max_drop:g} pt")
-        if self.max_drop_rel is not None:
-            parts.append(f"drop ≤ {100 * self.max_drop_rel:g}% of fp32")
-        if self.min_agreement is not None:
-            parts.append(f"agreement ≥ {self.min_agreement:g}")
-        if self.min_cosine is not None:
-            parts.append(f"cosine ≥ {self.min_cosine:g}")
-        if self.max_abs_diff is not None:
-            parts.append(f"max |Δ| ≤ {self.max_abs_diff:g}")
-        return ", ".join(parts) or "finite outputs only"
+        return describe_budget(self.model_dump())
 
 
 def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
@@ -89,33 +82,3 @@ def evaluate_gate(accuracy: dict[str, Any], budget: Budget) -> dict[str, Any]:
     reasons = [c["reason"] for c in checks if not c["passed"]]
     return {"passed": not reasons, "checks": checks, "reasons": reasons,
             "budget": budget.model_dump(exclude_none=True)}
-
-
-PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
-
-
-def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
-                  ) -> tuple[dict[str, Any], str]:
-    """The artifact whose gate decides the exit code, and why it was chosen.
-
-    `requested` matches an artifact's file name, relative path or stage. By default: the most
-    compressed one — lowest precision, then the last one made (later stages compress further),
-    then the smallest file."""
-    from edgekit.errors import InputError
-
-    if not artifacts:
-        raise InputError("there is no artifact to decide on")
-    if requested:
-        hits = [a for a in artifacts if requested in (a.get("name"), a.get("relpath"),
-                                                     a.get("stage"), str(a.get("path")))]
-        if not hits:
-            names = ", ".join(sorted({str(a.get("name")) for a in artifacts}))
-            raise InputError(f"--artifact {requested!r} is not among the validated artifacts",
-                             hint=f"choose one of: {names}")
-        return hits[-1], f"chosen with --artifact {requested}"
-    order = sorted(range(len(artifacts)), key=lambda i: (
-        PRECISION_RANK.get(artifacts[i].get("precision", "fp32"), 3), -i,
-        artifacts[i].get("size_bytes") or 0))
-    chosen = artifacts[order[0]]
-    return chosen, (f"the most compressed artifact ({chosen.get('precision', 'fp32')}, "
-                    "latest stage); pass --artifact NAME to choose another")

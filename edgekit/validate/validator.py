@@ -4,64 +4,27 @@ itself against the fp32 reference, and the accuracy gate.
 
 A runtime of the profile that is not usable here is reported (with the fix) and the rest are
 validated; an artifact that no usable runtime can run is reported as skipped. Torch-free.
-A profile with `host:` is validated over SSH by `edgekit.remote` (the same records come back).
+Where the job runs is an executor's business (edgekit/executors/: local in this process; ssh for a
+profile with `host:`, which runs this same validator on the device and brings the records back).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import DataError, MissingDependencyError
+from edgekit.executors import ValidationJob, executor_name, get_executor
 from edgekit.results.store import new_run_id
+from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
 
-
-@dataclass
-class RuntimeStatus:
-    name: str
-    usable: bool
-    reason: str = ""
-    formats: tuple[str, ...] = ()
-
-
-@dataclass
-class ValidationResult:
-    """All records of one validation, the gate per artifact and which artifact decides."""
-
-    device: str
-    budget: Budget
-    run_id: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    runtimes: list[RuntimeStatus] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    decisive: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.decisive.get("passed"))
-
-    @property
-    def missing_runtimes(self) -> list[RuntimeStatus]:
-        return [r for r in self.runtimes if not r.usable]
-
-    def to_json(self, *, with_samples: bool = False) -> dict[str, Any]:
-        records = self.records
-        if not with_samples:
-            records = [{**r, "latency": {k: v for k, v in r.get("latency", {}).items()
-                                         if k != "samples_ms"}} for r in records]
-        return {
-            "device": self.device, "run_id": self.run_id, "passed": self.passed,
-            "budget": self.budget.model_dump(exclude_none=True), "decisive": self.decisive,
-            "artifacts": self.artifacts,
-            "runtimes": [vars(r) for r in self.runtimes],
-            "skipped": self.skipped, "records": records,
-        }
+__all__ = ["RuntimeStatus", "ValidationResult", "check_labels", "plan", "run_here",
+           "runtime_status", "save", "summarize", "validate"]
 
 
 def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
@@ -76,33 +39,15 @@ def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
             out.append(RuntimeStatus(name, False, f"edgekit's {name} runner cannot be imported "
                                      f"({exc})"))
             continue
-        ok, reason = cls.available()
-        if ok and name == "onnxruntime":
-            ok, reason = _ort_providers_ok(device.runtimes[name].providers)
+        ok, reason = cls.usable_with(device.runner_options(name))
         out.append(RuntimeStatus(name, ok, reason, tuple(cls.formats)))
     return out
-
-
-def _ort_providers_ok(wanted: list[str]) -> tuple[bool, str]:
-    """The profile's first execution provider must exist here; the others are fallbacks."""
-    if not wanted:
-        return True, ""
-    import onnxruntime as ort
-
-    from edgekit.runtimes.ort import PROVIDER_ALIASES
-
-    first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0])
-    have = ort.get_available_providers()
-    if first in have:
-        return True, ""
-    return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has only "
-                   f"{', '.join(have)} (pip install onnxruntime-gpu, or use the device itself)")
 
 
 def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[RuntimeStatus]
          ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[dict[str, str]]]:
     """(artifact, [runtimes to validate it on]) pairs, and the artifacts nothing here can run."""
-    from edgekit.runtimes.base import RUNNER_MODULES
+    from edgekit.runtimes.base import runner_names
 
     pairs, skipped = [], []
     for entry in entries:
@@ -114,21 +59,17 @@ def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[Ru
             continue
         blocked = [s for s in statuses if not s.usable
                    and precision in device.runtimes[s.name].precisions
-                   and (fmt in s.formats or _runtime_for_format(fmt) == s.name)]
+                   and (fmt in s.formats or kinds.default_runtime(fmt) == s.name)]
         if blocked:
             reason = "; ".join(f"needs {s.name}, which is not usable here: {s.reason}"
                                for s in blocked)
         else:
-            names = [n for n in device.runtimes if n in RUNNER_MODULES]
+            names = [n for n in device.runtimes if n in runner_names()]
             reason = (f"no runtime of profile {device.name} ({', '.join(names)}) runs "
                       f"{fmt} {precision}")
         skipped.append({"artifact": Path(entry["path"]).name, "format": str(fmt),
                         "precision": str(precision), "reason": reason})
     return pairs, skipped
-
-
-def _runtime_for_format(fmt: str | None) -> str | None:
-    return {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}.get(fmt or "")
 
 
 def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
@@ -148,15 +89,21 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
              data_dir: str | None = None, limit: int | None = None,
              artifact: str | None = None, run_id: str | None = None,
              rerun: bool = False) -> ValidationResult:
-    """Validate every artifact of `target` (an output folder or one artifact) on `device`.
-    A local run always measures; on a remote device the same job is collected again unless
-    `rerun`."""
-    budget = budget or Budget()
-    if device.is_remote:  # run_id as given: edgekit.remote derives one from its job id if None
-        return _validate_remote(target, device, eval_source=eval_source, budget=budget,
-                                batches=batches, data_dir=data_dir, limit=limit,
-                                artifact=artifact, run_id=run_id, rerun=rerun)
-    run_id = run_id or new_run_id()
+    """Validate every artifact of `target` (an output folder or one artifact) on `device`, on
+    the executor the profile asks for. A local run always measures; on a remote device the same
+    job is collected again unless `rerun`."""
+    job = ValidationJob(target=Path(target), device=device, eval_source=eval_source,
+                        budget=budget or Budget(), batches=batches, data_dir=data_dir,
+                        limit=limit, artifact=artifact, run_id=run_id, rerun=rerun)
+    return get_executor(executor_name(device), run_here).run(job)
+
+
+def run_here(job: ValidationJob) -> ValidationResult:
+    """The job, measured in this process on this machine's runtimes (what every executor ends
+    up running: the local one here, the SSH one on the device, through `edgekit validate`)."""
+    target, device, budget, artifact = job.target, job.device, job.budget, job.artifact
+    eval_source, data_dir, limit = job.eval_source, job.data_dir, job.limit
+    run_id = job.run_id or new_run_id()
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
     from edgekit.validate.bench import measure, open_runner, reference_logits
@@ -175,7 +122,7 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
     candidates = [_artifact_info(e, Path(target)) for e, _ in pairs]
     chosen, why = pick_decisive(candidates, artifact)
     ref_path = find_reference(target)
-    batches = batches or device.batch_sizes
+    batches = job.batches or device.batch_sizes
     # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
     folder_model = next((e.get("model") for e in entries if e.get("model")), None)
     eval_cache: dict[str, Any] = {}
@@ -239,30 +186,11 @@ def _artifact_info(entry: dict[str, Any], target: Path) -> dict[str, Any]:
             "model": entry.get("model")}
 
 
-def _validate_remote(target: str | Path, device: DeviceProfile, **kwargs: Any) -> ValidationResult:
-    """Hand a remote profile to edgekit.remote, which runs `edgekit validate --json` there and
-    returns the same ValidationResult (its records tagged with the device's environment)."""
-    try:
-        from edgekit.remote import validate_remote
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"device {device.name} is remote (host {device.host}), and remote validation is not "
-            f"available in this edgekit ({exc})",
-            hint="use a local profile, or install an edgekit with edgekit.remote") from None
-    return validate_remote(target, device, **kwargs)
-
-
 def save(result: ValidationResult, store_path: str | Path) -> list[int]:
     """Append the result's records to the results store (all or none), once: a run already
-    stored (same run id) is not stored again."""
-    from edgekit.results.store import open_store
-
-    if hasattr(result, "store_new_records"):  # hook (edgekit.remote, issue 8): a rerun of a
-        return result.store_new_records(store_path)  # remote job adds only unseen records
-    with open_store(store_path) as store:
-        if store.has_run(result.run_id):
-            return []
-        return store.add(result.records, run_id=result.run_id)
+    stored (same run id) is not stored again, and a rerun of a remote job adds only the records
+    it has not stored yet."""
+    return result.store(store_path)
 
 
 def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:

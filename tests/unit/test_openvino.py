@@ -16,7 +16,7 @@ from edgekit.errors import DataError, InputError, ModelLoadError  # noqa: E402
 from edgekit.io.artifacts import spec_for  # noqa: E402
 from edgekit.io.manifest import Manifest  # noqa: E402
 from edgekit.pipeline import export_artifact  # noqa: E402
-from edgekit.validate.latency import LatencyProtocol  # noqa: E402
+from edgekit.runtimes.latency import LatencyProtocol  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"

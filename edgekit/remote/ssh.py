@@ -1,6 +1,6 @@
 """The SSH side of edgekit.remote: the system OpenSSH client with host-key checking always on,
 retries of dropped connections, one shared connection per validation, errors that say what to
-do, and calls to the device-side agent (edgekit/remote_agent.py, sent over stdin)."""
+do, and calls to the device-side agent (edgekit/remote/agent.py, sent over stdin)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError
 
-AGENT_PATH = Path(__file__).with_name("remote_agent.py")
+AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_MARK = "@@edgekit-agent@@"
 HOST_KEY_PATTERNS = ("host key verification failed", "remote host identification has changed",
                      "host key is known for", "no matching host key")
