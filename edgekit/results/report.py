@@ -20,7 +20,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.io.files import atomic_write_text
 from edgekit.results.store import latest
-from edgekit.results.table import GATE_COLUMNS, gate_markdown, gate_row
+from edgekit.results.table import GATE_COLUMNS, WINNER, gate_markdown, gate_row, gate_verdict
 
 RUNTIME_COLOURS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c",
                    "torch": "#d62728"}
@@ -160,12 +160,12 @@ def _table(records: list[dict[str, Any]]) -> str:
     body = []
     for r in records:
         cells = gate_row(r)
-        verdict = cells[-1]
+        verdict = gate_verdict(cells[-1])
         tds = []
         for col, value in zip(GATE_COLUMNS, cells, strict=True):
             cls = "l" if col in LEFT else ""
             if col == "gate":
-                cls = {"PASS": "pass", "FAIL": "fail"}.get(value, "")
+                cls = {"PASS": "pass", "FAIL": "fail"}.get(gate_verdict(value), "")
             tds.append(f'<td class="{cls}">{html.escape(value)}</td>')
         reasons = "; ".join((r.get("gate") or {}).get("reasons") or [])
         validity = (r.get("latency") or {}).get("validity") or {}
@@ -254,8 +254,11 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                 f'<img alt="plot" src="{p}">' for p in plots) + "</div>")
         parts.append(_table(rows))
         parts.append('<p class="note">Δ top-1 in points against the fp32 reference, measured on '
-                     "the same eval set; agree = top-1 agreement with the reference; † = too few "
-                     "samples to claim p99 at 99% confidence (early-stopping rule).</p>")
+                     "the same eval set; agree = top-1 agreement with the reference; speed-up = "
+                     "p50 of the fp32 original over the artifact's, same runtime and batch, "
+                     f"measured in the same run; {WINNER} = the artifact that decides (the "
+                     "fastest within the budget); † = too few samples to claim p99 at 99% "
+                     "confidence (early-stopping rule).</p>")
         parts.append("<h3>Environment</h3>" + _environment(rows) + "</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

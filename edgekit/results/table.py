@@ -94,7 +94,20 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 
 # ---------------------------------------------------------------- validation (gate) tables
 GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "Δ top-1",
-                "agree", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid", "gate")
+                "agree", "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
+                "gate")
+WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
+
+
+def speedup_cell(record: dict[str, Any]) -> str:
+    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
+    value = record.get("speedup")
+    return "-" if value is None else f"{value:.2f}×"
+
+
+def gate_verdict(cell: str) -> str:
+    """PASS / FAIL / - of a gate cell, without the winner mark."""
+    return cell.replace(WINNER, "").strip()
 
 
 def gate_row(record: dict[str, Any]) -> list[str]:
@@ -108,16 +121,17 @@ def gate_row(record: dict[str, Any]) -> list[str]:
 
     return [base["model"], record.get("artifact_name") or Path(str(record.get("artifact"))).name,
             base["precision"], base["runtime"], base["batch"], base["top-1"], base["Δ top-1"],
-            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["p90 ms"], p99,
-            base["throughput/s"], base["size"], base["valid"],
-            "-" if not gate else ("PASS" if gate.get("passed") else "FAIL")]
+            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], speedup_cell(record),
+            base["p90 ms"], p99, base["throughput/s"], base["size"], base["valid"],
+            ("-" if not gate else ("PASS" if gate.get("passed") else "FAIL"))
+            + (f" {WINNER}" if record.get("decisive") else "")]
 
 
 def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
     cell_rows = []
     for r in records:
         cells = gate_row(r)
-        style = {"PASS": "green", "FAIL": "bold red"}.get(cells[-1])
+        style = {"PASS": "green", "FAIL": "bold red"}.get(gate_verdict(cells[-1]))
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
         cell_rows.append(cells)
     _print_table(GATE_COLUMNS, cell_rows, title, width=220)

@@ -171,15 +171,17 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
             f"nothing in {target} can run on {device.name} here"
             + (f" ({missing})" if missing else ""),
             hint="install the runtime the profile names, or choose another --device")
-    # Decide up front, so a bad --artifact fails before minutes of measuring.
+    # A bad --artifact fails before minutes of measuring; the default choice needs the numbers.
     candidates = [_artifact_info(e, Path(target)) for e, _ in pairs]
-    chosen, why = pick_decisive(candidates, artifact)
+    if artifact:
+        pick_decisive(candidates, artifact)
     ref_path = find_reference(target)
     batches = batches or device.batch_sizes
     # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
     folder_model = next((e.get("model") for e in entries if e.get("model")), None)
     eval_cache: dict[str, Any] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
+    measured: list[tuple[dict[str, Any], str, list[dict[str, Any]], Any]] = []
     for entry, runtimes in pairs:
         spec = spec_for(entry["path"])
         key = spec.to_json()
@@ -195,27 +197,98 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
             check_labels(eval_set, ref_outputs, eval_source)
             eval_cache[key], ref_cache[key] = eval_set, ref
         info = _artifact_info(entry, Path(target))
+        info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()
+                                    == ref_path.resolve())
         info["runtimes"] = {}
         for runtime in runtimes:
             records = measure(entry, spec, device, eval_set=eval_cache[key], batches=batches,
                               ref_logits=ref_cache[key], runtime=runtime,
                               model_name=entry.get("model") or folder_model)
-            gate = evaluate_gate(records[0]["accuracy"], budget) if records else None
             for r in records:
                 r["environment"] = _recorded_environment(r.get("environment") or {}, device)
-                r.update(run_id=run_id, gate=gate, artifact_name=info["name"],
-                         stage=entry.get("stage"), is_reference=bool(
-                             ref_path and Path(entry["path"]).resolve() == ref_path.resolve()))
-            result.records += records
-            info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
-                                         "reasons": gate["reasons"] if gate else []}
-        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+                r.update(run_id=run_id, artifact_name=info["name"], stage=entry.get("stage"),
+                         is_reference=info["is_reference"])
+            measured.append((info, runtime, records, eval_cache[key]))
         result.artifacts.append(info)
+    # Speed-up against the fp32 original on the same runtime and batch, then the gates.
+    original = _original_latency(measured, ref_path, device, batches)
+    for info, runtime, records, _ in measured:
+        speed = [_speed_of(r, original, runtime, ref_path) for r in records]
+        for r, sp in zip(records, speed, strict=True):
+            r["speedup"], r["speedup_vs"] = sp["speedup"], sp
+        gate = evaluate_gate(records[0]["accuracy"], budget, speed) if records else None
+        for r in records:
+            r["gate"] = gate
+        result.records += records
+        info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
+                                     "reasons": gate["reasons"] if gate else []}
+    for info in result.artifacts:
+        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in result.records if r["artifact_name"] == info["name"]]))
+    chosen, why = pick_decisive(result.artifacts, artifact)
     decided = next(a for a in result.artifacts if a["name"] == chosen["name"])
     result.decisive = {"artifact": decided["name"], "why": why, "passed": decided["passed"],
                        "reasons": sorted({x for v in decided["runtimes"].values()
                                           for x in v["reasons"]})}
+    for r in result.records:
+        r["decisive"] = r["artifact_name"] == decided["name"]
     return result
+
+
+def _original_latency(measured: list[tuple[dict[str, Any], str, list[dict[str, Any]], Any]],
+                      ref_path: Path | None, device: DeviceProfile, batches: list[int]
+                      ) -> dict[tuple[str, int], dict[str, Any]]:
+    """{(runtime, batch): {p50_ms, measured_as}} of the fp32 original in this run: its own
+    records where it ran on that runtime; otherwise (OpenVINO, which reads IRs) the original
+    converted to an fp32 IR and timed here with the same protocol and images."""
+    if ref_path is None:
+        return {}
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for info, runtime, records, _ in measured:
+        if info["is_reference"]:
+            for r in records:
+                out[(runtime, r["batch"])] = {"p50_ms": r["latency"].get("p50_ms"),
+                                              "measured_as": ref_path.name}
+    from edgekit.validate.bench import original_latency_on
+
+    for info, runtime, _, eval_set in measured:
+        if info["is_reference"] or all((runtime, b) in out for b in batches):
+            continue
+        for batch, entry in original_latency_on(runtime, ref_path, device, batches,
+                                                eval_set.x).items():
+            out[(runtime, batch)] = entry
+    return out
+
+
+def _speed_of(record: dict[str, Any], original: dict[tuple[str, int], dict[str, Any]],
+              runtime: str, ref_path: Path | None) -> dict[str, Any]:
+    from edgekit.validate.gate import speedup_section
+
+    batch = record["batch"]
+    ref = original.get((runtime, batch)) or {}
+    section = speedup_section(record["latency"].get("p50_ms"), ref.get("p50_ms"), batch=batch,
+                              reference=ref_path.name if ref_path else "",
+                              runtime=runtime)
+    if ref.get("measured_as"):
+        section["measured_as"] = ref["measured_as"]
+    if ref_path is None:
+        section["missing"] = (f"batch {batch}: no fp32 original in this folder to compare "
+                              "latency with (a recipe exports it as original.onnx)")
+    elif ref.get("p50_ms") is None:
+        section["missing"] = ref.get("missing") or (
+            f"batch {batch}: the fp32 original {ref_path.name} cannot be timed on {runtime} here")
+    return section
+
+
+def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 (and its speed-up) at the smallest batch on the artifact's fastest runtime."""
+    timed = [r for r in records if (r.get("latency") or {}).get("p50_ms") is not None]
+    if not timed:
+        return {"p50_ms": None, "speedup": None, "fastest_runtime": None}
+    smallest = min(r["batch"] for r in timed)
+    best = min((r for r in timed if r["batch"] == smallest), key=lambda r: r["latency"]["p50_ms"])
+    return {"p50_ms": best["latency"]["p50_ms"], "speedup": best.get("speedup"),
+            "fastest_runtime": best.get("runtime"), "batch": smallest}
 
 
 def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
@@ -272,12 +345,15 @@ def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dic
         name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
         info = arts.setdefault(name, {"name": name, "relpath": name, "stage": r.get("stage"),
                                       "format": r.get("format"), "precision": r.get("precision"),
-                                      "size_bytes": r.get("size_bytes"), "runtimes": {}})
+                                      "size_bytes": r.get("size_bytes"), "runtimes": {},
+                                      "is_reference": bool(r.get("is_reference"))})
         gate = r.get("gate") or {}
         info["runtimes"][r.get("runtime")] = {"passed": bool(gate.get("passed")),
                                               "reasons": gate.get("reasons") or []}
     for info in arts.values():
         info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in records if (r.get("artifact_name") or Path(str(
+            r.get("artifact"))).name) == info["name"]]))
     if not arts:
         return {"artifacts": [], "decisive": {}, "passed": False}
     chosen, why = pick_decisive(list(arts.values()), artifact)
