@@ -78,9 +78,11 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--calib-method", default=None,
               type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
-@click.option("--max-drop", type=float, default=None, help="Allowed top-1 drop, in points.")
+@click.option("--max-drop", type=float, default=None,
+              help="Allowed top-1 drop of the final artifact against the original model, in "
+              "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
 @click.option("--max-drop-rel", type=float, default=None,
-              help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32.")
+              help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,
               type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),
               help="int8 for: onnxruntime (QDQ, default) | tensorrt (QDQ for explicit "
@@ -106,7 +108,11 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     if not steps:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
     ctx = PassContext(out_dir=Path(output), train_source=train_source, eval_source=eval_source,
-                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit)
+                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit,
+                      max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"])
+    if (flags["max_drop"] is not None or flags["max_drop_rel"] is not None) and not eval_source:
+        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
+                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
     if Path(model).suffix == ".onnx":  # int8 of an existing fp32 ONNX model
         from edgekit.pipeline import compress_onnx
 

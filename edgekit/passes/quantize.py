@@ -77,10 +77,13 @@ class QuantizePass(Pass):
         self._calibration(spec, ctx)
         self._eval_set(spec, ctx)
 
-    def _budget(self):
+    def _budget(self, ctx: PassContext | None = None):
+        """The int8 budget; in a compress run that started from a PyTorch model it bounds the
+        whole chain against the original's top-1 (ctx.original_top1)."""
         from edgekit.quant.budget import Budget
 
-        return Budget(self.config.max_drop, self.config.max_drop_rel)
+        original = getattr(ctx, "original_top1", None) if ctx is not None else None
+        return Budget(self.config.max_drop, self.config.max_drop_rel, original)
 
     def _settings(self):
         from edgekit.quant.ort_qdq import QdqSettings
@@ -129,7 +132,7 @@ class QuantizePass(Pass):
         spec = spec_for(onnx_path)
         calib, calib_info = self._calibration(spec, ctx)
         eval_set = self._eval_set(spec, ctx)
-        budget = self._budget()
+        budget = self._budget(ctx)
         out_dir = Path(ctx.out_dir)
         target = out_dir / FILENAMES[cfg.flavour]
         workdir = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
