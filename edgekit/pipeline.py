@@ -191,7 +191,8 @@ def check_chain_budget(budget: Any, rows: list[dict[str, Any]]) -> None:
     chain = " → ".join([f"original {budget.original_top1:.4f}"]
                        + [f"{name} {top1:.4f} ({-drop:+.2f})" for name, top1, drop in steps])
     raise GateError(
-        f"the compression chain misses the accuracy budget ({budget.describe()}): top-1 "
+        f"the compression chain misses the accuracy budget ({budget.describe()} against the "
+        f"original): top-1 "
         f"{final:.4f} is {spent:.2f} points under the original's {budget.original_top1:.4f}, "
         f"{allowed:g} allowed; {worst[0]} spent the most ({worst[2]:.2f} points). "
         f"Top-1 by step: {chain}",

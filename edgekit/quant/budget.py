@@ -93,10 +93,7 @@ class Budget:
             parts.append(f"drop ≤ {self.max_drop:g} points")
         if self.max_drop_rel is not None:
             parts.append(f"int8 ≥ {100 * (1 - self.max_drop_rel):g}% of fp32 top-1")
-        text = " and ".join(parts) or "none"
-        if self.active and self.original_top1 is not None:
-            text += " against the original model (the whole chain)"
-        return text
+        return " and ".join(parts) or "none"
 
 
 @dataclass
@@ -135,7 +132,8 @@ class Outcome:
     def budget_record(self, budget: Budget) -> dict[str, Any]:
         chain = {}
         if budget.original_top1 is not None and self.fp32_top1 is not None:
-            chain = {"original_top1": budget.original_top1,
+            chain = {"scope": "the whole chain, against the original model",
+                     "original_top1": budget.original_top1,
                      "spent_before_int8_points": budget.spent_points(self.fp32_top1)}
         return {"max_drop": budget.max_drop, "max_drop_rel": budget.max_drop_rel,
                 "rule": budget.describe(), "allowed_points": self.allowed_points, **chain,
@@ -211,10 +209,12 @@ def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.nda
     reference = backend.reference_logits(eval_x)
     fp32 = top1(reference, eval_y)
     allowed = budget.allowed_points(fp32)
-    if allowed is not None and allowed < -TOLERANCE:
+    if allowed is not None and allowed < -TOLERANCE and budget.spent_points(fp32) > TOLERANCE \
+            and allowed + budget.spent_points(fp32) >= 0:  # a negative budget fails below
         backend.discard(artifact)
         raise GateError(
-            f"the steps before int8 already spent the accuracy budget ({budget.describe()}): "
+            f"the steps before int8 already spent the accuracy budget ({budget.describe()}, "
+            "against the original model): "
             f"original top-1 {budget.original_top1:.4f}, the fp32 model to quantize "
             f"{fp32:.4f} on {backend.runtime} ({budget.spent_points(fp32):.2f} points spent, "
             f"{allowed + budget.spent_points(fp32):g} allowed). No int8 model was written.",

@@ -27,7 +27,8 @@ def row(record: dict[str, Any]) -> list[str]:
     ]
 
 
-LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details")
+LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details",
+        "PyTorch module", "ONNX node", "op")
 
 
 def _print_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]], title: str,
@@ -139,3 +140,26 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
 
 def gate_markdown(records: list[dict[str, Any]]) -> str:
     return _markdown_table(GATE_COLUMNS, [gate_row(r) for r in records])
+
+
+# ---------------------------------------------------------------- per-layer profiles
+PROFILE_COLUMNS = ("layer", "PyTorch module", "ONNX node", "op", "precision", "ms", "share")
+
+
+def profile_rows(record: dict[str, Any], top: int | None = None) -> list[list[str]]:
+    """One layer_profile record's layers as cells, slowest first."""
+    layers = (record.get("profile") or {}).get("layers") or []
+    return [[str(r["layer"]), r.get("module") or "-", r.get("onnx_node") or "(runtime's own)",
+             str(r.get("op") or "-"), str(r.get("precision") or "?"), f"{r['ms']:.4f}",
+             f"{100 * r['share']:.1f}%"] for r in layers[:top]]
+
+
+def profile_title(record: dict[str, Any]) -> str:
+    p = record.get("profile") or {}
+    return (f"{record.get('artifact_name')} on {record.get('runtime')} ({record.get('device')}), "
+            f"batch {p.get('batch')}: {p.get('total_ms', 0):.4f} ms in layers, median of "
+            f"{p.get('runs')} runs")
+
+
+def print_layer_profile(record: dict[str, Any], top: int | None = None) -> None:
+    _print_table(PROFILE_COLUMNS, profile_rows(record, top), profile_title(record), width=200)

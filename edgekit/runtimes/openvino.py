@@ -18,7 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -108,8 +108,9 @@ def _config(precision_hint: str | None, threads: int | None, hint: str | None) -
 
 def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None = None,
                performance_hint: str | None = "latency", inference_precision: str | None = None,
-               batch: int | None = None):
-    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension."""
+               batch: int | None = None, profiling: bool = False):
+    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension;
+    `profiling` turns on the per-node performance counters (ov::enable_profiling)."""
     ov = import_openvino()
     check_ir_files(xml_path)
     core = ov.Core()
@@ -126,8 +127,10 @@ def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None
         raise MissingDependencyError(
             f"OpenVINO device {device!r} is not available here (have {core.available_devices})",
             hint="set options.device in the device profile to one of those")
-    return core.compile_model(model, device, _config(inference_precision, threads,
-                                                     performance_hint))
+    config = _config(inference_precision, threads, performance_hint)
+    if profiling:
+        config["PERF_COUNT"] = True
+    return core.compile_model(model, device, config)
 
 
 def default_precision_hint(xml_path: str | Path) -> str | None:
@@ -176,10 +179,13 @@ class OpenVinoRunner(Runner):
         self.request = self.compiled.create_infer_request()
         self._static: dict[int, Any] = {}
 
+    profiling: ClassVar[bool] = False  # runtimes/profile.py: compile with performance counters
+
     def _compile(self, batch: int | None):
         return compile_ir(self.artifact, device=self.device, threads=self.threads,
                           performance_hint=self.performance_hint,
-                          inference_precision=self.precision_hint, batch=batch)
+                          inference_precision=self.precision_hint, batch=batch,
+                          profiling=self.profiling)
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return np.array(self.request.infer({0: x})[0])

@@ -28,7 +28,6 @@ def test_quant_budget_is_what_the_chain_left():
     assert b.spent_points(0.8915) == pytest.approx(0.55)
     assert b.allowed_points(0.8915) == pytest.approx(0.45)  # int8 may drop what is left
     assert b.allowed_points(0.8615) == pytest.approx(-2.55)  # already spent: nothing left
-    assert "whole chain" in b.describe()
     rel = Budget(max_drop_rel=0.01, original_top1=0.9)  # 1% of the original's top-1: 0.9 pt
     assert rel.allowed_points(0.895) == pytest.approx(0.4)
     assert Budget(max_drop=1.0).allowed_points(0.5) == 1.0  # no original: the step alone
@@ -65,6 +64,6 @@ def test_int8_gets_the_budget_the_chain_left(zoo_checkpoint, tmp_path):
     spent = 100 * (original - acc["fp32_top1"])
     assert budget["spent_before_int8_points"] == pytest.approx(spent)
     assert budget["allowed_points"] == pytest.approx(6.0 - spent)
-    assert "whole chain" in budget["rule"] and budget["held"] is True
+    assert "whole chain" in budget["scope"] and budget["held"] is True
     # The final artifact is within the budget of the original, not just of its fp32 parent.
     assert 100 * (original - acc["int8_top1"]) <= 6.0 + 1e-9
