@@ -165,7 +165,7 @@ def test_validate_measures_speedup_and_fails_the_slower_artifact(speed_folder, q
     recs = {r["artifact_name"]: r for r in result["records"]}
     ref_p50 = recs["original.onnx"]["latency"]["p50_ms"]
     assert recs["original.onnx"]["speedup"] == pytest.approx(1.0)
-    for name, r in recs.items():
+    for r in recs.values():
         assert r["speedup"] == pytest.approx(ref_p50 / r["latency"]["p50_ms"])
         assert r["speedup_vs"]["reference"] == "original.onnx" and r["speedup_vs"]["batch"] == 1
     slow = recs["model.slow.onnx"]
