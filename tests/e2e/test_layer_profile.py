@@ -150,3 +150,40 @@ def test_tensorrt_layer_profiler():
     pytest.importorskip("tensorrt", reason="TensorRT cannot be installed on this machine "
                         "(no NVIDIA GPU); profile_tensorrt is written against IProfiler's "
                         "documented API")
+
+
+def test_quantize_latency_fallback_keeps_slower_int8_layers_float(folders, tmp_path):
+    """The quantize pass with latency_fallback: the nodes it keeps float are exactly those its
+    two profiles show slower in int8, each with both times, and the int8 model has them float."""
+    import onnx
+
+    from edgekit.passes import PassContext
+    from edgekit.pipeline import compress_onnx
+    from edgekit.quant.report import analyze_qdq
+
+    ort_dir, _ = folders
+    out = tmp_path / "out"
+    ctx = PassContext(out_dir=out, calib_source=str(CALIB))
+    compress_onnx(ort_dir / "model.onnx", [("quantize", {"calib_size": 64,
+                                                         "latency_fallback": True,
+                                                         "latency_min_ratio": 1.0,
+                                                         "latency_min_ms": 0.0})], ctx)
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    metrics = next(s for s in stages if s["stage"] == "quantize-int8")["metrics"]
+    found = metrics["latency_fallback"]
+    assert found["runtime"] == "onnxruntime" and found["device"] == "local-cpu"
+    assert found["fp32_total_ms"] > 0 and found["int8_total_ms"] > 0
+    for node in found["nodes"]:
+        t = found["times"][node]
+        assert t["int8_ms"] > t["fp32_ms"]
+    float_layers = {f["name"]: f["reason"] for f in metrics["layers"]["float"]}
+    assert {n for n, why in float_layers.items() if "by latency" in why} <= set(found["nodes"])
+    # Kept float = float weights (a DequantizeLinear may still feed its input: the layer
+    # before it is int8 and writes a quantized activation).
+    report = analyze_qdq(onnx.load(str(out / "model.int8.onnx")))
+    int8_weights = {q["name"] for q in report["quantized_layers"]
+                    if q.get("weight_quantized", True)}
+    assert not int8_weights & set(found["nodes"])
+    assert set(found["nodes"]) <= set(float_layers) | {
+        q["name"] for q in report["quantized_layers"] if q.get("weight_quantized") is False}
+    print("latency fallback kept float:", found["nodes"], found["times"])
