@@ -239,8 +239,8 @@ def _original_latency(measured: list[tuple[dict[str, Any], str, list[dict[str, A
                       ref_path: Path | None, device: DeviceProfile, batches: list[int]
                       ) -> dict[tuple[str, int], dict[str, Any]]:
     """{(runtime, batch): {p50_ms, measured_as}} of the fp32 original in this run: its own
-    records where it ran on that runtime; otherwise (OpenVINO, which reads IRs) the original
-    converted to an fp32 IR and timed here with the same protocol and images."""
+    records where it ran on that runtime; otherwise (OpenVINO, whose artifacts are IRs) the
+    original read by that runtime at fp32 and timed here with the same protocol and images."""
     if ref_path is None:
         return {}
     out: dict[tuple[str, int], dict[str, Any]] = {}
