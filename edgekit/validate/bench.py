@@ -95,11 +95,11 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
 
 def original_latency_on(runtime: str, original: Path, device: DeviceProfile, batches: list[int],
                         images: np.ndarray) -> dict[int, dict[str, Any]]:
-    """p50 per batch of the fp32 original ONNX model on a runtime whose artifacts are not ONNX,
-    timed here with the device's protocol on the same images: OpenVINO reads it with its ONNX
-    frontend, at f32 (what an fp32 IR export of it runs); other runtimes get a `missing`
-    reason."""
-    if runtime != "openvino":
+    """p50 per batch of the fp32 original ONNX model on `runtime` when the run did not time it
+    there itself, with the device's protocol on the same images: ONNX Runtime runs it as is,
+    OpenVINO reads it with its ONNX frontend at f32 (what an fp32 IR export of it runs); other
+    runtimes get a `missing` reason."""
+    if runtime not in ("onnxruntime", "openvino"):
         why = (f"the fp32 original {original.name} is not built for {runtime} in this run "
                f"(export it for {runtime} too to compare)")
         return {b: {"p50_ms": None, "missing": f"batch {b}: {why}"} for b in batches}
