@@ -29,6 +29,7 @@ import shutil
 import statistics
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from edgekit.spec import InputSpec
 
 PROFILE_VERSION = 1
 QUANTIZED_TYPES = ("int8", "uint8", "int4", "uint4")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+CONVERSIONS = ("quantize", "dequantize")  # precisions of Q/DQ kernels
 _SUFFIXES = (re.compile(r"_token_\d+$"), re.compile(r"_nchwc$"), re.compile(r"_kernel_time$"))
 
 
@@ -87,6 +90,10 @@ class OnnxGraph:
 
         self.nodes = {n.name: n for n in model.graph.node}
         self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
+        for n in model.graph.node:
+            for i in n.input:
+                self.consumers[i].append(n)
         self.modules = node_modules(model)
         self.inputs = {i.name for i in model.graph.input}
 
@@ -128,12 +135,27 @@ class OnnxGraph:
                 return node
         return None
 
+    def served(self, node: Any) -> Any | None:
+        """The layer a Quantize/DequantizeLinear node feeds (through Q → DQ), or None."""
+        current = node
+        for _ in range(3):
+            if current.op_type not in QDQ_OPS:
+                return current
+            nxt = [c for o in current.output for c in self.consumers.get(o, [])]
+            if len(nxt) != 1:
+                return None
+            current = nxt[0]
+        return None
+
     def join(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:
             node = self.find(row["layer"], row.get("op"))
             row["onnx_node"] = node.name if node is not None else None
             row["onnx_op"] = node.op_type if node is not None else None
             row["module"] = self.modules.get(node.name) if node is not None else None
+            if node is not None and node.op_type in QDQ_OPS:
+                layer = self.served(node)  # a quantize kernel is part of its layer's int8 cost
+                row["for_node"] = layer.name if layer is not None else None
         return rows
 
 
@@ -153,7 +175,8 @@ def _per_run(samples: dict[str, list[float]], runs: int) -> dict[str, float]:
 
 
 def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
-                        options: dict[str, Any], runs: int, warmup: int) -> list[dict[str, Any]]:
+                        options: dict[str, Any], runs: int, warmup: int,
+                        on_run: Callable[[], None]) -> list[dict[str, Any]]:
     from edgekit.runtimes.ort import OrtRunner
 
     workdir = Path(tempfile.mkdtemp(prefix="edgekit-ort-profile-"))
@@ -164,6 +187,7 @@ def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: 
         run = runner.bind(runner.check_input(x))
         for _ in range(warmup + runs):
             run()
+            on_run()
         events = json.loads(Path(runner.session.end_profiling()).read_text())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -186,7 +210,8 @@ def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: 
 
 
 def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
-                     options: dict[str, Any], runs: int, warmup: int) -> list[dict[str, Any]]:
+                     options: dict[str, Any], runs: int, warmup: int,
+                     on_run: Callable[[], None]) -> list[dict[str, Any]]:
     from edgekit.runtimes.openvino import OpenVinoRunner, import_openvino
 
     ov = import_openvino()
@@ -200,6 +225,7 @@ def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
     info: dict[str, dict[str, Any]] = {}
     for i in range(warmup + runs):
         request.infer()
+        on_run()
         if i < warmup:
             continue
         for p in request.get_profiling_info():
@@ -213,7 +239,8 @@ def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
 
 
 def profile_tensorrt(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
-                     options: dict[str, Any], runs: int, warmup: int) -> list[dict[str, Any]]:
+                     options: dict[str, Any], runs: int, warmup: int,
+                     on_run: Callable[[], None]) -> list[dict[str, Any]]:
     """TensorRT's IProfiler: report_layer_time(layer_name, ms) per layer per enqueue; precision
     from IEngineInspector's layer information (present when the engine was built with detailed
     profiling verbosity)."""
@@ -238,6 +265,7 @@ def profile_tensorrt(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
     for i in range(warmup + runs):
         profiler.on = i >= warmup
         run()
+        on_run()
     precisions: dict[str, str | None] = {}
     try:
         inspector = runner.engine.create_engine_inspector()
@@ -262,7 +290,8 @@ PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino,
 
 def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str | Path | None,
             threads: int | None = None, options: dict[str, Any] | None = None, batch: int = 1,
-            runs: int = 50, warmup: int = 10, images: np.ndarray | None = None) -> dict[str, Any]:
+            runs: int = 50, warmup: int = 10, images: np.ndarray | None = None,
+            on_run: Callable[[], None] | None = None) -> dict[str, Any]:
     """The per-layer profile of one artifact on one runtime: {artifact, runtime, batch, runs,
     total_ms, layers: [{layer, onnx_node, module, op, precision, ms, share}]}, layers sorted
     by time. `onnx_source` is the ONNX model the artifact is (or was converted from), for the
@@ -277,7 +306,7 @@ def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str
     get_runner(runtime).check_available()
     x = _inputs(spec, batch, images)
     rows = PROFILERS[runtime](Path(path), spec, x, threads=threads, options=dict(options or {}),
-                              runs=runs, warmup=warmup)
+                              runs=runs, warmup=warmup, on_run=on_run or (lambda: None))
     if onnx_source is not None:
         OnnxGraph.load(onnx_source).join(rows)
     else:
@@ -296,16 +325,21 @@ def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str
 # ----------------------------------------------------------------------------- comparing
 def by_onnx_node(profile_: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{ONNX node: {ms, precision, layers}}: a profile's time summed per ONNX node it joined to
-    (several runtime layers can stand for one node; unjoined layers are left out)."""
+    (several runtime layers can stand for one node, and a Quantize/DequantizeLinear kernel
+    counts for the layer it feeds, `for_node`; unjoined layers are left out). The precision is
+    that of the node's own kernel, not of its conversions."""
     out: dict[str, dict[str, Any]] = {}
     for row in profile_["layers"]:
-        node = row.get("onnx_node")
+        node = row.get("for_node") or row.get("onnx_node")
         if not node:
             continue
-        entry = out.setdefault(node, {"ms": 0.0, "precision": row.get("precision"),
-                                      "module": row.get("module"), "layers": []})
+        entry = out.setdefault(node, {"ms": 0.0, "precision": None, "module": None,
+                                      "layers": []})
         entry["ms"] += row["ms"]
         entry["layers"].append(row["layer"])
+        if row.get("precision") not in CONVERSIONS:
+            entry["precision"] = entry["precision"] or row.get("precision")
+            entry["module"] = entry["module"] or row.get("module")
     return out
 
 

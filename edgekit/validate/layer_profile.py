@@ -44,10 +44,13 @@ def profile_on_device(artifact: Path, device: DeviceProfile, *, runtime: str | N
     if entry.get("format") not in cls.formats:
         raise InputError(f"{cls.name} does not run {Path(artifact).name} ({entry.get('format')})",
                          hint="leave out --runtime: edgekit picks the runtime that reads it")
+    from edgekit.progress import progress
+
     source = onnx_source or onnx_source_for(artifact)
-    result = profile(artifact, spec_for(artifact), runtime=cls.name, onnx_source=source,
-                     threads=device.threads, options=device.runner_options(cls.name),
-                     batch=batch, runs=runs, warmup=warmup)
+    with progress(f"Profiling {Path(artifact).name} on {cls.name}", warmup + runs) as advance:
+        result = profile(artifact, spec_for(artifact), runtime=cls.name, onnx_source=source,
+                         threads=device.threads, options=device.runner_options(cls.name),
+                         batch=batch, runs=runs, warmup=warmup, on_run=lambda: advance(1))
     return {
         "record_type": LAYER_PROFILE,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

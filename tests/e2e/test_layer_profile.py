@@ -79,6 +79,9 @@ def test_onnxruntime_fp32_and_qdq_int8(folders):
     assert any(r["module"] == "pool" for r in fp32["layers"])
     # Nodes ONNX Runtime adds itself (layout transposes, reorders) stay without a module.
     assert all(r["module"] is None for r in int8["layers"] if r["onnx_node"] is None)
+    # The input's QuantizeLinear kernel counts for the conv it feeds.
+    (quant,) = [r for r in int8["layers"] if r["op"] == "QuantizeLinear"]
+    assert quant["precision"] == "quantize" and quant["for_node"] == "node_conv2d"
 
     from edgekit.runtimes.profile import slower_in_int8
 
@@ -111,7 +114,7 @@ def test_slower_in_int8_picks_the_nodes_whose_int8_form_is_slower():
 
     fp32 = prof([("stem", "fp32", 0.010), ("dw", "fp32", 0.020), ("pw", "fp32", 0.040),
                  (None, "fp32", 0.5)])
-    int8 = prof([("stem", "int8", 0.030), ("stem", "quantize", 0.002), ("dw", "int8", 0.021),
+    int8 = prof([("stem", "quantize", 0.002), ("stem", "int8", 0.030), ("dw", "int8", 0.021),
                  ("pw", "int8", 0.015), (None, "int8", 0.9)])
     # stem: 0.032 against 0.010 (quantize kernel included); dw: 0.021 against 0.020.
     assert slower_in_int8(fp32, int8) == ["stem", "dw"]
