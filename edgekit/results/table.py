@@ -7,7 +7,13 @@ from typing import Any
 from edgekit.io.files import format_size
 
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
-           "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+
+
+def speedup_cell(record: dict[str, Any]) -> str:
+    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
+    value = record.get("speedup")
+    return "-" if value is None else f"{value:.2f}×"
 
 
 def row(record: dict[str, Any]) -> list[str]:
@@ -19,7 +25,8 @@ def row(record: dict[str, Any]) -> list[str]:
         str(record.get("runtime", "")), str(record.get("batch", "")),
         f"{top1:.4f}" if top1 is not None else "-",
         f"{-drop + 0.0:+.2f}" if drop is not None else "-",
-        f"{lat.get('p50_ms', float('nan')):.3f}", f"{lat.get('p90_ms', float('nan')):.3f}",
+        f"{lat.get('p50_ms', float('nan')):.3f}", speedup_cell(record),
+        f"{lat.get('p90_ms', float('nan')):.3f}",
         f"{lat.get('p99_ms', float('nan')):.3f}",
         f"{lat.get('throughput_per_s', float('nan')):.0f}",
         format_size(record.get("size_bytes")),
@@ -100,12 +107,6 @@ GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "
 WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
 
 
-def speedup_cell(record: dict[str, Any]) -> str:
-    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
-    value = record.get("speedup")
-    return "-" if value is None else f"{value:.2f}×"
-
-
 def gate_verdict(cell: str) -> str:
     """PASS / FAIL / - of a gate cell, without the winner mark."""
     return cell.replace(WINNER, "").strip()
@@ -122,7 +123,7 @@ def gate_row(record: dict[str, Any]) -> list[str]:
 
     return [base["model"], record.get("artifact_name") or Path(str(record.get("artifact"))).name,
             base["precision"], base["runtime"], base["batch"], base["top-1"], base["Δ top-1"],
-            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], speedup_cell(record),
+            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["speed-up"],
             base["p90 ms"], p99, base["throughput/s"], base["size"], base["valid"],
             ("-" if not gate else ("PASS" if gate.get("passed") else "FAIL"))
             + (f" {WINNER}" if record.get("decisive") else "")]

@@ -211,11 +211,12 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
             measured.append((info, runtime, records, eval_cache[key]))
         result.artifacts.append(info)
     # Speed-up against the fp32 original on the same runtime and batch, then the gates.
-    original = _original_latency(measured, ref_path, device, batches)
+    from edgekit.validate.bench import attach_speedups, original_latency
+
+    original = original_latency([(i["is_reference"], rt, recs, ev.x)
+                                 for i, rt, recs, ev in measured], ref_path, device, batches)
     for info, runtime, records, _ in measured:
-        speed = [_speed_of(r, original, runtime, ref_path) for r in records]
-        for r, sp in zip(records, speed, strict=True):
-            r["speedup"], r["speedup_vs"] = sp["speedup"], sp
+        speed = attach_speedups(records, original, ref_path)
         gate = evaluate_gate(records[0]["accuracy"], budget, speed) if records else None
         for r in records:
             r["gate"] = gate
@@ -233,51 +234,6 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
     for r in result.records:
         r["decisive"] = r["artifact_name"] == decided["name"]
     return result
-
-
-def _original_latency(measured: list[tuple[dict[str, Any], str, list[dict[str, Any]], Any]],
-                      ref_path: Path | None, device: DeviceProfile, batches: list[int]
-                      ) -> dict[tuple[str, int], dict[str, Any]]:
-    """{(runtime, batch): {p50_ms, measured_as}} of the fp32 original in this run: its own
-    records where it ran on that runtime; otherwise (OpenVINO, whose artifacts are IRs) the
-    original read by that runtime at fp32 and timed here with the same protocol and images."""
-    if ref_path is None:
-        return {}
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    for info, runtime, records, _ in measured:
-        if info["is_reference"]:
-            for r in records:
-                out[(runtime, r["batch"])] = {"p50_ms": r["latency"].get("p50_ms"),
-                                              "measured_as": ref_path.name}
-    from edgekit.validate.bench import original_latency_on
-
-    for info, runtime, _, eval_set in measured:
-        if info["is_reference"] or all((runtime, b) in out for b in batches):
-            continue
-        for batch, entry in original_latency_on(runtime, ref_path, device, batches,
-                                                eval_set.x).items():
-            out[(runtime, batch)] = entry
-    return out
-
-
-def _speed_of(record: dict[str, Any], original: dict[tuple[str, int], dict[str, Any]],
-              runtime: str, ref_path: Path | None) -> dict[str, Any]:
-    from edgekit.validate.gate import speedup_section
-
-    batch = record["batch"]
-    ref = original.get((runtime, batch)) or {}
-    section = speedup_section(record["latency"].get("p50_ms"), ref.get("p50_ms"), batch=batch,
-                              reference=ref_path.name if ref_path else "",
-                              runtime=runtime)
-    if ref.get("measured_as"):
-        section["measured_as"] = ref["measured_as"]
-    if ref_path is None:
-        section["missing"] = (f"batch {batch}: no fp32 original in this folder to compare "
-                              "latency with (a recipe exports it as original.onnx)")
-    elif ref.get("p50_ms") is None:
-        section["missing"] = ref.get("missing") or (
-            f"batch {batch}: the fp32 original {ref_path.name} cannot be timed on {runtime} here")
-    return section
 
 
 def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
