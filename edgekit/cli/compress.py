@@ -35,7 +35,9 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if opts["int8"] or opts["flavour"] is not None:
         cfg = {"calib_size": opts["calib_size"], "method": opts["calib_method"],
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
-               "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None}
+               "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
+               "latency_fallback": opts["latency_fallback"],
+               "latency_device": opts["latency_device"]}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -87,6 +89,11 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),
               help="int8 for: onnxruntime (QDQ, default) | tensorrt (QDQ for explicit "
               "quantization) | openvino (IR via NNCF).")
+@click.option("--latency-fallback", "latency_fallback", is_flag=True, default=None,
+              help="Also keep float the layers whose int8 form runs slower than float on "
+              "--latency-device (per-layer profiles of both models).")
+@click.option("--latency-device", default=None,
+              help="Local device profile the latency fallback measures on (default local-cpu).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
 @model_options
