@@ -103,9 +103,11 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
                    + ("PASS" if d["passed"] else "FAIL: " + "; ".join(d["reasons"])))
     if not result.passed:
         d = result.decisive
-        raise GateError(f"{d['artifact']} fails the accuracy budget ({budget.describe()}): "
+        raise GateError(f"{d['artifact']} fails the budget ({budget.describe()}): "
                         + "; ".join(d["reasons"]),
-                        hint="loosen the budget, calibrate with more data, or compress less")
+                        hint="loosen the budget, calibrate with more data, or compress less; "
+                        "when it is slower than the original, `edgekit profile` shows which "
+                        "layers (int8 layers slower than float: --latency-fallback)")
 
 
 @click.command()
