@@ -12,7 +12,7 @@ back to the PyTorch module it came from, with the precision that actually ran.
                 precision from the engine inspector when the engine carries layer details.
 
 The runtime's node names are joined to the ONNX graph (exact name; `fused X`, `X_token_3`,
-`X_nchwc`, `X/WithoutBiases` reduced to X; else the tensor X names, when a fusion kept its last
+`X_nchwc`, `X/WithoutBiases`, TensorRT's `X + Y` reduced to X; else the tensor X names, when a fusion kept its last
 output's name, walking up to the node of the same kind: a fused Conv+Relu named after the Relu
 is the Conv), and each ONNX node to its PyTorch module (io.onnxfile.node_modules). Nodes a
 runtime inserts itself (layout reorders) stay as they are, without a module.
@@ -124,6 +124,8 @@ class OnnxGraph:
             stripped = pattern.sub("", candidates[-1])
             if stripped != candidates[-1]:
                 candidates.append(stripped)
+        if " + " in name:  # TensorRT's fused layers: "node_conv2d + node_relu"
+            candidates.append(name.split(" + ", 1)[0])
         if "/" in name:
             candidates.append(name.split("/", 1)[0])
         family = op_family(op) if op else None

@@ -205,3 +205,4 @@ def test_openvino_speedup_is_against_the_original_read_by_openvino(speed_folder,
     assert ov["speedup_vs"]["reference_p50_ms"] > 0 and ov["speedup"] < 1
     assert any("slower than the original's" in x for x in ov["gate"]["reasons"])
     assert result["decisive"]["artifact"] == "model.fast.onnx" and code == 0
+
