@@ -154,8 +154,8 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
     `requested` matches an artifact's file name, relative path or stage. By default: the
     fastest artifact (`p50_ms`: smallest batch, fastest runtime) among those that pass their
     gate, leaving out the fp32 original the others are measured against (`is_reference`) unless
-    it is all there is. When none passes, the most compressed one decides (lowest precision,
-    then the last one made, then the smallest file), and its reasons say why it failed."""
+    it is all there is. When none passes (or none says how fast it ran), the most compressed one
+    decides (lowest precision, then the last one made, then the smallest file)."""
     from edgekit.errors import InputError
 
     if not artifacts:
@@ -170,7 +170,8 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
         return hits[-1], f"chosen with --artifact {requested}"
     pool = [a for a in artifacts if not a.get("is_reference")] or list(artifacts)
     passing = [a for a in pool if a.get("passed")]
-    if passing:
+    if any(a.get("p50_ms") is not None for a in passing):  # (records of an older edgekit
+        # on a remote device carry no latency summary: the most compressed one decides)
         chosen = min(passing, key=fastest_p50)
         p50 = chosen.get("p50_ms")
         at = f", p50 {p50:.3f} ms" if p50 is not None else ""
@@ -181,6 +182,6 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
         PRECISION_RANK.get(pool[i].get("precision", "fp32"), 3), -i,
         pool[i].get("size_bytes") or 0))
     chosen = pool[order[0]]
-    return chosen, (f"no artifact meets the budget; the most compressed one "
-                    f"({chosen.get('precision', 'fp32')}, latest stage) decides; pass "
-                    "--artifact NAME to choose another")
+    lead = "no artifact meets the budget; " if not passing else ""
+    return chosen, (f"{lead}the most compressed artifact ({chosen.get('precision', 'fp32')}, "
+                    "latest stage); pass --artifact NAME to choose another")

@@ -69,6 +69,10 @@ def test_decisive_is_the_fastest_within_the_budget_not_the_most_compressed():
     chosen, why = pick_decisive(failing)
     assert chosen["name"] == "model.int8.xml" and "no artifact meets the budget" in why
     assert pick_decisive(arts, "model.int8.onnx")[0]["name"] == "model.int8.onnx"
+    # Artifacts that say nothing of their speed (an older edgekit on a remote device): the most
+    # compressed one decides, as before.
+    unknown = [{k: v for k, v in a.items() if k != "p50_ms"} for a in arts]
+    assert pick_decisive(unknown)[0]["name"] == "model.int8.xml"
 
 
 def test_recipes_default_to_never_slower():
