@@ -132,14 +132,16 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
 
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
-    ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec),
-                top1=torch_top1(bundle.model, eval_set) if eval_set is not None else None)
+    ctx.original_top1 = torch_top1(bundle.model, eval_set) if eval_set is not None else None
+    ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
     torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
     for name, step in torch_passes:
         bundle = step.apply(bundle, ctx)
         manifest = Manifest(out_dir)
         manifest.add_stage(name, config=step.config.model_dump(mode="json"),
                            metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    if torch_passes:
+        check_chain_budget(chain_budget(passes, ctx), ctx.report)
     if torch_passes:
         ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
         Manifest(out_dir).add_stage("checkpoint", outputs=[{"path": ckpt.name, "format": "checkpoint",
@@ -149,6 +151,52 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
+    """The accuracy budget of the whole compress chain against the original: the run's own
+    (compress --max-drop / --max-drop-rel), else the quantize step's, else none."""
+    from edgekit.quant.budget import Budget
+
+    if ctx.max_drop is not None or ctx.max_drop_rel is not None:
+        return Budget(ctx.max_drop, ctx.max_drop_rel, ctx.original_top1)
+    for _, step in passes:
+        cfg = step.config
+        if getattr(cfg, "max_drop", None) is not None or \
+                getattr(cfg, "max_drop_rel", None) is not None:
+            return Budget(cfg.max_drop, cfg.max_drop_rel, ctx.original_top1)
+    return Budget(original_top1=ctx.original_top1)
+
+
+def check_chain_budget(budget: Any, rows: list[dict[str, Any]]) -> None:
+    """After the torch steps: the top-1 they left must be within the budget of the original's,
+    or the run fails (GateError, exit 1) with what each step spent, before anything else is
+    exported. Steps report top-1 in their rows; the last such row is the model as it stands."""
+    from edgekit.errors import GateError
+
+    scored = [r for r in rows if r.get("top1") is not None]
+    if not budget.active or budget.original_top1 is None or len(scored) < 2:
+        return
+    final = scored[-1]["top1"]
+    allowed = budget.total_points(budget.original_top1)
+    spent = budget.spent_points(final)
+    if spent <= allowed + 1e-9:
+        return
+    steps, previous = [], budget.original_top1
+    for r in scored[1:]:
+        steps.append((r["step"], r["top1"], 100.0 * (previous - r["top1"])))
+        previous = r["top1"]
+    worst = max(steps, key=lambda s: s[2])
+    chain = " → ".join([f"original {budget.original_top1:.4f}"]
+                       + [f"{name} {top1:.4f} ({-drop:+.2f})" for name, top1, drop in steps])
+    raise GateError(
+        f"the compression chain misses the accuracy budget ({budget.describe()} against the "
+        f"original): top-1 "
+        f"{final:.4f} is {spent:.2f} points under the original's {budget.original_top1:.4f}, "
+        f"{allowed:g} allowed; {worst[0]} spent the most ({worst[2]:.2f} points). "
+        f"Top-1 by step: {chain}",
+        hint="compress less (a smaller --prune, no --dwsep or a higher --dwsep-rank), distill "
+        "longer (--distill-epochs), or loosen --max-drop")
 
 
 def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name: str, spec: Any,

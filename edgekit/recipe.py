@@ -11,7 +11,8 @@
       - quantize: {calib_size: 256}
     exports: [{target: openvino, precision: int8}]
     devices: [local-cpu]                  # or {profile: jetson-orin-nano, host: me@jetson}
-    budget: {max_drop: 1.0}
+    budget: {max_drop: 1.0}               # min_speedup defaults to 1.0 here: no artifact
+                                          # slower than the original passes (null: off)
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
@@ -27,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml, validate
@@ -35,6 +36,7 @@ from edgekit.errors import ConfigError
 from edgekit.validate.gate import Budget
 
 RECIPE_VERSION = 1
+RECIPE_MIN_SPEEDUP = 1.0  # no artifact slower than the original passes a recipe's gate
 
 
 class Strict(BaseModel):
@@ -135,8 +137,17 @@ class Recipe(Strict):
     steps: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     exports: list[ExportSpec] = Field(default_factory=list)
     devices: list[str | DeviceRef] = Field(default_factory=lambda: ["local-cpu"])
-    budget: Budget = Field(default_factory=Budget)
+    budget: Budget = Field(default_factory=lambda: Budget(min_speedup=RECIPE_MIN_SPEEDUP))
     decide: str | None = Field(None, description="artifact whose gate decides the exit code")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _never_slower_by_default(cls, value: Any) -> Any:
+        """A recipe's budget demands speed-up ≥ 1.0 against the original unless it says
+        otherwise (`min_speedup: null` turns the check off)."""
+        if isinstance(value, dict) and "min_speedup" not in value:
+            return {**value, "min_speedup": RECIPE_MIN_SPEEDUP}
+        return value
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def step_list(self) -> list[tuple[str, dict[str, Any]]]:

@@ -32,7 +32,12 @@ def results(store: str, model: str | None, device: str | None, runtime: str | No
     if as_json:
         print_json(rows)
         return
-    from edgekit.results.table import print_gate_records
+    from edgekit.results.store import is_layer_profile
+    from edgekit.results.table import print_gate_records, print_layer_profile
+
+    for record in [r for r in rows if is_layer_profile(r)]:
+        print_layer_profile(record, top=15)
+    rows = [r for r in rows if not is_layer_profile(r)]
 
     filters = ", ".join(f"{k}={v}" for k, v in {"model": model, "device": device,
                                                  "runtime": runtime, "precision": precision,

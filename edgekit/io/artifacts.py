@@ -114,3 +114,23 @@ def recorded(path: Path, key: str) -> Any:
 
 def _format_of(path: Path) -> str:
     return kinds.by_suffix(path).format
+
+
+def onnx_source_for(path: str | Path) -> Path | None:
+    """The ONNX model an artifact is, or was made from (an IR or engine converted from it, as
+    its manifest stage records): what its runtime's node names join back to. None if unknown."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return path
+    folder = path.parent
+    if (folder / MANIFEST_NAME).exists():
+        for stage in Manifest(folder).stages:
+            if not any(o.get("path") == path.name for o in stage.get("outputs") or []):
+                continue
+            source = ((stage.get("inputs") or {}).get("source") or {}).get("path")
+            if source and source.endswith(".onnx"):
+                for candidate in (Path(source), folder / Path(source).name):
+                    if candidate.is_file():
+                        return candidate
+    fallback = folder / "model.onnx"
+    return fallback if fallback.is_file() else None

@@ -84,3 +84,73 @@ def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
         else:
             onnx.save_model(model, str(tmp))
     return path
+
+
+# ------------------------------------------------------------- ONNX node -> PyTorch module
+TORCH_MODULES_KEY = "edgekit.torch_modules"
+_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # what torch.onnx's dynamo exporter puts on nodes
+
+
+def export_module_map(model: onnx.ModelProto) -> dict[str, str]:
+    """{ONNX node name: PyTorch module path} from the node metadata torch.onnx's dynamo exporter
+    writes (`pkg.torch.onnx.name_scopes`: the module path, then the op): read right after the
+    export, since graph simplification drops node metadata."""
+    import ast
+
+    out = {}
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == _SCOPES_KEY:
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                if isinstance(scopes, list) and len(scopes) >= 3 and scopes[-2]:
+                    out[node.name] = str(scopes[-2])
+    return out
+
+
+def set_module_map(model: onnx.ModelProto, modules: dict[str, str]) -> None:
+    """Record {node name: module path} (for the nodes the model still has) in its metadata."""
+    import json
+
+    names = {n.name for n in model.graph.node}
+    kept = {k: v for k, v in modules.items() if k in names}
+    for prop in list(model.metadata_props):
+        if prop.key == TORCH_MODULES_KEY:
+            model.metadata_props.remove(prop)
+    if kept:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True)
+
+
+def node_modules(model: onnx.ModelProto) -> dict[str, str | None]:
+    """{ONNX node name: the PyTorch module it came from, or None}, for fp32 and QDQ models:
+    the module whose `<module>.weight` the node reads (through a DequantizeLinear in a QDQ
+    model), else the map recorded at export, else a TorchScript-style name (`/conv1/Conv`)."""
+    import json
+
+    recorded: dict[str, str] = {}
+    for prop in model.metadata_props:
+        if prop.key == TORCH_MODULES_KEY:
+            recorded = json.loads(prop.value)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, str | None] = {}
+    for node in model.graph.node:
+        module = None
+        for name in list(node.input)[1:2]:  # the weight of Conv / Gemm / MatMul
+            src = producer.get(name)
+            if src is not None and src.op_type == "DequantizeLinear":
+                name = src.input[0]
+            if name in inits or src is not None:
+                for suffix in ("_quantized", "_DequantizeLinear_Output"):
+                    name = name.removesuffix(suffix)
+                if name.endswith(".weight"):
+                    module = name[: -len(".weight")]
+        if module is None:
+            module = recorded.get(node.name)
+        if module is None and node.name.startswith("/") and node.name.count("/") >= 2:
+            module = node.name.strip("/").split("/")[-2] or None
+        out[node.name] = module
+    return out

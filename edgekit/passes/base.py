@@ -64,6 +64,11 @@ class PassContext:
     calib_source: str | None = None
     data_dir: str | None = None
     eval_limit: int | None = None
+    # The accuracy budget of the whole chain against the original (compress --max-drop /
+    # --max-drop-rel); the quantize step's own max_drop bounds the chain too.
+    max_drop: float | None = None
+    max_drop_rel: float | None = None
+    original_top1: float | None = None  # the original's top-1 on the eval set, once measured
     report: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
 

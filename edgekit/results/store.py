@@ -59,6 +59,14 @@ SCHEMA = [
 ]
 
 
+LAYER_PROFILE = "layer_profile"  # record_type of `edgekit profile` records (per-layer times)
+
+
+def is_layer_profile(record: dict[str, Any]) -> bool:
+    """A per-layer profile record (edgekit profile), not a validation/benchmark record."""
+    return record.get("record_type") == LAYER_PROFILE
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -281,6 +289,7 @@ def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keyed: dict[tuple, dict[str, Any]] = {}
     for r in records:
         key = (r.get("model"), r.get("device"), r.get("runtime"), r.get("format"),
-               r.get("precision"), r.get("batch"), str(r.get("artifact", "")))
+               r.get("precision"), r.get("batch"), str(r.get("artifact", "")),
+               r.get("record_type"))
         keyed[key] = r
     return list(keyed.values())

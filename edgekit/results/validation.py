@@ -44,6 +44,8 @@ def describe_budget(budget: dict[str, Any] | None) -> str:
         parts.append(f"cosine ≥ {b['min_cosine']:g}")
     if b.get("max_abs_diff") is not None:
         parts.append(f"max |Δ| ≤ {b['max_abs_diff']:g}")
+    if b.get("min_speedup") is not None:
+        parts.append(f"speed-up ≥ {b['min_speedup']:g}×")
     return ", ".join(parts) or "finite outputs only"
 
 
@@ -115,13 +117,21 @@ class ValidationResult:
             return store.add(self.records, run_id=self.run_id)
 
 
+def fastest_p50(artifact: dict[str, Any]) -> float:
+    """An artifact's p50 at its smallest measured batch on its fastest runtime (inf if none)."""
+    value = artifact.get("p50_ms")
+    return float(value) if value is not None else float("inf")
+
+
 def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
                   ) -> tuple[dict[str, Any], str]:
     """The artifact whose gate decides the exit code, and why it was chosen.
 
-    `requested` matches an artifact's file name, relative path or stage. By default: the most
-    compressed one — lowest precision, then the last one made (later stages compress further),
-    then the smallest file."""
+    `requested` matches an artifact's file name, relative path or stage. By default: the
+    fastest artifact (`p50_ms`: smallest batch, fastest runtime) among those that pass their
+    gate, leaving out the fp32 original the others are measured against (`is_reference`) unless
+    it is all there is. When none passes (or none says how fast it ran), the most compressed one
+    decides (lowest precision, then the last one made, then the smallest file)."""
     from edgekit.errors import InputError
 
     if not artifacts:
@@ -134,9 +144,21 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
             raise InputError(f"--artifact {requested!r} is not among the validated artifacts",
                              hint=f"choose one of: {names}")
         return hits[-1], f"chosen with --artifact {requested}"
-    order = sorted(range(len(artifacts)), key=lambda i: (
-        PRECISION_RANK.get(artifacts[i].get("precision", "fp32"), 3), -i,
-        artifacts[i].get("size_bytes") or 0))
-    chosen = artifacts[order[0]]
-    return chosen, (f"the most compressed artifact ({chosen.get('precision', 'fp32')}, "
+    pool = [a for a in artifacts if not a.get("is_reference")] or list(artifacts)
+    passing = [a for a in pool if a.get("passed")]
+    if any(a.get("p50_ms") is not None for a in passing):  # (records of an older edgekit
+        # on a remote device carry no latency summary: the most compressed one decides)
+        chosen = min(passing, key=fastest_p50)
+        p50 = chosen.get("p50_ms")
+        at = f", p50 {p50:.3f} ms" if p50 is not None else ""
+        speed = chosen.get("speedup")
+        vs = f", {speed:.2f}× the original" if speed else ""
+        return chosen, f"the fastest artifact within the budget{at}{vs}"
+    order = sorted(range(len(pool)), key=lambda i: (
+        PRECISION_RANK.get(pool[i].get("precision", "fp32"), 3), -i,
+        pool[i].get("size_bytes") or 0))
+    chosen = pool[order[0]]
+    lead = "no artifact meets the budget; " if not passing else ""
+    return chosen, (f"{lead}the most compressed artifact ({chosen.get('precision', 'fp32')}, "
                     "latest stage); pass --artifact NAME to choose another")
+

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -83,10 +83,14 @@ def _config(precision_hint: str | None, threads: int | None, hint: str | None) -
 
 def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None = None,
                performance_hint: str | None = "latency", inference_precision: str | None = None,
-               batch: int | None = None):
-    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension."""
+               batch: int | None = None, profiling: bool = False):
+    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension;
+    `profiling` turns on the per-node performance counters (ov::enable_profiling). An fp32 .onnx
+    file is read by OpenVINO's ONNX frontend directly, as converting it to an IR would (the
+    validator times the fp32 original on OpenVINO this way)."""
     ov = import_openvino()
-    check_ir_files(xml_path)
+    if Path(xml_path).suffix != ".onnx":
+        check_ir_files(xml_path)
     core = ov.Core()
     try:
         model = core.read_model(str(xml_path))
@@ -101,12 +105,17 @@ def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None
         raise MissingDependencyError(
             f"OpenVINO device {device!r} is not available here (have {core.available_devices})",
             hint="set options.device in the device profile to one of those")
-    return core.compile_model(model, device, _config(inference_precision, threads,
-                                                     performance_hint))
+    config = _config(inference_precision, threads, performance_hint)
+    if profiling:
+        config["PERF_COUNT"] = True
+    return core.compile_model(model, device, config)
 
 
 def default_precision_hint(xml_path: str | Path) -> str | None:
-    """f32 for an IR exported as fp32 (see module docstring); None (device default) otherwise."""
+    """f32 for an IR exported as fp32 (see module docstring) or an fp32 ONNX model read
+    directly; None (device default) otherwise."""
+    if Path(xml_path).suffix == ".onnx":
+        return "f32"
     return "f32" if read_ir_rt_info(xml_path).get("precision", "fp32") == "fp32" else None
 
 
@@ -159,10 +168,13 @@ class OpenVinoRunner(Runner):
         self.request = self.compiled.create_infer_request()
         self._static: dict[int, Any] = {}
 
+    profiling: ClassVar[bool] = False  # runtimes/profile.py: compile with performance counters
+
     def _compile(self, batch: int | None):
         return compile_ir(self.artifact, device=self.device, threads=self.threads,
                           performance_hint=self.performance_hint,
-                          inference_precision=self.precision_hint, batch=batch)
+                          inference_precision=self.precision_hint, batch=batch,
+                          profiling=self.profiling)
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return np.array(self.request.infer({0: x})[0])

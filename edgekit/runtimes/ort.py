@@ -55,6 +55,8 @@ class OrtRunner(Runner):
                        f"only {', '.join(have)} (pip install onnxruntime-gpu, or use the device "
                        "itself)")
 
+    profile_prefix: str | None = None  # set (on a subclass) to turn ORT's profiler on
+
     def load(self) -> None:
         import onnxruntime as ort
 
@@ -68,6 +70,9 @@ class OrtRunner(Runner):
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if self.profile_prefix:  # runtimes/profile.py: per-node times from ORT's own profiler
+            opts.enable_profiling = True
+            opts.profile_file_prefix = self.profile_prefix
         wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in self.options.providers]
         available = ort.get_available_providers()
         providers = [p for p in wanted if p in available]

@@ -16,7 +16,7 @@ from edgekit.errors import ExportError
 from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
-from edgekit.io.onnxfile import save_onnx, set_spec
+from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
 from edgekit.targets.base import Artifact, Target
 from edgekit.validate.accuracy import fidelity
 from edgekit.validate.torch_eval import torch_logits
@@ -146,7 +146,9 @@ class OnnxTarget(Target):
                 model = onnx.load(str(raw))
             finally:
                 raw.unlink(missing_ok=True)
+            modules = export_module_map(model)  # simplification drops the node metadata
             model, simplified = simplify(model)
+            set_module_map(model, modules)
             if precision == "fp16":
                 model = to_fp16(model)
             set_spec(model, bundle.spec)

@@ -270,6 +270,8 @@ def build_engine(onnx_path: Path, *, precision: str, profile: dict[str, Any],
                               + "; ".join(errors[:3]),
                               hint="check the operators against TensorRT's ONNX support matrix")
     config = builder.create_builder_config()
+    if hasattr(trt, "ProfilingVerbosity"):  # layer names and precisions for `edgekit profile`
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     info: dict[str, Any] = {"weak_typing": weak}
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)

@@ -118,15 +118,17 @@ def run_here(job: ValidationJob) -> ValidationResult:
             f"nothing in {target} can run on {device.name} here"
             + (f" ({missing})" if missing else ""),
             hint="install the runtime the profile names, or choose another --device")
-    # Decide up front, so a bad --artifact fails before minutes of measuring.
+    # A bad --artifact fails before minutes of measuring; the default choice needs the numbers.
     candidates = [_artifact_info(e, Path(target)) for e, _ in pairs]
-    chosen, why = pick_decisive(candidates, artifact)
+    if artifact:
+        pick_decisive(candidates, artifact)
     ref_path = find_reference(target)
     batches = job.batches or device.batch_sizes
     # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
     folder_model = next((e.get("model") for e in entries if e.get("model")), None)
     eval_cache: dict[str, Any] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
+    measured: list[tuple[dict[str, Any], str, list[dict[str, Any]], Any]] = []
     for entry, runtimes in pairs:
         spec = spec_for(entry["path"])
         key = spec.to_json()
@@ -142,27 +144,54 @@ def run_here(job: ValidationJob) -> ValidationResult:
             check_labels(eval_set, ref_outputs, eval_source)
             eval_cache[key], ref_cache[key] = eval_set, ref
         info = _artifact_info(entry, Path(target))
+        info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()
+                                    == ref_path.resolve())
         info["runtimes"] = {}
         for runtime in runtimes:
             records = measure(entry, spec, device, eval_set=eval_cache[key], batches=batches,
                               ref_logits=ref_cache[key], runtime=runtime,
                               model_name=entry.get("model") or folder_model)
-            gate = evaluate_gate(records[0]["accuracy"], budget) if records else None
             for r in records:
                 r["environment"] = _recorded_environment(r.get("environment") or {}, device)
-                r.update(run_id=run_id, gate=gate, artifact_name=info["name"],
-                         stage=entry.get("stage"), is_reference=bool(
-                             ref_path and Path(entry["path"]).resolve() == ref_path.resolve()))
-            result.records += records
-            info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
-                                         "reasons": gate["reasons"] if gate else []}
-        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+                r.update(run_id=run_id, artifact_name=info["name"], stage=entry.get("stage"),
+                         is_reference=info["is_reference"])
+            measured.append((info, runtime, records, eval_cache[key]))
         result.artifacts.append(info)
+    # Speed-up against the fp32 original on the same runtime and batch, then the gates.
+    from edgekit.validate.bench import attach_speedups, original_latency
+
+    original = original_latency([(i["is_reference"], rt, recs, ev.x)
+                                 for i, rt, recs, ev in measured], ref_path, device, batches)
+    for info, runtime, records, _ in measured:
+        speed = attach_speedups(records, original, ref_path)
+        gate = evaluate_gate(records[0]["accuracy"], budget, speed) if records else None
+        for r in records:
+            r["gate"] = gate
+        result.records += records
+        info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
+                                     "reasons": gate["reasons"] if gate else []}
+    for info in result.artifacts:
+        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in result.records if r["artifact_name"] == info["name"]]))
+    chosen, why = pick_decisive(result.artifacts, artifact)
     decided = next(a for a in result.artifacts if a["name"] == chosen["name"])
     result.decisive = {"artifact": decided["name"], "why": why, "passed": decided["passed"],
                        "reasons": sorted({x for v in decided["runtimes"].values()
                                           for x in v["reasons"]})}
+    for r in result.records:
+        r["decisive"] = r["artifact_name"] == decided["name"]
     return result
+
+
+def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 (and its speed-up) at the smallest batch on the artifact's fastest runtime."""
+    timed = [r for r in records if (r.get("latency") or {}).get("p50_ms") is not None]
+    if not timed:
+        return {"p50_ms": None, "speedup": None, "fastest_runtime": None}
+    smallest = min(r["batch"] for r in timed)
+    best = min((r for r in timed if r["batch"] == smallest), key=lambda r: r["latency"]["p50_ms"])
+    return {"p50_ms": best["latency"]["p50_ms"], "speedup": best.get("speedup"),
+            "fastest_runtime": best.get("runtime"), "batch": smallest}
 
 
 def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
@@ -200,12 +229,15 @@ def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dic
         name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
         info = arts.setdefault(name, {"name": name, "relpath": name, "stage": r.get("stage"),
                                       "format": r.get("format"), "precision": r.get("precision"),
-                                      "size_bytes": r.get("size_bytes"), "runtimes": {}})
+                                      "size_bytes": r.get("size_bytes"), "runtimes": {},
+                                      "is_reference": bool(r.get("is_reference"))})
         gate = r.get("gate") or {}
         info["runtimes"][r.get("runtime")] = {"passed": bool(gate.get("passed")),
                                               "reasons": gate.get("reasons") or []}
     for info in arts.values():
         info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in records if (r.get("artifact_name") or Path(str(
+            r.get("artifact"))).name) == info["name"]]))
     if not arts:
         return {"artifacts": [], "decisive": {}, "passed": False}
     chosen, why = pick_decisive(list(arts.values()), artifact)

@@ -96,7 +96,9 @@ def device_python(tmp_path_factory) -> str:
     (folder / "notorch" / "torch" / "__init__.py").write_text(
         "raise ImportError('torch is not installed on this device (edgekit test)')\n")
     wrapper = folder / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={folder / 'notorch'} exec {sys.executable} \"$@\"\n")
+    # The device runs the edgekit under test (the test's own PYTHONPATH after the torch block).
+    path = ":".join(filter(None, [str(folder / "notorch"), os.environ.get("PYTHONPATH")]))
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={path} exec {sys.executable} \"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 
