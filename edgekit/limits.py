@@ -15,6 +15,8 @@ MAX_MODEL_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_MODEL_ELEMENTS", 1_000_000_
 # One input sample C×H×W: 3×8192×8192 fits, 1×100000×100000 does not.
 MAX_INPUT_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_INPUT_ELEMENTS", 1 << 28))
 MAX_BATCH = 65536
+# One array of a data file (.npz): 8 GiB.
+MAX_DATA_BYTES = int(os.environ.get("EDGEKIT_MAX_DATA_BYTES", 8 << 30))
 
 
 def elements(shape: Iterable[int]) -> int:
