@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Iterable
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ModelLoadError
 
 # 1e9 float32 values (4 GB): above torchvision's largest classifier (ViT-H/14, 632 M).
 MAX_MODEL_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_MODEL_ELEMENTS", 1_000_000_000))
@@ -25,7 +25,7 @@ def elements(shape: Iterable[int]) -> int:
 
 def check_model_elements(count: int, what: str) -> None:
     if count > MAX_MODEL_ELEMENTS:
-        raise InputError(
+        raise ModelLoadError(
             f"{what} declares {count:,} parameter values, over edgekit's limit of "
             f"{MAX_MODEL_ELEMENTS:,}",
             hint="the file is damaged or hostile; if the model really is this large, raise "
