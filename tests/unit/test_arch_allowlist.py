@@ -128,7 +128,7 @@ def test_every_builder_is_called_with_its_weights_off() -> None:
     arch gets every weights*/pretrained* parameter set to None (or False)."""
     for arch, factory in model_factories().items():
         kwargs = offline_kwargs(factory, {"num_classes": 3})
-        for name, param in inspect.signature(factory).parameters.items():
+        for name in inspect.signature(factory).parameters:
             if name.startswith(("weights", "pretrained")):
                 assert kwargs[name] in (None, False), (arch, name)
         assert kwargs["num_classes"] == 3
