@@ -196,6 +196,8 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
         return load_profile(ref)
     base_path = find_profile(ref.profile)
     base = read_yaml(base_path) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path} must hold a mapping of keys to values")
     overrides = {k: v for k, v in (ref.model_extra or {}).items()}
     for key in ("latency", "record"):
         if isinstance(overrides.get(key), dict) and isinstance(base.get(key), dict):
