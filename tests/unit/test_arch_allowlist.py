@@ -182,3 +182,15 @@ def test_user_typed_arch_is_the_users_choice(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("mymodels", None)
+
+
+def test_timm_models_by_name_with_pretrained_off() -> None:
+    timm = pytest.importorskip("timm", reason="timm is not installed (an optional model source)")
+    name = timm.list_models()[0]
+    factory = file_factory(f"timm:{name}")
+    assert factory.func is timm.create_model and factory.args == (name,)
+    assert factory.keywords == {"pretrained": False}
+    with pytest.raises(UnsafeModelError):
+        file_factory("timm:create_model_that_does_not_exist")
+    with pytest.raises(UnsafeModelError):
+        check_file_kwargs(f"timm:{name}", {"pretrained_cfg_overlay": {"file": "/tmp/w.pt"}})
