@@ -254,7 +254,17 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
         raise InputError(f"{onnx_path.name} fails onnx.checker: {str(exc).splitlines()[0]}",
                          hint="export the model again") from None
-    spec = spec_from_onnx(model)
+    try:  # a model ONNX Runtime cannot load is refused before the output folder is touched
+        import onnxruntime as ort
+
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except ImportError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise InputError(f"ONNX Runtime cannot load {onnx_path.name}: "
+                         f"{str(exc).splitlines()[0][:300]}",
+                         hint="export the model again with standard operators") from None
+    spec = spec_from_onnx(model, where=onnx_path)
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:

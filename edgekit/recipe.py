@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekit import kinds
-from edgekit.config import load_yaml, validate
+from edgekit.config import load_yaml, read_yaml, validate
 from edgekit.errors import ConfigError
 from edgekit.validate.gate import Budget
 
@@ -214,10 +214,10 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
 
     if isinstance(ref, str):
         return load_profile(ref)
-    import yaml
-
     base_path = find_profile(ref.profile)
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = read_yaml(base_path) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path} must hold a mapping of keys to values")
     overrides = {k: v for k, v in (ref.model_extra or {}).items()}
     for key in ("latency", "record"):
         if isinstance(overrides.get(key), dict) and isinstance(base.get(key), dict):
@@ -228,13 +228,8 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe: schema, version, each step's config, each device profile."""
     path = Path(path)
-    import yaml
-
     if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raw = read_yaml(path)
         version = raw.get("recipe_version") if isinstance(raw, dict) else None
         if isinstance(version, int) and version > RECIPE_VERSION:
             raise ConfigError(f"{path} is a version {version} recipe; this edgekit reads up to "

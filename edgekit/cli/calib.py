@@ -14,7 +14,8 @@ def calib() -> None:
 
 @calib.command("build")
 @click.argument("source")
-@click.option("-n", "--count", default=512, show_default=True, help="Number of images.")
+@click.option("-n", "--count", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Number of images.")
 @click.option("--stratified/--random", default=True, show_default=True,
               help="Balance the classes (when the source has labels).")
 @click.option("--seed", default=0, show_default=True)

@@ -42,8 +42,10 @@ def budget_options(fn):
               "default: the fastest one within the budget (the most compressed one when none "
               "is).")
 @click.option("--batch", "batch_text", default=None, help="Batch sizes, e.g. 1,8 (default: profile's).")
-@click.option("--limit", type=int, default=None, help="Use a stratified sample of the eval set.")
-@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use a stratified sample of the eval set.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Override the profile's thread count.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
               help="Append the records to this results store (SQLite; JSON Lines next to it).")
 @click.option("--rerun", is_flag=True,

@@ -46,7 +46,9 @@ def spec_for(path: str | Path) -> InputSpec:
     if sidecar.exists():
         return InputSpec.from_json(sidecar.read_text())
     raise InputError(f"{path} does not say what input it takes",
-                     hint="export it with edgekit, or pass --input-shape N,C,H,W")
+                     hint="export it with edgekit, which records its input in the file (an "
+                     "ONNX model from elsewhere: edgekit compress MODEL.onnx --int8 "
+                     "--input-shape N,C,H,W -o OUT/ records it)")
 
 
 def list_artifacts(target: str | Path) -> list[dict[str, Any]]:

@@ -144,8 +144,10 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
     for options in ({}, {"skip_symbolic_shape": True}, {"skip_optimization": True,
                                                         "skip_symbolic_shape": True}):
         try:
-            with _quiet():
-                quant_pre_process(str(folded_path), str(prepared), **options)
+            # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
+            # (+ external data) into the working directory when it gives up; keep it in workdir.
+            with _quiet(), contextlib.chdir(workdir):
+                quant_pre_process(str(folded_path.resolve()), str(prepared.resolve()), **options)
             break
         except Exception as exc:  # noqa: BLE001 - each fallback is recorded
             notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")
