@@ -152,6 +152,9 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
     A local run always measures; on a remote device the same job is collected again unless
     `rerun`."""
     budget = budget or Budget()
+    from edgekit.io.lineage import check_chain
+
+    check_chain(target)  # artifacts that were not made from the reference's model are refused
     if device.is_remote:  # run_id as given: edgekit.remote derives one from its job id if None
         return _validate_remote(target, device, eval_source=eval_source, budget=budget,
                                 batches=batches, data_dir=data_dir, limit=limit,
