@@ -135,16 +135,27 @@ def compress_key(model_file: Path | None, steps: list[tuple[str, dict[str, Any]]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def check_compress_io(out_dir: Path, passes: list[tuple[str, Any]], model_file: Path | None,
-                      ctx: Any) -> None:
-    """Before the first step: every data input exists, and no file compress writes is one of
-    its inputs (the model, --train/--eval/--calib data) or lands inside an input folder."""
-    from edgekit.data.paths import check_source_exists, source_paths
-
-    data = {"--train data": ctx.train_source, "--eval data": ctx.eval_source,
+def _data_sources(ctx: Any) -> dict[str, str | None]:
+    return {"--train data": ctx.train_source, "--eval data": ctx.eval_source,
             "--calib set": ctx.calib_source}
-    for what, source in data.items():
+
+
+def check_data_exists(ctx: Any) -> None:
+    """Every data input exists, checked before the first step runs (a typo in --train is not
+    found after minutes of pruning)."""
+    from edgekit.data.paths import check_source_exists
+
+    for what, source in _data_sources(ctx).items():
         check_source_exists(source, what, ctx.data_dir)
+
+
+def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
+                           model_file: Path | None, ctx: Any) -> None:
+    """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
+    lands inside an input folder."""
+    from edgekit.data.paths import source_paths
+
+    data = _data_sources(ctx)
     planned = [MANIFEST_NAME, "model.onnx"] + [n for _, p in passes for n in p.outputs()]
     if any(p.kind == "torch" for _, p in passes):
         planned.append("model.pt")
@@ -216,13 +227,14 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     passes = [(name, get_pass(name)(config)) for name, config in steps]
     out_dir = Path(ctx.out_dir)
     model_file = Path(bundle.source) if bundle.source else None
-    check_compress_io(out_dir, passes, model_file, ctx)
+    check_compress_outputs(out_dir, passes, model_file, ctx)
     key = compress_key(model_file, steps, ctx)
     if claim:
         check_output_folder(out_dir)
         check_reuse(out_dir, key, model_file, overwrite)
     for _, step in passes:  # bad configurations fail before the output folder is touched
         step.check(bundle, ctx)  # ONNX passes get the bundle too (for its InputSpec)
+    check_data_exists(ctx)
     if claim:
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,7 +316,7 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          hint="pass the PyTorch model (.pt) for prune/dwsep/distill; an ONNX model "
                               "takes --int8 only")
     out_dir = Path(ctx.out_dir)
-    check_compress_io(out_dir, passes, onnx_path, ctx)
+    check_compress_outputs(out_dir, passes, onnx_path, ctx)
     key = compress_key(onnx_path, steps, ctx)
     check_output_folder(out_dir)
     check_reuse(out_dir, key, onnx_path, overwrite)
@@ -324,6 +336,7 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)
+    check_data_exists(ctx)
     start_compress(out_dir, key, onnx_path, steps, ctx)
     set_spec(model, spec)
     target = save_onnx(model, out_dir / "model.onnx")

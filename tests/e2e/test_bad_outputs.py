@@ -274,7 +274,7 @@ CASES = [
          lambda t, m: ["compress", m, "--prune", "0.3", "--distill-epochs", "1", "--train",
                        t / "missing.npz", "-o", t / "out"], "--train data"),
     Case("missing-calib", lambda t, m: ["compress", m, "--int8", "--calib", t / "nope.npz",
-                                        "-o", t / "out"], "--calib set"),
+                                        "-o", t / "out"], "nope.npz does not exist"),
     Case("unknown-train-split",
          lambda t, m: ["compress", m, "--prune", "0.3", "--train", "fashion-mnist:valid",
                        "-o", t / "out"], "unknown split"),
@@ -378,6 +378,10 @@ def test_validate_refuses_a_folder_mixed_the_old_way(lenet5_int8, zoo_checkpoint
     assert code == 2, err
     assert "model.int8.onnx does not chain by sha256 to the reference model.onnx" in err
     assert "(lenet5 against cnn_gru)" in err
+    # bench --eval reports the drop against the same reference: refused alike
+    code, err = run_cli("bench", out, "--eval", "fashion-mnist:test", "--limit", "100",
+                        capsys=capsys)
+    assert code == 2 and "does not chain by sha256" in err, err
     assert snapshot(out) == before
 
 
