@@ -9,6 +9,7 @@ to compare what it holds instead of reporting a meaningless drop. Torch-free."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,8 @@ class _Folder:
         self._sha: dict[Path, str] = {}
 
     def rel(self, path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(self.folder.resolve()))
-        except ValueError:
-            return str(path)
+        """The path as the manifest names it (relative to the folder)."""
+        return os.path.relpath(path, self.folder)
 
     def recorded(self, path: Path) -> list[dict[str, Any]]:
         rel = self.rel(path)

@@ -279,8 +279,8 @@ CASES = [
          lambda t, m: ["compress", m, "--prune", "0.3", "--train", "fashion-mnist:valid",
                        "-o", t / "out"], "unknown split"),
     Case("missing-eval-folder",
-         lambda t, m: ["compress", m, "--int8", "--calib", CALIB, "--eval", t / "imgs",
-                       "-o", t / "out"], "--eval data"),
+         lambda t, m: ["compress", m, "--prune", "0.3", "--distill-epochs", "0", "--eval",
+                       t / "imgs", "-o", t / "out"], "--eval data"),
 ]
 
 
