@@ -28,9 +28,6 @@ from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
 
 PREFIX = "run:"
 STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-# Files a run writes into its folder besides the manifest (checked against the recipe's inputs).
-RUN_FILES = ("original.onnx", "model.pt", "model.onnx", "model.int8.onnx", "model.int8.trt.onnx",
-             "model.int8.xml", "model.int8.bin")
 
 
 def cache_dir() -> Path:
@@ -266,13 +263,16 @@ class RecipeRun:
         """No output of the run (report, store, the folder's own files) is one of its inputs
         (the recipe, its model, its data) or another output."""
         from edgekit.data.paths import source_paths
+        from edgekit.passes import get_pass
 
         r = self.recipe
         model = Path(resolve_path(r.model.path, self.recipe_path)) if r.model.path else None
+        written = [MANIFEST_NAME, "original.onnx", "model.pt", "model.onnx",
+                   *(n for name, config in r.step_list() for n in get_pass(name)(config).outputs())]
         check_outputs(
             {"report.html": self.html_path, "report.markdown": self.md_path,
              "the results store": [self.store_path, self.store_path.with_suffix(".jsonl")],
-             "the output": [self.out / n for n in (MANIFEST_NAME, *RUN_FILES)]},
+             "the output": [self.out / n for n in written]},
             {"the recipe": self.recipe_path, "model.path": model,
              **{f"data.{name}": source_paths(self.data(value), self.data_dir)
                 for name, value in (("train", r.data.train), ("eval", r.data.eval),
