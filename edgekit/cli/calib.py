@@ -26,7 +26,14 @@ def calib() -> None:
 def build(source: str, count: int, stratified: bool, seed: int, output: str,
           data_dir: str | None, as_json: bool) -> None:
     """Sample COUNT images of SOURCE into a calibration set."""
+    from pathlib import Path
+
     from edgekit.data.calibration import build_calibration_set
+    from edgekit.data.paths import source_paths
+    from edgekit.io.outputs import check_outputs
+
+    check_outputs({"-o": [output, Path(output).with_suffix(".json")]},
+                  {"SOURCE": source_paths(source, data_dir)})
 
     manifest = build_calibration_set(source, output, count=count, stratified=stratified, seed=seed,
                                      data_dir=data_dir)

@@ -96,13 +96,16 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Local device profile the latency fallback measures on (default local-cpu).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace what another model or other settings left in -o (its old stages are "
+              "forgotten first); without it such a folder is refused.")
 @model_options
 @data_dir_option
 @json_option
 def compress(model: str, output: str, train_source: str | None, eval_source: str | None,
              eval_limit: int | None, calib_source: str | None, data_dir: str | None,
              arch: str | None, arch_kwargs: str | None, input_shape, trust_model: bool,
-             as_json: bool, **flags: Any) -> None:
+             overwrite: bool, as_json: bool, **flags: Any) -> None:
     """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order. MODEL is a
     PyTorch model, or an fp32 ONNX model for --int8 alone."""
     from pathlib import Path
@@ -123,10 +126,14 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     if Path(model).suffix == ".onnx":  # int8 of an existing fp32 ONNX model
         from edgekit.pipeline import compress_onnx
 
-        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape)
+        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape,
+                               overwrite=overwrite)
     else:
+        from edgekit.io.outputs import check_output_folder
+
+        check_output_folder(output)  # before the model is even loaded
         bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
-        result = run_compress(bundle, steps, ctx)
+        result = run_compress(bundle, steps, ctx, overwrite=overwrite)
     if as_json:
         print_json({"steps": [s for s, _ in steps], "rows": result["rows"],
                     "artifacts": result["artifacts"]})

@@ -59,8 +59,14 @@ def results(store: str, model: str | None, device: str | None, runtime: str | No
 def report(store: str, output: str, markdown_path: str | None, model: str | None,
            device: str | None, title: str, as_json: bool) -> None:
     """Write one self-contained HTML report (plots, tables, environment) of the results STORE."""
+    from pathlib import Path
+
+    from edgekit.io.outputs import check_outputs
     from edgekit.results.report import write_report
     from edgekit.results.store import open_store
+
+    check_outputs({"-o": output, "--markdown": markdown_path},
+                  {"the results store": [store, Path(store).with_suffix(".jsonl")]})
 
     with open_store(store, create=False) as db:
         rows = db.records(with_samples=True, model=model, device=device)

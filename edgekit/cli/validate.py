@@ -79,8 +79,15 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
                                       "min_speedup": min_speedup},
                              "budget")
     if store_path:  # refuse a bad store before minutes of measuring
+        from edgekit.data.paths import source_paths
+        from edgekit.io.artifacts import find_reference, list_artifacts
+        from edgekit.io.outputs import check_outputs
         from edgekit.results.store import open_store
 
+        check_outputs({"--store": [store_path, Path(store_path).with_suffix(".jsonl")]},
+                      {"an artifact": [a["path"] for a in list_artifacts(target)],
+                       "the reference": find_reference(target),
+                       "--eval data": source_paths(eval_source, data_dir)})
         open_store(store_path).close()
     result = run_validation(target, device, eval_source=eval_source, budget=budget,
                             batches=parse_batches(batch_text), data_dir=data_dir, limit=limit,

@@ -30,7 +30,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     on any exception it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    # The pid in the name lets a later run tell a killed run's leftovers from a live one's.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.pid{os.getpid()}.", suffix=".part",
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -51,6 +51,11 @@ class Pass:
     def apply(self, subject: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
 
+    def outputs(self) -> list[str]:
+        """Names of the files this pass writes into the output folder (checked against the
+        inputs before anything runs)."""
+        return []
+
 
 @dataclass
 class PassContext:

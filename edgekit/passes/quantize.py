@@ -137,6 +137,10 @@ class QuantizePass(Pass):
                                 "which needs labels", hint=exc.hint) from None
             raise
 
+    def outputs(self) -> list[str]:
+        name = FILENAMES[self.config.flavour]
+        return [name, name[:-4] + ".bin"] if name.endswith(".xml") else [name]
+
     # ----------------------------------------------------------- the pass
     def apply(self, onnx_path: Path, ctx: PassContext):
         from edgekit.io.artifacts import spec_for
@@ -154,7 +158,9 @@ class QuantizePass(Pass):
         budget = self._budget(ctx)
         out_dir = Path(ctx.out_dir)
         target = out_dir / FILENAMES[cfg.flavour]
-        workdir = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
+        from edgekit.io.debris import pid_tag
+
+        workdir = Path(tempfile.mkdtemp(prefix=f".quantize-{pid_tag()}-", dir=out_dir))
         try:
             backend = self._backend(onnx_path, spec, calib.x, workdir)
             backend.check_layer_names(cfg.exclude)

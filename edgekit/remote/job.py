@@ -211,7 +211,10 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                                      f"{first['what']}", hint=f"on the device: {first['fix']}")
     for m in report.missing:
         on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
-    with tempfile.TemporaryDirectory(prefix="edgekit-remote-") as tmp:
+    from edgekit.io.debris import pid_tag, sweep
+
+    sweep(tempfile.gettempdir(), prefix="edgekit-remote-")  # what killed runs left
+    with tempfile.TemporaryDirectory(prefix=f"edgekit-remote-{pid_tag()}-") as tmp:
         payload = build_payload(target, device, report, eval_source=eval_source, limit=limit,
                                 data_dir=data_dir, budget=budget_dict(budget),
                                 batches=batches, workdir=Path(tmp), job_timeout=job_timeout,

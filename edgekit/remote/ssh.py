@@ -111,7 +111,13 @@ class SSHTransport:
         self.calls = 0
         # One SSH connection shared by the calls of a validation (ControlMaster): a handshake
         # per call costs a second on a Jetson over Wi-Fi. The socket lives in a private folder.
-        self.control_dir = tempfile.mkdtemp(prefix="edgekit-ssh-") if multiplex else None
+        # A killed run cannot remove its folder; the next one removes those whose owner is gone.
+        self.control_dir = None
+        if multiplex:
+            from edgekit.io.debris import pid_tag, sweep
+
+            sweep(tempfile.gettempdir(), prefix="edgekit-ssh-")
+            self.control_dir = tempfile.mkdtemp(prefix=f"edgekit-ssh-{pid_tag()}-")
 
     def close(self) -> None:
         """Close the shared connection, if any."""

@@ -78,7 +78,7 @@ def save_ir(model, xml_path: Path, *, spec: InputSpec | None, precision: str,
     model.set_rt_info(precision, RT_INFO_PRECISION)
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.part.xml")
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}.pid{os.getpid()}.part.xml")
     tmp_bin = ir_weights_path(tmp_xml)
     try:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)

@@ -176,6 +176,10 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     """Benchmark one artifact or every artifact of an output folder."""
     entries = list_artifacts(target)
     batches = batches or device.batch_sizes
+    if eval_source and not reference:  # top-1 drop against the folder's reference: same model?
+        from edgekit.io.lineage import check_chain
+
+        check_chain(target, entries)
     ref_path = Path(reference) if reference else find_reference(target)
     records: list[dict[str, Any]] = []
     eval_cache: dict[str, Dataset] = {}

@@ -95,6 +95,9 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
     job = ValidationJob(target=Path(target), device=device, eval_source=eval_source,
                         budget=budget or Budget(), batches=batches, data_dir=data_dir,
                         limit=limit, artifact=artifact, run_id=run_id, rerun=rerun)
+    from edgekit.io.lineage import check_chain
+
+    check_chain(target)  # artifacts that were not made from the reference's model are refused
     return get_executor(executor_name(device), run_here).run(job)
 
 

@@ -72,7 +72,7 @@ def make_output_folder(out: Path, n_per_class: int = 60) -> Path:
     entry = {"format": "onnx", "input_spec": spec.model_dump(mode="json")}
     manifest = Manifest(out)
     manifest.add_stage("export", outputs=[{**entry, "path": "model.onnx", "precision": "fp32"}])
-    manifest.add_stage("quantize",
+    manifest.add_stage("quantize", inputs={"source": out / "model.onnx"},
                        outputs=[{**entry, "path": "model.int8.onnx", "precision": "int8"}])
     eval_path = out.parent / "eval.npz"
     np.savez(eval_path, x=images, y=labels.astype(np.int64))
