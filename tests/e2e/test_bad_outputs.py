@@ -509,9 +509,8 @@ def test_sweep_removes_dead_runs_files_and_keeps_live_ones(tmp_path) -> None:
 def test_ssh_control_folders_of_killed_runs_are_swept(tmp_path, monkeypatch) -> None:
     import tempfile
 
-    from edgekit.remote_ssh import SSHTransport
-
     from edgekit.devices import DeviceProfile
+    from edgekit.remote import SSHTransport
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
