@@ -12,6 +12,7 @@
     exports: [{target: openvino, precision: int8}]
     devices: [local-cpu]                  # or {profile: jetson-orin-nano, host: me@jetson}
     budget: {max_drop: 1.0}
+    optimize: {prune: [0, 0.3], dwsep: [off], trials: 12}   # for `edgekit optimize --recipe`
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit.config import load_yaml, validate
 from edgekit.errors import ConfigError
+from edgekit.optimize.space import OptimizeSettings
 from edgekit.validate.gate import Budget
 
 RECIPE_VERSION = 1
@@ -136,6 +138,8 @@ class Recipe(Strict):
     devices: list[str | DeviceRef] = Field(default_factory=lambda: ["local-cpu"])
     budget: Budget = Field(default_factory=Budget)
     decide: str | None = Field(None, description="artifact whose gate decides the exit code")
+    optimize: OptimizeSettings | None = Field(None, description="search space of `edgekit "
+                                              "optimize --recipe` (issue 15)")
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def step_list(self) -> list[tuple[str, dict[str, Any]]]:
