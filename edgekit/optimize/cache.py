@@ -62,7 +62,8 @@ class CandidateCache:
     def _path(self, key: str) -> Path:
         return self.root / "measurements" / f"{key}.json"
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, *, count: bool = True) -> dict[str, Any] | None:
+        """The stored record (counted as a hit unless `count` is False), else None."""
         path = self._path(key)
         if not path.is_file():
             return None
@@ -70,7 +71,8 @@ class CandidateCache:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:  # written atomically; unreadable means edited by hand
             return None
-        self.hits.append(key)
+        if count:
+            self.hits.append(key)
         return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:

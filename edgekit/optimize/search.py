@@ -506,7 +506,7 @@ class Optimizer:
             shown.update({b["key"]: {**b, "name": f"original {t}"}
                           for t, b in result["baselines"].items()})
             for key, c in shown.items():
-                record = self.cache.get(key)
+                record = self.cache.get(key, count=False)
                 if record is None:
                     continue
                 record = {**record, "artifact_name": c["name"].replace(" ", ""),

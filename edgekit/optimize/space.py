@@ -145,7 +145,10 @@ class OptimizeSettings(SearchSpace):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_duration(value)
+            try:
+                parse_duration(value)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.message} ({exc.hint})") from None
         return value
 
     def space(self) -> SearchSpace:
