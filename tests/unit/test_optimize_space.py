@@ -130,10 +130,9 @@ def test_choose_never_picks_a_candidate_slower_than_the_original():
 
 # ------------------------------------------------------------------ fallback sets and cache keys
 def test_fallback_sets_resolve_on_the_graph(tmp_path):
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    import numpy as np
 
     from edgekit.optimize.build import fallback_nodes
 
