@@ -18,6 +18,7 @@ Every export and measurement is cached (edgekit.optimize.cache), so a rerun meas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -556,13 +557,17 @@ def _candidates(study: Any) -> list[dict[str, Any]]:
     """Every finished trial of the study (this run's and earlier ones') as a candidate."""
     from optuna.trial import TrialState
 
-    out = []
+    out, seen = [], set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        name = candidate_name(t.params)
+        if name in seen:  # a sampler may propose a finished candidate again (a cache hit)
+            continue
+        seen.add(name)
         steps = t.user_attrs.get("steps") or []
         last = steps[-1] if steps else {}
         complete = t.state == TrialState.COMPLETE
         out.append({
-            "trial": t.number, "name": candidate_name(t.params), "params": dict(t.params),
+            "trial": t.number, "name": name, "params": dict(t.params),
             "status": t.user_attrs.get("status", "measured"), "why": t.user_attrs.get("why", ""),
             "values": list(t.values) if complete else None,
             "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last else None,
@@ -597,16 +602,18 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
 
 
 def trial_count(out_dir: str | Path) -> int:
-    """Finished trials of every study in an output folder (for progress checks)."""
+    """Finished (complete or pruned) trials of every study in an output folder, read without
+    touching the study: safe while a search is creating or writing it."""
+    import sqlite3
+
     path = Path(out_dir) / STUDY_DB
     if not path.is_file():
         return 0
-    optuna = import_optuna()
-    from optuna.trial import TrialState
-
-    storage = f"sqlite:///{path.resolve()}"
-    total = 0
-    for summary in optuna.get_all_study_summaries(storage):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        total += len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    return total
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
+                                                timeout=5)) as db:
+            row = db.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+                             ).fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(row[0])
