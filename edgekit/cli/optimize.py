@@ -89,7 +89,7 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     """Search for the fastest artifact of MODEL that keeps its accuracy, on each device:
     candidates (pruning, depthwise-separable, runtime, precision, int8 fallbacks) measured
     there, the Pareto front of latency against top-1, and the winner in OUT/<device>/."""
-    from edgekit.errors import GateError, InputError
+    from edgekit.errors import InputError
 
     inline = [f"--{f}" for f in SPACE_FLAGS if flags.get(f) is not None]
     if model and recipe:
@@ -146,13 +146,25 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     else:
         print_summary(summary)
     if not summary["passed"]:
-        failed = [n for n, r in summary["devices"].items() if not r.get("winner")]
-        best = "; ".join(f"{n}: {', '.join(summary['devices'][n].get('best_tried') or ['none'])}"
-                         for n in failed)
-        raise GateError(f"nothing meets the budget on {', '.join(failed)} "
-                        f"({'; '.join(summary['devices'][n]['why'] for n in failed)}); best tried: "
-                        f"{best}",
-                        hint="allow a larger --max-drop, a longer distillation, or more trials")
+        raise failure(summary)
+
+
+def failure(summary: dict[str, Any]):
+    """The GateError (exit 1) for a search that found nothing within budget on some device, or
+    lost a device before it finished."""
+    from edgekit.errors import GateError
+
+    parts = []
+    for name, result in summary["devices"].items():
+        if result.get("lost"):
+            parts.append(f"{name}: the search stopped, {result['lost']} (the partial front is "
+                         "kept; rerun the same command to resume)")
+        elif not result.get("winner"):
+            best = ", ".join(result.get("best_tried") or ["none"])
+            parts.append(f"{name}: nothing meets the budget ({result['why']}); best tried: {best}")
+    return GateError("; ".join(parts),
+                     hint="allow a larger --max-drop, a longer distillation or more trials; "
+                          "rerun to resume a stopped search")
 
 
 def _from_recipe(recipe_path: str, data_dir: str | None):

@@ -192,7 +192,8 @@ class Optimizer:
                    "space": self.space.model_dump(mode="json"),
                    "devices": results, "cache": self.cache.summary(),
                    "seconds": round(time.monotonic() - started, 1),
-                   "passed": all(r.get("winner") for r in results.values())}
+                   "passed": all(r.get("winner") and not r.get("lost")
+                                 for r in results.values())}
         summary["report"] = self._report(results)
         atomic_write_json(self.out / "optimize.json", summary)
         return summary
