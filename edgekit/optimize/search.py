@@ -352,6 +352,16 @@ class Optimizer:
                 alive = True
             if not alive:
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        # Candidates whose trial failed (killed, device lost) and that no finished or waiting
+        # trial covers are queued again: samplers count failed trials as tried.
+        covered = {_params_key(t.params) for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING,
+                                    TrialState.RUNNING))}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            key = _params_key(trial.params)
+            if trial.params and key not in covered:
+                study.enqueue_trial(dict(trial.params))
+                covered.add(key)
 
     def _search(self, search: DeviceSearch, seconds: float | None) -> dict[str, Any]:
         optuna = import_optuna()
@@ -388,12 +398,11 @@ class Optimizer:
             built = dict(self.builder.seconds)
             try:
                 outcome = self._evaluate(search, params, front)
-            except DeviceLostError as exc:
+            except DeviceLostError as exc:  # the trial fails (not pruned): a rerun retries it
                 search.lost = exc.message
-                trial.set_user_attr("status", "device lost")
                 trial.set_user_attr("why", exc.message)
                 study.stop()
-                raise optuna.TrialPruned() from None
+                raise
             except EdgekitError as exc:  # this candidate cannot be made (e.g. pruning wipes a layer)
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("why", exc.message)
@@ -421,7 +430,7 @@ class Optimizer:
         if remaining > 0 and (deadline is None or time.monotonic() < deadline):
             timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
             study.optimize(objective, n_trials=remaining, timeout=timeout,
-                           callbacks=[keep_time])
+                           callbacks=[keep_time], catch=(DeviceLostError,))
         return self._finish(search, study, time.monotonic() - started)
 
     # ------------------------------------------------------------------ the decision
@@ -526,6 +535,10 @@ class Optimizer:
 # ---------------------------------------------------------------------- helpers
 def _dwsep(value: Any) -> str | int:
     return value if value in ("off", "auto") else int(value)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return digest(sorted(params.items()))
 
 
 def _dominated(point: tuple[float, float], front: list[tuple[float, float]]) -> bool:
