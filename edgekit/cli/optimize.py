@@ -111,7 +111,7 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     base: dict[str, Any] | None = None
     bundle = None
     if recipe:
-        checkpoint, base, profiles, data = _from_recipe(recipe, data_dir)
+        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir)
         train_source = train_source or data["train"]
         eval_source = eval_source or data["eval"]
         calib_source = calib_source or data["calib"]
@@ -167,7 +167,22 @@ def failure(summary: dict[str, Any]):
                           "rerun to resume a stopped search")
 
 
-def _from_recipe(recipe_path: str, data_dir: str | None):
+def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
+                    data_dir: str | None = None) -> dict[str, Any]:
+    """`edgekit optimize --recipe R -o OUT` as a function (what `edgekit demo` runs)."""
+    from edgekit.optimize.search import Optimizer
+
+    checkpoint, base, profiles, data = recipe_inputs(str(recipe_path), data_dir)
+    settings = settings_from(dict.fromkeys((*SPACE_FLAGS, "trials", "time_budget",
+                                            "min_speedup", "seed")), base)
+    return Optimizer(checkpoint, profiles, settings, out_dir=out_dir, eval_source=data["eval"],
+                     max_drop=data["max_drop"], train_source=data["train"],
+                     calib_source=data["calib"], eval_limit=data["eval_limit"],
+                     data_dir=data_dir).run()
+
+
+def recipe_inputs(recipe_path: str, data_dir: str | None):
+    """(checkpoint, optimize settings as given, device profiles, data) of a recipe."""
     from edgekit.errors import ConfigError
     from edgekit.recipe import device_profile, load_recipe, resolve_path
     from edgekit.recipe_run import model_checkpoint
