@@ -51,7 +51,11 @@ def import_optuna():
     except ImportError:
         raise MissingDependencyError("edgekit optimize needs Optuna",
                                      hint="pip install 'edgekit[optimize]'") from None
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # BruteForceSampler and the heartbeat are marked experimental; both are what we want.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
