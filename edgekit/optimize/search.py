@@ -610,12 +610,11 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
         return None, (f"no candidate within {max_drop:g} points runs at least {min_speedup:g}× "
                       "as fast as the fp32 original")
     winner = min(fast, key=lambda c: (c["p50_ms"], -c["top1"]))
-    others = len(fast) - 1
-    why = (f"the fastest of {len(fast)} candidates within {max_drop:g} points of the original "
-           f"(drop {winner['drop_points']:+.2f}) and not slower than the fp32 original on its "
-           f"fastest runtime: {winner['p50_ms']:.3f} ms, {winner['speedup']:.2f}× the original")
-    if others == 0:
-        why += "; nothing else qualified"
+    which = "the only candidate" if len(fast) == 1 else f"the fastest of {len(fast)} candidates"
+    why = (f"{which} within {max_drop:g} points of the original's top-1 (its drop: "
+           f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
+           f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
+           f"{winner['speedup']:.2f}×")
     return winner, why
 
 

@@ -37,8 +37,9 @@ class DistillSchedule(BaseModel):
     full_epochs: int = Field(1, ge=1)
     full_limit: int | None = Field(None, ge=1, description="images of the full distillation "
                                    "(none: the whole training set)")
-    promote_margin: float = Field(1.0, ge=0, description="points a full distillation may still "
-                                  "gain over the short one")
+    promote_margin: float = Field(5.0, ge=0, description="points a full distillation may still "
+                                  "gain over the short one (on LeNet-5 pruned 30 %, 2,000 images "
+                                  "of distillation reach 3.5 points under the original)")
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(64, ge=1)
 
