@@ -513,20 +513,26 @@ class Optimizer:
     def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
         """The HTML report: per device the front, the baselines and the winner."""
         from edgekit.results.report import write_report
+        from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
         for result in results.values():
             shown = {c["key"]: c for c in result["candidates"]
                      if c.get("on_front") or c.get("winner")}
-            shown.update({b["key"]: {**b, "name": f"original {t}"}
+            shown.update({b["key"]: {**b, "name": f"original {t}",
+                                     "drop_points": 100 * (result["reference_top1"] - b["top1"])}
                           for t, b in result["baselines"].items()})
             for key, c in shown.items():
                 record = self.cache.get(key, count=False)
                 if record is None:
                     continue
-                record = {**record, "artifact_name": c["name"].replace(" ", ""),
-                          "optimize_winner": bool(c.get("winner"))}
-                record["model"] = self.bundle.name
+                accuracy = dict(record.get("accuracy") or {})
+                if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
+                    accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
+                record = {**record, "accuracy": accuracy, "model": self.bundle.name,
+                          "artifact_name": c["name"].replace(" ", ""),
+                          "optimize_winner": bool(c.get("winner")),
+                          "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
                 records.append(record)
         if not records:
             return None
