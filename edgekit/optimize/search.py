@@ -519,9 +519,10 @@ class Optimizer:
         for result in results.values():
             shown = {c["key"]: c for c in result["candidates"]
                      if c.get("on_front") or c.get("winner")}
-            shown.update({b["key"]: {**b, "name": f"original {t}",
-                                     "drop_points": 100 * (result["reference_top1"] - b["top1"])}
-                          for t, b in result["baselines"].items()})
+            for runtime, b in result["baselines"].items():  # the originals, always shown
+                shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
+                                            "drop_points": 100 * (result["reference_top1"]
+                                                                  - b["top1"])})
             for key, c in shown.items():
                 record = self.cache.get(key, count=False)
                 if record is None:
