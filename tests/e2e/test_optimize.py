@@ -236,3 +236,16 @@ def test_pruning_without_training_data_exits_2(setup, tmp_path):
     proc = run([sys.executable, "-m", "edgekit", "optimize", setup["model"], "--eval",
                 "fashion-mnist:test", "--prune", "0,0.5", "-o", str(tmp_path / "o")])
     assert proc.returncode == 2 and "--train" in proc.stderr
+
+
+def test_time_budget_spent_on_the_originals_still_decides(setup, tmp_path):
+    """A budget that runs out while the originals are measured: no other candidate is tried,
+    and the original on its fastest runtime is the (honest) answer."""
+    proc = run(command(setup, tmp_path / "out", "--space", setup["space"], "--time-budget", "1s",
+                       "--json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)["devices"]["quick-cpu"]
+    names = sorted(c["name"] for c in result["candidates"])
+    assert names == ["original onnxruntime:fp32", "original openvino:fp32"]
+    fastest = min(result["baselines"].values(), key=lambda b: b["p50_ms"])
+    assert result["winner"]["key"] == fastest["key"] and result["winner"]["speedup"] == 1.0
