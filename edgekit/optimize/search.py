@@ -516,14 +516,14 @@ class Optimizer:
                                    config=config, outputs=outputs, metrics=metrics)
 
     def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
-        """The HTML report: per device the front, the baselines and the winner."""
+        """The HTML report: per device every measured candidate (the front drawn, the winner
+        starred) and the originals."""
         from edgekit.results.report import write_report
         from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
         for result in results.values():
-            shown = {c["key"]: c for c in result["candidates"]
-                     if c.get("on_front") or c.get("winner")}
+            shown = {c["key"]: c for c in result["candidates"] if c.get("values")}
             for runtime, b in result["baselines"].items():  # the originals, always shown
                 shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
                                             "drop_points": 100 * (result["reference_top1"]
@@ -536,7 +536,7 @@ class Optimizer:
                 if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
                     accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
                 record = {**record, "accuracy": accuracy, "model": self.bundle.name,
-                          "artifact_name": c["name"].replace(" ", ""),
+                          "artifact_name": _plot_label(c["name"]),
                           "optimize_winner": bool(c.get("winner")),
                           "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
                 records.append(record)
@@ -551,6 +551,14 @@ class Optimizer:
 # ---------------------------------------------------------------------- helpers
 def _dwsep(value: Any) -> str | int:
     return value if value in ("off", "auto") else int(value)
+
+
+def _plot_label(name: str) -> str:
+    """A candidate's name as the report labels it (beside its runtime): no runtime, and no '.'
+    (the report shows a file name's stem)."""
+    for runtime in ("onnxruntime:", "openvino:", "tensorrt:"):
+        name = name.replace(runtime, "")
+    return name.replace(".", "·")
 
 
 def _params_key(params: dict[str, Any]) -> str:
