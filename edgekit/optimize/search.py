@@ -325,7 +325,7 @@ class Optimizer:
             f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
             grace_period=120)
         name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
-        size = self.space.size(search.device)
+        size = _space_size(search, self.space)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
             if size <= self.settings.trials else \
             optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
@@ -397,6 +397,15 @@ class Optimizer:
             if params["target"].endswith(":int8"):
                 params["fallback"] = trial.suggest_categorical("fallback",
                                                                self.space.fallback_names())
+            name = candidate_name(params)
+            earlier = next((t for t in study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED)) if candidate_name(t.params) == name), None)
+            if earlier is not None:  # the sampler proposed a finished candidate: nothing to do
+                trial.set_user_attr("status", "repeat")
+                trial.set_user_attr("why", f"the candidate of trial {earlier.number}")
+                if earlier.state == TrialState.COMPLETE:
+                    return tuple(earlier.values)
+                raise optuna.TrialPruned()
             front = _front_points(study)
             began = time.perf_counter()
             built = dict(self.builder.seconds)
@@ -422,24 +431,37 @@ class Optimizer:
                 raise optuna.TrialPruned()
             return outcome["values"]
 
+        out_of_time = []
+
         def keep_time(study, _trial) -> None:
             if deadline is None:
                 return
             typical = sorted(durations)[len(durations) // 2] if durations else 0.0
             if time.monotonic() + typical > deadline:
+                out_of_time.append(True)
                 study.stop()
+
+        def tried() -> int:
+            return len({candidate_name(t.params) for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))})
 
         queued = [t for t in study.trials if t.state == TrialState.WAITING]
         wanted = [{"prune": 0.0, "dwsep": "off", "target": f"{rt}:fp32"} for rt in search.baselines]
         originals = [t for t in queued if t.system_attrs.get("fixed_params") in wanted]
         if originals and search.lost is None:  # measured already (cache hits): whatever the time
             study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))
-        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        remaining = self.settings.trials - len(finished)
-        if remaining > 0 and (deadline is None or time.monotonic() < deadline):
+        # `trials` counts distinct candidates: a sampler's repeats (cheap, answered from the
+        # study) do not use up the budget, within a bound on the attempts.
+        wanted = min(self.settings.trials, _space_size(search, self.space))
+        attempts = 0
+        while (tried() < wanted and attempts < 3 * self.settings.trials + 10
+               and search.lost is None and not out_of_time
+               and (deadline is None or time.monotonic() < deadline)):
+            batch = wanted - tried()
             timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
-            study.optimize(objective, n_trials=remaining, timeout=timeout,
+            study.optimize(objective, n_trials=batch, timeout=timeout,
                            callbacks=[keep_time], catch=(DeviceLostError,))
+            attempts += batch
         return self._finish(search, study, time.monotonic() - started)
 
     # ------------------------------------------------------------------ the decision
@@ -551,6 +573,13 @@ class Optimizer:
 # ---------------------------------------------------------------------- helpers
 def _dwsep(value: Any) -> str | int:
     return value if value in ("off", "auto") else int(value)
+
+
+def _space_size(search: DeviceSearch, space: Any) -> int:
+    """Distinct candidates of the space on this device (its usable targets only)."""
+    int8 = sum(t.endswith(":int8") for t in search.targets)
+    per_arch = len(search.targets) - int8 + int8 * len(space.int8_fallback)
+    return len(space.prune) * len(space.dwsep) * per_arch
 
 
 def _plot_label(name: str) -> str:
