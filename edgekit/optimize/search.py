@@ -383,9 +383,18 @@ class Optimizer:
             search.lost = exc.message
             return self._finish(search, None, time.monotonic() - started)
         study, _ = self._study(search)
-        if not study.trials:  # the originals are candidates: enqueue them first
+        if not study.trials:  # the originals are candidates: enqueue them first, then the
+            # original at every other precision (no training needed: cheap, and the anchors a
+            # compressed candidate has to beat)
             for runtime in search.baselines:
                 study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
+            if 0.0 in self.space.prune and "off" in self.space.dwsep:
+                for target in search.targets:
+                    if not target.endswith(":fp32"):
+                        extra = {"fallback": self.space.fallback_names()[0]} \
+                            if target.endswith(":int8") else {}
+                        study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
+                                             **extra})
         durations: list[float] = []
 
         def objective(trial):
