@@ -17,9 +17,11 @@ how it compares with the anchors measured in the same run, and what the search c
    again: counted from the cache keys in the output).
 
 Run: `.venv/bin/python benchmarks/run.py optimize` on a quiet machine. A full run takes about
-2–2.5 hours on 2 cores (ResNet-18 training ~40 min, its search up to RESNET_BUDGET, the seed
-models ~5 min each, the cost section ~10 min). BENCH_OPTIMIZE_TINY=1 runs every section on a
-tiny setting (subsets, two trials, quick protocol) to check the script works (~5 min).
+2.5–3 hours on 2 cores (estimated, not run: ResNet-18 training ~1 h for 3 epochs, its search
+capped by RESNET_BUDGET=60m plus the anchor, the seed models ~5–8 min each, the cost section
+~10 min). BENCH_OPTIMIZE_TINY=1 runs every section on a tiny setting (subsets, a few trials,
+quick protocol; results in benchmarks/results/optimize-tiny.*) to check that the script works:
+about 2–3 min here.
 """
 
 from __future__ import annotations
