@@ -94,9 +94,14 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
 
 
 def usable_targets(device: Any, targets: list[str]) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here (a remote device: all of them, checked there)."""
+    """Targets whose runtime can run here (a remote device: all of them, checked there, except
+    TensorRT: its engines are built on the device, and the remote path builds them only from an
+    output folder's exports, not from a candidate — a follow-up)."""
     if device.is_remote:
-        return targets, []
+        trt = [t for t in targets if t.startswith("tensorrt:")]
+        reason = ["tensorrt: engines are built on the device; optimize does not build remote "
+                  "TensorRT candidates yet"] if trt else []
+        return [t for t in targets if t not in trt], reason
     from edgekit.validate.validator import runtime_status
 
     status = {s.name: s for s in runtime_status(device)}
