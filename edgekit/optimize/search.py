@@ -158,6 +158,10 @@ class Optimizer:
                                  f"(it lists {', '.join(device.runtimes)})",
                                  hint="widen --runtimes/--precisions, or pick another --device")
             ok, missing = usable_targets(device, targets)
+            if not ok and device.is_remote:
+                raise MissingDependencyError(
+                    f"no candidate of the space can be measured on {device.name} "
+                    f"({'; '.join(missing)})", hint="search another runtime (--runtimes)")
             if not ok:
                 raise MissingDependencyError(
                     f"none of {device.name}'s runtimes can run here ({'; '.join(missing)}), and "
