@@ -227,7 +227,7 @@ def search_cost(device: str) -> dict[str, Any]:
     killed = WORK / "cost-killed"
     shutil.rmtree(killed, ignore_errors=True)
     args = optimize_args(model, killed, space, [device])
-    from edgekit.optimize.search import trial_count
+    from edgekit.optimize.trials import trial_count
 
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while trial_count(killed) < 3 and proc.poll() is None:

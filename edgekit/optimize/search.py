@@ -18,7 +18,6 @@ Every export and measurement is cached (edgekit.optimize.cache), so a rerun meas
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -35,8 +34,18 @@ from edgekit.optimize.build import Arch, Builder
 from edgekit.optimize.cache import CandidateCache, device_state, digest
 from edgekit.optimize.measure import DeviceLostError, measure_on_device
 from edgekit.optimize.space import OptimizeSettings, parse_duration
-
-STUDY_DB = "optuna.db"
+from edgekit.optimize.trials import (
+    STUDY_DB,
+    candidate_name,
+    candidates_of,
+    choose,
+    dominated,
+    dwsep_choice,
+    front_points,
+    params_key,
+    pareto,
+    plot_label,
+)
 
 
 def _say(message: str) -> None:
@@ -283,7 +292,7 @@ class Optimizer:
     def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
                   front: list[tuple[float, float]]) -> dict[str, Any]:
         """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}."""
-        arch = Arch(float(params["prune"]), _dwsep(params["dwsep"]))
+        arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
         target, fallback = params["target"], params.get("fallback", "none")
         bar = search.fastest_fp32_ms / self.settings.min_speedup
         ref = 100 * search.reference_top1
@@ -299,7 +308,7 @@ class Optimizer:
             return {"status": "too slow", "steps": steps, "values": None,
                     "why": f"{latency:.3f} ms undistilled, slower than the original's "
                            f"{search.fastest_fp32_ms:.3f} ms: not distilled"}
-        if _dominated((latency, ref), front):
+        if dominated((latency, ref), front):
             return {"status": "dominated", "steps": steps, "values": None,
                     "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
                            "not enter the front: not distilled"}
@@ -318,7 +327,7 @@ class Optimizer:
                              f"points under the budget ({ref - self.max_drop:.2f}%): not "
                              "promoted")
             return result
-        if _dominated((short["p50_ms"], top1 + margin), front):
+        if dominated((short["p50_ms"], top1 + margin), front):
             result["why"] = (f"short distillation reached {top1:.2f}%; {margin:g} more points "
                              "would still not enter the front: not promoted")
             return result
@@ -334,7 +343,7 @@ class Optimizer:
             f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
             grace_period=120)
         name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
-        size = _space_size(search, self.space)
+        size = self.space.size(search.targets)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
             if size <= self.settings.trials else \
             optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
@@ -367,11 +376,11 @@ class Optimizer:
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         # Candidates whose trial failed (killed, device lost) and that no finished or waiting
         # trial covers are queued again: samplers count failed trials as tried.
-        covered = {_params_key(t.params) for t in study.get_trials(
+        covered = {params_key(t.params) for t in study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING,
                                     TrialState.RUNNING))}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            key = _params_key(trial.params)
+            key = params_key(trial.params)
             if trial.params and key not in covered:
                 study.enqueue_trial(dict(trial.params))
                 covered.add(key)
@@ -384,7 +393,7 @@ class Optimizer:
         started = time.monotonic()
         deadline = None if seconds is None else started + seconds
         self.say(f"{device.name}: {len(search.targets)} runtime/precision pairs, space of "
-                 f"{self.space.size(device)} candidates, {self.settings.trials} trials"
+                 f"{self.space.size(search.targets)} candidates, {self.settings.trials} trials"
                  + (f", {seconds:.0f} s" if seconds is not None else ""))
         try:
             self._baselines(search)
@@ -424,7 +433,7 @@ class Optimizer:
                 if earlier.state == TrialState.COMPLETE:
                     return tuple(earlier.values)
                 raise optuna.TrialPruned()
-            front = _front_points(study)
+            front = front_points(study)
             began = time.perf_counter()
             built = dict(self.builder.seconds)
             try:
@@ -470,7 +479,7 @@ class Optimizer:
             study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))
         # `trials` counts distinct candidates: a sampler's repeats (cheap, answered from the
         # study) do not use up the budget, within a bound on the attempts.
-        wanted = min(self.settings.trials, _space_size(search, self.space))
+        wanted = min(self.settings.trials, self.space.size(search.targets))
         attempts = 0
         while (tried() < wanted and attempts < 3 * self.settings.trials + 10
                and search.lost is None and not out_of_time
@@ -484,7 +493,7 @@ class Optimizer:
 
     # ------------------------------------------------------------------ the decision
     def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
-        candidates = _candidates(study) if study is not None else []
+        candidates = candidates_of(study) if study is not None else []
         for c in candidates:
             if c["p50_ms"] is not None and search.baselines:
                 c["speedup"] = round(search.fastest_fp32_ms / c["p50_ms"], 4)
@@ -492,7 +501,7 @@ class Optimizer:
                 c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
         winner, why = choose(candidates, self.max_drop, self.settings.min_speedup)
         measured = [c for c in candidates if c.get("values")]
-        front_idx = _pareto([(c["p50_ms"], c["top1"]) for c in measured])
+        front_idx = pareto([(c["p50_ms"], c["top1"]) for c in measured])
         front = [measured[i]["name"] for i in front_idx]
         for c in candidates:
             c["on_front"] = c["name"] in front
@@ -576,7 +585,7 @@ class Optimizer:
                 if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
                     accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
                 record = {**record, "accuracy": accuracy, "model": self.bundle.name,
-                          "artifact_name": _plot_label(c["name"]),
+                          "artifact_name": plot_label(c["name"]),
                           "optimize_winner": bool(c.get("winner")),
                           "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
                 records.append(record)
@@ -586,118 +595,3 @@ class Optimizer:
         write_report(records, path, markdown_path=self.out / "report.md",
                      title=f"edgekit optimize: {self.bundle.name}", source=str(self.out))
         return str(path)
-
-
-# ---------------------------------------------------------------------- helpers
-def _dwsep(value: Any) -> str | int:
-    return value if value in ("off", "auto") else int(value)
-
-
-def _space_size(search: DeviceSearch, space: Any) -> int:
-    """Distinct candidates of the space on this device (its usable targets only)."""
-    int8 = sum(t.endswith(":int8") for t in search.targets)
-    per_arch = len(search.targets) - int8 + int8 * len(space.int8_fallback)
-    return len(space.prune) * len(space.dwsep) * per_arch
-
-
-def _plot_label(name: str) -> str:
-    """A candidate's name as the report labels it (beside its runtime): no runtime, and no '.'
-    (the report shows a file name's stem)."""
-    for runtime in ("onnxruntime:", "openvino:", "tensorrt:"):
-        name = name.replace(runtime, "")
-    return name.replace(".", "·")
-
-
-def _params_key(params: dict[str, Any]) -> str:
-    return digest(sorted(params.items()))
-
-
-def _dominated(point: tuple[float, float], front: list[tuple[float, float]]) -> bool:
-    lat, acc = point
-    return any(lo <= lat and ao >= acc and (lo < lat or ao > acc) for lo, ao in front)
-
-
-def _front_points(study: Any) -> list[tuple[float, float]]:
-    from optuna.trial import TrialState
-
-    return [tuple(t.values) for t in study.get_trials(deepcopy=False,
-                                                      states=(TrialState.COMPLETE,))]
-
-
-def _pareto(points: list[tuple[float, float]]) -> list[int]:
-    from edgekit.results.report import pareto_front
-
-    return pareto_front(points)
-
-
-def candidate_name(params: dict[str, Any]) -> str:
-    arch = Arch(float(params["prune"]), _dwsep(params["dwsep"]))
-    name = f"{arch.label} {params['target']}"
-    if params.get("fallback", "none") != "none":
-        name += f" float:{params['fallback']}"
-    return name
-
-
-def _candidates(study: Any) -> list[dict[str, Any]]:
-    """Every finished trial of the study (this run's and earlier ones') as a candidate."""
-    from optuna.trial import TrialState
-
-    out, seen = [], set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        name = candidate_name(t.params)
-        if name in seen:  # a sampler may propose a finished candidate again (a cache hit)
-            continue
-        seen.add(name)
-        steps = t.user_attrs.get("steps") or []
-        last = steps[-1] if steps else {}
-        complete = t.state == TrialState.COMPLETE
-        out.append({
-            "trial": t.number, "name": name, "params": dict(t.params),
-            "status": t.user_attrs.get("status", "measured"), "why": t.user_attrs.get("why", ""),
-            "values": list(t.values) if complete else None,
-            "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last else None,
-            "key": last.get("key"), "artifact": last.get("artifact"),
-            "steps": steps, "cost": t.user_attrs.get("cost", {}),
-        })
-    return out
-
-
-def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
-           ) -> tuple[dict[str, Any] | None, str]:
-    """The fastest measured candidate within the accuracy budget and at least `min_speedup`
-    times as fast as the fp32 original on its fastest runtime; why, in one sentence."""
-    measured = [c for c in candidates if c.get("values") and c.get("drop_points") is not None]
-    within = [c for c in measured if c["drop_points"] <= max_drop + 1e-9]
-    fast = [c for c in within if c["speedup"] >= min_speedup - 1e-9]
-    if not fast:
-        if not measured:
-            return None, "no candidate was measured"
-        if not within:
-            return None, (f"no candidate is within {max_drop:g} points of the original's top-1")
-        return None, (f"no candidate within {max_drop:g} points runs at least {min_speedup:g}× "
-                      "as fast as the fp32 original")
-    winner = min(fast, key=lambda c: (c["p50_ms"], -c["top1"]))
-    which = "the only candidate" if len(fast) == 1 else f"the fastest of {len(fast)} candidates"
-    why = (f"{which} within {max_drop:g} points of the original's top-1 (its drop: "
-           f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
-           f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
-           f"{winner['speedup']:.2f}×")
-    return winner, why
-
-
-def trial_count(out_dir: str | Path) -> int:
-    """Finished (complete or pruned) trials of every study in an output folder, read without
-    touching the study: safe while a search is creating or writing it."""
-    import sqlite3
-
-    path = Path(out_dir) / STUDY_DB
-    if not path.is_file():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
-                                                timeout=5)) as db:
-            row = db.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
-                             ).fetchone()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return 0
-    return int(row[0])

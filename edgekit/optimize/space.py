@@ -126,8 +126,8 @@ class SearchSpace(BaseModel):
         """Each fallback set as one categorical value (lists joined with ',')."""
         return [item if isinstance(item, str) else ",".join(item) for item in self.int8_fallback]
 
-    def size(self, device: Any) -> int:
-        targets = self.targets(device)
+    def size(self, targets: list[str]) -> int:
+        """Distinct candidates over these 'runtime:precision' targets."""
         int8 = sum(t.endswith(":int8") for t in targets)
         per_arch = len(targets) - int8 + int8 * len(self.int8_fallback)
         return len(self.prune) * len(self.dwsep) * per_arch

@@ -160,7 +160,7 @@ def test_nothing_meets_the_budget_lists_the_best_and_exits_1(setup, searched):
 def test_resume_after_sigkill_measures_no_finished_candidate_again(setup):
     """Kill the search with SIGKILL after a few trials; the rerun finishes the study and every
     measurement it makes is new (the finished ones are cache hits)."""
-    from edgekit.optimize.search import trial_count
+    from edgekit.optimize.trials import trial_count
 
     out = setup["folder"] / "killed"
     args = command(setup, out, "--prune", "0", "--dwsep", "off", "--fallback",

@@ -56,7 +56,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_NO_PROGRESS": "1"}
 
 def test_remote_device_lost_mid_search_keeps_its_front_and_resumes(sshd, zoo_checkpoint,
                                                                     tmp_path):
-    from edgekit.optimize.search import trial_count
+    from edgekit.optimize.trials import trial_count
 
     model = str(zoo_checkpoint("lenet5"))
     profile = write_profile(tmp_path / "loopback.yaml", sshd, tmp_path / "device")

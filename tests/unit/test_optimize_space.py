@@ -22,7 +22,7 @@ def test_defaults_cover_every_runtime_and_precision_the_profile_lists():
     assert space.targets(profile()) == ["onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32",
                                         "openvino:fp16", "openvino:int8"]
     # fp16 only where the device has it; int8 once per fallback set
-    assert space.size(profile()) == 3 * 2 * (3 + 2 * 3)
+    assert space.size(space.targets(profile())) == 3 * 2 * (3 + 2 * 3)
     assert space.needs_training()
     assert not SearchSpace(prune=[0], dwsep=["off"]).needs_training()
 
@@ -102,7 +102,7 @@ def cand(trial, p50, top1, ref=90.0, fastest=1.0, measured=True):
 
 
 def test_choose_takes_the_fastest_within_budget_that_is_never_slower():
-    from edgekit.optimize.search import choose
+    from edgekit.optimize.trials import choose
 
     candidates = [cand(0, 1.0, 90.0),       # the original on its fastest runtime
                   cand(1, 0.5, 85.0),       # fast, but 5 points under
@@ -120,7 +120,7 @@ def test_choose_takes_the_fastest_within_budget_that_is_never_slower():
 
 
 def test_choose_never_picks_a_candidate_slower_than_the_original():
-    from edgekit.optimize.search import choose
+    from edgekit.optimize.trials import choose
 
     winner, why = choose([cand(0, 1.2, 91.0, fastest=1.0)], max_drop=1.0, min_speedup=1.0)
     assert winner is None and "as fast as the fp32 original" in why
