@@ -271,7 +271,7 @@ def main() -> dict[str, Any]:
                      ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()),
                      r["winner"] or "none", r["winner_ms"] or "-",
                      f"{r['speedup']:.2f}×" if r["speedup"] else "-",
-                     "-" if r["drop_points"] is None else f"{-r['drop_points']:+.2f}",
+                     "-" if r["drop_points"] is None else f"{0.0 - r['drop_points']:+.2f}",
                      "yes" if r["never_slower"] else "NO", r["seconds"]] for r in seeds])]
     if resnet.get("winner"):
         w = resnet["winner"]
@@ -282,7 +282,7 @@ def main() -> dict[str, Any]:
              "Δ top-1 pts", "goal (≤ 0.5×, ≤ 1 pt)", "search s"],
             [[w["name"], resnet["winner_p50_ms"], resnet["anchor_p50_ms"],
               f"{resnet['ratio']:.3f}", f"{w['top1']:.2f} ({100 * resnet['reference_top1']:.2f})",
-              f"{-w['drop_points']:+.2f}", "met" if resnet["goal_met"] else "MISSED",
+              f"{0.0 - w['drop_points']:+.2f}", "met" if resnet["goal_met"] else "MISSED",
               resnet["search_seconds"]]]))
     else:
         md.append(f"\n### ResNet-18: nothing met the budget ({resnet['why']})\n")
