@@ -51,6 +51,9 @@ class DeviceProfile(BaseModel):
     threads: int | None = Field(None, ge=1)
     performance_hint: Literal["latency", "throughput"] = "latency"
     batch_sizes: list[int] = [1]
+    # (issue 15, edgekit optimize) channel counts after pruning are kept multiples of this: the
+    # widths the device's kernels run fastest (8 or 16 on AVX-512/VNNI CPUs, 8 on Tensor Cores).
+    round_to: int | None = Field(None, ge=1, description="prune channel counts to multiples")
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol)
     record: JetsonRecord | None = None
     # Remote devices (reached over SSH).
