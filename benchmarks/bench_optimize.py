@@ -67,7 +67,7 @@ if TINY:
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if TINY:
         return LatencyProtocol(warmup_count=3, warmup_seconds=0.0, min_queries=30,

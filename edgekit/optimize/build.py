@@ -42,7 +42,7 @@ class Arch:
 def fallback_nodes(onnx_path: Path, fallback: str) -> list[str]:
     """ONNX node names of a float-fallback set: a named set resolved on this graph (first-conv:
     the first Conv; depthwise: every grouped Conv), else the comma-separated names given."""
-    if fallback == "none":
+    if fallback in ("none", "latency"):  # latency: found by quantize's own profiling
         return []
     if fallback not in ("first-conv", "depthwise", "first-conv+depthwise"):
         return [n for n in fallback.split(",") if n]
@@ -177,9 +177,10 @@ class Builder:
 
     # ------------------------------------------------------------ the runtime's artifact
     def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
-                 round_to: int | None) -> dict[str, Any]:
+                 round_to: int | None, device: str | None = None) -> dict[str, Any]:
         """The manifest entry (with an absolute `path`) of the artifact `target` (runtime:
-        precision) runs, made from the stage's fp32 ONNX model with `fallback` kept float."""
+        precision) runs, made from the stage's fp32 ONNX model with `fallback` kept float
+        (`latency`: the layers whose int8 form is slower than float on the local `device`)."""
         import time
 
         runtime, precision = target.split(":")
@@ -187,25 +188,28 @@ class Builder:
         if target == "onnxruntime:fp32":
             return {**_entry(onnx_path.parent, onnx_path.name), "float_layers": []}
         nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
+        latency_device = device if precision == "int8" and fallback == "latency" else None
         folder = onnx_path.parent / f"{runtime}-{precision}" \
-            f"{'-' + digest(nodes, self.space.calib_size, self.calib_source) if precision == 'int8' else ''}"
+            f"{'-' + digest(nodes, self.space.calib_size, self.calib_source, *filter(None, [latency_device])) if precision == 'int8' else ''}"
         fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}[runtime]
         found = _find(folder, format=fmt, precision=precision)
         if found is not None:
             return {**_entry(folder, found.name), "float_layers": nodes}
         start = time.perf_counter()
-        path = self._export(arch, stage, round_to, onnx_path, folder, runtime, precision, nodes)
+        path = self._export(arch, stage, round_to, onnx_path, folder, runtime, precision, nodes,
+                            latency_device)
         self.seconds["build_s"] += time.perf_counter() - start
         return {**_entry(folder, path.name), "float_layers": nodes}
 
     def _export(self, arch: Arch, stage: str, round_to: int | None, onnx_path: Path,
-                folder: Path, runtime: str, precision: str, nodes: list[str]) -> Path:
+                folder: Path, runtime: str, precision: str, nodes: list[str],
+                latency_device: str | None = None) -> Path:
         from edgekit.pipeline import export_artifact
 
         folder.mkdir(parents=True, exist_ok=True)
         if precision == "int8":
             flavour = runtime
-            path = self._quantize(onnx_path, folder, flavour, nodes)
+            path = self._quantize(onnx_path, folder, flavour, nodes, latency_device)
             if runtime != "tensorrt":
                 return path
             artifact, _ = export_artifact(path, "tensorrt", folder, precision="int8",
@@ -219,13 +223,16 @@ class Builder:
                                       parity_data=self.parity_x)
         return artifact.path
 
-    def _quantize(self, onnx_path: Path, folder: Path, flavour: str, nodes: list[str]) -> Path:
+    def _quantize(self, onnx_path: Path, folder: Path, flavour: str, nodes: list[str],
+                  latency_device: str | None = None) -> Path:
         from edgekit.io.artifacts import spec_for
         from edgekit.passes import get_pass
         from edgekit.pipeline import _run_onnx_passes
 
         config = {"flavour": flavour, "exclude": nodes, "calib_size": self.space.calib_size,
                   "seed": self.seed}
+        if latency_device:
+            config.update(latency_fallback=True, latency_device=latency_device)
         step = get_pass("quantize")(config)
         spec = spec_for(onnx_path)
         ctx = self._ctx(folder)

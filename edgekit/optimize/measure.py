@@ -31,7 +31,7 @@ def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec:
 
         return measure(entry, spec, device, eval_set=eval_set, batches=[batch],
                        ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"))[0]
-    from edgekit.remote_ssh import HostKeyError, RemoteAuthError, RemoteError, RemotePathError
+    from edgekit.remote import HostKeyError, RemoteAuthError, RemoteError, RemotePathError
     from edgekit.validate.validator import validate
 
     try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError, InputError, MissingDependencyError
+from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.build import Arch, Builder
@@ -257,7 +257,14 @@ class Optimizer:
         summary with the record's key in the cache."""
         device = search.device
         runtime = target.split(":")[0]
-        entry = self.builder.artifact(arch, stage, target, fallback, device.round_to)
+        if fallback == "latency" and device.is_remote:
+            raise ConfigError(f"the int8 fallback set 'latency' profiles layers here, and "
+                              f"{device.name} is a remote device",
+                              hint="leave 'latency' out of int8_fallback for remote devices")
+        from edgekit.devices import profile_ref
+
+        entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
+                                      profile_ref(device))
         key = self.cache.measurement_key(entry["path"], search.state, runtime, search.batch,
                                          self.eval_key)
         record = self.cache.get(key)

@@ -19,8 +19,10 @@ from edgekit.errors import ConfigError
 
 # Named int8 float-fallback sets, resolved on each candidate's fp32 ONNX graph
 # (edgekit.optimize.build.fallback_nodes). ONNX Runtime's int8 kernels for these layers are often
-# slower than float on CPUs: a first conv with one input channel, depthwise convs.
-FALLBACK_SETS = ("none", "first-conv", "depthwise", "first-conv+depthwise")
+# slower than float on CPUs: a first conv with one input channel, depthwise convs. `latency`:
+# the layers whose int8 form the device's own profiler times slower than float (quantize's
+# latency_fallback; local devices only).
+FALLBACK_SETS = ("none", "first-conv", "depthwise", "first-conv+depthwise", "latency")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 DwsepChoice = Literal["off", "auto"] | Annotated[int, Field(ge=1)]
 

@@ -249,3 +249,26 @@ def test_time_budget_spent_on_the_originals_still_decides(setup, tmp_path):
     assert names == ["original onnxruntime:fp32", "original openvino:fp32"]
     fastest = min(result["baselines"].values(), key=lambda b: b["p50_ms"])
     assert result["winner"]["key"] == fastest["key"] and result["winner"]["speedup"] == 1.0
+
+
+def test_latency_fallback_set_profiles_int8_on_each_runtime(setup):
+    """int8_fallback: [latency] quantizes each candidate with the layers its own runtime times
+    slower in int8 than in float kept float (quantize's latency_fallback on the study's device)."""
+    space = {"prune": [0], "dwsep": ["off"], "int8_fallback": ["latency"], "calib_size": 64}
+    space_file = setup["folder"] / "space-latency.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    out = setup["folder"] / "out-latency"
+    proc = run(command(setup, out, "--space", str(space_file), "--trials", "4", "--json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = {}
+    for manifest in (out / "candidates").rglob("manifest.json"):
+        for stage in json.loads(manifest.read_text())["stages"]:
+            latency = (stage.get("metrics") or {}).get("latency_fallback")
+            if latency:
+                found[latency["runtime"]] = latency
+    assert set(found) == {"onnxruntime", "openvino"}
+    for latency in found.values():
+        assert latency["device"] == "quick-cpu"
+        assert latency["fp32_total_ms"] > 0 and latency["int8_total_ms"] > 0
+        for node in latency["nodes"]:  # kept float only where int8 was timed slower
+            assert latency["times"][node]["int8_ms"] > latency["times"][node]["fp32_ms"]
