@@ -141,10 +141,11 @@ class Builder:
         import time
 
         from edgekit.io.models import save_checkpoint
+        from edgekit.io.outputs import claim_output_folder
         from edgekit.passes import get_pass
 
         start = time.perf_counter()
-        folder.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(folder)  # edgekit's own folder (manifest first), as exports expect
         ctx = self._ctx(folder)
         if stage == "init":
             bundle = copy.deepcopy(self.original)

@@ -134,9 +134,12 @@ def speed_folder(tmp_path):
     m.add_stage("export-onnx-fp32-original", outputs=[{"path": "original.onnx", "format": "onnx",
                                                        "precision": "fp32", "model": "chain",
                                                        "role": "reference"}])
-    m.add_stage("export-onnx-fp32", outputs=[{"path": "model.fast.onnx", "format": "onnx",
+    # both derived from the original, so that they chain to it by sha256 (io/lineage.py)
+    m.add_stage("export-onnx-fp32", inputs={"source": folder / "original.onnx"},
+                outputs=[{"path": "model.fast.onnx", "format": "onnx",
                                               "precision": "fp32", "model": "chain"}])
-    m.add_stage("quantize-int8", outputs=[{"path": "model.slow.onnx", "format": "onnx",
+    m.add_stage("quantize-int8", inputs={"source": folder / "original.onnx"},
+                outputs=[{"path": "model.slow.onnx", "format": "onnx",
                                            "precision": "int8", "model": "chain"}])
     from edgekit.runtimes.ort import OrtRunner
 
@@ -164,8 +167,8 @@ def test_validate_measures_speedup_and_fails_the_slower_artifact(speed_folder, q
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]}})
     code, out, err = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
                                 "--max-drop", "0", "--min-speedup", "1", "--json"], capsys)
-    result = json.loads(out)
     assert code == 0, err
+    result = json.loads(out)
     recs = {r["artifact_name"]: r for r in result["records"]}
     ref_p50 = recs["original.onnx"]["latency"]["p50_ms"]
     assert recs["original.onnx"]["speedup"] == pytest.approx(1.0)
@@ -197,12 +200,14 @@ def test_openvino_speedup_is_against_the_original_read_by_openvino(speed_folder,
     folder, eval_npz, spec = speed_folder
     save_ir(convert_onnx(folder / "model.slow.onnx"), folder / "model.slow.xml", spec=spec,
             precision="fp32")
-    Manifest(folder).add_stage("export-openvino-fp32", outputs=[
+    Manifest(folder).add_stage("export-openvino-fp32", inputs={"source": folder / "model.slow.onnx"},
+                               outputs=[
         {"path": "model.slow.xml", "format": "openvino", "precision": "fp32", "model": "chain"}])
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
-    code, out, _ = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
-                              "--min-speedup", "1", "--json"], capsys)
+    code, out, err = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
+                                "--min-speedup", "1", "--json"], capsys)
+    assert out, err
     result = json.loads(out)
     ov = next(r for r in result["records"] if r["runtime"] == "openvino")
     assert ov["speedup_vs"]["measured_as"] == "original.onnx read by openvino at fp32"
