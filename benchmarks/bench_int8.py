@@ -34,14 +34,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, time_alternating, write_results
+from common import (
+    CALIB,
+    QUICK,
+    RANDOM_WEIGHTS,
+    ROOT,
+    checkpoint_provenance,
+    edgekit_compress,
+    md_table,
+    quick_protocol,
+    time_alternating,
+    work_dir,
+    write_results,
+    zoo_checkpoint,
+)
 
-WORK = ROOT / ".cache" / "bench-int8"
-CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
-MODELS = tuple(os.environ.get("BENCH_INT8_MODELS", "resnet18,mobilenet_v2").split(","))
+WORK = work_dir("int8")
+MODELS = tuple(os.environ.get("BENCH_INT8_MODELS",
+                              "mobilenet_v2" if QUICK else "resnet18,mobilenet_v2").split(","))
+ZOO_MODELS = ("lenet5", "cnn_gru", "cnn_lstm", "rowrnn")
+# README column -> `edgekit compress` flags and the report row that holds its top-1
+FLAVOURS = {"int8 on ONNX Runtime": (["--int8"], "int8 onnxruntime"),
+            "TensorRT-flavour QDQ, run on ORT": (["--int8", "--for", "tensorrt"], "int8 tensorrt"),
+            "OpenVINO IR via NNCF, `--for openvino`": (["--int8", "--for", "openvino"],
+                                                      "int8 openvino")}
+MAX_DROP = 0.5
 THREADS = 2
-CALIB_SIZE = 128
-ROUNDS = 3
+CALIB_SIZE = 8 if QUICK else 128
+ROUNDS = 1 if QUICK else 3
 OURS = ("edgekit QDQ int8 on ORT", "edgekit QDQ int8 on OV", "edgekit NNCF int8 on OV")
 ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 
@@ -49,6 +69,8 @@ ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 def protocol():
     from edgekit.validate.latency import LatencyProtocol
 
+    if QUICK:
+        return quick_protocol()
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=60,
                            min_seconds=1.0, max_seconds=10.0)
 
@@ -208,6 +230,73 @@ def run_model(name: str) -> dict[str, Any]:
     return {"model": name, "artifacts": rows, "summary": summary}
 
 
+def zoo_accuracy(name: str) -> dict[str, Any]:
+    """fp32 top-1 and every int8 flavour's top-1 and drop for one zoo checkpoint."""
+    path = zoo_checkpoint(name)
+    out: dict[str, Any] = {"model": name, "checkpoint": checkpoint_provenance(path), "int8": {}}
+    for label, (flags, step) in FLAVOURS.items():
+        report = edgekit_compress(
+            path, [*flags, "--calib", str(CALIB), "--max-drop", str(MAX_DROP),
+                   *(["--calib-size", "32"] if QUICK else [])],
+            WORK / "zoo" / name / step.replace(" ", "-"))
+        rows = {r["step"]: r for r in report["rows"]}
+        out["fp32_top1"] = rows["original"]["top1"]
+        out["int8"][label] = {k: rows[step].get(k) for k in ("top1", "drop_pts", "budget",
+                                                              "layers", "size")}
+    return out
+
+
+def zoo_section(zoo: list[dict[str, Any]]) -> str:
+    """README section int8-zoo: the table and what the manifests say stayed float."""
+    def cell(r: dict[str, Any]) -> str:
+        return f"{r['top1']:.4f} ({r['drop_pts']:.2f})".replace("-", "−")
+
+    rows = [[z["model"], f"{z['fp32_top1']:.4f}", *(cell(z["int8"][k]) for k in FLAVOURS)]
+            for z in zoo]
+    held = sum(str(r["budget"]).startswith("holds") for z in zoo for r in z["int8"].values())
+    runs = sum(len(z["int8"]) for z in zoo)
+    float_layers = sorted({str(r["layers"]).split("float:", 1)[1].strip() for z in zoo
+                           for r in z["int8"].values() if "float:" in str(r["layers"])})
+    layers = "; ".join(f"{z['model']} {lab.split(',')[0]}: {r['layers']}"
+                       for z in zoo for lab, r in z["int8"].items())
+    commands = ("`edgekit compress .cache/zoo/NAME.pt --int8 [--for tensorrt|openvino] --calib "
+                f"calibration/fashion-mnist-512.npz --eval fashion-mnist:test --max-drop {MAX_DROP} "
+                "-o out/`")
+    return (f"### int8 ({commands})\n\n"
+            + md_table(["model", "fp32 top-1", *(f"{k} (drop, points)" for k in FLAVOURS)], rows)
+            + f"\nThe budget ({MAX_DROP} points) held in {held} of {runs} runs. Percentile "
+            "calibration (99.99) with per-channel weights, the default. Layers in int8 per run: "
+            f"{layers}."
+            + (f" Left in float: {', '.join(float_layers)} (ONNX Runtime's static QDQ and NNCF's "
+               "CPU int8 do not run them in int8); the manifest lists them with that reason."
+               if float_layers else "")
+            + " Written by `benchmarks/bench_int8.py`; checkpoints' sha256 and TrainConfig in "
+            "[benchmarks/results/int8.json](benchmarks/results/int8.json).\n")
+
+
+def cpu_section(results: list[dict[str, Any]]) -> str:
+    """README section int8-cpu: ORT fp32 against edgekit's best int8 and its QDQ model on ORT."""
+    rows = []
+    for r in results:
+        a, s = r["artifacts"], r["summary"]
+        fp32 = a["ORT fp32"]["p50_ms"]
+        best = a[s["best_ours"]]["p50_ms"]
+        qdq = a["edgekit QDQ int8 on ORT"]["p50_ms"]
+        rows.append([f"{r['model']} int8 ({s['best_ours'].removesuffix(' int8 on OV')} "
+                     "on OpenVINO)" if s["best_ours"].endswith("on OV") else
+                     f"{r['model']} int8 ({s['best_ours']})",
+                     f"{fp32:.2f} → {best:.2f}", f"{fp32 / best:.2f}×",
+                     f"{s['ours_vs_fastest_anchor']:.2f}× the faster anchor ({s['fastest_anchor']})",
+                     "[int8.md](benchmarks/results/int8.md)"])
+        if s["best_ours"] != "edgekit QDQ int8 on ORT":
+            rows.append([f"{r['model']} int8 QDQ on ORT", f"{fp32:.2f} → {qdq:.2f}",
+                         f"{fp32 / qdq:.2f}×", "-", "[int8.md](benchmarks/results/int8.md)"])
+    return (f"int8 against ONNX Runtime fp32 (random weights, BatchNorm statistics re-estimated on "
+            f"real images; {CALIB_SIZE} calibration images):\n\n"
+            + md_table(["what", "p50 ms ORT fp32 → int8", "speed-up", "against the anchors",
+                        "source"], rows))
+
+
 def main() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import torch
@@ -262,9 +351,18 @@ def main() -> dict[str, Any]:
         + md_table(["model", "edgekit QDQ (whole pass)", "edgekit QDQ (calibration)",
                     "edgekit NNCF (whole pass)", "nncf.quantize defaults",
                     "ORT quantize_static defaults"], calib_rows))
-    data = {"models": results, "threads": THREADS, "calibration_images": CALIB_SIZE,
-            "rounds": ROUNDS, "protocol": protocol().model_dump()}
-    write_results("int8", data, markdown)
+    data: dict[str, Any] = {"models": results, "threads": THREADS,
+                            "calibration_images": CALIB_SIZE, "rounds": ROUNDS,
+                            "protocol": protocol().model_dump(),
+                            "readme": {"int8-cpu": cpu_section(results)}}
+    checkpoints = dict.fromkeys(MODELS, RANDOM_WEIGHTS)
+    if os.environ.get("BENCH_INT8_ZOO", "1") not in ("", "0"):
+        zoo = [zoo_accuracy(name) for name in ZOO_MODELS]
+        data["zoo"] = zoo
+        checkpoints |= {z["model"]: z["checkpoint"] for z in zoo}
+        data["readme"]["int8-zoo"] = zoo_section(zoo)
+        markdown += "\n" + data["readme"]["int8-zoo"]
+    write_results("int8", data, markdown, checkpoints=checkpoints)
     return data
 
 
