@@ -271,7 +271,7 @@ def zoo_section(zoo: list[dict[str, Any]]) -> str:
                "CPU int8 do not run them in int8); the manifest lists them with that reason."
                if float_layers else "")
             + " Written by `benchmarks/bench_int8.py`; checkpoints' sha256 and TrainConfig in "
-            "[benchmarks/results/int8.json](benchmarks/results/int8.json).\n")
+            "[benchmarks/results/int8-zoo.json](benchmarks/results/int8-zoo.json).\n")
 
 
 def cpu_section(results: list[dict[str, Any]]) -> str:
@@ -297,7 +297,34 @@ def cpu_section(results: list[dict[str, Any]]) -> str:
                         "source"], rows))
 
 
+def enabled(part: str) -> bool:
+    """BENCH_INT8_LATENCY=0 / BENCH_INT8_ZOO=0 leave a part out (both run by default)."""
+    return os.environ.get(f"BENCH_INT8_{part.upper()}", "1") not in ("", "0")
+
+
 def main() -> dict[str, Any]:
+    """Both parts; each writes its own results file (int8, int8-zoo) and README section(s)."""
+    out: dict[str, Any] = {"readme": {}}
+    for part, run in (("latency", latency_part), ("zoo", zoo_part)):
+        if enabled(part):
+            data = run()
+            out[part] = data
+            out["readme"] |= data["readme"]
+    return out
+
+
+def zoo_part() -> dict[str, Any]:
+    """The zoo models' int8 accuracy: benchmarks/results/int8-zoo.json, README int8-zoo."""
+    zoo = [zoo_accuracy(name) for name in ZOO_MODELS]
+    markdown = zoo_section(zoo)
+    data = {"models": zoo, "max_drop": MAX_DROP, "readme": {"int8-zoo": markdown}}
+    write_results("int8-zoo", data, markdown,
+                  checkpoints={z["model"]: z["checkpoint"] for z in zoo})
+    return data
+
+
+def latency_part() -> dict[str, Any]:
+    """int8 against the anchors: benchmarks/results/int8.json, README int8-cpu."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -355,14 +382,7 @@ def main() -> dict[str, Any]:
                             "calibration_images": CALIB_SIZE, "rounds": ROUNDS,
                             "protocol": protocol().model_dump(),
                             "readme": {"int8-cpu": cpu_section(results)}}
-    checkpoints = dict.fromkeys(MODELS, RANDOM_WEIGHTS)
-    if os.environ.get("BENCH_INT8_ZOO", "1") not in ("", "0"):
-        zoo = [zoo_accuracy(name) for name in ZOO_MODELS]
-        data["zoo"] = zoo
-        checkpoints |= {z["model"]: z["checkpoint"] for z in zoo}
-        data["readme"]["int8-zoo"] = zoo_section(zoo)
-        markdown += "\n" + data["readme"]["int8-zoo"]
-    write_results("int8", data, markdown, checkpoints=checkpoints)
+    write_results("int8", data, markdown, checkpoints=dict.fromkeys(MODELS, RANDOM_WEIGHTS))
     return data
 
 
