@@ -212,8 +212,9 @@ def readme_section(data: dict[str, Any]) -> str:
             "(`python benchmarks/run.py protocol`)\n\n"
             + md_table(["model", "runtime", "anchor", "edgekit p50 ms", "anchor p50 ms", "ratio"],
                        rows)
-            + f"\n`benchmark_app -hint latency -nireq 1` with {THREADS} threads and f32 inference "
-            f"precision; {ROUNDS} alternating rounds of {SECONDS} s per tool, median: {within} of "
+            + f"\n`benchmark_app -hint latency -nireq 1` with {data['threads']} threads and f32 "
+            f"inference precision; {data['rounds']} alternating rounds of "
+            f"{data['seconds_per_measurement']} s per tool, median: {within} of "
             f"{len(rows)} pairs agree within {TOLERANCE:.0%}. Random weights (latency does not "
             "depend on them).\n")
 
