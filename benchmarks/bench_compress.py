@@ -31,6 +31,7 @@ from common import (
     md_table,
     quick_protocol,
     time_alternating,
+    train_source,
     work_dir,
     write_results,
     zoo_checkpoint,
@@ -77,7 +78,7 @@ def compress(model: str, label: str, flags: list[str], epochs: int) -> dict[str,
     folder = WORK / model / f"{label.replace(' ', '').replace('+', '_')}-{epochs}ep"
     began = time.perf_counter()
     rows = edgekit_compress(zoo_checkpoint(model),
-                            [*flags, "--train", "fashion-mnist:train",
+                            [*flags, "--train", train_source(),
                              "--distill-epochs", str(epochs)], folder)["rows"]
     final = {r["step"]: r for r in rows if "top1" in r}
     torch_row = final.get("distill") or final.get("dwsep")

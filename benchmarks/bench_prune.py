@@ -32,6 +32,7 @@ from common import (
     md_table,
     quick_protocol,
     time_alternating,
+    train_source,
     work_dir,
     write_results,
     zoo_checkpoint,
@@ -120,7 +121,7 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
 
     path = zoo_checkpoint(name)
     bundle = load_model(path)
-    ctx = PassContext(out_dir=WORK / name / flags.replace(" ", ""), train_source="fashion-mnist:train",
+    ctx = PassContext(out_dir=WORK / name / flags.replace(" ", ""), train_source=train_source(),
                       eval_source="fashion-mnist:test",
                       **({"eval_limit": 500} if QUICK else {}))
     ctx.original = copy.deepcopy(bundle)

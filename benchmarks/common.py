@@ -40,6 +40,25 @@ def quick_protocol():
                            min_seconds=0.01, max_seconds=1.0)
 
 
+def train_source() -> str:
+    """What the benchmarks train and distill on: fashion-mnist:train, or in quick mode a
+    stratified 2,000-image .npz of it (written once under .cache/bench-quick/)."""
+    if not QUICK:
+        return "fashion-mnist:train"
+    path = QUICK_DIR / "train-2000.npz"
+    if not path.is_file():
+        import numpy as np
+
+        from edgekit.data import load_raw
+        from edgekit.data.dataset import stratified_indices
+
+        raw = load_raw("fashion-mnist:train")
+        keep = stratified_indices(raw.labels, 2000, 0)
+        QUICK_DIR.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=raw.images[keep], y=np.asarray(raw.labels)[keep])
+    return str(path)
+
+
 def checkpoint_provenance(path: Path) -> dict[str, Any]:
     """What a results file records of a checkpoint it measured: its path, sha256 and the
     TrainConfig it was trained with (from the checkpoint's own metadata; None when the file
