@@ -101,7 +101,7 @@ def render(folder: Path) -> str:
                      "run (it predates that record), so they may not be the zoo's current ones.")
     notes += [f"ONNX Runtime CUDA provider: {r['status']}." for r in summary
               if r.get("runtime") == "onnxruntime-cuda"]
-    text.append("\n" + " ".join(notes) + f" Every variant and model: [{where}/gpu-summary.md]"
+    text.append(" ".join(notes) + f" Every variant and model: [{where}/gpu-summary.md]"
                 f"({where}/gpu-summary.md).\n")
     return "\n".join(text)
 

@@ -90,3 +90,13 @@ def test_a_section_without_markers_is_an_error_and_nothing_is_written(tmp_path):
     assert rewrite({"a": "new a"}, path) == ["a"]
     assert sections(path.read_text())["a"] == "new a"
     assert rewrite({"a": "new a"}, path) == []  # unchanged
+
+
+def test_the_gpu_section_is_what_its_script_renders_from_the_newest_records():
+    from gpu_readme import newest_records, render
+
+    folder = newest_records()
+    assert folder is not None and (folder / "gpu-summary.json").is_file()
+    rendered = render(folder)
+    assert sections(README.read_text())["gpu"] == rendered.strip("\n")
+    assert f"records in `{folder.relative_to(ROOT)}/`" in rendered
