@@ -84,7 +84,7 @@ def compress(model: str, label: str, flags: list[str], epochs: int) -> dict[str,
     torch_row = final.get("distill") or final.get("dwsep")
     ranks = [r["r"] for r in rows if r["step"] == "dwsep" and "r" in r]
     return {"model": model, "case": label, "epochs": epochs, "folder": folder,
-            "seconds": time.perf_counter() - began, "flags": " ".join(flags),
+            "seconds": time.perf_counter() - began, "flags": " ".join(flags).replace(str(ROOT) + "/", ""),
             "original_top1": rows[0]["top1"], "original_macs": rows[0]["macs"],
             "macs": torch_row["macs"], "top1": torch_row["top1"], "ranks": ranks,
             "int8_top1": final.get("int8 onnxruntime", {}).get("top1"),
@@ -103,9 +103,10 @@ def original_onnx(model: str) -> Any:
     return art.path
 
 
-def readme_section(results: list[dict[str, Any]]) -> str:
-    """README section compress: the cases in the README's columns, what rank auto chose and why,
-    and the latency figures the prose after the section discusses."""
+def readme_section(data: dict[str, Any]) -> str:
+    """README section compress (from benchmarks/results/compress.json): the cases in the README's
+    columns, what rank auto chose and why, and the latency figures the prose after it discusses."""
+    results, batch, threads = data["cases"], data["batch"], data["threads"]
     rows = [[c["model"], f"`{c['flags'].replace(str(CALIB), 'calibration/' + CALIB.name)}`",
              c["epochs"], ",".join(map(str, c["ranks"])) or "-",
              f"{c['original_macs']:,} → {c['macs']:,} ({c['original_macs'] / c['macs']:.2f}×)",
@@ -121,14 +122,14 @@ def readme_section(results: list[dict[str, Any]]) -> str:
     for model in dict.fromkeys(c["model"] for c in results):
         mine = [c for c in results if c["model"] == model]
         first = mine[0]
-        line = (f"{model} {first['case']} {first[f'b{BATCH}_p50_ms'] * 1e3 / BATCH:.1f} µs vs "
-                f"the original's {first[f'original_b{BATCH}_p50_ms'] * 1e3 / BATCH:.1f}")
-        int8 = [c for c in mine if c[f"int8_b{BATCH}_p50_ms"] is not None]
+        line = (f"{model} {first['case']} {first[f'b{batch}_p50_ms'] * 1e3 / batch:.1f} µs vs "
+                f"the original's {first[f'original_b{batch}_p50_ms'] * 1e3 / batch:.1f}")
+        int8 = [c for c in mine if c[f"int8_b{batch}_p50_ms"] is not None]
         if int8:
-            slow = max(int8, key=lambda c: c[f"int8_b{BATCH}_p50_ms"])
+            slow = max(int8, key=lambda c: c[f"int8_b{batch}_p50_ms"])
             line += (f", int8 of {slow['case']} ({slow['epochs']} ep) "
-                     f"{slow[f'int8_b{BATCH}_p50_ms'] * 1e3 / BATCH:.1f} µs against its fp32 "
-                     f"{slow[f'b{BATCH}_p50_ms'] * 1e3 / BATCH:.1f}")
+                     f"{slow[f'int8_b{batch}_p50_ms'] * 1e3 / batch:.1f} µs against its fp32 "
+                     f"{slow[f'b{batch}_p50_ms'] * 1e3 / batch:.1f}")
         per_image.append(line)
     return (
         "### Depthwise-separable substitution, and all three steps in one run "
@@ -136,12 +137,16 @@ def readme_section(results: list[dict[str, Any]]) -> str:
         "`edgekit compress .cache/zoo/MODEL.pt FLAGS --train fashion-mnist:train --eval "
         "fashion-mnist:test --distill-epochs N -o out/`; the int8 top-1 is the QDQ model on ONNX "
         "Runtime, and the drop is the final model's against the original. Full table with latency "
-        f"at batch 1 and {BATCH}: [compress.md](benchmarks/results/compress.md).\n\n"
+        f"at batch 1 and {batch}: [compress.md](benchmarks/results/compress.md).\n\n"
         + md_table(["model", "FLAGS", "N", "dwsep r", "MACs", "top-1", "Δ points", "goal"], rows)
         + ("\nWhat rank auto chose, from the reports: " + "; ".join(auto) + "." if auto else "")
         + f"\nAt batch 1 these 28×28 models take {min(b1) * 1e3:.0f}–{max(b1) * 1e3:.0f} µs "
-        f"(fp32 p50) on ONNX Runtime, {THREADS} threads. Batch {BATCH}, per image: "
+        f"(fp32 p50) on ONNX Runtime, {threads} threads. Batch {batch}, per image: "
         + "; ".join(per_image) + ".\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"compress": ("compress", readme_section)}
 
 
 def main() -> dict[str, Any]:
@@ -201,7 +206,8 @@ def main() -> dict[str, Any]:
                 "batch 1 these models are bound by per-node overhead, not MACs.\n")
     data = {"threads": THREADS, "rounds": ROUNDS, "protocol": protocol().model_dump(),
             "cases": results, "latency": latency,
-            "readme": {"compress": readme_section(results)}}
+            "batch": BATCH}
+    data["readme"] = {name: render(data) for name, (_, render) in README_SECTIONS.items()}
     write_results("compress", data, markdown, checkpoints=checkpoints)
     return data
 

@@ -100,19 +100,25 @@ def export_both(bundles: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return paths
 
 
-def cpu_section(costs: dict[str, Any], latency: dict[str, Any]) -> str:
-    """README section dwsep-cpu: conv MACs and p50 before and after, per runtime."""
+def cpu_section(data: dict[str, Any]) -> str:
+    """README section dwsep-cpu (from benchmarks/results/dwsep.json): conv MACs and p50 before
+    and after, per runtime."""
+    costs, latency, rank = data["costs"], data["latency"], data["rank"]
     conv_ratio = costs["original"]["conv_macs"] / costs["dwsep"]["conv_macs"]
     p50 = {rt: (latency[rt]["original"]["p50_ms"], latency[rt]["dwsep"]["p50_ms"]) for rt in latency}
     names = {"onnxruntime": "ORT", "openvino": "OpenVINO"}
     return ("Depthwise-separable substitution (random weights; batch 1, 224×224):\n\n"
             + md_table(["what", "MACs", "p50 ms before → after", "speed-up", "source"], [[
-                f"resnet18, every 3×3 conv depthwise-separable, r = {RANK}",
+                f"resnet18, every 3×3 conv depthwise-separable, r = {rank}",
                 f"conv {costs['original']['conv_macs'] / 1e6:.0f} M → "
                 f"{costs['dwsep']['conv_macs'] / 1e6:.0f} M ({conv_ratio:.2f}×)",
                 ", ".join(f"{a:.2f} → {b:.2f} ({names.get(rt, rt)})" for rt, (a, b) in p50.items()),
                 " / ".join(f"{a / b:.2f}×" for a, b in p50.values()),
                 "[dwsep.md](benchmarks/results/dwsep.md)"]]))
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"dwsep-cpu": ("dwsep", cpu_section)}
 
 
 def main() -> dict[str, Any]:
@@ -175,7 +181,7 @@ def main() -> dict[str, Any]:
         "costs": costs, "conv_macs_ratio": conv_ratio, "replaced": pair["replaced"],
         "max_init_error": pair["max_init_error"], "latency": latency,
         "parity": {label: p["parity"] for label, p in paths.items()}, "openvino_errors": missing}
-    data["readme"] = {"dwsep-cpu": cpu_section(costs, latency)}
+    data["readme"] = {name: render(data) for name, (_, render) in README_SECTIONS.items()}
     write_results("dwsep", data, markdown, checkpoints={"resnet18": RANDOM_WEIGHTS})
     return data
 

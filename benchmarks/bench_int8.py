@@ -246,8 +246,11 @@ def zoo_accuracy(name: str) -> dict[str, Any]:
     return out
 
 
-def zoo_section(zoo: list[dict[str, Any]]) -> str:
-    """README section int8-zoo: the table and what the manifests say stayed float."""
+def zoo_section(data: dict[str, Any]) -> str:
+    """README section int8-zoo (from benchmarks/results/int8-zoo.json): the table and what the
+    manifests say stayed float."""
+    zoo, max_drop = data["models"], data["max_drop"]
+
     def cell(r: dict[str, Any]) -> str:
         return f"{r['top1']:.4f} ({r['drop_pts']:.2f})".replace("-", "−")
 
@@ -260,11 +263,11 @@ def zoo_section(zoo: list[dict[str, Any]]) -> str:
     layers = "; ".join(f"{z['model']} {lab.split(',')[0]}: {r['layers']}"
                        for z in zoo for lab, r in z["int8"].items())
     commands = ("`edgekit compress .cache/zoo/NAME.pt --int8 [--for tensorrt|openvino] --calib "
-                f"calibration/fashion-mnist-512.npz --eval fashion-mnist:test --max-drop {MAX_DROP} "
+                f"calibration/fashion-mnist-512.npz --eval fashion-mnist:test --max-drop {max_drop} "
                 "-o out/`")
     return (f"### int8 ({commands})\n\n"
             + md_table(["model", "fp32 top-1", *(f"{k} (drop, points)" for k in FLAVOURS)], rows)
-            + f"\nThe budget ({MAX_DROP} points) held in {held} of {runs} runs. Percentile "
+            + f"\nThe budget ({max_drop} points) held in {held} of {runs} runs. Percentile "
             "calibration (99.99) with per-channel weights, the default. Layers in int8 per run: "
             f"{layers}."
             + (f" Left in float: {', '.join(float_layers)} (ONNX Runtime's static QDQ and NNCF's "
@@ -274,8 +277,10 @@ def zoo_section(zoo: list[dict[str, Any]]) -> str:
             "[benchmarks/results/int8-zoo.json](benchmarks/results/int8-zoo.json).\n")
 
 
-def cpu_section(results: list[dict[str, Any]]) -> str:
-    """README section int8-cpu: ORT fp32 against edgekit's best int8 and its QDQ model on ORT."""
+def cpu_section(data: dict[str, Any]) -> str:
+    """README section int8-cpu (from benchmarks/results/int8.json): ORT fp32 against edgekit's
+    best int8 and its QDQ model on ORT."""
+    results = data["models"]
     rows = []
     for r in results:
         a, s = r["artifacts"], r["summary"]
@@ -292,9 +297,13 @@ def cpu_section(results: list[dict[str, Any]]) -> str:
             rows.append([f"{r['model']} int8 QDQ on ORT", f"{fp32:.2f} → {qdq:.2f}",
                          f"{fp32 / qdq:.2f}×", "-", "[int8.md](benchmarks/results/int8.md)"])
     return (f"int8 against ONNX Runtime fp32 (random weights, BatchNorm statistics re-estimated on "
-            f"real images; {CALIB_SIZE} calibration images):\n\n"
+            f"real images; {data['calibration_images']} calibration images):\n\n"
             + md_table(["what", "p50 ms ORT fp32 → int8", "speed-up", "against the anchors",
                         "source"], rows))
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"int8-cpu": ("int8", cpu_section), "int8-zoo": ("int8-zoo", zoo_section)}
 
 
 def enabled(part: str) -> bool:
@@ -316,8 +325,9 @@ def main() -> dict[str, Any]:
 def zoo_part() -> dict[str, Any]:
     """The zoo models' int8 accuracy: benchmarks/results/int8-zoo.json, README int8-zoo."""
     zoo = [zoo_accuracy(name) for name in ZOO_MODELS]
-    markdown = zoo_section(zoo)
-    data = {"models": zoo, "max_drop": MAX_DROP, "readme": {"int8-zoo": markdown}}
+    data: dict[str, Any] = {"models": zoo, "max_drop": MAX_DROP}
+    markdown = zoo_section(data)
+    data["readme"] = {"int8-zoo": markdown}
     write_results("int8-zoo", data, markdown,
                   checkpoints={z["model"]: z["checkpoint"] for z in zoo})
     return data
@@ -381,7 +391,8 @@ def latency_part() -> dict[str, Any]:
     data: dict[str, Any] = {"models": results, "threads": THREADS,
                             "calibration_images": CALIB_SIZE, "rounds": ROUNDS,
                             "protocol": protocol().model_dump(),
-                            "readme": {"int8-cpu": cpu_section(results)}}
+                            }
+    data["readme"] = {"int8-cpu": cpu_section(data)}
     write_results("int8", data, markdown, checkpoints=dict.fromkeys(MODELS, RANDOM_WEIGHTS))
     return data
 

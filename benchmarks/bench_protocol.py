@@ -219,6 +219,10 @@ def readme_section(data: dict[str, Any]) -> str:
             "depend on them).\n")
 
 
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"protocol": ("protocol", readme_section)}
+
+
 def main() -> dict[str, Any]:
     rows = []
     data: dict[str, Any] = {"seconds_per_measurement": SECONDS, "rounds": ROUNDS,

@@ -141,9 +141,11 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
             "seconds": time.perf_counter() - began, "eval_images": len(ctx.eval_set(bundle.spec))}
 
 
-def cpu_section(pairs: list[dict[str, Any]]) -> str:
-    """README section prune-cpu: MACs and ONNX Runtime p50 before and after pruning."""
-    rows = [[f"{p['model']} pruned {RATIO:.0%} (L1, local, round-to {ROUND_TO})",
+def cpu_section(data: dict[str, Any]) -> str:
+    """README section prune-cpu (from benchmarks/results/prune.json): MACs and ONNX Runtime p50
+    before and after pruning."""
+    pairs = data["latency"]
+    rows = [[f"{p['model']} pruned {data['ratio']:.0%} (L1, local, round-to {data['round_to']})",
              f"{p['unpruned']['macs'] / 1e6:.0f} M → {p['pruned']['macs'] / 1e6:.0f} M",
              f"{p['unpruned']['p50_ms']:.2f} → {p['pruned']['p50_ms']:.2f} (ORT)",
              f"{p['speedup_p50']:.2f}×", "[prune.md](benchmarks/results/prune.md)"] for p in pairs]
@@ -151,8 +153,10 @@ def cpu_section(pairs: list[dict[str, Any]]) -> str:
             + md_table(["what", "MACs", "p50 ms before → after", "speed-up", "source"], rows))
 
 
-def zoo_section(zoo: list[dict[str, Any]]) -> str:
-    """README section prune-zoo: the zoo models pruned and distilled."""
+def zoo_section(data: dict[str, Any]) -> str:
+    """README section prune-zoo (from benchmarks/results/prune-zoo.json): the zoo models pruned
+    and distilled."""
+    zoo, epochs = data["cases"], data["distill_epochs"]
     rows = []
     for r in zoo:
         before, pruned, distilled = r["before"], r["pruned"], r["distilled"]
@@ -165,13 +169,17 @@ def zoo_section(zoo: list[dict[str, Any]]) -> str:
                      f"{100 * (distilled['top1'] - before['top1']):.2f}".replace("-", "−")])
     images = zoo[0]["eval_images"] if zoo else 0
     return (f"### Pruning + distillation (`edgekit compress .cache/zoo/NAME.pt FLAGS --train "
-            f"fashion-mnist:train --eval fashion-mnist:test --distill-epochs {DISTILL_EPOCHS} "
+            f"fashion-mnist:train --eval fashion-mnist:test --distill-epochs {epochs} "
             "-o out/`)\n\n"
             + md_table(["model", "FLAGS", "MACs", "RNN hidden",
                         "top-1 before → pruned → distilled", "Δ points"], rows)
             + f"\nTop-1 on {images:,} test images. Written by `benchmarks/bench_prune.py`; "
             "checkpoints' sha256 and TrainConfig in "
             "[benchmarks/results/prune-zoo.json](benchmarks/results/prune-zoo.json).\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"prune-cpu": ("prune", cpu_section), "prune-zoo": ("prune-zoo", zoo_section)}
 
 
 def enabled(part: str) -> bool:
@@ -197,8 +205,9 @@ def main() -> dict[str, Any]:
 def zoo_part() -> dict[str, Any]:
     """The zoo models pruned and distilled: benchmarks/results/prune-zoo.json, README prune-zoo."""
     zoo = [zoo_row(*case) for case in ZOO_CASES]
-    markdown = zoo_section(zoo)
-    data = {"distill_epochs": DISTILL_EPOCHS, "cases": zoo, "readme": {"prune-zoo": markdown}}
+    data: dict[str, Any] = {"distill_epochs": DISTILL_EPOCHS, "cases": zoo}
+    markdown = zoo_section(data)
+    data["readme"] = {"prune-zoo": markdown}
     write_results("prune-zoo", data, markdown,
                   checkpoints={r["model"]: r["checkpoint"] for r in zoo})
     return data
@@ -232,7 +241,8 @@ def latency_part() -> dict[str, Any]:
         "load the cores. MACs: edgekit.passes.stats.model_cost.\n")
     data: dict[str, Any] = {"threads": THREADS, "ratio": RATIO, "round_to": ROUND_TO,
                             "protocol": protocol().model_dump(), "latency": pairs,
-                            "readme": {"prune-cpu": cpu_section(pairs)}}
+                            }
+    data["readme"] = {"prune-cpu": cpu_section(data)}
     write_results("prune", data, markdown,
                   checkpoints=dict.fromkeys(LATENCY_MODELS, RANDOM_WEIGHTS))
     return data

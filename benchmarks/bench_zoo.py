@@ -41,7 +41,9 @@ def train(name: str) -> dict[str, Any]:
             "checkpoint": checkpoint_provenance(path)}
 
 
-def readme_section(rows: list[dict[str, Any]]) -> str:
+def readme_section(data: dict[str, Any]) -> str:
+    """README section zoo (from benchmarks/results/zoo.json)."""
+    rows, threads = data["models"], data["threads"]
     table = md_table(["model", "what it is", "params", "test top-1", "target"],
                      [[r["model"], r["description"], f"{r['parameters']:,}",
                        f"{r['test_top1']:.4f}", f"≥ {r['target_top1']:.2f}"] for r in rows])
@@ -52,7 +54,7 @@ def readme_section(rows: list[dict[str, Any]]) -> str:
     batches = ", ".join(f"{r['model']} {r['train_config']['batch_size']}" for r in rows)
     return (
         f"### The seed's models (`edgekit zoo train NAME -o .cache/zoo/NAME.pt`, "
-        f"{'/'.join(map(str, epochs))} epochs, {THREADS} CPU threads)\n\n"
+        f"{'/'.join(map(str, epochs))} epochs, {threads} CPU threads)\n\n"
         + table
         + f"\nTop-1 on {rows[0]['test_images']:,} test images with the last epoch's weights. "
         f"Recipe: {cfg['optimizer'].upper() if cfg['optimizer'] == 'sgd' else 'AdamW'} "
@@ -65,6 +67,10 @@ def readme_section(rows: list[dict[str, Any]]) -> str:
         "[benchmarks/results/zoo.json](benchmarks/results/zoo.json).\n")
 
 
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"zoo": ("zoo", readme_section)}
+
+
 def main() -> dict[str, Any]:
     rows = []
     for name in MODELS:
@@ -72,8 +78,9 @@ def main() -> dict[str, Any]:
         rows.append(train(name))
         print(f"   {name}: top-1 {rows[-1]['test_top1']:.4f}, "
               f"{time.perf_counter() - began:.0f} s", flush=True)
-    markdown = readme_section(rows)
-    data = {"threads": THREADS, "models": rows, "readme": {"zoo": markdown}}
+    data: dict[str, Any] = {"threads": THREADS, "models": rows}
+    markdown = readme_section(data)
+    data["readme"] = {"zoo": markdown}
     write_results("zoo", data, markdown,
                   checkpoints={r["model"]: r["checkpoint"] for r in rows})
     return data

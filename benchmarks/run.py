@@ -8,6 +8,8 @@ section is re-rendered from the newest `make gpu-check` records (benchmarks/gpu_
     .venv/bin/python benchmarks/run.py zoo int8        # some of them
     .venv/bin/python benchmarks/run.py --quick [NAME]  # prove the scripts work in minutes:
         # tiny protocols and data, results and a README copy under .cache/bench-quick/
+    .venv/bin/python benchmarks/run.py --render [NAME] # measure nothing: rewrite the README
+        # sections from the results files in benchmarks/results/ (each bench's README_SECTIONS)
 
 Timing claims live here, measured as ratios against anchors in the same run, never in tests.
 Run it on a quiet machine: other processes on the cores skew every number."""
@@ -34,8 +36,28 @@ def scripts() -> dict[str, Path]:
     return {n: found[n] for n in order if n in found}
 
 
+def render(module) -> dict:
+    """{"readme": sections} rendered from the results files the module's sections come from
+    (a section whose results file is missing is left as it is)."""
+    import json
+
+    from common import RESULTS
+
+    if not hasattr(module, "README_SECTIONS"):  # gpu_readme renders from its records folder
+        return module.main() if module.__name__ == "gpu_readme" else {}
+    out = {}
+    for section, (results, renderer) in module.README_SECTIONS.items():
+        path = RESULTS / f"{results}.json"
+        if path.is_file():
+            out[section] = renderer(json.loads(path.read_text()))
+        else:
+            print(f"   {section}: no {path}, left as it is", flush=True)
+    return {"readme": out}
+
+
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    render_only = "--render" in argv
     only = [a for a in argv if not a.startswith("--")]
     if quick:
         os.environ["BENCH_QUICK"] = "1"  # read by common.py when the scripts import it
@@ -63,7 +85,7 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
-            data = module.main() or {}
+            data = render(module) if render_only else (module.main() or {})
             changed = rewrite(data.get("readme", {}), readme)
             print(f"== {name}: README sections {sorted(data.get('readme', {}))} written to "
                   f"{readme} ({len(changed)} changed)", flush=True)

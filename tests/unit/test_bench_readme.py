@@ -100,3 +100,35 @@ def test_the_gpu_section_is_what_its_script_renders_from_the_newest_records():
     rendered = render(folder)
     assert sections(README.read_text())["gpu"] == rendered.strip("\n")
     assert f"records in `{folder.relative_to(ROOT)}/`" in rendered
+
+
+def bench_sections() -> list[tuple[str, str, object]]:
+    """(section, results file name, renderer) of every bench script's README_SECTIONS."""
+    import importlib
+
+    out = []
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        module = importlib.import_module(script.stem)
+        for section, (results, renderer) in getattr(module, "README_SECTIONS", {}).items():
+            out.append((section, results, renderer))
+    return out
+
+
+def test_every_bench_section_is_rendered_by_its_script():
+    assert {s for s, _, _ in bench_sections()} == set(OWNERS) - {"gpu"}
+
+
+def test_the_readme_numbers_are_those_of_the_results_files():
+    """A filled section is exactly what its script renders from benchmarks/results/NAME.json
+    (`benchmarks/run.py --render` rewrites them all); a section with no results file is empty."""
+    import json
+
+    found = sections(README.read_text())
+    for section, results, renderer in bench_sections():
+        path = ROOT / "benchmarks" / "results" / f"{results}.json"
+        if not found[section]:
+            continue  # not measured yet: `make bench` fills it
+        assert path.is_file(), f"README section {section} has numbers but no {path.name}"
+        rendered = renderer(json.loads(path.read_text()))
+        assert found[section] == rendered.strip("\n"), \
+            f"README section {section} differs from {path.name}: run benchmarks/run.py --render"
