@@ -33,9 +33,8 @@ class ZooEntry:
     train: dict[str, Any] = field(default_factory=dict)
 
 
-# Measured with `edgekit zoo train NAME --threads 1` (defaults, seed 0, 3 epochs, full test set):
-# lenet5 0.9003, rowrnn 0.8695, cnn_gru 0.9071, cnn_lstm 0.9023; about 6, 13, 20 and 23 s/epoch
-# on one shared CPU core.
+# What each reaches with its recipe (top-1, seconds per epoch, the checkpoint's sha256): measured
+# by benchmarks/bench_zoo.py, in the README and benchmarks/results/zoo.json.
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
