@@ -390,8 +390,7 @@ def latency_part() -> dict[str, Any]:
                     "ORT quantize_static defaults"], calib_rows))
     data: dict[str, Any] = {"models": results, "threads": THREADS,
                             "calibration_images": CALIB_SIZE, "rounds": ROUNDS,
-                            "protocol": protocol().model_dump(),
-                            }
+                            "protocol": protocol().model_dump()}
     data["readme"] = {"int8-cpu": cpu_section(data)}
     write_results("int8", data, markdown, checkpoints=dict.fromkeys(MODELS, RANDOM_WEIGHTS))
     return data

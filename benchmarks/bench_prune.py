@@ -240,8 +240,7 @@ def latency_part() -> dict[str, Any]:
         "speed-up' compares the fastest queries, a check on the p50 ratio when other processes "
         "load the cores. MACs: edgekit.passes.stats.model_cost.\n")
     data: dict[str, Any] = {"threads": THREADS, "ratio": RATIO, "round_to": ROUND_TO,
-                            "protocol": protocol().model_dump(), "latency": pairs,
-                            }
+                            "protocol": protocol().model_dump(), "latency": pairs}
     data["readme"] = {"prune-cpu": cpu_section(data)}
     write_results("prune", data, markdown,
                   checkpoints=dict.fromkeys(LATENCY_MODELS, RANDOM_WEIGHTS))
