@@ -260,15 +260,22 @@ def zoo_section(data: dict[str, Any]) -> str:
     runs = sum(len(z["int8"]) for z in zoo)
     float_layers = sorted({str(r["layers"]).split("float:", 1)[1].strip() for z in zoo
                            for r in z["int8"].values() if "float:" in str(r["layers"])})
-    layers = "; ".join(f"{z['model']} {lab.split(',')[0]}: {r['layers']}"
-                       for z in zoo for lab, r in z["int8"].items())
+    def layers_of(z: dict[str, Any]) -> str:
+        found = {str(r["layers"]).replace("; ", ", ") for r in z["int8"].values()}
+        if len(found) == 1:
+            return f"{z['model']} {found.pop()}"
+        return f"{z['model']} " + ", ".join(f"{r['layers']} ({lab.split(',')[0]})"
+                                            for lab, r in z["int8"].items())
+
+    layers = "; ".join(layers_of(z) for z in zoo)
     commands = ("`edgekit compress .cache/zoo/NAME.pt --int8 [--for tensorrt|openvino] --calib "
                 f"calibration/fashion-mnist-512.npz --eval fashion-mnist:test --max-drop {max_drop} "
                 "-o out/`")
     return (f"### int8 ({commands})\n\n"
             + md_table(["model", "fp32 top-1", *(f"{k} (drop, points)" for k in FLAVOURS)], rows)
             + f"\nThe budget ({max_drop} points) held in {held} of {runs} runs. Percentile "
-            "calibration (99.99) with per-channel weights, the default. Layers in int8 per run: "
+            "calibration (99.99) with per-channel weights, the default. Layers in int8 (every flavour "
+            "alike unless listed): "
             f"{layers}."
             + (f" Left in float: {', '.join(float_layers)} (ONNX Runtime's static QDQ and NNCF's "
                "CPU int8 do not run them in int8); the manifest lists them with that reason."
