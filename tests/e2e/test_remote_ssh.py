@@ -100,7 +100,10 @@ def device_python(tmp_path_factory) -> str:
     (folder / "notorch" / "torch" / "__init__.py").write_text(
         "raise ImportError('torch is not installed on this device (edgekit test)')\n")
     wrapper = folder / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={folder / 'notorch'} exec {sys.executable} \"$@\"\n")
+    # The device imports the edgekit under test (this checkout), not whichever one the
+    # interpreter has installed.
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={folder / 'notorch'}:{ROOT} exec {sys.executable} "
+                       "\"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 
