@@ -66,7 +66,7 @@ CASES: dict[str, list[tuple[str, list[str], int, float]]] = {
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if QUICK:
         return quick_protocol()

@@ -40,7 +40,7 @@ INCLUDE = ["layer*"]  # resnet18's 3×3 convs; conv1 (7×7) and the 1×1 downsam
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if QUICK:
         return quick_protocol()

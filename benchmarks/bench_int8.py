@@ -67,7 +67,7 @@ ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if QUICK:
         return quick_protocol()

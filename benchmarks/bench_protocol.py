@@ -75,7 +75,7 @@ def build_models(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.1 if QUICK else 0.5,
                            min_queries=100, min_seconds=SECONDS, max_seconds=SECONDS * 3)

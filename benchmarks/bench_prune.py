@@ -61,7 +61,7 @@ DISTILL_EPOCHS = int(os.environ.get("BENCH_PRUNE_EPOCHS", "1" if QUICK else "2")
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if QUICK:
         return quick_protocol()

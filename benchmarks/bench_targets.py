@@ -44,11 +44,11 @@ TORCHVISION = {"resnet18": "torchvision.models:resnet18",
 
 
 def protocol():
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     if QUICK:
         return quick_protocol()
-    # 500 queries make p99 claimable (>= 459 samples, see validate/latency.py); max 20 s each.
+    # 500 queries make p99 claimable (>= 459 samples, see runtimes/latency.py); max 20 s each.
     return LatencyProtocol(warmup_count=20, warmup_seconds=0.5, min_queries=500, min_seconds=2.0,
                            max_seconds=20.0)
 
@@ -155,9 +155,10 @@ def measure(item: dict[str, Any], spec: Any, eval_set: Any) -> dict[str, Any]:
     from edgekit.io.files import file_size
     from edgekit.runtimes.base import get_runner
 
-    runner = get_runner(item["runtime"])(item["path"], spec, threads=THREADS,
-                                         options={"performance_hint": "latency",
-                                                  "providers": ["CPUExecutionProvider"]})
+    options: dict[str, Any] = {"performance_hint": "latency"}
+    if item["runtime"] == "onnxruntime":  # runner options are typed: providers are ORT's
+        options["providers"] = ["CPUExecutionProvider"]
+    runner = get_runner(item["runtime"])(item["path"], spec, threads=THREADS, options=options)
     top1 = None
     if eval_set is not None:
         top1 = float(np.mean(runner.predict(eval_set.x, batch_size=100).argmax(1) == eval_set.y))

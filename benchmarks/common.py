@@ -34,7 +34,7 @@ def work_dir(name: str) -> Path:
 
 def quick_protocol():
     """The protocol of every benchmark in quick mode: a handful of queries, no claims."""
-    from edgekit.validate.latency import LatencyProtocol
+    from edgekit.runtimes.latency import LatencyProtocol
 
     return LatencyProtocol(warmup_count=2, warmup_seconds=0.0, min_queries=5,
                            min_seconds=0.01, max_seconds=1.0)
@@ -143,7 +143,7 @@ def time_alternating(runners: dict[str, Any], x: Any, protocol: Any, rounds: int
     come from all its samples: {label: {p50_ms, p90_ms, p99_ms, min_ms, count}}."""
     import numpy as np
 
-    from edgekit.validate.latency import latency_stats
+    from edgekit.runtimes.latency import latency_stats
 
     samples: dict[str, list[float]] = {label: [] for label in runners}
     durations = dict.fromkeys(runners, 0.0)

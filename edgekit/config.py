@@ -62,14 +62,63 @@ def explain(error: ValidationError, schema: type[BaseModel], where: str) -> Conf
                        hint=f"fix that value; {len(error.errors())} problem(s) in all")
 
 
-def load_yaml(schema: type[M], path: str | Path) -> M:
+# The most nodes a YAML document may hold once its aliases are expanded: a recipe or a device
+# profile has a few hundred; an alias bomb ("billion laughs") has billions.
+MAX_YAML_NODES = 100_000
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand beyond MAX_YAML_NODES nodes
+    (or that refer to themselves), before anything is constructed from it."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], path: set[int]) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in path:
+        raise yaml.YAMLError("an alias refers to the node that contains it (a recursive alias)")
+    path.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo, path) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo, path) + _expanded_size(v, memo, path)
+                       for k, v in node.value)
+    else:
+        size = 1
+    path.discard(key)
+    if size > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                             "(an alias bomb?)")
+    memo[key] = size
+    return size
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with BoundedSafeLoader; every failure is a ConfigError (exit 2)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {exc}",
+                          hint="fix the file; anchors and aliases must stay small") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply", hint="flatten the file") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", hint="is it a text file?") from None
+
+
+def load_yaml(schema: type[M], path: str | Path) -> M:
+    path = Path(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
     return validate(schema, data, str(path))
@@ -80,3 +129,5 @@ def validate(schema: type[M], data: dict, where: str) -> M:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, schema, where) from None
+    except ConfigError as exc:  # a nested schema checked by a validator (runner options)
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None

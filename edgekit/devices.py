@@ -9,19 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgekit import kinds
 from edgekit.config import load_yaml
 from edgekit.errors import ConfigError
-from edgekit.validate.latency import LatencyProtocol
+from edgekit.runtimes.latency import LatencyProtocol
 
-PROFILE_DIRS = (Path.cwd() / "devices", Path(__file__).resolve().parent.parent / "devices")
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "devices"
+
+
+def profile_dirs(cwd: str | Path | None = None) -> tuple[Path, ...]:
+    """Where profiles are looked up, first hit wins: devices/ under `cwd` (by default the
+    working directory at the time of the call, not of the import), then the shipped ones."""
+    return (Path.cwd() if cwd is None else Path(cwd)) / "devices", SHIPPED_PROFILES
 
 
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp32"]
+    precisions: list[Literal[kinds.PRECISIONS]] = ["fp32"]  # type: ignore[valid-type]
     providers: list[str] = Field(default_factory=list, description="ONNX Runtime execution providers")
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -40,7 +47,7 @@ class DeviceProfile(BaseModel):
     name: str
     kind: Literal["cpu", "gpu", "jetson"]
     description: str = ""
-    runtimes: dict[Literal["onnxruntime", "openvino", "tensorrt", "torch"], RuntimeConfig]
+    runtimes: dict[Literal[kinds.RUNTIMES], RuntimeConfig]  # type: ignore[valid-type]
     threads: int | None = Field(None, ge=1)
     performance_hint: Literal["latency", "throughput"] = "latency"
     batch_sizes: list[int] = [1]
@@ -57,6 +64,17 @@ class DeviceProfile(BaseModel):
     connect_timeout: float = Field(10.0, gt=0)
     job_timeout: float = Field(3600.0, gt=0)
 
+    @model_validator(mode="after")
+    def _check_runner_options(self) -> DeviceProfile:
+        """Each runtime's options against its runner's Options schema, when the profile is
+        loaded: a typo (`allow_cpu_fallbak`) is an error naming the key, not a silent default.
+        (Raises ConfigError, which pydantic passes through; config.validate adds the file.)"""
+        from edgekit.runtimes.base import get_runner
+
+        for name in self.runtimes:
+            get_runner(name).parse_options(self.runner_options(name), f"runtimes.{name}.options")
+        return self
+
     @property
     def is_remote(self) -> bool:
         return self.host is not None
@@ -70,25 +88,26 @@ class DeviceProfile(BaseModel):
         return opts
 
 
-def find_profile(name_or_path: str | Path) -> Path:
+def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in PROFILE_DIRS:
+    folders = profile_dirs(cwd)
+    for folder in folders:
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    known = ", ".join(sorted({p.stem for d in PROFILE_DIRS if d.is_dir() for p in d.glob("*.yaml")}))
+    known = ", ".join(sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")}))
     raise ConfigError(f"no device profile {name_or_path!r}", hint=f"known profiles: {known}")
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    return load_yaml(DeviceProfile, find_profile(name_or_path))
+def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:
+    return load_yaml(DeviceProfile, find_profile(name_or_path, cwd=cwd))
 
 
-def list_profiles() -> list[Path]:
+def list_profiles(*, cwd: str | Path | None = None) -> list[Path]:
     seen: dict[str, Path] = {}
-    for folder in PROFILE_DIRS:
+    for folder in profile_dirs(cwd):
         if folder.is_dir():
             for p in sorted(folder.glob("*.yaml")):
                 seen.setdefault(p.stem, p)

@@ -9,10 +9,10 @@ from typing import Any
 
 from edgekit.errors import InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
+from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
-TARGET_SOURCE = {"onnx": "checkpoint", "openvino": "onnx", "tensorrt": "onnx"}
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
 
 
@@ -72,14 +72,13 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
             raise InputError("no output folder given", hint="pass -o OUT/")
         out_dir = source
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder", hint="-o names a folder")
+    check_output_folder(out_dir)  # a folder edgekit does not own is refused before any work
     exporter = get_target(target)
     exporter.check_precision(precision)
     if bundle is not None:
         loaded, source_file = bundle, bundle.source
     else:
-        loaded, source_file = resolve_source(source, TARGET_SOURCE[target], model_options or {})
+        loaded, source_file = resolve_source(source, exporter.source, model_options or {})
     if target == "onnx":
         spec = loaded.spec
     else:
@@ -88,9 +87,15 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         spec = spec_for(loaded)
     # Every target checks parity on real inputs (against torch for ONNX, the fp32 ONNX otherwise).
     parity_data = options.pop("parity_data", None)
+    from edgekit.data.paths import source_paths
+
+    calib = options.get("calib")
+    check_outputs({"the output": out_dir / MANIFEST_NAME},
+                  {"the source": source_file, "--parity-data": source_paths(parity_source, data_dir),
+                   "--calib": source_paths(calib, data_dir) if isinstance(calib, str) else None})
     if parity_data is None:
         parity_data = parity_sample(spec, parity_source, data_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out_dir)
     artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
                                data_dir=data_dir, **options)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
@@ -114,9 +119,104 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
 
 
 # ---------------------------------------------------------------- compress
-def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> dict[str, Any]:
+def compress_key(model_file: Path | None, steps: list[tuple[str, dict[str, Any]]],
+                 ctx: Any) -> str:
+    """What a compress output folder was made from and how: the input model's sha256, the
+    steps and the data. Two compress runs into one folder must agree on it (or --overwrite)."""
+    import hashlib
+    import json
+
+    from edgekit.io.files import sha256_file
+
+    parts = [sha256_file(model_file) if model_file and Path(model_file).is_file() else None,
+             [[name, config] for name, config in steps], ctx.train_source, ctx.eval_source,
+             ctx.calib_source, ctx.eval_limit]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_sources(ctx: Any) -> dict[str, str | None]:
+    return {"--train data": ctx.train_source, "--eval data": ctx.eval_source,
+            "--calib set": ctx.calib_source}
+
+
+def check_data_exists(ctx: Any) -> None:
+    """Every data input exists, checked before the first step runs (a typo in --train is not
+    found after minutes of pruning)."""
+    from edgekit.data.paths import check_source_exists
+
+    for what, source in _data_sources(ctx).items():
+        check_source_exists(source, what, ctx.data_dir)
+
+
+def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
+                           model_file: Path | None, ctx: Any) -> None:
+    """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
+    lands inside an input folder."""
+    from edgekit.data.paths import source_paths
+
+    data = _data_sources(ctx)
+    planned = [MANIFEST_NAME, "model.onnx"] + [n for _, p in passes for n in p.outputs()]
+    if any(p.kind == "torch" for _, p in passes):
+        planned.append("model.pt")
+    check_outputs({"the output": [out_dir / name for name in planned]},
+                  {"the model": model_file,
+                   **{what: source_paths(source, ctx.data_dir) for what, source in data.items()}})
+
+
+def check_reuse(out_dir: Path, key: str, model_file: Path | None, overwrite: bool) -> None:
+    """Refuse to compress into a folder that holds another model's or other settings' outputs
+    (unless `overwrite`): its old int8 beside the new fp32 would make a gate that means
+    nothing."""
+    from edgekit.io.files import sha256_file
+    from edgekit.io.lineage import ancestry, recorded_parents
+
+    if overwrite or not (out_dir / MANIFEST_NAME).is_file():
+        return
+    manifest = Manifest(out_dir)
+    made = [o for s in manifest.stages for o in s.get("outputs") or []]
+    prior = manifest.stage("compress")
+    model_sha = sha256_file(model_file) if model_file and Path(model_file).is_file() else None
+    if prior is not None:
+        if prior["config"].get("key") == key:
+            return  # the same job again (e.g. after an interruption)
+        same_model = model_sha and prior["inputs"].get("model", {}).get("sha256") == model_sha
+        what = "other settings" if same_model else "another model"
+    else:
+        parents = recorded_parents(manifest)
+        if all(model_sha and model_sha in ancestry(o["sha256"], parents)
+               for o in made if o.get("sha256")):
+            return  # what is there was made from this model (an export, say)
+        what = "another model"
+    models = sorted({o["model"] for o in made if o.get("model")})
+    steps = [name for name, _ in (prior or {}).get("config", {}).get("steps", [])]
+    detail = ", ".join(x for x in [f"model {', '.join(models)}" if models else "",
+                                   f"steps {', '.join(steps)}" if steps else ""] if x)
+    raise InputError(f"{out_dir} holds the outputs of {what}" + (f" ({detail})" if detail else "")
+                     + "; compressing into it would leave old artifacts beside new ones",
+                     hint="pass --overwrite to replace them (the old stages are forgotten first), "
+                          "or choose another -o")
+
+
+def start_compress(out_dir: Path, key: str, model_file: Path | None,
+                   steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> None:
+    """Claim the folder, forget every earlier stage and record this compress, in one atomic
+    manifest save: a run killed after this point leaves only what it finished listed."""
+    manifest = claim_output_folder(out_dir)
+    manifest.forget(save=False)
+    manifest.add_stage("compress",
+                       inputs={"model": model_file} if model_file and Path(model_file).is_file()
+                       else {},
+                       config={"key": key, "steps": [[name, config] for name, config in steps],
+                               "data": {"train": ctx.train_source, "eval": ctx.eval_source,
+                                        "calib": ctx.calib_source, "eval_limit": ctx.eval_limit}})
+
+
+def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
+             overwrite: bool = False, claim: bool = True) -> dict[str, Any]:
     """Run torch steps on `bundle`, export the result to ONNX (the fp32 reference), then run ONNX
     steps (quantize) on it. Everything lands in ctx.out_dir with one manifest stage per step.
+    `claim`: this compress owns the folder (refuse another model's folder unless `overwrite`,
+    forget old stages first); `edgekit run` has done that itself and passes False.
     Returns {'rows': report rows, 'artifacts': manifest outputs}."""
     from edgekit.io.models import save_checkpoint
     from edgekit.passes import get_pass
@@ -124,17 +224,26 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
     from edgekit.validate.torch_eval import torch_top1
 
     passes = [(name, get_pass(name)(config)) for name, config in steps]
+    out_dir = Path(ctx.out_dir)
+    model_file = Path(bundle.source) if bundle.source else None
+    check_compress_outputs(out_dir, passes, model_file, ctx)
+    key = compress_key(model_file, steps, ctx)
+    if claim:
+        check_output_folder(out_dir)
+        check_reuse(out_dir, key, model_file, overwrite)
     for _, step in passes:  # bad configurations fail before the output folder is touched
         step.check(bundle, ctx)  # ONNX passes get the bundle too (for its InputSpec)
-    out_dir = Path(ctx.out_dir)
+    check_data_exists(ctx)
+    if claim:
+        start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
     import copy
 
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
-    ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec),
-                top1=torch_top1(bundle.model, eval_set) if eval_set is not None else None)
+    ctx.original_top1 = torch_top1(bundle.model, eval_set) if eval_set is not None else None
+    ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
     torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
     for name, step in torch_passes:
         bundle = step.apply(bundle, ctx)
@@ -142,14 +251,65 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any) -> 
         manifest.add_stage(name, config=step.config.model_dump(mode="json"),
                            metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
     if torch_passes:
+        check_chain_budget(chain_budget(passes, ctx), ctx.report)
+    if torch_passes:
         ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
-        Manifest(out_dir).add_stage("checkpoint", outputs=[{"path": ckpt.name, "format": "checkpoint",
-                                                            "precision": "fp32", "model": bundle.name}])
+        Manifest(out_dir).add_stage("checkpoint",
+                                    inputs={"source": model_file} if model_file
+                                    and model_file.is_file() else {},  # the sha256 chain
+                                    outputs=[{"path": ckpt.name, "format": "checkpoint",
+                                              "precision": "fp32", "model": bundle.name}])
         bundle.source = ckpt  # the ONNX export's recorded input is the compressed checkpoint
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
+    """The accuracy budget of the whole compress chain against the original: the run's own
+    (compress --max-drop / --max-drop-rel), else the quantize step's, else none."""
+    from edgekit.quant.budget import Budget
+
+    if ctx.max_drop is not None or ctx.max_drop_rel is not None:
+        return Budget(ctx.max_drop, ctx.max_drop_rel, ctx.original_top1)
+    for _, step in passes:
+        cfg = step.config
+        if getattr(cfg, "max_drop", None) is not None or \
+                getattr(cfg, "max_drop_rel", None) is not None:
+            return Budget(cfg.max_drop, cfg.max_drop_rel, ctx.original_top1)
+    return Budget(original_top1=ctx.original_top1)
+
+
+def check_chain_budget(budget: Any, rows: list[dict[str, Any]]) -> None:
+    """After the torch steps: the top-1 they left must be within the budget of the original's,
+    or the run fails (GateError, exit 1) with what each step spent, before anything else is
+    exported. Steps report top-1 in their rows; the last such row is the model as it stands."""
+    from edgekit.errors import GateError
+
+    scored = [r for r in rows if r.get("top1") is not None]
+    if not budget.active or budget.original_top1 is None or len(scored) < 2:
+        return
+    final = scored[-1]["top1"]
+    allowed = budget.total_points(budget.original_top1)
+    spent = budget.spent_points(final)
+    if spent <= allowed + 1e-9:
+        return
+    steps, previous = [], budget.original_top1
+    for r in scored[1:]:
+        steps.append((r["step"], r["top1"], 100.0 * (previous - r["top1"])))
+        previous = r["top1"]
+    worst = max(steps, key=lambda s: s[2])
+    chain = " → ".join([f"original {budget.original_top1:.4f}"]
+                       + [f"{name} {top1:.4f} ({-drop:+.2f})" for name, top1, drop in steps])
+    raise GateError(
+        f"the compression chain misses the accuracy budget ({budget.describe()} against the "
+        f"original): top-1 "
+        f"{final:.4f} is {spent:.2f} points under the original's {budget.original_top1:.4f}, "
+        f"{allowed:g} allowed; {worst[0]} spent the most ({worst[2]:.2f} points). "
+        f"Top-1 by step: {chain}",
+        hint="compress less (a smaller --prune, no --dwsep or a higher --dwsep-rank), distill "
+        "longer (--distill-epochs), or loosen --max-drop")
 
 
 def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name: str, spec: Any,
@@ -182,7 +342,8 @@ class OnnxSource:
 
 
 def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
-                  input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+                  input_shape: tuple[int, ...] | None = None,
+                  overwrite: bool = False) -> dict[str, Any]:
     """int8 from an existing fp32 ONNX model: the model (checked, its InputSpec recorded in its
     metadata) is copied into ctx.out_dir as model.onnx, then the ONNX passes run on it as they do
     after a PyTorch export. Steps that need the PyTorch model are refused before anything is
@@ -201,13 +362,28 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          f"{onnx_path.name} is an ONNX model",
                          hint="pass the PyTorch model (.pt) for prune/dwsep/distill; an ONNX model "
                               "takes --int8 only")
+    out_dir = Path(ctx.out_dir)
+    check_compress_outputs(out_dir, passes, onnx_path, ctx)
+    key = compress_key(onnx_path, steps, ctx)
+    check_output_folder(out_dir)
+    check_reuse(out_dir, key, onnx_path, overwrite)
     model = load_onnx(onnx_path)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
         raise InputError(f"{onnx_path.name} fails onnx.checker: {str(exc).splitlines()[0]}",
                          hint="export the model again") from None
-    spec = spec_from_onnx(model)
+    try:  # a model ONNX Runtime cannot load is refused before the output folder is touched
+        import onnxruntime as ort
+
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except ImportError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise InputError(f"ONNX Runtime cannot load {onnx_path.name}: "
+                         f"{str(exc).splitlines()[0][:300]}",
+                         hint="export the model again with standard operators") from None
+    spec = spec_from_onnx(model, where=onnx_path)
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
@@ -217,8 +393,8 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)
-    out_dir = Path(ctx.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_data_exists(ctx)
+    start_compress(out_dir, key, onnx_path, steps, ctx)
     set_spec(model, spec)
     target = save_onnx(model, out_dir / "model.onnx")
     Manifest(out_dir).add_stage("source-onnx", inputs={"source": onnx_path},

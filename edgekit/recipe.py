@@ -11,7 +11,8 @@
       - quantize: {calib_size: 256}
     exports: [{target: openvino, precision: int8}]
     devices: [local-cpu]                  # or {profile: jetson-orin-nano, host: me@jetson}
-    budget: {max_drop: 1.0}
+    budget: {max_drop: 1.0}               # min_speedup defaults to 1.0 here: no artifact
+                                          # slower than the original passes (null: off)
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
@@ -27,13 +28,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgekit.config import load_yaml, validate
+from edgekit import kinds
+from edgekit.config import load_yaml, read_yaml, validate
 from edgekit.errors import ConfigError
 from edgekit.validate.gate import Budget
 
 RECIPE_VERSION = 1
+RECIPE_MIN_SPEEDUP = 1.0  # no artifact slower than the original passes a recipe's gate
 
 
 class Strict(BaseModel):
@@ -97,12 +100,12 @@ class DataConfig(Strict):
 
 
 class ExportSpec(Strict):
-    target: Literal["onnx", "openvino", "tensorrt"]
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    target: Literal[kinds.TARGETS]  # type: ignore[valid-type]
+    precision: Literal[kinds.PRECISIONS] = "fp32"  # type: ignore[valid-type]
     on_device: bool = Field(False, description="build on the device that runs it (TensorRT "
                             "engines): skipped here, built by the remote validation")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="target options (workspace_mb, dla, ...)")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "target options (workspace_mb, dla, ...), checked against the target's Options"))
 
     @property
     def stage(self) -> str:
@@ -134,8 +137,17 @@ class Recipe(Strict):
     steps: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     exports: list[ExportSpec] = Field(default_factory=list)
     devices: list[str | DeviceRef] = Field(default_factory=lambda: ["local-cpu"])
-    budget: Budget = Field(default_factory=Budget)
+    budget: Budget = Field(default_factory=lambda: Budget(min_speedup=RECIPE_MIN_SPEEDUP))
     decide: str | None = Field(None, description="artifact whose gate decides the exit code")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _never_slower_by_default(cls, value: Any) -> Any:
+        """A recipe's budget demands speed-up ≥ 1.0 against the original unless it says
+        otherwise (`min_speedup: null` turns the check off)."""
+        if isinstance(value, dict) and "min_speedup" not in value:
+            return {**value, "min_speedup": RECIPE_MIN_SPEEDUP}
+        return value
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def step_list(self) -> list[tuple[str, dict[str, Any]]]:
@@ -149,7 +161,7 @@ class Recipe(Strict):
 
 
 def _check_steps(recipe: Recipe, where: str) -> None:
-    from edgekit.passes.base import PASS_MODULES, get_pass
+    from edgekit.passes.base import PASS_NAMES, get_pass
 
     seen_onnx = None
     seen: set[str] = set()
@@ -158,11 +170,11 @@ def _check_steps(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
-        if name not in PASS_MODULES:
-            close = difflib.get_close_matches(name, list(PASS_MODULES), n=1)
+        if name not in PASS_NAMES:
+            close = difflib.get_close_matches(name, list(PASS_NAMES), n=1)
             raise ConfigError(f"{where}: steps[{i}]: unknown step {name!r}",
                               hint=f"did you mean {close[0]!r}?" if close
-                              else f"steps are: {', '.join(PASS_MODULES)}")
+                              else f"steps are: {', '.join(PASS_NAMES)}")
         try:
             cls = get_pass(name)
         except ImportError as exc:
@@ -183,6 +195,14 @@ def _check_steps(recipe: Recipe, where: str) -> None:
                               "reorder the steps")
 
 
+def _check_exports(recipe: Recipe, where: str) -> None:
+    """Each export's options against its target's own Options schema (the one `export` uses)."""
+    from edgekit.targets.base import get_target
+
+    for i, spec in enumerate(recipe.exports):
+        get_target(spec.target).parse_options(spec.options, f"{where}: exports[{i}].options")
+
+
 def _check_devices(recipe: Recipe, where: str) -> None:
     for i, ref in enumerate(recipe.devices):
         device_profile(ref, where=f"{where}: devices[{i}]")
@@ -194,10 +214,10 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
 
     if isinstance(ref, str):
         return load_profile(ref)
-    import yaml
-
     base_path = find_profile(ref.profile)
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = read_yaml(base_path) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path} must hold a mapping of keys to values")
     overrides = {k: v for k, v in (ref.model_extra or {}).items()}
     for key in ("latency", "record"):
         if isinstance(overrides.get(key), dict) and isinstance(base.get(key), dict):
@@ -208,13 +228,8 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe: schema, version, each step's config, each device profile."""
     path = Path(path)
-    import yaml
-
     if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raw = read_yaml(path)
         version = raw.get("recipe_version") if isinstance(raw, dict) else None
         if isinstance(version, int) and version > RECIPE_VERSION:
             raise ConfigError(f"{path} is a version {version} recipe; this edgekit reads up to "
@@ -225,6 +240,7 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe = load_yaml(Recipe, path)
     where = str(path)
     _check_steps(recipe, where)
+    _check_exports(recipe, where)
     _check_devices(recipe, where)
     return recipe
 

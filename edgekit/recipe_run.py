@@ -22,10 +22,12 @@ from typing import Any
 
 from edgekit.errors import ConfigError, MissingDependencyError
 from edgekit.io.files import sha256_file
-from edgekit.io.manifest import Manifest
+from edgekit.io.manifest import MANIFEST_NAME, Manifest
+from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
 from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
 
 PREFIX = "run:"
+STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 def cache_dir() -> Path:
@@ -150,13 +152,15 @@ class RecipeRun:
         self.recipe_path = Path(recipe_path)
         self.recipe = load_recipe(self.recipe_path)
         self.out = Path(out_dir or Path("out") / self.recipe.name)
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"output {self.out} exists and is not a folder",
-                              hint="-o names a folder")
+        check_output_folder(self.out)
         report = self.recipe.report
-        self.store_path = Path(store) if store else self.out / report.store
-        self.html_path = self.out / report.html
-        self.md_path = self.out / report.markdown if report.markdown else None
+        # A recipe names its outputs; they stay inside the output folder, with a report's suffix.
+        self.store_path = Path(store) if store else check_inside(
+            report.store, self.out, "report.store", suffixes=STORE_SUFFIXES)
+        self.html_path = check_inside(report.html, self.out, "report.html",
+                                      suffixes=(".html", ".htm"))
+        self.md_path = check_inside(report.markdown, self.out, "report.markdown",
+                                    suffixes=(".md", ".markdown")) if report.markdown else None
         self.data_dir = data_dir or (resolve_path(self.recipe.data.data_dir, self.recipe_path)
                                      if self.recipe.data.data_dir else None)
         self.on_event = on_event
@@ -213,9 +217,10 @@ class RecipeRun:
         from edgekit.results.store import open_store
 
         r = self.recipe
+        self._check_outputs()
         if self.store_path.exists():  # refuse a store that is not ours before any work
             open_store(self.store_path).close()
-        self.out.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(self.out)
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
         model_key = _key(r.model.model_dump(mode="json"), r.input and r.input.model_dump(mode="json"),
                          sha256_file(checkpoint))
@@ -254,15 +259,32 @@ class RecipeRun:
                 "report": str(self.html_path), "markdown": str(self.md_path or ""),
                 "stages": self.log, "devices": self.devices, "passed": passed}
 
+    def _check_outputs(self) -> None:
+        """No output of the run (report, store, the folder's own files) is one of its inputs
+        (the recipe, its model, its data) or another output."""
+        from edgekit.data.paths import source_paths
+        from edgekit.passes import get_pass
+
+        r = self.recipe
+        model = Path(resolve_path(r.model.path, self.recipe_path)) if r.model.path else None
+        written = [MANIFEST_NAME, "original.onnx", "model.pt", "model.onnx",
+                   *(n for name, config in r.step_list() for n in get_pass(name)(config).outputs())]
+        check_outputs(
+            {"report.html": self.html_path, "report.markdown": self.md_path,
+             "the results store": [self.store_path, self.store_path.with_suffix(".jsonl")],
+             "the output": [self.out / n for n in written]},
+            {"the recipe": self.recipe_path, "model.path": model,
+             **{f"data.{name}": source_paths(self.data(value), self.data_dir)
+                for name, value in (("train", r.data.train), ("eval", r.data.eval),
+                                    ("calib", r.data.calib))}})
+
     def _compress(self, checkpoint: Path, key: str) -> dict[str, Any]:
         from edgekit.passes import PassContext
         from edgekit.pipeline import compress, export_artifact
 
-        manifest = Manifest(self.out)
         # A fresh compress replaces what an earlier, different run of this folder made: the
         # manifest forgets those stages (files stay; nothing is deleted behind the user's back).
-        manifest.data["stages"] = [s for s in manifest.stages if s["stage"] == PREFIX + "model"]
-        manifest.save()
+        Manifest(self.out).forget(lambda s: s["stage"] == PREFIX + "model")
         r = self.recipe
         bundle = load_bundle(r, checkpoint)
         steps = r.step_list()
@@ -275,7 +297,7 @@ class RecipeRun:
                               eval_source=self.data(r.data.eval),
                               calib_source=self.data(r.data.calib), data_dir=self.data_dir,
                               eval_limit=r.data.eval_limit)
-            result = compress(bundle, steps, ctx)
+            result = compress(bundle, steps, ctx, claim=False)  # the run owns the folder
             rows = [{k: v for k, v in row.items() if isinstance(v, str | int | float | None)}
                     for row in result["rows"]]
         else:
@@ -318,7 +340,9 @@ class RecipeRun:
             return {"_status": "on device"}
         r = self.recipe
         options = dict(spec.options)
-        if spec.precision == "int8" and spec.target != "onnx":
+        from edgekit.targets.base import get_target
+
+        if spec.precision == "int8" and "calib" in get_target(spec.target).Options.model_fields:
             options.setdefault("calib", self.data(r.data.calib))
         try:
             artifact, _ = export_artifact(self.out, spec.target, self.out, precision=spec.precision,

@@ -36,6 +36,11 @@ class InputSpec(BaseModel):
     def _positive(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
         if any(d <= 0 for d in shape):
             raise ValueError(f"every dimension of the input shape must be positive, got {shape}")
+        from edgekit.limits import MAX_BATCH, MAX_INPUT_ELEMENTS, elements
+
+        if elements(shape[1:]) > MAX_INPUT_ELEMENTS or shape[0] > MAX_BATCH:
+            raise ValueError(f"input shape {shape} is absurdly large (limit {MAX_INPUT_ELEMENTS:,} "
+                             f"values per sample, batch {MAX_BATCH})")
         return shape
 
     @model_validator(mode="after")
@@ -71,6 +76,12 @@ class InputSpec(BaseModel):
                 f"input shape must have 4 dimensions N,C,H,W, got {','.join(map(str, shape))}",
                 hint="pass e.g. --input-shape 1,3,224,224",
             )
+        if any(d <= 0 for d in shape):
+            raise InputError(f"input shape {','.join(map(str, shape))} has a dimension <= 0",
+                             hint="pass e.g. --input-shape 1,3,224,224")
+        from edgekit.limits import check_input_shape_size
+
+        check_input_shape_size(shape)
         c = shape[1]
         mean, std = self.mean, self.std
         if len(mean) not in (1, c):
@@ -141,6 +152,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"input shape {text!r} must be four positive integers N,C,H,W",
             hint="e.g. --input-shape 1,3,224,224",
         )
+    from edgekit.limits import check_input_shape_size
+
+    check_input_shape_size(shape)
     return shape
 
 

@@ -119,8 +119,9 @@ def tiny_folder(tmp_path):
         manifest = Manifest(folder)
         manifest.add_stage("export-onnx-fp32", outputs=[{"path": "model.onnx", "format": "onnx",
                                                          "precision": "fp32", "model": "tiny"}])
-        manifest.add_stage("quantize-int8", outputs=[{"path": "model.int8.onnx", "format": "onnx",
-                                                      "precision": "int8", "model": "tiny"}])
+        manifest.add_stage("quantize-int8", inputs={"source": folder / "model.onnx"},
+                           outputs=[{"path": "model.int8.onnx", "format": "onnx",
+                                     "precision": "int8", "model": "tiny"}])
         x = rng.standard_normal((200, 1, 4, 4)).astype(np.float32)
         y = (x.reshape(200, 16) @ weights).argmax(1).astype(np.int64)
         np.savez(tmp_path / "eval.npz", x=x, y=y)

@@ -3,6 +3,7 @@ modules and are imported only when invoked, so `edgekit --help` answers fast."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import sys
@@ -18,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "calib": "edgekit.cli.calib:calib",
     "export": "edgekit.cli.export:export",
     "bench": "edgekit.cli.bench:bench",
+    "profile": "edgekit.cli.profile:profile",
     "compress": "edgekit.cli.compress:compress",
     "validate": "edgekit.cli.validate:validate",
     "devices": "edgekit.cli.validate:devices",
@@ -31,6 +33,7 @@ SHORT_HELP: dict[str, str] = {
     "calib": "Build calibration sets.",
     "export": "Export a model to ONNX, OpenVINO or TensorRT.",
     "bench": "Benchmark an artifact: latency and accuracy on this machine.",
+    "profile": "Per-layer time of an artifact on a device (layer, module, precision, ms).",
     "compress": "Prune, substitute depthwise-separable convs, distill and quantize a model.",
     "validate": "Validate every artifact of an output folder on a device profile.",
     "devices": "List device profiles and which of their runtimes work here.",
@@ -39,6 +42,11 @@ SHORT_HELP: dict[str, str] = {
     "run": "Run a recipe: compress, export, validate, report.",
     "demo": "Run the demo recipes (LeNet-5, CNN+GRU) on this CPU and write the HTML report.",
 }
+
+
+# OSErrors that mean "edgekit cannot write there", reported as bad input (exit 2).
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+              errno.ENOTDIR, errno.EISDIR}
 
 
 class LazyGroup(click.Group):
@@ -90,6 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a folder that cannot be written, a full disk: the user's to fix
+        if exc.errno not in UNWRITABLE:
+            raise
+        where = str(exc.filename or "a file")
+        if where.endswith(".part"):  # edgekit's temp file: name the folder it was written in
+            where = "in " + where.rsplit("/", 1)[0]
+        click.secho(f"error: cannot write {where}: {exc.strerror}", fg="red", err=True)
+        click.echo("  hint: choose an output folder you can write to (and check free space)",
+                   err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,8 +29,10 @@ def parse_batches(text: str | None) -> list[int] | None:
 @click.option("--runtime", default=None, help="Force a runtime (onnxruntime, openvino, …).")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
               help="fp32 ONNX model to compare against (default: the folder's model.onnx).")
-@click.option("--limit", type=int, default=None, help="Use a stratified sample of the eval set.")
-@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use a stratified sample of the eval set.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Override the profile's thread count.")
 @data_dir_option
 @json_option
 def bench(target: str, eval_source: str | None, device_name: str, batch_text: str | None,
@@ -41,7 +43,7 @@ def bench(target: str, eval_source: str | None, device_name: str, batch_text: st
     from edgekit.validate.bench import benchmark
 
     device = load_profile(device_name)
-    if threads:
+    if threads is not None:
         device = device.model_copy(update={"threads": threads})
     records = benchmark(target, device=device, eval_source=eval_source,
                         batches=parse_batches(batch_text), runtime=runtime, reference=reference,

@@ -14,7 +14,8 @@ def calib() -> None:
 
 @calib.command("build")
 @click.argument("source")
-@click.option("-n", "--count", default=512, show_default=True, help="Number of images.")
+@click.option("-n", "--count", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Number of images.")
 @click.option("--stratified/--random", default=True, show_default=True,
               help="Balance the classes (when the source has labels).")
 @click.option("--seed", default=0, show_default=True)
@@ -25,7 +26,14 @@ def calib() -> None:
 def build(source: str, count: int, stratified: bool, seed: int, output: str,
           data_dir: str | None, as_json: bool) -> None:
     """Sample COUNT images of SOURCE into a calibration set."""
+    from pathlib import Path
+
     from edgekit.data.calibration import build_calibration_set
+    from edgekit.data.paths import source_paths
+    from edgekit.io.outputs import check_outputs
+
+    check_outputs({"-o": [output, Path(output).with_suffix(".json")]},
+                  {"SOURCE": source_paths(source, data_dir)})
 
     manifest = build_calibration_set(source, output, count=count, stratified=stratified, seed=seed,
                                      data_dir=data_dir)

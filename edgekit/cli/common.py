@@ -17,7 +17,8 @@ def model_options(fn: Callable) -> Callable:
     fn = click.option("--trust-model", is_flag=True,
                       help="Allow model files that execute code when loaded (pickled modules, "
                       "TorchScript, .pt2). Only for files you trust.")(fn)
-    fn = click.option("--input-shape", callback=lambda c, p, v: parse_shape(v) if v else None,
+    fn = click.option("--input-shape",
+                      callback=lambda c, p, v: None if v is None else parse_shape(v),
                       help="N,C,H,W; sets or overrides the model's recorded input shape.")(fn)
     fn = click.option("--arch-kwargs", default=None, help="JSON keyword arguments for --arch.")(fn)
     fn = click.option("--arch", default=None,

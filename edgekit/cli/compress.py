@@ -35,7 +35,9 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if opts["int8"] or opts["flavour"] is not None:
         cfg = {"calib_size": opts["calib_size"], "method": opts["calib_method"],
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
-               "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None}
+               "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
+               "latency_fallback": opts["latency_fallback"],
+               "latency_device": opts["latency_device"]}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -71,29 +73,39 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Epochs of distillation from the original model (0 to skip).")
 @click.option("--train", "train_source", default=None, help="Training data, e.g. fashion-mnist:train.")
 @click.option("--eval", "eval_source", default=None, help="Eval data, e.g. fashion-mnist:test.")
-@click.option("--eval-limit", type=int, default=None, help="Use a stratified sample of the eval set.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Use a stratified sample of the eval set.")
 @click.option("--int8", is_flag=True, help="int8 post-training quantization (QDQ ONNX).")
 @click.option("--calib", "calib_source", default=None, help="Calibration set (.npz) or data source.")
-@click.option("--calib-size", type=int, default=None, help="Number of calibration samples.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None, help="Number of calibration samples.")
 @click.option("--calib-method", default=None,
               type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
-@click.option("--max-drop", type=float, default=None, help="Allowed top-1 drop, in points.")
+@click.option("--max-drop", type=float, default=None,
+              help="Allowed top-1 drop of the final artifact against the original model, in "
+              "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
 @click.option("--max-drop-rel", type=float, default=None,
-              help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32.")
+              help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,
               type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),
               help="int8 for: onnxruntime (QDQ, default) | tensorrt (QDQ for explicit "
               "quantization) | openvino (IR via NNCF).")
+@click.option("--latency-fallback", "latency_fallback", is_flag=True, default=None,
+              help="Also keep float the layers whose int8 form runs slower than float on "
+              "--latency-device (per-layer profiles of both models).")
+@click.option("--latency-device", default=None,
+              help="Local device profile the latency fallback measures on (default local-cpu).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace what another model or other settings left in -o (its old stages are "
+              "forgotten first); without it such a folder is refused.")
 @model_options
 @data_dir_option
 @json_option
 def compress(model: str, output: str, train_source: str | None, eval_source: str | None,
              eval_limit: int | None, calib_source: str | None, data_dir: str | None,
              arch: str | None, arch_kwargs: str | None, input_shape, trust_model: bool,
-             as_json: bool, **flags: Any) -> None:
+             overwrite: bool, as_json: bool, **flags: Any) -> None:
     """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order. MODEL is a
     PyTorch model, or an fp32 ONNX model for --int8 alone."""
     from pathlib import Path
@@ -106,14 +118,22 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     if not steps:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
     ctx = PassContext(out_dir=Path(output), train_source=train_source, eval_source=eval_source,
-                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit)
+                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit,
+                      max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"])
+    if (flags["max_drop"] is not None or flags["max_drop_rel"] is not None) and not eval_source:
+        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
+                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
     if Path(model).suffix == ".onnx":  # int8 of an existing fp32 ONNX model
         from edgekit.pipeline import compress_onnx
 
-        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape)
+        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape,
+                               overwrite=overwrite)
     else:
+        from edgekit.io.outputs import check_output_folder
+
+        check_output_folder(output)  # before the model is even loaded
         bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
-        result = run_compress(bundle, steps, ctx)
+        result = run_compress(bundle, steps, ctx, overwrite=overwrite)
     if as_json:
         print_json({"steps": [s for s, _ in steps], "rows": result["rows"],
                     "artifacts": result["artifacts"]})

@@ -32,7 +32,12 @@ def results(store: str, model: str | None, device: str | None, runtime: str | No
     if as_json:
         print_json(rows)
         return
-    from edgekit.results.table import print_gate_records
+    from edgekit.results.store import is_layer_profile
+    from edgekit.results.table import print_gate_records, print_layer_profile
+
+    for record in [r for r in rows if is_layer_profile(r)]:
+        print_layer_profile(record, top=15)
+    rows = [r for r in rows if not is_layer_profile(r)]
 
     filters = ", ".join(f"{k}={v}" for k, v in {"model": model, "device": device,
                                                  "runtime": runtime, "precision": precision,
@@ -54,8 +59,14 @@ def results(store: str, model: str | None, device: str | None, runtime: str | No
 def report(store: str, output: str, markdown_path: str | None, model: str | None,
            device: str | None, title: str, as_json: bool) -> None:
     """Write one self-contained HTML report (plots, tables, environment) of the results STORE."""
+    from pathlib import Path
+
+    from edgekit.io.outputs import check_outputs
     from edgekit.results.report import write_report
     from edgekit.results.store import open_store
+
+    check_outputs({"-o": output, "--markdown": markdown_path},
+                  {"the results store": [store, Path(store).with_suffix(".jsonl")]})
 
     with open_store(store, create=False) as db:
         rows = db.records(with_samples=True, model=model, device=device)

@@ -12,7 +12,13 @@ from edgekit.cli.common import data_dir_option, json_option, print_json
 
 
 def budget_options(fn):
-    """--max-drop, --max-drop-rel, --min-agreement, --min-cosine: the accuracy budget."""
+    """--max-drop, --max-drop-rel, --min-agreement, --min-cosine: the accuracy budget, and
+    --min-speedup: the latency budget against the fp32 original."""
+    fn = click.option("--min-speedup", type=float, default=None,
+                      help="p50 speed-up against the fp32 original (measured in the same run on "
+                      "the same runtime and batch) at least this; 1 = never slower than the "
+                      "original. Off by default here, since a folder made by `compress` holds "
+                      "no original (its fp32 model is the reference); recipes default to 1.")(fn)
     fn = click.option("--min-cosine", type=float, default=None,
                       help="Mean logit cosine similarity with the reference at least this.")(fn)
     fn = click.option("--min-agreement", type=float, default=None,
@@ -33,10 +39,13 @@ def budget_options(fn):
 @budget_options
 @click.option("--artifact", default=None,
               help="The artifact whose gate decides the exit code (file name or stage); "
-              "default: the most compressed one.")
+              "default: the fastest one within the budget (the most compressed one when none "
+              "is).")
 @click.option("--batch", "batch_text", default=None, help="Batch sizes, e.g. 1,8 (default: profile's).")
-@click.option("--limit", type=int, default=None, help="Use a stratified sample of the eval set.")
-@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use a stratified sample of the eval set.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Override the profile's thread count.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
               help="Append the records to this results store (SQLite; JSON Lines next to it).")
 @click.option("--rerun", is_flag=True,
@@ -46,11 +55,11 @@ def budget_options(fn):
 @json_option
 def validate(target: str, device_name: str, eval_source: str | None, max_drop: float | None,
              max_drop_rel: float | None, min_agreement: float | None, min_cosine: float | None,
-             artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
+             min_speedup: float | None, artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
              store_path: str | None, rerun: bool, data_dir: str | None, as_json: bool) -> None:
     """Validate every artifact of TARGET (an output folder) on a device: latency with one
-    protocol, top-1 on the runtime itself, the accuracy gate. Exit 1 when the deciding
-    artifact fails its budget."""
+    protocol, top-1 on the runtime itself, the speed-up against the fp32 original, the gate.
+    The fastest artifact within the budget decides; exit 1 when none is."""
     from edgekit.devices import load_profile
     from edgekit.errors import GateError, InputError
     from edgekit.validate.gate import Budget
@@ -66,11 +75,19 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
     from edgekit.config import validate as validate_config
 
     budget = validate_config(Budget, {"max_drop": max_drop, "max_drop_rel": max_drop_rel,
-                                      "min_agreement": min_agreement, "min_cosine": min_cosine},
+                                      "min_agreement": min_agreement, "min_cosine": min_cosine,
+                                      "min_speedup": min_speedup},
                              "budget")
     if store_path:  # refuse a bad store before minutes of measuring
+        from edgekit.data.paths import source_paths
+        from edgekit.io.artifacts import find_reference, list_artifacts
+        from edgekit.io.outputs import check_outputs
         from edgekit.results.store import open_store
 
+        check_outputs({"--store": [store_path, Path(store_path).with_suffix(".jsonl")]},
+                      {"an artifact": [a["path"] for a in list_artifacts(target)],
+                       "the reference": find_reference(target),
+                       "--eval data": source_paths(eval_source, data_dir)})
         open_store(store_path).close()
     result = run_validation(target, device, eval_source=eval_source, budget=budget,
                             batches=parse_batches(batch_text), data_dir=data_dir, limit=limit,
@@ -95,9 +112,11 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
                    + ("PASS" if d["passed"] else "FAIL: " + "; ".join(d["reasons"])))
     if not result.passed:
         d = result.decisive
-        raise GateError(f"{d['artifact']} fails the accuracy budget ({budget.describe()}): "
+        raise GateError(f"{d['artifact']} fails the budget ({budget.describe()}): "
                         + "; ".join(d["reasons"]),
-                        hint="loosen the budget, calibrate with more data, or compress less")
+                        hint="loosen the budget, calibrate with more data, or compress less; "
+                        "when it is slower than the original, `edgekit profile` shows which "
+                        "layers (int8 layers slower than float: --latency-fallback)")
 
 
 @click.command()

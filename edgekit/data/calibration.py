@@ -21,6 +21,9 @@ def build_calibration_set(source: str, out: str | Path, *, count: int = 512, str
     out = Path(out)
     if out.suffix != ".npz":
         raise DataError(f"calibration set {out} must end in .npz", hint="e.g. -o calibration/my-set.npz")
+    if count <= 0:
+        raise DataError(f"a calibration set needs at least one image, asked for {count}",
+                        hint="pass -n with a positive count, e.g. -n 512")
     raw = load_raw(source, data_dir=data_dir)
     if count > len(raw):
         raise DataError(f"{source} has {len(raw)} images, fewer than the {count} asked for",
@@ -58,7 +61,15 @@ def calibration_info(path: str | Path) -> dict[str, Any]:
     info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
     sidecar = path.with_suffix(".json")
     if sidecar.exists():
-        recorded = json.loads(sidecar.read_text())
+        try:
+            recorded = json.loads(sidecar.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"calibration manifest {sidecar} is not valid JSON ({exc})",
+                            hint="delete it (the set's hash is recomputed) or rebuild the set "
+                            "with edgekit calib build") from None
+        if not isinstance(recorded, dict):
+            raise DataError(f"calibration manifest {sidecar} is not a JSON object",
+                            hint="delete it or rebuild the set with edgekit calib build")
         info.update({k: v for k, v in recorded.items() if k != "sha256"})
         info["manifest_matches"] = recorded.get("sha256") == info["sha256"]
     return info

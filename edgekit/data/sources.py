@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,7 +92,51 @@ BUILTIN_SOURCES: dict[str, tuple[tuple[str, ...], Callable[[str, str | Path | No
 
 
 # ---------------------------------------------------------------- npz
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_npz_members(path: Path) -> None:
+    """Every member of the .npz is a .npy whose declared shape fits in what the zip declares
+    and in edgekit.limits, checked from the headers before numpy allocates the arrays."""
+    import zipfile
+
+    from edgekit.limits import MAX_DATA_BYTES
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                        else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    continue  # refused below by allow_pickle=False, with its own message
+                nbytes = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+                if nbytes > info.file_size or nbytes > MAX_DATA_BYTES:
+                    raise DataError(
+                        f"{path}: array {info.filename} declares {shape} {dtype} "
+                        f"({nbytes:,} bytes) but the file holds {info.file_size:,}"
+                        if nbytes > info.file_size else
+                        f"{path}: array {info.filename} declares {nbytes:,} bytes, over the "
+                        f"limit of {MAX_DATA_BYTES:,}",
+                        hint="the file is damaged or hostile: write it again with numpy.savez")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
+        raise DataError(f"{path} is not a valid .npz file (damaged or truncated: {exc})",
+                        hint="write it again with numpy.savez(x=..., y=...)") from None
+
+
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(NPY_MAGIC):
+        raise DataError(f"{path} is a single .npy array renamed .npz, not a .npz archive",
+                        hint="save inputs and labels with numpy.savez(path, x=..., y=...)")
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(f"{path} is not a valid .npz file (it is not a zip archive)",
+                        hint="save inputs and labels with numpy.savez(path, x=..., y=...)")
+    _check_npz_members(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "x" not in npz.files:
@@ -113,6 +158,9 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise DataError(f"{path}: {len(y)} labels for {len(x)} inputs",
                             hint="x and y must have the same first dimension")
         y = y.astype(np.int64)
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{path} holds no samples ('x' has shape {x.shape})",
+                        hint="write a set with samples in it")
     return x, y
 
 
@@ -147,10 +195,15 @@ def read_image_folder(folder: Path, spec: InputSpec) -> RawImages:
     images = np.empty((len(files), spec.height, spec.width, spec.channels), np.uint8)
     for n, (f, _) in enumerate(files):
         try:
-            with Image.open(f) as img:
-                img = img.convert(mode).resize((spec.width, spec.height), Image.BILINEAR)
-                images[n] = np.asarray(img).reshape(spec.height, spec.width, spec.channels)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            with warnings.catch_warnings():  # PIL warns past MAX_IMAGE_PIXELS, errors at twice it
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    img = img.convert(mode).resize((spec.width, spec.height), Image.BILINEAR)
+                    images[n] = np.asarray(img).reshape(spec.height, spec.width, spec.channels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"image {f} is too large to decode ({exc})",
+                            hint="a decompression bomb? remove the file, or resize it") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"cannot decode image {f} ({exc})", hint="remove or replace the file") from None
     labels = np.array([i for _, i in files], np.int64)
     return RawImages(images, labels, str(folder))
@@ -189,6 +242,9 @@ def load_dataset(source: str, spec: InputSpec, *, data_dir: str | Path | None = 
 
     `limit` keeps a stratified sample of that many items (all when the source is smaller).
     """
+    if limit is not None and limit <= 0:
+        raise DataError(f"the sample size (--limit) must be positive, got {limit}",
+                        hint="leave it out to use the whole set")
     path = Path(source)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -206,6 +262,8 @@ def load_dataset(source: str, spec: InputSpec, *, data_dir: str | Path | None = 
         dataset = raw.to_dataset(spec)
     if limit is not None and limit < len(dataset):
         dataset = dataset.sample(limit, seed=seed)
+    if len(dataset) == 0:
+        raise DataError(f"{source} holds no samples", hint="give a data source with samples")
     dataset.check_for(spec)
     return dataset
 

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit import kinds
 from edgekit.errors import InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
+from edgekit.io.specfiles import spec_from_engine_metadata, spec_from_ir
+from edgekit.kinds import RUNNABLE_SUFFIXES
 from edgekit.spec import InputSpec
 
-RUNNABLE_SUFFIXES = (".onnx", ".xml", ".plan", ".engine")
+
+def _spec_from_onnx(path: Path) -> InputSpec | None:
+    from edgekit.io.onnxfile import spec_from_onnx
+
+    return spec_from_onnx(path)
+
+
+# Where each kind keeps its InputSpec (edgekit/kinds.py `spec_in`); "manifest" has no file of
+# its own and falls through to the manifest entry and the sidecar below.
+SPEC_READERS: dict[str, Callable[[Path], InputSpec | None]] = {
+    "onnx-metadata": _spec_from_onnx,
+    "ir-rt-info": spec_from_ir,
+    "engine-metadata": spec_from_engine_metadata,
+}
 
 
 def spec_for(path: str | Path) -> InputSpec:
     """The InputSpec of an artifact: ONNX metadata / IR rt_info / engine metadata file, else its
     manifest entry, else a sidecar."""
     path = Path(path)
-    if path.suffix == ".onnx":
-        from edgekit.io.onnxfile import spec_from_onnx
-
-        spec = spec_from_onnx(path)
-        if spec:
-            return spec
-    elif path.suffix == ".xml" and path.is_file():
-        from edgekit.runtimes.openvino import spec_from_ir
-
-        spec = spec_from_ir(path)
-        if spec:
-            return spec
-    elif path.suffix in (".plan", ".engine") and path.is_file():
-        from edgekit.runtimes.tensorrt import spec_from_engine_metadata
-
-        spec = spec_from_engine_metadata(path)
+    kind = kinds.by_suffix(path)
+    reader = SPEC_READERS.get(kind.spec_in) if kind else None
+    if reader and (kind.format == "onnx" or path.is_file()):
+        spec = reader(path)
         if spec:
             return spec
     recorded_spec = recorded(path, "input_spec")
@@ -41,7 +46,9 @@ def spec_for(path: str | Path) -> InputSpec:
     if sidecar.exists():
         return InputSpec.from_json(sidecar.read_text())
     raise InputError(f"{path} does not say what input it takes",
-                     hint="export it with edgekit, or pass --input-shape N,C,H,W")
+                     hint="export it with edgekit, which records its input in the file (an "
+                     "ONNX model from elsewhere: edgekit compress MODEL.onnx --int8 "
+                     "--input-shape N,C,H,W -o OUT/ records it)")
 
 
 def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
@@ -108,4 +115,24 @@ def recorded(path: Path, key: str) -> Any:
 
 
 def _format_of(path: Path) -> str:
-    return {".onnx": "onnx", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}[path.suffix]
+    return kinds.by_suffix(path).format
+
+
+def onnx_source_for(path: str | Path) -> Path | None:
+    """The ONNX model an artifact is, or was made from (an IR or engine converted from it, as
+    its manifest stage records): what its runtime's node names join back to. None if unknown."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return path
+    folder = path.parent
+    if (folder / MANIFEST_NAME).exists():
+        for stage in Manifest(folder).stages:
+            if not any(o.get("path") == path.name for o in stage.get("outputs") or []):
+                continue
+            source = ((stage.get("inputs") or {}).get("source") or {}).get("path")
+            if source and source.endswith(".onnx"):
+                for candidate in (Path(source), folder / Path(source).name):
+                    if candidate.is_file():
+                        return candidate
+    fallback = folder / "model.onnx"
+    return fallback if fallback.is_file() else None

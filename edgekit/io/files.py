@@ -30,7 +30,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     on any exception it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    # The pid in the name lets a later run tell a killed run's leftovers from a live one's.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.pid{os.getpid()}.", suffix=".part",
+                               dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,7 +61,9 @@ def file_size(path: str | Path) -> int:
     """Size on disk, including an ONNX model's external data and an OpenVINO IR's .bin."""
     path = Path(path)
     total = path.stat().st_size
-    sibling = path.with_suffix(".bin") if path.suffix == ".xml" else Path(str(path) + ".data")
+    from edgekit.kinds import weights_file
+
+    sibling = weights_file(path) or Path(str(path) + ".data")
     if sibling.exists():
         total += sibling.stat().st_size
     return total

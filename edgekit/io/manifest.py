@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ class Manifest:
             out.setdefault("sha256", sha256_file(path))
             out.setdefault("bytes", path.stat().st_size)
         return out
+
+    def forget(self, keep: Callable[[dict[str, Any]], bool] = lambda stage: False, *,
+               save: bool = True) -> list[dict[str, Any]]:
+        """Drop every stage `keep` rejects, in one atomic save (or none, for the caller's next
+        save): a new build of the folder first invalidates what an earlier one recorded, so a run
+        killed half-way never leaves old artifacts listed under the new settings. The files
+        stay; the manifest no longer vouches for them. Returns the stages dropped."""
+        dropped = [s for s in self.stages if not keep(s)]
+        self.data["stages"] = [s for s in self.stages if keep(s)]
+        if save:
+            self.save()
+        return dropped
 
     def stage(self, name: str) -> dict[str, Any] | None:
         return next((s for s in self.stages if s["stage"] == name), None)

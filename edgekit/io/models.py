@@ -27,8 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 CHECKPOINT_FORMAT = "edgekit.checkpoint/1"
-# Architectures an untrusted checkpoint may name: building them runs only code we ship or depend on.
-SAFE_ARCH_MODULES = ("edgekit.zoo", "torchvision.models")
 IMAGENET_SPEC = InputSpec(
     shape=(1, 3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
@@ -107,16 +105,16 @@ def _sniff(path: Path) -> str:
 
 
 def _resolve_arch(arch: str, trusted: bool) -> Callable[..., Any]:
+    """The factory `arch` names. Untrusted (named inside a file): only a listed model factory
+    (edgekit.io.archs); trusted (typed by the user): any importable module:callable."""
+    if not trusted:
+        from edgekit.io.archs import file_factory
+
+        return file_factory(arch)
     module_name, _, attr = arch.partition(":")
     if not module_name or not attr:
         raise ModelLoadError(f"--arch {arch!r} is not of the form module:factory",
                              hint="e.g. --arch torchvision.models:resnet18")
-    if not trusted and not module_name.startswith(SAFE_ARCH_MODULES):
-        raise UnsafeModelError(
-            f"the checkpoint names architecture {arch!r}, outside {', '.join(SAFE_ARCH_MODULES)}; "
-            "building it would run code the file chose",
-            hint="pass --arch yourself or --trust-model if you trust this file",
-        )
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
@@ -129,15 +127,39 @@ def _resolve_arch(arch: str, trusted: bool) -> Callable[..., Any]:
     return factory
 
 
+def _call_factory(factory: Callable[..., Any], arch: str, kwargs: dict[str, Any]):
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - bad kwargs surface as many exception types
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"{arch}(**{kwargs}) failed: {first}",
+                             hint="check --arch-kwargs against the factory's signature") from None
+
+
 def build_arch(arch: str, kwargs: dict[str, Any] | None = None, *, trusted: bool = True):
+    """Build `arch` with `kwargs`. It is first built on the meta device (nothing allocated) and
+    refused when its parameters exceed edgekit.limits; a file's arch is untrusted (see
+    edgekit.io.archs: only listed factories, no weights/URL/path kwargs, nothing downloads)."""
     import torch
 
+    from edgekit.limits import check_model_elements
+
     factory = _resolve_arch(arch, trusted)
+    kwargs = dict(kwargs or {})
+    if not trusted:
+        from edgekit.io.archs import check_file_kwargs, offline_kwargs
+
+        check_file_kwargs(arch, kwargs)
+        kwargs = offline_kwargs(factory, kwargs)
     try:
-        model = factory(**(kwargs or {}))
-    except TypeError as exc:
-        raise ModelLoadError(f"{arch}(**{kwargs}) failed: {exc}",
-                             hint="check --arch-kwargs against the factory's signature") from None
+        with torch.device("meta"):
+            probe = factory(**kwargs)
+    except Exception:  # noqa: BLE001 - the real build below reports it (or works off meta)
+        probe = None
+    if isinstance(probe, torch.nn.Module):
+        check_model_elements(sum(t.numel() for t in probe.state_dict().values()), arch)
+    del probe
+    model = _call_factory(factory, arch, kwargs)
     if not isinstance(model, torch.nn.Module):
         raise ModelLoadError(f"{arch} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -229,6 +251,10 @@ def load_model(
         except json.JSONDecodeError as exc:
             raise ModelLoadError(f"--arch-kwargs is not valid JSON ({exc})",
                                  hint='e.g. --arch-kwargs \'{"num_classes": 10}\'') from None
+        if not isinstance(arch_kwargs, dict):
+            raise ModelLoadError(f"--arch-kwargs must be a JSON object, got "
+                                 f"{type(arch_kwargs).__name__}",
+                                 hint='e.g. --arch-kwargs \'{"num_classes": 10}\'')
     kind = _sniff(path)
     if kind in ("zip-torchscript", "zip-export") and not trust_model:
         what = "TorchScript" if kind == "zip-torchscript" else "torch.export program (.pt2)"
@@ -260,10 +286,10 @@ def load_model(
         if isinstance(obj, torch.nn.Module):
             model = obj
         elif isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+            spec = _check_checkpoint(obj, path, needs_arch=arch is None)
             if arch is None:
                 bundle_arch = obj["arch"]
                 kwargs = dict(obj.get("arch_kwargs") or {})
-            spec = InputSpec.model_validate(obj["input_spec"])
             surgery = list(obj.get("surgery") or [])
             meta = dict(obj.get("meta") or {})
             model = build_arch(bundle_arch, kwargs, trusted=trust_model or arch is not None)
@@ -287,6 +313,7 @@ def load_model(
             if not all(hasattr(v, "shape") for v in state_dict.values()):
                 raise ModelLoadError(f"{path} holds a dict that is not a state_dict",
                                      hint="save model.state_dict() and pass --arch")
+            check_state_dict(state_dict, path)
             if arch is None:
                 raise ModelLoadError(
                     f"{path} is a plain state_dict: edgekit needs the architecture to build",
@@ -303,11 +330,81 @@ def load_model(
     if spec is None:
         raise ModelLoadError(f"{path} does not record its input shape",
                              hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+    check_finite(model, path)
     model.eval()
     bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta)
     if check_forward:
         check_input_shape(bundle)
     return bundle
+
+
+def _check_checkpoint(obj: dict[str, Any], path: Path, needs_arch: bool) -> InputSpec:
+    """Every field of an edgekit checkpoint has the type it should, and its tensors' declared
+    sizes are within edgekit.limits, before anything is built or allocated from it."""
+    from pydantic import ValidationError
+
+    def bad(what: str) -> ModelLoadError:
+        return ModelLoadError(f"{path} is a malformed edgekit checkpoint: {what}",
+                              hint="save it again with edgekit (or pass --arch with a plain "
+                              "state_dict)")
+
+    if not isinstance(obj.get("state_dict"), dict):
+        raise bad("no state_dict mapping")
+    if needs_arch:
+        if "arch" not in obj:
+            raise bad("no arch")
+        if not isinstance(obj["arch"], str):
+            raise bad(f"arch is a {type(obj['arch']).__name__}, not a 'module:factory' string")
+    for key, kind in (("arch_kwargs", dict), ("meta", dict), ("surgery", list)):
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            raise bad(f"{key} is a {type(obj[key]).__name__}, not a {kind.__name__}")
+    if not all(isinstance(step, dict) for step in obj.get("surgery") or []):
+        raise bad("surgery holds an entry that is not a mapping")
+    if not isinstance(obj.get("input_spec"), dict):
+        raise bad("no input_spec mapping")
+    try:
+        spec = InputSpec.model_validate(obj["input_spec"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input_spec"
+        raise bad(f"input_spec.{where}: {first['msg']}") from None
+    check_state_dict(obj["state_dict"], path)
+    return spec
+
+
+def check_state_dict(state_dict: dict[str, Any], path: Path) -> None:
+    """Names are strings, values tensors, and the declared sizes within edgekit.limits (a
+    stride-0 tensor declaring 200000×200000 holds one value on disk but 160 GB once copied)."""
+    import torch
+
+    from edgekit.limits import MAX_MODEL_ELEMENTS, check_model_elements
+
+    total = 0
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise ModelLoadError(f"{path}: state_dict entry {name!r} is a "
+                                 f"{type(value).__name__}, not a named tensor",
+                                 hint="save model.state_dict() again")
+        if value.numel() > MAX_MODEL_ELEMENTS:
+            check_model_elements(value.numel(), f"{path}: tensor {name} "
+                                 f"{'×'.join(map(str, value.shape))}")
+        total += value.numel()
+    check_model_elements(total, str(path))
+
+
+def check_finite(model: torch.nn.Module, path: Path | None) -> None:
+    """Name the first parameter or buffer holding NaN or infinity: such a model cannot be
+    exported, quantized or measured, and the user needs to know which weights are broken."""
+    import torch
+
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+            raise ModelLoadError(
+                f"{path or 'the model'}: {name} holds {kind} values ({bad} of {tensor.numel()})",
+                hint="the weights are broken (training diverged or the file was damaged): "
+                "retrain or re-save the model")
 
 
 def check_input_shape(bundle: ModelBundle) -> None:
@@ -354,13 +451,15 @@ def save_checkpoint(bundle: ModelBundle, path: str | Path, **meta: Any) -> Path:
 
 
 def _import_surgeries(op: str | None = None) -> None:
-    """Passes register their surgeries on import: import the pass named `op` (surgeries are
-    named after their pass), else every pass module that imports."""
-    from edgekit.passes.base import PASS_MODULES
+    """Passes register their surgeries on import, and a surgery is named after its pass, whose
+    module is edgekit/passes/<name>.py. A checkpoint names the pass that rebuilds it; its module
+    is imported by that name, as a plugin (io sits below passes and does not import them
+    statically). Without a name: every pass module that imports."""
+    from edgekit.registry import module_names
 
-    names = [PASS_MODULES[op]] if op in PASS_MODULES else list(PASS_MODULES.values())
+    names = [op] if op in module_names("edgekit.passes") else module_names("edgekit.passes")
     for name in names:
         try:
-            importlib.import_module(name)
+            importlib.import_module(f"edgekit.passes.{name}")
         except ImportError:
             continue

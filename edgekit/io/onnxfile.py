@@ -47,6 +47,7 @@ def load_onnx(path: str | Path, *, load_external: bool = True) -> onnx.ModelProt
         raise ModelLoadError(f"{path} is not a valid ONNX file ({exc})",
                              hint="the file may be truncated: export it again") from None
     check_external_data(model, path.parent)
+    check_onnx_graph(model, path)
     if load_external:
         from onnx.external_data_helper import load_external_data_for_model
 
@@ -54,12 +55,71 @@ def load_onnx(path: str | Path, *, load_external: bool = True) -> onnx.ModelProt
     return model
 
 
-def spec_from_onnx(model_or_path: onnx.ModelProto | str | Path) -> InputSpec | None:
+# Operator domains some edgekit runtime executes; ops of the standard ones are checked by name.
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+RUNTIME_DOMAINS = ("com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training",
+                   "ai.onnx.training")
+
+
+def check_onnx_graph(model: onnx.ModelProto, path: Path | str) -> None:
+    """What edgekit needs of an ONNX image classifier, checked before a runtime allocates
+    anything: one input (initializers aside), fixed input dims within edgekit.limits, and
+    operators a runtime knows (the standard ones by name, a runtime's own domains, or functions
+    the model defines)."""
+    import onnx.defs
+
+    from edgekit.limits import check_input_shape_size
+
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelLoadError(
+            f"{path} takes {len(inputs)} inputs ({', '.join(i.name for i in inputs) or 'none'}); "
+            "edgekit runs image classifiers with one input",
+            hint="export the model with a single image input")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+    if any(d < 0 for d in shape):
+        raise ModelLoadError(f"{path}: input {inputs[0].name} has a negative dimension {shape}",
+                             hint="export the model again")
+    try:
+        check_input_shape_size(shape or (1,), f"{path}: input {inputs[0].name}")
+    except InputError as exc:
+        raise ModelLoadError(exc.message, hint=exc.hint) from None
+    functions = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if (domain, node.op_type) in functions or domain in RUNTIME_DOMAINS:
+            continue
+        if domain not in STANDARD_DOMAINS or not onnx.defs.has(node.op_type, domain):
+            raise ModelLoadError(
+                f"{path}: node {node.name or node.output[0]!r} uses operator "
+                f"{(domain + ':') if domain else ''}{node.op_type}, which no edgekit runtime knows",
+                hint="export the model with standard ONNX operators")
+
+
+def spec_from_onnx(model_or_path: onnx.ModelProto | str | Path,
+                   where: str | Path | None = None) -> InputSpec | None:
+    """The InputSpec edgekit recorded in the model's metadata; None when there is none, and
+    ModelLoadError when the entry is not a valid InputSpec (damaged or hand-edited)."""
+    from pydantic import ValidationError
+
     model = load_onnx(model_or_path, load_external=False) if isinstance(
         model_or_path, str | Path) else model_or_path
     for prop in model.metadata_props:
         if prop.key == ONNX_METADATA_KEY:
-            return InputSpec.from_json(prop.value)
+            try:
+                return InputSpec.from_json(prop.value)
+            except (ValidationError, ValueError, TypeError) as exc:
+                first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else \
+                    str(exc).splitlines()[0]
+                where = where or (model_or_path if isinstance(model_or_path, str | Path)
+                                  else "the ONNX model")
+                raise ModelLoadError(
+                    f"{where}: its {ONNX_METADATA_KEY} metadata is not a valid InputSpec "
+                    f"({first})",
+                    hint="the metadata is damaged or hand-edited: export the model again with "
+                    "edgekit") from None
     return None
 
 
@@ -84,3 +144,73 @@ def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
         else:
             onnx.save_model(model, str(tmp))
     return path
+
+
+# ------------------------------------------------------------- ONNX node -> PyTorch module
+TORCH_MODULES_KEY = "edgekit.torch_modules"
+_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # what torch.onnx's dynamo exporter puts on nodes
+
+
+def export_module_map(model: onnx.ModelProto) -> dict[str, str]:
+    """{ONNX node name: PyTorch module path} from the node metadata torch.onnx's dynamo exporter
+    writes (`pkg.torch.onnx.name_scopes`: the module path, then the op): read right after the
+    export, since graph simplification drops node metadata."""
+    import ast
+
+    out = {}
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == _SCOPES_KEY:
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                if isinstance(scopes, list) and len(scopes) >= 3 and scopes[-2]:
+                    out[node.name] = str(scopes[-2])
+    return out
+
+
+def set_module_map(model: onnx.ModelProto, modules: dict[str, str]) -> None:
+    """Record {node name: module path} (for the nodes the model still has) in its metadata."""
+    import json
+
+    names = {n.name for n in model.graph.node}
+    kept = {k: v for k, v in modules.items() if k in names}
+    for prop in list(model.metadata_props):
+        if prop.key == TORCH_MODULES_KEY:
+            model.metadata_props.remove(prop)
+    if kept:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True)
+
+
+def node_modules(model: onnx.ModelProto) -> dict[str, str | None]:
+    """{ONNX node name: the PyTorch module it came from, or None}, for fp32 and QDQ models:
+    the module whose `<module>.weight` the node reads (through a DequantizeLinear in a QDQ
+    model), else the map recorded at export, else a TorchScript-style name (`/conv1/Conv`)."""
+    import json
+
+    recorded: dict[str, str] = {}
+    for prop in model.metadata_props:
+        if prop.key == TORCH_MODULES_KEY:
+            recorded = json.loads(prop.value)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, str | None] = {}
+    for node in model.graph.node:
+        module = None
+        for name in list(node.input)[1:2]:  # the weight of Conv / Gemm / MatMul
+            src = producer.get(name)
+            if src is not None and src.op_type == "DequantizeLinear":
+                name = src.input[0]
+            if name in inits or src is not None:
+                for suffix in ("_quantized", "_DequantizeLinear_Output"):
+                    name = name.removesuffix(suffix)
+                if name.endswith(".weight"):
+                    module = name[: -len(".weight")]
+        if module is None:
+            module = recorded.get(node.name)
+        if module is None and node.name.startswith("/") and node.name.count("/") >= 2:
+            module = node.name.strip("/").split("/")[-2] or None
+        out[node.name] = module
+    return out

@@ -3,6 +3,6 @@ when imported; `get_pass(name)` imports on demand. One registry, no second list.
 
 from __future__ import annotations
 
-from edgekit.passes.base import PASS_MODULES, PASSES, Pass, PassContext, get_pass
+from edgekit.passes.base import PASS_MODULES, PASS_NAMES, PASSES, Pass, PassContext, get_pass
 
-__all__ = ["PASSES", "PASS_MODULES", "Pass", "PassContext", "get_pass"]
+__all__ = ["PASSES", "PASS_MODULES", "PASS_NAMES", "Pass", "PassContext", "get_pass"]

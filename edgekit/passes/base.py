@@ -18,12 +18,10 @@ from edgekit.config import validate
 from edgekit.errors import ConfigError, DataError
 
 PASSES: dict[str, type[Pass]] = {}
-PASS_MODULES = {
-    "prune": "edgekit.passes.prune",
-    "dwsep": "edgekit.passes.dwsep",
-    "distill": "edgekit.passes.distill",
-    "quantize": "edgekit.passes.quantize",
-}
+# The one list of steps, in their usual order. A pass named N lives in edgekit/passes/N.py and
+# registers itself there by subclassing; modules are imported on demand (most import torch).
+PASS_NAMES = ("prune", "dwsep", "distill", "quantize")
+PASS_MODULES = {name: f"edgekit.passes.{name}" for name in PASS_NAMES}  # derived, for callers
 
 
 class PassConfig(BaseModel):
@@ -53,6 +51,11 @@ class Pass:
     def apply(self, subject: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
 
+    def outputs(self) -> list[str]:
+        """Names of the files this pass writes into the output folder (checked against the
+        inputs before anything runs)."""
+        return []
+
 
 @dataclass
 class PassContext:
@@ -66,6 +69,11 @@ class PassContext:
     calib_source: str | None = None
     data_dir: str | None = None
     eval_limit: int | None = None
+    # The accuracy budget of the whole chain against the original (compress --max-drop /
+    # --max-drop-rel); the quantize step's own max_drop bounds the chain too.
+    max_drop: float | None = None
+    max_drop_rel: float | None = None
+    original_top1: float | None = None  # the original's top-1 on the eval set, once measured
     report: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -101,7 +109,7 @@ class PassContext:
 
 
 def get_pass(name: str) -> type[Pass]:
-    if name not in PASS_MODULES:
-        raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(PASS_MODULES)}")
-    importlib.import_module(PASS_MODULES[name])
+    if name not in PASS_NAMES:
+        raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(PASS_NAMES)}")
+    importlib.import_module(f"edgekit.passes.{name}")
     return PASSES[name]

@@ -103,19 +103,34 @@ def find_classifier(model: Any, example: Any) -> Any:
 
 
 def _module_in_traceback(exc: BaseException, names: dict[Any, str]) -> str | None:
-    """The innermost model layer named by a local variable in the traceback of `exc`."""
+    """The innermost layer of the model that the frames of `exc`'s traceback were handling.
+
+    Torch-Pruning (1.6) raises plain exceptions from its tracer and its pruning functions that
+    do not say which layer it was working on, and it has no API that does; the traceback's
+    frame locals are the only record left. Every local of every frame is looked at (no guessed
+    variable names): a layer or parameter of this model, or a dependency / node that points
+    at one. The innermost frame wins. The answer only words the error message and its hint;
+    nothing is decided by it."""
     from torch import nn
+
+    def layer_of(obj: Any) -> str | None:
+        target = getattr(obj, "target", None)
+        for candidate in (obj, target, getattr(obj, "module", None),
+                          getattr(target, "module", None)):
+            if isinstance(candidate, nn.Module | nn.Parameter) and names.get(candidate):
+                return names[candidate]
+        return None
 
     found = None
     for frame, _ in traceback.walk_tb(exc.__traceback__):
-        for key in ("layer", "module", "dep", "node", "m"):
-            obj = frame.f_locals.get(key)
-            for candidate in (obj, getattr(obj, "target", None), getattr(obj, "module", None),
-                              getattr(getattr(obj, "target", None), "module", None)):
-                if isinstance(candidate, nn.Module | nn.Parameter) and candidate in names \
-                        and names[candidate]:
-                    found = names[candidate]
-                    break
+        for obj in list(frame.f_locals.values()):
+            try:
+                hit = layer_of(obj)
+            except Exception:  # noqa: BLE001 - a local whose attributes cannot be read
+                hit = None
+            if hit:
+                found = hit
+                break
     return found
 
 
@@ -370,7 +385,7 @@ class _Pruning:
         graph, names = self.graph, self.names
         wiped: list[str] = []
         mistraced: list[tuple[str, str]] = []
-        check = graph.check_pruning_group
+        check = graph.check_pruning_group  # the library's own (bound) method
 
         def checked(group: Any) -> bool:
             root = group[0].dep.target.module
@@ -397,15 +412,31 @@ class _Pruning:
                 break
             return ok
 
+        # Torch-Pruning 1.6 drops a group that fails check_pruning_group without a word, and
+        # has no hook that shows the rejected groups; the only way to see them (to refuse a
+        # wipe-out and to name a mistraced layer) is to wrap that method. The wrapper is set on
+        # this pruner's own DependencyGraph instance, never on the class, for the length of
+        # this one step, and removed after. Pruning itself goes through the supported
+        # interactive step: Torch-Pruning yields each accepted group and edgekit prunes it, so
+        # a failure there names the group's layer for certain.
         graph.check_pruning_group = checked
         try:
-            self.pruner.step()
-        except Exception as exc:  # noqa: BLE001
+            for group in self.pruner.step(interactive=True):
+                try:
+                    group.prune()
+                except Exception as exc:  # noqa: BLE001
+                    layer = _name_of(group[0].dep.target.module, names)
+                    raise PruneError(f"Torch-Pruning failed to prune {layer}: "
+                                     f"{type(exc).__name__}: {exc}",
+                                     hint=_ignore_hint(layer)) from None
+        except PruneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised while Torch-Pruning chose a group
             culprit = _module_in_traceback(exc, names)
             raise PruneError(f"Torch-Pruning failed to prune{' ' + culprit if culprit else ''}: "
                              f"{type(exc).__name__}: {exc}", hint=_ignore_hint(culprit)) from None
         finally:
-            graph.check_pruning_group = check
+            vars(graph).pop("check_pruning_group", None)
         if mistraced:
             root, other = mistraced[0]
             owner = other.rsplit(".", 1)[0] if other.endswith((".weight", ".bias")) else other

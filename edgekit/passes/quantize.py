@@ -48,6 +48,16 @@ class QuantizeConfig(PassConfig):
     calib_batch: int = Field(32, ge=1)
     preset: Literal["performance", "mixed"] | None = Field(None, description="NNCF preset "
                                                            "(openvino flavour)")
+    latency_fallback: bool = Field(False, description="keep in float the layers whose int8 "
+                                   "form runs slower than float on `latency_device` (per-layer "
+                                   "profiles of both models on the flavour's runtime)")
+    latency_device: str = Field("local-cpu", description="device profile (local) the latency "
+                                "fallback measures on")
+    latency_min_ratio: float = Field(1.1, ge=1.0, description="int8 time over float time above "
+                                     "which a layer is kept float")
+    latency_min_ms: float = Field(0.002, ge=0, description="and at least this much slower, in "
+                                  "ms (2 µs: twice ONNX Runtime's profiler resolution)")
+    latency_batch: int = Field(1, ge=1)
     seed: int = 0
 
 
@@ -73,14 +83,26 @@ class QuantizePass(Pass):
         elif cfg.preset is not None:
             raise ConfigError("preset applies to the openvino flavour only",
                               hint="drop preset, or use --for openvino")
+        if cfg.latency_fallback:
+            if cfg.flavour == "tensorrt":
+                raise ConfigError("latency_fallback profiles on the flavour's runtime here, and "
+                                  "the tensorrt flavour's engine is built on the device",
+                                  hint="use latency_fallback with the onnxruntime or openvino "
+                                  "flavour")
+            from edgekit.devices import load_profile
+
+            load_profile(cfg.latency_device)  # a bad name fails before anything is written
         self._settings()
         self._calibration(spec, ctx)
         self._eval_set(spec, ctx)
 
-    def _budget(self):
+    def _budget(self, ctx: PassContext | None = None):
+        """The int8 budget; in a compress run that started from a PyTorch model it bounds the
+        whole chain against the original's top-1 (ctx.original_top1)."""
         from edgekit.quant.budget import Budget
 
-        return Budget(self.config.max_drop, self.config.max_drop_rel)
+        original = getattr(ctx, "original_top1", None) if ctx is not None else None
+        return Budget(self.config.max_drop, self.config.max_drop_rel, original)
 
     def _settings(self):
         from edgekit.quant.ort_qdq import QdqSettings
@@ -115,6 +137,10 @@ class QuantizePass(Pass):
                                 "which needs labels", hint=exc.hint) from None
             raise
 
+    def outputs(self) -> list[str]:
+        name = FILENAMES[self.config.flavour]
+        return [name, name[:-4] + ".bin"] if name.endswith(".xml") else [name]
+
     # ----------------------------------------------------------- the pass
     def apply(self, onnx_path: Path, ctx: PassContext):
         from edgekit.io.artifacts import spec_for
@@ -129,10 +155,12 @@ class QuantizePass(Pass):
         spec = spec_for(onnx_path)
         calib, calib_info = self._calibration(spec, ctx)
         eval_set = self._eval_set(spec, ctx)
-        budget = self._budget()
+        budget = self._budget(ctx)
         out_dir = Path(ctx.out_dir)
         target = out_dir / FILENAMES[cfg.flavour]
-        workdir = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
+        from edgekit.io.debris import pid_tag
+
+        workdir = Path(tempfile.mkdtemp(prefix=f".quantize-{pid_tag()}-", dir=out_dir))
         try:
             backend = self._backend(onnx_path, spec, calib.x, workdir)
             backend.check_layer_names(cfg.exclude)
@@ -141,10 +169,14 @@ class QuantizePass(Pass):
                 None if eval_set is None else eval_set.y, budget, exclude=cfg.exclude,
                 sensitivity_samples=cfg.sensitivity_samples,
                 max_float_layers=cfg.max_float_layers, seed=cfg.seed)
+            latency = self._latency_fallback(backend, outcome, eval_set) \
+                if cfg.latency_fallback else None
             ranks = {s["layer"]: s for s in outcome.sensitivity}
             kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
+            for name in latency.nodes if latency else []:
+                kept_float[name] = latency.reason(name)
             for name in outcome.float_layers:
-                if name not in kept_float:
+                if name not in kept_float and name in ranks:
                     r = ranks[name]
                     kept_float[name] = (
                         f"kept in float by the accuracy budget (sensitivity rank {r['rank']} of "
@@ -177,6 +209,7 @@ class QuantizePass(Pass):
             "counts": report["counts"],
             **({"preparation": backend.prepare_info} if hasattr(backend, "prepare_info") else {}),
             **({"nncf": report["nncf"]} if "nncf" in report else {}),
+            **({"latency_fallback": latency.as_dict()} if latency else {}),
             **({"tensorrt_checks": "passed"} if cfg.flavour == "tensorrt" else {}),
         }
         if outcome.fp32_top1 is not None:
@@ -199,6 +232,35 @@ class QuantizePass(Pass):
             config["quantization"] = self._settings().describe()
         return Artifact(path=final, format="openvino" if cfg.flavour == "openvino" else "onnx",
                         precision="int8", metrics=metrics, config=config, versions=versions)
+
+    def _latency_fallback(self, backend, outcome, eval_set):
+        """Profile fp32 and int8 on the latency device; re-quantize with the int8 layers that
+        ran slower than float kept in float (top-1 measured again when there is an eval set)."""
+        from edgekit.devices import load_profile
+        from edgekit.quant.latency import latency_fallback
+        from edgekit.validate.accuracy import top1
+
+        cfg: QuantizeConfig = self.config
+        found = latency_fallback(backend, outcome.artifact, load_profile(cfg.latency_device),
+                                 batch=cfg.latency_batch, min_ratio=cfg.latency_min_ratio,
+                                 min_ms=cfg.latency_min_ms,
+                                 candidates=backend.candidates(outcome.artifact))
+        if not found.nodes:
+            return found
+        kept = [*outcome.float_layers, *[n for n in found.nodes if n not in outcome.float_layers]]
+        candidate = backend.quantize(kept, "latency")
+        if eval_set is not None and outcome.fp32_top1 is not None:
+            logits = backend.logits(candidate, eval_set.x)
+            accuracy = top1(logits, eval_set.y)
+            drop = 100.0 * (outcome.fp32_top1 - accuracy)
+            if outcome.allowed_points is not None and drop > outcome.allowed_points + 1e-9:
+                backend.discard(candidate)  # float should not cost accuracy; if it does, the
+                found.nodes = []            # budget wins and the layers stay int8
+                return found
+            outcome.logits, outcome.top1, outcome.drop_points = logits, accuracy, drop
+        backend.discard(outcome.artifact)
+        outcome.artifact, outcome.float_layers = candidate, kept
+        return found
 
     def _backend(self, onnx_path: Path, spec, calib_x, workdir: Path):
         cfg: QuantizeConfig = self.config

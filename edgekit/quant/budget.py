@@ -52,22 +52,40 @@ class QuantBackend(Protocol):
 @dataclass(frozen=True)
 class Budget:
     """Allowed top-1 drop: `max_drop` in percentage points (absolute) and/or `max_drop_rel` as
-    a fraction of fp32 top-1 (0.01 keeps 99% of it, as MLPerf does); both hold when both given."""
+    a fraction of fp32 top-1 (0.01 keeps 99% of it, as MLPerf does); both hold when both given.
+
+    With `original_top1` (the model before prune/dwsep/distill, in a compress run) the budget
+    bounds the whole chain against the original: int8 may drop what is left after the fp32
+    model it quantizes has already spent `100 * (original_top1 - fp32_top1)` points."""
 
     max_drop: float | None = None
     max_drop_rel: float | None = None
+    original_top1: float | None = None
 
     @property
     def active(self) -> bool:
         return self.max_drop is not None or self.max_drop_rel is not None
 
-    def allowed_points(self, fp32_top1: float) -> float | None:
+    def total_points(self, original_top1: float) -> float | None:
+        """The whole budget in points, against `original_top1`."""
         limits = []
         if self.max_drop is not None:
             limits.append(float(self.max_drop))
         if self.max_drop_rel is not None:
-            limits.append(100.0 * float(self.max_drop_rel) * fp32_top1)
+            limits.append(100.0 * float(self.max_drop_rel) * original_top1)
         return min(limits) if limits else None
+
+    def spent_points(self, fp32_top1: float) -> float:
+        """Points the steps before int8 spent (0 without an original)."""
+        if self.original_top1 is None:
+            return 0.0
+        return 100.0 * (self.original_top1 - fp32_top1)
+
+    def allowed_points(self, fp32_top1: float) -> float | None:
+        """What int8 may drop below `fp32_top1`: the budget left after the earlier steps."""
+        total = self.total_points(self.original_top1 if self.original_top1 is not None
+                                  else fp32_top1)
+        return None if total is None else total - self.spent_points(fp32_top1)
 
     def describe(self) -> str:
         parts = []
@@ -112,8 +130,13 @@ class Outcome:
                 "drop_points": self.drop_points}
 
     def budget_record(self, budget: Budget) -> dict[str, Any]:
+        chain = {}
+        if budget.original_top1 is not None and self.fp32_top1 is not None:
+            chain = {"scope": "the whole chain, against the original model",
+                     "original_top1": budget.original_top1,
+                     "spent_before_int8_points": budget.spent_points(self.fp32_top1)}
         return {"max_drop": budget.max_drop, "max_drop_rel": budget.max_drop_rel,
-                "rule": budget.describe(), "allowed_points": self.allowed_points,
+                "rule": budget.describe(), "allowed_points": self.allowed_points, **chain,
                 "held": self.held, "float_layers": self.float_layers,
                 "trials": [t.as_dict() for t in self.trials], "sensitivity": self.sensitivity}
 
@@ -186,6 +209,17 @@ def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.nda
     reference = backend.reference_logits(eval_x)
     fp32 = top1(reference, eval_y)
     allowed = budget.allowed_points(fp32)
+    if allowed is not None and allowed < -TOLERANCE and budget.spent_points(fp32) > TOLERANCE \
+            and allowed + budget.spent_points(fp32) >= 0:  # a negative budget fails below
+        backend.discard(artifact)
+        raise GateError(
+            f"the steps before int8 already spent the accuracy budget ({budget.describe()}, "
+            "against the original model): "
+            f"original top-1 {budget.original_top1:.4f}, the fp32 model to quantize "
+            f"{fp32:.4f} on {backend.runtime} ({budget.spent_points(fp32):.2f} points spent, "
+            f"{allowed + budget.spent_points(fp32):g} allowed). No int8 model was written.",
+            hint="compress less (a smaller prune ratio, no dwsep), distill longer, or loosen "
+            "--max-drop")
     logits = backend.logits(artifact, eval_x)
     int8 = top1(logits, eval_y)
     drop = 100.0 * (fp32 - int8)

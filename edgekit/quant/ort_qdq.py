@@ -17,11 +17,9 @@ excluded without calibrating again, then `quantize_static`.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +144,10 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
     for options in ({}, {"skip_symbolic_shape": True}, {"skip_optimization": True,
                                                         "skip_symbolic_shape": True}):
         try:
-            with _quiet():
-                quant_pre_process(str(folded_path), str(prepared), **options)
+            # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
+            # (+ external data) into the working directory when it gives up; keep it in workdir.
+            with _quiet(), contextlib.chdir(workdir):
+                quant_pre_process(str(folded_path.resolve()), str(prepared.resolve()), **options)
             break
         except Exception as exc:  # noqa: BLE001 - each fallback is recorded
             notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")
@@ -168,16 +168,12 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
 
 
 # ---------------------------------------------------------------- calibration
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ONNX Runtime's quantization tools print progress and log warnings; keep the screen ours."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
+def _quiet() -> contextlib.AbstractContextManager[None]:
+    """ONNX Runtime's quantization tools print progress and log warnings; keep the screen ours
+    (only theirs is silenced: other loggers and other threads are left alone)."""
+    from edgekit.quiet import quiet_library
+
+    return quiet_library("onnxruntime")
 
 
 def _reader(input_name: str, arrays: list[np.ndarray]):

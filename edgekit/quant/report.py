@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+from edgekit.io.onnxops import COMPUTE_OPS, QDQ_OPS, RECURRENT_OPS
+
+__all__ = ["COMPUTE_OPS", "QDQ_OPS", "RECURRENT_OPS", "RECURRENT_REASONS", "analyze_qdq"]
 
 RECURRENT_REASONS = {
     "onnxruntime": "ONNX Runtime's static (QDQ) quantizer has no int8 {op} kernel (only dynamic "

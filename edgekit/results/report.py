@@ -19,8 +19,8 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.io.files import atomic_write_text
-from edgekit.results.store import latest
-from edgekit.results.table import GATE_COLUMNS, gate_markdown, gate_row
+from edgekit.results.store import is_layer_profile, latest
+from edgekit.results.table import GATE_COLUMNS, WINNER, gate_markdown, gate_row, gate_verdict
 
 RUNTIME_COLOURS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c",
                    "torch": "#d62728"}
@@ -160,12 +160,12 @@ def _table(records: list[dict[str, Any]]) -> str:
     body = []
     for r in records:
         cells = gate_row(r)
-        verdict = cells[-1]
+        verdict = gate_verdict(cells[-1])
         tds = []
         for col, value in zip(GATE_COLUMNS, cells, strict=True):
             cls = "l" if col in LEFT else ""
             if col == "gate":
-                cls = {"PASS": "pass", "FAIL": "fail"}.get(value, "")
+                cls = {"PASS": "pass", "FAIL": "fail"}.get(gate_verdict(value), "")
             tds.append(f'<td class="{cls}">{html.escape(value)}</td>')
         reasons = "; ".join((r.get("gate") or {}).get("reasons") or [])
         validity = (r.get("latency") or {}).get("validity") or {}
@@ -174,6 +174,30 @@ def _table(records: list[dict[str, Any]]) -> str:
         tds.append(f'<td class="l">{html.escape(reasons)}</td>')
         body.append(f'<tr class="{"fail" if verdict == "FAIL" else ""}">{"".join(tds)}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+PROFILE_TOP = 20
+
+
+def _profile_table(record: dict[str, Any]) -> str:
+    """One per-layer profile: the slowest layers, their module, the precision that ran and a
+    bar for their share of the total."""
+    from edgekit.results.table import PROFILE_COLUMNS, profile_rows, profile_title
+
+    head = "".join(f'<th class="{"l" if i < 5 else ""}">{html.escape(c)}</th>'
+                   for i, c in enumerate(PROFILE_COLUMNS))
+    body = []
+    layers = (record.get("profile") or {}).get("layers") or []
+    for row, layer in zip(profile_rows(record, PROFILE_TOP), layers, strict=False):
+        bar = (f'<span style="display:inline-block;background:#1f77b4;height:9px;width:'
+               f'{max(1, round(120 * layer["share"]))}px"></span> ')
+        cells = [f'<td class="l">{html.escape(c)}</td>' for c in row[:5]]
+        cells += [f"<td>{html.escape(row[5])}</td>", f"<td>{bar}{html.escape(row[6])}</td>"]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = len(layers) - PROFILE_TOP
+    note = f'<p class="note">{more} faster layers not shown.</p>' if more > 0 else ""
+    return (f"<h3>{html.escape(profile_title(record))}</h3><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>{note}")
 
 
 def _environment(records: list[dict[str, Any]]) -> str:
@@ -210,11 +234,11 @@ def _environment(records: list[dict[str, Any]]) -> str:
 
 
 def _budget_text(budget: dict[str, Any] | None) -> str:
-    from edgekit.validate.gate import Budget
+    from edgekit.results.validation import describe_budget
 
     try:
-        return Budget(**(budget or {})).describe()
-    except ValueError:
+        return describe_budget(budget)
+    except (TypeError, ValueError, AttributeError):
         return str(budget)
 
 
@@ -229,13 +253,15 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                 source: str = "") -> str:
     """The whole report as one HTML string (records need `latency.samples_ms` for the boxes)."""
     shown = latest(records)
+    profiles = [r for r in shown if is_layer_profile(r)]
+    shown = [r for r in shown if not is_layer_profile(r)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">{len(shown)} results ({len(records)} records stored) from '
              f"{html.escape(source)} · generated {now} by edgekit {__version__}</p>"]
-    if not shown:
+    if not shown and not profiles:
         parts.append("<p>No records yet: run <code>edgekit validate OUT/ --store FILE</code>.</p>")
     for device, rows in by_device(shown).items():
         budgets = sorted({_budget_text((r.get("gate") or {}).get("budget")) for r in rows
@@ -254,15 +280,22 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                 f'<img alt="plot" src="{p}">' for p in plots) + "</div>")
         parts.append(_table(rows))
         parts.append('<p class="note">Δ top-1 in points against the fp32 reference, measured on '
-                     "the same eval set; agree = top-1 agreement with the reference; † = too few "
-                     "samples to claim p99 at 99% confidence (early-stopping rule).</p>")
+                     "the same eval set; agree = top-1 agreement with the reference; speed-up = "
+                     "p50 of the fp32 original over the artifact's, same runtime and batch, "
+                     f"measured in the same run; {WINNER} = the artifact that decides (the "
+                     "fastest within the budget); † = too few samples to claim p99 at 99% "
+                     "confidence (early-stopping rule).</p>")
         parts.append("<h3>Environment</h3>" + _environment(rows) + "</section>")
+    for device, rows in by_device(profiles).items():
+        parts.append(f'<section class="profiles" id="profiles-{html.escape(device)}">'
+                     f"<h2>Per-layer time on {html.escape(device)}</h2>"
+                     + "".join(_profile_table(r) for r in rows) + "</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def render_markdown(records: list[dict[str, Any]]) -> str:
-    shown = latest(records)
+    shown = [r for r in latest(records) if not is_layer_profile(r)]
     out = []
     for device, rows in by_device(shown).items():
         cpu = ((rows[-1].get("environment") or {}).get("cpu") or {}).get("model", "")

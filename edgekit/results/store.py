@@ -59,6 +59,14 @@ SCHEMA = [
 ]
 
 
+LAYER_PROFILE = "layer_profile"  # record_type of `edgekit profile` records (per-layer times)
+
+
+def is_layer_profile(record: dict[str, Any]) -> bool:
+    """A per-layer profile record (edgekit profile), not a validation/benchmark record."""
+    return record.get("record_type") == LAYER_PROFILE
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -159,6 +167,7 @@ class ResultsStore:
                              hint="choose another file; edgekit never overwrites it")
         if app_id == APPLICATION_ID:
             self._check_version()
+            self._check_integrity()
         # WAL lets readers and one writer work at once; it persists in the file.
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -178,6 +187,15 @@ class ResultsStore:
                               (SCHEMA_VERSION, __version__))
             self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_integrity(self) -> None:
+        """A store damaged in the middle (its header intact) is found now, before minutes of
+        measuring, not when the records are inserted (SQLite's quick_check reads every page)."""
+        rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            raise InputError(f"{self.path} is damaged ({rows[0][0]})",
+                             hint="restore it from a copy, or pass another --store; its "
+                             "records are also in " + self.jsonl_path.name)
 
     def _check_version(self) -> None:
         row = self.conn.execute("SELECT MAX(version) FROM schema").fetchone()
@@ -281,6 +299,7 @@ def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keyed: dict[tuple, dict[str, Any]] = {}
     for r in records:
         key = (r.get("model"), r.get("device"), r.get("runtime"), r.get("format"),
-               r.get("precision"), r.get("batch"), str(r.get("artifact", "")))
+               r.get("precision"), r.get("batch"), str(r.get("artifact", "")),
+               r.get("record_type"))
         keyed[key] = r
     return list(keyed.values())

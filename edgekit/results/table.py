@@ -7,7 +7,13 @@ from typing import Any
 from edgekit.io.files import format_size
 
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
-           "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+
+
+def speedup_cell(record: dict[str, Any]) -> str:
+    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
+    value = record.get("speedup")
+    return "-" if value is None else f"{value:.2f}×"
 
 
 def row(record: dict[str, Any]) -> list[str]:
@@ -19,7 +25,8 @@ def row(record: dict[str, Any]) -> list[str]:
         str(record.get("runtime", "")), str(record.get("batch", "")),
         f"{top1:.4f}" if top1 is not None else "-",
         f"{-drop + 0.0:+.2f}" if drop is not None else "-",
-        f"{lat.get('p50_ms', float('nan')):.3f}", f"{lat.get('p90_ms', float('nan')):.3f}",
+        f"{lat.get('p50_ms', float('nan')):.3f}", speedup_cell(record),
+        f"{lat.get('p90_ms', float('nan')):.3f}",
         f"{lat.get('p99_ms', float('nan')):.3f}",
         f"{lat.get('throughput_per_s', float('nan')):.0f}",
         format_size(record.get("size_bytes")),
@@ -27,7 +34,8 @@ def row(record: dict[str, Any]) -> list[str]:
     ]
 
 
-LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details")
+LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details",
+        "PyTorch module", "ONNX node", "op")
 
 
 def _print_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]], title: str,
@@ -94,7 +102,14 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 
 # ---------------------------------------------------------------- validation (gate) tables
 GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "Δ top-1",
-                "agree", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "size", "valid", "gate")
+                "agree", "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
+                "gate")
+WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
+
+
+def gate_verdict(cell: str) -> str:
+    """PASS / FAIL / - of a gate cell, without the winner mark."""
+    return cell.replace(WINNER, "").strip()
 
 
 def gate_row(record: dict[str, Any]) -> list[str]:
@@ -108,16 +123,17 @@ def gate_row(record: dict[str, Any]) -> list[str]:
 
     return [base["model"], record.get("artifact_name") or Path(str(record.get("artifact"))).name,
             base["precision"], base["runtime"], base["batch"], base["top-1"], base["Δ top-1"],
-            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["p90 ms"], p99,
-            base["throughput/s"], base["size"], base["valid"],
-            "-" if not gate else ("PASS" if gate.get("passed") else "FAIL")]
+            f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["speed-up"],
+            base["p90 ms"], p99, base["throughput/s"], base["size"], base["valid"],
+            ("-" if not gate else ("PASS" if gate.get("passed") else "FAIL"))
+            + (f" {WINNER}" if record.get("decisive") else "")]
 
 
 def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
     cell_rows = []
     for r in records:
         cells = gate_row(r)
-        style = {"PASS": "green", "FAIL": "bold red"}.get(cells[-1])
+        style = {"PASS": "green", "FAIL": "bold red"}.get(gate_verdict(cells[-1]))
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
         cell_rows.append(cells)
     _print_table(GATE_COLUMNS, cell_rows, title, width=220)
@@ -125,3 +141,26 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
 
 def gate_markdown(records: list[dict[str, Any]]) -> str:
     return _markdown_table(GATE_COLUMNS, [gate_row(r) for r in records])
+
+
+# ---------------------------------------------------------------- per-layer profiles
+PROFILE_COLUMNS = ("layer", "PyTorch module", "ONNX node", "op", "precision", "ms", "share")
+
+
+def profile_rows(record: dict[str, Any], top: int | None = None) -> list[list[str]]:
+    """One layer_profile record's layers as cells, slowest first."""
+    layers = (record.get("profile") or {}).get("layers") or []
+    return [[str(r["layer"]), r.get("module") or "-", r.get("onnx_node") or "(runtime's own)",
+             str(r.get("op") or "-"), str(r.get("precision") or "?"), f"{r['ms']:.4f}",
+             f"{100 * r['share']:.1f}%"] for r in layers[:top]]
+
+
+def profile_title(record: dict[str, Any]) -> str:
+    p = record.get("profile") or {}
+    return (f"{record.get('artifact_name')} on {record.get('runtime')} ({record.get('device')}), "
+            f"batch {p.get('batch')}: {p.get('total_ms', 0):.4f} ms in layers, median of "
+            f"{p.get('runs')} runs")
+
+
+def print_layer_profile(record: dict[str, Any], top: int | None = None) -> None:
+    _print_table(PROFILE_COLUMNS, profile_rows(record, top), profile_title(record), width=200)

@@ -13,22 +13,33 @@ import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit import kinds
+from edgekit.config import validate
 from edgekit.errors import InputError, MissingDependencyError
+from edgekit.registry import load_modules, suggest
+from edgekit.runtimes.latency import LatencyProtocol, latency_stats
 from edgekit.spec import InputSpec
-from edgekit.validate.latency import LatencyProtocol, latency_stats
 
+
+class RunnerOptions(BaseModel):
+    """A runner's options, as a device profile gives them (`runtimes.<name>.options`, plus the
+    profile's providers and performance hint). Each runner extends it; unknown keys are errors
+    with the closest valid key, checked when the profile is loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    performance_hint: Literal["latency", "throughput"] | None = Field(
+        None, description="the profile's performance hint (OpenVINO uses it)")
+
+
+# Filled by subclassing; get_runner imports the package's modules (each imports its library
+# lazily). The formats a runner reads come from edgekit/kinds.py.
 RUNNERS: dict[str, type[Runner]] = {}
-# Runner modules are imported on demand (each imports its library lazily).
-RUNNER_MODULES = {
-    "onnxruntime": "edgekit.runtimes.ort",
-    "openvino": "edgekit.runtimes.openvino",
-    "tensorrt": "edgekit.runtimes.tensorrt",
-    "torch": "edgekit.runtimes.torch",
-}
 
 
 class Runner:
@@ -39,18 +50,21 @@ class Runner:
     package: ClassVar[str] = ""  # the import name of the library
     install_hint: ClassVar[str] = ""
     timing_scope: ClassVar[str] = "inference call on host, inputs preallocated in host memory"
+    Options: ClassVar[type[RunnerOptions]] = RunnerOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if getattr(cls, "name", None):
+            if "formats" not in cls.__dict__:  # from the table, unless the class says
+                cls.formats = kinds.formats_read_by(cls.name)
             RUNNERS[cls.name] = cls
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: RunnerOptions | dict[str, Any] | None = None) -> None:
         self.artifact = Path(artifact)
         self.spec = spec
         self.threads = threads
-        self.options = dict(options or {})
+        self.options = self.parse_options(options)
         self.check_available()
         self.load()
 
@@ -83,10 +97,26 @@ class Runner:
 
     # ----------------------------------------------------------- shared
     @classmethod
+    def parse_options(cls, options: RunnerOptions | dict[str, Any] | None,
+                      where: str | None = None) -> Any:
+        """The options as this runner's typed config (ConfigError naming an unknown key)."""
+        if isinstance(options, cls.Options):
+            return options
+        if isinstance(options, RunnerOptions):
+            options = options.model_dump(exclude_unset=True)
+        return validate(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
+
+    @classmethod
     def available(cls) -> tuple[bool, str]:
         if cls.package and importlib.util.find_spec(cls.package) is None:
             return False, f"{cls.package} is not installed ({cls.install_hint})"
         return True, ""
+
+    @classmethod
+    def usable_with(cls, options: RunnerOptions | dict[str, Any] | None) -> tuple[bool, str]:
+        """Whether this runtime can run here as a profile configures it, and why not (a
+        runner whose options name hardware, as ONNX Runtime's providers do, checks them)."""
+        return cls.available()
 
     @classmethod
     def check_available(cls) -> None:
@@ -188,10 +218,17 @@ class DeviceTimed:
         return {"device_latency": stats}
 
 
+def runner_names() -> list[str]:
+    """Every runtime edgekit has a runner for (imports the runner modules, not the libraries)."""
+    load_modules("edgekit.runtimes")
+    return list(RUNNERS)
+
+
 def get_runner(name: str) -> type[Runner]:
-    if name not in RUNNER_MODULES:
-        raise InputError(f"unknown runtime {name!r}", hint=f"choose one of: {', '.join(RUNNER_MODULES)}")
-    importlib.import_module(RUNNER_MODULES[name])
+    if name not in RUNNERS:
+        load_modules("edgekit.runtimes")
+    if name not in RUNNERS:
+        raise InputError(f"unknown runtime {name!r}", hint=suggest(name, list(RUNNERS)))
     return RUNNERS[name]
 
 
@@ -199,10 +236,10 @@ def runner_for_artifact(path: str | Path, preferred: str | None = None) -> type[
     """The runner class for an artifact file, from its suffix (or the preferred runtime)."""
     if preferred:
         return get_runner(preferred)
-    suffix = Path(path).suffix
-    by_suffix = {".onnx": "onnxruntime", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
-    if suffix not in by_suffix:
+    kind = kinds.by_suffix(path)
+    if kind is None or not kind.runnable:
+        suffix = Path(path).suffix
         raise InputError(f"no runtime runs {Path(path).name} (suffix {suffix or 'none'})",
                          hint="benchmark an .onnx, .xml (OpenVINO IR) or .plan (TensorRT) file, "
                          "or an output folder")
-    return get_runner(by_suffix[suffix])
+    return get_runner(kind.runtimes[0])

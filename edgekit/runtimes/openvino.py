@@ -15,16 +15,16 @@ tensor wraps the preallocated host array (no copy). Never imports torch.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
-from edgekit.runtimes.base import Runner
-from edgekit.spec import ONNX_METADATA_KEY, InputSpec
+from edgekit.io.specfiles import read_ir_rt_info, spec_from_ir  # noqa: F401 - spec_from_ir re-exported
+from edgekit.runtimes.base import Runner, RunnerOptions
 
 INSTALL_HINT = "pip install edgekit[openvino] (or pip install openvino)"
 PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -67,31 +67,6 @@ def check_ir_files(xml_path: str | Path) -> Path:
     return weights
 
 
-def read_ir_rt_info(xml_path: str | Path) -> dict[str, str]:
-    """The IR's `rt_info/edgekit/*` values (input_spec, precision) without OpenVINO. An IR that
-    OpenVINO converted from an edgekit ONNX model on its own carries the ONNX metadata under
-    `rt_info/framework`; its InputSpec is taken from there."""
-    try:
-        root = ET.parse(str(xml_path)).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise ModelLoadError(f"{xml_path} is not a readable OpenVINO IR ({exc})",
-                             hint="the file may be truncated: export it again") from None
-    info: dict[str, str] = {}
-    for item in root.findall("rt_info/framework/*"):
-        if item.tag == ONNX_METADATA_KEY and "value" in item.attrib:
-            info["input_spec"] = item.attrib["value"]
-    for section in root.findall("rt_info/edgekit"):
-        for item in section:
-            if "value" in item.attrib:
-                info[item.tag] = item.attrib["value"]
-    return info
-
-
-def spec_from_ir(xml_path: str | Path) -> InputSpec | None:
-    text = read_ir_rt_info(xml_path).get("input_spec")
-    return InputSpec.from_json(text) if text else None
-
-
 def _config(precision_hint: str | None, threads: int | None, hint: str | None) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if hint:
@@ -108,10 +83,14 @@ def _config(precision_hint: str | None, threads: int | None, hint: str | None) -
 
 def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None = None,
                performance_hint: str | None = "latency", inference_precision: str | None = None,
-               batch: int | None = None):
-    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension."""
+               batch: int | None = None, profiling: bool = False):
+    """Read (with the .bin checks) and compile an IR; `batch` fixes a dynamic batch dimension;
+    `profiling` turns on the per-node performance counters (ov::enable_profiling). An fp32 .onnx
+    file is read by OpenVINO's ONNX frontend directly, as converting it to an IR would (the
+    validator times the fp32 original on OpenVINO this way)."""
     ov = import_openvino()
-    check_ir_files(xml_path)
+    if Path(xml_path).suffix != ".onnx":
+        check_ir_files(xml_path)
     core = ov.Core()
     try:
         model = core.read_model(str(xml_path))
@@ -126,12 +105,17 @@ def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None
         raise MissingDependencyError(
             f"OpenVINO device {device!r} is not available here (have {core.available_devices})",
             hint="set options.device in the device profile to one of those")
-    return core.compile_model(model, device, _config(inference_precision, threads,
-                                                     performance_hint))
+    config = _config(inference_precision, threads, performance_hint)
+    if profiling:
+        config["PERF_COUNT"] = True
+    return core.compile_model(model, device, config)
 
 
 def default_precision_hint(xml_path: str | Path) -> str | None:
-    """f32 for an IR exported as fp32 (see module docstring); None (device default) otherwise."""
+    """f32 for an IR exported as fp32 (see module docstring) or an fp32 ONNX model read
+    directly; None (device default) otherwise."""
+    if Path(xml_path).suffix == ".onnx":
+        return "f32"
     return "f32" if read_ir_rt_info(xml_path).get("precision", "fp32") == "fp32" else None
 
 
@@ -156,30 +140,41 @@ def _plain(value: Any) -> Any:
     return getattr(value, "name", None) or str(value)
 
 
+class OpenVinoOptions(RunnerOptions):
+    device: str = Field("CPU", description="OpenVINO device: CPU, GPU, NPU, AUTO, ...")
+    performance_hint: Literal["latency", "throughput"] | None = "latency"
+    inference_precision: str | None = Field(None, description=(
+        "f32 | bf16 | f16; by default f32 for fp32 IRs, the plugin's choice otherwise"))
+
+
 class OpenVinoRunner(Runner):
     name = "openvino"
-    formats = ("openvino",)
     package = "openvino"
     install_hint = INSTALL_HINT
     timing_scope = ("infer request on host (reused; static-shape compile for the batch timed), "
                     "input wrapped from preallocated host memory, output left in OpenVINO's "
                     "buffer")
+    Options = OpenVinoOptions
+    options: OpenVinoOptions
 
     def load(self) -> None:
         import_openvino()
-        self.device = str(self.options.get("device", "CPU"))
-        self.performance_hint = self.options.get("performance_hint", "latency")
-        chosen = self.options.get("inference_precision")
+        self.device = self.options.device
+        self.performance_hint = self.options.performance_hint
+        chosen = self.options.inference_precision
         self.precision_hint = chosen if chosen is not None else \
             default_precision_hint(self.artifact)
         self.compiled = self._compile(None)
         self.request = self.compiled.create_infer_request()
         self._static: dict[int, Any] = {}
 
+    profiling: ClassVar[bool] = False  # runtimes/profile.py: compile with performance counters
+
     def _compile(self, batch: int | None):
         return compile_ir(self.artifact, device=self.device, threads=self.threads,
                           performance_hint=self.performance_hint,
-                          inference_precision=self.precision_hint, batch=batch)
+                          inference_precision=self.precision_hint, batch=batch,
+                          profiling=self.profiling)
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         return np.array(self.request.infer({0: x})[0])

@@ -14,19 +14,48 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import MissingDependencyError
-from edgekit.runtimes.base import Runner
+from edgekit.runtimes.base import Runner, RunnerOptions
 
 PROVIDER_ALIASES = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
                     "cpu": "CPUExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
 
 
+class OrtOptions(RunnerOptions):
+    providers: list[str] = Field(default_factory=lambda: ["cpu"], description=(
+        "execution providers in order of preference (names or aliases: cuda, tensorrt, cpu, "
+        "openvino); the CPU provider is always added last"))
+    allow_cpu_fallback: bool = Field(False, description=(
+        "measure on the CPU when no requested accelerator is usable, instead of failing"))
+
+
 class OrtRunner(Runner):
     name = "onnxruntime"
-    formats = ("onnx",)
     package = "onnxruntime"
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    Options = OrtOptions
+    options: OrtOptions
+
+    @classmethod
+    def usable_with(cls, options: RunnerOptions | dict[str, Any] | None) -> tuple[bool, str]:
+        """The profile's first execution provider must exist here; the others are fallbacks."""
+        ok, reason = cls.available()
+        if not ok:
+            return ok, reason
+        import onnxruntime as ort
+
+        wanted = cls.parse_options(options).providers
+        first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0]) if wanted else None
+        have = ort.get_available_providers()
+        if first is None or first in have:
+            return True, ""
+        return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has "
+                       f"only {', '.join(have)} (pip install onnxruntime-gpu, or use the device "
+                       "itself)")
+
+    profile_prefix: str | None = None  # set (on a subclass) to turn ORT's profiler on
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -41,7 +70,10 @@ class OrtRunner(Runner):
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in self.options.get("providers", ["cpu"])]
+        if self.profile_prefix:  # runtimes/profile.py: per-node times from ORT's own profiler
+            opts.enable_profiling = True
+            opts.profile_file_prefix = self.profile_prefix
+        wanted = [PROVIDER_ALIASES.get(p.lower(), p) for p in self.options.providers]
         available = ort.get_available_providers()
         providers = [p for p in wanted if p in available]
         self.missing_providers = [p for p in wanted if p not in available]
@@ -65,7 +97,7 @@ class OrtRunner(Runner):
             return None
         note = (f"asked for {', '.join(accelerators)}, none usable here (available: "
                 f"{', '.join(available)}); ran on {', '.join(used)}")
-        if not self.options.get("allow_cpu_fallback", False):
+        if not self.options.allow_cpu_fallback:
             raise MissingDependencyError(
                 f"ONNX Runtime cannot run on the device this profile asks for: {note}",
                 hint="install onnxruntime-gpu built for this CUDA (pip install onnxruntime-gpu), "

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
+from edgekit.io.specfiles import metadata_path, spec_from_engine_metadata  # noqa: F401 - re-exported
 from edgekit.runtimes.base import DeviceTimed, Runner
 from edgekit.spec import InputSpec
 
@@ -44,11 +45,6 @@ class EngineMismatchError(InputError):
 
 
 # ---------------------------------------------------------------- metadata (no TensorRT needed)
-def metadata_path(engine: str | Path) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
 def engine_metadata(machine: dict[str, Any], *, precision: str, input_profile: dict[str, Any],
                     spec: InputSpec | None, **extra: Any) -> dict[str, Any]:
     """The metadata record written beside an engine: the machine it was built on (MATCH_KEYS),
@@ -105,18 +101,6 @@ def check_engine_metadata(meta: dict[str, Any], machine: dict[str, Any],
         raise EngineMismatchError(
             f"TensorRT engine {Path(engine).name} was built for another machine: "
             + "; ".join(diffs), hint=rebuild_hint(engine, meta.get("precision")))
-
-
-def spec_from_engine_metadata(engine: str | Path) -> InputSpec | None:
-    path = metadata_path(engine)
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
-    spec = meta.get("input_spec") if isinstance(meta, dict) else None
-    return InputSpec.model_validate(spec) if spec else None
 
 
 # ---------------------------------------------------------------- libraries and the GPU
@@ -196,7 +180,6 @@ class _Buffer:
 
 class TensorRtRunner(DeviceTimed, Runner):
     name = "tensorrt"
-    formats = ("tensorrt",)
     package = "tensorrt"
     install_hint = INSTALL_HINT
     timing_scope = ("end-to-end host time per query: host-to-device copy of the input from pinned "

@@ -20,14 +20,16 @@ What is timed (stated in every record's `timing_scope`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError
-from edgekit.runtimes.base import DeviceTimed, Runner
+from edgekit.runtimes.base import DeviceTimed, Runner, RunnerOptions
 from edgekit.spec import InputSpec
 
 PRECISIONS = ("fp32", "fp16")
@@ -58,17 +60,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+class TorchOptions(RunnerOptions):
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    precision: str = Field("fp32", description="fp32, or fp16 on CUDA")
+    cuda_graphs: bool = Field(False, description=(
+        "replay a captured CUDA graph of the static-shape forward (CUDA only)"))
+    trust_model: bool = Field(False, description=(
+        "load a checkpoint that needs code to be executed (pickled module, TorchScript)"))
+
+
 class TorchRunner(DeviceTimed, Runner):
     name = "torch"
-    formats = ("checkpoint",)
     package = "torch"
     install_hint = "pip install edgekit[torch] (or pip install torch)"
     timing_scope = CPU_SCOPE
     device_timing_scope = ("CUDA events around the forward alone on the stream (no host copies), "
                            "read after synchronisation")
+    Options = TorchOptions
+    options: TorchOptions
 
     def __init__(self, artifact: str | Path, spec: InputSpec | None = None, *,
-                 threads: int | None = None, options: dict[str, Any] | None = None) -> None:
+                 threads: int | None = None,
+                 options: TorchOptions | dict[str, Any] | None = None) -> None:
         """`spec` defaults to the checkpoint's own InputSpec."""
         self._graphs: dict[int, Any] = {}
         super().__init__(artifact, spec, threads=threads, options=options)  # type: ignore[arg-type]
@@ -78,9 +91,9 @@ class TorchRunner(DeviceTimed, Runner):
 
         from edgekit.io.models import load_model
 
-        device = str(self.options.get("device", "cpu"))
-        precision = str(self.options.get("precision", "fp32"))
-        self.cuda_graphs = bool(self.options.get("cuda_graphs", False))
+        device = self.options.device
+        precision = self.options.precision
+        self.cuda_graphs = self.options.cuda_graphs
         if precision not in PRECISIONS:
             raise InputError(f"the torch runner has no precision {precision!r}",
                              hint=f"choose one of: {', '.join(PRECISIONS)}")
@@ -98,10 +111,8 @@ class TorchRunner(DeviceTimed, Runner):
                              hint="use precision fp32 on the CPU, or device: cuda")
         if self.cuda_graphs and not on_cuda:
             raise InputError("cuda_graphs needs a CUDA device", hint="set device: cuda")
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
         self.checkpoint = resolve_checkpoint(self.artifact)
-        bundle = load_model(self.checkpoint, trust_model=bool(self.options.get("trust_model")),
+        bundle = load_model(self.checkpoint, trust_model=self.options.trust_model,
                             check_forward=False)
         if self.spec is None:
             self.spec = bundle.spec
@@ -198,13 +209,40 @@ class TorchRunner(DeviceTimed, Runner):
 
         return replay, tuple(static_out.shape)
 
+    @contextlib.contextmanager
+    def thread_scope(self) -> Iterator[None]:
+        """torch's intra-op thread count is process-wide: the profile's `threads` hold for this
+        runner's own calls (inference, the timing loop) and the caller's count is put back
+        after, so measuring never changes the threads of the rest of the process."""
+        import torch
+
+        if not self.threads:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(self.threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with self.thread_scope():
+            return super().infer(x)
+
+    def measure_latency(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with self.thread_scope():
+            return super().measure_latency(*args, **kwargs)
+
     def describe(self) -> dict[str, Any]:
         import torch
 
+        with self.thread_scope():
+            threads = torch.get_num_threads()
         info: dict[str, Any] = {"runtime": self.name, "version": torch.__version__,
                                 "device": str(self.device), "precision": self.precision,
                                 "cuda_graphs": self.cuda_graphs,
-                                "threads": torch.get_num_threads(),
+                                "threads": threads,
                                 "checkpoint": str(self.checkpoint)}
         if self.on_cuda:
             info.update(device_name=torch.cuda.get_device_name(self.device),

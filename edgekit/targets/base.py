@@ -5,17 +5,18 @@ OpenVINO: compiled and run once; TensorRT: engine deserialised and run once)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgekit.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.config import validate
+from edgekit.errors import InputError
+from edgekit.registry import load_modules, suggest
+
+# Filled by subclassing; get_target imports the package's modules (libraries load lazily).
 TARGETS: dict[str, type[Target]] = {}
-# Target modules are imported on demand; their names are the registry's keys.
-TARGET_MODULES = {"onnx": "edgekit.targets.onnx", "openvino": "edgekit.targets.openvino",
-                  "tensorrt": "edgekit.targets.tensorrt"}
 
 
 @dataclass
@@ -34,11 +35,27 @@ class Artifact:
                 "precision": self.precision, **self.config}
 
 
+class TargetOptions(BaseModel):
+    """A target's options (recipe `exports[].options`, `edgekit export` flags). Each target
+    extends it; unknown keys are errors with the closest valid key, checked when a recipe is
+    loaded and again when `export` is called."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    filename: str | None = Field(None, description="file name inside the output folder")
+    atol: float = Field(1e-4, ge=0, description="parity: absolute logit tolerance")
+    rtol: float = Field(1e-3, ge=0, description="parity: relative logit tolerance")
+
+
 class Target:
-    """Base class; subclasses set `name` and `precisions` and implement `export`."""
+    """Base class; subclasses set `name`, `precisions` and `Options` and implement `export`
+    (`export(source, out_dir, *, precision, parity_data, data_dir, **options)`, the options
+    checked with `parse_options`)."""
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
+    source: ClassVar[str] = "onnx"  # the format it exports from (edgekit/kinds.py)
+    Options: ClassVar[type[TargetOptions]] = TargetOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,12 +67,19 @@ class Target:
             raise InputError(f"target {self.name} has no precision {precision!r}",
                              hint=f"choose one of: {', '.join(self.precisions)}")
 
-    def export(self, source: Any, out_dir: Path, *, precision: str, **options: Any) -> Artifact:
+    @classmethod
+    def parse_options(cls, options: dict[str, Any], where: str | None = None) -> Any:
+        """The options as this target's typed config (ConfigError naming an unknown key)."""
+        return validate(cls.Options, dict(options), where or f"export target {cls.name} options")
+
+    def export(self, source: Any, out_dir: Path, *, precision: str, parity_data: Any = None,
+               data_dir: str | None = None, **options: Any) -> Artifact:
         raise NotImplementedError
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGET_MODULES:
-        raise InputError(f"unknown target {name!r}", hint=f"choose one of: {', '.join(TARGET_MODULES)}")
-    importlib.import_module(TARGET_MODULES[name])
+    if name not in TARGETS:
+        load_modules("edgekit.targets")
+    if name not in TARGETS:
+        raise InputError(f"unknown target {name!r}", hint=suggest(name, list(TARGETS)))
     return TARGETS[name]()

@@ -16,7 +16,7 @@ from edgekit.errors import ExportError
 from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
-from edgekit.io.onnxfile import save_onnx, set_spec
+from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
 from edgekit.targets.base import Artifact, Target
 from edgekit.validate.accuracy import fidelity
 from edgekit.validate.torch_eval import torch_logits
@@ -124,12 +124,15 @@ def simplify(model):
 class OnnxTarget(Target):
     name = "onnx"
     precisions = ("fp32", "fp16")
+    source = "checkpoint"
 
     def export(self, source: ModelBundle, out_dir: Path, *, precision: str = "fp32",
-               parity_data: np.ndarray | None = None, filename: str | None = None,
-               atol: float = 1e-4, rtol: float = 1e-3, **_: Any) -> Artifact:
+               parity_data: np.ndarray | None = None, data_dir: str | None = None,
+               **options: Any) -> Artifact:
         import onnx
 
+        opts = self.parse_options(options)
+        filename, atol, rtol = opts.filename, opts.atol, opts.rtol
         self.check_precision(precision)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,9 @@ class OnnxTarget(Target):
                 model = onnx.load(str(raw))
             finally:
                 raw.unlink(missing_ok=True)
+            modules = export_module_map(model)  # simplification drops the node metadata
             model, simplified = simplify(model)
+            set_module_map(model, modules)
             if precision == "fp16":
                 model = to_fp16(model)
             set_spec(model, bundle.spec)

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import DataError, ExportError, InputError, MissingDependencyError
 from edgekit.io.manifest import library_versions
 from edgekit.runtimes.openvino import import_openvino, ir_weights_path, openvino_logits
 from edgekit.spec import InputSpec
-from edgekit.targets.base import Artifact, Target
+from edgekit.targets.base import Artifact, Target, TargetOptions
 from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
 
 RT_INFO_SPEC = ["edgekit", "input_spec"]
@@ -77,7 +78,7 @@ def save_ir(model, xml_path: Path, *, spec: InputSpec | None, precision: str,
     model.set_rt_info(precision, RT_INFO_PRECISION)
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.part.xml")
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}.pid{os.getpid()}.part.xml")
     tmp_bin = ir_weights_path(tmp_xml)
     try:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
@@ -205,19 +206,32 @@ def load_calibration(calib: str | Path | np.ndarray | None, spec: InputSpec,
     return dataset.x, str(calib)
 
 
+class OpenVinoOptions(TargetOptions):
+    calib: Any = Field(None, description="int8: calibration set (.npz or a data source)")
+    calib_size: int | None = Field(None, ge=1, description="int8: images taken from it")
+    ignored_nodes: tuple[str, ...] = Field((), description="int8: nodes NNCF keeps float")
+    ignored_types: tuple[str, ...] = Field(RECURRENT_TYPES,
+                                           description="int8: op types NNCF keeps float")
+    preset: str | None = Field(None, description="int8: NNCF preset (performance | mixed)")
+    min_agreement: float | None = Field(None, ge=0, le=1,
+                                        description="parity: top-1 agreement at least this")
+
+
 class OpenVinoTarget(Target):
     name = "openvino"
     precisions = ("fp32", "fp16", "int8")
+    Options = OpenVinoOptions
 
     def export(self, source: str | Path, out_dir: Path, *, precision: str = "fp32",
-               parity_data: np.ndarray | None = None, calib: Any = None,
-               calib_size: int | None = None, data_dir: str | None = None,
-               filename: str | None = None, ignored_nodes: Sequence[str] = (),
-               ignored_types: Sequence[str] = RECURRENT_TYPES, preset: str | None = None,
-               min_agreement: float | None = None, atol: float = 1e-4, rtol: float = 1e-3,
-               **_: Any) -> Artifact:
+               parity_data: np.ndarray | None = None, data_dir: str | None = None,
+               **options: Any) -> Artifact:
         """IR from the fp32 ONNX model `source`; parity-checked against it with ONNX Runtime."""
         from edgekit.io.artifacts import spec_for
+
+        opts = self.parse_options(options)
+        calib, calib_size, filename = opts.calib, opts.calib_size, opts.filename
+        ignored_nodes, ignored_types, preset = opts.ignored_nodes, opts.ignored_types, opts.preset
+        min_agreement, atol, rtol = opts.min_agreement, opts.atol, opts.rtol
 
         self.check_precision(precision)
         ov = import_openvino()

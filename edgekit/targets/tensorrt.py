@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import ExportError, InputError
 from edgekit.io.files import atomic_write_bytes
 from edgekit.io.manifest import MANIFEST_NAME, Manifest, library_versions
-from edgekit.quant.report import COMPUTE_OPS as WEIGHTED_OPS
-from edgekit.quant.report import QDQ_OPS
+from edgekit.io.onnxops import COMPUTE_OPS as WEIGHTED_OPS
+from edgekit.io.onnxops import QDQ_OPS
 from edgekit.runtimes.tensorrt import (
     engine_metadata,
     import_cudart,
@@ -42,7 +43,7 @@ from edgekit.runtimes.tensorrt import (
     write_engine_metadata,
 )
 from edgekit.spec import InputSpec
-from edgekit.targets.base import Artifact, Target
+from edgekit.targets.base import Artifact, Target, TargetOptions
 from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
 
 DEFAULT_MAX_BATCH = 64
@@ -269,6 +270,8 @@ def build_engine(onnx_path: Path, *, precision: str, profile: dict[str, Any],
                               + "; ".join(errors[:3]),
                               hint="check the operators against TensorRT's ONNX support matrix")
     config = builder.create_builder_config()
+    if hasattr(trt, "ProfilingVerbosity"):  # layer names and precisions for `edgekit profile`
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     info: dict[str, Any] = {"weak_typing": weak}
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -326,19 +329,34 @@ def _fp16_onnx(onnx_path: Path, tmp: Path) -> Path:
     return out
 
 
+class TensorRtOptions(TargetOptions):
+    workspace_mb: int | None = Field(None, ge=1, description="builder workspace limit")
+    dla: int | None = Field(None, ge=0, description="DLA core to build for (Jetson)")
+    gpu_fallback: bool = Field(True, description="DLA: layers the DLA lacks run on the GPU")
+    min_batch: int = Field(1, ge=1, description="optimisation profile: smallest batch")
+    opt_batch: int | None = Field(None, ge=1, description="optimisation profile: tuned batch")
+    max_batch: int | None = Field(None, ge=1, description="optimisation profile: largest batch")
+    timing_cache: str | None = Field(None, description="builder timing cache file")
+    min_agreement: float | None = Field(None, ge=0, le=1,
+                                        description="parity: top-1 agreement at least this")
+
+
 class TensorRtTarget(Target):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
+    Options = TensorRtOptions
 
     def export(self, source: str | Path, out_dir: Path, *, precision: str = "fp16",
-               parity_data: np.ndarray | None = None, workspace_mb: int | None = None,
-               dla: int | None = None, gpu_fallback: bool = True, min_batch: int = 1,
-               opt_batch: int | None = None, max_batch: int | None = None,
-               timing_cache: str | Path | None = None, filename: str | None = None,
-               min_agreement: float | None = None, atol: float = 1e-4, rtol: float = 1e-3,
-               **_: Any) -> Artifact:
+               parity_data: np.ndarray | None = None, data_dir: str | None = None,
+               **options: Any) -> Artifact:
         """Build, save (engine + metadata), deserialise and run the engine once for parity."""
         from edgekit.io.artifacts import find_reference, spec_for
+
+        opts = self.parse_options(options)
+        workspace_mb, dla, gpu_fallback = opts.workspace_mb, opts.dla, opts.gpu_fallback
+        min_batch, opt_batch, max_batch = opts.min_batch, opts.opt_batch, opts.max_batch
+        timing_cache, filename = opts.timing_cache, opts.filename
+        min_agreement, atol, rtol = opts.min_agreement, opts.atol, opts.rtol
 
         self.check_precision(precision)
         onnx_path = Path(source)

@@ -93,6 +93,82 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
     return records
 
 
+def original_latency_on(runtime: str, original: Path, device: DeviceProfile, batches: list[int],
+                        images: np.ndarray) -> dict[int, dict[str, Any]]:
+    """p50 per batch of the fp32 original ONNX model on `runtime` when the run did not time it
+    there itself, with the device's protocol on the same images: ONNX Runtime runs it as is,
+    OpenVINO reads it with its ONNX frontend at f32 (what an fp32 IR export of it runs); other
+    runtimes get a `missing` reason."""
+    if runtime not in ("onnxruntime", "openvino"):
+        why = (f"the fp32 original {original.name} is not built for {runtime} in this run "
+               f"(export it for {runtime} too to compare)")
+        return {b: {"p50_ms": None, "missing": f"batch {b}: {why}"} for b in batches}
+    spec = spec_for(original)
+    runner = open_runner(original, spec, device, runtime)
+    out = {}
+    for batch in batches:
+        x = np.ascontiguousarray(np.resize(images, (batch, *spec.shape[1:])), np.float32)
+        with progress(f"Latency {original.name} (fp32) on {runtime} batch {batch}",
+                      device.latency.min_queries) as advance:
+            stats = runner.measure_latency(x, device.latency,
+                                           on_sample=lambda _s, a=advance: a(1))
+        out[batch] = {"p50_ms": stats["p50_ms"],
+                      "measured_as": f"{original.name} read by {runtime} at fp32"}
+    return out
+
+
+def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.ndarray]],
+                     ref_path: Path | None, device: DeviceProfile, batches: list[int]
+                     ) -> dict[tuple[str, int], dict[str, Any]]:
+    """{(runtime, batch): {p50_ms, measured_as}} of the fp32 original in this run, from
+    `measured` = [(is the original, runtime, its records, the images timed)]: the original's own
+    records where it ran on that runtime, otherwise timed now (original_latency_on)."""
+    if ref_path is None:
+        return {}
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for is_reference, runtime, records, _ in measured:
+        if is_reference:
+            for r in records:
+                out[(runtime, r["batch"])] = {"p50_ms": r["latency"].get("p50_ms"),
+                                              "measured_as": ref_path.name}
+    for is_reference, runtime, _, images in measured:
+        if is_reference or all((runtime, b) in out for b in batches):
+            continue
+        for batch, entry in original_latency_on(runtime, ref_path, device, batches,
+                                                images).items():
+            out[(runtime, batch)] = entry
+    return out
+
+
+def attach_speedups(records: list[dict[str, Any]],
+                    original: dict[tuple[str, int], dict[str, Any]],
+                    ref_path: Path | None) -> list[dict[str, Any]]:
+    """Set each record's `speedup` (p50 of the original over its own, same runtime and batch)
+    and `speedup_vs` (both numbers, where the original's came from, or why it is missing);
+    returns the `speedup_vs` sections, which the gate checks."""
+    from edgekit.validate.gate import speedup_section
+
+    sections = []
+    for record in records:
+        batch, runtime = record["batch"], record["runtime"]
+        ref = original.get((runtime, batch)) or {}
+        section = speedup_section(record["latency"].get("p50_ms"), ref.get("p50_ms"),
+                                  batch=batch, reference=ref_path.name if ref_path else "",
+                                  runtime=runtime)
+        if ref.get("measured_as"):
+            section["measured_as"] = ref["measured_as"]
+        if ref_path is None:
+            section["missing"] = (f"batch {batch}: no fp32 original in this folder to compare "
+                                  "latency with (a recipe exports it as original.onnx)")
+        elif ref.get("p50_ms") is None:
+            section["missing"] = ref.get("missing") or (
+                f"batch {batch}: the fp32 original {ref_path.name} cannot be timed on "
+                f"{runtime} here")
+        record["speedup"], record["speedup_vs"] = section["speedup"], section
+        sections.append(section)
+    return sections
+
+
 def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | None = None,
               batches: list[int] | None = None, runtime: str | None = None,
               reference: str | Path | None = None, data_dir: str | None = None,
@@ -100,10 +176,15 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     """Benchmark one artifact or every artifact of an output folder."""
     entries = list_artifacts(target)
     batches = batches or device.batch_sizes
+    if eval_source and not reference:  # top-1 drop against the folder's reference: same model?
+        from edgekit.io.lineage import check_chain
+
+        check_chain(target, entries)
     ref_path = Path(reference) if reference else find_reference(target)
     records: list[dict[str, Any]] = []
     eval_cache: dict[str, Dataset] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
+    measured = []
     for entry in entries:
         spec = spec_for(entry["path"])
         key = spec.to_json()
@@ -111,6 +192,16 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
             eval_cache[key] = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
             eval_cache[key].check_for(spec)
             ref_cache[key] = reference_logits(ref_path, eval_cache[key], device, spec)
-        records += measure(entry, spec, device, eval_set=eval_cache.get(key), batches=batches,
-                           ref_logits=ref_cache.get(key), runtime=runtime)
+        rows = measure(entry, spec, device, eval_set=eval_cache.get(key), batches=batches,
+                       ref_logits=ref_cache.get(key), runtime=runtime)
+        images = eval_cache[key].x if key in eval_cache else np.random.default_rng(0) \
+            .standard_normal((max(batches), *spec.shape[1:]), dtype=np.float32)  # as measure()
+        is_ref = bool(ref_path and Path(entry["path"]).resolve() == ref_path.resolve())
+        measured.append((is_ref, rows[0]["runtime"] if rows else runtime, rows, images))
+        records += rows
+    # Speed-up against the fp32 original, timed here too when the folder holds one.
+    if ref_path is not None:
+        original = original_latency(measured, ref_path, device, batches)
+        for *_, rows, _ in measured:
+            attach_speedups(rows, original, ref_path)
     return records

@@ -6,7 +6,10 @@ Checks (each only when configured, except finiteness, which always applies):
   max_drop_rel          relative drop: 0.01 means the artifact keeps at least 99% of fp32 top-1;
   min_agreement         fraction of samples whose top-1 class equals the reference's;
   min_cosine            mean cosine similarity of logits with the reference's;
-  max_abs_diff          largest absolute logit difference with the reference.
+  max_abs_diff          largest absolute logit difference with the reference;
+  min_speedup           p50 speed-up against the fp32 original measured in the same run on the
+                        same runtime, device and batch (1.0: never slower than the original),
+                        checked at every batch size measured.
 A check that needs a number the record does not have (no labels, no reference) fails and says
 why: a gate that cannot be evaluated has not been passed.
 """
@@ -17,6 +20,10 @@ import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
+
+__all__ = ["PRECISION_RANK", "Budget", "evaluate_gate", "pick_decisive"]
 
 TOLERANCE = 1e-9
 
@@ -33,20 +40,12 @@ class Budget(BaseModel):
                                         description="top-1 agreement with the reference")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="mean logit cosine similarity")
     max_abs_diff: float | None = Field(None, ge=0, description="largest absolute logit difference")
+    min_speedup: float | None = Field(None, gt=0, description="p50 speed-up against the fp32 "
+                                      "original on the same runtime, device and batch (1.0: "
+                                      "never slower than the original)")
 
     def describe(self) -> str:
-        parts = []
-        if self.max_drop is not None:
-            parts.append(f"drop ≤ {self.max_drop:g} pt")
-        if self.max_drop_rel is not None:
-            parts.append(f"drop ≤ {100 * self.max_drop_rel:g}% of fp32")
-        if self.min_agreement is not None:
-            parts.append(f"agreement ≥ {self.min_agreement:g}")
-        if self.min_cosine is not None:
-            parts.append(f"cosine ≥ {self.min_cosine:g}")
-        if self.max_abs_diff is not None:
-            parts.append(f"max |Δ| ≤ {self.max_abs_diff:g}")
-        return ", ".join(parts) or "finite outputs only"
+        return describe_budget(self.model_dump())
 
 
 def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
@@ -60,8 +59,41 @@ def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
             "reason": "" if ok else f"{name} {value:.4g} not {op} {limit:g}"}
 
 
-def evaluate_gate(accuracy: dict[str, Any], budget: Budget) -> dict[str, Any]:
-    """The gate verdict for one record's accuracy section: {passed, checks, reasons, budget}."""
+def speedup_section(p50_ms: float | None, reference_p50_ms: float | None, *, batch: int,
+                    reference: str, runtime: str) -> dict[str, Any]:
+    """A record's speed-up against the fp32 original (same runtime, device, batch): ratio of
+    the p50s, > 1 is faster. `speedup` is None when either p50 is missing."""
+    ok = bool(p50_ms and reference_p50_ms)
+    return {"speedup": (reference_p50_ms / p50_ms) if ok else None, "batch": batch,
+            "p50_ms": p50_ms, "reference_p50_ms": reference_p50_ms,
+            "reference": reference, "runtime": runtime}
+
+
+def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
+    name = f"speedup_b{speed.get('batch')}"
+    value = speed.get("speedup")
+    if value is None:
+        return {"check": name, "value": None, "limit": limit, "passed": False,
+                "reason": speed.get("missing") or f"batch {speed.get('batch')}: no fp32 original "
+                f"measured on {speed.get('runtime')} in this run to compare with"}
+    ok = value >= limit - TOLERANCE
+    p50, ref = speed["p50_ms"], speed["reference_p50_ms"]
+    if ok:
+        reason = ""
+    elif p50 > ref:
+        reason = (f"batch {speed['batch']}: {p50:.3f} ms, slower than the original's {ref:.3f} ms "
+                  f"({value:.2f}× < {limit:g}×)")
+    else:
+        reason = (f"batch {speed['batch']}: {p50:.3f} ms against the original's {ref:.3f} ms, "
+                  f"speed-up {value:.2f}× < {limit:g}×")
+    return {"check": name, "value": value, "limit": limit, "passed": bool(ok), "reason": reason}
+
+
+def evaluate_gate(accuracy: dict[str, Any], budget: Budget,
+                  speed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The gate verdict for one artifact on one runtime: its accuracy section and, for
+    `min_speedup`, its speed-up sections (one per batch, from `speedup_section`):
+    {passed, checks, reasons, budget}."""
     checks: list[dict[str, Any]] = []
     finite = bool(accuracy.get("outputs_finite", False))
     checks.append({"check": "outputs_finite", "value": finite, "limit": True, "passed": finite,
@@ -86,36 +118,12 @@ def evaluate_gate(accuracy: dict[str, Any], budget: Budget) -> dict[str, Any]:
     if budget.max_abs_diff is not None:
         checks.append(_check("max_abs_diff", fid.get("max_abs_diff"), budget.max_abs_diff, False,
                              no_ref))
+    if budget.min_speedup is not None:
+        if not speed:
+            checks.append({"check": "speedup", "value": None, "limit": budget.min_speedup,
+                           "passed": False, "reason": "no latency against the fp32 original "
+                           "measured in this run"})
+        checks += [_speed_check(s, budget.min_speedup) for s in speed or []]
     reasons = [c["reason"] for c in checks if not c["passed"]]
     return {"passed": not reasons, "checks": checks, "reasons": reasons,
             "budget": budget.model_dump(exclude_none=True)}
-
-
-PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
-
-
-def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
-                  ) -> tuple[dict[str, Any], str]:
-    """The artifact whose gate decides the exit code, and why it was chosen.
-
-    `requested` matches an artifact's file name, relative path or stage. By default: the most
-    compressed one — lowest precision, then the last one made (later stages compress further),
-    then the smallest file."""
-    from edgekit.errors import InputError
-
-    if not artifacts:
-        raise InputError("there is no artifact to decide on")
-    if requested:
-        hits = [a for a in artifacts if requested in (a.get("name"), a.get("relpath"),
-                                                     a.get("stage"), str(a.get("path")))]
-        if not hits:
-            names = ", ".join(sorted({str(a.get("name")) for a in artifacts}))
-            raise InputError(f"--artifact {requested!r} is not among the validated artifacts",
-                             hint=f"choose one of: {names}")
-        return hits[-1], f"chosen with --artifact {requested}"
-    order = sorted(range(len(artifacts)), key=lambda i: (
-        PRECISION_RANK.get(artifacts[i].get("precision", "fp32"), 3), -i,
-        artifacts[i].get("size_bytes") or 0))
-    chosen = artifacts[order[0]]
-    return chosen, (f"the most compressed artifact ({chosen.get('precision', 'fp32')}, "
-                    "latest stage); pass --artifact NAME to choose another")

@@ -4,64 +4,27 @@ itself against the fp32 reference, and the accuracy gate.
 
 A runtime of the profile that is not usable here is reported (with the fix) and the rest are
 validated; an artifact that no usable runtime can run is reported as skipped. Torch-free.
-A profile with `host:` is validated over SSH by `edgekit.remote` (the same records come back).
+Where the job runs is an executor's business (edgekit/executors/: local in this process; ssh for a
+profile with `host:`, which runs this same validator on the device and brings the records back).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import DataError, MissingDependencyError
+from edgekit.executors import ValidationJob, executor_name, get_executor
 from edgekit.results.store import new_run_id
+from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
 
-
-@dataclass
-class RuntimeStatus:
-    name: str
-    usable: bool
-    reason: str = ""
-    formats: tuple[str, ...] = ()
-
-
-@dataclass
-class ValidationResult:
-    """All records of one validation, the gate per artifact and which artifact decides."""
-
-    device: str
-    budget: Budget
-    run_id: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    runtimes: list[RuntimeStatus] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    decisive: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.decisive.get("passed"))
-
-    @property
-    def missing_runtimes(self) -> list[RuntimeStatus]:
-        return [r for r in self.runtimes if not r.usable]
-
-    def to_json(self, *, with_samples: bool = False) -> dict[str, Any]:
-        records = self.records
-        if not with_samples:
-            records = [{**r, "latency": {k: v for k, v in r.get("latency", {}).items()
-                                         if k != "samples_ms"}} for r in records]
-        return {
-            "device": self.device, "run_id": self.run_id, "passed": self.passed,
-            "budget": self.budget.model_dump(exclude_none=True), "decisive": self.decisive,
-            "artifacts": self.artifacts,
-            "runtimes": [vars(r) for r in self.runtimes],
-            "skipped": self.skipped, "records": records,
-        }
+__all__ = ["RuntimeStatus", "ValidationResult", "check_labels", "plan", "run_here",
+           "runtime_status", "save", "summarize", "validate"]
 
 
 def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
@@ -76,33 +39,15 @@ def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
             out.append(RuntimeStatus(name, False, f"edgekit's {name} runner cannot be imported "
                                      f"({exc})"))
             continue
-        ok, reason = cls.available()
-        if ok and name == "onnxruntime":
-            ok, reason = _ort_providers_ok(device.runtimes[name].providers)
+        ok, reason = cls.usable_with(device.runner_options(name))
         out.append(RuntimeStatus(name, ok, reason, tuple(cls.formats)))
     return out
-
-
-def _ort_providers_ok(wanted: list[str]) -> tuple[bool, str]:
-    """The profile's first execution provider must exist here; the others are fallbacks."""
-    if not wanted:
-        return True, ""
-    import onnxruntime as ort
-
-    from edgekit.runtimes.ort import PROVIDER_ALIASES
-
-    first = PROVIDER_ALIASES.get(wanted[0].lower(), wanted[0])
-    have = ort.get_available_providers()
-    if first in have:
-        return True, ""
-    return False, (f"the profile runs ONNX Runtime on {first}, and this onnxruntime has only "
-                   f"{', '.join(have)} (pip install onnxruntime-gpu, or use the device itself)")
 
 
 def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[RuntimeStatus]
          ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[dict[str, str]]]:
     """(artifact, [runtimes to validate it on]) pairs, and the artifacts nothing here can run."""
-    from edgekit.runtimes.base import RUNNER_MODULES
+    from edgekit.runtimes.base import runner_names
 
     pairs, skipped = [], []
     for entry in entries:
@@ -114,21 +59,17 @@ def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[Ru
             continue
         blocked = [s for s in statuses if not s.usable
                    and precision in device.runtimes[s.name].precisions
-                   and (fmt in s.formats or _runtime_for_format(fmt) == s.name)]
+                   and (fmt in s.formats or kinds.default_runtime(fmt) == s.name)]
         if blocked:
             reason = "; ".join(f"needs {s.name}, which is not usable here: {s.reason}"
                                for s in blocked)
         else:
-            names = [n for n in device.runtimes if n in RUNNER_MODULES]
+            names = [n for n in device.runtimes if n in runner_names()]
             reason = (f"no runtime of profile {device.name} ({', '.join(names)}) runs "
                       f"{fmt} {precision}")
         skipped.append({"artifact": Path(entry["path"]).name, "format": str(fmt),
                         "precision": str(precision), "reason": reason})
     return pairs, skipped
-
-
-def _runtime_for_format(fmt: str | None) -> str | None:
-    return {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}.get(fmt or "")
 
 
 def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
@@ -148,15 +89,24 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
              data_dir: str | None = None, limit: int | None = None,
              artifact: str | None = None, run_id: str | None = None,
              rerun: bool = False) -> ValidationResult:
-    """Validate every artifact of `target` (an output folder or one artifact) on `device`.
-    A local run always measures; on a remote device the same job is collected again unless
-    `rerun`."""
-    budget = budget or Budget()
-    if device.is_remote:  # run_id as given: edgekit.remote derives one from its job id if None
-        return _validate_remote(target, device, eval_source=eval_source, budget=budget,
-                                batches=batches, data_dir=data_dir, limit=limit,
-                                artifact=artifact, run_id=run_id, rerun=rerun)
-    run_id = run_id or new_run_id()
+    """Validate every artifact of `target` (an output folder or one artifact) on `device`, on
+    the executor the profile asks for. A local run always measures; on a remote device the same
+    job is collected again unless `rerun`."""
+    job = ValidationJob(target=Path(target), device=device, eval_source=eval_source,
+                        budget=budget or Budget(), batches=batches, data_dir=data_dir,
+                        limit=limit, artifact=artifact, run_id=run_id, rerun=rerun)
+    from edgekit.io.lineage import check_chain
+
+    check_chain(target)  # artifacts that were not made from the reference's model are refused
+    return get_executor(executor_name(device), run_here).run(job)
+
+
+def run_here(job: ValidationJob) -> ValidationResult:
+    """The job, measured in this process on this machine's runtimes (what every executor ends
+    up running: the local one here, the SSH one on the device, through `edgekit validate`)."""
+    target, device, budget, artifact = job.target, job.device, job.budget, job.artifact
+    eval_source, data_dir, limit = job.eval_source, job.data_dir, job.limit
+    run_id = job.run_id or new_run_id()
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
     from edgekit.validate.bench import measure, open_runner, reference_logits
@@ -171,15 +121,17 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
             f"nothing in {target} can run on {device.name} here"
             + (f" ({missing})" if missing else ""),
             hint="install the runtime the profile names, or choose another --device")
-    # Decide up front, so a bad --artifact fails before minutes of measuring.
+    # A bad --artifact fails before minutes of measuring; the default choice needs the numbers.
     candidates = [_artifact_info(e, Path(target)) for e, _ in pairs]
-    chosen, why = pick_decisive(candidates, artifact)
+    if artifact:
+        pick_decisive(candidates, artifact)
     ref_path = find_reference(target)
-    batches = batches or device.batch_sizes
+    batches = job.batches or device.batch_sizes
     # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
     folder_model = next((e.get("model") for e in entries if e.get("model")), None)
     eval_cache: dict[str, Any] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
+    measured: list[tuple[dict[str, Any], str, list[dict[str, Any]], Any]] = []
     for entry, runtimes in pairs:
         spec = spec_for(entry["path"])
         key = spec.to_json()
@@ -195,27 +147,54 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
             check_labels(eval_set, ref_outputs, eval_source)
             eval_cache[key], ref_cache[key] = eval_set, ref
         info = _artifact_info(entry, Path(target))
+        info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()
+                                    == ref_path.resolve())
         info["runtimes"] = {}
         for runtime in runtimes:
             records = measure(entry, spec, device, eval_set=eval_cache[key], batches=batches,
                               ref_logits=ref_cache[key], runtime=runtime,
                               model_name=entry.get("model") or folder_model)
-            gate = evaluate_gate(records[0]["accuracy"], budget) if records else None
             for r in records:
                 r["environment"] = _recorded_environment(r.get("environment") or {}, device)
-                r.update(run_id=run_id, gate=gate, artifact_name=info["name"],
-                         stage=entry.get("stage"), is_reference=bool(
-                             ref_path and Path(entry["path"]).resolve() == ref_path.resolve()))
-            result.records += records
-            info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
-                                         "reasons": gate["reasons"] if gate else []}
-        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+                r.update(run_id=run_id, artifact_name=info["name"], stage=entry.get("stage"),
+                         is_reference=info["is_reference"])
+            measured.append((info, runtime, records, eval_cache[key]))
         result.artifacts.append(info)
+    # Speed-up against the fp32 original on the same runtime and batch, then the gates.
+    from edgekit.validate.bench import attach_speedups, original_latency
+
+    original = original_latency([(i["is_reference"], rt, recs, ev.x)
+                                 for i, rt, recs, ev in measured], ref_path, device, batches)
+    for info, runtime, records, _ in measured:
+        speed = attach_speedups(records, original, ref_path)
+        gate = evaluate_gate(records[0]["accuracy"], budget, speed) if records else None
+        for r in records:
+            r["gate"] = gate
+        result.records += records
+        info["runtimes"][runtime] = {"passed": bool(gate and gate["passed"]),
+                                     "reasons": gate["reasons"] if gate else []}
+    for info in result.artifacts:
+        info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in result.records if r["artifact_name"] == info["name"]]))
+    chosen, why = pick_decisive(result.artifacts, artifact)
     decided = next(a for a in result.artifacts if a["name"] == chosen["name"])
     result.decisive = {"artifact": decided["name"], "why": why, "passed": decided["passed"],
                        "reasons": sorted({x for v in decided["runtimes"].values()
                                           for x in v["reasons"]})}
+    for r in result.records:
+        r["decisive"] = r["artifact_name"] == decided["name"]
     return result
+
+
+def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 (and its speed-up) at the smallest batch on the artifact's fastest runtime."""
+    timed = [r for r in records if (r.get("latency") or {}).get("p50_ms") is not None]
+    if not timed:
+        return {"p50_ms": None, "speedup": None, "fastest_runtime": None}
+    smallest = min(r["batch"] for r in timed)
+    best = min((r for r in timed if r["batch"] == smallest), key=lambda r: r["latency"]["p50_ms"])
+    return {"p50_ms": best["latency"]["p50_ms"], "speedup": best.get("speedup"),
+            "fastest_runtime": best.get("runtime"), "batch": smallest}
 
 
 def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
@@ -239,30 +218,11 @@ def _artifact_info(entry: dict[str, Any], target: Path) -> dict[str, Any]:
             "model": entry.get("model")}
 
 
-def _validate_remote(target: str | Path, device: DeviceProfile, **kwargs: Any) -> ValidationResult:
-    """Hand a remote profile to edgekit.remote, which runs `edgekit validate --json` there and
-    returns the same ValidationResult (its records tagged with the device's environment)."""
-    try:
-        from edgekit.remote import validate_remote
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"device {device.name} is remote (host {device.host}), and remote validation is not "
-            f"available in this edgekit ({exc})",
-            hint="use a local profile, or install an edgekit with edgekit.remote") from None
-    return validate_remote(target, device, **kwargs)
-
-
 def save(result: ValidationResult, store_path: str | Path) -> list[int]:
     """Append the result's records to the results store (all or none), once: a run already
-    stored (same run id) is not stored again."""
-    from edgekit.results.store import open_store
-
-    if hasattr(result, "store_new_records"):  # hook (edgekit.remote, issue 8): a rerun of a
-        return result.store_new_records(store_path)  # remote job adds only unseen records
-    with open_store(store_path) as store:
-        if store.has_run(result.run_id):
-            return []
-        return store.add(result.records, run_id=result.run_id)
+    stored (same run id) is not stored again, and a rerun of a remote job adds only the records
+    it has not stored yet."""
+    return result.store(store_path)
 
 
 def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
@@ -272,12 +232,15 @@ def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dic
         name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
         info = arts.setdefault(name, {"name": name, "relpath": name, "stage": r.get("stage"),
                                       "format": r.get("format"), "precision": r.get("precision"),
-                                      "size_bytes": r.get("size_bytes"), "runtimes": {}})
+                                      "size_bytes": r.get("size_bytes"), "runtimes": {},
+                                      "is_reference": bool(r.get("is_reference"))})
         gate = r.get("gate") or {}
         info["runtimes"][r.get("runtime")] = {"passed": bool(gate.get("passed")),
                                               "reasons": gate.get("reasons") or []}
     for info in arts.values():
         info["passed"] = all(v["passed"] for v in info["runtimes"].values())
+        info.update(_fastest([r for r in records if (r.get("artifact_name") or Path(str(
+            r.get("artifact"))).name) == info["name"]]))
     if not arts:
         return {"artifacts": [], "decisive": {}, "passed": False}
     chosen, why = pick_decisive(list(arts.values()), artifact)

@@ -74,7 +74,7 @@ def make_output_folder(out: Path, n_per_class: int = 60) -> Path:
     entry = {"format": "onnx", "input_spec": spec.model_dump(mode="json")}
     manifest = Manifest(out)
     manifest.add_stage("export", outputs=[{**entry, "path": "model.onnx", "precision": "fp32"}])
-    manifest.add_stage("quantize",
+    manifest.add_stage("quantize", inputs={"source": out / "model.onnx"},
                        outputs=[{**entry, "path": "model.int8.onnx", "precision": "int8"}])
     eval_path = out.parent / "eval.npz"
     np.savez(eval_path, x=images, y=labels.astype(np.int64))
@@ -100,10 +100,9 @@ def device_python(tmp_path_factory) -> str:
     (folder / "notorch" / "torch" / "__init__.py").write_text(
         "raise ImportError('torch is not installed on this device (edgekit test)')\n")
     wrapper = folder / "python"
-    # The device imports the edgekit under test (this checkout), not whichever one the
-    # interpreter has installed.
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={folder / 'notorch'}:{ROOT} exec {sys.executable} "
-                       "\"$@\"\n")
+    # The device runs the edgekit under test (the test's own PYTHONPATH after the torch block).
+    path = ":".join(filter(None, [str(folder / "notorch"), os.environ.get("PYTHONPATH")]))
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={path} exec {sys.executable} \"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 

@@ -37,7 +37,9 @@ def recipe(tmp_path_factory, zoo_checkpoint):
         "devices": [{"profile": "local-cpu", "threads": 1, "batch_sizes": [1],
                      "latency": {"warmup_count": 2, "warmup_seconds": 0.0, "min_queries": 30,
                                  "min_seconds": 0.1, "max_seconds": 5.0}}],
-        "budget": {"max_drop": 10.0},
+        # No speed-up demand: which artifact is faster than the original is the machine's
+        # call; the never-slower rule is tested on models built to differ (test_speedup_gate).
+        "budget": {"max_drop": 10.0, "min_speedup": None},
     }
     path = folder / "lenet5-quick.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -85,13 +87,24 @@ def test_run_writes_stages_records_and_report(finished):
     summary = result["devices"]["local-cpu"]
     arts = {a["name"]: a for a in summary["artifacts"]}
     assert {"original.onnx", "model.onnx", "model.int8.onnx"} <= set(arts)
-    assert summary["decisive"]["artifact"] in ("model.int8.onnx", "model.int8.xml")
+    # The fastest artifact within the budget decides (the original is what they are measured
+    # against, so it does not compete), and every record carries its speed-up against it.
+    competing = [a for a in summary["artifacts"] if a["passed"] and not a["is_reference"]]
+    assert summary["decisive"]["artifact"] == min(competing, key=lambda a: a["p50_ms"])["name"]
+    assert "fastest artifact within the budget" in summary["decisive"]["why"]
     top1 = _top1s(result)
     assert top1[("original.onnx", "onnxruntime")] > 0.6  # the original, the fp32 reference
     assert abs(top1[("model.int8.onnx", "onnxruntime")] - top1[("model.onnx", "onnxruntime")]) \
         < 0.05
+    from edgekit.results.store import open_store
+
+    with open_store(result["store"]) as store:
+        records = store.records(run_id=summary["run_id"])
+    assert all(r["speedup"] == pytest.approx(r["speedup_vs"]["reference_p50_ms"]
+                                             / r["latency"]["p50_ms"]) for r in records)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "model.int8.onnx" in html
+    assert "speed-up" in html and "★" in html
     assert "| lenet5 |" in (out / "report.md").read_text()
 
 
@@ -142,8 +155,13 @@ def test_killed_run_resumes_from_the_last_finished_stage(recipe, finished, tmp_p
     assert {p: (out / p).read_bytes() for p in compressed} == compressed  # not redone
     _, reference = finished
     assert _top1s(result) == _top1s(reference)  # the same final result as an uninterrupted run
-    assert result["devices"]["local-cpu"]["decisive"] == reference["devices"]["local-cpu"][
-        "decisive"]
+    # Which artifact is fastest was measured again (validation had not run before the kill):
+    # the same rule decides, on the same verdicts.
+    summary = result["devices"]["local-cpu"]
+    competing = [a for a in summary["artifacts"] if a["passed"] and not a["is_reference"]]
+    assert summary["decisive"]["artifact"] == min(competing, key=lambda a: a["p50_ms"])["name"]
+    assert {a["name"]: a["passed"] for a in summary["artifacts"]} == {
+        a["name"]: a["passed"] for a in reference["devices"]["local-cpu"]["artifacts"]}
     # A third run finds everything finished and stores nothing twice.
     code, again, _ = _run("run", str(recipe), "-o", str(out), "--json")
     assert code == 0 and all(s["status"] == "resumed" for s in again["stages"][:-1])

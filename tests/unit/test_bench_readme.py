@@ -39,6 +39,7 @@ def test_every_section_has_an_owner_and_every_owner_a_section():
 
 def test_no_measured_number_outside_the_sections():
     text = re.sub(r"```.*?```", "", outside_sections(README.read_text()), flags=re.S)
+    text = re.sub(r'"[^"\n]*"', "", text)  # a quoted example of a message, not a measurement
     stray = [line for line in text.splitlines()
              if any(re.search(p, line) for p in MEASURED)]
     assert stray == [], "numbers written by hand; move them into a bench section:\n" + \

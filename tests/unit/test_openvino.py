@@ -16,7 +16,7 @@ from edgekit.errors import DataError, InputError, ModelLoadError  # noqa: E402
 from edgekit.io.artifacts import spec_for  # noqa: E402
 from edgekit.io.manifest import Manifest  # noqa: E402
 from edgekit.pipeline import export_artifact  # noqa: E402
-from edgekit.validate.latency import LatencyProtocol  # noqa: E402
+from edgekit.runtimes.latency import LatencyProtocol  # noqa: E402
 from tests.helpers import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,11 +141,12 @@ def test_int8_without_calibration_exits_2_and_writes_nothing(ov_folder: Path, tm
     folder = tmp_path / "out"
     folder.mkdir()
     shutil.copy(ov_folder / "model.onnx", folder / "model.onnx")
+    Manifest(folder).save()  # edgekit's folder (a folder it does not own is refused first)
     code, _, err = cli(capsys, "export", str(folder / "model.onnx"), "--target", "openvino",
                        "--precision", "int8", "-o", str(folder))
     assert code == 2
     assert "int8 needs a calibration set" in err and "--calib" in err
-    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
 
 
 def test_calibration_set_of_the_wrong_shape_is_refused(ov_folder: Path, tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from edgekit.runtimes.base import Runner
-from edgekit.spec import InputSpec
-from edgekit.validate.latency import (
+from edgekit.runtimes.latency import (
     LatencyProtocol,
     early_stopping_bound,
     latency_stats,
     min_samples_for,
 )
+from edgekit.spec import InputSpec
 
 
 def test_statistics_match_numpy_on_known_samples():

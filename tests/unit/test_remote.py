@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import remote_agent as agent
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError, InputError
+from edgekit.remote import agent
 
 needs_ssh = pytest.mark.skipif(not (shutil.which("ssh") and shutil.which("scp")),
                                reason="needs the OpenSSH client (apt-get install openssh-client)")

@@ -256,9 +256,9 @@ def test_int8_input_errors_come_before_the_dependency_check(folder: Path, capsys
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_build_and_run_engine(folder: Path, precision: str) -> None:
     from edgekit.pipeline import export_artifact
+    from edgekit.runtimes.latency import LatencyProtocol
     from edgekit.runtimes.tensorrt import TensorRtRunner
     from edgekit.targets.onnx import ort_logits
-    from edgekit.validate.latency import LatencyProtocol
 
     if precision == "int8":
         quantize(folder / "model.onnx", folder / "model.int8.trt.onnx", symmetric=True)

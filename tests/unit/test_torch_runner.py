@@ -12,7 +12,7 @@ import pytest
 
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.runtimes.base import DeviceTimed, Runner, get_runner
-from edgekit.validate.latency import LatencyProtocol
+from edgekit.runtimes.latency import LatencyProtocol
 
 torch = pytest.importorskip("torch", reason="torch not installed (pip install edgekit[torch])")
 
@@ -185,3 +185,22 @@ def test_gpu_numbers_are_not_implausibly_low(tmp_path: Path, precision: str) -> 
     naive_p50 = float(np.median(naive))
     print(f"unsynchronised replay of the same graph: {naive_p50:.3f} ms")
     assert ours > 5 * naive_p50, line
+
+
+def test_runner_threads_are_scoped_to_its_own_calls(lenet_checkpoint: Path) -> None:
+    """torch's thread count is process-wide: the runner's `threads` hold while it runs, and the
+    caller's count is back afterwards (loading, inference, timing, describe)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runner = get_runner("torch")(lenet_checkpoint, threads=1)
+        seen: list[int] = []
+        forward = runner.bundle.model.forward
+        runner.bundle.model.forward = lambda x: (seen.append(torch.get_num_threads()),
+                                                 forward(x))[1]
+        runner.predict(images(3), batch_size=2)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        runner.measure_latency(images(1), QUICK)
+        assert runner.describe()["threads"] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,6 +1,6 @@
 """The SSH side of edgekit.remote: the system OpenSSH client with host-key checking always on,
 retries of dropped connections, one shared connection per validation, errors that say what to
-do, and calls to the device-side agent (edgekit/remote_agent.py, sent over stdin)."""
+do, and calls to the device-side agent (edgekit/remote/agent.py, sent over stdin)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError
 
-AGENT_PATH = Path(__file__).with_name("remote_agent.py")
+AGENT_PATH = Path(__file__).with_name("agent.py")
 AGENT_MARK = "@@edgekit-agent@@"
 HOST_KEY_PATTERNS = ("host key verification failed", "remote host identification has changed",
                      "host key is known for", "no matching host key")
@@ -111,7 +111,13 @@ class SSHTransport:
         self.calls = 0
         # One SSH connection shared by the calls of a validation (ControlMaster): a handshake
         # per call costs a second on a Jetson over Wi-Fi. The socket lives in a private folder.
-        self.control_dir = tempfile.mkdtemp(prefix="edgekit-ssh-") if multiplex else None
+        # A killed run cannot remove its folder; the next one removes those whose owner is gone.
+        self.control_dir = None
+        if multiplex:
+            from edgekit.io.debris import pid_tag, sweep
+
+            sweep(tempfile.gettempdir(), prefix="edgekit-ssh-")
+            self.control_dir = tempfile.mkdtemp(prefix=f"edgekit-ssh-{pid_tag()}-")
 
     def close(self) -> None:
         """Close the shared connection, if any."""

@@ -246,6 +246,7 @@ def _version(dist, module):
 def cmd_probe(p):
     """What the device has: Python, edgekit (and whether its lean path imports), runtimes and
     their versions, ONNX Runtime providers, Jetson release, power mode and clocks."""
+    import importlib
     import importlib.util
 
     root = resolve_workdir(p["workdir"])
@@ -263,8 +264,7 @@ def cmd_probe(p):
     for dist, module in PACKAGES.items():
         info["packages"][dist] = _version(dist, module)
     for runtime in p.get("runtimes", []):
-        module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
-                  "torch": "torch"}.get(runtime, runtime)
+        module = p.get("modules", {}).get(runtime, runtime)  # the caller's Runner.package
         entry = {"importable": False}
         try:
             entry["importable"] = importlib.util.find_spec(module) is not None
@@ -283,11 +283,11 @@ def cmd_probe(p):
         info["edgekit"] = {"version": getattr(edgekit, "__version__", "unknown"),
                            "path": os.path.dirname(edgekit.__file__)}
         before = "torch" in sys.modules
-        import edgekit.validate.bench  # noqa: F401 - the lean path the device runs
+        importlib.import_module(p["lean_module"])  # the lean path the device runs
         info["edgekit"]["lean_ok"] = True
         info["edgekit"]["imports_torch"] = "torch" in sys.modules and not before
         info["edgekit"]["has_validate"] = importlib.util.find_spec(
-            "edgekit.validate.validator") is not None
+            p["validator_module"]) is not None
     except ImportError as exc:
         if info["edgekit"] is None:
             info["edgekit"] = {"error": str(exc)[:300]}

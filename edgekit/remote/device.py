@@ -8,7 +8,12 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
-from edgekit.remote_ssh import SSHTransport
+from edgekit.remote.ssh import SSHTransport
+
+# What the device must be able to import (named, not imported: they run on the device, and the
+# agent that checks them is a standalone script): the torch-free measuring path, the validator.
+LEAN_MODULE = "edgekit.validate.bench"
+VALIDATOR_MODULE = "edgekit.validate.validator"
 
 
 # ---------------------------------------------------------------------------- device check
@@ -134,6 +139,13 @@ def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
     return report
 
 
+def runtime_modules(profile: DeviceProfile) -> dict[str, str]:
+    """The import name of each runtime's library (its Runner's `package`), for the agent."""
+    from edgekit.runtimes.base import get_runner
+
+    return {name: get_runner(name).package or name for name in profile.runtimes}
+
+
 def check_remote(profile: DeviceProfile, *, transport: SSHTransport | None = None,
                  connect_timeout: float | None = None) -> DeviceReport:
     """Reach the device and report what it has and lacks (never raises for what is missing;
@@ -142,6 +154,9 @@ def check_remote(profile: DeviceProfile, *, transport: SSHTransport | None = Non
         with SSHTransport(profile, connect_timeout=connect_timeout) as own:
             return check_remote(profile, transport=own)
     probe = transport.agent("probe", {"workdir": profile.workdir,
-                                      "runtimes": list(profile.runtimes)},
+                                      "runtimes": list(profile.runtimes),
+                                      "modules": runtime_modules(profile),
+                                      "lean_module": LEAN_MODULE,
+                                      "validator_module": VALIDATOR_MODULE},
                             what="connect", timeout=120.0)
     return build_report(profile, probe)

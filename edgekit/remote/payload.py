@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
-from edgekit.remote_device import DeviceReport
+from edgekit.remote.device import DeviceReport
 
 # What the device runs for one artifact: the validator itself (the code `edgekit validate` runs),
 # printing the result with its latency samples, which the store keeps for the report's plots.
@@ -80,8 +81,9 @@ def safe_relpath(path: Path, folder: Path) -> str:
 def _siblings(path: Path) -> list[Path]:
     """Files an artifact needs beside it: OpenVINO's .bin, ONNX external data, a spec sidecar."""
     found = []
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        found.append(path.with_suffix(".bin"))
+    weights = kinds.weights_file(path)
+    if weights is not None and weights.is_file():
+        found.append(weights)
     if path.suffix == ".onnx":
         from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -160,13 +162,14 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
         rel = safe_relpath(path, folder)
         by_rel[rel] = entry
         fmt = entry.get("format")
-        if path.suffix in (".plan", ".engine"):
+        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(path)
+        if kind is not None and not kind.portable:
             skipped.append({"artifact": rel, "format": str(fmt),
                             "precision": str(entry.get("precision", "fp32")),
                             "reason": "TensorRT engines are not portable: it is rebuilt on the "
                             "device from the ONNX model"})
             continue
-        runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(str(fmt))
+        runtime = kinds.default_runtime(str(fmt))
         if runtime and runtime in profile.runtimes and runtime not in usable:
             skipped.append({"artifact": rel, "format": str(fmt),
                             "precision": str(entry.get("precision", "fp32")),
@@ -250,7 +253,8 @@ def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
         tasks.append({"argv": ["{python}", "-m", "edgekit", "export", "out", "--target",
                                "tensorrt", "--precision", precision, "--parity-data", eval_name],
                       "ok_codes": [0], "kind": "step"})
-    args = {"target": "out", "globs": ["out/*.plan", "out/*.engine"], "device": "device.yaml",
+    engine_globs = [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
+    args = {"target": "out", "globs": engine_globs, "device": "device.yaml",
             "eval": eval_name, "budget": budget, "batches": batches, "run_id": "{run_id}"}
     tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args, sort_keys=True)],
                   "ok_codes": [0], "globs_engines": True})

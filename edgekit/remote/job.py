@@ -4,7 +4,7 @@ there and the records come home.
 
 Transport is the system OpenSSH client (`ssh`, `scp`) with the user's keys and host-key checking,
 never disabled (`StrictHostKeyChecking=yes`, `BatchMode=yes`). On the device, a small
-standard-library script (`edgekit/remote_agent.py`, sent over stdin on every call) checks the
+standard-library script (`edgekit/remote/agent.py`, sent over stdin on every call) checks the
 environment, stores files content-addressed by sha256, runs the job detached under a device lock
 and hands back what it produced. Only the lean, torch-free part of edgekit runs on the device.
 
@@ -20,8 +20,9 @@ and hands back what it produced. Only the lean, torch-free part of edgekit runs 
          environment (JetPack/L4T, power mode, clocks) and return a ValidationResult; a job that
          died or timed out comes back marked partial, with what it finished.
 
-Parts: remote_ssh.py (transport, errors), remote_device.py (the device report and its fixes),
-remote_payload.py (files, eval sets, tasks, job id), remote_agent.py (the device side).
+Parts (edgekit/remote/): ssh.py (transport, errors), device.py (the device report and its fixes),
+payload.py (files, eval sets, tasks, job id), agent.py (the device side), job.py (this module:
+one validation job, from the check to the records).
 """
 
 from __future__ import annotations
@@ -38,34 +39,20 @@ from typing import Any
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
 from edgekit.errors import MissingDependencyError
-from edgekit.remote_device import DeviceReport, build_report, check_remote, runtime_fix
-from edgekit.remote_payload import (
+from edgekit.remote.device import DeviceReport, check_remote
+from edgekit.remote.payload import (
     Payload,
     build_payload,
     check_artifact_names,
-    device_side_profile,
-    device_state,
-    safe_relpath,
-    write_eval_npz,
 )
-from edgekit.remote_ssh import (
-    DeviceUnreachableError,
-    HostKeyError,
-    RemoteAuthError,
+from edgekit.remote.ssh import (
     RemoteError,
-    RemotePathError,
     SSHTransport,
     _last_line,
     _target_label,
     check_remote_profile,
 )
-from edgekit.validate.validator import RuntimeStatus, ValidationResult
-
-__all__ = ["DeviceReport", "DeviceUnreachableError", "HostKeyError", "Payload",
-           "RemoteAuthError", "RemoteError", "RemotePathError", "RemoteValidationResult",
-           "SSHTransport", "build_payload", "build_report", "check_artifact_names",
-           "check_remote", "check_remote_profile", "device_side_profile", "device_state",
-           "runtime_fix", "safe_relpath", "validate_remote", "write_eval_npz"]
+from edgekit.results.validation import RuntimeStatus, ValidationResult, budget_dict
 
 
 # ------------------------------------------------------------------------------ the result
@@ -98,12 +85,7 @@ class RemoteValidationResult(ValidationResult):
     def store_new_records(self, store_path: str | Path) -> list[int]:
         """Append the records the store does not have yet (by record key): a rerun that
         collects the same job, or resumes a partial one, never records anything twice."""
-        from edgekit.results.store import open_store
-
-        with open_store(store_path) as store:
-            have = {r.get("record_key") for r in store.records(run_id=self.run_id)}
-            new = [r for r in self.records if r.get("record_key") not in have]
-            return store.add(new, run_id=self.run_id) if new else []
+        return self.store(store_path)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -208,10 +190,7 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
     again, and its records are stored once. `run_id`, when given (a recipe's stage run), is part
     of the job id and names the records; without it the run id derives from the job id.
     `rerun=True` measures again even if the same job ran."""
-    from edgekit.validate.gate import Budget, pick_decisive
-
     check_remote_profile(device)
-    budget = budget or Budget()
     job_timeout = float(job_timeout or device.job_timeout)
     check_artifact_names(target)  # refuse names that would escape before connecting
     if transport is None:
@@ -232,9 +211,12 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                                      f"{first['what']}", hint=f"on the device: {first['fix']}")
     for m in report.missing:
         on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
-    with tempfile.TemporaryDirectory(prefix="edgekit-remote-") as tmp:
+    from edgekit.io.debris import pid_tag, sweep
+
+    sweep(tempfile.gettempdir(), prefix="edgekit-remote-")  # what killed runs left
+    with tempfile.TemporaryDirectory(prefix=f"edgekit-remote-{pid_tag()}-") as tmp:
         payload = build_payload(target, device, report, eval_source=eval_source, limit=limit,
-                                data_dir=data_dir, budget=budget.model_dump(exclude_none=True),
+                                data_dir=data_dir, budget=budget_dict(budget),
                                 batches=batches, workdir=Path(tmp), job_timeout=job_timeout,
                                 nonce=f"{time.time_ns()}" if rerun else "", run_id=run_id)
         if not payload.tasks:
@@ -267,18 +249,8 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
     answer = transport.agent("result", {"workdir": device.workdir, "job_id": payload.job_id})
     result = _assemble(payload, device, report, answer, budget, reason=reason)
     result.reused, result.copied = reused, copied
-    if result.artifacts:
-        chosen, why = pick_decisive(result.artifacts, artifact)
-        result.decisive = {"artifact": chosen["name"], "why": why, "passed": chosen["passed"],
-                           "reasons": sorted({x for v in chosen["runtimes"].values()
-                                              for x in v["reasons"]})}
-    else:
-        result.decisive = {"artifact": artifact or "(none)", "why": "nothing was measured",
-                           "passed": False, "reasons": []}
+    result.decide(artifact, partial_reason=result.partial_reason if result.partial else None)
     if result.partial:
-        result.decisive["passed"] = False
-        result.decisive["reasons"] = [*result.decisive["reasons"],
-                                      f"partial result: {result.partial_reason}"]
         on_event(f"PARTIAL: {result.partial_reason}; rerun the same command to resume")
     return result
 

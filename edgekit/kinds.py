@@ -1,0 +1,72 @@
+"""The one table of artifact kinds. Everything that asks "which runtime reads a .xml?", "what
+format is a .plan?", "which target writes TensorRT engines?" or "where is this file's InputSpec?"
+reads it here; nothing else keeps a copy. Adding an artifact kind is one row; adding a runtime
+or a target names its kind here and is otherwise one new file (see CONTRIBUTING.md).
+
+Bottom layer: imports nothing from edgekit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of artifact file."""
+
+    format: str  # the manifest's `format` of such a file
+    suffixes: tuple[str, ...]  # file suffixes; the first is what its target writes
+    runtimes: tuple[str, ...]  # runtimes that read it, the default one first
+    target: str | None  # the export target that writes it (None: not exported)
+    spec_in: str  # where its InputSpec lives (a reader in edgekit/io/artifacts.py)
+    precisions: tuple[str, ...] = PRECISIONS
+    runnable: bool = True  # `edgekit bench/validate` take it as an artifact
+    portable: bool = True  # False: built on the device that runs it (TensorRT engines)
+    weights_suffix: str | None = None  # weights in a file beside it (OpenVINO's .bin)
+
+    def weights_file(self, path: str | Path) -> Path | None:
+        return Path(path).with_suffix(self.weights_suffix) if self.weights_suffix else None
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("onnx", (".onnx",), ("onnxruntime",), "onnx", "onnx-metadata"),
+    Kind("openvino", (".xml",), ("openvino",), "openvino", "ir-rt-info", weights_suffix=".bin"),
+    Kind("tensorrt", (".plan", ".engine"), ("tensorrt",), "tensorrt", "engine-metadata",
+         portable=False),
+    Kind("checkpoint", (".pt",), ("torch",), None, "manifest", precisions=("fp32", "fp16"),
+         runnable=False),
+)
+
+FORMATS: tuple[str, ...] = tuple(k.format for k in KINDS)
+RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for k in KINDS for r in k.runtimes))
+TARGETS: tuple[str, ...] = tuple(k.target for k in KINDS if k.target)
+RUNNABLE_SUFFIXES: tuple[str, ...] = tuple(s for k in KINDS if k.runnable for s in k.suffixes)
+
+
+def by_format(fmt: str | None) -> Kind | None:
+    return next((k for k in KINDS if k.format == fmt), None)
+
+
+def by_suffix(path: str | Path) -> Kind | None:
+    suffix = Path(path).suffix
+    return next((k for k in KINDS if suffix in k.suffixes), None)
+
+
+def weights_file(path: str | Path) -> Path | None:
+    """The file beside `path` that holds its weights, for kinds that keep them apart."""
+    kind = by_suffix(path)
+    return kind.weights_file(path) if kind else None
+
+
+def formats_read_by(runtime: str) -> tuple[str, ...]:
+    """The formats a runtime reads (a Runner's `formats`)."""
+    return tuple(k.format for k in KINDS if runtime in k.runtimes)
+
+
+def default_runtime(fmt: str | None) -> str | None:
+    """The runtime that runs a format unless another is asked for."""
+    kind = by_format(fmt)
+    return kind.runtimes[0] if kind else None

@@ -1,0 +1,42 @@
+"""Size limits checked before anything is allocated from a file's declared shapes: a checkpoint,
+an ONNX model or a data file that declares more than this is refused (exit 2) instead of
+exhausting memory. Set EDGEKIT_MAX_MODEL_ELEMENTS / EDGEKIT_MAX_INPUT_ELEMENTS to raise them."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+
+from edgekit.errors import InputError, ModelLoadError
+
+# 1e9 float32 values (4 GB): above torchvision's largest classifier (ViT-H/14, 632 M).
+MAX_MODEL_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_MODEL_ELEMENTS", 1_000_000_000))
+# One input sample C×H×W: 3×8192×8192 fits, 1×100000×100000 does not.
+MAX_INPUT_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_INPUT_ELEMENTS", 1 << 28))
+MAX_BATCH = 65536
+# One array of a data file (.npz): 8 GiB.
+MAX_DATA_BYTES = int(os.environ.get("EDGEKIT_MAX_DATA_BYTES", 8 << 30))
+
+
+def elements(shape: Iterable[int]) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def check_model_elements(count: int, what: str) -> None:
+    if count > MAX_MODEL_ELEMENTS:
+        raise ModelLoadError(
+            f"{what} declares {count:,} parameter values, over edgekit's limit of "
+            f"{MAX_MODEL_ELEMENTS:,}",
+            hint="the file is damaged or hostile; if the model really is this large, raise "
+            "EDGEKIT_MAX_MODEL_ELEMENTS")
+
+
+def check_input_shape_size(shape: tuple[int, ...], what: str = "input shape") -> None:
+    """A sample (all dims but the batch) and the batch must stay under the limits."""
+    sample = elements(shape[1:])
+    if sample > MAX_INPUT_ELEMENTS or (shape and shape[0] > MAX_BATCH):
+        raise InputError(
+            f"{what} {','.join(map(str, shape))} is absurdly large ({sample:,} values per sample, "
+            f"limit {MAX_INPUT_ELEMENTS:,}; batch limit {MAX_BATCH})",
+            hint="check the shape; raise EDGEKIT_MAX_INPUT_ELEMENTS if it is real")

@@ -1,0 +1,212 @@
+"""The gate learns latency (issue 15, part 4): speed-up against the fp32 original in every
+record, `min_speedup` failing a slower artifact with both numbers, and the decisive artifact
+being the fastest one within the budget. Torch-free ONNX models made with onnx.helper; the
+"slow" and "fast" models differ by tens of 512×512 MatMuls, so which is slower does not depend
+on the machine's load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekit.validate.accuracy import accuracy_section
+from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive, speedup_section
+
+CLASSES, WIDTH = 4, 512
+
+
+def _acc():
+    x = np.eye(CLASSES, dtype=np.float32)
+    return accuracy_section(x, np.arange(CLASSES), x)
+
+
+def test_slower_than_the_original_fails_with_both_numbers():
+    slow = speedup_section(0.180, 0.089, batch=1, reference="original.onnx", runtime="onnxruntime")
+    assert slow["speedup"] == pytest.approx(0.089 / 0.180)
+    verdict = evaluate_gate(_acc(), Budget(max_drop=1.0, min_speedup=1.0), [slow])
+    assert not verdict["passed"]
+    assert verdict["reasons"] == ["batch 1: 0.180 ms, slower than the original's 0.089 ms "
+                                  "(0.49× < 1×)"]
+    fast = speedup_section(0.050, 0.089, batch=8, reference="original.onnx", runtime="onnxruntime")
+    assert evaluate_gate(_acc(), Budget(min_speedup=1.0), [fast])["passed"]
+    # Faster than the original, but not by the speed-up demanded: both numbers again.
+    verdict = evaluate_gate(_acc(), Budget(min_speedup=2.0), [fast])
+    assert verdict["reasons"] == ["batch 8: 0.050 ms against the original's 0.089 ms, "
+                                  "speed-up 1.78× < 2×"]
+    # Every batch is checked: fast at batch 8 does not excuse slow at batch 1.
+    assert not evaluate_gate(_acc(), Budget(min_speedup=1.0), [slow, fast])["passed"]
+    # Without min_speedup the latency does not gate.
+    assert evaluate_gate(_acc(), Budget(max_drop=1.0), [slow])["passed"]
+
+
+def test_a_speedup_that_cannot_be_measured_fails_and_says_why():
+    missing = speedup_section(0.1, None, batch=1, reference="original.onnx", runtime="tensorrt")
+    verdict = evaluate_gate(_acc(), Budget(min_speedup=1.0), [missing])
+    assert not verdict["passed"] and "no fp32 original measured on tensorrt" in verdict["reasons"][0]
+    assert "no latency against the fp32 original" in evaluate_gate(
+        _acc(), Budget(min_speedup=1.0))["reasons"][0]
+    with pytest.raises(ValueError):
+        Budget(min_speedup=0)
+
+
+def test_decisive_is_the_fastest_within_the_budget_not_the_most_compressed():
+    arts = [{"name": "original.onnx", "precision": "fp32", "is_reference": True, "passed": True,
+             "p50_ms": 0.089},
+            {"name": "model.onnx", "precision": "fp32", "passed": True, "p50_ms": 0.070,
+             "speedup": 0.089 / 0.070},
+            {"name": "model.int8.onnx", "precision": "int8", "passed": False, "p50_ms": 0.180},
+            {"name": "model.int8.xml", "precision": "int8", "passed": True, "p50_ms": 0.075}]
+    chosen, why = pick_decisive(arts)
+    assert chosen["name"] == "model.onnx"
+    assert "fastest artifact within the budget" in why and "0.070 ms" in why and "1.27×" in why
+    # The original itself never decides while there is something else to decide on.
+    assert pick_decisive([{**a, "p50_ms": 9.0} if not a.get("is_reference") else a
+                          for a in arts])[0]["name"] != "original.onnx"
+    # Nothing passes: the most compressed one decides, and the why says nothing met the budget.
+    failing = [{**a, "passed": False} for a in arts]
+    chosen, why = pick_decisive(failing)
+    assert chosen["name"] == "model.int8.xml" and "no artifact meets the budget" in why
+    assert pick_decisive(arts, "model.int8.onnx")[0]["name"] == "model.int8.onnx"
+    # Artifacts that say nothing of their speed (an older edgekit on a remote device): the most
+    # compressed one decides, as before.
+    unknown = [{k: v for k, v in a.items() if k != "p50_ms"} for a in arts]
+    assert pick_decisive(unknown)[0]["name"] == "model.int8.xml"
+
+
+def test_recipes_default_to_never_slower():
+    from edgekit.recipe import Recipe
+
+    base = {"recipe_version": 1, "name": "r", "model": {"zoo": "lenet5"},
+            "data": {"eval": "fashion-mnist:test"}}
+    assert Recipe.model_validate(base).budget.min_speedup == 1.0
+    assert Recipe.model_validate({**base, "budget": {"max_drop": 1.0}}).budget.min_speedup == 1.0
+    off = Recipe.model_validate({**base, "budget": {"max_drop": 1.0, "min_speedup": None}})
+    assert off.budget.min_speedup is None
+    assert Recipe.model_validate({**base, "budget": {"min_speedup": 1.2}}).budget.min_speedup == 1.2
+
+
+# ---------------------------------------------------------------- measured, end to end
+def _chain(path, depth: int, spec) -> None:
+    """input (N,1,4,4) → 16→512 → `depth` × (512×512 identity) → 512→CLASSES: the same logits
+    whatever the depth, and a cost that grows with it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.io.onnxfile import save_onnx, set_spec
+
+    rng = np.random.default_rng(0)
+    w_in = rng.standard_normal((16, WIDTH)).astype(np.float32)
+    w_out = rng.standard_normal((WIDTH, CLASSES)).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"),
+             helper.make_node("MatMul", ["flat", "W_in"], ["h0"], name="fc_in")]
+    inits = [numpy_helper.from_array(w_in, "W_in"), numpy_helper.from_array(w_out, "W_out"),
+             numpy_helper.from_array(np.eye(WIDTH, dtype=np.float32), "I")]
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "I"], [f"h{i + 1}"], name=f"fc_{i}"))
+    nodes.append(helper.make_node("MatMul", [f"h{depth}", "W_out"], ["logits"], name="fc_out"))
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                       ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    set_spec(model, spec)
+    save_onnx(model, path)
+
+
+@pytest.fixture
+def speed_folder(tmp_path):
+    """original.onnx (role reference, 4 hidden MatMuls), model.fast.onnx (none),
+    model.slow.onnx (60, labelled int8: the "most compressed" by the old rule), eval.npz."""
+    from edgekit.io.manifest import Manifest
+    from edgekit.spec import InputSpec
+
+    spec = InputSpec(shape=(1, 1, 4, 4), mean=(0.0,), std=(1.0,))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _chain(folder / "original.onnx", 4, spec)
+    _chain(folder / "model.fast.onnx", 0, spec)
+    _chain(folder / "model.slow.onnx", 60, spec)
+    m = Manifest(folder)
+    m.add_stage("export-onnx-fp32-original", outputs=[{"path": "original.onnx", "format": "onnx",
+                                                       "precision": "fp32", "model": "chain",
+                                                       "role": "reference"}])
+    m.add_stage("export-onnx-fp32", outputs=[{"path": "model.fast.onnx", "format": "onnx",
+                                              "precision": "fp32", "model": "chain"}])
+    m.add_stage("quantize-int8", outputs=[{"path": "model.slow.onnx", "format": "onnx",
+                                           "precision": "int8", "model": "chain"}])
+    from edgekit.runtimes.ort import OrtRunner
+
+    x = np.random.default_rng(1).standard_normal((64, 1, 4, 4)).astype(np.float32)
+    y = OrtRunner(folder / "original.onnx", spec, threads=1).infer(x).argmax(1)
+    np.savez(tmp_path / "eval.npz", x=x, y=y.astype(np.int64))
+    return folder, tmp_path / "eval.npz", spec
+
+
+def _validate(args, capsys):
+    from edgekit.cli import main
+
+    try:
+        main(["validate", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validate_measures_speedup_and_fails_the_slower_artifact(speed_folder, quick_profile,
+                                                                  capsys):
+    folder, eval_npz, _ = speed_folder
+    profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]}})
+    code, out, err = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
+                                "--max-drop", "0", "--min-speedup", "1", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0, err
+    recs = {r["artifact_name"]: r for r in result["records"]}
+    ref_p50 = recs["original.onnx"]["latency"]["p50_ms"]
+    assert recs["original.onnx"]["speedup"] == pytest.approx(1.0)
+    for r in recs.values():
+        assert r["speedup"] == pytest.approx(ref_p50 / r["latency"]["p50_ms"])
+        assert r["speedup_vs"]["reference"] == "original.onnx" and r["speedup_vs"]["batch"] == 1
+    slow = recs["model.slow.onnx"]
+    assert slow["speedup"] < 1 and not slow["gate"]["passed"]
+    reason = slow["gate"]["reasons"][0]
+    assert reason == (f"batch 1: {slow['latency']['p50_ms']:.3f} ms, slower than the original's "
+                      f"{ref_p50:.3f} ms ({slow['speedup']:.2f}× < 1×)")
+    # The fastest within the budget decides, not the most compressed (the "int8" slow one).
+    assert result["decisive"]["artifact"] == "model.fast.onnx" and result["passed"]
+    assert "fastest artifact within the budget" in result["decisive"]["why"]
+    assert [r["artifact_name"] for r in result["records"] if r["decisive"]] == ["model.fast.onnx"]
+    # Only the slow one left: it decides and fails with both numbers (exit 1).
+    code, out, err = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
+                                "--min-speedup", "1", "--artifact", "model.slow.onnx"], capsys)
+    assert code == 1 and "slower than the original's" in err
+    assert "speed-up" in out and "★" in out
+
+
+def test_openvino_speedup_is_against_the_original_read_by_openvino(speed_folder, quick_profile,
+                                                                 capsys):
+    pytest.importorskip("openvino")
+    from edgekit.io.manifest import Manifest
+    from edgekit.targets.openvino import convert_onnx, save_ir
+
+    folder, eval_npz, spec = speed_folder
+    save_ir(convert_onnx(folder / "model.slow.onnx"), folder / "model.slow.xml", spec=spec,
+            precision="fp32")
+    Manifest(folder).add_stage("export-openvino-fp32", outputs=[
+        {"path": "model.slow.xml", "format": "openvino", "precision": "fp32", "model": "chain"}])
+    profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
+                                      "openvino": {"precisions": ["fp32"]}})
+    code, out, _ = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
+                              "--min-speedup", "1", "--json"], capsys)
+    result = json.loads(out)
+    ov = next(r for r in result["records"] if r["runtime"] == "openvino")
+    assert ov["speedup_vs"]["measured_as"] == "original.onnx read by openvino at fp32"
+    assert ov["speedup_vs"]["reference_p50_ms"] > 0 and ov["speedup"] < 1
+    assert any("slower than the original's" in x for x in ov["gate"]["reasons"])
+    assert result["decisive"]["artifact"] == "model.fast.onnx" and code == 0
+
