@@ -31,6 +31,9 @@ OWNERS = {
     "compress": "benchmarks/bench_compress.py",
     "dwsep-cpu": "benchmarks/bench_dwsep.py",
     "protocol": "benchmarks/bench_protocol.py",
+    "optimize-seed": "benchmarks/bench_optimize.py",
+    "optimize-resnet": "benchmarks/bench_optimize.py",
+    "optimize-cost": "benchmarks/bench_optimize.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 
