@@ -109,22 +109,23 @@ def test_devices_bench_validate_from_the_installed_wheel(device_venv: Path, tmp_
     assert Path(rows["local-cpu"]["path"]).is_relative_to(device_venv)
     assert rows["local-cpu"]["runtimes"]["onnxruntime"]["usable_here"] is True
 
-    proc = run([edgekit, "bench", str(folder), "--runtime", "onnxruntime", "--eval",
-                "fashion-mnist:test", "--limit", "500", "--json"], cwd=elsewhere, env=env)
-    assert proc.returncode == 0, proc.stderr
-    bench = json.loads(proc.stdout)
-    records = bench if isinstance(bench, list) else bench.get("records", [bench])
-    assert records and all(r["runtime"] == "onnxruntime" for r in records)
-    assert all(r["latency"]["p50_ms"] > 0 for r in records if "latency" in r) or \
-        all(r["p50_ms"] > 0 for r in records)
-
     profile = elsewhere / "fast.yaml"
     profile.write_text(FAST_CPU)
+    proc = run([edgekit, "bench", str(folder), "--device", str(profile), "--eval",
+                "fashion-mnist:test", "--limit", "500", "--json"], cwd=elsewhere, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = json.loads(proc.stdout)
+    assert record["model"] == "lenet5" and record["runtime"] == "onnxruntime"
+    assert record["latency"]["valid"] and record["latency"]["p50_ms"] > 0
+    assert record["accuracy"]["samples"] == 500 and record["accuracy"]["top1"] > 0.85
+    versions = record["environment"]["versions"]
+    assert versions["onnxruntime"] and "torch" not in versions and "openvino" not in versions
+
     proc = run([edgekit, "validate", str(folder), "--device", str(profile), "--eval",
                 "fashion-mnist:test", "--limit", "500", "--max-drop", "1", "--json"],
                cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["passed"] is True
-    tops = [r["top1"] for r in result["records"] if r.get("top1") is not None]
+    tops = [r["accuracy"]["top1"] for r in result["records"]]
     assert tops and min(tops) > 0.85  # the shipped lenet5 scores 0.90 on the full test set
