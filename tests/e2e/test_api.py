@@ -171,8 +171,10 @@ def test_bad_api_input_is_an_edgekit_error(tmp_path):
         edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[])
     with pytest.raises(ConfigError, match="unknown step 'prnue'"):
         edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prnue", {})])
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     with pytest.raises(ConfigError, match="ratoi"):
-        edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prune", {"ratoi": 0.3})])
+        edgekit.compress(flat, tmp_path / "o", input_shape=(1, 1, 2, 2),
+                         steps=[("prune", {"ratio": 0.3, "ratoi": 0.3})])
     with pytest.raises(InputError, match="needs its input shape"):
         edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prune", {"ratio": 0.3})])
 
