@@ -10,29 +10,39 @@ models timed in alternating rounds (shuffled each round), p50 over all samples. 
 that adds nodes can be slower there; batch 64 shows what the MACs buy. Goals (issue 5): dwsep alone
 within 0.5 points after one epoch of distillation; prune + dwsep + int8 within 1.0 point.
 
-Needs the trained zoo checkpoints (`edgekit zoo train NAME -o .cache/zoo/NAME.pt`).
-Run: `.venv/bin/python benchmarks/run.py compress` (or `make bench`) on a quiet machine.
+Needs the trained zoo checkpoints (benchmarks/bench_zoo.py writes .cache/zoo/NAME.pt).
+Run: `.venv/bin/python benchmarks/run.py compress` (or `make bench`) on a quiet machine: about
+25-30 minutes (ten compress runs with distillation, then latency). README section: compress.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from typing import Any
 
-from common import ROOT, md_table, time_alternating, write_results
+from common import (
+    CALIB,
+    QUICK,
+    ROOT,
+    checkpoint_provenance,
+    edgekit_compress,
+    md_table,
+    quick_protocol,
+    time_alternating,
+    train_source,
+    work_dir,
+    write_results,
+    zoo_checkpoint,
+)
 
-WORK = ROOT / ".cache" / "bench-compress"
-ZOO = ROOT / ".cache" / "zoo"
-CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+WORK = work_dir("compress")
 THREADS = 2
-ROUNDS = 3
+ROUNDS = 1 if QUICK else 3
 BATCH = 64  # batch 1 is bound by per-node overhead at these sizes; batch 64 shows the compute
-MODELS = tuple(os.environ.get("BENCH_COMPRESS_MODELS", "lenet5,cnn_gru").split(","))
+MODELS = tuple(os.environ.get("BENCH_COMPRESS_MODELS",
+                              "lenet5" if QUICK else "lenet5,cnn_gru").split(","))
 COMBINED = ["--prune", "0.3", "--dwsep", "--dwsep-rank", "1"]
 COMBINED_AUTO = ["--prune", "0.3", "--dwsep", "--dwsep-rank", "auto"]
 INT8 = ["--int8", "--calib", str(CALIB)]
@@ -58,29 +68,29 @@ CASES: dict[str, list[tuple[str, list[str], int, float]]] = {
 def protocol():
     from edgekit.runtimes.latency import LatencyProtocol
 
+    if QUICK:
+        return quick_protocol()
     return LatencyProtocol(warmup_count=20, warmup_seconds=0.3, min_queries=300,
                            min_seconds=1.0, max_seconds=10.0)
 
 
 def compress(model: str, label: str, flags: list[str], epochs: int) -> dict[str, Any]:
     folder = WORK / model / f"{label.replace(' ', '').replace('+', '_')}-{epochs}ep"
-    shutil.rmtree(folder, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgekit", "compress", str(ZOO / f"{model}.pt"), *flags,
-           "--train", "fashion-mnist:train", "--eval", "fashion-mnist:test",
-           "--distill-epochs", str(epochs), "-o", str(folder), "--json"]
     began = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-2:]}")
-    rows = json.loads(proc.stdout)["rows"]
+    rows = edgekit_compress(zoo_checkpoint(model),
+                            [*flags, "--train", train_source(),
+                             "--distill-epochs", str(epochs)], folder)["rows"]
     final = {r["step"]: r for r in rows if "top1" in r}
     torch_row = final.get("distill") or final.get("dwsep")
     ranks = [r["r"] for r in rows if r["step"] == "dwsep" and "r" in r]
     return {"model": model, "case": label, "epochs": epochs, "folder": folder,
-            "seconds": time.perf_counter() - began, "flags": " ".join(flags),
+            "seconds": time.perf_counter() - began, "flags": " ".join(flags).replace(str(ROOT) + "/", ""),
             "original_top1": rows[0]["top1"], "original_macs": rows[0]["macs"],
             "macs": torch_row["macs"], "top1": torch_row["top1"], "ranks": ranks,
-            "int8_top1": final.get("int8 onnxruntime", {}).get("top1")}
+            "int8_top1": final.get("int8 onnxruntime", {}).get("top1"),
+            "layer_notes": {r["layer"]: r["note"] for r in rows
+                                                 if r["step"] == "dwsep" and "layer" in r
+                                                 and "note" in r}}
 
 
 def original_onnx(model: str) -> Any:
@@ -89,8 +99,54 @@ def original_onnx(model: str) -> Any:
 
     folder = WORK / model / "original"
     shutil.rmtree(folder, ignore_errors=True)
-    art, _ = export_artifact(load_model(ZOO / f"{model}.pt"), "onnx", folder)
+    art, _ = export_artifact(load_model(zoo_checkpoint(model)), "onnx", folder)
     return art.path
+
+
+def readme_section(data: dict[str, Any]) -> str:
+    """README section compress (from benchmarks/results/compress.json): the cases in the README's
+    columns, what rank auto chose and why, and the latency figures the prose after it discusses."""
+    results, batch, threads = data["cases"], data["batch"], data["threads"]
+    rows = [[c["model"], f"`{c['flags'].replace(str(CALIB), 'calibration/' + CALIB.name)}`",
+             c["epochs"], ",".join(map(str, c["ranks"])) or "-",
+             f"{c['original_macs']:,} → {c['macs']:,} ({c['original_macs'] / c['macs']:.2f}×)",
+             f"{c['original_top1']:.4f} → "
+             + (f"{c['int8_top1']:.4f} (int8)" if c["int8_top1"] is not None else f"{c['top1']:.4f}"),
+             f"{-c['drop_points']:.2f}".replace("-", "−"),
+             f"≤ {c['goal']} {'met' if c['goal_met'] else 'missed'}"] for c in results]
+    auto = [f"{c['model']} {layer}: {note}" for c in results if "auto" in c["case"]
+            and c["epochs"] == 1 and "int8" not in c["case"]
+            for layer, note in c["layer_notes"].items()]
+    b1 = [v for c in results for v in (c["p50_ms"], c["original_p50_ms"])]
+    per_image = []
+    for model in dict.fromkeys(c["model"] for c in results):
+        mine = [c for c in results if c["model"] == model]
+        first = mine[0]
+        line = (f"{model} {first['case']} {first[f'b{batch}_p50_ms'] * 1e3 / batch:.1f} µs vs "
+                f"the original's {first[f'original_b{batch}_p50_ms'] * 1e3 / batch:.1f}")
+        int8 = [c for c in mine if c[f"int8_b{batch}_p50_ms"] is not None]
+        if int8:
+            slow = max(int8, key=lambda c: c[f"int8_b{batch}_p50_ms"])
+            line += (f", int8 of {slow['case']} ({slow['epochs']} ep) "
+                     f"{slow[f'int8_b{batch}_p50_ms'] * 1e3 / batch:.1f} µs against its fp32 "
+                     f"{slow[f'b{batch}_p50_ms'] * 1e3 / batch:.1f}")
+        per_image.append(line)
+    return (
+        "### Depthwise-separable substitution, and all three steps in one run "
+        "(`python benchmarks/run.py compress`)\n\n"
+        "`edgekit compress .cache/zoo/MODEL.pt FLAGS --train fashion-mnist:train --eval "
+        "fashion-mnist:test --distill-epochs N -o out/`; the int8 top-1 is the QDQ model on ONNX "
+        "Runtime, and the drop is the final model's against the original. Full table with latency "
+        f"at batch 1 and {batch}: [compress.md](benchmarks/results/compress.md).\n\n"
+        + md_table(["model", "FLAGS", "N", "dwsep r", "MACs", "top-1", "Δ points", "goal"], rows)
+        + ("\nWhat rank auto chose, from the reports: " + "; ".join(auto) + "." if auto else "")
+        + f"\nAt batch 1 these 28×28 models take {min(b1) * 1e3:.0f}–{max(b1) * 1e3:.0f} µs "
+        f"(fp32 p50) on ONNX Runtime, {threads} threads. Batch {batch}, per image: "
+        + "; ".join(per_image) + ".\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"compress": ("compress", readme_section)}
 
 
 def main() -> dict[str, Any]:
@@ -101,11 +157,10 @@ def main() -> dict[str, Any]:
 
     results: list[dict[str, Any]] = []
     latency: dict[str, Any] = {}
+    checkpoints = {model: checkpoint_provenance(zoo_checkpoint(model)) for model in MODELS}
     for model in MODELS:
-        if not (ZOO / f"{model}.pt").exists():
-            print(f"skip {model}: no {ZOO / model}.pt (edgekit zoo train {model} -o ...)")
-            continue
-        cases = [compress(model, *case[:3]) | {"goal": case[3]} for case in CASES[model]]
+        chosen = [CASES[model][0], CASES[model][3]] if QUICK else CASES[model]
+        cases = [compress(model, *case[:3]) | {"goal": case[3]} for case in chosen]
         spec = InputSpec(shape=(1, 1, 28, 28))
         runners = {"original": OrtRunner(original_onnx(model), spec, threads=THREADS)}
         for i, case in enumerate(cases):
@@ -150,8 +205,10 @@ def main() -> dict[str, Any]:
                 "against the original. Latency: alternating rounds, p50 over all samples; at "
                 "batch 1 these models are bound by per-node overhead, not MACs.\n")
     data = {"threads": THREADS, "rounds": ROUNDS, "protocol": protocol().model_dump(),
-            "cases": results, "latency": latency}
-    write_results("compress", data, markdown)
+            "cases": results, "latency": latency,
+            "batch": BATCH}
+    data["readme"] = {name: render(data) for name, (_, render) in README_SECTIONS.items()}
+    write_results("compress", data, markdown, checkpoints=checkpoints)
     return data
 
 

@@ -10,7 +10,8 @@ convolutions only). The goal for MACs: at least 5× fewer conv MACs. The latency
 not a goal: depthwise convolutions move more memory per MAC than dense ones, so the wall-clock
 gain is smaller than the MACs ratio, and by how much depends on the runtime.
 
-Run: `.venv/bin/python benchmarks/run.py dwsep` (or `make bench`) on a quiet machine.
+Run: `.venv/bin/python benchmarks/run.py dwsep` (or `make bench`) on a quiet machine: about 3
+minutes. README section: dwsep-cpu.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ import sys
 import time
 from typing import Any
 
-from common import ROOT, md_table, time_alternating, write_results
+from common import (
+    QUICK,
+    RANDOM_WEIGHTS,
+    ROOT,
+    md_table,
+    quick_protocol,
+    time_alternating,
+    work_dir,
+    write_results,
+)
 
-WORK = ROOT / ".cache" / "bench-dwsep"
+WORK = work_dir("dwsep")
 THREADS = 2
-ROUNDS = 3  # alternating latency runs per model and runtime
+ROUNDS = 1 if QUICK else 3  # alternating latency runs per model and runtime
 RANK = 1
 INCLUDE = ["layer*"]  # resnet18's 3×3 convs; conv1 (7×7) and the 1×1 downsamples stay
 
@@ -32,6 +42,8 @@ INCLUDE = ["layer*"]  # resnet18's 3×3 convs; conv1 (7×7) and the 1×1 downsam
 def protocol():
     from edgekit.runtimes.latency import LatencyProtocol
 
+    if QUICK:
+        return quick_protocol()
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=150,
                            min_seconds=2.0, max_seconds=15.0)
 
@@ -86,6 +98,27 @@ def export_both(bundles: dict[str, Any]) -> dict[str, dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - the ONNX numbers still stand
             paths[label]["openvino_error"] = str(exc).splitlines()[0]
     return paths
+
+
+def cpu_section(data: dict[str, Any]) -> str:
+    """README section dwsep-cpu (from benchmarks/results/dwsep.json): conv MACs and p50 before
+    and after, per runtime."""
+    costs, latency, rank = data["costs"], data["latency"], data["rank"]
+    conv_ratio = costs["original"]["conv_macs"] / costs["dwsep"]["conv_macs"]
+    p50 = {rt: (latency[rt]["original"]["p50_ms"], latency[rt]["dwsep"]["p50_ms"]) for rt in latency}
+    names = {"onnxruntime": "ORT", "openvino": "OpenVINO"}
+    return ("Depthwise-separable substitution (random weights; batch 1, 224×224):\n\n"
+            + md_table(["what", "MACs", "p50 ms before → after", "speed-up", "source"], [[
+                f"resnet18, every 3×3 conv depthwise-separable, r = {rank}",
+                f"conv {costs['original']['conv_macs'] / 1e6:.0f} M → "
+                f"{costs['dwsep']['conv_macs'] / 1e6:.0f} M ({conv_ratio:.2f}×)",
+                ", ".join(f"{a:.2f} → {b:.2f} ({names.get(rt, rt)})" for rt, (a, b) in p50.items()),
+                " / ".join(f"{a / b:.2f}×" for a, b in p50.values()),
+                "[dwsep.md](benchmarks/results/dwsep.md)"]]))
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"dwsep-cpu": ("dwsep", cpu_section)}
 
 
 def main() -> dict[str, Any]:
@@ -148,7 +181,8 @@ def main() -> dict[str, Any]:
         "costs": costs, "conv_macs_ratio": conv_ratio, "replaced": pair["replaced"],
         "max_init_error": pair["max_init_error"], "latency": latency,
         "parity": {label: p["parity"] for label, p in paths.items()}, "openvino_errors": missing}
-    write_results("dwsep", data, markdown)
+    data["readme"] = {name: render(data) for name, (_, render) in README_SECTIONS.items()}
+    write_results("dwsep", data, markdown, checkpoints={"resnet18": RANDOM_WEIGHTS})
     return data
 
 

@@ -34,14 +34,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, time_alternating, write_results
+from common import (
+    CALIB,
+    QUICK,
+    RANDOM_WEIGHTS,
+    ROOT,
+    checkpoint_provenance,
+    edgekit_compress,
+    md_table,
+    quick_protocol,
+    time_alternating,
+    work_dir,
+    write_results,
+    zoo_checkpoint,
+)
 
-WORK = ROOT / ".cache" / "bench-int8"
-CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
-MODELS = tuple(os.environ.get("BENCH_INT8_MODELS", "resnet18,mobilenet_v2").split(","))
+WORK = work_dir("int8")
+MODELS = tuple(os.environ.get("BENCH_INT8_MODELS",
+                              "mobilenet_v2" if QUICK else "resnet18,mobilenet_v2").split(","))
+ZOO_MODELS = ("lenet5", "cnn_gru", "cnn_lstm", "rowrnn")
+# README column -> `edgekit compress` flags and the report row that holds its top-1
+FLAVOURS = {"int8 on ONNX Runtime": (["--int8"], "int8 onnxruntime"),
+            "TensorRT-flavour QDQ, run on ORT": (["--int8", "--for", "tensorrt"], "int8 tensorrt"),
+            "OpenVINO IR via NNCF, `--for openvino`": (["--int8", "--for", "openvino"],
+                                                      "int8 openvino")}
+MAX_DROP = 0.5
 THREADS = 2
-CALIB_SIZE = 128
-ROUNDS = 3
+CALIB_SIZE = 8 if QUICK else 128
+ROUNDS = 1 if QUICK else 3
 OURS = ("edgekit QDQ int8 on ORT", "edgekit QDQ int8 on OV", "edgekit NNCF int8 on OV")
 ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 
@@ -49,6 +69,8 @@ ANCHORS = ("anchor ORT int8", "anchor NNCF int8")
 def protocol():
     from edgekit.runtimes.latency import LatencyProtocol
 
+    if QUICK:
+        return quick_protocol()
     return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=60,
                            min_seconds=1.0, max_seconds=10.0)
 
@@ -208,7 +230,118 @@ def run_model(name: str) -> dict[str, Any]:
     return {"model": name, "artifacts": rows, "summary": summary}
 
 
+def zoo_accuracy(name: str) -> dict[str, Any]:
+    """fp32 top-1 and every int8 flavour's top-1 and drop for one zoo checkpoint."""
+    path = zoo_checkpoint(name)
+    out: dict[str, Any] = {"model": name, "checkpoint": checkpoint_provenance(path), "int8": {}}
+    for label, (flags, step) in FLAVOURS.items():
+        report = edgekit_compress(
+            path, [*flags, "--calib", str(CALIB), "--max-drop", str(MAX_DROP),
+                   *(["--calib-size", "32"] if QUICK else [])],
+            WORK / "zoo" / name / step.replace(" ", "-"))
+        rows = {r["step"]: r for r in report["rows"]}
+        out["fp32_top1"] = rows["original"]["top1"]
+        out["int8"][label] = {k: rows[step].get(k) for k in ("top1", "drop_pts", "budget",
+                                                              "layers", "size")}
+    return out
+
+
+def zoo_section(data: dict[str, Any]) -> str:
+    """README section int8-zoo (from benchmarks/results/int8-zoo.json): the table and what the
+    manifests say stayed float."""
+    zoo, max_drop = data["models"], data["max_drop"]
+
+    def cell(r: dict[str, Any]) -> str:
+        return f"{r['top1']:.4f} ({r['drop_pts']:.2f})".replace("-", "−")
+
+    rows = [[z["model"], f"{z['fp32_top1']:.4f}", *(cell(z["int8"][k]) for k in FLAVOURS)]
+            for z in zoo]
+    held = sum(str(r["budget"]).startswith("holds") for z in zoo for r in z["int8"].values())
+    runs = sum(len(z["int8"]) for z in zoo)
+    float_layers = sorted({str(r["layers"]).split("float:", 1)[1].strip() for z in zoo
+                           for r in z["int8"].values() if "float:" in str(r["layers"])})
+    def layers_of(z: dict[str, Any]) -> str:
+        found = {str(r["layers"]).replace("; ", ", ") for r in z["int8"].values()}
+        if len(found) == 1:
+            return f"{z['model']} {found.pop()}"
+        return f"{z['model']} " + ", ".join(f"{r['layers']} ({lab.split(',')[0]})"
+                                            for lab, r in z["int8"].items())
+
+    layers = "; ".join(layers_of(z) for z in zoo)
+    commands = ("`edgekit compress .cache/zoo/NAME.pt --int8 [--for tensorrt|openvino] --calib "
+                f"calibration/fashion-mnist-512.npz --eval fashion-mnist:test --max-drop {max_drop} "
+                "-o out/`")
+    return (f"### int8 ({commands})\n\n"
+            + md_table(["model", "fp32 top-1", *(f"{k} (drop, points)" for k in FLAVOURS)], rows)
+            + f"\nThe budget ({max_drop} points) held in {held} of {runs} runs. Percentile "
+            "calibration (99.99) with per-channel weights, the default. Layers in int8 (every flavour "
+            "alike unless listed): "
+            f"{layers}."
+            + (f" Left in float: {', '.join(float_layers)} (ONNX Runtime's static QDQ and NNCF's "
+               "CPU int8 do not run them in int8); the manifest lists them with that reason."
+               if float_layers else "")
+            + " Written by `benchmarks/bench_int8.py`; checkpoints' sha256 and TrainConfig in "
+            "[benchmarks/results/int8-zoo.json](benchmarks/results/int8-zoo.json).\n")
+
+
+def cpu_section(data: dict[str, Any]) -> str:
+    """README section int8-cpu (from benchmarks/results/int8.json): ORT fp32 against edgekit's
+    best int8 and its QDQ model on ORT."""
+    results = data["models"]
+    rows = []
+    for r in results:
+        a, s = r["artifacts"], r["summary"]
+        fp32 = a["ORT fp32"]["p50_ms"]
+        best = a[s["best_ours"]]["p50_ms"]
+        qdq = a["edgekit QDQ int8 on ORT"]["p50_ms"]
+        rows.append([f"{r['model']} int8 ({s['best_ours'].removesuffix(' int8 on OV')} "
+                     "on OpenVINO)" if s["best_ours"].endswith("on OV") else
+                     f"{r['model']} int8 ({s['best_ours']})",
+                     f"{fp32:.2f} → {best:.2f}", f"{fp32 / best:.2f}×",
+                     f"{s['ours_vs_fastest_anchor']:.2f}× the faster anchor ({s['fastest_anchor']})",
+                     "[int8.md](benchmarks/results/int8.md)"])
+        if s["best_ours"] != "edgekit QDQ int8 on ORT":
+            rows.append([f"{r['model']} int8 QDQ on ORT", f"{fp32:.2f} → {qdq:.2f}",
+                         f"{fp32 / qdq:.2f}×", "-", "[int8.md](benchmarks/results/int8.md)"])
+    return (f"int8 against ONNX Runtime fp32 (random weights, BatchNorm statistics re-estimated on "
+            f"real images; {data['calibration_images']} calibration images):\n\n"
+            + md_table(["what", "p50 ms ORT fp32 → int8", "speed-up", "against the anchors",
+                        "source"], rows))
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"int8-cpu": ("int8", cpu_section), "int8-zoo": ("int8-zoo", zoo_section)}
+
+
+def enabled(part: str) -> bool:
+    """BENCH_INT8_LATENCY=0 / BENCH_INT8_ZOO=0 leave a part out (both run by default)."""
+    return os.environ.get(f"BENCH_INT8_{part.upper()}", "1") not in ("", "0")
+
+
 def main() -> dict[str, Any]:
+    """Both parts; each writes its own results file (int8, int8-zoo) and README section(s)."""
+    out: dict[str, Any] = {"readme": {}}
+    for part, run in (("latency", latency_part), ("zoo", zoo_part)):
+        if enabled(part):
+            data = run()
+            out[part] = data
+            out["readme"] |= data["readme"]
+    return out
+
+
+def zoo_part() -> dict[str, Any]:
+    """The zoo models' int8 accuracy: benchmarks/results/int8-zoo.json, README int8-zoo."""
+    zoo = [zoo_accuracy(name) for name in ZOO_MODELS]
+    data: dict[str, Any] = {"models": zoo, "max_drop": MAX_DROP}
+    markdown = zoo_section(data)
+    data["readme"] = {"int8-zoo": markdown}
+    write_results("int8-zoo", data, markdown,
+                  checkpoints={z["model"]: z["checkpoint"] for z in zoo})
+    return data
+
+
+def latency_part() -> dict[str, Any]:
+    """int8 against the anchors: benchmarks/results/int8.json, README int8-cpu."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -262,9 +395,11 @@ def main() -> dict[str, Any]:
         + md_table(["model", "edgekit QDQ (whole pass)", "edgekit QDQ (calibration)",
                     "edgekit NNCF (whole pass)", "nncf.quantize defaults",
                     "ORT quantize_static defaults"], calib_rows))
-    data = {"models": results, "threads": THREADS, "calibration_images": CALIB_SIZE,
-            "rounds": ROUNDS, "protocol": protocol().model_dump()}
-    write_results("int8", data, markdown)
+    data: dict[str, Any] = {"models": results, "threads": THREADS,
+                            "calibration_images": CALIB_SIZE, "rounds": ROUNDS,
+                            "protocol": protocol().model_dump()}
+    data["readme"] = {"int8-cpu": cpu_section(data)}
+    write_results("int8", data, markdown, checkpoints=dict.fromkeys(MODELS, RANDOM_WEIGHTS))
     return data
 
 

@@ -37,11 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import ROOT, md_table, time_alternating, write_results
+from common import (
+    QUICK,
+    ROOT,
+    checkpoint_provenance,
+    md_table,
+    time_alternating,
+    work_dir,
+    write_results,
+    zoo_checkpoint,
+)
 
-TINY = os.environ.get("BENCH_OPTIMIZE_TINY") == "1"
-WORK = ROOT / ".cache" / ("bench-optimize-tiny" if TINY else "bench-optimize")
-ZOO = ROOT / ".cache" / "zoo"
+TINY = QUICK or os.environ.get("BENCH_OPTIMIZE_TINY") == "1"
+WORK = work_dir("bench-optimize")
+# BENCH_OPTIMIZE_PARTS=seed,cost leaves the ResNet-18 part out (each part has its results file)
+PARTS = tuple(os.environ.get("BENCH_OPTIMIZE_PARTS", "seed,resnet,cost").split(","))
 CALIB = str(ROOT / "calibration" / "fashion-mnist-512.npz")
 THREADS = 2
 ROUNDS = 3
@@ -109,15 +119,6 @@ def run_optimize(args: list[str]) -> tuple[dict[str, Any], float]:
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.strip().splitlines()[-3:]}")
     return json.loads(proc.stdout), time.perf_counter() - began
-
-
-def zoo_checkpoint(name: str) -> Path:
-    path = ZOO / f"{name}.pt"
-    if not path.exists():
-        subprocess.run([sys.executable, "-m", "edgekit", "zoo", "train", name, "-o", str(path)]
-                       + (["--epochs", "1", "--limit", "3000"] if TINY else []),
-                       check=True, cwd=ROOT)
-    return path
 
 
 # ---------------------------------------------------------------------- 1. seed models
@@ -258,46 +259,76 @@ def search_cost(device: str) -> dict[str, Any]:
         "kill_rerun_measured_again": len(again_measured)}
 
 
+def seed_section(data: dict[str, Any]) -> str:
+    """README section optimize-seed (from benchmarks/results/optimize-seed.json)."""
+    return (f"### `edgekit optimize` on the seed models (this CPU, batch 1, {data['threads']} "
+            "threads, max drop 1.0 pt)\n\n"
+            + md_table(["model", "candidates", "fp32 original p50 ms (per runtime)", "winner",
+                        "p50 ms", "speed-up", "Δ top-1 pts", "never slower", "search s"],
+                       [[r["model"], r["candidates"],
+                         ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()),
+                         r["winner"] or "none", r["winner_ms"] or "-",
+                         f"{r['speedup']:.2f}×" if r["speedup"] else "-",
+                         "-" if r["drop_points"] is None else f"{0.0 - r['drop_points']:+.2f}",
+                         "yes" if r["never_slower"] else "NO", r["seconds"]]
+                        for r in data["seed_models"]])
+            + "\nSpeed-up: against the fp32 original on its fastest runtime, timed in the same "
+              "run; top-1 on the full test split. Space and protocol: "
+              "[optimize-seed.json](benchmarks/results/optimize-seed.json).\n")
+
+
+def resnet_section(data: dict[str, Any]) -> str:
+    """README section optimize-resnet (from benchmarks/results/optimize-resnet.json)."""
+    resnet = data["resnet18"]
+    if not resnet.get("winner"):
+        return f"### ResNet-18: nothing met the budget ({resnet['why']})\n"
+    w = resnet["winner"]
+    return ("### ResNet-18 (3×3 stem, no max-pool, 1 channel) on Fashion-MNIST: winner "
+            "against NNCF's default int8 of the original on OpenVINO, same run\n\n"
+            + md_table(["winner", "p50 ms", "anchor p50 ms", "winner ÷ anchor",
+                        "top-1 (original)", "Δ top-1 pts", "goal (≤ 0.5×, ≤ 1 pt)", "search s"],
+                       [[w["name"], resnet["winner_p50_ms"], resnet["anchor_p50_ms"],
+                         f"{resnet['ratio']:.3f}",
+                         f"{w['top1']:.2f} ({100 * resnet['reference_top1']:.2f})",
+                         f"{0.0 - w['drop_points']:+.2f}",
+                         "met" if resnet["goal_met"] else "MISSED", resnet["search_seconds"]]]))
+
+
+def cost_section(data: dict[str, Any]) -> str:
+    """README section optimize-cost (from benchmarks/results/optimize-cost.json)."""
+    cost = data["cost"]
+    return ("### Cost of the search (lenet5)\n\n"
+            + md_table(["run", "candidates", "measured", "reused from cache", "wall s"],
+                       [[r["run"], r["candidates"], r["measured"], r["reused"], r["seconds"]]
+                        for r in cost["runs"]])
+            + f"\nAfter SIGKILL and a rerun, finished candidates measured again: "
+              f"{cost['kill_rerun_measured_again']}.\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"optimize-seed": ("optimize-seed", seed_section),
+                   "optimize-resnet": ("optimize-resnet", resnet_section),
+                   "optimize-cost": ("optimize-cost", cost_section)}
+
+
 def main() -> dict[str, Any]:
     device = device_file()
-    seeds = seed_models(device)
-    resnet = resnet18(device)
-    cost = search_cost(device)
-    md = ["### `edgekit optimize` on the seed models (this CPU, batch 1, "
-          f"{THREADS} threads, max drop 1.0 pt)\n",
-          md_table(["model", "candidates", "fp32 original p50 ms (per runtime)", "winner",
-                    "p50 ms", "speed-up", "Δ top-1 pts", "never slower", "search s"],
-                   [[r["model"], r["candidates"],
-                     ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()),
-                     r["winner"] or "none", r["winner_ms"] or "-",
-                     f"{r['speedup']:.2f}×" if r["speedup"] else "-",
-                     "-" if r["drop_points"] is None else f"{0.0 - r['drop_points']:+.2f}",
-                     "yes" if r["never_slower"] else "NO", r["seconds"]] for r in seeds])]
-    if resnet.get("winner"):
-        w = resnet["winner"]
-        md.append("\n### ResNet-18 (3×3 stem, no max-pool, 1 channel) on Fashion-MNIST: winner "
-                  "against NNCF's default int8 of the original on OpenVINO, same run\n")
-        md.append(md_table(
-            ["winner", "p50 ms", "anchor p50 ms", "winner ÷ anchor", "top-1 (original)",
-             "Δ top-1 pts", "goal (≤ 0.5×, ≤ 1 pt)", "search s"],
-            [[w["name"], resnet["winner_p50_ms"], resnet["anchor_p50_ms"],
-              f"{resnet['ratio']:.3f}", f"{w['top1']:.2f} ({100 * resnet['reference_top1']:.2f})",
-              f"{0.0 - w['drop_points']:+.2f}", "met" if resnet["goal_met"] else "MISSED",
-              resnet["search_seconds"]]]))
-    else:
-        md.append(f"\n### ResNet-18: nothing met the budget ({resnet['why']})\n")
-    md.append("\n### Cost of the search (lenet5)\n")
-    md.append(md_table(["run", "candidates", "measured", "reused from cache", "wall s"],
-                       [[r["run"], r["candidates"], r["measured"], r["reused"], r["seconds"]]
-                        for r in cost["runs"]]))
-    md.append(f"\nAfter SIGKILL and a rerun, finished candidates measured again: "
-              f"{cost['kill_rerun_measured_again']}.\n")
-    data = {"tiny": TINY, "threads": THREADS, "protocol": protocol().model_dump(),
-            "seed_space": SEED_SPACE, "resnet_space": RESNET_SPACE, "seed_models": seeds,
-            "resnet18": resnet, "cost": cost}
-    write_results("optimize-tiny" if TINY else "optimize", data, "\n".join(md))
+    common = {"threads": THREADS, "protocol": protocol().model_dump()}
+    data: dict[str, Any] = {"readme": {}}
+    if "seed" in PARTS:
+        seeds = seed_models(device)
+        part = {**common, "seed_space": SEED_SPACE, "seed_models": seeds}
+        write_results("optimize-seed", part, seed_section(part), checkpoints={
+            r["model"]: checkpoint_provenance(zoo_checkpoint(r["model"])) for r in seeds})
+        data["readme"]["optimize-seed"] = seed_section(part)
+    if "resnet" in PARTS:
+        part = {**common, "resnet_space": RESNET_SPACE, "resnet18": resnet18(device)}
+        write_results("optimize-resnet", part, resnet_section(part), checkpoints={
+            "resnet18_small": checkpoint_provenance(resnet_checkpoint()[0])})
+        data["readme"]["optimize-resnet"] = resnet_section(part)
+    if "cost" in PARTS:
+        part = {**common, "cost": search_cost(device)}
+        write_results("optimize-cost", part, cost_section(part), checkpoints={
+            "lenet5": checkpoint_provenance(zoo_checkpoint("lenet5"))})
+        data["readme"]["optimize-cost"] = cost_section(part)
     return data
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,10 @@ the CNN+GRU hybrid, and ResNet-18 at 224×224 (tens of milliseconds: the kernels
 are untrained: latency does not depend on them. Run on a quiet machine; every other process on
 the cores skews all of it.
 
-    .venv/bin/python benchmarks/run.py protocol           # EDGEKIT_BENCH_SECONDS=10 by default
+    .venv/bin/python benchmarks/run.py protocol           # EDGEKIT_BENCH_SECONDS=12 by default
+
+About 3 minutes (three models, two runtimes, 12 s per tool and pair plus warm-up and exports).
+README section: protocol.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, write_results  # noqa: E402
+from common import QUICK, RANDOM_WEIGHTS, md_table, write_results  # noqa: E402
 
-TOTAL_SECONDS = float(os.environ.get("EDGEKIT_BENCH_SECONDS", "12"))
-ROUNDS = int(os.environ.get("EDGEKIT_BENCH_ROUNDS", "3"))
+TOTAL_SECONDS = float(os.environ.get("EDGEKIT_BENCH_SECONDS", "1" if QUICK else "12"))
+ROUNDS = int(os.environ.get("EDGEKIT_BENCH_ROUNDS", "1" if QUICK else "3"))
 SECONDS = max(1, round(TOTAL_SECONDS / ROUNDS))  # per measurement; ours and the anchor alternate
 THREADS = int(os.environ.get("EDGEKIT_BENCH_THREADS", "2"))
-MODELS = os.environ.get("EDGEKIT_BENCH_MODELS", "lenet5,cnn_gru,resnet18").split(",")
+MODELS = os.environ.get("EDGEKIT_BENCH_MODELS",
+                        "lenet5" if QUICK else "lenet5,cnn_gru,resnet18").split(",")
 TOLERANCE = 0.10
 
 
@@ -73,8 +77,8 @@ def build_models(folder: Path) -> dict[str, dict[str, Any]]:
 def protocol():
     from edgekit.runtimes.latency import LatencyProtocol
 
-    return LatencyProtocol(warmup_count=10, warmup_seconds=0.5, min_queries=100,
-                           min_seconds=SECONDS, max_seconds=SECONDS * 3)
+    return LatencyProtocol(warmup_count=10, warmup_seconds=0.1 if QUICK else 0.5,
+                           min_queries=100, min_seconds=SECONDS, max_seconds=SECONDS * 3)
 
 
 def inputs(spec) -> Any:
@@ -195,6 +199,30 @@ def alternate(ours, anchor) -> tuple[dict[str, Any], dict[str, Any]]:
     return out[0], out[1]
 
 
+def readme_section(data: dict[str, Any]) -> str:
+    """README section protocol: edgekit's p50 against each anchor's, and how many agree."""
+    rows, within = [], 0
+    for name, result in data["models"].items():
+        for runtime, r in result.items():
+            anchor = {"benchmark_app": "`benchmark_app`"}.get(r["anchor_name"], r["anchor_name"])
+            rows.append([name, runtime, anchor, f"{r['edgekit']['p50_ms']:.4g}",
+                         f"{r['anchor']['p50_ms']:.4g}", f"{r['ratio']:.3f}"])
+            within += abs(r["ratio"] - 1) <= TOLERANCE
+    return ("### Does our timing agree with the tools people trust? "
+            "(`python benchmarks/run.py protocol`)\n\n"
+            + md_table(["model", "runtime", "anchor", "edgekit p50 ms", "anchor p50 ms", "ratio"],
+                       rows)
+            + f"\n`benchmark_app -hint latency -nireq 1` with {data['threads']} threads and f32 "
+            f"inference precision; {data['rounds']} alternating rounds of "
+            f"{data['seconds_per_measurement']} s per tool, median: {within} of "
+            f"{len(rows)} pairs agree within {TOLERANCE:.0%}. Random weights (latency does not "
+            "depend on them).\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"protocol": ("protocol", readme_section)}
+
+
 def main() -> dict[str, Any]:
     rows = []
     data: dict[str, Any] = {"seconds_per_measurement": SECONDS, "rounds": ROUNDS,
@@ -225,7 +253,8 @@ def main() -> dict[str, Any]:
                "edgekit / anchor", "within 10%", "queries (edgekit / anchor)"]
     markdown = (f"p50 latency, batch 1, {THREADS} threads; {ROUNDS} alternating rounds of "
                 f"{SECONDS} s per tool, median of the rounds' p50s.\n\n" + md_table(headers, rows))
-    write_results("protocol", data, markdown)
+    data["readme"] = {"protocol": readme_section(data)}
+    write_results("protocol", data, markdown, checkpoints=dict.fromkeys(MODELS, RANDOM_WEIGHTS))
     return data
 
 

@@ -10,7 +10,8 @@ embedded calibration set (512 images; 128 of them for the 224x224 models, to kee
 OpenVINO's execution precision is reported: fp32 IRs run in f32; fp16 and int8 IRs at the CPU
 plugin's default, which is bf16 on CPUs with AVX512_BF16/AMX.
 
-Run: `.venv/bin/python benchmarks/run.py targets` (or `make bench`), on a quiet machine.
+Run: `.venv/bin/python benchmarks/run.py targets` (or `make bench`), on a quiet machine: about
+10 minutes. The README links its table (benchmarks/results/targets.md); it writes no README section.
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import (
+    CALIB,
+    QUICK,
+    RANDOM_WEIGHTS,
+    ROOT,
+    ZOO,
+    checkpoint_provenance,
+    md_table,
+    quick_protocol,
+    work_dir,
+    write_results,
+)
 
-WORK = ROOT / ".cache" / "bench-targets"
-ZOO = ROOT / ".cache" / "zoo"
-CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+WORK = work_dir("targets")
 EVAL = "fashion-mnist:test"
 THREADS = 2
-MODELS = ("lenet5", "cnn_gru", "resnet18", "mobilenet_v2")
+MODELS = ("lenet5",) if QUICK else ("lenet5", "cnn_gru", "resnet18", "mobilenet_v2")
 TORCHVISION = {"resnet18": "torchvision.models:resnet18",
                "mobilenet_v2": "torchvision.models:mobilenet_v2"}
 
@@ -36,6 +46,8 @@ TORCHVISION = {"resnet18": "torchvision.models:resnet18",
 def protocol():
     from edgekit.runtimes.latency import LatencyProtocol
 
+    if QUICK:
+        return quick_protocol()
     # 500 queries make p99 claimable (>= 459 samples, see runtimes/latency.py); max 20 s each.
     return LatencyProtocol(warmup_count=20, warmup_seconds=0.5, min_queries=500, min_seconds=2.0,
                            max_seconds=20.0)
@@ -207,7 +219,10 @@ def main() -> dict[str, Any]:
         + "; ".join(f"{k}: {v}" for k, v in notes.items()) + ".\n")
     data = {"threads": THREADS, "protocol": protocol().model_dump(), "rows": results,
             "models": notes, "calibration": str(CALIB.relative_to(ROOT))}
-    write_results("targets", data, markdown)
+    checkpoints = {name: RANDOM_WEIGHTS if name in TORCHVISION else checkpoint_provenance(
+        ZOO / f"{name}.pt" if (ZOO / f"{name}.pt").is_file() else WORK / f"{name}-quick.pt")
+        for name in MODELS}
+    write_results("targets", data, markdown, checkpoints=checkpoints)
     return data
 
 

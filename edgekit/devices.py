@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from edgekit import kinds
 from edgekit.config import load_yaml
 from edgekit.errors import ConfigError
+from edgekit.resources import shipped_dir
 from edgekit.runtimes.latency import LatencyProtocol
 
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "devices"
+SHIPPED_PROFILES = shipped_dir("devices")  # package data (edgekit/_data/devices)
 
 
 def profile_dirs(cwd: str | Path | None = None) -> tuple[Path, ...]:

@@ -17,8 +17,9 @@
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
-is wrong before it runs, not half-way through. Relative paths are taken from the working
-directory first, then from the recipe's folder.
+is wrong before it runs, not half-way through. Relative paths are taken from the recipe's folder
+first, then from the working directory, then from the files shipped with edgekit
+(edgekit.resources), so a shipped recipe copied elsewhere still finds its calibration set.
 """
 
 from __future__ import annotations
@@ -251,12 +252,13 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def resolve_path(value: str, recipe_path: str | Path) -> str:
-    """A file named in a recipe: as given when it exists from the working directory, else
-    relative to the recipe's folder. Data-source names (fashion-mnist:test) pass through."""
-    if ":" in value and not Path(value).exists() and not value.startswith((".", "/")):
+    """A file named in a recipe: relative to the recipe's own folder when it exists there (so a
+    recipe copied with its files runs from anywhere), else as given from the working directory,
+    else a file shipped with edgekit (`calibration/fashion-mnist-512.npz`, or explicitly
+    `package:calibration/...`). Data-source names (fashion-mnist:test) pass through."""
+    from edgekit.resources import PACKAGE_PREFIX, resolve_file
+
+    if (":" in value and not value.startswith(PACKAGE_PREFIX) and not Path(value).exists()
+            and not value.startswith((".", "/"))):
         return value
-    candidate = Path(value)
-    if candidate.is_absolute() or candidate.exists():
-        return value
-    beside = Path(recipe_path).resolve().parent / value
-    return str(beside) if beside.exists() else value
+    return resolve_file(value, base=Path(recipe_path).resolve().parent)

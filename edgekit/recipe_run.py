@@ -47,8 +47,9 @@ def _say(message: str) -> None:
 # ---------------------------------------------------------------- the model
 def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None,
                      on_event: Callable[[str], None] = _say) -> Path:
-    """The trained model file the recipe starts from: a zoo model trained on first use and
-    cached (.cache/zoo/NAME.pt with the zoo's default training), the recipe's file, or an
+    """The trained model file the recipe starts from: a zoo model (the checkpoint shipped with
+    edgekit, else trained on first use and cached in .cache/zoo/NAME.pt with the zoo's default
+    training), the recipe's file, or an
     architecture trained on the recipe's train data (cached under .cache/models/)."""
     src = recipe.model
     if src.path:
@@ -62,6 +63,13 @@ def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None,
         from edgekit.zoo import get_entry
 
         entry = get_entry(src.zoo)
+        if not overrides:  # the zoo's default training: the checkpoint shipped with edgekit
+            from edgekit.zoo import shipped_checkpoint
+
+            shipped = shipped_checkpoint(src.zoo)
+            if shipped is not None:
+                on_event(f"model: the trained {src.zoo} shipped with edgekit ({shipped})")
+                return shipped
         suffix = "" if not overrides else "-" + _key(overrides)[:8]
         path = cache_dir() / "zoo" / f"{src.zoo}{suffix}.pt"
         if path.is_file():

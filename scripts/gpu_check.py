@@ -9,7 +9,9 @@ top-1 on the GPU is compared with their top-1 on this machine's CPU (same checkp
 CPU), on the full 10,000-image test split; ONNX Runtime's CUDA provider is reported present or
 absent. resnet18 and
 mobilenet_v2 are torchvision's architectures with random weights (seed 0) at 1×3×224×224,
-timed on real Fashion-MNIST test images resized to 224×224.
+timed on real Fashion-MNIST test images resized to 224×224. The summary records each trained
+checkpoint's sha256 and TrainConfig. After a GPU run (not a --torch-device cpu dry run) into
+benchmarks/results/, the README's GPU section is rewritten from it (benchmarks/gpu_readme.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> int:
 
     from edgekit.data import load_dataset
     from edgekit.devices import RuntimeConfig, load_profile
+    from edgekit.io.files import sha256_file
     from edgekit.io.models import load_model
     from edgekit.validate.accuracy import top1
     from edgekit.validate.bench import measure
@@ -86,7 +89,8 @@ def main() -> int:
             cpu_logits = torch_logits(cpu_bundle.model, eval_set.x)
             cpu_top1 = top1(cpu_logits, eval_set.y)
             summary.append({"model": name, "runtime": "torch-cpu", "variant": "fp32",
-                            "top1": cpu_top1})
+                            "top1": cpu_top1, "checkpoint_sha256": sha256_file(ckpt),
+                            "train_config": cpu_bundle.meta.get("train_config")})
         else:
             cpu_logits = None
         for label, options in [v for v in VARIANTS if v[0] in args.variants.split(",")]:
@@ -120,6 +124,14 @@ def main() -> int:
     summary.append(ort_cuda_status())
     write(args.out, records, summary)
     print(json.dumps(summary[-1]), flush=True)
+    results = ROOT / "benchmarks" / "results"
+    if args.torch_device != "cpu" and args.out.resolve().parent == results.resolve():
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from gpu_readme import render
+        from readme import rewrite
+
+        rewrite({"gpu": render(args.out.resolve())})
+        print("README.md: GPU section rewritten from", args.out, flush=True)
     return 0
 
 

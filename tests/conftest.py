@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Skips are counted and, under CI, only a missing GPU or TensorRT may skip (tests/skip_policy.py).
+from tests.skip_policy import (  # noqa: F401 - pytest registers the hooks from this module
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("EDGEKIT_CACHE", ROOT / ".cache")) / "test-models"
 os.environ.setdefault("EDGEKIT_NO_PROGRESS", "1")

@@ -1,4 +1,5 @@
-"""`edgekit compress`: the flags build a list of steps, the same list a recipe holds."""
+"""`edgekit compress`: the flags build a list of steps, the same list a recipe holds, and
+edgekit.api.compress runs them."""
 
 from __future__ import annotations
 
@@ -6,13 +7,7 @@ from typing import Any
 
 import click
 
-from edgekit.cli.common import (
-    data_dir_option,
-    json_option,
-    load_model_from_options,
-    model_options,
-    print_json,
-)
+from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
 
 
 def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -110,35 +105,17 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     PyTorch model, or an fp32 ONNX model for --int8 alone."""
     from pathlib import Path
 
-    from edgekit.errors import InputError
-    from edgekit.passes import PassContext
-    from edgekit.pipeline import compress as run_compress
+    from edgekit.api import compress as api_compress
 
-    steps = steps_from_flags(flags)
-    if not steps:
-        raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
-    ctx = PassContext(out_dir=Path(output), train_source=train_source, eval_source=eval_source,
-                      calib_source=calib_source, data_dir=data_dir, eval_limit=eval_limit,
-                      max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"])
-    if (flags["max_drop"] is not None or flags["max_drop_rel"] is not None) and not eval_source:
-        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
-                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    if Path(model).suffix == ".onnx":  # int8 of an existing fp32 ONNX model
-        from edgekit.pipeline import compress_onnx
-
-        result = compress_onnx(Path(model), steps, ctx, input_shape=input_shape,
-                               overwrite=overwrite)
-    else:
-        from edgekit.io.outputs import check_output_folder
-
-        check_output_folder(output)  # before the model is even loaded
-        bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
-        result = run_compress(bundle, steps, ctx, overwrite=overwrite)
+    result = api_compress(model, output, steps=steps_from_flags(flags), train=train_source,
+                          eval=eval_source, calib=calib_source, eval_limit=eval_limit,
+                          max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"],
+                          input_shape=input_shape, arch=arch, arch_kwargs=arch_kwargs,
+                          trust_model=trust_model, data_dir=data_dir, overwrite=overwrite)
     if as_json:
-        print_json({"steps": [s for s, _ in steps], "rows": result["rows"],
-                    "artifacts": result["artifacts"]})
+        print_json(result.to_json())
         return
     from edgekit.results.table import print_compress_rows
 
-    print_compress_rows(result["rows"], title=f"edgekit compress {Path(model).name}")
+    print_compress_rows(result.rows, title=f"edgekit compress {Path(model).name}")
     click.echo(f"outputs in {output}/ (manifest.json lists them)")

@@ -17,9 +17,11 @@ DEMO_RECIPES = ("lenet5-fashion-mnist.yaml", "cnn-gru-fashion-mnist.yaml")
 
 
 def recipe_dir() -> Path:
-    """recipes/ in the working directory, else the one beside the installed package."""
+    """recipes/ in the working directory, else the ones shipped with edgekit."""
+    from edgekit.resources import shipped_dir
+
     here = Path("recipes")
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
+    return here if here.is_dir() else shipped_dir("recipes")
 
 
 @click.command()

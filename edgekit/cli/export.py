@@ -1,4 +1,4 @@
-"""`edgekit export`."""
+"""`edgekit export` (edgekit.api.export)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
            arch_kwargs: str | None, input_shape, trust_model: bool, data_dir: str | None,
            as_json: bool) -> None:
     """Export SOURCE (a model file or an output folder) to a deployment format."""
-    from edgekit.pipeline import export_artifact
+    from edgekit.api import export as api_export
 
-    extra = {k: v for k, v in {"calib": calib, "workspace_mb": workspace_mb, "dla": dla}.items()
-             if v is not None}
-    artifact, record = export_artifact(
-        source, target, output, precision=precision, parity_source=parity_data, data_dir=data_dir,
-        model_options={"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": input_shape,
-                       "trust_model": trust_model}, **extra)
+    result = api_export(source, output, target=target, precision=precision,
+                        parity_data=parity_data, calib=calib, workspace_mb=workspace_mb, dla=dla,
+                        arch=arch, arch_kwargs=arch_kwargs, input_shape=input_shape,
+                        trust_model=trust_model, data_dir=data_dir)
+    artifact, record = result.artifact, result.record
     if as_json:
         print_json(record)
         return

@@ -60,41 +60,18 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
     """Validate every artifact of TARGET (an output folder) on a device: latency with one
     protocol, top-1 on the runtime itself, the speed-up against the fp32 original, the gate.
     The fastest artifact within the budget decides; exit 1 when none is."""
-    from edgekit.devices import load_profile
-    from edgekit.errors import GateError, InputError
-    from edgekit.validate.gate import Budget
-    from edgekit.validate.validator import save
-    from edgekit.validate.validator import validate as run_validation
+    from edgekit.api import validate as api_validate
+    from edgekit.errors import GateError
 
-    if not eval_source:
-        raise InputError("validate needs labelled eval data for the accuracy gate",
-                         hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    device = load_profile(device_name)
-    if threads:
-        device = device.model_copy(update={"threads": threads})
-    from edgekit.config import validate as validate_config
-
-    budget = validate_config(Budget, {"max_drop": max_drop, "max_drop_rel": max_drop_rel,
-                                      "min_agreement": min_agreement, "min_cosine": min_cosine,
-                                      "min_speedup": min_speedup},
-                             "budget")
-    if store_path:  # refuse a bad store before minutes of measuring
-        from edgekit.data.paths import source_paths
-        from edgekit.io.artifacts import find_reference, list_artifacts
-        from edgekit.io.outputs import check_outputs
-        from edgekit.results.store import open_store
-
-        check_outputs({"--store": [store_path, Path(store_path).with_suffix(".jsonl")]},
-                      {"an artifact": [a["path"] for a in list_artifacts(target)],
-                       "the reference": find_reference(target),
-                       "--eval data": source_paths(eval_source, data_dir)})
-        open_store(store_path).close()
-    result = run_validation(target, device, eval_source=eval_source, budget=budget,
-                            batches=parse_batches(batch_text), data_dir=data_dir, limit=limit,
-                            artifact=artifact, rerun=rerun)
-    stored = save(result, store_path) if store_path else []
+    outcome = api_validate(target, eval=eval_source, device=device_name, max_drop=max_drop,
+                           max_drop_rel=max_drop_rel, min_agreement=min_agreement,
+                           min_cosine=min_cosine, min_speedup=min_speedup, artifact=artifact,
+                           batches=parse_batches(batch_text), limit=limit, threads=threads,
+                           store=store_path, rerun=rerun, data_dir=data_dir)
+    result, device, budget, stored = outcome.result, outcome.device, outcome.budget, \
+        outcome.stored_ids
     if as_json:
-        print_json({**result.to_json(), "store": store_path, "stored_ids": stored})
+        print_json(outcome.to_json())
     else:
         from edgekit.results.table import print_gate_records
 

@@ -18,19 +18,27 @@ def zoo() -> None:
 @zoo.command("list")
 @json_option
 def list_models(as_json: bool) -> None:
-    """List the reference models, their default epochs and target top-1."""
-    from edgekit.zoo import ZOO
+    """List the reference models, their default epochs and target top-1, and the test top-1 of
+    the trained checkpoint shipped with edgekit (used by recipes and `edgekit demo`)."""
+    from edgekit.zoo import ZOO, shipped_checkpoint, shipped_record
 
-    rows = [{"name": e.name, "arch": e.factory, "epochs": e.epochs, "target_top1": e.target_top1,
-             "description": e.description} for e in ZOO.values()]
+    rows = []
+    for e in ZOO.values():
+        path, record = shipped_checkpoint(e.name), shipped_record(e.name)
+        shipped = {"path": str(path), "sha256": record["sha256"],
+                   "test_top1": record["test_top1"]} if path and record else None
+        rows.append({"name": e.name, "arch": e.factory, "epochs": e.epochs,
+                     "target_top1": e.target_top1, "shipped": shipped,
+                     "description": e.description})
     if as_json:
         print_json(rows)
         return
     width = max(len(r["name"]) for r in rows)
-    click.echo(f"{'name':<{width}}  epochs  target  description")
+    click.echo(f"{'name':<{width}}  epochs  target  shipped  description")
     for r in rows:
+        shipped = f"{r['shipped']['test_top1']:.4f}" if r["shipped"] else "no"
         click.echo(f"{r['name']:<{width}}  {r['epochs']:>6}  {r['target_top1']:>6.2f}  "
-                   f"{r['description']}")
+                   f"{shipped:>7}  {r['description']}")
 
 
 @zoo.command("train")

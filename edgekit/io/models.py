@@ -445,8 +445,11 @@ def save_checkpoint(bundle: ModelBundle, path: str | Path, **meta: Any) -> Path:
         "meta": {**bundle.meta, **meta},
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: torch.save names the archive inside the zip after a path it is
+    # given (here the random temp name), so the same model would get a different sha256 each
+    # time; from a file object the name is fixed and equal checkpoints are equal bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
     return path
 
 

@@ -7,7 +7,9 @@ import torch: the factories do, when called.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError
@@ -33,9 +35,8 @@ class ZooEntry:
     train: dict[str, Any] = field(default_factory=dict)
 
 
-# Measured with `edgekit zoo train NAME --threads 1` (defaults, seed 0, 3 epochs, full test set):
-# lenet5 0.9003, rowrnn 0.8695, cnn_gru 0.9071, cnn_lstm 0.9023; about 6, 13, 20 and 23 s/epoch
-# on one shared CPU core.
+# What each reaches with its recipe (top-1, seconds per epoch, the checkpoint's sha256): measured
+# by benchmarks/bench_zoo.py, in the README and benchmarks/results/zoo.json.
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
@@ -114,6 +115,36 @@ def default_spec(name: str) -> InputSpec:
                      class_names=FASHION_MNIST_CLASSES)
 
 
+def shipped_checkpoint(name: str) -> Path | None:
+    """The trained checkpoint of zoo model `name` shipped with edgekit (edgekit/_data/zoo/
+    NAME.pt, trained with the zoo's default recipe; NAME.json records its training config, test
+    top-1 and sha256), or None when none ships. A file whose sha256 differs from the record is
+    refused rather than used."""
+    from edgekit.resources import shipped_dir
+
+    get_entry(name)
+    folder = shipped_dir("zoo")
+    path, record_path = folder / f"{name}.pt", folder / f"{name}.json"
+    if not (path.is_file() and record_path.is_file()):
+        return None
+    from edgekit.io.files import sha256_file
+
+    record = json.loads(record_path.read_text())
+    if sha256_file(path) != record.get("sha256"):
+        raise InputError(f"the shipped checkpoint {path} does not match its recorded sha256",
+                         hint="reinstall edgekit, or retrain it with `edgekit zoo train "
+                              f"{name} -o FILE`")
+    return path
+
+
+def shipped_record(name: str) -> dict[str, Any] | None:
+    """What NAME.json records about the shipped checkpoint (None when none ships)."""
+    from edgekit.resources import shipped_dir
+
+    record_path = shipped_dir("zoo") / f"{name}.json"
+    return json.loads(record_path.read_text()) if record_path.is_file() else None
+
+
 def build(name: str, **kwargs: Any) -> ModelBundle:
     """A freshly initialised zoo model in a ModelBundle that records how to rebuild it."""
     from edgekit.io.models import ModelBundle, build_arch
@@ -124,4 +155,4 @@ def build(name: str, **kwargs: Any) -> ModelBundle:
 
 
 __all__ = ["ZOO", "ZooEntry", "build", "cnn_gru", "cnn_lstm", "default_spec", "get_entry",
-           "lenet5", "resnet18_small", "rowrnn"]
+           "lenet5", "resnet18_small", "rowrnn", "shipped_checkpoint", "shipped_record"]

@@ -6,42 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekit.cli import main  # noqa: E402
+from tests.helpers import cli, fashion_train_subset  # noqa: E402
 
 TRAIN_IMAGES = 1000
 EVAL_LIMIT = 500
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def small_train(tmp_path_factory) -> Path:
     """1,000 stratified Fashion-MNIST training images as an .npz source (fast distillation)."""
-    from edgekit.data import load_raw
-    from edgekit.data.dataset import stratified_indices
-    from edgekit.errors import DataError
-
-    try:
-        raw = load_raw("fashion-mnist:train")
-    except DataError as exc:
-        pytest.skip(f"Fashion-MNIST not installed ({exc.message})")
-    keep = stratified_indices(raw.labels, TRAIN_IMAGES, 0)
-    path = tmp_path_factory.mktemp("data") / "train-1000.npz"
-    np.savez(path, x=raw.images[keep], y=raw.labels[keep])
-    return path
+    return fashion_train_subset(tmp_path_factory.mktemp("data"), TRAIN_IMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +45,9 @@ def test_dwsep_then_distill_from_one_command(zoo_checkpoint, small_train, tmp_pa
 
     ckpt = zoo_checkpoint("lenet5")
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["compress", ckpt, "--dwsep", "--train", small_train,
+    code, stdout, err = cli(capsys, "compress", ckpt, "--dwsep", "--train", small_train,
                                  "--eval", "fashion-mnist:test", "--eval-limit", EVAL_LIMIT,
-                                 "--distill-epochs", 1, "-o", out, "--json"], capsys)
+                                 "--distill-epochs", 1, "-o", out, "--json")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["steps"] == ["dwsep", "distill"]
@@ -109,8 +87,8 @@ def test_no_candidate_conv_changes_nothing_and_exits_0(untrained, small_train, t
 
     ckpt = untrained("rowrnn")
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["compress", ckpt, "--dwsep", "--train", small_train,
-                                 "-o", out, "--json"], capsys)
+    code, stdout, err = cli(capsys, "compress", ckpt, "--dwsep", "--train", small_train,
+                                 "-o", out, "--json")
     assert code == 0, err
     assert "nothing changed" in err
     rows = json.loads(stdout)["rows"]
@@ -128,8 +106,8 @@ def test_no_candidate_conv_changes_nothing_and_exits_0(untrained, small_train, t
 ])
 def test_bad_dwsep_flags_exit_2_and_write_nothing(untrained, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
-    code, _, err = run_cli(["compress", untrained("lenet5"), "--dwsep", *flags,
-                            "--train", "unused.npz", "-o", out], capsys)
+    code, _, err = cli(capsys, "compress", untrained("lenet5"), "--dwsep", *flags,
+                            "--train", "unused.npz", "-o", out)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert "hint:" in err or "Usage:" in err
@@ -138,8 +116,8 @@ def test_bad_dwsep_flags_exit_2_and_write_nothing(untrained, tmp_path, capsys, f
 
 def test_auto_rank_without_training_data_exits_2(untrained, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run_cli(["compress", untrained("lenet5"), "--dwsep", "--dwsep-rank", "auto",
-                            "--distill-epochs", 0, "-o", out], capsys)
+    code, _, err = cli(capsys, "compress", untrained("lenet5"), "--dwsep", "--dwsep-rank", "auto",
+                            "--distill-epochs", 0, "-o", out)
     assert code == 2 and "no --train was given" in err and "hint:" in err
     assert not out.exists()
 
@@ -147,17 +125,15 @@ def test_auto_rank_without_training_data_exits_2(untrained, tmp_path, capsys):
 def test_prune_dwsep_and_int8_in_one_run(zoo_checkpoint, small_train, tmp_path, capsys):
     """All three compression steps from one command; the checkpoint (pruned and substituted)
     reloads, and the int8 model is there."""
-    pytest.importorskip("edgekit.passes.prune")
-    pytest.importorskip("edgekit.passes.quantize")
     from edgekit.io.models import load_model
     from edgekit.passes.dwsep import DepthwiseSeparable
 
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["compress", zoo_checkpoint("lenet5"), "--prune", 0.3, "--dwsep",
+    code, stdout, err = cli(capsys, "compress", zoo_checkpoint("lenet5"), "--prune", 0.3, "--dwsep",
                                  "--int8", "--calib", small_train, "--calib-size", 128,
                                  "--train", small_train, "--eval", "fashion-mnist:test",
                                  "--eval-limit", EVAL_LIMIT, "--distill-epochs", 1, "-o", out,
-                                 "--json"], capsys)
+                                 "--json")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["steps"] == ["prune", "dwsep", "distill", "quantize"]

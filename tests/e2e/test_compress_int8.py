@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import edgekit
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
-
-
-def edgekit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
-                          timeout=900)
 
 
 def stage(out: Path, name: str) -> dict:

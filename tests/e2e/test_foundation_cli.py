@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import edgekit
+
 FAST_CPU = """
 name: fast-cpu
 kind: cpu
@@ -18,11 +20,6 @@ runtimes:
   onnxruntime: {precisions: [fp32, int8]}
 latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
 """
-
-
-def edgekit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +25,9 @@ import pytest
 
 from tests.sshd import SKIP_REASON, LoopbackSSHD, free_port
 
-pytestmark = [pytest.mark.ssh,
-              pytest.mark.skipif(bool(SKIP_REASON), reason=SKIP_REASON or "n/a")]
+# Only the tests that take the `sshd` fixture need an OpenSSH server (and, run as root, the
+# privilege-separation folder the fixture creates); the others need at most the ssh client.
+pytestmark = [pytest.mark.ssh]
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_LATENCY = {"warmup_count": 2, "warmup_seconds": 0.0, "min_queries": 20,
@@ -81,8 +83,10 @@ def make_output_folder(out: Path, n_per_class: int = 60) -> Path:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if os.geteuid() != 0 and not Path("/run/sshd").is_dir():
-        pytest.skip("sshd needs /run/sshd, which only root can create (CI runs as root)")
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    # As root the server creates /run/sshd; another user's sshd needs no privilege-separation
+    # folder and serves only that user, which is all these tests need.
     server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
     yield server
     server.stop()
@@ -171,7 +175,10 @@ def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python
         assert "clocks" in record["environment"]
         assert record["accuracy"]["eval_sample"]["count"] == 600
         assert len(record["latency"]["samples_ms"]) >= FAST_LATENCY["min_queries"]
-        assert record["latency"]["valid"] in (True, False)
+        # A tiny linear model meets FAST_LATENCY's minimums long before its max_seconds.
+        assert record["latency"]["valid"] is True
+        assert record["latency"]["validity"]["min_queries_met"] is True
+        assert record["latency"]["count"] == len(record["latency"]["samples_ms"])
     assert result.copied["sent"] == result.copied["files"] == 4  # 2 models, manifest, eval set
     blobs = sorted(p.name for p in (tmp_path / "device" / "blobs").iterdir()
                    if not p.name.startswith("."))
@@ -385,6 +392,8 @@ def test_device_without_edgekit_is_reported_with_the_fix(sshd, artifacts, tmp_pa
     assert "no Python at" in err.value.message and "python:" in err.value.hint
 
 
+@pytest.mark.skipif(shutil.which("ssh") is None,
+                    reason="needs the OpenSSH client (apt-get install openssh-client)")
 def test_unreachable_host_is_reported(device_python, artifacts, tmp_path):
     from edgekit.devices import DeviceProfile
     from edgekit.remote import DeviceUnreachableError

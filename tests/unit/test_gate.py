@@ -11,6 +11,7 @@ import pytest
 from edgekit.errors import InputError
 from edgekit.validate.accuracy import accuracy_section
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
+from tests.helpers import cli
 
 
 def _section(candidate_correct: int, n: int = 1000, nan: bool = False):
@@ -92,24 +93,12 @@ def test_decisive_artifact_is_the_most_compressed_unless_chosen():
 
 
 # ---------------------------------------------------------------- edgekit validate, end to end
-def _validate(args, capsys):
-    from edgekit.cli import main
-
-    try:
-        main(["validate", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_validate_passes_and_fails_on_the_budget(tiny_folder, quick_profile, capsys, tmp_path):
     folder, eval_npz = tiny_folder(noise=0.6)
     profile = quick_profile()
     store = tmp_path / "results.db"
-    code, out, err = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
-                                "--max-drop", "0.5", "--store", str(store), "--json"], capsys)
+    code, out, err = cli(capsys, "validate", str(folder), "--device", profile, "--eval", str(eval_npz),
+                                "--max-drop", "0.5", "--store", str(store), "--json")
     result = json.loads(out)
     assert code == 1, err  # the noisy "int8" model decides, and it drops far more than 0.5 pt
     assert result["decisive"]["artifact"] == "model.int8.onnx" and not result["passed"]
@@ -122,9 +111,9 @@ def test_validate_passes_and_fails_on_the_budget(tiny_folder, quick_profile, cap
     assert "cpu" in ref["environment"] and ref["environment"]["versions"]["onnxruntime"]
     assert "fails the budget" in err
     # The fp32 reference decides when chosen; it passes.
-    code, out, _ = _validate([str(folder), "--device", profile, "--eval", str(eval_npz),
+    code, out, _ = cli(capsys, "validate", str(folder), "--device", profile, "--eval", str(eval_npz),
                               "--max-drop", "0.5", "--artifact", "model.onnx", "--store",
-                              str(store), "--json"], capsys)
+                              str(store), "--json")
     assert code == 0 and json.loads(out)["passed"]
     from edgekit.results.store import open_store
 
@@ -134,8 +123,8 @@ def test_validate_passes_and_fails_on_the_budget(tiny_folder, quick_profile, cap
 
 def test_validate_fails_on_nan_outputs(tiny_folder, quick_profile, capsys):
     folder, eval_npz = tiny_folder(nan=True)
-    code, out, err = _validate([str(folder), "--device", quick_profile(), "--eval",
-                                str(eval_npz), "--json"], capsys)
+    code, out, err = cli(capsys, "validate", str(folder), "--device", quick_profile(), "--eval",
+                                str(eval_npz), "--json")
     assert code == 1
     assert "NaN or Inf" in " ".join(json.loads(out)["decisive"]["reasons"])
 
@@ -145,16 +134,16 @@ def test_validate_refuses_labels_outside_the_model_classes(tiny_folder, quick_pr
     folder, _ = tiny_folder()
     x = np.zeros((10, 1, 4, 4), np.float32)
     np.savez(tmp_path / "bad.npz", x=x, y=np.arange(10))  # labels 0..9, model has 4 classes
-    code, out, err = _validate([str(folder), "--device", quick_profile(), "--eval",
-                                str(tmp_path / "bad.npz")], capsys)
+    code, out, err = cli(capsys, "validate", str(folder), "--device", quick_profile(), "--eval",
+                                str(tmp_path / "bad.npz"))
     assert code == 2 and "labels 0..9" in err and out == ""
 
 
 def test_validate_without_eval_or_with_unknown_artifact_is_bad_input(tiny_folder, quick_profile,
                                                                      capsys):
     folder, eval_npz = tiny_folder()
-    code, _, err = _validate([str(folder), "--device", quick_profile()], capsys)
+    code, _, err = cli(capsys, "validate", str(folder), "--device", quick_profile())
     assert code == 2 and "--eval" in err
-    code, _, err = _validate([str(folder), "--device", quick_profile(), "--eval", str(eval_npz),
-                              "--artifact", "nope.onnx"], capsys)
+    code, _, err = cli(capsys, "validate", str(folder), "--device", quick_profile(), "--eval", str(eval_npz),
+                              "--artifact", "nope.onnx")
     assert code == 2 and "choose one of" in err

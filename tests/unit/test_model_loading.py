@@ -15,6 +15,7 @@ from torch import nn
 from edgekit.errors import ModelLoadError, UnsafeModelError
 from edgekit.io.models import ModelBundle, load_model, save_checkpoint
 from edgekit.spec import InputSpec
+from tests.helpers import tiny_torch_model
 
 
 class _Payload:
@@ -25,10 +26,6 @@ class _Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def _tiny() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
 
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
@@ -68,7 +65,7 @@ def test_checkpoint_naming_foreign_arch_needs_trust(tmp_path: Path) -> None:
 
 def test_full_module_loads_only_with_trust(tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
-    torch.save(_tiny(), path)
+    torch.save(tiny_torch_model(), path)
     with pytest.raises(UnsafeModelError):
         load_model(path, input_shape=(1, 1, 28, 28))
     bundle = load_model(path, input_shape=(1, 1, 28, 28), trust_model=True)
@@ -77,7 +74,7 @@ def test_full_module_loads_only_with_trust(tmp_path: Path) -> None:
 
 def test_torchscript_needs_trust(tmp_path: Path) -> None:
     path = tmp_path / "ts.pt"
-    torch.jit.save(torch.jit.script(_tiny()), path)
+    torch.jit.save(torch.jit.script(tiny_torch_model()), path)
     with pytest.raises(UnsafeModelError, match="TorchScript"):
         load_model(path, input_shape=(1, 1, 28, 28))
     assert load_model(path, input_shape=(1, 1, 28, 28), trust_model=True).model is not None
@@ -98,7 +95,7 @@ def test_state_dict_with_arch(tmp_path: Path) -> None:
 
 def test_state_dict_without_arch_says_so(tmp_path: Path) -> None:
     path = tmp_path / "sd.pt"
-    torch.save(_tiny().state_dict(), path)
+    torch.save(tiny_torch_model().state_dict(), path)
     with pytest.raises(ModelLoadError, match="--arch"):
         load_model(path)
 
@@ -132,7 +129,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 def test_truncated_zip(tmp_path: Path) -> None:
     full = tmp_path / "full.pt"
-    torch.save(_tiny().state_dict(), full)
+    torch.save(tiny_torch_model().state_dict(), full)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match="truncated"):
@@ -142,7 +139,7 @@ def test_truncated_zip(tmp_path: Path) -> None:
 
 def test_input_shape_rejected_by_model(tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
-    torch.save(_tiny(), path)
+    torch.save(tiny_torch_model(), path)
     with pytest.raises(ModelLoadError, match="rejects input shape 1,1,32,32"):
         load_model(path, input_shape=(1, 1, 32, 32), trust_model=True)
 

@@ -17,23 +17,12 @@ from edgekit.io.artifacts import spec_for  # noqa: E402
 from edgekit.io.manifest import Manifest  # noqa: E402
 from edgekit.pipeline import export_artifact  # noqa: E402
 from edgekit.runtimes.latency import LatencyProtocol  # noqa: E402
+from tests.helpers import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
 QUICK = LatencyProtocol(warmup_count=2, warmup_seconds=0.0, min_queries=20, min_seconds=0.0,
                         max_seconds=5.0)
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    from edgekit.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

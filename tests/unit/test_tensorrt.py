@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.io.manifest import Manifest
-from edgekit.io.onnxfile import save_onnx, set_spec
 from edgekit.runtimes.tensorrt import (
     EngineMismatchError,
     check_engine_metadata,
@@ -29,6 +27,8 @@ from edgekit.runtimes.tensorrt import (
 )
 from edgekit.spec import InputSpec
 from edgekit.targets.tensorrt import check_qdq_for_tensorrt, input_profile, select_build_input
+from tests import helpers
+from tests.helpers import cli
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 SPEC = InputSpec(shape=(1, 1, 8, 8), mean=(0.0,), std=(1.0,),
@@ -38,40 +38,8 @@ H100 = {"tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3",
 PROFILE = {"input": "input", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [64, 1, 8, 8]}
 
 
-def cli(capsys, *args: str) -> tuple[int, str]:
-    from edgekit.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- a tiny conv net, torch-free
 def tiny_onnx(path: Path) -> Path:
-    """Conv(1->4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->4): logits."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
-             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "fw"),
-             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "fb")]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="fc", transB=1)]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                      ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    set_spec(model, SPEC)
-    save_onnx(model, path)
-    return path
+    return helpers.tiny_onnx(path, SPEC)
 
 
 def quantize(src: Path, dst: Path, *, symmetric: bool, per_channel: bool = True) -> Path:
@@ -259,7 +227,7 @@ def test_optimization_profile_from_the_spec() -> None:
 # ---------------------------------------------------------------- TensorRT missing
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
 def test_export_without_tensorrt_says_what_to_install(folder: Path, capsys) -> None:
-    code, err = cli(capsys, "export", str(folder), "--target", "tensorrt", "--precision", "fp16")
+    code, _, err = cli(capsys, "export", str(folder), "--target", "tensorrt", "--precision", "fp16")
     assert code == 2
     assert "TensorRT is not installed" in err and "pip install edgekit[tensorrt]" in err
     assert not list(folder.glob("*.plan*"))
@@ -271,12 +239,12 @@ def test_bench_of_an_engine_without_tensorrt_says_what_to_install(folder: Path, 
     engine.write_bytes(b"x")
     write_engine_metadata(engine, engine_metadata(H100, precision="fp16", input_profile=PROFILE,
                                                   spec=SPEC))
-    code, err = cli(capsys, "bench", str(engine), "--batch", "1")
+    code, _, err = cli(capsys, "bench", str(engine), "--batch", "1")
     assert code == 2 and "pip install edgekit[tensorrt]" in err
 
 
 def test_int8_input_errors_come_before_the_dependency_check(folder: Path, capsys) -> None:
-    code, err = cli(capsys, "export", str(folder), "--target", "tensorrt", "--precision", "int8")
+    code, _, err = cli(capsys, "export", str(folder), "--target", "tensorrt", "--precision", "int8")
     assert code == 2 and "TensorRT-flavour QDQ model" in err
 
 

@@ -1,0 +1,187 @@
+"""The Python API (issue 16 part 6): edgekit.compress / export / validate take a model file or an
+in-memory nn.Module with the CLI's typed options, return result objects without printing, and the
+same case through the API and through the CLI gives the same manifest (stages, configs, inputs and
+outputs with their sha256; not the timestamps)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_data
+
+pytestmark = requires_data
+
+CALIB = "calibration/fashion-mnist-512.npz"  # a shipped file, found from any working directory
+FAST_CPU = """
+name: fast-cpu
+kind: cpu
+threads: 1
+batch_sizes: [1]
+runtimes:
+  onnxruntime: {precisions: [fp32, int8]}
+latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
+"""
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
+                          timeout=900, cwd=cwd)
+
+
+def comparable(out_dir: Path, *, inputs: bool = True) -> list[dict]:
+    """A manifest without what differs between two runs of the same case (times, versions,
+    measured seconds), and with input paths reduced to their sha256."""
+    stages = json.loads((out_dir / "manifest.json").read_text())["stages"]
+    return [{"stage": s["stage"], "config": s["config"],
+             "inputs": {k: v["sha256"] for k, v in s["inputs"].items()} if inputs else None,
+             "outputs": [(o["path"], o.get("sha256"), o.get("precision")) for o in s["outputs"]]}
+            for s in stages]
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> Path:
+    from edgekit.zoo import shipped_checkpoint
+
+    return shipped_checkpoint("lenet5")
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory) -> Path:
+    """A working directory outside the repository: the API and the CLI both run from there."""
+    return tmp_path_factory.mktemp("elsewhere")
+
+
+@pytest.fixture(scope="module")
+def cli_out(lenet5: Path, elsewhere: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "out"
+    proc = cli("compress", str(lenet5), "--prune", "0.25", "--distill-epochs", "0", "--int8",
+                   "--calib", CALIB, "--calib-size", "128", "--eval", "fashion-mnist:test",
+                   "--eval-limit", "300", "-o", str(out), "--json",
+                   cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["steps"] == ["prune", "quantize"]
+    return out
+
+
+def test_compress_through_the_api_gives_the_cli_manifest(lenet5, cli_out, elsewhere, tmp_path,
+                                                         capsys, monkeypatch):
+    import edgekit
+    from edgekit.passes.prune import PruneConfig
+
+    monkeypatch.chdir(elsewhere)
+
+    result = edgekit.compress(lenet5, tmp_path / "api", steps=[PruneConfig(ratio=0.25),
+                                                               {"quantize": {"calib_size": 128}}],
+                              calib=CALIB, eval="fashion-mnist:test", eval_limit=300)
+    assert capsys.readouterr().out == ""  # results, not printing
+    assert isinstance(result, edgekit.api.CompressResult) and result.steps == ["prune", "quantize"]
+    assert comparable(tmp_path / "api") == comparable(cli_out)
+    cli_json = json.loads((cli_out / "manifest.json").read_text())
+    assert [a["path"] for a in result.artifacts] == \
+        [o["path"] for s in cli_json["stages"] for o in s["outputs"]]
+    assert result.manifest["stages"][0]["stage"] == cli_json["stages"][0]["stage"]
+    rows = {r["step"]: r for r in result.rows}
+    assert rows["original"]["top1"] > 0.85 and "prune" in rows
+
+
+def test_compress_an_in_memory_module(lenet5, cli_out, elsewhere, tmp_path, monkeypatch):
+    """A module in memory (as a training script holds it) compresses to the same artifacts as
+    its checkpoint file does through the CLI: pruned weights, ONNX and int8 bytes alike."""
+    import edgekit
+    from edgekit.io.models import load_model
+
+    monkeypatch.chdir(elsewhere)
+    loaded = load_model(lenet5)
+    module = loaded.model  # an nn.Module, its class edgekit.zoo.models:LeNet5
+    result = edgekit.compress(module, tmp_path / "mem", spec=loaded.spec,
+                              steps={"prune": {"ratio": 0.25}, "quantize": {"calib_size": 128}},
+                              calib=CALIB, eval="fashion-mnist:test", eval_limit=300)
+    mine, theirs = comparable(tmp_path / "mem", inputs=False), comparable(cli_out, inputs=False)
+    assert [s["stage"] for s in mine] == [s["stage"] for s in theirs]
+    def configs(stages):  # the compress key hashes the model file, which a module has not
+        return [{k: v for k, v in s["config"].items() if k != "key"} for s in stages]
+
+    assert configs(mine) == configs(theirs)
+    onnx = {o[0]: o[1] for s in mine for o in s["outputs"] if o[0].endswith(".onnx")}
+    assert onnx == {o[0]: o[1] for s in theirs for o in s["outputs"] if o[0].endswith(".onnx")}
+    assert result.bundle.arch == "edgekit.zoo.models:LeNet5"
+    # It records the module's class, which is not a factory on edgekit's allowlist: loading it
+    # back is refused unless the user vouches for it (they made it) or names the factory.
+    from edgekit.errors import UnsafeModelError
+
+    with pytest.raises(UnsafeModelError, match="not a model factory edgekit lists"):
+        load_model(tmp_path / "mem" / "model.pt")
+    rebuilt = load_model(tmp_path / "mem" / "model.pt", trust_model=True)
+    assert rebuilt.spec == loaded.spec
+    assert sum(p.numel() for p in rebuilt.model.parameters()) == \
+        sum(p.numel() for p in result.bundle.model.parameters())
+
+
+def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_path, capsys):
+    import edgekit
+    from edgekit.io.models import load_model
+
+    loaded = load_model(lenet5)
+    exported = edgekit.export(loaded.model, tmp_path / "api", spec=loaded.spec,
+                              parity_data="fashion-mnist:test")
+    assert exported.path.name == "model.onnx" and exported.path.is_file()
+    assert exported.artifact.metrics["parity"]["top1_agreement"] == 1.0
+    proc = cli("export", str(lenet5), "--target", "onnx", "-o", str(tmp_path / "cli"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs"][0]["sha256"] == exported.record["outputs"][0]["sha256"]
+
+    profile = tmp_path / "fast.yaml"
+    profile.write_text(FAST_CPU)
+    capsys.readouterr()
+    report = edgekit.validate(tmp_path / "api", eval="fashion-mnist:test", device=profile,
+                              limit=300, max_drop=1.0)
+    assert capsys.readouterr().out == ""
+    assert report.passed and report.budget.max_drop == 1.0 and report.device.name == "fast-cpu"
+    proc = cli("validate", str(tmp_path / "cli"), "--eval", "fashion-mnist:test", "--device",
+                   str(profile), "--limit", "300", "--max-drop", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    from_cli = json.loads(proc.stdout)
+    assert [r["accuracy"]["top1"] for r in from_cli["records"]] == \
+        [r["accuracy"]["top1"] for r in report.records]
+    assert from_cli["decisive"]["passed"] is report.passed
+    # A failed gate is a result, not an exception; bad input raises as the CLI's exit 2 does.
+    strict = edgekit.validate(cli_out, eval="fashion-mnist:test", device=profile, limit=300,
+                              artifact="model.int8.onnx",  # int8 logits are not fp32's exactly
+                              budget={"max_abs_diff": 1e-6})
+    assert not strict.passed and strict.decisive["artifact"] == "model.int8.onnx"
+    assert strict.decisive["reasons"]
+    from edgekit.errors import EdgekitError
+
+    with pytest.raises(EdgekitError, match="needs labelled eval data"):
+        edgekit.validate(tmp_path / "api", eval=None)
+
+
+def test_bad_api_input_is_an_edgekit_error(tmp_path):
+    import torch
+
+    import edgekit
+    from edgekit.errors import ConfigError, InputError
+
+    with pytest.raises(InputError, match="nothing to do"):
+        edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[])
+    with pytest.raises(ConfigError, match="unknown step 'prnue'"):
+        edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prnue", {})])
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="ratoi"):
+        edgekit.compress(flat, tmp_path / "o", input_shape=(1, 1, 2, 2),
+                         steps=[("prune", {"ratio": 0.3, "ratoi": 0.3})])
+    with pytest.raises(InputError, match="needs its input shape"):
+        edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prune", {"ratio": 0.3})])
+
+    class Local(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(InputError, match="could not rebuild it"):
+        edgekit.export(Local(), tmp_path / "o", input_shape=(1, 1, 4, 4))
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: the CLI run in a subprocess or in-process, and tiny models.
+
+Fixtures live in tests/conftest.py; plain functions that several test files call live here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- the CLI
+def edgekit(*args: str, timeout: float = 900, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python -m edgekit ARGS` in a subprocess (text output captured)."""
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+class CliResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def cli(capsys: Any, *args: Any) -> CliResult:
+    """`edgekit ARGS` in this process: its exit code (0 when it returned) and what it printed."""
+    from edgekit.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+# ---------------------------------------------------------------- tiny models
+def tiny_torch_model():
+    """Conv 1→4 3×3, ReLU, Flatten, Linear 2704→10, for 1×28×28 inputs (untrained)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+
+
+def tiny_onnx(path: Path, spec: Any) -> Path:
+    """A torch-free conv net as ONNX with `spec` in its metadata, for (N, 1, 8, 8) inputs:
+    Conv(1→4, 3×3) → Relu → GlobalAveragePool → Flatten → Gemm(4→4) logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.io.onnxfile import save_onnx, set_spec
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "fw"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "fb")]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                      ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    set_spec(model, spec)
+    save_onnx(model, path)
+    return path
+
+
+# ---------------------------------------------------------------- data
+def fashion_train_subset(folder: Path, n: int) -> Path:
+    """n stratified Fashion-MNIST training images (uint8) and labels as FOLDER/train-N.npz, a
+    small `--train` source; skips the calling test when the data is not installed."""
+    import pytest
+
+    from edgekit.data import load_raw
+    from edgekit.data.dataset import stratified_indices
+    from edgekit.errors import DataError
+
+    try:
+        raw = load_raw("fashion-mnist:train")
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST not installed ({exc.message})")
+    keep = stratified_indices(raw.labels, n, 0)
+    path = folder / f"train-{n}.npz"
+    np.savez(path, x=raw.images[keep], y=raw.labels[keep])
+    return path
