@@ -101,7 +101,9 @@ def test_same_latency_record_shape(runtime, model, reference_record):
 
 
 def test_every_registered_runtime_is_covered():
-    from edgekit.runtimes.base import runner_names
+    from edgekit.runtimes.base import RUNNERS, runner_names
 
-    assert set(runner_names()) == set(RUNTIMES), "add the new runtime to RUNTIMES here"
+    # edgekit's own runners (a test may register a throwaway one in this process)
+    shipped = {n for n in runner_names() if RUNNERS[n].__module__.startswith("edgekit.runtimes.")}
+    assert shipped == set(RUNTIMES), "add the new runtime to RUNTIMES here"
 
