@@ -96,7 +96,45 @@ class InputSpec(BaseModel):
         mean, std = self.mean, self.std
         if len(mean) not in (1, c):
             mean, std = (float(np.mean(mean)),), (float(np.mean(std)),)
-        return self.model_copy(update={"shape": shape, "mean": mean, "std": std})
+        resize = self.resize  # keeps the crop's share of the image at the new size
+        if resize is not None:
+            resize = max(shape[2], shape[3], round(resize * shape[2] / self.height))
+        return self.model_copy(update={"shape": shape, "mean": mean, "std": std, "resize": resize})
+
+    def with_preprocessing(self, *, mean: Sequence[float] | None = None,
+                           std: Sequence[float] | None = None, resize: int | None = None,
+                           crop: int | None = None, channel_order: str | None = None) -> InputSpec:
+        """A copy with the user's preprocessing (--mean/--std/--resize/--crop, recipe keys);
+        `crop` sets the model's input H and W. Wrong channel counts are an error naming the flags."""
+        update: dict = {}
+        c = self.channels
+        for name, values in (("mean", mean), ("std", std)):
+            if values is None:
+                continue
+            values = tuple(float(v) for v in values)
+            if len(values) not in (1, c):
+                raise InputError(f"--{name} has {len(values)} values; the model has {c} input "
+                                 f"channel{'s' if c > 1 else ''}",
+                                 hint=f"pass 1 or {c} comma-separated values, e.g. --{name} "
+                                 + (",".join(["0.5"] * c)))
+            if name == "std" and any(v <= 0 for v in values):
+                raise InputError(f"--std must be positive, got {values}", hint="e.g. --std 0.229,0.224,0.225")
+            update[name] = values
+        spec = self
+        if crop is not None:
+            spec = spec.with_shape((self.shape[0], c, crop, crop))
+            update.setdefault("resize", spec.resize)
+        if resize is not None:
+            if resize < min(spec.height, spec.width):
+                raise InputError(f"--resize {resize} is smaller than the {spec.height}x{spec.width} crop",
+                                 hint="resize the shorter side to at least the crop, e.g. --resize "
+                                 f"{round(spec.height / 0.875)} --crop {spec.height}")
+            update["resize"] = resize
+        if channel_order is not None:
+            if channel_order.upper() not in ("RGB", "BGR"):
+                raise InputError(f"channel order {channel_order!r} is not RGB or BGR", hint="use RGB or BGR")
+            update["channel_order"] = channel_order.upper()
+        return spec.model_copy(update=update) if update else spec
 
     def batch_shape(self, batch: int) -> tuple[int, int, int, int]:
         return (batch, *self.shape[1:])
