@@ -35,12 +35,12 @@ IMAGENET_SPEC = InputSpec(
 
 # The CLI's --mean/--std/--resize/--crop for the command being run (set by
 # edgekit.cli.common.model_options around the command; load_model's `preprocessing` wins).
-_PREPROCESSING: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "edgekit_preprocessing", default={})
+_PREPROCESSING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "edgekit_preprocessing", default=None)
 
 
 def current_preprocessing() -> dict[str, Any]:
-    return dict(_PREPROCESSING.get())
+    return dict(_PREPROCESSING.get() or {})
 
 
 @contextlib.contextmanager
