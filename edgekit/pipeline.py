@@ -148,6 +148,17 @@ def check_data_exists(ctx: Any) -> None:
         check_source_exists(source, what, ctx.data_dir)
 
 
+def check_image_data(ctx: Any, bundle: Any) -> None:
+    """Image folders and CSV lists checked against the model before the first step writes."""
+    import torch
+
+    from edgekit.data.folders import preflight
+
+    with torch.no_grad():
+        outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
+    preflight(_data_sources(ctx), bundle.spec, int(outputs))
+
+
 def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
                            model_file: Path | None, ctx: Any) -> None:
     """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
@@ -234,6 +245,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     for _, step in passes:  # bad configurations fail before the output folder is touched
         step.check(bundle, ctx)  # ONNX passes get the bundle too (for its InputSpec)
     check_data_exists(ctx)
+    check_image_data(ctx, bundle)
     if claim:
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -266,3 +266,22 @@ class FolderTrainSet:
     def model_inputs(self, spec: InputSpec, rows: np.ndarray | None = None) -> np.ndarray:
         images = FolderImages(self.index, spec)
         return np.asarray(images if rows is None else images[np.asarray(rows)])
+
+
+def preflight(sources: dict[str, str | None], spec: InputSpec, num_outputs: int | None) -> None:
+    """Image-folder and CSV sources checked before a command writes anything: unreadable or
+    missing files, empty class folders, more classes than the model's outputs, train and eval
+    with different classes. Other sources are left to their readers."""
+    from edgekit.data.dataset import check_classes, check_same_classes
+
+    indexes: dict[str, ImageIndex] = {}
+    for what, source in sources.items():
+        if source and (is_image_list(Path(source)) or
+                       (is_image_folder(Path(source)) and not list(Path(source).glob("*idx3*")))):
+            indexes[what] = open_images(Path(source))
+            indexes[what].note_conversion(spec)
+            check_classes(indexes[what].class_names, source, spec, num_outputs)
+    train = next((i for w, i in indexes.items() if "train" in w), None)
+    evaluation = next((i for w, i in indexes.items() if "eval" in w), None)
+    if train is not None and evaluation is not None:
+        check_same_classes(train.class_names, train.source, evaluation.class_names, evaluation.source)
