@@ -96,8 +96,13 @@ def _check_headers(files: list[Path], labels: list[int], source: str
     good, good_labels, skipped, modes = [], [], [], {}
     for f, label in zip(files, labels, strict=True):
         try:
-            with Image.open(f) as img:
-                modes[img.mode] = modes.get(img.mode, 0) + 1
+            with warnings.catch_warnings():  # PIL warns past MAX_IMAGE_PIXELS, errors at twice it
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    modes[img.mode] = modes.get(img.mode, 0) + 1
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"image {f} is too large to decode ({exc})",
+                            hint="a decompression bomb? remove the file, or resize it") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if not skip:
                 raise DataError(f"{f} in {source} is not a readable image ({exc})",
