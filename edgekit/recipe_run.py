@@ -94,7 +94,12 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     from edgekit.io.models import build_arch
 
     model = build_arch(src.arch, src.arch_kwargs, trusted=True)
-    spec = _spec(recipe, known_preprocessing(src.arch, model), what=src.arch)
+    ov = recipe.input
+    # A recipe that gives its own mean and std trains the arch on its own terms (no resize/crop
+    # unless it asks); otherwise the architecture's documented preprocessing is the base.
+    own = ov is not None and ov.mean is not None and ov.std is not None
+    spec = _spec(recipe, None if own else known_preprocessing(src.arch, model),
+                 what=None if own else src.arch)
     name = src.arch.split(":")[-1]
     path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
     if path.is_file():
@@ -106,6 +111,8 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
 
     cfg = TrainConfig(**{"epochs": 1, **overrides})
     raw = load_raw(recipe.data.train, data_dir=data_dir)
+    if getattr(raw, "class_names", ()) and not spec.class_names:  # an image folder's classes
+        spec = spec.model_copy(update={"class_names": tuple(raw.class_names)})
     eval_set = load_dataset(recipe.data.eval, spec, data_dir=data_dir,
                             limit=recipe.data.eval_limit or 2000)
     on_event(f"model: training {name} ({cfg.epochs} epochs) on {recipe.data.train} -> {path}")
