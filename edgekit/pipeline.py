@@ -396,12 +396,16 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          f"{str(exc).splitlines()[0][:300]}",
                          hint="export the model again with standard operators") from None
     spec = spec_from_onnx(model, where=onnx_path)
+    known = spec is not None
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
         raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
                          "InputSpec in its metadata)",
                          hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
+    from edgekit.io.models import with_user_preprocessing
+
+    spec = with_user_preprocessing(spec, known, None, onnx_path.name)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)

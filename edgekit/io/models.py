@@ -52,6 +52,22 @@ def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
         _PREPROCESSING.reset(token)
 
 
+def with_user_preprocessing(spec: InputSpec, known: bool, preprocessing: dict[str, Any] | None,
+                            what: str) -> InputSpec:
+    """`spec` with the user's preprocessing (`preprocessing`, else the CLI's flags) applied. When
+    the normalisation is not `known` (recorded or documented for the architecture), the user
+    must give mean and std: a silent default would make every accuracy wrong."""
+    given = {k: v for k, v in (preprocessing or current_preprocessing()).items() if v is not None}
+    if not known and not {"mean", "std"} <= set(given):
+        c = spec.channels
+        example = "0.485,0.456,0.406 --std 0.229,0.224,0.225" if c == 3 else \
+            ",".join(["0.5"] * c) + " --std " + ",".join(["0.5"] * c)
+        raise ModelLoadError(f"{what} does not record how its inputs are normalised",
+                             hint=f"pass the mean and std the model was trained with: --mean "
+                             f"{example} (and --resize/--crop if it was trained on centre crops)")
+    return spec.with_preprocessing(**given)
+
+
 # Structural edits a pass made (e.g. dwsep replacing a conv); replayed on load, by name.
 SURGERIES: dict[str, Callable[[Any, dict[str, Any]], None]] = {}
 
@@ -373,24 +389,14 @@ def load_model(
         from edgekit.io.archs import known_preprocessing
 
         spec = known_preprocessing(bundle_arch, model)
-    preprocessing = {k: v for k, v in (preprocessing or current_preprocessing()).items()
-                     if v is not None}
-    normalisation_known = spec is not None or {"mean", "std"} <= set(preprocessing)
+    known = spec is not None
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
         raise ModelLoadError(f"{path} does not record its input shape",
                              hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
-    if not normalisation_known:
-        c = spec.channels
-        example = "0.485,0.456,0.406 --std 0.229,0.224,0.225" if c == 3 else \
-            ",".join(["0.5"] * c) + " --std " + ",".join(["0.5"] * c)
-        raise ModelLoadError(
-            f"{path} does not record how its inputs are normalised"
-            + (f" and {bundle_arch} is not an architecture edgekit knows it for" if bundle_arch else ""),
-            hint=f"pass the mean and std the model was trained with: --mean {example} "
-            "(and --resize/--crop if it was trained on centre crops)")
-    spec = spec.with_preprocessing(**preprocessing)
+    spec = with_user_preprocessing(spec, known, preprocessing, f"{path}" + (
+        f" ({bundle_arch}, an architecture edgekit knows no normalisation for)" if bundle_arch else ""))
     check_finite(model, path)
     model.eval()
     bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta)
