@@ -98,7 +98,7 @@ def main() -> dict[str, Any]:
         "evaluate": edgekit + ["bench", str(model), "--eval", str(folder), "--device", str(profile),
                                "--json"],
         "calibrate": edgekit + ["compress", str(model / "model.onnx"), "--int8", "--calib",
-                                str(folder), "--calib-size", "512", "-o", str(WORK / "int8"),
+                                str(folder), "--calib-size", str(min(512, count)), "-o", str(WORK / "int8"),
                                 "--overwrite", "--json"],
     }
     rows, data = [], {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
