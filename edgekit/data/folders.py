@@ -273,10 +273,12 @@ class FolderTrainSet:
         return np.asarray(images if rows is None else images[np.asarray(rows)])
 
 
-def preflight(sources: dict[str, str | None], spec: InputSpec, num_outputs: int | None) -> None:
+def preflight(sources: dict[str, str | None], spec: InputSpec,
+              num_outputs: int | None) -> tuple[str, ...]:
     """Image-folder and CSV sources checked before a command writes anything: unreadable or
     missing files, empty class folders, more classes than the model's outputs, train and eval
-    with different classes. Other sources are left to their readers."""
+    with different classes. Other sources are left to their readers. Returns the folders' class
+    names (empty when no folder names them)."""
     from edgekit.data.dataset import check_classes, check_same_classes
 
     indexes: dict[str, ImageIndex] = {}
@@ -290,3 +292,5 @@ def preflight(sources: dict[str, str | None], spec: InputSpec, num_outputs: int 
     evaluation = next((i for w, i in indexes.items() if "eval" in w), None)
     if train is not None and evaluation is not None:
         check_same_classes(train.class_names, train.source, evaluation.class_names, evaluation.source)
+    named = evaluation or train
+    return named.class_names if named is not None and not named.source.endswith(".csv") else ()

@@ -84,6 +84,7 @@ def test_arch_through_the_chain(arch: str, rgb_folder: Path, tmp_path: Path, cap
     spec = spec_for(out / "model.onnx")
     # the arch's own normalisation and crop ratio, carried by the artifact
     assert spec.shape == (1, 3, SIZE, SIZE) and len(spec.mean) == 3 and spec.resize > SIZE
+    assert spec.class_names == CLASSES  # named by the eval folder's class sub-folders
     assert spec_for(out / "model.int8.onnx") == spec
     code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
                             "--parity-data", rgb_folder], capsys)
