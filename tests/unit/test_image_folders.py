@@ -129,3 +129,22 @@ def test_training_from_model_ready_floats(tmp_path: Path, capsys) -> None:
     history = fit(model, raw, RGB, None, TrainConfig(epochs=1, batch_size=8, warmup_epochs=0))
     assert history["train_images"] == 16
     assert "tensor space" in capsys.readouterr().err
+
+
+def test_resize_shorter_side_then_centre_crop() -> None:
+    from PIL import Image
+
+    spec = InputSpec(shape=(1, 3, 4, 4), mean=(0.0,), std=(1.0,), resize=6)
+    img = np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3)
+    # shorter side 10 → 6, so 20 → 12; the centre 4×4 of the 6×12 image
+    expected = np.asarray(Image.fromarray(img).resize((12, 6), Image.BILINEAR))[1:5, 4:8]
+    np.testing.assert_array_equal(spec.prepare_image(img), expected)
+    # a new input size keeps the crop's share of the image; --crop sets H and W
+    assert spec.with_shape((1, 3, 8, 8)).resize == 12
+    cropped = InputSpec(shape=(1, 3, 224, 224), mean=(0.5,), std=(0.5,), resize=256) \
+        .with_preprocessing(crop=64, mean=(0.1, 0.2, 0.3), std=(0.5,))
+    assert cropped.shape == (1, 3, 64, 64) and cropped.resize == 73 and cropped.mean == (0.1, 0.2, 0.3)
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError, match="--resize 32 is smaller than the 64x64 crop"):
+        cropped.with_preprocessing(resize=32)
