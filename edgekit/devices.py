@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml
@@ -42,6 +42,7 @@ class JetsonRecord(BaseModel):
 
 class DeviceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _path: Path | None = PrivateAttr(None)  # the file it was loaded from (load_profile)
 
     schema_version: int = 1
     name: str
@@ -51,6 +52,9 @@ class DeviceProfile(BaseModel):
     threads: int | None = Field(None, ge=1)
     performance_hint: Literal["latency", "throughput"] = "latency"
     batch_sizes: list[int] = [1]
+    # (issue 15, edgekit optimize) channel counts after pruning are kept multiples of this: the
+    # widths the device's kernels run fastest (8 or 16 on AVX-512/VNNI CPUs, 8 on Tensor Cores).
+    round_to: int | None = Field(None, ge=1, description="prune channel counts to multiples")
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol)
     record: JetsonRecord | None = None
     # Remote devices (reached over SSH).
@@ -102,7 +106,15 @@ def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> 
 
 
 def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:
-    return load_yaml(DeviceProfile, find_profile(name_or_path, cwd=cwd))
+    path = find_profile(name_or_path, cwd=cwd)
+    profile = load_yaml(DeviceProfile, path)
+    profile._path = Path(path)
+    return profile
+
+
+def profile_ref(profile: DeviceProfile) -> str:
+    """What `load_profile` finds this profile by again: its file if it came from one."""
+    return str(profile._path) if profile._path else profile.name
 
 
 def list_profiles(*, cwd: str | Path | None = None) -> list[Path]:

@@ -13,6 +13,7 @@
     devices: [local-cpu]                  # or {profile: jetson-orin-nano, host: me@jetson}
     budget: {max_drop: 1.0}               # min_speedup defaults to 1.0 here: no artifact
                                           # slower than the original passes (null: off)
+    optimize: {prune: [0, 0.3], dwsep: [off], trials: 12}   # for `edgekit optimize --recipe`
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgekit import kinds
 from edgekit.config import load_yaml, read_yaml, validate
 from edgekit.errors import ConfigError
+from edgekit.optimize.space import OptimizeSettings
 from edgekit.validate.gate import Budget
 
 RECIPE_VERSION = 1
@@ -142,6 +144,8 @@ class Recipe(Strict):
     devices: list[str | DeviceRef] = Field(default_factory=lambda: ["local-cpu"])
     budget: Budget = Field(default_factory=lambda: Budget(min_speedup=RECIPE_MIN_SPEEDUP))
     decide: str | None = Field(None, description="artifact whose gate decides the exit code")
+    optimize: OptimizeSettings | None = Field(None, description="search space of `edgekit "
+                                              "optimize --recipe` (issue 15)")
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -151,6 +155,7 @@ class Recipe(Strict):
         if isinstance(value, dict) and "min_speedup" not in value:
             return {**value, "min_speedup": RECIPE_MIN_SPEEDUP}
         return value
+
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def step_list(self) -> list[tuple[str, dict[str, Any]]]:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "report": "edgekit.cli.results:report",
     "run": "edgekit.cli.run:run",
     "demo": "edgekit.cli.demo:demo",
+    "optimize": "edgekit.cli.optimize:optimize",
 }
 SHORT_HELP: dict[str, str] = {
     "zoo": "Reference models: list and train them on Fashion-MNIST.",
@@ -40,6 +41,7 @@ SHORT_HELP: dict[str, str] = {
     "results": "Query the results store.",
     "report": "Write the HTML/Markdown report of a results store.",
     "run": "Run a recipe: compress, export, validate, report.",
+    "optimize": "Search the fastest artifact within the accuracy budget, measured on each device.",
     "demo": "Run the demo recipes (LeNet-5, CNN+GRU) on this CPU and write the HTML report.",
 }
 

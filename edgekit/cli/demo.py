@@ -1,6 +1,9 @@
-"""`edgekit demo` (what `make demo` runs): the two shipped Fashion-MNIST recipes end to end —
-LeNet-5, and the CNN+GRU hybrid pruned, made depthwise-separable and quantized to int8 on ONNX
-Runtime and OpenVINO — then one HTML report of both. Trained models are cached and reused."""
+"""`edgekit demo` (what `make demo` runs): `edgekit optimize` on the two shipped Fashion-MNIST
+recipes — LeNet-5 and the CNN+GRU hybrid — over each recipe's small `optimize:` space (pruning,
+depthwise-separable, ONNX Runtime and OpenVINO, fp32 and int8), every candidate timed on this CPU;
+it shows what wins here, which may be the original fp32 model on its fastest runtime. With
+--pipeline it also runs the recipes' fixed compress pipelines and one HTML report of both.
+Trained models, exports and measurements are cached and reused."""
 
 from __future__ import annotations
 
@@ -22,16 +25,45 @@ def recipe_dir() -> Path:
 @click.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="out",
               show_default=True, help="Folder for the recipes' outputs and the report.")
+@click.option("--pipeline", is_flag=True,
+              help="Also run the recipes' fixed pipelines (compress, export, validate).")
 @data_dir_option
 @json_option
-def demo(output: str, data_dir: str | None, as_json: bool) -> None:
-    """Run the demo recipes and print where the HTML report is."""
+def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> None:
+    """Search each demo model's fastest artifact on this CPU; print the tables and reports."""
+    from edgekit.cli.optimize import optimize_recipe, print_summary
+
+    out = Path(output)
+    searches = {}
+    for name in DEMO_RECIPES:
+        recipe = recipe_dir() / name
+        click.echo(f"== edgekit optimize --recipe {recipe} -o {out / 'optimize' / recipe.stem}",
+                   err=True)
+        summary = optimize_recipe(recipe, out / "optimize" / recipe.stem, data_dir=data_dir)
+        searches[recipe.stem] = summary
+        if not as_json:
+            print_summary(summary)
+    pipelines = _pipelines(out, data_dir, as_json) if pipeline else None
+    if as_json:
+        print_json({"optimize": searches, **({"pipelines": pipelines} if pipelines else {})})
+        return
+    for stem, summary in searches.items():
+        for device, result in summary["devices"].items():
+            won = result.get("winner")
+            click.echo(f"{stem} on {device}: " + (
+                f"{won['name']} wins, {won['p50_ms']:.3f} ms ({won['speedup']:.2f}× the fp32 "
+                f"original's fastest runtime), top-1 {won['top1']:.2f}%" if won
+                else f"nothing meets the budget ({result['why']})"))
+        click.echo(f"  report: {summary.get('report')}")
+
+
+def _pipelines(out: Path, data_dir: str | None, as_json: bool) -> dict:
+    """The recipes' fixed pipelines and one report of both (the demo before `optimize`)."""
     from edgekit.cli.run import print_run
     from edgekit.recipe_run import run_recipe
     from edgekit.results.report import write_report
     from edgekit.results.store import open_store
 
-    out = Path(output)
     store = out / "results.db"
     results = []
     for name in DEMO_RECIPES:
@@ -48,9 +80,8 @@ def demo(output: str, data_dir: str | None, as_json: bool) -> None:
     html, md = out / "report.html", out / "report.md"
     write_report(records, html, markdown_path=md, title="edgekit demo: Fashion-MNIST on this CPU",
                  source=str(store))
-    if as_json:
-        print_json({"recipes": results, "report": str(html), "markdown": str(md)})
-        return
-    verdicts = [f"{r['recipe']}: {'PASS' if r['passed'] else 'FAIL'}" for r in results]
-    click.echo("; ".join(verdicts))
-    click.echo(f"HTML report: {html.resolve()}")
+    if not as_json:
+        verdicts = [f"{r['recipe']}: {'PASS' if r['passed'] else 'FAIL'}" for r in results]
+        click.echo("; ".join(verdicts))
+        click.echo(f"HTML report: {html.resolve()}")
+    return {"recipes": results, "report": str(html), "markdown": str(md)}

@@ -89,6 +89,10 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     ax.step(fx, fy, where="post", color="black", lw=1.2, ls="--", zorder=2,
             label="Pareto front")
     ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", lw=1.4, zorder=4)
+    won = [points[i] for i, r in enumerate(rows) if r.get("optimize_winner")]  # edgekit optimize
+    if won:
+        ax.scatter([p[0] for p in won], [p[1] for p in won], s=420, marker="*", color="#f2b701",
+                   edgecolors="black", lw=0.8, zorder=5, label="chosen")
     xs = [p[0] for p in points]
     if max(xs) / max(min(xs), 1e-9) > 20:
         ax.set_xscale("log")
@@ -101,6 +105,9 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     handles += [plt.Line2D([], [], ls="none", marker=m, color="#555", label=p)
                 for p, m in PRECISION_MARKERS.items() if any(r.get("precision") == p for r in rows)]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
+    if won:
+        handles.append(plt.Line2D([], [], ls="none", marker="*", color="#f2b701", markersize=12,
+                                  label="chosen by edgekit optimize"))
     ax.legend(handles=handles, fontsize=7.5, loc="best")
     return _png(fig)
 

@@ -86,6 +86,19 @@ def cnn_lstm(**kwargs: Any) -> nn.Module:
     return CNNLSTM(**kwargs)
 
 
+def resnet18_small(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """torchvision resnet18 for 28×28 images: a 3×3 stride-1 first conv, no max-pool, one input
+    channel (about 456 M MACs at 1×1×28×28). The ResNet-18 of the optimize benchmark; not in
+    ZOO (it is trained by the benchmark, not by `edgekit zoo train`)."""
+    import torchvision
+    from torch import nn
+
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
 def get_entry(name: str) -> ZooEntry:
     """The registry entry for `name`; an unknown name is an input error listing the known ones."""
     if name not in ZOO:
@@ -111,4 +124,4 @@ def build(name: str, **kwargs: Any) -> ModelBundle:
 
 
 __all__ = ["ZOO", "ZooEntry", "build", "cnn_gru", "cnn_lstm", "default_spec", "get_entry",
-           "lenet5", "rowrnn"]
+           "lenet5", "resnet18_small", "rowrnn"]

@@ -1,0 +1,303 @@
+"""`edgekit optimize` on this machine (issue 15's goals): what the device-in-the-loop search picks,
+how it compares with the anchors measured in the same run, and what the search costs.
+
+1. Seed models (lenet5, rowrnn, cnn_gru, cnn_lstm; .cache/zoo/NAME.pt, trained on first use with
+   the zoo defaults): `edgekit optimize MODEL --device local-cpu --max-drop 1.0` over SEED_SPACE.
+   Goal: the chosen artifact is never slower than the fp32 original on its fastest runtime; the
+   table says which knob won and by how much (speed-up against that runtime, same run).
+2. ResNet-18 for Fashion-MNIST (edgekit.zoo:resnet18_small: torchvision resnet18 with a 3×3
+   stride-1 first conv, no max-pool, 1 input channel, ~456 M MACs; trained here RESNET_EPOCHS
+   epochs): the anchor is NNCF's default int8 of the original on OpenVINO (`edgekit compress
+   --int8 --for openvino`); the winner of `edgekit optimize` over RESNET_SPACE and the anchor are
+   timed in alternating rounds (batch 1, 2 threads, p50 over all samples). Goal: winner ≤ 0.5×
+   the anchor's p50, within 1.0 point of the original's top-1 on the full test split.
+3. Cost of the search (lenet5): wall time for 6 and then 12 trials in the same folder (the larger
+   budget reuses the first run), a third run (nothing measured again), two devices against one,
+   and a search killed with SIGKILL after 3 trials and rerun (no finished candidate measured
+   again: counted from the cache keys in the output).
+
+Run: `.venv/bin/python benchmarks/run.py optimize` on a quiet machine. A full run takes about
+2.5–3 hours on 2 cores (estimated, not run: ResNet-18 training ~1 h for 3 epochs, its search
+capped by RESNET_BUDGET=60m plus the anchor, the seed models ~5–8 min each, the cost section
+~10 min). BENCH_OPTIMIZE_TINY=1 runs every section on a tiny setting (subsets, a few trials,
+quick protocol; results in benchmarks/results/optimize-tiny.*) to check that the script works:
+about 2–3 min here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from common import ROOT, md_table, time_alternating, write_results
+
+TINY = os.environ.get("BENCH_OPTIMIZE_TINY") == "1"
+WORK = ROOT / ".cache" / ("bench-optimize-tiny" if TINY else "bench-optimize")
+ZOO = ROOT / ".cache" / "zoo"
+CALIB = str(ROOT / "calibration" / "fashion-mnist-512.npz")
+THREADS = 2
+ROUNDS = 3
+MODELS = tuple(os.environ.get("BENCH_OPTIMIZE_MODELS",
+                              "lenet5" if TINY else "lenet5,rowrnn,cnn_gru,cnn_lstm").split(","))
+RESNET_EPOCHS = int(os.environ.get("BENCH_RESNET_EPOCHS", "1" if TINY else "3"))
+RESNET_BUDGET = os.environ.get("BENCH_RESNET_BUDGET", "3m" if TINY else "60m")
+EVAL_LIMIT = 300 if TINY else None  # None: all 10,000 test images
+SEED_SPACE: dict[str, Any] = {
+    "prune": [0, 0.25, 0.5], "dwsep": ["off", "auto"], "precisions": ["fp32", "int8"],
+    "int8_fallback": ["none", "first-conv"], "trials": 24}
+RESNET_SPACE: dict[str, Any] = {
+    "prune": [0, 0.25, 0.5], "dwsep": ["off", "auto"], "precisions": ["fp32", "int8"],
+    "int8_fallback": ["none"], "trials": 20,
+    "distill": {"short_epochs": 1, "short_limit": 6000, "full_epochs": 1}}
+if TINY:
+    SEED_SPACE = {"prune": [0, 0.5], "dwsep": ["off"], "precisions": ["fp32", "int8"],
+                  "int8_fallback": ["none"], "trials": 6, "calib_size": 64,
+                  "distill": {"short_limit": 300, "full_limit": 600}}
+    RESNET_SPACE = {"prune": [0, 0.5], "dwsep": ["off"], "precisions": ["fp32", "int8"],
+                    "int8_fallback": ["none"], "trials": 5, "calib_size": 32,
+                    "distill": {"short_limit": 200, "full_limit": 400}}
+
+
+def protocol():
+    from edgekit.runtimes.latency import LatencyProtocol
+
+    if TINY:
+        return LatencyProtocol(warmup_count=3, warmup_seconds=0.0, min_queries=30,
+                               min_seconds=0.05, max_seconds=2.0)
+    return LatencyProtocol(warmup_count=20, warmup_seconds=0.3, min_queries=300,
+                           min_seconds=1.0, max_seconds=10.0)
+
+
+def device_file(name: str = "bench-cpu", threads: int = THREADS) -> str:
+    """local-cpu with the benchmark's protocol (and thread count)."""
+    from edgekit.devices import load_profile
+
+    data = load_profile("local-cpu").model_dump(mode="json", exclude_none=True)
+    data.update(name=name, threads=threads, batch_sizes=[1], latency=protocol().model_dump())
+    path = WORK / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def optimize_args(model: Path, out: Path, space: dict[str, Any], devices: list[str],
+                  *extra: str) -> list[str]:
+    space_file = out.parent / f"{out.name}-space.yaml"
+    space_file.parent.mkdir(parents=True, exist_ok=True)
+    space_file.write_text(yaml.safe_dump(space))
+    args = [sys.executable, "-m", "edgekit", "optimize", str(model), "--space", str(space_file),
+            "--train", "fashion-mnist:train", "--eval", "fashion-mnist:test", "--calib", CALIB,
+            "--max-drop", "1.0", "-o", str(out), "--json", *extra]
+    for device in devices:
+        args += ["--device", device]
+    if EVAL_LIMIT:
+        args += ["--eval-limit", str(EVAL_LIMIT)]
+    return args
+
+
+def run_optimize(args: list[str]) -> tuple[dict[str, Any], float]:
+    began = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.strip().splitlines()[-3:]}")
+    return json.loads(proc.stdout), time.perf_counter() - began
+
+
+def zoo_checkpoint(name: str) -> Path:
+    path = ZOO / f"{name}.pt"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "edgekit", "zoo", "train", name, "-o", str(path)]
+                       + (["--epochs", "1", "--limit", "3000"] if TINY else []),
+                       check=True, cwd=ROOT)
+    return path
+
+
+# ---------------------------------------------------------------------- 1. seed models
+def seed_models(device: str) -> list[dict[str, Any]]:
+    rows = []
+    for name in MODELS:
+        summary, seconds = run_optimize(optimize_args(zoo_checkpoint(name), WORK / name,
+                                                      SEED_SPACE, [device]))
+        result = next(iter(summary["devices"].values()))
+        won = result["winner"] or {}
+        rows.append({"model": name, "seconds": round(seconds, 1),
+                     "candidates": len(result["candidates"]),
+                     "baselines": {rt: b["p50_ms"] for rt, b in result["baselines"].items()},
+                     "fastest_fp32_ms": result["fastest_fp32_ms"],
+                     "winner": won.get("name"), "winner_ms": won.get("p50_ms"),
+                     "speedup": won.get("speedup"), "drop_points": won.get("drop_points"),
+                     "never_slower": bool(won) and won["p50_ms"] <= result["fastest_fp32_ms"],
+                     "why": result["why"]})
+    return rows
+
+
+# ---------------------------------------------------------------------- 2. ResNet-18
+def resnet_checkpoint() -> tuple[Path, float]:
+    """resnet18_small trained RESNET_EPOCHS epochs on Fashion-MNIST train (cached)."""
+    path = WORK / f"resnet18_small-{RESNET_EPOCHS}ep.pt"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text())["test_top1"]
+    import torch
+
+    from edgekit.data import load_dataset, load_raw
+    from edgekit.io.models import ModelBundle, save_checkpoint
+    from edgekit.zoo import default_spec, resnet18_small
+    from edgekit.zoo.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    torch.set_num_threads(THREADS)
+    spec = default_spec("lenet5")
+    model = resnet18_small()
+    raw = load_raw("fashion-mnist:train")
+    eval_set = load_dataset("fashion-mnist:test", spec, limit=EVAL_LIMIT)
+    cfg = TrainConfig(epochs=RESNET_EPOCHS, limit=1200 if TINY else None, seed=0)
+    history = fit(model, raw, spec, eval_set, cfg, description="Training resnet18_small")
+    bundle = ModelBundle(model, spec, "edgekit.zoo:resnet18_small", {},
+                         meta={"name": "resnet18_small", "history": history})
+    save_checkpoint(bundle, path)
+    top1 = history["epochs"][-1]["top1"]
+    meta.write_text(json.dumps({"test_top1": top1, "epochs": RESNET_EPOCHS}))
+    return path, top1
+
+
+def resnet18(device: str) -> dict[str, Any]:
+    from edgekit.devices import load_profile
+    from edgekit.io.artifacts import spec_for
+    from edgekit.runtimes.base import get_runner
+
+    checkpoint, trained_top1 = resnet_checkpoint()
+    anchor_dir = WORK / "resnet18-anchor"
+    shutil.rmtree(anchor_dir, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "edgekit", "compress", str(checkpoint), "--int8",
+                    "--for", "openvino", "--calib", CALIB, "-o", str(anchor_dir), "--json"],
+                   check=True, cwd=ROOT, capture_output=True)
+    anchor = anchor_dir / "model.int8.xml"
+    summary, seconds = run_optimize(optimize_args(checkpoint, WORK / "resnet18", RESNET_SPACE,
+                                                  [device], "--time-budget", RESNET_BUDGET))
+    result = next(iter(summary["devices"].values()))
+    won = result["winner"]
+    out: dict[str, Any] = {"trained_top1": trained_top1, "search_seconds": round(seconds, 1),
+                           "candidates": len(result["candidates"]), "why": result["why"],
+                           "reference_top1": result["reference_top1"], "winner": won}
+    if not won:
+        return out
+    profile = load_profile(device)
+    runtime = won["params"]["target"].split(":")[0]
+    spec = spec_for(won["artifact"])
+    runners = {
+        "anchor": get_runner("openvino")(anchor, spec_for(anchor), threads=THREADS,
+                                         options=profile.runner_options("openvino")),
+        "winner": get_runner(runtime)(won["artifact"], spec, threads=THREADS,
+                                      options=profile.runner_options(runtime))}
+    import numpy as np
+
+    from edgekit.data import load_dataset
+
+    x = np.ascontiguousarray(load_dataset("fashion-mnist:test", spec, limit=16).x[:1])
+    timed = time_alternating(runners, x, protocol(), ROUNDS, shuffle_seed=0)
+    ratio = timed["winner"]["p50_ms"] / timed["anchor"]["p50_ms"]
+    out.update(anchor_p50_ms=timed["anchor"]["p50_ms"], winner_p50_ms=timed["winner"]["p50_ms"],
+               ratio=round(ratio, 3), drop_points=won["drop_points"],
+               goal_met=ratio <= 0.5 and won["drop_points"] <= 1.0)
+    return out
+
+
+# ---------------------------------------------------------------------- 3. cost of the search
+def search_cost(device: str) -> dict[str, Any]:
+    model = zoo_checkpoint("lenet5")
+    space = {**SEED_SPACE, "trials": 6}
+    out = WORK / "cost"
+    shutil.rmtree(out, ignore_errors=True)
+    first, t_first = run_optimize(optimize_args(model, out, space, [device]))
+    more, t_more = run_optimize(optimize_args(model, out, {**space, "trials": 12}, [device]))
+    again, t_again = run_optimize(optimize_args(model, out, {**space, "trials": 12}, [device]))
+    two = WORK / "cost-two-devices"
+    shutil.rmtree(two, ignore_errors=True)
+    other = device_file("bench-cpu-1t", threads=1)
+    both, t_both = run_optimize(optimize_args(model, two, space, [device, other]))
+    killed = WORK / "cost-killed"
+    shutil.rmtree(killed, ignore_errors=True)
+    args = optimize_args(model, killed, space, [device])
+    from edgekit.optimize.trials import trial_count
+
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while trial_count(killed) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.stem for p in (killed / "cache" / "measurements").glob("*.json")}
+    resumed, t_resumed = run_optimize(args)
+    again_measured = set(resumed["cache"]["measured_keys"]) & before
+
+    def n(summary: dict[str, Any]) -> int:
+        return sum(len(r["candidates"]) for r in summary["devices"].values())
+
+    return {"runs": [
+        {"run": "6 trials, fresh", "candidates": n(first), "measured": first["cache"]["measured"],
+         "reused": first["cache"]["hits"], "seconds": round(t_first, 1)},
+        {"run": "12 trials, same folder", "candidates": n(more),
+         "measured": more["cache"]["measured"], "reused": more["cache"]["hits"],
+         "seconds": round(t_more, 1)},
+        {"run": "12 trials again", "candidates": n(again), "measured": again["cache"]["measured"],
+         "reused": again["cache"]["hits"], "seconds": round(t_again, 1)},
+        {"run": "6 trials, two devices", "candidates": n(both),
+         "measured": both["cache"]["measured"], "reused": both["cache"]["hits"],
+         "seconds": round(t_both, 1)},
+        {"run": f"killed after {len(before)} measurements, rerun", "candidates": n(resumed),
+         "measured": resumed["cache"]["measured"], "reused": resumed["cache"]["hits"],
+         "seconds": round(t_resumed, 1)}],
+        "kill_rerun_measured_again": len(again_measured)}
+
+
+def main() -> dict[str, Any]:
+    device = device_file()
+    seeds = seed_models(device)
+    resnet = resnet18(device)
+    cost = search_cost(device)
+    md = ["### `edgekit optimize` on the seed models (this CPU, batch 1, "
+          f"{THREADS} threads, max drop 1.0 pt)\n",
+          md_table(["model", "candidates", "fp32 original p50 ms (per runtime)", "winner",
+                    "p50 ms", "speed-up", "Δ top-1 pts", "never slower", "search s"],
+                   [[r["model"], r["candidates"],
+                     ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()),
+                     r["winner"] or "none", r["winner_ms"] or "-",
+                     f"{r['speedup']:.2f}×" if r["speedup"] else "-",
+                     "-" if r["drop_points"] is None else f"{0.0 - r['drop_points']:+.2f}",
+                     "yes" if r["never_slower"] else "NO", r["seconds"]] for r in seeds])]
+    if resnet.get("winner"):
+        w = resnet["winner"]
+        md.append("\n### ResNet-18 (3×3 stem, no max-pool, 1 channel) on Fashion-MNIST: winner "
+                  "against NNCF's default int8 of the original on OpenVINO, same run\n")
+        md.append(md_table(
+            ["winner", "p50 ms", "anchor p50 ms", "winner ÷ anchor", "top-1 (original)",
+             "Δ top-1 pts", "goal (≤ 0.5×, ≤ 1 pt)", "search s"],
+            [[w["name"], resnet["winner_p50_ms"], resnet["anchor_p50_ms"],
+              f"{resnet['ratio']:.3f}", f"{w['top1']:.2f} ({100 * resnet['reference_top1']:.2f})",
+              f"{0.0 - w['drop_points']:+.2f}", "met" if resnet["goal_met"] else "MISSED",
+              resnet["search_seconds"]]]))
+    else:
+        md.append(f"\n### ResNet-18: nothing met the budget ({resnet['why']})\n")
+    md.append("\n### Cost of the search (lenet5)\n")
+    md.append(md_table(["run", "candidates", "measured", "reused from cache", "wall s"],
+                       [[r["run"], r["candidates"], r["measured"], r["reused"], r["seconds"]]
+                        for r in cost["runs"]]))
+    md.append(f"\nAfter SIGKILL and a rerun, finished candidates measured again: "
+              f"{cost['kill_rerun_measured_again']}.\n")
+    data = {"tiny": TINY, "threads": THREADS, "protocol": protocol().model_dump(),
+            "seed_space": SEED_SPACE, "resnet_space": RESNET_SPACE, "seed_models": seeds,
+            "resnet18": resnet, "cost": cost}
+    write_results("optimize-tiny" if TINY else "optimize", data, "\n".join(md))
+    return data
+
+
+if __name__ == "__main__":
+    main()

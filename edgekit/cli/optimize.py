@@ -1,0 +1,243 @@
+"""`edgekit optimize`: the fastest model that keeps accuracy on each device, from milliseconds
+measured there (edgekit.optimize)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
+
+SPACE_FLAGS = ("prune", "dwsep", "runtimes", "precisions", "fallback", "batch")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
+    """OptimizeSettings from a space file or recipe section (`base`) and the flags set."""
+    from edgekit.config import validate
+    from edgekit.optimize.space import OptimizeSettings
+
+    data = dict(base or {})
+    if flags["prune"] is not None:
+        data["prune"] = _floats(flags["prune"])
+    if flags["dwsep"] is not None:
+        data["dwsep"] = [int(v) if v.isdigit() else v for v in _words(flags["dwsep"])]
+    for key, flag in (("runtimes", "runtimes"), ("precisions", "precisions"),
+                      ("int8_fallback", "fallback")):
+        if flags[flag] is not None:
+            data[key] = _words(flags[flag])
+    if flags["batch"] is not None:
+        data["batch"] = flags["batch"]
+    for key in ("trials", "time_budget", "min_speedup", "seed"):
+        if flags[key] is not None:
+            data[key] = flags[key]
+    return validate(OptimizeSettings, data, "optimize settings")
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Output folder: out/<device>/ gets each device's winner.")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="Take the model, data, devices, budget and search space (its `optimize:` "
+              "section) from a recipe.")
+@click.option("--device", "devices", multiple=True,
+              help="Device profile name or file (repeatable; default local-cpu).")
+@click.option("--train", "train_source", default=None, help="Training data (distillation).")
+@click.option("--eval", "eval_source", default=None, help="Labelled eval data for top-1.")
+@click.option("--eval-limit", type=int, default=None, help="Stratified sample of the eval set.")
+@click.option("--calib", "calib_source", default=None, help="Calibration set for int8.")
+@click.option("--max-drop", type=float, default=None,
+              help="Allowed top-1 drop against the original, in points (default 1.0).")
+@click.option("--min-speedup", type=float, default=None,
+              help="The winner is at least this much faster than the fp32 original on its "
+              "fastest runtime (default 1.0: never slower).")
+@click.option("--time-budget", default=None, help="Wall time for the search, e.g. 30m, 1h.")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Candidates per device, the originals included (default 24).")
+@click.option("--seed", type=int, default=None, help="Seed of the sampler and of distillation.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search space (YAML, the fields of a recipe's `optimize:` section).")
+@click.option("--prune", default=None, help="Pruning ratios to try, e.g. 0,0.25,0.5.")
+@click.option("--dwsep", default=None, help="Depthwise-separable choices: off,auto,1,...")
+@click.option("--runtimes", default=None, help="Runtimes to try (default: the profile's).")
+@click.option("--precisions", default=None, help="Precisions to try, e.g. fp32,fp16,int8.")
+@click.option("--fallback", default=None,
+              help="int8 float-fallback sets: none,first-conv,depthwise,first-conv+depthwise.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch the latency is measured at (default: the profile's smallest).")
+@model_options
+@data_dir_option
+@json_option
+def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[str, ...],
+             train_source: str | None, eval_source: str | None, eval_limit: int | None,
+             calib_source: str | None, max_drop: float | None, space_file: str | None,
+             data_dir: str | None, arch: str | None, arch_kwargs: str | None, input_shape,
+             trust_model: bool, as_json: bool, **flags: Any) -> None:
+    """Search for the fastest artifact of MODEL that keeps its accuracy, on each device:
+    candidates (pruning, depthwise-separable, runtime, precision, int8 fallbacks) measured
+    there, the Pareto front of latency against top-1, and the winner in OUT/<device>/."""
+    from edgekit.errors import InputError
+
+    inline = [f"--{f}" for f in SPACE_FLAGS if flags.get(f) is not None]
+    if model and recipe:
+        raise InputError("give a MODEL or --recipe, not both",
+                         hint="the recipe names its model; drop MODEL or --recipe")
+    if not model and not recipe:
+        raise InputError("no model given", hint="edgekit optimize MODEL.pt -o OUT/ (or --recipe R)")
+    if space_file and recipe:
+        raise InputError("--space and --recipe both give a search space",
+                         hint="edit the recipe's `optimize:` section, or drop --recipe")
+    if space_file and inline:
+        raise InputError(f"--space and {', '.join(inline)} both set the search space",
+                         hint="put everything in the space file, or use the flags alone")
+    if flags["min_speedup"] is not None and flags["min_speedup"] <= 0:
+        raise InputError(f"--min-speedup {flags['min_speedup']:g} is not positive",
+                         hint="1.0 means never slower than the original")
+    from edgekit.devices import load_profile
+
+    base: dict[str, Any] | None = None
+    bundle = None
+    if recipe:
+        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir)
+        train_source = train_source or data["train"]
+        eval_source = eval_source or data["eval"]
+        calib_source = calib_source or data["calib"]
+        eval_limit = eval_limit or data["eval_limit"]
+        max_drop = data["max_drop"] if max_drop is None else max_drop
+        profiles = [load_profile(d) for d in devices] if devices else profiles
+    else:
+        if space_file:
+            import yaml
+
+            base = yaml.safe_load(Path(space_file).read_text()) or {}
+            if not isinstance(base, dict):
+                raise InputError(f"{space_file} is not a mapping of search-space fields",
+                                 hint="e.g. `prune: [0, 0.3]`")
+        from edgekit.cli.common import load_model_from_options
+
+        bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+        checkpoint = Path(model)
+        profiles = [load_profile(d) for d in devices or ("local-cpu",)]
+    if eval_source is None:
+        raise InputError("optimize measures top-1 on each device and needs an eval set",
+                         hint="pass --eval fashion-mnist:test (or your own labelled data)")
+    settings = settings_from(flags, base)
+    from edgekit.optimize.search import Optimizer
+
+    summary = Optimizer(checkpoint, profiles, settings, out_dir=output, eval_source=eval_source,
+                        max_drop=1.0 if max_drop is None else max_drop,
+                        train_source=train_source, calib_source=calib_source,
+                        eval_limit=eval_limit, data_dir=data_dir, bundle=bundle).run()
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(summary)
+    if not summary["passed"]:
+        raise failure(summary)
+
+
+def failure(summary: dict[str, Any]):
+    """The GateError (exit 1) for a search that found nothing within budget on some device, or
+    lost a device before it finished."""
+    from edgekit.errors import GateError
+
+    parts = []
+    for name, result in summary["devices"].items():
+        if result.get("lost"):
+            parts.append(f"{name}: the search stopped, {result['lost']} (the partial front is "
+                         "kept; rerun the same command to resume)")
+        elif not result.get("winner"):
+            best = ", ".join(result.get("best_tried") or ["none"])
+            parts.append(f"{name}: nothing meets the budget ({result['why']}); best tried: {best}")
+    return GateError("; ".join(parts),
+                     hint="allow a larger --max-drop, a longer distillation or more trials; "
+                          "rerun to resume a stopped search")
+
+
+def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
+                    data_dir: str | None = None) -> dict[str, Any]:
+    """`edgekit optimize --recipe R -o OUT` as a function (what `edgekit demo` runs)."""
+    from edgekit.optimize.search import Optimizer
+
+    checkpoint, base, profiles, data = recipe_inputs(str(recipe_path), data_dir)
+    settings = settings_from(dict.fromkeys((*SPACE_FLAGS, "trials", "time_budget",
+                                            "min_speedup", "seed")), base)
+    return Optimizer(checkpoint, profiles, settings, out_dir=out_dir, eval_source=data["eval"],
+                     max_drop=data["max_drop"], train_source=data["train"],
+                     calib_source=data["calib"], eval_limit=data["eval_limit"],
+                     data_dir=data_dir).run()
+
+
+def recipe_inputs(recipe_path: str, data_dir: str | None):
+    """(checkpoint, optimize settings as given, device profiles, data) of a recipe."""
+    from edgekit.errors import ConfigError
+    from edgekit.recipe import device_profile, load_recipe, resolve_path
+    from edgekit.recipe_run import model_checkpoint
+
+    recipe = load_recipe(recipe_path)
+    if recipe.optimize is None:
+        raise ConfigError(f"{recipe_path} has no `optimize:` section",
+                          hint="add `optimize: {prune: [0, 0.3], dwsep: [off]}` (or {} for the "
+                               "defaults)")
+    checkpoint = model_checkpoint(recipe, Path(recipe_path), data_dir)
+    profiles = [device_profile(ref, where=f"{recipe_path}: devices[{i}]")
+                for i, ref in enumerate(recipe.devices)]
+
+    def data(value):
+        return resolve_path(value, recipe_path) if value else None
+
+    settings = recipe.optimize.model_dump(mode="json", exclude_unset=True)
+    return checkpoint, settings, profiles, {
+        "train": data(recipe.data.train), "eval": data(recipe.data.eval),
+        "calib": data(recipe.data.calib), "eval_limit": recipe.data.eval_limit,
+        "max_drop": recipe.budget.max_drop if recipe.budget.max_drop is not None else 1.0}
+
+
+OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1", "cost s",
+               "front", "why")
+
+
+def _cells(c: dict[str, Any]) -> list[str]:
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    mark = "◆ winner" if c.get("winner") else ("★" if c.get("on_front") else "")
+    drop = c.get("drop_points")
+    return [c["name"], c["status"], num(c.get("p50_ms"), ".3f"),
+            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else ""),
+            num(c.get("top1"), ".2f"), num(None if drop is None else 0.0 - drop, "+.2f"),
+            num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from edgekit.results.table import _print_table
+
+    for name, result in summary["devices"].items():
+        rows = sorted(result["candidates"], key=lambda c: (c.get("p50_ms") is None,
+                                                           c.get("p50_ms") or 0))
+        _print_table(OPT_COLUMNS, [_cells(c) for c in rows],
+                     f"edgekit optimize {summary['model']} on {name} (batch {result['batch']})")
+        if result.get("lost"):
+            click.echo(f"{name}: device lost mid-search ({result['lost']}); the partial front "
+                       "is kept and a rerun resumes")
+        if result["winner"]:
+            w = result["winner"]
+            click.echo(f"{name}: winner {w['name']} -> {w['path']}\n  why: {result['why']}")
+        else:
+            click.echo(f"{name}: nothing meets the budget ({result['why']})")
+    cache = summary["cache"]
+    click.echo(f"cache: {cache['hits']} reused, {cache['measured']} measured; "
+               f"{summary['seconds']:.0f} s; report: {summary.get('report')}")

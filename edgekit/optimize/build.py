@@ -1,0 +1,259 @@
+"""Building candidates with the existing passes and targets, cached in the output folder.
+
+A candidate is an architecture (pruning ratio, dwsep choice) with its weights at one stage —
+`original` (unchanged), `init` (pruned/substituted, not trained yet), `short` or `full`
+(distilled from the original) — exported to the fp32 ONNX model, then made into the artifact
+one runtime runs at one precision. Each folder under out/candidates/ is keyed by everything that
+made it, and holds a manifest like any edgekit output folder; a folder whose manifest records
+its artifact is reused as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.io.manifest import Manifest
+from edgekit.optimize.cache import digest
+from edgekit.optimize.space import SearchSpace, dwsep_label
+
+
+@dataclass(frozen=True)
+class Arch:
+    prune: float
+    dwsep: str | int
+
+    @property
+    def changed(self) -> bool:
+        return self.prune > 0 or self.dwsep != "off"
+
+    @property
+    def label(self) -> str:
+        if not self.changed:
+            return "original"
+        parts = [f"prune {self.prune:g}"] if self.prune > 0 else []
+        if self.dwsep != "off":
+            parts.append(f"dwsep {dwsep_label(self.dwsep)}")
+        return " + ".join(parts)
+
+
+def fallback_nodes(onnx_path: Path, fallback: str) -> list[str]:
+    """ONNX node names of a float-fallback set: a named set resolved on this graph (first-conv:
+    the first Conv; depthwise: every grouped Conv), else the comma-separated names given."""
+    if fallback in ("none", "latency"):  # latency: found by quantize's own profiling
+        return []
+    if fallback not in ("first-conv", "depthwise", "first-conv+depthwise"):
+        return [n for n in fallback.split(",") if n]
+    import onnx
+
+    convs = [n for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
+             if n.op_type == "Conv"]
+    names: list[str] = []
+    if "first-conv" in fallback and convs:
+        names.append(convs[0].name)
+    if "depthwise" in fallback:
+        for node in convs:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if group > 1 and node.name not in names:
+                names.append(node.name)
+    return names
+
+
+class Builder:
+    """Makes (and finds again) the candidates of one optimize run."""
+
+    def __init__(self, original: Any, checkpoint_sha: str, root: Path, space: SearchSpace, *,
+                 train_source: str | None, calib_source: str | None, data_dir: str | None,
+                 parity_x: Any, seed: int = 0) -> None:
+        self.original = original
+        self.checkpoint_sha = checkpoint_sha
+        self.root = Path(root) / "candidates"
+        self.space = space
+        self.train_source = train_source
+        self.calib_source = calib_source
+        self.data_dir = data_dir
+        self.parity_x = parity_x
+        self.seed = seed
+        self._bundles: dict[str, Any] = {}
+        self.seconds = {"build_s": 0.0, "distill_s": 0.0}
+
+    # ------------------------------------------------------------ the fp32 model of a stage
+    def _ctx(self, out_dir: Path):
+        from edgekit.passes import PassContext
+
+        # No eval source: the passes' own torch top-1 would cost time; the candidate's top-1 is
+        # measured on its runtime.
+        return PassContext(out_dir=out_dir, original=self.original,
+                           train_source=self.train_source, calib_source=self.calib_source,
+                           data_dir=self.data_dir)
+
+    def _stage_key(self, arch: Arch, stage: str, round_to: int | None) -> dict[str, Any]:
+        key: dict[str, Any] = {"checkpoint": self.checkpoint_sha, "prune": arch.prune,
+                               "dwsep": arch.dwsep, "stage": stage}
+        if arch.prune > 0:
+            key.update(importance=self.space.importance, round_to=round_to)
+        if arch.dwsep == "auto":
+            key["dwsep_max_error"] = self.space.dwsep_max_error
+        if stage in ("short", "full"):
+            d = self.space.distill
+            key["distill"] = ((d.short_epochs, d.short_limit) if stage == "short"
+                              else (d.full_epochs, d.full_limit), d.lr, d.batch_size, self.seed)
+        return key
+
+    def model_dir(self, arch: Arch, stage: str, round_to: int | None) -> Path:
+        name = "original" if stage == "original" else \
+            f"{arch.label.replace(' + ', '_').replace(' ', '')}-{stage}"
+        return self.root / f"{name}-{digest(self._stage_key(arch, stage, round_to))}"
+
+    def fp32_onnx(self, arch: Arch, stage: str, round_to: int | None) -> Path:
+        """The stage's fp32 ONNX model (built, or found from an earlier run)."""
+        folder = self.model_dir(arch, stage, round_to)
+        found = _find(folder, format="onnx", precision="fp32")
+        if found is not None:
+            return found
+        bundle = self.bundle(arch, stage, round_to)
+        from edgekit.pipeline import export_artifact
+
+        artifact, _ = export_artifact(bundle, "onnx", folder, precision="fp32",
+                                      parity_data=self.parity_x)
+        return artifact.path
+
+    def bundle(self, arch: Arch, stage: str, round_to: int | None):
+        """The PyTorch model of a stage (loaded from its checkpoint when it was made before)."""
+        folder = self.model_dir(arch, stage, round_to)
+        key = str(folder)
+        if key in self._bundles:
+            return self._bundles[key]
+        if stage == "original":
+            bundle = self.original
+        elif (folder / "model.pt").is_file():
+            from edgekit.io.models import load_model
+
+            bundle = load_model(folder / "model.pt")
+        else:
+            bundle = self._make(arch, stage, round_to, folder)
+        self._bundles[key] = bundle
+        return bundle
+
+    def _make(self, arch: Arch, stage: str, round_to: int | None, folder: Path):
+        import time
+
+        from edgekit.io.models import save_checkpoint
+        from edgekit.passes import get_pass
+
+        start = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx = self._ctx(folder)
+        if stage == "init":
+            bundle = copy.deepcopy(self.original)
+            steps: list[tuple[str, dict[str, Any]]] = []
+            if arch.prune > 0:
+                steps.append(("prune", {"ratio": arch.prune, "importance": self.space.importance,
+                                        "round_to": round_to}))
+            if arch.dwsep != "off":
+                steps.append(("dwsep", {"rank": arch.dwsep,
+                                        "max_error": self.space.dwsep_max_error}))
+            for name, config in steps:
+                step = get_pass(name)(config)
+                step.check(bundle, ctx)
+                bundle = step.apply(bundle, ctx)
+            spent = "build_s"
+        else:  # short / full: distil the init architecture from the original
+            bundle = copy.deepcopy(self.bundle(arch, "init", round_to))
+            d = self.space.distill
+            epochs, limit = (d.short_epochs, d.short_limit) if stage == "short" else \
+                (d.full_epochs, d.full_limit)
+            step = get_pass("distill")({"epochs": epochs, "limit": limit, "lr": d.lr,
+                                        "batch_size": d.batch_size, "seed": self.seed})
+            step.check(bundle, ctx)
+            bundle = step.apply(bundle, ctx)
+            spent = "distill_s"
+        save_checkpoint(bundle, folder / "model.pt", optimize_stage=stage)
+        bundle.source = folder / "model.pt"
+        self.seconds[spent] += time.perf_counter() - start
+        return bundle
+
+    # ------------------------------------------------------------ the runtime's artifact
+    def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
+                 round_to: int | None, device: str | None = None) -> dict[str, Any]:
+        """The manifest entry (with an absolute `path`) of the artifact `target` (runtime:
+        precision) runs, made from the stage's fp32 ONNX model with `fallback` kept float
+        (`latency`: the layers whose int8 form is slower than float on the local `device`)."""
+        import time
+
+        runtime, precision = target.split(":")
+        onnx_path = self.fp32_onnx(arch, stage, round_to)
+        if target == "onnxruntime:fp32":
+            return {**_entry(onnx_path.parent, onnx_path.name), "float_layers": []}
+        nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
+        latency_device = device if precision == "int8" and fallback == "latency" else None
+        folder = onnx_path.parent / f"{runtime}-{precision}" \
+            f"{'-' + digest(nodes, self.space.calib_size, self.calib_source, *filter(None, [latency_device])) if precision == 'int8' else ''}"
+        fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}[runtime]
+        found = _find(folder, format=fmt, precision=precision)
+        if found is not None:
+            return {**_entry(folder, found.name), "float_layers": nodes}
+        start = time.perf_counter()
+        path = self._export(arch, stage, round_to, onnx_path, folder, runtime, precision, nodes,
+                            latency_device)
+        self.seconds["build_s"] += time.perf_counter() - start
+        return {**_entry(folder, path.name), "float_layers": nodes}
+
+    def _export(self, arch: Arch, stage: str, round_to: int | None, onnx_path: Path,
+                folder: Path, runtime: str, precision: str, nodes: list[str],
+                latency_device: str | None = None) -> Path:
+        from edgekit.pipeline import export_artifact
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if precision == "int8":
+            flavour = runtime
+            path = self._quantize(onnx_path, folder, flavour, nodes, latency_device)
+            if runtime != "tensorrt":
+                return path
+            artifact, _ = export_artifact(path, "tensorrt", folder, precision="int8",
+                                          parity_data=self.parity_x)
+            return artifact.path
+        if runtime == "onnxruntime":  # fp16 comes from the PyTorch model
+            source: Any = self.bundle(arch, stage, round_to)
+        else:
+            source = onnx_path
+        artifact, _ = export_artifact(source, runtime, folder, precision=precision,
+                                      parity_data=self.parity_x)
+        return artifact.path
+
+    def _quantize(self, onnx_path: Path, folder: Path, flavour: str, nodes: list[str],
+                  latency_device: str | None = None) -> Path:
+        from edgekit.io.artifacts import spec_for
+        from edgekit.passes import get_pass
+        from edgekit.pipeline import _run_onnx_passes
+
+        config = {"flavour": flavour, "exclude": nodes, "calib_size": self.space.calib_size,
+                  "seed": self.seed}
+        if latency_device:
+            config.update(latency_fallback=True, latency_device=latency_device)
+        step = get_pass("quantize")(config)
+        spec = spec_for(onnx_path)
+        ctx = self._ctx(folder)
+        _run_onnx_passes([("quantize", step)], onnx_path, self.original.name, spec, ctx)
+        return folder / Manifest(folder).artifacts()[-1]["path"]
+
+
+def _find(folder: Path, **match: Any) -> Path | None:
+    """The artifact a finished folder records (and still holds), else None."""
+    if not (folder / "manifest.json").is_file():
+        return None
+    hit = Manifest(folder).find(**match)
+    if hit is None or not (folder / hit["path"]).is_file():
+        return None
+    return folder / hit["path"]
+
+
+def _entry(folder: Path, name: str) -> dict[str, Any]:
+    from edgekit.io.artifacts import manifest_entries
+
+    entries = manifest_entries(folder / name)
+    entry = dict(entries[-1]) if entries else {}
+    entry["path"] = folder / name
+    return entry

@@ -1,0 +1,88 @@
+"""The candidate cache: every export and every measurement of `edgekit optimize`, kept in the
+output folder so that a rerun, a second device or a larger time budget reuses finished work.
+
+Exports are keyed by what made them (the original's sha256, the architecture, the weights'
+training, the target and its options); measurements by the artifact's sha256 plus the device
+state (profile name, host, threads, runtime versions, latency protocol) plus the batch and the
+eval set. Each entry is one JSON file written atomically, so a process killed mid-search leaves
+only whole entries: the rerun measures no finished candidate again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.io.files import atomic_write_json, sha256_file
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (cache keys, folder names)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """sha256 of an artifact with its weights file (an OpenVINO IR's .bin, ONNX external data)."""
+    path = Path(path)
+    sibling = path.with_suffix(".bin") if path.suffix == ".xml" else Path(str(path) + ".data")
+    if not sibling.exists():
+        return sha256_file(path)
+    return hashlib.sha256((sha256_file(path) + sha256_file(sibling)).encode()).hexdigest()
+
+
+def device_state(device: Any) -> dict[str, Any]:
+    """What a latency on this device depends on besides the artifact. Local devices add the
+    runtime versions installed here; a remote device's versions are recorded by its own job."""
+    from edgekit.io.manifest import library_versions
+
+    state = {"profile": device.name, "host": device.host, "threads": device.threads,
+             "performance_hint": device.performance_hint,
+             "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
+             "protocol": device.latency.model_dump(mode="json")}
+    if not device.is_remote:
+        state["versions"] = library_versions("onnxruntime", "openvino", "tensorrt")
+    return state
+
+
+class CandidateCache:
+    """out/cache/measurements/<key>.json, with counts of hits and fresh measurements."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.hits: list[str] = []
+        self.measured: list[str] = []
+
+    def measurement_key(self, artifact: Path, state: dict[str, Any], runtime: str, batch: int,
+                        eval_key: str) -> str:
+        return digest(artifact_sha256(artifact), state, runtime, batch, eval_key)
+
+    def _path(self, key: str) -> Path:
+        return self.root / "measurements" / f"{key}.json"
+
+    def get(self, key: str, *, count: bool = True) -> dict[str, Any] | None:
+        """The stored record (counted as a hit unless `count` is False), else None."""
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:  # written atomically; unreadable means edited by hand
+            return None
+        if count:
+            self.hits.append(key)
+        return record
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self._path(key), record)
+        self.measured.append(key)
+
+    def keys(self) -> set[str]:
+        folder = self.root / "measurements"
+        return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+    def summary(self) -> dict[str, Any]:
+        return {"hits": len(self.hits), "measured": len(self.measured),
+                "hit_keys": sorted(set(self.hits)), "measured_keys": list(self.measured)}

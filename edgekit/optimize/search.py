@@ -1,0 +1,604 @@
+"""`edgekit optimize`: per device, an Optuna study over the search space, decided by the
+milliseconds and the top-1 measured on that device.
+
+Per device:
+  1. the fp32 original is measured on every runtime of the space (the baselines); the fastest
+     sets the bar a winner must clear (min_speedup, 1.0 by default: never slower than that);
+  2. Optuna (multi-objective: p50 latency down, top-1 up; SQLite storage in the output folder,
+     so a killed study resumes and several workers can share it) proposes candidates;
+  3. a candidate that changes the architecture is first exported and timed undistilled (latency
+     does not depend on the weights); it is distilled only if it can still win and still enter
+     the front — briefly first, fully only if the short result is within `promote_margin` points
+     of entering the front (successive halving);
+  4. the winner is the fastest candidate within the accuracy budget that is not slower than the
+     original's fastest runtime; it is copied into out/<device>/ with a manifest that says what
+     was tried, what each candidate cost and measured, and why the winner won.
+Every export and measurement is cached (edgekit.optimize.cache), so a rerun measures nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
+from edgekit.io.files import atomic_write_json, sha256_file
+from edgekit.io.manifest import Manifest
+from edgekit.optimize.build import Arch, Builder
+from edgekit.optimize.cache import CandidateCache, device_state, digest
+from edgekit.optimize.measure import DeviceLostError, measure_on_device
+from edgekit.optimize.space import OptimizeSettings, parse_duration
+from edgekit.optimize.trials import (
+    STUDY_DB,
+    candidate_name,
+    candidates_of,
+    choose,
+    dominated,
+    dwsep_choice,
+    front_points,
+    params_key,
+    pareto,
+    plot_label,
+)
+
+
+def _say(message: str) -> None:
+    from edgekit.progress import stderr_console
+
+    stderr_console.print(f"[dim][optimize][/dim] {message}", highlight=False)
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise MissingDependencyError("edgekit optimize needs Optuna",
+                                     hint="pip install 'edgekit[optimize]'") from None
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # BruteForceSampler and the heartbeat are marked experimental; both are what we want.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+@dataclass
+class DeviceSearch:
+    """One device's search: what it can run, its baselines, its trials' outcomes."""
+
+    device: Any
+    targets: list[str]
+    batch: int
+    state: dict[str, Any]
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> candidate
+    lost: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def fastest_fp32_ms(self) -> float:
+        return min(c["p50_ms"] for c in self.baselines.values())
+
+    @property
+    def reference_top1(self) -> float:
+        """The original's top-1 (fp32 ONNX on ONNX Runtime where the space has it)."""
+        first = self.baselines.get("onnxruntime") or next(iter(self.baselines.values()))
+        return first["top1"]
+
+
+def minimum_seconds(searches: list[DeviceSearch]) -> float:
+    """The least time in which every device can measure its baselines and one candidate: each
+    measurement runs the protocol's warm-up and its minimum timing span."""
+    total = 0.0
+    for s in searches:
+        per = s.device.latency.warmup_seconds + s.device.latency.min_seconds
+        runtimes = {t.split(":")[0] for t in s.targets}
+        total += per * (len(runtimes) + 1)
+    return total
+
+
+def usable_targets(device: Any, targets: list[str]) -> tuple[list[str], list[str]]:
+    """Targets whose runtime can run here (a remote device: all of them, checked there, except
+    TensorRT: its engines are built on the device, and the remote path builds them only from an
+    output folder's exports, not from a candidate — a follow-up)."""
+    if device.is_remote:
+        trt = [t for t in targets if t.startswith("tensorrt:")]
+        reason = ["tensorrt: engines are built on the device; optimize does not build remote "
+                  "TensorRT candidates yet"] if trt else []
+        return [t for t in targets if t not in trt], reason
+    from edgekit.validate.validator import runtime_status
+
+    status = {s.name: s for s in runtime_status(device)}
+    ok = [t for t in targets if status.get(t.split(":")[0]) and status[t.split(":")[0]].usable]
+    missing = sorted({f"{s.name}: {s.reason}" for s in status.values() if not s.usable})
+    return ok, missing
+
+
+class Optimizer:
+    """One `edgekit optimize` run over one model and several devices."""
+
+    def __init__(self, checkpoint: str | Path, devices: list[Any], settings: OptimizeSettings, *,
+                 out_dir: str | Path, eval_source: str, max_drop: float = 1.0,
+                 train_source: str | None = None, calib_source: str | None = None,
+                 eval_limit: int | None = None, data_dir: str | None = None,
+                 bundle: Any = None, on_event: Callable[[str], None] = _say) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.devices = devices
+        self.settings = settings
+        self.space = settings.space()
+        self.out = Path(out_dir)
+        self.eval_source = eval_source
+        self.max_drop = max_drop
+        self.train_source = train_source
+        self.calib_source = calib_source
+        self.eval_limit = eval_limit
+        self.data_dir = data_dir
+        self.bundle = bundle
+        self.say = on_event
+        self.cache = CandidateCache(self.out / "cache")
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> list[DeviceSearch]:
+        """Everything that can be refused before any work (exit 2)."""
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
+        if self.max_drop < 0:
+            raise InputError(f"--max-drop {self.max_drop:g} is negative",
+                             hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
+        if self.space.needs_training() and not self.train_source:
+            raise InputError("the search space prunes or substitutes layers, which needs "
+                             "distillation, and no training data was given",
+                             hint="pass --train fashion-mnist:train, or search precisions only "
+                                  "(--prune 0 --dwsep off)")
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise InputError(f"device {next(n for n in names if names.count(n) > 1)!r} is named "
+                             "twice", hint="give each --device once")
+        searches = []
+        for device in self.devices:
+            targets = self.space.targets(device)
+            if not targets:
+                raise InputError(f"no runtime and precision of the space is on {device.name} "
+                                 f"(it lists {', '.join(device.runtimes)})",
+                                 hint="widen --runtimes/--precisions, or pick another --device")
+            ok, missing = usable_targets(device, targets)
+            if not ok and device.is_remote:
+                raise MissingDependencyError(
+                    f"no candidate of the space can be measured on {device.name} "
+                    f"({'; '.join(missing)})", hint="search another runtime (--runtimes)")
+            if not ok:
+                raise MissingDependencyError(
+                    f"none of {device.name}'s runtimes can run here ({'; '.join(missing)}), and "
+                    "the profile has no host to measure on",
+                    hint="install the runtime, or add `host: user@device` to the profile")
+            if not any(t.endswith(":fp32") for t in ok):
+                raise InputError(f"{device.name}: the space has no fp32 target, so there is no "
+                                 "original to compare with",
+                                 hint="keep fp32 in --precisions")
+            for gone in sorted(set(targets) - set(ok)):
+                self.say(f"{device.name}: {gone} skipped ({'; '.join(missing)})")
+            batch = self.space.batch or min(device.batch_sizes)
+            searches.append(DeviceSearch(device, ok, batch, device_state(device)))
+        if self.settings.time_budget is not None:
+            budget = parse_duration(self.settings.time_budget)
+            need = minimum_seconds(searches)
+            if budget < need:
+                raise InputError(f"a time budget of {self.settings.time_budget} is too small for "
+                                 f"one candidate: the baselines and one candidate need at least "
+                                 f"{need:.0f} s of timing on {', '.join(names)}",
+                                 hint=f"give --time-budget {max(1, int(need + 0.999))}s or more")
+        import_optuna()
+        return searches
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, Any]:
+        searches = self.check()
+        started = time.monotonic()
+        budget = parse_duration(self.settings.time_budget) if self.settings.time_budget else None
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        results = {}
+        for i, search in enumerate(searches):
+            left = None
+            if budget is not None:
+                left = (budget - (time.monotonic() - started)) / (len(searches) - i)
+            results[search.device.name] = self._search(search, left)
+        summary = {"model": self.bundle.name, "checkpoint": str(self.checkpoint),
+                   "out": str(self.out), "max_drop": self.max_drop,
+                   "min_speedup": self.settings.min_speedup,
+                   "space": self.space.model_dump(mode="json"),
+                   "devices": results, "cache": self.cache.summary(),
+                   "seconds": round(time.monotonic() - started, 1),
+                   "passed": all(r.get("winner") and not r.get("lost")
+                                 for r in results.values())}
+        summary["report"] = self._report(results)
+        atomic_write_json(self.out / "optimize.json", summary)
+        return summary
+
+    def _prepare(self) -> None:
+        from edgekit.data import load_dataset
+        from edgekit.io.models import load_model
+
+        if self.bundle is None:
+            self.bundle = load_model(self.checkpoint)
+        spec = self.bundle.spec
+        self.eval_set = load_dataset(self.eval_source, spec, data_dir=self.data_dir,
+                                     limit=self.eval_limit)
+        self.eval_set.check_for(spec, need_labels=True)
+        self.eval_key = digest(self.eval_source, self.eval_limit, spec.to_json())
+        self.builder = Builder(self.bundle, sha256_file(self.checkpoint), self.out, self.space,
+                               train_source=self.train_source, calib_source=self.calib_source,
+                               data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
+                               seed=self.settings.seed)
+        self._ref_logits = None
+
+    def _reference_logits(self):
+        """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
+        if self._ref_logits is None:
+            from edgekit.devices import default_cpu_profile
+            from edgekit.validate.bench import reference_logits
+            from edgekit.validate.validator import check_labels
+
+            onnx_path = self.builder.fp32_onnx(Arch(0.0, "off"), "original", None)
+            self._ref_logits = reference_logits(onnx_path, self.eval_set, default_cpu_profile(),
+                                                self.bundle.spec)
+            check_labels(self.eval_set, self._ref_logits.shape[1], self.eval_source)
+        return self._ref_logits
+
+    # ------------------------------------------------------------------ one candidate
+    def _measure(self, search: DeviceSearch, arch: Arch, stage: str, target: str,
+                 fallback: str) -> dict[str, Any]:
+        """Build (or find) the artifact and measure it (or find its measurement): a candidate
+        summary with the record's key in the cache."""
+        device = search.device
+        runtime = target.split(":")[0]
+        if fallback == "latency" and device.is_remote:
+            raise ConfigError(f"the int8 fallback set 'latency' profiles layers here, and "
+                              f"{device.name} is a remote device",
+                              hint="leave 'latency' out of int8_fallback for remote devices")
+        from edgekit.devices import profile_ref
+
+        entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
+                                      profile_ref(device))
+        key = self.cache.measurement_key(entry["path"], search.state, runtime, search.batch,
+                                         self.eval_key)
+        record = self.cache.get(key)
+        cached = record is not None
+        measure_s = 0.0
+        if record is None:
+            start = time.perf_counter()
+            record = measure_on_device(
+                entry, device, runtime, spec=self.bundle.spec, batch=search.batch,
+                eval_set=self.eval_set, ref_logits=None if device.is_remote
+                else self._reference_logits(), eval_source=self.eval_source,
+                eval_limit=self.eval_limit, data_dir=self.data_dir)
+            measure_s = time.perf_counter() - start
+            record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
+                                  "fallback": fallback, "float_layers": entry["float_layers"]}
+            self.cache.put(key, record)
+        return {"key": key, "cached": cached, "artifact": str(entry["path"]),
+                "stage": stage, "target": target,
+                "p50_ms": record["latency"]["p50_ms"],
+                "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
+                "float_layers": entry["float_layers"]}
+
+    def _baselines(self, search: DeviceSearch) -> None:
+        for runtime in dict.fromkeys(t.split(":")[0] for t in search.targets):
+            if f"{runtime}:fp32" not in search.targets:
+                continue
+            search.baselines[runtime] = self._measure(search, Arch(0.0, "off"), "original",
+                                                      f"{runtime}:fp32", "none")
+        described = ", ".join(f"{r} {c['p50_ms']:.3f} ms" for r, c in search.baselines.items())
+        self.say(f"{search.device.name}: the fp32 original runs in {described}")
+
+    def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
+                  front: list[tuple[float, float]]) -> dict[str, Any]:
+        """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}."""
+        arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+        target, fallback = params["target"], params.get("fallback", "none")
+        bar = search.fastest_fp32_ms / self.settings.min_speedup
+        ref = 100 * search.reference_top1
+        steps = []
+        if not arch.changed:
+            steps.append(self._measure(search, arch, "original", target, fallback))
+            return {"status": "measured", "steps": steps, "why": "the original's weights",
+                    "values": (steps[-1]["p50_ms"], 100 * steps[-1]["top1"])}
+        screen = self._measure(search, arch, "init", target, fallback)
+        steps.append(screen)
+        latency = screen["p50_ms"]
+        if latency > bar:
+            return {"status": "too slow", "steps": steps, "values": None,
+                    "why": f"{latency:.3f} ms undistilled, slower than the original's "
+                           f"{search.fastest_fp32_ms:.3f} ms: not distilled"}
+        if dominated((latency, ref), front):
+            return {"status": "dominated", "steps": steps, "values": None,
+                    "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
+                           "not enter the front: not distilled"}
+        short = self._measure(search, arch, "short", target, fallback)
+        steps.append(short)
+        result = {"status": "short", "steps": steps,
+                  "values": (short["p50_ms"], 100 * short["top1"]),
+                  "why": "short distillation only"}
+        margin = self.space.distill.promote_margin
+        top1 = 100 * short["top1"]
+        if not self.space.distill.has_full:
+            result["why"] = "distilled (the short and full schedules are the same)"
+            return result
+        if top1 + margin < ref - self.max_drop:
+            result["why"] = (f"short distillation reached {top1:.2f}%, more than {margin:g} "
+                             f"points under the budget ({ref - self.max_drop:.2f}%): not "
+                             "promoted")
+            return result
+        if dominated((short["p50_ms"], top1 + margin), front):
+            result["why"] = (f"short distillation reached {top1:.2f}%; {margin:g} more points "
+                             "would still not enter the front: not promoted")
+            return result
+        full = self._measure(search, arch, "full", target, fallback)
+        steps.append(full)
+        return {"status": "full", "steps": steps, "why": "promoted to the full distillation",
+                "values": (full["p50_ms"], 100 * full["top1"])}
+
+    # ------------------------------------------------------------------ one device
+    def _study(self, search: DeviceSearch):
+        optuna = import_optuna()
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
+            grace_period=120)
+        name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
+        size = self.space.size(search.targets)
+        sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
+            if size <= self.settings.trials else \
+            optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    directions=["minimize", "maximize"], load_if_exists=True)
+        self._fail_dead_trials(study, storage)
+        return study, storage
+
+    @staticmethod
+    def _fail_dead_trials(study: Any, storage: Any) -> None:
+        """A trial left RUNNING by a process of this host that no longer exists (killed) is
+        marked failed, so the sampler proposes its candidate again (its finished exports and
+        measurements are cache hits). Other hosts' trials are left to Optuna's heartbeat."""
+        from optuna.trial import TrialState
+
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = str(trial.user_attrs.get("worker", ""))
+            if not worker.startswith(host + ":"):
+                continue
+            pid = int(worker.rsplit(":", 1)[1])
+            try:
+                os.kill(pid, 0)
+                alive = pid != os.getpid()
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        # Candidates whose trial failed (killed, device lost) and that no finished or waiting
+        # trial covers are queued again: samplers count failed trials as tried.
+        covered = {params_key(t.params) for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING,
+                                    TrialState.RUNNING))}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            key = params_key(trial.params)
+            if trial.params and key not in covered:
+                study.enqueue_trial(dict(trial.params))
+                covered.add(key)
+
+    def _search(self, search: DeviceSearch, seconds: float | None) -> dict[str, Any]:
+        optuna = import_optuna()
+        from optuna.trial import TrialState
+
+        device = search.device
+        started = time.monotonic()
+        deadline = None if seconds is None else started + seconds
+        self.say(f"{device.name}: {len(search.targets)} runtime/precision pairs, space of "
+                 f"{self.space.size(search.targets)} candidates, {self.settings.trials} trials"
+                 + (f", {seconds:.0f} s" if seconds is not None else ""))
+        try:
+            self._baselines(search)
+        except DeviceLostError as exc:
+            search.lost = exc.message
+            return self._finish(search, None, time.monotonic() - started)
+        study, _ = self._study(search)
+        if not study.trials:  # the originals are candidates: enqueue them first, then the
+            # original at every other precision (no training needed: cheap, and the anchors a
+            # compressed candidate has to beat)
+            for runtime in search.baselines:
+                study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
+            if 0.0 in self.space.prune and "off" in self.space.dwsep:
+                for target in search.targets:
+                    if not target.endswith(":fp32"):
+                        extra = {"fallback": self.space.fallback_names()[0]} \
+                            if target.endswith(":int8") else {}
+                        study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
+                                             **extra})
+        durations: list[float] = []
+
+        def objective(trial):
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            params = {"prune": trial.suggest_categorical("prune", self.space.prune),
+                      "dwsep": trial.suggest_categorical(
+                          "dwsep", [str(d) for d in self.space.dwsep]),
+                      "target": trial.suggest_categorical("target", search.targets)}
+            if params["target"].endswith(":int8"):
+                params["fallback"] = trial.suggest_categorical("fallback",
+                                                               self.space.fallback_names())
+            name = candidate_name(params)
+            earlier = next((t for t in study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED)) if candidate_name(t.params) == name), None)
+            if earlier is not None:  # the sampler proposed a finished candidate: nothing to do
+                trial.set_user_attr("status", "repeat")
+                trial.set_user_attr("why", f"the candidate of trial {earlier.number}")
+                if earlier.state == TrialState.COMPLETE:
+                    return tuple(earlier.values)
+                raise optuna.TrialPruned()
+            front = front_points(study)
+            began = time.perf_counter()
+            built = dict(self.builder.seconds)
+            try:
+                outcome = self._evaluate(search, params, front)
+            except DeviceLostError as exc:  # the trial fails (not pruned): a rerun retries it
+                search.lost = exc.message
+                trial.set_user_attr("why", exc.message)
+                study.stop()
+                raise
+            except EdgekitError as exc:  # this candidate cannot be made (e.g. pruning wipes a layer)
+                trial.set_user_attr("status", "failed")
+                trial.set_user_attr("why", exc.message)
+                raise optuna.TrialPruned() from None
+            cost = {k: round(self.builder.seconds[k] - built[k], 3) for k in built}
+            cost["measure_s"] = round(sum(s["measure_s"] for s in outcome["steps"]), 3)
+            cost["total_s"] = round(time.perf_counter() - began, 3)
+            durations.append(cost["total_s"])
+            for key in ("status", "why", "steps"):
+                trial.set_user_attr(key, outcome[key])
+            trial.set_user_attr("cost", cost)
+            if outcome["values"] is None:
+                raise optuna.TrialPruned()
+            return outcome["values"]
+
+        out_of_time = []
+
+        def keep_time(study, _trial) -> None:
+            if deadline is None:
+                return
+            typical = sorted(durations)[len(durations) // 2] if durations else 0.0
+            if time.monotonic() + typical > deadline:
+                out_of_time.append(True)
+                study.stop()
+
+        def tried() -> int:
+            return len({candidate_name(t.params) for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))})
+
+        queued = [t for t in study.trials if t.state == TrialState.WAITING]
+        wanted = [{"prune": 0.0, "dwsep": "off", "target": f"{rt}:fp32"} for rt in search.baselines]
+        originals = [t for t in queued if t.system_attrs.get("fixed_params") in wanted]
+        if originals and search.lost is None:  # measured already (cache hits): whatever the time
+            study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))
+        # `trials` counts distinct candidates: a sampler's repeats (cheap, answered from the
+        # study) do not use up the budget, within a bound on the attempts.
+        wanted = min(self.settings.trials, self.space.size(search.targets))
+        attempts = 0
+        while (tried() < wanted and attempts < 3 * self.settings.trials + 10
+               and search.lost is None and not out_of_time
+               and (deadline is None or time.monotonic() < deadline)):
+            batch = wanted - tried()
+            timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
+            study.optimize(objective, n_trials=batch, timeout=timeout,
+                           callbacks=[keep_time], catch=(DeviceLostError,))
+            attempts += batch
+        return self._finish(search, study, time.monotonic() - started)
+
+    # ------------------------------------------------------------------ the decision
+    def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
+        candidates = candidates_of(study) if study is not None else []
+        for c in candidates:
+            if c["p50_ms"] is not None and search.baselines:
+                c["speedup"] = round(search.fastest_fp32_ms / c["p50_ms"], 4)
+            if c["top1"] is not None and search.baselines:
+                c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
+        winner, why = choose(candidates, self.max_drop, self.settings.min_speedup)
+        measured = [c for c in candidates if c.get("values")]
+        front_idx = pareto([(c["p50_ms"], c["top1"]) for c in measured])
+        front = [measured[i]["name"] for i in front_idx]
+        for c in candidates:
+            c["on_front"] = c["name"] in front
+            c["winner"] = winner is not None and c["trial"] == winner["trial"]
+        result = {"device": search.device.name, "targets": search.targets, "batch": search.batch,
+                  "baselines": search.baselines, "reference_top1": (
+                      search.reference_top1 if search.baselines else None),
+                  "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
+                  "candidates": candidates, "front": front,
+                  "winner": None, "why": why, "lost": search.lost,
+                  "seconds": round(seconds, 1)}
+        if winner is not None:
+            result["winner"] = self._deliver(search, winner, result)
+        else:
+            best = sorted(measured, key=lambda c: (c.get("drop_points", 1e9), c["p50_ms"]))[:5]
+            result["best_tried"] = [c["name"] for c in best]
+        self._write_device_manifest(search, result)
+        return result
+
+    def _deliver(self, search: DeviceSearch, winner: dict[str, Any],
+                 result: dict[str, Any]) -> dict[str, Any]:
+        """Copy the winning artifact (and its weights file) into out/<device>/."""
+        folder = self.out / search.device.name
+        folder.mkdir(parents=True, exist_ok=True)
+        source = Path(winner["artifact"])
+        copied = []
+        siblings = [source, source.with_suffix(".bin"), Path(str(source) + ".data")]
+        for path in siblings:
+            if path.is_file():
+                from edgekit.io.files import atomic_path
+
+                with atomic_path(folder / path.name) as tmp:
+                    shutil.copyfile(path, tmp)
+                copied.append(path.name)
+        return {**winner, "path": str(folder / source.name), "files": copied}
+
+    def _write_device_manifest(self, search: DeviceSearch, result: dict[str, Any]) -> None:
+        from edgekit.io.artifacts import manifest_entries
+
+        folder = self.out / search.device.name
+        folder.mkdir(parents=True, exist_ok=True)
+        outputs = []
+        winner = result["winner"]
+        if winner:
+            source = Path(winner["artifact"])
+            entry = dict(manifest_entries(source)[-1]) if manifest_entries(source) else {}
+            entry.update(path=source.name, role="optimized", model=self.bundle.name)
+            entry.setdefault("input_spec", self.bundle.spec.model_dump(mode="json"))
+            outputs.append(entry)
+        config = {"space": self.space.model_dump(mode="json"), "max_drop": self.max_drop,
+                  "min_speedup": self.settings.min_speedup, "trials": self.settings.trials,
+                  "time_budget": self.settings.time_budget, "seed": self.settings.seed,
+                  "device": search.device.model_dump(mode="json"), "batch": search.batch,
+                  "eval": self.eval_source, "eval_limit": self.eval_limit,
+                  "train": self.train_source, "calib": self.calib_source}
+        metrics = {k: result[k] for k in ("baselines", "reference_top1", "fastest_fp32_ms",
+                                          "candidates", "front", "winner", "why", "lost",
+                                          "seconds") if k in result}
+        metrics["cache"] = self.cache.summary()
+        Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
+                                   config=config, outputs=outputs, metrics=metrics)
+
+    def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
+        """The HTML report: per device every measured candidate (the front drawn, the winner
+        starred) and the originals."""
+        from edgekit.results.report import write_report
+        from edgekit.validate.gate import Budget, evaluate_gate
+
+        records = []
+        for result in results.values():
+            shown = {c["key"]: c for c in result["candidates"] if c.get("values")}
+            for runtime, b in result["baselines"].items():  # the originals, always shown
+                shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
+                                            "drop_points": 100 * (result["reference_top1"]
+                                                                  - b["top1"])})
+            for key, c in shown.items():
+                record = self.cache.get(key, count=False)
+                if record is None:
+                    continue
+                accuracy = dict(record.get("accuracy") or {})
+                if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
+                    accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
+                record = {**record, "accuracy": accuracy, "model": self.bundle.name,
+                          "artifact_name": plot_label(c["name"]),
+                          "optimize_winner": bool(c.get("winner")),
+                          "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
+                records.append(record)
+        if not records:
+            return None
+        path = self.out / "report.html"
+        write_report(records, path, markdown_path=self.out / "report.md",
+                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out))
+        return str(path)

@@ -1,0 +1,120 @@
+"""Reading and judging an `edgekit optimize` study: candidates from its trials, the Pareto
+front, the winner rule, and progress counts that do not touch the study while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from edgekit.optimize.build import Arch
+from edgekit.optimize.cache import digest
+
+STUDY_DB = "optuna.db"
+
+
+def dwsep_choice(value: Any) -> str | int:
+    return value if value in ("off", "auto") else int(value)
+
+
+def plot_label(name: str) -> str:
+    """A candidate's name as the report labels it (beside its runtime): no runtime, and no '.'
+    (the report shows a file name's stem)."""
+    for runtime in ("onnxruntime:", "openvino:", "tensorrt:"):
+        name = name.replace(runtime, "")
+    return name.replace(".", "·")
+
+
+def params_key(params: dict[str, Any]) -> str:
+    return digest(sorted(params.items()))
+
+
+def dominated(point: tuple[float, float], front: list[tuple[float, float]]) -> bool:
+    lat, acc = point
+    return any(lo <= lat and ao >= acc and (lo < lat or ao > acc) for lo, ao in front)
+
+
+def front_points(study: Any) -> list[tuple[float, float]]:
+    from optuna.trial import TrialState
+
+    return [tuple(t.values) for t in study.get_trials(deepcopy=False,
+                                                      states=(TrialState.COMPLETE,))]
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    from edgekit.results.report import pareto_front
+
+    return pareto_front(points)
+
+
+def candidate_name(params: dict[str, Any]) -> str:
+    arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+    name = f"{arch.label} {params['target']}"
+    if params.get("fallback", "none") != "none":
+        name += f" float:{params['fallback']}"
+    return name
+
+
+def candidates_of(study: Any) -> list[dict[str, Any]]:
+    """Every finished trial of the study (this run's and earlier ones') as a candidate."""
+    from optuna.trial import TrialState
+
+    out, seen = [], set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        name = candidate_name(t.params)
+        if name in seen:  # a sampler may propose a finished candidate again (a cache hit)
+            continue
+        seen.add(name)
+        steps = t.user_attrs.get("steps") or []
+        last = steps[-1] if steps else {}
+        complete = t.state == TrialState.COMPLETE
+        out.append({
+            "trial": t.number, "name": name, "params": dict(t.params),
+            "status": t.user_attrs.get("status", "measured"), "why": t.user_attrs.get("why", ""),
+            "values": list(t.values) if complete else None,
+            "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last else None,
+            "key": last.get("key"), "artifact": last.get("artifact"),
+            "steps": steps, "cost": t.user_attrs.get("cost", {}),
+        })
+    return out
+
+
+def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
+           ) -> tuple[dict[str, Any] | None, str]:
+    """The fastest measured candidate within the accuracy budget and at least `min_speedup`
+    times as fast as the fp32 original on its fastest runtime; why, in one sentence."""
+    measured = [c for c in candidates if c.get("values") and c.get("drop_points") is not None]
+    within = [c for c in measured if c["drop_points"] <= max_drop + 1e-9]
+    fast = [c for c in within if c["speedup"] >= min_speedup - 1e-9]
+    if not fast:
+        if not measured:
+            return None, "no candidate was measured"
+        if not within:
+            return None, (f"no candidate is within {max_drop:g} points of the original's top-1")
+        return None, (f"no candidate within {max_drop:g} points runs at least {min_speedup:g}× "
+                      "as fast as the fp32 original")
+    winner = min(fast, key=lambda c: (c["p50_ms"], -c["top1"]))
+    which = "the only candidate" if len(fast) == 1 else f"the fastest of {len(fast)} candidates"
+    why = (f"{which} within {max_drop:g} points of the original's top-1 (its drop: "
+           f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
+           f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
+           f"{winner['speedup']:.2f}×")
+    return winner, why
+
+
+def trial_count(out_dir: str | Path) -> int:
+    """Finished (complete or pruned) trials of every study in an output folder, read without
+    touching the study: safe while a search is creating or writing it."""
+    import sqlite3
+
+    path = Path(out_dir) / STUDY_DB
+    if not path.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
+                                                timeout=5)) as db:
+            row = db.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+                             ).fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(row[0])

@@ -1,0 +1,274 @@
+"""`edgekit optimize` end to end: a real Optuna study on a small trained LeNet-5, every candidate
+built by the real passes and measured on ONNX Runtime and OpenVINO with the latency protocol;
+the never-slower rule and the winner checked against the measured records; resume after a
+SIGKILL without measuring a finished candidate again; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+CALIB = str(ROOT / "calibration" / "fashion-mnist-512.npz")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, zoo_checkpoint):
+    """A LeNet-5 (1 epoch on 6,000 images), a quick two-runtime CPU profile and a small space."""
+    pytest.importorskip("optuna")
+    pytest.importorskip("openvino")
+    folder = tmp_path_factory.mktemp("optimize")
+    profile = {"schema_version": 1, "name": "quick-cpu", "kind": "cpu", "threads": 1,
+               "batch_sizes": [1], "round_to": 8,
+               "runtimes": {"onnxruntime": {"precisions": ["fp32", "int8"]},
+                            "openvino": {"precisions": ["fp32", "int8"],
+                                         "options": {"device": "CPU"}}},
+               "latency": {"warmup_count": 5, "warmup_seconds": 0.0, "min_queries": 50,
+                           "min_seconds": 0.05, "max_seconds": 2.0}}
+    (folder / "quick-cpu.yaml").write_text(yaml.safe_dump(profile))
+    space = {"prune": [0, 0.5], "dwsep": ["off"], "int8_fallback": ["none", "first-conv"],
+             "calib_size": 64,
+             "distill": {"short_limit": 300, "full_limit": 600, "promote_margin": 30.0}}
+    (folder / "space.yaml").write_text(yaml.safe_dump(space))
+    return {"model": str(zoo_checkpoint("lenet5")), "folder": folder,
+            "device": str(folder / "quick-cpu.yaml"), "space": str(folder / "space.yaml")}
+
+
+def command(setup, out, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edgekit", "optimize", setup["model"], "--device",
+            setup["device"], "--train", "fashion-mnist:train", "--eval", "fashion-mnist:test",
+            "--eval-limit", "400", "--calib", CALIB, "-o", str(out), *extra]
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_NO_PROGRESS": "1"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+
+
+@pytest.fixture(scope="module")
+def searched(setup):
+    out = setup["folder"] / "out"
+    proc = run(command(setup, out, "--space", setup["space"], "--trials", "12", "--json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout)
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "cache" / "measurements").glob("*.json")}
+
+
+def test_study_measures_every_candidate_on_its_runtime(searched):
+    out, summary = searched
+    result = summary["devices"]["quick-cpu"]
+    # 2 architectures × (2 fp32 + 2 runtimes × 2 fallback sets) = 12 candidates, each once
+    names = [c["name"] for c in result["candidates"]]
+    assert len(names) == 12 and len(set(names)) == 12
+    stored = records(out)
+    for c in result["candidates"]:
+        for step in c["steps"]:  # every number in the table is a stored measurement
+            record = stored[step["key"]]
+            assert record["runtime"] == c["params"]["target"].split(":")[0]
+            assert record["precision"] == c["params"]["target"].split(":")[1]
+            assert record["latency"]["p50_ms"] == step["p50_ms"] > 0
+            assert record["accuracy"]["top1"] == step["top1"]
+            assert record["accuracy"]["eval_source"] and record["batch"] == 1
+    # the pruned architecture was timed undistilled first, and distilled only when it could win
+    pruned = [c for c in result["candidates"] if c["params"]["prune"] == 0.5]
+    for c in pruned:
+        assert c["steps"][0]["stage"] == "init"
+        if c["status"] == "too slow":
+            assert len(c["steps"]) == 1 and c["p50_ms"] > result["fastest_fp32_ms"]
+        elif c["status"] in ("short", "full"):
+            assert [s["stage"] for s in c["steps"]][1] == "short"
+    assert any(len(c["steps"]) > 1 for c in pruned) or all(c["status"] != "short" for c in pruned)
+    # int8 with the first conv kept float really keeps it float
+    kept = [c for c in result["candidates"] if c["params"].get("fallback") == "first-conv"]
+    assert kept and all(c["steps"][-1]["float_layers"] for c in kept)
+
+
+def test_winner_is_the_fastest_within_budget_and_never_slower(searched):
+    out, summary = searched
+    result = summary["devices"]["quick-cpu"]
+    stored = records(out)
+    baselines = {rt: stored[b["key"]] for rt, b in result["baselines"].items()}
+    assert set(baselines) == {"onnxruntime", "openvino"}
+    fastest = min(r["latency"]["p50_ms"] for r in baselines.values())
+    reference = baselines["onnxruntime"]["accuracy"]["top1"]
+    # recompute the decision from the measured records
+    eligible = []
+    for c in result["candidates"]:
+        if c["values"] is None:
+            continue
+        record = stored[c["key"]]
+        drop = 100 * (reference - record["accuracy"]["top1"])
+        if drop <= 1.0 + 1e-9 and record["latency"]["p50_ms"] <= fastest + 1e-12:
+            eligible.append((record["latency"]["p50_ms"], c["name"]))
+    assert eligible, "the fp32 original on its fastest runtime always qualifies"
+    winner = result["winner"]
+    assert winner["name"] == min(eligible)[1]
+    assert winner["p50_ms"] <= fastest and winner["speedup"] >= 1.0
+    assert winner["drop_points"] <= 1.0
+    # the winner's artifact is in out/<device>/ and is byte for byte the one measured
+    from edgekit.optimize.cache import artifact_sha256
+
+    copied = Path(winner["path"])
+    assert copied.parent == out / "quick-cpu" and copied.is_file()
+    assert artifact_sha256(copied) == stored[winner["key"]]["artifact_sha256"] or \
+        artifact_sha256(copied) == artifact_sha256(winner["artifact"])
+    # the manifest says what was tried, what each cost and measured, and why the winner won
+    manifest = json.loads((out / "quick-cpu" / "manifest.json").read_text())
+    stage = next(s for s in manifest["stages"] if s["stage"] == "optimize")
+    assert len(stage["metrics"]["candidates"]) == 12
+    assert all("total_s" in c["cost"] for c in stage["metrics"]["candidates"])
+    assert stage["metrics"]["winner"]["name"] == winner["name"]
+    assert "fastest" in stage["metrics"]["why"] and stage["outputs"][0]["path"] == copied.name
+    assert stage["outputs"][0]["sha256"]
+    # no slower-than-original candidate is on the winner's side of the bar
+    assert all(c["p50_ms"] > fastest for c in result["candidates"] if c["status"] == "too slow")
+    html = (out / "report.html").read_text()
+    assert "quick-cpu" in html and "data:image/png;base64" in html
+
+
+def test_rerun_measures_nothing_again(setup, searched):
+    out, first = searched
+    proc = run(command(setup, out, "--space", setup["space"], "--trials", "12", "--json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads(proc.stdout)
+    assert again["cache"]["measured"] == 0
+    assert again["devices"]["quick-cpu"]["winner"]["name"] == \
+        first["devices"]["quick-cpu"]["winner"]["name"]
+
+
+def test_nothing_meets_the_budget_lists_the_best_and_exits_1(setup, searched):
+    out, _ = searched
+    proc = run(command(setup, out, "--prune", "0", "--dwsep", "off", "--precisions", "fp32,int8",
+                       "--fallback", "none", "--min-speedup", "50", "--trials", "4"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "nothing meets the budget" in proc.stderr and "best tried" in proc.stderr
+    assert "50×" in proc.stderr
+
+
+def test_resume_after_sigkill_measures_no_finished_candidate_again(setup):
+    """Kill the search with SIGKILL after a few trials; the rerun finishes the study and every
+    measurement it makes is new (the finished ones are cache hits)."""
+    from edgekit.optimize.trials import trial_count
+
+    out = setup["folder"] / "killed"
+    args = command(setup, out, "--prune", "0", "--dwsep", "off", "--fallback",
+                   "none,first-conv", "--trials", "6", "--json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_NO_PROGRESS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while trial_count(out) < 3:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finished_before = trial_count(out)
+    before = set(records(out))
+    assert finished_before >= 3 and len(before) >= 3
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout)
+    measured = set(summary["cache"]["measured_keys"])
+    assert not measured & before, "a finished candidate was measured again"
+    assert set(summary["cache"]["hit_keys"]) >= {b["key"] for b in
+                                                 summary["devices"]["quick-cpu"]["baselines"].values()}
+    candidates = summary["devices"]["quick-cpu"]["candidates"]
+    assert len({c["name"] for c in candidates}) == 6 == len(candidates)
+    assert before | measured == set(records(out))
+
+
+# ---------------------------------------------------------------------- bad input (exit 2)
+def test_time_budget_too_small_says_the_minimum(setup):
+    proc = run(command(setup, setup["folder"] / "tiny", "--time-budget", "0.01s"))
+    assert proc.returncode == 2
+    assert "too small for one candidate" in proc.stderr and "at least" in proc.stderr
+    assert not (setup["folder"] / "tiny").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--space", "SPACE", "--prune", "0.3"], "both set the search space"),
+    (["--recipe", "recipes/lenet5-fashion-mnist.yaml"], "not both"),
+    (["--min-speedup", "0"], "not positive"),
+    (["--max-drop", "-1"], "negative"),
+    (["--time-budget", "soon"], "not a duration"),
+    (["--device", "local-cpu", "--device", "local-cpu"], "named twice"),
+])
+def test_contradicting_or_bad_flags_exit_2(setup, extra, message):
+    extra = [setup["space"] if e == "SPACE" else e for e in extra]
+    proc = run(command(setup, setup["folder"] / "bad", *extra))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+
+
+def test_profile_without_usable_runtime_or_host_exits_2(setup, tmp_path):
+    pytest.importorskip("onnxruntime")
+    trt_only = {"schema_version": 1, "name": "trt-box", "kind": "gpu",
+                "runtimes": {"tensorrt": {"precisions": ["fp16"]}}}
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here, so the profile is usable")
+    except ImportError:
+        pass
+    (tmp_path / "trt.yaml").write_text(yaml.safe_dump(trt_only))
+    proc = run([sys.executable, "-m", "edgekit", "optimize", setup["model"], "--device",
+                str(tmp_path / "trt.yaml"), "--eval", "fashion-mnist:test", "--prune", "0",
+                "--dwsep", "off", "--precisions", "fp16", "-o", str(tmp_path / "o")])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "can run here" in proc.stderr and "host" in proc.stderr
+
+
+def test_pruning_without_training_data_exits_2(setup, tmp_path):
+    proc = run([sys.executable, "-m", "edgekit", "optimize", setup["model"], "--eval",
+                "fashion-mnist:test", "--prune", "0,0.5", "-o", str(tmp_path / "o")])
+    assert proc.returncode == 2 and "--train" in proc.stderr
+
+
+def test_time_budget_spent_on_the_originals_still_decides(setup, tmp_path):
+    """A budget that runs out while the originals are measured: no other candidate is tried,
+    and the original on its fastest runtime is the (honest) answer."""
+    proc = run(command(setup, tmp_path / "out", "--space", setup["space"], "--time-budget", "1s",
+                       "--json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)["devices"]["quick-cpu"]
+    names = sorted(c["name"] for c in result["candidates"])
+    assert names == ["original onnxruntime:fp32", "original openvino:fp32"]
+    fastest = min(result["baselines"].values(), key=lambda b: b["p50_ms"])
+    assert result["winner"]["key"] == fastest["key"] and result["winner"]["speedup"] == 1.0
+
+
+def test_latency_fallback_set_profiles_int8_on_each_runtime(setup):
+    """int8_fallback: [latency] quantizes each candidate with the layers its own runtime times
+    slower in int8 than in float kept float (quantize's latency_fallback on the study's device)."""
+    space = {"prune": [0], "dwsep": ["off"], "int8_fallback": ["latency"], "calib_size": 64}
+    space_file = setup["folder"] / "space-latency.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    out = setup["folder"] / "out-latency"
+    proc = run(command(setup, out, "--space", str(space_file), "--trials", "4", "--json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = {}
+    for manifest in (out / "candidates").rglob("manifest.json"):
+        for stage in json.loads(manifest.read_text())["stages"]:
+            latency = (stage.get("metrics") or {}).get("latency_fallback")
+            if latency:
+                found[latency["runtime"]] = latency
+    assert set(found) == {"onnxruntime", "openvino"}
+    for latency in found.values():
+        assert latency["device"] == "quick-cpu"
+        assert latency["fp32_total_ms"] > 0 and latency["int8_total_ms"] > 0
+        for node in latency["nodes"]:  # kept float only where int8 was timed slower
+            assert latency["times"][node]["int8_ms"] > latency["times"][node]["fp32_ms"]

@@ -1,0 +1,99 @@
+"""`edgekit optimize` on a remote device: candidates measured over SSH (a real sshd on 127.0.0.1,
+tests/sshd.py, with this machine as the device) through edgekit's remote path; a device that
+disappears mid-search keeps its partial front and the rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.sshd import SKIP_REASON, LoopbackSSHD
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow,
+              pytest.mark.skipif(bool(SKIP_REASON), reason=SKIP_REASON or "n/a")]
+ROOT = Path(__file__).resolve().parents[2]
+CALIB = str(ROOT / "calibration" / "fashion-mnist-512.npz")
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    pytest.importorskip("optuna")
+    if os.geteuid() != 0 and not Path("/run/sshd").is_dir():
+        pytest.skip("sshd needs /run/sshd, which only root can create (CI runs as root)")
+    server = LoopbackSSHD(tmp_path / "sshd").start()
+    yield server
+    server.stop()
+
+
+def write_profile(path: Path, server: LoopbackSSHD, workdir: Path) -> str:
+    data = {"schema_version": 1, "name": "loopback", "kind": "cpu", "threads": 1,
+            "batch_sizes": [1], "python": sys.executable, "workdir": str(workdir),
+            "runtimes": {"onnxruntime": {"precisions": ["fp32", "int8"],
+                                         "providers": ["CPUExecutionProvider"]}},
+            "latency": {"warmup_count": 2, "warmup_seconds": 0.0, "min_queries": 20,
+                        "min_seconds": 0.05, "max_seconds": 2.0},
+            **server.profile_fields()}
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def args(model: str, profile: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "edgekit", "optimize", model, "--device", profile,
+            "--eval", "fashion-mnist:test", "--eval-limit", "200", "--calib", CALIB,
+            "--prune", "0", "--dwsep", "off", "--fallback", "none,first-conv", "--trials", "3",
+            "--json", "-o", str(out)]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_NO_PROGRESS": "1"}
+
+
+def test_remote_device_lost_mid_search_keeps_its_front_and_resumes(sshd, zoo_checkpoint,
+                                                                    tmp_path):
+    from edgekit.optimize.trials import trial_count
+
+    model = str(zoo_checkpoint("lenet5"))
+    profile = write_profile(tmp_path / "loopback.yaml", sshd, tmp_path / "device")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(args(model, profile, out), cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while trial_count(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sshd.stop()  # the device goes away with two candidates left
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "the search stopped" in stderr and "rerun" in stderr
+    lost = json.loads(stdout)["devices"]["loopback"]
+    assert lost["lost"] and lost["baselines"]
+    partial = {c["name"] for c in lost["candidates"] if c["values"]}
+    assert "original onnxruntime:fp32" in partial  # the partial front is kept
+    measured_before = {p.stem for p in (out / "cache" / "measurements").glob("*.json")}
+    baseline = json.loads((out / "cache" / "measurements" /
+                           f"{lost['baselines']['onnxruntime']['key']}.json").read_text())
+    assert baseline["remote"]["host"].endswith("@127.0.0.1")  # measured on the device
+
+    # the device is back (a new server on a new port): the rerun resumes
+    server = LoopbackSSHD(tmp_path / "sshd2").start()
+    try:
+        profile = write_profile(tmp_path / "loopback.yaml", server, tmp_path / "device")
+        rerun = subprocess.run(args(model, profile, out), cwd=ROOT, env=ENV, text=True,
+                               capture_output=True, check=False)
+    finally:
+        server.stop()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    result = summary["devices"]["loopback"]
+    assert not result["lost"] and result["winner"]
+    assert len(result["candidates"]) == 3
+    assert not set(summary["cache"]["measured_keys"]) & measured_before
+    for c in result["candidates"]:
+        record = json.loads((out / "cache" / "measurements" / f"{c['key']}.json").read_text())
+        assert record["remote"]["job_id"] and record["runtime"] == "onnxruntime"
+    assert result["winner"]["p50_ms"] <= result["fastest_fp32_ms"]
