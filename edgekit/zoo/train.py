@@ -156,9 +156,12 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     if raw_train.model_ready:
         from edgekit.progress import stderr_console
 
+        kinds = [k for k, on in ((f"random crop with {cfg.crop_padding} px padding",
+                                  cfg.crop_padding > 0), ("horizontal flip", cfg.hflip)) if on]
+        how = f"in tensor space only ({', '.join(kinds)})" if kinds else "not at all"
         stderr_console.print(f"note: {raw_train.source} holds model-ready float inputs: training "
-                             "augments them in tensor space only (random crop with padding, "
-                             "horizontal flip), nothing is resized or normalised", highlight=False)
+                             f"augments them {how}; nothing is resized or normalised",
+                             highlight=False)
     x_all = None if streamed else torch.from_numpy(raw_train.model_inputs(spec, rows))
     y_all = torch.from_numpy(labels[rows])
     pad_value = black_value(spec)
