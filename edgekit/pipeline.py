@@ -148,6 +148,20 @@ def check_data_exists(ctx: Any) -> None:
         check_source_exists(source, what, ctx.data_dir)
 
 
+def check_image_data(ctx: Any, bundle: Any) -> None:
+    """Image folders and CSV lists checked against the model before the first step writes."""
+    import torch
+
+    from edgekit.data.folders import preflight
+
+    with torch.no_grad():
+        outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
+    classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
+    if classes and not bundle.spec.class_names and len(classes) == int(outputs):
+        # the folders name the model's classes: every artifact records them
+        bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})
+
+
 def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
                            model_file: Path | None, ctx: Any) -> None:
     """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
@@ -234,6 +248,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     for _, step in passes:  # bad configurations fail before the output folder is touched
         step.check(bundle, ctx)  # ONNX passes get the bundle too (for its InputSpec)
     check_data_exists(ctx)
+    check_image_data(ctx, bundle)
     if claim:
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -384,12 +399,16 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          f"{str(exc).splitlines()[0][:300]}",
                          hint="export the model again with standard operators") from None
     spec = spec_from_onnx(model, where=onnx_path)
+    known = spec is not None
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
         raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
                          "InputSpec in its metadata)",
                          hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
+    from edgekit.io.models import with_user_preprocessing
+
+    spec = with_user_preprocessing(spec, known, None, onnx_path.name)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)

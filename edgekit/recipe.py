@@ -91,6 +91,9 @@ class InputOverride(Strict):
     shape: tuple[int, int, int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    resize: int | None = Field(None, ge=1, description="shorter side before the centre crop")
+    crop: int | None = Field(None, ge=1, description="centre crop: the model's input H and W")
+    channel_order: Literal["RGB", "BGR"] | None = None
     class_names: tuple[str, ...] | None = None
 
 

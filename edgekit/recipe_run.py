@@ -98,19 +98,29 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
         raise ConfigError("a model built from model.arch is trained on data.train, which is "
                           "missing", hint="add data.train (e.g. fashion-mnist:train), or give "
                           "model.path with trained weights")
-    spec = _spec(recipe)
+    from edgekit.io.archs import known_preprocessing
+    from edgekit.io.models import build_arch
+
+    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
+    ov = recipe.input
+    # A recipe that gives its own mean and std trains the arch on its own terms (no resize/crop
+    # unless it asks); otherwise the architecture's documented preprocessing is the base.
+    own = ov is not None and ov.mean is not None and ov.std is not None
+    spec = _spec(recipe, None if own else known_preprocessing(src.arch, model),
+                 what=None if own else src.arch)
     name = src.arch.split(":")[-1]
     path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
     if path.is_file():
         on_event(f"model: reusing the trained {name} in {path}")
         return path
     from edgekit.data import load_dataset, load_raw
-    from edgekit.io.models import ModelBundle, build_arch, save_checkpoint
+    from edgekit.io.models import ModelBundle, save_checkpoint
     from edgekit.zoo.train import TrainConfig, fit
 
     cfg = TrainConfig(**{"epochs": 1, **overrides})
-    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
     raw = load_raw(recipe.data.train, data_dir=data_dir)
+    if getattr(raw, "class_names", ()) and not spec.class_names:  # an image folder's classes
+        spec = spec.model_copy(update={"class_names": tuple(raw.class_names)})
     eval_set = load_dataset(recipe.data.eval, spec, data_dir=data_dir,
                             limit=recipe.data.eval_limit or 2000)
     on_event(f"model: training {name} ({cfg.epochs} epochs) on {recipe.data.train} -> {path}")
@@ -123,18 +133,26 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     return path
 
 
-def _spec(recipe: Recipe, base: Any = None):
+def _spec(recipe: Recipe, base: Any = None, *, what: str | None = None):
+    """The recipe's input keys (shape, mean, std, resize, crop, channel_order, class_names) over
+    the model's own spec; a model built from `what` with no known normalisation needs mean/std."""
     from edgekit.spec import InputSpec
 
-    spec = base or InputSpec()
     ov = recipe.input
+    if base is None and what is not None and (ov is None or ov.mean is None or ov.std is None):
+        raise ConfigError(f"edgekit does not know how {what}'s inputs are normalised",
+                          hint="add input.mean and input.std to the recipe (e.g. mean: [0.5, 0.5, "
+                          "0.5], std: [0.25, 0.25, 0.25])")
+    spec = base or InputSpec()
     if ov is None:
         return spec
     if ov.shape is not None:
         spec = spec.with_shape(ov.shape)
-    update = {k: v for k, v in {"mean": ov.mean, "std": ov.std,
-                                "class_names": ov.class_names}.items() if v is not None}
-    return InputSpec.model_validate({**spec.model_dump(), **update}) if update else spec
+    spec = spec.with_preprocessing(mean=ov.mean, std=ov.std, resize=ov.resize, crop=ov.crop,
+                                   channel_order=ov.channel_order)
+    if ov.class_names is not None:
+        spec = InputSpec.model_validate({**spec.model_dump(), "class_names": ov.class_names})
+    return spec
 
 
 def load_bundle(recipe: Recipe, checkpoint: Path):
@@ -142,9 +160,12 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
 
     src = recipe.model
     shape = recipe.input.shape if recipe.input and recipe.input.shape else None
+    ov = recipe.input
+    preprocessing = {k: getattr(ov, k) for k in ("mean", "std", "resize", "crop", "channel_order")} \
+        if ov else {}
     bundle = load_model(checkpoint, arch=src.arch if src.path else None,
                         arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                        trust_model=src.trust_model)
+                        trust_model=src.trust_model, preprocessing=preprocessing)
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
 

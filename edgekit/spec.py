@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -30,6 +31,11 @@ class InputSpec(BaseModel):
     mean: tuple[float, ...] = (0.2860,)
     std: tuple[float, ...] = (0.3530,)
     class_names: tuple[str, ...] = ()
+    # Preprocessing that belongs to the model (edgekit.spec.InputSpec.prepare_image does it):
+    # resize the shorter side to `resize` then centre-crop to H×W; without `resize`, resize to
+    # H×W directly. `channel_order` is the order the model's 3 channels expect.
+    resize: int | None = Field(None, gt=0, description="shorter side before the centre crop")
+    channel_order: Literal["RGB", "BGR"] = "RGB"
 
     @field_validator("shape")
     @classmethod
@@ -47,7 +53,11 @@ class InputSpec(BaseModel):
     def _channels_match(self) -> InputSpec:
         c = self.shape[1]
         if len(self.mean) not in (1, c) or len(self.std) not in (1, c):
-            raise ValueError(f"mean/std need 1 or {c} values for {c} channels")
+            raise ValueError(f"mean/std need 1 or {c} values for {c} channels, got "
+                             f"{len(self.mean)} and {len(self.std)}")
+        if self.resize is not None and self.resize < min(self.shape[2], self.shape[3]):
+            raise ValueError(f"resize {self.resize} is smaller than the {self.shape[2]}x"
+                             f"{self.shape[3]} centre crop")
         if any(s <= 0 for s in self.std):
             raise ValueError("std must be positive")
         return self
@@ -86,39 +96,114 @@ class InputSpec(BaseModel):
         mean, std = self.mean, self.std
         if len(mean) not in (1, c):
             mean, std = (float(np.mean(mean)),), (float(np.mean(std)),)
-        return self.model_copy(update={"shape": shape, "mean": mean, "std": std})
+        resize = self.resize  # keeps the crop's share of the image at the new size
+        if resize is not None:
+            resize = max(shape[2], shape[3], round(resize * shape[2] / self.height))
+        return self.model_copy(update={"shape": shape, "mean": mean, "std": std, "resize": resize})
+
+    def with_preprocessing(self, *, mean: Sequence[float] | None = None,
+                           std: Sequence[float] | None = None, resize: int | None = None,
+                           crop: int | None = None, channel_order: str | None = None) -> InputSpec:
+        """A copy with the user's preprocessing (--mean/--std/--resize/--crop, recipe keys);
+        `crop` sets the model's input H and W. Wrong channel counts are an error naming the flags."""
+        update: dict = {}
+        c = self.channels
+        for name, values in (("mean", mean), ("std", std)):
+            if values is None:
+                continue
+            values = tuple(float(v) for v in values)
+            if len(values) not in (1, c):
+                raise InputError(f"--{name} has {len(values)} values; the model has {c} input "
+                                 f"channel{'s' if c > 1 else ''}",
+                                 hint=f"pass 1 or {c} comma-separated values, e.g. --{name} "
+                                 + (",".join(["0.5"] * c)))
+            if name == "std" and any(v <= 0 for v in values):
+                raise InputError(f"--std must be positive, got {values}", hint="e.g. --std 0.229,0.224,0.225")
+            update[name] = values
+        spec = self
+        if crop is not None:
+            spec = spec.with_shape((self.shape[0], c, crop, crop))
+            update.setdefault("resize", spec.resize)
+        if resize is not None:
+            if resize < min(spec.height, spec.width):
+                raise InputError(f"--resize {resize} is smaller than the {spec.height}x{spec.width} crop",
+                                 hint="resize the shorter side to at least the crop, e.g. --resize "
+                                 f"{round(spec.height / 0.875)} --crop {spec.height}")
+            update["resize"] = resize
+        if channel_order is not None:
+            if channel_order.upper() not in ("RGB", "BGR"):
+                raise InputError(f"channel order {channel_order!r} is not RGB or BGR", hint="use RGB or BGR")
+            update["channel_order"] = channel_order.upper()
+        return spec.model_copy(update=update) if update else spec
 
     def batch_shape(self, batch: int) -> tuple[int, int, int, int]:
         return (batch, *self.shape[1:])
 
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (N,H,W) or (N,H,W,C) in 0..255 → model-ready float32 NCHW.
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """One uint8 image H,W,C (or H,W) → uint8 H×W×C at the model's size and channel count:
+        the single place geometry and channels are decided, for every source and every runtime.
 
-        Resizes (bilinear) to the spec's H×W, converts grey↔RGB to the spec's channels, scales to
-        0..1 and normalises with mean/std.
+        With `resize`, the shorter side is scaled to it (bilinear) and the centre H×W cropped;
+        without, the image is scaled to H×W. Grey becomes RGB by repetition, RGB becomes grey by
+        ITU-R 601 luma; `channel_order` BGR reverses the three channels.
         """
+        from PIL import Image
+
+        if image.ndim == 2:
+            image = image[..., None]
+        h, w, c_in = image.shape
+        pil = Image.fromarray(image[..., 0] if c_in == 1 else image[..., :3])
+        if self.resize is not None:
+            scale = self.resize / min(h, w)
+            nh, nw = max(self.height, round(h * scale)), max(self.width, round(w * scale))
+            if (nh, nw) != (h, w):
+                pil = pil.resize((nw, nh), Image.BILINEAR)
+            top, left = (nh - self.height) // 2, (nw - self.width) // 2
+            pil = pil.crop((left, top, left + self.width, top + self.height))
+        elif (h, w) != (self.height, self.width):
+            pil = pil.resize((self.width, self.height), Image.BILINEAR)
+        return self._to_channels(np.asarray(pil).reshape(self.height, self.width, -1))
+
+    def _to_channels(self, image: np.ndarray) -> np.ndarray:
+        """H,W,C or N,H,W,C uint8 → the model's channel count and order."""
+        c_in, c = image.shape[-1], self.channels
+        if c_in != c:
+            if c_in == 1:
+                image = np.repeat(image, c, axis=-1)
+            elif c == 1 and c_in in (3, 4):
+                luma = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+                image = np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+            else:
+                raise InputError(f"cannot convert {c_in}-channel images to {c} channels")
+        if c == 3 and self.channel_order == "BGR":
+            image = image[..., ::-1]
+        return image
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 N,H,W,C already at the model's size → float32 NCHW scaled to 0..1 and normalised."""
+        x = np.ascontiguousarray(images.astype(np.float32).transpose(0, 3, 1, 2)) / 255.0
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N,H,W) or (N,H,W,C) in 0..255 → model-ready float32 NCHW, each through
+        `prepare_image` (size, crop, channels) then `normalise` (mean/std)."""
         if images.dtype != np.uint8:
             raise InputError(f"preprocess expects uint8 images, got {images.dtype}")
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4:
             raise InputError(f"images must be N,H,W or N,H,W,C; got shape {images.shape}")
-        n, h, w, c_in = images.shape
-        if (h, w) != (self.height, self.width):
-            images = _resize(images, self.height, self.width)
-        x = images.astype(np.float32) / 255.0
-        c = self.channels
-        if c_in != c:
-            if c_in == 1:
-                x = np.repeat(x, c, axis=3)
-            elif c == 1 and c_in in (3, 4):
-                x = (x[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-            else:
-                raise InputError(f"cannot convert {c_in}-channel images to {c} channels")
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-        return (x - mean) / std
+        if images.shape[3] not in (1, 3, 4):
+            raise InputError(f"cannot convert {images.shape[3]}-channel images to {self.channels} channels")
+        if images.shape[1:3] == (self.height, self.width) and self.resize is None:
+            prepared = self._to_channels(images)  # works on N,H,W,C as on H,W,C
+        else:
+            prepared = np.empty((len(images), self.height, self.width, self.channels), np.uint8)
+            for i, im in enumerate(images):
+                prepared[i] = self.prepare_image(im)
+        return self.normalise(prepared)
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -126,17 +211,6 @@ class InputSpec(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> InputSpec:
         return cls.model_validate(json.loads(text))
-
-
-def _resize(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    from PIL import Image
-
-    out = np.empty((images.shape[0], height, width, images.shape[3]), np.uint8)
-    for i, img in enumerate(images):
-        mode_img = img[..., 0] if img.shape[2] == 1 else img
-        resized = np.asarray(Image.fromarray(mode_img).resize((width, height), Image.BILINEAR))
-        out[i] = resized.reshape(height, width, -1)
-    return out
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -12,8 +12,49 @@ import click
 from edgekit.spec import parse_shape
 
 
+def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        from edgekit.errors import InputError
+
+        raise InputError(f"--{param.name} {value!r} is not comma-separated numbers",
+                         hint=f"e.g. --{param.name} 0.485,0.456,0.406") from None
+
+
+def preprocessing_options(fn: Callable) -> Callable:
+    """--mean, --std, --resize, --crop, --channel-order: the model's own preprocessing, stored in
+    its InputSpec (and so in every artifact). The command runs with them in scope of load_model."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgekit.io.models import preprocessing_from_cli
+
+        options = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop", "channel_order")}
+        with preprocessing_from_cli(options):
+            return fn(*args, **kwargs)
+
+    wrapper = click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
+                           default=None, help="Channel order the model expects (default RGB).")(wrapper)
+    wrapper = click.option("--crop", type=click.IntRange(min=1), default=None,
+                           help="Centre crop (the model's input H and W), after --resize.")(wrapper)
+    wrapper = click.option("--resize", type=click.IntRange(min=1), default=None,
+                           help="Resize the shorter side to this before the centre crop.")(wrapper)
+    wrapper = click.option("--std", callback=_floats, default=None,
+                           help="Per-channel std of the model's normalisation, e.g. 0.229,0.224,0.225.")(wrapper)
+    wrapper = click.option("--mean", callback=_floats, default=None,
+                           help="Per-channel mean of the model's normalisation (inputs in 0..1), "
+                           "e.g. 0.485,0.456,0.406.")(wrapper)
+    return wrapper
+
+
 def model_options(fn: Callable) -> Callable:
-    """--arch, --arch-kwargs, --input-shape, --trust-model: how to load a model file."""
+    """--arch, --arch-kwargs, --input-shape, --trust-model: how to load a model file; and the
+    model's preprocessing (preprocessing_options)."""
+    fn = preprocessing_options(fn)
     fn = click.option("--trust-model", is_flag=True,
                       help="Allow model files that execute code when loaded (pickled modules, "
                       "TorchScript, .pt2). Only for files you trust.")(fn)
@@ -41,9 +82,22 @@ def json_option(fn: Callable) -> Callable:
 
 
 def data_dir_option(fn: Callable) -> Callable:
+    """--data-dir, and --skip-bad-images for image folders (in scope of every data load)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgekit.data.folders import skipping_bad_images
+
+        with skipping_bad_images(kwargs.pop("skip_bad_images")):
+            return fn(*args, **kwargs)
+
+    wrapper = click.option("--skip-bad-images", is_flag=True,
+                           help="Leave unreadable files in image folders out (counted in the "
+                           "record) instead of stopping.")(wrapper)
     return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help="Folder with the built-in data sets' files (default: $EDGEKIT_DATA, "
-                        "then the Debian package's location).")(fn)
+                        "then the Debian package's location).")(wrapper)
 
 
 def print_json(obj: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.data.dataset import stratified_indices
+from edgekit.data.dataset import RawImages, stratified_indices
 from edgekit.data.sources import load_raw
 from edgekit.errors import DataError
 from edgekit.io.files import atomic_path, atomic_write_json, sha256_file
@@ -25,6 +25,11 @@ def build_calibration_set(source: str, out: str | Path, *, count: int = 512, str
         raise DataError(f"a calibration set needs at least one image, asked for {count}",
                         hint="pass -n with a positive count, e.g. -n 512")
     raw = load_raw(source, data_dir=data_dir)
+    if not isinstance(raw, RawImages) or raw.model_ready:
+        raise DataError(f"{source} is an image folder or model-ready floats; a calibration set "
+                        "stores uint8 images of one size",
+                        hint=f"pass it directly instead: --calib {source} (with --calib-size N, "
+                        "a stratified sample is drawn and preprocessed by the model's spec)")
     if count > len(raw):
         raise DataError(f"{source} has {len(raw)} images, fewer than the {count} asked for",
                         hint=f"ask for at most {len(raw)}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,27 +46,53 @@ class RawImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def model_ready(self) -> bool:
+        """Float N,C,H,W inputs already preprocessed (a float .npz): training then augments in
+        tensor space only, and nothing is resized or normalised."""
+        return self.images.dtype != np.uint8
+
     def to_dataset(self, spec: InputSpec) -> Dataset:
-        return Dataset(spec.preprocess(self.images), self.labels, self.source)
+        return Dataset(self.model_inputs(spec), self.labels, self.source)
+
+    def model_inputs(self, spec: InputSpec, rows: np.ndarray | None = None) -> np.ndarray:
+        """Model-ready float32 NCHW inputs for `rows` (all when None)."""
+        images = self.images if rows is None else self.images[rows]
+        if not self.model_ready:
+            return spec.preprocess(images)
+        if tuple(images.shape[1:]) != tuple(spec.shape[1:]):
+            raise DataError(f"{self.source} holds float inputs of shape {tuple(images.shape[1:])}, "
+                            f"the model expects {tuple(spec.shape[1:])} (C,H,W)",
+                            hint="store uint8 images to have them resized, or build the set "
+                            "for this model")
+        return np.ascontiguousarray(images, np.float32)
 
 
 @dataclass
 class Dataset:
     """Model-ready float32 NCHW inputs with optional int64 labels."""
 
-    x: np.ndarray
+    x: Any  # np.ndarray, or an array-like decoded on demand (edgekit.data.folders.FolderImages)
     y: np.ndarray | None
     source: str
+    class_names: tuple[str, ...] = ()  # from an image folder's class sub-folders
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip-bad-images)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.x, np.ndarray)
 
     @property
     def has_labels(self) -> bool:
         return self.y is not None
 
     def take(self, indices: np.ndarray) -> Dataset:
-        return Dataset(self.x[indices], None if self.y is None else self.y[indices], self.source)
+        x = self.x.take(indices) if self.streamed else self.x[indices]
+        return Dataset(x, None if self.y is None else self.y[indices], self.source,
+                       self.class_names, self.skipped)
 
     def sample(self, n: int, *, stratified: bool = True, seed: int = 0) -> Dataset:
         """n samples, stratified by class when labels exist; fewer available is an error."""
@@ -78,15 +105,18 @@ class Dataset:
             return self
         return self.take(stratified_indices(self.y, n, seed, stratified))
 
-    def check_for(self, spec: InputSpec, *, need_labels: bool = False) -> None:
-        """Shape, finiteness and label range against the model's spec."""
+    def check_for(self, spec: InputSpec, *, need_labels: bool = False,
+                  num_outputs: int | None = None) -> None:
+        """Shape, finiteness, class names and label range against the model's spec (and its
+        number of outputs, when known)."""
         if tuple(self.x.shape[1:]) != tuple(spec.shape[1:]):
             raise DataError(
                 f"{self.source} has inputs of shape {tuple(self.x.shape[1:])}, the model expects "
                 f"{tuple(spec.shape[1:])} (C,H,W)",
                 hint="store uint8 images to have them resized, or build the set for this model",
             )
-        if not np.isfinite(self.x).all():
+        check_classes(self.class_names, self.source, spec, num_outputs)
+        if not self.streamed and not np.isfinite(self.x).all():
             raise DataError(f"{self.source} contains NaN or Inf values",
                             hint="clean the data or rebuild the set")
         if need_labels and self.y is None:
@@ -100,3 +130,38 @@ class Dataset:
                     f"{spec.num_classes} classes (0..{spec.num_classes - 1})",
                     hint="use the eval split the model was trained for",
                 )
+
+
+def check_classes(class_names: tuple[str, ...], source: str, spec: InputSpec | None,
+                  num_outputs: int | None = None) -> None:
+    """An image folder's classes against the model: no more classes than outputs, and the same
+    names in the same order when the model records its class names."""
+    if not class_names:
+        return
+    outputs = num_outputs or (spec.num_classes if spec else None)
+    if outputs is not None and len(class_names) > outputs:
+        raise DataError(f"{source} has {len(class_names)} classes, more than the model's "
+                        f"{outputs} outputs",
+                        hint="give the folder the model was trained for, or a model with "
+                        f"{len(class_names)} outputs (e.g. --arch-kwargs '{{\"num_classes\": "
+                        f"{len(class_names)}}}')")
+    recorded = spec.class_names if spec else ()
+    if recorded and len(recorded) == len(class_names) and tuple(recorded) != tuple(class_names) \
+            and not all(c.isdigit() for c in class_names):
+        diff = next(f"{a!r} vs {b!r}" for a, b in zip(recorded, class_names, strict=True) if a != b)
+        raise DataError(f"{source}'s class folders do not match the model's classes ({diff})",
+                        hint="name the class folders as the model's classes: "
+                        + ", ".join(recorded))
+
+
+def check_same_classes(train: tuple[str, ...], train_source: str,
+                       evaluation: tuple[str, ...], eval_source: str) -> None:
+    """Train and eval folders must have the same classes in the same order."""
+    if train and evaluation and tuple(train) != tuple(evaluation):
+        only_train = sorted(set(train) - set(evaluation))
+        only_eval = sorted(set(evaluation) - set(train))
+        detail = "; ".join(p for p in (f"only in train: {', '.join(only_train)}" if only_train else "",
+                                       f"only in eval: {', '.join(only_eval)}" if only_eval else "")
+                           if p) or "same names, different order"
+        raise DataError(f"{train_source} and {eval_source} have different classes ({detail})",
+                        hint="give train and eval folders the same class sub-folders")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import gzip
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.data.dataset import Dataset, RawImages
+from edgekit.data.folders import FolderTrainSet
 from edgekit.errors import DataError
 from edgekit.spec import InputSpec
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 # ---------------------------------------------------------------- IDX
@@ -183,35 +182,27 @@ def _npz_dataset(path: Path, spec: InputSpec) -> Dataset:
 
 # ---------------------------------------------------------------- image folder
 def read_image_folder(folder: Path, spec: InputSpec) -> RawImages:
-    from PIL import Image, UnidentifiedImageError
+    """A whole image folder decoded into memory at the model's size (small folders, tests)."""
+    from edgekit.data.folders import FolderImages, open_images
 
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((folder / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise DataError(f"{folder} holds no images in class sub-folders",
-                        hint="lay it out as FOLDER/CLASS_NAME/image.png, one sub-folder per class")
-    mode = "L" if spec.channels == 1 else "RGB"
-    images = np.empty((len(files), spec.height, spec.width, spec.channels), np.uint8)
-    for n, (f, _) in enumerate(files):
-        try:
-            with warnings.catch_warnings():  # PIL warns past MAX_IMAGE_PIXELS, errors at twice it
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(f) as img:
-                    img = img.convert(mode).resize((spec.width, spec.height), Image.BILINEAR)
-                    images[n] = np.asarray(img).reshape(spec.height, spec.width, spec.channels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(f"image {f} is too large to decode ({exc})",
-                            hint="a decompression bomb? remove the file, or resize it") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"cannot decode image {f} ({exc})", hint="remove or replace the file") from None
-    labels = np.array([i for _, i in files], np.int64)
-    return RawImages(images, labels, str(folder))
+    images = FolderImages(open_images(folder), spec)
+    return RawImages(images.uint8(np.arange(len(images))), images.index.labels, str(folder))
+
+
+def _is_images(path: Path) -> bool:
+    from edgekit.data.folders import is_image_folder, is_image_list
+
+    return is_image_list(path) or (is_image_folder(path) and not list(path.glob("*idx3*")))
 
 
 # ---------------------------------------------------------------- entry points
-def load_raw(source: str, *, data_dir: str | Path | None = None) -> RawImages:
-    """Raw uint8 images for built-in and IDX sources (what the trainer augments)."""
+def load_raw(source: str, *, data_dir: str | Path | None = None) -> RawImages | FolderTrainSet:
+    """Training images: raw uint8 (augmented by the trainer), model-ready floats from a .npz,
+    or an image folder / CSV list indexed to stream from disk (edgekit.data.folders)."""
+    if _is_images(Path(source)):
+        from edgekit.data.folders import open_images
+
+        return FolderTrainSet(open_images(Path(source)))
     name, _, split = source.partition(":")
     if name in BUILTIN_SOURCES and not Path(source).exists():
         splits, reader = BUILTIN_SOURCES[name]
@@ -230,8 +221,14 @@ def load_raw(source: str, *, data_dir: str | Path | None = None) -> RawImages:
         return read_idx_pair(path, None, source)
     if path.suffix == ".npz" and path.is_file():
         x, y = read_npz(path)
+        if np.issubdtype(x.dtype, np.floating):
+            if x.ndim != 4:
+                raise DataError(f"{path}: float inputs must be model-ready N,C,H,W, got shape {x.shape}",
+                                hint="store uint8 images (N,H,W[,C]) to have them preprocessed")
+            return RawImages(x.astype(np.float32, copy=False), y, source)
         if x.dtype != np.uint8:
-            raise DataError(f"{path} holds {x.dtype} inputs; training needs uint8 images")
+            raise DataError(f"{path} holds {x.dtype} inputs; training needs uint8 images or "
+                            "float N,C,H,W inputs")
         return RawImages(x, y, source)
     raise _unknown(source)
 
@@ -250,8 +247,13 @@ def load_dataset(source: str, spec: InputSpec, *, data_dir: str | Path | None = 
         if not path.is_file():
             raise DataError(f"{path} does not exist", hint="check the path")
         dataset = _npz_dataset(path, spec)
-    elif path.is_dir() and not list(path.glob("*idx3*")):
-        dataset = read_image_folder(path, spec).to_dataset(spec)
+    elif _is_images(path):
+        from edgekit.data.folders import FolderImages, open_images
+
+        index = open_images(path)
+        index.note_conversion(spec)
+        dataset = Dataset(FolderImages(index, spec), index.labels, source, index.class_names,
+                          index.skipped)
     else:
         raw = load_raw(source, data_dir=data_dir)
         if limit is not None and limit < len(raw):
@@ -272,5 +274,6 @@ def _unknown(source: str) -> DataError:
     known = ", ".join(f"{n}:{s}" for n, (splits, _) in BUILTIN_SOURCES.items() for s in splits)
     return DataError(
         f"unknown data source {source!r}",
-        hint=f"use a built-in name ({known}), a .npz file, a folder of IDX files or an image folder",
+        hint=f"use a built-in name ({known}), a .npz file, a folder of IDX files, an image folder "
+        "(FOLDER/CLASS/image.jpg) or a CSV of path,label rows",
     )

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.spec import InputSpec
 
 HINT = "pass --arch yourself (and --arch-kwargs), or --trust-model if you trust this file"
 # A key that chooses weights (any value), or a key naming a place (a string value), or a string
@@ -146,3 +147,27 @@ def offline_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> di
         elif name.startswith("pretrained"):
             out[name] = False if isinstance(param.default, bool) else None
     return out
+
+
+def known_preprocessing(arch: str | None, model: Any) -> InputSpec | None:
+    """The input contract an architecture family documents, when the user gave none: torchvision's
+    ImageNet transforms (resize 256, centre crop 224, ImageNet mean/std), timm's `pretrained_cfg`
+    (input size, crop_pct, mean, std), the zoo's own; None when nothing is known."""
+    arch = arch or ""
+    if arch.startswith("torchvision"):
+        return InputSpec(shape=(1, 3, 224, 224), mean=(0.485, 0.456, 0.406),
+                         std=(0.229, 0.224, 0.225), resize=256)
+    if arch.partition(":")[0] in ("timm", "timm.models"):
+        cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+        c, h, w = tuple(cfg.get("input_size") or (3, 224, 224))
+        mean, std = tuple(cfg.get("mean") or ()), tuple(cfg.get("std") or ())
+        if not mean or not std:
+            return None
+        crop_pct = float(cfg.get("crop_pct") or 1.0)
+        return InputSpec(shape=(1, c, h, w), mean=mean, std=std,
+                         resize=max(h, w, int(round(min(h, w) / crop_pct))))
+    zoo = importlib.import_module("edgekit.zoo")  # by name, as above: io never imports upward
+    for entry in zoo.ZOO.values():
+        if arch in (entry.factory, f"edgekit.zoo:{entry.name}"):
+            return zoo.default_spec(entry.name)
+    return None

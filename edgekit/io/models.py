@@ -11,10 +11,12 @@ Formats, in the order they are recognised:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,41 @@ CHECKPOINT_FORMAT = "edgekit.checkpoint/1"
 IMAGENET_SPEC = InputSpec(
     shape=(1, 3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
+
+# The CLI's --mean/--std/--resize/--crop for the command being run (set by
+# edgekit.cli.common.model_options around the command; load_model's `preprocessing` wins).
+_PREPROCESSING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "edgekit_preprocessing", default=None)
+
+
+def current_preprocessing() -> dict[str, Any]:
+    return dict(_PREPROCESSING.get() or {})
+
+
+@contextlib.contextmanager
+def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
+    token = _PREPROCESSING.set({k: v for k, v in options.items() if v is not None})
+    try:
+        yield
+    finally:
+        _PREPROCESSING.reset(token)
+
+
+def with_user_preprocessing(spec: InputSpec, known: bool, preprocessing: dict[str, Any] | None,
+                            what: str) -> InputSpec:
+    """`spec` with the user's preprocessing (`preprocessing`, else the CLI's flags) applied. When
+    the normalisation is not `known` (recorded or documented for the architecture), the user
+    must give mean and std: a silent default would make every accuracy wrong."""
+    given = {k: v for k, v in (preprocessing or current_preprocessing()).items() if v is not None}
+    if not known and not {"mean", "std"} <= set(given):
+        c = spec.channels
+        example = "0.485,0.456,0.406 --std 0.229,0.224,0.225" if c == 3 else \
+            ",".join(["0.5"] * c) + " --std " + ",".join(["0.5"] * c)
+        raise ModelLoadError(f"{what} does not record how its inputs are normalised",
+                             hint=f"pass the mean and std the model was trained with: --mean "
+                             f"{example} (and --resize/--crop if it was trained on centre crops)")
+    return spec.with_preprocessing(**given)
+
 
 # Structural edits a pass made (e.g. dwsep replacing a conv); replayed on load, by name.
 SURGERIES: dict[str, Callable[[Any, dict[str, Any]], None]] = {}
@@ -112,6 +149,8 @@ def _resolve_arch(arch: str, trusted: bool) -> Callable[..., Any]:
 
         return file_factory(arch)
     module_name, _, attr = arch.partition(":")
+    if module_name in ("timm", "timm.models") and attr:
+        return _timm(arch)
     if not module_name or not attr:
         raise ModelLoadError(f"--arch {arch!r} is not of the form module:factory",
                              hint="e.g. --arch torchvision.models:resnet18")
@@ -124,6 +163,23 @@ def _resolve_arch(arch: str, trusted: bool) -> Callable[..., Any]:
     if factory is None or not callable(factory):
         raise ModelLoadError(f"{module_name} has no callable {attr!r}",
                              hint="--arch takes module:factory, e.g. torchvision.models:resnet18")
+    return factory
+
+
+def _timm(arch: str) -> Callable[..., Any]:
+    """timm:NAME, always built with pretrained=False: weights come from the user's file, and
+    nothing is ever downloaded."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(f"--arch {arch} needs timm, which is not installed",
+                             hint='pip install "edgekit[timm]"') from None
+    from edgekit.io.archs import _timm_factory
+
+    factory = _timm_factory(arch)
+    if factory is None:
+        raise ModelLoadError(f"timm has no model named {arch.partition(':')[2]!r}",
+                             hint="see timm.list_models(), e.g. --arch timm:resnet18")
     return factory
 
 
@@ -240,8 +296,14 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     trust_model: bool = False,
     check_forward: bool = True,
+    preprocessing: dict[str, Any] | None = None,
 ) -> ModelBundle:
-    """Load a model file safely into a ModelBundle (see module docstring for formats)."""
+    """Load a model file safely into a ModelBundle (see module docstring for formats).
+
+    `preprocessing` (mean, std, resize, crop, channel_order: the CLI's --mean/--std/--resize/
+    --crop, a recipe's keys) overrides the model's own. A model whose normalisation is known
+    from nowhere (no edgekit checkpoint, no torchvision/timm/zoo architecture) and given none is
+    refused: a silent default would make every accuracy wrong."""
     import torch
 
     path = Path(path)
@@ -324,12 +386,17 @@ def load_model(
         else:
             raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
     if spec is None:
-        spec = IMAGENET_SPEC if (bundle_arch or "").startswith("torchvision") else None
+        from edgekit.io.archs import known_preprocessing
+
+        spec = known_preprocessing(bundle_arch, model)
+    known = spec is not None
     if input_shape is not None:
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
         raise ModelLoadError(f"{path} does not record its input shape",
                              hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+    spec = with_user_preprocessing(spec, known, preprocessing, f"{path}" + (
+        f" ({bundle_arch}, an architecture edgekit knows no normalisation for)" if bundle_arch else ""))
     check_finite(model, path)
     model.eval()
     bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta)

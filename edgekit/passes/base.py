@@ -91,6 +91,7 @@ class PassContext:
             self._cache[key] = load_dataset(self.eval_source, spec, data_dir=self.data_dir,
                                             limit=self.eval_limit)
             self._cache[key].check_for(spec, need_labels=True)
+            self._same_classes()
         return self._cache[key]
 
     def train_images(self):
@@ -102,7 +103,18 @@ class PassContext:
             from edgekit.data import load_raw
 
             self._cache["train"] = load_raw(self.train_source, data_dir=self.data_dir)
+            self._same_classes()
         return self._cache["train"]
+
+    def _same_classes(self) -> None:
+        """Train and eval image folders name the same classes (checked once both are loaded)."""
+        from edgekit.data.dataset import check_same_classes
+
+        train = self._cache.get("train")
+        evals = [v for k, v in self._cache.items() if k.startswith("eval:")]
+        if train is not None and evals:
+            check_same_classes(getattr(train, "class_names", ()), self.train_source,
+                               evals[0].class_names, self.eval_source)
 
     def add_row(self, **row: Any) -> None:
         self.report.append(row)

@@ -394,6 +394,6 @@ class DwsepPass(Pass):
         from edgekit.data.dataset import stratified_indices
 
         raw = ctx.train_images()
-        keep = stratified_indices(raw.labels, min(cfg.init_images, len(raw.images)), 0)
-        x = spec.preprocess(raw.images[keep])
+        keep = stratified_indices(raw.labels, min(cfg.init_images, len(raw)), 0)
+        x = raw.model_inputs(spec, keep)
         return collect_moments(model, convs, x)

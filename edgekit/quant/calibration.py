@@ -67,6 +67,9 @@ def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = Non
             f"calibration set {source} does not fit the model: its items have shape "
             f"{raw if raw else '?'}, the model expects (C,H,W) {want} ({exc.message})",
             hint="build the set from images of this model's domain (1 or 3 channels)") from None
+    if dataset.streamed:  # an image folder: the sample is decoded once, here (calib_size bounds it)
+        dataset = type(dataset)(np.asarray(dataset.x), dataset.y, dataset.source,
+                                dataset.class_names, dataset.skipped)
     if tuple(dataset.x.shape[1:]) != want:
         raise DataError(f"calibration set {source} has inputs of shape (C,H,W) "
                         f"{tuple(dataset.x.shape[1:])}, the model expects {want}",

@@ -140,16 +140,16 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
     folded_path = workdir / "folded.onnx"
     onnx.save_model(model, str(folded_path))
     prepared = workdir / "prepared.onnx"
-    # absolute before the chdir below (workdir may be relative to the caller's directory)
-    folded_abs, prepared_abs, workdir_abs = folded_path.resolve(), prepared.resolve(), workdir.resolve()
+    # absolute before the chdir below: a relative output folder (-o out/) would resolve twice
+    folded_abs, prepared_abs = str(folded_path.resolve()), str(prepared.resolve())
     notes = []
     for options in ({}, {"skip_symbolic_shape": True}, {"skip_optimization": True,
                                                         "skip_symbolic_shape": True}):
         try:
             # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
             # (+ external data) into the working directory when it gives up; keep it in workdir.
-            with _quiet(), contextlib.chdir(workdir_abs):
-                quant_pre_process(str(folded_abs), str(prepared_abs), **options)
+            with _quiet(), contextlib.chdir(workdir.resolve()):
+                quant_pre_process(folded_abs, prepared_abs, **options)
             break
         except Exception as exc:  # noqa: BLE001 - each fallback is recorded
             notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")

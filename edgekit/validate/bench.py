@@ -73,13 +73,16 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
             logits = runner.predict(eval_set.x, on_batch=advance)
         accuracy = accuracy_section(logits, eval_set.y, ref_logits)
         accuracy["eval_source"] = eval_set.source
+        if getattr(eval_set, "skipped", None):
+            accuracy["skipped_images"] = len(eval_set.skipped)
     images = eval_set.x if eval_set is not None else \
         np.random.default_rng(0).standard_normal((max(batches), *spec.shape[1:]), dtype=np.float32)
     inputs = (f"first {{batch}} images of {eval_set.source}, preallocated" if eval_set is not None
               else "random normal inputs (no eval set), preallocated")
     records = []
     for batch in batches:
-        x = np.ascontiguousarray(np.resize(images, (batch, *spec.shape[1:])), np.float32)
+        x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
+                                 np.float32)
         budget = device.latency.min_queries
         with progress(f"Latency {path.name} batch {batch}", budget) as advance:
             stats = runner.measure_latency(x, device.latency,
@@ -107,7 +110,8 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
     runner = open_runner(original, spec, device, runtime)
     out = {}
     for batch in batches:
-        x = np.ascontiguousarray(np.resize(images, (batch, *spec.shape[1:])), np.float32)
+        x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
+                                 np.float32)
         with progress(f"Latency {original.name} (fp32) on {runtime} batch {batch}",
                       device.latency.min_queries) as advance:
             stats = runner.measure_latency(x, device.latency,

@@ -77,6 +77,9 @@ def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
     if eval_set.y is None:
         raise DataError(f"{source} has no labels, and the accuracy gate needs them",
                         hint="give an eval source with labels (npz 'y', IDX labels, class folders)")
+    from edgekit.data.dataset import check_classes
+
+    check_classes(getattr(eval_set, "class_names", ()), source, None, num_outputs)
     lo, hi = int(eval_set.y.min()), int(eval_set.y.max())
     if lo < 0 or hi >= num_outputs:
         raise DataError(f"{source} has labels {lo}..{hi}, but the model has {num_outputs} "

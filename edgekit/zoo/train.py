@@ -123,7 +123,7 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
 
 
 # ---------------------------------------------------------------- the loop
-def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Dataset | None,
+def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set: Dataset | None,
         cfg: TrainConfig, loss_fn: LossFn | None = None,
         description: str = "Training") -> dict[str, Any]:
     """Train `model` in place with the recipe and return its history.
@@ -144,27 +144,39 @@ def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Datas
     if raw_train.labels is None:
         raise DataError(f"{raw_train.source} has no labels; training needs them")
     loss_fn = loss_fn or cross_entropy_loss
-    images, labels = raw_train.images, raw_train.labels
-    if cfg.limit is not None and cfg.limit < len(images):
-        keep = stratified_indices(labels, cfg.limit, cfg.seed)
-        images, labels = images[keep], labels[keep]
-    if len(images) == 0:
+    from edgekit.data.folders import FolderTrainSet
+
+    streamed = isinstance(raw_train, FolderTrainSet)  # decoded per batch by DataLoader workers
+    labels = np.asarray(raw_train.labels, np.int64)
+    rows = np.arange(len(labels))
+    if cfg.limit is not None and cfg.limit < len(rows):
+        rows = stratified_indices(labels, cfg.limit, cfg.seed)
+    if len(rows) == 0:
         raise DataError(f"{raw_train.source} holds no images to train on")
-    x_all = torch.from_numpy(spec.preprocess(images))
-    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    if raw_train.model_ready:
+        from edgekit.progress import stderr_console
+
+        kinds = [k for k, on in ((f"random crop with {cfg.crop_padding} px padding",
+                                  cfg.crop_padding > 0), ("horizontal flip", cfg.hflip)) if on]
+        how = f"in tensor space only ({', '.join(kinds)})" if kinds else "not at all"
+        stderr_console.print(f"note: {raw_train.source} holds model-ready float inputs: training "
+                             f"augments them {how}; nothing is resized or normalised",
+                             highlight=False)
+    x_all = None if streamed else torch.from_numpy(raw_train.model_inputs(spec, rows))
+    y_all = torch.from_numpy(labels[rows])
     pad_value = black_value(spec)
 
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     generator = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = _make_optimizer(model, cfg)
     scheduler = cosine_warmup_schedule(optimizer, total_steps,
                                        round(cfg.warmup_epochs * steps_per_epoch))
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
-                               "train_images": len(x_all)}
+                               "train_images": len(rows)}
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
     try:
@@ -172,19 +184,17 @@ def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Datas
             for epoch in range(1, cfg.epochs + 1):
                 epoch_start = time.perf_counter()
                 model.train()
-                order = torch.randperm(len(x_all), generator=generator)
+                order = torch.randperm(len(rows), generator=generator)
                 loss_sum, seen = 0.0, 0
-                for start in range(0, len(order), cfg.batch_size):
-                    idx = order[start:start + cfg.batch_size]
-                    x = augment(x_all[idx], cfg, generator, pad_value)
-                    y = y_all[idx]
+                for x_batch, y in _batches(raw_train, spec, rows, x_all, y_all, order, cfg.batch_size):
+                    x = augment(x_batch, cfg, generator, pad_value)
                     loss = loss_fn(model, x, y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                    loss_sum += float(loss.detach()) * len(idx)
-                    seen += len(idx)
+                    loss_sum += float(loss.detach()) * len(y)
+                    seen += len(y)
                     advance(1, epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / seen:.3f}")
                 record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen,
                                           "lr": optimizer.param_groups[0]["lr"]}
@@ -208,6 +218,20 @@ def fit(model: nn.Module, raw_train: RawImages, spec: InputSpec, eval_set: Datas
     model.eval()
     history["seconds"] = time.perf_counter() - started
     return history
+
+
+def _batches(raw_train: Any, spec: InputSpec, rows: np.ndarray, x_all: torch.Tensor | None,
+             y_all: torch.Tensor, order: torch.Tensor, batch_size: int):
+    """(x, y) batches in `order`: slices of the preprocessed tensor, or an image folder streamed
+    through torch's DataLoader with worker processes."""
+    if x_all is None:
+        from edgekit.data.loader import folder_batches
+
+        yield from folder_batches(raw_train.index, spec, batch_size, order=rows[order.numpy()])
+        return
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield x_all[idx], y_all[idx]
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

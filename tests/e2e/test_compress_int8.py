@@ -240,9 +240,14 @@ def test_int8_from_an_onnx_model(int8_run, tmp_path: Path) -> None:
                       "-o", str(tmp_path / "bare-out"))
     assert refused.returncode == 2 and "--input-shape" in refused.stderr
     assert not (tmp_path / "bare-out").exists()
+    # ... and how its inputs are normalised: never a silent default.
+    unnormalised = edgekit("compress", str(tmp_path / "bare.onnx"), "--int8", "--calib",
+                           str(CALIB), "--input-shape", "1,1,28,28", "-o", str(tmp_path / "un"))
+    assert unnormalised.returncode == 2 and "--mean" in unnormalised.stderr
+    assert not (tmp_path / "un").exists()
     shaped = edgekit("compress", str(tmp_path / "bare.onnx"), "--int8", "--calib", str(CALIB),
-                     "--calib-size", "128", "--input-shape", "1,1,28,28",
-                     "-o", str(tmp_path / "shaped"))
+                     "--calib-size", "128", "--input-shape", "1,1,28,28", "--mean", "0.286",
+                     "--std", "0.353", "-o", str(tmp_path / "shaped"))
     assert shaped.returncode == 0, shaped.stderr
     assert spec_from_onnx(tmp_path / "shaped" / "model.int8.onnx").shape == (1, 1, 28, 28)
 

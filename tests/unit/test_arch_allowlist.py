@@ -175,7 +175,8 @@ def test_user_typed_arch_is_the_users_choice(tmp_path: Path) -> None:
         model = build_arch("mymodels:tiny", {"num_classes": 4}, trusted=True)
         torch.save(model.state_dict(), tmp_path / "sd.pt")
         bundle = load_model(tmp_path / "sd.pt", arch="mymodels:tiny",
-                            arch_kwargs='{"num_classes": 4}', input_shape=(1, 1, 28, 28))
+                            arch_kwargs='{"num_classes": 4}', input_shape=(1, 1, 28, 28),
+                            preprocessing={"mean": (0.5,), "std": (0.5,)})
         assert bundle.model(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
         with pytest.raises(UnsafeModelError):  # the same arch named by a file is refused
             build_arch("mymodels:tiny", {}, trusted=False)

@@ -27,6 +27,8 @@ class _Payload:
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
+NORM = {"mean": (0.5,), "std": (0.5,)}
+
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -68,7 +70,8 @@ def test_full_module_loads_only_with_trust(tmp_path: Path) -> None:
     torch.save(tiny_torch_model(), path)
     with pytest.raises(UnsafeModelError):
         load_model(path, input_shape=(1, 1, 28, 28))
-    bundle = load_model(path, input_shape=(1, 1, 28, 28), trust_model=True)
+    bundle = load_model(path, input_shape=(1, 1, 28, 28), trust_model=True,
+                        preprocessing=NORM)
     assert isinstance(bundle.model, nn.Sequential)
 
 
@@ -77,7 +80,8 @@ def test_torchscript_needs_trust(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(tiny_torch_model()), path)
     with pytest.raises(UnsafeModelError, match="TorchScript"):
         load_model(path, input_shape=(1, 1, 28, 28))
-    assert load_model(path, input_shape=(1, 1, 28, 28), trust_model=True).model is not None
+    assert load_model(path, input_shape=(1, 1, 28, 28), trust_model=True,
+                        preprocessing=NORM).model is not None
 
 
 def test_state_dict_with_arch(tmp_path: Path) -> None:
@@ -141,7 +145,7 @@ def test_input_shape_rejected_by_model(tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
     torch.save(tiny_torch_model(), path)
     with pytest.raises(ModelLoadError, match="rejects input shape 1,1,32,32"):
-        load_model(path, input_shape=(1, 1, 32, 32), trust_model=True)
+        load_model(path, input_shape=(1, 1, 32, 32), trust_model=True, preprocessing=NORM)
 
 
 def test_checkpoint_round_trip_is_weights_only(tmp_path: Path) -> None:
@@ -156,3 +160,36 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path: Path) -> None:
     assert torch.equal(again.model(x), bundle.model.eval()(x))
     assert again.spec == bundle.spec
     assert isinstance(again, ModelBundle)
+
+
+def test_normalisation_never_silently_defaulted(tmp_path: Path) -> None:
+    path = tmp_path / "full.pt"
+    torch.save(_tiny(), path)
+    with pytest.raises(ModelLoadError, match="normalised") as err:
+        load_model(path, input_shape=(1, 1, 28, 28), trust_model=True)
+    assert "--mean" in err.value.hint and "--std" in err.value.hint
+    spec = load_model(path, input_shape=(1, 1, 28, 28), trust_model=True,
+                      preprocessing={"mean": (0.3,), "std": (0.2,)}).spec
+    assert spec.mean == (0.3,) and spec.std == (0.2,)
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError, match="--mean has 3 values; the model has 1 input channel"):
+        load_model(path, input_shape=(1, 1, 28, 28), trust_model=True,
+                   preprocessing={"mean": (0.3, 0.3, 0.3), "std": (0.2,)})
+
+
+def test_torchvision_and_timm_bring_their_preprocessing(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r.pt")
+    spec = load_model(tmp_path / "r.pt", arch="torchvision.models:resnet18",
+                      arch_kwargs={"num_classes": 3}, input_shape=(1, 3, 64, 64)).spec
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.resize == 73 and spec.shape[2:] == (64, 64)
+    timm = pytest.importorskip("timm", reason="timm is an optional extra")
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "t.pt")
+    spec = load_model(tmp_path / "t.pt", arch="timm:resnet10t", arch_kwargs={"num_classes": 3},
+                      preprocessing={"crop": 64}).spec
+    cfg = model.pretrained_cfg
+    assert spec.mean == tuple(cfg["mean"]) and spec.shape[2:] == (64, 64)
+    assert spec.resize == round(64 * round(cfg["input_size"][1] / cfg["crop_pct"]) / cfg["input_size"][1])

@@ -1,0 +1,53 @@
+"""Training batches from an image folder through torch's DataLoader with worker processes:
+each worker decodes and preprocesses its images (InputSpec.prepare_image + normalise, as every
+other path does), so memory holds a few batches whatever the folder's size. Needs torch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edgekit.data.folders import ImageIndex, decode
+from edgekit.spec import InputSpec
+
+
+class _FolderTorchDataset:
+    """A map-style dataset (torch.utils.data.Dataset protocol) over an ImageIndex."""
+
+    def __init__(self, index: ImageIndex, spec: InputSpec) -> None:
+        self.index, self.spec = index, spec
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
+
+        x = self.spec.normalise(decode(self.index.files[i], self.spec)[None])[0]
+        return torch.from_numpy(x), int(self.index.labels[i])
+
+
+def default_workers() -> int:
+    env = os.environ.get("EDGEKIT_DATA_WORKERS")
+    if env is not None:
+        return max(0, int(env))
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def folder_batches(index: ImageIndex, spec: InputSpec, batch_size: int, *,
+                   order: np.ndarray | None = None, workers: int | None = None
+                   ) -> Iterator[tuple[Any, Any]]:
+    """(x, y) tensors batch by batch in `order` (index positions; all in order when None)."""
+    from torch.utils.data import DataLoader, Subset
+
+    dataset: Any = _FolderTorchDataset(index, spec)
+    if order is not None:
+        dataset = Subset(dataset, [int(i) for i in order])
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        persistent_workers=False, prefetch_factor=2 if workers else None,
+                        multiprocessing_context="spawn" if workers and os.name != "posix" else None)
+    yield from loader

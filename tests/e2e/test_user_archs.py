@@ -1,0 +1,148 @@
+"""Architectures users have (issue 16 part 3): torchvision and timm models with random weights,
+a user's state_dict and --arch, an RGB image folder for --eval and --calib, through prune →
+dwsep → int8 → ONNX / OpenVINO → validate at 64×64; and the same images giving the same top-1
+in torch, ONNX Runtime and OpenVINO (one preprocessing function everywhere)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgekit.cli import main  # noqa: E402
+
+CLASSES = ("apple", "banana", "cherry", "date")
+SIZE = 64
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory) -> Path:
+    """4 classes × 6 RGB JPEGs of 80×72 (resized and centre-cropped by each model's spec);
+    each class has its own colour so that a model could tell them apart."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(6):
+            img = rng.integers(0, 60, (72, 80, 3), dtype=np.uint8)
+            img[..., k % 3] += np.uint8(120 + 20 * (k // 3))
+            Image.fromarray(img).save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+def _state_dict(tmp_path: Path, arch: str) -> Path:
+    from edgekit.io.models import build_arch
+
+    torch.manual_seed(0)
+    model = build_arch(arch, {"num_classes": len(CLASSES)}, trusted=True)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    return tmp_path / "model.pt"
+
+
+ARCHS = [
+    pytest.param("torchvision.models:resnet18", id="resnet18"),
+    pytest.param("torchvision.models:mobilenet_v3_small", id="mobilenet_v3_small"),
+    pytest.param("torchvision.models:efficientnet_b0", id="efficientnet_b0", marks=pytest.mark.slow),
+    pytest.param("timm:resnet10t", id="timm-resnet10t"),
+    pytest.param("timm:mobilenetv3_small_050", id="timm-mobilenetv3_small_050",
+                 marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_arch_through_the_chain(arch: str, rgb_folder: Path, tmp_path: Path, capsys,
+                                quick_profile) -> None:
+    if arch.startswith("timm:"):
+        pytest.importorskip("timm", reason="timm is an optional extra (edgekit[timm])")
+    pytest.importorskip("openvino", reason="OpenVINO not installed")
+    model = _state_dict(tmp_path, arch)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compress", model, "--arch", arch, "--arch-kwargs",
+                            json.dumps({"num_classes": len(CLASSES)}), "--crop", SIZE,
+                            "--prune", "0.25", "--dwsep", "--distill-epochs", "0", "--int8",
+                            "--calib", rgb_folder, "--calib-size", "16", "--eval", rgb_folder,
+                            "-o", out, "--json"], capsys)
+    assert code == 0, err
+    from edgekit.io.artifacts import spec_for
+
+    spec = spec_for(out / "model.onnx")
+    # the arch's own normalisation and crop ratio, carried by the artifact
+    assert spec.shape == (1, 3, SIZE, SIZE) and len(spec.mean) == 3 and spec.resize > SIZE
+    assert spec.class_names == CLASSES  # named by the eval folder's class sub-folders
+    assert spec_for(out / "model.int8.onnx") == spec
+    code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
+                            "--parity-data", rgb_folder], capsys)
+    assert code == 0, err
+    assert spec_for(next(out.glob("*.xml"))) == spec
+    profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
+                                      "openvino": {"precisions": ["fp32"]}})
+    code, out_json, err = run_cli(["validate", out, "--device", profile, "--eval", rgb_folder,
+                                   "--max-drop", "1.0", "--json"], capsys)
+    assert code == 0, err
+    records = json.loads(out_json)["records"] if isinstance(json.loads(out_json), dict) \
+        else json.loads(out_json)
+    runtimes = {(r["runtime"], r["precision"]) for r in records}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32")} <= runtimes
+    fp32 = [r for r in records if r["precision"] == "fp32"]
+    # fp32 on two runtimes: the same preprocessing and graph give the same predictions
+    assert all(r["accuracy"]["agreement"] >= 0.95 for r in fp32 if "agreement" in r["accuracy"])
+
+
+def test_top1_agrees_across_torch_onnxruntime_openvino(rgb_folder: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """The same image folder through torch (the loaded model and load_dataset), ONNX Runtime and
+    OpenVINO (artifacts read back with their stored InputSpec): the same top-1 and predictions."""
+    ov = pytest.importorskip("openvino", reason="OpenVINO not installed")
+    from edgekit.data import load_dataset
+    from edgekit.io.artifacts import spec_for
+    from edgekit.io.models import load_model
+    from edgekit.validate.torch_eval import torch_logits
+
+    arch = "torchvision.models:mobilenet_v3_small"
+    model = _state_dict(tmp_path, arch)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["export", model, "--target", "onnx", "-o", out, "--parity-data",
+                            rgb_folder, "--arch", arch, "--arch-kwargs",
+                            json.dumps({"num_classes": len(CLASSES)}), "--crop", SIZE,
+                            "--mean", "0.5,0.45,0.4", "--std", "0.2,0.25,0.3"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
+                            "--parity-data", rgb_folder], capsys)
+    assert code == 0, err
+    bundle = load_model(model, arch=arch, arch_kwargs={"num_classes": len(CLASSES)},
+                        preprocessing={"crop": SIZE, "mean": (0.5, 0.45, 0.4), "std": (0.2, 0.25, 0.3)})
+    data = load_dataset(str(rgb_folder), bundle.spec)
+    torch_pred = torch_logits(bundle.model, np.asarray(data.x)).argmax(1)
+
+    import onnxruntime as ort
+
+    onnx_spec = spec_for(out / "model.onnx")
+    assert onnx_spec == bundle.spec and onnx_spec.mean == (0.5, 0.45, 0.4)
+    x_ort = np.asarray(load_dataset(str(rgb_folder), onnx_spec).x)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    ort_pred = session.run(None, {session.get_inputs()[0].name: x_ort})[0].argmax(1)
+    xml = next(out.glob("*.xml"))
+    x_ov = np.asarray(load_dataset(str(rgb_folder), spec_for(xml)).x)
+    compiled = ov.Core().compile_model(str(xml), "CPU")
+    ov_pred = compiled(x_ov)[0].argmax(1)
+    np.testing.assert_array_equal(x_ort, np.asarray(data.x))
+    np.testing.assert_array_equal(x_ov, x_ort)
+    top1 = [float((p == data.y).mean()) for p in (torch_pred, ort_pred, ov_pred)]
+    assert (torch_pred == ort_pred).mean() >= 0.95 and (ov_pred == ort_pred).mean() >= 0.95, top1
+    assert max(top1) - min(top1) <= 0.05, top1
