@@ -164,7 +164,7 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path: Path) -> None:
 
 def test_normalisation_never_silently_defaulted(tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
-    torch.save(_tiny(), path)
+    torch.save(tiny_torch_model(), path)
     with pytest.raises(ModelLoadError, match="normalised") as err:
         load_model(path, input_shape=(1, 1, 28, 28), trust_model=True)
     assert "--mean" in err.value.hint and "--std" in err.value.hint
