@@ -31,10 +31,12 @@ class _FolderTorchDataset:
 
 
 def default_workers() -> int:
+    """DataLoader worker processes: EDGEKIT_DATA_WORKERS, else 0 (decoding in this process).
+    Workers are opt-in: after a DataLoader with workers had run in a process that also runs
+    ONNX Runtime and OpenVINO, that process later crashed (SIGSEGV) in an unrelated step;
+    until that is understood, edgekit does not start them by itself."""
     env = os.environ.get("EDGEKIT_DATA_WORKERS")
-    if env is not None:
-        return max(0, int(env))
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return max(0, int(env)) if env is not None else 0
 
 
 def folder_batches(index: ImageIndex, spec: InputSpec, batch_size: int, *,
