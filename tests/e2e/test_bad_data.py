@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.e2e.test_bad_inputs import Case, _profile, _run_cli, _snapshot
+from tests.e2e.test_bad_inputs import Case, _profile, _run_cli, run_case
 
 RGB_CLASSES = ("a", "b", "c")
 
@@ -160,18 +160,8 @@ def _no_bytecode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_data(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   capsys: pytest.CaptureFixture) -> None:
-    d, cwd, tmp = tmp_path / "in", tmp_path / "cwd", tmp_path / "tmp"
-    for folder in (d, cwd, tmp):
-        folder.mkdir()
-    argv = case.make(d)
-    before = _snapshot(tmp_path)
-    code, output = _run_cli(argv, cwd, tmp, monkeypatch, capsys)
-    assert code == case.code, output
-    assert case.fragment in output, output
-    assert "Traceback" not in output and "hint:" in output, output
-    after = _snapshot(tmp_path)
-    assert not sorted(k for k in before if after.get(k) != before[k]), "inputs changed"
-    assert not sorted(set(after) - set(before)), f"left behind: {sorted(set(after) - set(before))}"
+    output = run_case(case, tmp_path, monkeypatch, capsys)
+    assert "hint:" in output, output
 
 
 def _good_run(tmp_path: Path, monkeypatch, capsys, argv_of: Callable[[Path], list[str]]):

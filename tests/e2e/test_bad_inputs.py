@@ -418,9 +418,10 @@ def _run_cli(argv: list[str], cwd: Path, tmp: Path, monkeypatch: pytest.MonkeyPa
     return code, captured.out + captured.err
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture) -> None:
+def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture) -> str:
+    """Build the case's inputs, run the CLI, check its exit code and message, and that no file
+    under tmp_path changed or appeared (inputs, store, working directory, TMPDIR). Its output."""
     d, cwd, tmp = tmp_path / "in", tmp_path / "cwd", tmp_path / "tmp"
     for folder in (d, cwd, tmp):
         folder.mkdir()
@@ -430,15 +431,22 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert code == case.code, output
     assert case.fragment in output, output
     assert "Traceback" not in output
-    if case.code == 2:
-        assert "hint:" in output or "Usage:" in output or "Error: Invalid value" in output, output
-    if case.absent:
-        assert case.absent not in output, output
     after = _snapshot(tmp_path)
     changed = sorted(k for k in before if after.get(k) != before[k])
     appeared = sorted(set(after) - set(before))
     assert not changed, f"inputs changed: {changed}"
     assert not appeared, f"left behind: {appeared}"
+    return output
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture) -> None:
+    output = run_case(case, tmp_path, monkeypatch, capsys)
+    if case.code == 2:
+        assert "hint:" in output or "Usage:" in output or "Error: Invalid value" in output, output
+    if case.absent:
+        assert case.absent not in output, output
 
 
 def test_read_only_output_folder(tmp_path: Path) -> None:
