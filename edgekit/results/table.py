@@ -5,15 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.io.files import format_size
+from edgekit.runtimes.interference import DISTURBED_MARK, energy_cell, is_disturbed
 
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
-           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
+           "J/query", "machine")
 
 
 def speedup_cell(record: dict[str, Any]) -> str:
-    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
+    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×; with
+    ⚠ when either side was measured while the machine was disturbed (issue 18)."""
     value = record.get("speedup")
-    return "-" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "-"
+    return f"{value:.2f}×" + (f" {DISTURBED_MARK}" if speedup_disturbed(record) else "")
+
+
+def speedup_disturbed(record: dict[str, Any]) -> bool:
+    """Whether the record's speed-up comes from a disturbed run (its own or the original's)."""
+    return bool((record.get("speedup_vs") or {}).get("disturbed")) or is_disturbed(record)
+
+
+def machine_cell(record: dict[str, Any]) -> str:
+    """quiet / DISTURBED ⚠ / ? (not judged: no /proc, the sampler failed) / - (older record)."""
+    lat = record.get("latency") or {}
+    if "disturbed" not in lat:
+        return "-"
+    verdict = lat["disturbed"]
+    reruns = lat.get("reruns") or 0
+    note = f" ({reruns} rerun{'s' if reruns != 1 else ''})" if reruns else ""
+    if verdict is None:
+        return "?" + note
+    return (f"DISTURBED {DISTURBED_MARK}" if verdict else "quiet") + note
 
 
 def row(record: dict[str, Any]) -> list[str]:
@@ -31,6 +54,7 @@ def row(record: dict[str, Any]) -> list[str]:
         f"{lat.get('throughput_per_s', float('nan')):.0f}",
         format_size(record.get("size_bytes")),
         "yes" if lat.get("valid") else "NO",
+        energy_cell(lat.get("energy")), machine_cell(record),
     ]
 
 
@@ -103,7 +127,7 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 # ---------------------------------------------------------------- validation (gate) tables
 GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "Δ top-1",
                 "agree", "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
-                "gate")
+                "J/query", "machine", "gate")
 WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
 
 
@@ -125,6 +149,7 @@ def gate_row(record: dict[str, Any]) -> list[str]:
             base["precision"], base["runtime"], base["batch"], base["top-1"], base["Δ top-1"],
             f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["speed-up"],
             base["p90 ms"], p99, base["throughput/s"], base["size"], base["valid"],
+            base["J/query"], base["machine"],
             ("-" if not gate else ("PASS" if gate.get("passed") else "FAIL"))
             + (f" {WINNER}" if record.get("decisive") else "")]
 

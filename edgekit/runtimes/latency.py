@@ -19,6 +19,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.runtimes.interference import InterferencePolicy
+
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -31,6 +33,8 @@ class LatencyProtocol(BaseModel):
     min_seconds: float = Field(1.0, ge=0)
     max_seconds: float = Field(30.0, gt=0)
     confidence: float = Field(0.99, gt=0, lt=1)
+    # (issue 18) what the machine did while timed: the sampler, the verdict, reruns
+    interference: InterferencePolicy = Field(default_factory=InterferencePolicy)
 
 
 def min_samples_for(percentile: float, confidence: float = 0.99) -> int:
