@@ -243,7 +243,7 @@ def _machine_verdict(machine: dict[str, Any] | None, protocol: LatencyProtocol, 
                                                          "false)"],
                 "energy": {"source": None, "note": "no power source (not sampled)"}}
     disturbed, reasons = judge(machine, protocol.interference)
-    if disturbed is None:
+    if disturbed is None and not reasons:
         reasons = ["not judged: " + ("; ".join(machine.get("errors") or [])
                                      or "nothing readable (" + "; ".join(
                                          machine.get("not_sampled") or []) + ")")]

@@ -45,11 +45,21 @@ class InterferencePolicy(BaseModel):
 
 def judge(machine: dict[str, Any], policy: InterferencePolicy) -> tuple[bool | None, list[str]]:
     """(disturbed, reasons) of one window from the sampler's summary. None when nothing could
-    be judged (no /proc, the CPU sampler failed, no clock readable)."""
+    be judged (no /proc, the CPU sampler failed, a window too short, no clock readable); the
+    reasons then say what could not be judged, when known."""
     reasons: list[str] = []
+    unjudged: list[str] = []
     judged = False
     cpu = machine.get("cpu")
-    if cpu:
+    # /proc/stat counts in clock ticks (100/s): the share's resolution over a window is about
+    # 4 ticks (both ends, busy and own time each rounded); a window too short to resolve half the
+    # limit is not judged on CPU share rather than judged on rounding noise.
+    need_s = 8 / ((cpu or {}).get("clock_ticks_per_s", 100) * max(policy.max_other_cores, 1e-9))
+    if cpu and cpu.get("window_s", 0.0) < need_s:
+        unjudged.append(f"other work not judged: a {cpu['window_s']:.2f} s window is too short "
+                        f"to resolve {policy.max_other_cores:g} cores in clock ticks (needs "
+                        f"≥ {need_s:.2f} s; raise min_seconds)")
+    elif cpu:
         judged = True
         other, steal = cpu.get("other_cores", 0.0), cpu.get("steal_cores", 0.0)
         if other + steal > policy.max_other_cores:
@@ -76,7 +86,7 @@ def judge(machine: dict[str, Any], policy: InterferencePolicy) -> tuple[bool | N
         if bad:
             reasons.append(f"GPU clocks held back while timed: {', '.join(bad)}")
     if not judged:
-        return None, []
+        return None, unjudged
     return bool(reasons), reasons
 
 

@@ -224,9 +224,9 @@ def test_a_sampler_that_fails_mid_run_is_recorded_and_the_measurement_stands(run
 # --------------------------------------------------------------------- the verdict's rules
 def test_verdict_rules_on_known_summaries():
     policy = InterferencePolicy()
-    quiet = {"cpu": {"other_cores": 0.05, "steal_cores": 0.0}}
+    quiet = {"cpu": {"other_cores": 0.05, "steal_cores": 0.0, "window_s": 2.0}}
     assert judge(quiet, policy) == (False, [])
-    stolen = {"cpu": {"other_cores": 0.1, "steal_cores": 0.2}}
+    stolen = {"cpu": {"other_cores": 0.1, "steal_cores": 0.2, "window_s": 2.0}}
     disturbed, why = judge(stolen, policy)
     assert disturbed and "0.30 cores" in why[0] and "steal 0.20" in why[0]
     clock = {**quiet, "cpu_freq": {"min_mhz": 2800.0, "max_mhz": 3500.0}}
@@ -241,6 +241,10 @@ def test_verdict_rules_on_known_summaries():
     idle_only = {**quiet, "nvml": {"clock_event_reasons": nvml_reason_names(0x1)}}
     assert judge(idle_only, policy) == (False, [])
     assert nvml_reason_names(0x4 | 0x1000) == ["sw_power_cap", "unknown_0x1000"]
+    # 50 ms is 5 clock ticks: too coarse to judge a quarter of a core, so not judged at all
+    short = {"cpu": {"other_cores": 1.4, "steal_cores": 0.0, "window_s": 0.05}}
+    verdict, why = judge(short, policy)
+    assert verdict is None and "too short" in why[0] and "needs ≥ 0.32 s" in why[0]
 
 
 def test_profile_settings_are_typed_and_typos_named():
