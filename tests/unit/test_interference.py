@@ -412,3 +412,69 @@ def test_nvml_samples_clocks_reasons_and_the_energy_counter():
     energy = energy_per_inference(summary, queries=10, batch=1)
     assert energy["source"] and energy["joules"] > 0 and energy["mean_w"] > 5
     assert energy["uncertainty_j"] < energy["joules"]
+
+
+# --------------------------------------------------------------------- tables and the report
+def _record(disturbed, *, ref_disturbed=False, energy=None, reruns=0):
+    lat = {"p50_ms": 1.0, "p90_ms": 1.2, "p99_ms": 1.5, "throughput_per_s": 1000.0,
+           "valid": True, "disturbed": disturbed, "reruns": reruns,
+           "disturbed_reasons": ["other work took 1.20 cores on average while timed"]
+           if disturbed else [],
+           "energy": energy or {"source": None, "note": "no power source"}}
+    speedup_vs = {"speedup": 2.0, "batch": 1}
+    why = (["this run: x"] if disturbed else []) + (["fp32 original: y"] if ref_disturbed else [])
+    if why:
+        speedup_vs["disturbed"] = why
+    return {"model": "m", "format": "onnx", "precision": "int8", "runtime": "onnxruntime",
+            "batch": 1, "latency": lat, "accuracy": {}, "speedup": 2.0,
+            "speedup_vs": speedup_vs, "artifact_name": "model.int8.onnx",
+            "gate": {"passed": True, "reasons": []}}
+
+
+def test_tables_mark_disturbed_rows_and_every_ratio_from_them():
+    from edgekit.results.table import COLUMNS, GATE_COLUMNS, gate_row, markdown, row
+
+    quiet, loaded = _record(False), _record(True, reruns=2)
+    ref_loaded = _record(False, ref_disturbed=True)  # only the original's run was disturbed
+    cells = dict(zip(COLUMNS, row(quiet), strict=True))
+    assert cells["speed-up"] == "2.00×" and cells["machine"] == "quiet"
+    assert cells["J/query"] == "no power source"
+    cells = dict(zip(COLUMNS, row(loaded), strict=True))
+    assert cells["speed-up"] == "2.00× ⚠" and cells["machine"] == "DISTURBED ⚠ (2 reruns)"
+    assert dict(zip(COLUMNS, row(ref_loaded), strict=True))["speed-up"] == "2.00× ⚠"
+    gate = dict(zip(GATE_COLUMNS, gate_row(loaded), strict=True))
+    assert gate["speed-up"] == "2.00× ⚠" and gate["machine"].startswith("DISTURBED")
+    unjudged = _record(None)
+    assert dict(zip(COLUMNS, row(unjudged), strict=True))["machine"] == "?"
+    older = _record(False)
+    del older["latency"]["disturbed"]
+    assert dict(zip(COLUMNS, row(older), strict=True))["machine"] == "-"
+    energy = {"source": "NVML total-energy counter (GPU 0)", "j_per_query": 0.01234,
+              "j_per_query_uncertainty": 0.00051}
+    assert dict(zip(COLUMNS, row(_record(False, energy=energy)), strict=True))["J/query"] == \
+        "0.01234 ± 0.00051 J"
+    assert "2.00× ⚠" in markdown([loaded]) and "DISTURBED" in markdown([loaded])
+
+
+def test_report_marks_disturbed_rows_and_says_why():
+    pytest.importorskip("matplotlib")
+    from edgekit.results.report import render_html
+
+    page = render_html([{**_record(True), "device": "d", "created": "2026-01-01T00:00:00"}])
+    assert "DISTURBED ⚠" in page and "2.00× ⚠" in page
+    assert "disturbed: other work took 1.20 cores on average while timed" in page
+    assert "no power source" in page
+
+
+def test_gate_and_decisive_artifact_never_print_a_disturbed_ratio_without_the_mark():
+    from edgekit.results.validation import pick_decisive
+    from edgekit.validate.gate import Budget, evaluate_gate
+
+    speed = [{"speedup": 0.5, "batch": 1, "p50_ms": 2.0, "reference_p50_ms": 1.0,
+              "runtime": "onnxruntime", "disturbed": ["this run: other work took 1.2 cores"]}]
+    gate = evaluate_gate({"outputs_finite": True}, Budget(min_speedup=1.0), speed)
+    assert gate["reasons"] == ["batch 1: 2.000 ms, slower than the original's 1.000 ms "
+                               "(0.50× < 1×) ⚠ measured while the machine was disturbed"]
+    chosen, why = pick_decisive([{"name": "a", "passed": True, "p50_ms": 1.0, "speedup": 1.84,
+                                  "speedup_disturbed": True}])
+    assert why.endswith("1.84× the original ⚠ measured while the machine was disturbed")
