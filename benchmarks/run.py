@@ -46,10 +46,13 @@ def render(module) -> dict:
     if not hasattr(module, "README_SECTIONS"):  # gpu_readme renders from its records folder
         return module.main() if module.__name__ == "gpu_readme" else {}
     out = {}
+    from common import disturbed_banner
+
     for section, (results, renderer) in module.README_SECTIONS.items():
         path = RESULTS / f"{results}.json"
         if path.is_file():
-            out[section] = renderer(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            out[section] = disturbed_banner(data.get("interference")) + renderer(data)
         else:
             print(f"   {section}: no {path}, left as it is", flush=True)
     return {"readme": out}
@@ -85,8 +88,13 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
+            import common
+
+            common.TIMED.clear()  # (issue 18) this script's timings only
             data = render(module) if render_only else (module.main() or {})
-            changed = rewrite(data.get("readme", {}), readme)
+            banner = common.disturbed_banner(data.get("interference")
+                                             or common.interference_summary())
+            changed = rewrite({k: banner + v for k, v in data.get("readme", {}).items()}, readme)
             print(f"== {name}: README sections {sorted(data.get('readme', {}))} written to "
                   f"{readme} ({len(changed)} changed)", flush=True)
         except Exception as exc:  # noqa: BLE001 - report and go on with the others

@@ -478,3 +478,34 @@ def test_gate_and_decisive_artifact_never_print_a_disturbed_ratio_without_the_ma
     chosen, why = pick_decisive([{"name": "a", "passed": True, "p50_ms": 1.0, "speedup": 1.84,
                                   "speedup_disturbed": True}])
     assert why.endswith("1.84× the original ⚠ measured while the machine was disturbed")
+
+
+# --------------------------------------------------------------------- benchmarks (make bench)
+def test_benchmark_timings_rerun_disturbed_rounds_and_mark_their_tables(runner):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import common
+
+    common.TIMED.clear()
+    out = common.time_alternating({"a": runner, "b": runner}, X, protocol(max_reruns=0),
+                                  rounds=2)
+    assert set(out) == {"a", "b"} and out["a"]["count"] >= 100  # two rounds of ≥ 50
+    assert out["a"]["disturbed"] in (True, False, None) and out["a"]["reruns"] == 0
+    assert [e["label"] for e in common.TIMED] == ["a", "b", "a", "b"]
+    summary = common.interference_summary([
+        {"label": "ORT fp32", "disturbed": True, "reasons": ["other work took 1.1 cores"],
+         "reruns": 2},
+        {"label": "ORT int8", "disturbed": False, "reasons": [], "reruns": 1},
+        {"label": "OV", "disturbed": None, "reasons": [], "reruns": 0}])
+    assert summary["disturbed"] == 1 and summary["judged"] == 2
+    assert summary["disturbed_share"] == 0.5 and summary["reruns"] == 3
+    banner = common.disturbed_banner(summary)
+    assert banner.startswith("> ⚠ 1 of 2 timed runs stayed disturbed after 3 reruns")
+    assert "ORT fp32" in banner
+    assert common.disturbed_banner(common.interference_summary([])) == ""
+    report = {"records": [{"latency": {"p50_ms": 1.0, "disturbed": True, "reruns": 2,
+                                       "disturbed_reasons": ["x"]}}]}
+    common.TIMED.clear()
+    common.tally_latency(report, "compress")
+    assert common.TIMED == [{"label": "compress", "disturbed": True, "reasons": ["x"],
+                             "reruns": 2}]
+    common.TIMED.clear()
