@@ -86,6 +86,29 @@ def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[s
 
 def print_records(records: list[dict[str, Any]], title: str = "") -> None:
     _print_table(COLUMNS, [row(r) for r in records], title)
+    print_disturbed(records)
+
+
+def disturbed_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per record measured while the machine was disturbed: which, and why."""
+    from pathlib import Path
+
+    out = []
+    for r in records:
+        lat = r.get("latency") or {}
+        if lat.get("disturbed"):
+            name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
+            out.append(f"{DISTURBED_MARK} {name} on {r.get('runtime')}, batch {r.get('batch')}: "
+                       + "; ".join(lat.get("disturbed_reasons") or [])
+                       + f" (kept after {lat.get('reruns') or 0} reruns)")
+    return out
+
+
+def print_disturbed(records: list[dict[str, Any]]) -> None:
+    import sys
+
+    for line in disturbed_lines(records):
+        print(line, file=sys.stderr)
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
@@ -162,6 +185,7 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
         cell_rows.append(cells)
     _print_table(GATE_COLUMNS, cell_rows, title, width=220)
+    print_disturbed(records)
 
 
 def gate_markdown(records: list[dict[str, Any]]) -> str:
