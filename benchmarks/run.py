@@ -79,6 +79,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s) {unknown}; there are {list(available)}", file=sys.stderr)
         return 2
     failures = 0
+    timed_runs: list[dict] = []  # (issue 18) every script's timings, for the closing tally
     for name, path in available.items():
         if only and name not in only:
             continue
@@ -95,12 +96,20 @@ def main(argv: list[str]) -> int:
             banner = common.disturbed_banner(data.get("interference")
                                              or common.interference_summary())
             changed = rewrite({k: banner + v for k, v in data.get("readme", {}).items()}, readme)
+            timed_runs += common.TIMED
             print(f"== {name}: README sections {sorted(data.get('readme', {}))} written to "
                   f"{readme} ({len(changed)} changed)", flush=True)
         except Exception as exc:  # noqa: BLE001 - report and go on with the others
             failures += 1
             print(f"!! {name} failed: {exc!r}", flush=True)
         print(f"== {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+    if timed_runs:
+        import common
+
+        tally = common.interference_summary(timed_runs)
+        print(f"== timed runs: {tally['timed_runs']}, judged {tally['judged']}, disturbed after "
+              f"reruns {tally['disturbed']} (share {tally['disturbed_share']}), reruns "
+              f"{tally['reruns']}", flush=True)
     return 1 if failures else 0
 
 

@@ -509,3 +509,28 @@ def test_benchmark_timings_rerun_disturbed_rounds_and_mark_their_tables(runner):
     assert common.TIMED == [{"label": "compress", "disturbed": True, "reasons": ["x"],
                              "reruns": 2}]
     common.TIMED.clear()
+
+
+def test_a_sampler_that_cannot_start_leaves_the_measurement_standing(runner, monkeypatch):
+    import edgekit.runtimes.sampler as sampler_module
+
+    class Broken:
+        def __init__(self, **kwargs):
+            raise PermissionError("no access to /proc")
+
+    monkeypatch.setattr(sampler_module, "MachineSampler", Broken)
+    stats = runner.measure_latency(X, LatencyProtocol(
+        warmup_count=1, warmup_seconds=0.0, min_queries=10, min_seconds=0.0, max_seconds=5))
+    assert stats["count"] >= 10 and stats["disturbed"] is None
+    assert stats["machine"]["errors"] == ["sampler could not start: PermissionError: no access "
+                                          "to /proc"]
+    assert stats["disturbed_reasons"][0].startswith("not judged: sampler could not start")
+    assert stats["energy"]["source"] is None
+
+
+def test_sampling_can_be_turned_off_in_the_profile(runner):
+    stats = runner.measure_latency(X, LatencyProtocol(
+        warmup_count=1, warmup_seconds=0.0, min_queries=10, min_seconds=0.0, max_seconds=5,
+        interference=InterferencePolicy(sample=False)))
+    assert "machine" not in stats and stats["disturbed"] is None
+    assert stats["disturbed_reasons"] == ["not sampled (interference.sample is false)"]
