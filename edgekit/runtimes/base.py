@@ -169,18 +169,19 @@ class Runner:
         sampler = self._sampler(protocol)
         start = time.perf_counter()
         warm = 0
-        while (warm < protocol.warmup_count or time.perf_counter() - start < protocol.warmup_seconds) \
-                and time.perf_counter() - start < protocol.max_seconds:
-            run()
-            self.after_sample(timed=False)
-            warm += 1
-        samples: list[float] = []
-        if sampler is not None:
-            sampler.begin()
-        t0 = time.perf_counter()
-        deadline = t0 + protocol.max_seconds
-        clock = time.perf_counter_ns
-        try:
+        try:  # the sampler is finished (tegrastats stopped, NVML closed) whatever happens
+            while (warm < protocol.warmup_count
+                   or time.perf_counter() - start < protocol.warmup_seconds) \
+                    and time.perf_counter() - start < protocol.max_seconds:
+                run()
+                self.after_sample(timed=False)
+                warm += 1
+            samples: list[float] = []
+            if sampler is not None:
+                sampler.begin()
+            t0 = time.perf_counter()
+            deadline = t0 + protocol.max_seconds
+            clock = time.perf_counter_ns
             while True:
                 begin = clock()
                 run()
@@ -192,11 +193,11 @@ class Runner:
                 if (len(samples) >= protocol.min_queries and now - t0 >= protocol.min_seconds) \
                         or now >= deadline:
                     break
+            duration = time.perf_counter() - t0
         finally:
             machine = sampler.finish() if sampler is not None else None
         stopped_by = "minimums met" if len(samples) >= protocol.min_queries and \
             now - t0 >= protocol.min_seconds else "max_seconds"
-        duration = time.perf_counter() - t0
         stats = latency_stats(np.array(samples), len(x), duration_s=duration, protocol=protocol)
         stats.update(warmup_queries=warm, warmup_s=round(t0 - start, 4), stopped_by=stopped_by,
                      timing_scope=self.timing_scope, protocol=protocol.model_dump(),

@@ -630,7 +630,7 @@ class MachineSampler:
                 ok, why = False, f"{source.name} ({type(exc).__name__}: {exc})"
             if ok:
                 self.sources.append(source)
-            elif not isinstance(source, InaSysfsSource) or why:
+            else:
                 self.not_sampled.append(why)
         self._failed: set[str] = set()
         self._stop = threading.Event()

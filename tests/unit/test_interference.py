@@ -534,3 +534,31 @@ def test_sampling_can_be_turned_off_in_the_profile(runner):
         interference=InterferencePolicy(sample=False)))
     assert "machine" not in stats and stats["disturbed"] is None
     assert stats["disturbed_reasons"] == ["not sampled (interference.sample is false)"]
+
+
+def test_a_run_that_fails_in_warm_up_still_stops_the_sampler(runner, monkeypatch):
+    class Recorder(Source):
+        name = "recorder"
+        closed = False
+
+        def tick(self, now: float) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+        def summary(self) -> dict:
+            return {}
+
+    recorder = Recorder()
+    monkeypatch.setattr(runner, "_sampler", lambda p: MachineSampler(sources=[recorder]).open())
+
+    def broken(x):
+        def run():
+            raise RuntimeError("device lost")
+        return run
+
+    monkeypatch.setattr(runner, "bind", broken)
+    with pytest.raises(RuntimeError, match="device lost"):
+        runner.measure_latency(X, LatencyProtocol(warmup_count=1, min_queries=1, min_seconds=0))
+    assert recorder.closed
