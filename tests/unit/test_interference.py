@@ -562,3 +562,18 @@ def test_a_run_that_fails_in_warm_up_still_stops_the_sampler(runner, monkeypatch
     with pytest.raises(RuntimeError, match="device lost"):
         runner.measure_latency(X, LatencyProtocol(warmup_count=1, min_queries=1, min_seconds=0))
     assert recorder.closed
+
+
+def test_the_optimize_winner_and_its_table_mark_a_disturbed_speedup():
+    from edgekit.cli.optimize import _cells
+    from edgekit.optimize.trials import choose
+
+    quiet = {"name": "q", "status": "measured", "values": [2.0, 90.0], "p50_ms": 2.0, "top1": 90.0,
+             "drop_points": 0.1,
+             "speedup": 1.5, "speedup_disturbed": False}
+    loaded = {**quiet, "name": "l", "p50_ms": 1.0, "speedup": 3.0, "speedup_disturbed": True}
+    winner, why = choose([quiet, loaded], max_drop=1.0, min_speedup=1.0)
+    assert winner is loaded and why.endswith("3.00× ⚠ measured while the machine was disturbed")
+    winner, why = choose([quiet], max_drop=1.0, min_speedup=1.0)
+    assert "⚠" not in why
+    assert _cells(loaded)[3] == "3.00× ⚠" and _cells(quiet)[3] == "1.50×"
