@@ -10,6 +10,9 @@ Protocol (defaults in the spirit of trtexec and MLPerf's single-stream scenario)
 Validity follows MLPerf's early-stopping idea: a percentile p is only claimed when there are
 enough samples that, with 99% confidence, the true p-quantile lies at or below a reported order
 statistic. A run that stopped at max_seconds before its minimums is marked invalid, not dropped.
+
+What the machine did while timed (`interference`: a sampler beside the window, the disturbed
+verdict, reruns, energy per inference) is runtimes/sampler.py and runtimes/interference.py.
 """
 
 from __future__ import annotations
