@@ -577,3 +577,49 @@ def test_the_optimize_winner_and_its_table_mark_a_disturbed_speedup():
     winner, why = choose([quiet], max_drop=1.0, min_speedup=1.0)
     assert "⚠" not in why
     assert _cells(loaded)[3] == "3.00× ⚠" and _cells(quiet)[3] == "1.50×"
+
+
+# --------------------------------------------------------------------- sysfs readers
+def test_sysfs_clocks_temperatures_and_ina3221_rails(tmp_path):
+    """sysfs laid out as on a Jetson Orin Nano (INA3221 channels in1 = VDD_IN, in2 =
+    VDD_CPU_GPU_CV, in3 = VDD_SOC; ARK-Electronics/ark_jetson_kernel docs/power.md): a CPU clock
+    that falls mid-window, a thermal zone, and rails read as mV × mA."""
+    from edgekit.runtimes.sampler import CpuFreqSource, InaSysfsSource, ThermalSource
+
+    def write(rel, text):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{text}\n")
+
+    for cpu in (0, 1):
+        write(f"devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", 1728000)
+    write("class/thermal/thermal_zone0/type", "cpu-thermal")
+    write("class/thermal/thermal_zone0/temp", 45875)
+    hw = "class/hwmon/hwmon1"
+    write(f"{hw}/name", "ina3221")
+    for n, (label, mv, ma) in enumerate([("VDD_IN", 5000, 1000), ("VDD_CPU_GPU_CV", 800, 500),
+                                         ("VDD_SOC", 900, 2000)], 1):
+        write(f"{hw}/in{n}_label", label)
+        write(f"{hw}/in{n}_input", mv)
+        write(f"{hw}/curr{n}_input", ma)
+    freq, thermal, ina = CpuFreqSource(str(tmp_path)), ThermalSource(str(tmp_path)), \
+        InaSysfsSource(str(tmp_path))
+    assert all(s.available()[0] for s in (freq, thermal, ina))
+    for t in range(5):
+        if t == 3:  # the clock drops and the module draws more
+            write("devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", 1190400)
+            write("devices/system/cpu/cpu1/cpufreq/scaling_cur_freq", 1190400)
+            write(f"{hw}/curr1_input", 1400)
+            write("class/thermal/thermal_zone0/temp", 51000)
+        for s in (freq, thermal, ina):
+            s.tick(0.1 * t)
+    assert freq.summary()["min_mhz"] == 1190.4 and freq.summary()["max_mhz"] == 1728.0
+    assert thermal.summary() == {"cpu-thermal": {"start_c": 45.875, "max_c": 51.0}}
+    rails = ina.summary()["rails_mw"]
+    assert rails["VDD_IN"] == {"min": 5000.0, "max": 7000.0, "mean": 5800.0}
+    assert rails["VDD_SOC"]["mean"] == 1800.0
+    energy = ina.energy_window(0.1, 0.5)
+    assert energy["source"] == "INA3221 sysfs VDD_IN (module input rail)"
+    assert energy["joules"] == pytest.approx(5.8 * 0.5) and energy["sampling_hz"] == 10
+    disturbed, why = judge({"cpu_freq": freq.summary()}, InterferencePolicy())
+    assert disturbed and why[0].startswith("CPU clock dropped 31% while timed (1728 → 1190 MHz")
