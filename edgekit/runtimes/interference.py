@@ -110,6 +110,8 @@ def energy_per_inference(machine: dict[str, Any], queries: int, batch: int) -> d
         "mean_w": round(window["mean_w"], 4), "window_s": round(window["window_s"], 4),
         "readings": window.get("readings"), "sampling_hz": window.get("sampling_hz"),
         "method": window.get("method"), "queries": queries, "batch": batch,
+        **({"counter_update_s": window["counter_update_s"]} if "counter_update_s" in window
+           else {}),
     }
 
 

@@ -229,6 +229,8 @@ class ThermalSource(Source):
         return {name: {"start_c": v[0], "max_c": max(v)} for name, v in self.values.items()}
 
 
+_COUNTER_PERIOD: dict[int, float | None] = {}  # per GPU: the energy counter's update period
+
 # NVML clock-event ("throttle") reasons: bit → name (nvml.h nvmlClocksEventReason*).
 NVML_REASONS = {
     0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap",
@@ -283,6 +285,28 @@ class NvmlSource(Source):
     def open(self) -> None:
         self.handle = self.nvml.nvmlDeviceGetHandleByIndex(nvml_index(self.gpu_index))
         self.name_ = self.nvml.nvmlDeviceGetName(self.handle)
+        self.update_s = _COUNTER_PERIOD.get(self.gpu_index)
+        if self.update_s is None:
+            self.update_s = _COUNTER_PERIOD[self.gpu_index] = self._probe_counter_period()
+
+    def _probe_counter_period(self, limit_s: float = 0.3) -> float | None:
+        """How often the driver updates the energy counter (NVML does not say): poll it for up
+        to `limit_s` before warm-up and take the median time between changes; `limit_s` bounds
+        it when fewer than two changes are seen. None when the GPU has no counter."""
+        read = self.nvml.nvmlDeviceGetTotalEnergyConsumption
+        try:
+            last, changes = read(self.handle), []
+        except self.nvml.NVMLError:
+            return None
+        start = time.perf_counter()
+        while time.perf_counter() - start < limit_s:
+            value = read(self.handle)
+            if value != last:
+                changes.append(time.perf_counter())
+                last = value
+            time.sleep(0.0005)
+        gaps = sorted(b - a for a, b in zip(changes, changes[1:], strict=False))
+        return gaps[len(gaps) // 2] if gaps else limit_s
 
     def _energy(self, now: float) -> None:
         if self.energy_error is None:
@@ -349,15 +373,17 @@ class NvmlSource(Source):
             window = t1 - t0
             joules = (e1 - e0) / 1000.0
             mean_w = joules / window if window > 0 else 0.0
-            # Each end reads the counter as the driver last updated it; NVML does not state the
-            # update period, so one sampling interval of mean power bounds the error at each end
-            # (plus the counter's 1 mJ resolution at each end).
+            # Each end reads the counter as the driver last updated it: up to one update period
+            # of energy is missed or added at each end (the period probed before warm-up; one
+            # sampling interval when it could not be), plus the counter's 1 mJ resolution.
+            period = getattr(self, "update_s", None) or interval_s
             return {"source": f"NVML total-energy counter (GPU {self.gpu_index})",
                     "joules": joules, "window_s": window, "mean_w": mean_w,
-                    "uncertainty_j": 2 * mean_w * interval_s + 0.002,
+                    "uncertainty_j": 2 * mean_w * period + 0.002,
                     "method": "counter difference between the window's two ends; uncertainty: "
-                              "one sampling interval of mean power at each end",
-                    "readings": 2, "sampling_hz": None}
+                              "one counter update period of mean power at each end",
+                    "readings": 2, "counter_update_s": round(period, 5),
+                    "sampling_hz": round(1 / period, 3) if period else None}
         power = [(s["t"], s["power_w"]) for s in self.samples if "power_w" in s]
         return sampled_energy(power, f"NVML power readings (GPU {self.gpu_index})", window_s)
 

@@ -412,6 +412,7 @@ def test_nvml_samples_clocks_reasons_and_the_energy_counter():
     energy = energy_per_inference(summary, queries=10, batch=1)
     assert energy["source"] and energy["joules"] > 0 and energy["mean_w"] > 5
     assert energy["uncertainty_j"] < energy["joules"]
+    assert 0 < energy["counter_update_s"] <= 0.3  # probed before the window
 
 
 # --------------------------------------------------------------------- tables and the report
