@@ -26,16 +26,13 @@ from edgekit.runtimes.interference import (
     measure_undisturbed,
 )
 from edgekit.runtimes.latency import LatencyProtocol
-from edgekit.runtimes.sampler import (
-    CpuSource,
-    MachineSampler,
-    Source,
+from edgekit.runtimes.sampler import CpuSource, MachineSampler, Source, sampled_energy
+from edgekit.runtimes.sampler_nvml import nvml_reason_names
+from edgekit.runtimes.tegrastats import (
     TegrastatsSource,
     UnknownTegrastatsLine,
     input_rail,
-    nvml_reason_names,
     parse_tegrastats,
-    sampled_energy,
 )
 from edgekit.spec import InputSpec
 from tests.helpers import cli, tiny_onnx
@@ -585,7 +582,8 @@ def test_sysfs_clocks_temperatures_and_ina3221_rails(tmp_path):
     """sysfs laid out as on a Jetson Orin Nano (INA3221 channels in1 = VDD_IN, in2 =
     VDD_CPU_GPU_CV, in3 = VDD_SOC; ARK-Electronics/ark_jetson_kernel docs/power.md): a CPU clock
     that falls mid-window, a thermal zone, and rails read as mV × mA."""
-    from edgekit.runtimes.sampler import CpuFreqSource, InaSysfsSource, ThermalSource
+    from edgekit.runtimes.sampler import CpuFreqSource, ThermalSource
+    from edgekit.runtimes.tegrastats import InaSysfsSource
 
     def write(rel, text):
         path = tmp_path / rel
