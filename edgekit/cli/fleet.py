@@ -40,6 +40,10 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
                          hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
     devices = fleet_devices(device_names, fleet_file, threads)
     budget = validate_config(Budget, limits, "budget")
+    if cluster:  # a public or silent cluster address: refused before anything is written
+        from edgekit.executors.ray import check_address
+
+        check_address(cluster, allow_public=allow_public_cluster)
     if store_path:  # refuse a bad store before minutes of measuring
         from edgekit.results.store import open_store
 

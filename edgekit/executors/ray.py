@@ -169,11 +169,12 @@ class RayCluster:
         {node id: edgekit version}."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        probe = self.ray.remote(_node_versions).options(num_cpus=0, max_retries=0)
+        probe = self.ray.remote(_node_versions)
         nodes = [n for n in self.alive_nodes()
                  if any((n.get("Resources") or {}).get(r, 0) > 0 for r in resources)]
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote() for n in nodes]
+        refs = [probe.options(num_cpus=0, max_retries=0,
+                              scheduling_strategy=NodeAffinitySchedulingStrategy(
+                                  n["NodeID"], soft=False)).remote() for n in nodes]
         try:
             answers = self.ray.get(refs, timeout=timeout_s)
         except self.ray.exceptions.GetTimeoutError:
