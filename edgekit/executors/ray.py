@@ -137,13 +137,18 @@ class RayCluster:
             raise MissingDependencyError("--cluster needs Ray, which is not installed",
                                          hint='pip install "edgekit[fleet]"') from None
         self.ray = ray
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False,
-                     namespace="edgekit", ignore_reinit_error=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}",
-                               hint="check that the address is the cluster's (ray status on "
-                               "the head) and that Ray's version matches the cluster's") from None
+        for attempt in range(3):  # a Ray Client server can fail to start its session once
+            try:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                         namespace="edgekit", ignore_reinit_error=True)
+                break
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                if attempt == 2 or "client server failed" not in str(exc):
+                    raise ClusterError(
+                        f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}",
+                        hint="check that the address is the cluster's (ray status on the "
+                        "head) and that Ray's version matches the cluster's") from None
+                time.sleep(2.0)
         self._refs: dict[str, Any] = {}
         self._lock = threading.Lock()
 

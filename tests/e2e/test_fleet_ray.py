@@ -33,6 +33,22 @@ ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    """The Ray Client server listens a moment after the head has started."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Head (owns cpu-a) + worker 1 (owns cpu-b) + worker 2 (owns the sshd device), all bound
@@ -55,6 +71,7 @@ def cluster(tmp_path_factory):
     workers = {"cpu-b": c.add_node(**node_args("worker-1", "cpu-b")),
                "loopback": c.add_node(**node_args("worker-2", "loopback"))}
     c.wait_for_nodes()
+    wait_for_port(client_port)
     yield c, f"ray://127.0.0.1:{client_port}", workers
     c.shutdown()
     if saved is None:
