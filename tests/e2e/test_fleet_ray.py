@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_remote_ssh import (  # noqa: F401 - pytest fixtures
-    FAST_LATENCY,
-    device_python,
-    make_output_folder,
-    sshd,
-)
+from tests.e2e import test_remote_ssh as ssh_tests
+from tests.e2e.test_remote_ssh import FAST_LATENCY, make_output_folder
 from tests.sshd import free_port
+
+# The loopback sshd device and its torch-less Python, as the SSH tests make them.
+sshd = ssh_tests.sshd
+device_python = ssh_tests.device_python
 
 ray = pytest.importorskip("ray", reason='needs Ray: pip install "edgekit[fleet]"')
 pytestmark = [pytest.mark.ray, pytest.mark.ssh]
