@@ -29,6 +29,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -285,10 +286,12 @@ class RayExecutor(Executor):
     """Runs a device's job on the node that offers `resource` (made per device by the fleet;
     not in the by-name registry, since it needs a cluster)."""
 
-    def __init__(self, run_here: RunHere, cluster: RayCluster, resource: str) -> None:
+    def __init__(self, run_here: RunHere, cluster: RayCluster, resource: str,
+                 on_event: Callable[[str], None] | None = None) -> None:
         super().__init__(run_here)
         self.cluster = cluster
         self.resource = resource
+        self.say = on_event or (lambda _message: None)
 
     def run(self, job: ValidationJob) -> RayValidationResult:
         from edgekit.remote.payload import build_payload
@@ -323,10 +326,10 @@ class RayExecutor(Executor):
         node_job = dataclasses.replace(job, run_id=run_id)
         refs = {remote.remote(self.run_here, node_job, files, unit, __version__): i
                 for i, unit in enumerate(units)}
-        answers, failures = self._wait(refs, units)
+        answers, failures = self._wait(refs, units, device.name)
         return self._assemble(job, payload, run_id, units, answers, failures)
 
-    def _wait(self, refs: dict[Any, int], units: list[dict[str, Any]]
+    def _wait(self, refs: dict[Any, int], units: list[dict[str, Any]], name: str
               ) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
         """Collect the tasks as they finish; when no alive node offers the device any more (for
         `lost_grace_s`), cancel what is left and give the reason."""
@@ -341,6 +344,8 @@ class RayExecutor(Executor):
                 index = refs[ref]
                 try:
                     answers[index] = ray.get(ref)
+                    self.say(f"{name}: {units[index]['rel']} measured on "
+                             f"{answers[index].get('node_ip')} ({len(answers)}/{len(units)})")
                 except ray.exceptions.RayTaskError as exc:
                     cause = getattr(exc, "cause", None)
                     failures[index] = (cause.message if isinstance(cause, EdgekitError)

@@ -171,6 +171,8 @@ def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, addre
     with RayCluster(address, allow_public=allow_public, max_retries=max_retries,
                     lost_grace_s=lost_grace_s) as cluster:
         cluster.check_versions([d.resource for d in devices])
+        on_event = kwargs.get("on_event")
         return validate_fleet(target, devices, share_local=False,
-                              executor_for=lambda d: RayExecutor(run_here, cluster, d.resource),
+                              executor_for=lambda d: RayExecutor(run_here, cluster, d.resource,
+                                                                 on_event),
                               **kwargs)
