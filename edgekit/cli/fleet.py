@@ -45,9 +45,9 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
 
         check_address(cluster, allow_public=allow_public_cluster)
     if store_path:  # refuse a bad store before minutes of measuring
-        from edgekit.results.store import open_store
+        from edgekit.api import check_store
 
-        open_store(store_path).close()
+        check_store(store_path, target, eval_source, data_dir)
 
     def say(message: str) -> None:
         if not as_json:

@@ -144,3 +144,14 @@ def test_cli_several_devices_json_and_exit_codes(tiny_folder, quick_profile, tmp
     twice = subprocess.run([*env_cmd, "--device", a, "--device", a], capture_output=True,
                            text=True, timeout=300)
     assert twice.returncode == 2 and "are the same name (cpu-a)" in twice.stderr
+    fleet = write_fleet(Path(a).parent, [{"profile": Path(a).name, "node": "n1"},
+                                         {"profile": Path(b).name, "node": "n2"}])
+    store = tmp_path / "fleet.db"
+    by_file = subprocess.run([*env_cmd, "--fleet", str(fleet), "--store", str(store)],
+                             capture_output=True, text=True, timeout=300)
+    assert by_file.returncode == 0, by_file.stderr
+    assert "on 2 devices" in by_file.stdout and "stored 4 records" in by_file.stdout
+    onto_input = subprocess.run([*env_cmd, "--fleet", str(fleet), "--store",
+                                 str(folder / "model.onnx")], capture_output=True, text=True,
+                                timeout=300)
+    assert onto_input.returncode == 2 and "--store" in onto_input.stderr
