@@ -18,8 +18,13 @@ same fleets across a Ray cluster on loopback (one head owning every device throu
 resources; Ray Client at ray://127.0.0.1), for a few device counts (each device task starts a Ray
 worker process).
 
-Run: `.venv/bin/python benchmarks/run.py fleet` (about 5 min on 2 cores; with BENCH_FLEET_RAY=1
-about 10 min more). Quick mode (`--quick fleet`) runs 4 devices and proves the script works.
+Ray runs at most 8 devices here: on one machine each device's task holds a Ray worker process
+(edgekit and ONNX Runtime imported), which 2 cores and 32 processes would turn into a CPU
+benchmark; the thread executor runs all 32.
+
+Run: `.venv/bin/python benchmarks/run.py fleet` (under a minute on 2 cores; with
+BENCH_FLEET_RAY=1 about 2–3 min more: the cluster starts once, ~15 s). Quick mode
+(`--quick fleet`) runs 1 and 4 devices and proves the script works (~25 s with Ray).
 """
 
 from __future__ import annotations
