@@ -313,6 +313,12 @@ class RayExecutor(Executor):
                                     run_id=run_id)
             files = {rel: (sha, [cluster.put_file(payload.files[rel], sha)])
                      for rel, sha in payload.sha.items()}
+        if not device.is_remote:  # no SSH job on the other side to rebuild the engines
+            payload.skipped = [{**s, "reason": "TensorRT engines are not portable; the Ray "
+                                "executor does not build them on the node yet (run `edgekit "
+                                "export OUT --target tensorrt` there)"}
+                               if "TensorRT" in s.get("reason", "") else s
+                               for s in payload.skipped]
         units = []
         for task, rel in zip(payload.tasks, payload.task_artifacts, strict=True):
             import json

@@ -159,6 +159,42 @@ def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_p
     assert 0.2 < min(r["accuracy"]["top1"] for r in sequential) < 0.99  # numbers that can differ
 
 
+def test_cli_fleet_file_on_cluster(cluster, folder, tmp_path):
+    """`edgekit validate OUT --fleet FILE --cluster ray://...` in a fresh process: every device
+    of the file on its node, one store, the JSON says where each ran."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    _, address, _ = cluster
+    out, eval_path = folder
+    for name in ("cpu-a", "cpu-b"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "kind": "cpu", "threads": 1, "batch_sizes": [1],
+            "runtimes": {"onnxruntime": {"precisions": ["fp32", "int8"]}},
+            "latency": FAST_LATENCY}))
+    fleet = tmp_path / "fleet-loop.yaml"
+    fleet.write_text(yaml.safe_dump({"name": "loop", "devices": [
+        {"profile": "cpu-a.yaml", "node": "head"}, {"profile": "cpu-b.yaml", "node": "worker-1"},
+        {"profile": "cpu-a.yaml", "name": "nowhere", "node": "worker-9"}]}))
+    store = tmp_path / "fleet.db"
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "validate", str(out), "--fleet",
+                           str(fleet), "--cluster", address, "--eval", str(eval_path),
+                           "--store", str(store), "--json"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # "nowhere" has no node
+    data = json.loads(proc.stdout)
+    status = {d["device"]: d["status"] for d in data["devices"]}
+    assert status == {"cpu-a": "pass", "cpu-b": "pass", "nowhere": "failed"}
+    assert "edgekit-device:nowhere" in data["devices"][2]["error"]
+    for d in data["devices"][:2]:
+        assert {r["ray"]["resource"] for r in d["result"]["records"]} == {
+            f"edgekit-device:{d['device']}"}
+    assert len(data["stored_ids"]) == 4
+
+
 def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_python, tmp_path):
     """cpu-b is slow (100 ms per query); its worker is killed as soon as it has measured one of
     its two artifacts: that one is kept and stored, the other is reported with the reason."""
