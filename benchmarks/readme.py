@@ -34,6 +34,7 @@ OWNERS = {
     "optimize-seed": "benchmarks/bench_optimize.py",
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
+    "fleet": "benchmarks/bench_fleet.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 

@@ -258,6 +258,22 @@ def export(source: Any, output: str | Path | None = None, *, target: str = "onnx
 
 
 # ---------------------------------------------------------------- validate
+def check_store(store_path: str | Path, target: str | Path, eval_source: str,
+                data_dir: str | None) -> None:
+    """Refuse a results store that would overwrite an input (an artifact, the reference, the
+    eval data) or that cannot be opened, before anything is measured."""
+    from edgekit.data.paths import source_paths
+    from edgekit.io.artifacts import find_reference, list_artifacts
+    from edgekit.io.outputs import check_outputs
+    from edgekit.results.store import open_store
+
+    check_outputs({"--store": [str(store_path), Path(store_path).with_suffix(".jsonl")]},
+                  {"an artifact": [a["path"] for a in list_artifacts(target)],
+                   "the reference": find_reference(target),
+                   "--eval data": source_paths(eval_source, data_dir)})
+    open_store(store_path).close()
+
+
 def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's name
              device: str | Path | DeviceProfile = "local-cpu",
              budget: Budget | Mapping[str, Any] | None = None, max_drop: float | None = None,
@@ -290,16 +306,7 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
         budget = validate_config(Budget, {**limits, **dict(budget or {})}, "budget")
     store_path = str(store) if store else None
     if store_path:  # refuse a bad store before minutes of measuring
-        from edgekit.data.paths import source_paths
-        from edgekit.io.artifacts import find_reference, list_artifacts
-        from edgekit.io.outputs import check_outputs
-        from edgekit.results.store import open_store
-
-        check_outputs({"--store": [store_path, Path(store_path).with_suffix(".jsonl")]},
-                      {"an artifact": [a["path"] for a in list_artifacts(target)],
-                       "the reference": find_reference(target),
-                       "--eval data": source_paths(eval, data_dir)})
-        open_store(store_path).close()
+        check_store(store_path, target, eval, data_dir)
     result = run_validation(target, profile, eval_source=eval, budget=budget, batches=batches,
                             data_dir=data_dir, limit=limit, artifact=artifact, rerun=rerun)
     stored = save(result, store_path) if store_path else []

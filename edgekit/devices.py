@@ -123,7 +123,8 @@ def list_profiles(*, cwd: str | Path | None = None) -> list[Path]:
     for folder in profile_dirs(cwd):
         if folder.is_dir():
             for p in sorted(folder.glob("*.yaml")):
-                seen.setdefault(p.stem, p)
+                if not p.stem.startswith("fleet-"):  # fleet files (edgekit/fleetfile.py)
+                    seen.setdefault(p.stem, p)
     return list(seen.values())
 
 

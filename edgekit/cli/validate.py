@@ -32,8 +32,18 @@ def budget_options(fn):
 
 @click.command()
 @click.argument("target", type=click.Path())
-@click.option("--device", "device_name", default="local-cpu", show_default=True,
-              help="Device profile name or YAML path.")
+@click.option("--device", "device_names", multiple=True,
+              help="Device profile name or YAML path (default: local-cpu); repeat it to validate "
+              "on several devices at once (one job per device at a time, one merged table).")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None,
+              help="A fleet file (devices/fleet-*.yaml): the devices, and the Ray resource of "
+              "the node that owns each.")
+@click.option("--cluster", default=None,
+              help="Run each device's job on the Ray cluster at this address (ray://HOST:10001, "
+              "HOST:6379 or auto), on the node that owns the device. Private networks only.")
+@click.option("--allow-public-cluster", is_flag=True,
+              help="Allow a --cluster address outside private networks (Ray has no "
+              "authentication: anyone who reaches it runs code on its nodes).")
 @click.option("--eval", "eval_source", default=None,
               help="Labelled eval data, e.g. fashion-mnist:test (required).")
 @budget_options
@@ -53,7 +63,8 @@ def budget_options(fn):
                    "job (same artifacts, data, budget and device state) that already ran.")
 @data_dir_option
 @json_option
-def validate(target: str, device_name: str, eval_source: str | None, max_drop: float | None,
+def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
+             cluster: str | None, allow_public_cluster: bool, eval_source: str | None, max_drop: float | None,
              max_drop_rel: float | None, min_agreement: float | None, min_cosine: float | None,
              min_speedup: float | None, artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
              store_path: str | None, rerun: bool, data_dir: str | None, as_json: bool) -> None:
@@ -63,6 +74,19 @@ def validate(target: str, device_name: str, eval_source: str | None, max_drop: f
     from edgekit.api import validate as api_validate
     from edgekit.errors import GateError
 
+    device_names = device_names or (() if fleet_file else ("local-cpu",))
+    if fleet_file or cluster or len(device_names) > 1:  # several devices at once (issue 17)
+        from edgekit.cli.fleet import validate_fleet_command
+
+        return validate_fleet_command(
+            target, device_names, fleet_file=fleet_file, cluster=cluster,
+            allow_public_cluster=allow_public_cluster, eval_source=eval_source,
+            limits={"max_drop": max_drop, "max_drop_rel": max_drop_rel,
+                    "min_agreement": min_agreement, "min_cosine": min_cosine,
+                    "min_speedup": min_speedup}, artifact=artifact,
+            batches=parse_batches(batch_text), limit=limit, threads=threads,
+            store_path=store_path, rerun=rerun, data_dir=data_dir, as_json=as_json)
+    device_name = device_names[0]
     outcome = api_validate(target, eval=eval_source, device=device_name, max_drop=max_drop,
                            max_drop_rel=max_drop_rel, min_agreement=min_agreement,
                            min_cosine=min_cosine, min_speedup=min_speedup, artifact=artifact,

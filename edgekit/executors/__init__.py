@@ -1,5 +1,6 @@
 """Executors: where a validation job runs (local: this process; ssh: a device reached over SSH;
-a Ray executor for a fleet comes later). The validator talks to an executor only."""
+ray: the node of a Ray cluster that owns the device, edgekit/executors/ray.py, made per device
+by edgekit/validate/fleet.py). The validator talks to an executor only."""
 
 from __future__ import annotations
 

@@ -213,3 +213,12 @@ def profile_title(record: dict[str, Any]) -> str:
 
 def print_layer_profile(record: dict[str, Any], top: int | None = None) -> None:
     _print_table(PROFILE_COLUMNS, profile_rows(record, top), profile_title(record), width=200)
+
+
+# ---------------------------------------------------------------- fleets (issue 17)
+FLEET_COLUMNS = ("device", "where", "status", "decides", "records", "s", "why")
+
+
+def print_fleet_rows(rows: list[list[str]], title: str = "") -> None:
+    """One row per device of a fleet validation (edgekit/cli/fleet.py)."""
+    _print_table(FLEET_COLUMNS, rows, title, width=220)

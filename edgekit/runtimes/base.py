@@ -35,6 +35,11 @@ class RunnerOptions(BaseModel):
 
     performance_hint: Literal["latency", "throughput"] | None = Field(
         None, description="the profile's performance hint (OpenVINO uses it)")
+    # (issue 17) For benchmarks only: every inference also sleeps this long, inside the timed
+    # span, so that a profile simulates a device of a known, fixed speed (benchmarks/bench_fleet.py
+    # runs 32 of them). The recorded latency includes it; never set it on a real device.
+    simulated_delay_ms: float | None = Field(
+        None, ge=0, description="benchmark only: a fixed sleep added to every inference")
 
 
 # Filled by subclassing; get_runner imports the package's modules (each imports its library
@@ -142,7 +147,13 @@ class Runner:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         out = self.infer_impl(self.check_input(x))
+        self._simulated_delay()
         return np.asarray(out, dtype=np.float32)
+
+    def _simulated_delay(self) -> None:
+        delay = getattr(self.options, "simulated_delay_ms", None)
+        if delay:
+            time.sleep(delay / 1000.0)
 
     def predict(self, x: np.ndarray, batch_size: int = 64,
                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -167,6 +178,13 @@ class Runner:
         protocol = protocol or LatencyProtocol()
         run = self.bind(self.check_input(x))
         sampler = self._sampler(protocol)
+        if getattr(self.options, "simulated_delay_ms", None):
+            bound = run
+
+            def run() -> Any:
+                out = bound()
+                self._simulated_delay()
+                return out
         start = time.perf_counter()
         warm = 0
         try:  # the sampler is finished (tegrastats stopped, NVML closed) whatever happens

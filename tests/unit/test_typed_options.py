@@ -38,7 +38,8 @@ def test_a_profile_typo_in_runtime_options_names_the_key_and_the_fix(tmp_path: P
     with pytest.raises(ConfigError) as exc:  # a key of another runtime is not taken either
         DeviceProfile.model_validate({"name": "c", "kind": "cpu", "runtimes": {
             "openvino": {"options": {"allow_cpu_fallback": True}}}})
-    assert exc.value.hint == "valid keys here: performance_hint, device, inference_precision"
+    assert exc.value.hint == ("valid keys here: performance_hint, simulated_delay_ms, device, "
+                              "inference_precision")
     with pytest.raises(ConfigError, match="runtimes.torch.options: cuda_graphs: Input should "
                        "be a valid boolean"):
         DeviceProfile.model_validate({"name": "g", "kind": "gpu", "runtimes": {

@@ -1,0 +1,178 @@
+"""Validate one output folder on a fleet of devices at once (`edgekit validate OUT --device A
+--device B ...`, `--fleet FILE`, `--cluster ADDRESS`).
+
+One thread per device, one job per device at a time: devices run concurrently and each device's
+job is the same validation `edgekit validate` runs on it alone (local in this process, over SSH,
+or as Ray tasks on the node that owns it with `--cluster`). Local profiles share this machine, so
+their jobs take turns (a lock per physical device) instead of timing each other; two remote
+devices, or remote devices and the local one, run at the same time. A device that fails or drops
+is reported with what it finished (a partial remote job keeps its records); the others land.
+Every device's records go into the one results store, each device's under its own run id."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError, InputError
+from edgekit.executors import Executor, ValidationJob, executor_name, get_executor
+from edgekit.fleetfile import FleetDevice, check_unique
+from edgekit.results.validation import ValidationResult, budget_dict
+
+
+@dataclass
+class DeviceOutcome:
+    """What one device of the fleet produced: its result (possibly partial), or why it failed."""
+
+    device: FleetDevice
+    result: ValidationResult | None = None
+    error: str | None = None
+    hint: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def partial_reason(self) -> str | None:
+        r = self.result
+        if r is None:
+            return None
+        reason = getattr(r, "partial_reason", None)
+        partial = getattr(r, "partial", bool(reason))
+        return reason if partial else None
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.error is None and self.result.passed
+
+    @property
+    def status(self) -> str:
+        if self.result is None:
+            return "failed"
+        if self.error or self.partial_reason:
+            return "partial"
+        return "pass" if self.result.passed else "fail"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device.name, "resource": self.device.resource,
+                "node": self.device.node, "physical": self.device.physical,
+                "status": self.status, "passed": self.passed, "error": self.error,
+                "hint": self.hint, "partial_reason": self.partial_reason,
+                "seconds": round(self.seconds, 3),
+                "result": self.result.to_json() if self.result else None}
+
+
+@dataclass
+class FleetResult:
+    outcomes: list[DeviceOutcome]
+    budget: Any
+    wall_s: float = 0.0
+    stored_ids: list[int] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outcomes) and all(o.passed for o in self.outcomes)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [r for o in self.outcomes if o.result for r in o.result.records]
+
+    def store(self, store_path: str | Path) -> list[int]:
+        """Every device's records into the one store (each device's result stores once)."""
+        ids: list[int] = []
+        for o in self.outcomes:
+            if o.result is not None and o.result.records:
+                ids += o.result.store(store_path)
+        self.stored_ids = ids
+        return ids
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "budget": budget_dict(self.budget),
+                "wall_s": round(self.wall_s, 3), "stored_ids": self.stored_ids,
+                "devices": [o.to_json() for o in self.outcomes]}
+
+
+ExecutorFor = Callable[[FleetDevice], Executor]
+
+
+def local_executors(device: FleetDevice) -> Executor:
+    """The executor a profile asks for on this workstation (local, or ssh for `host:`)."""
+    from edgekit.validate.validator import run_here
+
+    return get_executor(executor_name(device.profile), run_here)
+
+
+def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_source: str,
+                   budget: Any = None, batches: list[int] | None = None,
+                   data_dir: str | None = None, limit: int | None = None,
+                   artifact: str | None = None, rerun: bool = False,
+                   executor_for: ExecutorFor | None = None, share_local: bool = True,
+                   on_event: Callable[[str], None] | None = None) -> FleetResult:
+    """Validate `target` on every device at once and collect one outcome per device (in the
+    order given). `executor_for` picks where a device's job runs (default: locally or over SSH;
+    the Ray executor with --cluster). `share_local=False` lets local profiles run at the same
+    time (only for simulated devices, benchmarks/bench_fleet.py: real ones would disturb each
+    other's timing)."""
+    from edgekit.io.lineage import check_chain
+    from edgekit.validate.gate import Budget
+
+    if not devices:
+        raise InputError("no device to validate on", hint="pass --device NAME or --fleet FILE")
+    check_unique(devices, "the devices", physical=False)
+    check_chain(target)
+    budget = budget or Budget()
+    executor_for = executor_for or local_executors
+    say = on_event or (lambda _m: None)
+    locks: dict[str, threading.Lock] = {}
+    for d in devices:
+        key = d.physical if share_local or d.profile.is_remote else d.name
+        locks.setdefault(key, threading.Lock())
+
+    def one(device: FleetDevice) -> DeviceOutcome:
+        outcome = DeviceOutcome(device)
+        key = device.physical if share_local or device.profile.is_remote else device.name
+        job = ValidationJob(target=Path(target), device=device.profile, eval_source=eval_source,
+                            budget=budget, batches=batches, data_dir=data_dir, limit=limit,
+                            artifact=artifact, rerun=rerun)
+        start = time.perf_counter()
+        try:
+            executor = executor_for(device)
+            with locks[key]:
+                outcome.result = executor.run(job)
+        except EdgekitError as exc:
+            outcome.error, outcome.hint = exc.message, exc.hint
+            outcome.result = getattr(exc, "partial_result", None)
+        except Exception as exc:  # noqa: BLE001 - one device's crash must not sink the others
+            outcome.error = f"{type(exc).__name__}: {exc}"
+        outcome.seconds = time.perf_counter() - start
+        say(f"{device.name}: {outcome.status}" + (f" ({outcome.error})" if outcome.error else ""))
+        return outcome
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgekit-device") as pool:
+        outcomes = list(pool.map(one, devices))
+    return FleetResult(outcomes, budget, wall_s=time.perf_counter() - start)
+
+
+def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, address: str,
+                        allow_public: bool = False, max_retries: int = 2,
+                        lost_grace_s: float = 10.0, **kwargs: Any) -> FleetResult:
+    """`validate_fleet` with every device's job run as Ray tasks on the node that owns it. The
+    address is checked first (private network unless `allow_public`, answering), then the
+    edgekit version of every node that owns a device; a device no node offers is reported
+    failed and the rest run."""
+    from edgekit.executors.ray import RayCluster, RayExecutor
+    from edgekit.validate.validator import run_here
+
+    check_unique(devices, "the devices", physical=False)
+    with RayCluster(address, allow_public=allow_public, max_retries=max_retries,
+                    lost_grace_s=lost_grace_s) as cluster:
+        cluster.check_versions([d.resource for d in devices])
+        on_event = kwargs.get("on_event")
+        return validate_fleet(target, devices, share_local=False,
+                              executor_for=lambda d: RayExecutor(run_here, cluster, d.resource,
+                                                                 on_event),
+                              **kwargs)
