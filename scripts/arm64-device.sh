@@ -46,11 +46,12 @@ DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc
       zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libcrypt1 libuuid1 libsqlite3-0
       libncursesw6 libtinfo6 libreadline8 libdb5.3 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
       libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1)
-# PyPI aarch64 wheels: what edgekit's torch-free validator imports on the device. pydantic and
+# PyPI aarch64 wheels: what edgekit's torch-free validator (and its CLI) imports on the device. pydantic and
 # pydantic-core are a matched pair.
 WHEELS=(numpy==2.4.6 "onnxruntime==$ort_version" onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.6.0
         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-extensions==4.16.0
-        typing-inspection==0.4.5 pyyaml==6.0.4)
+        typing-inspection==0.4.5 pyyaml==6.0.4 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2
+        pygments==2.21.0 click==8.5.1)
 
 # 1. The emulator and the arm64 package lists (once per machine).
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
@@ -110,7 +111,7 @@ fi
 for need in lib/ld-linux-aarch64.so.1 usr/bin/python3.11 usr/lib/python3.11/os.py; do
   [ -e "\$sysroot/\$need" ] || { echo "edgekit-arm64: the sysroot \$sysroot is incomplete: \$need is missing (rerun scripts/arm64-device.sh)" >&2; exit 127; }
 done
-PYTHONPATH="\$site:$edgekit_src\${PYTHONPATH:+:\$PYTHONPATH}" exec qemu-aarch64-static -L "\$sysroot" "\$sysroot/usr/bin/python3.11" "\$@"
+EDGEKIT_DEVICE_SITE="\$site" PYTHONPATH="\$site:$edgekit_src\${PYTHONPATH:+:\$PYTHONPATH}" exec qemu-aarch64-static -L "\$sysroot" "\$sysroot/usr/bin/python3.11" "\$@"
 WRAPPER
 chmod +x "$prefix/python.tmp"; mv "$prefix/python.tmp" "$prefix/python"
 
