@@ -112,6 +112,19 @@ def runtime_fix(runtime: str, python: str, is_jetson: bool, *, report: DeviceRep
     return _pip(python, runtime)
 
 
+# (issue 20) The device's onnxruntime is not held to the workstation's pin (onnxruntime>=1.20 in
+# pyproject.toml): what it can load decides what is sent (edgekit/remote/compat.py). Older than
+# this, the oldest one CI runs the device side with (the emulated arm64 device), is a warning.
+OLDEST_DEVICE_ONNXRUNTIME = (1, 19, 2)
+
+
+def _older(version: str | None, than: tuple[int, ...]) -> bool:
+    import re
+
+    parts = tuple(int(x) for x in re.findall(r"\d+", version or "")[:3])
+    return bool(parts) and parts < than
+
+
 def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
     python = profile.python
     env = probe.get("environment") or {}
@@ -156,6 +169,11 @@ def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
                                                       emulated=profile.emulated),
                                    "blocking": False})
             continue
+        if name == "onnxruntime" and _older(info.get("version"), OLDEST_DEVICE_ONNXRUNTIME):
+            report.warnings.append(
+                f"the device's onnxruntime {info.get('version')} is older than the oldest edgekit "
+                f"tests on a device ({'.'.join(map(str, OLDEST_DEVICE_ONNXRUNTIME))}); artifacts "
+                "it cannot load are still refused before copying")
         wanted = profile.runtimes[name].providers
         have = info.get("providers")
         if name == "onnxruntime" and wanted and have is not None:

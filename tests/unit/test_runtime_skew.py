@@ -151,3 +151,16 @@ def test_emulated_records_are_marked_in_every_table():
     text = render_markdown([real, emulated])
     assert "### emulated-arm64 — emulated: top-1 is real, latency is the emulator's" in text
     assert "### jetson\n" in text
+
+
+def test_an_older_device_onnxruntime_is_a_warning_not_a_refusal():
+    from edgekit.devices import load_profile
+    from edgekit.remote.device import build_report
+
+    profile = load_profile("emulated-arm64")
+    old = probe("aarch64")
+    old["runtimes"]["onnxruntime"]["version"] = "1.16.3"
+    report = build_report(profile, old)
+    assert report.ok
+    assert any("onnxruntime 1.16.3 is older than the oldest" in w for w in report.warnings)
+    assert not any("older" in w for w in build_report(profile, probe("aarch64")).warnings)
