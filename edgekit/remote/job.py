@@ -345,5 +345,6 @@ def _tag(record: dict[str, Any], payload: Payload, device: DeviceProfile, report
         "job_state": job_state, "attempts": answer.get("attempts"),
         "workdir": report.workdir, "artifact": remote_artifact, "python": device.python,
         "edgekit_version": report.edgekit.get("version"),
+        "machine": report.environment.get("machine"), "emulated": device.emulated,
     }
     return record

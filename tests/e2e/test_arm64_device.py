@@ -104,6 +104,7 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
         assert record["latency"]["representative"] is False
         assert "emulator" in record["latency"]["note"]
         assert record["accuracy"]["eval_sample"]["count"] == EVAL_LIMIT
+        assert record["remote"]["machine"] == "aarch64" and record["remote"]["emulated"] is True
         cells = gate_row(record)
         assert cells[8].endswith(EMULATED_MARK) and cells[14] == "emulated"
 
@@ -119,12 +120,22 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
         assert abs(arm["accuracy"]["top1"] - x86["accuracy"]["top1"]) <= 0.001
         assert 0.8 < arm["accuracy"]["top1"] < 0.95
         assert "emulated" not in x86 and "representative" not in x86["latency"]
+    # The CLI, on the same device: it collects the same job (nothing measured twice) and its
+    # table marks every time as emulated.
+    import yaml
+
+    path = tmp_path / "arm64.yaml"
+    path.write_text(yaml.safe_dump(profile.model_dump(mode="json", exclude_defaults=True)))
+    cli = edgekit("validate", str(lenet5_out), "--device", str(path), "--eval", EVAL,
+                  "--limit", str(EVAL_LIMIT))
+    assert cli.returncode == 0, cli.stderr
+    assert "already ran" in cli.stderr and cli.stdout.count("(emulated)") >= 8
     print("top-1 arm64/x86:", [(r["precision"], r["accuracy"]["top1"]) for r in result.records],
           [(r["precision"], r["accuracy"]["top1"]) for r in local.records])
 
 
 def test_artifact_newer_than_device_runtime_is_refused_before_copying(
-        sshd, arm64_python, tmp_path):
+        sshd, arm64_python, lenet5_out, tmp_path):
     from edgekit.remote import validate_remote
     from edgekit.remote.compat import RuntimeSkewError
 
@@ -139,12 +150,11 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     assert "edgekit export SOURCE --opset 21" in err.value.hint
     blobs = tmp_path / "device" / "blobs"
     assert [p.name for p in blobs.iterdir() if not p.name.startswith(".")] == []  # nothing sent
-    # The profile's max_opset refuses the same way, and the CLI exits 2 with the fix.
-    fine = tmp_path / "opset18"
-    assert edgekit("export", str(LENET5), "-o", str(fine)).returncode == 0
+    # The profile's max_opset refuses the same way (the seed's opset-18 artifacts, capped at
+    # 17), and the CLI exits 2 with the fix.
     capped = profile.model_copy(update={"max_opset": 17})
     with pytest.raises(RuntimeSkewError, match="loads opsets up to 17"):
-        validate_remote(fine, capped, eval_source=EVAL, limit=50, on_event=quiet)
+        validate_remote(lenet5_out, capped, eval_source=EVAL, limit=50, on_event=quiet)
     path = tmp_path / "arm64.yaml"
     import yaml
 
