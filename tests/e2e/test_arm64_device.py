@@ -150,6 +150,20 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     assert "edgekit export SOURCE --opset 21" in err.value.hint
     blobs = tmp_path / "device" / "blobs"
     assert [p.name for p in blobs.iterdir() if not p.name.startswith(".")] == []  # nothing sent
+    # The refusal is the device's truth: its onnxruntime itself fails on this file, and loads
+    # the seed's opset-18 export.
+    load = ("import sys, onnxruntime as ort\n"
+            "for f in sys.argv[1:]:\n"
+            "    try:\n"
+            "        ort.InferenceSession(f, providers=['CPUExecutionProvider']); print('ok')\n"
+            "    except Exception as exc:\n"
+            "        print('fail', ' '.join(str(exc).split())[-120:])\n")
+    ran = subprocess.run([str(arm64_python), "-c", load, str(out / "model.onnx"),
+                          str(lenet5_out / "model.onnx"), str(lenet5_out / "model.int8.onnx")],
+                         capture_output=True, text=True, timeout=300)
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("fail") and "opset 21" in lines[0], ran.stdout + ran.stderr
+    assert lines[1:] == ["ok", "ok"], ran.stdout + ran.stderr
     # The profile's max_opset refuses the same way (the seed's opset-18 artifacts, capped at
     # 17), and the CLI exits 2 with the fix.
     capped = profile.model_copy(update={"max_opset": 17})
