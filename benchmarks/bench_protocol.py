@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import QUICK, RANDOM_WEIGHTS, md_table, write_results  # noqa: E402
+from common import QUICK, RANDOM_WEIGHTS, md_table, timed, write_results  # noqa: E402
 
 TOTAL_SECONDS = float(os.environ.get("EDGEKIT_BENCH_SECONDS", "1" if QUICK else "12"))
 ROUNDS = int(os.environ.get("EDGEKIT_BENCH_ROUNDS", "1" if QUICK else "3"))
@@ -97,8 +97,9 @@ def edgekit_ort(path: Path, spec, x) -> dict[str, Any]:
     from edgekit.runtimes.ort import OrtRunner
 
     runner = OrtRunner(path, spec, threads=THREADS, options={"providers": ["cpu"]})
-    stats = runner.measure_latency(x, protocol())
-    return {"p50_ms": stats["p50_ms"], "count": stats["count"], "mean_ms": stats["mean_ms"]}
+    stats = timed(runner, x, protocol(), "edgekit ORT")
+    return {"p50_ms": stats["p50_ms"], "count": stats["count"], "mean_ms": stats["mean_ms"],
+            "disturbed": stats["disturbed"]}
 
 
 def bare_ort(path: Path, x) -> dict[str, Any]:
@@ -131,9 +132,9 @@ def edgekit_ov(path: Path, spec, x) -> dict[str, Any]:
 
     runner = OpenVinoRunner(path, spec, threads=THREADS,
                             options={"device": "CPU", "performance_hint": "latency"})
-    stats = runner.measure_latency(x, protocol())
+    stats = timed(runner, x, protocol(), "edgekit OpenVINO")
     return {"p50_ms": stats["p50_ms"], "count": stats["count"], "mean_ms": stats["mean_ms"],
-            "config": runner.describe()}
+            "config": runner.describe(), "disturbed": stats["disturbed"]}
 
 
 def _benchmark_app_cmd() -> list[str] | None:

@@ -31,6 +31,7 @@ from common import (
     checkpoint_provenance,
     md_table,
     quick_protocol,
+    timed,
     work_dir,
     write_results,
 )
@@ -164,7 +165,7 @@ def measure(item: dict[str, Any], spec: Any, eval_set: Any) -> dict[str, Any]:
         top1 = float(np.mean(runner.predict(eval_set.x, batch_size=100).argmax(1) == eval_set.y))
     x = (eval_set.x[:1] if eval_set is not None else
          np.random.default_rng(0).standard_normal((1, *spec.shape[1:]), dtype=np.float32))
-    stats = runner.measure_latency(np.ascontiguousarray(x), protocol())
+    stats = timed(runner, np.ascontiguousarray(x), protocol(), runner.name)
     details = runner.describe()
     return {"runtime": item["runtime"], "precision": item["precision"],
             "artifact": str(Path(item["path"]).relative_to(ROOT)),

@@ -27,6 +27,13 @@ CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
 RANDOM_WEIGHTS = {"weights": "random init (torch.manual_seed(0)); latency only, no checkpoint"}
 
 
+# (issue 18) Every timing this process made, after the rerun rule: whether the machine was
+# disturbed while it ran. write_results puts the tally in each results file and, when any timing
+# stayed disturbed, a ⚠ line over its tables (and benchmarks/run.py over its README sections):
+# no ratio from a disturbed run is printed without the mark.
+TIMED: list[dict[str, Any]] = []
+
+
 def work_dir(name: str) -> Path:
     """Scratch folder of one benchmark (.cache/bench-NAME, or under .cache/bench-quick/)."""
     return (QUICK_DIR / f"bench-{name}") if QUICK else ROOT / ".cache" / f"bench-{name}"
@@ -95,10 +102,12 @@ def write_results(name: str, data: dict[str, Any], markdown: str, *,
     from edgekit.validate.env import capture_environment
 
     RESULTS.mkdir(parents=True, exist_ok=True)
+    interference = interference_summary()
     payload = {"benchmark": name,
                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "quick": QUICK, "environment": capture_environment(),
-               "checkpoints": checkpoints, **data}
+               "checkpoints": checkpoints, "interference": interference, **data}
+    markdown = disturbed_banner(interference) + markdown
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2, default=str) + "\n")
     atomic_write_text(RESULTS / f"{name}.md", markdown)
     print(markdown, flush=True)
@@ -123,7 +132,9 @@ def edgekit_compress(checkpoint: Path, flags: list[str], out: Path, *,
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode not in (0, 1):  # 1: a failed budget, still a report
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-2:]}")
-    return json.loads(proc.stdout)
+    report = json.loads(proc.stdout)
+    tally_latency(report, f"edgekit compress {checkpoint.name}")
+    return report
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -147,18 +158,82 @@ def time_alternating(runners: dict[str, Any], x: Any, protocol: Any, rounds: int
 
     samples: dict[str, list[float]] = {label: [] for label in runners}
     durations = dict.fromkeys(runners, 0.0)
+    verdicts: dict[str, list[dict[str, Any]]] = {label: [] for label in runners}
     order = list(runners)
     rng = np.random.default_rng(shuffle_seed)
     for _ in range(rounds):
         if shuffle_seed is not None:
             rng.shuffle(order)
         for label in order:
-            stats = runners[label].measure_latency(x, protocol)
+            stats = timed(runners[label], x, protocol, label)  # a disturbed round is rerun
             samples[label] += list(stats["samples_ms"])
             durations[label] += stats["duration_s"]
+            verdicts[label].append(stats)
     out = {}
     for label in runners:
         stats = latency_stats(np.asarray(samples[label]), len(x), duration_s=durations[label],
                               protocol=protocol)
         out[label] = {k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "count")}
+        out[label].update(verdict_of(verdicts[label]))
     return out
+
+
+def timed(runner: Any, x: Any, protocol: Any, label: str = "") -> dict[str, Any]:
+    """runner.measure_latency under the rerun rule (a disturbed run is measured again, up to the
+    protocol's interference.max_reruns), tallied in TIMED."""
+    from edgekit.runtimes.interference import measure_undisturbed
+
+    stats = measure_undisturbed(runner, x, protocol)
+    TIMED.append({"label": label, "disturbed": stats.get("disturbed"),
+                  "reasons": stats.get("disturbed_reasons", []), "reruns": stats.get("reruns", 0)})
+    return stats
+
+
+def verdict_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One verdict over several timed runs (the rounds of an alternating timing): disturbed
+    when any kept run was, None when none could be judged."""
+    flags = [r.get("disturbed") for r in runs]
+    disturbed = True if True in flags else (False if False in flags else None)
+    reasons = sorted({why for r in runs if r.get("disturbed") for why in
+                      r.get("disturbed_reasons", [])})
+    return {"disturbed": disturbed, "disturbed_reasons": reasons,
+            "reruns": sum(r.get("reruns", 0) for r in runs)}
+
+
+def tally_latency(report: Any, label: str) -> None:
+    """Tally every latency section (a dict with p50_ms and a `disturbed` verdict) found in a
+    JSON report of an edgekit command the benchmark ran in a subprocess."""
+    if isinstance(report, dict):
+        if "p50_ms" in report and "disturbed" in report:
+            TIMED.append({"label": label, "disturbed": report["disturbed"],
+                          "reasons": report.get("disturbed_reasons", []),
+                          "reruns": report.get("reruns", 0)})
+            return
+        for value in report.values():
+            tally_latency(value, label)
+    elif isinstance(report, list):
+        for value in report:
+            tally_latency(value, label)
+
+
+def interference_summary(entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """How many timed runs of this benchmark stayed disturbed after reruns (and which)."""
+    entries = TIMED if entries is None else entries
+    disturbed = [e for e in entries if e["disturbed"] is True]
+    judged = [e for e in entries if e["disturbed"] is not None]
+    return {"timed_runs": len(entries), "judged": len(judged), "disturbed": len(disturbed),
+            "disturbed_share": round(len(disturbed) / len(judged), 4) if judged else None,
+            "reruns": sum(e.get("reruns", 0) for e in entries),
+            "disturbed_runs": [{"label": e["label"], "reasons": e["reasons"]} for e in disturbed]}
+
+
+def disturbed_banner(summary: dict[str, Any] | None) -> str:
+    """The ⚠ line over a results file or README section when any of its timings stayed
+    disturbed after reruns (empty otherwise)."""
+    if not summary or not summary.get("disturbed"):
+        return ""
+    labels = sorted({e["label"] for e in summary.get("disturbed_runs", []) if e["label"]})
+    return (f"> ⚠ {summary['disturbed']} of {summary['judged']} timed runs stayed disturbed after "
+            f"{summary['reruns']} reruns (other work on the machine, a clock drop or throttling"
+            + (f": {', '.join(labels[:6])}" if labels else "") + "); every time and ratio below "
+            "that comes from them is marked by this line. Rerun on a quiet machine.\n\n")

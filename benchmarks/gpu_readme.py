@@ -81,12 +81,26 @@ def render(folder: Path) -> str:
         if fp32 and fp16 and fp32.get("device_p50_ms") and fp16.get("device_p50_ms"):
             notes.append(f"At batch {largest} fp16 is {fp32['p50_ms'] / fp16['p50_ms']:.2f}× "
                          f"(end-to-end) and {fp32['device_p50_ms'] / fp16['device_p50_ms']:.2f}× "
-                         f"(device) as fast as fp32 for {name}.")
+                         f"(device) as fast as fp32 for {name}"
+                         + (" ⚠ measured while the machine was disturbed"
+                            if fp32.get("disturbed") or fp16.get("disturbed") else "") + ".")
         eager, graphs = by.get(("fp32", 1)), by.get(("fp32+graphs", 1))
         if eager and graphs:
             notes.append(f"At batch 1 CUDA graphs take {name}'s fp32 p50 from "
                          f"{eager['p50_ms']:.3f} to {graphs['p50_ms']:.3f} ms (eager PyTorch "
-                         "there is bound by kernel launches from Python).")
+                         "there is bound by kernel launches from Python)"
+                         + (" ⚠ measured while the machine was disturbed"
+                            if eager.get("disturbed") or graphs.get("disturbed") else "") + ".")
+    energy = [r for r in gpu if r["model"] == "resnet18" and r["variant"] in ("fp32", "fp16")
+              and r.get("j_per_query") is not None]
+    if energy:  # (issue 18) records from before it carry no energy: nothing is said
+        parts = [f"{r['variant']} batch {r['batch']}: {r['j_per_query']:.3g} ± "
+                 f"{r['j_per_query_uncertainty']:.1g} J per query ({r['mj_per_image']:.3g} mJ "
+                 f"per image at {r['mean_w']:.0f} W)"
+                 + (" ⚠ measured while the machine was disturbed" if r.get("disturbed") else "")
+                 for r in sorted(energy, key=lambda r: (r["variant"] != "fp32", r["batch"]))]
+        notes.append("Energy per inference of resnet18 over the timed window (NVML's total-energy "
+                     "counter): " + "; ".join(parts) + ".")
     diffs = [abs(r["top1_minus_cpu_points"]) for r in gpu
              if r.get("top1_minus_cpu_points") is not None]
     if diffs:

@@ -46,10 +46,13 @@ def render(module) -> dict:
     if not hasattr(module, "README_SECTIONS"):  # gpu_readme renders from its records folder
         return module.main() if module.__name__ == "gpu_readme" else {}
     out = {}
+    from common import disturbed_banner
+
     for section, (results, renderer) in module.README_SECTIONS.items():
         path = RESULTS / f"{results}.json"
         if path.is_file():
-            out[section] = renderer(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            out[section] = disturbed_banner(data.get("interference")) + renderer(data)
         else:
             print(f"   {section}: no {path}, left as it is", flush=True)
     return {"readme": out}
@@ -76,6 +79,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s) {unknown}; there are {list(available)}", file=sys.stderr)
         return 2
     failures = 0
+    timed_runs: list[dict] = []  # (issue 18) every script's timings, for the closing tally
     for name, path in available.items():
         if only and name not in only:
             continue
@@ -85,14 +89,27 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
+            import common
+
+            common.TIMED.clear()  # (issue 18) this script's timings only
             data = render(module) if render_only else (module.main() or {})
-            changed = rewrite(data.get("readme", {}), readme)
+            banner = common.disturbed_banner(data.get("interference")
+                                             or common.interference_summary())
+            changed = rewrite({k: banner + v for k, v in data.get("readme", {}).items()}, readme)
+            timed_runs += common.TIMED
             print(f"== {name}: README sections {sorted(data.get('readme', {}))} written to "
                   f"{readme} ({len(changed)} changed)", flush=True)
         except Exception as exc:  # noqa: BLE001 - report and go on with the others
             failures += 1
             print(f"!! {name} failed: {exc!r}", flush=True)
         print(f"== {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+    if timed_runs:
+        import common
+
+        tally = common.interference_summary(timed_runs)
+        print(f"== timed runs: {tally['timed_runs']}, judged {tally['judged']}, disturbed after "
+              f"reruns {tally['disturbed']} (share {tally['disturbed_share']}), reruns "
+              f"{tally['reruns']}", flush=True)
     return 1 if failures else 0
 
 

@@ -10,7 +10,9 @@ CPU), on the full 10,000-image test split; ONNX Runtime's CUDA provider is repor
 absent. resnet18 and
 mobilenet_v2 are torchvision's architectures with random weights (seed 0) at 1×3×224×224,
 timed on real Fashion-MNIST test images resized to 224×224. The summary records each trained
-checkpoint's sha256 and TrainConfig. After a GPU run (not a --torch-device cpu dry run) into
+checkpoint's sha256 and TrainConfig. Every row also carries energy per query over the timed window
+(NVML's total-energy counter, with its uncertainty; needs nvidia-ml-py: pip install 'edgekit[gpu]')
+and whether the machine was disturbed while timed (issue 18). After a GPU run (not a --torch-device cpu dry run) into
 benchmarks/results/, the README's GPU section is rewritten from it (benchmarks/gpu_readme.py).
 """
 
@@ -114,7 +116,8 @@ def main() -> int:
                     if trained else None,
                     "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
                     "device_p50_ms": dev.get("p50_ms"),
-                    "throughput_per_s": lat["throughput_per_s"], "valid": lat["valid"]})
+                    "throughput_per_s": lat["throughput_per_s"], "valid": lat["valid"],
+                    **energy_fields(lat)})
             records += recs
             write(args.out, records, summary)  # after every run: a cut-off check keeps what it measured
             print(f"{name:13s} {label:12s} " + "  ".join(
@@ -135,6 +138,35 @@ def main() -> int:
     return 0
 
 
+def energy_fields(lat: dict) -> dict:
+    """(issue 18) Energy per inference over the timed window (NVML's total-energy counter on
+    the GPU the runner used) and whether the machine was disturbed while timed."""
+    energy = lat.get("energy") or {}
+    nvml = (lat.get("machine") or {}).get("nvml") or {}
+    return {"energy_source": energy.get("source"), "energy_note": energy.get("note"),
+            "j_per_query": energy.get("j_per_query"),
+            "j_per_query_uncertainty": energy.get("j_per_query_uncertainty"),
+            "mj_per_image": energy.get("mj_per_image"), "mean_w": energy.get("mean_w"),
+            "energy_sampling": energy.get("method"),
+            "sm_clock_mhz": (nvml.get("sm_clock_mhz") or {}).get("mean"),
+            "gpu_clock_event_reasons": nvml.get("clock_event_reasons"),
+            "disturbed": lat.get("disturbed"), "disturbed_reasons": lat.get("disturbed_reasons"),
+            "reruns": lat.get("reruns")}
+
+
+def energy_cell(r: dict) -> str:
+    if r.get("j_per_query") is None:
+        return r.get("energy_note") or "no power source"
+    return (f"{r['j_per_query']:.4g} ± {r['j_per_query_uncertainty']:.2g} J "
+            f"({r['mj_per_image']:.3g} mJ/image, {r['mean_w']:.0f} W)")
+
+
+def machine_cell(r: dict) -> str:
+    if "disturbed" not in r:
+        return "-"
+    return {True: "DISTURBED ⚠", False: "quiet", None: "?"}[r["disturbed"]]
+
+
 def write(out: Path, records: list, summary: list) -> None:
     (out / "gpu-records.json").write_text(json.dumps(records, default=str) + "\n")
     (out / "gpu-summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
@@ -145,7 +177,8 @@ def markdown(summary: list) -> str:
     """The README's GPU table: end-to-end and device p50, throughput, top-1 against the CPU."""
     cpu = {r["model"]: r["top1"] for r in summary if r.get("runtime") == "torch-cpu"}
     lines = ["| model | variant | batch | p50 end-to-end ms | p50 device ms | p99 ms | "
-             "throughput/s | top-1 GPU | top-1 CPU | valid |", "|" + "---|" * 10]
+             "throughput/s | top-1 GPU | top-1 CPU | valid | energy per query | machine |",
+             "|" + "---|" * 12]
     for r in summary:
         if r.get("runtime") != "torch-cuda":
             continue
@@ -154,7 +187,8 @@ def markdown(summary: list) -> str:
         device = "-" if r["device_p50_ms"] is None else f"{r['device_p50_ms']:.3f}"  # CPU dry run
         lines.append(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['p50_ms']:.3f} | "
                      f"{device} | {r['p99_ms']:.3f} | {r['throughput_per_s']:,.0f} | "
-                     f"{top1} | {ref} | {'yes' if r['valid'] else 'NO'} |")
+                     f"{top1} | {ref} | {'yes' if r['valid'] else 'NO'} | {energy_cell(r)} | "
+                     f"{machine_cell(r)} |")
     for r in summary:
         if r.get("runtime") == "onnxruntime-cuda":
             lines.append(f"\nONNX Runtime CUDA provider: {r['status']}.")

@@ -54,7 +54,10 @@ def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> No
             won = result.get("winner")
             click.echo(f"{stem} on {device}: " + (
                 f"{won['name']} wins, {won['p50_ms']:.3f} ms ({won['speedup']:.2f}× the fp32 "
-                f"original's fastest runtime), top-1 {won['top1']:.2f}%" if won
+                f"original's fastest runtime"
+                + (" ⚠ measured while the machine was disturbed"
+                   if won.get("speedup_disturbed") else "")
+                + f"), top-1 {won['top1']:.2f}%" if won
                 else f"nothing meets the budget ({result['why']})"))
         click.echo(f"  report: {summary.get('report')}")
 

@@ -217,7 +217,8 @@ def _cells(c: dict[str, Any]) -> list[str]:
     mark = "◆ winner" if c.get("winner") else ("★" if c.get("on_front") else "")
     drop = c.get("drop_points")
     return [c["name"], c["status"], num(c.get("p50_ms"), ".3f"),
-            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else ""),
+            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else "")
+            + (" ⚠" if c.get("speedup") and c.get("speedup_disturbed") else ""),
             num(c.get("top1"), ".2f"), num(None if drop is None else 0.0 - drop, "+.2f"),
             num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]
 

@@ -284,6 +284,7 @@ class Optimizer:
         return {"key": key, "cached": cached, "artifact": str(entry["path"]),
                 "stage": stage, "target": target,
                 "p50_ms": record["latency"]["p50_ms"],
+                "disturbed": record["latency"].get("disturbed"),  # (issue 18)
                 "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
                 "float_layers": entry["float_layers"]}
 
@@ -504,6 +505,9 @@ class Optimizer:
         for c in candidates:
             if c["p50_ms"] is not None and search.baselines:
                 c["speedup"] = round(search.fastest_fp32_ms / c["p50_ms"], 4)
+                # (issue 18) a ratio from a disturbed run (its own or a baseline's) is marked
+                c["speedup_disturbed"] = bool(c.get("disturbed") or any(
+                    b.get("disturbed") for b in search.baselines.values()))
             if c["top1"] is not None and search.baselines:
                 c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
         winner, why = choose(candidates, self.max_drop, self.settings.min_speedup)

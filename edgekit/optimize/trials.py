@@ -73,6 +73,7 @@ def candidates_of(study: Any) -> list[dict[str, Any]]:
             "status": t.user_attrs.get("status", "measured"), "why": t.user_attrs.get("why", ""),
             "values": list(t.values) if complete else None,
             "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last else None,
+            "disturbed": last.get("disturbed"),
             "key": last.get("key"), "artifact": last.get("artifact"),
             "steps": steps, "cost": t.user_attrs.get("cost", {}),
         })
@@ -99,6 +100,8 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
            f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
            f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
            f"{winner['speedup']:.2f}×")
+    if winner.get("speedup_disturbed"):  # (issue 18)
+        why += " ⚠ measured while the machine was disturbed"
     return winner, why
 
 

@@ -178,6 +178,11 @@ def _table(records: list[dict[str, Any]]) -> str:
         validity = (r.get("latency") or {}).get("validity") or {}
         if validity.get("reasons"):
             reasons = "; ".join(filter(None, [reasons, "latency: " + "; ".join(validity["reasons"])]))
+        lat = r.get("latency") or {}
+        if lat.get("disturbed") or (r.get("speedup_vs") or {}).get("disturbed"):
+            why = lat.get("disturbed_reasons") if lat.get("disturbed") else \
+                r["speedup_vs"]["disturbed"]
+            reasons = "; ".join(filter(None, [reasons, "disturbed: " + "; ".join(why)]))
         tds.append(f'<td class="l">{html.escape(reasons)}</td>')
         body.append(f'<tr class="{"fail" if verdict == "FAIL" else ""}">{"".join(tds)}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -291,7 +296,11 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                      "p50 of the fp32 original over the artifact's, same runtime and batch, "
                      f"measured in the same run; {WINNER} = the artifact that decides (the "
                      "fastest within the budget); † = too few samples to claim p99 at 99% "
-                     "confidence (early-stopping rule).</p>")
+                     "confidence (early-stopping rule); J/query = energy per query over the "
+                     "timed window ± its uncertainty, where the device measures power; machine = "
+                     "what other work, clocks and throttling did while timed (quiet, DISTURBED, "
+                     "? when it could not be judged), and ⚠ marks every number and ratio "
+                     "measured while it was disturbed.</p>")
         parts.append("<h3>Environment</h3>" + _environment(rows) + "</section>")
     for device, rows in by_device(profiles).items():
         parts.append(f'<section class="profiles" id="profiles-{html.escape(device)}">'

@@ -5,15 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.io.files import format_size
+from edgekit.runtimes.interference import DISTURBED_MARK, energy_cell, is_disturbed
 
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
-           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid")
+           "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
+           "J/query", "machine")
 
 
 def speedup_cell(record: dict[str, Any]) -> str:
-    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×."""
+    """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×; with
+    ⚠ when either side was measured while the machine was disturbed (issue 18)."""
     value = record.get("speedup")
-    return "-" if value is None else f"{value:.2f}×"
+    if value is None:
+        return "-"
+    return f"{value:.2f}×" + (f" {DISTURBED_MARK}" if speedup_disturbed(record) else "")
+
+
+def speedup_disturbed(record: dict[str, Any]) -> bool:
+    """Whether the record's speed-up comes from a disturbed run (its own or the original's)."""
+    return bool((record.get("speedup_vs") or {}).get("disturbed")) or is_disturbed(record)
+
+
+def machine_cell(record: dict[str, Any]) -> str:
+    """quiet / DISTURBED ⚠ / ? (not judged: no /proc, the sampler failed) / - (older record)."""
+    lat = record.get("latency") or {}
+    if "disturbed" not in lat:
+        return "-"
+    verdict = lat["disturbed"]
+    reruns = lat.get("reruns") or 0
+    note = f" ({reruns} rerun{'s' if reruns != 1 else ''})" if reruns else ""
+    if verdict is None:
+        return "?" + note
+    return (f"DISTURBED {DISTURBED_MARK}" if verdict else "quiet") + note
 
 
 # (issue 20) the mark on every time of an emulated device: its top-1 is real, its time is not.
@@ -36,6 +59,7 @@ def row(record: dict[str, Any]) -> list[str]:
         f"{lat.get('throughput_per_s', float('nan')):.0f}{emu}",
         format_size(record.get("size_bytes")),
         "emulated" if emu else ("yes" if lat.get("valid") else "NO"),
+        energy_cell(lat.get("energy")) + (emu if lat.get("energy") else ""), machine_cell(record),
     ]
 
 
@@ -67,6 +91,29 @@ def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[s
 
 def print_records(records: list[dict[str, Any]], title: str = "") -> None:
     _print_table(COLUMNS, [row(r) for r in records], title)
+    print_disturbed(records)
+
+
+def disturbed_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per record measured while the machine was disturbed: which, and why."""
+    from pathlib import Path
+
+    out = []
+    for r in records:
+        lat = r.get("latency") or {}
+        if lat.get("disturbed"):
+            name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
+            out.append(f"{DISTURBED_MARK} {name} on {r.get('runtime')}, batch {r.get('batch')}: "
+                       + "; ".join(lat.get("disturbed_reasons") or [])
+                       + f" (kept after {lat.get('reruns') or 0} reruns)")
+    return out
+
+
+def print_disturbed(records: list[dict[str, Any]]) -> None:
+    import sys
+
+    for line in disturbed_lines(records):
+        print(line, file=sys.stderr)
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
@@ -108,7 +155,7 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 # ---------------------------------------------------------------- validation (gate) tables
 GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "Δ top-1",
                 "agree", "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
-                "gate")
+                "J/query", "machine", "gate")
 WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
 
 
@@ -130,6 +177,7 @@ def gate_row(record: dict[str, Any]) -> list[str]:
             base["precision"], base["runtime"], base["batch"], base["top-1"], base["Δ top-1"],
             f"{agree:.4f}" if agree is not None else "-", base["p50 ms"], base["speed-up"],
             base["p90 ms"], p99, base["throughput/s"], base["size"], base["valid"],
+            base["J/query"], base["machine"],
             ("-" if not gate else ("PASS" if gate.get("passed") else "FAIL"))
             + (f" {WINNER}" if record.get("decisive") else "")]
 
@@ -142,6 +190,7 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
         cell_rows.append(cells)
     _print_table(GATE_COLUMNS, cell_rows, title, width=220)
+    print_disturbed(records)
 
 
 def gate_markdown(records: list[dict[str, Any]]) -> str:

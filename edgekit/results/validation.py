@@ -153,6 +153,8 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
         at = f", p50 {p50:.3f} ms" if p50 is not None else ""
         speed = chosen.get("speedup")
         vs = f", {speed:.2f}× the original" if speed else ""
+        if speed and chosen.get("speedup_disturbed"):  # (issue 18) never without the mark
+            vs += " ⚠ measured while the machine was disturbed"
         return chosen, f"the fastest artifact within the budget{at}{vs}"
     order = sorted(range(len(pool)), key=lambda i: (
         PRECISION_RANK.get(pool[i].get("precision", "fp32"), 3), -i,

@@ -95,6 +95,11 @@ class Runner:
         `device_latency`: CUDA-event time of the inference alone). Called once per run."""
         return {}
 
+    def nvidia_gpu(self) -> int | None:
+        """The CUDA index of the NVIDIA GPU this runner runs on (the sampler reads its clocks,
+        throttle reasons and energy through NVML), None when it runs on the CPU."""
+        return None
+
     # ----------------------------------------------------------- shared
     @classmethod
     def parse_options(cls, options: RunnerOptions | dict[str, Any] | None,
@@ -161,37 +166,90 @@ class Runner:
         """Run the protocol on the batch `x` and return the statistics (every sample kept)."""
         protocol = protocol or LatencyProtocol()
         run = self.bind(self.check_input(x))
+        sampler = self._sampler(protocol)
         start = time.perf_counter()
         warm = 0
-        while (warm < protocol.warmup_count or time.perf_counter() - start < protocol.warmup_seconds) \
-                and time.perf_counter() - start < protocol.max_seconds:
-            run()
-            self.after_sample(timed=False)
-            warm += 1
-        samples: list[float] = []
-        t0 = time.perf_counter()
-        deadline = t0 + protocol.max_seconds
-        clock = time.perf_counter_ns
-        while True:
-            begin = clock()
-            run()
-            samples.append((clock() - begin) / 1e6)
-            self.after_sample(timed=True)
-            now = time.perf_counter()
-            if on_sample:
-                on_sample(samples[-1])
-            if (len(samples) >= protocol.min_queries and now - t0 >= protocol.min_seconds) \
-                    or now >= deadline:
-                break
+        try:  # the sampler is finished (tegrastats stopped, NVML closed) whatever happens
+            while (warm < protocol.warmup_count
+                   or time.perf_counter() - start < protocol.warmup_seconds) \
+                    and time.perf_counter() - start < protocol.max_seconds:
+                run()
+                self.after_sample(timed=False)
+                warm += 1
+            samples: list[float] = []
+            if sampler is not None:
+                sampler.begin()
+            t0 = time.perf_counter()
+            deadline = t0 + protocol.max_seconds
+            clock = time.perf_counter_ns
+            while True:
+                begin = clock()
+                run()
+                samples.append((clock() - begin) / 1e6)
+                self.after_sample(timed=True)
+                now = time.perf_counter()
+                if on_sample:
+                    on_sample(samples[-1])
+                if (len(samples) >= protocol.min_queries and now - t0 >= protocol.min_seconds) \
+                        or now >= deadline:
+                    break
+            duration = time.perf_counter() - t0
+        finally:
+            machine = sampler.finish() if sampler is not None else None
         stopped_by = "minimums met" if len(samples) >= protocol.min_queries and \
             now - t0 >= protocol.min_seconds else "max_seconds"
-        duration = time.perf_counter() - t0
         stats = latency_stats(np.array(samples), len(x), duration_s=duration, protocol=protocol)
         stats.update(warmup_queries=warm, warmup_s=round(t0 - start, 4), stopped_by=stopped_by,
                      timing_scope=self.timing_scope, protocol=protocol.model_dump(),
                      samples_ms=[round(s, 5) for s in samples])
         stats.update(self.extra_stats(len(x), duration, protocol))  # e.g. device_latency
+        stats.update(_machine_verdict(machine, protocol, len(samples), len(x)))
         return stats
+
+    def _sampler(self, protocol: LatencyProtocol) -> Any:
+        """The machine sampler for one window (opened now, before warm-up), or None when the
+        protocol turns sampling off. Never raises: a sampler that cannot start is recorded."""
+        if not protocol.interference.sample:
+            return None
+        from edgekit.runtimes.sampler import MachineSampler
+
+        try:
+            return MachineSampler(interval_s=protocol.interference.sample_interval_s,
+                                  gpu_index=self.nvidia_gpu()).open()
+        except Exception as exc:  # the measurement stands without it
+            return _FailedSampler(f"{type(exc).__name__}: {exc}")
+
+
+class _FailedSampler:
+    """Stands in for a sampler that could not start: the record says so."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def begin(self) -> None:
+        pass
+
+    def finish(self) -> dict[str, Any]:
+        return {"errors": [f"sampler could not start: {self.error}"], "failed": ["sampler"],
+                "not_sampled": ["everything (the sampler could not start)"]}
+
+
+def _machine_verdict(machine: dict[str, Any] | None, protocol: LatencyProtocol, queries: int,
+                     batch: int) -> dict[str, Any]:
+    """The record's `machine` summary, `disturbed` verdict with its reasons, and `energy`."""
+    from edgekit.runtimes.interference import energy_per_inference, judge
+
+    if machine is None:
+        return {"disturbed": None, "disturbed_reasons": ["not sampled (interference.sample is "
+                                                         "false)"],
+                "energy": {"source": None, "note": "no power source (not sampled)"}}
+    disturbed, reasons = judge(machine, protocol.interference)
+    if disturbed is None and not reasons:
+        reasons = ["not judged: " + ("; ".join(machine.get("errors") or [])
+                                     or "nothing readable (" + "; ".join(
+                                         machine.get("not_sampled") or []) + ")")]
+    return {"machine": machine, "disturbed": disturbed, "disturbed_reasons": reasons,
+            "energy": energy_per_inference(machine, queries, batch)}
 
 
 class DeviceTimed:

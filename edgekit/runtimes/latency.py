@@ -10,6 +10,9 @@ Protocol (defaults in the spirit of trtexec and MLPerf's single-stream scenario)
 Validity follows MLPerf's early-stopping idea: a percentile p is only claimed when there are
 enough samples that, with 99% confidence, the true p-quantile lies at or below a reported order
 statistic. A run that stopped at max_seconds before its minimums is marked invalid, not dropped.
+
+What the machine did while timed (`interference`: a sampler beside the window, the disturbed
+verdict, reruns, energy per inference) is runtimes/sampler.py and runtimes/interference.py.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit.runtimes.interference import InterferencePolicy
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -31,6 +36,8 @@ class LatencyProtocol(BaseModel):
     min_seconds: float = Field(1.0, ge=0)
     max_seconds: float = Field(30.0, gt=0)
     confidence: float = Field(0.99, gt=0, lt=1)
+    # (issue 18) what the machine did while timed: the sampler, the verdict, reruns
+    interference: InterferencePolicy = Field(default_factory=InterferencePolicy)
 
 
 def min_samples_for(percentile: float, confidence: float = 0.99) -> int:

@@ -111,6 +111,14 @@ class OrtRunner(Runner):
         session, feeds, outputs = self.session, {self.input_name: x}, [self.output_name]
         return lambda: session.run(outputs, feeds)
 
+    def nvidia_gpu(self) -> int | None:
+        """The CUDA device of the CUDA or TensorRT provider when the session uses one."""
+        options = self.session.get_provider_options()
+        for name in self.session.get_providers():
+            if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+                return int((options.get(name) or {}).get("device_id", 0))
+        return None
+
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
 

@@ -287,6 +287,9 @@ class TensorRtRunner(DeviceTimed, Runner):
             cudart, cudart.cudaEventElapsedTime(self.start, self.end))
         return lambda: self._enqueue(in_bytes, out_bytes, timed=True)
 
+    def nvidia_gpu(self) -> int | None:
+        return 0  # engines are built and run on CUDA device 0
+
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.name, "version": self.machine["tensorrt_version"],
                 "gpu": self.machine["gpu_name"],

@@ -234,6 +234,9 @@ class TorchRunner(DeviceTimed, Runner):
         with self.thread_scope():
             return super().measure_latency(*args, **kwargs)
 
+    def nvidia_gpu(self) -> int | None:
+        return (self.device.index or 0) if self.on_cuda else None
+
     def describe(self) -> dict[str, Any]:
         import torch
 

@@ -19,6 +19,7 @@ from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
 from edgekit.io.files import file_size, sha256_file
 from edgekit.progress import progress
 from edgekit.runtimes.base import Runner, get_runner, runner_for_artifact
+from edgekit.runtimes.interference import measure_undisturbed
 from edgekit.spec import InputSpec
 from edgekit.validate.accuracy import accuracy_section
 from edgekit.validate.env import capture_environment
@@ -87,8 +88,8 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
                                  np.float32)
         budget = device.latency.min_queries
         with progress(f"Latency {path.name} batch {batch}", budget) as advance:
-            stats = runner.measure_latency(x, device.latency,
-                                           on_sample=lambda _s, a=advance: a(1))
+            stats = measure_undisturbed(runner, x, device.latency,
+                                        on_sample=lambda _s, a=advance: a(1))
         stats["inputs"] = inputs.format(batch=batch)
         if device.emulated:
             stats["representative"] = False
@@ -120,10 +121,12 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
                                  np.float32)
         with progress(f"Latency {original.name} (fp32) on {runtime} batch {batch}",
                       device.latency.min_queries) as advance:
-            stats = runner.measure_latency(x, device.latency,
-                                           on_sample=lambda _s, a=advance: a(1))
+            stats = measure_undisturbed(runner, x, device.latency,
+                                        on_sample=lambda _s, a=advance: a(1))
         out[batch] = {"p50_ms": stats["p50_ms"],
-                      "measured_as": f"{original.name} read by {runtime} at fp32"}
+                      "measured_as": f"{original.name} read by {runtime} at fp32",
+                      "disturbed": stats.get("disturbed"),
+                      "disturbed_reasons": stats.get("disturbed_reasons", [])}
     return out
 
 
@@ -139,8 +142,10 @@ def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.nd
     for is_reference, runtime, records, _ in measured:
         if is_reference:
             for r in records:
-                out[(runtime, r["batch"])] = {"p50_ms": r["latency"].get("p50_ms"),
-                                              "measured_as": ref_path.name}
+                out[(runtime, r["batch"])] = {
+                    "p50_ms": r["latency"].get("p50_ms"), "measured_as": ref_path.name,
+                    "disturbed": r["latency"].get("disturbed"),
+                    "disturbed_reasons": r["latency"].get("disturbed_reasons", [])}
     for is_reference, runtime, _, images in measured:
         if is_reference or all((runtime, b) in out for b in batches):
             continue
@@ -167,6 +172,13 @@ def attach_speedups(records: list[dict[str, Any]],
                                   runtime=runtime)
         if ref.get("measured_as"):
             section["measured_as"] = ref["measured_as"]
+        # (issue 18) a ratio from a disturbed run (either side) carries the mark and the why
+        why = [f"this run: {r}" for r in record["latency"].get("disturbed_reasons", [])
+               if record["latency"].get("disturbed")]
+        why += [f"fp32 original: {r}" for r in ref.get("disturbed_reasons", [])
+                if ref.get("disturbed")]
+        if why:
+            section["disturbed"] = why
         if ref_path is None:
             section["missing"] = (f"batch {batch}: no fp32 original in this folder to compare "
                                   "latency with (a recipe exports it as original.onnx)")

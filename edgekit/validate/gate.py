@@ -86,7 +86,12 @@ def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
     else:
         reason = (f"batch {speed['batch']}: {p50:.3f} ms against the original's {ref:.3f} ms, "
                   f"speed-up {value:.2f}× < {limit:g}×")
-    return {"check": name, "value": value, "limit": limit, "passed": bool(ok), "reason": reason}
+    check = {"check": name, "value": value, "limit": limit, "passed": bool(ok), "reason": reason}
+    if speed.get("disturbed"):  # (issue 18) never a ratio from a disturbed run without the mark
+        check["disturbed"] = speed["disturbed"]
+        if reason:
+            check["reason"] = f"{reason} ⚠ measured while the machine was disturbed"
+    return check
 
 
 def evaluate_gate(accuracy: dict[str, Any], budget: Budget,

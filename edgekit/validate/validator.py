@@ -197,7 +197,10 @@ def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
     smallest = min(r["batch"] for r in timed)
     best = min((r for r in timed if r["batch"] == smallest), key=lambda r: r["latency"]["p50_ms"])
     return {"p50_ms": best["latency"]["p50_ms"], "speedup": best.get("speedup"),
-            "fastest_runtime": best.get("runtime"), "batch": smallest}
+            "fastest_runtime": best.get("runtime"), "batch": smallest,
+            # (issue 18) the speed-up's mark wherever it is printed
+            "speedup_disturbed": bool(best["latency"].get("disturbed")
+                                      or (best.get("speedup_vs") or {}).get("disturbed"))}
 
 
 def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
