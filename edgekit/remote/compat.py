@@ -68,17 +68,38 @@ def _op_since(domain: str, op: str, opset: int) -> int | None:
         return None
 
 
+def export_source(folder: Path) -> str:
+    """The model file an output folder's ONNX export came from (its manifest), for the fix."""
+    import json
+
+    from edgekit.io.manifest import MANIFEST_NAME
+
+    try:
+        stages = json.loads((folder / MANIFEST_NAME).read_text()).get("stages", [])
+    except (OSError, ValueError):
+        return "SOURCE"
+    for stage in stages:
+        inputs = stage.get("inputs") or {}
+        if str(stage.get("stage", "")).startswith(("export-onnx", "compress")):
+            found = (inputs.get("source") or inputs.get("model") or {}).get("path")
+            if found and not str(found).endswith(".onnx"):
+                return str(found)
+    return "SOURCE"
+
+
 def artifact_problems(needs: dict[str, Any], limits: dict[str, Any], *, name: str,
-                      precision: str) -> list[tuple[str, str]]:
+                      precision: str, source: str = "SOURCE", out: str = "OUT"
+                      ) -> list[tuple[str, str]]:
     """(what, fix) for each reason the device's runtime cannot run this artifact."""
     version = limits["version"]
     where = f"the device's onnxruntime {version}"
     problems: list[tuple[str, str]] = []
     max_opset = limits["max_opset"].get("")
     opset = needs["opsets"].get("")
-    fix_opset = (f"export it again for this device: edgekit export SOURCE --opset {max_opset} "
-                 "-o OUT/ (then quantize OUT/model.onnx again), or install a newer onnxruntime "
-                 "on the device")
+    again = f"{out}-opset{max_opset}"
+    fix_opset = (f"export it again for this device: edgekit export {source} --opset {max_opset} "
+                 f"-o {again}/ (and for int8: edgekit compress {again}/model.onnx --int8 -o "
+                 f"{again}/), or install a newer onnxruntime on the device")
     if opset is not None and max_opset is not None and opset > max_opset:
         problems.append((f"{name} uses ONNX opset {opset}; {where} loads opsets up to "
                          f"{max_opset}", fix_opset))
@@ -103,7 +124,7 @@ def artifact_problems(needs: dict[str, Any], limits: dict[str, Any], *, name: st
         what = (f"{name}: node {node!r} uses operator {label}"
                 + (f" (opset {since})" if since else "") + f", which {where} does not have")
         if precision == "int8":
-            fix = (f"keep that node float: edgekit compress SOURCE --int8 --keep-float {node} "
+            fix = (f"keep that node float: edgekit compress {source} --int8 --keep-float {node} "
                    "(or install a newer onnxruntime on the device)")
         elif first < 10 ** 6 or (since and max_opset and since > max_opset):
             fix = fix_opset
@@ -133,7 +154,8 @@ def check_skew(target: str | Path, profile: DeviceProfile, report: DeviceReport)
         name = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
         checked.append(name)
         problems += artifact_problems(onnx_needs(path), limits, name=name,
-                                      precision=str(entry.get("precision", "fp32")))
+                                      precision=str(entry.get("precision", "fp32")),
+                                      source=export_source(folder), out=str(folder))
     if problems:
         lines = "; ".join(what for what, _ in problems)
         fixes = list(dict.fromkeys(fix for _, fix in problems))

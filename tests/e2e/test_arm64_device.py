@@ -152,7 +152,8 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
         validate_remote(out, profile, eval_source=EVAL, limit=50, on_event=quiet)
     assert "model.onnx uses ONNX opset 22" in err.value.message
     assert "onnxruntime 1.19.2 loads opsets up to 21" in err.value.message
-    assert "edgekit export SOURCE --opset 21" in err.value.hint
+    # The fix names the model the folder was exported from (its manifest) and a new folder.
+    assert f"edgekit export {LENET5} --opset 21 -o {out}-opset21/" in err.value.hint
     blobs = tmp_path / "device" / "blobs"
     assert [p.name for p in blobs.iterdir() if not p.name.startswith(".")] == []  # nothing sent
     # The refusal is the device's truth: its onnxruntime itself fails on this file, and loads

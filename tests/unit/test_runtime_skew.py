@@ -61,7 +61,8 @@ def test_artifact_problems_follow_the_rule():
     assert artifact_problems(needs(), LIMITS, name="m.onnx", precision="fp32") == []
     [(what, fix)] = artifact_problems(needs(opset=22), LIMITS, name="m.onnx", precision="fp32")
     assert what == "m.onnx uses ONNX opset 22; the device's onnxruntime 1.19.2 loads opsets up to 21"
-    assert fix.startswith("export it again for this device: edgekit export SOURCE --opset 21")
+    assert fix.startswith("export it again for this device: edgekit export SOURCE --opset 21 "
+                          "-o OUT-opset21/ (and for int8: edgekit compress OUT-opset21/model.onnx")
     [(what, _)] = artifact_problems(needs(ir=11), LIMITS, name="m.onnx", precision="fp32")
     assert "IR version 11" in what and "up to 10" in what
     # An operator the device's runtime does not have: int8 -> keep that node float.
