@@ -7,7 +7,7 @@ EDGEKIT := $(VENV)/bin/edgekit
 STAMP := $(VENV)/.installed
 export EDGEKIT_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: install data demo test test-fast bench bench-quick lint gpu-check clean
+.PHONY: install data demo test test-fast bench bench-quick lint gpu-check arm64-device clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,6 +47,11 @@ lint: install
 
 gpu-check:
 	bash scripts/gpu-check.sh
+
+# An emulated arm64 (Jetson-class) device: aarch64 Python + onnxruntime 1.19.2 under qemu-user,
+# from Debian and PyPI, cached in .cache/arm64-device; prints its device profile (README).
+arm64-device:
+	bash scripts/arm64-device.sh
 
 clean:
 	rm -rf $(VENV) .cache out

@@ -58,6 +58,12 @@ class DeviceProfile(BaseModel):
     round_to: int | None = Field(None, ge=1, description="prune channel counts to multiples")
     latency: LatencyProtocol = Field(default_factory=LatencyProtocol)
     record: JetsonRecord | None = None
+    # (issue 20) an emulated device (qemu-user): its top-1 is real, its latency is the
+    # emulator's; every record says so, and tables never mix it with real devices unmarked.
+    emulated: bool = False
+    # (issue 20) the highest ONNX opset (ai.onnx) this device's runtime loads; None: read it from
+    # the device's onnxruntime in the device check. An artifact above it is refused before copying.
+    max_opset: int | None = Field(None, ge=1)
     # Remote devices (reached over SSH).
     host: str | None = None
     port: int | None = None

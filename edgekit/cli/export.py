@@ -19,11 +19,15 @@ from edgekit.cli.common import data_dir_option, json_option, model_options, prin
 @click.option("--calib", default=None, help="Calibration set or data source for int8.")
 @click.option("--workspace-mb", type=int, default=None, help="TensorRT builder workspace limit.")
 @click.option("--dla", type=int, default=None, help="TensorRT: DLA core to build for (Jetson).")
+@click.option("--opset", type=int, default=None,
+              help="ONNX: the opset to export (default 18); lower it for a device whose "
+              "onnxruntime is older (the remote device check names its highest).")
 @model_options
 @data_dir_option
 @json_option
 def export(source: str, target: str, precision: str, output: str | None, parity_data: str | None,
-           calib: str | None, workspace_mb: int | None, dla: int | None, arch: str | None,
+           calib: str | None, workspace_mb: int | None, dla: int | None, opset: int | None,
+           arch: str | None,
            arch_kwargs: str | None, input_shape, trust_model: bool, data_dir: str | None,
            as_json: bool) -> None:
     """Export SOURCE (a model file or an output folder) to a deployment format."""
@@ -31,6 +35,7 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
 
     result = api_export(source, output, target=target, precision=precision,
                         parity_data=parity_data, calib=calib, workspace_mb=workspace_mb, dla=dla,
+                        opset=opset,
                         arch=arch, arch_kwargs=arch_kwargs, input_shape=input_shape,
                         trust_model=trust_model, data_dir=data_dir)
     artifact, record = result.artifact, result.record

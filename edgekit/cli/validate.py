@@ -152,7 +152,8 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
             for status in runtime_status(profile) if check else []:
                 runtimes[status.name].update(usable_here=status.usable, reason=status.reason)
         rows.append({"name": profile.name, "path": str(path), "kind": profile.kind,
-                     "remote": profile.host, "threads": profile.threads,
+                     "remote": profile.host, "emulated": profile.emulated,
+                     "threads": profile.threads,
                      "batch_sizes": profile.batch_sizes, "runtimes": runtimes})
     if as_json:
         print_json(rows)
@@ -161,7 +162,8 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
         if "error" in row:
             click.secho(f"{row['name']}  ({row['path']}): invalid — {row['error']}", fg="red")
             continue
-        where = f"remote {row['remote']}" if row["remote"] else "local"
+        where = (f"remote {row['remote']}" if row["remote"] else "local") + \
+            (", emulated: latency not representative" if row.get("emulated") else "")
         click.echo(f"{row['name']}  [{row['kind']}, {where}, threads {row['threads']}, "
                    f"batches {row['batch_sizes']}]  {Path(row['path'])}")
         for name, info in row["runtimes"].items():

@@ -243,6 +243,80 @@ def _version(dist, module):
         return None
 
 
+# ------------------------------------------------------------- what the device's ONNX Runtime loads
+def _pb_varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(field, value):
+    """One protobuf field: an int (varint), or bytes/str (length-delimited)."""
+    if isinstance(value, int):
+        return _pb_varint(field << 3) + _pb_varint(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(value)) + value
+
+
+def tiny_onnx(ir_version, opset):
+    """An ONNX model `y = Identity(x)` as bytes, written without the onnx package (the agent
+    imports nothing outside the standard library)."""
+    def value_info(name):
+        shape = _pb(2, _pb(1, _pb(1, 1)))  # TensorShapeProto{dim{dim_value: 1}}
+        return _pb(1, name) + _pb(2, _pb(1, _pb(1, 1) + shape))  # float tensor of shape [1]
+    node = _pb(1, "x") + _pb(2, "y") + _pb(4, "Identity")
+    graph = _pb(1, node) + _pb(2, "g") + _pb(11, value_info("x")) + _pb(12, value_info("y"))
+    return _pb(1, ir_version) + _pb(8, _pb(2, opset)) + _pb(7, graph)
+
+
+def _load_error(ort, model_bytes):
+    try:
+        ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        return ""
+    except Exception as exc:  # noqa: BLE001 - the message is what we want
+        return str(exc)
+
+
+def ort_capabilities(ort, providers):
+    """What this onnxruntime loads and runs, asked of itself: the highest IR version and opset
+    per domain it accepts, and per domain the operators it has kernels for (on `providers`) or
+    knows a schema of, with the first opset of each. The workstation refuses an artifact the
+    device cannot load before copying it (edgekit/remote/compat.py)."""
+    caps = {"max_ir_version": None, "max_opset": {}, "kernels": {}, "schemas": {}}
+    match = re.search(r"max supported IR version:\s*(\d+)", _load_error(ort, tiny_onnx(1000, 7)))
+    if match:
+        caps["max_ir_version"] = int(match.group(1))
+    match = re.search(r"is till opset\s*(\d+)", _load_error(ort, tiny_onnx(7, 1000)))
+    if match:
+        caps["max_opset"][""] = int(match.group(1))
+    try:
+        from onnxruntime.capi import _pybind_state as C
+    except ImportError:
+        return caps
+    try:
+        for schema in C.get_all_operator_schema():
+            ops = caps["schemas"].setdefault(schema.domain, {})
+            ops[schema.name] = min(ops.get(schema.name, 10 ** 6), int(schema.since_version))
+            if schema.domain != "" or "" not in caps["max_opset"]:
+                caps["max_opset"][schema.domain] = max(caps["max_opset"].get(schema.domain, 0),
+                                                       int(schema.since_version))
+    except Exception as exc:  # noqa: BLE001 - a build without schemas: reported, not raised
+        caps["schema_error"] = str(exc)[:200]
+    try:
+        for kernel in C.get_all_opkernel_def():
+            if kernel.provider in providers:
+                ops = caps["kernels"].setdefault(kernel.domain, {})
+                ops[kernel.op_name] = min(ops.get(kernel.op_name, 10 ** 6),
+                                          int(kernel.version_range[0]))
+    except Exception as exc:  # noqa: BLE001
+        caps["kernel_error"] = str(exc)[:200]
+    return caps
+
+
 def cmd_probe(p):
     """What the device has: Python, edgekit (and whether its lean path imports), runtimes and
     their versions, ONNX Runtime providers, Jetson release, power mode and clocks."""
@@ -258,7 +332,9 @@ def cmd_probe(p):
         fh.write("ok")
     os.remove(probe_file)
     info = {"python": {"version": platform.python_version(), "executable": sys.executable,
-                       "supported": sys.version_info >= (3, 10)},
+                       "supported": sys.version_info >= (3, 10),
+                       # an emulated device's wrapper says where its packages go (no pip there)
+                       "site": os.environ.get("EDGEKIT_DEVICE_SITE")},
             "workdir": root, "environment": device_environment(),
             "packages": {}, "runtimes": {}, "edgekit": None}
     for dist, module in PACKAGES.items():
@@ -275,6 +351,7 @@ def cmd_probe(p):
                 import onnxruntime
                 entry["version"] = onnxruntime.__version__
                 entry["providers"] = list(onnxruntime.get_available_providers())
+                entry["capabilities"] = ort_capabilities(onnxruntime, entry["providers"])
             except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
                 entry["importable"], entry["error"] = False, str(exc)[:300]
         info["runtimes"][runtime] = entry

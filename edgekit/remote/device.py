@@ -52,6 +52,11 @@ class DeviceReport:
                f"{self.edgekit.get('version', 'missing')}, runtimes: "
                + (", ".join(f"{n} {i.get('version') or ''}".strip()
                             for n, i in self.runtimes.items() if i.get("importable")) or "none")]
+        caps = (self.runtimes.get("onnxruntime") or {}).get("capabilities") or {}
+        if caps:
+            out.append(f"  {self.environment.get('machine', '?')}; onnxruntime loads IR <= "
+                       f"{caps.get('max_ir_version', '?')}, opset <= "
+                       f"{(caps.get('max_opset') or {}).get('', '?')}")
         if self.jetson:
             j = self.jetson
             out.append(f"  Jetson: L4T {j.get('l4t', '?')}, JetPack {j.get('jetpack', '?')}, "
@@ -66,8 +71,32 @@ def _pip(python: str, spec: str) -> str:
     return f"{python} -m pip install '{spec}'"
 
 
-def runtime_fix(runtime: str, python: str, is_jetson: bool) -> str:
+def aarch64_fix(spec: str, report: DeviceReport | None, python: str, emulated: bool) -> str | None:
+    """(issue 20) The install command on an aarch64 device that is not a Jetson: PyPI's manylinux
+    aarch64 wheels. An emulated device (scripts/arm64-device.sh) has no pip: the wheel is
+    installed from the workstation into its site folder."""
+    machine = ((report.environment if report else {}) or {}).get("machine", "")
+    if machine not in ("aarch64", "arm64"):
+        return None
+    if emulated:
+        version = ".".join(str((report.python if report else {}).get("version", "3.11")).split(".")[:2])
+        site = (report.python if report else {}).get("site") or "SITE (the device's site folder)"
+        note = "  (the emulated device has no pip; qemu-user 7.2 runs onnxruntime up to 1.26)" \
+            if spec.startswith("onnxruntime") else "  (the emulated device has no pip)"
+        return (f"pip install --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 "
+                f"--python-version {version} --implementation cp --only-binary=:all: --no-deps "
+                f"--target {site} '{spec}'" + note)
+    return _pip(python, spec) + "  (PyPI's manylinux aarch64 wheel)"
+
+
+def runtime_fix(runtime: str, python: str, is_jetson: bool, *, report: DeviceReport | None = None,
+                emulated: bool = False) -> str:
     """The one command that installs a runtime on the device."""
+    if runtime == "onnxruntime" and not is_jetson:
+        arm = aarch64_fix("onnxruntime<1.27" if emulated else "onnxruntime", report, python,
+                          emulated)
+        if arm:
+            return arm
     if runtime == "tensorrt":
         if is_jetson:
             return ("sudo apt-get install -y python3-libnvinfer  (TensorRT's Python bindings "
@@ -81,6 +110,19 @@ def runtime_fix(runtime: str, python: str, is_jetson: bool) -> str:
     if runtime == "torch":
         return _pip(python, "edgekit[torch]")
     return _pip(python, runtime)
+
+
+# (issue 20) The device's onnxruntime is not held to the workstation's pin (onnxruntime>=1.20 in
+# pyproject.toml): what it can load decides what is sent (edgekit/remote/compat.py). Older than
+# this, the oldest one CI runs the device side with (the emulated arm64 device), is a warning.
+OLDEST_DEVICE_ONNXRUNTIME = (1, 19, 2)
+
+
+def _older(version: str | None, than: tuple[int, ...]) -> bool:
+    import re
+
+    parts = tuple(int(x) for x in re.findall(r"\d+", version or "")[:3])
+    return bool(parts) and parts < than
 
 
 def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
@@ -101,6 +143,8 @@ def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
         report.missing.append({
             "what": f"edgekit ({python} cannot import it: {report.edgekit.get('error', '')})",
             "fix": _pip(python, f"edgekit{extras}=={__version__}"), "blocking": True})
+    elif not report.edgekit.get("lean_ok") and _missing_module(report, python, profile):
+        report.missing.append(_missing_module(report, python, profile))
     elif not report.edgekit.get("lean_ok"):
         report.missing.append({
             "what": f"a working edgekit install ({report.edgekit.get('error', '')})",
@@ -121,9 +165,15 @@ def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
         info = report.runtimes.get(name, {})
         if not info.get("importable"):
             report.missing.append({"what": f"runtime {name}",
-                                   "fix": runtime_fix(name, python, is_jetson),
+                                   "fix": runtime_fix(name, python, is_jetson, report=report,
+                                                      emulated=profile.emulated),
                                    "blocking": False})
             continue
+        if name == "onnxruntime" and _older(info.get("version"), OLDEST_DEVICE_ONNXRUNTIME):
+            report.warnings.append(
+                f"the device's onnxruntime {info.get('version')} is older than the oldest edgekit "
+                f"tests on a device ({'.'.join(map(str, OLDEST_DEVICE_ONNXRUNTIME))}); artifacts "
+                "it cannot load are still refused before copying")
         wanted = profile.runtimes[name].providers
         have = info.get("providers")
         if name == "onnxruntime" and wanted and have is not None:
@@ -135,8 +185,32 @@ def build_report(profile: DeviceProfile, probe: dict[str, Any]) -> DeviceReport:
         report.missing.append({"what": "every runtime of the profile ("
                                + ", ".join(profile.runtimes) + ")",
                                "fix": runtime_fix(next(iter(profile.runtimes)), python,
-                                                  is_jetson), "blocking": True})
+                                                  is_jetson, report=report,
+                                                  emulated=profile.emulated),
+                               "blocking": True})
     return report
+
+
+# The distribution of each module edgekit's lean path imports (a device without one of them).
+LEAN_DISTRIBUTIONS = {"numpy": "numpy", "pydantic": "pydantic", "pydantic_core": "pydantic-core",
+                      "yaml": "pyyaml", "onnx": "onnx", "rich": "rich", "click": "click",
+                      "onnxruntime": "onnxruntime", "typing_extensions": "typing-extensions",
+                      "annotated_types": "annotated-types"}
+
+
+def _missing_module(report: DeviceReport, python: str, profile: DeviceProfile
+                    ) -> dict[str, Any] | None:
+    """A dependency edgekit's lean path could not import on the device, with its install
+    command (on aarch64, PyPI's aarch64 wheel)."""
+    import re
+
+    match = re.search(r"No module named '([\w.]+)'", report.edgekit.get("error", ""))
+    dist = LEAN_DISTRIBUTIONS.get(match.group(1).split(".")[0]) if match else None
+    if dist is None:
+        return None
+    fix = aarch64_fix(dist, report, python, profile.emulated) or _pip(python, dist)
+    return {"what": f"{dist} (edgekit on the device cannot import {match.group(1)})",
+            "fix": fix, "blocking": True}
 
 
 def runtime_modules(profile: DeviceProfile) -> dict[str, str]:

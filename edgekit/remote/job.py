@@ -211,6 +211,10 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                                      f"{first['what']}", hint=f"on the device: {first['fix']}")
     for m in report.missing:
         on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
+    # Version skew: an artifact the device's runtime cannot load is refused before copying.
+    from edgekit.remote.compat import check_skew
+
+    check_skew(target, device, report)
     from edgekit.io.debris import pid_tag, sweep
 
     sweep(tempfile.gettempdir(), prefix="edgekit-remote-")  # what killed runs left
@@ -341,5 +345,6 @@ def _tag(record: dict[str, Any], payload: Payload, device: DeviceProfile, report
         "job_state": job_state, "attempts": answer.get("attempts"),
         "workdir": report.workdir, "artifact": remote_artifact, "python": device.python,
         "edgekit_version": report.edgekit.get("version"),
+        "machine": report.environment.get("machine"), "emulated": device.emulated,
     }
     return record

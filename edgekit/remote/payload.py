@@ -132,7 +132,8 @@ def device_side_profile(profile: DeviceProfile) -> str:
     (so an older edgekit on the device still reads it)."""
     data = profile.model_dump(mode="json", exclude_defaults=True,
                               exclude={"host", "port", "identity_file", "known_hosts", "python",
-                                       "workdir", "connect_timeout", "job_timeout"})
+                                       "workdir", "connect_timeout", "job_timeout",
+                                       "max_opset"})  # checked here, before sending
     data.setdefault("name", profile.name)
     data.setdefault("kind", profile.kind)
     data.setdefault("runtimes", {})

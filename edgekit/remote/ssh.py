@@ -275,6 +275,10 @@ class SSHTransport:
         label = _target_label(self.profile)
         err = proc.stderr.decode(errors="replace").strip()
         if answer is None:
+            cannot_start = _cannot_start(err)
+            if cannot_start:
+                raise MissingDependencyError(f"{label}: the device's Python {python!r} cannot "
+                                             f"start: {cannot_start[0]}", hint=cannot_start[1])
             if proc.returncode == 127 or "not found" in err.lower() or "no such file" in err.lower():
                 raise MissingDependencyError(
                     f"{label}: there is no Python at {python!r} on the device ({_last_line(err)})",
@@ -288,6 +292,21 @@ class SSHTransport:
             raise cls(f"{label}: {answer.get('error')}",
                       hint=answer.get("hint") or "see the message above")
         return answer
+
+
+def _cannot_start(stderr: str) -> tuple[str, str] | None:
+    """(what, fix) when the device's interpreter could not start at all: a shared library the
+    dynamic loader did not find, or (an emulated device, scripts/arm64-device.sh) its wrapper's
+    report of a missing emulator or an incomplete sysroot."""
+    wrapper = re.search(r"edgekit-arm64: (.*?)(?: \(([^()]*)\))?$", stderr, re.M)
+    if wrapper:
+        return wrapper.group(1), wrapper.group(2) or "rebuild the device: make arm64-device"
+    library = re.search(r"error while loading shared libraries: ([^:\s]+)", stderr)
+    if library:
+        return (f"the shared library {library.group(1)} is missing",
+                f"install the package that provides {library.group(1)} on the device (an "
+                "emulated arm64 device: rerun make arm64-device, which rebuilds its sysroot)")
+    return None
 
 
 def _last_line(text: str) -> str:

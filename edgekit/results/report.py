@@ -282,7 +282,7 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
         summary = (f"{sum(verdicts)} of {len(verdicts)} pass the budget" if verdicts
                    else "no budget applied")
         parts.append(f'<section class="device" id="device-{html.escape(device)}">'
-                     f"<h2>{html.escape(device)}</h2>"
+                     f"<h2>{html.escape(device)}{_emulated_note(rows)}</h2>"
                      f'<p class="meta">{html.escape(summary)}'
                      + (f" · budget {html.escape(', '.join(budgets))}" if budgets else "")
                      + "</p>")
@@ -310,12 +310,19 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
     return "\n".join(parts)
 
 
+def _emulated_note(rows: list[dict[str, Any]]) -> str:
+    """(issue 20) the heading's mark for a device measured under an emulator."""
+    return (" — emulated: top-1 is real, latency is the emulator's (not representative)"
+            if any(r.get("emulated") for r in rows) else "")
+
+
 def render_markdown(records: list[dict[str, Any]]) -> str:
     shown = [r for r in latest(records) if not is_layer_profile(r)]
     out = []
     for device, rows in by_device(shown).items():
         cpu = ((rows[-1].get("environment") or {}).get("cpu") or {}).get("model", "")
-        out.append(f"### {device}" + (f" ({cpu})" if cpu else "") + "\n\n" + gate_markdown(rows))
+        out.append(f"### {device}" + (f" ({cpu})" if cpu else "") + _emulated_note(rows)
+                   + "\n\n" + gate_markdown(rows))
     return "\n".join(out) if out else "No records.\n"
 
 

@@ -39,22 +39,27 @@ def machine_cell(record: dict[str, Any]) -> str:
     return (f"DISTURBED {DISTURBED_MARK}" if verdict else "quiet") + note
 
 
+# (issue 20) the mark on every time of an emulated device: its top-1 is real, its time is not.
+EMULATED_MARK = " (emulated)"
+
+
 def row(record: dict[str, Any]) -> list[str]:
     lat, acc = record.get("latency", {}), record.get("accuracy", {})
     top1 = acc.get("top1")
     drop = acc.get("top1_drop_points")
+    emu = EMULATED_MARK if record.get("emulated") else ""
     return [
         str(record.get("model", "")), str(record.get("format", "")), str(record.get("precision", "")),
         str(record.get("runtime", "")), str(record.get("batch", "")),
         f"{top1:.4f}" if top1 is not None else "-",
         f"{-drop + 0.0:+.2f}" if drop is not None else "-",
-        f"{lat.get('p50_ms', float('nan')):.3f}", speedup_cell(record),
-        f"{lat.get('p90_ms', float('nan')):.3f}",
-        f"{lat.get('p99_ms', float('nan')):.3f}",
-        f"{lat.get('throughput_per_s', float('nan')):.0f}",
+        f"{lat.get('p50_ms', float('nan')):.3f}{emu}", speedup_cell(record) + emu,
+        f"{lat.get('p90_ms', float('nan')):.3f}{emu}",
+        f"{lat.get('p99_ms', float('nan')):.3f}{emu}",
+        f"{lat.get('throughput_per_s', float('nan')):.0f}{emu}",
         format_size(record.get("size_bytes")),
-        "yes" if lat.get("valid") else "NO",
-        energy_cell(lat.get("energy")), machine_cell(record),
+        "emulated" if emu else ("yes" if lat.get("valid") else "NO"),
+        energy_cell(lat.get("energy")) + (emu if lat.get("energy") else ""), machine_cell(record),
     ]
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekit.errors import ExportError
 from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
-from edgekit.targets.base import Artifact, Target
+from edgekit.targets.base import Artifact, Target, TargetOptions
 from edgekit.validate.accuracy import fidelity
 from edgekit.validate.torch_eval import torch_logits
 
@@ -77,7 +78,7 @@ def ort_logits(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
-def _torch_export(bundle: ModelBundle, path: Path) -> str:
+def _torch_export(bundle: ModelBundle, path: Path, opset: int = OPSET) -> str:
     """Export with the dynamo exporter; fall back to the TorchScript one. Returns which ran."""
     import torch
 
@@ -95,14 +96,14 @@ def _torch_export(bundle: ModelBundle, path: Path) -> str:
                     dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch", max=4096)},)} \
                         if spec.dynamic_batch else {}
                     program = torch.onnx.export(bundle.model, example, dynamo=True,
-                                                opset_version=OPSET, verbose=False, **names, **dyn)
+                                                opset_version=opset, verbose=False, **names, **dyn)
                     program.save(str(path))
                 else:
                     dyn = {"dynamic_axes": {spec.input_name: {0: "batch"},
                                             spec.output_name: {0: "batch"}}} \
                         if spec.dynamic_batch else {}
                     torch.onnx.export(bundle.model, example, str(path), dynamo=False,
-                                      opset_version=OPSET, **names, **dyn)
+                                      opset_version=opset, **names, **dyn)
             return exporter
         except Exception as exc:  # noqa: BLE001 - any exporter failure moves to the next one
             errors.append(f"{exporter}: {str(exc).splitlines()[0][:300]}")
@@ -121,10 +122,17 @@ def simplify(model):
         return model, f"skipped ({str(exc).splitlines()[0][:120]})"
 
 
+class OnnxOptions(TargetOptions):
+    # (issue 20) a device with an older ONNX Runtime loads only opsets up to its own (the remote
+    # device check says which); export for it with `edgekit export … --opset N`.
+    opset: int = Field(OPSET, ge=13, le=23, description="ONNX opset (ai.onnx) to export")
+
+
 class OnnxTarget(Target):
     name = "onnx"
     precisions = ("fp32", "fp16")
     source = "checkpoint"
+    Options = OnnxOptions
 
     def export(self, source: ModelBundle, out_dir: Path, *, precision: str = "fp32",
                parity_data: np.ndarray | None = None, data_dir: str | None = None,
@@ -142,7 +150,7 @@ class OnnxTarget(Target):
         with atomic_path(target) as tmp:
             raw = tmp.with_suffix(".raw.onnx")
             try:
-                exporter = _torch_export(bundle, raw)
+                exporter = _torch_export(bundle, raw, opts.opset)
                 model = onnx.load(str(raw))
             finally:
                 raw.unlink(missing_ok=True)
@@ -168,7 +176,7 @@ class OnnxTarget(Target):
         return Artifact(
             path=target, format="onnx", precision=precision,
             metrics={"parity": measured},
-            config={"opset": OPSET, "exporter": exporter, "simplify": simplified,
+            config={"opset": opts.opset, "exporter": exporter, "simplify": simplified,
                     "dynamic_batch": bundle.spec.dynamic_batch},
             versions=library_versions("torch", "onnx", "onnxruntime", "onnxslim"),
         )

@@ -68,6 +68,8 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
         "device": device.name, "device_kind": device.kind,
         "size_bytes": file_size(path), "edgekit_version": __version__,
     }
+    if device.emulated:  # (issue 20) top-1 is real; the time is the emulator's
+        base["emulated"] = True
     accuracy: dict[str, Any] = {}
     if eval_set is not None:
         with progress(f"Accuracy {path.name} on {runner.name}", len(eval_set)) as advance:
@@ -89,6 +91,10 @@ def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
             stats = measure_undisturbed(runner, x, device.latency,
                                         on_sample=lambda _s, a=advance: a(1))
         stats["inputs"] = inputs.format(batch=batch)
+        if device.emulated:
+            stats["representative"] = False
+            stats["note"] = (f"measured under an emulator ({device.name}): not this device's "
+                             "speed; compare it with nothing")
         records.append({**base, "batch": batch, "latency": stats, "accuracy": accuracy,
                         "memory": {"rss_load_mb": round(rss_loaded, 1),
                                    "peak_rss_mb": round(resource.getrusage(
