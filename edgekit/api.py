@@ -266,11 +266,14 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
              artifact: str | None = None, batches: list[int] | None = None,
              limit: int | None = None, threads: int | None = None,
              store: str | Path | None = None, rerun: bool = False,
-             data_dir: str | None = None) -> ValidateResult:
+             data_dir: str | None = None,
+             preprocessing: Mapping[str, Any] | None = None) -> ValidateResult:
     """Validate every artifact of `target` (an output folder) on `device` (a profile name, YAML
     path or DeviceProfile), as `edgekit validate` does: latency with one protocol, top-1 on the
     runtime, speed-up against the fp32 original, the gate. A failed gate is `result.passed ==
-    False`, not an exception; bad input raises an EdgekitError."""
+    False`, not an exception; bad input raises an EdgekitError. `preprocessing` (mean, std,
+    resize, crop, channel_order) may repeat what the artifacts record, never differ from it
+    (edgekit.io.artifacts.check_preprocessing)."""
     from edgekit.config import validate as validate_config
     from edgekit.devices import DeviceProfile, load_profile
     from edgekit.validate.gate import Budget
@@ -280,6 +283,9 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
     if not eval:
         raise InputError("validate needs labelled eval data for the accuracy gate",
                          hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+    from edgekit.io.artifacts import check_preprocessing
+
+    check_preprocessing(target, preprocessing)
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     if threads:
         profile = profile.model_copy(update={"threads": threads})

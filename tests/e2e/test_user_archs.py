@@ -108,10 +108,11 @@ def test_top1_agrees_across_torch_onnxruntime_openvino(rgb_folder: Path, tmp_pat
                                                        capsys) -> None:
     """The same image folder through torch (the loaded model and load_dataset), ONNX Runtime and
     OpenVINO (artifacts read back with their stored InputSpec): the same top-1 and predictions."""
-    ov = pytest.importorskip("openvino", reason="OpenVINO not installed")
+    pytest.importorskip("openvino", reason="OpenVINO not installed")
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import spec_for
     from edgekit.io.models import load_model
+    from edgekit.runtimes.openvino import shared_core
     from edgekit.validate.torch_eval import torch_logits
 
     arch = "torchvision.models:mobilenet_v3_small"
@@ -139,7 +140,7 @@ def test_top1_agrees_across_torch_onnxruntime_openvino(rgb_folder: Path, tmp_pat
     ort_pred = session.run(None, {session.get_inputs()[0].name: x_ort})[0].argmax(1)
     xml = next(out.glob("*.xml"))
     x_ov = np.asarray(load_dataset(str(rgb_folder), spec_for(xml)).x)
-    compiled = ov.Core().compile_model(str(xml), "CPU")
+    compiled = shared_core().compile_model(str(xml), "CPU")
     ov_pred = compiled(x_ov)[0].argmax(1)
     np.testing.assert_array_equal(x_ort, np.asarray(data.x))
     np.testing.assert_array_equal(x_ov, x_ort)
