@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import RANDOM_WEIGHTS, ROOT, md_table, write_results
 
 WORK = ROOT / ".cache" / "bench-memory"
 CLASSES = 10
@@ -101,18 +101,33 @@ def main() -> dict[str, Any]:
                                 str(folder), "--calib-size", str(min(512, count)), "-o", str(WORK / "int8"),
                                 "--overwrite", "--json"],
     }
-    rows, data = [], {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
-                      "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20)}
+    data: dict[str, Any] = {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
+                            "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20)}
     for name, argv in runs.items():
         mb, rc = peak_mb(argv)
         data[name] = {"peak_rss_mb": round(mb, 1), "exit_code": rc, "command": " ".join(argv[1:])}
-        rows.append([name, count, round(mb), GOAL_MB, "yes" if rc == 0 and mb < GOAL_MB else "NO"])
-    markdown = ("### Peak memory from a 224×224 JPEG folder\n\n"
-                + md_table(["step", "images", "peak RSS MB", "goal MB", "met"], rows)
-                + f"\nReading the folder whole as float32 would take "
-                f"{data['whole_folder_float32_mb']:,} MB.\n")
-    write_results("memory" if count == 20000 else f"memory-{count}", data, markdown)
+    markdown = readme_section(data)
+    if count == 20000:
+        data["readme"] = {"memory": markdown}
+    write_results("memory" if count == 20000 else f"memory-{count}", data, markdown,
+                  checkpoints={"mobilenet_v3_small": RANDOM_WEIGHTS})
     return data
+
+
+def readme_section(data: dict[str, Any]) -> str:
+    """README section memory (from benchmarks/results/memory.json)."""
+    rows = [[step, data["images"], round(data[step]["peak_rss_mb"]), data["goal_mb"],
+             "yes" if data[step]["exit_code"] == 0 and data[step]["peak_rss_mb"] < data["goal_mb"]
+             else "NO"] for step in ("evaluate", "calibrate")]
+    return ("### Peak memory from a 224×224 JPEG folder (`python benchmarks/run.py memory`)\n\n"
+            + md_table(["step", "images", "peak RSS MB", "goal MB", "met"], rows)
+            + f"\nEvaluate: `edgekit bench` of mobilenet_v3_small (random weights) on every image; "
+            f"calibrate: `edgekit compress --int8 --calib-size 512`. Reading the folder whole as "
+            f"float32 would take {data['whole_folder_float32_mb']:,} MB.\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"memory": ("memory", readme_section)}
 
 
 if __name__ == "__main__":

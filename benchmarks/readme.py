@@ -34,6 +34,8 @@ OWNERS = {
     "optimize-seed": "benchmarks/bench_optimize.py",
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
+    "imagefolder": "benchmarks/bench_imagefolder.py",
+    "memory": "benchmarks/bench_memory.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 
