@@ -13,7 +13,8 @@ Reading the folder whole, as edgekit did before, would hold N×3×224×224 float
 12 GB) before any inference. The goal: each peak under 2 GiB.
 
 Run: `.venv/bin/python benchmarks/run.py memory` (about 2 min to write the 20,000 JPEGs once,
-then about 5–10 min for the evaluation on 2 cores). BENCH_MEMORY_IMAGES=500 proves it quickly.
+then about 5–10 min for the evaluation on 2 cores). `--quick` (300 images) or
+BENCH_MEMORY_IMAGES=500 proves it quickly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import RANDOM_WEIGHTS, ROOT, md_table, write_results
+from common import QUICK, RANDOM_WEIGHTS, ROOT, md_table, write_results
 
 WORK = ROOT / ".cache" / "bench-memory"
 CLASSES = 10
@@ -84,7 +85,7 @@ def peak_mb(argv: list[str]) -> tuple[float, int]:
 
 
 def main() -> dict[str, Any]:
-    count = int(os.environ.get("BENCH_MEMORY_IMAGES", "20000"))
+    count = int(os.environ.get("BENCH_MEMORY_IMAGES", "300" if QUICK else "20000"))
     WORK.mkdir(parents=True, exist_ok=True)
     folder = make_folder(count)
     model = export_model(folder)

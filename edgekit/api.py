@@ -216,18 +216,28 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     if (max_drop is not None or max_drop_rel is not None) and not eval:
         raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
                          "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
-        from edgekit.pipeline import compress_onnx
+    created = not Path(output).exists()
+    try:
+        if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+            from edgekit.pipeline import compress_onnx
 
-        result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
-                               overwrite=overwrite)
-    else:
-        from edgekit.io.outputs import check_output_folder
+            result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
+                                   overwrite=overwrite)
+        else:
+            from edgekit.io.outputs import check_output_folder
 
-        check_output_folder(output)  # before the model is even loaded
-        bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
-                           arch_kwargs=arch_kwargs, trust_model=trust_model)
-        result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
+            check_output_folder(output)  # before the model is even loaded
+            bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
+                               arch_kwargs=arch_kwargs, trust_model=trust_model)
+            result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
+    except InputError:
+        # Bad input found only mid-run (an image that fails to decode while training): the
+        # folder this call made holds nothing whole, so it goes; an existing one is left as is.
+        if created and Path(output).is_dir():
+            import shutil
+
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     return CompressResult(Path(output), [s for s, _ in step_list], result["rows"],
                           result["artifacts"], result.get("bundle"))
 
