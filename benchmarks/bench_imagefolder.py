@@ -109,7 +109,8 @@ def readme_section(data: dict[str, Any]) -> str:
         f"recipes/imagefolder-mobilenet.yaml`: Fashion-MNIST as {data['image_size']}×"
         f"{data['image_size']} RGB JPEGs in class folders ({data['train_images']:,} train, "
         f"{data['test_images']:,} test), mobilenet_v3_small trained "
-        f"{cfg.get('epochs', '?')} epochs on the train folder, then {data['steps']}; "
+        f"{cfg.get('epochs', '?')} epoch{'' if cfg.get('epochs') == 1 else 's'} on the train "
+        f"folder, then {data['steps']}; "
         f"top-1 on the whole test folder, local-cpu, batch 1.\n\n"
         + gate_markdown(data["records"])
         + f"\nThe whole run took {data['seconds'] / 60:.0f} min ({stages}"
