@@ -95,20 +95,21 @@ def main() -> dict[str, Any]:
                        "latency: {warmup_count: 2, warmup_seconds: 0.0, min_queries: 10, "
                        "min_seconds: 0.05, max_seconds: 2.0}\n")
     edgekit = [sys.executable, "-m", "edgekit"]
+    data: dict[str, Any] = {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
+                            "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20),
+                            "calib_size": min(512, count)}
     runs = {
         "evaluate": edgekit + ["bench", str(model), "--eval", str(folder), "--device", str(profile),
                                "--json"],
         "calibrate": edgekit + ["compress", str(model / "model.onnx"), "--int8", "--calib",
-                                str(folder), "--calib-size", str(min(512, count)), "-o", str(WORK / "int8"),
+                                str(folder), "--calib-size", str(data["calib_size"]), "-o", str(WORK / "int8"),
                                 "--overwrite", "--json"],
     }
-    data: dict[str, Any] = {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
-                            "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20)}
     for name, argv in runs.items():
         mb, rc = peak_mb(argv)
         data[name] = {"peak_rss_mb": round(mb, 1), "exit_code": rc, "command": " ".join(argv[1:])}
     markdown = readme_section(data)
-    if count == 20000:
+    if count == 20000 or QUICK:  # quick mode writes the copy of the README under .cache/
         data["readme"] = {"memory": markdown}
     write_results("memory" if count == 20000 else f"memory-{count}", data, markdown,
                   checkpoints={"mobilenet_v3_small": RANDOM_WEIGHTS})
@@ -123,7 +124,7 @@ def readme_section(data: dict[str, Any]) -> str:
     return ("### Peak memory from a 224×224 JPEG folder (`python benchmarks/run.py memory`)\n\n"
             + md_table(["step", "images", "peak RSS MB", "goal MB", "met"], rows)
             + f"\nEvaluate: `edgekit bench` of mobilenet_v3_small (random weights) on every image; "
-            f"calibrate: `edgekit compress --int8 --calib-size 512`. Reading the folder whole as "
+            f"calibrate: `edgekit compress --int8 --calib-size {data['calib_size']}`. Reading the folder whole as "
             f"float32 would take {data['whole_folder_float32_mb']:,} MB.\n")
 
 

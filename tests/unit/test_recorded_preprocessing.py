@@ -12,23 +12,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.cli import main
 from edgekit.errors import InputError
 from edgekit.io.onnxfile import save_onnx, set_spec
 from edgekit.spec import InputSpec
+from tests.helpers import cli
 
 SPEC = InputSpec(shape=(1, 3, 8, 8), mean=(0.5, 0.4, 0.3), std=(0.25, 0.25, 0.25), resize=10,
                  class_names=("a-red", "b-green", "c-blue"))
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -85,12 +75,12 @@ def test_bench_and_validate_take_the_flags_that_agree(rgb_model: Path, rgb_folde
                                                       quick_profile, capsys) -> None:
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32"]}})
     same = ["--mean", "0.5,0.4,0.3", "--std", "0.25", "--resize", "10", "--crop", "8"]
-    code, out, err = run_cli(["bench", rgb_model, "--eval", rgb_folder, "--device", profile,
-                              *same, "--json"], capsys)
+    code, out, err = cli(capsys, "bench", rgb_model, "--eval", rgb_folder, "--device", profile,
+                              *same, "--json")
     assert code == 0, err
     assert [r["accuracy"]["top1"] for r in json.loads(out)] == [1.0]
-    code, out, err = run_cli(["validate", rgb_model.parent, "--eval", rgb_folder, "--device",
-                              profile, *same, "--max-drop", "1", "--json"], capsys)
+    code, out, err = cli(capsys, "validate", rgb_model.parent, "--eval", rgb_folder, "--device",
+                              profile, *same, "--max-drop", "1", "--json")
     assert code == 0, err
     assert [r["accuracy"]["top1"] for r in json.loads(out)["records"]] == [1.0]
 
@@ -98,19 +88,19 @@ def test_bench_and_validate_take_the_flags_that_agree(rgb_model: Path, rgb_folde
 def test_a_flag_that_differs_from_the_artifact_is_exit_2_and_stores_nothing(
         rgb_model: Path, rgb_folder: Path, quick_profile, tmp_path: Path, capsys) -> None:
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32"]}})
-    code, _, err = run_cli(["bench", rgb_model, "--eval", rgb_folder, "--device", profile,
-                            "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"], capsys)
+    code, _, err = cli(capsys, "bench", rgb_model, "--eval", rgb_folder, "--device", profile,
+                            "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225")
     assert code == 2
     assert "model.onnx records its own preprocessing, and --mean 0.485,0.456,0.406 differs " \
            "from its 0.5,0.4,0.3; --std 0.229,0.224,0.225 differs from its 0.25,0.25,0.25" in err
     assert "export the model again" in err and "Traceback" not in err
     store = tmp_path / "results.db"
-    code, _, err = run_cli(["validate", rgb_model.parent, "--eval", rgb_folder, "--device",
-                            profile, "--crop", "224", "--store", store], capsys)
+    code, _, err = cli(capsys, "validate", rgb_model.parent, "--eval", rgb_folder, "--device",
+                            profile, "--crop", "224", "--store", store)
     assert code == 2 and "--crop 224 differs from its 8x8 input" in err
     assert not store.exists() and not store.with_suffix(".jsonl").exists()
-    code, _, err = run_cli(["validate", rgb_model.parent, "--eval", rgb_folder, "--device",
-                            profile, "--std", "0.2,0.2"], capsys)
+    code, _, err = cli(capsys, "validate", rgb_model.parent, "--eval", rgb_folder, "--device",
+                            profile, "--std", "0.2,0.2")
     assert code == 2 and "--std has 2 values; the model has 3 input channels" in err
 
 
