@@ -13,7 +13,8 @@ Reading the folder whole, as edgekit did before, would hold N×3×224×224 float
 12 GB) before any inference. The goal: each peak under 2 GiB.
 
 Run: `.venv/bin/python benchmarks/run.py memory` (about 2 min to write the 20,000 JPEGs once,
-then about 5–10 min for the evaluation on 2 cores). BENCH_MEMORY_IMAGES=500 proves it quickly.
+then about 5–10 min for the evaluation on 2 cores). `--quick` (300 images) or
+BENCH_MEMORY_IMAGES=500 proves it quickly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, md_table, write_results
+from common import QUICK, RANDOM_WEIGHTS, ROOT, md_table, write_results
 
 WORK = ROOT / ".cache" / "bench-memory"
 CLASSES = 10
@@ -84,7 +85,7 @@ def peak_mb(argv: list[str]) -> tuple[float, int]:
 
 
 def main() -> dict[str, Any]:
-    count = int(os.environ.get("BENCH_MEMORY_IMAGES", "20000"))
+    count = int(os.environ.get("BENCH_MEMORY_IMAGES", "300" if QUICK else "20000"))
     WORK.mkdir(parents=True, exist_ok=True)
     folder = make_folder(count)
     model = export_model(folder)
@@ -94,25 +95,41 @@ def main() -> dict[str, Any]:
                        "latency: {warmup_count: 2, warmup_seconds: 0.0, min_queries: 10, "
                        "min_seconds: 0.05, max_seconds: 2.0}\n")
     edgekit = [sys.executable, "-m", "edgekit"]
+    data: dict[str, Any] = {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
+                            "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20),
+                            "calib_size": min(512, count)}
     runs = {
         "evaluate": edgekit + ["bench", str(model), "--eval", str(folder), "--device", str(profile),
                                "--json"],
         "calibrate": edgekit + ["compress", str(model / "model.onnx"), "--int8", "--calib",
-                                str(folder), "--calib-size", str(min(512, count)), "-o", str(WORK / "int8"),
+                                str(folder), "--calib-size", str(data["calib_size"]), "-o", str(WORK / "int8"),
                                 "--overwrite", "--json"],
     }
-    rows, data = [], {"images": count, "image_size": SIDE, "goal_mb": GOAL_MB,
-                      "whole_folder_float32_mb": round(count * 3 * SIDE * SIDE * 4 / 2**20)}
     for name, argv in runs.items():
         mb, rc = peak_mb(argv)
         data[name] = {"peak_rss_mb": round(mb, 1), "exit_code": rc, "command": " ".join(argv[1:])}
-        rows.append([name, count, round(mb), GOAL_MB, "yes" if rc == 0 and mb < GOAL_MB else "NO"])
-    markdown = ("### Peak memory from a 224×224 JPEG folder\n\n"
-                + md_table(["step", "images", "peak RSS MB", "goal MB", "met"], rows)
-                + f"\nReading the folder whole as float32 would take "
-                f"{data['whole_folder_float32_mb']:,} MB.\n")
-    write_results("memory" if count == 20000 else f"memory-{count}", data, markdown)
+    markdown = readme_section(data)
+    if count == 20000 or QUICK:  # quick mode writes the copy of the README under .cache/
+        data["readme"] = {"memory": markdown}
+    write_results("memory" if count == 20000 else f"memory-{count}", data, markdown,
+                  checkpoints={"mobilenet_v3_small": RANDOM_WEIGHTS})
     return data
+
+
+def readme_section(data: dict[str, Any]) -> str:
+    """README section memory (from benchmarks/results/memory.json)."""
+    rows = [[step, data["images"], round(data[step]["peak_rss_mb"]), data["goal_mb"],
+             "yes" if data[step]["exit_code"] == 0 and data[step]["peak_rss_mb"] < data["goal_mb"]
+             else "NO"] for step in ("evaluate", "calibrate")]
+    return ("### Peak memory from a 224×224 JPEG folder (`python benchmarks/run.py memory`)\n\n"
+            + md_table(["step", "images", "peak RSS MB", "goal MB", "met"], rows)
+            + f"\nEvaluate: `edgekit bench` of mobilenet_v3_small (random weights) on every image; "
+            f"calibrate: `edgekit compress --int8 --calib-size {data['calib_size']}`. Reading the folder whole as "
+            f"float32 would take {data['whole_folder_float32_mb']:,} MB.\n")
+
+
+# README section -> (the results file it is rendered from, the renderer)
+README_SECTIONS = {"memory": ("memory", readme_section)}
 
 
 if __name__ == "__main__":

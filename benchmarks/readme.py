@@ -35,6 +35,8 @@ OWNERS = {
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
     "fleet": "benchmarks/bench_fleet.py",
+    "imagefolder": "benchmarks/bench_imagefolder.py",
+    "memory": "benchmarks/bench_memory.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 

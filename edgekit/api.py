@@ -216,18 +216,28 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     if (max_drop is not None or max_drop_rel is not None) and not eval:
         raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
                          "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
-        from edgekit.pipeline import compress_onnx
+    created = not Path(output).exists()
+    try:
+        if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+            from edgekit.pipeline import compress_onnx
 
-        result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
-                               overwrite=overwrite)
-    else:
-        from edgekit.io.outputs import check_output_folder
+            result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
+                                   overwrite=overwrite)
+        else:
+            from edgekit.io.outputs import check_output_folder
 
-        check_output_folder(output)  # before the model is even loaded
-        bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
-                           arch_kwargs=arch_kwargs, trust_model=trust_model)
-        result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
+            check_output_folder(output)  # before the model is even loaded
+            bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
+                               arch_kwargs=arch_kwargs, trust_model=trust_model)
+            result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
+    except InputError:
+        # Bad input found only mid-run (an image that fails to decode while training): the
+        # folder this call made holds nothing whole, so it goes; an existing one is left as is.
+        if created and Path(output).is_dir():
+            import shutil
+
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     return CompressResult(Path(output), [s for s, _ in step_list], result["rows"],
                           result["artifacts"], result.get("bundle"))
 
@@ -282,11 +292,14 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
              artifact: str | None = None, batches: list[int] | None = None,
              limit: int | None = None, threads: int | None = None,
              store: str | Path | None = None, rerun: bool = False,
-             data_dir: str | None = None) -> ValidateResult:
+             data_dir: str | None = None,
+             preprocessing: Mapping[str, Any] | None = None) -> ValidateResult:
     """Validate every artifact of `target` (an output folder) on `device` (a profile name, YAML
     path or DeviceProfile), as `edgekit validate` does: latency with one protocol, top-1 on the
     runtime, speed-up against the fp32 original, the gate. A failed gate is `result.passed ==
-    False`, not an exception; bad input raises an EdgekitError."""
+    False`, not an exception; bad input raises an EdgekitError. `preprocessing` (mean, std,
+    resize, crop, channel_order) may repeat what the artifacts record, never differ from it
+    (edgekit.io.artifacts.check_preprocessing)."""
     from edgekit.config import validate as validate_config
     from edgekit.devices import DeviceProfile, load_profile
     from edgekit.validate.gate import Budget
@@ -296,6 +309,9 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
     if not eval:
         raise InputError("validate needs labelled eval data for the accuracy gate",
                          hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+    from edgekit.io.artifacts import check_preprocessing
+
+    check_preprocessing(target, preprocessing)
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     if threads:
         profile = profile.model_copy(update={"threads": threads})

@@ -136,6 +136,39 @@ class InputSpec(BaseModel):
             update["channel_order"] = channel_order.upper()
         return spec.model_copy(update=update) if update else spec
 
+    def preprocessing_conflicts(self, **given: object) -> list[str]:
+        """Which of the given --mean/--std/--resize/--crop/--channel-order values differ from this
+        spec's own, one line each ([] when all agree). Values are checked as with_preprocessing
+        checks them (channel counts, positive std): mean/std of one value stand for every
+        channel; crop is the input's H and W."""
+        given = {k: v for k, v in given.items() if v is not None}
+        self.with_preprocessing(**given)  # type: ignore[arg-type]  # InputError for bad values
+        c = self.channels
+
+        def per_channel(values: Sequence[float]) -> np.ndarray:
+            return np.broadcast_to(np.asarray(values, np.float64), (c,))
+
+        def text(values: Sequence[float]) -> str:
+            return ",".join(f"{v:g}" for v in values)
+
+        conflicts = []
+        for name in ("mean", "std"):
+            if name in given and not np.allclose(per_channel(given[name]),  # type: ignore[arg-type]
+                                                 per_channel(getattr(self, name)), rtol=0, atol=1e-6):
+                conflicts.append(f"--{name} {text(given[name])} differs from its "  # type: ignore[arg-type]
+                                 f"{text(getattr(self, name))}")
+        if "crop" in given and (given["crop"], given["crop"]) != (self.height, self.width):
+            conflicts.append(f"--crop {given['crop']} differs from its {self.height}x{self.width} "
+                             "input")
+        if "resize" in given and given["resize"] != self.resize:
+            conflicts.append(f"--resize {given['resize']} differs from its "
+                             + (f"{self.resize}" if self.resize else
+                                f"none (images are scaled to {self.height}x{self.width})"))
+        if "channel_order" in given and str(given["channel_order"]).upper() != self.channel_order:
+            conflicts.append(f"--channel-order {given['channel_order']} differs from its "
+                             f"{self.channel_order}")
+        return conflicts
+
     def batch_shape(self, batch: int) -> tuple[int, int, int, int]:
         return (batch, *self.shape[1:])
 

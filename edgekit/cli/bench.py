@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from edgekit.cli.common import data_dir_option, json_option, print_json
+from edgekit.cli.common import (
+    data_dir_option,
+    json_option,
+    print_json,
+    recorded_preprocessing_options,
+)
 
 
 def parse_batches(text: str | None) -> list[int] | None:
@@ -33,15 +38,22 @@ def parse_batches(text: str | None) -> list[int] | None:
               help="Use a stratified sample of the eval set.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Override the profile's thread count.")
+@recorded_preprocessing_options
 @data_dir_option
 @json_option
 def bench(target: str, eval_source: str | None, device_name: str, batch_text: str | None,
           runtime: str | None, reference: str | None, limit: int | None, threads: int | None,
-          data_dir: str | None, as_json: bool) -> None:
-    """Benchmark TARGET (an artifact or an output folder) with the latency protocol."""
+          data_dir: str | None, as_json: bool, preprocessing: dict) -> None:
+    """Benchmark TARGET (an artifact or an output folder) with the latency protocol.
+
+    --eval data is preprocessed as each artifact records (resize, crop, mean, std, channel
+    order, set when it was exported); --mean/--std/--resize/--crop/--channel-order may repeat
+    those values, and a different value is an error (export the model again to change them)."""
     from edgekit.devices import load_profile
+    from edgekit.io.artifacts import check_preprocessing
     from edgekit.validate.bench import benchmark
 
+    check_preprocessing(target, preprocessing)
     device = load_profile(device_name)
     if threads is not None:
         device = device.model_copy(update={"threads": threads})

@@ -24,6 +24,24 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                          hint=f"e.g. --{param.name} 0.485,0.456,0.406") from None
 
 
+PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order")
+
+
+def _preprocessing_flags(fn: Callable) -> Callable:
+    fn = click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
+                      default=None, help="Channel order the model expects (default RGB).")(fn)
+    fn = click.option("--crop", type=click.IntRange(min=1), default=None,
+                      help="Centre crop (the model's input H and W), after --resize.")(fn)
+    fn = click.option("--resize", type=click.IntRange(min=1), default=None,
+                      help="Resize the shorter side to this before the centre crop.")(fn)
+    fn = click.option("--std", callback=_floats, default=None,
+                      help="Per-channel std of the model's normalisation, e.g. 0.229,0.224,0.225.")(fn)
+    fn = click.option("--mean", callback=_floats, default=None,
+                      help="Per-channel mean of the model's normalisation (inputs in 0..1), "
+                      "e.g. 0.485,0.456,0.406.")(fn)
+    return fn
+
+
 def preprocessing_options(fn: Callable) -> Callable:
     """--mean, --std, --resize, --crop, --channel-order: the model's own preprocessing, stored in
     its InputSpec (and so in every artifact). The command runs with them in scope of load_model."""
@@ -33,22 +51,26 @@ def preprocessing_options(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from edgekit.io.models import preprocessing_from_cli
 
-        options = {k: kwargs.pop(k) for k in ("mean", "std", "resize", "crop", "channel_order")}
+        options = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
         with preprocessing_from_cli(options):
             return fn(*args, **kwargs)
 
-    wrapper = click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
-                           default=None, help="Channel order the model expects (default RGB).")(wrapper)
-    wrapper = click.option("--crop", type=click.IntRange(min=1), default=None,
-                           help="Centre crop (the model's input H and W), after --resize.")(wrapper)
-    wrapper = click.option("--resize", type=click.IntRange(min=1), default=None,
-                           help="Resize the shorter side to this before the centre crop.")(wrapper)
-    wrapper = click.option("--std", callback=_floats, default=None,
-                           help="Per-channel std of the model's normalisation, e.g. 0.229,0.224,0.225.")(wrapper)
-    wrapper = click.option("--mean", callback=_floats, default=None,
-                           help="Per-channel mean of the model's normalisation (inputs in 0..1), "
-                           "e.g. 0.485,0.456,0.406.")(wrapper)
-    return wrapper
+    return _preprocessing_flags(wrapper)
+
+
+def recorded_preprocessing_options(fn: Callable) -> Callable:
+    """The same flags on commands that evaluate artifacts (bench, validate): an artifact
+    records its preprocessing, so these may only repeat it (edgekit.io.artifacts.
+    check_preprocessing); the command gets them as `preprocessing`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["preprocessing"] = {k: v for k in PREPROCESSING_FLAGS
+                                   if (v := kwargs.pop(k)) is not None}
+        return fn(*args, **kwargs)
+
+    return _preprocessing_flags(wrapper)
 
 
 def model_options(fn: Callable) -> Callable:

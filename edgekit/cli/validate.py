@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from edgekit.cli.bench import parse_batches
-from edgekit.cli.common import data_dir_option, json_option, print_json
+from edgekit.cli.common import (
+    data_dir_option,
+    json_option,
+    print_json,
+    recorded_preprocessing_options,
+)
 
 
 def budget_options(fn):
@@ -61,16 +66,22 @@ def budget_options(fn):
 @click.option("--rerun", is_flag=True,
               help="Remote devices: measure again instead of collecting the results of the same "
                    "job (same artifacts, data, budget and device state) that already ran.")
+@recorded_preprocessing_options
 @data_dir_option
 @json_option
 def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
              cluster: str | None, allow_public_cluster: bool, eval_source: str | None, max_drop: float | None,
              max_drop_rel: float | None, min_agreement: float | None, min_cosine: float | None,
              min_speedup: float | None, artifact: str | None, batch_text: str | None, limit: int | None, threads: int | None,
-             store_path: str | None, rerun: bool, data_dir: str | None, as_json: bool) -> None:
+             store_path: str | None, rerun: bool, data_dir: str | None, as_json: bool,
+             preprocessing: dict) -> None:
     """Validate every artifact of TARGET (an output folder) on a device: latency with one
     protocol, top-1 on the runtime itself, the speed-up against the fp32 original, the gate.
-    The fastest artifact within the budget decides; exit 1 when none is."""
+    The fastest artifact within the budget decides; exit 1 when none is.
+
+    --eval data is preprocessed as each artifact records (set when it was exported);
+    --mean/--std/--resize/--crop/--channel-order may repeat those values, and a different value
+    is an error (export the model again to change them)."""
     from edgekit.api import validate as api_validate
     from edgekit.errors import GateError
 
@@ -91,7 +102,8 @@ def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
                            max_drop_rel=max_drop_rel, min_agreement=min_agreement,
                            min_cosine=min_cosine, min_speedup=min_speedup, artifact=artifact,
                            batches=parse_batches(batch_text), limit=limit, threads=threads,
-                           store=store_path, rerun=rerun, data_dir=data_dir)
+                           store=store_path, rerun=rerun, data_dir=data_dir,
+                           preprocessing=preprocessing)
     result, device, budget, stored = outcome.result, outcome.device, outcome.budget, \
         outcome.stored_ids
     if as_json:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,25 @@ def spec_for(path: str | Path) -> InputSpec:
                      hint="export it with edgekit, which records its input in the file (an "
                      "ONNX model from elsewhere: edgekit compress MODEL.onnx --int8 "
                      "--input-shape N,C,H,W -o OUT/ records it)")
+
+
+def check_preprocessing(target: str | Path, given: Mapping[str, Any] | None) -> None:
+    """The rule for --mean/--std/--resize/--crop/--channel-order on bench and validate: an
+    artifact is evaluated the way it records (its preprocessing is part of the model, set when it
+    was exported), so a flag may repeat what every artifact of `target` records but not differ
+    from it: InputError naming the artifact, the flag and the recorded value."""
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if not given:
+        return
+    for entry in list_artifacts(target):
+        conflicts = spec_for(entry["path"]).preprocessing_conflicts(**given)
+        if conflicts:
+            raise InputError(
+                f"{Path(entry['path']).name} records its own preprocessing, and "
+                + "; ".join(conflicts),
+                hint="an artifact is evaluated with the preprocessing it was exported with: "
+                "leave the flag out, or export the model again with it (edgekit export / "
+                "compress MODEL.pt --mean ... --std ... --resize ... --crop ...)")
 
 
 def list_artifacts(target: str | Path) -> list[dict[str, Any]]:

@@ -97,10 +97,9 @@ class OpenVinoBackend:
     def report(self, artifact: Path, kept_float: dict[str, str]) -> dict[str, Any]:
         """Quantized ONNX layers (an OpenVINO op made from them reads a FakeQuantize or int8
         weights), float layers with reasons, FakeQuantize ranges."""
-        from edgekit.runtimes.openvino import import_openvino
+        from edgekit.runtimes.openvino import shared_core
 
-        ov = import_openvino()
-        model = ov.Core().read_model(str(artifact))
+        model = shared_core().read_model(str(artifact))
         quantized_ops: dict[str, str] = {}
         activation_scales: list[float] = []
         weight_scales: list[float] = []

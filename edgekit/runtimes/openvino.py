@@ -39,6 +39,25 @@ def import_openvino():
     return ov
 
 
+_CORE: list[Any] = []
+
+
+def shared_core() -> Any:
+    """The one ov.Core of this process; every IR edgekit reads or compiles goes through it.
+
+    Why one: each Core loads its own instance of the CPU plugin, and each instance installs a
+    signal stack (sigaltstack) on the thread that created it and, when destroyed, restores the
+    stack it found only if its own is still current, then unmaps its own. Two instances destroyed
+    out of order (A, B created; A freed, then B) leave the thread's signal stack pointing at A's
+    unmapped memory; the next signal handled there (a Python handler such as torch DataLoader's
+    SIGCHLD handler, run when any child process exits) then kills the process with SIGSEGV, or
+    writes its frame over whatever reuses those pages. One Core, never freed, loads the plugin
+    once (OpenVINO 2026.4, intel_cpu/src/sigstack_manager.cpp; tests/unit/test_data_workers.py)."""
+    if not _CORE:
+        _CORE.append(import_openvino().Core())
+    return _CORE[0]
+
+
 def ir_weights_path(xml_path: str | Path) -> Path:
     """The .bin that OpenVINO reads beside an .xml (same stem)."""
     return Path(xml_path).with_suffix(".bin")
@@ -88,10 +107,9 @@ def compile_ir(xml_path: str | Path, *, device: str = "CPU", threads: int | None
     `profiling` turns on the per-node performance counters (ov::enable_profiling). An fp32 .onnx
     file is read by OpenVINO's ONNX frontend directly, as converting it to an IR would (the
     validator times the fp32 original on OpenVINO this way)."""
-    ov = import_openvino()
+    core = shared_core()
     if Path(xml_path).suffix != ".onnx":
         check_ir_files(xml_path)
-    core = ov.Core()
     try:
         model = core.read_model(str(xml_path))
     except RuntimeError as exc:

@@ -164,6 +164,11 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
                              highlight=False)
     x_all = None if streamed else torch.from_numpy(raw_train.model_inputs(spec, rows))
     y_all = torch.from_numpy(labels[rows])
+    folder = None
+    if streamed:
+        from edgekit.data.loader import FolderLoader
+
+        folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
     pad_value = black_value(spec)
 
     previous_threads = torch.get_num_threads()
@@ -186,7 +191,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
                 model.train()
                 order = torch.randperm(len(rows), generator=generator)
                 loss_sum, seen = 0.0, 0
-                for x_batch, y in _batches(raw_train, spec, rows, x_all, y_all, order, cfg.batch_size):
+                for x_batch, y in _batches(folder, rows, x_all, y_all, order, cfg.batch_size):
                     x = augment(x_batch, cfg, generator, pad_value)
                     loss = loss_fn(model, x, y)
                     optimizer.zero_grad(set_to_none=True)
@@ -213,6 +218,8 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
         if cfg.keep_best and best_state is not None:
             model.load_state_dict(best_state)
     finally:
+        if folder is not None:
+            folder.close()
         if cfg.num_threads:
             torch.set_num_threads(previous_threads)
     model.eval()
@@ -220,14 +227,12 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     return history
 
 
-def _batches(raw_train: Any, spec: InputSpec, rows: np.ndarray, x_all: torch.Tensor | None,
+def _batches(folder: Any, rows: np.ndarray, x_all: torch.Tensor | None,
              y_all: torch.Tensor, order: torch.Tensor, batch_size: int):
     """(x, y) batches in `order`: slices of the preprocessed tensor, or an image folder streamed
-    through torch's DataLoader with worker processes."""
+    through torch's DataLoader with worker processes (edgekit.data.loader.FolderLoader)."""
     if x_all is None:
-        from edgekit.data.loader import folder_batches
-
-        yield from folder_batches(raw_train.index, spec, batch_size, order=rows[order.numpy()])
+        yield from folder.epoch(rows[order.numpy()])
         return
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]

@@ -83,6 +83,14 @@ def _empty_class(d: Path) -> Path:
     return root
 
 
+def _truncated_png(d: Path) -> Path:
+    """A PNG whose header reads but whose data is cut short: found only when it is decoded."""
+    root = _images(d / "train", size=(12, 12))
+    broken = root / "b" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    return root
+
+
 def _missing_in_csv(d: Path) -> Path:
     _images(d / "imgs")
     (d / "list.csv").write_text("path,label\nimgs/a/0.png,a\nimgs/b/7.png,b\n")
@@ -137,6 +145,11 @@ CASES = [
     Case("compress-train-eval-different-classes", lambda d: _compress(
         d, *NORM, train=_images(d / "train"), evaluation=_images(d / "val", classes=("a", "b", "z"))),
         2, "only in eval: z"),
+    Case("compress-train-non-image-file", lambda d: _compress(
+        d, *NORM, train=_with_text_file(d), evaluation=_images(d / "val")), 2, "notes.txt"),
+    Case("compress-train-image-cut-short", lambda d: _compress(
+        d, *NORM, train=_truncated_png(d), evaluation=_images(d / "val")), 2,
+        "cannot decode image"),
     Case("compress-more-classes-than-outputs", lambda d: _compress(
         d, *NORM, num_classes=2, evaluation=_images(d / "val")), 2,
         "3 classes, more than the model's 2 outputs"),
