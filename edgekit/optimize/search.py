@@ -45,6 +45,7 @@ from edgekit.optimize.trials import (
     params_key,
     pareto,
     plot_label,
+    prefer_simpler,
 )
 
 
@@ -83,6 +84,10 @@ class DeviceSearch:
     @property
     def fastest_fp32_ms(self) -> float:
         return min(c["p50_ms"] for c in self.baselines.values())
+
+    @property
+    def fastest_baseline(self) -> dict[str, Any]:
+        return min(self.baselines.values(), key=lambda c: c["p50_ms"])
 
     @property
     def reference_top1(self) -> float:
@@ -311,10 +316,16 @@ class Optimizer:
         screen = self._measure(search, arch, "init", target, fallback)
         steps.append(screen)
         latency = screen["p50_ms"]
-        if latency > bar:
-            return {"status": "too slow", "steps": steps, "values": None,
-                    "why": f"{latency:.3f} ms undistilled, slower than the original's "
-                           f"{search.fastest_fp32_ms:.3f} ms: not distilled"}
+        if latency > bar:  # slower by the p50s; by more than the noise?
+            iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
+                                self.settings.min_speedup)
+            if iv is None or iv["verdict"] == "slower":
+                from edgekit.runtimes.speedup import describe
+
+                numbers = f" ({describe(iv)})" if iv else ""
+                return {"status": "too slow", "steps": steps, "values": None,
+                        "why": f"{latency:.3f} ms undistilled, slower than the original's "
+                               f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled"}
         if dominated((latency, ref), front):
             return {"status": "dominated", "steps": steps, "values": None,
                     "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
@@ -501,12 +512,18 @@ class Optimizer:
     # ------------------------------------------------------------------ the decision
     def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
         candidates = candidates_of(study) if study is not None else []
+        min_speedup = self.settings.min_speedup
         for c in candidates:
             if c["p50_ms"] is not None and search.baselines:
                 c["speedup"] = round(search.fastest_fp32_ms / c["p50_ms"], 4)
+                iv = self._interval(search, c["key"], search.fastest_baseline["key"],
+                                    min_speedup)
+                if iv is not None:
+                    c["speedup_ci"] = [round(iv["ci_low"], 4), round(iv["ci_high"], 4)]
+                    c["speed_verdict"] = iv["verdict"]
             if c["top1"] is not None and search.baselines:
                 c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
-        winner, why = choose(candidates, self.max_drop, self.settings.min_speedup)
+        winner, why = self._decide(search, candidates)
         measured = [c for c in candidates if c.get("values")]
         front_idx = pareto([(c["p50_ms"], c["top1"]) for c in measured])
         front = [measured[i]["name"] for i in front_idx]
@@ -526,6 +543,100 @@ class Optimizer:
             best = sorted(measured, key=lambda c: (c.get("drop_points", 1e9), c["p50_ms"]))[:5]
             result["best_tried"] = [c["name"] for c in best]
         self._write_device_manifest(search, result)
+        return result
+
+    def _latency_of(self, key: str | None) -> dict[str, Any] | None:
+        record = self.cache.get(key, count=False) if key else None
+        latency = (record or {}).get("latency") or {}
+        return latency if latency.get("samples_ms") else None
+
+    def _interval(self, search: DeviceSearch, key: str | None, other_key: str | None,
+                  min_speedup: float) -> dict[str, Any] | None:
+        """The speed-up of measurement `key` over `other_key` with its interval and verdict
+        (runtimes/speedup.py), from the two stored runs; None without samples."""
+        from edgekit.runtimes.speedup import compare, verdict
+
+        confidence = search.device.latency.confidence
+        if key is not None and key == other_key:
+            same = {"speedup": 1.0, "ci_low": 1.0, "ci_high": 1.0, "confidence": confidence,
+                    "method": "the same measurement", "min_speedup": min_speedup}
+            return {**same, "verdict": verdict(same, min_speedup)}
+        mine, other = self._latency_of(key), self._latency_of(other_key)
+        if mine is None or other is None:
+            return None
+        return compare(mine, other, min_speedup=min_speedup, confidence=confidence)
+
+    def _decide(self, search: DeviceSearch, candidates: list[dict[str, Any]]
+                ) -> tuple[dict[str, Any] | None, str]:
+        """The winner: the fastest within the budget and not slower than the original beyond
+        the noise (`choose`); a simpler candidate it only ties with takes its place
+        (`prefer_simpler`); on a local device, a winner that is not the original is timed again
+        in alternating rounds with the fastest original, and dropped if that shows it slower,
+        or replaced by the original if it only ties with it."""
+        min_speedup = self.settings.min_speedup
+        pool = list(candidates)
+        while True:
+            winner, why = choose(pool, self.max_drop, min_speedup)
+            if winner is None:
+                return None, why
+            winner, tie = prefer_simpler(
+                winner, pool, self.max_drop, min_speedup,
+                lambda a, b: self._interval(search, a["key"], b["key"], 1.0))
+            why = tie or why
+            original = search.fastest_baseline
+            if search.device.is_remote or winner["key"] == original["key"]:
+                return winner, why
+            confirmed = self._confirm(search, winner, original)
+            winner["confirmed"] = confirmed
+            from edgekit.runtimes.speedup import describe
+
+            said = f"{describe(confirmed)} in {confirmed['rounds']} alternating rounds"
+            if confirmed["verdict"] == "slower":
+                winner["speed_verdict"] = "slower"
+                winner["why"] = (f"timed again with the original: {said}, under "
+                                 f"{min_speedup:g}×")
+                pool = [c for c in pool if c is not winner]
+                continue
+            tied = next((c for c in pool if c.get("key") == original["key"]), None)
+            if confirmed["ci_low"] <= 1.0 and tied is not None and min_speedup <= 1.0 \
+                    and tied.get("drop_points") is not None \
+                    and tied["drop_points"] <= self.max_drop + 1e-9:
+                return tied, (f"the original ties with the fastest candidate, {winner['name']}, "
+                              f"timed together: {said}, within the noise; the simpler artifact "
+                              "wins")
+            return winner, f"{why}; confirmed against the original: {said}"
+
+    def _confirm(self, search: DeviceSearch, winner: dict[str, Any],
+                 original: dict[str, Any], rounds: int = 6) -> dict[str, Any]:
+        """The winner and the fastest fp32 original timed in alternating rounds on this device
+        (runtimes/speedup.py): the speed-up with its interval, cached like a measurement."""
+        import json
+
+        from edgekit.runtimes.speedup import alternate, compare
+        from edgekit.validate.bench import open_runner
+
+        path = self.cache.root / "confirmations" / \
+            f"{digest(winner['key'], original['key'], rounds)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        import numpy as np
+
+        device, spec = search.device, self.bundle.spec
+        runners = {"candidate": open_runner(Path(winner["artifact"]), spec, device,
+                                            winner["params"]["target"].split(":")[0]),
+                   "original": open_runner(Path(original["artifact"]), spec, device,
+                                           original["target"].split(":")[0])}
+        x = np.ascontiguousarray(np.resize(self.eval_set.x[:search.batch],
+                                           (search.batch, *spec.shape[1:])), np.float32)
+        self.say(f"{device.name}: timing {winner['name']} and the original together "
+                 f"({rounds} alternating rounds)")
+        timed = alternate(runners, x, device.latency, rounds)
+        result = compare(timed["candidate"], timed["original"],
+                         min_speedup=self.settings.min_speedup,
+                         confidence=device.latency.confidence)
+        result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
+                      reference_p50_ms=timed["original"]["p50_ms"])
+        atomic_write_json(path, result)
         return result
 
     def _deliver(self, search: DeviceSearch, winner: dict[str, Any],

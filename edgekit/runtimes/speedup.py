@@ -34,7 +34,7 @@ VERDICTS = ("slower", "indistinguishable", "meets")
 def _segments(samples: np.ndarray, counts: Sequence[int] | None) -> list[np.ndarray]:
     if counts:
         edges = np.cumsum([0, *counts])
-        return [samples[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
+        return [samples[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
     n = len(samples)
     k = min(SEGMENTS, max(1, n // 5))
     return [s for s in np.array_split(samples, k) if len(s)]
@@ -74,7 +74,7 @@ def speedup_interval(candidate_ms: Sequence[float], original_ms: Sequence[float]
         return {**out, "ci_low": point, "ci_high": point,
                 "method": "too few samples for an interval"}
     q = 1 - (1 - confidence) / 2
-    if paired:  # per-round log ratios: the load of each round cancels within the pair
+    if paired and len(log_c) == len(log_o):  # per-round log ratios: the load of each round cancels within the pair
         diffs = log_o - log_c
         centre, se, df = diffs.mean(), diffs.std(ddof=1) / math.sqrt(len(diffs)), len(diffs) - 1
         method = f"t interval over {len(diffs)} alternating rounds (paired)"
