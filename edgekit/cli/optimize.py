@@ -210,6 +210,16 @@ OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1
                "front", "why")
 
 
+def _ci(c: dict[str, Any]) -> str:
+    """' (0.95–1.08)': the speed-up's interval, when it is one; '~' marks a tie within noise."""
+    ci = (c.get("confirmed") and [c["confirmed"]["ci_low"], c["confirmed"]["ci_high"]]) \
+        or c.get("speedup_ci")
+    if not ci or ci[0] == ci[1]:
+        return ""
+    return f" ({ci[0]:.2f}–{ci[1]:.2f})" + ("~" if c.get("speed_verdict") == "indistinguishable"
+                                           else "")
+
+
 def _cells(c: dict[str, Any]) -> list[str]:
     def num(v: Any, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, int | float) else "-"
@@ -217,7 +227,7 @@ def _cells(c: dict[str, Any]) -> list[str]:
     mark = "◆ winner" if c.get("winner") else ("★" if c.get("on_front") else "")
     drop = c.get("drop_points")
     return [c["name"], c["status"], num(c.get("p50_ms"), ".3f"),
-            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else ""),
+            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else "") + _ci(c),
             num(c.get("top1"), ".2f"), num(None if drop is None else 0.0 - drop, "+.2f"),
             num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]
 

@@ -134,6 +134,7 @@ class Optimizer:
                  bundle: Any = None, on_event: Callable[[str], None] = _say) -> None:
         self.checkpoint = Path(checkpoint)
         self.devices = devices
+        self.devices_by_name = {d.name: d for d in devices}
         self.settings = settings
         self.space = settings.space()
         self.out = Path(out_dir)
@@ -682,6 +683,31 @@ class Optimizer:
         Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
                                    config=config, outputs=outputs, metrics=metrics)
 
+    def _speed_section(self, result: dict[str, Any], c: dict[str, Any],
+                       record: dict[str, Any]) -> dict[str, Any]:
+        """A candidate's speed-up as records carry it (`speedup_vs`, see validate/gate.py):
+        against the fp32 original on the device's fastest runtime, which is the bar optimize
+        sets, with the interval from the two runs (or from the alternating rounds that
+        confirmed the winner)."""
+        from edgekit.validate.gate import speedup_section
+
+        fastest = min(result["baselines"].items(), key=lambda kv: kv[1]["p50_ms"])
+        section = speedup_section(record["latency"].get("p50_ms"), fastest[1]["p50_ms"],
+                                  batch=record.get("batch") or result["batch"],
+                                  reference=f"original {fastest[0]}:fp32",
+                                  runtime=record.get("runtime") or "")
+        confirmed = c.get("confirmed")
+        if confirmed:
+            section.update({k: confirmed[k] for k in ("speedup", "ci_low", "ci_high",
+                                                       "confidence", "method", "p50_ms",
+                                                       "reference_p50_ms", "rounds")})
+        elif c.get("speedup_ci"):
+            section.update(ci_low=c["speedup_ci"][0], ci_high=c["speedup_ci"][1],
+                           confidence=self.devices_by_name[result["device"]].latency.confidence)
+        elif c.get("key") == fastest[1]["key"]:
+            section.update(ci_low=1.0, ci_high=1.0, method="the same measurement")
+        return section
+
     def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
         """The HTML report: per device every measured candidate (the front drawn, the winner
         starred) and the originals."""
@@ -702,10 +728,14 @@ class Optimizer:
                 accuracy = dict(record.get("accuracy") or {})
                 if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
                     accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
+                speed = self._speed_section(result, c, record)
+                budget = Budget(max_drop=self.max_drop, min_speedup=self.settings.min_speedup)
                 record = {**record, "accuracy": accuracy, "model": self.bundle.name,
                           "artifact_name": plot_label(c["name"]),
                           "optimize_winner": bool(c.get("winner")),
-                          "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
+                          "decisive": bool(c.get("winner")),
+                          "speedup": speed["speedup"], "speedup_vs": speed,
+                          "gate": evaluate_gate(accuracy, budget, [speed])}
                 records.append(record)
         if not records:
             return None
