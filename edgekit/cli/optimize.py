@@ -106,6 +106,11 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     if flags["min_speedup"] is not None and flags["min_speedup"] <= 0:
         raise InputError(f"--min-speedup {flags['min_speedup']:g} is not positive",
                          hint="1.0 means never slower than the original")
+    precisions = [p.strip() for p in (flags.get("precisions") or "").split(",") if p.strip()]
+    if flags.get("fallback") is not None and precisions and "int8" not in precisions:
+        raise InputError(f"--fallback {flags['fallback']} keeps layers float in int8 models, "
+                         f"and --precisions {flags['precisions']} has no int8",
+                         hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
     from edgekit.devices import load_profile
 
     base: dict[str, Any] | None = None

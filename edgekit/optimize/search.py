@@ -78,6 +78,7 @@ class DeviceSearch:
     batch: int
     state: dict[str, Any]
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> candidate
+    unusable: dict[str, str] = field(default_factory=dict)  # runtime or target -> why not
     lost: str | None = None
     seconds: float = 0.0
 
@@ -108,14 +109,11 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
 
 
 def usable_targets(device: Any, targets: list[str]) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here (a remote device: all of them, checked there, except
-    TensorRT: its engines are built on the device, and the remote path builds them only from an
-    output folder's exports, not from a candidate — a follow-up)."""
+    """Targets whose runtime can run here. A remote device: all of them, checked there;
+    TensorRT engines are built on the device from each candidate's ONNX model (the remote
+    path's build step), and a device without TensorRT or a GPU says so at the first one."""
     if device.is_remote:
-        trt = [t for t in targets if t.startswith("tensorrt:")]
-        reason = ["tensorrt: engines are built on the device; optimize does not build remote "
-                  "TensorRT candidates yet"] if trt else []
-        return [t for t in targets if t not in trt], reason
+        return list(targets), []
     from edgekit.validate.validator import runtime_status
 
     status = {s.name: s for s in runtime_status(device)}
@@ -270,9 +268,11 @@ class Optimizer:
         from edgekit.devices import profile_ref
 
         entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
-                                      profile_ref(device))
-        key = self.cache.measurement_key(entry["path"], search.state, runtime, search.batch,
-                                         self.eval_key)
+                                      profile_ref(device), build_on_device=device.is_remote)
+        built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
+        key = self.cache.measurement_key(entry["path"], search.state,
+                                         f"{runtime}:{built_there}" if built_there else runtime,
+                                         search.batch, self.eval_key)
         record = self.cache.get(key)
         cached = record is not None
         measure_s = 0.0
@@ -452,6 +452,14 @@ class Optimizer:
                 if earlier.state == TrialState.COMPLETE:
                     return tuple(earlier.values)
                 raise optuna.TrialPruned()
+            runtime = params["target"].split(":")[0]
+            # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
+            # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
+            scope = runtime if runtime == "tensorrt" else params["target"]
+            if scope in search.unusable:  # found missing at an earlier candidate
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", search.unusable[scope])
+                raise optuna.TrialPruned()
             front = front_points(study)
             began = time.perf_counter()
             built = dict(self.builder.seconds)
@@ -462,6 +470,13 @@ class Optimizer:
                 trial.set_user_attr("why", exc.message)
                 study.stop()
                 raise
+            except MissingDependencyError as exc:  # the runtime (or its GPU) is missing there:
+                # no candidate of it can run, so the rest of them are skipped with this reason
+                search.unusable[scope] = exc.message
+                self.say(f"{device.name}: {scope} candidates skipped: {exc.message}")
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", exc.message)
+                raise optuna.TrialPruned() from None
             except EdgekitError as exc:  # this candidate cannot be made (e.g. pruning wipes a layer)
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("why", exc.message)

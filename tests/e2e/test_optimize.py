@@ -260,6 +260,10 @@ def test_time_budget_too_small_says_the_minimum(setup):
     (["--max-drop", "-1"], "negative"),
     (["--time-budget", "soon"], "not a duration"),
     (["--device", "local-cpu", "--device", "local-cpu"], "named twice"),
+    (["--precisions", "int8"], "no fp32 target"),
+    (["--runtimes", "tensorrt"], "no runtime and precision of the space"),
+    (["--prune", "0", "--dwsep", "off", "--fallback", "latency", "--precisions", "fp32"],
+     "has no int8"),
 ])
 def test_contradicting_or_bad_flags_exit_2(setup, extra, message):
     extra = [setup["space"] if e == "SPACE" else e for e in extra]
