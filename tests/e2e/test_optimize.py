@@ -289,6 +289,29 @@ def test_profile_without_usable_runtime_or_host_exits_2(setup, tmp_path):
     assert "can run here" in proc.stderr and "host" in proc.stderr
 
 
+def test_tensorrt_in_the_profile_but_not_here_is_skipped_with_the_reason(setup, tmp_path):
+    """A profile listing TensorRT on a machine without it: its candidates are left out with the
+    reason on screen, and the search runs on the runtimes that are here."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here, so its candidates are measured")
+    profile = yaml.safe_load(Path(setup["device"]).read_text())
+    profile["runtimes"] = {"onnxruntime": {"precisions": ["fp32"]},
+                           "tensorrt": {"precisions": ["fp16", "int8"]}}
+    (tmp_path / "with-trt.yaml").write_text(yaml.safe_dump(profile))
+    proc = run([sys.executable, "-m", "edgekit", "optimize", setup["model"], "--device",
+                str(tmp_path / "with-trt.yaml"), "--eval", "fashion-mnist:test", "--eval-limit",
+                "200", "--prune", "0", "--dwsep", "off", "--fallback", "none", "--trials", "3",
+                "--json", "-o", str(tmp_path / "o")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for target in ("tensorrt:fp16", "tensorrt:int8"):
+        assert f"{target} skipped (" in proc.stderr and "tensorrt is not installed" in proc.stderr
+    result = json.loads(proc.stdout)["devices"]["quick-cpu"]
+    assert result["targets"] == ["onnxruntime:fp32"]
+    assert [c["name"] for c in result["candidates"]] == ["original onnxruntime:fp32"]
+
+
 def test_pruning_without_training_data_exits_2(setup, tmp_path):
     proc = run([sys.executable, "-m", "edgekit", "optimize", setup["model"], "--eval",
                 "fashion-mnist:test", "--prune", "0,0.5", "-o", str(tmp_path / "o")])
