@@ -132,7 +132,6 @@ class Optimizer:
                  bundle: Any = None, on_event: Callable[[str], None] = _say) -> None:
         self.checkpoint = Path(checkpoint)
         self.devices = devices
-        self.devices_by_name = {d.name: d for d in devices}
         self.settings = settings
         self.space = settings.space()
         self.out = Path(out_dir)
@@ -536,6 +535,7 @@ class Optimizer:
                                     min_speedup)
                 if iv is not None:
                     c["speedup_ci"] = [round(iv["ci_low"], 4), round(iv["ci_high"], 4)]
+                    c["speedup_ci_level"] = iv["confidence"]
                     c["speed_verdict"] = iv["verdict"]
             if c["top1"] is not None and search.baselines:
                 c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
@@ -718,7 +718,7 @@ class Optimizer:
                                                        "reference_p50_ms", "rounds")})
         elif c.get("speedup_ci"):
             section.update(ci_low=c["speedup_ci"][0], ci_high=c["speedup_ci"][1],
-                           confidence=self.devices_by_name[result["device"]].latency.confidence)
+                           confidence=c.get("speedup_ci_level"))
         elif c.get("key") == fastest[1]["key"]:
             section.update(ci_low=1.0, ci_high=1.0, method="the same measurement")
         return section

@@ -117,7 +117,8 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
     winner = min(fast, key=lambda c: (c["p50_ms"], -c["top1"]))
     which = "the only candidate" if len(fast) == 1 else f"the fastest of {len(fast)} candidates"
     ci = winner.get("speedup_ci")
-    interval = f" (99% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci and ci[0] != ci[1] else ""
+    level = 100 * winner.get("speedup_ci_level", 0.99)
+    interval = f" ({level:g}% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci and ci[0] != ci[1] else ""
     why = (f"{which} within {max_drop:g} points of the original's top-1 (its drop: "
            f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
            f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
