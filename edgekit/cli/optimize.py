@@ -217,8 +217,8 @@ OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1
 
 def _ci(c: dict[str, Any]) -> str:
     """' (0.95–1.08)': the speed-up's interval, when it is one; '~' marks a tie within noise."""
-    ci = (c.get("confirmed") and [c["confirmed"]["ci_low"], c["confirmed"]["ci_high"]]) \
-        or c.get("speedup_ci")
+    ci = c.get("speedup_ci")  # of the two runs, as the speed-up beside it (the winner's
+    # confirmation in alternating rounds is in the why below the table)
     if not ci or ci[0] == ci[1]:
         return ""
     return f" ({ci[0]:.2f}–{ci[1]:.2f})" + ("~" if c.get("speed_verdict") == "indistinguishable"

@@ -7,12 +7,16 @@ Per device:
   2. Optuna (multi-objective: p50 latency down, top-1 up; SQLite storage in the output folder,
      so a killed study resumes and several workers can share it) proposes candidates;
   3. a candidate that changes the architecture is first exported and timed undistilled (latency
-     does not depend on the weights); it is distilled only if it can still win and still enter
-     the front — briefly first, fully only if the short result is within `promote_margin` points
-     of entering the front (successive halving);
+     does not depend on the weights); it is distilled only if it can still win (not slower than
+     the original beyond the noise, and not a mere tie with it, which the simpler original
+     wins) and still enter the front — briefly first, fully only if the short result is within
+     `promote_margin` points of entering the front (successive halving);
   4. the winner is the fastest candidate within the accuracy budget that is not slower than the
-     original's fastest runtime; it is copied into out/<device>/ with a manifest that says what
-     was tried, what each candidate cost and measured, and why the winner won.
+     original's fastest runtime beyond the noise (a speed-up interval from the samples,
+     runtimes/speedup.py); a tie within the noise goes to the simpler artifact; on a local device
+     the winner is timed again with the original in alternating rounds before it is chosen. It
+     is copied into out/<device>/ with a manifest that says what was tried, what each candidate
+     cost and measured, and why the winner won.
 Every export and measurement is cached (edgekit.optimize.cache), so a rerun measures nothing twice.
 """
 
@@ -316,16 +320,22 @@ class Optimizer:
         screen = self._measure(search, arch, "init", target, fallback)
         steps.append(screen)
         latency = screen["p50_ms"]
-        if latency > bar:  # slower by the p50s; by more than the noise?
-            iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
-                                self.settings.min_speedup)
-            if iv is None or iv["verdict"] == "slower":
-                from edgekit.runtimes.speedup import describe
+        from edgekit.runtimes.speedup import describe
 
-                numbers = f" ({describe(iv)})" if iv else ""
-                return {"status": "too slow", "steps": steps, "values": None,
-                        "why": f"{latency:.3f} ms undistilled, slower than the original's "
-                               f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled"}
+        iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
+                            self.settings.min_speedup)
+        if (iv["verdict"] == "slower") if iv else latency > bar:
+            numbers = f" ({describe(iv)})" if iv else ""
+            return {"status": "too slow", "steps": steps, "values": None,
+                    "why": f"{latency:.3f} ms undistilled, slower than the original's "
+                           f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled"}
+        if iv and self.settings.min_speedup <= 1.0 and iv["ci_low"] <= 1.0:
+            # latency does not depend on the weights, and a tie within the noise goes to the
+            # simpler artifact: the original would win against it, distilled or not
+            return {"status": "tie", "steps": steps, "values": None,
+                    "why": f"{latency:.3f} ms undistilled against the original's "
+                           f"{search.fastest_fp32_ms:.3f} ms ({describe(iv)}): a tie within the "
+                           "noise, which the simpler original wins; not distilled"}
         if dominated((latency, ref), front):
             return {"status": "dominated", "steps": steps, "values": None,
                     "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
