@@ -16,6 +16,17 @@ from edgekit.cli.common import data_dir_option, json_option, print_json
 DEMO_RECIPES = ("lenet5-fashion-mnist.yaml", "cnn-gru-fashion-mnist.yaml")
 
 
+def _interval(winner: dict) -> str:
+    """', 99% CI 1.6–1.9 timed together with it' when the winner was confirmed in alternating
+    rounds with the original (see edgekit/optimize/search.py)."""
+    confirmed = winner.get("confirmed")
+    if not confirmed:
+        return ""
+    return (f"; timed together with it: {confirmed['speedup']:.2f}×, "
+            f"{100 * confirmed['confidence']:g}% CI {confirmed['ci_low']:.2f}–"
+            f"{confirmed['ci_high']:.2f}")
+
+
 def recipe_dir() -> Path:
     """recipes/ in the working directory, else the ones shipped with edgekit."""
     from edgekit.resources import shipped_dir
@@ -54,7 +65,7 @@ def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> No
             won = result.get("winner")
             click.echo(f"{stem} on {device}: " + (
                 f"{won['name']} wins, {won['p50_ms']:.3f} ms ({won['speedup']:.2f}× the fp32 "
-                f"original's fastest runtime"
+                f"original's fastest runtime{_interval(won)}"
                 + (" ⚠ measured while the machine was disturbed"
                    if won.get("speedup_disturbed") else "")
                 + f"), top-1 {won['top1']:.2f}%" if won

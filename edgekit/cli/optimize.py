@@ -106,6 +106,11 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     if flags["min_speedup"] is not None and flags["min_speedup"] <= 0:
         raise InputError(f"--min-speedup {flags['min_speedup']:g} is not positive",
                          hint="1.0 means never slower than the original")
+    precisions = [p.strip() for p in (flags.get("precisions") or "").split(",") if p.strip()]
+    if flags.get("fallback") is not None and precisions and "int8" not in precisions:
+        raise InputError(f"--fallback {flags['fallback']} keeps layers float in int8 models, "
+                         f"and --precisions {flags['precisions']} has no int8",
+                         hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
     from edgekit.devices import load_profile
 
     base: dict[str, Any] | None = None
@@ -210,6 +215,16 @@ OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1
                "front", "why")
 
 
+def _ci(c: dict[str, Any]) -> str:
+    """' (0.95–1.08)': the speed-up's interval, when it is one; '~' marks a tie within noise."""
+    ci = c.get("speedup_ci")  # of the two runs, as the speed-up beside it (the winner's
+    # confirmation in alternating rounds is in the why below the table)
+    if not ci or ci[0] == ci[1]:
+        return ""
+    return f" ({ci[0]:.2f}–{ci[1]:.2f})" + ("~" if c.get("speed_verdict") == "indistinguishable"
+                                           else "")
+
+
 def _cells(c: dict[str, Any]) -> list[str]:
     def num(v: Any, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, int | float) else "-"
@@ -217,7 +232,7 @@ def _cells(c: dict[str, Any]) -> list[str]:
     mark = "◆ winner" if c.get("winner") else ("★" if c.get("on_front") else "")
     drop = c.get("drop_points")
     return [c["name"], c["status"], num(c.get("p50_ms"), ".3f"),
-            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else "")
+            num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else "") + _ci(c)
             + (" ⚠" if c.get("speedup") and c.get("speedup_disturbed") else ""),
             num(c.get("top1"), ".2f"), num(None if drop is None else 0.0 - drop, "+.2f"),
             num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]

@@ -118,6 +118,10 @@ def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
                        f"{status.reason} (validated the rest)", err=True)
         for skip in result.skipped:
             click.echo(f"skipped {skip['artifact']}: {skip['reason']}", err=True)
+        notes = {(r.get("artifact_name"), r.get("runtime"), n): None for r in result.records
+                 for n in (r.get("gate") or {}).get("notes") or []}
+        for name, runtime, note in notes:  # passed, but only within the noise
+            click.echo(f"note: {name} on {runtime}: {note}")
         if stored:
             click.echo(f"stored {len(stored)} records in {store_path} (run {result.run_id})")
         d = result.decisive

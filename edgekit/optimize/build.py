@@ -11,6 +11,7 @@ its artifact is reused as it is.
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,18 @@ class Builder:
 
     # ------------------------------------------------------------ the runtime's artifact
     def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
-                 round_to: int | None, device: str | None = None) -> dict[str, Any]:
+                 round_to: int | None, device: str | None = None, *,
+                 build_on_device: bool = False) -> dict[str, Any]:
         """The manifest entry (with an absolute `path`) of the artifact `target` (runtime:
         precision) runs, made from the stage's fp32 ONNX model with `fallback` kept float
-        (`latency`: the layers whose int8 form is slower than float on the local `device`)."""
+        (`latency`: the layers whose int8 form is slower than float on the local `device`).
+        `build_on_device` (TensorRT on a remote device): the folder the device builds the
+        engine from instead (`device_build_folder`)."""
         import time
 
         runtime, precision = target.split(":")
+        if build_on_device and runtime == "tensorrt":
+            return self.device_build_folder(arch, stage, precision, fallback, round_to)
         onnx_path = self.fp32_onnx(arch, stage, round_to)
         if target == "onnxruntime:fp32":
             return {**_entry(onnx_path.parent, onnx_path.name), "float_layers": []}
@@ -201,6 +207,52 @@ class Builder:
                             latency_device)
         self.seconds["build_s"] += time.perf_counter() - start
         return {**_entry(folder, path.name), "float_layers": nodes}
+
+    def device_build_folder(self, arch: Arch, stage: str, precision: str, fallback: str,
+                            round_to: int | None) -> dict[str, Any]:
+        """A TensorRT candidate for a remote device: engines are not portable, so the device
+        builds it with the TensorRT target itself (`edgekit export out --target tensorrt
+        --precision P`, the remote path's build step). This makes the self-contained folder it
+        builds from: the fp32 ONNX model and, for int8, the TensorRT-flavour QDQ model (signed,
+        symmetric, per-channel: what explicit quantization takes), with a manifest naming both.
+        The entry's `build_on_device` says which precision to build; its path is the fp32 model,
+        whose sha256 with the precision keys the measurement."""
+        import time
+
+        onnx_path = self.fp32_onnx(arch, stage, round_to)
+        nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
+        folder = onnx_path.parent / f"tensorrt-{precision}-device" \
+            f"{'-' + digest(nodes, self.space.calib_size, self.calib_source) if precision == 'int8' else ''}"
+        name = "model.onnx"
+        if _find(folder, format="onnx", precision="fp32") is None:
+            start = time.perf_counter()
+            from edgekit.io.artifacts import manifest_entries
+            from edgekit.io.files import atomic_path
+            from edgekit.io.outputs import claim_output_folder
+
+            claim_output_folder(folder)
+            copies = [(onnx_path, folder / name)]
+            entries = [{**_bare(manifest_entries(onnx_path)), "path": name, "format": "onnx",
+                        "precision": "fp32", "role": "reference"}]
+            if precision == "int8":
+                qdq_folder = folder.parent / f"{folder.name}-qdq"
+                qdq_folder.mkdir(parents=True, exist_ok=True)
+                qdq = self._quantize(onnx_path, qdq_folder, "tensorrt", nodes)
+                copies.append((qdq, folder / "model.int8.onnx"))
+                entries.append({**_bare(manifest_entries(qdq)), "path": "model.int8.onnx",
+                                 "format": "onnx", "precision": "int8", "flavour": "tensorrt"})
+            for source, target in copies:
+                for src, dst in ((source, target), (Path(str(source) + ".data"),
+                                                    Path(str(target) + ".data"))):
+                    if src.is_file():
+                        with atomic_path(dst) as tmp:
+                            shutil.copyfile(src, tmp)
+            Manifest(folder).add_stage(f"optimize-tensorrt-{precision}-source",
+                                       inputs={"source": onnx_path}, outputs=entries,
+                                       config={"build_on_device": precision,
+                                               "float_layers": nodes})
+            self.seconds["build_s"] += time.perf_counter() - start
+        return {**_entry(folder, name), "float_layers": nodes, "build_on_device": precision}
 
     def _export(self, arch: Arch, stage: str, round_to: int | None, onnx_path: Path,
                 folder: Path, runtime: str, precision: str, nodes: list[str],
@@ -249,6 +301,14 @@ def _find(folder: Path, **match: Any) -> Path | None:
     if hit is None or not (folder / hit["path"]).is_file():
         return None
     return folder / hit["path"]
+
+
+def _bare(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last manifest entry without what names its old place (path, sha256, size, role)."""
+    entry = dict(entries[-1]) if entries else {}
+    for key in ("path", "sha256", "size_bytes", "role", "flavour", "for"):
+        entry.pop(key, None)
+    return entry
 
 
 def _entry(folder: Path, name: str) -> dict[str, Any]:

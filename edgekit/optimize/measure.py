@@ -34,8 +34,11 @@ def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec:
     from edgekit.remote import HostKeyError, RemoteAuthError, RemoteError, RemotePathError
     from edgekit.validate.validator import validate
 
+    target, precision = Path(entry["path"]), entry.get("build_on_device")
+    if precision:  # the device builds the engine from the folder (remote path's build step)
+        target, device = target.parent, build_profile(device, precision)
     try:
-        result = validate(Path(entry["path"]), device, eval_source=eval_source, batches=[batch],
+        result = validate(target, device, eval_source=eval_source, batches=[batch],
                           data_dir=data_dir, limit=eval_limit)
     except (HostKeyError, RemoteAuthError, RemotePathError):
         raise  # the device answered and refused: bad input, not a lost device
@@ -43,8 +46,46 @@ def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec:
         raise DeviceLostError(f"{device.name} stopped answering: {getattr(exc, 'message', exc)}",
                               hint="rerun the same command when the device is back: the search "
                                    "resumes where it stopped") from None
-    records = [r for r in result.records if r.get("runtime") == runtime]
+    records = [r for r in result.records if r.get("runtime") == runtime
+               and (not precision or r.get("precision") == precision)]
+    if not records and precision:
+        raise MissingDependencyError(
+            f"{device.name} built no TensorRT {precision} engine: "
+            + engine_missing_reason(result, precision),
+            hint="check the device with `edgekit devices --remote`; TensorRT needs its Python "
+                 "bindings, cuda-python and a visible GPU there")
     if not records:
         raise MissingDependencyError(f"{device.name} did not run {Path(entry['path']).name} on "
                                      f"{runtime}", hint="check `edgekit devices` on the device")
     return records[0]
+
+
+def build_profile(device: Any, precision: str) -> Any:
+    """The device's profile for one remote TensorRT candidate: TensorRT at that precision only
+    (so the device builds one engine), and ONNX Runtime at fp32 when the device has it (the
+    folder's fp32 model is validated there too, on the way)."""
+    runtimes = {"tensorrt": device.runtimes["tensorrt"].model_copy(
+        update={"precisions": [precision]})}
+    if "onnxruntime" in device.runtimes:
+        runtimes["onnxruntime"] = device.runtimes["onnxruntime"].model_copy(
+            update={"precisions": ["fp32"]})
+    return device.model_copy(update={"runtimes": runtimes})
+
+
+def engine_missing_reason(result: Any, precision: str) -> str:
+    """Why a remote job returned no engine record: the build step's error, or TensorRT (or a
+    GPU) not usable on the device, from the job's own report."""
+    failed = [s["reason"] for s in result.skipped if "building on the device" in s.get("reason", "")
+              or s.get("artifact") == "(tensorrt engines)"]
+    if failed:
+        return "; ".join(dict.fromkeys(failed))
+    report = getattr(result, "device_report", None) or {}
+    usable = [n for n, info in (report.get("runtimes") or {}).items() if info.get("importable")]
+    if "tensorrt" not in usable:
+        missing = [m.get("what", "") for m in report.get("missing") or []
+                   if "tensorrt" in str(m.get("what", "")).lower()
+                   or "gpu" in str(m.get("what", "")).lower()
+                   or "cuda" in str(m.get("what", "")).lower()]
+        return ("TensorRT is not usable on the device"
+                + (f" ({'; '.join(missing)})" if missing else " (not installed, or no GPU)"))
+    return f"the job returned no tensorrt {precision} record"

@@ -7,12 +7,16 @@ Per device:
   2. Optuna (multi-objective: p50 latency down, top-1 up; SQLite storage in the output folder,
      so a killed study resumes and several workers can share it) proposes candidates;
   3. a candidate that changes the architecture is first exported and timed undistilled (latency
-     does not depend on the weights); it is distilled only if it can still win and still enter
-     the front — briefly first, fully only if the short result is within `promote_margin` points
-     of entering the front (successive halving);
+     does not depend on the weights); it is distilled only if it can still win (not slower than
+     the original beyond the noise, and not a mere tie with it, which the simpler original
+     wins) and still enter the front — briefly first, fully only if the short result is within
+     `promote_margin` points of entering the front (successive halving);
   4. the winner is the fastest candidate within the accuracy budget that is not slower than the
-     original's fastest runtime; it is copied into out/<device>/ with a manifest that says what
-     was tried, what each candidate cost and measured, and why the winner won.
+     original's fastest runtime beyond the noise (a speed-up interval from the samples,
+     runtimes/speedup.py); a tie within the noise goes to the simpler artifact; on a local device
+     the winner is timed again with the original in alternating rounds before it is chosen. It
+     is copied into out/<device>/ with a manifest that says what was tried, what each candidate
+     cost and measured, and why the winner won.
 Every export and measurement is cached (edgekit.optimize.cache), so a rerun measures nothing twice.
 """
 
@@ -45,6 +49,7 @@ from edgekit.optimize.trials import (
     params_key,
     pareto,
     plot_label,
+    prefer_simpler,
 )
 
 
@@ -77,12 +82,17 @@ class DeviceSearch:
     batch: int
     state: dict[str, Any]
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> candidate
+    unusable: dict[str, str] = field(default_factory=dict)  # runtime or target -> why not
     lost: str | None = None
     seconds: float = 0.0
 
     @property
     def fastest_fp32_ms(self) -> float:
         return min(c["p50_ms"] for c in self.baselines.values())
+
+    @property
+    def fastest_baseline(self) -> dict[str, Any]:
+        return min(self.baselines.values(), key=lambda c: c["p50_ms"])
 
     @property
     def reference_top1(self) -> float:
@@ -103,14 +113,11 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
 
 
 def usable_targets(device: Any, targets: list[str]) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here (a remote device: all of them, checked there, except
-    TensorRT: its engines are built on the device, and the remote path builds them only from an
-    output folder's exports, not from a candidate — a follow-up)."""
+    """Targets whose runtime can run here. A remote device: all of them, checked there;
+    TensorRT engines are built on the device from each candidate's ONNX model (the remote
+    path's build step), and a device without TensorRT or a GPU says so at the first one."""
     if device.is_remote:
-        trt = [t for t in targets if t.startswith("tensorrt:")]
-        reason = ["tensorrt: engines are built on the device; optimize does not build remote "
-                  "TensorRT candidates yet"] if trt else []
-        return [t for t in targets if t not in trt], reason
+        return list(targets), []
     from edgekit.validate.validator import runtime_status
 
     status = {s.name: s for s in runtime_status(device)}
@@ -264,9 +271,11 @@ class Optimizer:
         from edgekit.devices import profile_ref
 
         entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
-                                      profile_ref(device))
-        key = self.cache.measurement_key(entry["path"], search.state, runtime, search.batch,
-                                         self.eval_key)
+                                      profile_ref(device), build_on_device=device.is_remote)
+        built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
+        key = self.cache.measurement_key(entry["path"], search.state,
+                                         f"{runtime}:{built_there}" if built_there else runtime,
+                                         search.batch, self.eval_key)
         record = self.cache.get(key)
         cached = record is not None
         measure_s = 0.0
@@ -312,10 +321,22 @@ class Optimizer:
         screen = self._measure(search, arch, "init", target, fallback)
         steps.append(screen)
         latency = screen["p50_ms"]
-        if latency > bar:
+        from edgekit.runtimes.speedup import describe
+
+        iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
+                            self.settings.min_speedup)
+        if (iv["verdict"] == "slower") if iv else latency > bar:
+            numbers = f" ({describe(iv)})" if iv else ""
             return {"status": "too slow", "steps": steps, "values": None,
                     "why": f"{latency:.3f} ms undistilled, slower than the original's "
-                           f"{search.fastest_fp32_ms:.3f} ms: not distilled"}
+                           f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled"}
+        if iv and self.settings.min_speedup <= 1.0 and iv["ci_low"] <= 1.0:
+            # latency does not depend on the weights, and a tie within the noise goes to the
+            # simpler artifact: the original would win against it, distilled or not
+            return {"status": "tie", "steps": steps, "values": None,
+                    "why": f"{latency:.3f} ms undistilled against the original's "
+                           f"{search.fastest_fp32_ms:.3f} ms ({describe(iv)}): a tie within the "
+                           "noise, which the simpler original wins; not distilled"}
         if dominated((latency, ref), front):
             return {"status": "dominated", "steps": steps, "values": None,
                     "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
@@ -441,6 +462,14 @@ class Optimizer:
                 if earlier.state == TrialState.COMPLETE:
                     return tuple(earlier.values)
                 raise optuna.TrialPruned()
+            runtime = params["target"].split(":")[0]
+            # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
+            # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
+            scope = runtime if runtime == "tensorrt" else params["target"]
+            if scope in search.unusable:  # found missing at an earlier candidate
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", search.unusable[scope])
+                raise optuna.TrialPruned()
             front = front_points(study)
             began = time.perf_counter()
             built = dict(self.builder.seconds)
@@ -451,6 +480,13 @@ class Optimizer:
                 trial.set_user_attr("why", exc.message)
                 study.stop()
                 raise
+            except MissingDependencyError as exc:  # the runtime (or its GPU) is missing there:
+                # no candidate of it can run, so the rest of them are skipped with this reason
+                search.unusable[scope] = exc.message
+                self.say(f"{device.name}: {scope} candidates skipped: {exc.message}")
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", exc.message)
+                raise optuna.TrialPruned() from None
             except EdgekitError as exc:  # this candidate cannot be made (e.g. pruning wipes a layer)
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("why", exc.message)
@@ -502,15 +538,22 @@ class Optimizer:
     # ------------------------------------------------------------------ the decision
     def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
         candidates = candidates_of(study) if study is not None else []
+        min_speedup = self.settings.min_speedup
         for c in candidates:
             if c["p50_ms"] is not None and search.baselines:
                 c["speedup"] = round(search.fastest_fp32_ms / c["p50_ms"], 4)
                 # (issue 18) a ratio from a disturbed run (its own or a baseline's) is marked
                 c["speedup_disturbed"] = bool(c.get("disturbed") or any(
                     b.get("disturbed") for b in search.baselines.values()))
+                iv = self._interval(search, c["key"], search.fastest_baseline["key"],
+                                    min_speedup)
+                if iv is not None:
+                    c["speedup_ci"] = [round(iv["ci_low"], 4), round(iv["ci_high"], 4)]
+                    c["speedup_ci_level"] = iv["confidence"]
+                    c["speed_verdict"] = iv["verdict"]
             if c["top1"] is not None and search.baselines:
                 c["drop_points"] = round(100 * search.reference_top1 - c["top1"], 4)
-        winner, why = choose(candidates, self.max_drop, self.settings.min_speedup)
+        winner, why = self._decide(search, candidates)
         measured = [c for c in candidates if c.get("values")]
         front_idx = pareto([(c["p50_ms"], c["top1"]) for c in measured])
         front = [measured[i]["name"] for i in front_idx]
@@ -530,6 +573,100 @@ class Optimizer:
             best = sorted(measured, key=lambda c: (c.get("drop_points", 1e9), c["p50_ms"]))[:5]
             result["best_tried"] = [c["name"] for c in best]
         self._write_device_manifest(search, result)
+        return result
+
+    def _latency_of(self, key: str | None) -> dict[str, Any] | None:
+        record = self.cache.get(key, count=False) if key else None
+        latency = (record or {}).get("latency") or {}
+        return latency if latency.get("samples_ms") else None
+
+    def _interval(self, search: DeviceSearch, key: str | None, other_key: str | None,
+                  min_speedup: float) -> dict[str, Any] | None:
+        """The speed-up of measurement `key` over `other_key` with its interval and verdict
+        (runtimes/speedup.py), from the two stored runs; None without samples."""
+        from edgekit.runtimes.speedup import compare, verdict
+
+        confidence = search.device.latency.confidence
+        if key is not None and key == other_key:
+            same = {"speedup": 1.0, "ci_low": 1.0, "ci_high": 1.0, "confidence": confidence,
+                    "method": "the same measurement", "min_speedup": min_speedup}
+            return {**same, "verdict": verdict(same, min_speedup)}
+        mine, other = self._latency_of(key), self._latency_of(other_key)
+        if mine is None or other is None:
+            return None
+        return compare(mine, other, min_speedup=min_speedup, confidence=confidence)
+
+    def _decide(self, search: DeviceSearch, candidates: list[dict[str, Any]]
+                ) -> tuple[dict[str, Any] | None, str]:
+        """The winner: the fastest within the budget and not slower than the original beyond
+        the noise (`choose`); a simpler candidate it only ties with takes its place
+        (`prefer_simpler`); on a local device, a winner that is not the original is timed again
+        in alternating rounds with the fastest original, and dropped if that shows it slower,
+        or replaced by the original if it only ties with it."""
+        min_speedup = self.settings.min_speedup
+        pool = list(candidates)
+        while True:
+            winner, why = choose(pool, self.max_drop, min_speedup)
+            if winner is None:
+                return None, why
+            winner, tie = prefer_simpler(
+                winner, pool, self.max_drop, min_speedup,
+                lambda a, b: self._interval(search, a["key"], b["key"], 1.0))
+            why = tie or why
+            original = search.fastest_baseline
+            if search.device.is_remote or winner["key"] == original["key"]:
+                return winner, why
+            confirmed = self._confirm(search, winner, original)
+            winner["confirmed"] = confirmed
+            from edgekit.runtimes.speedup import describe
+
+            said = f"{describe(confirmed)} in {confirmed['rounds']} alternating rounds"
+            if confirmed["verdict"] == "slower":
+                winner["speed_verdict"] = "slower"
+                winner["why"] = (f"timed again with the original: {said}, under "
+                                 f"{min_speedup:g}×")
+                pool = [c for c in pool if c is not winner]
+                continue
+            tied = next((c for c in pool if c.get("key") == original["key"]), None)
+            if confirmed["ci_low"] <= 1.0 and tied is not None and min_speedup <= 1.0 \
+                    and tied.get("drop_points") is not None \
+                    and tied["drop_points"] <= self.max_drop + 1e-9:
+                return tied, (f"the original ties with the fastest candidate, {winner['name']}, "
+                              f"timed together: {said}, within the noise; the simpler artifact "
+                              "wins")
+            return winner, f"{why}; confirmed against the original: {said}"
+
+    def _confirm(self, search: DeviceSearch, winner: dict[str, Any],
+                 original: dict[str, Any], rounds: int = 6) -> dict[str, Any]:
+        """The winner and the fastest fp32 original timed in alternating rounds on this device
+        (runtimes/speedup.py): the speed-up with its interval, cached like a measurement."""
+        import json
+
+        from edgekit.runtimes.speedup import alternate, compare
+        from edgekit.validate.bench import open_runner
+
+        path = self.cache.root / "confirmations" / \
+            f"{digest(winner['key'], original['key'], rounds)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        import numpy as np
+
+        device, spec = search.device, self.bundle.spec
+        runners = {"candidate": open_runner(Path(winner["artifact"]), spec, device,
+                                            winner["params"]["target"].split(":")[0]),
+                   "original": open_runner(Path(original["artifact"]), spec, device,
+                                           original["target"].split(":")[0])}
+        x = np.ascontiguousarray(np.resize(self.eval_set.x[:search.batch],
+                                           (search.batch, *spec.shape[1:])), np.float32)
+        self.say(f"{device.name}: timing {winner['name']} and the original together "
+                 f"({rounds} alternating rounds)")
+        timed = alternate(runners, x, device.latency, rounds)
+        result = compare(timed["candidate"], timed["original"],
+                         min_speedup=self.settings.min_speedup,
+                         confidence=device.latency.confidence)
+        result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
+                      reference_p50_ms=timed["original"]["p50_ms"])
+        atomic_write_json(path, result)
         return result
 
     def _deliver(self, search: DeviceSearch, winner: dict[str, Any],
@@ -575,6 +712,31 @@ class Optimizer:
         Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
                                    config=config, outputs=outputs, metrics=metrics)
 
+    def _speed_section(self, result: dict[str, Any], c: dict[str, Any],
+                       record: dict[str, Any]) -> dict[str, Any]:
+        """A candidate's speed-up as records carry it (`speedup_vs`, see validate/gate.py):
+        against the fp32 original on the device's fastest runtime, which is the bar optimize
+        sets, with the interval from the two runs (or from the alternating rounds that
+        confirmed the winner)."""
+        from edgekit.validate.gate import speedup_section
+
+        fastest = min(result["baselines"].items(), key=lambda kv: kv[1]["p50_ms"])
+        section = speedup_section(record["latency"].get("p50_ms"), fastest[1]["p50_ms"],
+                                  batch=record.get("batch") or result["batch"],
+                                  reference=f"original {fastest[0]}:fp32",
+                                  runtime=record.get("runtime") or "")
+        confirmed = c.get("confirmed")
+        if confirmed:
+            section.update({k: confirmed[k] for k in ("speedup", "ci_low", "ci_high",
+                                                       "confidence", "method", "p50_ms",
+                                                       "reference_p50_ms", "rounds")})
+        elif c.get("speedup_ci"):
+            section.update(ci_low=c["speedup_ci"][0], ci_high=c["speedup_ci"][1],
+                           confidence=c.get("speedup_ci_level"))
+        elif c.get("key") == fastest[1]["key"]:
+            section.update(ci_low=1.0, ci_high=1.0, method="the same measurement")
+        return section
+
     def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
         """The HTML report: per device every measured candidate (the front drawn, the winner
         starred) and the originals."""
@@ -595,10 +757,14 @@ class Optimizer:
                 accuracy = dict(record.get("accuracy") or {})
                 if accuracy.get("top1_drop_points") is None and c.get("drop_points") is not None:
                     accuracy["top1_drop_points"] = c["drop_points"]  # remote: no reference there
+                speed = self._speed_section(result, c, record)
+                budget = Budget(max_drop=self.max_drop, min_speedup=self.settings.min_speedup)
                 record = {**record, "accuracy": accuracy, "model": self.bundle.name,
                           "artifact_name": plot_label(c["name"]),
                           "optimize_winner": bool(c.get("winner")),
-                          "gate": evaluate_gate(accuracy, Budget(max_drop=self.max_drop))}
+                          "decisive": bool(c.get("winner")),
+                          "speedup": speed["speedup"], "speedup_vs": speed,
+                          "gate": evaluate_gate(accuracy, budget, [speed])}
                 records.append(record)
         if not records:
             return None

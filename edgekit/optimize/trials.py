@@ -4,6 +4,7 @@ front, the winner rule, and progress counts that do not touch the study while it
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,33 @@ def candidates_of(study: Any) -> list[dict[str, Any]]:
     return out
 
 
+def complexity(params: dict[str, Any]) -> tuple[int, int]:
+    """How much a candidate changed the original: (transformations applied — pruning,
+    substitution, a lower precision, a float-fallback set — then the precision: fp32 < fp16 <
+    int8). The fp32 original on any runtime is (0, 0)."""
+    precision = str(params.get("target", ":fp32")).split(":")[1]
+    rank = {"fp32": 0, "fp16": 1}.get(precision, 2)
+    steps = (float(params.get("prune", 0)) > 0) + (str(params.get("dwsep", "off")) != "off") \
+        + (precision != "fp32") + (params.get("fallback", "none") != "none")
+    return int(steps), rank
+
+
+def not_slower(c: dict[str, Any], min_speedup: float) -> bool:
+    """Whether a candidate clears `min_speedup`: by its interval's verdict when it has one (only
+    wholly below fails), else by its bare speed-up."""
+    if c.get("speed_verdict"):
+        return c["speed_verdict"] != "slower"
+    return c["speedup"] >= min_speedup - 1e-9
+
+
 def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
            ) -> tuple[dict[str, Any] | None, str]:
-    """The fastest measured candidate within the accuracy budget and at least `min_speedup`
-    times as fast as the fp32 original on its fastest runtime; why, in one sentence."""
+    """The fastest measured candidate within the accuracy budget and not slower than
+    `min_speedup` times the fp32 original on its fastest runtime beyond the noise (its
+    `speed_verdict`, see runtimes/speedup.py); why, in one sentence."""
     measured = [c for c in candidates if c.get("values") and c.get("drop_points") is not None]
     within = [c for c in measured if c["drop_points"] <= max_drop + 1e-9]
-    fast = [c for c in within if c["speedup"] >= min_speedup - 1e-9]
+    fast = [c for c in within if not_slower(c, min_speedup)]
     if not fast:
         if not measured:
             return None, "no candidate was measured"
@@ -96,13 +117,39 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
                       "as fast as the fp32 original")
     winner = min(fast, key=lambda c: (c["p50_ms"], -c["top1"]))
     which = "the only candidate" if len(fast) == 1 else f"the fastest of {len(fast)} candidates"
+    ci = winner.get("speedup_ci")
+    level = 100 * winner.get("speedup_ci_level", 0.99)
+    interval = f" ({level:g}% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci and ci[0] != ci[1] else ""
     why = (f"{which} within {max_drop:g} points of the original's top-1 (its drop: "
            f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
            f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
-           f"{winner['speedup']:.2f}×")
+           f"{winner['speedup']:.2f}×{interval}")
     if winner.get("speedup_disturbed"):  # (issue 18)
         why += " ⚠ measured while the machine was disturbed"
     return winner, why
+
+
+def prefer_simpler(winner: dict[str, Any], candidates: list[dict[str, Any]], max_drop: float,
+                   min_speedup: float, interval: Callable[[dict[str, Any], dict[str, Any]],
+                                                        dict[str, Any] | None]
+                   ) -> tuple[dict[str, Any], str | None]:
+    """A tie within the noise goes to the simpler artifact: among the candidates that also
+    qualify and are simpler (`complexity`), the simplest one the winner is not faster than
+    beyond the noise (`interval(winner, other)`: the winner's speed-up over it with its
+    interval; a tie when the interval reaches 1). Returns (the choice, why it changed or None)."""
+    simpler = [c for c in candidates if c is not winner and c.get("values")
+               and c.get("drop_points") is not None and c["drop_points"] <= max_drop + 1e-9
+               and not_slower(c, min_speedup)
+               and complexity(c["params"]) < complexity(winner["params"])]
+    for other in sorted(simpler, key=lambda c: (complexity(c["params"]), c["p50_ms"])):
+        iv = interval(winner, other)
+        if iv is not None and iv["ci_low"] <= 1.0:
+            return other, (f"{other['name']} ({other['p50_ms']:.3f} ms) is simpler and ties with "
+                           f"the fastest, {winner['name']} ({winner['p50_ms']:.3f} ms): "
+                           f"{winner['name']} is {iv['speedup']:.2f}× as fast, "
+                           f"{100 * iv['confidence']:g}% CI {iv['ci_low']:.2f}–"
+                           f"{iv['ci_high']:.2f}, within the noise")
+    return winner, None
 
 
 def trial_count(out_dir: str | Path) -> int:

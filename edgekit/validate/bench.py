@@ -123,7 +123,7 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
                       device.latency.min_queries) as advance:
             stats = measure_undisturbed(runner, x, device.latency,
                                         on_sample=lambda _s, a=advance: a(1))
-        out[batch] = {"p50_ms": stats["p50_ms"],
+        out[batch] = {"p50_ms": stats["p50_ms"], "samples_ms": stats.get("samples_ms"),
                       "measured_as": f"{original.name} read by {runtime} at fp32",
                       "disturbed": stats.get("disturbed"),
                       "disturbed_reasons": stats.get("disturbed_reasons", [])}
@@ -143,7 +143,8 @@ def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.nd
         if is_reference:
             for r in records:
                 out[(runtime, r["batch"])] = {
-                    "p50_ms": r["latency"].get("p50_ms"), "measured_as": ref_path.name,
+                    "p50_ms": r["latency"].get("p50_ms"),
+                    "samples_ms": r["latency"].get("samples_ms"), "measured_as": ref_path.name,
                     "disturbed": r["latency"].get("disturbed"),
                     "disturbed_reasons": r["latency"].get("disturbed_reasons", [])}
     for is_reference, runtime, _, images in measured:
@@ -157,10 +158,11 @@ def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.nd
 
 def attach_speedups(records: list[dict[str, Any]],
                     original: dict[tuple[str, int], dict[str, Any]],
-                    ref_path: Path | None) -> list[dict[str, Any]]:
+                    ref_path: Path | None, confidence: float = 0.99) -> list[dict[str, Any]]:
     """Set each record's `speedup` (p50 of the original over its own, same runtime and batch)
-    and `speedup_vs` (both numbers, where the original's came from, or why it is missing);
-    returns the `speedup_vs` sections, which the gate checks."""
+    and `speedup_vs` (both numbers with the interval from both runs' samples, where the
+    original's came from, or why it is missing); returns the `speedup_vs` sections, which the
+    gate checks."""
     from edgekit.validate.gate import speedup_section
 
     sections = []
@@ -169,7 +171,9 @@ def attach_speedups(records: list[dict[str, Any]],
         ref = original.get((runtime, batch)) or {}
         section = speedup_section(record["latency"].get("p50_ms"), ref.get("p50_ms"),
                                   batch=batch, reference=ref_path.name if ref_path else "",
-                                  runtime=runtime)
+                                  runtime=runtime, samples_ms=record["latency"].get("samples_ms"),
+                                  reference_samples_ms=ref.get("samples_ms"),
+                                  confidence=confidence)
         if ref.get("measured_as"):
             section["measured_as"] = ref["measured_as"]
         # (issue 18) a ratio from a disturbed run (either side) carries the mark and the why
@@ -225,5 +229,46 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     if ref_path is not None:
         original = original_latency(measured, ref_path, device, batches)
         for *_, rows, _ in measured:
-            attach_speedups(rows, original, ref_path)
+            attach_speedups(rows, original, ref_path, device.latency.confidence)
     return records
+
+
+def confirm_slower(records: list[dict[str, Any]], ref_path: Path | None, device: DeviceProfile,
+                   images: np.ndarray, min_speedup: float, rounds: int = 6) -> None:
+    """Time again, in alternating rounds with the original, every record whose speed-up the two
+    separate runs put wholly below `min_speedup`: a load change between two runs shifts one
+    against the other, while alternating rounds meet it alike and pair it out
+    (runtimes/speedup.py). The record's `speedup_vs` then holds the alternating interval, and
+    the two-run one under `first_look`; its `speedup` and p50s (and the record's `speedup`) are
+    the alternating rounds'; the record's own latency section is left as it was measured."""
+    from edgekit.runtimes.speedup import alternate, speedup_interval, verdict
+
+    if ref_path is None:
+        return
+    spec = None
+    for record in records:
+        section = record.get("speedup_vs") or {}
+        if section.get("ci_high") is None or verdict(section, min_speedup) != "slower" \
+                or section.get("rounds"):
+            continue
+        spec = spec or spec_for(ref_path)
+        runtime, batch = record["runtime"], record["batch"]
+        runners = {"candidate": open_runner(Path(record["artifact"]), spec, device, runtime),
+                   "original": open_runner(ref_path, spec, device, runtime)}
+        x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
+                                 np.float32)
+        with progress(f"Confirming {Path(record['artifact']).name} against {ref_path.name} "
+                      f"({rounds} alternating rounds)", None):
+            timed = alternate(runners, x, device.latency, rounds)
+        interval = speedup_interval(
+            timed["candidate"]["samples_ms"], timed["original"]["samples_ms"],
+            confidence=section.get("confidence", device.latency.confidence),
+            candidate_rounds=timed["candidate"]["round_counts"],
+            original_rounds=timed["original"]["round_counts"])
+        first = {k: section.get(k) for k in ("speedup", "ci_low", "ci_high", "method", "p50_ms",
+                                             "reference_p50_ms")}
+        section.update({k: interval[k] for k in ("speedup", "ci_low", "ci_high", "method")},
+                       p50_ms=timed["candidate"]["p50_ms"],
+                       reference_p50_ms=timed["original"]["p50_ms"], first_look=first,
+                       rounds=rounds)
+        record["speedup"] = section["speedup"]

@@ -9,7 +9,10 @@ Checks (each only when configured, except finiteness, which always applies):
   max_abs_diff          largest absolute logit difference with the reference;
   min_speedup           p50 speed-up against the fp32 original measured in the same run on the
                         same runtime, device and batch (1.0: never slower than the original),
-                        checked at every batch size measured.
+                        checked at every batch size measured. With both runs' samples the
+                        speed-up has a confidence interval (runtimes/speedup.py): it fails only
+                        when the whole interval lies below the limit; an interval across it is
+                        `indistinguishable` (passed, with a note giving both numbers).
 A check that needs a number the record does not have (no labels, no reference) fails and says
 why: a gate that cannot be evaluated has not been passed.
 """
@@ -60,33 +63,58 @@ def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
 
 
 def speedup_section(p50_ms: float | None, reference_p50_ms: float | None, *, batch: int,
-                    reference: str, runtime: str) -> dict[str, Any]:
+                    reference: str, runtime: str, samples_ms: list[float] | None = None,
+                    reference_samples_ms: list[float] | None = None,
+                    confidence: float = 0.99) -> dict[str, Any]:
     """A record's speed-up against the fp32 original (same runtime, device, batch): ratio of
-    the p50s, > 1 is faster. `speedup` is None when either p50 is missing."""
+    the p50s, > 1 is faster. `speedup` is None when either p50 is missing. With both runs'
+    samples it carries the interval too (`ci_low`, `ci_high`, `confidence`, `method`: see
+    runtimes/speedup.py), which the gate judges instead of the bare ratio."""
     ok = bool(p50_ms and reference_p50_ms)
-    return {"speedup": (reference_p50_ms / p50_ms) if ok else None, "batch": batch,
-            "p50_ms": p50_ms, "reference_p50_ms": reference_p50_ms,
-            "reference": reference, "runtime": runtime}
+    section: dict[str, Any] = {"speedup": (reference_p50_ms / p50_ms) if ok else None,
+                               "batch": batch, "p50_ms": p50_ms,
+                               "reference_p50_ms": reference_p50_ms, "reference": reference,
+                               "runtime": runtime}
+    if ok and samples_ms and reference_samples_ms:
+        from edgekit.runtimes.speedup import speedup_interval
+
+        interval = speedup_interval(samples_ms, reference_samples_ms, confidence=confidence)
+        section.update({k: interval[k] for k in ("ci_low", "ci_high", "confidence", "method")})
+    return section
 
 
 def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
+    """Fails only when the speed-up is below `limit` beyond noise: with an interval, when all of
+    it lies below (between: `indistinguishable`, passed and said so); without, the bare ratio."""
+    from edgekit.runtimes.speedup import describe, verdict
+
     name = f"speedup_b{speed.get('batch')}"
     value = speed.get("speedup")
     if value is None:
         return {"check": name, "value": None, "limit": limit, "passed": False,
                 "reason": speed.get("missing") or f"batch {speed.get('batch')}: no fp32 original "
                 f"measured on {speed.get('runtime')} in this run to compare with"}
-    ok = value >= limit - TOLERANCE
+    has_ci = speed.get("ci_low") is not None and speed.get("ci_high") is not None
+    interval = speed if has_ci else {"speedup": value, "ci_low": value, "ci_high": value}
+    outcome = verdict(interval, limit)
+    ok = outcome != "slower"
     p50, ref = speed["p50_ms"], speed["reference_p50_ms"]
+    numbers = f"{describe(interval)} < {limit:g}×" if has_ci else f"{value:.2f}× < {limit:g}×"
     if ok:
         reason = ""
     elif p50 > ref:
         reason = (f"batch {speed['batch']}: {p50:.3f} ms, slower than the original's {ref:.3f} ms "
-                  f"({value:.2f}× < {limit:g}×)")
+                  f"({numbers})")
     else:
         reason = (f"batch {speed['batch']}: {p50:.3f} ms against the original's {ref:.3f} ms, "
-                  f"speed-up {value:.2f}× < {limit:g}×")
+                  f"{numbers if has_ci else 'speed-up ' + numbers}")
     check = {"check": name, "value": value, "limit": limit, "passed": bool(ok), "reason": reason}
+    if has_ci:
+        check.update(verdict=outcome, ci_low=speed["ci_low"], ci_high=speed["ci_high"])
+        if outcome == "indistinguishable":
+            check["note"] = (f"batch {speed['batch']}: {p50:.3f} ms against the original's "
+                             f"{ref:.3f} ms, indistinguishable from {limit:g}× "
+                             f"({describe(interval)})")
     if speed.get("disturbed"):  # (issue 18) never a ratio from a disturbed run without the mark
         check["disturbed"] = speed["disturbed"]
         if reason:
@@ -130,5 +158,9 @@ def evaluate_gate(accuracy: dict[str, Any], budget: Budget,
                            "measured in this run"})
         checks += [_speed_check(s, budget.min_speedup) for s in speed or []]
     reasons = [c["reason"] for c in checks if not c["passed"]]
-    return {"passed": not reasons, "checks": checks, "reasons": reasons,
-            "budget": budget.model_dump(exclude_none=True)}
+    verdict = {"passed": not reasons, "checks": checks, "reasons": reasons,
+               "budget": budget.model_dump(exclude_none=True)}
+    notes = [c["note"] for c in checks if c.get("note")]
+    if notes:  # passed, but only because the difference is within the noise
+        verdict["notes"] = notes
+    return verdict

@@ -97,3 +97,31 @@ def test_remote_device_lost_mid_search_keeps_its_front_and_resumes(sshd, zoo_che
         record = json.loads((out / "cache" / "measurements" / f"{c['key']}.json").read_text())
         assert record["remote"]["job_id"] and record["runtime"] == "onnxruntime"
     assert result["winner"]["p50_ms"] <= result["fastest_fp32_ms"]
+
+
+def test_tensorrt_candidates_on_a_device_without_tensorrt_are_skipped_with_its_reason(
+        sshd, zoo_checkpoint, tmp_path):
+    """The profile lists TensorRT; the device (this machine, over SSH) has none: the first
+    TensorRT candidate's remote job builds no engine, the device's own report says why, and
+    the other TensorRT candidates are skipped with that reason without another job."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here, so the loopback device can build engines")
+    path = Path(write_profile(tmp_path / "loopback.yaml", sshd, tmp_path / "device"))
+    data = yaml.safe_load(path.read_text())
+    data["runtimes"]["tensorrt"] = {"precisions": ["fp16", "int8"]}
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    argv = [a if a != "none,first-conv" else "none" for a in args(str(zoo_checkpoint("lenet5")),
+                                                                 str(path), out)]
+    argv[argv.index("--trials") + 1] = "4"
+    proc = subprocess.run(argv, cwd=ROOT, env=ENV, text=True, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["devices"]["loopback"]
+    assert {"tensorrt:fp16", "tensorrt:int8"} <= set(result["targets"])
+    trt = [c for c in result["candidates"] if c["params"]["target"].startswith("tensorrt:")]
+    assert len(trt) == 2 and all(c["status"] == "skipped" for c in trt)
+    assert all("TensorRT is not usable on the device" in c["why"] for c in trt)
+    assert "tensorrt candidates skipped" in proc.stderr
+    assert result["winner"]["params"]["target"].startswith("onnxruntime:")

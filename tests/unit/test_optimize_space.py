@@ -128,6 +128,38 @@ def test_choose_never_picks_a_candidate_slower_than_the_original():
     assert winner is None and "within 1 points" in why
 
 
+def test_noise_neither_fails_nor_passes_a_candidate_and_ties_go_to_the_simpler():
+    from edgekit.optimize.trials import choose, complexity, prefer_simpler
+
+    # 1.02 ms against 1.00: slower by the p50s, but within the noise (its interval reaches 1)
+    near = {**cand(1, 1.02, 90.0), "speed_verdict": "indistinguishable",
+            "speedup_ci": [0.95, 1.08],
+            "params": {"prune": 0.0, "dwsep": "off", "target": "onnxruntime:int8",
+                       "fallback": "none"}}
+    slow = {**cand(2, 0.99, 90.0), "speed_verdict": "slower", "speedup_ci": [0.9, 0.97],
+            "params": {"prune": 0.5, "dwsep": "off", "target": "openvino:fp32"}}
+    original = {**cand(0, 1.0, 90.0), "speed_verdict": "meets", "speedup_ci": [1.0, 1.0],
+                "params": {"prune": 0.0, "dwsep": "off", "target": "openvino:fp32"}}
+    winner, why = choose([near, slow], max_drop=1.0, min_speedup=1.0)
+    assert winner is near and "0.95–1.08" in why  # not failed by noise, not chosen by it either
+    # a candidate slower beyond the noise never wins, even with the smaller p50
+    assert choose([slow], max_drop=1.0, min_speedup=1.0)[0] is None
+    assert complexity(original["params"]) == (0, 0) < complexity(near["params"]) == (1, 2)
+    assert complexity(slow["params"]) == (1, 0)
+    fast = {**cand(3, 0.90, 90.0), "speed_verdict": "meets",
+            "params": {"prune": 0.25, "dwsep": "auto", "target": "onnxruntime:int8",
+                       "fallback": "first-conv"}}
+    pool = [original, near, slow, fast]
+    tie = {"speedup": 1.11, "ci_low": 0.97, "ci_high": 1.27, "confidence": 0.99}
+    chosen, why = prefer_simpler(fast, pool, 1.0, 1.0, lambda a, b: tie)
+    assert chosen is original and "simpler" in why and "0.97–1.27" in why
+    clear = {"speedup": 1.11, "ci_low": 1.05, "ci_high": 1.18, "confidence": 0.99}
+    assert prefer_simpler(fast, pool, 1.0, 1.0, lambda a, b: clear) == (fast, None)
+    # the simpler one must qualify itself: outside the accuracy budget it does not take over
+    assert prefer_simpler(fast, [{**original, "drop_points": 3.0}, fast], 1.0, 1.0,
+                          lambda a, b: tie) == (fast, None)
+
+
 # ------------------------------------------------------------------ fallback sets and cache keys
 def test_fallback_sets_resolve_on_the_graph(tmp_path):
     import numpy as np
