@@ -54,7 +54,15 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
               help="Take the model, data, devices, budget and search space (its `optimize:` "
               "section) from a recipe.")
 @click.option("--device", "devices", multiple=True,
-              help="Device profile name or file (repeatable; default local-cpu).")
+              help="Device profile name or file (repeatable; default local-cpu). Devices are "
+              "searched at once; local profiles take turns on this machine.")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None,
+              help="A fleet file (devices/fleet-*.yaml): its devices, with --device's.")
+@click.option("--cluster", default=None,
+              help="Measure every candidate as a Ray task on the node that owns its device "
+              "(ray://HOST:10001, HOST:6379 or auto); a private network only.")
+@click.option("--allow-public-cluster", is_flag=True,
+              help="Allow a --cluster address that is not private (Ray has no authentication).")
 @click.option("--train", "train_source", default=None, help="Training data (distillation).")
 @click.option("--eval", "eval_source", default=None, help="Labelled eval data for top-1.")
 @click.option("--eval-limit", type=int, default=None, help="Stratified sample of the eval set.")
@@ -82,6 +90,7 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @data_dir_option
 @json_option
 def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[str, ...],
+             fleet_file: str | None, cluster: str | None, allow_public_cluster: bool,
              train_source: str | None, eval_source: str | None, eval_limit: int | None,
              calib_source: str | None, max_drop: float | None, space_file: str | None,
              data_dir: str | None, arch: str | None, arch_kwargs: str | None, input_shape,
@@ -111,6 +120,10 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
         raise InputError(f"--fallback {flags['fallback']} keeps layers float in int8 models, "
                          f"and --precisions {flags['precisions']} has no int8",
                          hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
+    if cluster:  # a public or silent cluster address: refused before anything is written
+        from edgekit.executors.ray import check_address
+
+        check_address(cluster, allow_public=allow_public_cluster)
     from edgekit.devices import load_profile
 
     base: dict[str, Any] | None = None
@@ -122,7 +135,7 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
         calib_source = calib_source or data["calib"]
         eval_limit = eval_limit or data["eval_limit"]
         max_drop = data["max_drop"] if max_drop is None else max_drop
-        profiles = [load_profile(d) for d in devices] if devices else profiles
+        profiles = [load_profile(d) for d in devices] if devices or fleet_file else profiles
     else:
         if space_file:
             import yaml
@@ -135,14 +148,18 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
 
         bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
         checkpoint = Path(model)
-        profiles = [load_profile(d) for d in devices or ("local-cpu",)]
+        profiles = [load_profile(d) for d in devices or (() if fleet_file else ("local-cpu",))]
     if eval_source is None:
         raise InputError("optimize measures top-1 on each device and needs an eval set",
                          hint="pass --eval fashion-mnist:test (or your own labelled data)")
     settings = settings_from(flags, base)
+    from edgekit.fleetfile import check_unique, fleet_device, load_fleet
     from edgekit.optimize.search import Optimizer
 
-    summary = Optimizer(checkpoint, profiles, settings, out_dir=output, eval_source=eval_source,
+    fleet = (load_fleet(fleet_file) if fleet_file else []) + [fleet_device(p) for p in profiles]
+    check_unique(fleet, "the devices", physical=False)
+    summary = Optimizer(checkpoint, fleet, settings, cluster=cluster,
+                        allow_public_cluster=allow_public_cluster, out_dir=output, eval_source=eval_source,
                         max_drop=1.0 if max_drop is None else max_drop,
                         train_source=train_source, calib_source=calib_source,
                         eval_limit=eval_limit, data_dir=data_dir, bundle=bundle).run()
@@ -255,5 +272,24 @@ def print_summary(summary: dict[str, Any]) -> None:
         else:
             click.echo(f"{name}: nothing meets the budget ({result['why']})")
     cache = summary["cache"]
+    if len(summary["devices"]) > 1:
+        _print_table(FLEET_COLUMNS, [fleet_row(name, r) for name, r in
+                                     summary["devices"].items()],
+                     f"edgekit optimize {summary['model']} on {len(summary['devices'])} "
+                     f"devices, {summary['seconds']:.1f} s")
     click.echo(f"cache: {cache['hits']} reused, {cache['measured']} measured; "
                f"{summary['seconds']:.0f} s; report: {summary.get('report')}")
+
+
+FLEET_COLUMNS = ("device", "where", "status", "winner", "measured", "s", "why")
+
+
+def fleet_row(name: str, result: dict[str, Any]) -> list[str]:
+    """One device's line of the merged summary (the columns of `edgekit validate`'s fleet
+    table: device, physical device, status, winner, candidates, seconds, note)."""
+    status = "LOST" if result.get("lost") else ("WINNER" if result.get("winner") else "NONE")
+    winner = result.get("winner") or {}
+    measured = [c for c in result["candidates"] if c.get("values")]
+    note = result.get("lost") or result.get("why") or ""
+    return [name, str(result.get("where") or ""), status, str(winner.get("name") or "-"), str(len(measured)),
+            f"{result.get('seconds') or 0:.1f}", note]

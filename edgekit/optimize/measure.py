@@ -4,7 +4,9 @@ runtimes and the remote path, so that they can be swapped (e.g. for the executor
 Local devices: `edgekit.validate.bench.measure` — the one latency protocol of runtimes/base.py
 and top-1 on the runtime itself over the eval set. Remote devices (a profile with `host:`): the
 validator's remote path (`edgekit.validate.validator.validate`, which hands the job to
-edgekit.remote), one job at a time; the search waits on the device.
+edgekit.remote), one job at a time; the search waits on the device. With `executor` (the Ray
+executor of `edgekit optimize --cluster`, made per device), any device's candidate is sent to it
+as a one-artifact validation job instead: it runs on the node that owns the device.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ class DeviceLostError(EdgekitError):
 
 def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec: Any,
                       batch: int, eval_set: Any, ref_logits: Any, eval_source: str,
-                      eval_limit: int | None, data_dir: str | None) -> dict[str, Any]:
+                      eval_limit: int | None, data_dir: str | None,
+                      executor: Any = None) -> dict[str, Any]:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
-    `runtime` on `device` at `batch`."""
-    if not device.is_remote:
+    `runtime` on `device` at `batch` (through `executor` when given)."""
+    if not device.is_remote and executor is None:
         from edgekit.validate.bench import measure
 
         return measure(entry, spec, device, eval_set=eval_set, batches=[batch],
@@ -37,12 +40,26 @@ def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec:
     target, precision = Path(entry["path"]), entry.get("build_on_device")
     if precision:  # the device builds the engine from the folder (remote path's build step)
         target, device = target.parent, build_profile(device, precision)
+    lost: tuple[type[BaseException], ...] = (RemoteError, OSError)
+    if executor is not None:
+        from edgekit.executors.ray import ClusterError
+
+        lost += (ClusterError,)  # no node offers the device, or it left the cluster
     try:
-        result = validate(target, device, eval_source=eval_source, batches=[batch],
-                          data_dir=data_dir, limit=eval_limit)
+        if executor is None:
+            result = validate(target, device, eval_source=eval_source, batches=[batch],
+                              data_dir=data_dir, limit=eval_limit)
+        else:
+            from edgekit.executors import ValidationJob
+            from edgekit.validate.gate import Budget
+
+            result = executor.run(ValidationJob(target=target, device=device,
+                                                eval_source=eval_source, budget=Budget(),
+                                                batches=[batch],
+                                                data_dir=data_dir, limit=eval_limit))
     except (HostKeyError, RemoteAuthError, RemotePathError):
         raise  # the device answered and refused: bad input, not a lost device
-    except (RemoteError, OSError) as exc:
+    except lost as exc:
         raise DeviceLostError(f"{device.name} stopped answering: {getattr(exc, 'message', exc)}",
                               hint="rerun the same command when the device is back: the search "
                                    "resumes where it stopped") from None

@@ -18,6 +18,14 @@ Per device:
      is copied into out/<device>/ with a manifest that says what was tried, what each candidate
      cost and measured, and why the winner won.
 Every export and measurement is cached (edgekit.optimize.cache), so a rerun measures nothing twice.
+
+Devices are searched at once, one thread per device (edgekit.validate.fleet's scheduling, as
+`edgekit validate --device A --device B`): a local profile's measurements hold this machine's
+lock, which the builds (exports, distillation, quantization, all on this machine) hold too, so
+nothing is timed while something else runs here; a remote device measures while this machine
+builds. A device that fails mid-search keeps its partial front; the others finish. With
+`cluster` (a Ray address), every measurement runs through the Ray executor on the node that owns
+the device (edgekit-device:<name>), its files through the object store by sha256.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +94,13 @@ class DeviceSearch:
     unusable: dict[str, str] = field(default_factory=dict)  # runtime or target -> why not
     lost: str | None = None
     seconds: float = 0.0
+    fleet: Any = None  # its FleetDevice (name, Ray resource, node)
+    executor: Any = None  # the Ray executor with --cluster, else None (local or SSH)
+
+    @property
+    def measured_here(self) -> bool:
+        """True when this process times the device's candidates (a local profile, no cluster)."""
+        return not self.device.is_remote and self.executor is None
 
     @property
     def fastest_fp32_ms(self) -> float:
@@ -112,11 +128,13 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
     return total
 
 
-def usable_targets(device: Any, targets: list[str]) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here. A remote device: all of them, checked there;
+def usable_targets(device: Any, targets: list[str], *, here: bool = True
+                   ) -> tuple[list[str], list[str]]:
+    """Targets whose runtime can run here. A remote device (or any device with `here=False`,
+    measured on a cluster node): all of them, checked there;
     TensorRT engines are built on the device from each candidate's ONNX model (the remote
     path's build step), and a device without TensorRT or a GPU says so at the first one."""
-    if device.is_remote:
+    if device.is_remote or not here:
         return list(targets), []
     from edgekit.validate.validator import runtime_status
 
@@ -133,9 +151,22 @@ class Optimizer:
                  out_dir: str | Path, eval_source: str, max_drop: float = 1.0,
                  train_source: str | None = None, calib_source: str | None = None,
                  eval_limit: int | None = None, data_dir: str | None = None,
-                 bundle: Any = None, on_event: Callable[[str], None] = _say) -> None:
+                 bundle: Any = None, on_event: Callable[[str], None] = _say,
+                 cluster: str | None = None, allow_public_cluster: bool = False) -> None:
+        from edgekit.fleetfile import FleetDevice, fleet_device
+        from edgekit.validate.fleet import device_locks
+
         self.checkpoint = Path(checkpoint)
-        self.devices = devices
+        # profiles or fleet devices (--fleet): each with its Ray resource and node
+        self.fleet = [d if isinstance(d, FleetDevice) else fleet_device(d) for d in devices]
+        self.devices = [d.profile for d in self.fleet]
+        self.cluster = cluster
+        self.allow_public_cluster = allow_public_cluster
+        # who has a device to itself (validate/fleet.py's locks); the builds run on this
+        # machine's CPU, so they take its lock, the one local profiles measure under
+        self._locks = device_locks(self.fleet, share_local=cluster is None)
+        self._build_lock = self._locks.setdefault(
+            "local on this machine" if cluster is None else "(builds)", threading.RLock())
         self.settings = settings
         self.space = settings.space()
         self.out = Path(out_dir)
@@ -167,13 +198,14 @@ class Optimizer:
             raise InputError(f"device {next(n for n in names if names.count(n) > 1)!r} is named "
                              "twice", hint="give each --device once")
         searches = []
-        for device in self.devices:
+        for fleet_device in self.fleet:
+            device = fleet_device.profile
             targets = self.space.targets(device)
             if not targets:
                 raise InputError(f"no runtime and precision of the space is on {device.name} "
                                  f"(it lists {', '.join(device.runtimes)})",
                                  hint="widen --runtimes/--precisions, or pick another --device")
-            ok, missing = usable_targets(device, targets)
+            ok, missing = usable_targets(device, targets, here=self.cluster is None)
             if not ok and device.is_remote:
                 raise MissingDependencyError(
                     f"no candidate of the space can be measured on {device.name} "
@@ -190,7 +222,8 @@ class Optimizer:
             for gone in sorted(set(targets) - set(ok)):
                 self.say(f"{device.name}: {gone} skipped ({'; '.join(missing)})")
             batch = self.space.batch or min(device.batch_sizes)
-            searches.append(DeviceSearch(device, ok, batch, device_state(device)))
+            searches.append(DeviceSearch(device, ok, batch, device_state(device),
+                                         fleet=fleet_device))
         if self.settings.time_budget is not None:
             budget = parse_duration(self.settings.time_budget)
             need = minimum_seconds(searches)
@@ -209,12 +242,14 @@ class Optimizer:
         budget = parse_duration(self.settings.time_budget) if self.settings.time_budget else None
         self.out.mkdir(parents=True, exist_ok=True)
         self._prepare()
-        results = {}
-        for i, search in enumerate(searches):
-            left = None
-            if budget is not None:
-                left = (budget - (time.monotonic() - started)) / (len(searches) - i)
-            results[search.device.name] = self._search(search, left)
+        if self.cluster is not None:
+            from edgekit.validate.fleet import connect_cluster
+
+            with connect_cluster(self.fleet, self.cluster,
+                                 allow_public=self.allow_public_cluster) as cluster:
+                results = self._search_all(searches, budget, started, cluster)
+        else:
+            results = self._search_all(searches, budget, started, None)
         summary = {"model": self.bundle.name, "checkpoint": str(self.checkpoint),
                    "out": str(self.out), "max_drop": self.max_drop,
                    "min_speedup": self.settings.min_speedup,
@@ -226,6 +261,43 @@ class Optimizer:
         summary["report"] = self._report(results)
         atomic_write_json(self.out / "optimize.json", summary)
         return summary
+
+    def _search_all(self, searches: list[DeviceSearch], budget: float | None, started: float,
+                    cluster: Any) -> dict[str, dict[str, Any]]:
+        """Every device's search at once (validate/fleet.py's one thread per device), each
+        within the whole time budget; a device whose search fails keeps its partial front."""
+        from edgekit.validate.fleet import per_device
+
+        if cluster is not None:
+            from edgekit.executors.ray import RayExecutor
+            from edgekit.validate.validator import run_here
+
+            for search in searches:
+                search.executor = RayExecutor(run_here, cluster, search.fleet.resource, self.say)
+
+        def one(search: DeviceSearch) -> dict[str, Any]:
+            left = None if budget is None else budget - (time.monotonic() - started)
+            try:
+                return self._search(search, left)
+            except Exception as exc:  # noqa: BLE001 - one device's failure must not sink the others
+                message = exc.message if isinstance(exc, EdgekitError) else \
+                    f"{type(exc).__name__}: {exc}"
+                search.lost = message
+                self.say(f"{search.device.name}: the search stopped: {message}")
+                return self._finish(search, self._partial_study(search),
+                                    time.monotonic() - started)
+
+        return dict(zip([s.device.name for s in searches], per_device(searches, one),
+                        strict=True))
+
+    def _partial_study(self, search: DeviceSearch) -> Any:
+        """The device's study as far as it got (None when there is none yet)."""
+        if not search.baselines:
+            return None
+        try:
+            return self._study(search)[0]
+        except Exception:  # noqa: BLE001 - the failure being reported matters, not this one
+            return None
 
     def _prepare(self) -> None:
         from edgekit.data import load_dataset
@@ -246,6 +318,10 @@ class Optimizer:
 
     def _reference_logits(self):
         """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
+        with self._build_lock:  # timed nowhere, but runs on this machine's CPU
+            return self._reference_logits_here()
+
+    def _reference_logits_here(self):
         if self._ref_logits is None:
             from edgekit.devices import default_cpu_profile
             from edgekit.validate.bench import reference_logits
@@ -264,14 +340,15 @@ class Optimizer:
         summary with the record's key in the cache."""
         device = search.device
         runtime = target.split(":")[0]
-        if fallback == "latency" and device.is_remote:
+        if fallback == "latency" and not search.measured_here:
             raise ConfigError(f"the int8 fallback set 'latency' profiles layers here, and "
                               f"{device.name} is a remote device",
                               hint="leave 'latency' out of int8_fallback for remote devices")
         from edgekit.devices import profile_ref
 
-        entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
-                                      profile_ref(device), build_on_device=device.is_remote)
+        with self._build_lock:
+            entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
+                                          profile_ref(device), build_on_device=device.is_remote)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,
                                          f"{runtime}:{built_there}" if built_there else runtime,
@@ -280,12 +357,13 @@ class Optimizer:
         cached = record is not None
         measure_s = 0.0
         if record is None:
-            start = time.perf_counter()
-            record = measure_on_device(
-                entry, device, runtime, spec=self.bundle.spec, batch=search.batch,
-                eval_set=self.eval_set, ref_logits=None if device.is_remote
-                else self._reference_logits(), eval_source=self.eval_source,
-                eval_limit=self.eval_limit, data_dir=self.data_dir)
+            ref_logits = self._reference_logits() if search.measured_here else None
+            with self._device_lock(search):
+                start = time.perf_counter()
+                record = measure_on_device(
+                    entry, device, runtime, spec=self.bundle.spec, batch=search.batch,
+                    eval_set=self.eval_set, ref_logits=ref_logits, eval_source=self.eval_source,
+                    eval_limit=self.eval_limit, data_dir=self.data_dir, executor=search.executor)
             measure_s = time.perf_counter() - start
             record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
                                   "fallback": fallback, "float_layers": entry["float_layers"]}
@@ -296,6 +374,12 @@ class Optimizer:
                 "disturbed": record["latency"].get("disturbed"),  # (issue 18)
                 "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
                 "float_layers": entry["float_layers"]}
+
+    def _device_lock(self, search: DeviceSearch) -> Any:
+        """The lock that gives the device to one measurement at a time (validate/fleet.py's)."""
+        from edgekit.validate.fleet import lock_key
+
+        return self._locks[lock_key(search.fleet, self.cluster is None)]
 
     def _baselines(self, search: DeviceSearch) -> None:
         for runtime in dict.fromkeys(t.split(":")[0] for t in search.targets):
@@ -370,7 +454,8 @@ class Optimizer:
         optuna = import_optuna()
         storage = optuna.storages.RDBStorage(
             f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
-            grace_period=120)
+            grace_period=120,  # several devices' studies write to it at once: wait for a turn
+            engine_kwargs={"connect_args": {"timeout": 60}})
         name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
         size = self.space.size(search.targets)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
@@ -567,6 +652,9 @@ class Optimizer:
                   "candidates": candidates, "front": front,
                   "winner": None, "why": why, "lost": search.lost,
                   "seconds": round(seconds, 1)}
+        if search.fleet is not None:  # which device of the fleet, where (and on which node)
+            result.update(where=search.fleet.physical, resource=search.fleet.resource,
+                          node=search.fleet.node)
         if winner is not None:
             result["winner"] = self._deliver(search, winner, result)
         else:
@@ -614,7 +702,7 @@ class Optimizer:
                 lambda a, b: self._interval(search, a["key"], b["key"], 1.0))
             why = tie or why
             original = search.fastest_baseline
-            if search.device.is_remote or winner["key"] == original["key"]:
+            if not search.measured_here or winner["key"] == original["key"]:
                 return winner, why
             confirmed = self._confirm(search, winner, original)
             winner["confirmed"] = confirmed
@@ -660,7 +748,8 @@ class Optimizer:
                                            (search.batch, *spec.shape[1:])), np.float32)
         self.say(f"{device.name}: timing {winner['name']} and the original together "
                  f"({rounds} alternating rounds)")
-        timed = alternate(runners, x, device.latency, rounds)
+        with self._device_lock(search):
+            timed = alternate(runners, x, device.latency, rounds)
         result = compare(timed["candidate"], timed["original"],
                          min_speedup=self.settings.min_speedup,
                          confidence=device.latency.confidence)

@@ -126,21 +126,17 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
     budget = budget or Budget()
     executor_for = executor_for or local_executors
     say = on_event or (lambda _m: None)
-    locks: dict[str, threading.Lock] = {}
-    for d in devices:
-        key = d.physical if share_local or d.profile.is_remote else d.name
-        locks.setdefault(key, threading.Lock())
+    locks = device_locks(devices, share_local)
 
     def one(device: FleetDevice) -> DeviceOutcome:
         outcome = DeviceOutcome(device)
-        key = device.physical if share_local or device.profile.is_remote else device.name
         job = ValidationJob(target=Path(target), device=device.profile, eval_source=eval_source,
                             budget=budget, batches=batches, data_dir=data_dir, limit=limit,
                             artifact=artifact, rerun=rerun)
         start = time.perf_counter()
         try:
             executor = executor_for(device)
-            with locks[key]:
+            with locks[lock_key(device, share_local)]:
                 outcome.result = executor.run(job)
         except EdgekitError as exc:
             outcome.error, outcome.hint = exc.message, exc.hint
@@ -152,9 +148,28 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
         return outcome
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgekit-device") as pool:
-        outcomes = list(pool.map(one, devices))
+    outcomes = per_device(devices, one)
     return FleetResult(outcomes, budget, wall_s=time.perf_counter() - start)
+
+
+def lock_key(device: FleetDevice, share_local: bool = True) -> str:
+    """What a device takes turns on: its physical device (local profiles of this machine share
+    one), or with `share_local=False` (a cluster, or simulated devices) its own name."""
+    return device.physical if share_local or device.profile.is_remote else device.name
+
+
+def device_locks(devices: list[FleetDevice], share_local: bool = True
+                 ) -> dict[str, threading.RLock]:
+    """One lock per `lock_key`: whoever holds it has the device (for a local profile, this
+    machine's CPU) to itself. Shared by `edgekit validate` and `edgekit optimize` fleets."""
+    return {lock_key(d, share_local): threading.RLock() for d in devices}
+
+
+def per_device(devices: list[Any], one: Callable[[Any], Any]) -> list[Any]:
+    """`one(device)` for every device at once, one thread per device; the answers in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(devices)),
+                            thread_name_prefix="edgekit-device") as pool:
+        return list(pool.map(one, devices))
 
 
 def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, address: str,
@@ -164,15 +179,30 @@ def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, addre
     address is checked first (private network unless `allow_public`, answering), then the
     edgekit version of every node that owns a device; a device no node offers is reported
     failed and the rest run."""
-    from edgekit.executors.ray import RayCluster, RayExecutor
+    from edgekit.executors.ray import RayExecutor
     from edgekit.validate.validator import run_here
 
     check_unique(devices, "the devices", physical=False)
-    with RayCluster(address, allow_public=allow_public, max_retries=max_retries,
-                    lost_grace_s=lost_grace_s) as cluster:
-        cluster.check_versions([d.resource for d in devices])
+    with connect_cluster(devices, address, allow_public=allow_public, max_retries=max_retries,
+                         lost_grace_s=lost_grace_s) as cluster:
         on_event = kwargs.get("on_event")
         return validate_fleet(target, devices, share_local=False,
                               executor_for=lambda d: RayExecutor(run_here, cluster, d.resource,
                                                                  on_event),
                               **kwargs)
+
+
+def connect_cluster(devices: list[FleetDevice], address: str, *, allow_public: bool = False,
+                    max_retries: int = 2, lost_grace_s: float = 10.0) -> Any:
+    """The Ray cluster at `address` (private unless `allow_public`, answering), its nodes that
+    own one of `devices` checked to run this edgekit; closed again when the check refuses."""
+    from edgekit.executors.ray import RayCluster
+
+    cluster = RayCluster(address, allow_public=allow_public, max_retries=max_retries,
+                         lost_grace_s=lost_grace_s)
+    try:
+        cluster.check_versions([d.resource for d in devices])
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
