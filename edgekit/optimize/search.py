@@ -179,6 +179,7 @@ class Optimizer:
         self.bundle = bundle
         self.say = on_event
         self.cache = CandidateCache(self.out / "cache")
+        self._storage: Any = None  # the Optuna study storage, shared by the devices' threads
 
     # ------------------------------------------------------------------ checks
     def check(self) -> list[DeviceSearch]:
@@ -452,10 +453,13 @@ class Optimizer:
     # ------------------------------------------------------------------ one device
     def _study(self, search: DeviceSearch):
         optuna = import_optuna()
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
-            grace_period=120,  # several devices' studies write to it at once: wait for a turn
-            engine_kwargs={"connect_args": {"timeout": 60}})
+        with self._build_lock:  # one storage for every device's study (it makes the tables)
+            if self._storage is None:
+                self._storage = optuna.storages.RDBStorage(
+                    f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
+                    grace_period=120,  # several devices' trials write at once: wait a turn
+                    engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = self._storage
         name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
         size = self.space.size(search.targets)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
