@@ -121,3 +121,4 @@ def test_cluster_address_is_refused_before_anything_is_written(zoo_checkpoint, t
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert message in proc.stderr
     assert not out.exists()
+
