@@ -153,11 +153,10 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
         raise InputError("optimize measures top-1 on each device and needs an eval set",
                          hint="pass --eval fashion-mnist:test (or your own labelled data)")
     settings = settings_from(flags, base)
-    from edgekit.fleetfile import check_unique, fleet_device, load_fleet
+    from edgekit.fleetfile import fleet_device, load_fleet
     from edgekit.optimize.search import Optimizer
 
     fleet = (load_fleet(fleet_file) if fleet_file else []) + [fleet_device(p) for p in profiles]
-    check_unique(fleet, "the devices", physical=False)
     summary = Optimizer(checkpoint, fleet, settings, cluster=cluster,
                         allow_public_cluster=allow_public_cluster, out_dir=output, eval_source=eval_source,
                         max_drop=1.0 if max_drop is None else max_drop,

@@ -198,6 +198,9 @@ class Optimizer:
         if len(set(names)) != len(names):
             raise InputError(f"device {next(n for n in names if names.count(n) > 1)!r} is named "
                              "twice", hint="give each --device once")
+        from edgekit.fleetfile import check_unique
+
+        check_unique(self.fleet, "the devices", physical=False)  # (a Ray resource twice)
         searches = []
         for fleet_device in self.fleet:
             device = fleet_device.profile
