@@ -163,10 +163,10 @@ class Optimizer:
         self.cluster = cluster
         self.allow_public_cluster = allow_public_cluster
         # who has a device to itself (validate/fleet.py's locks); the builds run on this
-        # machine's CPU, so they take its lock, the one local profiles measure under
+        # machine's CPU, so they hold this machine's lock, which local profiles measure under
+        # (whatever node a fleet file names for them: without a cluster they run here)
         self._locks = device_locks(self.fleet, share_local=cluster is None)
-        self._build_lock = self._locks.setdefault(
-            "local on this machine" if cluster is None else "(builds)", threading.RLock())
+        self._machine_lock = threading.RLock()
         self.settings = settings
         self.space = settings.space()
         self.out = Path(out_dir)
@@ -288,8 +288,11 @@ class Optimizer:
                     f"{type(exc).__name__}: {exc}"
                 search.lost = message
                 self.say(f"{search.device.name}: the search stopped: {message}")
-                return self._finish(search, self._partial_study(search),
-                                    time.monotonic() - started)
+                try:  # what it finished: its partial front (and a winner among it)
+                    return self._finish(search, self._partial_study(search),
+                                        time.monotonic() - started)
+                except Exception:  # noqa: BLE001 - the device's own failure is the news
+                    return self._finish(search, None, time.monotonic() - started)
 
         return dict(zip([s.device.name for s in searches], per_device(searches, one),
                         strict=True))
@@ -322,7 +325,7 @@ class Optimizer:
 
     def _reference_logits(self):
         """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
-        with self._build_lock:  # timed nowhere, but runs on this machine's CPU
+        with self._machine_lock:  # timed nowhere, but runs on this machine's CPU
             return self._reference_logits_here()
 
     def _reference_logits_here(self):
@@ -350,7 +353,7 @@ class Optimizer:
                               hint="leave 'latency' out of int8_fallback for remote devices")
         from edgekit.devices import profile_ref
 
-        with self._build_lock:
+        with self._machine_lock:
             entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
                                           profile_ref(device), build_on_device=device.is_remote)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
@@ -383,6 +386,8 @@ class Optimizer:
         """The lock that gives the device to one measurement at a time (validate/fleet.py's)."""
         from edgekit.validate.fleet import lock_key
 
+        if search.measured_here:  # this machine's CPU, shared with the builds
+            return self._machine_lock
         return self._locks[lock_key(search.fleet, self.cluster is None)]
 
     def _baselines(self, search: DeviceSearch) -> None:
@@ -456,7 +461,7 @@ class Optimizer:
     # ------------------------------------------------------------------ one device
     def _study(self, search: DeviceSearch):
         optuna = import_optuna()
-        with self._build_lock:  # one storage for every device's study (it makes the tables)
+        with self._machine_lock:  # one storage for every device's study (it makes the tables)
             if self._storage is None:
                 self._storage = optuna.storages.RDBStorage(
                     f"sqlite:///{(self.out / STUDY_DB).resolve()}", heartbeat_interval=30,
