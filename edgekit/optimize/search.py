@@ -180,6 +180,7 @@ class Optimizer:
         self.say = on_event
         self.cache = CandidateCache(self.out / "cache")
         self._storage: Any = None  # the Optuna study storage, shared by the devices' threads
+        self._spent = threading.local()  # per device thread: its builds' seconds
 
     # ------------------------------------------------------------------ checks
     def check(self) -> list[DeviceSearch]:
@@ -326,7 +327,10 @@ class Optimizer:
     def _reference_logits(self):
         """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
         with self._machine_lock:  # timed nowhere, but runs on this machine's CPU
-            return self._reference_logits_here()
+            before = dict(self.builder.seconds)
+            logits = self._reference_logits_here()
+            self._count_built(before)
+            return logits
 
     def _reference_logits_here(self):
         if self._ref_logits is None:
@@ -354,8 +358,10 @@ class Optimizer:
         from edgekit.devices import profile_ref
 
         with self._machine_lock:
+            before = dict(self.builder.seconds)
             entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
                                           profile_ref(device), build_on_device=device.is_remote)
+            self._count_built(before)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,
                                          f"{runtime}:{built_there}" if built_there else runtime,
@@ -381,6 +387,20 @@ class Optimizer:
                 "disturbed": record["latency"].get("disturbed"),  # (issue 18)
                 "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
                 "float_layers": entry["float_layers"]}
+
+    def _built_seconds(self) -> dict[str, float]:
+        """The build and distillation seconds spent for this thread's device so far (the
+        builder's totals mix every device's, which build in turns)."""
+        if not hasattr(self._spent, "seconds"):
+            self._spent.seconds = {}
+        return self._spent.seconds
+
+    def _count_built(self, before: dict[str, float]) -> None:
+        """Add what the builder spent since `before` to this thread's device (called under the
+        machine lock, so nobody else's builds are in between)."""
+        spent = self._built_seconds()
+        for k, v in self.builder.seconds.items():
+            spent[k] = spent.get(k, 0.0) + v - before.get(k, 0.0)
 
     def _device_lock(self, search: DeviceSearch) -> Any:
         """The lock that gives the device to one measurement at a time (validate/fleet.py's)."""
@@ -569,7 +589,7 @@ class Optimizer:
                 raise optuna.TrialPruned()
             front = front_points(study)
             began = time.perf_counter()
-            built = dict(self.builder.seconds)
+            built = dict(self._built_seconds())
             try:
                 outcome = self._evaluate(search, params, front)
             except DeviceLostError as exc:  # the trial fails (not pruned): a rerun retries it
@@ -588,7 +608,8 @@ class Optimizer:
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
-            cost = {k: round(self.builder.seconds[k] - built[k], 3) for k in built}
+            cost = {k: round(self._built_seconds().get(k, 0.0) - built.get(k, 0.0), 3)
+                    for k in self.builder.seconds}
             cost["measure_s"] = round(sum(s["measure_s"] for s in outcome["steps"]), 3)
             cost["total_s"] = round(time.perf_counter() - began, 3)
             durations.append(cost["total_s"])
