@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgekit.zoo.models import SEQUENCE_LAYOUT, rows_as_sequence
 
 
 class Attention(nn.Module):
@@ -107,10 +106,8 @@ class ViTTiny(_Encoder):
 
 class ConvAttn(_Encoder):
     """Hybrid: cnn_gru's conv stem (conv 3×3 + BN + ReLU + pool, twice: 28→7), its 7×7 map read
-    as 7 rows (SEQUENCE_LAYOUT), each row projected to `dim` (`embed`), then a small transformer
-    encoder instead of the GRU; mean over rows, linear head."""
-
-    sequence_layout = SEQUENCE_LAYOUT
+    as 7 rows, each row's C·W features projected to `dim` (`embed`, a (1, W) conv), then a small
+    transformer encoder instead of the GRU; mean over rows, linear head."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1,
                  channels: tuple[int, int] | list[int] = (16, 32), image_size: int = 28,
@@ -128,7 +125,9 @@ class ConvAttn(_Encoder):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2, 2),
         )
-        self.embed = nn.Linear(c2 * side, dim)
+        # A Linear over each row's C·W features (SEQUENCE_LAYOUT), written as a (1, W) conv:
+        # the same map, and Torch-Pruning follows conv → conv channels without a reshape.
+        self.embed = nn.Conv2d(c2, dim, kernel_size=(1, side))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.embed(rows_as_sequence(self.features(x))))
+        return self.encode(self.embed(self.features(x)).flatten(2).transpose(1, 2))
