@@ -16,7 +16,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if opts["prune"] is not None or opts["target_macs"] is not None:
         cfg = {"ratio": opts["prune"], "target_macs": opts["target_macs"],
                "importance": opts["importance"], "global_pruning": opts["global_pruning"],
-               "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None}
+               "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None,
+               "head_ratio": opts.get("prune_heads")}
         steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
     if opts["dwsep"]:
         cfg = {"rank": opts["dwsep_rank"], "max_error": opts["dwsep_max_error"],
@@ -56,6 +57,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--round-to", type=int, default=None, help="Round channel counts to a multiple of this.")
 @click.option("--prune-ignore", multiple=True,
               help="Never prune this layer's outputs (module name or glob; repeatable).")
+@click.option("--prune-heads", type=float, default=None,
+              help="Fraction of attention heads to remove per layer, rounded to whole heads "
+              "(default: the --prune ratio).")
 @click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
 @click.option("--dwsep-rank", default=None, metavar="R|auto|full", callback=_rank,
               help="Channel multiplier r of the depthwise conv (1, the MobileNet form, by "
