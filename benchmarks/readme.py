@@ -34,6 +34,7 @@ OWNERS = {
     "optimize-seed": "benchmarks/bench_optimize.py",
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
+    "attention": "benchmarks/bench_attention.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 
