@@ -280,7 +280,8 @@ class QuantizePass(Pass):
 
         model_path = getattr(backend, "prepared", onnx_path)
         model = onnx.load(str(model_path), load_external_data=False)
-        return float_nodes(model, self.config.attention, backend.runtime)
+        runtime = "tensorrt" if self.config.flavour == "tensorrt" else backend.runtime
+        return float_nodes(model, self.config.attention, runtime)
 
     def _backend(self, onnx_path: Path, spec, calib_x, workdir: Path):
         cfg: QuantizeConfig = self.config

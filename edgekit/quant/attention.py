@@ -71,13 +71,14 @@ def find_attention_nodes(model: Any) -> AttentionNodes:
 
 
 def float_nodes(model: Any, policy: str, runtime: str) -> dict[str, str]:
-    """{node name: reason} to keep in float for `policy` on `runtime` ("onnxruntime" for both QDQ
-    flavours, or "openvino"); empty for a model without attention."""
+    """{node name: reason} to keep in float for `policy` on `runtime` ("onnxruntime", "openvino",
+    or "tensorrt" for the TensorRT QDQ flavour, which quantizes only Conv/Gemm/MatMul inputs, so
+    LayerNorm stays float there anyway); empty for a model without attention."""
     nodes = find_attention_nodes(model)
     if policy == "int8" or not nodes.found:
         return {}
     out: dict[str, str] = {}
-    if runtime != "openvino":
+    if runtime == "onnxruntime":
         out.update({name: "LayerNormalization: ONNX Runtime has no int8 kernel for it; Q/DQ "
                           "around it would only add rounding error and time (attention: auto)"
                     for name in nodes.layernorm})

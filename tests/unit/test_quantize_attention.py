@@ -48,11 +48,39 @@ def test_attention_nodes_are_found_in_the_exported_graph(tiny_vit_onnx):
     assert float_nodes(model, "auto", "openvino") == {}
     assert set(float_nodes(model, "float", "openvino")) == set(nodes.score_matmuls)
     assert float_nodes(model, "int8", "onnxruntime") == {}
+    assert float_nodes(model, "auto", "tensorrt") == {}
     assert nncf_model_type(model, "auto") == "transformer"
     assert nncf_model_type(model, "int8") is None
     # the names survive ONNX Runtime's pre-processing (what the QDQ quantizer is given)
     prepared, _ = prepare(tiny_vit_onnx, tiny_vit_onnx.parent)
     assert set(float_nodes(onnx.load(str(prepared)), "auto", "onnxruntime")) == set(ort)
+
+
+def test_tensorrt_flavour_quantizes_both_attention_matmuls(tiny_vit_onnx, tmp_path):
+    """TensorRT's explicit quantization: Q/DQ on the inputs of every MatMul, the attention's
+    activation × activation ones included (per tensor on both sides), nothing else quantized;
+    the TensorRT checks accept it."""
+    import onnx
+
+    from edgekit.passes.base import PassContext
+    from edgekit.passes.quantize import QuantizePass
+    from edgekit.quant.attention import find_attention_nodes
+    from edgekit.resources import shipped_dir
+    from edgekit.targets.tensorrt import tensorrt_qdq_problems
+
+    calib = next(shipped_dir("calibration").glob("fashion-mnist*.npz"))
+    artifact = QuantizePass({"flavour": "tensorrt", "calib_size": 16}).apply(
+        tiny_vit_onnx, PassContext(out_dir=tmp_path, calib_source=str(calib)))
+    model = onnx.load(str(artifact.path))
+    assert tensorrt_qdq_problems(model, allow_float=())[0] == []
+    producers = {o: n for n in model.graph.node for o in n.output}
+    nodes = find_attention_nodes(model)
+    for name in nodes.score_matmuls:
+        node = next(n for n in model.graph.node if n.name == name)
+        assert [producers[i].op_type for i in node.input] == ["DequantizeLinear"] * 2
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax", "Erf"):
+            assert producers[node.input[0]].op_type != "DequantizeLinear", node.name
 
 
 def test_cnn_has_no_attention_nodes(tmp_path):
