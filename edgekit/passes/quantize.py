@@ -59,9 +59,10 @@ class QuantizeConfig(PassConfig):
                                   "ms (2 µs: twice ONNX Runtime's profiler resolution)")
     latency_batch: int = Field(1, ge=1)
     attention: Literal["auto", "float", "int8"] = Field(
-        "auto", description="attention models: auto (projections/MLP int8, LayerNorm float on "
-        "ONNX Runtime, score MatMuls by sensitivity, NNCF transformer type), float (score "
-        "MatMuls float too), int8 (no attention-specific choice); see edgekit.quant.attention")
+        "auto", description="attention models: auto (projections/MLP int8; on ONNX Runtime "
+        "residual Adds, GELU, LayerNorm, Softmax float; score MatMuls by sensitivity; NNCF "
+        "transformer type), float (score MatMuls float too), int8 (no attention-specific "
+        "choice); see edgekit.quant.attention")
     seed: int = 0
 
 
@@ -238,7 +239,7 @@ class QuantizePass(Pass):
                                          if getattr(backend, "model_type", None) else {})}
         else:
             versions = library_versions("onnxruntime", "onnx")
-            config["quantization"] = self._settings().describe()
+            config["quantization"] = getattr(backend, "settings", self._settings()).describe()
         return Artifact(path=final, format="openvino" if cfg.flavour == "openvino" else "onnx",
                         precision="int8", metrics=metrics, config=config, versions=versions)
 
@@ -295,9 +296,18 @@ class QuantizePass(Pass):
                                          cfg.attention)
             return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset,
                                    model_type=model_type)
+        import dataclasses
+
+        import onnx
+
+        from edgekit.quant.attention import ort_settings
         from edgekit.quant.ort_backend import OrtBackend
 
-        return OrtBackend(onnx_path, spec, calib_x, self._settings(), workdir)
+        settings = self._settings()
+        if cfg.flavour == "onnxruntime":
+            settings = dataclasses.replace(settings, **ort_settings(
+                onnx.load(str(onnx_path), load_external_data=False), cfg.attention))
+        return OrtBackend(onnx_path, spec, calib_x, settings, workdir)
 
     @staticmethod
     def _check_tensorrt(path: Path, float_layers: list[str]) -> None:

@@ -6,13 +6,16 @@ MLP (fc1, fc2); two MatMuls whose inputs are both activations (q·kᵀ and weigh
 Softmax; LayerNormalization; GELU as Div → Erf → Add → Mul → Mul.
 
 Policy (`QuantizeConfig.attention`):
-  * "auto" (default): projections and MLP in int8 on every runtime. ONNX Runtime flavours keep
-    LayerNormalization float (ONNX Runtime has no int8 LayerNorm kernel: Q/DQ around it only adds
-    rounding error and time); Softmax and GELU are not quantized by ONNX Runtime's QDQ quantizer
-    at all; the two attention MatMuls start in int8 and are kept float by the accuracy budget's
-    sensitivity ranking when they cost accuracy (they are candidates like every other layer).
-    OpenVINO: NNCF with `model_type=ModelType.TRANSFORMER` (its transformer patterns: LayerNorm,
-    Softmax, GELU and the score MatMuls handled as NNCF judges best).
+  * "auto" (default): projections and MLP in int8 on every runtime. ONNX Runtime (onnxruntime
+    flavour): only Conv/Gemm/MatMul (with the Relu/pools it fuses into them) are quantized
+    (ORT_ATTENTION_OPS): the residual Adds, GELU's Mul, LayerNorm and Softmax stay float (by
+    default ONNX Runtime's quantizer would also put the residual stream and GELU through uint8
+    QLinearAdd/QLinearMul, and wrap LayerNorm, which has no int8 kernel, in Q/DQ). The two
+    attention MatMuls start in int8 and the accuracy budget's sensitivity ranking keeps them
+    float when they cost accuracy (they are candidates like every other layer). The TensorRT
+    flavour quantizes only Conv/Gemm/MatMul inputs anyway. OpenVINO: NNCF with
+    `model_type=ModelType.TRANSFORMER` (its transformer patterns: LayerNorm, Softmax, GELU and
+    the score MatMuls handled as NNCF judges best).
   * "float": as "auto", and the attention MatMuls are kept float from the start (both runtimes).
   * "int8": no attention-specific choice (ONNX Runtime quantizes everything it can, NNCF uses its
     default model type) — the baseline the benchmark compares against.
@@ -24,6 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLICIES = ("auto", "float", "int8")
+# The compute ops and the activations/pools ONNX Runtime fuses with them: no element-wise
+# QLinear op (residual Add, GELU's Mul), no normalisation, no data movement (a quantized
+# Transpose would hand the residual stream a dequantized tensor)
+ORT_ATTENTION_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Relu", "Clip", "MaxPool",
+                     "AveragePool")
 
 
 @dataclass
@@ -71,21 +79,27 @@ def find_attention_nodes(model: Any) -> AttentionNodes:
 
 
 def float_nodes(model: Any, policy: str, runtime: str) -> dict[str, str]:
-    """{node name: reason} to keep in float for `policy` on `runtime` ("onnxruntime", "openvino",
-    or "tensorrt" for the TensorRT QDQ flavour, which quantizes only Conv/Gemm/MatMul inputs, so
-    LayerNorm stays float there anyway); empty for a model without attention."""
+    """{node name: reason} to keep in float for `policy` on `runtime` ("onnxruntime", "openvino"
+    or "tensorrt"): the score MatMuls under "float"; empty for a model without attention
+    (LayerNorm, Softmax and GELU stay float on ONNX Runtime through `ort_settings`)."""
     nodes = find_attention_nodes(model)
     if policy == "int8" or not nodes.found:
         return {}
     out: dict[str, str] = {}
-    if runtime == "onnxruntime":
-        out.update({name: "LayerNormalization: ONNX Runtime has no int8 kernel for it; Q/DQ "
-                          "around it would only add rounding error and time (attention: auto)"
-                    for name in nodes.layernorm})
     if policy == "float":
         out.update({name: "attention score MatMul (activation × activation) kept float "
                           "(attention: float)" for name in nodes.score_matmuls})
     return out
+
+
+def ort_settings(model: Any, policy: str) -> dict[str, tuple[str, ...]]:
+    """QdqSettings fields for an attention model under `policy` ({} keeps ONNX Runtime's
+    defaults): the op types to quantize, and MatMul/Gemm outputs left float (ONNX Runtime then
+    runs them as int8 MatMuls with float output, MatMulIntegerToFloat, and the bias Add, the
+    residual Add and LayerNorm read float)."""
+    if policy == "int8" or not find_attention_nodes(model).found:
+        return {}
+    return {"op_types": ORT_ATTENTION_OPS, "float_outputs": ("MatMul", "Gemm")}
 
 
 def nncf_model_type(model: Any, policy: str) -> str | None:
