@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 
-
 class Attention(nn.Module):
     """Multi-head self-attention over (B, N, dim) tokens (timm's layout: qkv → heads → proj).
 

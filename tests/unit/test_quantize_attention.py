@@ -120,7 +120,7 @@ def test_int8_of_an_attention_model_keeps_the_budget(fashion_test_small, tmp_pat
              steps=[("quantize", {"flavour": flavour, "calib_size": 128, "max_drop": 1.0})],
              eval=fashion_test_small, eval_limit=500, max_drop=1.0)
     stage = Manifest(out).stage(f"quantize-{'int8' if flavour == 'onnxruntime' else flavour}")
-    metrics, config = stage["metrics"], stage["config"]
+    metrics = stage["metrics"]
     accuracy = metrics["accuracy"]
     assert accuracy["runtime"] == flavour and accuracy["samples"] == 500
     assert accuracy["fp32_top1"] > 0.85
