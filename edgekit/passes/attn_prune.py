@@ -20,6 +20,9 @@ channels across heads), and any other module that carries a head count without t
 
 A head ratio that does not give a whole number of heads is rounded to the nearest (at least one
 head stays) and the rounding is reported as a note.
+
+A pruned checkpoint records the new head counts as a structural edit ({"op": "attn_prune",
+"num_heads": {layer: heads}}, replayed on load before the state_dict resizes qkv and proj).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ModelLoadError
+from edgekit.io.models import register_surgery
 
 SUPPORTED = ("attention with a fused `qkv` nn.Linear, an output `proj` nn.Linear and int "
              "`num_heads`/`head_dim` attributes (timm's Attention, edgekit.zoo.attention.Attention)")
@@ -174,3 +178,37 @@ def remove_heads(model: Any, example: Any, attention: Any, heads: list[int]) -> 
     attention.num_heads = h - len(gone)
     with torch.no_grad():
         model(example)
+
+
+# ---------------------------------------------------------------- the surgery record
+def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
+    """What a checkpoint records of pruned heads: layer name → heads left."""
+    return {"op": "attn_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
+
+
+@register_surgery("attn_prune")
+def replay_head_counts(model: Any, step: dict[str, Any]) -> None:
+    """Set the recorded head counts on a freshly built architecture (qkv and proj take their
+    pruned sizes from the state_dict afterwards)."""
+    from torch import nn
+
+    heads = step.get("num_heads")
+    if not isinstance(heads, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in heads.items()):
+        raise ModelLoadError("the checkpoint's attn_prune record is malformed (num_heads must "
+                             "map layer names to positive head counts)",
+                             hint="the file is damaged or was not written by edgekit")
+    for name, count in heads.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ModelLoadError(f"the checkpoint pruned heads of {name!r}, which the "
+                                 "architecture does not have",
+                                 hint="pass the --arch the checkpoint was made from") from None
+        if not (isinstance(getattr(module, "qkv", None), nn.Linear)
+                and isinstance(getattr(module, "num_heads", None), int)):
+            raise ModelLoadError(f"the checkpoint pruned heads of {name!r}, which is a "
+                                 f"{type(module).__name__} without a fused qkv in this "
+                                 "architecture", hint="pass the --arch the checkpoint was made from")
+        module.num_heads = count

@@ -732,6 +732,11 @@ class PrunePass(Pass):
             p.grad = None
         model.eval()
         bundle.model = model
+        heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")}
+        if heads:  # replayed on load: the state_dict does not hold head counts
+            from edgekit.passes.attn_prune import surgery_record
+
+            bundle.surgery.append(surgery_record(heads))
         bundle.meta["pruning"] = {**result.to_meta(), "importance": cfg.importance,
                                   "global": cfg.global_pruning, "round_to": cfg.round_to}
         eval_set = ctx.eval_set(bundle.spec, required=False)

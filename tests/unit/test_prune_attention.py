@@ -172,3 +172,30 @@ def test_attention_the_pruner_cannot_trace_is_named(net, name, what):
     result = prune_model(model, SPEC, ratio=0.5, ignore=[name])
     assert model(x).shape == (2, 5)
     assert any(s["layer"].startswith(name) for s in result.skipped)
+
+
+def test_pruned_checkpoint_reloads_with_its_head_counts(tmp_path):
+    """Head counts are not in the state_dict: the prune pass records them as a structural edit
+    that load_model replays (weights_only loading, through the zoo's factory)."""
+    from edgekit.errors import ModelLoadError
+    from edgekit.io.models import load_model, save_checkpoint
+    from edgekit.passes.base import PassContext
+    from edgekit.passes.prune import PrunePass
+    from edgekit.zoo import build
+
+    torch.manual_seed(0)
+    bundle = build("vit_tiny", dim=32, depth=2)
+    bundle = PrunePass({"ratio": 0.5}).apply(bundle, PassContext(out_dir=tmp_path))
+    assert bundle.surgery == [{"op": "attn_prune",
+                               "num_heads": {"blocks.0.attn": 2, "blocks.1.attn": 2}}]
+    path = save_checkpoint(bundle, tmp_path / "pruned.pt")
+    loaded = load_model(path)
+    x = torch.randn(2, 1, 28, 28)
+    assert [b.attn.num_heads for b in loaded.model.blocks] == [2, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), bundle.model(x))
+    payload = torch.load(path, weights_only=True)
+    payload["surgery"] = [{"op": "attn_prune", "num_heads": {"blocks.0.attn": "two"}}]
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ModelLoadError, match="attn_prune record is malformed"):
+        load_model(tmp_path / "bad.pt")
