@@ -44,7 +44,6 @@ from common import (
     checkpoint_provenance,
     edgekit_compress,
     md_table,
-    quick_protocol,
     time_alternating,
     work_dir,
     write_results,
@@ -64,15 +63,6 @@ CALIB_SIZE = 8 if QUICK else 128
 CALIB_SIZE_224 = 8 if QUICK else 64
 ROUNDS = 1 if QUICK else 3
 EVAL_LIMIT = 300 if QUICK else None
-
-
-def protocol():
-    from edgekit.runtimes.latency import LatencyProtocol
-
-    if QUICK:
-        return quick_protocol()
-    return LatencyProtocol(warmup_count=10, warmup_seconds=0.3, min_queries=60,
-                           min_seconds=1.0, max_seconds=10.0)
 
 
 def checkpoint(name: str) -> Path:
@@ -175,7 +165,7 @@ def build_model(name: str):
 
 
 def latency_model(name: str) -> dict[str, Any]:
-    from bench_int8 import nncf_anchor, ours
+    from bench_int8 import nncf_anchor, ours, protocol
 
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.openvino import OpenVinoRunner

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekit.zoo.models import conv_stem
+
 
 class Attention(nn.Module):
     """Multi-head self-attention over (B, N, dim) tokens (timm's layout: qkv → heads → proj).
@@ -114,16 +116,7 @@ class ConvAttn(_Encoder):
         c1, c2 = (int(c) for c in channels)
         side = image_size // 4
         super().__init__(side, dim, depth, num_heads, mlp_ratio, num_classes)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-        )
+        self.features = conv_stem(in_channels, c1, c2)
         # A Linear over each row's C·W features (SEQUENCE_LAYOUT), written as a (1, W) conv:
         # the same map, and Torch-Pruning follows conv → conv channels without a reshape.
         self.embed = nn.Conv2d(c2, dim, kernel_size=(1, side))
