@@ -45,6 +45,7 @@ from common import (
     edgekit_compress,
     md_table,
     time_alternating,
+    train_source,
     work_dir,
     write_results,
 )
@@ -125,7 +126,7 @@ def zoo_model(name: str) -> dict[str, Any]:
     out["int8"]["anchor: NNCF default"] = anchor
     began = time.perf_counter()
     report = edgekit_compress(path, ["--target-macs", str(TARGET_MACS), "--distill-epochs",
-                                     str(EPOCHS), "--train", "fashion-mnist:train"],
+                                     str(EPOCHS), "--train", train_source()],
                               WORK / "zoo" / name / "prune", eval_limit=EVAL_LIMIT)
     rows = {r["step"]: r for r in report["rows"]}
     out["prune"] = {"macs_before": rows["original"]["macs"], "macs_after": rows["prune"]["macs"],
