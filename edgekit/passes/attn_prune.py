@@ -6,9 +6,12 @@ the MLP's hidden channels (fc1 outputs / fc2 inputs, by the ordinary channel rat
 width (every attention `proj` and MLP `fc2` output, the patch/row embedding, LayerNorms and
 positions) is kept: it is shared by every block, and a head keeps its `head_dim`.
 
-Supported layout (timm's `Attention`, edgekit.zoo.attention.Attention): a module with a fused
+Supported layout (edgekit.zoo.attention.Attention, timm's `Attention`): a module with a fused
 `qkv` nn.Linear (out = 3 × num_heads × head_dim, columns [q | k | v], head h at h·head_dim of each
-third), an output `proj` nn.Linear and int attributes `num_heads` and `head_dim`. Torch-Pruning is
+third), an output `proj` nn.Linear and int attributes `num_heads` and `head_dim`, whose forward
+reshapes the heads' output to num_heads × head_dim. timm's Attention (timm 1.0) reshapes it to
+the input width instead, so its heads cannot go without the residual width: the forward check
+after pruning says so and points to --prune-heads 0, which still prunes the MLPs. Torch-Pruning is
 told `num_heads={qkv: H}`, `prune_num_heads=True`, `prune_head_dims=False`; it maps a head's
 `proj` columns to its q, k and v rows through the reshape/unbind it traces.
 
@@ -35,7 +38,8 @@ from edgekit.errors import InputError, ModelLoadError
 from edgekit.io.models import register_surgery
 
 SUPPORTED = ("attention with a fused `qkv` nn.Linear, an output `proj` nn.Linear and int "
-             "`num_heads`/`head_dim` attributes (timm's Attention, edgekit.zoo.attention.Attention)")
+             "`num_heads`/`head_dim` attributes (edgekit.zoo.attention.Attention; timm's "
+             "Attention for MLP pruning with --prune-heads 0)")
 _HEAD_COUNT_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "heads")
 
 

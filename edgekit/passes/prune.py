@@ -525,6 +525,13 @@ class _Pruning:
     def verify(self) -> None:
         """One forward pass on the pruned model; a failure names the module to ignore."""
         culprit, exc = _failing_module(self.model, self.example)
+        if exc is not None and culprit in {a.name for a in self.attention}:
+            raise PruneError(f"after removing heads, the forward pass fails at {culprit} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}): its forward "
+                             "does not follow num_heads × head_dim (timm's Attention reshapes "
+                             "the heads' output to the input width)",
+                             hint=f"keep its heads with --prune-heads 0 (MLP channels are still "
+                                  f"pruned), or --prune-ignore '{culprit}'")
         if exc is not None:
             raise PruneError(f"after pruning, the forward pass fails at {culprit or 'the model'} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]}): "

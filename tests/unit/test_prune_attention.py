@@ -199,3 +199,35 @@ def test_pruned_checkpoint_reloads_with_its_head_counts(tmp_path):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(ModelLoadError, match="attn_prune record is malformed"):
         load_model(tmp_path / "bad.pt")
+
+
+class InputWidthAttention(nn.Module):
+    """timm 1.0's Attention: the fused layout, but the heads' output is reshaped to the input
+    width C, so removing heads breaks its forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = HEADS, HEAD_DIM
+        self.qkv, self.proj = nn.Linear(DIM, 3 * DIM), nn.Linear(DIM, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        out = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+
+def test_attention_reshaping_to_the_input_width_is_named_with_the_way_out():
+    torch.manual_seed(0)
+    net = _vit(depth=1)
+    net.blocks[0].attn = InputWidthAttention()
+    with pytest.raises(PruneError) as info:
+        prune_model(net, SPEC, ratio=0.5)
+    assert "fails at blocks.0.attn" in str(info.value) and "num_heads × head_dim" in str(info.value)
+    assert "--prune-heads 0" in info.value.hint
+    net = _vit(depth=1)
+    net.blocks[0].attn = InputWidthAttention()
+    prune_model(net, SPEC, ratio=0.5, head_ratio=0)  # the MLP is pruned, the heads stay
+    assert net.blocks[0].attn.num_heads == HEADS and net.blocks[0].mlp.fc1.out_features == 32
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
