@@ -19,9 +19,10 @@ ONNX Runtime and OpenVINO, against NNCF's default int8 of the same model in the 
 Goals (issue 19): int8 drop ≤ 0.5 point on both zoo models on both runtimes; head+MLP pruning to
 ≤ 0.5× MACs within 1.0 point after distillation.
 
-Run: `.venv/bin/python benchmarks/run.py attention` on a quiet machine. Without vit_b_16 about
-15-25 minutes on 2 cores (distillation dominates: BENCH_ATTENTION_EPOCHS, default 2); vit_b_16
-adds about 10-15 minutes (export and 64-image calibration of an 86 M-parameter model, twice).
+Run: `.venv/bin/python benchmarks/run.py attention` on a quiet machine: an estimated 25-35
+minutes on 2 cores (the quick run took 7 minutes on the loaded development machine): the two
+zoo models' int8 on 10,000 test images and 2-epoch distillations (BENCH_ATTENTION_EPOCHS), then
+vit_b_16 (export and 64-image calibrations of an 86 M-parameter model, about 10-15 minutes).
 BENCH_ATTENTION_MODELS picks the latency models (comma-separated), BENCH_ATTENTION_ZOO=0 /
 BENCH_ATTENTION_LATENCY=0 leave a part out. `--quick` proves it works in a few minutes (conv_attn
 and deit_tiny only, 300 test images, 8 calibration images, a few queries).
