@@ -33,7 +33,7 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
                "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
                "latency_fallback": opts["latency_fallback"],
-               "latency_device": opts["latency_device"]}
+               "latency_device": opts["latency_device"], "attention": opts.get("attention")}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -93,6 +93,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               "--latency-device (per-layer profiles of both models).")
 @click.option("--latency-device", default=None,
               help="Local device profile the latency fallback measures on (default local-cpu).")
+@click.option("--attention", type=click.Choice(["auto", "float", "int8"]), default=None,
+              help="int8 of attention models: auto (projections/MLP int8, the attention "
+              "MatMuls by sensitivity), float (attention MatMuls float), int8 (no special case).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
 @click.option("--overwrite", is_flag=True,

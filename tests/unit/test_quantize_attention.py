@@ -156,3 +156,17 @@ def test_int8_of_an_attention_model_keeps_the_budget(fashion_test_small, tmp_pat
 def config_quantization(stage: dict) -> dict:
     """How the step quantized, as its artifact's config records it."""
     return next(o for o in stage["outputs"] if "quantization" in o)["quantization"]
+
+
+def test_compress_flags_reach_the_steps():
+    from click.testing import CliRunner
+
+    from edgekit.cli.compress import compress, steps_from_flags
+
+    ctx = compress.make_context("compress", ["m.pt", "-o", "out", "--prune", "0.5",
+                                             "--prune-heads", "0.25", "--int8",
+                                             "--attention", "float"])
+    steps = dict(steps_from_flags(ctx.params))
+    assert steps["prune"]["head_ratio"] == 0.25 and steps["quantize"]["attention"] == "float"
+    result = CliRunner().invoke(compress, ["m.pt", "-o", "out", "--int8", "--attention", "fp8"])
+    assert result.exit_code == 2 and "fp8" in result.output
