@@ -64,14 +64,13 @@ def _unsupported_reason(module: Any) -> str | None:
                 "every head, re-slicing channels across heads")
     if is_supported(module):
         return None
-    count = next((a for a in _HEAD_COUNT_ATTRS if isinstance(getattr(module, a, None), int)), None)
-    looks_like = type(module).__name__.lower().endswith(("attention", "attn"))
-    if count is None and not looks_like:
+    # A head count marks multi-head attention; a class name alone does not (a CNN's channel
+    # "attention", squeeze-excitation, has no heads and prunes as ordinary layers).
+    count = next((a for a in _HEAD_COUNT_ATTRS if isinstance(getattr(module, a, None), int)
+                  and not isinstance(getattr(module, a), bool)), None)
+    if count is None:
         return None
-    if count is None and not any(True for _ in module.parameters(recurse=False)) and \
-            any(True for _ in module.children()) is False:
-        return None  # a parameter-free helper (e.g. a softmax wrapper) has no heads to cut
-    what = f"{type(module).__name__}" + (f" ({count}={getattr(module, count)})" if count else "")
+    what = f"{type(module).__name__} ({count}={getattr(module, count)})"
     return (f"{what} splits its projections into heads in code the dependency graph cannot "
             "see (no fused `qkv`/`proj` Linears with num_heads/head_dim)")
 

@@ -231,3 +231,23 @@ def test_attention_reshaping_to_the_input_width_is_named_with_the_way_out():
     prune_model(net, SPEC, ratio=0.5, head_ratio=0)  # the MLP is pruned, the heads stay
     assert net.blocks[0].attn.num_heads == HEADS and net.blocks[0].mlp.fc1.out_features == 32
     assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-excitation style 'attention' of a CNN: no heads, ordinary prunable layers."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+
+
+def test_a_cnn_channel_attention_is_not_taken_for_multi_head_attention():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), ChannelAttention(8), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 14 * 14, 5)).eval()
+    result = prune_model(net, SPEC, ratio=0.5)
+    assert {r["layer"] for r in result.pruned} >= {"0"}
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
