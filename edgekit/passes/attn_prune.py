@@ -134,6 +134,24 @@ def torch_pruning_options(layers: list[AttentionLayer], ratio: float,
             "head_pruning_ratio_dict": ratios}
 
 
+def torch_pruning_extras(model: Any, layers: list[AttentionLayer]) -> dict[str, Any]:
+    """unwrapped_parameters for an attention model (none otherwise)."""
+    found = unwrapped_parameters(model) if layers else []
+    return {"unwrapped_parameters": found} if found else {}
+
+
+def unwrapped_parameters(model: Any) -> list[tuple[Any, int]]:
+    """Parameters outside standard layers (positions, class tokens), with their channel axis:
+    the last, the residual width (which attention pruning keeps). Said explicitly, so
+    Torch-Pruning does not warn that it guessed."""
+    from torch import nn
+
+    standard = (nn.modules.conv._ConvNd, nn.Linear, nn.LayerNorm, nn.modules.batchnorm._BatchNorm,
+                nn.GroupNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention, nn.PReLU)
+    return [(p, p.dim() - 1) for m in model.modules() if not isinstance(m, standard)
+            for p in m.parameters(recurse=False) if p.dim() > 1]
+
+
 def residual_outputs(layers: list[AttentionLayer]) -> list[Any]:
     """The layers that write the residual stream from inside attention (`proj`): kept, so
     Torch-Pruning leaves the residual width (and each head's head_dim) alone."""
@@ -174,7 +192,8 @@ def remove_heads(model: Any, example: Any, attention: Any, heads: list[int]) -> 
     gone = sorted({int(i) for i in heads})
     if not gone or gone[0] < 0 or gone[-1] >= h or len(gone) >= h:
         raise InputError(f"heads {heads} cannot be removed from {h} heads (at least one stays)")
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=example, unwrapped_parameters=unwrapped_parameters(model) or None)
     columns = [i for head in gone for i in range(head * d, (head + 1) * d)]
     group = graph.get_pruning_group(attention.proj, tp.prune_linear_in_channels, columns)
     group.prune()

@@ -309,8 +309,9 @@ class _Pruning:
         self.rnn_skip: dict[Any, str] = {}
         # Attention: heads go whole, the residual width stays (edgekit.passes.attn_prune).
         self.attention = attn_prune.find_attention(model, ignored_modules)
-        self.attention_options = attn_prune.torch_pruning_options(
-            self.attention, head_ratio, self.result.notes) if self.attention else {}
+        self.attention_options = {
+            **attn_prune.torch_pruning_options(self.attention, head_ratio, self.result.notes),
+            **attn_prune.torch_pruning_extras(model, self.attention)} if self.attention else {}
         for proj in attn_prune.residual_outputs(self.attention):
             self.reasons.setdefault(proj, "attention output: the residual width is kept "
                                           "(heads are pruned whole)")

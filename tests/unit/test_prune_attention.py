@@ -80,6 +80,7 @@ def test_pruning_dead_heads_and_channels_keeps_outputs():
     assert heads == {"blocks.0.attn": (4, 2), "blocks.1.attn": (4, 2)}
     kept = {r["layer"] for r in result.skipped}
     assert {"patch_embed", "blocks.0.attn.proj", "blocks.1.mlp.fc2", "head"} <= kept
+    assert result.notes == []  # no rounding, and pos_embed's axis is given, not guessed
     with torch.no_grad():
         torch.testing.assert_close(net(x), reference, atol=1e-5, rtol=1e-5)
 
