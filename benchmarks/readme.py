@@ -37,6 +37,7 @@ OWNERS = {
     "fleet": "benchmarks/bench_fleet.py",
     "imagefolder": "benchmarks/bench_imagefolder.py",
     "memory": "benchmarks/bench_memory.py",
+    "attention": "benchmarks/bench_attention.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 

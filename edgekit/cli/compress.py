@@ -16,7 +16,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if opts["prune"] is not None or opts["target_macs"] is not None:
         cfg = {"ratio": opts["prune"], "target_macs": opts["target_macs"],
                "importance": opts["importance"], "global_pruning": opts["global_pruning"],
-               "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None}
+               "round_to": opts["round_to"], "ignore": list(opts["prune_ignore"]) or None,
+               "head_ratio": opts.get("prune_heads")}
         steps.append(("prune", {k: v for k, v in cfg.items() if v is not None}))
     if opts["dwsep"]:
         cfg = {"rank": opts["dwsep_rank"], "max_error": opts["dwsep_max_error"],
@@ -32,7 +33,7 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
                "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
                "latency_fallback": opts["latency_fallback"],
-               "latency_device": opts["latency_device"]}
+               "latency_device": opts["latency_device"], "attention": opts.get("attention")}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -56,6 +57,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--round-to", type=int, default=None, help="Round channel counts to a multiple of this.")
 @click.option("--prune-ignore", multiple=True,
               help="Never prune this layer's outputs (module name or glob; repeatable).")
+@click.option("--prune-heads", type=float, default=None,
+              help="Fraction of attention heads to remove per layer, rounded to whole heads "
+              "(default: the --prune ratio).")
 @click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
 @click.option("--dwsep-rank", default=None, metavar="R|auto|full", callback=_rank,
               help="Channel multiplier r of the depthwise conv (1, the MobileNet form, by "
@@ -89,6 +93,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               "--latency-device (per-layer profiles of both models).")
 @click.option("--latency-device", default=None,
               help="Local device profile the latency fallback measures on (default local-cpu).")
+@click.option("--attention", type=click.Choice(["auto", "float", "int8"]), default=None,
+              help="int8 of attention models: auto (projections/MLP int8, the attention "
+              "MatMuls by sensitivity), float (attention MatMuls float), int8 (no special case).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
 @click.option("--overwrite", is_flag=True,

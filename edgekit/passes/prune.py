@@ -44,6 +44,9 @@ class PruneConfig(PassConfig):
     ignore: list[str] = Field(default_factory=list,
                               description="module names (globs) whose outputs are never pruned")
     rnn_hidden: bool = Field(True, description="also prune LSTM/GRU hidden units")
+    head_ratio: float | None = Field(None, ge=0, lt=1,
+                                     description="fraction of attention heads to remove per layer "
+                                                 "(rounded to whole heads); default: the ratio")
     taylor_batches: int = Field(4, ge=1, description="batches of gradients for taylor importance")
     taylor_batch_size: int = Field(32, ge=1)
     max_ratio: float = Field(0.95, gt=0, lt=1, description="upper bound of the target_macs search")
@@ -240,19 +243,23 @@ def _copy_with_grads(model: Any) -> Any:
 # ---------------------------------------------------------------- the core
 def prune_model(model: Any, spec: Any, *, ratio: float, importance: str = "l1",
                 global_pruning: bool = False, round_to: int | None = None,
-                ignore: list[str] | tuple[str, ...] = (), rnn_hidden: bool = True) -> PruneResult:
+                ignore: list[str] | tuple[str, ...] = (), rnn_hidden: bool = True,
+                head_ratio: float | None = None) -> PruneResult:
     """Prune `model` in place at channel `ratio` and return what was pruned and what was not
-    (with reasons). For taylor importance the parameters must already hold gradients
+    (with reasons). Attention heads go whole at `head_ratio` (default `ratio`; see
+    edgekit.passes.attn_prune). For taylor importance the parameters must already hold gradients
     (compute_gradients). Raises PruneError subclasses for impossible requests."""
     if not 0 < ratio < 1:
         raise PruneError(f"pruning ratio {ratio} is outside (0, 1)",
                          hint="--prune 0.5 removes half the channels of each layer")
     run = _Pruning(model, spec, ratio=ratio, importance=importance,
-                   global_pruning=global_pruning, round_to=round_to, ignore=ignore)
+                   global_pruning=global_pruning, round_to=round_to, ignore=ignore,
+                   head_ratio=ratio if head_ratio is None else head_ratio)
     run.build_graph()
     run.teach_rnns(rnn_hidden)
     run.prune_channels()
     run.prune_rnn_hidden()
+    run.sync_attention()
     run.verify()
     return run.report()
 
@@ -261,8 +268,11 @@ class _Pruning:
     """One pruning run, phase by phase; `reasons` collects why each kept layer was kept."""
 
     def __init__(self, model: Any, spec: Any, *, ratio: float, importance: str,
-                 global_pruning: bool, round_to: int | None, ignore: Any) -> None:
+                 global_pruning: bool, round_to: int | None, ignore: Any,
+                 head_ratio: float = 0.0) -> None:
         import torch
+
+        from edgekit.passes import attn_prune
 
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
@@ -281,9 +291,11 @@ class _Pruning:
         # them, their own parameters or their outputs is pruned.
         self.blocked: dict[Any, str] = {}
         self.blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output
+        ignored_modules: set[Any] = set()
         for name, m in model.named_modules():
             if name and any(fnmatch.fnmatchcase(name, pat) for pat in ignore):
                 for sub_name, sub in m.named_modules(prefix=name):
+                    ignored_modules.add(sub)
                     self.reasons.setdefault(sub, "in the prune step's ignore list")
                     if _width(sub) is None:
                         self.blocked[sub] = sub_name
@@ -295,6 +307,14 @@ class _Pruning:
                 raise PruneError(f"taylor importance needs gradients, {missing[0]} has none",
                                  hint="call compute_gradients(model, x, y) first")
         self.rnn_skip: dict[Any, str] = {}
+        # Attention: heads go whole, the residual width stays (edgekit.passes.attn_prune).
+        self.attention = attn_prune.find_attention(model, ignored_modules)
+        self.attention_options = {
+            **attn_prune.torch_pruning_options(self.attention, head_ratio, self.result.notes),
+            **attn_prune.torch_pruning_extras(model, self.attention)} if self.attention else {}
+        for proj in attn_prune.residual_outputs(self.attention):
+            self.reasons.setdefault(proj, "attention output: the residual width is kept "
+                                          "(heads are pruned whole)")
 
     # ------------------------------------------------------------ phases
     def build_graph(self) -> None:
@@ -327,7 +347,8 @@ class _Pruning:
                     ignored_layers=[m for m in self.reasons if _width(m) is not None],
                     customized_pruners={nn.LSTM: self.rnn_fn, nn.GRU: self.rnn_fn,
                                         nn.RNN: self.rnn_fn},
-                    root_module_types=[nn.modules.conv._ConvNd, nn.Linear])
+                    root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
+                    **self.attention_options)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model
             culprit = _module_in_traceback(exc, self.names)
             where = f" at {culprit}" if culprit else ""
@@ -496,9 +517,22 @@ class _Pruning:
                 raise PruneError(f"pruning the hidden units of {name} failed: {exc}",
                                  hint=_ignore_hint(name)) from None
 
+    def sync_attention(self) -> None:
+        """Attention layers take their new head counts from their cut qkv/proj."""
+        from edgekit.passes import attn_prune
+
+        self.result.pruned.extend(attn_prune.sync_head_counts(self.attention))
+
     def verify(self) -> None:
         """One forward pass on the pruned model; a failure names the module to ignore."""
         culprit, exc = _failing_module(self.model, self.example)
+        if exc is not None and culprit in {a.name for a in self.attention}:
+            raise PruneError(f"after removing heads, the forward pass fails at {culprit} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}): its forward "
+                             "does not follow num_heads × head_dim (timm's Attention reshapes "
+                             "the heads' output to the input width)",
+                             hint=f"keep its heads with --prune-heads 0 (MLP channels are still "
+                                  f"pruned), or --prune-ignore '{culprit}'")
         if exc is not None:
             raise PruneError(f"after pruning, the forward pass fails at {culprit or 'the model'} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]}): "
@@ -694,7 +728,8 @@ class PrunePass(Pass):
             x, y = self._taylor_data(bundle, ctx)
             compute_gradients(model, x, y, cfg.taylor_batch_size)
         options = {"importance": cfg.importance, "global_pruning": cfg.global_pruning,
-                   "round_to": cfg.round_to, "ignore": cfg.ignore, "rnn_hidden": cfg.rnn_hidden}
+                   "round_to": cfg.round_to, "ignore": cfg.ignore, "rnn_hidden": cfg.rnn_hidden,
+                   "head_ratio": cfg.head_ratio}
         if cfg.target_macs is not None:
             model, result, _ = prune_to_target(model, bundle.spec, cfg.target_macs,
                                                max_ratio=cfg.max_ratio, steps=cfg.search_steps,
@@ -705,6 +740,11 @@ class PrunePass(Pass):
             p.grad = None
         model.eval()
         bundle.model = model
+        heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")}
+        if heads:  # replayed on load: the state_dict does not hold head counts
+            from edgekit.passes.attn_prune import surgery_record
+
+            bundle.surgery.append(surgery_record(heads))
         bundle.meta["pruning"] = {**result.to_meta(), "importance": cfg.importance,
                                   "global": cfg.global_pruning, "round_to": cfg.round_to}
         eval_set = ctx.eval_set(bundle.spec, required=False)

@@ -58,6 +58,11 @@ class QuantizeConfig(PassConfig):
     latency_min_ms: float = Field(0.002, ge=0, description="and at least this much slower, in "
                                   "ms (2 µs: twice ONNX Runtime's profiler resolution)")
     latency_batch: int = Field(1, ge=1)
+    attention: Literal["auto", "float", "int8"] = Field(
+        "auto", description="attention models: auto (projections/MLP int8; on ONNX Runtime "
+        "residual Adds, GELU, LayerNorm, Softmax float; score MatMuls by sensitivity; NNCF "
+        "transformer type), float (score MatMuls float too), int8 (no attention-specific "
+        "choice); see edgekit.quant.attention")
     seed: int = 0
 
 
@@ -164,15 +169,18 @@ class QuantizePass(Pass):
         try:
             backend = self._backend(onnx_path, spec, calib.x, workdir)
             backend.check_layer_names(cfg.exclude)
+            attention_float = self._attention_float(backend, onnx_path)
+            exclude = [*cfg.exclude, *(n for n in attention_float if n not in cfg.exclude)]
             outcome = keep_budget(
                 backend, None if eval_set is None else eval_set.x,
-                None if eval_set is None else eval_set.y, budget, exclude=cfg.exclude,
+                None if eval_set is None else eval_set.y, budget, exclude=exclude,
                 sensitivity_samples=cfg.sensitivity_samples,
                 max_float_layers=cfg.max_float_layers, seed=cfg.seed)
             latency = self._latency_fallback(backend, outcome, eval_set) \
                 if cfg.latency_fallback else None
             ranks = {s["layer"]: s for s in outcome.sensitivity}
             kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
+            kept_float.update({k: v for k, v in attention_float.items() if k not in kept_float})
             for name in latency.nodes if latency else []:
                 kept_float[name] = latency.reason(name)
             for name in outcome.float_layers:
@@ -226,10 +234,12 @@ class QuantizePass(Pass):
             config["flavour"] = cfg.flavour
         if cfg.flavour == "openvino":
             versions = library_versions("openvino", "nncf", "onnx")
-            config["quantization"] = {"tool": "nncf.quantize", "preset": cfg.preset or "default"}
+            config["quantization"] = {"tool": "nncf.quantize", "preset": cfg.preset or "default",
+                                      **({"model_type": backend.model_type}
+                                         if getattr(backend, "model_type", None) else {})}
         else:
             versions = library_versions("onnxruntime", "onnx")
-            config["quantization"] = self._settings().describe()
+            config["quantization"] = getattr(backend, "settings", self._settings()).describe()
         return Artifact(path=final, format="openvino" if cfg.flavour == "openvino" else "onnx",
                         precision="int8", metrics=metrics, config=config, versions=versions)
 
@@ -262,15 +272,42 @@ class QuantizePass(Pass):
         outcome.artifact, outcome.float_layers = candidate, kept
         return found
 
+    def _attention_float(self, backend, onnx_path: Path) -> dict[str, str]:
+        """Attention nodes kept float by the `attention` policy (edgekit.quant.attention), named
+        as the backend's model names them (ONNX Runtime: the prepared model)."""
+        import onnx
+
+        from edgekit.quant.attention import float_nodes
+
+        model_path = getattr(backend, "prepared", onnx_path)
+        model = onnx.load(str(model_path), load_external_data=False)
+        runtime = "tensorrt" if self.config.flavour == "tensorrt" else backend.runtime
+        return float_nodes(model, self.config.attention, runtime)
+
     def _backend(self, onnx_path: Path, spec, calib_x, workdir: Path):
         cfg: QuantizeConfig = self.config
         if cfg.flavour == "openvino":
+            import onnx
+
+            from edgekit.quant.attention import nncf_model_type
             from edgekit.quant.openvino import OpenVinoBackend
 
-            return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset)
+            model_type = nncf_model_type(onnx.load(str(onnx_path), load_external_data=False),
+                                         cfg.attention)
+            return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset,
+                                   model_type=model_type)
+        import dataclasses
+
+        import onnx
+
+        from edgekit.quant.attention import ort_settings
         from edgekit.quant.ort_backend import OrtBackend
 
-        return OrtBackend(onnx_path, spec, calib_x, self._settings(), workdir)
+        settings = self._settings()
+        if cfg.flavour == "onnxruntime":
+            settings = dataclasses.replace(settings, **ort_settings(
+                onnx.load(str(onnx_path), load_external_data=False), cfg.attention))
+        return OrtBackend(onnx_path, spec, calib_x, settings, workdir)
 
     @staticmethod
     def _check_tensorrt(path: Path, float_layers: list[str]) -> None:

@@ -71,8 +71,17 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
             total += per_step * dirs
         counts["macs"] += total * steps
 
+    def attention_hook(mod: Any, inp: tuple, _out: Any) -> None:
+        # q·kᵀ and weights·v: 2 × tokens² × heads × head_dim (the projections are Linears)
+        tokens = inp[0].shape[-2]
+        counts["macs"] += 2 * tokens * tokens * mod.num_heads * mod.head_dim
+
+    from edgekit.passes.attn_prune import is_supported
+
     hooks = []
     for m in model.modules():
+        if is_supported(m):
+            hooks.append((m, attention_hook))
         if isinstance(m, nn.Conv2d):
             hooks.append((m, conv_hook))
         elif isinstance(m, nn.Linear):

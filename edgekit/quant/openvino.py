@@ -29,7 +29,8 @@ class OpenVinoBackend:
     suffix = ".xml"
 
     def __init__(self, onnx_path: str | Path, spec: InputSpec, calib_x: np.ndarray,
-                 workdir: Path, *, preset: str | None = None) -> None:
+                 workdir: Path, *, preset: str | None = None,
+                 model_type: str | None = None) -> None:
         import onnx
 
         self.fp32 = Path(onnx_path)
@@ -37,6 +38,7 @@ class OpenVinoBackend:
         self.calib_x = calib_x
         self.workdir = Path(workdir)
         self.preset = preset
+        self.model_type = model_type  # "transformer" for attention models (NNCF's ModelType)
         self.last_report: dict[str, Any] = {}
         self.calibration: dict[str, Any] = {"samples": int(len(calib_x))}
         graph = onnx.load(str(self.fp32), load_external_data=False).graph
@@ -62,7 +64,8 @@ class OpenVinoBackend:
         recurrent = sorted({OV_SEQUENCE[op] for _, op in self.onnx_recurrent})
         self.last_report = quantize_openvino(self.fp32, self.calib_x, out,
                                              ignored_nodes=list(exclude), ignored_types=recurrent,
-                                             preset=self.preset, spec=self.spec)
+                                             preset=self.preset, spec=self.spec,
+                                             model_type=self.model_type)
         self.calibration.setdefault("seconds", self.last_report.get("seconds"))
         return out
 

@@ -44,6 +44,10 @@ class QdqSettings:
     flavour: str = "onnxruntime"
     reduce_range: bool = False
     calib_batch: int = 32
+    # onnxruntime flavour: the op types to quantize (None: every one ONNX Runtime can); set for
+    # attention models by edgekit.quant.attention.ort_op_types
+    op_types: tuple[str, ...] | None = None
+    float_outputs: tuple[str, ...] | None = None  # op types whose outputs stay float
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -69,7 +73,10 @@ class QdqSettings:
             "weights": "int8 symmetric, " + ("per channel (output-channel axis)"
                                              if self.per_channel else "per tensor"),
             "reduce_range": self.reduce_range,
-            "op_types": TENSORRT_OPS if trt else "all ONNX Runtime can quantize",
+            "op_types": TENSORRT_OPS if trt else (list(self.op_types) if self.op_types
+                                                  else "all ONNX Runtime can quantize"),
+            **({"float_outputs": list(self.float_outputs)}
+               if self.float_outputs and not trt else {}),
             "bias": "float" if trt else "int32",
         }
 
@@ -377,6 +384,10 @@ def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
         "activation_type": QuantType.QInt8 if trt else QuantType.QUInt8,
         "weight_type": QuantType.QInt8,
     }
+    if settings.op_types and not trt:
+        kwargs["op_types_to_quantize"] = list(settings.op_types)
+    if settings.float_outputs and not trt:
+        extra["OpTypesToExcludeOutputQuantization"] = list(settings.float_outputs)
     if trt:
         kwargs["op_types_to_quantize"] = TENSORRT_OPS
         extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=TENSORRT_OPS)

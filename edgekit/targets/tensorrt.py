@@ -91,7 +91,8 @@ def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
     Always required: signed int8 Q/DQ with zero points that are all 0 (symmetric) — a Q/DQ
     without a zero point is uint8 by the ONNX spec, so it fails too; positive finite scales;
     float biases (no int32 DequantizeLinear); per-channel weight scales on the output-channel
-    axis (Conv: 0; ConvTranspose: 1; Gemm: 0 with transB=1, else 1; MatMul: last).
+    axis (Conv: 0; ConvTranspose: 1; Gemm: 0 with transB=1, else 1; MatMul: last; a MatMul of
+    two activations, as attention's, takes per-tensor scales on both).
     With `allow_float` (what `--for tensorrt` promises when it writes the file): every
     Conv/ConvTranspose/Gemm/MatMul not named there takes a Q/DQ pair on its input and
     per-channel weights. The summary counts Q/DQ nodes and per-channel weights and lists the
@@ -149,6 +150,8 @@ def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
         weight = consts.get(weight_dq.input[0])
         if weight is None and (q := producers.get(weight_dq.input[0])) is not None:
             weight = consts.get(q.input[0])
+        if weight is None and node.op_type == "MatMul":
+            continue  # activation × activation (attention's q·kᵀ, weights·v): per tensor
         if scale is None or scale.size <= 1:
             if must:
                 problems.append(f"{label} ({node.op_type}): weight scales are not per channel")

@@ -70,6 +70,20 @@ class RowRNN(nn.Module):
         return self.classifier(out[:, -1])
 
 
+def conv_stem(in_channels: int, c1: int, c2: int) -> nn.Sequential:
+    """The hybrids' feature extractor: conv 3×3 pad 1 → BN → ReLU → max-pool 2, twice (28→7)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, 2),
+    )
+
+
 class _ConvRNN(nn.Module):
     """Conv stack with BatchNorm whose feature map is read as a sequence of rows by an RNN.
 
@@ -86,16 +100,7 @@ class _ConvRNN(nn.Module):
                  image_size: int = 28) -> None:
         super().__init__()
         c1, c2 = (int(c) for c in channels)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-        )
+        self.features = conv_stem(in_channels, c1, c2)
         side = image_size // 4
         self.rnn = self.rnn_type(c2 * side, hidden_size, batch_first=True)
         self.classifier = nn.Linear(hidden_size, num_classes)
