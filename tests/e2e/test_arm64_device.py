@@ -139,6 +139,33 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
           [(r["precision"], r["accuracy"]["top1"]) for r in local.records])
 
 
+@pytest.mark.parametrize("name", ["rowrnn", "cnn_gru", "cnn_lstm"])
+def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, name, tmp_path):
+    """The recurrent seed models too (fp32 and int8): the same top-1 on the emulated aarch64
+    onnxruntime 1.19.2 as on this machine's, on the same 300 images (fewer than lenet5's 1,000:
+    the emulator runs the recurrent graphs slowly)."""
+    from edgekit.remote import validate_remote
+    from edgekit.validate.validator import validate
+
+    out = tmp_path / "out"
+    checkpoint = ROOT / "edgekit" / "_data" / "zoo" / f"{name}.pt"
+    proc = edgekit("compress", str(checkpoint), "--int8", "--calib", str(CALIB), "--calib-size",
+                   "128", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
+    result = validate_remote(out, profile, eval_source=EVAL, limit=300, poll_s=1.0,
+                             on_event=quiet)
+    assert result.job_state == "complete", result.partial_reason
+    local = validate(out, profile.model_copy(update={"host": None, "emulated": False}),
+                     eval_source=EVAL, limit=300)
+    pairs = [(arm["precision"], arm["accuracy"]["top1"], x86["accuracy"]["top1"])
+             for arm, x86 in zip(result.records, local.records, strict=True)]
+    assert [p for p, _, _ in pairs] == ["fp32", "int8"]
+    for _, arm, x86 in pairs:
+        assert abs(arm - x86) <= 0.001 and arm > 0.7, pairs
+    print(f"{name} top-1 (precision, arm64, x86):", pairs)
+
+
 def test_artifact_newer_than_device_runtime_is_refused_before_copying(
         sshd, arm64_python, lenet5_out, tmp_path):
     from edgekit.remote import validate_remote
