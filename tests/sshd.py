@@ -99,3 +99,17 @@ def _whoami() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def serve_module_sshd(tmp_path_factory):
+    """Body of a module-scoped `sshd` fixture: a started loopback sshd, stopped afterwards, or a
+    skip naming what is missing. Use as `sshd = pytest.fixture(scope="module", name="sshd")(...)`.
+    As root the server creates /run/sshd; another user's sshd needs no privilege-separation
+    folder and serves only that user, which is all these tests need."""
+    import pytest
+
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()

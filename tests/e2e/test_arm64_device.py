@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import edgekit
-from tests.sshd import SKIP_REASON, LoopbackSSHD
+from tests.sshd import LoopbackSSHD, serve_module_sshd
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -50,13 +50,7 @@ def arm64_python(tmp_path_factory) -> Path:
     return prefix / "python"
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if SKIP_REASON:
-        pytest.skip(SKIP_REASON)
-    server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(serve_module_sshd)
 
 
 def arm64_profile(sshd: LoopbackSSHD, python: Path | str, workdir: Path):

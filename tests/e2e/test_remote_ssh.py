@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.sshd import SKIP_REASON, LoopbackSSHD, free_port
+from tests.sshd import LoopbackSSHD, free_port, serve_module_sshd
 
 # Only the tests that take the `sshd` fixture need an OpenSSH server (and, run as root, the
 # privilege-separation folder the fixture creates); the others need at most the ssh client.
@@ -81,15 +81,7 @@ def make_output_folder(out: Path, n_per_class: int = 60) -> Path:
     return eval_path
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if SKIP_REASON:
-        pytest.skip(SKIP_REASON)
-    # As root the server creates /run/sshd; another user's sshd needs no privilege-separation
-    # folder and serves only that user, which is all these tests need.
-    server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(serve_module_sshd)
 
 
 @pytest.fixture(scope="module")
