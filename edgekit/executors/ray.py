@@ -119,6 +119,9 @@ def check_address(address: str, *, allow_public: bool = False, timeout_s: float 
 
 
 # ------------------------------------------------------------------------------ the cluster
+_RETRIED_CONNECT_ERRORS = ("client server failed", "ZombieProcess")
+
+
 class RayCluster:
     """A connection to a Ray cluster: which nodes are alive and what they offer, the version
     check, and the blobs already put into the object store (by sha256)."""
@@ -138,13 +141,16 @@ class RayCluster:
             raise MissingDependencyError("--cluster needs Ray, which is not installed",
                                          hint='pip install "edgekit[fleet]"') from None
         self.ray = ray
-        for attempt in range(3):  # a Ray Client server can fail to start its session once
+        # A Ray Client server can fail to start its session once: it says "client server
+        # failed", or, when the session's process died before Ray's proxier read its command
+        # line, "psutil.ZombieProcess" (seen once in a CI run). Both are retried.
+        for attempt in range(3):
             try:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                          namespace="edgekit", ignore_reinit_error=True)
                 break
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                if attempt == 2 or "client server failed" not in str(exc):
+                if attempt == 2 or not any(m in str(exc) for m in _RETRIED_CONNECT_ERRORS):
                     raise ClusterError(
                         f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}",
                         hint="check that the address is the cluster's (ray status on the "
