@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import QUICK, ROOT, checkpoint_provenance, quick_protocol, work_dir, write_results
+from common import (
+    QUICK,
+    ROOT,
+    checkpoint_provenance,
+    quick_protocol,
+    tally_latency,
+    work_dir,
+    write_results,
+)
 
 RECIPE = ROOT / "recipes" / "imagefolder-mobilenet.yaml"
 WORK = work_dir("imagefolder")
@@ -74,7 +82,9 @@ def run_recipe(recipe: Path, out: Path) -> tuple[dict[str, Any], float]:
     if proc.returncode not in (0, 1):  # 1: the budget failed; still a result
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: "
                            f"{proc.stderr.strip().splitlines()[-3:]}")
-    return json.loads(proc.stdout), seconds
+    result = json.loads(proc.stdout)
+    tally_latency(records_of(result), f"edgekit run {recipe.name}")  # (issue 18)
+    return result, seconds
 
 
 def records_of(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ import yaml
 from common import (
     QUICK,
     ROOT,
+    TIMED,
     checkpoint_provenance,
     md_table,
     time_alternating,
@@ -118,7 +119,21 @@ def run_optimize(args: list[str]) -> tuple[dict[str, Any], float]:
     proc = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.strip().splitlines()[-3:]}")
-    return json.loads(proc.stdout), time.perf_counter() - began
+    summary = json.loads(proc.stdout)
+    tally_search(summary, f"edgekit optimize {Path(args[4]).name}")
+    return summary, time.perf_counter() - began
+
+
+def tally_search(summary: dict[str, Any], label: str) -> None:
+    """(issue 18) Tally the latency runs this search made (not those it took from its cache):
+    each baseline and candidate measured in this run, with its disturbed verdict."""
+    measured = set(summary["cache"]["measured_keys"])
+    for result in summary["devices"].values():
+        for entry in [*result["baselines"].values(), *result["candidates"]]:
+            if entry.get("key") in measured and "disturbed" in entry:
+                measured.discard(entry["key"])  # a baseline can also be a candidate
+                TIMED.append({"label": label, "disturbed": entry["disturbed"],
+                              "reasons": entry.get("disturbed_reasons", []), "reruns": 0})
 
 
 # ---------------------------------------------------------------------- 1. seed models
