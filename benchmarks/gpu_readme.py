@@ -99,7 +99,7 @@ def render(folder: Path) -> str:
         parts = [f"{r['variant']} batch {r['batch']}: {r['j_per_query']:.3g} ± "
                  f"{r['j_per_query_uncertainty']:.1g} J per query ({r['mj_per_image']:.3g} mJ "
                  f"per image at {r['mean_w']:.0f} W)"
-                 + (" ⚠ measured while the machine was disturbed" if r.get("disturbed") else "")
+                 + disturbed_suffix(r.get("disturbed"))
                  for r in sorted(energy, key=lambda r: (r["variant"] != "fp32", r["batch"]))]
         notes.append("Energy per inference of resnet18 over the timed window (NVML's total-energy "
                      "counter): " + "; ".join(parts) + ".")
