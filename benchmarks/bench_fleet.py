@@ -30,7 +30,6 @@ BENCH_FLEET_RAY=1 about 2–3 min more: the cluster starts once, ~15 s). Quick m
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -178,25 +177,17 @@ def ray_cluster(devices: int):
     """A one-node Ray cluster on loopback that owns `devices` simulated devices."""
     from ray.cluster_utils import Cluster
 
+    from edgekit.net import free_port, wait_for_port
+
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     resources = {f"edgekit-device:sim-{i:02d}": 1 for i in range(devices)}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False,
         "ray_client_server_port": port, "resources": resources,
         "env_vars": {"EDGEKIT_RAY_CACHE": tempfile.mkdtemp(prefix="edgekit-ray-bench-")}})
     cluster.wait_for_nodes()
-    deadline = time.monotonic() + 60
-    while True:  # the Ray Client server starts listening a moment after the head
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_for_port(port)  # the Ray Client server starts listening a moment after the head
     return cluster, f"ray://127.0.0.1:{port}"
 
 

@@ -146,36 +146,20 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATENCY_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "min_ms", "count")
+
+
 def time_alternating(runners: dict[str, Any], x: Any, protocol: Any, rounds: int = 3,
                      shuffle_seed: int | None = None) -> dict[str, dict[str, Any]]:
-    """Latency of every runner on `x`, measured in `rounds` alternating runs (a, b, c, a, b, c,
-    ...; reshuffled each round when `shuffle_seed` is given, so no runner always follows the same
-    other one), so a load change on the machine hits them all alike. Each runner's statistics
-    come from all its samples: {label: {p50_ms, p90_ms, p99_ms, min_ms, count}}."""
-    import numpy as np
+    """The benchmarks' alternating timing (edgekit.runtimes.speedup.alternate): `rounds` rounds
+    of the whole protocol each (a, b, c, a, b, c, ...; reshuffled each round when `shuffle_seed`
+    is given), every round under the rerun rule and tallied (`timed`). Per runner:
+    {p50_ms, p90_ms, p99_ms, min_ms, count} of all its samples and the rounds' verdict."""
+    from edgekit.runtimes.speedup import alternate
 
-    from edgekit.runtimes.latency import latency_stats
-
-    samples: dict[str, list[float]] = {label: [] for label in runners}
-    durations = dict.fromkeys(runners, 0.0)
-    verdicts: dict[str, list[dict[str, Any]]] = {label: [] for label in runners}
-    order = list(runners)
-    rng = np.random.default_rng(shuffle_seed)
-    for _ in range(rounds):
-        if shuffle_seed is not None:
-            rng.shuffle(order)
-        for label in order:
-            stats = timed(runners[label], x, protocol, label)  # a disturbed round is rerun
-            samples[label] += list(stats["samples_ms"])
-            durations[label] += stats["duration_s"]
-            verdicts[label].append(stats)
-    out = {}
-    for label in runners:
-        stats = latency_stats(np.asarray(samples[label]), len(x), duration_s=durations[label],
-                              protocol=protocol)
-        out[label] = {k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms", "min_ms", "count")}
-        out[label].update(verdict_of(verdicts[label]))
-    return out
+    return alternate(runners, x, protocol, rounds, shuffle_seed, whole_protocol=True,
+                     measure=lambda label, runner, x, p: timed(runner, x, p, label),
+                     fields=LATENCY_FIELDS)
 
 
 def timed(runner: Any, x: Any, protocol: Any, label: str = "") -> dict[str, Any]:
@@ -187,17 +171,6 @@ def timed(runner: Any, x: Any, protocol: Any, label: str = "") -> dict[str, Any]
     TIMED.append({"label": label, "disturbed": stats.get("disturbed"),
                   "reasons": stats.get("disturbed_reasons", []), "reruns": stats.get("reruns", 0)})
     return stats
-
-
-def verdict_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One verdict over several timed runs (the rounds of an alternating timing): disturbed
-    when any kept run was, None when none could be judged."""
-    flags = [r.get("disturbed") for r in runs]
-    disturbed = True if True in flags else (False if False in flags else None)
-    reasons = sorted({why for r in runs if r.get("disturbed") for why in
-                      r.get("disturbed_reasons", [])})
-    return {"disturbed": disturbed, "disturbed_reasons": reasons,
-            "reruns": sum(r.get("reruns", 0) for r in runs)}
 
 
 def tally_latency(report: Any, label: str) -> None:

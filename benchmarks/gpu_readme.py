@@ -18,6 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import ROOT, md_table  # noqa: E402
 
+from edgekit.runtimes.interference import disturbed_suffix  # noqa: E402
+
 
 def newest_records(results: Path = HERE / "results") -> Path | None:
     """The gpu-* folder with the newest date in its name (None when there is none)."""
@@ -82,22 +84,22 @@ def render(folder: Path) -> str:
             notes.append(f"At batch {largest} fp16 is {fp32['p50_ms'] / fp16['p50_ms']:.2f}× "
                          f"(end-to-end) and {fp32['device_p50_ms'] / fp16['device_p50_ms']:.2f}× "
                          f"(device) as fast as fp32 for {name}"
-                         + (" ⚠ measured while the machine was disturbed"
-                            if fp32.get("disturbed") or fp16.get("disturbed") else "") + ".")
+                         + disturbed_suffix(fp32.get("disturbed") or fp16.get("disturbed"))
+                         + ".")
         eager, graphs = by.get(("fp32", 1)), by.get(("fp32+graphs", 1))
         if eager and graphs:
             notes.append(f"At batch 1 CUDA graphs take {name}'s fp32 p50 from "
                          f"{eager['p50_ms']:.3f} to {graphs['p50_ms']:.3f} ms (eager PyTorch "
                          "there is bound by kernel launches from Python)"
-                         + (" ⚠ measured while the machine was disturbed"
-                            if eager.get("disturbed") or graphs.get("disturbed") else "") + ".")
+                         + disturbed_suffix(eager.get("disturbed") or graphs.get("disturbed"))
+                         + ".")
     energy = [r for r in gpu if r["model"] == "resnet18" and r["variant"] in ("fp32", "fp16")
               and r.get("j_per_query") is not None]
     if energy:  # (issue 18) records from before it carry no energy: nothing is said
         parts = [f"{r['variant']} batch {r['batch']}: {r['j_per_query']:.3g} ± "
                  f"{r['j_per_query_uncertainty']:.1g} J per query ({r['mj_per_image']:.3g} mJ "
                  f"per image at {r['mean_w']:.0f} W)"
-                 + (" ⚠ measured while the machine was disturbed" if r.get("disturbed") else "")
+                 + disturbed_suffix(r.get("disturbed"))
                  for r in sorted(energy, key=lambda r: (r["variant"] != "fp32", r["batch"]))]
         notes.append("Energy per inference of resnet18 over the timed window (NVML's total-energy "
                      "counter): " + "; ".join(parts) + ".")

@@ -222,16 +222,20 @@ class RecipeRun:
                                      config={"key": key, "recipe": str(self.recipe_path)},
                                      metrics={"produced": items, **metrics})
 
-    def _stage(self, name: str, key: str, work: Callable[[], dict[str, Any] | None]) -> dict:
+    def _stage(self, name: str, key: str, work: Callable[[], dict[str, Any] | None], *,
+               spent_s: float = 0.0) -> dict:
+        """Run `work` unless the stage finished earlier with this key; log its seconds.
+        `spent_s`: seconds this run already spent on the stage before its key was known (the
+        model stage: obtaining, maybe training, the checkpoint whose sha256 the key holds)."""
         record = self._done(name, key)
         if record is not None:
             self.on_event(f"{name}: finished earlier (key {key}), skipped")
-            self.log.append({"stage": name, "status": "resumed", "seconds": 0.0})
+            self.log.append({"stage": name, "status": "resumed", "seconds": round(spent_s, 2)})
             return record["metrics"]
         self.on_event(f"{name}: running")
         start = time.perf_counter()
         metrics = work() or {}
-        seconds = round(time.perf_counter() - start, 2)
+        seconds = round(spent_s + time.perf_counter() - start, 2)
         self.log.append({"stage": name, "status": metrics.pop("_status", "done"),
                          "seconds": seconds})
         return metrics
@@ -250,7 +254,9 @@ class RecipeRun:
         if self.store_path.exists():  # refuse a store that is not ours before any work
             open_store(self.store_path).close()
         claim_output_folder(self.out)
+        start = time.perf_counter()  # training a model on first use is the model stage's time
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
+        model_s = time.perf_counter() - start
         model_key = _key(r.model.model_dump(mode="json"), r.input and r.input.model_dump(mode="json"),
                          sha256_file(checkpoint))
 
@@ -258,7 +264,7 @@ class RecipeRun:
             self._record("model", model_key, inputs={"checkpoint": checkpoint})
             return {}
 
-        self._stage("model", model_key, model_stage)
+        self._stage("model", model_key, model_stage, spent_s=model_s)
         data = r.data.model_dump(mode="json")
         compress_key = _key(model_key, r.step_list(), data)
         self._stage("compress", compress_key, lambda: self._compress(checkpoint, compress_key))
@@ -423,12 +429,14 @@ class RecipeRun:
         from edgekit.results.report import write_report
         from edgekit.results.store import open_store
 
+        start = time.perf_counter()
         with open_store(self.store_path) as store:
             records = [rec for run_id in self.run_ids
                        for rec in store.records(with_samples=True, run_id=run_id)]
         write_report(records, self.html_path, markdown_path=self.md_path,
                      title=f"edgekit report: {self.recipe.name}", source=str(self.store_path))
-        self.log.append({"stage": "report", "status": "done", "seconds": 0.0})
+        self.log.append({"stage": "report", "status": "done",
+                         "seconds": round(time.perf_counter() - start, 2)})
         self.on_event(f"report: {self.html_path}")
 
 

@@ -11,18 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from edgekit.net import free_port  # the tests import it from here too
+
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 MISSING = [name for name, path in (("sshd", SSHD), ("ssh", shutil.which("ssh")),
                                    ("scp", shutil.which("scp")),
                                    ("ssh-keygen", shutil.which("ssh-keygen"))) if not path]
 SKIP_REASON = (f"needs OpenSSH ({', '.join(MISSING)} missing): apt-get install openssh-server "
                "openssh-client") if MISSING else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(path: Path) -> str:

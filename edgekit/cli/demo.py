@@ -45,6 +45,7 @@ def recipe_dir() -> Path:
 def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> None:
     """Search each demo model's fastest artifact on this CPU; print the tables and reports."""
     from edgekit.cli.optimize import optimize_recipe, print_summary
+    from edgekit.runtimes.interference import disturbed_suffix
 
     out = Path(output)
     searches = {}
@@ -66,8 +67,7 @@ def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> No
             click.echo(f"{stem} on {device}: " + (
                 f"{won['name']} wins, {won['p50_ms']:.3f} ms ({won['speedup']:.2f}× the fp32 "
                 f"original's fastest runtime{_interval(won)}"
-                + (" ⚠ measured while the machine was disturbed"
-                   if won.get("speedup_disturbed") else "")
+                + disturbed_suffix(won.get("speedup_disturbed"))
                 + f"), top-1 {won['top1']:.2f}%" if won
                 else f"nothing meets the budget ({result['why']})"))
         click.echo(f"  report: {summary.get('report')}")

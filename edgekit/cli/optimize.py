@@ -242,6 +242,8 @@ def _ci(c: dict[str, Any]) -> str:
 
 
 def _cells(c: dict[str, Any]) -> list[str]:
+    from edgekit.runtimes.interference import disturbed_suffix
+
     def num(v: Any, fmt: str) -> str:
         return format(v, fmt) if isinstance(v, int | float) else "-"
 
@@ -249,7 +251,7 @@ def _cells(c: dict[str, Any]) -> list[str]:
     drop = c.get("drop_points")
     return [c["name"], c["status"], num(c.get("p50_ms"), ".3f"),
             num(c.get("speedup"), ".2f") + ("×" if c.get("speedup") else "") + _ci(c)
-            + (" ⚠" if c.get("speedup") and c.get("speedup_disturbed") else ""),
+            + disturbed_suffix(c.get("speedup") and c.get("speedup_disturbed"), short=True),
             num(c.get("top1"), ".2f"), num(None if drop is None else 0.0 - drop, "+.2f"),
             num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]
 

@@ -763,31 +763,21 @@ class Optimizer:
         (runtimes/speedup.py): the speed-up with its interval, cached like a measurement."""
         import json
 
-        from edgekit.runtimes.speedup import alternate, compare
-        from edgekit.validate.bench import open_runner
+        from edgekit.validate.bench import time_against_original
 
         path = self.cache.root / "confirmations" / \
             f"{digest(winner['key'], original['key'], rounds)}.json"
         if path.is_file():
             return json.loads(path.read_text())
-        import numpy as np
-
-        device, spec = search.device, self.bundle.spec
-        runners = {"candidate": open_runner(Path(winner["artifact"]), spec, device,
-                                            winner["params"]["target"].split(":")[0]),
-                   "original": open_runner(Path(original["artifact"]), spec, device,
-                                           original["target"].split(":")[0])}
-        x = np.ascontiguousarray(np.resize(self.eval_set.x[:search.batch],
-                                           (search.batch, *spec.shape[1:])), np.float32)
+        device = search.device
         self.say(f"{device.name}: timing {winner['name']} and the original together "
                  f"({rounds} alternating rounds)")
-        with self._device_lock(search):
-            timed = alternate(runners, x, device.latency, rounds)
-        result = compare(timed["candidate"], timed["original"],
-                         min_speedup=self.settings.min_speedup,
-                         confidence=device.latency.confidence)
-        result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
-                      reference_p50_ms=timed["original"]["p50_ms"])
+        result = time_against_original(
+            Path(winner["artifact"]), Path(original["artifact"]), self.bundle.spec, device,
+            self.eval_set.x, search.batch, runtime=winner["params"]["target"].split(":")[0],
+            original_runtime=original["target"].split(":")[0],
+            min_speedup=self.settings.min_speedup, confidence=device.latency.confidence,
+            rounds=rounds, around=self._device_lock(search))
         atomic_write_json(path, result)
         return result
 

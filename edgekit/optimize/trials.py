@@ -10,6 +10,7 @@ from typing import Any
 
 from edgekit.optimize.build import Arch
 from edgekit.optimize.cache import digest
+from edgekit.runtimes.interference import disturbed_suffix
 
 STUDY_DB = "optuna.db"
 
@@ -124,8 +125,7 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
            f"{winner['drop_points']:.2f}) and at least {min_speedup:g}× as fast as the fp32 "
            f"original on its fastest runtime: {winner['p50_ms']:.3f} ms, "
            f"{winner['speedup']:.2f}×{interval}")
-    if winner.get("speedup_disturbed"):  # (issue 18)
-        why += " ⚠ measured while the machine was disturbed"
+    why += disturbed_suffix(winner.get("speedup_disturbed"))  # (issue 18)
     return winner, why
 
 

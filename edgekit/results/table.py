@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.io.files import format_size
-from edgekit.runtimes.interference import DISTURBED_MARK, energy_cell, is_disturbed
+from edgekit.runtimes.interference import (
+    DISTURBED_MARK,
+    disturbed_suffix,
+    energy_cell,
+    is_disturbed,
+)
 
 COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-1",
            "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
@@ -18,7 +23,7 @@ def speedup_cell(record: dict[str, Any]) -> str:
     value = record.get("speedup")
     if value is None:
         return "-"
-    return f"{value:.2f}×" + (f" {DISTURBED_MARK}" if speedup_disturbed(record) else "")
+    return f"{value:.2f}×" + disturbed_suffix(speedup_disturbed(record), short=True)
 
 
 def speedup_disturbed(record: dict[str, Any]) -> bool:

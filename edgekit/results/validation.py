@@ -133,6 +133,7 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
     it is all there is. When none passes (or none says how fast it ran), the most compressed one
     decides (lowest precision, then the last one made, then the smallest file)."""
     from edgekit.errors import InputError
+    from edgekit.runtimes.interference import disturbed_suffix
 
     if not artifacts:
         raise InputError("there is no artifact to decide on")
@@ -153,8 +154,8 @@ def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
         at = f", p50 {p50:.3f} ms" if p50 is not None else ""
         speed = chosen.get("speedup")
         vs = f", {speed:.2f}× the original" if speed else ""
-        if speed and chosen.get("speedup_disturbed"):  # (issue 18) never without the mark
-            vs += " ⚠ measured while the machine was disturbed"
+        if speed:  # (issue 18) never without the mark
+            vs += disturbed_suffix(chosen.get("speedup_disturbed"))
         return chosen, f"the fastest artifact within the budget{at}{vs}"
     order = sorted(range(len(pool)), key=lambda i: (
         PRECISION_RANK.get(pool[i].get("precision", "fp32"), 3), -i,

@@ -21,6 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 BENIGN_GPU_REASONS = ["gpu_idle", "applications_clocks_setting", "display_clock_setting"]
 DISTURBED_MARK = "⚠"  # next to every number (and ratio) computed from a disturbed run
+DISTURBED_NOTE = f"{DISTURBED_MARK} measured while the machine was disturbed"
+
+
+def disturbed_suffix(disturbed: Any, short: bool = False) -> str:
+    """What follows a number (or ratio) from a disturbed run: " ⚠ measured while the machine was
+    disturbed" in a sentence, " ⚠" in a table cell (`short`); "" when `disturbed` is falsy."""
+    if not disturbed:
+        return ""
+    return f" {DISTURBED_MARK if short else DISTURBED_NOTE}"
 
 
 class InterferencePolicy(BaseModel):
@@ -131,6 +140,17 @@ def is_disturbed(stats: dict[str, Any] | None) -> bool:
     if "latency" in stats and isinstance(stats["latency"], dict):
         stats = stats["latency"]
     return stats.get("disturbed") is True
+
+
+def combined_verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One verdict over several timed runs (the rounds of an alternating timing): disturbed
+    when any kept run was, None when none could be judged; the reasons and reruns of all."""
+    flags = [r.get("disturbed") for r in runs]
+    disturbed = True if True in flags else (False if False in flags else None)
+    reasons = sorted({why for r in runs if r.get("disturbed") for why in
+                      r.get("disturbed_reasons", [])})
+    return {"disturbed": disturbed, "disturbed_reasons": reasons,
+            "reruns": sum(r.get("reruns", 0) for r in runs)}
 
 
 def measure_undisturbed(runner: Any, x: Any, protocol: Any,

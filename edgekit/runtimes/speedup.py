@@ -24,7 +24,7 @@ on a loaded 2-core machine, ONNX Runtime timed a second export of a model at 0.9
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,38 +113,60 @@ def describe(interval: dict[str, Any]) -> str:
 
 
 def alternate(runners: dict[str, Any], x: np.ndarray, protocol: Any, rounds: int = 6,
-              seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Time every runner on `x` in `rounds` alternating rounds (order reshuffled each round, so
-    none always follows the same other one), each round a share of the protocol (its minimum
-    queries and seconds over `rounds`, its warm-up in full the first time). Returns per label
-    the statistics of all its samples (runtimes.latency.latency_stats) with `samples_ms` and
-    `round_counts`, ready for `speedup_interval`."""
+              shuffle_seed: int | None = 0, *, whole_protocol: bool = False,
+              measure: Callable[[str, Any, np.ndarray, Any], dict[str, Any]] | None = None,
+              fields: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Time every runner on `x` in `rounds` alternating rounds, so that a load change on the
+    machine hits them all alike. The order is reshuffled each round (from `shuffle_seed`; None
+    keeps the runners' order), so none always follows the same other one. Each round is a share
+    of the protocol (its minimum queries and seconds over `rounds`, its warm-up in full the first
+    time), or with `whole_protocol` the whole protocol, warm-up included, every round.
+    `measure(label, runner, x, protocol)` times one round (default `runner.measure_latency`;
+    the benchmarks pass theirs, which reruns a disturbed round and tallies it).
+
+    Returns per label the statistics of all its samples (runtimes.latency.latency_stats) with
+    `samples_ms`, `round_counts` and `rounds`, ready for `speedup_interval` (with `fields`, only
+    those statistics), and the rounds' combined verdict on the machine (`disturbed`,
+    `disturbed_reasons`, `reruns`: interference.combined_verdict)."""
+    from edgekit.runtimes.interference import combined_verdict
     from edgekit.runtimes.latency import latency_stats
 
-    share = protocol.model_copy(update={
-        "min_queries": max(1, math.ceil(protocol.min_queries / rounds)),
-        "min_seconds": protocol.min_seconds / rounds,
-        "max_seconds": max(protocol.max_seconds / rounds, 1e-3)})
-    later = share.model_copy(update={"warmup_count": min(share.warmup_count, 3),
-                                     "warmup_seconds": 0.0})
+    if whole_protocol:
+        first = later = protocol
+    else:
+        first = protocol.model_copy(update={
+            "min_queries": max(1, math.ceil(protocol.min_queries / rounds)),
+            "min_seconds": protocol.min_seconds / rounds,
+            "max_seconds": max(protocol.max_seconds / rounds, 1e-3)})
+        later = first.model_copy(update={"warmup_count": min(first.warmup_count, 3),
+                                         "warmup_seconds": 0.0})
+    if measure is None:
+        def measure(label: str, runner: Any, x: np.ndarray, protocol: Any) -> dict[str, Any]:
+            return runner.measure_latency(x, protocol)
     samples: dict[str, list[float]] = {label: [] for label in runners}
     counts: dict[str, list[int]] = {label: [] for label in runners}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in runners}
     duration = dict.fromkeys(runners, 0.0)
     order = list(runners)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(shuffle_seed)
     for i in range(rounds):
-        rng.shuffle(order)
+        if shuffle_seed is not None:
+            rng.shuffle(order)
         for label in order:
-            stats = runners[label].measure_latency(x, share if i == 0 else later)
+            stats = measure(label, runners[label], x, first if i == 0 else later)
             samples[label] += list(stats["samples_ms"])
             counts[label].append(len(stats["samples_ms"]))
             duration[label] += stats["duration_s"]
+            runs[label].append(stats)
     out = {}
     for label in runners:
         stats = latency_stats(np.asarray(samples[label]), len(x), duration_s=duration[label],
                               protocol=protocol)
-        stats.update(samples_ms=samples[label], round_counts=counts[label], rounds=rounds)
-        out[label] = stats
+        if fields is not None:
+            stats = {k: stats[k] for k in fields}
+        else:
+            stats.update(samples_ms=samples[label], round_counts=counts[label], rounds=rounds)
+        out[label] = {**stats, **combined_verdict(runs[label])}
     return out
 
 

@@ -233,15 +233,43 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     return records
 
 
+def time_against_original(candidate: Path, original: Path, spec: InputSpec,
+                          device: DeviceProfile, images: np.ndarray, batch: int, *,
+                          runtime: str | None, original_runtime: str | None,
+                          min_speedup: float, confidence: float, rounds: int = 6,
+                          around: Any = None) -> dict[str, Any]:
+    """The candidate and the original timed together on `device`, in `rounds` alternating
+    rounds on the first `batch` images: a load change that would shift one of two separate
+    runs against the other hits both alike and pairs out (runtimes/speedup.py). Returns
+    speedup.compare's section (speed-up, interval, verdict against `min_speedup`) with both p50s
+    and `rounds`. `around` is a context manager held over the timed rounds only (a progress
+    line, a device lock)."""
+    import contextlib
+
+    from edgekit.runtimes.speedup import alternate, compare
+
+    runners = {"candidate": open_runner(candidate, spec, device, runtime),
+               "original": open_runner(original, spec, device, original_runtime)}
+    x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
+                             np.float32)
+    with around if around is not None else contextlib.nullcontext():
+        timed = alternate(runners, x, device.latency, rounds)
+    result = compare(timed["candidate"], timed["original"], min_speedup=min_speedup,
+                     confidence=confidence)
+    result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
+                  reference_p50_ms=timed["original"]["p50_ms"])
+    return result
+
+
 def confirm_slower(records: list[dict[str, Any]], ref_path: Path | None, device: DeviceProfile,
                    images: np.ndarray, min_speedup: float, rounds: int = 6) -> None:
-    """Time again, in alternating rounds with the original, every record whose speed-up the two
-    separate runs put wholly below `min_speedup`: a load change between two runs shifts one
-    against the other, while alternating rounds meet it alike and pair it out
-    (runtimes/speedup.py). The record's `speedup_vs` then holds the alternating interval, and
+    """Time again, in alternating rounds with the original (time_against_original), every
+    record whose speed-up the two separate runs put wholly below `min_speedup`: a load change
+    between two runs shifts one against the other, while alternating rounds meet it alike and
+    pair it out. The record's `speedup_vs` then holds the alternating interval, and
     the two-run one under `first_look`; its `speedup` and p50s (and the record's `speedup`) are
     the alternating rounds'; the record's own latency section is left as it was measured."""
-    from edgekit.runtimes.speedup import alternate, speedup_interval, verdict
+    from edgekit.runtimes.speedup import verdict
 
     if ref_path is None:
         return
@@ -252,23 +280,16 @@ def confirm_slower(records: list[dict[str, Any]], ref_path: Path | None, device:
                 or section.get("rounds"):
             continue
         spec = spec or spec_for(ref_path)
-        runtime, batch = record["runtime"], record["batch"]
-        runners = {"candidate": open_runner(Path(record["artifact"]), spec, device, runtime),
-                   "original": open_runner(ref_path, spec, device, runtime)}
-        x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
-                                 np.float32)
-        with progress(f"Confirming {Path(record['artifact']).name} against {ref_path.name} "
-                      f"({rounds} alternating rounds)", None):
-            timed = alternate(runners, x, device.latency, rounds)
-        interval = speedup_interval(
-            timed["candidate"]["samples_ms"], timed["original"]["samples_ms"],
-            confidence=section.get("confidence", device.latency.confidence),
-            candidate_rounds=timed["candidate"]["round_counts"],
-            original_rounds=timed["original"]["round_counts"])
+        runtime = record["runtime"]
+        interval = time_against_original(
+            Path(record["artifact"]), ref_path, spec, device, images, record["batch"],
+            runtime=runtime, original_runtime=runtime, min_speedup=min_speedup,
+            confidence=section.get("confidence", device.latency.confidence), rounds=rounds,
+            around=progress(f"Confirming {Path(record['artifact']).name} against "
+                            f"{ref_path.name} ({rounds} alternating rounds)", None))
         first = {k: section.get(k) for k in ("speedup", "ci_low", "ci_high", "method", "p50_ms",
                                              "reference_p50_ms")}
-        section.update({k: interval[k] for k in ("speedup", "ci_low", "ci_high", "method")},
-                       p50_ms=timed["candidate"]["p50_ms"],
-                       reference_p50_ms=timed["original"]["p50_ms"], first_look=first,
-                       rounds=rounds)
+        section.update({k: interval[k] for k in ("speedup", "ci_low", "ci_high", "method",
+                                                 "p50_ms", "reference_p50_ms")},
+                       first_look=first, rounds=rounds)
         record["speedup"] = section["speedup"]

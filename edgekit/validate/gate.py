@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
+from edgekit.runtimes.interference import disturbed_suffix
 
 __all__ = ["PRECISION_RANK", "Budget", "evaluate_gate", "pick_decisive"]
 
@@ -118,7 +119,7 @@ def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
     if speed.get("disturbed"):  # (issue 18) never a ratio from a disturbed run without the mark
         check["disturbed"] = speed["disturbed"]
         if reason:
-            check["reason"] = f"{reason} ⚠ measured while the machine was disturbed"
+            check["reason"] = reason + disturbed_suffix(True)
     return check
 
 

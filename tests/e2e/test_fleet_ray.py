@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.net import free_port, wait_for_port
 from tests.e2e import test_remote_ssh as ssh_tests
 from tests.e2e.test_remote_ssh import FAST_LATENCY, make_output_folder
-from tests.sshd import free_port
 
 # The loopback sshd device and its torch-less Python, as the SSH tests make them.
 sshd = ssh_tests.sshd
@@ -31,22 +31,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.ssh]
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    """The Ray Client server listens a moment after the head has started."""
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

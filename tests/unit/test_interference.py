@@ -476,6 +476,16 @@ def test_gate_and_decisive_artifact_never_print_a_disturbed_ratio_without_the_ma
     chosen, why = pick_decisive([{"name": "a", "passed": True, "p50_ms": 1.0, "speedup": 1.84,
                                   "speedup_disturbed": True}])
     assert why.endswith("1.84× the original ⚠ measured while the machine was disturbed")
+    chosen, why = pick_decisive([{"name": "a", "passed": True, "p50_ms": 1.0, "speedup": 1.84,
+                                  "speedup_disturbed": False}])
+    assert why.endswith("1.84× the original")
+    from edgekit.results.table import speedup_cell
+    from edgekit.runtimes.interference import disturbed_suffix
+
+    assert disturbed_suffix(None) == disturbed_suffix(False, short=True) == ""
+    assert disturbed_suffix(True, short=True) == " ⚠"  # table cells
+    assert speedup_cell({"speedup": 0.5, "speedup_vs": {"disturbed": ["x"]}}) == "0.50× ⚠"
+    assert speedup_cell({"speedup": 0.5, "latency": {"disturbed": False}}) == "0.50×"
 
 
 # --------------------------------------------------------------------- benchmarks (make bench)

@@ -148,3 +148,31 @@ def test_run_refuses_a_store_that_is_not_ours_before_any_work(tmp_path, capsys):
     assert exc.value.code == 2
     assert "not an edgekit results store" in capsys.readouterr().err
     assert store.read_text() == "not a database\n" and not out.exists()
+
+
+def test_run_times_the_training_of_its_model_in_the_model_stage(tmp_path, monkeypatch):
+    """A model trained on first use costs the model stage its training time (it was once logged
+    as 'model 0 s': the checkpoint was obtained before the stage's clock started)."""
+    import torch
+
+    from edgekit.recipe_run import run_recipe
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))  # nothing trained yet
+    recipe = _write(tmp_path, {
+        "recipe_version": 1, "name": "timed",
+        "model": {"arch": "edgekit.zoo:lenet5",
+                  "train": {"epochs": 1, "limit": 300, "batch_size": 32}},
+        "input": {"shape": [1, 1, 28, 28]},
+        "data": {"train": "fashion-mnist:train", "eval": "fashion-mnist:test", "eval_limit": 50},
+        "devices": [{"profile": "local-cpu", "threads": 1, "batch_sizes": [1],
+                     "latency": {"warmup_count": 1, "warmup_seconds": 0.0, "min_queries": 5,
+                                 "min_seconds": 0.0, "max_seconds": 1.0}}],
+        "budget": {"max_drop": 100.0}})
+    result = run_recipe(recipe, tmp_path / "out", on_event=lambda message: None)
+    seconds = {s["stage"]: s["seconds"] for s in result["stages"]}
+    (checkpoint,) = (tmp_path / "cache" / "models").glob("lenet5-*.pt")
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]
+    trained_s = meta["history"]["seconds"]
+    assert trained_s > 0.05  # enough that the old 0-second stage could not pass
+    assert seconds["model"] >= round(trained_s, 2)
+    assert seconds["report"] > 0  # the report stage is timed too, not logged as 0.0

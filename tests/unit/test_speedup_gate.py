@@ -295,6 +295,8 @@ def test_alternating_rounds_on_onnxruntime_same_model_is_never_slower(speed_fold
     timed = alternate(runners, x, protocol, rounds=6)
     assert all(len(t["round_counts"]) == 6 and sum(t["round_counts"]) == t["count"] >= 60
                for t in timed.values())
+    assert all(t["disturbed"] in (True, False, None) and t["reruns"] == 0  # the rounds' verdict
+               for t in timed.values())
     same = compare(timed["again"], timed["original"], min_speedup=1.0)
     assert same["verdict"] != "slower", same
     # a tie: the interval reaches into the margin under 1× (TIE_MARGIN), or it meets 1×
@@ -303,6 +305,29 @@ def test_alternating_rounds_on_onnxruntime_same_model_is_never_slower(speed_fold
     assert slow["verdict"] == "slower" and slow["ci_high"] < 1, slow
     assert slow["speedup"] == pytest.approx(timed["original"]["p50_ms"]
                                             / timed["model.slow"]["p50_ms"])
+
+
+def test_the_winner_and_a_slower_record_are_confirmed_by_one_alternating_timing(
+        speed_folder, quick_profile):
+    """validate's confirm_slower and optimize's winner confirmation share
+    validate.bench.time_against_original: both models opened on the device, timed together in
+    alternating rounds, the speed-up with its interval and verdict, both p50s and the rounds."""
+    from edgekit.devices import load_profile
+    from edgekit.validate.bench import time_against_original
+
+    folder, _, spec = speed_folder
+    device = load_profile(quick_profile(latency={
+        "warmup_count": 5, "warmup_seconds": 0.0, "min_queries": 60, "min_seconds": 0.06,
+        "max_seconds": 5.0}))
+    images = np.zeros((3, 1, 4, 4), np.float32)
+    slow = time_against_original(folder / "model.slow.onnx", folder / "original.onnx", spec,
+                                 device, images, 1, runtime="onnxruntime",
+                                 original_runtime="onnxruntime", min_speedup=1.0,
+                                 confidence=0.99, rounds=6)
+    assert slow["verdict"] == "slower" and slow["ci_high"] < 1 and slow["rounds"] == 6, slow
+    assert "6 alternating rounds (paired)" in slow["method"]
+    assert slow["speedup"] == pytest.approx(slow["reference_p50_ms"] / slow["p50_ms"])
+    assert slow["min_speedup"] == 1.0 and slow["confidence"] == 0.99
 
 
 def test_validate_never_fails_the_original_exported_again(speed_folder, quick_profile, capsys):
