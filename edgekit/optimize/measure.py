@@ -155,6 +155,6 @@ def alternate_on_device(artifacts: dict[str, tuple[Path, str]], device: Any, *, 
     except (HostKeyError, RemoteAuthError, RemotePathError):
         raise  # the device answered and refused: bad input, not a lost device
     except (RemoteError, OSError) as exc:
-        raise DeviceLostError(f"{device.name}: {getattr(exc, 'message', exc)}",
+        raise DeviceLostError(str(getattr(exc, "message", exc)),
                               hint="rerun the same command when the device is back: the "
                                    "confirmation is timed then") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,18 +110,27 @@ def alternate_remote(artifacts: dict[str, tuple[Path, str]], device: DeviceProfi
         sync_blobs(transport, device, payload, on_event)
     answer, reused, reason = run_prepared(transport, device, payload, job_timeout=job_timeout,
                                           poll_s=poll_s, on_event=on_event)
+    return collect_timed(answer, payload, device, set(artifacts), reused=reused, reason=reason)
+
+
+def collect_timed(answer: dict[str, Any], payload: Payload, device: DeviceProfile,
+                  labels: set[str], *, reused: bool = False, reason: str | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """The timed sample sets out of the agent's `result` answer for the job of `payload`, each
+    with `remote` (host, job id, whether the job had already run); RemoteError with the device's
+    own words when the rounds did not finish or failed there."""
     task = (answer.get("tasks") or [None])[0]
     status = answer.get("status") or {}
     if task is None:
         raise RemoteError(f"the alternating rounds did not finish on {device.host}: "
                           f"{status.get('reason') or reason or 'the job stopped'}",
                           hint="rerun the same command: the job is picked up again")
-    timed = (task.get("output") or {}).get("timed") if isinstance(task.get("output"), dict) \
-        else None
-    if task.get("error") or not isinstance(timed, dict) or set(timed) != set(artifacts):
+    output = task.get("output")
+    timed = output.get("timed") if isinstance(output, dict) else None
+    if task.get("error") or not isinstance(timed, dict) or set(timed) != labels:
         raise RemoteError(f"the alternating rounds failed on {device.host}: "
                           + _last_line(task.get("error") or "no output"),
                           hint=f"see jobs/{payload.job_id}/logs/ in the device's workdir")
     where = {"host": device.host, "job_id": payload.job_id, "reused": reused,
-             "finished": status.get("finished") or time.time()}
+             "finished": status.get("finished")}
     return {label: {**stats, "remote": where} for label, stats in timed.items()}
