@@ -11,7 +11,8 @@ as a one-artifact validation job instead: it runs on the node that owns the devi
 `alternate_on_device` times two artifacts together in alternating rounds (the winner and the
 original, to confirm the winner): here with `speedup.alternate` for a local device, on the
 device itself through edgekit.remote.alternate for a remote one (the same function, run by the
-device's edgekit), so both come back as the same sample sets for `speedup.compare`.
+device's edgekit), and with `executor` (Ray) by one task on the node that owns the device, which
+runs this same function there; all come back as the same sample sets for `speedup.compare`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ class ConfirmationUnavailableError(EdgekitError):
     interval of its two separate runs)."""
 
     exit_code = 1
-
-
-# Why a device measured through the Ray executor (`edgekit optimize --cluster`) is not confirmed:
-# a Ray unit is one validation job of one artifact (`run_here` on the node); timing two artifacts
-# together would need a second kind of unit on the node, not built yet.
-RAY_NOT_CONFIRMED = ("the Ray executor (--cluster) runs one validation job per artifact on the "
-                     "node; timing two artifacts together there is not supported yet")
 
 
 def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec: Any,
@@ -134,8 +128,15 @@ def alternate_on_device(artifacts: dict[str, tuple[Path, str]], device: Any, *, 
     device's latency protocol (runtimes/speedup.py: `alternate`). A remote device runs the same
     function there (edgekit.remote.alternate); one that stops answering raises DeviceLostError,
     a device the rounds cannot run on ConfirmationUnavailableError."""
-    if executor is not None:
-        raise ConfirmationUnavailableError(RAY_NOT_CONFIRMED)
+    if executor is not None:  # Ray: this function runs again on the node that owns the device
+        from edgekit.executors.ray import ClusterError
+
+        try:
+            return executor.alternate(artifacts, device, spec=spec, x=x, rounds=rounds,
+                                      time_here=alternate_on_device)
+        except ClusterError as exc:
+            raise DeviceLostError(exc.message, hint="rerun the same command when the node "
+                                  "that owns the device is back") from None
     if not device.is_remote:
         from edgekit.runtimes.speedup import alternate
         from edgekit.validate.bench import open_runner

@@ -804,8 +804,9 @@ class Optimizer:
                          confidence=device.latency.confidence)
         result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
                       reference_p50_ms=timed["original"]["p50_ms"])
-        if timed["candidate"].get("remote"):  # timed on the device: which job did it
-            result["remote"] = timed["candidate"]["remote"]
+        for where in ("remote", "ray"):  # timed on the device, or on its node: which job
+            if timed["candidate"].get(where):
+                result[where] = timed["candidate"][where]
         atomic_write_json(path, result)
         return result
 
