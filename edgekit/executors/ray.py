@@ -38,6 +38,10 @@ from edgekit.errors import EdgekitError, InputError, MissingDependencyError
 from edgekit.executors.base import Executor, RunHere, ValidationJob
 from edgekit.results.validation import RuntimeStatus, ValidationResult
 
+# The caller's timing of artifacts in alternating rounds ({label: (path, runtime)}, device,
+# spec=, x=, rounds=) -> {label: statistics}, run on the node (edgekit.optimize.measure's).
+TimeHere = Callable[..., dict[str, dict[str, Any]]]
+
 # Ray keeps a loopback address as loopback only with this set (it otherwise swaps 127.0.0.1 for
 # the machine's outward address, where a loopback-bound cluster does not listen).
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -253,18 +257,9 @@ def _blob(sha: str, ref_box: list[Any]) -> Path:
     return path
 
 
-def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str, list[Any]]],
-              unit: dict[str, Any], version: str) -> dict[str, Any]:
-    """Runs on the node that owns the device: lay out the job folder from the cached blobs and
-    validate one artifact with the executor the profile asks for (local, or SSH from here)."""
-    import ray
-
-    from edgekit.executors.base import executor_name, get_executor
-
-    if version != __version__:
-        raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
-                           f"{version}", hint="install the same edgekit everywhere")
-    folder = _cache_dir() / "jobs" / unit["job_id"]
+def _lay_out(job_id: str, files: dict[str, tuple[str, list[Any]]]) -> Path:
+    """The job's folder on this node, its files linked from the cached blobs."""
+    folder = _cache_dir() / "jobs" / job_id
     for rel, (sha, box) in files.items():
         dest = folder / rel
         if not dest.is_file():
@@ -276,6 +271,40 @@ def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str,
             except OSError:
                 tmp.write_bytes(_blob(sha, box).read_bytes())
             os.replace(tmp, dest)
+    return folder
+
+
+def _alternate_unit(time_here: TimeHere, device: Any, files: dict[str, tuple[str, list[Any]]],
+                    artifacts: dict[str, tuple[str, str]], job_id: str, spec: Any, x: Any,
+                    rounds: int, resource: str, version: str) -> dict[str, dict[str, Any]]:
+    """Runs on the node that owns the device: lay out the artifacts from the cached blobs and
+    time them together in alternating rounds with `time_here` (here for a local profile, over
+    SSH from this node for one with `host:`)."""
+    import ray
+
+    if version != __version__:
+        raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
+                           f"{version}", hint="install the same edgekit everywhere")
+    folder = _lay_out(job_id, files)
+    timed = time_here({label: (folder / rel, runtime) for label, (rel, runtime)
+                       in artifacts.items()}, device, spec=spec, x=x, rounds=rounds)
+    where = {"node_id": ray.get_runtime_context().get_node_id(),
+             "node_ip": ray.util.get_node_ip_address(), "resource": resource, "job_id": job_id}
+    return {label: {**stats, "ray": where} for label, stats in timed.items()}
+
+
+def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str, list[Any]]],
+              unit: dict[str, Any], version: str) -> dict[str, Any]:
+    """Runs on the node that owns the device: lay out the job folder from the cached blobs and
+    validate one artifact with the executor the profile asks for (local, or SSH from here)."""
+    import ray
+
+    from edgekit.executors.base import executor_name, get_executor
+
+    if version != __version__:
+        raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
+                           f"{version}", hint="install the same edgekit everywhere")
+    folder = _lay_out(unit["job_id"], files)
     node_job = dataclasses.replace(job, target=folder / unit["target"],
                                    eval_source=str(folder / unit["eval"]), data_dir=None,
                                    limit=None, artifact=None)
@@ -340,6 +369,47 @@ class RayExecutor(Executor):
                 for i, unit in enumerate(units)}
         answers, failures = self._wait(refs, units, device.name)
         return self._assemble(job, payload, run_id, units, answers, failures)
+
+    def alternate(self, artifacts: dict[str, tuple[Path, str]], device: Any, *, spec: Any,
+                  x: Any, rounds: int, time_here: TimeHere) -> dict[str, dict[str, Any]]:
+        """{label: latency statistics with samples and round counts} of `artifacts`
+        ({label: (path, runtime)}) timed together in `rounds` alternating rounds by one Ray
+        task on the node that owns the device (`time_here` runs there: the caller's timing,
+        which sits above the executors). Each label's files go through the object store by
+        sha256, as a validation job's do. ClusterError when no node offers the device or the
+        task failed."""
+        import hashlib
+
+        from edgekit.io.files import sha256_file
+        from edgekit.remote.payload import _siblings, safe_relpath
+
+        cluster = self.cluster
+        if not cluster.offering(self.resource):
+            raise ClusterError(f"no node of the cluster offers {self.resource} (device "
+                               f"{device.name})", hint=f"start the node that owns it with ray "
+                               f"start --resources '{{\"{self.resource}\": 1}}'")
+        files: dict[str, tuple[str, list[Any]]] = {}
+        where: dict[str, tuple[str, str]] = {}
+        for label, (path, runtime) in artifacts.items():
+            path = Path(path)
+            for one in [path, *_siblings(path)]:
+                rel, sha = f"{label}/{safe_relpath(one, path.parent)}", sha256_file(one)
+                files[rel] = (sha, [cluster.put_file(one, sha)])
+            where[label] = (f"{label}/{path.name}", runtime)
+        job_id = hashlib.sha256(repr((sorted((r, s) for r, (s, _) in files.items()), where,
+                                      rounds)).encode()).hexdigest()[:24]
+        task = self.cluster.ray.remote(_alternate_unit).options(
+            resources={self.resource: 1}, num_cpus=0, max_retries=cluster.max_retries,
+            retry_exceptions=False, name=f"edgekit-alternate:{device.name}")
+        ref = task.remote(time_here, device, files, where, job_id, spec, x, rounds,
+                          self.resource, __version__)
+        answers, failures = self._wait({ref: 0}, [{"rel": "the alternating rounds"}],
+                                       device.name)
+        if failures:
+            raise ClusterError(f"device {device.name}: the alternating rounds were not timed: "
+                               f"{failures[0]}", hint="check the node that owns it (ray "
+                               "status), then rerun")
+        return answers[0]
 
     def _wait(self, refs: dict[Any, int], units: list[dict[str, Any]], name: str
               ) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:

@@ -7,6 +7,12 @@ validator's remote path (`edgekit.validate.validator.validate`, which hands the 
 edgekit.remote), one job at a time; the search waits on the device. With `executor` (the Ray
 executor of `edgekit optimize --cluster`, made per device), any device's candidate is sent to it
 as a one-artifact validation job instead: it runs on the node that owns the device.
+
+`alternate_on_device` times two artifacts together in alternating rounds (the winner and the
+original, to confirm the winner): here with `speedup.alternate` for a local device, on the
+device itself through edgekit.remote.alternate for a remote one (the same function, run by the
+device's edgekit), and with `executor` (Ray) by one task on the node that owns the device, which
+runs this same function there; all come back as the same sample sets for `speedup.compare`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from edgekit.errors import EdgekitError, MissingDependencyError
 
 class DeviceLostError(EdgekitError):
     """A remote device stopped answering during the search (its partial front is kept)."""
+
+    exit_code = 1
+
+
+class ConfirmationUnavailableError(EdgekitError):
+    """Two artifacts cannot be timed together on this device (the winner then stands on the
+    interval of its two separate runs)."""
 
     exit_code = 1
 
@@ -106,3 +119,43 @@ def engine_missing_reason(result: Any, precision: str) -> str:
         return ("TensorRT is not usable on the device"
                 + (f" ({'; '.join(missing)})" if missing else " (not installed, or no GPU)"))
     return f"the job returned no tensorrt {precision} record"
+
+
+def alternate_on_device(artifacts: dict[str, tuple[Path, str]], device: Any, *, spec: Any,
+                        x: Any, rounds: int, executor: Any = None) -> dict[str, dict[str, Any]]:
+    """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
+    ({label: (path, runtime)}) timed on `device` on `x` in `rounds` alternating rounds with the
+    device's latency protocol (runtimes/speedup.py: `alternate`). A remote device runs the same
+    function there (edgekit.remote.alternate); one that stops answering raises DeviceLostError,
+    a device the rounds cannot run on ConfirmationUnavailableError."""
+    if executor is not None:  # Ray: this function runs again on the node that owns the device
+        from edgekit.executors.ray import ClusterError
+
+        try:
+            return executor.alternate(artifacts, device, spec=spec, x=x, rounds=rounds,
+                                      time_here=alternate_on_device)
+        except ClusterError as exc:
+            raise DeviceLostError(exc.message, hint="rerun the same command when the node "
+                                  "that owns the device is back") from None
+    if not device.is_remote:
+        from edgekit.runtimes.speedup import alternate
+        from edgekit.validate.bench import open_runner
+
+        runners = {label: open_runner(Path(path), spec, device, runtime)
+                   for label, (path, runtime) in artifacts.items()}
+        return alternate(runners, x, device.latency, rounds)
+    if any(runtime == "tensorrt" for _, runtime in artifacts.values()):
+        raise ConfirmationUnavailableError(
+            "TensorRT engines are built inside each validation job on the device and are not "
+            "kept as blobs there; timing one with another artifact is not supported yet")
+    from edgekit.remote import HostKeyError, RemoteAuthError, RemoteError, RemotePathError
+    from edgekit.remote.alternate import alternate_remote
+
+    try:
+        return alternate_remote(artifacts, device, spec=spec, x=x, rounds=rounds)
+    except (HostKeyError, RemoteAuthError, RemotePathError):
+        raise  # the device answered and refused: bad input, not a lost device
+    except (RemoteError, OSError) as exc:
+        raise DeviceLostError(str(getattr(exc, "message", exc)),
+                              hint="rerun the same command when the device is back: the "
+                                   "confirmation is timed then") from None

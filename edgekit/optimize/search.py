@@ -13,8 +13,9 @@ Per device:
      `promote_margin` points of entering the front (successive halving);
   4. the winner is the fastest candidate within the accuracy budget that is not slower than the
      original's fastest runtime beyond the noise (a speed-up interval from the samples,
-     runtimes/speedup.py); a tie within the noise goes to the simpler artifact; on a local device
-     the winner is timed again with the original in alternating rounds before it is chosen. It
+     runtimes/speedup.py); a tie within the noise goes to the simpler artifact; the winner is
+     timed again with the original in alternating rounds on its device (a remote one included)
+     before it is chosen. It
      is copied into out/<device>/ with a manifest that says what was tried, what each candidate
      cost and measured, and why the winner won.
 Every export and measurement is cached (edgekit.optimize.cache), so a rerun measures nothing twice.
@@ -45,7 +46,12 @@ from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.build import Arch, Builder
 from edgekit.optimize.cache import CandidateCache, device_state, digest
-from edgekit.optimize.measure import DeviceLostError, measure_on_device
+from edgekit.optimize.measure import (
+    ConfirmationUnavailableError,
+    DeviceLostError,
+    alternate_on_device,
+    measure_on_device,
+)
 from edgekit.optimize.space import OptimizeSettings, parse_duration
 from edgekit.optimize.trials import (
     STUDY_DB,
@@ -721,9 +727,11 @@ class Optimizer:
                 ) -> tuple[dict[str, Any] | None, str]:
         """The winner: the fastest within the budget and not slower than the original beyond
         the noise (`choose`); a simpler candidate it only ties with takes its place
-        (`prefer_simpler`); on a local device, a winner that is not the original is timed again
-        in alternating rounds with the fastest original, and dropped if that shows it slower,
-        or replaced by the original if it only ties with it."""
+        (`prefer_simpler`); a winner that is not the original is timed again in alternating
+        rounds with the fastest original on its device (here, or on the remote device), and
+        dropped if that shows it slower, or replaced by the original if it only ties with it.
+        When that cannot be done (the device dropped, the Ray executor), the winner stands on
+        its two-run interval and `confirmation_failed` and the why say so."""
         min_speedup = self.settings.min_speedup
         pool = list(candidates)
         while True:
@@ -735,9 +743,17 @@ class Optimizer:
                 lambda a, b: self._interval(search, a["key"], b["key"], 1.0))
             why = tie or why
             original = search.fastest_baseline
-            if not search.measured_here or winner["key"] == original["key"]:
+            if winner["key"] == original["key"]:
                 return winner, why
-            confirmed = self._confirm(search, winner, original)
+            try:
+                confirmed = self._confirm(search, winner, original)
+            except (DeviceLostError, ConfirmationUnavailableError) as exc:
+                # the winner stands on the interval of its two runs; not cached: a rerun tries again
+                winner["confirmation_failed"] = exc.message
+                self.say(f"{search.device.name}: the winner was not confirmed: {exc.message}")
+                return winner, (f"{why}; not confirmed against the original in alternating "
+                                f"rounds ({exc.message}): it stands on the interval of its two "
+                                "separate runs")
             winner["confirmed"] = confirmed
             from edgekit.runtimes.speedup import describe
 
@@ -759,8 +775,9 @@ class Optimizer:
 
     def _confirm(self, search: DeviceSearch, winner: dict[str, Any],
                  original: dict[str, Any], rounds: int = 6) -> dict[str, Any]:
-        """The winner and the fastest fp32 original timed in alternating rounds on this device
-        (runtimes/speedup.py): the speed-up with its interval, cached like a measurement."""
+        """The winner and the fastest fp32 original timed in alternating rounds on the device
+        (runtimes/speedup.py; on a remote device by the device itself, measure.py): the
+        speed-up with its interval, cached like a measurement."""
         import json
 
         from edgekit.validate.bench import time_against_original
@@ -777,7 +794,10 @@ class Optimizer:
             self.eval_set.x, search.batch, runtime=winner["params"]["target"].split(":")[0],
             original_runtime=original["target"].split(":")[0],
             min_speedup=self.settings.min_speedup, confidence=device.latency.confidence,
-            rounds=rounds, around=self._device_lock(search))
+            rounds=rounds, around=self._device_lock(search),
+            timer=lambda artifacts, x: alternate_on_device(
+                artifacts, device, spec=self.bundle.spec, x=x, rounds=rounds,
+                executor=search.executor))
         atomic_write_json(path, result)
         return result
 

@@ -8,6 +8,7 @@ there and the records come home. The validator reaches this package only through
     device.py   what the device has and lacks, and the one command that fixes each piece
     payload.py  what one validation sends: artifacts, eval sets, tasks, the job id
     job.py      one validation job, from the device check to the records
+    alternate.py two artifacts timed together in alternating rounds on the device (a job)
 """
 
 from __future__ import annotations

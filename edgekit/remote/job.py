@@ -175,6 +175,54 @@ def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, ti
         interval = min(poll_s, interval * 1.5)
 
 
+def checked_device(transport: SSHTransport, device: DeviceProfile,
+                   on_event: Callable[[str], None] = _say) -> DeviceReport:
+    """The device's report; raises when something blocking is missing, says what else is."""
+    on_event(f"checking {device.name} at {_target_label(device)}")
+    report = check_remote(device, transport=transport)
+    for warning in report.warnings:
+        on_event(f"warning: {warning}")
+    blocking = [m for m in report.missing if m["blocking"]]
+    if blocking:
+        first = blocking[0]
+        raise MissingDependencyError(f"{device.host} cannot run the validation: missing "
+                                     f"{first['what']}", hint=f"on the device: {first['fix']}")
+    for m in report.missing:
+        on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
+    return report
+
+
+def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payload, *,
+                 job_timeout: float, poll_s: float, on_event: Callable[[str], None] = _say
+                 ) -> tuple[dict[str, Any], bool, str | None]:
+    """Prepare the job of `payload` (its blobs already sent), start it (or reattach to it, or
+    collect it when it already ran), wait for it and fetch what it produced:
+    (the agent's result answer, whether the job had already run, why it stopped early)."""
+    transport.agent("prepare", {
+        "workdir": device.workdir, "job_id": payload.job_id,
+        "files": payload.sha, "device_profile": payload.device_yaml,
+        "job": {"tasks": payload.tasks, "timeout": job_timeout, "python": device.python,
+                "edgekit_version": __version__}})
+    state = start_job(transport, device, payload.job_id, wait_s=job_timeout, poll_s=poll_s,
+                      on_event=on_event)
+    reused = state == "done"
+    on_event({"done": f"job {payload.job_id[:12]} already ran on {device.host}; collecting it",
+              "running": f"job {payload.job_id[:12]} is already running on {device.host}; "
+                         "waiting for it",
+              "started": f"job {payload.job_id[:12]} started on {device.host}"}[state])
+    reason = None
+    if not reused:
+        try:
+            _, reason = wait_job(transport, device, payload.job_id, timeout_s=job_timeout,
+                                 poll_s=poll_s, on_event=on_event)
+        except KeyboardInterrupt:
+            on_event(f"job {payload.job_id[:12]} keeps running on {device.host}; rerun the same "
+                     "command to collect it")
+            raise
+    answer = transport.agent("result", {"workdir": device.workdir, "job_id": payload.job_id})
+    return answer, reused, reason
+
+
 def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: str,
                     budget: Any = None, batches: list[int] | None = None,
                     data_dir: str | None = None, limit: int | None = None,
@@ -200,17 +248,7 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                                    artifact=artifact, run_id=run_id, job_timeout=job_timeout,
                                    rerun=rerun,
                                    transport=own, poll_s=poll_s, on_event=on_event)
-    on_event(f"checking {device.name} at {_target_label(device)}")
-    report = check_remote(device, transport=transport)
-    for warning in report.warnings:
-        on_event(f"warning: {warning}")
-    blocking = [m for m in report.missing if m["blocking"]]
-    if blocking:
-        first = blocking[0]
-        raise MissingDependencyError(f"{device.host} cannot run the validation: missing "
-                                     f"{first['what']}", hint=f"on the device: {first['fix']}")
-    for m in report.missing:
-        on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
+    report = checked_device(transport, device, on_event)
     # Version skew: an artifact the device's runtime cannot load is refused before copying.
     from edgekit.remote.compat import check_skew
 
@@ -229,28 +267,8 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                 + "; ".join(f"{s['artifact']}: {s['reason']}" for s in payload.skipped),
                 hint="install the missing runtime on the device (see above)")
         copied = sync_blobs(transport, device, payload, on_event)
-    transport.agent("prepare", {
-        "workdir": device.workdir, "job_id": payload.job_id,
-        "files": payload.sha, "device_profile": payload.device_yaml,
-        "job": {"tasks": payload.tasks, "timeout": job_timeout, "python": device.python,
-                "edgekit_version": __version__}})
-    state = start_job(transport, device, payload.job_id, wait_s=job_timeout, poll_s=poll_s,
-                      on_event=on_event)
-    reused = state == "done"
-    on_event({"done": f"job {payload.job_id[:12]} already ran on {device.host}; collecting it",
-              "running": f"job {payload.job_id[:12]} is already running on {device.host}; "
-                         "waiting for it",
-              "started": f"job {payload.job_id[:12]} started on {device.host}"}[state])
-    reason = None
-    if not reused:
-        try:
-            _, reason = wait_job(transport, device, payload.job_id, timeout_s=job_timeout,
-                                 poll_s=poll_s, on_event=on_event)
-        except KeyboardInterrupt:
-            on_event(f"job {payload.job_id[:12]} keeps running on {device.host}; rerun the same "
-                     "command to collect it")
-            raise
-    answer = transport.agent("result", {"workdir": device.workdir, "job_id": payload.job_id})
+    answer, reused, reason = run_prepared(transport, device, payload, job_timeout=job_timeout,
+                                          poll_s=poll_s, on_event=on_event)
     result = _assemble(payload, device, report, answer, budget, reason=reason)
     result.reused, result.copied = reused, copied
     result.decide(artifact, partial_reason=result.partial_reason if result.partial else None)

@@ -211,14 +211,22 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
     tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
     task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
     sha = {rel: sha256_file(path) for rel, path in files.items()}
-    identity = {"files": sha, "tasks": tasks, "device": device_yaml, "timeout": job_timeout,
-                "device_state": device_state(report), "nonce": nonce, "run_id": run_id}
-    job_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    job_id = job_identity(sha, tasks, device_yaml, job_timeout, report, nonce, run_id)
     run_id = run_id or f"remote-{job_id[:16]}"
     for task in tasks:
         task["argv"] = [a.replace('"{run_id}"', json.dumps(run_id)) for a in task["argv"]]
     return Payload(folder, files, sha, tasks, task_artifacts, by_rel, eval_counts, skipped,
                    device_yaml, eval_source, job_id, run_id)
+
+
+def job_identity(sha: dict[str, str], tasks: list[dict[str, Any]], device_yaml: str,
+                 job_timeout: float, report: DeviceReport | None, nonce: str = "",
+                 run_id: str | None = None) -> str:
+    """The job id: a hash of everything that defines the measurement (files, tasks, profile,
+    timeout, the device's state), so a rerun reattaches to or collects the same job."""
+    identity = {"files": sha, "tasks": tasks, "device": device_yaml, "timeout": job_timeout,
+                "device_state": device_state(report), "nonce": nonce, "run_id": run_id}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def device_state(report: DeviceReport | None) -> dict[str, Any]:

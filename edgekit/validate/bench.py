@@ -237,27 +237,36 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
                           device: DeviceProfile, images: np.ndarray, batch: int, *,
                           runtime: str | None, original_runtime: str | None,
                           min_speedup: float, confidence: float, rounds: int = 6,
-                          around: Any = None) -> dict[str, Any]:
+                          around: Any = None, timer: Any = None) -> dict[str, Any]:
     """The candidate and the original timed together on `device`, in `rounds` alternating
     rounds on the first `batch` images: a load change that would shift one of two separate
     runs against the other hits both alike and pairs out (runtimes/speedup.py). Returns
     speedup.compare's section (speed-up, interval, verdict against `min_speedup`) with both p50s
     and `rounds`. `around` is a context manager held over the timed rounds only (a progress
-    line, a device lock)."""
+    line, a device lock). `timer(artifacts, x)`, with artifacts {label: (path, runtime)},
+    times them elsewhere (optimize: on a remote device or its Ray node); its statistics may
+    say where (`remote`, `ray`), which the result keeps. By default they are timed here."""
     import contextlib
 
     from edgekit.runtimes.speedup import alternate, compare
 
-    runners = {"candidate": open_runner(candidate, spec, device, runtime),
-               "original": open_runner(original, spec, device, original_runtime)}
+    artifacts = {"candidate": (candidate, runtime), "original": (original, original_runtime)}
     x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
                              np.float32)
     with around if around is not None else contextlib.nullcontext():
-        timed = alternate(runners, x, device.latency, rounds)
+        if timer is not None:
+            timed = timer(artifacts, x)
+        else:
+            runners = {label: open_runner(path, spec, device, rt)
+                       for label, (path, rt) in artifacts.items()}
+            timed = alternate(runners, x, device.latency, rounds)
     result = compare(timed["candidate"], timed["original"], min_speedup=min_speedup,
                      confidence=confidence)
     result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
                   reference_p50_ms=timed["original"]["p50_ms"])
+    for where in ("remote", "ray"):  # timed on the device, or on its node: which job
+        if timed["candidate"].get(where):
+            result[where] = timed["candidate"][where]
     return result
 
 

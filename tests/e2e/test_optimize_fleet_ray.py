@@ -13,6 +13,7 @@ from tests.e2e import test_fleet_ray as ray_tests  # skips this module without R
 from tests.e2e.test_optimize_fleet import CALIB, LATENCY
 
 cluster = ray_tests.cluster  # the loopback cluster fixture
+sshd, device_python = ray_tests.sshd, ray_tests.device_python  # its SSH device (on worker 2)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -60,3 +61,55 @@ def test_optimize_on_the_loopback_ray_cluster(cluster, zoo_checkpoint, tmp_path)
             assert record["ray"]["resource"] == f"edgekit-device:{name}"
             assert record["ray"]["node_ip"] == "127.0.0.1" and record["device"] == name
         assert (out / name / Path(result["winner"]["path"]).name).is_file()
+
+
+@pytest.mark.parametrize("name, node", [("cpu-a", "head"), ("loopback", "worker-2")])
+def test_a_winner_on_the_cluster_is_confirmed_on_its_node(cluster, zoo_checkpoint, tmp_path,
+                                                          request, name, node):
+    """A winner that is not the original (LeNet-5 pruned by 75 %, timed at batch 32, where it is
+    clearly faster) is timed again with the original in alternating rounds by a Ray task on
+    the node that owns the device: in that task for a local profile, over SSH from that node
+    for the loopback sshd device (by a job on the device); a rerun takes it from the cache."""
+    pytest.importorskip("optuna")
+    from edgekit.devices import DeviceProfile
+    from edgekit.fleetfile import fleet_device
+    from edgekit.optimize.search import Optimizer
+    from edgekit.optimize.space import DistillSchedule, OptimizeSettings
+
+    _, address, _ = cluster
+    profile = {"name": name, "kind": "cpu", "threads": 1, "batch_sizes": [1],
+               "runtimes": {"onnxruntime": {"precisions": ["fp32"]}}, "latency": LATENCY}
+    if name == "loopback":
+        profile.update(python=request.getfixturevalue("device_python"),
+                       workdir=str(tmp_path / "device"),
+                       **request.getfixturevalue("sshd").profile_fields())
+    device = fleet_device(DeviceProfile.model_validate(profile), node=node)
+    settings = OptimizeSettings(prune=[0.0, 0.75], dwsep=["off"], runtimes=["onnxruntime"],
+                                precisions=["fp32"], batch=32, trials=2,
+                                distill=DistillSchedule(short_limit=200, full_limit=200,
+                                                        promote_margin=100.0))
+    out = tmp_path / "out"
+
+    def search() -> dict:
+        return Optimizer(zoo_checkpoint("lenet5"), [device], settings, out_dir=out,
+                         eval_source="fashion-mnist:test", eval_limit=100, max_drop=100.0,
+                         train_source="fashion-mnist:train", calib_source=CALIB,
+                         cluster=address).run()["devices"][name]
+
+    result = search()
+    winner = result["winner"]
+    assert winner["name"] == "prune 0.75 onnxruntime:fp32", result["why"]
+    confirmed = winner["confirmed"]
+    assert confirmed["rounds"] == 6 and confirmed["segments"] == [6, 6]
+    assert confirmed["verdict"] in ("meets", "indistinguishable")
+    assert confirmed["ray"]["resource"] == f"edgekit-device:{name}"
+    assert confirmed["ray"]["node_ip"] == "127.0.0.1"
+    if name == "loopback":  # timed on the device by a job there, sent from the node
+        assert confirmed["remote"]["host"].endswith("@127.0.0.1")
+        assert (tmp_path / "device" / "jobs" / confirmed["remote"]["job_id"]).is_dir()
+    assert "confirmed against the original" in result["why"]
+    cached = list((out / "cache" / "confirmations").glob("*.json"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    assert search()["winner"]["confirmed"] == confirmed  # from the cache: not timed again
+    assert cached[0].stat().st_mtime_ns == stamp

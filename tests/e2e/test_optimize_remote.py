@@ -125,3 +125,69 @@ def test_tensorrt_candidates_on_a_device_without_tensorrt_are_skipped_with_its_r
     assert all("TensorRT is not usable on the device" in c["why"] for c in trt)
     assert "tensorrt candidates skipped" in proc.stderr
     assert result["winner"]["params"]["target"].startswith("onnxruntime:")
+
+
+def test_remote_winner_is_confirmed_on_the_device_and_a_rerun_times_nothing(
+        sshd, zoo_checkpoint, tmp_path):
+    """A winner that is not the original (LeNet-5 pruned by 75 %, timed at batch 32, where it
+    is clearly faster) is timed again with the original in alternating rounds on the device,
+    by a job there; the rerun takes the confirmation from the cache and starts no job. With
+    the device gone and the confirmation not cached, the winner stands on its two-run
+    interval and the why says the confirmation failed and why."""
+    path = Path(write_profile(tmp_path / "loopback.yaml", sshd, tmp_path / "device"))
+    data = yaml.safe_load(path.read_text())
+    data["runtimes"]["onnxruntime"]["precisions"] = ["fp32"]
+    path.write_text(yaml.safe_dump(data))
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "prune": [0, 0.75], "dwsep": ["off"], "precisions": ["fp32"], "batch": 32,
+        "distill": {"short_limit": 200, "full_limit": 200, "promote_margin": 100.0}}))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "edgekit", "optimize", str(zoo_checkpoint("lenet5")),
+            "--device", str(path), "--space", str(space), "--train", "fashion-mnist:train",
+            "--eval", "fashion-mnist:test", "--eval-limit", "200", "--max-drop", "100",
+            "--trials", "2", "--json", "-o", str(out)]
+    first = subprocess.run(argv, cwd=ROOT, env=ENV, text=True, capture_output=True, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads(first.stdout)["devices"]["loopback"]
+    winner, original = result["winner"], result["baselines"]["onnxruntime"]
+    assert winner["name"] == "prune 0.75 onnxruntime:fp32" and winner["key"] != original["key"]
+    confirmed = winner["confirmed"]
+    assert confirmed["rounds"] == 6 and confirmed["segments"] == [6, 6]
+    assert confirmed["method"] == "t interval over 6 alternating rounds (paired)"
+    assert confirmed["verdict"] in ("meets", "indistinguishable")
+    assert confirmed["ci_low"] <= confirmed["speedup"] <= confirmed["ci_high"]
+    # timed on the device, by a job of its own, with the original's samples beside the winner's
+    assert confirmed["remote"]["host"].endswith("@127.0.0.1") and not confirmed["remote"]["reused"]
+    jobs = {p.name for p in (tmp_path / "device" / "jobs").iterdir()}
+    assert confirmed["remote"]["job_id"] in jobs
+    assert confirmed["speedup"] == pytest.approx(confirmed["reference_p50_ms"]
+                                                 / confirmed["p50_ms"], rel=0.2)
+    assert "confirmed against the original" in result["why"]
+    assert "in 6 alternating rounds" in result["why"]
+    manifest = json.loads((out / "loopback" / "manifest.json").read_text())
+    stage = next(s for s in manifest["stages"] if s["stage"] == "optimize")
+    assert stage["metrics"]["winner"]["confirmed"] == confirmed
+    cached = list((out / "cache" / "confirmations").glob("*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text()) == confirmed
+
+    rerun = subprocess.run(argv, cwd=ROOT, env=ENV, text=True, capture_output=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = json.loads(rerun.stdout)
+    assert again["devices"]["loopback"]["winner"]["confirmed"] == confirmed
+    assert again["cache"]["measured_keys"] == []  # nothing measured again ...
+    assert {p.name for p in (tmp_path / "device" / "jobs").iterdir()} == jobs  # ... nor timed
+    assert "alternating rounds)" not in rerun.stderr  # no "timing ... together" either
+
+    # the device is gone and the confirmation is not cached: the winner stands, and says why
+    sshd.stop()
+    cached[0].unlink()
+    lost = subprocess.run(argv, cwd=ROOT, env=ENV, text=True, capture_output=True, check=False)
+    assert lost.returncode == 0, lost.stderr[-3000:]
+    result = json.loads(lost.stdout)["devices"]["loopback"]
+    assert result["winner"]["name"] == winner["name"] and "confirmed" not in result["winner"]
+    assert "127.0.0.1" in result["winner"]["confirmation_failed"]
+    assert "not confirmed against the original" in result["why"]
+    assert result["winner"]["confirmation_failed"] in result["why"]
+    assert "stands on the interval of its two separate runs" in result["why"]
+    assert not list((out / "cache" / "confirmations").glob("*.json"))  # a rerun tries again
