@@ -64,9 +64,9 @@ def _zoo_factories() -> dict[str, Callable[..., Any]]:
     zoo = importlib.import_module("edgekit.zoo")
 
     table = {}
-    for entry in zoo.ZOO.values():
-        module_name, _, attr = entry.factory.partition(":")
-        table[entry.factory] = getattr(importlib.import_module(module_name), attr)
+    for factory in zoo.ARCHITECTURES:
+        module_name, _, attr = factory.partition(":")
+        table[factory] = getattr(importlib.import_module(module_name), attr)
     return table
 
 

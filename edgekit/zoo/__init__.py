@@ -125,6 +125,12 @@ def resnet18_small(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return model
 
 
+# Every "module:factory" of this package a model file may name: the ZOO's and the models the
+# benchmarks train outside it (io/archs.py lists them as safe to build from a file).
+ARCHITECTURES: tuple[str, ...] = (*(e.factory for e in ZOO.values()),
+                                  "edgekit.zoo:resnet18_small")
+
+
 def get_entry(name: str) -> ZooEntry:
     """The registry entry for `name`; an unknown name is an input error listing the known ones."""
     if name not in ZOO:
@@ -179,6 +185,6 @@ def build(name: str, **kwargs: Any) -> ModelBundle:
     return ModelBundle(model, default_spec(name), entry.factory, dict(kwargs), meta={"name": name})
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "cnn_gru", "cnn_lstm", "conv_attn", "default_spec",
+__all__ = ["ARCHITECTURES", "ZOO", "ZooEntry", "build", "cnn_gru", "cnn_lstm", "conv_attn", "default_spec",
            "get_entry", "lenet5", "resnet18_small", "rowrnn", "shipped_checkpoint",
            "shipped_record", "vit_tiny"]
