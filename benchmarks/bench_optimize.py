@@ -306,7 +306,28 @@ def resnet_section(data: dict[str, Any]) -> str:
                          f"{resnet['ratio']:.3f}",
                          f"{w['top1']:.2f} ({100 * resnet['reference_top1']:.2f})",
                          f"{0.0 - w['drop_points']:+.2f}",
-                         "met" if resnet["goal_met"] else "MISSED", resnet["search_seconds"]]]))
+                         "met" if resnet["goal_met"] else "MISSED", resnet["search_seconds"]]])
+            + resnet_notes(data))
+
+
+def resnet_notes(data: dict[str, Any]) -> str:
+    """What the ResNet-18 table rests on: the checkpoint, the space, the winner's confirmation."""
+    resnet, w = data["resnet18"], data["resnet18"]["winner"]
+    checkpoint = data.get("checkpoints", {}).get("resnet18_small", {})
+    space = data.get("resnet_space", {})
+    lines = [f"`resnet18_small` trained here ({Path(checkpoint.get('path', '?')).stem}, "
+             f"test top-1 {resnet['trained_top1']:.4f} on all 10,000 test images, sha256 "
+             f"`{checkpoint.get('sha256', '?')[:16]}…`)",
+             f"{resnet['candidates']} candidates in {resnet['search_seconds']:.0f} s over prune "
+             f"{space.get('prune')}, dwsep {space.get('dwsep')}, {space.get('precisions')} on "
+             "ONNX Runtime and OpenVINO, batch 1, 2 threads"]
+    confirmed = w.get("confirmed")
+    if confirmed:
+        lines.append(f"the winner against the fp32 original, in {confirmed['rounds']} alternating "
+                     f"rounds: {confirmed['speedup']:.2f}× (99% CI {confirmed['ci_low']:.2f}–"
+                     f"{confirmed['ci_high']:.2f})")
+    lines.append("winner and anchor timed in alternating rounds (p50 over all samples)")
+    return "\n" + "; ".join(lines) + ".\n"
 
 
 def cost_section(data: dict[str, Any]) -> str:
