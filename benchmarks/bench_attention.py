@@ -157,6 +157,7 @@ def build_model(name: str):
     else:
         arch = f"timm:{name}" if name.startswith("deit") else f"torchvision.models:{name}"
         model = build_arch(arch, {"num_classes": 10}).eval()
+        randomize_zero_heads(model)
         spec = IMAGENET_SPEC
         bundle = ModelBundle(model, spec, arch, {"num_classes": 10}, [], None, {"name": name})
         provenance = RANDOM_WEIGHTS
@@ -164,6 +165,16 @@ def build_model(name: str):
     calib_x = load_dataset(str(CALIB), spec, limit=size).x
     check_x = load_dataset(str(CALIB), spec, limit=16).x
     return bundle, spec, calib_x, check_x, provenance
+
+
+def randomize_zero_heads(model: Any) -> None:
+    """Give a zero-initialised classifier (torchvision's ViT head) random weights: with all
+    logits 0 the cosine of int8 to fp32 logits is meaningless (it read 0.000 for vit_b_16)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.detach().any():
+            torch.nn.init.normal_(module.weight, std=0.02)
 
 
 def latency_model(name: str) -> dict[str, Any]:
