@@ -70,6 +70,20 @@ class TrainSettings(BaseModel):
         return resolve_device(self.device)
 
 
+def train_settings(training: TrainSettings | dict[str, Any] | None) -> TrainSettings:
+    """TrainSettings from a mapping (checked: a typo names the key), an instance, or None (the
+    defaults); a device asked for that torch does not see is refused (exit 2) before anything
+    runs."""
+    from edgekit.config import validate
+
+    if training is None:
+        return TrainSettings()
+    if not isinstance(training, TrainSettings):
+        training = validate(TrainSettings, dict(training), "training")
+    training.check()
+    return training
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """What one training run uses: its device, precision and memory layout, and why."""
@@ -361,4 +375,4 @@ def _store_choice(key: dict[str, Any], choice: dict[str, Any]) -> None:
 
 __all__ = ["TrainPlan", "TrainSettings", "bf16_supported", "cache_dir",
            "measure_options", "plan_training", "release_model", "resolve_device",
-           "what_torch_sees"]
+           "train_settings", "what_torch_sees"]
