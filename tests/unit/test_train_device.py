@@ -180,3 +180,20 @@ def test_distillation_trains_on_the_gpu_and_comes_back(own_cache) -> None:
         assert next(teacher.parameters()).device.type == "cpu"
     assert records[0]["teacher"]["teacher_forwards"] == 8
     assert records[1]["teacher"]["teacher_forwards"] == 0
+
+
+def test_a_recipe_says_where_distillation_trains(tmp_path) -> None:
+    import yaml
+
+    from edgekit.errors import ConfigError
+    from edgekit.recipe import load_recipe
+
+    data = {"recipe_version": 1, "name": "t", "model": {"zoo": "lenet5"},
+            "data": {"eval": "fashion-mnist:test"}, "optimize": {},
+            "training": {"device": "cpu", "precision": "fp32"}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_recipe(path).training == TrainSettings(device="cpu", precision="fp32")
+    path.write_text(yaml.safe_dump({**data, "training": {"device": "cpu", "precison": "fp32"}}))
+    with pytest.raises(ConfigError, match="did you mean 'precision'"):
+        load_recipe(path)
