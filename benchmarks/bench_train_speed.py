@@ -44,10 +44,10 @@ def models() -> dict[str, dict[str, Any]]:
 
     return {
         "resnet18_small": {"build": lambda: resnet18_small(), "shape": (1, 1, 28, 28),
-                           "images": IMAGES or 256},
+                           "images": IMAGES or 128},
         "mobilenet_v3_small@64": {
             "build": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
-            "shape": (1, 3, 64, 64), "images": IMAGES or 512},
+            "shape": (1, 3, 64, 64), "images": IMAGES or 256},
     }
 
 
