@@ -53,6 +53,9 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--recipe", type=click.Path(dir_okay=False), default=None,
               help="Take the model, data, devices, budget and search space (its `optimize:` "
               "section) from a recipe.")
+@click.option("--trust-recipe", is_flag=True,
+              help="Let --recipe name any module:factory as model.arch and set "
+              "model.trust_model (both run code the recipe chose). Only for recipes you trust.")
 @click.option("--device", "devices", multiple=True,
               help="Device profile name or file (repeatable; default local-cpu). Devices are "
               "searched at once; local profiles take turns on this machine.")
@@ -89,7 +92,8 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @model_options
 @data_dir_option
 @json_option
-def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[str, ...],
+def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: bool,
+             devices: tuple[str, ...],
              fleet_file: str | None, cluster: str | None, allow_public_cluster: bool,
              train_source: str | None, eval_source: str | None, eval_limit: int | None,
              calib_source: str | None, max_drop: float | None, space_file: str | None,
@@ -129,7 +133,7 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     base: dict[str, Any] | None = None
     bundle = None
     if recipe:
-        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir)
+        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir, trust=trust_recipe)
         train_source = train_source or data["train"]
         eval_source = eval_source or data["eval"]
         calib_source = calib_source or data["calib"]
@@ -138,9 +142,9 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
         profiles = [load_profile(d) for d in devices] if devices or fleet_file else profiles
     else:
         if space_file:
-            import yaml
+            from edgekit.config import read_yaml
 
-            base = yaml.safe_load(Path(space_file).read_text()) or {}
+            base = read_yaml(space_file) or {}
             if not isinstance(base, dict):
                 raise InputError(f"{space_file} is not a mapping of search-space fields",
                                  hint="e.g. `prune: [0, 0.3]`")
@@ -202,13 +206,14 @@ def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
                      data_dir=data_dir).run()
 
 
-def recipe_inputs(recipe_path: str, data_dir: str | None):
-    """(checkpoint, optimize settings as given, device profiles, data) of a recipe."""
+def recipe_inputs(recipe_path: str, data_dir: str | None, *, trust: bool = False):
+    """(checkpoint, optimize settings as given, device profiles, data) of a recipe (`trust`:
+    --trust-recipe, edgekit.recipe)."""
     from edgekit.errors import ConfigError
     from edgekit.recipe import device_profile, load_recipe, resolve_path
     from edgekit.recipe_run import model_checkpoint
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, trust=trust)
     if recipe.optimize is None:
         raise ConfigError(f"{recipe_path} has no `optimize:` section",
                           hint="add `optimize: {prune: [0, 0.3], dwsep: [off]}` (or {} for the "

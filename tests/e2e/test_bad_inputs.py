@@ -285,6 +285,18 @@ def _corrupt_store(d: Path) -> list[str]:
             "--store", str(store)]
 
 
+def _long_alias(chars: int = 100_000, aliases: int = 200) -> str:
+    """One string aliased `aliases` times: 20 MB of text expanded, 200 nodes (under any node
+    count a recipe could need)."""
+    return f"big: &s {'x' * chars}\nmany: [" + ", ".join(["*s"] * aliases) + "]"
+
+
+def _optimize_space(d: Path, text: str) -> list[str]:
+    (d / "space.yaml").write_text(text)
+    return ["optimize", str(_checkpoint(d)), "-o", str(d / "out"), "--space",
+            str(d / "space.yaml"), "--eval", str(_eval(d))]
+
+
 def _recipe(d: Path, body: str) -> list[str]:
     _checkpoint(d)
     path = d / "recipe.yaml"
@@ -391,6 +403,27 @@ CASES = [
          "recursive alias"),
     Case("output-under-a-file", lambda d: ["export", str(_checkpoint(d)), "-o",
                                            str(_eval(d)) + "/out"], 2, "Not a directory"),
+    # issue 25 item 2: a recipe names only listed archs and cannot trust its own model file
+    # (the snapshot check sees the marker the command would touch)
+    Case("recipe-arch-os-system", lambda d: _recipe(
+        d, f"model: {{arch: 'os:system', arch_kwargs: {{command: 'touch {d}/pwned'}}, "
+           "train: {epochs: 1}}\ninput: {shape: [1, 1, 28, 28], mean: [0.5], std: [0.5]}\n"
+           "data: {train: fashion-mnist:train, eval: eval.npz}\n"), 2, "not a model factory"),
+    Case("recipe-arch-hub-url", lambda d: _recipe(
+        d, "model: {path: model.pt, arch: 'torchvision.models._api:load_state_dict_from_url', "
+           f"arch_kwargs: {{url: 'file://{d}/x.pt', model_dir: '{d}/hub'}}}}\n"
+           "data: {eval: eval.npz}\n"), 2, "--trust-recipe"),
+    Case("recipe-trust-model", lambda d: _recipe(
+        d, "model: {path: model.pt, trust_model: true}\ndata: {eval: eval.npz}\n"), 2,
+         "cannot trust its own model file"),
+    # issue 25 item 6: one long string aliased many times is bounded in characters
+    Case("recipe-alias-long-string", lambda d: _recipe(
+        d, _long_alias() + "\nmodel: {path: model.pt}\ndata: {eval: eval.npz}\n"), 2,
+         "characters of text"),
+    Case("optimize-space-alias-long-string", lambda d: _optimize_space(d, _long_alias()), 2,
+         "characters of text"),
+    Case("optimize-space-invalid-yaml", lambda d: _optimize_space(d, "prune: [0, 0.3\n"), 2,
+         "is not valid YAML"),
 ]
 
 
