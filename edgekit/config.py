@@ -58,7 +58,10 @@ def explain(error: ValidationError, schema: type[BaseModel], where: str) -> Conf
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
         return ConfigError(f"{where}: unknown key {shown(dotted)}", hint=hint)
-    return ConfigError(f"{where}: {dotted}: {first['msg']}",
+    given = first.get("input")
+    got = f" (got {shown(given, 60)})" if first["type"] != "missing" and isinstance(
+        given, str | int | float | bool) else ""
+    return ConfigError(f"{where}: {dotted}: {first['msg']}{got}",
                        hint=f"fix that value; {len(error.errors())} problem(s) in all")
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, shown
 from edgekit.resources import shipped_dir
 from edgekit.runtimes.latency import LatencyProtocol
 
@@ -100,6 +100,9 @@ class DeviceProfile(BaseModel):
 
 
 def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> Path:
+    if not isinstance(name_or_path, str | Path):
+        raise ConfigError(f"device {shown(name_or_path)} is not a profile name or a path",
+                          hint="give a profile name (local-cpu), a YAML path or a DeviceProfile")
     path = Path(name_or_path)
     if path.is_file():
         return path

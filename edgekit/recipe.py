@@ -118,6 +118,25 @@ class InputOverride(Strict):
     channel_order: Literal["RGB", "BGR"] | None = None
     class_names: tuple[str, ...] | None = None
 
+    @field_validator("mean", "std")
+    @classmethod
+    def _normalisation(cls, values: tuple[float, ...] | None, info: Any) -> Any:
+        """The bounds of the --mean/--std flags (edgekit.spec), checked when the recipe loads."""
+        from edgekit.spec import normalisation_problem
+
+        if values is not None and (problem := normalisation_problem(info.field_name, values)):
+            raise ValueError(problem)
+        return values
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, value: int | None) -> int | None:
+        from edgekit.spec import resize_problem
+
+        if value is not None and (problem := resize_problem(value)):
+            raise ValueError(problem)
+        return value
+
 
 class DataConfig(Strict):
     train: str | None = Field(None, description="training data (zoo/arch training, distill)")

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
+from edgekit.cli.common import (
+    DROP,
+    SPEEDUP,
+    data_dir_option,
+    json_option,
+    model_options,
+    print_json,
+)
 
 SPACE_FLAGS = ("prune", "dwsep", "runtimes", "precisions", "fallback", "batch")
 
@@ -70,9 +77,9 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--eval", "eval_source", default=None, help="Labelled eval data for top-1.")
 @click.option("--eval-limit", type=int, default=None, help="Stratified sample of the eval set.")
 @click.option("--calib", "calib_source", default=None, help="Calibration set for int8.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=DROP, default=None,
               help="Allowed top-1 drop against the original, in points (default 1.0).")
-@click.option("--min-speedup", type=float, default=None,
+@click.option("--min-speedup", type=SPEEDUP, default=None,
               help="The winner is at least this much faster than the fp32 original on its "
               "fastest runtime (default 1.0: never slower).")
 @click.option("--time-budget", default=None, help="Wall time for the search, e.g. 30m, 1h.")

@@ -193,6 +193,12 @@ class Optimizer:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
+        import math
+
+        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, int | float) \
+                or not math.isfinite(self.max_drop):
+            raise InputError(f"--max-drop {str(self.max_drop)[:40]} is not a finite number",
+                             hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
         if self.max_drop < 0:
             raise InputError(f"--max-drop {self.max_drop:g} is negative",
                              hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")

@@ -424,6 +424,35 @@ CASES = [
          "characters of text"),
     Case("optimize-space-invalid-yaml", lambda d: _optimize_space(d, "prune: [0, 0.3\n"), 2,
          "is not valid YAML"),
+    # issue 25 item 8: values are finite and within bounds, named in the error
+    *[Case(f"export{flag}-{value}", lambda d, flag=flag, value=value: [
+        "export", str(_checkpoint(d)), flag, value, "-o", str(d / "out")], 2, message)
+      for flag, value, message in (
+          ("--mean", "nan", "--mean nan: nan is not a finite number"),
+          ("--std", "inf", "--std inf: inf is not a finite number"),
+          ("--std", "1e-45", "--std 1e-45: 1e-45 is outside"),
+          ("--resize", "99999999999", "99999999999 is not in the range"))],
+    Case("bench-std-inf", lambda d: ["bench", str(_folder(d)), "--std", "inf"], 2,
+         "--std inf: inf is not a finite number"),
+    Case("recipe-std-nan", lambda d: _recipe(
+        d, "model: {path: model.pt}\ninput: {std: [.nan]}\ndata: {eval: eval.npz}\n"), 2,
+         "input.std: Value error, nan is not a finite number"),
+    Case("recipe-resize-huge", lambda d: _recipe(
+        d, "model: {path: model.pt}\ninput: {resize: 99999999999}\ndata: {eval: eval.npz}\n"),
+         2, "99999999999 is over edgekit's limit"),
+    Case("optimize-max-drop-nan", lambda d: [
+        "optimize", str(_checkpoint(d)), "-o", str(d / "out"), "--max-drop", "nan",
+        "--eval", str(_eval(d))], 2, "'--max-drop': nan is not a finite number"),
+    Case("validate-max-drop-rel-inf", lambda d: [
+        "validate", str(_folder(d)), "--eval", str(_eval(d)), "--max-drop-rel", "inf"], 2,
+         "'--max-drop-rel': inf is not a finite number"),
+    Case("compress-max-drop-nan", lambda d: [
+        "compress", str(_checkpoint(d)), "--int8", "--max-drop", "nan", "-o", str(d / "out")],
+         2, "'--max-drop': nan is not a finite number"),
+    Case("validate-store-under-a-file", lambda d: [
+        "validate", str(_folder(d)), "--device", str(_profile(d)), "--eval", str(_eval(d)),
+        "--store", str(_eval(d)) + "/results.db"], 2,
+         "cannot open the results store", absent="Traceback"),
 ]
 
 
@@ -506,6 +535,35 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert f"cannot write in {ro}" in proc.stderr and "hint:" in proc.stderr
         assert "Traceback" not in proc.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_store_in_a_read_only_folder(tmp_path: Path) -> None:
+    """Issue 25 item 8: `validate --store` in a folder that cannot be written is exit 2 naming
+    the store, before anything is measured (it was an sqlite3 traceback). As root, as above, the
+    folder is a read-only bind mount in a private mount namespace."""
+    d = tmp_path / "in"
+    d.mkdir()
+    folder, eval_npz, profile = _folder(d), _eval(d), _profile(d)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    cmd = [sys.executable, "-m", "edgekit", "validate", str(folder), "--device", str(profile),
+           "--eval", str(eval_npz), "--store", str(ro / "results.db")]
+    if os.geteuid() == 0:
+        assert shutil.which("unshare"), "util-linux's unshare is needed to test as root"
+        cmd = ["unshare", "-m", "sh", "-c",
+               'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && shift && exec "$@"',
+               str(ro), "--", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert f"cannot open the results store {ro / 'results.db'}" in proc.stderr
+        assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
