@@ -57,6 +57,7 @@ from edgekit.optimize.trials import (
     STUDY_DB,
     candidate_name,
     candidates_of,
+    check_study,
     choose,
     dominated,
     dwsep_choice,
@@ -193,6 +194,7 @@ class Optimizer:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
+        check_study(self.out)  # a damaged study: exit 2 with the way out, not a lost search
         import math
 
         if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, int | float) \

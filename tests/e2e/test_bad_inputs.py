@@ -11,6 +11,7 @@ and unpickle a file of its choosing, through export, compress and run."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import struct
@@ -297,6 +298,31 @@ def _optimize_space(d: Path, text: str) -> list[str]:
             str(d / "space.yaml"), "--eval", str(_eval(d))]
 
 
+def _corrupt_study(d: Path) -> list[str]:
+    """Issue 25 item 9: an output folder whose optuna.db is damaged in the middle (its header
+    intact), as a crash or a full disk leaves it; optimize is rerun into it."""
+    import optuna
+
+    out = d / "out"
+    out.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'optuna.db'}", study_name="s",
+                                directions=["minimize", "maximize"])
+    for i in range(30):
+        trial = study.ask()
+        trial.set_user_attr("notes", "n" * 2000)
+        study.tell(trial, [float(i), float(-i)])
+    data = bytearray((out / "optuna.db").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"Z" * 4096
+    (out / "optuna.db").write_bytes(bytes(data))
+    rng = np.random.default_rng(1)  # inputs lenet5 takes: the run would get to the study
+    np.savez(d / "eval28.npz", x=rng.random((40, 1, 28, 28), np.float32),
+             y=(np.arange(40) % 10).astype(np.int64))
+    return ["optimize", str(_checkpoint(d)), "-o", str(out), "--device", str(_profile(d)),
+            "--eval", str(d / "eval28.npz"), "--prune", "0", "--dwsep", "off",
+            "--precisions", "fp32", "--trials", "2"]
+
+
 def _recipe(d: Path, body: str) -> list[str]:
     _checkpoint(d)
     path = d / "recipe.yaml"
@@ -449,6 +475,8 @@ CASES = [
     Case("compress-max-drop-nan", lambda d: [
         "compress", str(_checkpoint(d)), "--int8", "--max-drop", "nan", "-o", str(d / "out")],
          2, "'--max-drop': nan is not a finite number"),
+    # issue 25 item 9: a damaged study is bad input with the way out, not "budget not met"
+    Case("optimize-corrupt-study", _corrupt_study, 2, "move it aside", absent="max-drop"),
     Case("validate-store-under-a-file", lambda d: [
         "validate", str(_folder(d)), "--device", str(_profile(d)), "--eval", str(_eval(d)),
         "--store", str(_eval(d)) + "/results.db"], 2,
@@ -567,6 +595,45 @@ def test_store_in_a_read_only_folder(tmp_path: Path) -> None:
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_damaged_study_is_refused_and_the_cache_serves_the_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 25 item 9, the way out the error gives: a search, its optuna.db damaged, the rerun
+    refused at open (exit 2, the file untouched), the file moved aside as the hint says, and
+    the next rerun measures nothing again: every candidate comes from the measurement cache."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    np.savez(d / "eval28.npz", x=rng.random((40, 1, 28, 28), np.float32),
+             y=(np.arange(40) % 10).astype(np.int64))
+    out = d / "out"
+    argv = ["optimize", str(_checkpoint(d)), "-o", str(out), "--device", str(_profile(d)),
+            "--eval", str(d / "eval28.npz"), "--prune", "0", "--dwsep", "off",
+            "--precisions", "fp32,int8", "--calib", str(d / "eval28.npz"), "--trials", "2"]
+    (tmp_path / "tmp").mkdir()
+
+    def optimize() -> tuple[int, str]:
+        return _run_cli(argv, tmp_path, tmp_path / "tmp", monkeypatch, capsys)
+
+    code, output = optimize()
+    assert code in (0, 1) and "Traceback" not in output, output
+    first = json.loads((out / "optimize.json").read_text())["cache"]
+    assert first["measured"] > 0
+    study = out / "optuna.db"
+    data = bytearray(study.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"Z" * 4096
+    study.write_bytes(bytes(data))
+    code, output = optimize()
+    assert code == 2, output
+    assert "is damaged" in output and f"mv {study} {study}.damaged" in output
+    assert "max-drop" not in output and "Traceback" not in output
+    assert study.read_bytes() == bytes(data)
+    study.rename(f"{study}.damaged")
+    code, output = optimize()
+    assert code in (0, 1) and "Traceback" not in output, output
+    again = json.loads((out / "optimize.json").read_text())["cache"]
+    assert again["measured"] == 0 and again["hits"] >= first["measured"], (first, again)
 
 
 def test_checkpoint_cannot_fetch_and_unpickle_a_payload(tmp_path: Path) -> None:
