@@ -112,7 +112,7 @@ def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> 
         if candidate.is_file():
             return candidate
     known = ", ".join(sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")}))
-    raise ConfigError(f"no device profile {name_or_path!r}", hint=f"known profiles: {known}")
+    raise ConfigError(f"no device profile {shown(name_or_path)}", hint=f"known profiles: {known}")
 
 
 def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:

@@ -224,7 +224,8 @@ def _check_steps(recipe: Recipe, where: str) -> None:
     seen: set[str] = set()
     for i, step in enumerate(recipe.steps):
         if len(step) != 1:
-            raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
+            raise ConfigError(f"{where}: steps[{i}] must name one step, got "
+                              f"{shown(sorted(step)) if step else 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
         if name not in PASS_NAMES:
