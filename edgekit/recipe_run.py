@@ -101,7 +101,8 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     from edgekit.io.archs import known_preprocessing
     from edgekit.io.models import build_arch
 
-    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
+    # an untrusted recipe's arch is built as a model file's is (edgekit.recipe, io.archs)
+    model = build_arch(src.arch, src.arch_kwargs, trusted=recipe.trusted)
     ov = recipe.input
     # A recipe that gives its own mean and std trains the arch on its own terms (no resize/crop
     # unless it asks); otherwise the architecture's documented preprocessing is the base.
@@ -165,7 +166,8 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
         if ov else {}
     bundle = load_model(checkpoint, arch=src.arch if src.path else None,
                         arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                        trust_model=src.trust_model, preprocessing=preprocessing)
+                        trust_model=src.trust_model, preprocessing=preprocessing,
+                        trusted_arch=recipe.trusted)
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
 
@@ -176,10 +178,11 @@ class RecipeRun:
 
     def __init__(self, recipe_path: str | Path, out_dir: str | Path | None = None, *,
                  store: str | Path | None = None, data_dir: str | None = None,
-                 fresh: bool = False, on_event: Callable[[str], None] = _say) -> None:
+                 fresh: bool = False, on_event: Callable[[str], None] = _say,
+                 trust_recipe: bool = False) -> None:
         self.fresh = fresh
         self.recipe_path = Path(recipe_path)
-        self.recipe = load_recipe(self.recipe_path)
+        self.recipe = load_recipe(self.recipe_path, trust=trust_recipe)
         self.out = Path(out_dir or Path("out") / self.recipe.name)
         check_output_folder(self.out)
         report = self.recipe.report
@@ -442,8 +445,10 @@ class RecipeRun:
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
                store: str | Path | None = None, data_dir: str | None = None,
-               fresh: bool = False, on_event: Callable[[str], None] = _say) -> dict[str, Any]:
+               fresh: bool = False, on_event: Callable[[str], None] = _say,
+               trust_recipe: bool = False) -> dict[str, Any]:
     """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
-    `fresh` runs every stage again instead of resuming."""
+    `fresh` runs every stage again instead of resuming; `trust_recipe` (--trust-recipe) lets
+    the recipe name any arch and trust its model file (edgekit.recipe)."""
     return RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
-                     on_event=on_event).run()
+                     on_event=on_event, trust_recipe=trust_recipe).run()
