@@ -145,6 +145,13 @@ def test_eval_set_where_the_original_scores_at_chance_is_refused(tiny_folder, qu
     assert (f"the original (model.onnx) scores top-1 {correct / 200:.3f} ({correct} of 200)"
             in err)
     assert "not significantly above chance for its 4 outputs (0.250;" in err
+    assert "--max-drop 100" in err
+    # a budget that allows any drop (an untrained model timed and compared by agreement) is
+    # not refused: it makes no claim about top-1
+    code, out, err = cli(capsys, "validate", str(folder), "--device", quick_profile(), "--eval",
+                         str(tmp_path / "shuffled.npz"), "--max-drop", "100", "--json")
+    assert code == 0, err
+    assert {r["accuracy"]["reference_top1"] for r in json.loads(out)["records"]} == {correct / 200}
     # the same model on its own labels: far above chance, validated as before
     code, out, err = _validate(capsys, folder, eval_npz, quick_profile())
     assert code == 0, err
