@@ -151,11 +151,12 @@ class Dataset:
 
 
 def check_classes(class_names: tuple[str, ...], source: str, spec: InputSpec | None,
-                  num_outputs: int | None = None) -> None:
+                  num_outputs: int | None = None, *, in_order: bool = False) -> None:
     """An image folder's classes against the model: no more classes than outputs, and, with
     as many classes as the model records names, each one matched to an output (class_indices).
     A folder with fewer classes is matched where its labels are scored (Dataset.check_for with
-    need_labels, Dataset.for_outputs): a calibration folder's names do not matter."""
+    need_labels, Dataset.for_outputs): a calibration folder's names do not matter. `in_order`
+    (training data, labelled by sorted position): the matched outputs must be 0, 1, 2, ..."""
     if not class_names:
         return
     outputs = num_outputs or (spec.num_classes if spec else None)
@@ -167,7 +168,15 @@ def check_classes(class_names: tuple[str, ...], source: str, spec: InputSpec | N
                         f"{len(class_names)}}}')")
     recorded = spec.class_names if spec else ()
     if recorded and len(recorded) == len(class_names):  # (fewer: checked where labels are scored)
-        class_indices(class_names, source, recorded, outputs)
+        indices = class_indices(class_names, source, recorded, outputs)
+        moved = [(n, int(i), k) for k, (n, i) in enumerate(zip(class_names, indices, strict=True))
+                 if i != k]
+        if in_order and moved:
+            name, index, position = moved[0]
+            raise DataError(f"{source}'s classes are the model's in another order: {name!r} is "
+                            f"the model's output {index} but at position {position} in sorted "
+                            "order, and training labels a folder's classes by sorted position",
+                            hint=_rule_hint(recorded))
 
 
 # A class folder named by the model's output index: digits, then nothing or a separator and
@@ -182,7 +191,8 @@ def _folder_name(name: str) -> str:
 
 def _rule_hint(model_classes: tuple[str, ...]) -> str:
     """The matching rule, with this model's outputs as folder names that work."""
-    named = [f"{i}_{_folder_name(n)}" for i, n in enumerate(model_classes)]
+    width = len(str(len(model_classes) - 1)) if len(model_classes) > 10 else 1  # sorts as numbers
+    named = [f"{i:0{width}d}_{_folder_name(n)}" for i, n in enumerate(model_classes)]
     examples = named[:2] if len(named) >= 2 else ["0_cat", "3_dog"]
     hint = ("start each class folder's name with the model's output index it stands for "
             f"({examples[0]}, {examples[1]}: any subset of classes), or name it as one of the "

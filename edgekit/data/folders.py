@@ -288,7 +288,8 @@ def preflight(sources: dict[str, str | None], spec: InputSpec,
                        (is_image_folder(Path(source)) and not list(Path(source).glob("*idx3*")))):
             indexes[what] = open_images(Path(source))
             indexes[what].note_conversion(spec)
-            check_classes(indexes[what].class_names, source, spec, num_outputs)
+            check_classes(indexes[what].class_names, source, spec, num_outputs,
+                          in_order="train" in what)
             if "eval" in what:  # scored against the outputs: each class must name one
                 class_indices(indexes[what].class_names, source, spec.class_names, num_outputs)
     train = next((i for w, i in indexes.items() if "train" in w), None)

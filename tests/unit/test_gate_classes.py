@@ -174,3 +174,27 @@ def test_chance_bound_numbers():
     logits[30, 0] = 0.0  # 30 of 200 (0.150, 1.5 × chance): not significantly above it
     below = chance_check(logits, labels)
     assert not below["above_chance"] and below["p_value"] > 0.01
+
+
+def test_a_permuted_folder_is_mapped_for_scoring_but_refused_for_training(tmp_path):
+    """Eval data is relabelled by name; training data is labelled by sorted position, so its
+    classes must be the model's in the model's order."""
+    from edgekit.data import load_dataset
+    from edgekit.data.dataset import check_classes, class_indices
+    from edgekit.spec import InputSpec
+
+    spec = InputSpec(shape=(1, 1, 4, 4), mean=(0.0,), std=(1.0,), class_names=("b", "a"))
+    rng = np.random.default_rng(0)
+    root = _images(tmp_path / "imgs", {"a": rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+                                       "b": rng.integers(0, 256, (3, 4, 4), dtype=np.uint8)})
+    ds = load_dataset(str(root), spec)
+    assert ds.class_names == ("a", "b") and ds.y.tolist() == [1, 1, 0, 0, 0]
+    ds.check_for(spec, need_labels=True, num_outputs=2)
+    with pytest.raises(DataError, match="'a' is the model's output 1 but at position 0"):
+        check_classes(("a", "b"), "train", spec, 2, in_order=True)
+    check_classes(("a", "b"), "eval", spec, 2)
+    # more than 10 classes: the hint's index prefixes are zero-padded, so they sort as numbers
+    many = tuple(f"k{i}" for i in range(12))
+    with pytest.raises(DataError) as err:
+        class_indices(("zebra",), "eval", many, 12)
+    assert "00_k0, 01_k1" in err.value.hint
