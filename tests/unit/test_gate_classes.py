@@ -198,3 +198,38 @@ def test_a_permuted_folder_is_mapped_for_scoring_but_refused_for_training(tmp_pa
     with pytest.raises(DataError) as err:
         class_indices(("zebra",), "eval", many, 12)
     assert "00_k0, 01_k1" in err.value.hint
+
+
+def test_a_bag_folder_is_scored_as_bag_on_the_fashion_mnist_model(tmp_path, quick_profile,
+                                                                  capsys):
+    """The issue's case on the shipped LeNet-5 (it records the Fashion-MNIST class names): a
+    folder holding only `Bag/` was scored as class 0 (T-shirt/top), top-1 ~0 for original and
+    artifact alike, and passed. Now Bag is output 8 and the original scores as it does on Bag."""
+    from PIL import Image
+
+    from edgekit.data import load_raw
+    from edgekit.zoo import shipped_checkpoint
+
+    try:
+        raw = load_raw("fashion-mnist:test")
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST not installed ({exc.message})")
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "export", str(shipped_checkpoint("lenet5")), "--target", "onnx",
+                       "-o", str(out))
+    assert code == 0, err
+    (tmp_path / "imgs" / "Bag").mkdir(parents=True)
+    bags = raw.images[raw.labels == 8][:60]
+    for i, img in enumerate(bags):
+        Image.fromarray(img, "L").save(tmp_path / "imgs" / "Bag" / f"{i}.png")
+    code, out_json, err = _validate(capsys, out, tmp_path / "imgs", quick_profile())
+    assert code == 0, err
+    (record,) = json.loads(out_json)["records"]
+    from edgekit.io.artifacts import spec_for
+    from edgekit.runtimes.ort import OrtRunner
+
+    spec = spec_for(out / "model.onnx")
+    expected = float(np.mean(OrtRunner(out / "model.onnx", spec, threads=1)
+                             .infer(spec.preprocess(bags)).argmax(1) == 8))
+    assert record["accuracy"]["reference_top1"] == pytest.approx(expected)
+    assert expected > 0.8
