@@ -110,7 +110,7 @@ def check_above_chance(ref_logits: np.ndarray, eval_set: Any, source: str,
     raise DataError(
         f"the original ({reference.name}) scores top-1 {c['top1']:.3f} ({c['correct']} of "
         f"{c['samples']}) on {source}: not significantly above chance for its {outputs} outputs "
-        f"({c['chance']:.3f}; binomial p = {c['p_value']:.2g} > {c['alpha']:g}; it needs "
+        f"({c['chance']:.3f}; binomial p = {c['p_value']:.2g} > {c['alpha']:g}; it needs at least "
         f"{c['critical_top1']:.3f} on {c['samples']} samples), so no accuracy gate can be "
         "judged on it",
         hint="give the eval set the model was trained for, with its labels in the model's class "
