@@ -233,3 +233,39 @@ def test_a_bag_folder_is_scored_as_bag_on_the_fashion_mnist_model(tmp_path, quic
                              .infer(spec.preprocess(bags)).argmax(1) == 8))
     assert record["accuracy"]["reference_top1"] == pytest.approx(expected)
     assert expected > 0.8
+
+
+def test_compress_scores_an_index_named_eval_subset_as_those_outputs(tmp_path, capsys,
+                                                                     monkeypatch):
+    """compress --eval with a folder of one class named by output index (`k_shirt`) for a
+    model that records no class names (a user's module:factory from a state_dict): the
+    original's top-1 in the report is on output k (it was scored as label 0 before)."""
+    torch = pytest.importorskip("torch")
+    from edgekit.spec import InputSpec
+
+    (tmp_path / "tinynet_gate.py").write_text(
+        "import torch\n"
+        "def make(num_classes=6):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),\n"
+        "        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tinynet_gate
+
+    torch.manual_seed(0)
+    model = tinynet_gate.make().eval()
+    torch.save(model.state_dict(), tmp_path / "random.pt")
+    spec = InputSpec(shape=(1, 1, 8, 8), mean=(0.5,), std=(0.25,))
+    images = np.random.default_rng(4).integers(0, 256, (300, 8, 8), dtype=np.uint8)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(spec.preprocess(images))).argmax(1).numpy()
+    counts = np.bincount(pred, minlength=6)
+    k = int(np.argmax(counts[1:]) + 1)
+    assert counts[k] >= 3
+    root = _images(tmp_path / "imgs", {f"{k}_shirt": images[pred == k]})
+    code, out, err = cli(capsys, "compress", tmp_path / "random.pt", "--arch",
+                         "tinynet_gate:make", "--input-shape", "1,1,8,8", "--mean", "0.5",
+                         "--std", "0.25", "--prune", "0.25", "--distill-epochs", "0",
+                         "--eval", root, "-o", tmp_path / "out", "--json")
+    assert code == 0, err
+    rows = {r["step"]: r for r in json.loads(out)["rows"]}
+    assert rows["original"]["top1"] == pytest.approx(1.0)
