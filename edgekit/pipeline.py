@@ -157,6 +157,7 @@ def check_image_data(ctx: Any, bundle: Any) -> None:
     with torch.no_grad():
         outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
     classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
+    ctx.num_outputs = int(outputs)  # eval folders' classes → outputs (Dataset.for_outputs)
     if classes and not bundle.spec.class_names and len(classes) == int(outputs):
         # the folders name the model's classes: every artifact records them
         bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})
