@@ -14,6 +14,7 @@ from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
+TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
@@ -75,6 +76,12 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     check_output_folder(out_dir)  # a folder edgekit does not own is refused before any work
     exporter = get_target(target)
     exporter.check_precision(precision)
+    if exporter.source != "checkpoint" and (bundle is not None or source.suffix in TORCH_SUFFIXES):
+        # A PyTorch model for a target that reads ONNX (OpenVINO, TensorRT): its fp32 ONNX
+        # first, into the same folder, as a user would chain the two commands.
+        export_artifact(bundle or source, "onnx", out_dir, model_options=model_options,
+                        parity_source=parity_source, data_dir=data_dir)
+        bundle, source = None, out_dir
     if bundle is not None:
         loaded, source_file = bundle, bundle.source
     else:
