@@ -234,7 +234,6 @@ class Optimizer:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
-        self._check_outputs()
         if self.max_drop < 0:
             raise InputError(f"--max-drop {self.max_drop:g} is negative",
                              hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
@@ -250,6 +249,7 @@ class Optimizer:
         from edgekit.fleetfile import check_unique
 
         check_unique(self.fleet, "the devices", physical=False)  # (a Ray resource twice)
+        self._check_outputs()
         searches = []
         for fleet_device in self.fleet:
             device = fleet_device.profile
