@@ -100,6 +100,7 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     check_outputs({"the output": out_dir / MANIFEST_NAME},
                   {"the source": source_file, "--parity-data": source_paths(parity_source, data_dir),
                    "--calib": source_paths(calib, data_dir) if isinstance(calib, str) else None})
+    check_export_reuse(out_dir, source_file, loaded, f"export-{target}-{precision}")
     if parity_data is None:
         parity_data = parity_sample(spec, parity_source, data_dir)
     claim_output_folder(out_dir)
@@ -123,6 +124,41 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         versions=artifact.versions,
     )
     return artifact, record
+
+
+def check_export_reuse(out_dir: Path, source_file: Any, loaded: Any, stage: str) -> None:
+    """Refuse to export into a folder that holds another model's outputs (a compress folder of
+    lenet5, say, and a cnn_gru checkpoint to export): the new model.onnx would sit beside the
+    other model's int8 and checkpoint. What the folder records must chain by sha256 to the
+    source (made from it, or it made from them), as `compress` checks (check_reuse); the
+    outputs of the very `stage` this export records again are replaced, not left beside it."""
+    from edgekit.io.files import sha256_file
+    from edgekit.io.lineage import ancestry, recorded_parents
+
+    if not (out_dir / MANIFEST_NAME).is_file():
+        return
+    manifest = Manifest(out_dir)
+    made = [o for s in manifest.stages if s.get("stage") != stage
+            for o in s.get("outputs") or [] if o.get("sha256")]
+    if not made:
+        return
+    parents = recorded_parents(manifest)
+    source_sha = sha256_file(source_file) if source_file and Path(source_file).is_file() else None
+    line = ancestry(source_sha, parents) if source_sha else set()
+    foreign = [o for o in made if not ancestry(o["sha256"], parents) & line]
+    if not foreign:
+        return
+    models = sorted({o["model"] for o in foreign if o.get("model")})
+    files = sorted({o["path"] for o in foreign})
+    name = getattr(loaded, "name", None) if not isinstance(loaded, Path) else None
+    what = f"{Path(source_file).name}" if source_file else (name or "the model")
+    raise InputError(f"{out_dir} holds the outputs of another model"
+                     + (f" ({', '.join(models)}: {', '.join(files)})" if models
+                        else f" ({', '.join(files)})")
+                     + f", which {what} was not made from; exporting into it would leave them "
+                       "beside the new export",
+                     hint="export into a new folder (another -o), or compress this model into "
+                          "its own folder")
 
 
 # ---------------------------------------------------------------- compress

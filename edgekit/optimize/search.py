@@ -190,6 +190,47 @@ class Optimizer:
         self._spent = threading.local()  # per device thread: its builds' seconds
 
     # ------------------------------------------------------------------ checks
+    # What optimize writes at the top of -o itself: no device's folder may take one of them.
+    OWN_ENTRIES = ("manifest.json", "optimize.json", "report.html", "report.md", "cache",
+                   "candidates", STUDY_DB)
+
+    def device_folder(self, name: str) -> Path:
+        """OUT/<device>: checked to be a folder of its own inside -o wherever the name came
+        from (a profile, a fleet file, a DeviceProfile built in Python), with the resolver every
+        output path goes through (io/outputs.check_inside)."""
+        from edgekit.io.outputs import check_inside
+
+        hint = "rename the device (letters, digits, '.', '_' and '-'), e.g. `name: orin-1`"
+        if name in self.OWN_ENTRIES:
+            raise InputError(f"device name {name!r} is a file optimize writes in {self.out}",
+                             hint=hint)
+        return check_inside(name, self.out, "device name", hint=hint)
+
+    def _check_outputs(self) -> None:
+        """-o is a folder edgekit owns (never a user's folder, never the model's own), no
+        output replaces an input, each device's folder stays inside -o, and the candidates an
+        earlier run left are still the files it recorded (sha256)."""
+        from edgekit.data.paths import source_paths
+        from edgekit.io.lineage import check_recorded
+        from edgekit.io.outputs import check_output_folder, check_outputs
+
+        check_output_folder(self.out)
+        for device in self.fleet:
+            self.device_folder(device.name)
+        planned = [self.out / name for name in self.OWN_ENTRIES] + \
+            [self.out / d.name / "manifest.json" for d in self.fleet]
+        check_outputs({"-o": [self.out, *planned]},
+                      {"the model": self.checkpoint,
+                       "--eval data": source_paths(self.eval_source, self.data_dir),
+                       "--train data": source_paths(self.train_source, self.data_dir),
+                       "--calib set": source_paths(self.calib_source, self.data_dir)})
+        candidates = self.out / "candidates"
+        if candidates.is_dir():
+            for manifest in sorted(candidates.rglob("manifest.json")):
+                check_recorded(manifest.parent,
+                               hint=f"remove {manifest.parent} (optimize builds it again) or "
+                                    "optimize into a new -o")
+
     def check(self) -> list[DeviceSearch]:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
@@ -216,6 +257,7 @@ class Optimizer:
         from edgekit.fleetfile import check_unique
 
         check_unique(self.fleet, "the devices", physical=False)  # (a Ray resource twice)
+        self._check_outputs()
         searches = []
         for fleet_device in self.fleet:
             device = fleet_device.profile
@@ -259,7 +301,9 @@ class Optimizer:
         searches = self.check()
         started = time.monotonic()
         budget = parse_duration(self.settings.time_budget) if self.settings.time_budget else None
-        self.out.mkdir(parents=True, exist_ok=True)
+        from edgekit.io.outputs import claim_output_folder
+
+        claim_output_folder(self.out)  # edgekit's folder (its manifest first), as compress's
         self._prepare()
         if self.cluster is not None:
             from edgekit.validate.fleet import connect_cluster
@@ -812,7 +856,7 @@ class Optimizer:
     def _deliver(self, search: DeviceSearch, winner: dict[str, Any],
                  result: dict[str, Any]) -> dict[str, Any]:
         """Copy the winning artifact (and its weights file) into out/<device>/."""
-        folder = self.out / search.device.name
+        folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(winner["artifact"])
         copied = []
@@ -829,7 +873,7 @@ class Optimizer:
     def _write_device_manifest(self, search: DeviceSearch, result: dict[str, Any]) -> None:
         from edgekit.io.artifacts import manifest_entries
 
-        folder = self.out / search.device.name
+        folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
         winner = result["winner"]

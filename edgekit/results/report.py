@@ -261,6 +261,28 @@ def by_device(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return dict(groups)
 
 
+# (issue 25) what marks a report as edgekit's: `edgekit report -o FILE` replaces only a file that
+# carries it (io/outputs.check_output_file), never the user's own page or a checkpoint.
+HTML_MARKER = '<meta name="generator" content="edgekit">'
+MARKDOWN_MARKER = "<!-- written by edgekit report -->"
+_OLD_HTML_START = "<!doctype html><html lang=en><head><meta charset=utf-8><title>"
+
+
+def written_by_edgekit(path: str | Path) -> bool:
+    """Whether the report file `path` carries edgekit's marker (an HTML report of an earlier
+    edgekit: its exact opening and its `by edgekit` line)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    if head.startswith(MARKDOWN_MARKER):
+        return True
+    opening = head[:200]
+    return (opening.startswith("<!doctype html>") and HTML_MARKER in opening) or \
+        (head.startswith(_OLD_HTML_START) and " by edgekit " in head)
+
+
 def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                 source: str = "") -> str:
     """The whole report as one HTML string (records need `latency.samples_ms` for the boxes)."""
@@ -268,7 +290,8 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
     profiles = [r for r in shown if is_layer_profile(r)]
     shown = [r for r in shown if not is_layer_profile(r)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>{HTML_MARKER}"
+             f"<title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">{len(shown)} results ({len(records)} records stored) from '
@@ -335,6 +358,6 @@ def write_report(records: list[dict[str, Any]], html_path: str | Path, *,
     out: dict[str, Any] = {"html": str(html_path), "records": len(records),
                            "shown": len(latest(records))}
     if markdown_path:
-        atomic_write_text(markdown_path, render_markdown(records))
+        atomic_write_text(markdown_path, f"{MARKDOWN_MARKER}\n{render_markdown(records)}")
         out["markdown"] = str(markdown_path)
     return out
