@@ -80,3 +80,58 @@ def test_results_are_stored_once(tmp_path: Path) -> None:
     assert len(resumed.store(store)) == 1  # only the new record of the resumed job
     with open_store(store) as db:
         assert db.count() == 4
+
+
+# ------------------------------------------------------------- one place knows where work runs
+WHERE_WORK_RUNS = ("edgekit.remote", "ray", "edgekit.executors.local", "edgekit.executors.ssh",
+                   "edgekit.executors.ray")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in the file, lazy ones inside functions included; `from
+    edgekit import remote` counts as edgekit.remote."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.lineno, node.module))
+            if node.module == "edgekit":
+                found += [(node.lineno, f"edgekit.{alias.name}") for alias in node.names]
+    return found
+
+
+def reaches_past_the_executors(root: Path) -> list[str]:
+    """Every import, outside edgekit/executors/ (and edgekit/remote/, the SSH executor's own
+    implementation), of edgekit.remote, Ray or one executor's module: callers use
+    edgekit.executors' interface (executor_for, Executor) only."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("executors/", "remote/")):
+            continue
+        for line, module in _imports(path):
+            if any(module == m or module.startswith(m + ".") for m in WHERE_WORK_RUNS):
+                bad.append(f"edgekit/{rel}:{line} imports {module}")
+    return sorted(set(bad))
+
+
+def test_only_the_executors_know_where_work_runs(tmp_path: Path) -> None:
+    import edgekit
+
+    assert reaches_past_the_executors(Path(edgekit.__file__).resolve().parent) == []
+    # the check itself sees every way of reaching past the interface
+    (tmp_path / "executors").mkdir()
+    (tmp_path / "executors" / "ray.py").write_text("import ray\n")  # the executor itself: fine
+    (tmp_path / "optimize").mkdir()
+    (tmp_path / "optimize" / "measure.py").write_text(
+        "from edgekit.executors import executor_for\n"
+        "def f():\n    from edgekit.remote import RemoteError\n    import ray.util\n"
+        "    from edgekit.executors.ray import ClusterError\n    from edgekit import remote\n")
+    assert reaches_past_the_executors(tmp_path) == [
+        "edgekit/optimize/measure.py:3 imports edgekit.remote",
+        "edgekit/optimize/measure.py:4 imports ray.util",
+        "edgekit/optimize/measure.py:5 imports edgekit.executors.ray",
+        "edgekit/optimize/measure.py:6 imports edgekit.remote"]
