@@ -230,3 +230,39 @@ def test_only_the_executors_know_where_work_runs(tmp_path: Path) -> None:
         "edgekit/optimize/measure.py:4 imports ray.util",
         "edgekit/optimize/measure.py:5 imports edgekit.executors.ray",
         "edgekit/optimize/measure.py:6 imports edgekit.remote"]
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None,
+                    reason="needs the OpenSSH client (apt-get install openssh-client)")
+def test_devices_remote_checks_through_the_executor(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`edgekit devices --remote` asks each profile's executor: this machine's runtimes for a
+    local profile, the device (over SSH) for one with a host; a device that does not answer
+    marks its runtimes with why, and the listing goes on."""
+    import json
+    import socket
+
+    import yaml
+
+    from edgekit.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "gone-box.yaml").write_text(yaml.safe_dump({
+        "schema_version": 1, "name": "gone-box", "kind": "cpu",
+        "runtimes": {"onnxruntime": {}}, "host": "nobody@127.0.0.1", "port": port,
+        "connect_timeout": 2, "known_hosts": str(tmp_path / "known_hosts")}))
+    monkeypatch.chdir(tmp_path)
+    main(["devices", "--json"])
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["gone-box"]["runtimes"]["onnxruntime"] == {
+        "precisions": ["fp32"], "usable_here": None,
+        "reason": "on the device; checked when validating (or with --remote)"}
+    assert rows["local-cpu"]["runtimes"]["onnxruntime"]["usable_here"] is True
+    main(["devices", "--remote", "--json"])
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    gone = rows["gone-box"]["runtimes"]["onnxruntime"]
+    assert gone["usable_here"] is False and gone["reason"].startswith("device check failed: ")
+    assert "is not reachable within 2s" in gone["reason"]
+    assert rows["local-cpu"]["runtimes"]["onnxruntime"]["usable_here"] is True
