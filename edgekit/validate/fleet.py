@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, InputError
-from edgekit.executors import Executor, ValidationJob
+from edgekit.executors import Executor, ValidationJob, executor_class
 from edgekit.executors import executor_for as pick_executor
 from edgekit.fleetfile import FleetDevice, check_unique
 from edgekit.results.validation import ValidationResult, budget_dict
@@ -155,7 +155,8 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
 def lock_key(device: FleetDevice, share_local: bool = True) -> str:
     """What a device takes turns on: its physical device (local profiles of this machine share
     one), or with `share_local=False` (a cluster, or simulated devices) its own name."""
-    return device.physical if share_local or device.profile.is_remote else device.name
+    return device.physical if share_local or not executor_class(device.profile).measures_here \
+        else device.name
 
 
 def device_locks(devices: list[FleetDevice], share_local: bool = True
