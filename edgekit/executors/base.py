@@ -184,8 +184,8 @@ def executor_for(device: DeviceProfile, here: Here | RunHere, *, cluster: Any = 
 
 def check_cluster_address(address: str, *, allow_public: bool = False) -> None:
     """Refuse a Ray address that is public (unless allowed) or does not answer, before anything
-    runs (edgekit.executors.ray.check_address)."""
-    from edgekit.executors.ray import check_address
+    runs (edgekit.executors.ray_address.check_address: no Ray import)."""
+    from edgekit.executors.ray_address import check_address
 
     check_address(address, allow_public=allow_public)
 
