@@ -132,9 +132,9 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
                          f"and --precisions {flags['precisions']} has no int8",
                          hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
     if cluster:  # a public or silent cluster address: refused before anything is written
-        from edgekit.executors.ray import check_address
+        from edgekit.executors import check_cluster_address
 
-        check_address(cluster, allow_public=allow_public_cluster)
+        check_cluster_address(cluster, allow_public=allow_public_cluster)
     from edgekit.devices import load_profile
 
     base: dict[str, Any] | None = None

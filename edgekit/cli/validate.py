@@ -150,7 +150,8 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
     """List device profiles (devices/*.yaml) and which of their runtimes work here."""
     from edgekit.devices import list_profiles, load_profile
     from edgekit.errors import EdgekitError
-    from edgekit.validate.validator import runtime_status
+    from edgekit.executors import executor_for
+    from edgekit.validate.validator import HERE
 
     rows = []
     for path in list_profiles():
@@ -162,15 +163,16 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
             continue
         runtimes = {name: {"precisions": cfg.precisions}
                     for name, cfg in profile.runtimes.items()}
-        if profile.is_remote:
-            for info in runtimes.values():
-                info.update(usable_here=None, reason="on the device; checked when validating "
-                            "(or with --remote)")
-            if check_remote:
-                _check_remote(profile, runtimes)
-        else:
-            for status in runtime_status(profile) if check else []:
-                runtimes[status.name].update(usable_here=status.usable, reason=status.reason)
+        with executor_for(profile, HERE) as executor:
+            if executor.measures_here:  # the runtimes that count are this machine's
+                if check:
+                    _check(executor, profile, runtimes)
+            else:
+                for info in runtimes.values():
+                    info.update(usable_here=None, reason="on the device; checked when "
+                                "validating (or with --remote)")
+                if check_remote:
+                    _check(executor, profile, runtimes)
         rows.append({"name": profile.name, "path": str(path), "kind": profile.kind,
                      "remote": profile.host, "emulated": profile.emulated,
                      "threads": profile.threads,
@@ -195,21 +197,16 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
             click.echo(f"    {name:<12} {'/'.join(info['precisions']):<16} {mark}")
 
 
-def _check_remote(profile, runtimes: dict) -> None:
-    """Fill `runtimes` from the device itself (edgekit.remote's check over SSH)."""
+def _check(executor, profile, runtimes: dict) -> None:
+    """Fill `runtimes` from the executor's check (this machine's runtimes, or the device's own
+    over SSH); a check that fails marks every runtime with why."""
     from edgekit.errors import EdgekitError
 
     try:
-        from edgekit.remote import check_remote
-
-        report = check_remote(profile)
-    except (ImportError, EdgekitError) as exc:
-        message = getattr(exc, "message", str(exc))
+        statuses = executor.check(profile)
+    except EdgekitError as exc:
         for info in runtimes.values():
-            info.update(usable_here=False, reason=f"device check failed: {message}")
+            info.update(usable_here=False, reason=f"device check failed: {exc.message}")
         return
-    fixes = {m["what"]: m["fix"] for m in report.missing}
-    for name, info in runtimes.items():
-        usable = name in report.usable_runtimes
-        info.update(usable_here=usable, reason="" if usable else
-                    f"not installed on {profile.host}; fix: {fixes.get(f'runtime {name}', '?')}")
+    for status in statuses:
+        runtimes[status.name].update(usable_here=status.usable, reason=status.reason)

@@ -102,12 +102,13 @@ class DeviceSearch:
     lost: str | None = None
     seconds: float = 0.0
     fleet: Any = None  # its FleetDevice (name, Ray resource, node)
-    executor: Any = None  # the Ray executor with --cluster, else None (local or SSH)
+    executor: Any = None  # where its work runs (edgekit.executors.executor_for), set by the run
+    here: bool = True  # this process times its candidates (the executor's `measures_here`)
 
     @property
     def measured_here(self) -> bool:
         """True when this process times the device's candidates (a local profile, no cluster)."""
-        return not self.device.is_remote and self.executor is None
+        return self.here
 
     @property
     def fastest_fp32_ms(self) -> float:
@@ -135,13 +136,17 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
     return total
 
 
-def usable_targets(device: Any, targets: list[str], *, here: bool = True
+def usable_targets(device: Any, targets: list[str], *, here: bool | None = None
                    ) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here. A remote device (or any device with `here=False`,
-    measured on a cluster node): all of them, checked there;
-    TensorRT engines are built on the device from each candidate's ONNX model (the remote
-    path's build step), and a device without TensorRT or a GPU says so at the first one."""
-    if device.is_remote or not here:
+    """Targets whose runtime can run here. A device measured elsewhere (`here=False`: on the
+    device itself, or on a cluster node; by default as its executor says): all of them, checked
+    there; TensorRT engines are built on the device from each candidate's ONNX model (the
+    remote path's build step), and a device without TensorRT or a GPU says so at the first one."""
+    if here is None:
+        from edgekit.executors import executor_class
+
+        here = executor_class(device).measures_here
+    if not here:
         return list(targets), []
     from edgekit.validate.validator import runtime_status
 
@@ -254,6 +259,7 @@ class Optimizer:
         if len(set(names)) != len(names):
             raise InputError(f"device {next(n for n in names if names.count(n) > 1)!r} is named "
                              "twice", hint="give each --device once")
+        from edgekit.executors import executor_class
         from edgekit.fleetfile import check_unique
 
         check_unique(self.fleet, "the devices", physical=False)  # (a Ray resource twice)
@@ -266,12 +272,9 @@ class Optimizer:
                 raise InputError(f"no runtime and precision of the space is on {device.name} "
                                  f"(it lists {', '.join(device.runtimes)})",
                                  hint="widen --runtimes/--precisions, or pick another --device")
-            ok, missing = usable_targets(device, targets, here=self.cluster is None)
-            if not ok and device.is_remote:
-                raise MissingDependencyError(
-                    f"no candidate of the space can be measured on {device.name} "
-                    f"({'; '.join(missing)})", hint="search another runtime (--runtimes)")
-            if not ok:
+            here = executor_class(device, clustered=self.cluster is not None).measures_here
+            ok, missing = usable_targets(device, targets, here=here)
+            if not ok:  # (measured elsewhere, every target is kept and checked there)
                 raise MissingDependencyError(
                     f"none of {device.name}'s runtimes can run here ({'; '.join(missing)}), and "
                     "the profile has no host to measure on",
@@ -284,7 +287,7 @@ class Optimizer:
                 self.say(f"{device.name}: {gone} skipped ({'; '.join(missing)})")
             batch = self.space.batch or min(device.batch_sizes)
             searches.append(DeviceSearch(device, ok, batch, device_state(device),
-                                         fleet=fleet_device))
+                                         fleet=fleet_device, here=here))
         if self.settings.time_budget is not None:
             budget = parse_duration(self.settings.time_budget)
             need = minimum_seconds(searches)
@@ -305,14 +308,13 @@ class Optimizer:
 
         claim_output_folder(self.out)  # edgekit's folder (its manifest first), as compress's
         self._prepare()
-        if self.cluster is not None:
-            from edgekit.validate.fleet import connect_cluster
+        import contextlib
 
-            with connect_cluster(self.fleet, self.cluster,
-                                 allow_public=self.allow_public_cluster) as cluster:
-                results = self._search_all(searches, budget, started, cluster)
-        else:
-            results = self._search_all(searches, budget, started, None)
+        from edgekit.validate.fleet import connect_cluster
+
+        with connect_cluster(self.fleet, self.cluster, allow_public=self.allow_public_cluster) \
+                if self.cluster is not None else contextlib.nullcontext() as cluster:
+            results = self._search_all(searches, budget, started, cluster)
         summary = {"model": self.bundle.name, "checkpoint": str(self.checkpoint),
                    "out": str(self.out), "max_drop": self.max_drop,
                    "min_speedup": self.settings.min_speedup,
@@ -329,32 +331,35 @@ class Optimizer:
                     cluster: Any) -> dict[str, dict[str, Any]]:
         """Every device's search at once (validate/fleet.py's one thread per device), each
         within the whole time budget; a device whose search fails keeps its partial front."""
+        from edgekit.executors import executor_for
         from edgekit.validate.fleet import per_device
-
-        if cluster is not None:
-            from edgekit.executors.ray import RayExecutor
-            from edgekit.validate.validator import run_here
-
-            for search in searches:
-                search.executor = RayExecutor(run_here, cluster, search.fleet.resource, self.say)
+        from edgekit.validate.validator import HERE
 
         def one(search: DeviceSearch) -> dict[str, Any]:
             left = None if budget is None else budget - (time.monotonic() - started)
-            try:
-                return self._search(search, left)
-            except Exception as exc:  # noqa: BLE001 - one device's failure must not sink the others
-                message = exc.message if isinstance(exc, EdgekitError) else \
-                    f"{type(exc).__name__}: {exc}"
-                search.lost = message
-                self.say(f"{search.device.name}: the search stopped: {message}")
-                try:  # what it finished: its partial front (and a winner among it)
-                    return self._finish(search, self._partial_study(search),
-                                        time.monotonic() - started)
-                except Exception:  # noqa: BLE001 - the device's own failure is the news
-                    return self._finish(search, None, time.monotonic() - started)
+            with executor_for(search.device, HERE, cluster=cluster,
+                              resource=search.fleet.resource, on_event=self.say) as executor:
+                search.executor = executor
+                return self._search_or_keep(search, left, started)
 
         return dict(zip([s.device.name for s in searches], per_device(searches, one),
                         strict=True))
+
+    def _search_or_keep(self, search: DeviceSearch, left: float | None,
+                        started: float) -> dict[str, Any]:
+        """The device's search; when it fails, what it finished (its partial front)."""
+        try:
+            return self._search(search, left)
+        except Exception as exc:  # noqa: BLE001 - one device's failure must not sink the others
+            message = exc.message if isinstance(exc, EdgekitError) else \
+                f"{type(exc).__name__}: {exc}"
+            search.lost = message
+            self.say(f"{search.device.name}: the search stopped: {message}")
+            try:  # what it finished: its partial front (and a winner among it)
+                return self._finish(search, self._partial_study(search),
+                                    time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - the device's own failure is the news
+                return self._finish(search, None, time.monotonic() - started)
 
     def _partial_study(self, search: DeviceSearch) -> Any:
         """The device's study as far as it got (None when there is none yet)."""
@@ -418,7 +423,8 @@ class Optimizer:
         with self._machine_lock:
             before = dict(self.builder.seconds)
             entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
-                                          profile_ref(device), build_on_device=device.is_remote)
+                                          profile_ref(device),
+                                          build_on_device=search.executor.builds_on_device(device))
             self._count_built(before)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,

@@ -45,19 +45,28 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
                      spec: InputSpec) -> np.ndarray | None:
     if reference is None or eval_set is None:
         return None
-    runner = open_runner(reference, spec, device, "onnxruntime")
-    with progress(f"Reference logits ({reference.name})", len(eval_set)) as advance:
+    with open_runner(reference, spec, device, "onnxruntime") as runner, \
+            progress(f"Reference logits ({reference.name})", len(eval_set)) as advance:
         return runner.predict(eval_set.x, on_batch=advance)
 
 
 def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
             runtime: str | None = None, model_name: str | None = None) -> list[dict[str, Any]]:
-    """All records (one per batch size) of one artifact on one runtime."""
+    """All records (one per batch size) of one artifact on one runtime (its runner closed
+    after)."""
     path = Path(entry["path"])
     rss_before = _rss_mb()
-    runner = open_runner(path, spec, device, runtime)
-    rss_loaded = _rss_mb() - rss_before
+    with open_runner(path, spec, device, runtime) as runner:
+        rss_loaded = _rss_mb() - rss_before
+        return _measure(runner, path, entry, spec, device, eval_set=eval_set, batches=batches,
+                        ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded)
+
+
+def _measure(runner: Runner, path: Path, entry: dict[str, Any], spec: InputSpec,
+             device: DeviceProfile, *, eval_set: Dataset | None, batches: list[int],
+             ref_logits: np.ndarray | None, model_name: str | None,
+             rss_loaded: float) -> list[dict[str, Any]]:
     base = {
         "record_version": RECORD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -114,7 +123,13 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
                f"(export it for {runtime} too to compare)")
         return {b: {"p50_ms": None, "missing": f"batch {b}: {why}"} for b in batches}
     spec = spec_for(original)
-    runner = open_runner(original, spec, device, runtime)
+    with open_runner(original, spec, device, runtime) as runner:
+        return _original_latency(runner, original, spec, device, runtime, batches, images)
+
+
+def _original_latency(runner: Runner, original: Path, spec: InputSpec, device: DeviceProfile,
+                      runtime: str, batches: list[int], images: np.ndarray
+                      ) -> dict[int, dict[str, Any]]:
     out = {}
     for batch in batches:
         x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
@@ -276,6 +291,21 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     return records
 
 
+def alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *,
+                   spec: InputSpec, x: np.ndarray, rounds: int) -> dict[str, dict[str, Any]]:
+    """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
+    ({label: (path, runtime)}) timed together here on `x` in `rounds` alternating rounds with
+    the device's latency protocol (runtimes/speedup.py); every runner closed after."""
+    import contextlib
+
+    from edgekit.runtimes.speedup import alternate
+
+    with contextlib.ExitStack() as stack:
+        runners = {label: stack.enter_context(open_runner(Path(path), spec, device, runtime))
+                   for label, (path, runtime) in artifacts.items()}
+        return alternate(runners, x, device.latency, rounds)
+
+
 def time_against_original(candidate: Path, original: Path, spec: InputSpec,
                           device: DeviceProfile, images: np.ndarray, batch: int, *,
                           runtime: str | None, original_runtime: str | None,
@@ -291,7 +321,7 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
     say where (`remote`, `ray`), which the result keeps. By default they are timed here."""
     import contextlib
 
-    from edgekit.runtimes.speedup import alternate, compare
+    from edgekit.runtimes.speedup import compare
 
     artifacts = {"candidate": (candidate, runtime), "original": (original, original_runtime)}
     x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
@@ -300,9 +330,7 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
         if timer is not None:
             timed = timer(artifacts, x)
         else:
-            runners = {label: open_runner(path, spec, device, rt)
-                       for label, (path, rt) in artifacts.items()}
-            timed = alternate(runners, x, device.latency, rounds)
+            timed = alternate_here(artifacts, device, spec=spec, x=x, rounds=rounds)
     result = compare(timed["candidate"], timed["original"], min_speedup=min_speedup,
                      confidence=confidence)
     result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],

@@ -5,7 +5,8 @@ itself against the fp32 reference, and the accuracy gate.
 A runtime of the profile that is not usable here is reported (with the fix) and the rest are
 validated; an artifact that no usable runtime can run is reported as skipped. Torch-free.
 Where the job runs is an executor's business (edgekit/executors/: local in this process; ssh for a
-profile with `host:`, which runs this same validator on the device and brings the records back).
+profile with `host:`, which runs this same validator on the device and brings the records back;
+ray on the node that owns the device). `HERE` is what every executor ends up running.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import numpy as np
 from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import DataError, MissingDependencyError
-from edgekit.executors import ValidationJob, executor_name, get_executor
+from edgekit.executors import Here, ValidationJob, executor_for
 from edgekit.results.store import new_run_id
 from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
 
-__all__ = ["RuntimeStatus", "ValidationResult", "allows_any_drop", "check_above_chance",
+__all__ = ["HERE", "RuntimeStatus", "ValidationResult", "allows_any_drop", "check_above_chance",
            "check_labels", "plan", "run_here", "runtime_status", "save", "summarize", "validate"]
 
 
@@ -134,7 +135,8 @@ def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
     from edgekit.io.lineage import check_chain
 
     check_chain(target)  # artifacts that were not made from the reference's model are refused
-    return get_executor(executor_name(device), run_here).run(job)
+    with executor_for(device, HERE) as executor:
+        return executor.validate(job)
 
 
 def run_here(job: ValidationJob) -> ValidationResult:
@@ -176,8 +178,8 @@ def run_here(job: ValidationJob) -> ValidationResult:
             eval_set.check_for(spec, need_labels=True)
             ref = reference_logits(ref_path, eval_set, device, spec) if ref_path else None
             if ref is None:
-                probe = open_runner(Path(entry["path"]), spec, device, runtimes[0])
-                ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
+                with open_runner(Path(entry["path"]), spec, device, runtimes[0]) as probe:
+                    ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
             else:
                 ref_outputs = ref.shape[1]
             eval_set = eval_set.for_outputs(spec, ref_outputs)  # class folders → outputs
@@ -291,3 +293,14 @@ def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dic
     decisive = {"artifact": chosen["name"], "why": why, "passed": chosen["passed"],
                 "reasons": sorted({x for v in chosen["runtimes"].values() for x in v["reasons"]})}
     return {"artifacts": list(arts.values()), "decisive": decisive, "passed": chosen["passed"]}
+
+
+def _alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *, spec: Any,
+                    x: Any, rounds: int) -> dict[str, dict[str, Any]]:
+    from edgekit.validate.bench import alternate_here
+
+    return alternate_here(artifacts, device, spec=spec, x=x, rounds=rounds)
+
+
+# What the executors run in the process that measures (this one, the device's, a Ray node's).
+HERE = Here(validate=run_here, alternate=_alternate_here, check=runtime_status)
