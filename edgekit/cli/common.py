@@ -160,11 +160,15 @@ def data_dir_option(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edgekit.data.folders import skipping_bad_images
+        from edgekit.data.folders import allowing_upscale, skipping_bad_images
 
-        with skipping_bad_images(kwargs.pop("skip_bad_images")):
+        with skipping_bad_images(kwargs.pop("skip_bad_images")), \
+                allowing_upscale(kwargs.pop("allow_upscale")):
             return fn(*args, **kwargs)
 
+    wrapper = click.option("--allow-upscale", is_flag=True,
+                           help="Scale up images smaller than the model's input (refused by "
+                           "default: it changes what the model sees).")(wrapper)
     wrapper = click.option("--skip-bad-images", is_flag=True,
                            help="Leave unreadable files in image folders out (counted in the "
                            "record) instead of stopping.")(wrapper)

@@ -45,9 +45,12 @@ def current_preprocessing() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
+    from edgekit.data.folders import allowing_upscale
+
     token = _PREPROCESSING.set({k: v for k, v in options.items() if v is not None})
     try:
-        yield
+        with allowing_upscale(options.get("resize") is not None):  # scaling asked for
+            yield
     finally:
         _PREPROCESSING.reset(token)
 
