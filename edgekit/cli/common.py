@@ -100,10 +100,12 @@ def preprocessing_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgekit.data.folders import allowing_upscale
         from edgekit.io.models import preprocessing_from_cli
 
         options = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
-        with preprocessing_from_cli(options):
+        # an explicit --resize asks for scaling: images smaller than the input may be scaled up
+        with preprocessing_from_cli(options), allowing_upscale(options["resize"] is not None):
             return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)

@@ -45,12 +45,9 @@ def current_preprocessing() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
-    from edgekit.data.folders import allowing_upscale
-
     token = _PREPROCESSING.set({k: v for k, v in options.items() if v is not None})
     try:
-        with allowing_upscale(options.get("resize") is not None):  # scaling asked for
-            yield
+        yield
     finally:
         _PREPROCESSING.reset(token)
 
