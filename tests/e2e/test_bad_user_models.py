@@ -256,3 +256,29 @@ def test_api_raises_the_same_errors(tmp_path: Path) -> None:
         edgekit.compress(_dynamic_onnx(tmp_path), tmp_path / "o", steps=["quantize"],
                          calib=str(_grey_npz(tmp_path)))
     assert not (tmp_path / "o").exists()
+
+
+def test_small_images_refused_by_every_reader_unless_allowed(tmp_path: Path) -> None:
+    """load_dataset (bench, validate, the remote payload) and the compress preflight refuse
+    images smaller than the input; inside allowing_upscale() they are scaled up to it; images
+    at least the input's size are never refused (80×72 for a 64×64 crop after a resize)."""
+    from edgekit.data import load_dataset
+    from edgekit.data.folders import allowing_upscale, preflight
+    from edgekit.errors import DataError
+    from edgekit.spec import InputSpec
+
+    imgs = _small_images(tmp_path / "imgs")
+    spec = InputSpec(shape=(1, 3, 24, 24), mean=(0.5,), std=(0.5,))
+    with pytest.raises(DataError, match=r"12 of 12 images are smaller than the model's 24×24 "
+                       r"input \(the smallest, .*c0/0.png, is 20×12\)") as err:
+        load_dataset(str(imgs), spec)
+    assert "--allow-upscale" in err.value.hint
+    with pytest.raises(DataError, match="smaller than the model's 24×24"):
+        preflight({"eval": str(imgs)}, spec, 4)
+    with allowing_upscale():
+        data = load_dataset(str(imgs), spec)
+        assert np.asarray(data.x).shape == (12, 3, 24, 24)
+    fits = InputSpec(shape=(1, 3, 12, 12), mean=(0.5,), std=(0.5,))
+    assert np.asarray(load_dataset(str(imgs), fits).x).shape == (12, 3, 12, 12)
+    with pytest.raises(DataError, match="1 of 12 images are smaller than the model's 16×16"):
+        load_dataset(str(imgs), InputSpec(shape=(1, 3, 16, 16), mean=(0.5,), std=(0.5,)))
