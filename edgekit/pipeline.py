@@ -444,13 +444,15 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          hint="export the model again with standard operators") from None
     spec = spec_from_onnx(model, where=onnx_path)
     known = spec is not None
+    from edgekit.io.models import check_channel_change, with_user_preprocessing
+    from edgekit.io.onnxfile import check_shape_fits, no_spec_error
+
     if input_shape is not None:
+        check_channel_change(spec, input_shape, None, onnx_path.name)
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
-        raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
-                         "InputSpec in its metadata)",
-                         hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
-    from edgekit.io.models import with_user_preprocessing
+        raise no_spec_error(model, onnx_path.name)
+    check_shape_fits(model, spec.shape, onnx_path.name)
 
     spec = with_user_preprocessing(spec, known, None, onnx_path.name)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)

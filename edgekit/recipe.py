@@ -137,6 +137,19 @@ class InputOverride(Strict):
             raise ValueError(problem)
         return value
 
+    @model_validator(mode="after")
+    def _channels(self) -> InputOverride:
+        """mean/std fit the channels input.shape gives (edgekit.spec.channels_problem, the check
+        behind --mean/--std and recorded specs), checked when the recipe loads."""
+        from edgekit.spec import channels_problem
+
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if self.shape is not None and values is not None and \
+                    (problem := channels_problem(name, values, self.shape[1])):
+                raise ValueError(problem)
+        return self
+
 
 class DataConfig(Strict):
     train: str | None = Field(None, description="training data (zoo/arch training, distill)")

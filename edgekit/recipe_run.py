@@ -148,6 +148,12 @@ def _spec(recipe: Recipe, base: Any = None, *, what: str | None = None):
     if ov is None:
         return spec
     if ov.shape is not None:
+        from edgekit.spec import channel_change_problem, channels_hint
+
+        if problem := channel_change_problem(spec, ov.shape[1], {"mean": ov.mean, "std": ov.std}):
+            raise ConfigError(f"the recipe's input.shape: {problem}",
+                              hint=channels_hint(ov.shape[1]).replace("--mean", "input.mean")
+                              .replace("--std", "input.std").replace("--input-shape", "input.shape"))
         spec = spec.with_shape(ov.shape)
     spec = spec.with_preprocessing(mean=ov.mean, std=ov.std, resize=ov.resize, crop=ov.crop,
                                    channel_order=ov.channel_order)
@@ -256,6 +262,8 @@ class RecipeRun:
         self._check_outputs()
         if self.store_path.exists():  # refuse a store that is not ours before any work
             open_store(self.store_path).close()
+        if r.model.path:  # the user's model (arch, state_dict, input) fits before anything is written
+            load_bundle(r, model_checkpoint(r, self.recipe_path, self.data_dir, lambda _: None))
         claim_output_folder(self.out)
         start = time.perf_counter()  # training a model on first use is the model stage's time
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)

@@ -38,6 +38,45 @@ def normalisation_problem(name: str, values: Sequence[float]) -> str | None:
     return None
 
 
+def channels_problem(name: str, values: Sequence[float], channels: int) -> str | None:
+    """Why `values` cannot be the `name` (mean/std) of a model with `channels` input channels, or
+    None: one value (every channel) or one per channel. The one check behind --mean/--std,
+    presets, recipes' input keys and recorded specs."""
+    if len(values) in (1, channels):
+        return None
+    shown = ",".join(f"{v:g}" for v in values)
+    return (f"{name} has {len(values)} values; the model has {channels} input "
+            f"channel{'s' if channels > 1 else ''} ({shown} is a {len(values)}-channel "
+            f"{name})")
+
+
+def channels_hint(channels: int) -> str:
+    """What to pass instead, for a model with `channels` input channels."""
+    example = ("--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" if channels == 3 else
+               "--mean " + ",".join(["0.5"] * channels) + " --std " + ",".join(["0.5"] * channels))
+    count = "1 value" if channels == 1 else f"1 or {channels} values"
+    return (f"give {count} each, the ones the model was trained with, e.g. "
+            f"{example}; if the model takes another channel count, say so with --input-shape "
+            "N,C,H,W")
+
+
+def channel_change_problem(recorded: InputSpec | None, channels: int,
+                           given: dict | None = None) -> str | None:
+    """Why a spec with per-channel mean/std for `recorded.channels` channels cannot simply be
+    reshaped to `channels` (InputSpec.with_shape would average them: ImageNet's RGB values
+    silently turned into one grey value), or None when nothing is lost: the channel count is
+    unchanged, the values are one for every channel, or the user `given` new ones."""
+    if recorded is None or recorded.channels == channels:
+        return None
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    lost = [n for n in ("mean", "std") if len(getattr(recorded, n)) > 1 and n not in given]
+    if not lost:
+        return None
+    shown = "; ".join(f"{n} {','.join(f'{v:g}' for v in getattr(recorded, n))}" for n in lost)
+    return (f"its normalisation is for {recorded.channels} channels ({shown}) but the input "
+            f"shape asks for {channels} channel{'s' if channels > 1 else ''}")
+
+
 def resize_problem(resize: int) -> str | None:
     """Why `resize` cannot be a shorter side to resize to (over edgekit.limits.MAX_RESIZE)."""
     from edgekit.limits import MAX_RESIZE
@@ -83,9 +122,9 @@ class InputSpec(BaseModel):
     @model_validator(mode="after")
     def _channels_match(self) -> InputSpec:
         c = self.shape[1]
-        if len(self.mean) not in (1, c) or len(self.std) not in (1, c):
-            raise ValueError(f"mean/std need 1 or {c} values for {c} channels, got "
-                             f"{len(self.mean)} and {len(self.std)}")
+        for name in ("mean", "std"):
+            if problem := channels_problem(name, getattr(self, name), c):
+                raise ValueError(problem)
         if self.resize is not None and self.resize < min(self.shape[2], self.shape[3]):
             raise ValueError(f"resize {self.resize} is smaller than the {self.shape[2]}x"
                              f"{self.shape[3]} centre crop")
@@ -146,11 +185,8 @@ class InputSpec(BaseModel):
             if values is None:
                 continue
             values = tuple(float(v) for v in values)
-            if len(values) not in (1, c):
-                raise InputError(f"--{name} has {len(values)} values; the model has {c} input "
-                                 f"channel{'s' if c > 1 else ''}",
-                                 hint=f"pass 1 or {c} comma-separated values, e.g. --{name} "
-                                 + (",".join(["0.5"] * c)))
+            if problem := channels_problem(name, values, c):
+                raise InputError(f"--{problem}", hint=channels_hint(c))
             if problem := normalisation_problem(name, values):
                 raise InputError(f"--{name} {','.join(f'{v:g}' for v in values)}: {problem}",
                                  hint=f"e.g. --{name} " + ("0.485,0.456,0.406" if name == "mean"

@@ -100,10 +100,12 @@ def preprocessing_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgekit.data.folders import allowing_upscale
         from edgekit.io.models import preprocessing_from_cli
 
         options = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
-        with preprocessing_from_cli(options):
+        # an explicit --resize asks for scaling: images smaller than the input may be scaled up
+        with preprocessing_from_cli(options), allowing_upscale(options["resize"] is not None):
             return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
@@ -160,11 +162,15 @@ def data_dir_option(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edgekit.data.folders import skipping_bad_images
+        from edgekit.data.folders import allowing_upscale, skipping_bad_images
 
-        with skipping_bad_images(kwargs.pop("skip_bad_images")):
+        with skipping_bad_images(kwargs.pop("skip_bad_images")), \
+                allowing_upscale(kwargs.pop("allow_upscale")):
             return fn(*args, **kwargs)
 
+    wrapper = click.option("--allow-upscale", is_flag=True,
+                           help="Scale up images smaller than the model's input (refused by "
+                           "default: it changes what the model sees).")(wrapper)
     wrapper = click.option("--skip-bad-images", is_flag=True,
                            help="Leave unreadable files in image folders out (counted in the "
                            "record) instead of stopping.")(wrapper)

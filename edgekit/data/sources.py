@@ -252,6 +252,7 @@ def load_dataset(source: str, spec: InputSpec, *, data_dir: str | Path | None = 
 
         index = open_images(path)
         index.note_conversion(spec)
+        index.check_sizes(spec)
         dataset = Dataset(FolderImages(index, spec), index.labels, source, index.class_names,
                           index.skipped)
         if spec.class_names:  # labels as the model's outputs, matched by name (class_indices)
