@@ -919,7 +919,15 @@ class Optimizer:
         from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
-        for result in results.values():
+        not_measured = {}
+        for name, result in results.items():
+            left = [{"name": c["name"], "status": c["status"], "why": c.get("why") or ""}
+                    for c in result["candidates"] if not c.get("values")]
+            if left or result.get("dropped") or result.get("notes") or result.get("lost"):
+                not_measured[name] = {
+                    "candidates": left, "dropped": result.get("dropped") or [],
+                    "notes": [*result.get("notes", []), *filter(None, [
+                        result.get("lost") and f"the search stopped: {result['lost']}"])]}
             shown = {c["key"]: c for c in result["candidates"] if c.get("values")}
             for runtime, b in result["baselines"].items():  # the originals, always shown
                 shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
@@ -941,9 +949,10 @@ class Optimizer:
                           "speedup": speed["speedup"], "speedup_vs": speed,
                           "gate": evaluate_gate(accuracy, budget, [speed])}
                 records.append(record)
-        if not records:
+        if not records and not not_measured:
             return None
         path = self.out / "report.html"
         write_report(records, path, markdown_path=self.out / "report.md",
-                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out))
+                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out),
+                     not_measured=not_measured)
         return str(path)
