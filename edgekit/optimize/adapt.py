@@ -80,9 +80,32 @@ def _unchanged(model: Any, original: Any) -> bool:
         mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
 
 
+def _dwsep_inapplicable(bundle: Any, choice: Any, space: SearchSpace) -> str | None:
+    """Why the dwsep pass would substitute no conv of the model at `choice`, from its plan
+    (cheap: no training data, no rank search), else None. `auto` can still choose no layer
+    within its error bound; the builder finds that at its first candidate (UnchangedError) and
+    the search drops the choice then, once."""
+    from collections import Counter
+
+    from edgekit.passes.dwsep import DwsepConfig, plan_layers
+
+    try:
+        plans = plan_layers(bundle.model, bundle.spec,
+                            DwsepConfig(rank=choice, max_error=space.dwsep_max_error))
+    except EdgekitError as exc:
+        return exc.message
+    if any(p.replace for p in plans):
+        return None
+    reasons = Counter((p.reason or "").split(" (")[0].split(":")[0] for p in plans)
+    listed = "; ".join(f"{n} {why}" for why, n in reasons.most_common(3))
+    return (f"dwsep {dwsep_label(choice)} substitutes no conv of this model"
+            + (f" ({listed})" if listed else " (it has no conv)")
+            + ": the candidate would be the original")
+
+
 def fit_space(space: SearchSpace, builder: Builder, round_to: int | None) -> Fitted:
-    """Try each pruning ratio and each dwsep choice alone on the model (the builder's `init`
-    stage) and drop those that cannot apply, with the reason."""
+    """Try each pruning ratio alone on the model (the builder's `init` stage: seconds) and plan
+    each dwsep choice, and drop those that cannot apply, with the reason."""
     original = builder.original.model
     fitted = Fitted(space)
     where = f" with round_to {round_to}" if round_to else ""
@@ -126,16 +149,9 @@ def fit_space(space: SearchSpace, builder: Builder, round_to: int | None) -> Fit
         if choice == "off":
             kept_dwsep.append(choice)
             continue
-        try:
-            bundle = builder.bundle(Arch(0.0, choice), "init", round_to)
-        except EdgekitError as exc:
-            fitted.dropped.append({"knob": "dwsep", "value": choice, "why": exc.message})
-            continue
-        if _unchanged(bundle.model, original):
-            fitted.dropped.append({"knob": "dwsep", "value": choice,
-                                   "why": f"dwsep {dwsep_label(choice)} substitutes no conv of "
-                                          "this model (its convs are depthwise, 1×1, or not "
-                                          "worth it): the candidate would be the original"})
+        why = _dwsep_inapplicable(builder.original, choice, space)
+        if why:
+            fitted.dropped.append({"knob": "dwsep", "value": choice, "why": why})
             continue
         kept_dwsep.append(choice)
     changes: dict[str, Any] = {}

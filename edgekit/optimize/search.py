@@ -105,6 +105,7 @@ class DeviceSearch:
     space: Any = None  # the space fitted to the model and this device (optimize/adapt.py)
     dropped: list[dict[str, Any]] = field(default_factory=list)  # knobs dropped: {knob, value, why}
     notes: list[str] = field(default_factory=list)  # e.g. layers round_to keeps whole
+    inapplicable: dict[tuple[str, str], str] = field(default_factory=dict)  # knob found a no-op
 
     @property
     def measured_here(self) -> bool:
@@ -626,6 +627,11 @@ class Optimizer:
             # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
             # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
             scope = runtime if runtime == "tensorrt" else params["target"]
+            gone = search.inapplicable.get(("dwsep", params["dwsep"]))
+            if gone:  # the dwsep choice substituted nothing at an earlier candidate
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", f"dropped from the space: {gone}")
+                raise optuna.TrialPruned()
             if scope in search.unusable:  # found missing at an earlier candidate
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", search.unusable[scope])
@@ -647,7 +653,15 @@ class Optimizer:
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
-            except UnchangedError as exc:  # a pass changed nothing: no candidate to build
+            except UnchangedError as exc:  # dwsep substituted nothing: no candidate to build,
+                # and the choice is dropped from the space (said once; its trials are skipped)
+                knob = ("dwsep", params["dwsep"])
+                if knob not in search.inapplicable:
+                    search.inapplicable[knob] = exc.message
+                    search.dropped.append({"knob": "dwsep", "value": params["dwsep"],
+                                           "why": exc.message})
+                    self.say(f"{device.name}: dwsep {params['dwsep']} dropped from the space: "
+                             f"{exc.message}")
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None

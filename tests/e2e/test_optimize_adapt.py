@@ -66,7 +66,8 @@ def test_knobs_that_cannot_apply_are_dropped_once_before_any_candidate(searched)
     assert dropped == {
         ("prune", 0.25): "the same architecture as prune 0.2 with round_to 8 (the same channel "
                          "counts)",
-        ("dwsep", 1): "dwsep r1 substitutes no conv of this model: nothing changed"}
+        ("dwsep", 1): "dwsep r1 substitutes no conv of this model (4 1×1; 1 already grouped): "
+                      "the candidate would be the original"}
     assert result["space"]["prune"] == [0.0, 0.2] and result["space"]["dwsep"] == ["off"]
     err = " ".join(proc.stderr.split())  # said once each, however many candidates use them
     assert err.count("prune 0.25 dropped from the space") == 1

@@ -39,7 +39,8 @@ def test_knobs_that_cannot_apply_are_dropped_with_their_reason(tmp_path):
     assert set(dropped) == {("prune", 0.25), ("dwsep", 1), ("dwsep", 2)}
     assert dropped[("prune", 0.25)] == ("the same architecture as prune 0.2 with round_to 8 "
                                         "(the same channel counts)")
-    assert dropped[("dwsep", 1)].startswith("dwsep r1 substitutes no conv of this model")
+    assert dropped[("dwsep", 1)] == ("dwsep r1 substitutes no conv of this model (4 1×1; 1 "
+                                     "already grouped): the candidate would be the original")
     assert any(n.startswith("prune 0.2: round_to 8 keeps") and "5.fc1 (8)" in n
                for n in fitted.notes), fitted.notes
     # the pruned models are the builder's init stage, made once: the search reuses them
