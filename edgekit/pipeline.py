@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InputError
+from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
 from edgekit.targets.base import Artifact, get_target
@@ -58,6 +58,23 @@ def parity_sample(spec, source: str | None, data_dir: str | None = None):
         return None
 
 
+def recorded_eval(source: Path) -> str | None:
+    """The eval data a compress into `source`'s folder recorded (where parity is judged when
+    no --parity-data is given): the user's own data, not a built-in set of another shape."""
+    folder = source if source.is_dir() else source.parent
+    if not (folder / MANIFEST_NAME).is_file():
+        return None
+    try:
+        stages = Manifest(folder).stages
+    except EdgekitError:
+        return None
+    for stage in reversed(stages):
+        data = (stage.get("config") or {}).get("data") or {}
+        if isinstance(data, dict) and isinstance(data.get("eval"), str):
+            return data["eval"]
+    return None
+
+
 def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
                     precision: str = "fp32", model_options: dict[str, Any] | None = None,
                     parity_source: str | None = None, data_dir: str | None = None,
@@ -101,11 +118,15 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
                   {"the source": source_file, "--parity-data": source_paths(parity_source, data_dir),
                    "--calib": source_paths(calib, data_dir) if isinstance(calib, str) else None})
     check_export_reuse(out_dir, source_file, loaded, f"export-{target}-{precision}")
+    if parity_data is None and parity_source is None and bundle is None:
+        parity_source = recorded_eval(source)  # the eval data the folder knows
     if parity_data is None:
         parity_data = parity_sample(spec, parity_source, data_dir)
     claim_output_folder(out_dir)
     artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
                                data_dir=data_dir, **options)
+    if parity_source and isinstance(artifact.metrics.get("parity"), dict):
+        artifact.metrics["parity"].setdefault("source", parity_source)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
         from edgekit.io.artifacts import recorded

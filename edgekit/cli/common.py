@@ -152,6 +152,17 @@ def load_model_from_options(path: str, arch: str | None, arch_kwargs: str | None
 
 
 def json_option(fn: Callable) -> Callable:
+    """--json, and --wide for the tables printed instead (every column; default: 100 columns)."""
+
+    def wide(_ctx: Any, _param: Any, value: bool) -> bool:
+        from edgekit.results.table import set_wide
+
+        set_wide(value)
+        return value
+
+    fn = click.option("--wide", is_flag=True, expose_value=False, callback=wide,
+                      help="Show every column of the tables (default: the main ones, in 100 "
+                           "columns).")(fn)
     return click.option("--json", "as_json", is_flag=True,
                         help="Print machine-readable JSON on stdout instead of a table.")(fn)
 

@@ -33,7 +33,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
                "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
                "latency_fallback": opts["latency_fallback"],
-               "latency_device": opts["latency_device"], "attention": opts.get("attention")}
+               "latency_device": opts["latency_device"], "attention": opts.get("attention"),
+               "min_agreement": opts.get("min_agreement")}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -96,6 +97,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--attention", type=click.Choice(["auto", "float", "int8"]), default=None,
               help="int8 of attention models: auto (projections/MLP int8, the attention "
               "MatMuls by sensitivity), float (attention MatMuls float), int8 (no special case).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="int8 parity on the eval data (the rule `edgekit export` applies): top-1 "
+              "agreement with fp32 at least this, near-ties not counted (default 0.90).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
 @click.option("--overwrite", is_flag=True,

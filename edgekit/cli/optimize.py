@@ -241,6 +241,7 @@ def recipe_inputs(recipe_path: str, data_dir: str | None, *, trust: bool = False
 
 OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1", "cost s",
                "front", "why")
+OPT_NARROW = ("candidate", "status", "p50 ms", "speed-up", "Δ top-1", "front", "why")
 
 
 def _ci(c: dict[str, Any]) -> str:
@@ -275,7 +276,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         rows = sorted(result["candidates"], key=lambda c: (c.get("p50_ms") is None,
                                                            c.get("p50_ms") or 0))
         _print_table(OPT_COLUMNS, [_cells(c) for c in rows],
-                     f"edgekit optimize {summary['model']} on {name} (batch {result['batch']})")
+                     f"edgekit optimize {summary['model']} on {name} (batch {result['batch']})",
+                     narrow=OPT_NARROW)
+        for d in result.get("dropped") or []:
+            click.echo(f"{name}: {d['knob']} {d['value']} dropped from the space: {d['why']}")
+        for note in result.get("notes") or []:
+            click.echo(f"{name}: {note}")
         if result.get("lost"):
             click.echo(f"{name}: device lost mid-search ({result['lost']}); the partial front "
                        "is kept and a rerun resumes")

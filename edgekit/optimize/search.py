@@ -44,7 +44,7 @@ from typing import Any
 from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
-from edgekit.optimize.build import Arch, Builder
+from edgekit.optimize.build import Arch, Builder, UnchangedError
 from edgekit.optimize.cache import CandidateCache, device_state, digest
 from edgekit.optimize.measure import (
     ConfirmationUnavailableError,
@@ -104,6 +104,10 @@ class DeviceSearch:
     fleet: Any = None  # its FleetDevice (name, Ray resource, node)
     executor: Any = None  # where its work runs (edgekit.executors.executor_for), set by the run
     here: bool = True  # this process times its candidates (the executor's `measures_here`)
+    space: Any = None  # the space fitted to the model and this device (optimize/adapt.py)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # knobs dropped: {knob, value, why}
+    notes: list[str] = field(default_factory=list)  # e.g. layers round_to keeps whole
+    inapplicable: dict[tuple[str, str], str] = field(default_factory=dict)  # knob found a no-op
 
     @property
     def measured_here(self) -> bool:
@@ -272,6 +276,15 @@ class Optimizer:
                 raise InputError(f"no runtime and precision of the space is on {device.name} "
                                  f"(it lists {', '.join(device.runtimes)})",
                                  hint="widen --runtimes/--precisions, or pick another --device")
+            from edgekit.optimize.adapt import buildable_targets
+
+            targets, unmade = buildable_targets(targets)
+            dropped = [{"knob": "target", "value": t, "why": why} for t, why in unmade.items()]
+            if not targets:
+                raise InputError(f"optimize can make no artifact for the runtime and precision "
+                                 f"pairs of the space on {device.name} "
+                                 f"({'; '.join(f'{t}: {w}' for t, w in unmade.items())})",
+                                 hint="widen --runtimes/--precisions, or pick another --device")
             here = executor_class(device, clustered=self.cluster is not None).measures_here
             ok, missing = usable_targets(device, targets, here=here)
             if not ok:  # (measured elsewhere, every target is kept and checked there)
@@ -285,9 +298,13 @@ class Optimizer:
                                  hint="keep fp32 in --precisions")
             for gone in sorted(set(targets) - set(ok)):
                 self.say(f"{device.name}: {gone} skipped ({'; '.join(missing)})")
+                dropped.append({"knob": "target", "value": gone, "why": "; ".join(missing)})
+            for d in dropped[:len(unmade)]:
+                self.say(f"{device.name}: {d['value']} dropped from the space: {d['why']}")
             batch = self.space.batch or min(device.batch_sizes)
             searches.append(DeviceSearch(device, ok, batch, device_state(device),
-                                         fleet=fleet_device, here=here))
+                                         fleet=fleet_device, here=here, space=self.space,
+                                         dropped=dropped))
         if self.settings.time_budget is not None:
             budget = parse_duration(self.settings.time_budget)
             need = minimum_seconds(searches)
@@ -308,6 +325,7 @@ class Optimizer:
 
         claim_output_folder(self.out)  # edgekit's folder (its manifest first), as compress's
         self._prepare()
+        self._fit(searches)
         import contextlib
 
         from edgekit.validate.fleet import connect_cluster
@@ -386,6 +404,26 @@ class Optimizer:
                                data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
                                seed=self.settings.seed)
         self._ref_logits = None
+
+    def _fit(self, searches: list[DeviceSearch]) -> None:
+        """Fit each device's space to the model before any candidate is built (adapt.py): a
+        pruning ratio or dwsep choice that cannot apply is dropped, said once, with its reason.
+        Devices with the same round_to share the answer."""
+        from edgekit.optimize.adapt import fit_space
+
+        fitted: dict[Any, Any] = {}
+        for search in searches:
+            round_to = search.device.round_to
+            if round_to not in fitted:
+                with self._machine_lock:
+                    fitted[round_to] = fit_space(self.space, self.builder, round_to)
+                for d in fitted[round_to].dropped:
+                    self.say(f"{d['knob']} {d['value']} dropped from the space: {d['why']}")
+                for note in fitted[round_to].notes:
+                    self.say(note)
+            search.space = fitted[round_to].space
+            search.dropped = [*fitted[round_to].dropped, *search.dropped]
+            search.notes = list(fitted[round_to].notes)
 
     def _reference_logits(self):
         """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
@@ -523,9 +561,9 @@ class Optimizer:
         result = {"status": "short", "steps": steps,
                   "values": (short["p50_ms"], 100 * short["top1"]),
                   "why": "short distillation only"}
-        margin = self.space.distill.promote_margin
+        margin = search.space.distill.promote_margin
         top1 = 100 * short["top1"]
-        if not self.space.distill.has_full:
+        if not search.space.distill.has_full:
             result["why"] = "distilled (the short and full schedules are the same)"
             return result
         if top1 + margin < ref - self.max_drop:
@@ -552,8 +590,8 @@ class Optimizer:
                     grace_period=120,  # several devices' trials write at once: wait a turn
                     engine_kwargs={"connect_args": {"timeout": 60}})
         storage = self._storage
-        name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
-        size = self.space.size(search.targets)
+        name = f"{search.device.name}-{digest(search.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
+        size = search.space.size(search.targets)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
             if size <= self.settings.trials else \
             optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
@@ -603,7 +641,7 @@ class Optimizer:
         started = time.monotonic()
         deadline = None if seconds is None else started + seconds
         self.say(f"{device.name}: {len(search.targets)} runtime/precision pairs, space of "
-                 f"{self.space.size(search.targets)} candidates, {self.settings.trials} trials"
+                 f"{search.space.size(search.targets)} candidates, {self.settings.trials} trials"
                  + (f", {seconds:.0f} s" if seconds is not None else ""))
         try:
             self._baselines(search)
@@ -616,10 +654,10 @@ class Optimizer:
             # compressed candidate has to beat)
             for runtime in search.baselines:
                 study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
-            if 0.0 in self.space.prune and "off" in self.space.dwsep:
+            if 0.0 in search.space.prune and "off" in search.space.dwsep:
                 for target in search.targets:
                     if not target.endswith(":fp32"):
-                        extra = {"fallback": self.space.fallback_names()[0]} \
+                        extra = {"fallback": search.space.fallback_names()[0]} \
                             if target.endswith(":int8") else {}
                         study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
                                              **extra})
@@ -627,13 +665,13 @@ class Optimizer:
 
         def objective(trial):
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            params = {"prune": trial.suggest_categorical("prune", self.space.prune),
+            params = {"prune": trial.suggest_categorical("prune", search.space.prune),
                       "dwsep": trial.suggest_categorical(
-                          "dwsep", [str(d) for d in self.space.dwsep]),
+                          "dwsep", [str(d) for d in search.space.dwsep]),
                       "target": trial.suggest_categorical("target", search.targets)}
             if params["target"].endswith(":int8"):
                 params["fallback"] = trial.suggest_categorical("fallback",
-                                                               self.space.fallback_names())
+                                                               search.space.fallback_names())
             name = candidate_name(params)
             earlier = next((t for t in study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE, TrialState.PRUNED)) if candidate_name(t.params) == name), None)
@@ -647,6 +685,11 @@ class Optimizer:
             # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
             # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
             scope = runtime if runtime == "tensorrt" else params["target"]
+            gone = search.inapplicable.get(("dwsep", params["dwsep"]))
+            if gone:  # the dwsep choice substituted nothing at an earlier candidate
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", f"dropped from the space: {gone}")
+                raise optuna.TrialPruned()
             if scope in search.unusable:  # found missing at an earlier candidate
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", search.unusable[scope])
@@ -665,6 +708,18 @@ class Optimizer:
                 # no candidate of it can run, so the rest of them are skipped with this reason
                 search.unusable[scope] = exc.message
                 self.say(f"{device.name}: {scope} candidates skipped: {exc.message}")
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", exc.message)
+                raise optuna.TrialPruned() from None
+            except UnchangedError as exc:  # dwsep substituted nothing: no candidate to build,
+                # and the choice is dropped from the space (said once; its trials are skipped)
+                knob = ("dwsep", params["dwsep"])
+                if knob not in search.inapplicable:
+                    search.inapplicable[knob] = exc.message
+                    search.dropped.append({"knob": "dwsep", "value": params["dwsep"],
+                                           "why": exc.message})
+                    self.say(f"{device.name}: dwsep {params['dwsep']} dropped from the space: "
+                             f"{exc.message}")
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
@@ -705,7 +760,7 @@ class Optimizer:
             study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))
         # `trials` counts distinct candidates: a sampler's repeats (cheap, answered from the
         # study) do not use up the budget, within a bound on the attempts.
-        wanted = min(self.settings.trials, self.space.size(search.targets))
+        wanted = min(self.settings.trials, search.space.size(search.targets))
         attempts = 0
         while (tried() < wanted and attempts < 3 * self.settings.trials + 10
                and search.lost is None and not out_of_time
@@ -748,6 +803,8 @@ class Optimizer:
                   "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
                   "candidates": candidates, "front": front,
                   "winner": None, "why": why, "lost": search.lost,
+                  "dropped": search.dropped, "notes": search.notes,
+                  "space": (search.space or self.space).model_dump(mode="json"),
                   "seconds": round(seconds, 1)}
         if search.fleet is not None:  # which device of the fleet, where (and on which node)
             result.update(where=search.fleet.physical, resource=search.fleet.resource,
@@ -897,7 +954,7 @@ class Optimizer:
                   "train": self.train_source, "calib": self.calib_source}
         metrics = {k: result[k] for k in ("baselines", "reference_top1", "fastest_fp32_ms",
                                           "candidates", "front", "winner", "why", "lost",
-                                          "seconds") if k in result}
+                                          "dropped", "notes", "seconds") if k in result}
         metrics["cache"] = self.cache.summary()
         Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
                                    config=config, outputs=outputs, metrics=metrics)
@@ -934,7 +991,15 @@ class Optimizer:
         from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
-        for result in results.values():
+        not_measured = {}
+        for name, result in results.items():
+            left = [{"name": c["name"], "status": c["status"], "why": c.get("why") or ""}
+                    for c in result["candidates"] if not c.get("values")]
+            if left or result.get("dropped") or result.get("notes") or result.get("lost"):
+                not_measured[name] = {
+                    "candidates": left, "dropped": result.get("dropped") or [],
+                    "notes": [*result.get("notes", []), *filter(None, [
+                        result.get("lost") and f"the search stopped: {result['lost']}"])]}
             shown = {c["key"]: c for c in result["candidates"] if c.get("values")}
             for runtime, b in result["baselines"].items():  # the originals, always shown
                 shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
@@ -956,9 +1021,10 @@ class Optimizer:
                           "speedup": speed["speedup"], "speedup_vs": speed,
                           "gate": evaluate_gate(accuracy, budget, [speed])}
                 records.append(record)
-        if not records:
+        if not records and not not_measured:
             return None
         path = self.out / "report.html"
         write_report(records, path, markdown_path=self.out / "report.md",
-                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out))
+                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out),
+                     not_measured=not_measured)
         return str(path)

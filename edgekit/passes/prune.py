@@ -450,7 +450,44 @@ class _Pruning:
         # this one step, and removed after. Pruning itself goes through the supported
         # interactive step: Torch-Pruning yields each accepted group and edgekit prunes it, so
         # a failure there names the group's layer for certain.
-        graph.check_pruning_group = checked
+        # round_to never empties a layer: Torch-Pruning rounds the channels a layer keeps down
+        # to a multiple of round_to, which is 0 for a layer narrower than round_to after
+        # pruning (a squeeze-excite squeeze of 8 at ratio 0.25 keeps 6 → 0). Such a layer keeps
+        # one multiple of round_to (its whole width when it has no more), and the report says
+        # which layers and why. `_round_to` is Torch-Pruning 1.6's one place that rounds; it is
+        # wrapped on this pruner instance, for this step only, like check_pruning_group.
+        rounded: list[tuple[int, int, int]] = []  # (width, kept before rounding, kept)
+        library_round = self.pruner._round_to
+
+        def round_kept(n_pruned: int, current: int, round_to: int) -> int:
+            n = library_round(n_pruned, current, round_to)
+            if n >= current and n_pruned < current:
+                keep = min(current, round_to)
+                rounded.append((current, current - n_pruned, keep))
+                return current - keep
+            rounded.append((0, 0, 0))
+            return n
+
+        plain_checked = checked
+
+        def checked_rounding(group: Any) -> bool:
+            root = group[0].dep.target.module
+            note = rounded.pop() if rounded else (0, 0, 0)
+            rounded.clear()
+            width, wanted, keep = note
+            if width:
+                why = (f"round_to {self.round_to}: {wanted} of its {width} channels would "
+                       f"remain at ratio {self.ratio:g}, which rounds down to 0")
+                if keep >= width:
+                    self.reasons.setdefault(root, f"{why}; kept whole")
+                    return False
+                self.result.notes.append(f"{_name_of(root, names)} keeps {keep} of {width} "
+                                         f"channels: {why}")
+            return plain_checked(group)
+
+        if self.round_to:
+            self.pruner._round_to = round_kept
+        graph.check_pruning_group = checked_rounding if self.round_to else checked
         try:
             for group in self.pruner.step(interactive=True):
                 try:
@@ -468,6 +505,7 @@ class _Pruning:
                              f"{type(exc).__name__}: {exc}", hint=_ignore_hint(culprit)) from None
         finally:
             vars(graph).pop("check_pruning_group", None)
+            vars(self.pruner).pop("_round_to", None)
         if mistraced:
             root, other = mistraced[0]
             owner = other.rsplit(".", 1)[0] if other.endswith((".weight", ".bias")) else other
@@ -499,8 +537,15 @@ class _Pruning:
             name = self.names[rnn]
             hidden0 = self.before[name]
             keep = int(hidden0 * (1 - self.ratio))
-            if self.round_to:
+            if self.round_to and keep >= 1:
+                wanted = keep
                 keep -= keep % self.round_to
+                if keep < 1:  # round_to never empties a layer: one multiple, or all it has
+                    keep = min(hidden0, self.round_to)
+                    self.result.notes.append(
+                        f"{name} keeps {keep} of {hidden0} hidden units: round_to "
+                        f"{self.round_to}: {wanted} would remain at ratio {self.ratio:g}, which "
+                        "rounds down to 0")
             if keep < 1:
                 raise WipeoutError(
                     f"pruning at ratio {self.ratio:g}{self._rounding()} would remove every "
