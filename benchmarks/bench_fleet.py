@@ -115,11 +115,11 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
 
     executor_for = None
     if cluster is not None:
-        from edgekit.executors.ray import RayExecutor
-        from edgekit.validate.validator import run_here
+        from edgekit.executors import executor_for as pick_executor
+        from edgekit.validate.validator import HERE
 
         def executor_for(d: Any) -> Any:
-            return RayExecutor(run_here, cluster, d.resource)
+            return pick_executor(d.profile, HERE, cluster=cluster, resource=d.resource)
 
     start = time.perf_counter()
     fleet = validate_fleet(folder, devices, eval_source=str(eval_path), share_local=False,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import InputError
+from edgekit.errors import ConfigError, InputError, shown
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
@@ -108,6 +108,10 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
 
     if steps is None:
         return []
+    if isinstance(steps, str | bytes) or not isinstance(steps, Iterable):
+        raise ConfigError(f"steps={shown(steps)} is not a list of steps",
+                          hint="give a list, e.g. steps=['quantize'] or [('prune', {'ratio': "
+                               "0.3}), ('quantize', {})]")
     items: list[Any] = list(steps.items()) if isinstance(steps, Mapping) else list(steps)
     out: list[tuple[str, dict[str, Any]]] = []
     for item in items:
@@ -128,6 +132,9 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
         name, cfg = item
         if isinstance(cfg, PassConfig):
             cfg = cfg.model_dump(exclude_unset=True)
+        if cfg is not None and not isinstance(cfg, Mapping):
+            raise ConfigError(f"the config of step {shown(name)}, {shown(cfg)}, is not a mapping",
+                              hint=f"e.g. ({name!r}, {{}}) or a pass Config object")
         get_pass(name)  # an unknown name is a ConfigError listing the steps; each config is
         out.append((name, dict(cfg or {})))  # checked by its pass as compress starts
     return out

@@ -6,18 +6,35 @@ record on a Jetson, and where the device is when it is reached over SSH."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, shown
 from edgekit.resources import shipped_dir
 from edgekit.runtimes.latency import LatencyProtocol
 
 SHIPPED_PROFILES = shipped_dir("devices")  # package data (edgekit/_data/devices)
+
+
+# (issue 25) a device's name becomes a folder name (`optimize -o OUT` writes OUT/<device>/): letters,
+# digits, '.', '_' and '-', never '..' and never a path separator.
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_device_name(name: str, what: str = "device name") -> str:
+    """`name` when it is a safe device name (see DEVICE_NAME), else ConfigError (exit 2)."""
+    if not isinstance(name, str) or not DEVICE_NAME.match(name) or ".." in name \
+            or name.strip(".") == "":
+        raise ConfigError(f"{what} {name!r} is not a plain device name: device names become "
+                          "folder names, so they may hold only letters, digits, '.', '_' and "
+                          "'-', and never '..' or a path separator",
+                          hint="rename the device, e.g. `name: orin-1`")
+    return name
 
 
 def profile_dirs(cwd: str | Path | None = None) -> tuple[Path, ...]:
@@ -75,6 +92,13 @@ class DeviceProfile(BaseModel):
     connect_timeout: float = Field(10.0, gt=0)
     job_timeout: float = Field(3600.0, gt=0)
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        """A name that would leave the output folder as a path is refused when the profile
+        loads (ConfigError passes through pydantic; config.validate adds the file)."""
+        return check_device_name(name, "name")
+
     @model_validator(mode="after")
     def _check_runner_options(self) -> DeviceProfile:
         """Each runtime's options against its runner's Options schema, when the profile is
@@ -100,6 +124,9 @@ class DeviceProfile(BaseModel):
 
 
 def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> Path:
+    if not isinstance(name_or_path, str | Path):
+        raise ConfigError(f"device {shown(name_or_path)} is not a profile name or a path",
+                          hint="give a profile name (local-cpu), a YAML path or a DeviceProfile")
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -109,7 +136,7 @@ def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> 
         if candidate.is_file():
             return candidate
     known = ", ".join(sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")}))
-    raise ConfigError(f"no device profile {name_or_path!r}", hint=f"known profiles: {known}")
+    raise ConfigError(f"no device profile {shown(name_or_path)}", hint=f"known profiles: {known}")
 
 
 def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:

@@ -21,10 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekit.config import load_yaml
-from edgekit.devices import DeviceProfile, find_profile, list_profiles, load_profile
+from edgekit.devices import (
+    DeviceProfile,
+    check_device_name,
+    find_profile,
+    list_profiles,
+    load_profile,
+)
 from edgekit.errors import ConfigError
 from edgekit.registry import suggest
 
@@ -45,6 +51,12 @@ class FleetEntry(BaseModel):
     resource: str | None = Field(None, description="the Ray custom resource of the node that "
                                  "owns the device (default: edgekit-device:<name>)")
     node: str | None = Field(None, description="label of the node the device is attached to")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str | None) -> str | None:
+        """The fleet's name for a device becomes a folder name too (devices.DEVICE_NAME)."""
+        return None if name is None else check_device_name(name, "devices[].name")
 
 
 class FleetFile(BaseModel):
@@ -80,7 +92,7 @@ def physical_id(profile: DeviceProfile, node: str | None = None) -> str:
 
 def fleet_device(profile: DeviceProfile, *, name: str | None = None,
                  resource: str | None = None, node: str | None = None) -> FleetDevice:
-    name = name or profile.name
+    name = check_device_name(name) if name else profile.name
     if name != profile.name:
         profile = profile.model_copy(update={"name": name})
     return FleetDevice(name, profile, resource or device_resource(name), node)

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InputError
+from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
+TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
@@ -57,6 +58,23 @@ def parity_sample(spec, source: str | None, data_dir: str | None = None):
         return None
 
 
+def recorded_eval(source: Path) -> str | None:
+    """The eval data a compress into `source`'s folder recorded (where parity is judged when
+    no --parity-data is given): the user's own data, not a built-in set of another shape."""
+    folder = source if source.is_dir() else source.parent
+    if not (folder / MANIFEST_NAME).is_file():
+        return None
+    try:
+        stages = Manifest(folder).stages
+    except EdgekitError:
+        return None
+    for stage in reversed(stages):
+        data = (stage.get("config") or {}).get("data") or {}
+        if isinstance(data, dict) and isinstance(data.get("eval"), str):
+            return data["eval"]
+    return None
+
+
 def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
                     precision: str = "fp32", model_options: dict[str, Any] | None = None,
                     parity_source: str | None = None, data_dir: str | None = None,
@@ -75,6 +93,12 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     check_output_folder(out_dir)  # a folder edgekit does not own is refused before any work
     exporter = get_target(target)
     exporter.check_precision(precision)
+    if exporter.source != "checkpoint" and (bundle is not None or source.suffix in TORCH_SUFFIXES):
+        # A PyTorch model for a target that reads ONNX (OpenVINO, TensorRT): its fp32 ONNX
+        # first, into the same folder, as a user would chain the two commands.
+        export_artifact(bundle or source, "onnx", out_dir, model_options=model_options,
+                        parity_source=parity_source, data_dir=data_dir)
+        bundle, source = None, out_dir
     if bundle is not None:
         loaded, source_file = bundle, bundle.source
     else:
@@ -93,11 +117,16 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     check_outputs({"the output": out_dir / MANIFEST_NAME},
                   {"the source": source_file, "--parity-data": source_paths(parity_source, data_dir),
                    "--calib": source_paths(calib, data_dir) if isinstance(calib, str) else None})
+    check_export_reuse(out_dir, source_file, loaded, f"export-{target}-{precision}")
+    if parity_data is None and parity_source is None and bundle is None:
+        parity_source = recorded_eval(source)  # the eval data the folder knows
     if parity_data is None:
         parity_data = parity_sample(spec, parity_source, data_dir)
     claim_output_folder(out_dir)
     artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
                                data_dir=data_dir, **options)
+    if parity_source and isinstance(artifact.metrics.get("parity"), dict):
+        artifact.metrics["parity"].setdefault("source", parity_source)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
         from edgekit.io.artifacts import recorded
@@ -116,6 +145,41 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         versions=artifact.versions,
     )
     return artifact, record
+
+
+def check_export_reuse(out_dir: Path, source_file: Any, loaded: Any, stage: str) -> None:
+    """Refuse to export into a folder that holds another model's outputs (a compress folder of
+    lenet5, say, and a cnn_gru checkpoint to export): the new model.onnx would sit beside the
+    other model's int8 and checkpoint. What the folder records must chain by sha256 to the
+    source (made from it, or it made from them), as `compress` checks (check_reuse); the
+    outputs of the very `stage` this export records again are replaced, not left beside it."""
+    from edgekit.io.files import sha256_file
+    from edgekit.io.lineage import ancestry, recorded_parents
+
+    if not (out_dir / MANIFEST_NAME).is_file():
+        return
+    manifest = Manifest(out_dir)
+    made = [o for s in manifest.stages if s.get("stage") != stage
+            for o in s.get("outputs") or [] if o.get("sha256")]
+    if not made:
+        return
+    parents = recorded_parents(manifest)
+    source_sha = sha256_file(source_file) if source_file and Path(source_file).is_file() else None
+    line = ancestry(source_sha, parents) if source_sha else set()
+    foreign = [o for o in made if not ancestry(o["sha256"], parents) & line]
+    if not foreign:
+        return
+    models = sorted({o["model"] for o in foreign if o.get("model")})
+    files = sorted({o["path"] for o in foreign})
+    name = getattr(loaded, "name", None) if not isinstance(loaded, Path) else None
+    what = f"{Path(source_file).name}" if source_file else (name or "the model")
+    raise InputError(f"{out_dir} holds the outputs of another model"
+                     + (f" ({', '.join(models)}: {', '.join(files)})" if models
+                        else f" ({', '.join(files)})")
+                     + f", which {what} was not made from; exporting into it would leave them "
+                       "beside the new export",
+                     hint="export into a new folder (another -o), or compress this model into "
+                          "its own folder")
 
 
 # ---------------------------------------------------------------- compress
@@ -157,6 +221,7 @@ def check_image_data(ctx: Any, bundle: Any) -> None:
     with torch.no_grad():
         outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
     classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
+    ctx.num_outputs = int(outputs)  # eval folders' classes → outputs (Dataset.for_outputs)
     if classes and not bundle.spec.class_names and len(classes) == int(outputs):
         # the folders name the model's classes: every artifact records them
         bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})
@@ -400,13 +465,15 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
                          hint="export the model again with standard operators") from None
     spec = spec_from_onnx(model, where=onnx_path)
     known = spec is not None
+    from edgekit.io.models import check_channel_change, with_user_preprocessing
+    from edgekit.io.onnxfile import check_shape_fits, no_spec_error
+
     if input_shape is not None:
+        check_channel_change(spec, input_shape, None, onnx_path.name)
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
-        raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
-                         "InputSpec in its metadata)",
-                         hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
-    from edgekit.io.models import with_user_preprocessing
+        raise no_spec_error(model, onnx_path.name)
+    check_shape_fits(model, spec.shape, onnx_path.name)
 
     spec = with_user_preprocessing(spec, known, None, onnx_path.name)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)

@@ -101,7 +101,8 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     from edgekit.io.archs import known_preprocessing
     from edgekit.io.models import build_arch
 
-    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
+    # an untrusted recipe's arch is built as a model file's is (edgekit.recipe, io.archs)
+    model = build_arch(src.arch, src.arch_kwargs, trusted=recipe.trusted)
     ov = recipe.input
     # A recipe that gives its own mean and std trains the arch on its own terms (no resize/crop
     # unless it asks); otherwise the architecture's documented preprocessing is the base.
@@ -147,6 +148,12 @@ def _spec(recipe: Recipe, base: Any = None, *, what: str | None = None):
     if ov is None:
         return spec
     if ov.shape is not None:
+        from edgekit.spec import channel_change_problem, channels_hint
+
+        if problem := channel_change_problem(spec, ov.shape[1], {"mean": ov.mean, "std": ov.std}):
+            raise ConfigError(f"the recipe's input.shape: {problem}",
+                              hint=channels_hint(ov.shape[1]).replace("--mean", "input.mean")
+                              .replace("--std", "input.std").replace("--input-shape", "input.shape"))
         spec = spec.with_shape(ov.shape)
     spec = spec.with_preprocessing(mean=ov.mean, std=ov.std, resize=ov.resize, crop=ov.crop,
                                    channel_order=ov.channel_order)
@@ -165,7 +172,8 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
         if ov else {}
     bundle = load_model(checkpoint, arch=src.arch if src.path else None,
                         arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                        trust_model=src.trust_model, preprocessing=preprocessing)
+                        trust_model=src.trust_model, preprocessing=preprocessing,
+                        trusted_arch=recipe.trusted)
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
 
@@ -176,10 +184,11 @@ class RecipeRun:
 
     def __init__(self, recipe_path: str | Path, out_dir: str | Path | None = None, *,
                  store: str | Path | None = None, data_dir: str | None = None,
-                 fresh: bool = False, on_event: Callable[[str], None] = _say) -> None:
+                 fresh: bool = False, on_event: Callable[[str], None] = _say,
+                 trust_recipe: bool = False) -> None:
         self.fresh = fresh
         self.recipe_path = Path(recipe_path)
-        self.recipe = load_recipe(self.recipe_path)
+        self.recipe = load_recipe(self.recipe_path, trust=trust_recipe)
         self.out = Path(out_dir or Path("out") / self.recipe.name)
         check_output_folder(self.out)
         report = self.recipe.report
@@ -253,6 +262,8 @@ class RecipeRun:
         self._check_outputs()
         if self.store_path.exists():  # refuse a store that is not ours before any work
             open_store(self.store_path).close()
+        if r.model.path:  # the user's model (arch, state_dict, input) fits before anything is written
+            load_bundle(r, model_checkpoint(r, self.recipe_path, self.data_dir, lambda _: None))
         claim_output_folder(self.out)
         start = time.perf_counter()  # training a model on first use is the model stage's time
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
@@ -443,8 +454,10 @@ class RecipeRun:
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
                store: str | Path | None = None, data_dir: str | None = None,
-               fresh: bool = False, on_event: Callable[[str], None] = _say) -> dict[str, Any]:
+               fresh: bool = False, on_event: Callable[[str], None] = _say,
+               trust_recipe: bool = False) -> dict[str, Any]:
     """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
-    `fresh` runs every stage again instead of resuming."""
+    `fresh` runs every stage again instead of resuming; `trust_recipe` (--trust-recipe) lets
+    the recipe name any arch and trust its model file (edgekit.recipe)."""
     return RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
-                     on_event=on_event).run()
+                     on_event=on_event, trust_recipe=trust_recipe).run()

@@ -48,6 +48,29 @@ def tiny_torch_model():
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
 
 
+def tiny_se_model(classes: int = 4):
+    """MobileNetV3's pattern in miniature, for (N, 3, H, W) inputs (untrained): a 1×1 stem to
+    16 channels, a depthwise 3×3, a squeeze-excite whose squeeze has 8 channels (as narrow as
+    a device's round_to), a 1×1 to 32 and a linear classifier. No conv has anything to
+    substitute for the dwsep pass (every one is 1×1 or depthwise)."""
+    from torch import nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Conv2d(16, 8, 1)
+            self.fc2 = nn.Conv2d(8, 16, 1)
+
+        def forward(self, x):
+            s = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * nn.functional.hardsigmoid(self.fc2(nn.functional.relu(self.fc1(s))))
+
+    return nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(), SqueezeExcite(),
+                         nn.Conv2d(16, 32, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, classes))
+
+
 def tiny_onnx(path: Path, spec: Any) -> Path:
     """A torch-free conv net as ONNX with `spec` in its metadata, for (N, 1, 8, 8) inputs:
     Conv(1→4, 3×3) → Relu → GlobalAveragePool → Flatten → Gemm(4→4) logits."""

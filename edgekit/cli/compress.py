@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgekit.cli.common import (
+    FINITE,
     data_dir_option,
     json_option,
     model_options,
@@ -39,7 +40,8 @@ def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                "max_drop": opts["max_drop"], "max_drop_rel": opts["max_drop_rel"],
                "flavour": opts["flavour"], "exclude": list(opts["keep_float"]) or None,
                "latency_fallback": opts["latency_fallback"],
-               "latency_device": opts["latency_device"], "attention": opts.get("attention")}
+               "latency_device": opts["latency_device"], "attention": opts.get("attention"),
+               "min_agreement": opts.get("min_agreement")}
         steps.append(("quantize", {k: v for k, v in cfg.items() if v is not None}))
     return steps
 
@@ -85,10 +87,10 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--calib-method", default=None,
               type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=FINITE, default=None,
               help="Allowed top-1 drop of the final artifact against the original model, in "
               "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
-@click.option("--max-drop-rel", type=float, default=None,
+@click.option("--max-drop-rel", type=FINITE, default=None,
               help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,
               type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),
@@ -102,6 +104,9 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--attention", type=click.Choice(["auto", "float", "int8"]), default=None,
               help="int8 of attention models: auto (projections/MLP int8, the attention "
               "MatMuls by sensitivity), float (attention MatMuls float), int8 (no special case).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="int8 parity on the eval data (the rule `edgekit export` applies): top-1 "
+              "agreement with fp32 at least this, near-ties not counted (default 0.90).")
 @click.option("--keep-float", multiple=True,
               help="Keep this ONNX node in float when quantizing (repeatable).")
 @click.option("--overwrite", is_flag=True,

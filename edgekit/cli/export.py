@@ -17,6 +17,9 @@ from edgekit.cli.common import data_dir_option, json_option, model_options, prin
 @click.option("--parity-data", default=None,
               help="Data source for the parity check (default: fashion-mnist:test if installed).")
 @click.option("--calib", default=None, help="Calibration set or data source for int8.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Parity: top-1 agreement with the reference at least this, counted on the "
+              "samples whose reference is not a near-tie (default 0.99 fp32/fp16, 0.90 int8).")
 @click.option("--workspace-mb", type=int, default=None, help="TensorRT builder workspace limit.")
 @click.option("--dla", type=int, default=None, help="TensorRT: DLA core to build for (Jetson).")
 @click.option("--opset", type=int, default=None,
@@ -26,7 +29,7 @@ from edgekit.cli.common import data_dir_option, json_option, model_options, prin
 @data_dir_option
 @json_option
 def export(source: str, target: str, precision: str, output: str | None, parity_data: str | None,
-           calib: str | None, workspace_mb: int | None, dla: int | None, opset: int | None,
+           calib: str | None, min_agreement: float | None, workspace_mb: int | None, dla: int | None, opset: int | None,
            arch: str | None,
            arch_kwargs: str | None, input_shape, trust_model: bool, data_dir: str | None,
            as_json: bool) -> None:
@@ -35,7 +38,7 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
 
     result = api_export(source, output, target=target, precision=precision,
                         parity_data=parity_data, calib=calib, workspace_mb=workspace_mb, dla=dla,
-                        opset=opset,
+                        opset=opset, min_agreement=min_agreement,
                         arch=arch, arch_kwargs=arch_kwargs, input_shape=input_shape,
                         trust_model=trust_model, data_dir=data_dir)
     artifact, record = result.artifact, result.record
@@ -47,5 +50,7 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
     if parity:
         line += (f"; parity vs {'torch' if target == 'onnx' else 'fp32 ONNX'} on "
                  f"{parity.get('samples')} {parity.get('inputs', 'inputs')}: max abs diff "
-                 f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}")
+                 f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}"
+                 + (f" ({parity['decisive_agreement']:.3f} on the {parity['decisive_samples']} "
+                    f"samples that are not near-ties)" if parity.get("near_ties") else ""))
     click.echo(line)

@@ -41,9 +41,9 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
     devices = fleet_devices(device_names, fleet_file, threads)
     budget = validate_config(Budget, limits, "budget")
     if cluster:  # a public or silent cluster address: refused before anything is written
-        from edgekit.executors.ray import check_address
+        from edgekit.executors import check_cluster_address
 
-        check_address(cluster, allow_public=allow_public_cluster)
+        check_cluster_address(cluster, allow_public=allow_public_cluster)
     if store_path:  # refuse a bad store before minutes of measuring
         from edgekit.api import check_store
 

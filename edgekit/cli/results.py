@@ -61,12 +61,16 @@ def report(store: str, output: str, markdown_path: str | None, model: str | None
     """Write one self-contained HTML report (plots, tables, environment) of the results STORE."""
     from pathlib import Path
 
-    from edgekit.io.outputs import check_outputs
-    from edgekit.results.report import write_report
+    from edgekit.io.outputs import check_output_file, check_outputs
+    from edgekit.results.report import write_report, written_by_edgekit
     from edgekit.results.store import open_store
 
     check_outputs({"-o": output, "--markdown": markdown_path},
                   {"the results store": [store, Path(store).with_suffix(".jsonl")]})
+    # a file edgekit did not write (a checkpoint, the user's own page) is never replaced
+    check_output_file(output, "-o", (".html", ".htm"), written_by_edgekit)
+    if markdown_path:
+        check_output_file(markdown_path, "--markdown", (".md", ".markdown"), written_by_edgekit)
 
     with open_store(store, create=False) as db:
         rows = db.records(with_samples=True, model=model, device=device)

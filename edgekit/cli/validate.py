@@ -9,6 +9,10 @@ import click
 
 from edgekit.cli.bench import parse_batches
 from edgekit.cli.common import (
+    DROP,
+    DROP_REL,
+    SPEEDUP,
+    Number,
     data_dir_option,
     json_option,
     print_json,
@@ -19,18 +23,18 @@ from edgekit.cli.common import (
 def budget_options(fn):
     """--max-drop, --max-drop-rel, --min-agreement, --min-cosine: the accuracy budget, and
     --min-speedup: the latency budget against the fp32 original."""
-    fn = click.option("--min-speedup", type=float, default=None,
+    fn = click.option("--min-speedup", type=SPEEDUP, default=None,
                       help="p50 speed-up against the fp32 original (measured in the same run on "
                       "the same runtime and batch) at least this; 1 = never slower than the "
                       "original. Off by default here, since a folder made by `compress` holds "
                       "no original (its fp32 model is the reference); recipes default to 1.")(fn)
-    fn = click.option("--min-cosine", type=float, default=None,
+    fn = click.option("--min-cosine", type=Number(-1, 1), default=None,
                       help="Mean logit cosine similarity with the reference at least this.")(fn)
-    fn = click.option("--min-agreement", type=float, default=None,
+    fn = click.option("--min-agreement", type=Number(0, 1), default=None,
                       help="Top-1 agreement with the reference at least this (0..1).")(fn)
-    fn = click.option("--max-drop-rel", type=float, default=None,
+    fn = click.option("--max-drop-rel", type=DROP_REL, default=None,
                       help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32 top-1.")(fn)
-    fn = click.option("--max-drop", type=float, default=None,
+    fn = click.option("--max-drop", type=DROP, default=None,
                       help="Allowed top-1 drop against the fp32 reference, in points.")(fn)
     return fn
 
@@ -146,7 +150,8 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
     """List device profiles (devices/*.yaml) and which of their runtimes work here."""
     from edgekit.devices import list_profiles, load_profile
     from edgekit.errors import EdgekitError
-    from edgekit.validate.validator import runtime_status
+    from edgekit.executors import executor_for
+    from edgekit.validate.validator import HERE
 
     rows = []
     for path in list_profiles():
@@ -158,15 +163,16 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
             continue
         runtimes = {name: {"precisions": cfg.precisions}
                     for name, cfg in profile.runtimes.items()}
-        if profile.is_remote:
-            for info in runtimes.values():
-                info.update(usable_here=None, reason="on the device; checked when validating "
-                            "(or with --remote)")
-            if check_remote:
-                _check_remote(profile, runtimes)
-        else:
-            for status in runtime_status(profile) if check else []:
-                runtimes[status.name].update(usable_here=status.usable, reason=status.reason)
+        with executor_for(profile, HERE) as executor:
+            if executor.measures_here:  # the runtimes that count are this machine's
+                if check:
+                    _check(executor, profile, runtimes)
+            else:
+                for info in runtimes.values():
+                    info.update(usable_here=None, reason="on the device; checked when "
+                                "validating (or with --remote)")
+                if check_remote:
+                    _check(executor, profile, runtimes)
         rows.append({"name": profile.name, "path": str(path), "kind": profile.kind,
                      "remote": profile.host, "emulated": profile.emulated,
                      "threads": profile.threads,
@@ -191,21 +197,16 @@ def devices(check: bool, check_remote: bool, as_json: bool) -> None:
             click.echo(f"    {name:<12} {'/'.join(info['precisions']):<16} {mark}")
 
 
-def _check_remote(profile, runtimes: dict) -> None:
-    """Fill `runtimes` from the device itself (edgekit.remote's check over SSH)."""
+def _check(executor, profile, runtimes: dict) -> None:
+    """Fill `runtimes` from the executor's check (this machine's runtimes, or the device's own
+    over SSH); a check that fails marks every runtime with why."""
     from edgekit.errors import EdgekitError
 
     try:
-        from edgekit.remote import check_remote
-
-        report = check_remote(profile)
-    except (ImportError, EdgekitError) as exc:
-        message = getattr(exc, "message", str(exc))
+        statuses = executor.check(profile)
+    except EdgekitError as exc:
         for info in runtimes.values():
-            info.update(usable_here=False, reason=f"device check failed: {message}")
+            info.update(usable_here=False, reason=f"device check failed: {exc.message}")
         return
-    fixes = {m["what"]: m["fix"] for m in report.missing}
-    for name, info in runtimes.items():
-        usable = name in report.usable_runtimes
-        info.update(usable_here=usable, reason="" if usable else
-                    f"not installed on {profile.host}; fix: {fixes.get(f'runtime {name}', '?')}")
+    for status in statuses:
+        runtimes[status.name].update(usable_here=status.usable, reason=status.reason)

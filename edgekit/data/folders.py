@@ -33,7 +33,20 @@ CHUNK = 256  # images decoded at once: 256 × 3 × 224 × 224 float32 ≈ 154 MB
 # Whether a bad image is skipped (and counted) or fatal; the CLI's --skip-bad-images sets it.
 _SKIP_BAD: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_skip_bad_images",
                                                                  default=False)
+# Whether images smaller than the model's input may be scaled up (--allow-upscale, or an explicit
+# --resize); by default they are refused: upscaling silently changes what the model sees.
+_UPSCALE: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_allow_upscale",
+                                                                default=False)
 _SAID: set[str] = set()
+
+
+@contextmanager
+def allowing_upscale(allow: bool = True) -> Iterator[None]:
+    token = _UPSCALE.set(allow or _UPSCALE.get())
+    try:
+        yield
+    finally:
+        _UPSCALE.reset(token)
 
 
 @contextmanager
@@ -61,13 +74,34 @@ class ImageIndex:
     source: str
     skipped: list[str] = field(default_factory=list)
     modes: dict[str, int] = field(default_factory=dict)  # PIL mode → count (grey/RGB notes)
+    sizes: np.ndarray | None = None  # (N, 2) width, height of each file, from its header
 
     def __len__(self) -> int:
         return len(self.files)
 
     def take(self, indices: np.ndarray) -> ImageIndex:
         return ImageIndex([self.files[i] for i in indices], self.labels[indices], self.class_names,
-                          self.source, self.skipped, self.modes)
+                          self.source, self.skipped, self.modes,
+                          None if self.sizes is None else self.sizes[indices])
+
+    def check_sizes(self, spec: InputSpec) -> None:
+        """Refuse images smaller than the model's H×W input: they would be scaled up, which
+        changes what the model sees (a 20×20 image blown up to 64×64 is not what it was trained
+        on). Allowed with --allow-upscale or an explicit --resize (allowing_upscale)."""
+        if self.sizes is None or not len(self.sizes) or _UPSCALE.get():
+            return
+        small = (self.sizes[:, 0] < spec.width) | (self.sizes[:, 1] < spec.height)
+        if not small.any():
+            return
+        worst = int(np.argmin(np.minimum(self.sizes[:, 0], self.sizes[:, 1])))
+        w, h = (int(v) for v in self.sizes[worst])
+        raise DataError(
+            f"{self.source}: {int(small.sum())} of {len(self)} images are smaller than the "
+            f"model's {spec.width}×{spec.height} input (the smallest, {self.files[worst]}, is "
+            f"{w}×{h}); edgekit would scale them up, which changes what the model sees",
+            hint=f"use images of at least {spec.width}×{spec.height} (or a model input that "
+            "small: --input-shape/--crop), or pass --allow-upscale (or an explicit --resize) "
+            "to scale them up anyway")
 
     def note_conversion(self, spec: InputSpec) -> None:
         """Say once when the images' channels differ from the model's (they are converted)."""
@@ -93,13 +127,13 @@ def _check_headers(files: list[Path], labels: list[int], source: str
     from PIL import Image, UnidentifiedImageError
 
     skip = _SKIP_BAD.get()
-    good, good_labels, skipped, modes = [], [], [], {}
+    good, good_labels, skipped, modes, sizes = [], [], [], {}, []
     for f, label in zip(files, labels, strict=True):
         try:
             with warnings.catch_warnings():  # PIL warns past MAX_IMAGE_PIXELS, errors at twice it
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(f) as img:
-                    modes[img.mode] = modes.get(img.mode, 0) + 1
+                    mode, size = img.mode, img.size
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DataError(f"image {f} is too large to decode ({exc})",
                             hint="a decompression bomb? remove the file, or resize it") from None
@@ -110,11 +144,13 @@ def _check_headers(files: list[Path], labels: list[int], source: str
                                 "leave bad files out (they are counted in the record)") from None
             skipped.append(str(f))
             continue
+        modes[mode] = modes.get(mode, 0) + 1
+        sizes.append(size)
         good.append(f)
         good_labels.append(label)
     if skipped:
         _say_once(f"{source}: skipped {len(skipped)} unreadable file(s) (--skip-bad-images)")
-    return good, good_labels, skipped, modes
+    return good, good_labels, skipped, modes, np.asarray(sizes, np.int64).reshape(-1, 2)
 
 
 def index_folder(folder: Path) -> ImageIndex:
@@ -133,8 +169,9 @@ def index_folder(folder: Path) -> ImageIndex:
     if not files:
         raise DataError(f"{folder} holds no images in class sub-folders",
                         hint="lay it out as FOLDER/CLASS_NAME/image.jpg, one sub-folder per class")
-    files, labels, skipped, modes = _check_headers(files, labels, str(folder))
-    return ImageIndex(files, np.asarray(labels, np.int64), tuple(classes), str(folder), skipped, modes)
+    files, labels, skipped, modes, sizes = _check_headers(files, labels, str(folder))
+    return ImageIndex(files, np.asarray(labels, np.int64), tuple(classes), str(folder), skipped,
+                      modes, sizes)
 
 
 def index_csv(path: Path) -> ImageIndex:
@@ -168,8 +205,8 @@ def index_csv(path: Path) -> ImageIndex:
     if missing:
         raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}",
                         hint="fix the paths (relative to the CSV's folder) or remove those rows")
-    files, labels, skipped, modes = _check_headers(files, labels, str(path))
-    return ImageIndex(files, np.asarray(labels, np.int64), classes, str(path), skipped, modes)
+    files, labels, skipped, modes, sizes = _check_headers(files, labels, str(path))
+    return ImageIndex(files, np.asarray(labels, np.int64), classes, str(path), skipped, modes, sizes)
 
 
 def open_images(path: Path) -> ImageIndex:
@@ -276,10 +313,11 @@ class FolderTrainSet:
 def preflight(sources: dict[str, str | None], spec: InputSpec,
               num_outputs: int | None) -> tuple[str, ...]:
     """Image-folder and CSV sources checked before a command writes anything: unreadable or
-    missing files, empty class folders, more classes than the model's outputs, train and eval
-    with different classes. Other sources are left to their readers. Returns the folders' class
+    missing files, empty class folders, more classes than the model's outputs, eval classes that
+    name none of its outputs (edgekit.data.dataset.class_indices), train and eval with
+    different classes. Other sources are left to their readers. Returns the folders' class
     names (empty when no folder names them)."""
-    from edgekit.data.dataset import check_classes, check_same_classes
+    from edgekit.data.dataset import check_classes, check_same_classes, class_indices
 
     indexes: dict[str, ImageIndex] = {}
     for what, source in sources.items():
@@ -287,7 +325,11 @@ def preflight(sources: dict[str, str | None], spec: InputSpec,
                        (is_image_folder(Path(source)) and not list(Path(source).glob("*idx3*")))):
             indexes[what] = open_images(Path(source))
             indexes[what].note_conversion(spec)
-            check_classes(indexes[what].class_names, source, spec, num_outputs)
+            indexes[what].check_sizes(spec)
+            check_classes(indexes[what].class_names, source, spec, num_outputs,
+                          in_order="train" in what)
+            if "eval" in what:  # scored against the outputs: each class must name one
+                class_indices(indexes[what].class_names, source, spec.class_names, num_outputs)
     train = next((i for w, i in indexes.items() if "train" in w), None)
     evaluation = next((i for w, i in indexes.items() if "eval" in w), None)
     if train is not None and evaluation is not None:

@@ -1,13 +1,30 @@
-"""The local executor: the job runs in this process, on this machine's runtimes."""
+"""The local executor: the work runs in this process, on this machine's runtimes."""
 
 from __future__ import annotations
 
-from edgekit.executors.base import Executor, ValidationJob
-from edgekit.results.validation import ValidationResult
+from typing import Any
+
+from edgekit.devices import DeviceProfile
+from edgekit.executors.base import Artifacts, ConfirmationUnavailableError, Executor, ValidationJob
+from edgekit.results.validation import RuntimeStatus, ValidationResult
 
 
 class LocalExecutor(Executor):
     name = "local"
+    measures_here = True
 
-    def run(self, job: ValidationJob) -> ValidationResult:
-        return self.run_here(job)
+    def validate(self, job: ValidationJob) -> ValidationResult:
+        return self.here.validate(job)
+
+    def alternate(self, artifacts: Artifacts, device: DeviceProfile, *, spec: Any, x: Any,
+                  rounds: int) -> dict[str, dict[str, Any]]:
+        if self.here.alternate is None:
+            raise ConfirmationUnavailableError("no alternating timing was given to the local "
+                                               "executor", hint="make it with executor_for("
+                                               "device, edgekit.validate.validator.HERE)")
+        return self.here.alternate(artifacts, device, spec=spec, x=x, rounds=rounds)
+
+    def check(self, device: DeviceProfile) -> list[RuntimeStatus]:
+        if self.here.check is None:
+            raise NotImplementedError("the local executor was given no runtime check")
+        return self.here.check(device)

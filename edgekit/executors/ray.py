@@ -23,9 +23,7 @@ cluster belongs on a private network; a public address is refused unless the use
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -34,21 +32,24 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, InputError, MissingDependencyError
-from edgekit.executors.base import Executor, RunHere, ValidationJob
+from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.executors.base import (
+    Artifacts,
+    DeviceLostError,
+    Executor,
+    Here,
+    RunHere,
+    ValidationJob,
+    executor_for,
+)
+from edgekit.executors.ray_address import (
+    _LOOPBACK_ENV,
+    ClusterError,
+    check_address,
+    is_loopback_host,
+    parse_address,
+)
 from edgekit.results.validation import RuntimeStatus, ValidationResult
-
-# The caller's timing of artifacts in alternating rounds ({label: (path, runtime)}, device,
-# spec=, x=, rounds=) -> {label: statistics}, run on the node (edgekit.optimize.measure's).
-TimeHere = Callable[..., dict[str, dict[str, Any]]]
-
-# Ray keeps a loopback address as loopback only with this set (it otherwise swaps 127.0.0.1 for
-# the machine's outward address, where a loopback-bound cluster does not listen).
-_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-class ClusterError(InputError):
-    """The Ray cluster cannot be used: unreachable, public, or its nodes disagree."""
 
 
 @dataclasses.dataclass
@@ -68,58 +69,6 @@ class RayValidationResult(ValidationResult):
         out["ray"] = {"nodes": self.nodes, "partial": self.partial,
                       "partial_reason": self.partial_reason}
         return out
-
-
-# ------------------------------------------------------------------------------ the address
-def parse_address(address: str) -> tuple[str | None, int | None]:
-    """(host, port) of `ray://host:port` or `host:port`; (None, None) for auto/local."""
-    if address in ("auto", "local"):
-        return None, None
-    rest = address.removeprefix("ray://")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ClusterError(f"cluster address {address!r} is not ray://HOST:PORT, HOST:PORT or "
-                           "auto", hint="e.g. --cluster ray://10.0.0.5:10001 (Ray Client) or "
-                           "--cluster 10.0.0.5:6379 from a node of the cluster")
-    return host.strip("[]"), int(port)
-
-
-def is_private_host(host: str) -> bool:
-    """True when every address `host` resolves to is loopback, private or link-local."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    addrs = {ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos}
-    return bool(addrs) and all(a.is_loopback or a.is_private or a.is_link_local for a in addrs)
-
-
-def is_loopback_host(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
-
-
-def check_address(address: str, *, allow_public: bool = False, timeout_s: float = 5.0) -> None:
-    """Refuse a public address (Ray has no authentication) unless allowed, and an address that
-    does not answer (before anything runs)."""
-    host, port = parse_address(address)
-    if host is None:
-        return
-    if not allow_public and not is_private_host(host):
-        raise ClusterError(f"cluster address {host} is not on a private network; Ray has no "
-                           "authentication, so anyone who reaches it runs code on its nodes",
-                           hint="reach the cluster over a VPN or SSH tunnel, or pass "
-                           "--allow-public-cluster if you really mean it")
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise ClusterError(f"the Ray cluster at {address} does not answer ({exc}); nothing was "
-                           "run", hint="start it (`ray start --head ...`), check the address "
-                           "and port (Ray Client: 10001, GCS: 6379), or drop --cluster") from None
 
 
 # ------------------------------------------------------------------------------ the cluster
@@ -274,32 +223,32 @@ def _lay_out(job_id: str, files: dict[str, tuple[str, list[Any]]]) -> Path:
     return folder
 
 
-def _alternate_unit(time_here: TimeHere, device: Any, files: dict[str, tuple[str, list[Any]]],
+def _alternate_unit(here: Here, device: Any, files: dict[str, tuple[str, list[Any]]],
                     artifacts: dict[str, tuple[str, str]], job_id: str, spec: Any, x: Any,
                     rounds: int, resource: str, version: str) -> dict[str, dict[str, Any]]:
     """Runs on the node that owns the device: lay out the artifacts from the cached blobs and
-    time them together in alternating rounds with `time_here` (here for a local profile, over
-    SSH from this node for one with `host:`)."""
+    time them together in alternating rounds with the executor the profile asks for there (in
+    the node's process for a local profile, over SSH from this node for one with `host:`)."""
     import ray
 
     if version != __version__:
         raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
                            f"{version}", hint="install the same edgekit everywhere")
     folder = _lay_out(job_id, files)
-    timed = time_here({label: (folder / rel, runtime) for label, (rel, runtime)
-                       in artifacts.items()}, device, spec=spec, x=x, rounds=rounds)
+    with executor_for(device, here) as executor:
+        timed = executor.alternate({label: (folder / rel, runtime) for label, (rel, runtime)
+                                    in artifacts.items()}, device, spec=spec, x=x, rounds=rounds)
     where = {"node_id": ray.get_runtime_context().get_node_id(),
              "node_ip": ray.util.get_node_ip_address(), "resource": resource, "job_id": job_id}
     return {label: {**stats, "ray": where} for label, stats in timed.items()}
 
 
-def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str, list[Any]]],
-              unit: dict[str, Any], version: str) -> dict[str, Any]:
+def _run_unit(here: Here | RunHere, job: ValidationJob,
+              files: dict[str, tuple[str, list[Any]]], unit: dict[str, Any],
+              version: str) -> dict[str, Any]:
     """Runs on the node that owns the device: lay out the job folder from the cached blobs and
     validate one artifact with the executor the profile asks for (local, or SSH from here)."""
     import ray
-
-    from edgekit.executors.base import executor_name, get_executor
 
     if version != __version__:
         raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
@@ -308,7 +257,8 @@ def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str,
     node_job = dataclasses.replace(job, target=folder / unit["target"],
                                    eval_source=str(folder / unit["eval"]), data_dir=None,
                                    limit=None, artifact=None)
-    result = get_executor(executor_name(job.device), run_here).run(node_job)
+    with executor_for(job.device, here) as executor:
+        result = executor.validate(node_job)
     context = ray.get_runtime_context()
     return {"result": result.to_json(with_samples=True),
             "partial_reason": getattr(result, "partial_reason", None)
@@ -317,18 +267,72 @@ def _run_unit(run_here: RunHere, job: ValidationJob, files: dict[str, tuple[str,
 
 
 # ---------------------------------------------------------------------- the workstation side
-class RayExecutor(Executor):
-    """Runs a device's job on the node that offers `resource` (made per device by the fleet;
-    not in the by-name registry, since it needs a cluster)."""
+def _check_unit(here: Here, device: Any, version: str) -> list[RuntimeStatus]:
+    """On the node that owns the device: the check of the executor the profile asks for."""
+    if version != __version__:
+        raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
+                           f"{version}", hint="install the same edgekit everywhere")
+    with executor_for(device, here) as executor:
+        return executor.check(device)
 
-    def __init__(self, run_here: RunHere, cluster: RayCluster, resource: str,
+
+class RayExecutor(Executor):
+    """Runs a device's work on the node that offers `resource` (made per device by
+    `executor_for(..., cluster=)`; not in the by-name registry, since it needs a cluster).
+    A ClusterError on the way (no node offers the device, it left, the task failed) is a
+    DeviceLostError."""
+
+    def __init__(self, here: Here | RunHere, cluster: RayCluster, resource: str,
                  on_event: Callable[[str], None] | None = None) -> None:
-        super().__init__(run_here)
+        super().__init__(here)
         self.cluster = cluster
         self.resource = resource
         self.say = on_event or (lambda _message: None)
 
-    def run(self, job: ValidationJob) -> RayValidationResult:
+    @classmethod
+    def builds_on_device(cls, device: Any) -> bool:
+        """As the executor the node runs for the profile (SSH builds engines on the device)."""
+        from edgekit.executors.base import executor_class
+
+        return executor_class(device).builds_on_device(device)
+
+    def validate(self, job: ValidationJob) -> RayValidationResult:
+        try:
+            return self._validate(job)
+        except ClusterError as exc:
+            raise DeviceLostError(exc.message, exc.hint, exit_code=exc.exit_code) from None
+
+    def alternate(self, artifacts: Artifacts, device: Any, *, spec: Any, x: Any,
+                  rounds: int) -> dict[str, dict[str, Any]]:
+        try:
+            return self._alternate(artifacts, device, spec=spec, x=x, rounds=rounds)
+        except ClusterError as exc:
+            raise DeviceLostError(exc.message, hint="rerun the same command when the node "
+                                  "that owns the device is back") from None
+
+    def check(self, device: Any) -> list[RuntimeStatus]:
+        """The runtime check, run by one task on the node that owns the device."""
+        ray, cluster = self.cluster.ray, self.cluster
+        if not cluster.offering(self.resource):
+            raise DeviceLostError(f"no node of the cluster offers {self.resource} (device "
+                                  f"{device.name})", hint=f"start the node that owns it with "
+                                  f"ray start --resources '{{\"{self.resource}\": 1}}'")
+        task = ray.remote(_check_unit).options(
+            resources={self.resource: 1}, num_cpus=0, max_retries=cluster.max_retries,
+            retry_exceptions=False, name=f"edgekit-check:{device.name}")
+        try:
+            return ray.get(task.remote(self.here, device, __version__))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, EdgekitError):
+                raise cause from None
+            raise DeviceLostError(f"device {device.name}: the check failed on its node: "
+                                  f"{_first_line(exc)}", hint="ray status on the head") from None
+        except ray.exceptions.RayError as exc:
+            raise DeviceLostError(f"device {device.name}: the node running the check was lost "
+                                  f"({type(exc).__name__})", hint="ray status on the head") from None
+
+    def _validate(self, job: ValidationJob) -> RayValidationResult:
         from edgekit.remote.payload import build_payload
         from edgekit.results.store import new_run_id
         from edgekit.results.validation import budget_dict
@@ -365,23 +369,22 @@ class RayExecutor(Executor):
             resources={self.resource: 1}, num_cpus=0, max_retries=cluster.max_retries,
             retry_exceptions=False, name=f"edgekit-validate:{device.name}")
         node_job = dataclasses.replace(job, run_id=run_id)
-        refs = {remote.remote(self.run_here, node_job, files, unit, __version__): i
+        refs = {remote.remote(self.here, node_job, files, unit, __version__): i
                 for i, unit in enumerate(units)}
         answers, failures = self._wait(refs, units, device.name)
         return self._assemble(job, payload, run_id, units, answers, failures)
 
-    def alternate(self, artifacts: dict[str, tuple[Path, str]], device: Any, *, spec: Any,
-                  x: Any, rounds: int, time_here: TimeHere) -> dict[str, dict[str, Any]]:
+    def _alternate(self, artifacts: Artifacts, device: Any, *, spec: Any, x: Any,
+                   rounds: int) -> dict[str, dict[str, Any]]:
         """{label: latency statistics with samples and round counts} of `artifacts`
         ({label: (path, runtime)}) timed together in `rounds` alternating rounds by one Ray
-        task on the node that owns the device (`time_here` runs there: the caller's timing,
-        which sits above the executors). Each label's files go through the object store by
-        sha256, as a validation job's do. ClusterError when no node offers the device or the
-        task failed."""
+        task on the node that owns the device (the executor the profile asks for there times
+        them). Each label's files go through the object store by sha256, as a validation job's
+        do. ClusterError when no node offers the device or the task failed."""
         import hashlib
 
         from edgekit.io.files import sha256_file
-        from edgekit.remote.payload import _siblings, safe_relpath
+        from edgekit.remote.payload import artifact_files, safe_relpath
 
         cluster = self.cluster
         if not cluster.offering(self.resource):
@@ -392,7 +395,7 @@ class RayExecutor(Executor):
         where: dict[str, tuple[str, str]] = {}
         for label, (path, runtime) in artifacts.items():
             path = Path(path)
-            for one in [path, *_siblings(path)]:
+            for one in artifact_files(path):
                 rel, sha = f"{label}/{safe_relpath(one, path.parent)}", sha256_file(one)
                 files[rel] = (sha, [cluster.put_file(one, sha)])
             where[label] = (f"{label}/{path.name}", runtime)
@@ -401,7 +404,7 @@ class RayExecutor(Executor):
         task = self.cluster.ray.remote(_alternate_unit).options(
             resources={self.resource: 1}, num_cpus=0, max_retries=cluster.max_retries,
             retry_exceptions=False, name=f"edgekit-alternate:{device.name}")
-        ref = task.remote(time_here, device, files, where, job_id, spec, x, rounds,
+        ref = task.remote(self.here, device, files, where, job_id, spec, x, rounds,
                           self.resource, __version__)
         answers, failures = self._wait({ref: 0}, [{"rel": "the alternating rounds"}],
                                        device.name)

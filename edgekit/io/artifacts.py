@@ -45,6 +45,10 @@ def spec_for(path: str | Path) -> InputSpec:
     sidecar = path.with_suffix(path.suffix + ".spec.json")
     if sidecar.exists():
         return InputSpec.from_json(sidecar.read_text())
+    if kind is not None and kind.format == "onnx" and path.is_file():
+        from edgekit.io.onnxfile import load_onnx, no_spec_error
+
+        raise no_spec_error(load_onnx(path, load_external=False), path, flags=False)
     raise InputError(f"{path} does not say what input it takes",
                      hint="export it with edgekit, which records its input in the file (an "
                      "ONNX model from elsewhere: edgekit compress MODEL.onnx --int8 "

@@ -108,3 +108,23 @@ def check_chain(target: str | Path, entries: list[dict[str, Any]] | None = None)
         raise InputError(f"{known.rel(path)} does not chain by sha256 to the reference "
                          f"{known.rel(reference)}{which}: they were not made from the same model "
                          "and settings, so comparing them would mean nothing", hint=_HINT)
+
+
+def check_recorded(folder: str | Path, *, hint: str = _HINT) -> None:
+    """Refuse (InputError, exit 2) a folder whose files are not the ones its manifest records:
+    every output listed with a sha256 that is still there must still have it. What is reused
+    from an earlier run (optimize's candidates) is checked so before anything is built on it."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).is_file():
+        return
+    recorded: dict[str, set[str]] = {}
+    for stage in Manifest(folder).stages:
+        for out in stage.get("outputs") or []:
+            if out.get("sha256") and out.get("path"):
+                recorded.setdefault(str(out["path"]), set()).add(out["sha256"])
+    for rel, shas in sorted(recorded.items()):
+        path = folder / rel
+        if path.is_file() and sha256_file(path) not in shas:
+            raise InputError(f"{path} changed since edgekit wrote it (its sha256 is not the one "
+                             f"{folder / MANIFEST_NAME} records), so what was built or measured "
+                             "from it no longer describes it", hint=hint)

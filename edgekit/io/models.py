@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.errors import ModelLoadError, UnsafeModelError, shown
 from edgekit.io.files import atomic_path
 from edgekit.spec import InputSpec
 
@@ -66,6 +66,123 @@ def with_user_preprocessing(spec: InputSpec, known: bool, preprocessing: dict[st
                              hint=f"pass the mean and std the model was trained with: --mean "
                              f"{example} (and --resize/--crop if it was trained on centre crops)")
     return spec.with_preprocessing(**given)
+
+
+def check_channel_change(spec: InputSpec | None, input_shape: tuple[int, ...],
+                         preprocessing: dict[str, Any] | None, what: str) -> None:
+    """--input-shape that changes the channel count of a spec with per-channel mean/std (e.g.
+    ImageNet's for a one-channel model) needs the user's own mean/std: never averaged silently."""
+    from edgekit.spec import channel_change_problem, channels_hint
+
+    given = preprocessing if preprocessing is not None else current_preprocessing()
+    if len(input_shape) == 4 and (problem := channel_change_problem(spec, int(input_shape[1]),
+                                                                    given)):
+        raise ModelLoadError(f"{what}: {problem}", hint=channels_hint(int(input_shape[1])))
+
+
+def first_conv(model: Any) -> tuple[str, int] | None:
+    """(name, in_channels) of the model's first 2-D convolution, in registration order (what
+    the model's first layer most likely is); None when it has none."""
+    from torch import nn
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, int(module.in_channels)
+    return None
+
+
+def shape_hint(model: Any) -> str:
+    """--input-shape advice for a model that records none, with its channels when known."""
+    conv = first_conv(model)
+    if conv is None:
+        return "pass --input-shape N,C,H,W at the size it was trained at, e.g. --input-shape 1,3,224,224"
+    name, c = conv[0] or "its first layer", conv[1]
+    return (f"pass --input-shape 1,{c},H,W with the H and W it was trained at ({name} takes "
+            f"{c} channel{'s' if c > 1 else ''}), e.g. --input-shape 1,{c},64,64")
+
+
+def forward_inputs(model: Any) -> list[str] | None:
+    """Names of the positional inputs model.forward requires, None when it cannot be read."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    return [p.name for p in params if p.default is p.empty and p.kind in (
+        p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def state_dict_mismatch(model: Any, state_dict: dict[str, Any], arch: str,
+                        kwargs: dict[str, Any] | None = None) -> ModelLoadError | None:
+    """The error for a state_dict that does not fit `model` built from `arch`, or None when it
+    fits: how many keys are missing, unexpected and of another shape, a few of each with their
+    shapes, and a hint: the classifier width (--arch-kwargs num_classes from the saved weights),
+    a `module.` prefix (DataParallel), or another architecture."""
+    own = model.state_dict()
+
+    def shape(t: Any) -> str:
+        return "×".join(map(str, tuple(getattr(t, "shape", ())))) or "scalar"
+
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [k for k, v in state_dict.items()
+                  if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        return None
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of another shape: " + ", ".join(
+            f"{k} saved {shape(state_dict[k])}, {arch.split(':')[-1]} has {shape(own[k])}"
+            for k in mismatched[:3]))
+    if missing:
+        parts.append(f"{len(missing)} missing: " + ", ".join(
+            f"{k} ({shape(own[k])})" for k in missing[:3]))
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: " + ", ".join(
+            f"{k} ({shape(state_dict[k])})" for k in unexpected[:3]))
+    shared = len(own) - len(missing)
+    message = (f"the state_dict does not match {arch} ({shared} of its {len(own)} keys found; "
+               + "; ".join(parts) + ")")
+    hint = "pass the --arch (and --arch-kwargs) the weights were trained with"
+    width = _classifier_width(model, state_dict, mismatched)
+    if width is not None and not missing and not unexpected:
+        name, n, has = width
+        kw = {**(kwargs or {}), "num_classes": n}
+        hint = (f"the weights have {n} classes ({name} is {n} wide, {arch.split(':')[-1]} was "
+                f"built with {has}): pass --arch-kwargs '{json.dumps(kw)}'")
+    elif unexpected and all(k.startswith("module.") for k in state_dict) and \
+            all(k[len("module."):] in own for k in state_dict):
+        hint = ("the keys carry a 'module.' prefix (saved from DataParallel/DDP): save "
+                "model.module.state_dict() instead")
+    elif shared <= len(own) // 2:
+        hint = (f"these weights were saved from another architecture than {arch}: pass the --arch "
+                "the model was built with (and --arch-kwargs)")
+    return ModelLoadError(message, hint=hint)
+
+
+def _classifier_width(model: Any, state_dict: dict[str, Any], mismatched: list[str]
+                      ) -> tuple[str, int, int] | None:
+    """(layer, saved width, built width) when every shape mismatch is the output width of the
+    model's last Linear (or 1×1 conv) layer: the classifier was built for another class count."""
+    from torch import nn
+
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            last = name, module
+    if last is None or not mismatched:
+        return None
+    name, module = last
+    prefix = f"{name}." if name else ""
+    if not all(k in (prefix + "weight", prefix + "bias") for k in mismatched):
+        return None
+    saved = state_dict.get(prefix + "weight")
+    if saved is None or saved.ndim < 1 or tuple(saved.shape[1:]) != tuple(module.weight.shape[1:]):
+        return None
+    return name, int(saved.shape[0]), int(module.weight.shape[0])
 
 
 # Structural edits a pass made (e.g. dwsep replacing a conv); replayed on load, by name.
@@ -188,7 +305,7 @@ def _call_factory(factory: Callable[..., Any], arch: str, kwargs: dict[str, Any]
         return factory(**kwargs)
     except Exception as exc:  # noqa: BLE001 - bad kwargs surface as many exception types
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{arch}(**{kwargs}) failed: {first}",
+        raise ModelLoadError(f"{str(arch)[:100]}(**{shown(kwargs, 200)}) failed: {first[:300]}",
                              hint="check --arch-kwargs against the factory's signature") from None
 
 
@@ -221,26 +338,10 @@ def build_arch(arch: str, kwargs: dict[str, Any] | None = None, *, trusted: bool
     return model
 
 
-def _load_state_dict(model, state_dict: dict[str, Any], arch: str) -> None:
-    result_missing = [k for k in model.state_dict() if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in model.state_dict()]
-    mismatched = [
-        f"{k} {tuple(v.shape)} vs {tuple(model.state_dict()[k].shape)}"
-        for k, v in state_dict.items()
-        if k in model.state_dict() and hasattr(v, "shape") and v.shape != model.state_dict()[k].shape
-    ]
-    if result_missing or unexpected or mismatched:
-        parts = []
-        if result_missing:
-            parts.append(f"missing {', '.join(result_missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        if mismatched:
-            parts.append(f"shape {', '.join(mismatched[:3])}")
-        raise ModelLoadError(
-            f"the state_dict does not match {arch}: " + "; ".join(parts),
-            hint="pass the --arch (and --arch-kwargs) the weights were trained with",
-        )
+def _load_state_dict(model, state_dict: dict[str, Any], arch: str,
+                     kwargs: dict[str, Any] | None = None) -> None:
+    if (error := state_dict_mismatch(model, state_dict, arch, kwargs)) is not None:
+        raise error
     model.load_state_dict(state_dict)
 
 
@@ -297,13 +398,16 @@ def load_model(
     trust_model: bool = False,
     check_forward: bool = True,
     preprocessing: dict[str, Any] | None = None,
+    trusted_arch: bool = True,
 ) -> ModelBundle:
     """Load a model file safely into a ModelBundle (see module docstring for formats).
 
     `preprocessing` (mean, std, resize, crop, channel_order: the CLI's --mean/--std/--resize/
     --crop, a recipe's keys) overrides the model's own. A model whose normalisation is known
     from nowhere (no edgekit checkpoint, no torchvision/timm/zoo architecture) and given none is
-    refused: a silent default would make every accuracy wrong."""
+    refused: a silent default would make every accuracy wrong. `trusted_arch=False`: `arch`
+    comes from a file (a recipe), not the user, and is built as a checkpoint's is (only listed
+    factories, edgekit.io.archs)."""
     import torch
 
     path = Path(path)
@@ -354,7 +458,8 @@ def load_model(
                 kwargs = dict(obj.get("arch_kwargs") or {})
             surgery = list(obj.get("surgery") or [])
             meta = dict(obj.get("meta") or {})
-            model = build_arch(bundle_arch, kwargs, trusted=trust_model or arch is not None)
+            model = build_arch(bundle_arch, kwargs,
+                               trusted=trust_model or (arch is not None and trusted_arch))
             for step in surgery:
                 op = step.get("op") if isinstance(step, dict) else None
                 if op not in SURGERIES:
@@ -365,7 +470,7 @@ def load_model(
                                          hint="load it with the edgekit version that wrote it")
                 SURGERIES[op](model, step)
             fit_to_state_dict(model, obj["state_dict"])
-            _load_state_dict(model, obj["state_dict"], bundle_arch)
+            _load_state_dict(model, obj["state_dict"], bundle_arch, kwargs)
         elif isinstance(obj, dict):
             state_dict = obj
             for key in ("state_dict", "model_state_dict", "model"):
@@ -381,8 +486,8 @@ def load_model(
                     f"{path} is a plain state_dict: edgekit needs the architecture to build",
                     hint="pass --arch module:factory, e.g. --arch torchvision.models:resnet18",
                 )
-            model = build_arch(arch, kwargs, trusted=True)
-            _load_state_dict(model, state_dict, arch)
+            model = build_arch(arch, kwargs, trusted=trusted_arch or trust_model)
+            _load_state_dict(model, state_dict, arch, kwargs)
         else:
             raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
     if spec is None:
@@ -391,10 +496,11 @@ def load_model(
         spec = known_preprocessing(bundle_arch, model)
     known = spec is not None
     if input_shape is not None:
+        check_channel_change(spec, input_shape, preprocessing, str(path))
         spec = (spec or InputSpec()).with_shape(input_shape)
     if spec is None:
-        raise ModelLoadError(f"{path} does not record its input shape",
-                             hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,3,224,224")
+        raise ModelLoadError(f"{path} does not record its input shape: edgekit exports and "
+                             "measures at one fixed N,C,H,W", hint=shape_hint(model))
     spec = with_user_preprocessing(spec, known, preprocessing, f"{path}" + (
         f" ({bundle_arch}, an architecture edgekit knows no normalisation for)" if bundle_arch else ""))
     check_finite(model, path)
@@ -475,13 +581,34 @@ def check_finite(model: torch.nn.Module, path: Path | None) -> None:
 
 
 def check_input_shape(bundle: ModelBundle) -> None:
-    """Run one forward pass on zeros of the spec's shape; a model that rejects it is an input error."""
+    """Run one forward pass on zeros of the spec's shape; a model that rejects it is an input
+    error. A forward that needs more than one input, or whose first conv takes another channel
+    count than the spec, is named as such."""
     import torch
 
+    where = f"{bundle.source or bundle.name}" + (f" ({bundle.arch})" if bundle.arch else "")
+    names = forward_inputs(bundle.model)
+    if names is not None and len(names) > 1:
+        raise ModelLoadError(
+            f"{where}: forward({', '.join(names)}) takes {len(names)} inputs; edgekit runs image "
+            "classifiers with one image input (N,C,H,W)",
+            hint=f"wrap it in a module whose forward({names[0]}) supplies "
+            f"{', '.join(names[1:])} itself (e.g. fixed values) and pass that wrapper as --arch")
     try:
         with torch.no_grad():
             out = bundle.model(torch.zeros(bundle.spec.shape))
     except Exception as exc:  # noqa: BLE001
+        conv = first_conv(bundle.model)
+        if conv is not None and conv[1] != bundle.spec.channels:
+            c, spec = conv[1], bundle.spec
+            raise ModelLoadError(
+                f"{where}: its first layer {conv[0]} takes {c} channel{'s' if c > 1 else ''} "
+                f"but the input spec has {spec.channels} (shape {','.join(map(str, spec.shape))},"
+                f" mean {','.join(f'{v:g}' for v in spec.mean)})",
+                hint=f"pass --input-shape {spec.shape[0]},{c},{spec.height},{spec.width} and "
+                f"the model's own normalisation for {c} channel{'s' if c > 1 else ''}, e.g. "
+                + ("--mean 0.5 --std 0.5" if c == 1 else "--mean " + ",".join(["0.5"] * c)
+                   + " --std " + ",".join(["0.5"] * c))) from None
         raise ModelLoadError(
             f"the model rejects input shape {','.join(map(str, bundle.spec.shape))}: "
             f"{str(exc).splitlines()[0]}",

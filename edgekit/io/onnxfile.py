@@ -98,6 +98,60 @@ def check_onnx_graph(model: onnx.ModelProto, path: Path | str) -> None:
                 hint="export the model with standard ONNX operators")
 
 
+def input_dims(model: onnx.ModelProto) -> tuple[str, list[int | str]]:
+    """The image input's name and its dims: an int where fixed, the symbol (or "?") where not."""
+    initializers = {t.name for t in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in initializers)
+    dims: list[int | str] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
+                             (d.dim_param or "?") for d in first.type.tensor_type.shape.dim]
+    return first.name, dims
+
+
+def no_spec_error(model: onnx.ModelProto, where: str | Path, *, flags: bool = True) -> InputError:
+    """An ONNX model from elsewhere records no InputSpec: say which of its input's dims are
+    symbolic (edgekit exports, calibrates and measures at one fixed C,H,W; only the batch may
+    vary) and the --input-shape that fixes them, filled in with the dims the file does fix."""
+    name, dims = input_dims(model)
+    labels = "NCHW" if len(dims) == 4 else ""
+    free = [f"{labels[i] if labels else i} ({d})" for i, d in enumerate(dims)
+            if isinstance(d, str) and i > 0]
+    template = ",".join(["1"] + [str(d) if isinstance(d, int) else (labels[i] if labels else "?")
+                                 for i, d in enumerate(dims) if i > 0]) if dims else "N,C,H,W"
+    shown = "[" + ", ".join(map(str, dims)) + "]"
+    message = (f"{where} does not say what input it takes: no edgekit InputSpec in its metadata, "
+               f"and its input {name!r} is {shown}")
+    if free:
+        message += (f" with symbolic {', '.join(free)}: edgekit needs a fixed "
+                    f"{'C,H,W' if labels else 'size'} (only the batch may vary)")
+    if flags:
+        hint = (f"pass --input-shape {template} with the size the model was trained at, and "
+                "its --mean and --std")
+    else:
+        hint = (f"record it once: edgekit compress {Path(str(where)).name} --int8 --input-shape "
+                f"{template} --mean M --std S -o OUT/ (then use OUT/)")
+    return InputError(message, hint=hint)
+
+
+def check_shape_fits(model: onnx.ModelProto, shape: tuple[int, ...], where: str | Path) -> None:
+    """The input shape edgekit will feed (recorded or --input-shape) agrees with every dim the
+    ONNX file fixes (the batch aside): InputError naming the dim otherwise."""
+    name, dims = input_dims(model)
+    labels = "NCHW" if len(dims) == 4 else "".join(str(i) for i in range(len(dims)))
+    if len(dims) != len(shape):
+        raise InputError(f"{where}: input {name!r} has {len(dims)} dims "
+                         f"[{', '.join(map(str, dims))}], the input shape "
+                         f"{','.join(map(str, shape))} has {len(shape)}",
+                         hint="pass --input-shape with one value per input dim")
+    for i, (fixed, given) in enumerate(zip(dims, shape, strict=True)):
+        if i > 0 and isinstance(fixed, int) and fixed != given:
+            template = ",".join(str(d) if isinstance(d, int) else str(shape[j])
+                                for j, d in enumerate(dims))
+            raise InputError(f"{where}: input {name!r} is [{', '.join(map(str, dims))}], fixed "
+                             f"at {labels[i]}={fixed}, but the input shape is "
+                             f"{','.join(map(str, shape))}",
+                             hint=f"pass --input-shape {template}")
+
+
 def spec_from_onnx(model_or_path: onnx.ModelProto | str | Path,
                    where: str | Path | None = None) -> InputSpec | None:
     """The InputSpec edgekit recorded in the model's metadata; None when there is none, and

@@ -14,7 +14,7 @@ All refusals are InputError (exit 2) with a hint."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from edgekit.errors import InputError
@@ -77,19 +77,39 @@ def check_outputs(outputs: Mapping[str, PathLike | Iterable[PathLike] | None],
 
 
 def check_inside(path: PathLike, folder: PathLike, what: str,
-                 suffixes: tuple[str, ...] = ()) -> Path:
+                 suffixes: tuple[str, ...] = (), *, hint: str | None = None) -> Path:
     """`folder / path`, refused when `path` is absolute, leaves `folder` (`..`, a symlink), or
-    (with `suffixes`) does not end in one of them: a recipe's report cannot name a model."""
+    (with `suffixes`) does not end in one of them: a recipe's report cannot name a model. Every
+    path derived from a name the user gives (a device's folder in `optimize -o`) goes through
+    here; `hint` says what to do instead."""
     path = Path(path)
     full = Path(folder) / path
     if path.is_absolute() or not _inside(full, folder) or resolved(full) == resolved(folder):
         raise InputError(f"{what} {path} is not a file inside the output folder {folder}",
-                         hint="give a plain file name (e.g. report.html); recipe outputs stay "
-                              "inside the output folder")
+                         hint=hint or "give a plain file name (e.g. report.html); recipe outputs "
+                                      "stay inside the output folder")
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{what} {path} must end in {' or '.join(suffixes)}",
                          hint=f"e.g. {what}: {path.stem or 'report'}{suffixes[0]}")
     return full
+
+
+def check_output_file(path: PathLike, what: str, suffixes: tuple[str, ...],
+                      written_by_edgekit: Callable[[Path], bool]) -> None:
+    """Refuse an output file (a report `-o FILE`) that does not end in one of `suffixes`, or
+    that exists and was not written by edgekit (`written_by_edgekit` reads its marker): edgekit
+    replaces only files it wrote, as it writes only into folders it owns."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{what} {path} must end in {' or '.join(suffixes)}",
+                         hint=f"e.g. {what} {path.with_suffix(suffixes[0]).name}")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder", hint=f"{what} names a file")
+    if path.exists() and not written_by_edgekit(path):
+        raise InputError(f"{what} {path} exists and edgekit did not write it (it has no edgekit "
+                         "marker); edgekit replaces only files it wrote",
+                         hint=f"choose a new file for {what}, or remove {path} first if it is "
+                              "yours to lose")
 
 
 def check_output_folder(folder: PathLike) -> None:

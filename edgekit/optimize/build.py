@@ -16,9 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.errors import InputError
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.cache import digest
 from edgekit.optimize.space import SearchSpace, dwsep_label
+
+
+class UnchangedError(InputError):
+    """A candidate's pass changed nothing: it would be a copy of the model it started from."""
+
+
+def runtime_target(runtime: str) -> tuple[str | None, str | None]:
+    """(the export target that writes what `runtime` reads, that artifact's format), from the
+    table of kinds (edgekit/kinds.py)."""
+    from edgekit.kinds import KINDS
+
+    kind = next((k for k in KINDS if runtime in k.runtimes and k.target), None)
+    return (kind.target, kind.format) if kind else (None, None)
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,14 @@ class Builder:
             for name, config in steps:
                 step = get_pass(name)(config)
                 step.check(bundle, ctx)
+                before = len(bundle.surgery)
                 bundle = step.apply(bundle, ctx)
+                if name == "dwsep" and len(bundle.surgery) == before:
+                    # a no-op pass yields no candidate: it would be built and timed as the
+                    # architecture it started from
+                    raise UnchangedError(
+                        f"dwsep {dwsep_label(arch.dwsep)} substitutes no conv of this model: "
+                        "nothing changed", hint="leave dwsep out of the space (--dwsep off)")
             spent = "build_s"
         else:  # short / full: distil the init architecture from the original
             bundle = copy.deepcopy(self.bundle(arch, "init", round_to))
@@ -206,7 +227,7 @@ class Builder:
         latency_device = device if precision == "int8" and fallback == "latency" else None
         folder = onnx_path.parent / f"{runtime}-{precision}" \
             f"{'-' + digest(nodes, self.space.calib_size, self.calib_source, *filter(None, [latency_device])) if precision == 'int8' else ''}"
-        fmt = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}[runtime]
+        fmt = runtime_target(runtime)[1]
         found = _find(folder, format=fmt, precision=precision)
         if found is not None:
             return {**_entry(folder, found.name), "float_layers": nodes}
@@ -280,8 +301,8 @@ class Builder:
             source: Any = self.bundle(arch, stage, round_to)
         else:
             source = onnx_path
-        artifact, _ = export_artifact(source, runtime, folder, precision=precision,
-                                      parity_data=self.parity_x)
+        artifact, _ = export_artifact(source, runtime_target(runtime)[0], folder,
+                                      precision=precision, parity_data=self.parity_x)
         return artifact.path
 
     def _quantize(self, onnx_path: Path, folder: Path, flavour: str, nodes: list[str],

@@ -44,7 +44,7 @@ from typing import Any
 from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
-from edgekit.optimize.build import Arch, Builder
+from edgekit.optimize.build import Arch, Builder, UnchangedError
 from edgekit.optimize.cache import CandidateCache, device_state, digest
 from edgekit.optimize.measure import (
     ConfirmationUnavailableError,
@@ -57,6 +57,7 @@ from edgekit.optimize.trials import (
     STUDY_DB,
     candidate_name,
     candidates_of,
+    check_study,
     choose,
     dominated,
     dwsep_choice,
@@ -101,12 +102,17 @@ class DeviceSearch:
     lost: str | None = None
     seconds: float = 0.0
     fleet: Any = None  # its FleetDevice (name, Ray resource, node)
-    executor: Any = None  # the Ray executor with --cluster, else None (local or SSH)
+    executor: Any = None  # where its work runs (edgekit.executors.executor_for), set by the run
+    here: bool = True  # this process times its candidates (the executor's `measures_here`)
+    space: Any = None  # the space fitted to the model and this device (optimize/adapt.py)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # knobs dropped: {knob, value, why}
+    notes: list[str] = field(default_factory=list)  # e.g. layers round_to keeps whole
+    inapplicable: dict[tuple[str, str], str] = field(default_factory=dict)  # knob found a no-op
 
     @property
     def measured_here(self) -> bool:
         """True when this process times the device's candidates (a local profile, no cluster)."""
-        return not self.device.is_remote and self.executor is None
+        return self.here
 
     @property
     def fastest_fp32_ms(self) -> float:
@@ -134,13 +140,17 @@ def minimum_seconds(searches: list[DeviceSearch]) -> float:
     return total
 
 
-def usable_targets(device: Any, targets: list[str], *, here: bool = True
+def usable_targets(device: Any, targets: list[str], *, here: bool | None = None
                    ) -> tuple[list[str], list[str]]:
-    """Targets whose runtime can run here. A remote device (or any device with `here=False`,
-    measured on a cluster node): all of them, checked there;
-    TensorRT engines are built on the device from each candidate's ONNX model (the remote
-    path's build step), and a device without TensorRT or a GPU says so at the first one."""
-    if device.is_remote or not here:
+    """Targets whose runtime can run here. A device measured elsewhere (`here=False`: on the
+    device itself, or on a cluster node; by default as its executor says): all of them, checked
+    there; TensorRT engines are built on the device from each candidate's ONNX model (the
+    remote path's build step), and a device without TensorRT or a GPU says so at the first one."""
+    if here is None:
+        from edgekit.executors import executor_class
+
+        here = executor_class(device).measures_here
+    if not here:
         return list(targets), []
     from edgekit.validate.validator import runtime_status
 
@@ -192,10 +202,58 @@ class Optimizer:
         self._spent = threading.local()  # per device thread: its builds' seconds
 
     # ------------------------------------------------------------------ checks
+    # What optimize writes at the top of -o itself: no device's folder may take one of them.
+    OWN_ENTRIES = ("manifest.json", "optimize.json", "report.html", "report.md", "cache",
+                   "candidates", STUDY_DB)
+
+    def device_folder(self, name: str) -> Path:
+        """OUT/<device>: checked to be a folder of its own inside -o wherever the name came
+        from (a profile, a fleet file, a DeviceProfile built in Python), with the resolver every
+        output path goes through (io/outputs.check_inside)."""
+        from edgekit.io.outputs import check_inside
+
+        hint = "rename the device (letters, digits, '.', '_' and '-'), e.g. `name: orin-1`"
+        if name in self.OWN_ENTRIES:
+            raise InputError(f"device name {name!r} is a file optimize writes in {self.out}",
+                             hint=hint)
+        return check_inside(name, self.out, "device name", hint=hint)
+
+    def _check_outputs(self) -> None:
+        """-o is a folder edgekit owns (never a user's folder, never the model's own), no
+        output replaces an input, each device's folder stays inside -o, and the candidates an
+        earlier run left are still the files it recorded (sha256)."""
+        from edgekit.data.paths import source_paths
+        from edgekit.io.lineage import check_recorded
+        from edgekit.io.outputs import check_output_folder, check_outputs
+
+        check_output_folder(self.out)
+        for device in self.fleet:
+            self.device_folder(device.name)
+        planned = [self.out / name for name in self.OWN_ENTRIES] + \
+            [self.out / d.name / "manifest.json" for d in self.fleet]
+        check_outputs({"-o": [self.out, *planned]},
+                      {"the model": self.checkpoint,
+                       "--eval data": source_paths(self.eval_source, self.data_dir),
+                       "--train data": source_paths(self.train_source, self.data_dir),
+                       "--calib set": source_paths(self.calib_source, self.data_dir)})
+        candidates = self.out / "candidates"
+        if candidates.is_dir():
+            for manifest in sorted(candidates.rglob("manifest.json")):
+                check_recorded(manifest.parent,
+                               hint=f"remove {manifest.parent} (optimize builds it again) or "
+                                    "optimize into a new -o")
+
     def check(self) -> list[DeviceSearch]:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
+        check_study(self.out)  # a damaged study: exit 2 with the way out, not a lost search
+        import math
+
+        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, int | float) \
+                or not math.isfinite(self.max_drop):
+            raise InputError(f"--max-drop {str(self.max_drop)[:40]} is not a finite number",
+                             hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
         if self.max_drop < 0:
             raise InputError(f"--max-drop {self.max_drop:g} is negative",
                              hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
@@ -208,9 +266,11 @@ class Optimizer:
         if len(set(names)) != len(names):
             raise InputError(f"device {next(n for n in names if names.count(n) > 1)!r} is named "
                              "twice", hint="give each --device once")
+        from edgekit.executors import executor_class
         from edgekit.fleetfile import check_unique
 
         check_unique(self.fleet, "the devices", physical=False)  # (a Ray resource twice)
+        self._check_outputs()
         searches = []
         for fleet_device in self.fleet:
             device = fleet_device.profile
@@ -219,12 +279,18 @@ class Optimizer:
                 raise InputError(f"no runtime and precision of the space is on {device.name} "
                                  f"(it lists {', '.join(device.runtimes)})",
                                  hint="widen --runtimes/--precisions, or pick another --device")
-            ok, missing = usable_targets(device, targets, here=self.cluster is None)
-            if not ok and device.is_remote:
-                raise MissingDependencyError(
-                    f"no candidate of the space can be measured on {device.name} "
-                    f"({'; '.join(missing)})", hint="search another runtime (--runtimes)")
-            if not ok:
+            from edgekit.optimize.adapt import buildable_targets
+
+            targets, unmade = buildable_targets(targets)
+            dropped = [{"knob": "target", "value": t, "why": why} for t, why in unmade.items()]
+            if not targets:
+                raise InputError(f"optimize can make no artifact for the runtime and precision "
+                                 f"pairs of the space on {device.name} "
+                                 f"({'; '.join(f'{t}: {w}' for t, w in unmade.items())})",
+                                 hint="widen --runtimes/--precisions, or pick another --device")
+            here = executor_class(device, clustered=self.cluster is not None).measures_here
+            ok, missing = usable_targets(device, targets, here=here)
+            if not ok:  # (measured elsewhere, every target is kept and checked there)
                 raise MissingDependencyError(
                     f"none of {device.name}'s runtimes can run here ({'; '.join(missing)}), and "
                     "the profile has no host to measure on",
@@ -235,9 +301,13 @@ class Optimizer:
                                  hint="keep fp32 in --precisions")
             for gone in sorted(set(targets) - set(ok)):
                 self.say(f"{device.name}: {gone} skipped ({'; '.join(missing)})")
+                dropped.append({"knob": "target", "value": gone, "why": "; ".join(missing)})
+            for d in dropped[:len(unmade)]:
+                self.say(f"{device.name}: {d['value']} dropped from the space: {d['why']}")
             batch = self.space.batch or min(device.batch_sizes)
             searches.append(DeviceSearch(device, ok, batch, device_state(device),
-                                         fleet=fleet_device))
+                                         fleet=fleet_device, here=here, space=self.space,
+                                         dropped=dropped))
         if self.settings.time_budget is not None:
             budget = parse_duration(self.settings.time_budget)
             need = minimum_seconds(searches)
@@ -254,16 +324,18 @@ class Optimizer:
         searches = self.check()
         started = time.monotonic()
         budget = parse_duration(self.settings.time_budget) if self.settings.time_budget else None
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._prepare()
-        if self.cluster is not None:
-            from edgekit.validate.fleet import connect_cluster
+        from edgekit.io.outputs import claim_output_folder
 
-            with connect_cluster(self.fleet, self.cluster,
-                                 allow_public=self.allow_public_cluster) as cluster:
-                results = self._search_all(searches, budget, started, cluster)
-        else:
-            results = self._search_all(searches, budget, started, None)
+        claim_output_folder(self.out)  # edgekit's folder (its manifest first), as compress's
+        self._prepare()
+        self._fit(searches)
+        import contextlib
+
+        from edgekit.validate.fleet import connect_cluster
+
+        with connect_cluster(self.fleet, self.cluster, allow_public=self.allow_public_cluster) \
+                if self.cluster is not None else contextlib.nullcontext() as cluster:
+            results = self._search_all(searches, budget, started, cluster)
         summary = {"model": self.bundle.name, "checkpoint": str(self.checkpoint),
                    "out": str(self.out), "max_drop": self.max_drop,
                    "min_speedup": self.settings.min_speedup,
@@ -280,32 +352,35 @@ class Optimizer:
                     cluster: Any) -> dict[str, dict[str, Any]]:
         """Every device's search at once (validate/fleet.py's one thread per device), each
         within the whole time budget; a device whose search fails keeps its partial front."""
+        from edgekit.executors import executor_for
         from edgekit.validate.fleet import per_device
-
-        if cluster is not None:
-            from edgekit.executors.ray import RayExecutor
-            from edgekit.validate.validator import run_here
-
-            for search in searches:
-                search.executor = RayExecutor(run_here, cluster, search.fleet.resource, self.say)
+        from edgekit.validate.validator import HERE
 
         def one(search: DeviceSearch) -> dict[str, Any]:
             left = None if budget is None else budget - (time.monotonic() - started)
-            try:
-                return self._search(search, left)
-            except Exception as exc:  # noqa: BLE001 - one device's failure must not sink the others
-                message = exc.message if isinstance(exc, EdgekitError) else \
-                    f"{type(exc).__name__}: {exc}"
-                search.lost = message
-                self.say(f"{search.device.name}: the search stopped: {message}")
-                try:  # what it finished: its partial front (and a winner among it)
-                    return self._finish(search, self._partial_study(search),
-                                        time.monotonic() - started)
-                except Exception:  # noqa: BLE001 - the device's own failure is the news
-                    return self._finish(search, None, time.monotonic() - started)
+            with executor_for(search.device, HERE, cluster=cluster,
+                              resource=search.fleet.resource, on_event=self.say) as executor:
+                search.executor = executor
+                return self._search_or_keep(search, left, started)
 
         return dict(zip([s.device.name for s in searches], per_device(searches, one),
                         strict=True))
+
+    def _search_or_keep(self, search: DeviceSearch, left: float | None,
+                        started: float) -> dict[str, Any]:
+        """The device's search; when it fails, what it finished (its partial front)."""
+        try:
+            return self._search(search, left)
+        except Exception as exc:  # noqa: BLE001 - one device's failure must not sink the others
+            message = exc.message if isinstance(exc, EdgekitError) else \
+                f"{type(exc).__name__}: {exc}"
+            search.lost = message
+            self.say(f"{search.device.name}: the search stopped: {message}")
+            try:  # what it finished: its partial front (and a winner among it)
+                return self._finish(search, self._partial_study(search),
+                                    time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - the device's own failure is the news
+                return self._finish(search, None, time.monotonic() - started)
 
     def _partial_study(self, search: DeviceSearch) -> Any:
         """The device's study as far as it got (None when there is none yet)."""
@@ -332,6 +407,26 @@ class Optimizer:
                                data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
                                seed=self.settings.seed, train=self.train)
         self._ref_logits = None
+
+    def _fit(self, searches: list[DeviceSearch]) -> None:
+        """Fit each device's space to the model before any candidate is built (adapt.py): a
+        pruning ratio or dwsep choice that cannot apply is dropped, said once, with its reason.
+        Devices with the same round_to share the answer."""
+        from edgekit.optimize.adapt import fit_space
+
+        fitted: dict[Any, Any] = {}
+        for search in searches:
+            round_to = search.device.round_to
+            if round_to not in fitted:
+                with self._machine_lock:
+                    fitted[round_to] = fit_space(self.space, self.builder, round_to)
+                for d in fitted[round_to].dropped:
+                    self.say(f"{d['knob']} {d['value']} dropped from the space: {d['why']}")
+                for note in fitted[round_to].notes:
+                    self.say(note)
+            search.space = fitted[round_to].space
+            search.dropped = [*fitted[round_to].dropped, *search.dropped]
+            search.notes = list(fitted[round_to].notes)
 
     def _reference_logits(self):
         """The original's fp32 logits on ONNX Runtime here (fidelity of every local record)."""
@@ -369,7 +464,8 @@ class Optimizer:
         with self._machine_lock:
             before = dict(self.builder.seconds)
             entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
-                                          profile_ref(device), build_on_device=device.is_remote)
+                                          profile_ref(device),
+                                          build_on_device=search.executor.builds_on_device(device))
             self._count_built(before)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,
@@ -468,9 +564,9 @@ class Optimizer:
         result = {"status": "short", "steps": steps,
                   "values": (short["p50_ms"], 100 * short["top1"]),
                   "why": "short distillation only"}
-        margin = self.space.distill.promote_margin
+        margin = search.space.distill.promote_margin
         top1 = 100 * short["top1"]
-        if not self.space.distill.has_full:
+        if not search.space.distill.has_full:
             result["why"] = "distilled (the short and full schedules are the same)"
             return result
         if top1 + margin < ref - self.max_drop:
@@ -497,8 +593,8 @@ class Optimizer:
                     grace_period=120,  # several devices' trials write at once: wait a turn
                     engine_kwargs={"connect_args": {"timeout": 60}})
         storage = self._storage
-        name = f"{search.device.name}-{digest(self.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
-        size = self.space.size(search.targets)
+        name = f"{search.device.name}-{digest(search.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
+        size = search.space.size(search.targets)
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
             if size <= self.settings.trials else \
             optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
@@ -548,7 +644,7 @@ class Optimizer:
         started = time.monotonic()
         deadline = None if seconds is None else started + seconds
         self.say(f"{device.name}: {len(search.targets)} runtime/precision pairs, space of "
-                 f"{self.space.size(search.targets)} candidates, {self.settings.trials} trials"
+                 f"{search.space.size(search.targets)} candidates, {self.settings.trials} trials"
                  + (f", {seconds:.0f} s" if seconds is not None else ""))
         try:
             self._baselines(search)
@@ -561,10 +657,10 @@ class Optimizer:
             # compressed candidate has to beat)
             for runtime in search.baselines:
                 study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
-            if 0.0 in self.space.prune and "off" in self.space.dwsep:
+            if 0.0 in search.space.prune and "off" in search.space.dwsep:
                 for target in search.targets:
                     if not target.endswith(":fp32"):
-                        extra = {"fallback": self.space.fallback_names()[0]} \
+                        extra = {"fallback": search.space.fallback_names()[0]} \
                             if target.endswith(":int8") else {}
                         study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
                                              **extra})
@@ -572,13 +668,13 @@ class Optimizer:
 
         def objective(trial):
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            params = {"prune": trial.suggest_categorical("prune", self.space.prune),
+            params = {"prune": trial.suggest_categorical("prune", search.space.prune),
                       "dwsep": trial.suggest_categorical(
-                          "dwsep", [str(d) for d in self.space.dwsep]),
+                          "dwsep", [str(d) for d in search.space.dwsep]),
                       "target": trial.suggest_categorical("target", search.targets)}
             if params["target"].endswith(":int8"):
                 params["fallback"] = trial.suggest_categorical("fallback",
-                                                               self.space.fallback_names())
+                                                               search.space.fallback_names())
             name = candidate_name(params)
             earlier = next((t for t in study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE, TrialState.PRUNED)) if candidate_name(t.params) == name), None)
@@ -592,6 +688,11 @@ class Optimizer:
             # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
             # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
             scope = runtime if runtime == "tensorrt" else params["target"]
+            gone = search.inapplicable.get(("dwsep", params["dwsep"]))
+            if gone:  # the dwsep choice substituted nothing at an earlier candidate
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", f"dropped from the space: {gone}")
+                raise optuna.TrialPruned()
             if scope in search.unusable:  # found missing at an earlier candidate
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", search.unusable[scope])
@@ -610,6 +711,18 @@ class Optimizer:
                 # no candidate of it can run, so the rest of them are skipped with this reason
                 search.unusable[scope] = exc.message
                 self.say(f"{device.name}: {scope} candidates skipped: {exc.message}")
+                trial.set_user_attr("status", "skipped")
+                trial.set_user_attr("why", exc.message)
+                raise optuna.TrialPruned() from None
+            except UnchangedError as exc:  # dwsep substituted nothing: no candidate to build,
+                # and the choice is dropped from the space (said once; its trials are skipped)
+                knob = ("dwsep", params["dwsep"])
+                if knob not in search.inapplicable:
+                    search.inapplicable[knob] = exc.message
+                    search.dropped.append({"knob": "dwsep", "value": params["dwsep"],
+                                           "why": exc.message})
+                    self.say(f"{device.name}: dwsep {params['dwsep']} dropped from the space: "
+                             f"{exc.message}")
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
@@ -650,7 +763,7 @@ class Optimizer:
             study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))
         # `trials` counts distinct candidates: a sampler's repeats (cheap, answered from the
         # study) do not use up the budget, within a bound on the attempts.
-        wanted = min(self.settings.trials, self.space.size(search.targets))
+        wanted = min(self.settings.trials, search.space.size(search.targets))
         attempts = 0
         while (tried() < wanted and attempts < 3 * self.settings.trials + 10
                and search.lost is None and not out_of_time
@@ -693,6 +806,8 @@ class Optimizer:
                   "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
                   "candidates": candidates, "front": front,
                   "winner": None, "why": why, "lost": search.lost,
+                  "dropped": search.dropped, "notes": search.notes,
+                  "space": (search.space or self.space).model_dump(mode="json"),
                   "seconds": round(seconds, 1)}
         if search.fleet is not None:  # which device of the fleet, where (and on which node)
             result.update(where=search.fleet.physical, resource=search.fleet.resource,
@@ -807,7 +922,7 @@ class Optimizer:
     def _deliver(self, search: DeviceSearch, winner: dict[str, Any],
                  result: dict[str, Any]) -> dict[str, Any]:
         """Copy the winning artifact (and its weights file) into out/<device>/."""
-        folder = self.out / search.device.name
+        folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(winner["artifact"])
         copied = []
@@ -824,7 +939,7 @@ class Optimizer:
     def _write_device_manifest(self, search: DeviceSearch, result: dict[str, Any]) -> None:
         from edgekit.io.artifacts import manifest_entries
 
-        folder = self.out / search.device.name
+        folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
         winner = result["winner"]
@@ -843,7 +958,7 @@ class Optimizer:
                   "training": self.train.model_dump(mode="json")}
         metrics = {k: result[k] for k in ("baselines", "reference_top1", "fastest_fp32_ms",
                                           "candidates", "front", "winner", "why", "lost",
-                                          "seconds") if k in result}
+                                          "dropped", "notes", "seconds") if k in result}
         metrics["cache"] = self.cache.summary()
         Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
                                    config=config, outputs=outputs, metrics=metrics)
@@ -880,7 +995,15 @@ class Optimizer:
         from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
-        for result in results.values():
+        not_measured = {}
+        for name, result in results.items():
+            left = [{"name": c["name"], "status": c["status"], "why": c.get("why") or ""}
+                    for c in result["candidates"] if not c.get("values")]
+            if left or result.get("dropped") or result.get("notes") or result.get("lost"):
+                not_measured[name] = {
+                    "candidates": left, "dropped": result.get("dropped") or [],
+                    "notes": [*result.get("notes", []), *filter(None, [
+                        result.get("lost") and f"the search stopped: {result['lost']}"])]}
             shown = {c["key"]: c for c in result["candidates"] if c.get("values")}
             for runtime, b in result["baselines"].items():  # the originals, always shown
                 shown.setdefault(b["key"], {**b, "name": f"original {runtime}:fp32",
@@ -902,9 +1025,10 @@ class Optimizer:
                           "speedup": speed["speedup"], "speedup_vs": speed,
                           "gate": evaluate_gate(accuracy, budget, [speed])}
                 records.append(record)
-        if not records:
+        if not records and not not_measured:
             return None
         path = self.out / "report.html"
         write_report(records, path, markdown_path=self.out / "report.md",
-                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out))
+                     title=f"edgekit optimize: {self.bundle.name}", source=str(self.out),
+                     not_measured=not_measured)
         return str(path)

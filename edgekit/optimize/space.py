@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekit.errors import ConfigError
+from edgekit.kinds import KINDS
 
 # Named int8 float-fallback sets, resolved on each candidate's fp32 ONNX graph
 # (edgekit.optimize.build.fallback_nodes). ONNX Runtime's int8 kernels for these layers are often
@@ -23,7 +24,8 @@ from edgekit.errors import ConfigError
 # the layers whose int8 form the device's own profiler times slower than float (quantize's
 # latency_fallback; local devices only).
 FALLBACK_SETS = ("none", "first-conv", "depthwise", "first-conv+depthwise", "latency")
-RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
+# runtimes that read what an export target writes (edgekit/kinds.py): the ones optimize can try
+RUNTIMES = tuple(dict.fromkeys(r for k in KINDS if k.target for r in k.runtimes))
 DwsepChoice = Literal["off", "auto"] | Annotated[int, Field(ge=1)]
 
 
@@ -72,7 +74,7 @@ class SearchSpace(BaseModel):
     dwsep: list[DwsepChoice] = Field(["off", "auto"], min_length=1,
                                      description="off | auto | a channel multiplier r")
     dwsep_max_error: float = Field(0.10, gt=0, lt=1, description="rank auto's error bound")
-    runtimes: list[Literal["onnxruntime", "openvino", "tensorrt"]] | None = Field(
+    runtimes: list[Literal[RUNTIMES]] | None = Field(  # type: ignore[valid-type]
         None, description="runtimes to try (default: every one of the device profile)")
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         ["fp32", "fp16", "int8"], min_length=1,

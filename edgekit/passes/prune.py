@@ -67,10 +67,12 @@ class PruneResult:
     pruned: list[dict[str, Any]] = field(default_factory=list)   # {layer, type, before, after}
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {layer, type, channels, reason}
     notes: list[str] = field(default_factory=list)
+    # torch.nn.MultiheadAttention layers converted to the fused-qkv layout before pruning
+    fused_attention: list[str] = field(default_factory=list)
 
     def to_meta(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "pruned": self.pruned, "skipped": self.skipped,
-                "notes": self.notes}
+                "notes": self.notes, "fused_attention": self.fused_attention}
 
 
 # ---------------------------------------------------------------- helpers
@@ -277,11 +279,19 @@ class _Pruning:
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
         self.example = torch.zeros((1, *spec.shape[1:]))
+        self.result = PruneResult(ratio=ratio)
+        # torch.nn.MultiheadAttention → the fused-qkv layout whose heads go whole (same outputs)
+        self.result.fused_attention = attn_prune.fuse_multihead_attention(
+            model, torch.randn((2, *spec.shape[1:]), generator=torch.Generator().manual_seed(0)),
+            ignore)
+        if self.result.fused_attention:
+            self.result.notes.append(
+                "converted torch.nn.MultiheadAttention to the fused-qkv layout (same outputs): "
+                + ", ".join(self.result.fused_attention))
         self.names: dict[Any, str] = {m: n for n, m in model.named_modules()}
         self.names.update({p: n for n, p in model.named_parameters()})
         self.before = {n: _width(m) for n, m in _prunable_layers(model).items()}
         self.reasons: dict[Any, str] = {}
-        self.result = PruneResult(ratio=ratio)
         classifier = find_classifier(model, self.example)
         if classifier is not None:
             self.reasons[classifier] = "final classifier (never pruned)"
@@ -440,7 +450,44 @@ class _Pruning:
         # this one step, and removed after. Pruning itself goes through the supported
         # interactive step: Torch-Pruning yields each accepted group and edgekit prunes it, so
         # a failure there names the group's layer for certain.
-        graph.check_pruning_group = checked
+        # round_to never empties a layer: Torch-Pruning rounds the channels a layer keeps down
+        # to a multiple of round_to, which is 0 for a layer narrower than round_to after
+        # pruning (a squeeze-excite squeeze of 8 at ratio 0.25 keeps 6 → 0). Such a layer keeps
+        # one multiple of round_to (its whole width when it has no more), and the report says
+        # which layers and why. `_round_to` is Torch-Pruning 1.6's one place that rounds; it is
+        # wrapped on this pruner instance, for this step only, like check_pruning_group.
+        rounded: list[tuple[int, int, int]] = []  # (width, kept before rounding, kept)
+        library_round = self.pruner._round_to
+
+        def round_kept(n_pruned: int, current: int, round_to: int) -> int:
+            n = library_round(n_pruned, current, round_to)
+            if n >= current and n_pruned < current:
+                keep = min(current, round_to)
+                rounded.append((current, current - n_pruned, keep))
+                return current - keep
+            rounded.append((0, 0, 0))
+            return n
+
+        plain_checked = checked
+
+        def checked_rounding(group: Any) -> bool:
+            root = group[0].dep.target.module
+            note = rounded.pop() if rounded else (0, 0, 0)
+            rounded.clear()
+            width, wanted, keep = note
+            if width:
+                why = (f"round_to {self.round_to}: {wanted} of its {width} channels would "
+                       f"remain at ratio {self.ratio:g}, which rounds down to 0")
+                if keep >= width:
+                    self.reasons.setdefault(root, f"{why}; kept whole")
+                    return False
+                self.result.notes.append(f"{_name_of(root, names)} keeps {keep} of {width} "
+                                         f"channels: {why}")
+            return plain_checked(group)
+
+        if self.round_to:
+            self.pruner._round_to = round_kept
+        graph.check_pruning_group = checked_rounding if self.round_to else checked
         try:
             for group in self.pruner.step(interactive=True):
                 try:
@@ -458,6 +505,7 @@ class _Pruning:
                              f"{type(exc).__name__}: {exc}", hint=_ignore_hint(culprit)) from None
         finally:
             vars(graph).pop("check_pruning_group", None)
+            vars(self.pruner).pop("_round_to", None)
         if mistraced:
             root, other = mistraced[0]
             owner = other.rsplit(".", 1)[0] if other.endswith((".weight", ".bias")) else other
@@ -489,8 +537,15 @@ class _Pruning:
             name = self.names[rnn]
             hidden0 = self.before[name]
             keep = int(hidden0 * (1 - self.ratio))
-            if self.round_to:
+            if self.round_to and keep >= 1:
+                wanted = keep
                 keep -= keep % self.round_to
+                if keep < 1:  # round_to never empties a layer: one multiple, or all it has
+                    keep = min(hidden0, self.round_to)
+                    self.result.notes.append(
+                        f"{name} keeps {keep} of {hidden0} hidden units: round_to "
+                        f"{self.round_to}: {wanted} would remain at ratio {self.ratio:g}, which "
+                        "rounds down to 0")
             if keep < 1:
                 raise WipeoutError(
                     f"pruning at ratio {self.ratio:g}{self._rounding()} would remove every "
@@ -741,6 +796,10 @@ class PrunePass(Pass):
         model.eval()
         bundle.model = model
         heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")}
+        if result.fused_attention:  # replayed on load, before the head counts
+            from edgekit.passes.attn_prune import fused_surgery_record
+
+            bundle.surgery.append(fused_surgery_record(result.fused_attention))
         if heads:  # replayed on load: the state_dict does not hold head counts
             from edgekit.passes.attn_prune import surgery_record
 

@@ -63,6 +63,10 @@ class QuantizeConfig(PassConfig):
         "residual Adds, GELU, LayerNorm, Softmax float; score MatMuls by sensitivity; NNCF "
         "transformer type), float (score MatMuls float too), int8 (no attention-specific "
         "choice); see edgekit.quant.attention")
+    min_agreement: float | None = Field(
+        None, ge=0, le=1, description="parity on the eval data, the rule `edgekit export` "
+        "applies: top-1 agreement with the fp32 model at least this on the samples that are "
+        "not near-ties (default 0.90)")
     seed: int = 0
 
 
@@ -142,6 +146,25 @@ class QuantizePass(Pass):
                                 "which needs labels", hint=exc.hint) from None
             raise
 
+    def _parity(self, outcome: Any) -> dict[str, Any] | None:
+        """The parity rule `edgekit export` applies to an int8 artifact (targets/onnx.py's
+        check_parity: top-1 agreement with the fp32 model on the samples that are not near-ties,
+        at least min_agreement), judged here on the eval data; None without eval data."""
+        if outcome.logits is None or outcome.reference_logits is None:
+            return None
+        from edgekit.targets.onnx import check_parity
+
+        cfg: QuantizeConfig = self.config
+        measured = check_parity(
+            outcome.reference_logits, outcome.logits,
+            what=f"int8 ({cfg.flavour}) against the fp32 ONNX model on the eval data",
+            agreement="int8" if cfg.min_agreement is None else cfg.min_agreement,
+            tolerance_scale=None, atol=0.0, rtol=0.0,
+            hint="keep sensitive layers in float (--max-drop lets the budget choose them), "
+                 "or calibrate with more representative data")
+        measured["inputs"] = "eval data"
+        return measured
+
     def outputs(self) -> list[str]:
         name = FILENAMES[self.config.flavour]
         return [name, name[:-4] + ".bin"] if name.endswith(".xml") else [name]
@@ -176,6 +199,7 @@ class QuantizePass(Pass):
                 None if eval_set is None else eval_set.y, budget, exclude=exclude,
                 sensitivity_samples=cfg.sensitivity_samples,
                 max_float_layers=cfg.max_float_layers, seed=cfg.seed)
+            parity = self._parity(outcome)
             latency = self._latency_fallback(backend, outcome, eval_set) \
                 if cfg.latency_fallback else None
             ranks = {s["layer"]: s for s in outcome.sensitivity}
@@ -208,6 +232,8 @@ class QuantizePass(Pass):
             from edgekit.validate.accuracy import fidelity
 
             accuracy["fidelity"] = fidelity(outcome.reference_logits, outcome.logits)
+        if parity is not None:
+            accuracy["parity"] = parity
         metrics = {
             "calibration": calibration,
             "accuracy": accuracy,

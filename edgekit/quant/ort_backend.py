@@ -83,4 +83,5 @@ class OrtBackend:
     def _predict(self, path: Path, x: np.ndarray) -> np.ndarray:
         from edgekit.runtimes.ort import OrtRunner
 
-        return OrtRunner(path, self.spec, threads=self.threads).predict(x, batch_size=EVAL_BATCH)
+        with OrtRunner(path, self.spec, threads=self.threads) as runner:
+            return runner.predict(x, batch_size=EVAL_BATCH)

@@ -80,7 +80,9 @@ def analyze_qdq(model, *, flavour: str = "onnxruntime",
         feeding = [producers.get(i) for i in node.input]
         dqs = [p for p in feeding if p is not None and p.op_type == "DequantizeLinear"]
         if node.op_type in COMPUTE_OPS:
-            if dqs:
+            # A layer kept float on purpose (by the budget, the user) is float even when a
+            # DequantizeLinear feeds its input: the layer before it wrote a quantized activation.
+            if dqs and node.name not in kept_float:
                 entry: dict[str, Any] = {"name": node.name, "op": node.op_type}
                 for role, index in (("input", 0), ("weight", 1)):
                     p = feeding[index] if index < len(feeding) else None
@@ -101,7 +103,8 @@ def analyze_qdq(model, *, flavour: str = "onnxruntime",
             else:
                 reason = kept_float.get(node.name) or (
                     "not quantized: ONNX Runtime found no int8 pattern for it here")
-                floating.append({"name": node.name, "op": node.op_type, "reason": reason})
+                floating.append({"name": node.name, "op": node.op_type, "reason": reason,
+                                 **({"input_through_qdq": True} if dqs else {})})
         elif node.op_type in RECURRENT_OPS:
             reason = RECURRENT_REASONS.get(flavour, RECURRENT_REASONS["onnxruntime"])
             floating.append({"name": node.name, "op": node.op_type,

@@ -78,6 +78,11 @@ def safe_relpath(path: Path, folder: Path) -> str:
     return rel
 
 
+def artifact_files(path: Path) -> list[Path]:
+    """An artifact and the files it needs beside it (what travels with it to a device)."""
+    return [path, *_siblings(path)]
+
+
 def _siblings(path: Path) -> list[Path]:
     """Files an artifact needs beside it: OpenVINO's .bin, ONNX external data, a spec sidecar."""
     found = []

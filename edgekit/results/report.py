@@ -261,19 +261,89 @@ def by_device(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return dict(groups)
 
 
+# (issue 25) what marks a report as edgekit's: `edgekit report -o FILE` replaces only a file that
+# carries it (io/outputs.check_output_file), never the user's own page or a checkpoint.
+HTML_MARKER = '<meta name="generator" content="edgekit">'
+MARKDOWN_MARKER = "<!-- written by edgekit report -->"
+_OLD_HTML_START = "<!doctype html><html lang=en><head><meta charset=utf-8><title>"
+
+
+def written_by_edgekit(path: str | Path) -> bool:
+    """Whether the report file `path` carries edgekit's marker (an HTML report of an earlier
+    edgekit: its exact opening and its `by edgekit` line)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    if head.startswith(MARKDOWN_MARKER):
+        return True
+    opening = head[:200]
+    return (opening.startswith("<!doctype html>") and HTML_MARKER in opening) or \
+        (head.startswith(_OLD_HTML_START) and " by edgekit " in head)
+
+
+def _not_measured_html(extra: dict[str, Any] | None) -> str:
+    """What a search left out, per device (edgekit optimize): the knobs dropped from its space
+    before any candidate was built, the candidates that failed, were skipped or were not carried
+    to the end (each with its reason), and notes such as the layers round_to kept whole."""
+    if not extra:
+        return ""
+    parts = []
+    dropped = extra.get("dropped") or []
+    if dropped:
+        rows = "".join(f'<tr><td class="l">{html.escape(str(d["knob"]))}</td>'
+                       f'<td class="l">{html.escape(str(d["value"]))}</td>'
+                       f'<td class="l">{html.escape(str(d["why"]))}</td></tr>' for d in dropped)
+        parts.append(f"<h3>Dropped from the search space ({len(dropped)})</h3><table><thead><tr>"
+                     '<th class="l">knob</th><th class="l">value</th><th class="l">why</th>'
+                     f"</tr></thead><tbody>{rows}</tbody></table>")
+    candidates = extra.get("candidates") or []
+    if candidates:
+        rows = "".join(
+            f'<tr class="{"fail" if c.get("status") == "failed" else ""}">'
+            f'<td class="l">{html.escape(str(c["name"]))}</td>'
+            f'<td class="l">{html.escape(str(c.get("status")))}</td>'
+            f'<td class="l">{html.escape(str(c.get("why") or ""))}</td></tr>' for c in candidates)
+        parts.append(f"<h3>Candidates not measured to the end ({len(candidates)})</h3>"
+                     '<table><thead><tr><th class="l">candidate</th><th class="l">status</th>'
+                     f'<th class="l">why</th></tr></thead><tbody>{rows}</tbody></table>')
+    notes = extra.get("notes") or []
+    if notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                     + "</ul>")
+    return "".join(parts)
+
+
+def _not_measured_markdown(extra: dict[str, Any] | None) -> str:
+    if not extra:
+        return ""
+    lines = []
+    for d in extra.get("dropped") or []:
+        lines.append(f"- dropped from the space: {d['knob']} {d['value']}: {d['why']}")
+    for c in extra.get("candidates") or []:
+        lines.append(f"- {c['name']}: {c.get('status')}: {c.get('why') or ''}")
+    lines += [f"- {n}" for n in extra.get("notes") or []]
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
-                source: str = "") -> str:
-    """The whole report as one HTML string (records need `latency.samples_ms` for the boxes)."""
+                source: str = "", not_measured: dict[str, dict[str, Any]] | None = None) -> str:
+    """The whole report as one HTML string (records need `latency.samples_ms` for the boxes).
+    `not_measured` (edgekit optimize), per device: `dropped` knobs, `candidates` that failed or
+    were skipped and `notes`, each with its reason, listed under the device's table."""
     shown = latest(records)
     profiles = [r for r in shown if is_layer_profile(r)]
     shown = [r for r in shown if not is_layer_profile(r)]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>{HTML_MARKER}"
+             f"<title>{html.escape(title)}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">{len(shown)} results ({len(records)} records stored) from '
              f"{html.escape(source)} · generated {now} by edgekit {__version__}</p>"]
-    if not shown and not profiles:
+    not_measured = dict(not_measured or {})
+    if not shown and not profiles and not not_measured:
         parts.append("<p>No records yet: run <code>edgekit validate OUT/ --store FILE</code>.</p>")
     for device, rows in by_device(shown).items():
         budgets = sorted({_budget_text((r.get("gate") or {}).get("budget")) for r in rows
@@ -301,7 +371,12 @@ def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
                      "what other work, clocks and throttling did while timed (quiet, DISTURBED, "
                      "? when it could not be judged), and ⚠ marks every number and ratio "
                      "measured while it was disturbed.</p>")
+        parts.append(_not_measured_html(not_measured.pop(device, None)))
         parts.append("<h3>Environment</h3>" + _environment(rows) + "</section>")
+    for device, extra in not_measured.items():  # a device with nothing measured at all
+        parts.append(f'<section class="device" id="device-{html.escape(device)}">'
+                     f"<h2>{html.escape(device)}</h2><p class=\"meta\">nothing measured</p>"
+                     + _not_measured_html(extra) + "</section>")
     for device, rows in by_device(profiles).items():
         parts.append(f'<section class="profiles" id="profiles-{html.escape(device)}">'
                      f"<h2>Per-layer time on {html.escape(device)}</h2>"
@@ -316,25 +391,32 @@ def _emulated_note(rows: list[dict[str, Any]]) -> str:
             if any(r.get("emulated") for r in rows) else "")
 
 
-def render_markdown(records: list[dict[str, Any]]) -> str:
+def render_markdown(records: list[dict[str, Any]],
+                    not_measured: dict[str, dict[str, Any]] | None = None) -> str:
     shown = [r for r in latest(records) if not is_layer_profile(r)]
     out = []
+    not_measured = dict(not_measured or {})
     for device, rows in by_device(shown).items():
         cpu = ((rows[-1].get("environment") or {}).get("cpu") or {}).get("model", "")
         out.append(f"### {device}" + (f" ({cpu})" if cpu else "") + _emulated_note(rows)
-                   + "\n\n" + gate_markdown(rows))
+                   + "\n\n" + gate_markdown(rows)
+                   + _not_measured_markdown(not_measured.pop(device, None)))
+    for device, extra in not_measured.items():
+        out.append(f"### {device}\n\nnothing measured\n" + _not_measured_markdown(extra))
     return "\n".join(out) if out else "No records.\n"
 
 
 def write_report(records: list[dict[str, Any]], html_path: str | Path, *,
                  markdown_path: str | Path | None = None, title: str = "edgekit report",
-                 source: str = "") -> dict[str, Any]:
+                 source: str = "", not_measured: dict[str, dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
     """Write the HTML (and Markdown) atomically; returns what was written."""
-    text = render_html(records, title=title, source=source)
+    text = render_html(records, title=title, source=source, not_measured=not_measured)
     atomic_write_text(html_path, text)
     out: dict[str, Any] = {"html": str(html_path), "records": len(records),
                            "shown": len(latest(records))}
     if markdown_path:
-        atomic_write_text(markdown_path, render_markdown(records))
+        atomic_write_text(markdown_path,
+                          f"{MARKDOWN_MARKER}\n{render_markdown(records, not_measured)}")
         out["markdown"] = str(markdown_path)
     return out

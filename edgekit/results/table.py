@@ -69,23 +69,57 @@ def row(record: dict[str, Any]) -> list[str]:
 
 
 LEFT = ("model", "artifact", "format", "precision", "runtime", "step", "layer", "details",
-        "PyTorch module", "ONNX node", "op")
+        "PyTorch module", "ONNX node", "op", "candidate", "status", "why")
+
+# Tables fit NARROW_WIDTH columns unless `--wide` (every command with --json has it) asks for
+# every column: a table names the columns it keeps when narrow, the rest are left out (and a
+# line under the table says which).
+NARROW_WIDTH = 100
+_wide = {"on": False}
+
+
+def set_wide(on: bool) -> None:
+    """Every column of every table from now on (`--wide`), else the narrow ones in 100 columns."""
+    _wide["on"] = bool(on)
+
+
+def is_wide() -> bool:
+    import os
+
+    return _wide["on"] or os.environ.get("EDGEKIT_WIDE") == "1"
 
 
 def _print_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]], title: str,
-                 width: int = 200) -> None:
-    """A rich table on the terminal (full width there, `width` columns when piped)."""
+                 width: int = 200, narrow: tuple[str, ...] | None = None) -> None:
+    """A rich table on the terminal: with `--wide`, every column (the terminal's width, `width`
+    columns when piped); else the `narrow` columns (all when None) within 100 columns."""
+    import shutil
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
+    wide = is_wide()
+    keep = list(range(len(columns)))
+    if not wide and narrow:
+        keep = [i for i, c in enumerate(columns) if c in narrow]
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="left" if col in LEFT else "right")
+    for i in keep:
+        col = columns[i]
+        table.add_column(col, justify="left" if col in LEFT else "right",
+                         overflow="fold")
     for cells in cell_rows:
-        table.add_row(*cells)
-    Console(width=None if sys.stdout.isatty() else width).print(table)
+        table.add_row(*(cells[i] for i in keep))
+    tty = sys.stdout.isatty()
+    if wide:
+        Console(width=None if tty else width).print(table)
+        return
+    limit = min(NARROW_WIDTH, shutil.get_terminal_size().columns) if tty else NARROW_WIDTH
+    console = Console(width=limit)
+    console.print(table)
+    hidden = [c for i, c in enumerate(columns) if i not in keep]
+    if hidden:
+        console.print(f"[dim]({', '.join(hidden)}: --wide shows them)[/dim]", highlight=False)
 
 
 def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]]) -> str:
@@ -94,8 +128,12 @@ def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[s
     return "\n".join(lines) + "\n"
 
 
+NARROW_COLUMNS = ("model", "precision", "runtime", "batch", "top-1", "Δ top-1", "p50 ms",
+                  "speed-up", "p99 ms", "valid")
+
+
 def print_records(records: list[dict[str, Any]], title: str = "") -> None:
-    _print_table(COLUMNS, [row(r) for r in records], title)
+    _print_table(COLUMNS, [row(r) for r in records], title, narrow=NARROW_COLUMNS)
     print_disturbed(records)
 
 
@@ -161,6 +199,8 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 GATE_COLUMNS = ("model", "artifact", "precision", "runtime", "batch", "top-1", "Δ top-1",
                 "agree", "p50 ms", "speed-up", "p90 ms", "p99 ms", "throughput/s", "size", "valid",
                 "J/query", "machine", "gate")
+GATE_NARROW = ("model", "artifact", "precision", "runtime", "batch", "Δ top-1", "agree",
+               "p50 ms", "speed-up", "gate")
 WINNER = "★"  # marks the gate cell of the artifact that decides (the fastest within the budget)
 
 
@@ -194,7 +234,7 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
         style = {"PASS": "green", "FAIL": "bold red"}.get(gate_verdict(cells[-1]))
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]
         cell_rows.append(cells)
-    _print_table(GATE_COLUMNS, cell_rows, title, width=220)
+    _print_table(GATE_COLUMNS, cell_rows, title, width=220, narrow=GATE_NARROW)
     print_disturbed(records)
 
 

@@ -4,12 +4,18 @@ The base class owns input checks, the timing loop and its statistics, so that ev
 measured the same way. Subclasses only load the artifact and run one batch. Inputs given to the
 timing loop are real images, preallocated once; `bind(x)` lets a runtime stage them (e.g. on the
 GPU) before timing starts, so that what is timed is stated, not implied.
+
+A runner has a lifecycle (Polygraphy's activate/deactivate): it loads in `__init__` and frees what
+it loaded (a session, a compiled model, GPU buffers) in `close()`; it is a context manager, so
+`with open_runner(...) as runner:` closes it whatever happens. `open_runners()` counts the runners
+loaded in this process and not closed yet (left to the garbage collector, they count on).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,12 +76,38 @@ class Runner:
         self.spec = spec
         self.threads = threads
         self.options = self.parse_options(options)
+        self.closed = True  # until it has loaded (close() on a failed load frees nothing twice)
         self.check_available()
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            self.free()  # what the failed load had already taken
+            raise
+        self.closed = False
+        _count_open(+1)
+
+    # ----------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Free what `load()` took (`free()`); idempotent. The runner cannot infer after."""
+        if self.closed:
+            return
+        self.closed = True
+        _count_open(-1)
+        self.free()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ----------------------------------------------------------- to implement
     def load(self) -> None:
         raise NotImplementedError
+
+    def free(self) -> None:
+        """Drop what `load()` took (sessions, compiled models, device buffers). Called once by
+        `close()`, or after a failed `load()` (so it copes with what is missing)."""
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -146,6 +178,9 @@ class Runner:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        if self.closed:
+            raise InputError(f"the {self.name} runner of {self.artifact.name} is closed",
+                             hint="open the artifact again (a runner frees its model on close)")
         out = self.infer_impl(self.check_input(x))
         self._simulated_delay()
         return np.asarray(out, dtype=np.float32)
@@ -236,6 +271,21 @@ class Runner:
                                   gpu_index=self.nvidia_gpu()).open()
         except Exception as exc:  # the measurement stands without it
             return _FailedSampler(f"{type(exc).__name__}: {exc}")
+
+
+_OPEN = [0]
+_OPEN_LOCK = threading.Lock()
+
+
+def _count_open(delta: int) -> None:
+    with _OPEN_LOCK:
+        _OPEN[0] += delta
+
+
+def open_runners() -> int:
+    """How many runners this process loaded and has not closed (tests check it is zero after a
+    validation or an optimize run: nothing is left to the garbage collector)."""
+    return _OPEN[0]
 
 
 class _FailedSampler:

@@ -186,6 +186,12 @@ class OpenVinoRunner(Runner):
         self.request = self.compiled.create_infer_request()
         self._static: dict[int, Any] = {}
 
+    def free(self) -> None:
+        # the infer requests before the compiled models they came from
+        self.request = self._bound_input = None
+        self._static = {}
+        self.compiled = None
+
     profiling: ClassVar[bool] = False  # runtimes/profile.py: compile with performance counters
 
     def _compile(self, batch: int | None):

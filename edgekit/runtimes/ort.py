@@ -89,6 +89,9 @@ class OrtRunner(Runner):
                 "the host-to-device and device-to-host copies; it returns when the output is on "
                 "the host")
 
+    def free(self) -> None:
+        self.session = None  # ONNX Runtime releases the session's memory with its last reference
+
     def _check_accelerators(self, wanted: list[str], available: list[str]) -> str | None:
         """Error (or, if allowed, a recorded note) when no requested accelerator actually runs."""
         accelerators = [p for p in wanted if p != "CPUExecutionProvider"]

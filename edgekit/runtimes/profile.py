@@ -185,12 +185,12 @@ def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: 
     try:
         profiler = type("OrtProfiler", (OrtRunner,), {"name": "", "profile_prefix":
                                                       str(workdir / "ort")})
-        runner = profiler(path, spec, threads=threads, options=options)
-        run = runner.bind(runner.check_input(x))
-        for _ in range(warmup + runs):
-            run()
-            on_run()
-        events = json.loads(Path(runner.session.end_profiling()).read_text())
+        with profiler(path, spec, threads=threads, options=options) as runner:
+            run = runner.bind(runner.check_input(x))
+            for _ in range(warmup + runs):
+                run()
+                on_run()
+            events = json.loads(Path(runner.session.end_profiling()).read_text())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     runs_seen = sum(1 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
@@ -218,7 +218,12 @@ def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
 
     ov = import_openvino()
     profiler = type("OpenVinoProfiler", (OpenVinoRunner,), {"name": "", "profiling": True})
-    runner = profiler(path, spec, threads=threads, options=options)
+    with profiler(path, spec, threads=threads, options=options) as runner:
+        return _openvino_layer_times(ov, runner, x, runs=runs, warmup=warmup, on_run=on_run)
+
+
+def _openvino_layer_times(ov: Any, runner: Any, x: np.ndarray, *, runs: int, warmup: int,
+                          on_run: Callable[[], None]) -> list[dict[str, Any]]:
     dynamic = runner.compiled.inputs[0].get_partial_shape()[0].is_dynamic
     compiled = runner._compile(len(x)) if dynamic else runner.compiled
     request = compiled.create_infer_request()

@@ -297,13 +297,18 @@ class TensorRtRunner(DeviceTimed, Runner):
                 "precision": self.meta.get("precision"), "dla_core": self.meta.get("dla_core"),
                 "input_profile": self.meta.get("input_profile"), "threads": self.threads}
 
-    def close(self) -> None:
+    def free(self) -> None:
         for buf in (getattr(self, "inp", None), getattr(self, "out", None)):
             if buf is not None:
                 buf.close()
         if getattr(self, "stream", None) is not None:
             self.cudart.cudaStreamDestroy(self.stream)
             self.stream = None
+        for event in ("start", "end"):
+            if getattr(self, event, None) is not None:
+                self.cudart.cudaEventDestroy(getattr(self, event))
+                setattr(self, event, None)
+        self.context = self.engine = None  # the execution context before its engine
 
     def __del__(self) -> None:
         try:

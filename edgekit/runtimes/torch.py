@@ -127,6 +127,10 @@ class TorchRunner(DeviceTimed, Runner):
             self.timing_scope = CUDA_SCOPE.format(
                 graphs=" (replayed as a CUDA graph)" if self.cuda_graphs else "")
 
+    def free(self) -> None:
+        self.model = self.bundle = None
+        self._read_device_ms = None
+
     @property
     def on_cuda(self) -> bool:
         return self.device.type == "cuda"

@@ -45,6 +45,9 @@ class TargetOptions(BaseModel):
     filename: str | None = Field(None, description="file name inside the output folder")
     atol: float = Field(1e-4, ge=0, description="parity: absolute logit tolerance")
     rtol: float = Field(1e-3, ge=0, description="parity: relative logit tolerance")
+    min_agreement: float | None = Field(
+        None, ge=0, le=1, description="parity: top-1 agreement at least this, on the samples "
+        "whose reference is not a near-tie (default: 0.99 fp32/fp16, 0.90 int8)")
 
 
 class Target:

@@ -414,11 +414,8 @@ class TensorRtTarget(Target):
 
         x, x_source = parity_inputs(spec, parity_data)
         reference = ort_logits(reference_path, x)
-        runner = TensorRtRunner(plan, spec)
-        try:
+        with TensorRtRunner(plan, spec) as runner:
             candidate = runner.predict(x, batch_size=min(runner.max_batch, 64))
-        finally:
-            runner.close()
         measured = check_parity(
             reference, candidate, what=f"TensorRT {precision} against {reference_path.name}",
             agreement=precision if min_agreement is None else min_agreement,

@@ -45,19 +45,28 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
                      spec: InputSpec) -> np.ndarray | None:
     if reference is None or eval_set is None:
         return None
-    runner = open_runner(reference, spec, device, "onnxruntime")
-    with progress(f"Reference logits ({reference.name})", len(eval_set)) as advance:
+    with open_runner(reference, spec, device, "onnxruntime") as runner, \
+            progress(f"Reference logits ({reference.name})", len(eval_set)) as advance:
         return runner.predict(eval_set.x, on_batch=advance)
 
 
 def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
             runtime: str | None = None, model_name: str | None = None) -> list[dict[str, Any]]:
-    """All records (one per batch size) of one artifact on one runtime."""
+    """All records (one per batch size) of one artifact on one runtime (its runner closed
+    after)."""
     path = Path(entry["path"])
     rss_before = _rss_mb()
-    runner = open_runner(path, spec, device, runtime)
-    rss_loaded = _rss_mb() - rss_before
+    with open_runner(path, spec, device, runtime) as runner:
+        rss_loaded = _rss_mb() - rss_before
+        return _measure(runner, path, entry, spec, device, eval_set=eval_set, batches=batches,
+                        ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded)
+
+
+def _measure(runner: Runner, path: Path, entry: dict[str, Any], spec: InputSpec,
+             device: DeviceProfile, *, eval_set: Dataset | None, batches: list[int],
+             ref_logits: np.ndarray | None, model_name: str | None,
+             rss_loaded: float) -> list[dict[str, Any]]:
     base = {
         "record_version": RECORD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -114,7 +123,13 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
                f"(export it for {runtime} too to compare)")
         return {b: {"p50_ms": None, "missing": f"batch {b}: {why}"} for b in batches}
     spec = spec_for(original)
-    runner = open_runner(original, spec, device, runtime)
+    with open_runner(original, spec, device, runtime) as runner:
+        return _original_latency(runner, original, spec, device, runtime, batches, images)
+
+
+def _original_latency(runner: Runner, original: Path, spec: InputSpec, device: DeviceProfile,
+                      runtime: str, batches: list[int], images: np.ndarray
+                      ) -> dict[int, dict[str, Any]]:
     out = {}
     for batch in batches:
         x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
@@ -195,11 +210,53 @@ def attach_speedups(records: list[dict[str, Any]],
     return sections
 
 
+def cannot_run(entry: dict[str, Any], device: DeviceProfile, runtime: str | None) -> str | None:
+    """Why this machine cannot run the artifact (its runtime is missing or unusable as the
+    profile configures it, or the forced `runtime` does not read its format), or None."""
+    path = Path(entry["path"])
+    cls = get_runner(runtime) if runtime else runner_for_artifact(path)
+    fmt = entry.get("format")
+    if runtime and fmt and fmt not in cls.formats:
+        return (f"{cls.name} does not read {fmt} files ({path.name}); it reads "
+                f"{', '.join(cls.formats) or 'nothing here'}")
+    ok, reason = cls.usable_with(device.runner_options(cls.name))
+    return None if ok else f"needs {cls.name}, which is not usable here: {reason}"
+
+
+def split_runnable(entries: list[dict[str, Any]], device: DeviceProfile, runtime: str | None, *,
+                   single: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the artifacts this machine can run, a `skipped` record for each one it cannot, with the
+    reason), as `validate` does: a copied output folder on a lean device measures what its
+    runtimes run. One file given by itself that cannot run here, or a folder of which nothing
+    can, is an InputError with the reasons."""
+    from edgekit.errors import InputError
+
+    runnable, skipped = [], []
+    for entry in entries:
+        reason = cannot_run(entry, device, runtime)
+        if reason is None:
+            runnable.append(entry)
+            continue
+        skipped.append({"record_version": RECORD_VERSION, "model": entry.get("model"),
+                        "artifact": str(entry["path"]), "format": entry.get("format"),
+                        "precision": entry.get("precision", "fp32"), "runtime": runtime,
+                        "device": device.name, "skipped": reason})
+    if not runnable:
+        why = "; ".join(f"{Path(s['artifact']).name}: {s['skipped']}" for s in skipped)
+        raise InputError(f"nothing to benchmark on this machine ({why})",
+                         hint="install the runtime it names, pass --runtime with one that reads "
+                              "the artifact, or benchmark another artifact"
+                         if single else "install the runtime it names, or copy an artifact "
+                                        "a runtime here reads")
+    return runnable, skipped
+
+
 def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | None = None,
               batches: list[int] | None = None, runtime: str | None = None,
               reference: str | Path | None = None, data_dir: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
-    """Benchmark one artifact or every artifact of an output folder."""
+    """Benchmark one artifact or every artifact of an output folder that this machine can run;
+    each artifact it cannot run is a record with `skipped` (the reason) and no measurement."""
     entries = list_artifacts(target)
     batches = batches or device.batch_sizes
     if eval_source and not reference:  # top-1 drop against the folder's reference: same model?
@@ -207,7 +264,8 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
 
         check_chain(target, entries)
     ref_path = Path(reference) if reference else find_reference(target)
-    records: list[dict[str, Any]] = []
+    entries, skipped = split_runnable(entries, device, runtime, single=Path(target).is_file())
+    records: list[dict[str, Any]] = list(skipped)
     eval_cache: dict[str, Dataset] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
     measured = []
@@ -233,6 +291,21 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
     return records
 
 
+def alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *,
+                   spec: InputSpec, x: np.ndarray, rounds: int) -> dict[str, dict[str, Any]]:
+    """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
+    ({label: (path, runtime)}) timed together here on `x` in `rounds` alternating rounds with
+    the device's latency protocol (runtimes/speedup.py); every runner closed after."""
+    import contextlib
+
+    from edgekit.runtimes.speedup import alternate
+
+    with contextlib.ExitStack() as stack:
+        runners = {label: stack.enter_context(open_runner(Path(path), spec, device, runtime))
+                   for label, (path, runtime) in artifacts.items()}
+        return alternate(runners, x, device.latency, rounds)
+
+
 def time_against_original(candidate: Path, original: Path, spec: InputSpec,
                           device: DeviceProfile, images: np.ndarray, batch: int, *,
                           runtime: str | None, original_runtime: str | None,
@@ -248,7 +321,7 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
     say where (`remote`, `ray`), which the result keeps. By default they are timed here."""
     import contextlib
 
-    from edgekit.runtimes.speedup import alternate, compare
+    from edgekit.runtimes.speedup import compare
 
     artifacts = {"candidate": (candidate, runtime), "original": (original, original_runtime)}
     x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
@@ -257,9 +330,7 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
         if timer is not None:
             timed = timer(artifacts, x)
         else:
-            runners = {label: open_runner(path, spec, device, rt)
-                       for label, (path, rt) in artifacts.items()}
-            timed = alternate(runners, x, device.latency, rounds)
+            timed = alternate_here(artifacts, device, spec=spec, x=x, rounds=rounds)
     result = compare(timed["candidate"], timed["original"], min_speedup=min_speedup,
                      confidence=confidence)
     result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],

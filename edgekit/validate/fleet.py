@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, InputError
-from edgekit.executors import Executor, ValidationJob, executor_name, get_executor
+from edgekit.executors import Executor, ValidationJob, executor_class
+from edgekit.executors import executor_for as pick_executor
 from edgekit.fleetfile import FleetDevice, check_unique
 from edgekit.results.validation import ValidationResult, budget_dict
 
@@ -100,9 +101,9 @@ ExecutorFor = Callable[[FleetDevice], Executor]
 
 def local_executors(device: FleetDevice) -> Executor:
     """The executor a profile asks for on this workstation (local, or ssh for `host:`)."""
-    from edgekit.validate.validator import run_here
+    from edgekit.validate.validator import HERE
 
-    return get_executor(executor_name(device.profile), run_here)
+    return pick_executor(device.profile, HERE)
 
 
 def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_source: str,
@@ -135,9 +136,8 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
                             artifact=artifact, rerun=rerun)
         start = time.perf_counter()
         try:
-            executor = executor_for(device)
-            with locks[lock_key(device, share_local)]:
-                outcome.result = executor.run(job)
+            with executor_for(device) as executor, locks[lock_key(device, share_local)]:
+                outcome.result = executor.validate(job)
         except EdgekitError as exc:
             outcome.error, outcome.hint = exc.message, exc.hint
             outcome.result = getattr(exc, "partial_result", None)
@@ -155,7 +155,8 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
 def lock_key(device: FleetDevice, share_local: bool = True) -> str:
     """What a device takes turns on: its physical device (local profiles of this machine share
     one), or with `share_local=False` (a cluster, or simulated devices) its own name."""
-    return device.physical if share_local or device.profile.is_remote else device.name
+    return device.physical if share_local or not executor_class(device.profile).measures_here \
+        else device.name
 
 
 def device_locks(devices: list[FleetDevice], share_local: bool = True
@@ -179,16 +180,16 @@ def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, addre
     address is checked first (private network unless `allow_public`, answering), then the
     edgekit version of every node that owns a device; a device no node offers is reported
     failed and the rest run."""
-    from edgekit.executors.ray import RayExecutor
-    from edgekit.validate.validator import run_here
+    from edgekit.validate.validator import HERE
 
     check_unique(devices, "the devices", physical=False)
     with connect_cluster(devices, address, allow_public=allow_public, max_retries=max_retries,
                          lost_grace_s=lost_grace_s) as cluster:
         on_event = kwargs.get("on_event")
         return validate_fleet(target, devices, share_local=False,
-                              executor_for=lambda d: RayExecutor(run_here, cluster, d.resource,
-                                                                 on_event),
+                              executor_for=lambda d: pick_executor(
+                                  d.profile, HERE, cluster=cluster, resource=d.resource,
+                                  on_event=on_event),
                               **kwargs)
 
 
@@ -196,13 +197,7 @@ def connect_cluster(devices: list[FleetDevice], address: str, *, allow_public: b
                     max_retries: int = 2, lost_grace_s: float = 10.0) -> Any:
     """The Ray cluster at `address` (private unless `allow_public`, answering), its nodes that
     own one of `devices` checked to run this edgekit; closed again when the check refuses."""
-    from edgekit.executors.ray import RayCluster
+    from edgekit.executors import connect_cluster as connect
 
-    cluster = RayCluster(address, allow_public=allow_public, max_retries=max_retries,
-                         lost_grace_s=lost_grace_s)
-    try:
-        cluster.check_versions([d.resource for d in devices])
-    except BaseException:
-        cluster.close()
-        raise
-    return cluster
+    return connect(address, [d.resource for d in devices], allow_public=allow_public,
+                   max_retries=max_retries, lost_grace_s=lost_grace_s)

@@ -48,7 +48,7 @@ def _rgb_onnx_folder(d: Path) -> Path:
     return out
 
 
-def _images(root: Path, classes=RGB_CLASSES, n: int = 2, mode: str = "RGB", size=(6, 5)) -> Path:
+def _images(root: Path, classes=RGB_CLASSES, n: int = 2, mode: str = "RGB", size=(9, 8)) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)

@@ -179,6 +179,33 @@ def test_cli_fleet_file_on_cluster(cluster, folder, tmp_path):
     assert len(data["stored_ids"]) == 4
 
 
+def test_the_ray_executor_checks_a_device_on_the_node_that_owns_it(cluster, sshd,
+                                                                  device_python, tmp_path):
+    """`check` through the one interface: a local profile's runtimes are checked in a task on
+    its node (what that node has installed), the loopback device's over SSH from worker 2 (what
+    the device reports); a device no node offers is a DeviceLostError, nothing raised by Ray."""
+    from edgekit.executors import DeviceLostError, connect_cluster, executor_for
+    from edgekit.validate.validator import HERE, runtime_status
+
+    _, address, _ = cluster
+    devices = profiles(sshd, device_python, tmp_path)
+    with connect_cluster(address, [d.resource for d in devices]) as connected:
+        checked = {}
+        for d in devices:
+            with executor_for(d.profile, HERE, cluster=connected, resource=d.resource) as ex:
+                checked[d.name] = [(s.name, s.usable) for s in ex.check(d.profile)]
+        assert checked == {name: [("onnxruntime", True)] for name in ("cpu-a", "cpu-b",
+                                                                      "loopback")}
+        here = [(s.name, s.usable, s.reason) for s in runtime_status(devices[0].profile)]
+        with executor_for(devices[0].profile, HERE, cluster=connected) as ex:
+            assert [(s.name, s.usable, s.reason) for s in ex.check(devices[0].profile)] == here
+        with executor_for(devices[0].profile, HERE, cluster=connected,
+                          resource="edgekit-device:nowhere") as ex, \
+                pytest.raises(DeviceLostError, match="no node of the cluster offers "
+                              "edgekit-device:nowhere"):
+            ex.check(devices[0].profile)
+
+
 def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_python, tmp_path):
     """cpu-b is slow (100 ms per query); its worker is killed as soon as it has measured one of
     its two artifacts: that one is kept and stored, the other is reported with the reason."""
@@ -246,6 +273,21 @@ def test_node_with_another_edgekit_is_refused(cluster, tmp_path):
         assert "0.0.1-other" in err.value.message and __version__ in err.value.message
     finally:
         c.remove_node(node)
+
+
+def test_real_ray_ports_answer_the_http2_probe(cluster):
+    """The probe that refuses a port that is not Ray (issue 25 item 7; tests/unit/test_net.py)
+    lets Ray's own ports through: the Ray Client server and the head's GCS."""
+    from edgekit.executors.ray import check_address
+    from edgekit.net import http2_answer
+
+    c, address, _ = cluster
+    client_port = int(address.rsplit(":", 1)[1])
+    gcs_host, gcs_port = c.address.rsplit(":", 1)
+    assert http2_answer("127.0.0.1", client_port) is None
+    assert http2_answer(gcs_host, int(gcs_port)) is None
+    check_address(address)
+    check_address(c.address)
 
 
 def test_cli_refuses_silent_or_public_cluster(folder, tmp_path):

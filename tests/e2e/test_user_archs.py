@@ -78,11 +78,13 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     pytest.importorskip("openvino", reason="OpenVINO not installed")
     model = _state_dict(tmp_path, arch)
     out = tmp_path / "out"
+    # the 80×72 images are scaled up for a 224×224 input only when asked to
+    upscale = ["--allow-upscale"] if size > 72 else []
     code, _, err = run_cli(["compress", model, "--arch", arch, "--arch-kwargs",
                             json.dumps({"num_classes": len(CLASSES)}), "--crop", size,
                             "--prune", "0.25", "--dwsep", "--distill-epochs", "0", "--int8",
                             "--calib", rgb_folder, "--calib-size", "16", "--eval", rgb_folder,
-                            "-o", out, "--json"], capsys)
+                            "-o", out, "--json", *upscale], capsys)
     assert code == 0, err
     from edgekit.io.artifacts import spec_for
 
@@ -92,13 +94,15 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     assert spec.class_names == CLASSES  # named by the eval folder's class sub-folders
     assert spec_for(out / "model.int8.onnx") == spec
     code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
-                            "--parity-data", rgb_folder], capsys)
+                            "--parity-data", rgb_folder, *upscale], capsys)
     assert code == 0, err
     assert spec_for(next(out.glob("*.xml"))) == spec
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
+    # untrained weights score at chance: a top-1 drop judges nothing there, and a budget that
+    # checks one is refused (issue 25), so any drop is allowed; agreement is checked below
     code, out_json, err = run_cli(["validate", out, "--device", profile, "--eval", rgb_folder,
-                                   "--max-drop", "1.0", "--json"], capsys)
+                                   "--max-drop", "100", "--json", *upscale], capsys)
     assert code == 0, err
     records = json.loads(out_json)["records"] if isinstance(json.loads(out_json), dict) \
         else json.loads(out_json)

@@ -5,6 +5,7 @@ on a cluster each device has its own and the builds another."""
 from __future__ import annotations
 
 from edgekit.devices import DeviceProfile
+from edgekit.executors import executor_class
 from edgekit.optimize.search import DeviceSearch, Optimizer
 from edgekit.optimize.space import OptimizeSettings
 
@@ -22,9 +23,9 @@ def locks(tmp_path, cluster=None):
                     out_dir=tmp_path, eval_source="fashion-mnist:test", cluster=cluster)
     held = {}
     for d in opt.fleet:
-        search = DeviceSearch(d.profile, [], 1, {}, fleet=d)
         # on a cluster the search gets the Ray executor: measured on the node, not timed here
-        search.executor = object() if cluster else None
+        here = executor_class(d.profile, clustered=cluster is not None).measures_here
+        search = DeviceSearch(d.profile, [], 1, {}, fleet=d, here=here)
         held[d.name] = opt._device_lock(search)
     return opt, held
 

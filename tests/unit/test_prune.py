@@ -195,12 +195,55 @@ def test_neither_or_both_ratio_and_target():
 def test_ratio_that_empties_a_layer_is_an_error():
     bundle = _zoo("lenet5")
     with pytest.raises(WipeoutError, match="every channel of") as err:
-        prune_model(bundle.model, bundle.spec, ratio=0.9, round_to=16)
-    assert "conv2 (32 channels)" in err.value.message
+        prune_model(bundle.model, bundle.spec, ratio=0.95)  # conv1: int(16 × 0.05) = 0
+    assert "conv1 (16 channels)" in err.value.message
     assert err.value.exit_code == 2 and "--round-to" in err.value.hint
     rnn = _zoo("rowrnn")
     with pytest.raises(WipeoutError, match="every hidden unit of rnn"):
-        prune_model(rnn.model, rnn.spec, ratio=0.9, round_to=16)
+        prune_model(rnn.model, rnn.spec, ratio=0.995)
+
+
+class _SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-excite: a 1×1 squeeze to 8 channels, gating the block's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1 = nn.Conv2d(16, 8, 1)
+        self.fc2 = nn.Conv2d(8, 16, 1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        x = F.relu(self.conv2(x * scale))
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_round_to_never_empties_a_layer_and_says_which_it_kept():
+    """round_to 8 on a squeeze of 8 channels at ratio 0.25: 6 remain, which round down to 0.
+    Torch-Pruning then drops the layer's group, which edgekit refused as a wipe-out; now the
+    squeeze is kept whole with the reason, the other layers are pruned to multiples of 8, and a
+    layer wider than round_to that would round to 0 keeps one multiple of it."""
+    torch.manual_seed(0)
+    model = _SqueezeExcite().eval()
+    spec = InputSpec().with_shape((1, 3, 16, 16))
+    result = prune_model(model, spec, ratio=0.25, round_to=8)
+    widths = _widths(model)
+    assert widths == {"conv": 8, "fc1": 8, "fc2": 8, "conv2": 24, "head": 10}
+    kept = {s["layer"]: s["reason"] for s in result.skipped}
+    assert "round_to 8: 6 of its 8 channels would remain at ratio 0.25, which rounds down to " \
+           "0; kept whole" == kept["fc1"]
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    lenet = _zoo("lenet5")
+    result = prune_model(lenet.model, lenet.spec, ratio=0.9, round_to=16)
+    assert _widths(lenet.model) == {"conv1": 16, "conv2": 16, "fc1": 16, "fc2": 16, "fc3": 10}
+    assert "conv2 keeps 16 of 32 channels: round_to 16: 3 of its 32 channels would remain at " \
+           "ratio 0.9, which rounds down to 0" in result.notes
+    rnn = _zoo("rowrnn")
+    result = prune_model(rnn.model, rnn.spec, ratio=0.9, round_to=16)
+    assert _widths(rnn.model)["rnn"] == 16
 
 
 def test_unreachable_target_is_an_error():

@@ -267,6 +267,39 @@ def test_recurrent_layers_are_reported_float() -> None:
     assert entry["op"] == "LSTM" and "no int8 LSTM kernel" in entry["reason"]
 
 
+def test_a_layer_kept_float_is_float_even_when_its_input_is_quantized() -> None:
+    """fc0 is int8 and writes a quantized activation (Q/DQ), which feeds fc1; fc1 was kept float
+    (its weight is float): the report counts it float once, with the reason, never on both
+    sides (the budget loop's bookkeeping: int8 + float = the model's layers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.quant.report import analyze_qdq
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.int8), "w0_q"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"], name="q0"),
+             helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"], name="dq0"),
+             helper.make_node("DequantizeLinear", ["w0_q", "s", "z"], ["w0"], name="dqw0"),
+             helper.make_node("Gemm", ["x_dq", "w0"], ["h"], name="fc0"),
+             helper.make_node("QuantizeLinear", ["h", "s", "z"], ["h_q"], name="q1"),
+             helper.make_node("DequantizeLinear", ["h_q", "s", "z"], ["h_dq"], name="dq1"),
+             helper.make_node("Gemm", ["h_dq", "w1"], ["y"], name="fc1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    why = "kept in float by the accuracy budget (sensitivity rank 1 of 2)"
+    report = analyze_qdq(model, kept_float={"fc1": why})
+    assert [q["name"] for q in report["quantized_layers"]] == ["fc0"]
+    assert report["float_layers"] == [{"name": "fc1", "op": "Gemm", "reason": why,
+                                       "input_through_qdq": True}]
+    assert report["counts"]["int8"] == 1 and report["counts"]["float"] == 1
+    assert report["counts"]["compute_layers"] == 2
+
+
 # ---------------------------------------------------------------- calibration sets
 def _npz(path: Path, **arrays: np.ndarray) -> str:
     np.savez(path, **arrays)

@@ -154,3 +154,72 @@ def test_compress_table_keeps_main_columns_and_folds_the_rest_into_details(capsy
     assert "500 (2.00×↓)" in out and "40 (1.25×↓)" in out and "0.8800" in out
     assert "r 4; output_error 0.09781; why" in out
     assert "conv_macs" not in out
+
+
+def test_optimize_report_lists_dropped_knobs_and_unmeasured_candidates_with_reasons(tmp_path):
+    """(issue 27) An optimize report says what the search left out: knobs dropped from the space
+    and candidates that failed or were skipped, each with its reason, under its device; a device
+    with nothing measured still gets its section."""
+    not_measured = {
+        "local-cpu": {
+            "dropped": [{"knob": "dwsep", "value": "auto",
+                         "why": "dwsep auto substitutes no conv of this model: nothing changed"}],
+            "candidates": [{"name": "prune 0.5 openvino:int8", "status": "failed",
+                            "why": "pruning at ratio 0.5 would remove every channel of fc1"},
+                           {"name": "prune 0.25 tensorrt:fp16", "status": "skipped",
+                            "why": "tensorrt: no GPU"}],
+            "notes": ["prune 0.25: round_to 8 keeps 1 layer whole, too narrow to keep a "
+                      "multiple of it after pruning: features.1.block.1.fc1 (8)"]},
+        "jetson-orin-nano": {"dropped": [], "notes": [], "candidates": [
+            {"name": "original tensorrt:fp32", "status": "failed", "why": "device lost"}]}}
+    records = [r for r in _records() if r["device"] == "local-cpu"]
+    out = write_report(records, tmp_path / "r.html", markdown_path=tmp_path / "r.md",
+                       not_measured=not_measured)
+    page = (tmp_path / "r.html").read_text()
+    local = page[page.index('id="device-local-cpu"'):page.index('id="device-jetson-orin-nano"')]
+    assert "Dropped from the search space (1)" in local
+    assert "dwsep auto substitutes no conv of this model: nothing changed" in local
+    assert "Candidates not measured to the end (2)" in local
+    assert '<tr class="fail"><td class="l">prune 0.5 openvino:int8</td>' in local
+    assert "would remove every channel of fc1" in local and "tensorrt: no GPU" in local
+    assert "features.1.block.1.fc1 (8)" in local
+    jetson = page[page.index('id="device-jetson-orin-nano"'):]
+    assert "nothing measured" in jetson and "device lost" in jetson
+    markdown = (tmp_path / "r.md").read_text()
+    assert "- dropped from the space: dwsep auto: dwsep auto substitutes no conv" in markdown
+    assert "- original tensorrt:fp32: failed: device lost" in markdown
+    assert out["records"] == len(records)
+
+
+def test_tables_fit_100_columns_unless_wide(capsys):
+    """(issue 27) The terminal tables were ~210 columns wide: by default they keep their main
+    columns within 100 (a line names the hidden ones); --wide shows every column."""
+    from edgekit.cli.optimize import OPT_COLUMNS, _cells
+    from edgekit.results.table import GATE_COLUMNS, _print_table, print_gate_records, set_wide
+
+    records = _records()[:4]
+    candidate = {"name": "prune 0.25 + dwsep auto openvino:int8 float:first-conv+depthwise",
+                 "status": "short", "p50_ms": 0.2, "speedup": 2.4, "speedup_ci": [1.7, 3.6],
+                 "top1": 65.0, "drop_points": 35.0, "cost": {"total_s": 25.9}, "on_front": True,
+                 "why": "short distillation reached 65.00%, more than 5 points under the budget "
+                        "(99.00%): not promoted"}
+    try:
+        set_wide(False)
+        print_gate_records(records, title="validate")
+        _print_table(OPT_COLUMNS, [_cells(candidate)], "optimize",
+                     narrow=("candidate", "status", "p50 ms", "speed-up", "Δ top-1", "front",
+                             "why"))
+        narrow = capsys.readouterr().out
+        set_wide(True)
+        print_gate_records(records, title="validate")
+        wide = capsys.readouterr().out
+    finally:
+        set_wide(False)
+    assert max(len(line) for line in narrow.splitlines()) <= 100, narrow
+    assert "(top-1, p90 ms, p99 ms, throughput/s, size, valid, J/query, machine: --wide shows " \
+           "them)" in narrow
+    assert "(top-1 %, cost s: --wide shows them)" in narrow
+    assert "promoted" in narrow and "1.7" in narrow  # the why and the interval are kept
+    assert max(len(line) for line in wide.splitlines()) > 100
+    header = next(line for line in wide.splitlines() if "artifact" in line)
+    assert all(c.split()[0] in header for c in GATE_COLUMNS)

@@ -1,0 +1,83 @@
+"""One parity rule for every export and for int8 (issue 27): top-1 agreement is counted on the
+samples whose reference is not a near-tie, the threshold is a flag, and `edgekit export` judges
+it on the eval data the folder recorded; `compress --int8` judges its artifact by the same rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.errors import ExportError
+from edgekit.targets.onnx import check_parity
+from tests.helpers import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+
+
+def test_near_ties_in_the_reference_are_not_disagreements():
+    """A random-weight model whose logits are all within 1e-8 of each other: an export that
+    differs by 3.7e-7 flips most top-1s (the check once failed there with agreement 0.008), but
+    none of them is a disagreement: the logits' error is what judges it."""
+    rng = np.random.default_rng(0)
+    reference = (1.0 + 1e-8 * rng.standard_normal((64, 10))).astype(np.float32)
+    candidate = reference + np.float32(3.7e-7) * rng.standard_normal((64, 10)).astype(np.float32)
+    assert np.mean(reference.argmax(1) == candidate.argmax(1)) < 0.5
+    measured = check_parity(reference, candidate, what="x", agreement="fp32",
+                            tolerance_scale=1.0, atol=1e-4, rtol=1e-3, hint="h")
+    assert measured["decisive_samples"] == 0 and measured["near_ties"] == 64
+    assert measured["decisive_agreement"] == 1.0 and measured["top1_agreement"] < 0.5
+
+
+def test_a_flip_where_the_reference_is_decided_is_a_disagreement_and_the_threshold_is_a_flag():
+    rng = np.random.default_rng(1)
+    reference = 0.01 * rng.standard_normal((20, 5))
+    reference[np.arange(20), np.arange(20) % 5] += 3.0  # margins of about 3
+    candidate = reference + 0.01 * rng.standard_normal((20, 5))
+    flipped = [0, 7, 13]
+    for i in flipped:  # int8 that really changes its mind: the runner-up wins by 0.5
+        runner_up = (i % 5 + 1) % 5
+        candidate[i, runner_up] = candidate[i, i % 5] + 0.5
+    # 2 near-ties: the reference's margin (0.001) is under the error measured on them
+    reference[[3, 4], [1, 2]] = reference[[3, 4], [3, 4]] - 0.001
+    candidate[[3, 4], [1, 2]] = candidate[[3, 4], [3, 4]] + 0.02
+    with pytest.raises(ExportError) as err:
+        check_parity(reference, candidate, what="int8", agreement="int8", tolerance_scale=None,
+                     atol=0.0, rtol=0.0, hint="h")
+    assert ("top-1 agreement 0.833 on 18 of 20 samples, 2 near-ties not counted (need 0.90)"
+            in err.value.message)
+    assert "--min-agreement (now 0.90)" in err.value.hint
+    measured = check_parity(reference, candidate, what="int8", agreement=0.8,
+                            tolerance_scale=None, atol=0.0, rtol=0.0, hint="h")
+    assert measured["decisive_agreement"] == pytest.approx(15 / 18)
+    assert measured["top1_agreement"] == pytest.approx(15 / 20)
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_and_compress_share_the_rule_on_the_recorded_eval_data(
+        zoo_checkpoint, tmp_path, capsys):
+    """compress --int8 --for openvino judges its IR on the eval data; `edgekit export` of the
+    same folder to OpenVINO int8 judges its IR by the same rule on the same data (the folder
+    recorded it), and --min-agreement sets the threshold on both routes."""
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install edgekit[openvino])")
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "compress", str(zoo_checkpoint("lenet5")), "--int8", "--for",
+                       "openvino", "--eval", "fashion-mnist:test", "--eval-limit", "300",
+                       "--calib", str(CALIB), "--min-agreement", "0.95", "-o", str(out))
+    assert code == 0, err
+    from edgekit.io.manifest import Manifest
+
+    stage = next(s for s in Manifest(out).stages if s["stage"].startswith("quantize"))
+    compressed = stage["metrics"]["accuracy"]["parity"]
+    assert compressed["min_agreement"] == 0.95 and compressed["inputs"] == "eval data"
+    assert compressed["samples"] == 300 and compressed["decisive_agreement"] >= 0.95
+    code, printed, err = cli(capsys, "export", str(out), "--target", "openvino", "--precision",
+                             "int8", "--calib", str(CALIB), "--min-agreement", "0.95", "--json")
+    assert code == 0, err
+    exported = json.loads(printed)["metrics"]["parity"]
+    assert exported["source"] == "fashion-mnist:test" and exported["inputs"] == "eval data"
+    assert exported["min_agreement"] == 0.95 and exported["decisive_agreement"] >= 0.95
+    assert exported["decisive_samples"] + exported["near_ties"] == exported["samples"] == 256
