@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekit.spec import InputSpec
     from edgekit.targets.base import Artifact
     from edgekit.validate.gate import Budget
+    from edgekit.zoo.accel import TrainSettings
 
 StepsLike = Iterable[Any] | Mapping[str, Any]
 
@@ -206,20 +207,25 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
              input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
              arch: str | None = None, arch_kwargs: str | dict[str, Any] | None = None,
              trust_model: bool = False, data_dir: str | None = None,
-             overwrite: bool = False) -> CompressResult:
+             overwrite: bool = False,
+             training: TrainSettings | Mapping[str, Any] | None = None) -> CompressResult:
     """Compress `model` (an nn.Module, a ModelBundle, a PyTorch model file, or an fp32 .onnx
     file for quantize alone) with `steps` in pipeline order (prune, dwsep, distill, quantize)
     into the folder `output`, as `edgekit compress` does. `max_drop` / `max_drop_rel` bound the
-    whole chain's top-1 drop against the original, measured on `eval`."""
+    whole chain's top-1 drop against the original, measured on `eval`. `training` says where
+    distillation trains and in what precision ({"device": "cuda", "precision": "bf16"}, a
+    TrainSettings; default auto)."""
     from edgekit.passes import PassContext
     from edgekit.pipeline import compress as run_compress
+    from edgekit.zoo.accel import train_settings
 
     step_list = normalize_steps(steps)
     if not step_list:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
     ctx = PassContext(out_dir=Path(output), train_source=_data(train), eval_source=_data(eval),
                       calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
-                      max_drop=max_drop, max_drop_rel=max_drop_rel)
+                      max_drop=max_drop, max_drop_rel=max_drop_rel,
+                      train=train_settings(training))
     if (max_drop is not None or max_drop_rel is not None) and not eval:
         raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
                          "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")

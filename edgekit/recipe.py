@@ -14,6 +14,7 @@
     budget: {max_drop: 1.0}               # min_speedup defaults to 1.0 here: no artifact
                                           # slower than the original passes (null: off)
     optimize: {prune: [0, 0.3], dwsep: [off], trials: 12}   # for `edgekit optimize --recipe`
+    training: {device: auto, precision: auto}   # where distillation trains (optional)
 
 Unknown keys are errors (with the closest valid key), at every level: each step's config is
 checked against its pass's own Config schema (the same one `edgekit compress` uses), so a recipe
@@ -59,6 +60,7 @@ from edgekit.config import load_yaml, read_yaml, validate
 from edgekit.errors import ConfigError, UnsafeModelError, shown
 from edgekit.optimize.space import OptimizeSettings
 from edgekit.validate.gate import Budget
+from edgekit.zoo.accel import TrainSettings
 
 RECIPE_VERSION = 1
 RECIPE_MIN_SPEEDUP = 1.0  # no artifact slower than the original passes a recipe's gate
@@ -201,6 +203,9 @@ class Recipe(Strict):
     decide: str | None = Field(None, description="artifact whose gate decides the exit code")
     optimize: OptimizeSettings | None = Field(None, description="search space of `edgekit "
                                               "optimize --recipe` (issue 15)")
+    training: TrainSettings | None = Field(None, description="where distillation trains: "
+                                           "{device: auto|cpu|cuda[:N]|mps, precision: "
+                                           "auto|fp32|bf16}")
 
     @field_validator("budget", mode="before")
     @classmethod

@@ -327,6 +327,7 @@ class RecipeRun:
     def _compress(self, checkpoint: Path, key: str) -> dict[str, Any]:
         from edgekit.passes import PassContext
         from edgekit.pipeline import compress, export_artifact
+        from edgekit.zoo.accel import train_settings
 
         # A fresh compress replaces what an earlier, different run of this folder made: the
         # manifest forgets those stages (files stay; nothing is deleted behind the user's back).
@@ -342,7 +343,7 @@ class RecipeRun:
             ctx = PassContext(out_dir=self.out, train_source=self.data(r.data.train),
                               eval_source=self.data(r.data.eval),
                               calib_source=self.data(r.data.calib), data_dir=self.data_dir,
-                              eval_limit=r.data.eval_limit)
+                              eval_limit=r.data.eval_limit, train=train_settings(r.training))
             result = compress(bundle, steps, ctx, claim=False)  # the run owns the folder
             rows = [{k: v for k, v in row.items() if isinstance(v, str | int | float | None)}
                     for row in result["rows"]]

@@ -18,6 +18,10 @@ from tests.skip_policy import (  # noqa: F401 - pytest registers the hooks from 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("EDGEKIT_CACHE", ROOT / ".cache")) / "test-models"
 os.environ.setdefault("EDGEKIT_NO_PROGRESS", "1")
+# The suite's numbers were measured training on the CPU in fp32: "auto" would choose by this
+# machine's GPU and a measured bf16 micro-benchmark (tests of that choice set it themselves).
+os.environ.setdefault("EDGEKIT_TRAIN_DEVICE", "cpu")
+os.environ.setdefault("EDGEKIT_TRAIN_PRECISION", "fp32")
 
 
 def _fashion_mnist_installed() -> bool:

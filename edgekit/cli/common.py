@@ -167,6 +167,35 @@ def json_option(fn: Callable) -> Callable:
                         help="Print machine-readable JSON on stdout instead of a table.")(fn)
 
 
+def train_options(fn: Callable) -> Callable:
+    """--train-device and --train-precision: where distillation trains (edgekit.zoo.accel). The
+    command gets them as `train_settings` (a TrainSettings, or None when neither was given, so
+    a recipe's `training:` or the defaults apply)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {k: v for k, v in (("device", kwargs.pop("train_device")),
+                                   ("precision", kwargs.pop("train_precision"))) if v is not None}
+        settings = None
+        if given:
+            from edgekit.config import validate
+            from edgekit.zoo.accel import TrainSettings
+
+            settings = validate(TrainSettings, given, "--train-device/--train-precision")
+            settings.check()  # a device torch does not see: exit 2 before anything runs
+        return fn(*args, train_settings=settings, **kwargs)
+
+    wrapper = click.option("--train-precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                           default=None,
+                           help="Training precision: auto (bf16 autocast and channels_last "
+                           "where measured faster here, once per machine), fp32 or bf16.")(wrapper)
+    return click.option("--train-device", default=None, metavar="auto|cpu|cuda[:N]|mps",
+                        help="Where distillation trains (default auto: CUDA when torch sees "
+                        "one, else the CPU). Latency is still measured on the target "
+                        "device.")(wrapper)
+
+
 def data_dir_option(fn: Callable) -> Callable:
     """--data-dir, and --skip-bad-images for image folders (in scope of every data load)."""
     import functools

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from edgekit.cli.common import FINITE, data_dir_option, json_option, model_options, print_json
+from edgekit.cli.common import (
+    FINITE,
+    data_dir_option,
+    json_option,
+    model_options,
+    print_json,
+    train_options,
+)
 
 
 def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -105,13 +112,14 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--overwrite", is_flag=True,
               help="Replace what another model or other settings left in -o (its old stages are "
               "forgotten first); without it such a folder is refused.")
+@train_options
 @model_options
 @data_dir_option
 @json_option
 def compress(model: str, output: str, train_source: str | None, eval_source: str | None,
              eval_limit: int | None, calib_source: str | None, data_dir: str | None,
              arch: str | None, arch_kwargs: str | None, input_shape, trust_model: bool,
-             overwrite: bool, as_json: bool, **flags: Any) -> None:
+             overwrite: bool, as_json: bool, train_settings: Any, **flags: Any) -> None:
     """Compress MODEL: prune, depthwise-separable, distill, int8 — in that order. MODEL is a
     PyTorch model, or an fp32 ONNX model for --int8 alone."""
     from pathlib import Path
@@ -122,7 +130,8 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
                           eval=eval_source, calib=calib_source, eval_limit=eval_limit,
                           max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"],
                           input_shape=input_shape, arch=arch, arch_kwargs=arch_kwargs,
-                          trust_model=trust_model, data_dir=data_dir, overwrite=overwrite)
+                          trust_model=trust_model, data_dir=data_dir, overwrite=overwrite,
+                          training=train_settings)
     if as_json:
         print_json(result.to_json())
         return

@@ -15,6 +15,7 @@ from edgekit.cli.common import (
     json_option,
     model_options,
     print_json,
+    train_options,
 )
 
 SPACE_FLAGS = ("prune", "dwsep", "runtimes", "precisions", "fallback", "batch")
@@ -96,6 +97,7 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
               help="int8 float-fallback sets: none,first-conv,depthwise,first-conv+depthwise.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Batch the latency is measured at (default: the profile's smallest).")
+@train_options
 @model_options
 @data_dir_option
 @json_option
@@ -105,7 +107,7 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
              train_source: str | None, eval_source: str | None, eval_limit: int | None,
              calib_source: str | None, max_drop: float | None, space_file: str | None,
              data_dir: str | None, arch: str | None, arch_kwargs: str | None, input_shape,
-             trust_model: bool, as_json: bool, **flags: Any) -> None:
+             trust_model: bool, as_json: bool, train_settings: Any, **flags: Any) -> None:
     """Search for the fastest artifact of MODEL that keeps its accuracy, on each device:
     candidates (pruning, depthwise-separable, runtime, precision, int8 fallbacks) measured
     there, the Pareto front of latency against top-1, and the winner in OUT/<device>/."""
@@ -146,6 +148,7 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
         calib_source = calib_source or data["calib"]
         eval_limit = eval_limit or data["eval_limit"]
         max_drop = data["max_drop"] if max_drop is None else max_drop
+        train_settings = train_settings or data["training"]
         profiles = [load_profile(d) for d in devices] if devices or fleet_file else profiles
     else:
         if space_file:
@@ -172,7 +175,8 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
                         allow_public_cluster=allow_public_cluster, out_dir=output, eval_source=eval_source,
                         max_drop=1.0 if max_drop is None else max_drop,
                         train_source=train_source, calib_source=calib_source,
-                        eval_limit=eval_limit, data_dir=data_dir, bundle=bundle).run()
+                        eval_limit=eval_limit, data_dir=data_dir, bundle=bundle,
+                        train=train_settings).run()
     if as_json:
         print_json(summary)
     else:
@@ -210,7 +214,7 @@ def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
     return Optimizer(checkpoint, profiles, settings, out_dir=out_dir, eval_source=data["eval"],
                      max_drop=data["max_drop"], train_source=data["train"],
                      calib_source=data["calib"], eval_limit=data["eval_limit"],
-                     data_dir=data_dir).run()
+                     data_dir=data_dir, train=data["training"]).run()
 
 
 def recipe_inputs(recipe_path: str, data_dir: str | None, *, trust: bool = False):
@@ -236,7 +240,8 @@ def recipe_inputs(recipe_path: str, data_dir: str | None, *, trust: bool = False
     return checkpoint, settings, profiles, {
         "train": data(recipe.data.train), "eval": data(recipe.data.eval),
         "calib": data(recipe.data.calib), "eval_limit": recipe.data.eval_limit,
-        "max_drop": recipe.budget.max_drop if recipe.budget.max_drop is not None else 1.0}
+        "max_drop": recipe.budget.max_drop if recipe.budget.max_drop is not None else 1.0,
+        "training": recipe.training}
 
 
 OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1", "cost s",

@@ -81,7 +81,7 @@ class Builder:
 
     def __init__(self, original: Any, checkpoint_sha: str, root: Path, space: SearchSpace, *,
                  train_source: str | None, calib_source: str | None, data_dir: str | None,
-                 parity_x: Any, seed: int = 0) -> None:
+                 parity_x: Any, seed: int = 0, train: Any = None) -> None:
         self.original = original
         self.checkpoint_sha = checkpoint_sha
         self.root = Path(root) / "candidates"
@@ -91,6 +91,7 @@ class Builder:
         self.data_dir = data_dir
         self.parity_x = parity_x
         self.seed = seed
+        self.train = train  # TrainSettings: where distillation trains
         self._bundles: dict[str, Any] = {}
         self.seconds = {"build_s": 0.0, "distill_s": 0.0}
 
@@ -102,7 +103,7 @@ class Builder:
         # measured on its runtime.
         return PassContext(out_dir=out_dir, original=self.original,
                            train_source=self.train_source, calib_source=self.calib_source,
-                           data_dir=self.data_dir)
+                           data_dir=self.data_dir, train=self.train)
 
     def _stage_key(self, arch: Arch, stage: str, round_to: int | None) -> dict[str, Any]:
         key: dict[str, Any] = {"checkpoint": self.checkpoint_sha, "prune": arch.prune,
@@ -115,6 +116,9 @@ class Builder:
             d = self.space.distill
             key["distill"] = ((d.short_epochs, d.short_limit) if stage == "short"
                               else (d.full_epochs, d.full_limit), d.lr, d.batch_size, self.seed)
+            if self.train is not None and self.train.precision != "auto":  # an asked precision
+                key["train_precision"] = self.train.precision  # trains other weights
+
         return key
 
     def model_dir(self, arch: Arch, stage: str, round_to: int | None) -> Path:
@@ -192,6 +196,10 @@ class Builder:
                                         "batch_size": d.batch_size, "seed": self.seed})
             step.check(bundle, ctx)
             bundle = step.apply(bundle, ctx)
+            history = bundle.meta.get("history", {}).get("distill", {})
+            Manifest(folder).add_stage("distill", config=step.config.model_dump(mode="json"),
+                                       metrics={k: history[k] for k in ("training", "teacher")
+                                                if k in history})
             spent = "distill_s"
         save_checkpoint(bundle, folder / "model.pt", optimize_stage=stage)
         bundle.source = folder / "model.pt"

@@ -168,9 +168,11 @@ class Optimizer:
                  train_source: str | None = None, calib_source: str | None = None,
                  eval_limit: int | None = None, data_dir: str | None = None,
                  bundle: Any = None, on_event: Callable[[str], None] = _say,
-                 cluster: str | None = None, allow_public_cluster: bool = False) -> None:
+                 cluster: str | None = None, allow_public_cluster: bool = False,
+                 train: Any = None) -> None:
         from edgekit.fleetfile import FleetDevice, fleet_device
         from edgekit.validate.fleet import device_locks
+        from edgekit.zoo.accel import train_settings
 
         self.checkpoint = Path(checkpoint)
         # profiles or fleet devices (--fleet): each with its Ray resource and node
@@ -193,6 +195,7 @@ class Optimizer:
         self.eval_limit = eval_limit
         self.data_dir = data_dir
         self.bundle = bundle
+        self.train = train_settings(train)  # where distillation trains (TrainSettings)
         self.say = on_event
         self.cache = CandidateCache(self.out / "cache")
         self._storage: Any = None  # the Optuna study storage, shared by the devices' threads
@@ -402,7 +405,7 @@ class Optimizer:
         self.builder = Builder(self.bundle, sha256_file(self.checkpoint), self.out, self.space,
                                train_source=self.train_source, calib_source=self.calib_source,
                                data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
-                               seed=self.settings.seed)
+                               seed=self.settings.seed, train=self.train)
         self._ref_logits = None
 
     def _fit(self, searches: list[DeviceSearch]) -> None:
@@ -951,7 +954,8 @@ class Optimizer:
                   "time_budget": self.settings.time_budget, "seed": self.settings.seed,
                   "device": search.device.model_dump(mode="json"), "batch": search.batch,
                   "eval": self.eval_source, "eval_limit": self.eval_limit,
-                  "train": self.train_source, "calib": self.calib_source}
+                  "train": self.train_source, "calib": self.calib_source,
+                  "training": self.train.model_dump(mode="json")}
         metrics = {k: result[k] for k in ("baselines", "reference_top1", "fastest_fp32_ms",
                                           "candidates", "front", "winner", "why", "lost",
                                           "dropped", "notes", "seconds") if k in result}

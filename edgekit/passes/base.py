@@ -75,6 +75,7 @@ class PassContext:
     max_drop_rel: float | None = None
     original_top1: float | None = None  # the original's top-1 on the eval set, once measured
     num_outputs: int | None = None  # the model's, once known: eval folders' classes → outputs
+    train: Any = None  # TrainSettings (edgekit.zoo.accel): where and how training runs
     report: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
 

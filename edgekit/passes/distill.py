@@ -31,19 +31,15 @@ class DistillConfig(PassConfig):
     seed: int = 0
 
 
-def distillation_loss(teacher: Any, temperature: float, alpha: float):
-    """loss_fn(student, x, y) for the trainer; the teacher runs without gradients."""
-    import torch
+def distillation_loss(temperature: float, alpha: float):
+    """loss_fn(student, x, y, teacher_logits) for the trainer, which gives it the teacher's
+    logits of the batch (computed without gradients, or read from the teacher cache)."""
     import torch.nn.functional as F
 
-    teacher.eval()
-
-    def loss_fn(student: Any, x: Any, y: Any) -> Any:
-        with torch.no_grad():
-            teacher_logits = teacher(x)
+    def loss_fn(student: Any, x: Any, y: Any, teacher_logits: Any) -> Any:
         logits = student(x)
-        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1),
-                      F.log_softmax(teacher_logits / temperature, dim=1),
+        kl = F.kl_div(F.log_softmax(logits.float() / temperature, dim=1),
+                      F.log_softmax(teacher_logits.float() / temperature, dim=1),
                       reduction="batchmean", log_target=True) * temperature**2
         return alpha * kl + (1 - alpha) * F.cross_entropy(logits, y)
 
@@ -93,10 +89,38 @@ class DistillPass(Pass):
         eval_set = ctx.eval_set(bundle.spec, required=False)
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                 warmup_epochs=cfg.warmup_epochs, limit=cfg.limit, seed=cfg.seed)
+        from edgekit.zoo.accel import TrainSettings
+        from edgekit.zoo.teacher import TeacherLogits
+
+        teacher = TeacherLogits(ctx.original.model, say=_note)
         history = fit(bundle.model, raw, bundle.spec, eval_set, train_cfg,
-                      loss_fn=distillation_loss(ctx.original.model, cfg.temperature, cfg.alpha),
-                      description=f"Distilling {bundle.name}")
+                      loss_fn=distillation_loss(cfg.temperature, cfg.alpha),
+                      description=f"Distilling {bundle.name}",
+                      train=ctx.train or TrainSettings(), teacher=teacher)
         bundle.meta.setdefault("history", {})["distill"] = history
         ctx.add_row(step="distill", **model_cost(bundle.model, bundle.spec),
-                    top1=history["epochs"][-1].get("top1"), epochs=cfg.epochs)
+                    top1=history["epochs"][-1].get("top1"), epochs=cfg.epochs,
+                    **training_row(history))
         return bundle
+
+
+def training_row(history: dict[str, Any]) -> dict[str, Any]:
+    """The report row's (and so the manifest's) account of a training run: where it ran, in
+    what precision, and where the teacher's logits came from."""
+    plan = history.get("training") or {}
+    row: dict[str, Any] = {"train_device": plan.get("device"),
+                           "train_precision": plan.get("precision")
+                           + ("+channels_last" if plan.get("channels_last") else "")}
+    teacher = history.get("teacher")
+    if teacher is not None:
+        cached, built = teacher.get("cached_epochs") or [], teacher.get("built_epochs") or []
+        row["teacher"] = ("cached" if cached and not built else "cached in part" if cached
+                          else "computed, cached" if built else "on the fly")
+        row["teacher_forwards"] = teacher.get("teacher_forwards", 0)
+    return row
+
+
+def _note(message: str) -> None:
+    from edgekit.progress import stderr_console
+
+    stderr_console.print(message, highlight=False)

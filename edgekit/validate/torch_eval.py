@@ -12,10 +12,12 @@ def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device  # a model training on a GPU
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy())
+            batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
+            outs.append(model(batch).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(outs)
 

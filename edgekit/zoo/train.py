@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from edgekit.io.models import ModelBundle
+    from edgekit.zoo.accel import TrainPlan, TrainSettings
+    from edgekit.zoo.teacher import TeacherLogits
 
 LossFn = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
@@ -125,16 +127,23 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
 # ---------------------------------------------------------------- the loop
 def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set: Dataset | None,
         cfg: TrainConfig, loss_fn: LossFn | None = None,
-        description: str = "Training") -> dict[str, Any]:
+        description: str = "Training", *, train: TrainSettings | TrainPlan | None = None,
+        teacher: TeacherLogits | None = None) -> dict[str, Any]:
     """Train `model` in place with the recipe and return its history.
 
     Preprocesses `raw_train` with `spec` once, then every step augments a shuffled batch, applies
     `loss_fn` (cross-entropy by default), steps the optimizer and the warm-up/cosine schedule.
     After each epoch it measures top-1 on `eval_set` (when given) and, with `cfg.keep_best`,
-    restores the best epoch's weights at the end. The model is left in eval mode.
+    restores the best epoch's weights at the end. The model is left in eval mode, on the CPU.
 
-    Returns {"epochs": [{"epoch", "loss", "top1", "seconds", "lr"}...], "best_epoch",
-    "best_top1", "train_images", "seconds"}.
+    `train` says where and in what precision (edgekit.zoo.accel; None: the CPU in fp32, as
+    before): the model and each batch move there, forward passes run under its autocast.
+    `teacher` (distillation): the teacher's logits per batch, cached across runs
+    (edgekit.zoo.teacher); `loss_fn` is then called as loss_fn(model, x, y, teacher_logits).
+
+    Returns {"epochs": [{"epoch", "loss", "top1", "seconds", "lr", "images_per_s"}...],
+    "best_epoch", "best_top1", "train_images", "seconds", "training": {device, precision, ...}}
+    (and "teacher": where its logits came from, with a teacher).
     """
     import torch
 
@@ -170,6 +179,19 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
 
         folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
     pad_value = black_value(spec)
+    from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
+
+    if isinstance(train, TrainSettings):
+        train = plan_training(model, tuple(spec.shape), cfg.batch_size, train, say=_note)
+    plan = train or TrainPlan()
+    plan.place_model(model)
+    if teacher is not None:
+        from edgekit.zoo.teacher import run_key_for
+
+        teacher.start(plan, run_key_for(
+            None if x_all is None else x_all.numpy(),
+            list(raw_train.index.files) if streamed else None, spec, cfg, rows),
+            len(rows), cfg.epochs)
 
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
@@ -181,7 +203,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     scheduler = cosine_warmup_schedule(optimizer, total_steps,
                                        round(cfg.warmup_epochs * steps_per_epoch))
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
-                               "train_images": len(rows)}
+                               "train_images": len(rows), "training": plan.record()}
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
     try:
@@ -191,9 +213,16 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
                 model.train()
                 order = torch.randperm(len(rows), generator=generator)
                 loss_sum, seen = 0.0, 0
+                if teacher is not None:
+                    teacher.begin_epoch(epoch)
                 for x_batch, y in _batches(folder, rows, x_all, y_all, order, cfg.batch_size):
-                    x = augment(x_batch, cfg, generator, pad_value)
-                    loss = loss_fn(model, x, y)
+                    x = plan.place_inputs(augment(x_batch, cfg, generator, pad_value))
+                    y = y.to(plan.device, non_blocking=True)
+                    with plan.autocast():
+                        if teacher is None:
+                            loss = loss_fn(model, x, y)
+                        else:
+                            loss = loss_fn(model, x, y, teacher.logits(epoch, seen, x))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -201,8 +230,12 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
                     loss_sum += float(loss.detach()) * len(y)
                     seen += len(y)
                     advance(1, epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / seen:.3f}")
+                if teacher is not None:
+                    teacher.end_epoch(epoch)
+                train_seconds = time.perf_counter() - epoch_start
                 record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen,
-                                          "lr": optimizer.param_groups[0]["lr"]}
+                                          "lr": optimizer.param_groups[0]["lr"],
+                                          "images_per_s": round(seen / train_seconds, 1)}
                 if eval_set is not None:
                     record["top1"] = torch_top1(model, eval_set)
                     advance(0, epoch=f"{epoch}/{cfg.epochs}", loss=f"{record['loss']:.3f}",
@@ -220,11 +253,21 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     finally:
         if folder is not None:
             folder.close()
+        release_model(model)
+        if teacher is not None:
+            teacher.finish()
+            history["teacher"] = teacher.record()
         if cfg.num_threads:
             torch.set_num_threads(previous_threads)
     model.eval()
     history["seconds"] = time.perf_counter() - started
     return history
+
+
+def _note(message: str) -> None:
+    from edgekit.progress import stderr_console
+
+    stderr_console.print(f"note: {message}", highlight=False)
 
 
 def _batches(folder: Any, rows: np.ndarray, x_all: torch.Tensor | None,

@@ -208,6 +208,21 @@ def test_rerun_measures_nothing_again(setup, searched):
         first["devices"]["quick-cpu"]["winner"]["name"]
 
 
+def test_every_distilled_candidate_records_where_it_trained(searched):
+    """(issue 28) Each distillation's device and precision, and where its teacher's logits came
+    from, are in its candidate folder's manifest (the suite trains on the CPU in fp32)."""
+    out, _ = searched
+    stages = [s for m in (out / "candidates").glob("*/manifest.json")
+              for s in json.loads(m.read_text())["stages"] if s["stage"] == "distill"]
+    assert len(stages) >= 2  # prune 0.5: its short and its full distillation
+    for stage in stages:
+        training, teacher = stage["metrics"]["training"], stage["metrics"]["teacher"]
+        assert training["device"] == "cpu" and training["precision"] == "fp32"
+        assert teacher["teacher_forwards"] + len(teacher["cached_epochs"]) > 0
+        assert sorted(teacher["cached_epochs"] + teacher["built_epochs"]) == \
+            list(range(1, stage["config"]["epochs"] + 1))
+
+
 def test_nothing_meets_the_budget_lists_the_best_and_exits_1(setup, searched):
     out, _ = searched
     proc = run(command(setup, out, "--prune", "0", "--dwsep", "off", "--precisions", "fp32,int8",
