@@ -358,7 +358,8 @@ class OnnxSource:
 
 def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
                   input_shape: tuple[int, ...] | None = None,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False,
+                  preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     """int8 from an existing fp32 ONNX model: the model (checked, its InputSpec recorded in its
     metadata) is copied into ctx.out_dir as model.onnx, then the ONNX passes run on it as they do
     after a PyTorch export. Steps that need the PyTorch model are refused before anything is
@@ -367,7 +368,6 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
 
     from edgekit.io.onnxfile import load_onnx, save_onnx, set_spec, spec_from_onnx
     from edgekit.passes import get_pass
-    from edgekit.spec import InputSpec
 
     onnx_path = Path(onnx_path)
     passes = [(name, get_pass(name)(config)) for name, config in steps]
@@ -398,17 +398,10 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
         raise InputError(f"ONNX Runtime cannot load {onnx_path.name}: "
                          f"{str(exc).splitlines()[0][:300]}",
                          hint="export the model again with standard operators") from None
-    spec = spec_from_onnx(model, where=onnx_path)
-    known = spec is not None
-    if input_shape is not None:
-        spec = (spec or InputSpec()).with_shape(input_shape)
-    if spec is None:
-        raise InputError(f"{onnx_path.name} does not say what input it takes (no edgekit "
-                         "InputSpec in its metadata)",
-                         hint="pass --input-shape N,C,H,W, e.g. --input-shape 1,1,28,28")
-    from edgekit.io.models import with_user_preprocessing
+    from edgekit.io.models import resolve_model_spec
 
-    spec = with_user_preprocessing(spec, known, None, onnx_path.name)
+    spec, _ = resolve_model_spec(spec_from_onnx(model, where=onnx_path), what=onnx_path.name,
+                                 input_shape=input_shape, preprocessing=preprocessing)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)

@@ -24,10 +24,23 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
                          hint=f"e.g. --{param.name} 0.485,0.456,0.406") from None
 
 
-PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order")
+PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order", "preprocessing")
+
+
+def _given_preprocessing(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the preprocessing flags from a command's kwargs: {key: value} of those given, with
+    --preprocessing NAME as key `preset`."""
+    values = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
+    values["preset"] = values.pop("preprocessing")
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _preprocessing_flags(fn: Callable) -> Callable:
+    from edgekit.spec import PRESET_HELP
+
+    fn = click.option("--preprocessing", default=None, metavar="PRESET",
+                      help="A named preprocessing preset (the flags above override its fields): "
+                      + PRESET_HELP + ".")(fn)
     fn = click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
                       default=None, help="Channel order the model expects (default RGB).")(fn)
     fn = click.option("--crop", type=click.IntRange(min=1), default=None,
@@ -51,8 +64,7 @@ def preprocessing_options(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from edgekit.io.models import preprocessing_from_cli
 
-        options = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
-        with preprocessing_from_cli(options):
+        with preprocessing_from_cli(_given_preprocessing(kwargs)):
             return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
@@ -66,8 +78,13 @@ def recorded_preprocessing_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["preprocessing"] = {k: v for k in PREPROCESSING_FLAGS
-                                   if (v := kwargs.pop(k)) is not None}
+        given = _given_preprocessing(kwargs)
+        preset = given.pop("preset", None)
+        if preset is not None:  # its values, under the flags given beside it
+            from edgekit.spec import preset_values
+
+            given = {**preset_values(preset), **given}
+        kwargs["preprocessing"] = given
         return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
