@@ -190,11 +190,6 @@ def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
         raise InputError("an in-memory model needs its input shape and normalisation",
                          hint="pass input_shape=(1, C, H, W), mean=(...), std=(...), or a "
                          "preset: preprocessing='imagenet' (or spec=InputSpec(...))")
-    from edgekit.io.models import resolve_model_spec
-
-    spec, provenance = resolve_model_spec(spec, what=f"the in-memory {type(model).__name__}",
-                                          model=model, arch=arch, input_shape=input_shape,
-                                          preprocessing=given or {"preset": None})
     if isinstance(arch_kwargs, str):
         import json
 
@@ -202,13 +197,18 @@ def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
     cls = type(model)
     if arch is None and cls.__module__ not in ("__main__", "builtins") and "<" not in cls.__qualname__:
         arch = f"{cls.__module__}:{cls.__qualname__}"
-    bundle = ModelBundle(model.eval(), spec, arch, dict(arch_kwargs or {}),
-                         meta={"name": cls.__name__.lower()}, provenance=provenance)
     if arch is None:
         raise InputError(f"{cls.__qualname__} is defined in {cls.__module__}, so the compressed "
                          "checkpoint could not rebuild it",
                          hint="pass arch='module:factory' (and arch_kwargs) naming an importable "
                               "function or class that builds this model")
+    from edgekit.io.models import resolve_model_spec
+
+    spec, provenance = resolve_model_spec(spec, what=f"the in-memory {type(model).__name__}",
+                                          model=model, arch=arch, input_shape=input_shape,
+                                          preprocessing=given or {"preset": None}, api=True)
+    bundle = ModelBundle(model.eval(), spec, arch, dict(arch_kwargs or {}),
+                         meta={"name": cls.__name__.lower()}, provenance=provenance)
     from edgekit.io.models import check_input_shape
 
     check_input_shape(bundle)

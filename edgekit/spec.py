@@ -5,6 +5,7 @@ that have no torch."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -325,7 +326,7 @@ def describe_provenance(spec: InputSpec, provenance: Mapping[str, str]) -> str:
 
 def resolve_preprocessing(recorded: InputSpec | None, given: Mapping[str, Any] | None, *,
                           what: str, preset_spec: InputSpec | None = None,
-                          channels: int | None = None
+                          channels: int | None = None, api: bool = False
                           ) -> tuple[InputSpec, dict[str, str]]:
     """The one rule for a model's preprocessing: each field comes from the file (`recorded`),
     from an explicit preset the user names (`given["preset"]`; `preset_spec` when the caller
@@ -333,7 +334,8 @@ def resolve_preprocessing(recorded: InputSpec | None, given: Mapping[str, Any] |
     channel_order), later ones overriding earlier ones. A field known from none of them is never
     guessed: InputError naming the exact flags to pass. Returns the spec and, per field, where
     it came from ("file", "preset NAME", "--flag"). `channels` (the weights' first layer) fills
-    C when only H×W are given (--crop)."""
+    C when only H×W are given (--crop). `api`: name keyword arguments (mean=...) instead of
+    flags, for the Python API."""
     given = {k: v for k, v in (given or {}).items() if v is not None}
     unknown = sorted(set(given) - set(PREPROCESSING_KEYS))
     if unknown:
@@ -371,26 +373,32 @@ def resolve_preprocessing(recorded: InputSpec | None, given: Mapping[str, Any] |
     if spec is None:
         c = int(shape[1]) if shape else channels
         hw = (int(shape[2]), int(shape[3])) if shape else (crop, crop) if crop else None
-        missing = []
-        if hw is None or c is None:
-            missing.append(f"--input-shape 1,{c or 'C'},H,W")
-        if "mean" not in given or "std" not in given:
-            example = ("0.485,0.456,0.406 --std 0.229,0.224,0.225" if c == 3 else
-                       ",".join(["0.5"] * (c or 1)) + " --std " + ",".join(["0.5"] * (c or 1)))
-            missing.append(f"--mean {example}")
-        if missing:
-            lacks = " and ".join(
-                x for x in ["its input shape" if hw is None or c is None else "",
-                            "how its inputs are normalised (mean, std)"
-                            if "mean" not in given or "std" not in given else ""] if x)
+        lacks_shape = hw is None or c is None
+        lacks_norm = "mean" not in given or "std" not in given
+        if lacks_shape or lacks_norm:
+            n = c or 1
+            mean = (0.485, 0.456, 0.406) if c == 3 else (0.5,) * n
+            std = (0.229, 0.224, 0.225) if c == 3 else (0.5,) * n
+            if api:
+                missing = [f"input_shape=(1, {c or 'C'}, H, W)"] if lacks_shape else []
+                missing += [f"mean={mean}, std={std}"] if lacks_norm else []
+                hint = (f"pass what the model was trained with: {', '.join(missing)} (and "
+                        "resize=R if it was trained on centre crops), or name a preset: "
+                        f"preprocessing={' | '.join(repr(p) for p in PRESET_NAMES)}")
+            else:
+                missing = [f"--input-shape 1,{c or 'C'},H,W"] if lacks_shape else []
+                missing += [f"--mean {_text(mean)} --std {_text(std)}"] if lacks_norm else []
+                hint = (f"pass what the model was trained with: {' '.join(missing)} (and "
+                        "--resize R if it was trained on centre crops), or name a preset: "
+                        f"--preprocessing {'|'.join(PRESET_NAMES)}")
+            lacks = " and ".join(x for x in [
+                "its input shape" if lacks_shape else "",
+                "how its inputs are normalised (mean, std)" if lacks_norm else ""] if x)
             from edgekit.errors import ModelLoadError
 
             raise ModelLoadError(
                 f"{what} does not record its preprocessing: edgekit does not know {lacks}, and "
-                "guessing would make every accuracy wrong",
-                hint=f"pass what the model was trained with: {' '.join(missing)} (and --resize R "
-                f"if it was trained on centre crops), or name a preset: --preprocessing "
-                f"{'|'.join(PRESET_NAMES)}")
+                "guessing would make every accuracy wrong", hint=hint)
         # mean/std are set below by with_preprocessing, which names a wrong channel count
         spec = InputSpec(shape=(int(shape[0]) if shape else 1, c, *hw), mean=(0.0,), std=(1.0,))
         flag = "--input-shape" if shape else "--crop; channels from the weights"
@@ -417,4 +425,7 @@ def resolve_preprocessing(recorded: InputSpec | None, given: Mapping[str, Any] |
             prov["shape"] = "--crop"
             if "resize" not in rest and before_resize is not None:
                 prov["resize"] = f"{prov.get('resize', 'file')}, scaled to --crop"
+    if api:  # keyword arguments, not flags
+        prov = {k: re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_") + "=", v)
+                for k, v in prov.items()}
     return spec, prov

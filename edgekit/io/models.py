@@ -84,7 +84,7 @@ def first_layer_channels(model: Any) -> int | None:
 
 def resolve_model_spec(recorded: InputSpec | None, *, what: str, model: Any = None,
                        arch: str | None = None, input_shape: tuple[int, ...] | None = None,
-                       preprocessing: dict[str, Any] | None = None
+                       preprocessing: dict[str, Any] | None = None, api: bool = False
                        ) -> tuple[InputSpec, dict[str, str]]:
     """edgekit.spec.resolve_preprocessing for a loaded model: the user's preprocessing
     (`preprocessing`, else the CLI's flags) over what the file records; the preset "arch" is
@@ -104,7 +104,7 @@ def resolve_model_spec(recorded: InputSpec | None, *, what: str, model: Any = No
                                  "fashion-mnist|mnist)")
     spec, provenance = resolve_preprocessing(
         recorded, given, what=what, preset_spec=preset_spec,
-        channels=first_layer_channels(model) if model is not None else None)
+        channels=first_layer_channels(model) if model is not None else None, api=api)
     announce(describe_provenance(spec, provenance))
     return spec, provenance
 
