@@ -103,9 +103,14 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     model = build_arch(src.arch, src.arch_kwargs, trusted=True)
     ov = recipe.input
     # The one rule (edgekit.spec.resolve_preprocessing): the recipe's keys or a preset it names.
+    # edgekit trains this model itself, so without mean/std it trains with what the
+    # architecture documents (preset "arch"), and the checkpoint records it.
+    given = _given(ov)
+    if given["preset"] is None and (ov.mean is None or ov.std is None):
+        given["preset"] = "arch"
     try:
         spec, _ = resolve_model_spec(None, what=src.arch, model=model, arch=src.arch,
-                                     input_shape=ov.shape, preprocessing=_given(ov))
+                                     input_shape=ov.shape, preprocessing=given)
     except InputError as exc:
         raise ConfigError(f"input: {exc.message}",
                           hint="add input.mean and input.std (e.g. mean: [0.5, 0.5, 0.5], std: "
