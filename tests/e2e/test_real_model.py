@@ -171,3 +171,40 @@ def test_api_drift(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="prune step: its config is a float, not a mapping"):
         edgekit.compress(missing, tmp_path / "o", steps={"prune": 0.3})
     assert not (tmp_path / "o").exists()
+
+
+def test_inspect_says_what_edgekit_will_assume_and_do(state_dict: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    """`edgekit inspect` (new): the spec and where each field came from, classes, MACs and
+    parameters (edgekit's own counter), what each pass touches and leaves and why, the runtimes
+    here, and the next command, which loads the model as inspect did. Writes nothing."""
+    from edgekit.io.models import load_model
+    from edgekit.passes.stats import model_cost
+
+    code, _, err = cli(capsys, "inspect", state_dict, "--arch", ARCH, "--arch-kwargs", KWARGS)
+    assert code == 2 and "--preprocessing imagenet" in err  # the same rule as every command
+    code, out, err = cli(capsys, "inspect", state_dict, "--arch", ARCH, "--arch-kwargs", KWARGS,
+                         "--input-shape", "1,3,64,64", *NORM, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["provenance"] == {"shape": "--input-shape", "resize": "no --resize",
+                                    "mean": "--mean", "std": "--std", "channel_order": "default"}
+    assert report["input_spec"]["shape"] == [1, 3, 64, 64] and report["classes"]["count"] == 4
+    bundle = load_model(state_dict, arch=ARCH, arch_kwargs=KWARGS, input_shape=(1, 3, 64, 64),
+                        preprocessing={"mean": (0.5, 0.45, 0.4), "std": (0.25,)})
+    cost = model_cost(bundle.model, bundle.spec)
+    assert (report["macs"], report["params"]) == (cost["macs"], cost["params"])
+    assert report["params"] == sum(p.numel() for p in bundle.model.parameters())
+    prune = report["passes"]["prune"]
+    assert prune["applies"] and {"layer": "classifier.3",
+                                 "reason": "final classifier (never pruned)"} in prune["leaves"]
+    assert "features.1.block.1.fc1" in prune["touches"]  # squeeze-excite, at round_to None
+    assert prune["round_to_8"].startswith("refused: ") and "fc1" in prune["round_to_8"]
+    dwsep = report["passes"]["dwsep"]
+    assert {"layer": "features.1.block.0.0", "reason": "already grouped (groups=16)"} in \
+        dwsep["leaves"]
+    runtimes = {r["runtime"]: r for r in report["runtimes"]}
+    assert runtimes["onnxruntime"]["available"] and "onnx" in runtimes["onnxruntime"]["reads"]
+    assert report["next"].startswith(f"edgekit compress {state_dict} --arch {ARCH} ")
+    assert "--input-shape 1,3,64,64 --mean 0.5,0.45,0.4 --std 0.25,0.25,0.25" in report["next"]
+    assert list(tmp_path.iterdir()) == [state_dict]  # nothing written beside it
