@@ -252,6 +252,11 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     step_list = normalize_steps(steps)
     if not step_list:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
+    if calib is None and train and any(name == "quantize" for name, _ in step_list):
+        from edgekit.io.models import announce
+
+        calib = train  # a stratified sample of it (the quantize step's calib_size)
+        announce(f"calib: none given, so int8 calibrates on a sample of --train {train}")
     ctx = PassContext(out_dir=Path(output), train_source=_data(train), eval_source=_data(eval),
                       calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
                       max_drop=max_drop, max_drop_rel=max_drop_rel)
@@ -286,6 +291,26 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
 
 
 # ---------------------------------------------------------------- export
+def recorded_calibration(source: Any) -> str | None:
+    """The calibration set an output folder's compress recorded (its --calib, else the --train
+    it defaulted from), for an int8 export of that folder; None when it records none."""
+    if not isinstance(source, (str, Path)) or not Path(source).is_dir():
+        return None
+    from edgekit.io.manifest import MANIFEST_NAME, Manifest
+
+    if not (Path(source) / MANIFEST_NAME).is_file():
+        return None
+    stage = Manifest(Path(source)).stage("compress") or {}
+    data = (stage.get("config") or {}).get("data") or {}
+    calib = data.get("calib") or data.get("train")
+    if calib:
+        from edgekit.io.models import announce
+
+        announce(f"calib: none given, so int8 calibrates on {calib} (recorded by "
+                 f"{Path(source).name}'s compress)")
+    return calib
+
+
 def export(source: Any, output: str | Path | None = None, *, target: str = "onnx",
            precision: str = "fp32", parity_data: str | None = None, calib: str | None = None,
            input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
@@ -301,6 +326,8 @@ def export(source: Any, output: str | Path | None = None, *, target: str = "onnx
     `options` are the target's own typed options (workspace_mb, dla, ...)."""
     from edgekit.pipeline import export_artifact
 
+    if calib is None and precision == "int8":
+        calib = recorded_calibration(source)
     extra = {k: v for k, v in {"calib": _data(calib), **options}.items() if v is not None}
     given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
                                channel_order=channel_order)

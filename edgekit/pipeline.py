@@ -278,7 +278,24 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
+    annotate_drops(ctx.report, ctx.original_top1)
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def annotate_drops(rows: list[dict[str, Any]], original_top1: float | None) -> None:
+    """Every row with a top-1 gets its drop against the ORIGINAL model (`drop_vs_original`, in
+    points) and, beside it, what that step itself cost against the row scored before it
+    (`step_drop`): an int8 model's own drop is against the fp32 model it quantized, which after
+    prune/distill is not the original."""
+    if original_top1 is None:
+        return
+    previous = original_top1
+    for row in rows[1:]:
+        if row.get("top1") is None:
+            continue
+        row["drop_vs_original"] = round(100.0 * (original_top1 - row["top1"]), 2)
+        row["step_drop"] = round(100.0 * (previous - row["top1"]), 2)
+        previous = row["top1"]
 
 
 def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
