@@ -319,6 +319,11 @@ def describe_provenance(spec: InputSpec, provenance: Mapping[str, str]) -> str:
                                                                f"{spec.width})",
               "mean": _text(spec.mean), "std": _text(spec.std),
               "channel_order": spec.channel_order}
+    sources = {provenance.get(name, "file") for name in PROVENANCE_FIELDS}
+    if len(sources) == 1:  # one source for every field: said once
+        return "preprocessing: " + "; ".join(
+            f"{name.replace('_', ' ')} {values[name]}" for name in PROVENANCE_FIELDS) + \
+            f" (all from the {sources.pop()})"
     return "preprocessing: " + "; ".join(
         f"{name.replace('_', ' ')} {values[name]} ({provenance.get(name, 'file')})"
         for name in PROVENANCE_FIELDS)

@@ -85,7 +85,10 @@ def recorded_preprocessing_options(fn: Callable) -> Callable:
 
             given = {**preset_values(preset), **given}
         kwargs["preprocessing"] = given
-        return fn(*args, **kwargs)
+        from edgekit.io.models import preprocessing_from_cli
+
+        with preprocessing_from_cli({}):  # in scope: the provenance line is printed
+            return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
 

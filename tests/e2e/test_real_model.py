@@ -66,7 +66,7 @@ def test_a_state_dict_alone_is_refused_with_the_flags_to_pass(state_dict: Path, 
 
 
 def test_flags_give_exactly_what_they_say_and_the_provenance_is_printed(
-        state_dict: Path, rgb_folder: Path, tmp_path: Path, capsys) -> None:
+        state_dict: Path, rgb_folder: Path, tmp_path: Path, capsys, quick_profile) -> None:
     from edgekit.io.artifacts import spec_for
 
     out = tmp_path / "out"
@@ -80,6 +80,14 @@ def test_flags_give_exactly_what_they_say_and_the_provenance_is_printed(
     spec = spec_for(out / "model.onnx")
     assert spec.shape == (1, 3, 64, 64) and spec.resize is None
     assert spec.mean == (0.5, 0.45, 0.4) and spec.std == (0.25, 0.25, 0.25)
+    # a command that runs the artifact says its preprocessing comes from the file
+    profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32"]}})
+    code, _, err = cli(capsys, "bench", out / "model.onnx", "--eval", rgb_folder, "--device",
+                       profile, "--json")
+    assert code == 0, err
+    assert ("preprocessing: shape 1,3,64,64; resize none (scaled to 64x64); mean 0.5,0.45,0.4; "
+            "std 0.25,0.25,0.25; channel order RGB (all from the file: model.onnx records it)"
+            ) in err.splitlines()
 
 
 def test_a_named_preset_is_used_and_said(state_dict: Path, rgb_folder: Path, tmp_path: Path,
