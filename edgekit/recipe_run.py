@@ -112,10 +112,7 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
         spec, _ = resolve_model_spec(None, what=src.arch, model=model, arch=src.arch,
                                      input_shape=ov.shape, preprocessing=given)
     except InputError as exc:
-        raise ConfigError(f"input: {exc.message}",
-                          hint="add input.mean and input.std (e.g. mean: [0.5, 0.5, 0.5], std: "
-                          "[0.25, 0.25, 0.25]), or name a preset: input.preprocessing: "
-                          "imagenet | cifar10 | fashion-mnist | mnist | arch") from None
+        raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
     spec = _spec(recipe, spec)
     name = src.arch.split(":")[-1]
     path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
@@ -140,6 +137,11 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(bundle, path)
     return path
+
+
+RECIPE_INPUT_HINT = ("add input.shape, input.mean and input.std (e.g. shape: [1, 3, 64, 64], "
+                     "mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]), or name a preset: "
+                     "input.preprocessing: imagenet | cifar10 | fashion-mnist | mnist | arch")
 
 
 def _given(ov: Any) -> dict[str, Any]:
@@ -173,9 +175,14 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
 
     src = recipe.model
     shape = recipe.input.shape if recipe.input and recipe.input.shape else None
-    bundle = load_model(checkpoint, arch=src.arch if src.path else None,
-                        arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                        trust_model=src.trust_model, preprocessing=_given(recipe.input))
+    try:
+        bundle = load_model(checkpoint, arch=src.arch if src.path else None,
+                            arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
+                            trust_model=src.trust_model, preprocessing=_given(recipe.input))
+    except InputError as exc:
+        if "does not record its preprocessing" not in exc.message:
+            raise
+        raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
 

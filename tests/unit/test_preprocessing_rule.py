@@ -70,3 +70,33 @@ def test_bad_presets_and_keys_are_named() -> None:
         resolve_preprocessing(None, {"preset": "imagenet"}, what="m.pt", channels=1)
     with pytest.raises(InputError, match="unknown preprocessing key 'men'; did you mean 'mean'"):
         resolve_preprocessing(None, {"men": (0.5,)}, what="m.pt")
+
+
+def test_a_recipe_follows_the_same_rule(tmp_path) -> None:
+    """A recipe's model.path state_dict: no input keys is a ConfigError naming the recipe keys
+    (input.mean, input.preprocessing), and input.preprocessing names a preset."""
+    import torch
+    import torchvision
+    import yaml
+
+    from edgekit.errors import ConfigError
+    from edgekit.recipe import load_recipe
+    from edgekit.recipe_run import load_bundle
+
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=4).state_dict(),
+               tmp_path / "m.pt")
+    recipe = {"recipe_version": 1, "name": "mine",
+              "model": {"path": "m.pt", "arch": "torchvision.models:mobilenet_v3_small",
+                        "arch_kwargs": {"num_classes": 4}},
+              "data": {"eval": "fashion-mnist:test"}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match="input: .*does not record its preprocessing") as err:
+        load_bundle(load_recipe(path), tmp_path / "m.pt")
+    assert "input.preprocessing: imagenet" in err.value.hint and "input.mean" in err.value.hint
+    recipe["input"] = {"preprocessing": "imagenet", "shape": [1, 3, 64, 64], "resize": 64}
+    path.write_text(yaml.safe_dump(recipe))
+    bundle = load_bundle(load_recipe(path), tmp_path / "m.pt")
+    assert bundle.spec.shape == (1, 3, 64, 64) and bundle.spec.resize == 64
+    assert bundle.spec.mean == PRESETS["imagenet"].mean
+    assert bundle.provenance["mean"] == "preset imagenet"
