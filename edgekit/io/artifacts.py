@@ -60,8 +60,21 @@ def check_preprocessing(target: str | Path, given: Mapping[str, Any] | None) -> 
     from edgekit.spec import describe_provenance
 
     given = {k: v for k, v in (given or {}).items() if v is not None}
-    for entry in list_artifacts(target):
-        spec = spec_for(entry["path"])
+    from edgekit.errors import EdgekitError
+
+    try:
+        entries = list_artifacts(target)
+    except EdgekitError:
+        if given:
+            raise
+        return  # the command's own checks say what is wrong with the target
+    for entry in entries:
+        try:
+            spec = spec_for(entry["path"])
+        except EdgekitError:
+            if given:
+                raise
+            continue  # the command's own checks name what is wrong with this artifact
         # every command says where the preprocessing comes from: here, the artifact's file
         announce(describe_provenance(spec, {}).replace(
             "(all from the file)", f"(all from the file: {Path(entry['path']).name} records it)"))
