@@ -38,6 +38,7 @@ OWNERS = {
     "imagefolder": "benchmarks/bench_imagefolder.py",
     "memory": "benchmarks/bench_memory.py",
     "attention": "benchmarks/bench_attention.py",
+    "matrix": "benchmarks/bench_matrix.py",
     "gpu": "benchmarks/gpu_readme.py",
 }
 

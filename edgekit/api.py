@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import InputError
+from edgekit.errors import ConfigError, InputError, shown
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
@@ -104,11 +104,14 @@ class ValidateResult:
 def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]:
     """Steps in any accepted form as [(name, config dict)], each name known to the registry."""
     from edgekit.config import validate as validate_config
-    from edgekit.errors import ConfigError
     from edgekit.passes.base import PASS_NAMES, PassConfig, get_pass
 
     if steps is None:
         return []
+    if isinstance(steps, str | bytes) or not isinstance(steps, Iterable):
+        raise ConfigError(f"steps={shown(steps)} is not a list of steps",
+                          hint="give a list, e.g. steps=['quantize'] or [('prune', {'ratio': "
+                               "0.3}), ('quantize', {})]")
     items: list[Any] = list(steps.items()) if isinstance(steps, Mapping) else list(steps)
     out: list[tuple[str, dict[str, Any]]] = []
     for item in items:
@@ -133,12 +136,12 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
             import difflib
 
             close = difflib.get_close_matches(name, PASS_NAMES, n=1)
-            raise ConfigError(f"unknown step {name!r}"
+            raise ConfigError(f"unknown step {shown(name)}"
                               + (f"; did you mean {close[0]!r}?" if close else ""),
                               hint=f"steps are: {', '.join(PASS_NAMES)}")
         if cfg is not None and not isinstance(cfg, Mapping):
-            raise ConfigError(f"{name} step: its config is a {type(cfg).__name__}, not a mapping",
-                              hint=f"give e.g. ('{name}', {{...}}) with the step's keys: "
+            raise ConfigError(f"the config of step {shown(name)}, {shown(cfg)}, is not a mapping",
+                              hint=f"e.g. ({name!r}, {{}}) with the step's keys: "
                               f"{', '.join(get_pass(name).Config.model_fields)}")
         # every key is checked now, before any model is loaded: a misspelt key is named with
         # the closest valid one (edgekit.config.explain)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, shown
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,24 +52,32 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 def explain(error: ValidationError, schema: type[BaseModel], where: str) -> ConfigError:
     first = error.errors()[0]
     loc = tuple(first["loc"])
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    dotted = ".".join(str(p)[:100] for p in loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         valid = _fields_at(schema, loc)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
-        return ConfigError(f"{where}: unknown key {dotted!r}", hint=hint)
-    return ConfigError(f"{where}: {dotted}: {first['msg']}",
+        return ConfigError(f"{where}: unknown key {shown(dotted)}", hint=hint)
+    given = first.get("input")
+    got = f" (got {shown(given, 60)})" if first["type"] != "missing" and isinstance(
+        given, str | int | float | bool) else ""
+    return ConfigError(f"{where}: {dotted}: {first['msg']}{got}",
                        hint=f"fix that value; {len(error.errors())} problem(s) in all")
 
 
-# The most nodes a YAML document may hold once its aliases are expanded: a recipe or a device
-# profile has a few hundred; an alias bomb ("billion laughs") has billions.
+# The most a YAML document may hold once its aliases are expanded: nodes, and characters of its
+# scalars (keys and values). A recipe or a device profile has a few hundred nodes and a few
+# kilobytes; an alias bomb ("billion laughs") has billions of nodes, and one long string aliased
+# thousands of times passes any node count with gigabytes of text. The file itself may not be
+# larger than the character bound either.
 MAX_YAML_NODES = 100_000
+MAX_YAML_CHARS = 4_000_000
 
 
 class BoundedSafeLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a document whose aliases expand beyond MAX_YAML_NODES nodes
-    (or that refer to themselves), before anything is constructed from it."""
+    or MAX_YAML_CHARS characters of scalars (or that refer to themselves), before anything is
+    constructed from it."""
 
     def compose_document(self) -> yaml.Node | None:
         node = super().compose_document()
@@ -78,7 +86,10 @@ class BoundedSafeLoader(yaml.SafeLoader):
         return node
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], path: set[int]) -> int:
+def _expanded_size(node: yaml.Node, memo: dict[int, tuple[int, int]],
+                   path: set[int]) -> tuple[int, int]:
+    """(nodes, scalar characters) of `node` with every alias expanded, counted once per node
+    object (memo), so the walk costs the document's size on disk, not its expanded size."""
     key = id(node)
     if key in memo:
         return memo[key]
@@ -86,18 +97,24 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], path: set[int]) -> int
         raise yaml.YAMLError("an alias refers to the node that contains it (a recursive alias)")
     path.add(key)
     if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(child, memo, path) for child in node.value)
+        children = node.value
     elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo, path) + _expanded_size(v, memo, path)
-                       for k, v in node.value)
+        children = [part for pair in node.value for part in pair]
     else:
-        size = 1
+        children = []
+    nodes, chars = 1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+    for child in children:
+        n, c = _expanded_size(child, memo, path)
+        nodes, chars = nodes + n, chars + c
     path.discard(key)
-    if size > MAX_YAML_NODES:
+    if nodes > MAX_YAML_NODES:
         raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_NODES:,} nodes "
                              "(an alias bomb?)")
-    memo[key] = size
-    return size
+    if chars > MAX_YAML_CHARS:
+        raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_CHARS:,} characters of "
+                             "text (an alias bomb?)")
+    memo[key] = (nodes, chars)
+    return nodes, chars
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -106,6 +123,10 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", hint="check the path")
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_CHARS:
+            raise ConfigError(f"{path} is {size:,} bytes, over the {MAX_YAML_CHARS:,} a YAML "
+                              "file edgekit reads may hold", hint="is it the file you meant?")
         return yaml.load(path.read_text(), Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}",

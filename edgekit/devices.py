@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, shown
 from edgekit.resources import shipped_dir
 from edgekit.runtimes.latency import LatencyProtocol
 
@@ -100,6 +100,9 @@ class DeviceProfile(BaseModel):
 
 
 def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> Path:
+    if not isinstance(name_or_path, str | Path):
+        raise ConfigError(f"device {shown(name_or_path)} is not a profile name or a path",
+                          hint="give a profile name (local-cpu), a YAML path or a DeviceProfile")
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -109,7 +112,7 @@ def find_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> 
         if candidate.is_file():
             return candidate
     known = ", ".join(sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")}))
-    raise ConfigError(f"no device profile {name_or_path!r}", hint=f"known profiles: {known}")
+    raise ConfigError(f"no device profile {shown(name_or_path)}", hint=f"known profiles: {known}")
 
 
 def load_profile(name_or_path: str | Path, *, cwd: str | Path | None = None) -> DeviceProfile:

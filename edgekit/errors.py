@@ -56,3 +56,15 @@ class GateError(EdgekitError):
     """A result did not meet its accuracy budget."""
 
     exit_code = 1
+
+
+def shown(value: object, limit: int = 100) -> str:
+    """repr(value) for a message, cut to `limit` characters: a value from a file can be megabytes
+    long (or expand to gigabytes through YAML aliases), and a message never holds it whole."""
+    import reprlib
+
+    cut = reprlib.Repr()
+    cut.maxlevel, cut.maxstring, cut.maxother = 3, limit, limit
+    cut.maxdict = cut.maxlist = cut.maxtuple = cut.maxset = 6
+    short = cut.repr(value)
+    return short if len(short) <= limit else short[: limit - 1] + "…"

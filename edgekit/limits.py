@@ -15,6 +15,10 @@ MAX_MODEL_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_MODEL_ELEMENTS", 1_000_000_
 # One input sample C×H×W: 3×8192×8192 fits, 1×100000×100000 does not.
 MAX_INPUT_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_INPUT_ELEMENTS", 1 << 28))
 MAX_BATCH = 65536
+# The shorter side an image may be resized to before its centre crop: a square image that size
+# holds MAX_INPUT_ELEMENTS pixels (16384 by default), so one resize never allocates more than
+# the largest sample would.
+MAX_RESIZE = math.isqrt(MAX_INPUT_ELEMENTS)
 # One array of a data file (.npz): 8 GiB.
 MAX_DATA_BYTES = int(os.environ.get("EDGEKIT_MAX_DATA_BYTES", 8 << 30))
 

@@ -14,6 +14,7 @@ from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
+TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
@@ -75,6 +76,12 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     check_output_folder(out_dir)  # a folder edgekit does not own is refused before any work
     exporter = get_target(target)
     exporter.check_precision(precision)
+    if exporter.source != "checkpoint" and (bundle is not None or source.suffix in TORCH_SUFFIXES):
+        # A PyTorch model for a target that reads ONNX (OpenVINO, TensorRT): its fp32 ONNX
+        # first, into the same folder, as a user would chain the two commands.
+        export_artifact(bundle or source, "onnx", out_dir, model_options=model_options,
+                        parity_source=parity_source, data_dir=data_dir)
+        bundle, source = None, out_dir
     if bundle is not None:
         loaded, source_file = bundle, bundle.source
     else:
@@ -157,6 +164,7 @@ def check_image_data(ctx: Any, bundle: Any) -> None:
     with torch.no_grad():
         outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
     classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
+    ctx.num_outputs = int(outputs)  # eval folders' classes → outputs (Dataset.for_outputs)
     if classes and not bundle.spec.class_names and len(classes) == int(outputs):
         # the folders name the model's classes: every artifact records them
         bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})

@@ -20,6 +20,28 @@ checked against its pass's own Config schema (the same one `edgekit compress` us
 is wrong before it runs, not half-way through. Relative paths are taken from the recipe's folder
 first, then from the working directory, then from the files shipped with edgekit
 (edgekit.resources), so a shipped recipe copied elsewhere still finds its calibration set.
+
+What a recipe can make run. A recipe is a file people copy from elsewhere, so it is treated as
+a model file is (edgekit.io.archs), not as the command line:
+
+  * `model.arch` (+ `arch_kwargs`) calls a factory: only a listed model factory (the zoo's,
+    torchvision's registered builders, `timm:NAME`), with no kwargs that choose weights, URLs,
+    paths or folders, and every weights/pretrained parameter forced off (nothing downloads).
+  * `model.trust_model: true` would unpickle `model.path` (pickled modules, TorchScript, .pt2
+    run code): refused.
+  * `model.path` / `model.zoo` are loaded as the CLI loads a model file: weights_only, and the
+    checkpoint's own arch through the same list.
+Both refusals are lifted only by `--trust-recipe` on the command line (`edgekit run`,
+`edgekit optimize --recipe`), which lets the recipe's arch be any importable module:factory and
+its trust_model stand. Every other field is data: step names and configs are checked against
+the registered passes' schemas, export targets against the table of kinds, device entries
+against DeviceProfile, `data` names files or built-in sources read as data (.npz without
+pickle, images, CSV), and `report` paths stay inside the output folder. One exception runs
+code elsewhere, not here: a device entry's `host`, `port`, `identity_file`, `python` and
+`workdir` choose the machine that validation runs on over SSH (with your SSH keys; the model and
+eval data go there) and the interpreter it runs; read them before running a recipe you did not
+write. The YAML itself is read with a SafeLoader bounded in nodes and characters
+(edgekit.config).
 """
 
 from __future__ import annotations
@@ -30,11 +52,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekit import kinds
 from edgekit.config import load_yaml, read_yaml, validate
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, UnsafeModelError, shown
 from edgekit.optimize.space import OptimizeSettings
 from edgekit.validate.gate import Budget
 
@@ -81,7 +103,7 @@ class ModelSource(Strict):
 
             if self.zoo not in ZOO:
                 close = difflib.get_close_matches(self.zoo, list(ZOO), n=1)
-                raise ValueError(f"unknown zoo model {self.zoo!r}"
+                raise ValueError(f"unknown zoo model {shown(self.zoo)}"
                                  + (f"; did you mean {close[0]!r}?" if close else "")
                                  + f" (known: {', '.join(ZOO)})")
         return self
@@ -97,6 +119,25 @@ class InputOverride(Strict):
     crop: int | None = Field(None, ge=1, description="centre crop: the model's input H and W")
     channel_order: Literal["RGB", "BGR"] | None = None
     class_names: tuple[str, ...] | None = None
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _normalisation(cls, values: tuple[float, ...] | None, info: Any) -> Any:
+        """The bounds of the --mean/--std flags (edgekit.spec), checked when the recipe loads."""
+        from edgekit.spec import normalisation_problem
+
+        if values is not None and (problem := normalisation_problem(info.field_name, values)):
+            raise ValueError(problem)
+        return values
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, value: int | None) -> int | None:
+        from edgekit.spec import resize_problem
+
+        if value is not None and (problem := resize_problem(value)):
+            raise ValueError(problem)
+        return value
 
 
 class DataConfig(Strict):
@@ -160,6 +201,13 @@ class Recipe(Strict):
         return value
 
     report: ReportConfig = Field(default_factory=ReportConfig)
+    # Set by load_recipe(trust=True) (--trust-recipe), never by the file: see the module docstring.
+    _trusted: bool = PrivateAttr(False)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the user trusted this recipe on the command line (--trust-recipe)."""
+        return self._trusted
 
     def step_list(self) -> list[tuple[str, dict[str, Any]]]:
         return [(name, dict(cfg or {})) for step in self.steps for name, cfg in step.items()]
@@ -178,12 +226,13 @@ def _check_steps(recipe: Recipe, where: str) -> None:
     seen: set[str] = set()
     for i, step in enumerate(recipe.steps):
         if len(step) != 1:
-            raise ConfigError(f"{where}: steps[{i}] must name one step, got {sorted(step) or 'none'}",
+            raise ConfigError(f"{where}: steps[{i}] must name one step, got "
+                              f"{shown(sorted(step)) if step else 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
         if name not in PASS_NAMES:
             close = difflib.get_close_matches(name, list(PASS_NAMES), n=1)
-            raise ConfigError(f"{where}: steps[{i}]: unknown step {name!r}",
+            raise ConfigError(f"{where}: steps[{i}]: unknown step {shown(name)}",
                               hint=f"did you mean {close[0]!r}?" if close
                               else f"steps are: {', '.join(PASS_NAMES)}")
         try:
@@ -236,8 +285,30 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
     return validate(DeviceProfile, {**base, **overrides}, where)
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and check a recipe: schema, version, each step's config, each device profile."""
+TRUST_HINT = ("pass --trust-recipe on the command line if you trust this recipe (its arch may "
+              "then be any module:factory, and its trust_model unpickles its model file)")
+
+
+def _check_trust(recipe: Recipe, where: str) -> None:
+    """Refuse what would run code the recipe chose (see the module docstring), unless trusted."""
+    if recipe.trusted:
+        return
+    src = recipe.model
+    if src.trust_model:
+        raise UnsafeModelError(f"{where}: model.trust_model: a recipe cannot trust its own model "
+                               "file (loading a pickled module, TorchScript or .pt2 runs code "
+                               "the file holds)", hint=TRUST_HINT)
+    if src.arch is not None:
+        from edgekit.io.archs import check_file_kwargs, file_factory
+
+        who = f"{where}: model.arch: the recipe"
+        file_factory(src.arch, who=who, hint=TRUST_HINT)
+        check_file_kwargs(src.arch, src.arch_kwargs, who=who, hint=TRUST_HINT)
+
+
+def load_recipe(path: str | Path, *, trust: bool = False) -> Recipe:
+    """Read and check a recipe: schema, version, each step's config, each device profile, and
+    that it names no code to run unless `trust` (--trust-recipe; see the module docstring)."""
     path = Path(path)
     if path.is_file():
         raw = read_yaml(path)
@@ -249,7 +320,9 @@ def load_recipe(path: str | Path) -> Recipe:
             raise ConfigError(f"{path} has no recipe_version",
                               hint=f"add `recipe_version: {RECIPE_VERSION}` at the top")
     recipe = load_yaml(Recipe, path)
+    recipe._trusted = trust
     where = str(path)
+    _check_trust(recipe, where)
     _check_steps(recipe, where)
     _check_exports(recipe, where)
     _check_devices(recipe, where)

@@ -100,7 +100,8 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
                           "model.path with trained weights")
     from edgekit.io.models import build_arch, resolve_model_spec
 
-    model = build_arch(src.arch, src.arch_kwargs, trusted=True)
+    # an untrusted recipe's arch is built as a model file's is (edgekit.recipe, io.archs)
+    model = build_arch(src.arch, src.arch_kwargs, trusted=recipe.trusted)
     ov = recipe.input
     # The one rule (edgekit.spec.resolve_preprocessing): the recipe's keys or a preset it names.
     # edgekit trains this model itself, so without mean/std it trains with what the
@@ -178,7 +179,8 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
     try:
         bundle = load_model(checkpoint, arch=src.arch if src.path else None,
                             arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                            trust_model=src.trust_model, preprocessing=_given(recipe.input))
+                            trust_model=src.trust_model, preprocessing=_given(recipe.input),
+                            trusted_arch=recipe.trusted)
     except InputError as exc:
         if "does not record its preprocessing" not in exc.message:
             raise
@@ -193,10 +195,11 @@ class RecipeRun:
 
     def __init__(self, recipe_path: str | Path, out_dir: str | Path | None = None, *,
                  store: str | Path | None = None, data_dir: str | None = None,
-                 fresh: bool = False, on_event: Callable[[str], None] = _say) -> None:
+                 fresh: bool = False, on_event: Callable[[str], None] = _say,
+                 trust_recipe: bool = False) -> None:
         self.fresh = fresh
         self.recipe_path = Path(recipe_path)
-        self.recipe = load_recipe(self.recipe_path)
+        self.recipe = load_recipe(self.recipe_path, trust=trust_recipe)
         self.out = Path(out_dir or Path("out") / self.recipe.name)
         check_output_folder(self.out)
         report = self.recipe.report
@@ -459,8 +462,10 @@ class RecipeRun:
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
                store: str | Path | None = None, data_dir: str | None = None,
-               fresh: bool = False, on_event: Callable[[str], None] = _say) -> dict[str, Any]:
+               fresh: bool = False, on_event: Callable[[str], None] = _say,
+               trust_recipe: bool = False) -> dict[str, Any]:
     """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
-    `fresh` runs every stage again instead of resuming."""
+    `fresh` runs every stage again instead of resuming; `trust_recipe` (--trust-recipe) lets
+    the recipe name any arch and trust its model file (edgekit.recipe)."""
     return RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
-                     on_event=on_event).run()
+                     on_event=on_event, trust_recipe=trust_recipe).run()

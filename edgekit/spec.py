@@ -5,6 +5,7 @@ that have no torch."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -15,6 +16,36 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgekit.errors import InputError
 
 ONNX_METADATA_KEY = "edgekit.input_spec"
+
+# Normalisation bounds. Inputs are in 0..1, so a mean beyond ±MAX_ABS_MEAN or a std outside
+# [MIN_STD, MAX_STD] is a mistake, never a model's contract; within them (x - mean) / std stays
+# finite in float32 (a std of 1e-45 made every input inf).
+MAX_ABS_MEAN = 1e4
+MIN_STD, MAX_STD = 1e-6, 1e4
+
+
+def normalisation_problem(name: str, values: Sequence[float]) -> str | None:
+    """Why `values` cannot be a `name` ("mean" or "std") of InputSpec, or None when they can:
+    every value finite, a mean within ±MAX_ABS_MEAN, a std within [MIN_STD, MAX_STD]. The one
+    check behind the --mean/--std flags, recipes' input keys and recorded specs."""
+    for value in values:
+        if not math.isfinite(value):
+            return f"{value} is not a finite number"
+        if name == "std" and not MIN_STD <= value <= MAX_STD:
+            return (f"{value:g} is outside [{MIN_STD:g}, {MAX_STD:g}]" if value > 0
+                    else f"{value:g} is not positive")
+        if name == "mean" and abs(value) > MAX_ABS_MEAN:
+            return f"{value:g} is outside [{-MAX_ABS_MEAN:g}, {MAX_ABS_MEAN:g}] (inputs are 0..1)"
+    return None
+
+
+def resize_problem(resize: int) -> str | None:
+    """Why `resize` cannot be a shorter side to resize to (over edgekit.limits.MAX_RESIZE)."""
+    from edgekit.limits import MAX_RESIZE
+
+    if resize > MAX_RESIZE:
+        return f"{resize} is over edgekit's limit of {MAX_RESIZE} pixels"
+    return None
 
 
 class InputSpec(BaseModel):
@@ -59,8 +90,11 @@ class InputSpec(BaseModel):
         if self.resize is not None and self.resize < min(self.shape[2], self.shape[3]):
             raise ValueError(f"resize {self.resize} is smaller than the {self.shape[2]}x"
                              f"{self.shape[3]} centre crop")
-        if any(s <= 0 for s in self.std):
-            raise ValueError("std must be positive")
+        if self.resize is not None and (problem := resize_problem(self.resize)):
+            raise ValueError(f"resize {problem}")
+        for name in ("mean", "std"):
+            if problem := normalisation_problem(name, getattr(self, name)):
+                raise ValueError(f"{name} {problem}")
         return self
 
     @property
@@ -118,14 +152,20 @@ class InputSpec(BaseModel):
                                  f"channel{'s' if c > 1 else ''}",
                                  hint=f"pass 1 or {c} comma-separated values, e.g. --{name} "
                                  + (",".join(["0.5"] * c)))
-            if name == "std" and any(v <= 0 for v in values):
-                raise InputError(f"--std must be positive, got {values}", hint="e.g. --std 0.229,0.224,0.225")
+            if problem := normalisation_problem(name, values):
+                raise InputError(f"--{name} {','.join(f'{v:g}' for v in values)}: {problem}",
+                                 hint=f"e.g. --{name} " + ("0.485,0.456,0.406" if name == "mean"
+                                                           else "0.229,0.224,0.225"))
             update[name] = values
         spec = self
         if crop is not None:
             spec = spec.with_shape((self.shape[0], c, crop, crop))
             update.setdefault("resize", spec.resize)
         if resize is not None:
+            if problem := resize_problem(resize):
+                raise InputError(f"--resize {problem}",
+                                 hint="resize the shorter side to a little over the crop, e.g. "
+                                 f"--resize {round(spec.height / 0.875)} --crop {spec.height}")
             if resize < min(spec.height, spec.width):
                 raise InputError(f"--resize {resize} is smaller than the {spec.height}x{spec.width} crop",
                                  hint="resize the shorter side to at least the crop, e.g. --resize "

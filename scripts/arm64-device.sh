@@ -5,13 +5,16 @@
 # cached (keyed by the package versions); nothing is downloaded when the device runs.
 #
 #   scripts/arm64-device.sh [--prefix DIR] [--onnxruntime VERSION] [--edgekit DIR]
-#                           [--profile-out FILE] [--host USER@HOST] [--port N]
+#                           [--edgekit-wheel WHL] [--profile-out FILE] [--host USER@HOST] [--port N]
 #
 # Writes DIR/python (default DIR: ~/.edgekit-arm64), a wrapper that runs
 #   qemu-aarch64-static -L SYSROOT SYSROOT/usr/bin/python3.11
 # with the device's site folder (and the edgekit source it runs, --edgekit, default this checkout)
 # on PYTHONPATH, and prints a device profile (devices/emulated-arm64.yaml with host and python
 # filled in). The build lives under $EDGEKIT_CACHE/arm64-device (default .cache/arm64-device).
+# With --edgekit-wheel, the device runs that built wheel instead of a source tree: it is installed
+# into DIR/edgekit-site (no dependencies: the device's own packages must already meet the wheel's
+# requirements, which scripts/wheel_requires.py checks first, as a device install would need).
 #
 # onnxruntime: 1.19.2 by default (a JetPack-6-era runtime, older than edgekit's workstation one).
 # Under Debian 12's qemu-user 7.2, onnxruntime 1.19.2 to 1.26 run; 1.28 and later crash in the
@@ -21,6 +24,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 prefix="${HOME}/.edgekit-arm64"
 ort_version="1.19.2"
 edgekit_src="$here"
+edgekit_wheel=""
 profile_out=""
 host="${USER:-$(id -un)}@localhost"
 port=""
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
     --prefix) prefix="$2"; shift 2 ;;
     --onnxruntime) ort_version="$2"; shift 2 ;;
     --edgekit) edgekit_src="$2"; shift 2 ;;
+    --edgekit-wheel) edgekit_wheel="$2"; shift 2 ;;
     --profile-out) profile_out="$2"; shift 2 ;;
     --host) host="$2"; shift 2 ;;
     --port) port="$2"; shift 2 ;;
@@ -46,12 +51,13 @@ DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc
       zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libcrypt1 libuuid1 libsqlite3-0
       libncursesw6 libtinfo6 libreadline8 libdb5.3 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
       libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1)
-# PyPI aarch64 wheels: what edgekit's torch-free validator (and its CLI) imports on the device. pydantic and
+# PyPI aarch64 wheels: what edgekit's torch-free validator (and its CLI) imports on the device, which
+# are the wheel's own requirements (--edgekit-wheel checks them; pillow reads image folders). pydantic and
 # pydantic-core are a matched pair.
 WHEELS=(numpy==2.4.6 "onnxruntime==$ort_version" onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.6.0
         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-extensions==4.16.0
         typing-inspection==0.4.5 pyyaml==6.0.4 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2
-        pygments==2.21.0 click==8.5.1)
+        pygments==2.21.0 click==8.5.1 pillow==13.0.0)
 
 # 1. The emulator and the arm64 package lists (once per machine).
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
@@ -100,6 +106,16 @@ fi
 
 # 3. The device's python: a wrapper that names what is missing before it starts the emulator.
 mkdir -p "$prefix"
+if [ -n "$edgekit_wheel" ]; then
+  py=python3; [ -x "$here/.venv/bin/python" ] && py="$here/.venv/bin/python"
+  "$py" "$here/scripts/wheel_requires.py" "$edgekit_wheel" "$build/site" \
+    || { say "the wheel's requirements are not met by the device's packages (above)"; exit 2; }
+  rm -rf "$prefix/edgekit-site"
+  "$py" -m pip install -q --no-deps --no-compile --target "$prefix/edgekit-site" "$edgekit_wheel" \
+    2> >(grep -v "^WARNING: Location" >&2)
+  edgekit_src="$prefix/edgekit-site"
+  say "edgekit from the wheel $(basename "$edgekit_wheel") (not a source tree)"
+fi
 cat > "$prefix/python.tmp" <<WRAPPER
 #!/bin/sh
 # edgekit's emulated arm64 device (scripts/arm64-device.sh): aarch64 Python 3.11 under qemu-user.

@@ -72,13 +72,14 @@ def fashion_test_small():
 # ---------------------------------------------------------------- validator fixtures (issue 7)
 @pytest.fixture
 def tiny_folder(tmp_path):
-    """tiny_folder(noise=0.0, nan=False) -> an edgekit output folder with two torch-free linear
-    classifiers on 4×4 one-channel inputs, made with onnx.helper: `model.onnx` (fp32, the
-    reference) and `model.int8.onnx` (labelled int8; its weights get `noise` added, and NaN
-    outputs when `nan`), plus `eval.npz` (200 float inputs, labels = the reference's argmax)."""
+    """tiny_folder(noise=0.0, nan=False, classes=4, named=True) -> an edgekit output folder with
+    two torch-free linear classifiers on 4×4 one-channel inputs, made with onnx.helper:
+    `model.onnx` (fp32, the reference) and `model.int8.onnx` (labelled int8; its weights get
+    `noise` added, and NaN outputs when `nan`), plus `eval.npz` (200 float inputs, labels = the
+    reference's argmax). Class names c0, c1, ... are recorded unless `named` is False."""
     import numpy as np
 
-    def make(noise: float = 0.0, nan: bool = False, classes: int = 4):
+    def make(noise: float = 0.0, nan: bool = False, classes: int = 4, named: bool = True):
         import onnx
         from onnx import TensorProto, helper, numpy_helper
 
@@ -89,7 +90,7 @@ def tiny_folder(tmp_path):
         rng = np.random.default_rng(0)
         weights = rng.standard_normal((16, classes)).astype(np.float32)
         spec = InputSpec(shape=(1, 1, 4, 4), mean=(0.0,), std=(1.0,),
-                         class_names=tuple(f"c{i}" for i in range(classes)))
+                         class_names=tuple(f"c{i}" for i in range(classes)) if named else ())
 
         def linear(w: np.ndarray, path, make_nan: bool) -> None:
             nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),

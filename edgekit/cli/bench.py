@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from edgekit.cli.common import (
@@ -63,6 +65,12 @@ def bench(target: str, eval_source: str | None, device_name: str, batch_text: st
     if as_json:
         print_json([{k: v for k, v in r.items()} for r in records])
         return
+    import sys
+
     from edgekit.results.table import print_records
 
-    print_records(records, title=f"edgekit bench on {device.name}")
+    print_records([r for r in records if not r.get("skipped")],
+                  title=f"edgekit bench on {device.name}")
+    for r in records:
+        if r.get("skipped"):
+            print(f"skipped {Path(r['artifact']).name}: {r['skipped']}", file=sys.stderr)

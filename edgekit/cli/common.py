@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,16 +13,64 @@ import click
 from edgekit.spec import parse_shape
 
 
+class Number(click.ParamType):
+    """A finite number within bounds, for every flag that takes a limit or a statistic
+    (--max-drop, --min-speedup, ...): NaN, inf and out-of-range values are a usage error (exit 2)
+    naming the value, never a traceback or a silently accepted budget."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        below = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        above = self.high is not None and (number >= self.high if self.high_open
+                                           else number > self.high)
+        if below and self.low == 0:
+            self.fail(f"{number:g} is " + ("not positive" if self.low_open else "negative")
+                      + f" (allowed: {self._range()})", param, ctx)
+        if below or above:
+            self.fail(f"{number:g} is not in {self._range()}", param, ctx)
+        return number
+
+    def _range(self) -> str:
+        low = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        high = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
+        return f"{low}, {high}"
+
+
+FINITE = Number()
+DROP = Number(0)  # --max-drop: points, ≥ 0
+DROP_REL = Number(0, 1, high_open=True)  # --max-drop-rel
+SPEEDUP = Number(0, low_open=True)  # --min-speedup
+
+
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """--mean / --std: comma-separated finite numbers within InputSpec's bounds."""
     if value is None:
         return None
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        from edgekit.errors import InputError
+    from edgekit.errors import InputError
+    from edgekit.spec import normalisation_problem
 
-        raise InputError(f"--{param.name} {value!r} is not comma-separated numbers",
-                         hint=f"e.g. --{param.name} 0.485,0.456,0.406") from None
+    hint = f"e.g. --{param.name} " + ("0.485,0.456,0.406" if param.name == "mean"
+                                      else "0.229,0.224,0.225")
+    try:
+        values = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"--{param.name} {value[:80]!r} is not comma-separated numbers",
+                         hint=hint) from None
+    if problem := normalisation_problem(str(param.name), values):
+        raise InputError(f"--{param.name} {value[:80]}: {problem}", hint=hint)
+    return values
 
 
 PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order", "preprocessing")
@@ -45,7 +94,9 @@ def _preprocessing_flags(fn: Callable) -> Callable:
                       default=None, help="Channel order the model expects (default RGB).")(fn)
     fn = click.option("--crop", type=click.IntRange(min=1), default=None,
                       help="Centre crop (the model's input H and W), after --resize.")(fn)
-    fn = click.option("--resize", type=click.IntRange(min=1), default=None,
+    from edgekit.limits import MAX_RESIZE
+
+    fn = click.option("--resize", type=click.IntRange(min=1, max=MAX_RESIZE), default=None,
                       help="Resize the shorter side to this before the centre crop.")(fn)
     fn = click.option("--std", callback=_floats, default=None,
                       help="Per-channel std of the model's normalisation, e.g. 0.229,0.224,0.225.")(fn)

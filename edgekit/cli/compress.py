@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
+from edgekit.cli.common import FINITE, data_dir_option, json_option, model_options, print_json
 
 
 def steps_from_flags(opts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -79,10 +79,10 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--calib-method", default=None,
               type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=FINITE, default=None,
               help="Allowed top-1 drop of the final artifact against the original model, in "
               "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
-@click.option("--max-drop-rel", type=float, default=None,
+@click.option("--max-drop-rel", type=FINITE, default=None,
               help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,
               type=click.Choice(["onnxruntime", "tensorrt", "openvino"]),

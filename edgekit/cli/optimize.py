@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from edgekit.cli.common import data_dir_option, json_option, model_options, print_json
+from edgekit.cli.common import (
+    DROP,
+    SPEEDUP,
+    data_dir_option,
+    json_option,
+    model_options,
+    print_json,
+)
 
 SPACE_FLAGS = ("prune", "dwsep", "runtimes", "precisions", "fallback", "batch")
 
@@ -53,6 +60,9 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--recipe", type=click.Path(dir_okay=False), default=None,
               help="Take the model, data, devices, budget and search space (its `optimize:` "
               "section) from a recipe.")
+@click.option("--trust-recipe", is_flag=True,
+              help="Let --recipe name any module:factory as model.arch and set "
+              "model.trust_model (both run code the recipe chose). Only for recipes you trust.")
 @click.option("--device", "devices", multiple=True,
               help="Device profile name or file (repeatable; default local-cpu). Devices are "
               "searched at once; local profiles take turns on this machine.")
@@ -67,9 +77,9 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--eval", "eval_source", default=None, help="Labelled eval data for top-1.")
 @click.option("--eval-limit", type=int, default=None, help="Stratified sample of the eval set.")
 @click.option("--calib", "calib_source", default=None, help="Calibration set for int8.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=DROP, default=None,
               help="Allowed top-1 drop against the original, in points (default 1.0).")
-@click.option("--min-speedup", type=float, default=None,
+@click.option("--min-speedup", type=SPEEDUP, default=None,
               help="The winner is at least this much faster than the fp32 original on its "
               "fastest runtime (default 1.0: never slower).")
 @click.option("--time-budget", default=None, help="Wall time for the search, e.g. 30m, 1h.")
@@ -89,7 +99,8 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @model_options
 @data_dir_option
 @json_option
-def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[str, ...],
+def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: bool,
+             devices: tuple[str, ...],
              fleet_file: str | None, cluster: str | None, allow_public_cluster: bool,
              train_source: str | None, eval_source: str | None, eval_limit: int | None,
              calib_source: str | None, max_drop: float | None, space_file: str | None,
@@ -129,7 +140,7 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
     base: dict[str, Any] | None = None
     bundle = None
     if recipe:
-        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir)
+        checkpoint, base, profiles, data = recipe_inputs(recipe, data_dir, trust=trust_recipe)
         train_source = train_source or data["train"]
         eval_source = eval_source or data["eval"]
         calib_source = calib_source or data["calib"]
@@ -138,9 +149,9 @@ def optimize(model: str | None, output: str, recipe: str | None, devices: tuple[
         profiles = [load_profile(d) for d in devices] if devices or fleet_file else profiles
     else:
         if space_file:
-            import yaml
+            from edgekit.config import read_yaml
 
-            base = yaml.safe_load(Path(space_file).read_text()) or {}
+            base = read_yaml(space_file) or {}
             if not isinstance(base, dict):
                 raise InputError(f"{space_file} is not a mapping of search-space fields",
                                  hint="e.g. `prune: [0, 0.3]`")
@@ -202,13 +213,14 @@ def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
                      data_dir=data_dir).run()
 
 
-def recipe_inputs(recipe_path: str, data_dir: str | None):
-    """(checkpoint, optimize settings as given, device profiles, data) of a recipe."""
+def recipe_inputs(recipe_path: str, data_dir: str | None, *, trust: bool = False):
+    """(checkpoint, optimize settings as given, device profiles, data) of a recipe (`trust`:
+    --trust-recipe, edgekit.recipe)."""
     from edgekit.errors import ConfigError
     from edgekit.recipe import device_profile, load_recipe, resolve_path
     from edgekit.recipe_run import model_checkpoint
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, trust=trust)
     if recipe.optimize is None:
         raise ConfigError(f"{recipe_path} has no `optimize:` section",
                           hint="add `optimize: {prune: [0, 0.3], dwsep: [off]}` (or {} for the "

@@ -36,17 +36,21 @@ def print_run(result: dict) -> None:
               help="Results store (default: OUT/results.db, or the recipe's report.store).")
 @click.option("--fresh", is_flag=True,
               help="Run every stage again instead of resuming finished ones.")
+@click.option("--trust-recipe", is_flag=True,
+              help="Let the recipe name any module:factory as model.arch and set "
+              "model.trust_model (both run code the recipe chose). Only for recipes you trust.")
 @data_dir_option
 @json_option
 def run(recipe: str, output: str | None, store_path: str | None, fresh: bool,
-        data_dir: str | None, as_json: bool) -> None:
+        trust_recipe: bool, data_dir: str | None, as_json: bool) -> None:
     """Run RECIPE (a recipes/*.yaml file): compress, export, validate, report. Rerun after an
     interruption to resume from the last finished stage. Exit 1 when a device's deciding
     artifact fails the recipe's budget."""
     from edgekit.errors import GateError
     from edgekit.recipe_run import run_recipe
 
-    result = run_recipe(recipe, output, store=store_path, data_dir=data_dir, fresh=fresh)
+    result = run_recipe(recipe, output, store=store_path, data_dir=data_dir, fresh=fresh,
+                        trust_recipe=trust_recipe)
     if as_json:
         print_json(result)
     else:

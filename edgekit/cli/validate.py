@@ -9,6 +9,10 @@ import click
 
 from edgekit.cli.bench import parse_batches
 from edgekit.cli.common import (
+    DROP,
+    DROP_REL,
+    SPEEDUP,
+    Number,
     data_dir_option,
     json_option,
     print_json,
@@ -19,18 +23,18 @@ from edgekit.cli.common import (
 def budget_options(fn):
     """--max-drop, --max-drop-rel, --min-agreement, --min-cosine: the accuracy budget, and
     --min-speedup: the latency budget against the fp32 original."""
-    fn = click.option("--min-speedup", type=float, default=None,
+    fn = click.option("--min-speedup", type=SPEEDUP, default=None,
                       help="p50 speed-up against the fp32 original (measured in the same run on "
                       "the same runtime and batch) at least this; 1 = never slower than the "
                       "original. Off by default here, since a folder made by `compress` holds "
                       "no original (its fp32 model is the reference); recipes default to 1.")(fn)
-    fn = click.option("--min-cosine", type=float, default=None,
+    fn = click.option("--min-cosine", type=Number(-1, 1), default=None,
                       help="Mean logit cosine similarity with the reference at least this.")(fn)
-    fn = click.option("--min-agreement", type=float, default=None,
+    fn = click.option("--min-agreement", type=Number(0, 1), default=None,
                       help="Top-1 agreement with the reference at least this (0..1).")(fn)
-    fn = click.option("--max-drop-rel", type=float, default=None,
+    fn = click.option("--max-drop-rel", type=DROP_REL, default=None,
                       help="Allowed relative top-1 drop, e.g. 0.01 keeps 99% of fp32 top-1.")(fn)
-    fn = click.option("--max-drop", type=float, default=None,
+    fn = click.option("--max-drop", type=DROP, default=None,
                       help="Allowed top-1 drop against the fp32 reference, in points.")(fn)
     return fn
 

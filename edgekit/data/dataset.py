@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,9 @@ class Dataset:
     source: str
     class_names: tuple[str, ...] = ()  # from an image folder's class sub-folders
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip-bad-images)
+    # Why the folder's labels cannot be scored against the model (its class names are not the
+    # model's; see class_indices); y is None then, and check_for(need_labels=True) raises it.
+    label_error: DataError | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -92,7 +96,19 @@ class Dataset:
     def take(self, indices: np.ndarray) -> Dataset:
         x = self.x.take(indices) if self.streamed else self.x[indices]
         return Dataset(x, None if self.y is None else self.y[indices], self.source,
-                       self.class_names, self.skipped)
+                       self.class_names, self.skipped, self.label_error)
+
+    def for_outputs(self, spec: InputSpec, num_outputs: int) -> Dataset:
+        """The set with its labels as the model's output indices, now that the number of
+        outputs is known: a folder's classes for a model that records no class names are
+        matched by class_indices' rule (a model that records them was matched when the set
+        was loaded). Raises DataError when the folder's classes cannot be matched."""
+        if spec.class_names or not self.class_names or self.y is None:
+            return self
+        indices = class_indices(self.class_names, self.source, (), num_outputs)
+        if indices is None or np.array_equal(indices, np.arange(len(indices))):
+            return self
+        return Dataset(self.x, indices[self.y], self.source, self.class_names, self.skipped)
 
     def sample(self, n: int, *, stratified: bool = True, seed: int = 0) -> Dataset:
         """n samples, stratified by class when labels exist; fewer available is an error."""
@@ -119,6 +135,8 @@ class Dataset:
         if not self.streamed and not np.isfinite(self.x).all():
             raise DataError(f"{self.source} contains NaN or Inf values",
                             hint="clean the data or rebuild the set")
+        if need_labels and self.label_error is not None:
+            raise self.label_error
         if need_labels and self.y is None:
             raise DataError(f"{self.source} has no labels, and accuracy needs them",
                             hint="give an eval source with labels (npz 'y', IDX labels, class folders)")
@@ -133,9 +151,12 @@ class Dataset:
 
 
 def check_classes(class_names: tuple[str, ...], source: str, spec: InputSpec | None,
-                  num_outputs: int | None = None) -> None:
-    """An image folder's classes against the model: no more classes than outputs, and the same
-    names in the same order when the model records its class names."""
+                  num_outputs: int | None = None, *, in_order: bool = False) -> None:
+    """An image folder's classes against the model: no more classes than outputs, and, with
+    as many classes as the model records names, each one matched to an output (class_indices).
+    A folder with fewer classes is matched where its labels are scored (Dataset.check_for with
+    need_labels, Dataset.for_outputs): a calibration folder's names do not matter. `in_order`
+    (training data, labelled by sorted position): the matched outputs must be 0, 1, 2, ..."""
     if not class_names:
         return
     outputs = num_outputs or (spec.num_classes if spec else None)
@@ -146,12 +167,103 @@ def check_classes(class_names: tuple[str, ...], source: str, spec: InputSpec | N
                         f"{len(class_names)} outputs (e.g. --arch-kwargs '{{\"num_classes\": "
                         f"{len(class_names)}}}')")
     recorded = spec.class_names if spec else ()
-    if recorded and len(recorded) == len(class_names) and tuple(recorded) != tuple(class_names) \
-            and not all(c.isdigit() for c in class_names):
-        diff = next(f"{a!r} vs {b!r}" for a, b in zip(recorded, class_names, strict=True) if a != b)
-        raise DataError(f"{source}'s class folders do not match the model's classes ({diff})",
-                        hint="name the class folders as the model's classes: "
-                        + ", ".join(recorded))
+    if recorded and len(recorded) == len(class_names):  # (fewer: checked where labels are scored)
+        indices = class_indices(class_names, source, recorded, outputs)
+        moved = [(n, int(i), k) for k, (n, i) in enumerate(zip(class_names, indices, strict=True))
+                 if i != k]
+        if in_order and moved:
+            name, index, position = moved[0]
+            raise DataError(f"{source}'s classes are the model's in another order: {name!r} is "
+                            f"the model's output {index} but at position {position} in sorted "
+                            "order, and training labels a folder's classes by sorted position",
+                            hint=_rule_hint(recorded))
+
+
+# A class folder named by the model's output index: digits, then nothing or a separator and
+# any name ("3", "3_Dress", "03-dress", "3 Dress").
+_INDEX_NAME = re.compile(r"(\d+)(?:[ _.\-].*)?", re.S)
+
+
+def _folder_name(name: str) -> str:
+    """A class name as it can be a folder name ('T-shirt/top' → 'T-shirt-top')."""
+    return re.sub(r"[/\\:*?\"<>|\x00-\x1f]+", "-", name).strip(" .-") or "class"
+
+
+def _rule_hint(model_classes: tuple[str, ...]) -> str:
+    """The matching rule, with this model's outputs as folder names that work."""
+    width = len(str(len(model_classes) - 1)) if len(model_classes) > 10 else 1  # sorts as numbers
+    named = [f"{i:0{width}d}_{_folder_name(n)}" for i, n in enumerate(model_classes)]
+    examples = named[:2] if len(named) >= 2 else ["0_cat", "3_dog"]
+    hint = ("start each class folder's name with the model's output index it stands for "
+            f"({examples[0]}, {examples[1]}: any subset of classes), or name it as one of the "
+            "model's recorded class names; a folder with every class and no such names is read "
+            "in sorted order (sorted order = label order, as torchvision's ImageFolder)")
+    if model_classes:
+        hint += (": this model's outputs as folder names are " + ", ".join(named[:10])
+                 + (", ..." if len(named) > 10 else ""))
+    return hint
+
+
+def class_indices(class_names: tuple[str, ...], source: str, model_classes: tuple[str, ...],
+                  num_outputs: int | None) -> np.ndarray | None:
+    """The model output each of a folder's classes (sorted folder order) stands for, by the
+    rule the errors' hint states:
+
+    - a folder named as one of the model's recorded class names is that class (any subset,
+      any order);
+    - otherwise a name that starts with digits (`3`, `3_Dress`) is output 3;
+    - a model without recorded names: a folder with as many classes as outputs is read in
+      sorted order (torchvision's ImageFolder convention); with fewer, every class must be
+      named by its output index, since nothing says which outputs the others are.
+
+    Returns None when that cannot be decided yet (no recorded names and the number of outputs
+    unknown). Raises DataError naming the folders that match no output, an index past the
+    outputs, or two folders that name the same output."""
+    names, model_classes = tuple(class_names), tuple(model_classes)
+    if not names:
+        return None
+    outputs = num_outputs or len(model_classes) or None
+    if names == model_classes:
+        return np.arange(len(names))
+    if not model_classes:
+        if outputs is None:
+            return None
+        if len(names) >= outputs:  # every class: sorted order (more classes: check_classes)
+            return np.arange(len(names))
+    lookup = {n: i for i, n in enumerate(model_classes)}
+    indices: list[int] = []
+    unknown: list[str] = []
+    for name in names:
+        match = _INDEX_NAME.fullmatch(name)
+        if name in lookup:
+            indices.append(lookup[name])
+        elif match:
+            indices.append(int(match.group(1)))
+        else:
+            unknown.append(name)
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        if model_classes:
+            message = (f"{source}'s class folders do not match the model's classes: {listed} "
+                       f"{'is' if len(unknown) == 1 else 'are'} not among its "
+                       f"{len(model_classes)} class names and not named by an output index")
+        else:
+            message = (f"{source} has {len(names)} classes ({', '.join(names[:8])}"
+                       f"{', ...' if len(names) > 8 else ''}), fewer than the model's {outputs} "
+                       f"outputs, and the model records no class names: which output {listed} "
+                       "stand for cannot be known")
+        raise DataError(message, hint=_rule_hint(model_classes))
+    if outputs is not None and max(indices) >= outputs:
+        bad = names[int(np.argmax(indices))]
+        raise DataError(f"{source}'s class {bad!r} names output {max(indices)}, but the model has "
+                        f"{outputs} outputs (0..{outputs - 1})", hint=_rule_hint(model_classes))
+    seen: dict[int, str] = {}
+    for name, index in zip(names, indices, strict=True):
+        if index in seen:
+            raise DataError(f"{source}'s classes {seen[index]!r} and {name!r} both stand for "
+                            f"output {index}", hint=_rule_hint(model_classes))
+        seen[index] = name
+    return np.asarray(indices, np.int64)
 
 
 def check_same_classes(train: tuple[str, ...], train_source: str,

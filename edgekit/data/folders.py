@@ -276,10 +276,11 @@ class FolderTrainSet:
 def preflight(sources: dict[str, str | None], spec: InputSpec,
               num_outputs: int | None) -> tuple[str, ...]:
     """Image-folder and CSV sources checked before a command writes anything: unreadable or
-    missing files, empty class folders, more classes than the model's outputs, train and eval
-    with different classes. Other sources are left to their readers. Returns the folders' class
+    missing files, empty class folders, more classes than the model's outputs, eval classes that
+    name none of its outputs (edgekit.data.dataset.class_indices), train and eval with
+    different classes. Other sources are left to their readers. Returns the folders' class
     names (empty when no folder names them)."""
-    from edgekit.data.dataset import check_classes, check_same_classes
+    from edgekit.data.dataset import check_classes, check_same_classes, class_indices
 
     indexes: dict[str, ImageIndex] = {}
     for what, source in sources.items():
@@ -287,7 +288,10 @@ def preflight(sources: dict[str, str | None], spec: InputSpec,
                        (is_image_folder(Path(source)) and not list(Path(source).glob("*idx3*")))):
             indexes[what] = open_images(Path(source))
             indexes[what].note_conversion(spec)
-            check_classes(indexes[what].class_names, source, spec, num_outputs)
+            check_classes(indexes[what].class_names, source, spec, num_outputs,
+                          in_order="train" in what)
+            if "eval" in what:  # scored against the outputs: each class must name one
+                class_indices(indexes[what].class_names, source, spec.class_names, num_outputs)
     train = next((i for w, i in indexes.items() if "train" in w), None)
     evaluation = next((i for w, i in indexes.items() if "eval" in w), None)
     if train is not None and evaluation is not None:

@@ -254,6 +254,16 @@ def load_dataset(source: str, spec: InputSpec, *, data_dir: str | Path | None = 
         index.note_conversion(spec)
         dataset = Dataset(FolderImages(index, spec), index.labels, source, index.class_names,
                           index.skipped)
+        if spec.class_names:  # labels as the model's outputs, matched by name (class_indices)
+            from edgekit.data.dataset import class_indices
+
+            try:
+                indices = class_indices(index.class_names, source, spec.class_names, None)
+            except DataError as exc:  # raised where labels are needed; calibration needs none
+                dataset.y, dataset.label_error = None, exc
+            else:
+                if indices is not None:
+                    dataset.y = indices[index.labels]
     else:
         raw = load_raw(source, data_dir=data_dir)
         if limit is not None and limit < len(raw):

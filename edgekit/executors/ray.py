@@ -113,13 +113,29 @@ def check_address(address: str, *, allow_public: bool = False, timeout_s: float 
                            "authentication, so anyone who reaches it runs code on its nodes",
                            hint="reach the cluster over a VPN or SSH tunnel, or pass "
                            "--allow-public-cluster if you really mean it")
+    from edgekit.net import http2_answer
+
+    assert port is not None
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        # Ray's ports speak gRPC (HTTP/2); handed anything else, ray.init waits for minutes.
+        # With TLS (RAY_USE_TLS) they do not answer cleartext HTTP/2, so only the connection
+        # is checked.
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            with socket.create_connection((host, port), timeout=timeout_s):
+                answer = None
+        else:
+            answer = http2_answer(host, port, timeout=timeout_s)
     except OSError as exc:
         raise ClusterError(f"the Ray cluster at {address} does not answer ({exc}); nothing was "
                            "run", hint="start it (`ray start --head ...`), check the address "
                            "and port (Ray Client: 10001, GCS: 6379), or drop --cluster") from None
+    if answer is not None:
+        raise ClusterError(f"{host}:{port} is not a Ray port: asked in HTTP/2 (gRPC, which "
+                           f"Ray's ports speak), it {answer}; nothing was run",
+                           hint="give the port Ray prints: `ray start --head --port 6379` on "
+                           "the head prints the GCS address (--cluster HEAD:6379 from a node "
+                           "of the cluster) and the Ray Client server listens on 10001 "
+                           "(--cluster ray://HEAD:10001)")
 
 
 # ------------------------------------------------------------------------------ the cluster

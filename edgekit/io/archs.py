@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.errors import ModelLoadError, UnsafeModelError, shown
 from edgekit.spec import InputSpec
 
 HINT = "pass --arch yourself (and --arch-kwargs), or --trust-model if you trust this file"
@@ -89,34 +89,37 @@ def model_factories() -> dict[str, Callable[..., Any]]:
     return {**_zoo_factories(), **_torchvision_factories()}
 
 
-def file_factory(arch: Any) -> Callable[..., Any]:
-    """The factory a model file names, when it is on the list; UnsafeModelError otherwise.
-    Never imports a module the file chose (the list is built from what is installed)."""
+def file_factory(arch: Any, *, who: str = "the checkpoint", hint: str = HINT
+                 ) -> Callable[..., Any]:
+    """The factory a model file (or a recipe: `who`, `hint`) names, when it is on the list;
+    UnsafeModelError otherwise. Never imports a module the file chose (the list is built from
+    what is installed)."""
     if not isinstance(arch, str):
-        raise ModelLoadError(f"the checkpoint's arch is a {type(arch).__name__}, not a "
-                             "'module:factory' string", hint="re-save it with edgekit, or " + HINT)
+        raise ModelLoadError(f"{who}'s arch is a {type(arch).__name__}, not a "
+                             "'module:factory' string", hint="re-save it with edgekit, or " + hint)
     factory = model_factories().get(arch) or _timm_factory(arch)
     if factory is None:
         raise UnsafeModelError(
-            f"the checkpoint names architecture {arch!r}, which is not a model factory edgekit "
+            f"{who} names architecture {shown(arch)}, which is not a model factory edgekit "
             "lists (the zoo's models, torchvision's and timm's registered models); building it "
-            "would run code the file chose", hint=HINT)
+            "would run code the file chose", hint=hint)
     return factory
 
 
-def check_file_kwargs(arch: str, kwargs: Mapping[str, Any]) -> None:
-    """Refuse kwargs from a file that would download or read something: weights and pretrained
-    flags, URLs, paths and folders (at any depth)."""
+def check_file_kwargs(arch: str, kwargs: Mapping[str, Any], *, who: str = "the checkpoint",
+                      hint: str = HINT) -> None:
+    """Refuse kwargs from a file (a model file or a recipe: `who`) that would download or read
+    something: weights and pretrained flags, URLs, paths and folders (at any depth)."""
     def refuse(what: str) -> UnsafeModelError:
-        return UnsafeModelError(f"the checkpoint passes {what} to {arch}: a model file may not "
+        return UnsafeModelError(f"{who} passes {what} to {arch}: a model file or recipe may not "
                                 "choose weights, URLs, paths or folders (loading must not "
-                                "download or read other files)", hint=HINT)
+                                "download or read other files)", hint=hint)
 
     def walk(value: Any, where: str) -> None:
         if isinstance(value, Mapping):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise ModelLoadError(f"{where} has a non-string key {key!r}", hint=HINT)
+                    raise ModelLoadError(f"{where} has a non-string key {shown(key)}", hint=hint)
                 tokens = set(re.split(r"[_\W]+", key.lower()))
                 if _WEIGHTS_KEY.search(key) or (tokens & _PLACE_TOKENS and not isinstance(
                         item, bool | int | float | type(None))):

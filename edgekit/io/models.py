@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.errors import ModelLoadError, UnsafeModelError, shown
 from edgekit.io.files import atomic_path
 from edgekit.spec import InputSpec, describe_provenance, resolve_preprocessing
 
@@ -231,7 +231,7 @@ def _call_factory(factory: Callable[..., Any], arch: str, kwargs: dict[str, Any]
         return factory(**kwargs)
     except Exception as exc:  # noqa: BLE001 - bad kwargs surface as many exception types
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{arch}(**{kwargs}) failed: {first}",
+        raise ModelLoadError(f"{str(arch)[:100]}(**{shown(kwargs, 200)}) failed: {first[:300]}",
                              hint="check --arch-kwargs against the factory's signature") from None
 
 
@@ -340,6 +340,7 @@ def load_model(
     trust_model: bool = False,
     check_forward: bool = True,
     preprocessing: dict[str, Any] | None = None,
+    trusted_arch: bool = True,
 ) -> ModelBundle:
     """Load a model file safely into a ModelBundle (see module docstring for formats).
 
@@ -347,7 +348,9 @@ def load_model(
     --mean/--std/--resize/--crop, a recipe's keys) overrides the model's own. A model whose
     input shape or normalisation is recorded nowhere (a state_dict, TorchScript, a pickled
     module) and given neither by flags nor by a named preset is refused with the flags to pass:
-    a silent default would make every accuracy wrong (edgekit.spec.resolve_preprocessing)."""
+    a silent default would make every accuracy wrong (edgekit.spec.resolve_preprocessing).
+    `trusted_arch=False`: `arch` comes from a file (a recipe), not the user, and is built as a
+    checkpoint's is (only listed factories, edgekit.io.archs)."""
     import torch
 
     path = Path(path)
@@ -398,7 +401,8 @@ def load_model(
                 kwargs = dict(obj.get("arch_kwargs") or {})
             surgery = list(obj.get("surgery") or [])
             meta = dict(obj.get("meta") or {})
-            model = build_arch(bundle_arch, kwargs, trusted=trust_model or arch is not None)
+            model = build_arch(bundle_arch, kwargs,
+                               trusted=trust_model or (arch is not None and trusted_arch))
             for step in surgery:
                 op = step.get("op") if isinstance(step, dict) else None
                 if op not in SURGERIES:
@@ -425,7 +429,7 @@ def load_model(
                     f"{path} is a plain state_dict: edgekit needs the architecture to build",
                     hint="pass --arch module:factory, e.g. --arch torchvision.models:resnet18",
                 )
-            model = build_arch(arch, kwargs, trusted=True)
+            model = build_arch(arch, kwargs, trusted=trusted_arch or trust_model)
             _load_state_dict(model, state_dict, arch)
         else:
             raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")

@@ -57,6 +57,7 @@ from edgekit.optimize.trials import (
     STUDY_DB,
     candidate_name,
     candidates_of,
+    check_study,
     choose,
     dominated,
     dwsep_choice,
@@ -193,6 +194,13 @@ class Optimizer:
         """Everything that can be refused before any work (exit 2)."""
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"output {self.out} exists and is not a folder", hint="-o names a folder")
+        check_study(self.out)  # a damaged study: exit 2 with the way out, not a lost search
+        import math
+
+        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, int | float) \
+                or not math.isfinite(self.max_drop):
+            raise InputError(f"--max-drop {str(self.max_drop)[:40]} is not a finite number",
+                             hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")
         if self.max_drop < 0:
             raise InputError(f"--max-drop {self.max_drop:g} is negative",
                              hint="the allowed top-1 drop in points, e.g. --max-drop 1.0")

@@ -152,6 +152,48 @@ def prefer_simpler(winner: dict[str, Any], candidates: list[dict[str, Any]], max
     return winner, None
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_study(out_dir: str | Path) -> None:
+    """Refuse a damaged study file before the search starts (as the results store does): read
+    only, its header, SQLite's quick_check of every page, and Optuna's tables. A damaged one
+    used to fail every device's search mid-run (exit 1, "allow a larger --max-drop") and again
+    on every rerun. InputError (exit 2) saying how to recover: the measurement cache in
+    OUT/cache/ does not depend on it."""
+    import sqlite3
+
+    from edgekit.errors import InputError
+
+    path = Path(out_dir) / STUDY_DB
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    problem = None
+    with open(path, "rb") as fh:
+        if fh.read(16) != SQLITE_MAGIC:
+            problem = "not an SQLite file"
+    if problem is None:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
+                                                    timeout=5)) as db:
+                rows = db.execute("PRAGMA quick_check").fetchall()
+                tables = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+            if [r[0] for r in rows] != ["ok"]:
+                problem = str(rows[0][0])[:200]
+            elif tables and not {"studies", "trials"} <= tables:
+                problem = "an SQLite file without Optuna's tables"
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)[:200]
+    if problem is not None:
+        raise InputError(
+            f"{path} (the search's Optuna study) is damaged ({problem}); the search cannot "
+            "resume from it",
+            hint=f"move it aside (mv {path} {path}.damaged) and rerun: the search starts a new "
+                 f"study, and the measurement cache ({Path(out_dir) / 'cache'}) still serves "
+                 "every candidate measured before")
+
+
 def trial_count(out_dir: str | Path) -> int:
     """Finished (complete or pruned) trials of every study in an output folder, read without
     touching the study: safe while a search is creating or writing it."""

@@ -15,10 +15,16 @@ after pruning says so and points to --prune-heads 0, which still prunes the MLPs
 told `num_heads={qkv: H}`, `prune_num_heads=True`, `prune_head_dims=False`; it maps a head's
 `proj` columns to its q, k and v rows through the reshape/unbind it traces.
 
+torch.nn.MultiheadAttention (torchvision's ViT, `nn.TransformerEncoderLayer`) is converted
+first: its heads cannot be removed as it is (it requires embed_dim = num_heads × head_dim, and
+Torch-Pruning's support for it narrows every head and re-slices channels across heads), so each
+one used as self-attention becomes edgekit.zoo.attention.FusedSelfAttention, the same weights in
+the fused-qkv layout, checked to give the same outputs (fuse_multihead_attention); the checkpoint
+records the conversion ({"op": "mha_fuse", "layers": [...]}) and load replays it.
+
 Not supported, and said so with the module's name (bad input, unless the module is in the ignore
-list): torch.nn.MultiheadAttention (its heads cannot be removed: it requires embed_dim =
-num_heads × head_dim, and Torch-Pruning's support for it narrows every head and re-slices
-channels across heads), and any other module that carries a head count without that layout
+list): a MultiheadAttention that is not plain self-attention (cross-attention, masks, kdim/vdim,
+bias_k/bias_v), and any other module that carries a head count without the fused layout
 (separate q/k/v projections, a functional attention), whose heads the graph cannot see.
 
 A head ratio that does not give a whole number of heads is rounded to the nearest (at least one
@@ -58,10 +64,8 @@ def _unsupported_reason(module: Any) -> str | None:
     """Why an attention-like module's heads cannot be pruned, or None when it is not one."""
     from torch import nn
 
-    if isinstance(module, nn.MultiheadAttention):
-        return ("torch.nn.MultiheadAttention: its heads cannot be removed (it requires "
-                "embed_dim = num_heads × head_dim) and Torch-Pruning's support for it narrows "
-                "every head, re-slicing channels across heads")
+    if isinstance(module, nn.MultiheadAttention):  # not converted: it was in the ignore list
+        return None
     if is_supported(module):
         return None
     # A head count marks multi-head attention; a class name alone does not (a CNN's channel
@@ -73,6 +77,101 @@ def _unsupported_reason(module: Any) -> str | None:
     what = f"{type(module).__name__} ({count}={getattr(module, count)})"
     return (f"{what} splits its projections into heads in code the dependency graph cannot "
             "see (no fused `qkv`/`proj` Linears with num_heads/head_dim)")
+
+
+def fuse_multihead_attention(model: Any, example: Any, ignore: Any = ()) -> list[str]:
+    """Replace, in place, every torch.nn.MultiheadAttention of `model` (outside the `ignore`
+    name patterns) by FusedSelfAttention with the same weights, and check on `example` that the
+    model's output is unchanged (to 1e-5). Returns the names converted. A MultiheadAttention
+    that cannot be converted, or is not called as self-attention, is put back and named in a
+    PruneError with the way to keep it whole."""
+    import fnmatch
+
+    import torch
+    from torch import nn
+
+    from edgekit.passes.prune import PruneError
+    from edgekit.zoo.attention import FusedSelfAttention
+
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.MultiheadAttention)
+             and not any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, pat + ".*")
+                         for pat in ignore)]
+    if not found:
+        return []
+
+    def refuse(name: str, why: str) -> PruneError:
+        return PruneError(f"the pruner cannot trace the attention in {name}: "
+                          f"torch.nn.MultiheadAttention that {why}; edgekit converts plain "
+                          "self-attention to its fused-qkv layout, and it supports " + SUPPORTED,
+                          hint=f"keep it whole with --prune-ignore '{name}'")
+
+    for name, mha in found:
+        why = FusedSelfAttention.cannot_convert(mha)
+        if why:
+            raise refuse(name, why.removeprefix("it "))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        before = model(example)
+    swapped = []
+    for name, mha in found:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, FusedSelfAttention.from_mha(mha))
+        swapped.append((parent, attr, mha))
+    for m in model.modules():  # nested tensors would bypass the converted layers
+        if isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False
+    try:
+        with torch.no_grad():
+            after = model(example)
+        if not (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)
+                and torch.allclose(before, after, atol=1e-5, rtol=1e-4)):
+            raise RuntimeError("the model's outputs changed")
+    except Exception as exc:  # noqa: BLE001 - any failure of the converted forward: put it back
+        for parent, attr, mha in swapped:
+            setattr(parent, attr, mha)
+        raise refuse(found[0][0] if len(found) == 1 else ", ".join(n for n, _ in found),
+                     f"is not called as plain self-attention ({exc})") from None
+    finally:
+        model.train(was_training)
+    return [name for name, _ in found]
+
+
+@register_surgery("mha_fuse")
+def replay_fused_attention(model: Any, step: dict[str, Any]) -> None:
+    """Convert the recorded MultiheadAttention layers on a freshly built architecture (their
+    fused qkv/proj weights come from the state_dict afterwards)."""
+    from torch import nn
+
+    from edgekit.zoo.attention import FusedSelfAttention
+
+    layers = step.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(n, str) and n for n in layers):
+        raise ModelLoadError("the checkpoint's mha_fuse record is malformed (layers must be a "
+                             "list of layer names)",
+                             hint="the file is damaged or was not written by edgekit")
+    for name in layers:
+        try:
+            mha = model.get_submodule(name)
+        except AttributeError:
+            mha = None
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise ModelLoadError(f"the checkpoint converted {name!r} from MultiheadAttention, "
+                                 "which this architecture does not have there",
+                                 hint="pass the --arch the checkpoint was made from")
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, FusedSelfAttention.from_mha(mha))
+    for m in model.modules():
+        if isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False
+
+
+def fused_surgery_record(layers: list[str]) -> dict[str, Any]:
+    """What a checkpoint records of converted MultiheadAttention layers."""
+    return {"op": "mha_fuse", "layers": list(layers)}
 
 
 @dataclass(frozen=True)

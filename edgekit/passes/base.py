@@ -74,6 +74,7 @@ class PassContext:
     max_drop: float | None = None
     max_drop_rel: float | None = None
     original_top1: float | None = None  # the original's top-1 on the eval set, once measured
+    num_outputs: int | None = None  # the model's, once known: eval folders' classes → outputs
     report: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +92,8 @@ class PassContext:
             self._cache[key] = load_dataset(self.eval_source, spec, data_dir=self.data_dir,
                                             limit=self.eval_limit)
             self._cache[key].check_for(spec, need_labels=True)
+            if self.num_outputs:
+                self._cache[key] = self._cache[key].for_outputs(spec, self.num_outputs)
             self._same_classes()
         return self._cache[key]
 

@@ -67,10 +67,12 @@ class PruneResult:
     pruned: list[dict[str, Any]] = field(default_factory=list)   # {layer, type, before, after}
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {layer, type, channels, reason}
     notes: list[str] = field(default_factory=list)
+    # torch.nn.MultiheadAttention layers converted to the fused-qkv layout before pruning
+    fused_attention: list[str] = field(default_factory=list)
 
     def to_meta(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "pruned": self.pruned, "skipped": self.skipped,
-                "notes": self.notes}
+                "notes": self.notes, "fused_attention": self.fused_attention}
 
 
 # ---------------------------------------------------------------- helpers
@@ -277,11 +279,19 @@ class _Pruning:
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
         self.example = torch.zeros((1, *spec.shape[1:]))
+        self.result = PruneResult(ratio=ratio)
+        # torch.nn.MultiheadAttention → the fused-qkv layout whose heads go whole (same outputs)
+        self.result.fused_attention = attn_prune.fuse_multihead_attention(
+            model, torch.randn((2, *spec.shape[1:]), generator=torch.Generator().manual_seed(0)),
+            ignore)
+        if self.result.fused_attention:
+            self.result.notes.append(
+                "converted torch.nn.MultiheadAttention to the fused-qkv layout (same outputs): "
+                + ", ".join(self.result.fused_attention))
         self.names: dict[Any, str] = {m: n for n, m in model.named_modules()}
         self.names.update({p: n for n, p in model.named_parameters()})
         self.before = {n: _width(m) for n, m in _prunable_layers(model).items()}
         self.reasons: dict[Any, str] = {}
-        self.result = PruneResult(ratio=ratio)
         classifier = find_classifier(model, self.example)
         if classifier is not None:
             self.reasons[classifier] = "final classifier (never pruned)"
@@ -741,6 +751,10 @@ class PrunePass(Pass):
         model.eval()
         bundle.model = model
         heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")}
+        if result.fused_attention:  # replayed on load, before the head counts
+            from edgekit.passes.attn_prune import fused_surgery_record
+
+            bundle.surgery.append(fused_surgery_record(result.fused_attention))
         if heads:  # replayed on load: the state_dict does not hold head counts
             from edgekit.passes.attn_prune import surgery_record
 

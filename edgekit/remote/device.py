@@ -112,8 +112,8 @@ def runtime_fix(runtime: str, python: str, is_jetson: bool, *, report: DeviceRep
     return _pip(python, runtime)
 
 
-# (issue 20) The device's onnxruntime is not held to the workstation's pin (onnxruntime>=1.20 in
-# pyproject.toml): what it can load decides what is sent (edgekit/remote/compat.py). Older than
+# (issue 20) The device's onnxruntime is not held to the workstation's pin (the `onnxruntime` extra
+# in pyproject.toml; the base install requires no runtime distribution): what it can load decides what is sent (edgekit/remote/compat.py). Older than
 # this, the oldest one CI runs the device side with (the emulated arm64 device), is a warning.
 OLDEST_DEVICE_ONNXRUNTIME = (1, 19, 2)
 

@@ -115,11 +115,24 @@ class ResultsStore:
         elif not create:
             raise InputError(f"results store {self.path} does not exist",
                              hint="validate with --store FILE first")
+        cannot = f"cannot open the results store {self.path}"
+        hint = "choose a --store in a folder you can write to"
         if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                    isolation_level=None, check_same_thread=False)
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:  # a file where a folder should be
+                raise InputError(f"{cannot}: {exc.filename} is a file, not a folder",
+                                 hint=hint) from None
+            except OSError as exc:  # no permission, a read-only file system
+                raise InputError(f"{cannot}: {exc.strerror} ({exc.filename})", hint=hint) from None
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                        isolation_level=None, check_same_thread=False)
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:  # "unable to open database file": a read-only folder
+            if getattr(self, "conn", None) is not None:
+                self.conn.close()
+            raise InputError(f"{cannot} ({exc})", hint=hint) from None
         try:
             self._init_with_retries()
         except sqlite3.DatabaseError as exc:

@@ -195,11 +195,53 @@ def attach_speedups(records: list[dict[str, Any]],
     return sections
 
 
+def cannot_run(entry: dict[str, Any], device: DeviceProfile, runtime: str | None) -> str | None:
+    """Why this machine cannot run the artifact (its runtime is missing or unusable as the
+    profile configures it, or the forced `runtime` does not read its format), or None."""
+    path = Path(entry["path"])
+    cls = get_runner(runtime) if runtime else runner_for_artifact(path)
+    fmt = entry.get("format")
+    if runtime and fmt and fmt not in cls.formats:
+        return (f"{cls.name} does not read {fmt} files ({path.name}); it reads "
+                f"{', '.join(cls.formats) or 'nothing here'}")
+    ok, reason = cls.usable_with(device.runner_options(cls.name))
+    return None if ok else f"needs {cls.name}, which is not usable here: {reason}"
+
+
+def split_runnable(entries: list[dict[str, Any]], device: DeviceProfile, runtime: str | None, *,
+                   single: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the artifacts this machine can run, a `skipped` record for each one it cannot, with the
+    reason), as `validate` does: a copied output folder on a lean device measures what its
+    runtimes run. One file given by itself that cannot run here, or a folder of which nothing
+    can, is an InputError with the reasons."""
+    from edgekit.errors import InputError
+
+    runnable, skipped = [], []
+    for entry in entries:
+        reason = cannot_run(entry, device, runtime)
+        if reason is None:
+            runnable.append(entry)
+            continue
+        skipped.append({"record_version": RECORD_VERSION, "model": entry.get("model"),
+                        "artifact": str(entry["path"]), "format": entry.get("format"),
+                        "precision": entry.get("precision", "fp32"), "runtime": runtime,
+                        "device": device.name, "skipped": reason})
+    if not runnable:
+        why = "; ".join(f"{Path(s['artifact']).name}: {s['skipped']}" for s in skipped)
+        raise InputError(f"nothing to benchmark on this machine ({why})",
+                         hint="install the runtime it names, pass --runtime with one that reads "
+                              "the artifact, or benchmark another artifact"
+                         if single else "install the runtime it names, or copy an artifact "
+                                        "a runtime here reads")
+    return runnable, skipped
+
+
 def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | None = None,
               batches: list[int] | None = None, runtime: str | None = None,
               reference: str | Path | None = None, data_dir: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
-    """Benchmark one artifact or every artifact of an output folder."""
+    """Benchmark one artifact or every artifact of an output folder that this machine can run;
+    each artifact it cannot run is a record with `skipped` (the reason) and no measurement."""
     entries = list_artifacts(target)
     batches = batches or device.batch_sizes
     if eval_source and not reference:  # top-1 drop against the folder's reference: same model?
@@ -207,7 +249,8 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
 
         check_chain(target, entries)
     ref_path = Path(reference) if reference else find_reference(target)
-    records: list[dict[str, Any]] = []
+    entries, skipped = split_runnable(entries, device, runtime, single=Path(target).is_file())
+    records: list[dict[str, Any]] = list(skipped)
     eval_cache: dict[str, Dataset] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
     measured = []

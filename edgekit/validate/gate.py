@@ -33,9 +33,10 @@ TOLERANCE = 1e-9
 
 
 class Budget(BaseModel):
-    """What an artifact must achieve against the fp32 reference to pass."""
+    """What an artifact must achieve against the fp32 reference to pass (finite numbers only:
+    a NaN limit would compare false and pass or fail everything silently)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_drop: float | None = Field(None, ge=0, description="top-1 drop allowed, in points")
     max_drop_rel: float | None = Field(None, ge=0, lt=1,

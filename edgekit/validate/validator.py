@@ -23,8 +23,8 @@ from edgekit.results.store import new_run_id
 from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
 
-__all__ = ["RuntimeStatus", "ValidationResult", "check_labels", "plan", "run_here",
-           "runtime_status", "save", "summarize", "validate"]
+__all__ = ["RuntimeStatus", "ValidationResult", "allows_any_drop", "check_above_chance",
+           "check_labels", "plan", "run_here", "runtime_status", "save", "summarize", "validate"]
 
 
 def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
@@ -87,6 +87,39 @@ def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
                         hint="use the eval split the model was trained for")
 
 
+def allows_any_drop(budget: Budget) -> bool:
+    """A budget that says top-1 does not matter: any drop allowed (max_drop of 100 points or
+    more, no max_drop_rel). Only then is an original at chance level not refused (an untrained
+    model timed and compared by agreement, cosine or speed-up)."""
+    return budget.max_drop is not None and budget.max_drop >= 100 and budget.max_drop_rel is None
+
+
+def check_above_chance(ref_logits: np.ndarray, eval_set: Any, source: str,
+                       reference: Path) -> None:
+    """The original must score significantly above chance on the eval set (one-sided exact
+    binomial test against 1/outputs, edgekit.validate.accuracy.chance_check): at chance, the
+    labels are not what the model predicts (other classes, another order, other
+    preprocessing), every artifact's drop is ~0 and the gate would pass anything. Not checked
+    when the budget allows any drop (allows_any_drop)."""
+    from edgekit.validate.accuracy import chance_check
+
+    c = chance_check(ref_logits, eval_set.y)
+    if c["above_chance"]:
+        return
+    outputs = ref_logits.shape[1]
+    raise DataError(
+        f"the original ({reference.name}) scores top-1 {c['top1']:.3f} ({c['correct']} of "
+        f"{c['samples']}) on {source}: not significantly above chance for its {outputs} outputs "
+        f"({c['chance']:.3f}; binomial p = {c['p_value']:.2g} > {c['alpha']:g}; it needs at least "
+        f"{c['critical_top1']:.3f} on {c['samples']} samples), so no accuracy gate can be "
+        "judged on it",
+        hint="give the eval set the model was trained for, with its labels in the model's class "
+        "order (image folders: class names the model records, or output-index prefixes like "
+        "0_T-shirt; sorted order = label order) and the model's preprocessing (--mean/--std/"
+        "--resize as trained); to time an untrained model anyway, allow any drop: --max-drop "
+        "100")
+
+
 def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
              budget: Budget | None = None, batches: list[int] | None = None,
              data_dir: str | None = None, limit: int | None = None,
@@ -147,7 +180,10 @@ def run_here(job: ValidationJob) -> ValidationResult:
                 ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
             else:
                 ref_outputs = ref.shape[1]
+            eval_set = eval_set.for_outputs(spec, ref_outputs)  # class folders → outputs
             check_labels(eval_set, ref_outputs, eval_source)
+            if ref is not None and not allows_any_drop(budget):
+                check_above_chance(ref, eval_set, eval_source, ref_path)
             eval_cache[key], ref_cache[key] = eval_set, ref
         info = _artifact_info(entry, Path(target))
         info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()

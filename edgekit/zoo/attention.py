@@ -123,3 +123,81 @@ class ConvAttn(_Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(self.embed(self.features(x)).flatten(2).transpose(1, 2))
+
+
+class FusedSelfAttention(Attention):
+    """A `torch.nn.MultiheadAttention` used as self-attention (query, key and value the same
+    tensor, no masks), rewritten in the fused-qkv layout above with the same weights and the
+    same outputs, so that its heads can be pruned whole (edgekit.passes.attn_prune).
+
+    It keeps MultiheadAttention's call signature and returns `(output, None)` (no attention
+    weights), as torchvision's ViT and `nn.TransformerEncoderLayer` call it with
+    `need_weights=False`. `_qkv_same_embed_dim = False` keeps `nn.TransformerEncoderLayer` off
+    its fused inference kernel, which reads MultiheadAttention's own parameters; the layer then
+    runs its ordinary path, through this module. Dropout on the attention weights is not kept
+    (it is inactive in eval mode, and distillation trains without it)."""
+
+    _qkv_same_embed_dim = False
+
+    def __init__(self, dim: int, num_heads: int, batch_first: bool = True) -> None:
+        super().__init__(dim, num_heads)
+        self.batch_first = bool(batch_first)
+
+    @staticmethod
+    def cannot_convert(mha: nn.MultiheadAttention) -> str | None:
+        """Why this MultiheadAttention has no fused-qkv equivalent, or None."""
+        if not mha._qkv_same_embed_dim:
+            return "its key/value widths differ from the embedding width (kdim/vdim)"
+        if mha.bias_k is not None or mha.bias_v is not None:
+            return "it adds bias_k/bias_v to the sequence"
+        if mha.add_zero_attn:
+            return "it adds a zero attention position (add_zero_attn)"
+        return None
+
+    @classmethod
+    def from_mha(cls, mha: nn.MultiheadAttention) -> FusedSelfAttention:
+        """The same attention with MultiheadAttention's weights (no bias becomes a zero bias)."""
+        fused = cls(mha.embed_dim, mha.num_heads, batch_first=mha.batch_first)
+        weight = mha.in_proj_weight
+        fused = fused.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            fused.qkv.weight.copy_(weight)
+            fused.qkv.bias.copy_(mha.in_proj_bias if mha.in_proj_bias is not None
+                                 else torch.zeros_like(fused.qkv.bias))
+            fused.proj.weight.copy_(mha.out_proj.weight)
+            fused.proj.bias.copy_(mha.out_proj.bias if mha.out_proj.bias is not None
+                                  else torch.zeros_like(fused.proj.bias))
+        return fused.train(mha.training)
+
+    # What nn.TransformerEncoder(Layer) reads of its self_attn before choosing a path.
+    @property
+    def in_proj_weight(self) -> torch.Tensor:
+        return self.qkv.weight
+
+    @property
+    def in_proj_bias(self) -> torch.Tensor:
+        return self.qkv.bias
+
+    @property
+    def out_proj(self) -> nn.Linear:
+        return self.proj
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None,  # type: ignore[override]
+                value: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
+                need_weights: bool = True, attn_mask: torch.Tensor | None = None,
+                average_attn_weights: bool = True, is_causal: bool = False
+                ) -> tuple[torch.Tensor, None]:
+        if (key is not None and key is not query) or (value is not None and value is not query):
+            raise RuntimeError("FusedSelfAttention is self-attention: key and value must be the "
+                               "query tensor itself")
+        if key_padding_mask is not None or attn_mask is not None or is_causal:
+            raise RuntimeError("FusedSelfAttention takes no attention or padding mask")
+        x = query if query.dim() == 3 else query.unsqueeze(1 if not self.batch_first else 0)
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        out = super().forward(x)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if query.dim() != 3:
+            out = out.squeeze(1 if not self.batch_first else 0)
+        return out, None

@@ -185,3 +185,25 @@ def test_bad_api_input_is_an_edgekit_error(tmp_path):
     with pytest.raises(InputError, match="could not rebuild it"):
         edgekit.export(Local(), tmp_path / "o", input_shape=(1, 1, 4, 4))
     assert not (tmp_path / "o").exists()
+
+
+def test_wrong_types_through_the_api_are_config_errors_naming_the_value(tmp_path):
+    """Issue 25 item 8: steps that are not a list (an int, a bare name, which was iterated by
+    character), a step config that is not a mapping, a device that is neither a name nor a
+    path, a NaN budget: each a ConfigError naming the value, nothing written."""
+    import torch
+
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    for steps, shown in ((5, "steps=5 "), ("prune", "steps='prune' "),
+                         ([("prune", 5)], "step 'prune', 5,")):
+        with pytest.raises(ConfigError, match="not a") as info:
+            edgekit.compress(flat, tmp_path / "o", input_shape=(1, 1, 2, 2), steps=steps)
+        assert shown in info.value.message
+    with pytest.raises(ConfigError, match="device 123 is not a profile name"):
+        edgekit.validate(tmp_path / "o", eval="fashion-mnist:test", device=123)
+    with pytest.raises(ConfigError, match=r"max_drop: Input should be a finite number \(got nan\)"):
+        edgekit.validate(tmp_path / "o", eval="fashion-mnist:test", max_drop=float("nan"))
+    assert not (tmp_path / "o").exists()

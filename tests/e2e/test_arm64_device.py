@@ -10,9 +10,11 @@ a device without numpy or onnxruntime (the fix is the aarch64 install command)."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,3 +287,68 @@ def test_device_without_numpy_or_onnxruntime_gets_the_aarch64_install_command(
     fix = missing["runtime onnxruntime"]["fix"]
     assert "manylinux_2_28_aarch64" in fix and "'onnxruntime<1.27'" in fix
     assert any("every runtime" in m["what"] for m in report.missing)  # nothing left to run
+
+
+# ------------------------------------------------------------------ the built wheel on the device
+LEAN_PROFILE = """
+name: arm64-local
+kind: cpu
+threads: 1
+batch_sizes: [1]
+runtimes:
+  onnxruntime: {precisions: [fp32, int8]}
+latency: {warmup_count: 2, warmup_seconds: 0.0, min_queries: 10, min_seconds: 0.0, max_seconds: 30}
+"""
+
+
+def test_the_built_wheel_installs_and_runs_on_the_device_with_its_old_onnxruntime(
+        arm64_python, lenet5_out, tmp_path_factory, tmp_path):
+    """(issue 27) The device install is the built wheel, not the source tree: its requirements
+    are met by the device's own packages (onnxruntime 1.19.2, no runtime distribution forced on
+    it), and `edgekit bench` from it measures the seed model there."""
+    from tests.e2e.test_wheel import build_wheel
+
+    wheel = build_wheel(tmp_path_factory)
+    prefix = tmp_path / "device"
+    proc = subprocess.run(["bash", str(SCRIPT), "--prefix", str(prefix), "--edgekit-wheel",
+                           str(wheel), "--profile-out", str(prefix / "profile.yaml")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "edgekit from the wheel" in proc.stderr
+    profile = tmp_path / "arm64-local.yaml"
+    profile.write_text(LEAN_PROFILE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(prefix / "python"), "-c",
+                           "import edgekit, sys; print(edgekit.__file__); "
+                           "from edgekit.cli import main; "
+                           f"main(['bench', {str(lenet5_out / 'model.onnx')!r}, '--device', "
+                           f"{str(profile)!r}, '--json'])"],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, _, out = proc.stdout.partition("\n")
+    assert where.startswith(str(prefix / "edgekit-site")), where
+    (record,) = json.loads(out)
+    assert record["environment"]["cpu"]["arch"] == "aarch64"
+    assert record["environment"]["versions"]["onnxruntime"] == "1.19.2"
+    assert record["latency"]["p50_ms"] > 0
+
+
+def test_a_wheel_that_requires_a_newer_onnxruntime_than_the_device_has_is_refused(
+        arm64_python, tmp_path):
+    """What the base install used to require (onnxruntime>=1.20) is not met by the device's
+    1.19.2: scripts/wheel_requires.py says so, and arm64-device.sh stops before installing."""
+    import zipfile
+
+    site = Path(arm64_python.read_text().split("site='")[1].split("'")[0])
+    wheel = tmp_path / "old_edgekit-0.0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("old_edgekit-0.0.1.dist-info/METADATA",
+                    "Metadata-Version: 2.1\nName: old-edgekit\nVersion: 0.0.1\n"
+                    "Requires-Dist: numpy>=1.24\nRequires-Dist: onnxruntime>=1.20\n"
+                    "Requires-Dist: torch>=2.10; extra == \"torch\"\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "wheel_requires.py"),
+                           str(wheel), str(site)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "wheel_requires: old_edgekit-0.0.1-py3-none-any.whl needs onnxruntime>=1.20 "
+        "(the device has 1.19.2)"]

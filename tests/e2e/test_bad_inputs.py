@@ -11,6 +11,7 @@ and unpickle a file of its choosing, through export, compress and run."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import struct
@@ -285,6 +286,43 @@ def _corrupt_store(d: Path) -> list[str]:
             "--store", str(store)]
 
 
+def _long_alias(chars: int = 100_000, aliases: int = 200) -> str:
+    """One string aliased `aliases` times: 20 MB of text expanded, 200 nodes (under any node
+    count a recipe could need)."""
+    return f"big: &s {'x' * chars}\nmany: [" + ", ".join(["*s"] * aliases) + "]"
+
+
+def _optimize_space(d: Path, text: str) -> list[str]:
+    (d / "space.yaml").write_text(text)
+    return ["optimize", str(_checkpoint(d)), "-o", str(d / "out"), "--space",
+            str(d / "space.yaml"), "--eval", str(_eval(d))]
+
+
+def _corrupt_study(d: Path) -> list[str]:
+    """Issue 25 item 9: an output folder whose optuna.db is damaged in the middle (its header
+    intact), as a crash or a full disk leaves it; optimize is rerun into it."""
+    import optuna
+
+    out = d / "out"
+    out.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'optuna.db'}", study_name="s",
+                                directions=["minimize", "maximize"])
+    for i in range(30):
+        trial = study.ask()
+        trial.set_user_attr("notes", "n" * 2000)
+        study.tell(trial, [float(i), float(-i)])
+    data = bytearray((out / "optuna.db").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"Z" * 4096
+    (out / "optuna.db").write_bytes(bytes(data))
+    rng = np.random.default_rng(1)  # inputs lenet5 takes: the run would get to the study
+    np.savez(d / "eval28.npz", x=rng.random((40, 1, 28, 28), np.float32),
+             y=(np.arange(40) % 10).astype(np.int64))
+    return ["optimize", str(_checkpoint(d)), "-o", str(out), "--device", str(_profile(d)),
+            "--eval", str(d / "eval28.npz"), "--prune", "0", "--dwsep", "off",
+            "--precisions", "fp32", "--trials", "2"]
+
+
 def _recipe(d: Path, body: str) -> list[str]:
     _checkpoint(d)
     path = d / "recipe.yaml"
@@ -391,6 +429,58 @@ CASES = [
          "recursive alias"),
     Case("output-under-a-file", lambda d: ["export", str(_checkpoint(d)), "-o",
                                            str(_eval(d)) + "/out"], 2, "Not a directory"),
+    # issue 25 item 2: a recipe names only listed archs and cannot trust its own model file
+    # (the snapshot check sees the marker the command would touch)
+    Case("recipe-arch-os-system", lambda d: _recipe(
+        d, f"model: {{arch: 'os:system', arch_kwargs: {{command: 'touch {d}/pwned'}}, "
+           "train: {epochs: 1}}\ninput: {shape: [1, 1, 28, 28], mean: [0.5], std: [0.5]}\n"
+           "data: {train: fashion-mnist:train, eval: eval.npz}\n"), 2, "not a model factory"),
+    Case("recipe-arch-hub-url", lambda d: _recipe(
+        d, "model: {path: model.pt, arch: 'torchvision.models._api:load_state_dict_from_url', "
+           f"arch_kwargs: {{url: 'file://{d}/x.pt', model_dir: '{d}/hub'}}}}\n"
+           "data: {eval: eval.npz}\n"), 2, "--trust-recipe"),
+    Case("recipe-trust-model", lambda d: _recipe(
+        d, "model: {path: model.pt, trust_model: true}\ndata: {eval: eval.npz}\n"), 2,
+         "cannot trust its own model file"),
+    # issue 25 item 6: one long string aliased many times is bounded in characters
+    Case("recipe-alias-long-string", lambda d: _recipe(
+        d, _long_alias() + "\nmodel: {path: model.pt}\ndata: {eval: eval.npz}\n"), 2,
+         "characters of text"),
+    Case("optimize-space-alias-long-string", lambda d: _optimize_space(d, _long_alias()), 2,
+         "characters of text"),
+    Case("optimize-space-invalid-yaml", lambda d: _optimize_space(d, "prune: [0, 0.3\n"), 2,
+         "is not valid YAML"),
+    # issue 25 item 8: values are finite and within bounds, named in the error
+    *[Case(f"export{flag}-{value}", lambda d, flag=flag, value=value: [
+        "export", str(_checkpoint(d)), flag, value, "-o", str(d / "out")], 2, message)
+      for flag, value, message in (
+          ("--mean", "nan", "--mean nan: nan is not a finite number"),
+          ("--std", "inf", "--std inf: inf is not a finite number"),
+          ("--std", "1e-45", "--std 1e-45: 1e-45 is outside"),
+          ("--resize", "99999999999", "99999999999 is not in the range"))],
+    Case("bench-std-inf", lambda d: ["bench", str(_folder(d)), "--std", "inf"], 2,
+         "--std inf: inf is not a finite number"),
+    Case("recipe-std-nan", lambda d: _recipe(
+        d, "model: {path: model.pt}\ninput: {std: [.nan]}\ndata: {eval: eval.npz}\n"), 2,
+         "input.std: Value error, nan is not a finite number"),
+    Case("recipe-resize-huge", lambda d: _recipe(
+        d, "model: {path: model.pt}\ninput: {resize: 99999999999}\ndata: {eval: eval.npz}\n"),
+         2, "99999999999 is over edgekit's limit"),
+    Case("optimize-max-drop-nan", lambda d: [
+        "optimize", str(_checkpoint(d)), "-o", str(d / "out"), "--max-drop", "nan",
+        "--eval", str(_eval(d))], 2, "'--max-drop': nan is not a finite number"),
+    Case("validate-max-drop-rel-inf", lambda d: [
+        "validate", str(_folder(d)), "--eval", str(_eval(d)), "--max-drop-rel", "inf"], 2,
+         "'--max-drop-rel': inf is not a finite number"),
+    Case("compress-max-drop-nan", lambda d: [
+        "compress", str(_checkpoint(d)), "--int8", "--max-drop", "nan", "-o", str(d / "out")],
+         2, "'--max-drop': nan is not a finite number"),
+    # issue 25 item 9: a damaged study is bad input with the way out, not "budget not met"
+    Case("optimize-corrupt-study", _corrupt_study, 2, "move it aside", absent="max-drop"),
+    Case("validate-store-under-a-file", lambda d: [
+        "validate", str(_folder(d)), "--device", str(_profile(d)), "--eval", str(_eval(d)),
+        "--store", str(_eval(d)) + "/results.db"], 2,
+         "cannot open the results store", absent="Traceback"),
 ]
 
 
@@ -476,6 +566,74 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_store_in_a_read_only_folder(tmp_path: Path) -> None:
+    """Issue 25 item 8: `validate --store` in a folder that cannot be written is exit 2 naming
+    the store, before anything is measured (it was an sqlite3 traceback). As root, as above, the
+    folder is a read-only bind mount in a private mount namespace."""
+    d = tmp_path / "in"
+    d.mkdir()
+    folder, eval_npz, profile = _folder(d), _eval(d), _profile(d)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    cmd = [sys.executable, "-m", "edgekit", "validate", str(folder), "--device", str(profile),
+           "--eval", str(eval_npz), "--store", str(ro / "results.db")]
+    if os.geteuid() == 0:
+        assert shutil.which("unshare"), "util-linux's unshare is needed to test as root"
+        cmd = ["unshare", "-m", "sh", "-c",
+               'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && shift && exec "$@"',
+               str(ro), "--", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert f"cannot open the results store {ro / 'results.db'}" in proc.stderr
+        assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_damaged_study_is_refused_and_the_cache_serves_the_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 25 item 9, the way out the error gives: a search, its optuna.db damaged, the rerun
+    refused at open (exit 2, the file untouched), the file moved aside as the hint says, and
+    the next rerun measures nothing again: every candidate comes from the measurement cache."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    np.savez(d / "eval28.npz", x=rng.random((40, 1, 28, 28), np.float32),
+             y=(np.arange(40) % 10).astype(np.int64))
+    out = d / "out"
+    argv = ["optimize", str(_checkpoint(d)), "-o", str(out), "--device", str(_profile(d)),
+            "--eval", str(d / "eval28.npz"), "--prune", "0", "--dwsep", "off",
+            "--precisions", "fp32,int8", "--calib", str(d / "eval28.npz"), "--trials", "2"]
+    (tmp_path / "tmp").mkdir()
+
+    def optimize() -> tuple[int, str]:
+        return _run_cli(argv, tmp_path, tmp_path / "tmp", monkeypatch, capsys)
+
+    code, output = optimize()
+    assert code in (0, 1) and "Traceback" not in output, output
+    first = json.loads((out / "optimize.json").read_text())["cache"]
+    assert first["measured"] > 0
+    study = out / "optuna.db"
+    data = bytearray(study.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"Z" * 4096
+    study.write_bytes(bytes(data))
+    code, output = optimize()
+    assert code == 2, output
+    assert "is damaged" in output and f"mv {study} {study}.damaged" in output
+    assert "max-drop" not in output and "Traceback" not in output
+    assert study.read_bytes() == bytes(data)
+    study.rename(f"{study}.damaged")
+    code, output = optimize()
+    assert code in (0, 1) and "Traceback" not in output, output
+    again = json.loads((out / "optimize.json").read_text())["cache"]
+    assert again["measured"] == 0 and again["hits"] >= first["measured"], (first, again)
 
 
 def test_checkpoint_cannot_fetch_and_unpickle_a_payload(tmp_path: Path) -> None:

@@ -5,20 +5,15 @@ it, and int8 gets what prune/dwsep/distill left, on a tiny trained LeNet-5."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import edgekit
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
 EVAL = ("--eval", "fashion-mnist:test", "--eval-limit", "500")
-
-
-def edgekit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
-                          timeout=900)
 
 
 def test_quant_budget_is_what_the_chain_left():

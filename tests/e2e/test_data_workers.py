@@ -190,7 +190,8 @@ def test_train_with_workers_then_openvino_then_child_processes(tmp_path: Path,
     from an image folder (DataLoader workers), int8 from the folder, export OpenVINO, validate on
     ONNX Runtime and OpenVINO, then child processes under a Python SIGCHLD handler."""
     pytest.importorskip("openvino", reason="OpenVINO not installed")
-    root = _folder(tmp_path / "imgs", size=(28, 28))
+    # lenet5 records the Fashion-MNIST class names: classes named by output index (issue 25)
+    root = _folder(tmp_path / "imgs", classes=("0_a", "1_b", "2_c"), size=(28, 28))
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
     proc = run_python(f'''

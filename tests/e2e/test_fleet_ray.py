@@ -248,6 +248,21 @@ def test_node_with_another_edgekit_is_refused(cluster, tmp_path):
         c.remove_node(node)
 
 
+def test_real_ray_ports_answer_the_http2_probe(cluster):
+    """The probe that refuses a port that is not Ray (issue 25 item 7; tests/unit/test_net.py)
+    lets Ray's own ports through: the Ray Client server and the head's GCS."""
+    from edgekit.executors.ray import check_address
+    from edgekit.net import http2_answer
+
+    c, address, _ = cluster
+    client_port = int(address.rsplit(":", 1)[1])
+    gcs_host, gcs_port = c.address.rsplit(":", 1)
+    assert http2_answer("127.0.0.1", client_port) is None
+    assert http2_answer(gcs_host, int(gcs_port)) is None
+    check_address(address)
+    check_address(c.address)
+
+
 def test_cli_refuses_silent_or_public_cluster(folder, tmp_path):
     import subprocess
     import sys

@@ -6,20 +6,15 @@ stores it and the report shows it; `slower_in_int8` picks the nodes to keep floa
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import edgekit
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
 MODULES = {"Conv": {"conv1", "conv2"}, "Gemm": {"fc1", "fc2", "fc3"}}
-
-
-def edgekit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
-                          timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +144,26 @@ def test_profile_cli_store_and_report(folders, tmp_path):
     assert bad.returncode == 2 and "does not run" in bad.stderr
 
 
-def test_tensorrt_layer_profiler():
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_layer_profiler(folders, tmp_path):
+    """Where TensorRT and a GPU exist: the int8 engine built from the QDQ model is profiled
+    through IProfiler, layer by layer, and joined to the PyTorch modules like the other
+    runtimes (every Conv/Gemm found, int8 where the QDQ model quantized it)."""
     pytest.importorskip("tensorrt", reason="TensorRT cannot be installed on this machine "
                         "(no NVIDIA GPU); profile_tensorrt is written against IProfiler's "
                         "documented API")
+    ort_dir, _ = folders
+    proc = edgekit("export", str(ort_dir), "--target", "tensorrt", "--precision", "int8",
+                   "-o", str(ort_dir))
+    assert proc.returncode == 0, proc.stderr
+    (engine,) = ort_dir.glob("*.plan")
+    profile = _profile(engine, "tensorrt")
+    assert profile["runtime"] == "tensorrt" and profile["layers"]
+    assert sum(r["share"] for r in profile["layers"]) == pytest.approx(1.0)
+    assert all(r["ms"] > 0 for r in profile["layers"])
+    assert {r["precision"] for r in profile["layers"]} & {"int8"}
+    assert any(r.get("module") in MODULES["Conv"] for r in profile["layers"])
 
 
 def test_quantize_latency_fallback_keeps_slower_int8_layers_float(folders, tmp_path):

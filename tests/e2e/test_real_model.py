@@ -203,7 +203,7 @@ def test_api_drift(tmp_path: Path) -> None:
     assert "did you mean 'ratio'?" in str(err.value)
     with pytest.raises(ConfigError, match="unknown step 'prnue'; did you mean 'prune'"):
         edgekit.compress(missing, tmp_path / "o", steps={"prnue": {"ratio": 0.3}})
-    with pytest.raises(ConfigError, match="prune step: its config is a float, not a mapping"):
+    with pytest.raises(ConfigError, match="the config of step 'prune', 0.3, is not a mapping"):
         edgekit.compress(missing, tmp_path / "o", steps={"prune": 0.3})
     assert not (tmp_path / "o").exists()
 

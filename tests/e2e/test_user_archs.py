@@ -98,8 +98,10 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     assert spec_for(next(out.glob("*.xml"))) == spec
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
+    # untrained weights score at chance: a top-1 drop judges nothing there, and a budget that
+    # checks one is refused (issue 25), so any drop is allowed; agreement is checked below
     code, out_json, err = run_cli(["validate", out, "--device", profile, "--eval", rgb_folder,
-                                   "--max-drop", "1.0", "--json"], capsys)
+                                   "--max-drop", "100", "--json"], capsys)
     assert code == 0, err
     records = json.loads(out_json)["records"] if isinstance(json.loads(out_json), dict) \
         else json.loads(out_json)

@@ -41,8 +41,7 @@ def device_env() -> dict[str, str]:
             if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def build_wheel(tmp_path_factory) -> Path:
     """The wheel built from a copy of the sources (no stale build/ folder of the checkout)."""
     src = tmp_path_factory.mktemp("src")
     shutil.copytree(ROOT / "edgekit", src / "edgekit",
@@ -57,13 +56,18 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+wheel = pytest.fixture(scope="module", name="wheel")(build_wheel)
+
+
 @pytest.fixture(scope="module")
 def device_venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the wheel and its dependencies from PyPI, and no torch."""
+    """A fresh venv with the wheel, its dependencies and ONNX Runtime (the base install
+    requires no runtime distribution: `edgekit[onnxruntime]` adds PyPI's) from PyPI, no torch."""
     venv = tmp_path_factory.mktemp("device") / "venv"
     proc = run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
     assert proc.returncode == 0, proc.stderr
-    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                f"edgekit[onnxruntime] @ {wheel.as_uri()}"],
                cwd=venv.parent, env=device_env())
     if proc.returncode != 0 and "No matching distribution" in proc.stderr + proc.stdout:
         pytest.skip(f"PyPI not reachable for the wheel's dependencies: {proc.stderr[-300:]}")

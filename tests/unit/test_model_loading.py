@@ -208,3 +208,17 @@ def test_torchvision_and_timm_preprocessing_only_when_named(tmp_path: Path) -> N
     cfg = model.pretrained_cfg
     assert spec.mean == tuple(cfg["mean"]) and spec.shape[2:] == (64, 64)
     assert spec.resize == round(64 * round(cfg["input_size"][1] / cfg["crop_pct"]) / cfg["input_size"][1])
+
+
+def test_a_factory_error_never_holds_an_unbounded_value():
+    """Issue 25 item 6: a value from a file (kwargs a YAML alias repeats) is cut short in the
+    message, never formatted whole (one 2 MB string aliased 40,000 times once expanded into an
+    80 GB message)."""
+    from edgekit.errors import ModelLoadError
+    from edgekit.io.models import build_arch
+
+    big = "y" * 100_000
+    with pytest.raises(ModelLoadError, match="check --arch-kwargs") as info:
+        build_arch("edgekit.zoo:lenet5", {"bogus": [big] * 100}, trusted=True)
+    assert "edgekit.zoo:lenet5(**{'bogus': ['yyy" in info.value.message
+    assert len(str(info.value)) < 1000

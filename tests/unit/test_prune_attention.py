@@ -157,7 +157,6 @@ class SplitNet(nn.Module):
 
 
 @pytest.mark.parametrize(("net", "name", "what"), [
-    (TorchMHA, "mha", "torch.nn.MultiheadAttention"),
     (SplitNet, "self_attention", "SplitQKV (n_heads=4)"),
 ])
 def test_attention_the_pruner_cannot_trace_is_named(net, name, what):
@@ -252,3 +251,113 @@ def test_a_cnn_channel_attention_is_not_taken_for_multi_head_attention():
     result = prune_model(net, SPEC, ratio=0.5)
     assert {r["layer"] for r in result.pruned} >= {"0"}
     assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
+
+
+# ------------------------------------------------- torch.nn.MultiheadAttention (issue 27)
+def test_multihead_attention_is_converted_with_identical_outputs_and_its_heads_pruned():
+    torch.manual_seed(0)
+    model = TorchMHA().eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        reference = model(x)
+    fused = attn_prune.fuse_multihead_attention(model, x)
+    assert fused == ["mha"] and attn_prune.is_supported(model.mha)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    model = TorchMHA().eval()
+    result = prune_model(model, SPEC, ratio=0.5, head_ratio=0.5)
+    assert result.fused_attention == ["mha"]
+    assert model.mha.num_heads == HEADS // 2 and model.mha.qkv.out_features == 3 * DIM // 2
+    assert {"layer": "mha", "type": "FusedSelfAttention heads", "before": HEADS,
+            "after": HEADS // 2} in result.pruned
+    assert model(x).shape == (3, 5)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_encoder_layer_converts_to_the_same_outputs(batch_first):
+    """nn.TransformerEncoderLayer in eval mode has a fused fast path that reads
+    MultiheadAttention's own parameters: the converted layer must take its ordinary path and
+    give the same outputs (to 1e-5), batch-first or not."""
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(16, DIM)
+            layer = nn.TransformerEncoderLayer(DIM, HEADS, 64, dropout=0.0,
+                                               batch_first=batch_first)
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(DIM, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.embed(x.reshape(x.shape[0], 16, 16))
+            t = t if batch_first else t.transpose(0, 1)
+            t = self.encoder(t)
+            return self.head((t if batch_first else t.transpose(0, 1)).mean(1))
+
+    model = Encoder().eval()
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        reference = model(x)
+    assert attn_prune.fuse_multihead_attention(model, x) == [
+        "encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
+    result = prune_model(model, SPEC, ratio=0.25, head_ratio=0.5)
+    assert [layer.self_attn.num_heads for layer in model.encoder.layers] == [2, 2]
+    assert len([r for r in result.pruned if r["type"].endswith(" heads")]) == 2
+    assert model(x).shape == (4, 5)
+
+
+def test_cross_attention_is_put_back_and_named():
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(16, DIM)
+            self.mha = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
+            self.head = nn.Linear(DIM, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.embed(x.reshape(x.shape[0], 16, 16))
+            return self.head(self.mha(t, t.flip(1), t.flip(1), need_weights=False)[0].mean(1))
+
+    model = Cross().eval()
+    with pytest.raises(PruneError) as info:
+        prune_model(model, SPEC, ratio=0.5)
+    assert "cannot trace the attention in mha" in str(info.value)
+    assert "not called as plain self-attention" in str(info.value)
+    assert "--prune-ignore 'mha'" in str(info.value)
+    assert isinstance(model.mha, nn.MultiheadAttention)  # put back as it was
+    result = prune_model(model, SPEC, ratio=0.5, ignore=["mha"])
+    assert result.fused_attention == [] and model(torch.randn(2, 1, 16, 16)).shape == (2, 5)
+
+
+@pytest.mark.slow
+def test_torchvision_vit_heads_are_pruned_and_the_checkpoint_reloads(tmp_path):
+    """torchvision's own vit_b_16 (at 32×32, random weights): its MultiheadAttention layers are
+    converted and lose half their heads; the checkpoint records the conversion and the head
+    counts and reloads (weights_only, through torchvision's factory) to the same outputs."""
+    from edgekit.io.models import build_arch, load_model, save_checkpoint
+    from edgekit.passes.base import PassContext
+    from edgekit.passes.prune import PrunePass
+
+    torch.manual_seed(0)
+    path = tmp_path / "vit.pt"
+    model = build_arch("torchvision.models:vit_b_16", {"image_size": 32, "num_classes": 5}).eval()
+    torch.save(model.state_dict(), path)
+    bundle = load_model(path, arch="torchvision.models:vit_b_16", arch_kwargs={"image_size": 32, "num_classes": 5},
+                        input_shape=(1, 3, 32, 32))
+    bundle = PrunePass({"ratio": 0.25, "head_ratio": 0.5}).apply(
+        bundle, PassContext(out_dir=tmp_path))
+    layers = bundle.model.encoder.layers
+    assert [blk.self_attention.num_heads for blk in layers] == [6] * 12
+    assert bundle.surgery[0] == {"op": "mha_fuse",
+                                 "layers": [f"encoder.layers.encoder_layer_{i}.self_attention"
+                                            for i in range(12)]}
+    assert bundle.surgery[1]["op"] == "attn_prune"
+    saved = save_checkpoint(bundle, tmp_path / "pruned.pt")
+    loaded = load_model(saved)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), bundle.model(x))

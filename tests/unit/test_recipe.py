@@ -177,3 +177,119 @@ def test_run_times_the_training_of_its_model_in_the_model_stage(tmp_path, monkey
     # the stage's own bookkeeping, a few milliseconds, whatever the training took.
     assert trained_s > 0 and seconds["model"] + 0.005 >= trained_s
     assert seconds["report"] > 0  # the report stage is timed too, not logged as 0.0
+
+
+# ---------------------------------------------------------------- issue 25, item 2
+def _code_recipe(tmp_path, model: dict) -> Path:
+    return _write(tmp_path, {
+        "recipe_version": 1, "name": "copied", "model": model,
+        "input": {"shape": [1, 1, 28, 28], "mean": [0.5], "std": [0.5]},
+        "data": {"train": "fashion-mnist:train", "eval": "fashion-mnist:test"}})
+
+
+@pytest.mark.parametrize("arch, kwargs", [
+    ("os:system", {"command": "touch {marker}"}),
+    ("torchvision.models._api:load_state_dict_from_url",
+     {"url": "file://{marker}", "model_dir": "{marker}.d"}),
+    ("torchvision.models:get_model", {"name": "resnet18"}),
+])
+def test_a_recipe_arch_goes_through_the_checkpoint_allowlist(tmp_path, arch, kwargs):
+    """A copied recipe cannot make edgekit call any importable callable: its arch is refused
+    before anything runs (nothing touched, nothing fetched), naming --trust-recipe; the trusted
+    load accepts it (the user's choice on the command line) without building it."""
+    from edgekit.errors import UnsafeModelError
+
+    marker = tmp_path / "pwned"
+    kwargs = {k: v.format(marker=marker) for k, v in kwargs.items()}
+    path = _code_recipe(tmp_path, {"arch": arch, "arch_kwargs": kwargs, "train": {"epochs": 1}})
+    with pytest.raises(UnsafeModelError, match="not a model factory") as info:
+        load_recipe(path)
+    assert "model.arch" in info.value.message and "--trust-recipe" in info.value.hint
+    trusted = load_recipe(path, trust=True)
+    assert trusted.trusted and trusted.model.arch == arch
+    assert not marker.exists() and not Path(f"{marker}.d").exists()
+
+
+def test_a_recipe_arch_on_the_list_may_not_choose_weights(tmp_path):
+    from edgekit.errors import UnsafeModelError
+
+    path = _code_recipe(tmp_path, {"arch": "torchvision.models:resnet18",
+                                   "arch_kwargs": {"weights": "IMAGENET1K_V1"}})
+    with pytest.raises(UnsafeModelError, match="may not choose weights"):
+        load_recipe(path)
+    ok = load_recipe(_code_recipe(tmp_path, {"arch": "torchvision.models:resnet18",
+                                             "arch_kwargs": {"num_classes": 10}}))
+    assert not ok.trusted and ok.model.arch_kwargs == {"num_classes": 10}
+
+
+def test_a_recipe_cannot_trust_its_own_model_file(tmp_path):
+    """`trust_model: true` in a recipe would unpickle its model file: refused unless the user
+    passes --trust-recipe; the pickle is never opened."""
+    import pickle
+
+    from edgekit.errors import UnsafeModelError
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "raw.pickle").write_bytes(pickle.dumps(Payload()))
+    path = _write(tmp_path, _with(model={"path": "raw.pickle", "trust_model": True}))
+    with pytest.raises(UnsafeModelError, match="cannot trust its own model file") as info:
+        load_recipe(path)
+    assert "--trust-recipe" in info.value.hint and not marker.exists()
+    assert load_recipe(path, trust=True).model.trust_model
+
+
+def test_an_untrusted_recipe_arch_is_built_as_a_checkpoint_arch(tmp_path):
+    """Below the recipe check, the model stage builds an untrusted recipe's arch as a file's
+    (load_model(trusted_arch=False)): an unlisted factory is refused, not imported, and a
+    listed one loads its state_dict."""
+    import torch
+
+    from edgekit.errors import UnsafeModelError
+    from edgekit.io.models import build_arch, load_model
+    from edgekit.recipe_run import load_bundle
+
+    torch.save(build_arch("edgekit.zoo:lenet5", {}).state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(UnsafeModelError, match="not a model factory"):
+        load_model(tmp_path / "sd.pt", arch="os:system", arch_kwargs={"command": "true"},
+                   input_shape=(1, 1, 28, 28), trusted_arch=False)
+    recipe = load_recipe(_code_recipe(tmp_path, {"path": "sd.pt", "arch": "edgekit.zoo:lenet5"}))
+    bundle = load_bundle(recipe, tmp_path / "sd.pt")
+    assert not recipe.trusted and bundle.arch == "edgekit.zoo:lenet5"
+    assert bundle.spec.shape == (1, 1, 28, 28) and bundle.spec.mean == (0.5,)
+
+
+# ---------------------------------------------------------------- issue 25, item 6
+def test_yaml_bound_counts_expanded_characters_not_only_nodes(tmp_path):
+    """One long string aliased many times passes any node count; its expanded text is bounded
+    too, and the error holds none of it."""
+    from edgekit.config import MAX_YAML_CHARS, MAX_YAML_NODES, read_yaml
+
+    big = "x" * 100_000
+    aliases = 200  # 20 MB expanded, 201 nodes: under the node limit
+    assert aliases < MAX_YAML_NODES and aliases * len(big) > MAX_YAML_CHARS
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"a: &s {big}\nb: [" + ", ".join(["*s"] * aliases) + "]\n")
+    with pytest.raises(ConfigError, match="characters of text") as info:
+        read_yaml(path)
+    assert len(str(info.value)) < 500
+    with pytest.raises(ConfigError, match="characters of text"):
+        load_recipe(path)
+    # the same string a few times is fine
+    path.write_text(f"a: &s {big}\nb: [*s, *s]\n")
+    assert len(read_yaml(path)["b"]) == 2
+
+
+def test_yaml_file_over_the_bound_is_refused_before_it_is_read(tmp_path):
+    from edgekit.config import MAX_YAML_CHARS, read_yaml
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("# " + "x" * MAX_YAML_CHARS + "\na: 1\n")
+    with pytest.raises(ConfigError, match="over the"):
+        read_yaml(path)

@@ -107,3 +107,35 @@ def test_every_registered_runtime_is_covered():
     shipped = {n for n in runner_names() if RUNNERS[n].__module__.startswith("edgekit.runtimes.")}
     assert shipped == set(RUNTIMES), "add the new runtime to RUNTIMES here"
 
+
+
+def test_a_fixed_batch_model_predicts_every_sample_by_padding_the_last_batch(tmp_path):
+    """A model exported with a fixed batch (as TensorRT engines often are) gets whole batches:
+    Runner.predict pads the last one with zeros and keeps only the real rows, so 10 samples
+    through a batch-4 model give the same logits as each sample alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.io.onnxfile import save_onnx, set_spec
+    from edgekit.spec import InputSpec
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "W"], ["logits"])], "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 3])],
+        [numpy_helper.from_array(weight, "W")])
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_model.ir_version = 8
+    spec = InputSpec(shape=(4, 1, 4, 4), dynamic_batch=False, mean=(0.0,), std=(1.0,))
+    set_spec(onnx_model, spec)
+    path = tmp_path / "fixed.onnx"
+    save_onnx(onnx_model, path)
+    runner = get_runner("onnxruntime")(path, spec, threads=1)
+    x = rng.standard_normal((10, 1, 4, 4)).astype(np.float32)
+    seen = []
+    logits = runner.predict(x, batch_size=64, on_batch=seen.append)
+    assert seen == [4, 4, 2]  # batches of the model's own size; the last one padded
+    assert logits.shape == (10, 3)
+    np.testing.assert_allclose(logits, x.reshape(10, 16) @ weight, rtol=1e-5, atol=1e-5)

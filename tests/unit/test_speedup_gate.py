@@ -13,6 +13,7 @@ import pytest
 
 from edgekit.validate.accuracy import accuracy_section
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive, speedup_section
+from tests.helpers import cli
 
 CLASSES, WIDTH = 4, 512
 
@@ -150,15 +151,7 @@ def speed_folder(tmp_path):
 
 
 def _validate(args, capsys):
-    from edgekit.cli import main
-
-    try:
-        main(["validate", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return cli(capsys, "validate", *args)
 
 
 def test_validate_measures_speedup_and_fails_the_slower_artifact(speed_folder, quick_profile,

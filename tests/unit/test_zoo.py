@@ -89,11 +89,22 @@ def test_unknown_model_is_an_input_error_listing_names():
 
 
 def test_registry_defaults_fit_the_issue():
+    import json
+
+    from tests.conftest import ROOT
+
     for entry in ZOO.values():
         assert 1 <= entry.epochs <= 3
-        TrainConfig(**entry.train)  # every override is a valid config key
-    assert ZOO["lenet5"].target_top1 == 0.88 and ZOO["cnn_gru"].target_top1 == 0.90
-    assert ZOO["rowrnn"].target_top1 == 0.85
+        config = TrainConfig(**entry.train)  # every override is a valid config key
+        assert all(getattr(config, k) == v for k, v in entry.train.items())
+    # every target the registry sets is met by the checkpoint the zoo benchmark recorded, with
+    # the registry's own epochs (benchmarks/results/zoo.json, written by benchmarks/bench_zoo.py)
+    recorded = {m["model"]: m for m in json.loads(
+        (ROOT / "benchmarks" / "results" / "zoo.json").read_text())["models"]}
+    for name in ("lenet5", "rowrnn", "cnn_gru", "cnn_lstm"):
+        assert recorded[name]["target_top1"] == ZOO[name].target_top1
+        assert recorded[name]["epochs"] == ZOO[name].epochs
+        assert recorded[name]["test_top1"] >= ZOO[name].target_top1
     spec = default_spec("rowrnn")
     assert spec.shape == (1, 1, 28, 28) and spec.num_classes == 10
 

@@ -1,0 +1,161 @@
+"""The model matrix (issue 27): every torchvision classification model and the timm models people
+ship to the edge, random weights, each through the columns a user runs (benchmarks/
+matrix_worker.py, one process per model): load (export to ONNX), inspect, prune 0.3, dwsep, int8
+on ONNX Runtime, int8 on OpenVINO (NNCF), export to OpenVINO, validate. Each cell is PASS, refused
+with the reason edgekit gave (exit 2), or a bug (a traceback, an undocumented exit, a crash or a
+time-out); int8 cells carry the top-1 agreement with the fp32 original on structured images
+whose labels are the original's own predictions.
+
+Anchor: Torch-Pruning's own list prunes 73 torchvision classification models (pruning only, no
+int8, export or validation).
+
+Run: `.venv/bin/python benchmarks/run.py matrix` on a quiet machine. The whole list is about
+105 models at 1-3 minutes each on 2 cores (hours): BENCH_MATRIX_MODELS=tv:resnet18,timm:... picks
+models, BENCH_MATRIX_SOURCES=tv or timm one zoo, BENCH_MATRIX_TIMEOUT the seconds a model may
+take (default 900). A partial run says how many of the list it ran. `--quick` runs three small
+models. README section: matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import QUICK, RANDOM_WEIGHTS, ROOT, md_table, work_dir, write_results
+
+WORK = work_dir("matrix")
+WORKER = Path(__file__).resolve().parent / "matrix_worker.py"
+# timm models people ship to the edge (the issue's families), the smallest variant of each.
+TIMM_MODELS = (
+    "mobilenetv3_small_100", "mobilenetv3_large_100", "mobilenetv4_conv_small",
+    "efficientnet_b0", "efficientnet_lite0", "tf_efficientnetv2_b0", "ghostnet_100",
+    "ghostnetv2_100", "repvit_m1", "fastvit_t8", "mobilevit_xxs", "mobilevitv2_050",
+    "efficientformer_l1", "efficientformerv2_s0", "levit_128s", "edgenext_xx_small",
+    "mobileone_s0", "convnext_atto", "regnetx_002", "regnety_002", "resnet18", "resnet50",
+    "mnasnet_100", "tinynet_a", "lcnet_050", "hardcorenas_a", "semnasnet_100", "rexnet_100",
+    "deit_tiny_patch16_224", "vit_tiny_patch16_224")
+QUICK_MODELS = ("tv:mobilenet_v3_small", "tv:resnet18", "timm:lcnet_050")
+TIMEOUT = int(os.environ.get("BENCH_MATRIX_TIMEOUT", "900"))
+
+
+def model_list() -> list[str]:
+    chosen = os.environ.get("BENCH_MATRIX_MODELS")
+    if chosen:
+        return [m.strip() for m in chosen.split(",") if m.strip()]
+    if QUICK:
+        return list(QUICK_MODELS)
+    import torchvision
+
+    sources = os.environ.get("BENCH_MATRIX_SOURCES", "tv,timm").split(",")
+    out = []
+    if "tv" in sources:
+        out += [f"tv:{n}" for n in sorted(torchvision.models.list_models(
+            module=torchvision.models))]
+    if "timm" in sources:
+        out += [f"timm:{n}" for n in TIMM_MODELS]
+    return out
+
+
+def run_one(model_id: str) -> dict[str, Any]:
+    """The worker's result for one model; a crash or a time-out is a bug in every column it
+    did not reach."""
+    work = WORK / model_id.replace(":", "-")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    began = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, str(WORKER), model_id, str(work)],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MATRIX-RESULT ")),
+                    None)
+        if line is not None:
+            return json.loads(line.removeprefix("MATRIX-RESULT "))
+        why = f"worker exited {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"
+    except subprocess.TimeoutExpired:
+        why = f"timed out after {TIMEOUT} s"
+    return {"model": model_id, "crash": why[:300],
+            "seconds": round(time.perf_counter() - began, 1), "columns": {}}
+
+
+def verdict(result: dict[str, Any]) -> dict[str, str]:
+    """Per column: pass / refused / bug / absent (a build that failed refuses every column)."""
+    from matrix_worker import COLUMNS
+
+    out = {}
+    for column in COLUMNS:
+        cell = result.get("columns", {}).get(column)
+        if cell is not None:
+            out[column] = cell["status"]
+        elif result.get("build_error"):
+            out[column] = "refused"
+        else:
+            out[column] = "bug"
+    return out
+
+
+def section(data: dict[str, Any]) -> str:
+    from matrix_worker import COLUMNS
+
+    rows = []
+    for source, label in (("tv", "torchvision"), ("timm", "timm")):
+        results = [r for r in data["results"] if r["model"].startswith(source + ":")]
+        if not results:
+            continue
+        cells = [verdict(r) for r in results]
+        every = sum(all(c[k] in ("pass", "absent") for k in COLUMNS) for c in cells)
+        rows.append([f"{label} ({len(results)} of {data['listed'][source]} listed)",
+                     f"{every}/{len(results)}",
+                     *(f"{sum(c[k] == 'pass' for c in cells)}/"
+                       f"{sum(c[k] == 'refused' for c in cells)}/"
+                       f"{sum(c[k] == 'bug' for c in cells)}" for k in COLUMNS)])
+    text = ("Random weights, 10 classes, the smallest resolution each model runs at "
+            "(`python benchmarks/run.py matrix`; per cell pass/refused/bug):\n\n"
+            + md_table(["models", "PASS every column", *COLUMNS], rows))
+    problems = [f"- `{r['model']}` {k}: {v} — {r['columns'].get(k, {}).get('reason') or r.get('crash') or r.get('build_error', '')}"
+                for r in data["results"] for k, v in verdict(r).items() if v in ("refused", "bug")]
+    if problems:
+        text += "\n\nRefused and bugs, with the reason:\n\n" + "\n".join(problems[:60])
+        if len(problems) > 60:
+            text += f"\n- … and {len(problems) - 60} more in benchmarks/results/matrix.json"
+    agreements = [(r["model"], k, r["columns"][k].get("agreement"))
+                  for r in data["results"] for k in ("int8_ort", "int8_openvino")
+                  if r.get("columns", {}).get(k, {}).get("agreement") is not None]
+    if agreements:
+        values = sorted(a for *_, a in agreements)
+        text += (f"\n\nint8 top-1 agreement with the fp32 original ({len(values)} artifacts, "
+                 f"{data['images']} structured images, random weights): median "
+                 f"{values[len(values) // 2]:.3f}, lowest {values[0]:.3f}.")
+    return text + "\n"
+
+
+README_SECTIONS = {"matrix": ("matrix", section)}
+
+
+def main() -> dict[str, Any]:
+    import torchvision
+    from matrix_worker import EVAL_IMAGES
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    models = model_list()
+    listed = {"tv": len(torchvision.models.list_models(module=torchvision.models)),
+              "timm": len(TIMM_MODELS)}
+    data: dict[str, Any] = {"listed": listed, "images": EVAL_IMAGES, "timeout_s": TIMEOUT,
+                            "results": []}
+    for i, model_id in enumerate(models, 1):
+        began = time.perf_counter()
+        result = run_one(model_id)
+        data["results"].append(result)
+        cells = verdict(result)
+        print(f"   [{i}/{len(models)}] {model_id}: "
+              + " ".join(f"{k}={v}" for k, v in cells.items())
+              + f" ({time.perf_counter() - began:.0f} s)", flush=True)
+    markdown = section(data)
+    write_results("matrix", data, markdown,
+                  checkpoints={m: RANDOM_WEIGHTS for m in models})
+    data["readme"] = {"matrix": markdown}
+    return data

@@ -1,0 +1,302 @@
+"""One model of the model matrix (benchmarks/bench_matrix.py), run in its own process:
+
+    python benchmarks/matrix_worker.py tv:mobilenet_v3_small WORK_DIR [--profile FILE]
+
+builds the architecture with random weights (torch.manual_seed(0), 10 classes; BatchNorm statistics
+from the images, recalibrate_norms) at the smallest
+resolution it runs at (64, 96, 128, 160 or 224; ViTs at their own grid through image_size /
+img_size), saves its state_dict, makes structured RGB images (gradients, gratings, shapes) whose
+labels are the original's own predictions, and takes it through the columns below with the
+`edgekit` CLI in this process, each as a user types it. Prints one JSON object: per column its
+status (pass / refused / bug), the seconds, the reason (the first line of the error) and, for
+int8, the top-1 agreement with the fp32 original and the logits' cosine to its fp32 ONNX model.
+
+A column "refused" exited 2 with an edgekit error (bad input it names); "bug" is a traceback, an
+exit code edgekit does not document, or an exception escaping; "pass" exited 0, or 1 for a gate
+or budget that was not met (the command ran and said so)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESOLUTIONS = (64, 96, 128, 160, 224)
+MEAN, STD = "0.485,0.456,0.406", "0.229,0.224,0.225"
+EVAL_IMAGES, CALIB_IMAGES = 96, 32
+COLUMNS = ("load", "inspect", "prune", "dwsep", "int8_ort", "int8_openvino", "export_openvino",
+           "validate")
+PROFILE = """
+name: matrix-cpu
+kind: cpu
+threads: 2
+batch_sizes: [1]
+runtimes:
+  onnxruntime: {precisions: [fp32, int8]}
+  openvino: {precisions: [fp32, int8]}
+latency: {warmup_count: 2, warmup_seconds: 0.0, min_queries: 10, min_seconds: 0.0, max_seconds: 5}
+"""
+
+
+def arch_of(model_id: str) -> str:
+    source, _, name = model_id.partition(":")
+    return f"torchvision.models:{name}" if source == "tv" else f"timm:{name}"
+
+
+def build(model_id: str) -> tuple[Any, int, dict[str, Any]]:
+    """(model in eval mode, resolution, arch kwargs): the smallest resolution it runs at."""
+    import torch
+
+    from edgekit.io.models import build_arch
+
+    source = model_id.partition(":")[0]
+    size_key = "image_size" if source == "tv" else "img_size"
+    last: Exception | None = None
+    for res in RESOLUTIONS:
+        for extra in ({}, {size_key: res}):
+            kwargs = {"num_classes": 10, **extra}
+            try:
+                torch.manual_seed(0)
+                model = build_arch(arch_of(model_id), kwargs).eval()
+                with torch.no_grad():
+                    out = model(torch.zeros(1, 3, res, res))
+                if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 10):
+                    raise ValueError(f"output {getattr(out, 'shape', type(out))}")
+            except Exception as exc:  # noqa: BLE001 - try the next size
+                last = exc
+                continue
+            randomize_zero_heads(model)
+            recalibrate_norms(model, res)
+            return model, res, kwargs
+    raise RuntimeError(f"no resolution in {RESOLUTIONS} runs: {last}")
+
+
+def randomize_zero_heads(model: Any) -> None:
+    """A zero-initialised classifier (torchvision's ViT head) gets random weights: with every
+    logit 0 there is no prediction to agree with."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.detach().any():
+            torch.nn.init.normal_(module.weight, std=0.02)
+
+
+def structured_images(n: int, res: int, seed: int) -> Any:
+    """uint8 N,H,W,3 images with structure a classifier reacts to: colour gradients, gratings
+    of random frequency and angle, and filled rectangles and discs on them."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:res, 0:res].astype(np.float32) / res
+    out = np.empty((n, res, res, 3), np.float32)
+    for i in range(n):
+        base = rng.uniform(0, 1, 3)[None, None] + rng.uniform(-1, 1, 3)[None, None] * \
+            (xx[..., None] * rng.uniform(-1, 1) + yy[..., None] * rng.uniform(-1, 1))
+        angle, freq = rng.uniform(0, np.pi), rng.uniform(2, 12)
+        grating = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+        img = base + 0.3 * grating[..., None] * rng.uniform(-1, 1, 3)[None, None]
+        for _ in range(rng.integers(1, 4)):
+            colour = rng.uniform(0, 1, 3)
+            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.3)
+            mask = ((xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2) if rng.random() < 0.5 else \
+                ((abs(xx - cx) < r) & (abs(yy - cy) < r * rng.uniform(0.3, 1.5)))
+            img[mask] = colour
+        out[i] = img
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def normalized(x: Any) -> Any:
+    """uint8 N,H,W,3 images as the model's float N,3,H,W input (ImageNet mean/std)."""
+    import numpy as np
+    import torch
+
+    mean = np.array([float(v) for v in MEAN.split(",")], np.float32)[:, None, None]
+    std = np.array([float(v) for v in STD.split(",")], np.float32)[:, None, None]
+    return torch.from_numpy((x.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std)
+
+
+def recalibrate_norms(model: Any, res: int) -> None:
+    """BatchNorm running statistics from the structured images (a random-weight model's
+    defaults, mean 0 and variance 1, let activations shrink layer by layer: mobilenet_v3_small's
+    logits were 1e-9 at random init, where every prediction is a tie). A user's trained model
+    has real statistics; this makes a random one behave like one, without changing a weight."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for seed in range(4):
+            model(normalized(structured_images(32, res, 100 + seed)))
+    model.eval()
+
+
+def make_data(model: Any, res: int, work: Path) -> dict[str, Any]:
+    """eval.npz (images, labels = the original's predictions) and calib.npz."""
+    import numpy as np
+    import torch
+
+    x = structured_images(EVAL_IMAGES, res, 0)
+    with torch.no_grad():
+        logits = model(normalized(x)).numpy()
+    np.savez(work / "eval.npz", x=x, y=logits.argmax(1).astype(np.int64))
+    np.savez(work / "calib.npz", x=structured_images(CALIB_IMAGES, res, 1))
+    return {"logit_scale": float(np.abs(logits).max()),
+            "classes_predicted": int(len(np.unique(logits.argmax(1))))}
+
+
+def run_cli(args: list[str]) -> dict[str, Any]:
+    """`edgekit ARGS` in this process: status, seconds, the error's first line, stdout."""
+    from edgekit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    code: Any = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        except BaseException:  # noqa: BLE001 - escaping the CLI is a bug, recorded as one
+            code = "exception"
+            err.write(traceback.format_exc())
+    text = err.getvalue()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if code == "exception" or "Traceback (most recent call last)" in text or code not in (0, 1, 2):
+        status = "bug"
+        reason = (lines[-1] if lines else f"exit {code}")[:300]
+    elif code == 2:
+        status = "refused"
+        reason = next((ln for ln in lines if ln.lower().startswith("error")), lines[0] if lines
+                      else "exit 2")[:300]
+    else:
+        status, reason = "pass", ("budget or gate not met (exit 1)" if code == 1 else "")
+    return {"status": status, "exit": code, "seconds": round(time.perf_counter() - started, 1),
+            "reason": reason, "stdout": out.getvalue()}
+
+
+def logits_of(path: Path, data_path: Path) -> tuple[Any, Any]:
+    """(logits on the eval images as the artifact records its preprocessing, the labels)."""
+    import numpy as np
+
+    from edgekit.data import load_dataset
+    from edgekit.io.artifacts import spec_for
+    from edgekit.runtimes.base import runner_for_artifact
+
+    spec = spec_for(path)
+    data = load_dataset(str(data_path), spec)
+    runner = runner_for_artifact(path)(path, spec, threads=2)
+    try:
+        return runner.predict(data.x), np.asarray(data.y)
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+
+
+def agreement(work: Path, folder: Path) -> dict[str, Any]:
+    """The folder's int8 artifact against the fp32 original: top-1 agreement on the eval images
+    (labels = the original's predictions), the same for the folder's fp32 ONNX model (what the
+    export itself keeps), the logits' cosine to the fp32 ONNX model's, and the agreement a guess
+    drawn from the labels' shares would reach (`chance`)."""
+    import numpy as np
+
+    from edgekit.io.artifacts import list_artifacts
+
+    entries = list_artifacts(folder)
+    int8 = next(Path(e["path"]) for e in entries if e.get("precision") == "int8")
+    fp32 = next(Path(e["path"]) for e in entries
+                if e.get("precision", "fp32") == "fp32" and Path(e["path"]).suffix == ".onnx")
+    q, labels = logits_of(int8, work / "eval.npz")
+    f, _ = logits_of(fp32, work / "eval.npz")
+    cosine = (q * f).sum(1) / np.maximum(np.linalg.norm(q, axis=1) * np.linalg.norm(f, axis=1),
+                                         1e-12)
+    share = np.bincount(labels, minlength=int(labels.max()) + 1) / len(labels)
+    return {"agreement": round(float((q.argmax(1) == labels).mean()), 4),
+            "fp32_onnx_agreement": round(float((f.argmax(1) == labels).mean()), 4),
+            "int8_vs_fp32_onnx_agreement": round(float((q.argmax(1) == f.argmax(1)).mean()), 4),
+            "cosine_mean": round(float(cosine.mean()), 4),
+            "cosine_min": round(float(cosine.min()), 4),
+            "chance": round(float((share ** 2).sum()), 4),
+            "images": int(len(labels)), "artifact": int8.name}
+
+
+def run_model(model_id: str, work: Path) -> dict[str, Any]:
+    import torch
+
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"model": model_id, "columns": {}}
+    started = time.perf_counter()
+    try:
+        model, res, kwargs = build(model_id)
+    except Exception as exc:  # noqa: BLE001
+        result["build_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return result
+    result.update(resolution=res, arch_kwargs=kwargs,
+                  params=sum(p.numel() for p in model.parameters()))
+    ckpt = work / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    data = make_data(model, res, work)
+    result["data"] = data
+    del model
+    (work / "profile.yaml").write_text(PROFILE)
+    common = ["--arch", arch_of(model_id), "--arch-kwargs", json.dumps(kwargs),
+              "--input-shape", f"1,3,{res},{res}", "--resize", str(res), "--crop", str(res),
+              "--mean", MEAN, "--std", STD]
+    evalset, calib = str(work / "eval.npz"), str(work / "calib.npz")
+    from edgekit.cli import COMMANDS
+
+    commands = {
+        "load": ["export", ckpt, "--target", "onnx", "-o", work / "onnx", *common],
+        "inspect": ["inspect", ckpt, *common, "--json"],
+        "prune": ["compress", ckpt, "--prune", "0.3", "--distill-epochs", "0", "--eval", evalset, "--max-drop", "100",
+                  "-o", work / "prune", "--json", *common],
+        "dwsep": ["compress", ckpt, "--dwsep", "--distill-epochs", "0", "--eval", evalset, "--max-drop", "100",
+                  "-o", work / "dwsep", "--json", *common],
+        "int8_ort": ["compress", ckpt, "--int8", "--calib", calib, "--eval", evalset,
+                     "--max-drop", "100", "-o", work / "int8", "--json", *common],
+        "int8_openvino": ["compress", ckpt, "--int8", "--for", "openvino", "--calib", calib,
+                          "--eval", evalset, "--max-drop", "100", "-o", work / "int8-ov",
+                          "--json", *common],
+        "export_openvino": ["export", ckpt, "--target", "openvino", "-o", work / "ov",
+                            *common],
+        "validate": ["validate", work / "int8", "--eval", evalset, "--device",
+                     work / "profile.yaml", "--json"],
+    }
+    for column in COLUMNS:
+        if column == "inspect" and "inspect" not in COMMANDS:
+            result["columns"][column] = {"status": "absent", "reason": "no inspect command"}
+            continue
+        cell = run_cli(commands[column])
+        cell.pop("stdout")
+        if column in ("int8_ort", "int8_openvino") and cell["status"] == "pass":
+            try:
+                folder = work / ("int8" if column == "int8_ort" else "int8-ov")
+                cell.update(agreement(work, folder))
+            except Exception as exc:  # noqa: BLE001 - the measurement, not the column
+                cell["agreement_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        result["columns"][column] = cell
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    model_id, work = argv[0], Path(argv[1])
+    print("MATRIX-RESULT " + json.dumps(run_model(model_id, work)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
