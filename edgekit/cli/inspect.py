@@ -28,11 +28,14 @@ def _prune_plan(bundle: Any) -> dict[str, Any]:
         result = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO)
     except InputError as exc:
         return {"applies": False, "reason": exc.message, "hint": exc.hint}
+    except Exception as exc:  # noqa: BLE001 - the pruner failed: said, inspect goes on
+        return {"applies": False, "reason": f"the pruner failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
         prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO, round_to=8)
         rounded = "prunes"
-    except InputError as exc:
-        rounded = f"refused: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 - InputError (a wiped-out layer) or the pruner's own
+        rounded = f"refused: {getattr(exc, 'message', str(exc))[:300]}"
     return {"applies": bool(result.pruned), "ratio": PRUNE_RATIO,
             "touches": [r["layer"] for r in result.pruned],
             "leaves": [{"layer": r["layer"], "reason": r["reason"]} for r in result.skipped],
@@ -47,6 +50,8 @@ def _dwsep_plan(bundle: Any) -> dict[str, Any]:
         plans = plan_layers(bundle.model, bundle.spec, DwsepConfig())
     except InputError as exc:
         return {"applies": False, "reason": exc.message}
+    except Exception as exc:  # noqa: BLE001 - said, inspect goes on
+        return {"applies": False, "reason": f"dwsep cannot plan: {type(exc).__name__}"}
     touches = [p.name for p in plans if p.replace]
     return {"applies": bool(touches), "touches": touches,
             "leaves": [{"layer": p.name, "reason": p.reason} for p in plans if not p.replace],
