@@ -68,7 +68,8 @@ def export_model(folder: Path) -> Path:
                WORK / "mnv3s.pt")
     subprocess.run([sys.executable, "-m", "edgekit", "export", str(WORK / "mnv3s.pt"),
                     "--arch", "torchvision.models:mobilenet_v3_small", "--arch-kwargs",
-                    json.dumps({"num_classes": CLASSES}), "--parity-data", str(folder),
+                    json.dumps({"num_classes": CLASSES}), "--preprocessing", "imagenet",
+                    "--parity-data", str(folder),
                     "-o", str(out)], check=True)
     return out
 

@@ -23,6 +23,24 @@ class _CallableModule(types.ModuleType):
 
         return validate(*args, **kwargs)
 
+    @property
+    def __signature__(self) -> Any:  # inspect.signature / help() show the API's parameters
+        import inspect
+
+        from edgekit.api import validate
+
+        return inspect.signature(validate)
+
+    @property
+    def __doc__(self) -> str:  # type: ignore[override]
+        import inspect
+
+        from edgekit.api import validate
+
+        return (f"edgekit.validate{inspect.signature(validate)}\n\n"
+                f"{inspect.cleandoc(validate.__doc__ or '')}\n\n(This is also the package of "
+                "validation modules: latency protocol, accuracy, environment, budget gate.)")
+
 
 def _make_callable(module: types.ModuleType) -> None:
     module.__class__ = _CallableModule

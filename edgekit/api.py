@@ -104,6 +104,7 @@ class ValidateResult:
 # ---------------------------------------------------------------- helpers
 def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]:
     """Steps in any accepted form as [(name, config dict)], each name known to the registry."""
+    from edgekit.config import validate as validate_config
     from edgekit.passes.base import PASS_NAMES, PassConfig, get_pass
 
     if steps is None:
@@ -132,44 +133,67 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
         name, cfg = item
         if isinstance(cfg, PassConfig):
             cfg = cfg.model_dump(exclude_unset=True)
+        if name not in PASS_NAMES:
+            import difflib
+
+            close = difflib.get_close_matches(name, PASS_NAMES, n=1)
+            raise ConfigError(f"unknown step {shown(name)}"
+                              + (f"; did you mean {close[0]!r}?" if close else ""),
+                              hint=f"steps are: {', '.join(PASS_NAMES)}")
         if cfg is not None and not isinstance(cfg, Mapping):
             raise ConfigError(f"the config of step {shown(name)}, {shown(cfg)}, is not a mapping",
-                              hint=f"e.g. ({name!r}, {{}}) or a pass Config object")
-        get_pass(name)  # an unknown name is a ConfigError listing the steps; each config is
-        out.append((name, dict(cfg or {})))  # checked by its pass as compress starts
+                              hint=f"e.g. ({name!r}, {{}}) with the step's keys: "
+                              f"{', '.join(get_pass(name).Config.model_fields)}")
+        # every key is checked now, before any model is loaded: a misspelt key is named with
+        # the closest valid one (edgekit.config.explain)
+        validate_config(get_pass(name).Config, dict(cfg or {}), f"{name} step")
+        out.append((name, dict(cfg or {})))
     return out
+
+
+def user_preprocessing(preprocessing: str | Mapping[str, Any] | None = None,
+                       **fields: Any) -> dict[str, Any]:
+    """The API's preprocessing arguments as the one rule takes them (edgekit.spec.
+    resolve_preprocessing): `preprocessing` is a preset name ("imagenet", "cifar10",
+    "fashion-mnist", "mnist", "arch") or a mapping of preset/mean/std/resize/crop/channel_order;
+    `fields` (mean=, std=, resize=, crop=, channel_order=) override it."""
+    given: dict[str, Any] = {}
+    if isinstance(preprocessing, str):
+        given["preset"] = preprocessing
+    elif preprocessing is not None:
+        given.update(preprocessing)
+    given.update({k: v for k, v in fields.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
               spec: InputSpec | None = None, arch: str | None = None,
               arch_kwargs: str | dict[str, Any] | None = None,
-              trust_model: bool = False) -> ModelBundle:
+              trust_model: bool = False,
+              preprocessing: str | Mapping[str, Any] | None = None) -> ModelBundle:
     """A ModelBundle from a path (loaded as the CLI loads it), a ModelBundle, or an in-memory
-    nn.Module (its InputSpec from `spec` or `input_shape`; its architecture recorded as `arch`,
-    or as its class when that is importable, so the compressed checkpoint can be rebuilt)."""
+    nn.Module (its InputSpec from `spec`, or from `input_shape` with mean/std or a named preset
+    in `preprocessing`: never guessed; its architecture recorded as `arch`, or as its class when
+    that is importable, so the compressed checkpoint can be rebuilt)."""
     from edgekit.io.models import ModelBundle
 
     if isinstance(model, ModelBundle):
         return model
+    given = user_preprocessing(preprocessing)
     if isinstance(model, (str, Path)):
         from edgekit.io.models import load_model
 
         return load_model(model, arch=arch, arch_kwargs=arch_kwargs, input_shape=input_shape,
-                          trust_model=trust_model)
+                          trust_model=trust_model, preprocessing=given or None)
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"cannot compress a {type(model).__name__}",
                          hint="pass a torch.nn.Module, a ModelBundle or a model file path")
-    from edgekit.spec import InputSpec
-
-    if spec is None:
-        if input_shape is None:
-            raise InputError("an in-memory model needs its input shape",
-                             hint="pass input_shape=(1, C, H, W) or spec=InputSpec(...)")
-        spec = InputSpec().with_shape(tuple(input_shape))
-    elif input_shape is not None:
-        spec = spec.with_shape(tuple(input_shape))
+    if spec is None and input_shape is None and not {"preset", "crop"} & set(given):
+        raise InputError("an in-memory model needs its input shape and normalisation",
+                         hint="pass input_shape=(1, C, H, W), mean=(...), std=(...), or a "
+                         "preset: preprocessing='imagenet' (or spec=InputSpec(...))")
     if isinstance(arch_kwargs, str):
         import json
 
@@ -177,13 +201,18 @@ def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
     cls = type(model)
     if arch is None and cls.__module__ not in ("__main__", "builtins") and "<" not in cls.__qualname__:
         arch = f"{cls.__module__}:{cls.__qualname__}"
-    bundle = ModelBundle(model.eval(), spec, arch, dict(arch_kwargs or {}),
-                         meta={"name": cls.__name__.lower()})
     if arch is None:
         raise InputError(f"{cls.__qualname__} is defined in {cls.__module__}, so the compressed "
                          "checkpoint could not rebuild it",
                          hint="pass arch='module:factory' (and arch_kwargs) naming an importable "
                               "function or class that builds this model")
+    from edgekit.io.models import resolve_model_spec
+
+    spec, provenance = resolve_model_spec(spec, what=f"the in-memory {type(model).__name__}",
+                                          model=model, arch=arch, input_shape=input_shape,
+                                          preprocessing=given or {"preset": None}, api=True)
+    bundle = ModelBundle(model.eval(), spec, arch, dict(arch_kwargs or {}),
+                         meta={"name": cls.__name__.lower()}, provenance=provenance)
     from edgekit.io.models import check_input_shape
 
     check_input_shape(bundle)
@@ -208,24 +237,48 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
              arch: str | None = None, arch_kwargs: str | dict[str, Any] | None = None,
              trust_model: bool = False, data_dir: str | None = None,
              overwrite: bool = False,
+             preprocessing: str | Mapping[str, Any] | None = None,
+             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+             resize: int | None = None, crop: int | None = None,
+             channel_order: str | None = None,
              training: TrainSettings | Mapping[str, Any] | None = None) -> CompressResult:
     """Compress `model` (an nn.Module, a ModelBundle, a PyTorch model file, or an fp32 .onnx
     file for quantize alone) with `steps` in pipeline order (prune, dwsep, distill, quantize)
     into the folder `output`, as `edgekit compress` does. `max_drop` / `max_drop_rel` bound the
-    whole chain's top-1 drop against the original, measured on `eval`. `training` says where
-    distillation trains and in what precision ({"device": "cuda", "precision": "bf16"}, a
-    TrainSettings; default auto)."""
+    whole chain's top-1 drop against the original, measured on `eval`. The model's
+    preprocessing comes from its file (or `spec`), from `input_shape`/`mean`/`std`/`resize`/
+    `crop`/`channel_order`, or from a preset named in `preprocessing` ("imagenet", ...); it is
+    never guessed (edgekit.spec.resolve_preprocessing). `training` says where distillation
+    trains and in what precision ({"device": "cuda", "precision": "bf16"}, a TrainSettings;
+    default auto)."""
     from edgekit.passes import PassContext
     from edgekit.pipeline import compress as run_compress
     from edgekit.zoo.accel import train_settings
 
+    given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
+                               channel_order=channel_order)
     step_list = normalize_steps(steps)
     if not step_list:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
+    if calib is None and train and any(name == "quantize" for name, _ in step_list):
+        from edgekit.io.models import announce
+
+        calib = train  # a stratified sample of it (the quantize step's calib_size)
+        announce(f"calib: none given, so int8 calibrates on a sample of --train {train}")
     ctx = PassContext(out_dir=Path(output), train_source=_data(train), eval_source=_data(eval),
                       calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
                       max_drop=max_drop, max_drop_rel=max_drop_rel,
                       train=train_settings(training))
+    from edgekit.io.models import announce
+
+    if max_drop is not None or max_drop_rel is not None:
+        announce("budget: " + " and ".join(
+            x for x in [f"{max_drop:g} points" if max_drop is not None else "",
+                        f"{100 * max_drop_rel:g}% of its top-1" if max_drop_rel is not None
+                        else ""] if x) + " against the original")
+    elif eval:
+        announce("budget: none (every drop below is against the original; pass --max-drop "
+                 "POINTS to fail the run beyond it)")
     if (max_drop is not None or max_drop_rel is not None) and not eval:
         raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
                          "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
@@ -235,13 +288,14 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
             from edgekit.pipeline import compress_onnx
 
             result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, preprocessing=given or None)
         else:
             from edgekit.io.outputs import check_output_folder
 
             check_output_folder(output)  # before the model is even loaded
             bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
-                               arch_kwargs=arch_kwargs, trust_model=trust_model)
+                               arch_kwargs=arch_kwargs, trust_model=trust_model,
+                               preprocessing=given)
             result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
     except InputError:
         # Bad input found only mid-run (an image that fails to decode while training): the
@@ -256,27 +310,54 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
 
 
 # ---------------------------------------------------------------- export
+def recorded_calibration(source: Any) -> str | None:
+    """The calibration set an output folder's compress recorded (its --calib, else the --train
+    it defaulted from), for an int8 export of that folder; None when it records none."""
+    if not isinstance(source, (str, Path)) or not Path(source).is_dir():
+        return None
+    from edgekit.io.manifest import MANIFEST_NAME, Manifest
+
+    if not (Path(source) / MANIFEST_NAME).is_file():
+        return None
+    stage = Manifest(Path(source)).stage("compress") or {}
+    data = (stage.get("config") or {}).get("data") or {}
+    calib = data.get("calib") or data.get("train")
+    if calib:
+        from edgekit.io.models import announce
+
+        announce(f"calib: none given, so int8 calibrates on {calib} (recorded by "
+                 f"{Path(source).name}'s compress)")
+    return calib
+
+
 def export(source: Any, output: str | Path | None = None, *, target: str = "onnx",
            precision: str = "fp32", parity_data: str | None = None, calib: str | None = None,
            input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
            arch: str | None = None, arch_kwargs: str | dict[str, Any] | None = None,
            trust_model: bool = False, data_dir: str | None = None,
-           **options: Any) -> ExportResult:
+           preprocessing: str | Mapping[str, Any] | None = None,
+           mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+           resize: int | None = None, crop: int | None = None,
+           channel_order: str | None = None, **options: Any) -> ExportResult:
     """Export `source` (an nn.Module, a ModelBundle, a model file or an output folder) to
     `target` (onnx | openvino | tensorrt) at `precision` into `output` (default: `source` when
     it is an output folder), checking parity on `parity_data`, as `edgekit export` does.
     `options` are the target's own typed options (workspace_mb, dla, ...)."""
     from edgekit.pipeline import export_artifact
 
+    if calib is None and precision == "int8":
+        calib = recorded_calibration(source)
     extra = {k: v for k, v in {"calib": _data(calib), **options}.items() if v is not None}
+    given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
+                               channel_order=channel_order)
     if not isinstance(source, (str, Path)):
         source = as_bundle(source, input_shape=input_shape, spec=spec, arch=arch,
-                           arch_kwargs=arch_kwargs)
+                           arch_kwargs=arch_kwargs, preprocessing=given)
     artifact, record = export_artifact(
         source, target, output, precision=precision, parity_source=_data(parity_data),
         data_dir=data_dir,
         model_options={"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": input_shape,
-                       "trust_model": trust_model}, **extra)
+                       "trust_model": trust_model, "preprocessing": given or None}, **extra)
     return ExportResult(artifact, record)
 
 
@@ -306,14 +387,22 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
              limit: int | None = None, threads: int | None = None,
              store: str | Path | None = None, rerun: bool = False,
              data_dir: str | None = None,
-             preprocessing: Mapping[str, Any] | None = None) -> ValidateResult:
+             preprocessing: Mapping[str, Any] | None = None,
+             batch: int | list[int] | None = None) -> ValidateResult:
     """Validate every artifact of `target` (an output folder) on `device` (a profile name, YAML
     path or DeviceProfile), as `edgekit validate` does: latency with one protocol, top-1 on the
     runtime, speed-up against the fp32 original, the gate. A failed gate is `result.passed ==
     False`, not an exception; bad input raises an EdgekitError. `preprocessing` (mean, std,
     resize, crop, channel_order) may repeat what the artifacts record, never differ from it
-    (edgekit.io.artifacts.check_preprocessing)."""
+    (edgekit.io.artifacts.check_preprocessing). `batch` is `batches` by its natural name (one
+    batch size or a list)."""
     from edgekit.config import validate as validate_config
+
+    if batch is not None:
+        if batches is not None:
+            raise InputError("validate got both batch= and batches=",
+                             hint="pass one: batches=[1, 8] (batch=8 means batches=[8])")
+        batches = [batch] if isinstance(batch, int) else list(batch)
     from edgekit.devices import DeviceProfile, load_profile
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import save

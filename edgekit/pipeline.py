@@ -343,7 +343,24 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
+    annotate_drops(ctx.report, ctx.original_top1)
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def annotate_drops(rows: list[dict[str, Any]], original_top1: float | None) -> None:
+    """Every row with a top-1 gets its drop against the ORIGINAL model (`drop_vs_original`, in
+    points) and, beside it, what that step itself cost against the row scored before it
+    (`step_drop`): an int8 model's own drop is against the fp32 model it quantized, which after
+    prune/distill is not the original."""
+    if original_top1 is None:
+        return
+    previous = original_top1
+    for row in rows[1:]:
+        if row.get("top1") is None:
+            continue
+        row["drop_vs_original"] = round(100.0 * (original_top1 - row["top1"]), 2)
+        row["step_drop"] = round(100.0 * (previous - row["top1"]), 2)
+        previous = row["top1"]
 
 
 def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
@@ -423,7 +440,8 @@ class OnnxSource:
 
 def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
                   input_shape: tuple[int, ...] | None = None,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False,
+                  preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     """int8 from an existing fp32 ONNX model: the model (checked, its InputSpec recorded in its
     metadata) is copied into ctx.out_dir as model.onnx, then the ONNX passes run on it as they do
     after a PyTorch export. Steps that need the PyTorch model are refused before anything is
@@ -432,7 +450,6 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
 
     from edgekit.io.onnxfile import load_onnx, save_onnx, set_spec, spec_from_onnx
     from edgekit.passes import get_pass
-    from edgekit.spec import InputSpec
 
     onnx_path = Path(onnx_path)
     passes = [(name, get_pass(name)(config)) for name, config in steps]
@@ -463,19 +480,19 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
         raise InputError(f"ONNX Runtime cannot load {onnx_path.name}: "
                          f"{str(exc).splitlines()[0][:300]}",
                          hint="export the model again with standard operators") from None
-    spec = spec_from_onnx(model, where=onnx_path)
-    known = spec is not None
-    from edgekit.io.models import check_channel_change, with_user_preprocessing
+    from edgekit.io.models import check_channel_change, current_preprocessing, resolve_model_spec
     from edgekit.io.onnxfile import check_shape_fits, no_spec_error
 
+    recorded = spec_from_onnx(model, where=onnx_path)
+    given = preprocessing if preprocessing is not None else current_preprocessing()
     if input_shape is not None:
-        check_channel_change(spec, input_shape, None, onnx_path.name)
-        spec = (spec or InputSpec()).with_shape(input_shape)
-    if spec is None:
+        check_channel_change(recorded, input_shape, preprocessing, onnx_path.name)
+    elif recorded is None and not given.get("preset"):
         raise no_spec_error(model, onnx_path.name)
-    check_shape_fits(model, spec.shape, onnx_path.name)
 
-    spec = with_user_preprocessing(spec, known, None, onnx_path.name)
+    spec, _ = resolve_model_spec(recorded, what=onnx_path.name, input_shape=input_shape,
+                                 preprocessing=preprocessing)
+    check_shape_fits(model, spec.shape, onnx_path.name)
     source = OnnxSource(onnx_path, spec, onnx_path.stem)
     for _, step in passes:
         step.check(source, ctx)

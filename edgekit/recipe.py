@@ -112,6 +112,8 @@ class ModelSource(Strict):
 
 
 class InputOverride(Strict):
+    preprocessing: str | None = Field(None, description="a named preset (imagenet, cifar10, "
+                                      "fashion-mnist, mnist, arch); the keys below override it")
     shape: tuple[int, int, int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import ConfigError, MissingDependencyError
+from edgekit.errors import ConfigError, InputError, MissingDependencyError
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
@@ -98,17 +98,23 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
         raise ConfigError("a model built from model.arch is trained on data.train, which is "
                           "missing", hint="add data.train (e.g. fashion-mnist:train), or give "
                           "model.path with trained weights")
-    from edgekit.io.archs import known_preprocessing
-    from edgekit.io.models import build_arch
+    from edgekit.io.models import build_arch, resolve_model_spec
 
     # an untrusted recipe's arch is built as a model file's is (edgekit.recipe, io.archs)
     model = build_arch(src.arch, src.arch_kwargs, trusted=recipe.trusted)
     ov = recipe.input
-    # A recipe that gives its own mean and std trains the arch on its own terms (no resize/crop
-    # unless it asks); otherwise the architecture's documented preprocessing is the base.
-    own = ov is not None and ov.mean is not None and ov.std is not None
-    spec = _spec(recipe, None if own else known_preprocessing(src.arch, model),
-                 what=None if own else src.arch)
+    # The one rule (edgekit.spec.resolve_preprocessing): the recipe's keys or a preset it names.
+    # edgekit trains this model itself, so without mean/std it trains with what the
+    # architecture documents (preset "arch"), and the checkpoint records it.
+    given = _given(ov)
+    if given["preset"] is None and (ov.mean is None or ov.std is None):
+        given["preset"] = "arch"
+    try:
+        spec, _ = resolve_model_spec(None, what=src.arch, model=model, arch=src.arch,
+                                     input_shape=ov.shape, preprocessing=given)
+    except InputError as exc:
+        raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
+    spec = _spec(recipe, spec)
     name = src.arch.split(":")[-1]
     path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
     if path.is_file():
@@ -134,17 +140,26 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     return path
 
 
-def _spec(recipe: Recipe, base: Any = None, *, what: str | None = None):
+RECIPE_INPUT_HINT = ("add input.shape, input.mean and input.std (e.g. shape: [1, 3, 64, 64], "
+                     "mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]), or name a preset: "
+                     "input.preprocessing: imagenet | cifar10 | fashion-mnist | mnist | arch")
+
+
+def _given(ov: Any) -> dict[str, Any]:
+    """A recipe's input keys as the one preprocessing rule takes them."""
+    if ov is None:
+        return {"preset": None}
+    keys = ("mean", "std", "resize", "crop", "channel_order")
+    return {"preset": ov.preprocessing, **{k: getattr(ov, k) for k in keys}}
+
+
+def _spec(recipe: Recipe, base: Any):
     """The recipe's input keys (shape, mean, std, resize, crop, channel_order, class_names) over
-    the model's own spec; a model built from `what` with no known normalisation needs mean/std."""
+    the model's spec."""
     from edgekit.spec import InputSpec
 
     ov = recipe.input
-    if base is None and what is not None and (ov is None or ov.mean is None or ov.std is None):
-        raise ConfigError(f"edgekit does not know how {what}'s inputs are normalised",
-                          hint="add input.mean and input.std to the recipe (e.g. mean: [0.5, 0.5, "
-                          "0.5], std: [0.25, 0.25, 0.25])")
-    spec = base or InputSpec()
+    spec = base
     if ov is None:
         return spec
     if ov.shape is not None:
@@ -154,6 +169,7 @@ def _spec(recipe: Recipe, base: Any = None, *, what: str | None = None):
             raise ConfigError(f"the recipe's input.shape: {problem}",
                               hint=channels_hint(ov.shape[1]).replace("--mean", "input.mean")
                               .replace("--std", "input.std").replace("--input-shape", "input.shape"))
+    if ov.shape is not None and tuple(ov.shape) != spec.shape:
         spec = spec.with_shape(ov.shape)
     spec = spec.with_preprocessing(mean=ov.mean, std=ov.std, resize=ov.resize, crop=ov.crop,
                                    channel_order=ov.channel_order)
@@ -167,13 +183,15 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
 
     src = recipe.model
     shape = recipe.input.shape if recipe.input and recipe.input.shape else None
-    ov = recipe.input
-    preprocessing = {k: getattr(ov, k) for k in ("mean", "std", "resize", "crop", "channel_order")} \
-        if ov else {}
-    bundle = load_model(checkpoint, arch=src.arch if src.path else None,
-                        arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
-                        trust_model=src.trust_model, preprocessing=preprocessing,
-                        trusted_arch=recipe.trusted)
+    try:
+        bundle = load_model(checkpoint, arch=src.arch if src.path else None,
+                            arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
+                            trust_model=src.trust_model, preprocessing=_given(recipe.input),
+                            trusted_arch=recipe.trusted)
+    except InputError as exc:
+        if "does not record its preprocessing" not in exc.message:
+            raise
+        raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
 

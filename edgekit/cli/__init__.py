@@ -16,6 +16,7 @@ from edgekit.errors import EdgekitError
 # name -> "module:attribute"; one list of commands, the help text comes from each command.
 COMMANDS: dict[str, str] = {
     "zoo": "edgekit.cli.zoo:zoo",
+    "inspect": "edgekit.cli.inspect:inspect",
     "calib": "edgekit.cli.calib:calib",
     "export": "edgekit.cli.export:export",
     "bench": "edgekit.cli.bench:bench",
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str] = {
 }
 SHORT_HELP: dict[str, str] = {
     "zoo": "Reference models: list and train them on Fashion-MNIST.",
+    "inspect": "What edgekit will assume and do with a model, before anything runs.",
     "calib": "Build calibration sets.",
     "export": "Export a model to ONNX, OpenVINO or TensorRT.",
     "bench": "Benchmark an artifact: latency and accuracy on this machine.",

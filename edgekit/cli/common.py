@@ -73,10 +73,23 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     return values
 
 
-PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order")
+PREPROCESSING_FLAGS = ("mean", "std", "resize", "crop", "channel_order", "preprocessing")
+
+
+def _given_preprocessing(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the preprocessing flags from a command's kwargs: {key: value} of those given, with
+    --preprocessing NAME as key `preset`."""
+    values = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
+    values["preset"] = values.pop("preprocessing")
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _preprocessing_flags(fn: Callable) -> Callable:
+    from edgekit.spec import PRESET_HELP
+
+    fn = click.option("--preprocessing", default=None, metavar="PRESET",
+                      help="A named preprocessing preset (the flags above override its fields): "
+                      + PRESET_HELP + ".")(fn)
     fn = click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False),
                       default=None, help="Channel order the model expects (default RGB).")(fn)
     fn = click.option("--crop", type=click.IntRange(min=1), default=None,
@@ -103,9 +116,9 @@ def preprocessing_options(fn: Callable) -> Callable:
         from edgekit.data.folders import allowing_upscale
         from edgekit.io.models import preprocessing_from_cli
 
-        options = {k: kwargs.pop(k) for k in PREPROCESSING_FLAGS}
+        given = _given_preprocessing(kwargs)
         # an explicit --resize asks for scaling: images smaller than the input may be scaled up
-        with preprocessing_from_cli(options), allowing_upscale(options["resize"] is not None):
+        with preprocessing_from_cli(given), allowing_upscale(given.get("resize") is not None):
             return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
@@ -119,9 +132,17 @@ def recorded_preprocessing_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["preprocessing"] = {k: v for k in PREPROCESSING_FLAGS
-                                   if (v := kwargs.pop(k)) is not None}
-        return fn(*args, **kwargs)
+        given = _given_preprocessing(kwargs)
+        preset = given.pop("preset", None)
+        if preset is not None:  # its values, under the flags given beside it
+            from edgekit.spec import preset_values
+
+            given = {**preset_values(preset), **given}
+        kwargs["preprocessing"] = given
+        from edgekit.io.models import preprocessing_from_cli
+
+        with preprocessing_from_cli({}):  # in scope: the provenance line is printed
+            return fn(*args, **kwargs)
 
     return _preprocessing_flags(wrapper)
 

@@ -60,11 +60,31 @@ def check_preprocessing(target: str | Path, given: Mapping[str, Any] | None) -> 
     artifact is evaluated the way it records (its preprocessing is part of the model, set when it
     was exported), so a flag may repeat what every artifact of `target` records but not differ
     from it: InputError naming the artifact, the flag and the recorded value."""
+    from edgekit.io.models import announce
+    from edgekit.spec import describe_provenance
+
     given = {k: v for k, v in (given or {}).items() if v is not None}
-    if not given:
-        return
-    for entry in list_artifacts(target):
-        conflicts = spec_for(entry["path"]).preprocessing_conflicts(**given)
+    from edgekit.errors import EdgekitError
+
+    try:
+        entries = list_artifacts(target)
+    except EdgekitError:
+        if given:
+            raise
+        return  # the command's own checks say what is wrong with the target
+    for entry in entries:
+        try:
+            spec = spec_for(entry["path"])
+        except EdgekitError:
+            if given:
+                raise
+            continue  # the command's own checks name what is wrong with this artifact
+        # every command says where the preprocessing comes from: here, the artifact's file
+        announce(describe_provenance(spec, {}).replace(
+            "(all from the file)", f"(all from the file: {Path(entry['path']).name} records it)"))
+        if not given:
+            continue
+        conflicts = spec.preprocessing_conflicts(**given)
         if conflicts:
             raise InputError(
                 f"{Path(entry['path']).name} records its own preprocessing, and "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ModelLoadError, UnsafeModelError, shown
 from edgekit.io.files import atomic_path
-from edgekit.spec import InputSpec
+from edgekit.spec import InputSpec, describe_provenance, resolve_preprocessing
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -43,29 +43,70 @@ def current_preprocessing() -> dict[str, Any]:
     return dict(_PREPROCESSING.get() or {})
 
 
+# Lines already printed by the command being run (None outside the CLI: the API prints nothing).
+_ANNOUNCED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "edgekit_announced", default=None)
+
+
 @contextlib.contextmanager
 def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
     token = _PREPROCESSING.set({k: v for k, v in options.items() if v is not None})
+    announced = _ANNOUNCED.set(set())
     try:
         yield
     finally:
         _PREPROCESSING.reset(token)
+        _ANNOUNCED.reset(announced)
 
 
-def with_user_preprocessing(spec: InputSpec, known: bool, preprocessing: dict[str, Any] | None,
-                            what: str) -> InputSpec:
-    """`spec` with the user's preprocessing (`preprocessing`, else the CLI's flags) applied. When
-    the normalisation is not `known` (recorded or documented for the architecture), the user
-    must give mean and std: a silent default would make every accuracy wrong."""
+def announce(line: str) -> None:
+    """Print `line` once on stderr when a command is running (never under the Python API)."""
+    seen = _ANNOUNCED.get()
+    if seen is None or line in seen:
+        return
+    seen.add(line)
+    import sys
+
+    sys.stderr.write(line + "\n")
+
+
+def first_layer_channels(model: Any) -> int | None:
+    """The input channels the weights' first convolution takes (None when there is none)."""
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover
+        return None
+    for module in model.modules() if hasattr(model, "modules") else ():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+def resolve_model_spec(recorded: InputSpec | None, *, what: str, model: Any = None,
+                       arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+                       preprocessing: dict[str, Any] | None = None, api: bool = False
+                       ) -> tuple[InputSpec, dict[str, str]]:
+    """edgekit.spec.resolve_preprocessing for a loaded model: the user's preprocessing
+    (`preprocessing`, else the CLI's flags) over what the file records; the preset "arch" is
+    what the architecture documents. Prints the provenance line under the CLI."""
     given = {k: v for k, v in (preprocessing or current_preprocessing()).items() if v is not None}
-    if not known and not {"mean", "std"} <= set(given):
-        c = spec.channels
-        example = "0.485,0.456,0.406 --std 0.229,0.224,0.225" if c == 3 else \
-            ",".join(["0.5"] * c) + " --std " + ",".join(["0.5"] * c)
-        raise ModelLoadError(f"{what} does not record how its inputs are normalised",
-                             hint=f"pass the mean and std the model was trained with: --mean "
-                             f"{example} (and --resize/--crop if it was trained on centre crops)")
-    return spec.with_preprocessing(**given)
+    if input_shape is not None:
+        given["input_shape"] = tuple(input_shape)
+    preset_spec = None
+    if given.get("preset") == "arch":
+        from edgekit.io.archs import known_preprocessing
+
+        preset_spec = known_preprocessing(arch, model)
+        if preset_spec is None:
+            raise ModelLoadError(f"edgekit knows no documented preprocessing for "
+                                 f"{arch or what}", hint="pass --input-shape, --mean and --std "
+                                 "(or name another preset: --preprocessing imagenet|cifar10|"
+                                 "fashion-mnist|mnist)")
+    spec, provenance = resolve_preprocessing(
+        recorded, given, what=what, preset_spec=preset_spec,
+        channels=first_layer_channels(model) if model is not None else None, api=api)
+    announce(describe_provenance(spec, provenance))
+    return spec, provenance
 
 
 def check_channel_change(spec: InputSpec | None, input_shape: tuple[int, ...],
@@ -208,6 +249,8 @@ class ModelBundle:
     surgery: list[dict[str, Any]] = field(default_factory=list)
     source: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # where each preprocessing field came from ("file", "preset imagenet", "--mean"), as loaded
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -402,12 +445,13 @@ def load_model(
 ) -> ModelBundle:
     """Load a model file safely into a ModelBundle (see module docstring for formats).
 
-    `preprocessing` (mean, std, resize, crop, channel_order: the CLI's --mean/--std/--resize/
-    --crop, a recipe's keys) overrides the model's own. A model whose normalisation is known
-    from nowhere (no edgekit checkpoint, no torchvision/timm/zoo architecture) and given none is
-    refused: a silent default would make every accuracy wrong. `trusted_arch=False`: `arch`
-    comes from a file (a recipe), not the user, and is built as a checkpoint's is (only listed
-    factories, edgekit.io.archs)."""
+    `preprocessing` (preset, mean, std, resize, crop, channel_order: the CLI's --preprocessing/
+    --mean/--std/--resize/--crop, a recipe's keys) overrides the model's own. A model whose
+    input shape or normalisation is recorded nowhere (a state_dict, TorchScript, a pickled
+    module) and given neither by flags nor by a named preset is refused with the flags to pass:
+    a silent default would make every accuracy wrong (edgekit.spec.resolve_preprocessing).
+    `trusted_arch=False`: `arch` comes from a file (a recipe), not the user, and is built as a
+    checkpoint's is (only listed factories, edgekit.io.archs)."""
     import torch
 
     path = Path(path)
@@ -490,22 +534,14 @@ def load_model(
             _load_state_dict(model, state_dict, arch, kwargs)
         else:
             raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
-    if spec is None:
-        from edgekit.io.archs import known_preprocessing
-
-        spec = known_preprocessing(bundle_arch, model)
-    known = spec is not None
     if input_shape is not None:
         check_channel_change(spec, input_shape, preprocessing, str(path))
-        spec = (spec or InputSpec()).with_shape(input_shape)
-    if spec is None:
-        raise ModelLoadError(f"{path} does not record its input shape: edgekit exports and "
-                             "measures at one fixed N,C,H,W", hint=shape_hint(model))
-    spec = with_user_preprocessing(spec, known, preprocessing, f"{path}" + (
-        f" ({bundle_arch}, an architecture edgekit knows no normalisation for)" if bundle_arch else ""))
+    spec, provenance = resolve_model_spec(spec, what=f"{path}" + (f" ({bundle_arch})" if bundle_arch else ""),
+                                          model=model, arch=bundle_arch, input_shape=input_shape,
+                                          preprocessing=preprocessing)
     check_finite(model, path)
     model.eval()
-    bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta)
+    bundle = ModelBundle(model, spec, bundle_arch, kwargs, surgery, path, meta, provenance)
     if check_forward:
         check_input_shape(bundle)
     return bundle

@@ -196,8 +196,8 @@ def load_calibration(calib: str | Path | np.ndarray | None, spec: InputSpec,
     if calib is None:
         raise InputError(
             "int8 needs a calibration set",
-            hint="pass --calib calibration/fashion-mnist-512.npz (or a data source such as "
-            "fashion-mnist:train or an image folder)")
+            hint="pass --calib DATA: images like the model's own inputs (its training image "
+            "folder, or a set built with `edgekit calib build SOURCE -o SET.npz`)")
     if isinstance(calib, np.ndarray):
         return calib, "array"
     from edgekit.data import load_dataset

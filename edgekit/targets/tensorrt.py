@@ -51,8 +51,8 @@ TIMING_CACHE = "tensorrt.timing-cache"
 # fp32 engines may use TF32 (TensorRT's default on Ampere and later), so both float precisions
 # get the fp16-style tolerance.
 TOLERANCE_SCALE = {"fp32": 100.0, "fp16": 100.0}
-MAKE_QDQ_HINT = ("make it first: edgekit compress MODEL.pt --int8 --for tensorrt --calib "
-                 "calibration/fashion-mnist-512.npz -o {folder}")
+MAKE_QDQ_HINT = ("make it first: edgekit compress MODEL.pt --int8 --for tensorrt --calib DATA "
+                 "(the model's own kind of images) -o {folder}")
 
 
 # ---------------------------------------------------------------- int8 input (no TensorRT needed)

@@ -82,7 +82,8 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     upscale = ["--allow-upscale"] if size > 72 else []
     code, _, err = run_cli(["compress", model, "--arch", arch, "--arch-kwargs",
                             json.dumps({"num_classes": len(CLASSES)}), "--crop", size,
-                            "--prune", "0.25", "--dwsep", "--distill-epochs", "0", "--int8",
+                            "--preprocessing", "arch", "--prune", "0.25", "--dwsep",
+                            "--distill-epochs", "0", "--int8",
                             "--calib", rgb_folder, "--calib-size", "16", "--eval", rgb_folder,
                             "-o", out, "--json", *upscale], capsys)
     assert code == 0, err
@@ -145,7 +146,7 @@ def test_a_briefly_trained_arch_keeps_its_accuracy_through_the_chain(tmp_path: P
     model = build_arch(arch, kwargs, trusted=True)
     torch.save(model.state_dict(), tmp_path / "random.pt")
     spec = load_model(tmp_path / "random.pt", arch=arch, arch_kwargs=kwargs,
-                      preprocessing={"crop": SIZE}).spec
+                      preprocessing={"crop": SIZE, "preset": "imagenet"}).spec
     history = fit(model, load_raw(str(train)), spec, load_dataset(str(val), spec),
                   TrainConfig(epochs=4, batch_size=8, lr=2e-3, warmup_epochs=0, seed=0))
     assert history["epochs"][-1]["top1"] >= 0.9, history
@@ -153,6 +154,7 @@ def test_a_briefly_trained_arch_keeps_its_accuracy_through_the_chain(tmp_path: P
     out = tmp_path / "out"
     code, report, err = run_cli(["compress", tmp_path / "trained.pt", "--arch", arch,
                                  "--arch-kwargs", json.dumps(kwargs), "--crop", SIZE,
+                                 "--preprocessing", "imagenet",
                                  "--prune", "0.25", "--dwsep", "--train", train,
                                  "--distill-epochs", "2", "--int8", "--calib", train,
                                  "--calib-size", "16", "--eval", val, "-o", out, "--json"], capsys)

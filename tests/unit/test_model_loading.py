@@ -90,8 +90,10 @@ def test_state_dict_with_arch(tmp_path: Path) -> None:
     path = tmp_path / "sd.pt"
     model = torchvision.models.resnet18(num_classes=10)
     torch.save(model.state_dict(), path)
-    bundle = load_model(path, arch="torchvision.models:resnet18", arch_kwargs='{"num_classes": 10}')
+    bundle = load_model(path, arch="torchvision.models:resnet18", arch_kwargs='{"num_classes": 10}',
+                        preprocessing={"preset": "imagenet"})
     assert bundle.spec.shape == (1, 3, 224, 224)
+    assert bundle.provenance["mean"] == "preset imagenet"
     x = torch.randn(1, 3, 224, 224)
     model.eval()
     assert torch.allclose(bundle.model(x), model(x))
@@ -178,18 +180,31 @@ def test_normalisation_never_silently_defaulted(tmp_path: Path) -> None:
                    preprocessing={"mean": (0.3, 0.3, 0.3), "std": (0.2,)})
 
 
-def test_torchvision_and_timm_bring_their_preprocessing(tmp_path: Path) -> None:
+def test_torchvision_and_timm_preprocessing_only_when_named(tmp_path: Path) -> None:
+    """The architecture's documented preprocessing is a preset the user names (imagenet, arch),
+    never a silent default: a torchvision state_dict alone is refused with the flags to pass."""
     import torchvision
 
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r.pt")
-    spec = load_model(tmp_path / "r.pt", arch="torchvision.models:resnet18",
-                      arch_kwargs={"num_classes": 3}, input_shape=(1, 3, 64, 64)).spec
+    with pytest.raises(ModelLoadError, match="does not record its preprocessing") as err:
+        load_model(tmp_path / "r.pt", arch="torchvision.models:resnet18",
+                   arch_kwargs={"num_classes": 3}, input_shape=(1, 3, 64, 64))
+    assert "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in err.value.hint
+    assert "--preprocessing imagenet" in err.value.hint
+    bundle = load_model(tmp_path / "r.pt", arch="torchvision.models:resnet18",
+                        arch_kwargs={"num_classes": 3}, input_shape=(1, 3, 64, 64),
+                        preprocessing={"preset": "imagenet"})
+    spec = bundle.spec
     assert spec.mean == (0.485, 0.456, 0.406) and spec.resize == 73 and spec.shape[2:] == (64, 64)
+    assert bundle.provenance == {"shape": "--input-shape",
+                                 "resize": "preset imagenet, scaled to the new input size",
+                                 "mean": "preset imagenet", "std": "preset imagenet",
+                                 "channel_order": "preset imagenet"}
     timm = pytest.importorskip("timm", reason="timm is an optional extra")
     model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     torch.save(model.state_dict(), tmp_path / "t.pt")
     spec = load_model(tmp_path / "t.pt", arch="timm:resnet10t", arch_kwargs={"num_classes": 3},
-                      preprocessing={"crop": 64}).spec
+                      preprocessing={"crop": 64, "preset": "arch"}).spec
     cfg = model.pretrained_cfg
     assert spec.mean == tuple(cfg["mean"]) and spec.shape[2:] == (64, 64)
     assert spec.resize == round(64 * round(cfg["input_size"][1] / cfg["crop_pct"]) / cfg["input_size"][1])

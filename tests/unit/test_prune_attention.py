@@ -347,7 +347,7 @@ def test_torchvision_vit_heads_are_pruned_and_the_checkpoint_reloads(tmp_path):
     model = build_arch("torchvision.models:vit_b_16", {"image_size": 32, "num_classes": 5}).eval()
     torch.save(model.state_dict(), path)
     bundle = load_model(path, arch="torchvision.models:vit_b_16", arch_kwargs={"image_size": 32, "num_classes": 5},
-                        input_shape=(1, 3, 32, 32))
+                        input_shape=(1, 3, 32, 32), preprocessing={"preset": "imagenet"})
     bundle = PrunePass({"ratio": 0.25, "head_ratio": 0.5}).apply(
         bundle, PassContext(out_dir=tmp_path))
     layers = bundle.model.encoder.layers

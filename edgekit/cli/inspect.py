@@ -1,0 +1,169 @@
+"""`edgekit inspect MODEL`: before anything runs, what edgekit will assume and do with a model:
+its architecture, its input spec and where each field came from (file / flag / preset), its
+classes, MACs and parameters, which layers each pass can touch and which it leaves alone (and
+why), which runtimes here can run it, and the exact next command. It only reads: nothing is
+written. Built from the helpers the passes and runners use themselves (model_cost,
+prune_model's report, dwsep's plan_layers, Runner.available)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from typing import Any
+
+import click
+
+from edgekit.cli.common import json_option, model_options, print_json
+
+PRUNE_RATIO = 0.3  # what the report's dry run prunes (compress --prune 0.3)
+
+
+def _prune_plan(bundle: Any) -> dict[str, Any]:
+    """A dry run of the prune step on a copy of the model: what it prunes, what it keeps, why."""
+    from edgekit.errors import InputError
+    from edgekit.passes.prune import prune_model
+
+    try:
+        result = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO)
+    except InputError as exc:
+        return {"applies": False, "reason": exc.message, "hint": exc.hint}
+    except Exception as exc:  # noqa: BLE001 - the pruner failed: said, inspect goes on
+        return {"applies": False, "reason": f"the pruner failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
+        prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO, round_to=8)
+        rounded = "prunes"
+    except Exception as exc:  # noqa: BLE001 - InputError (a wiped-out layer) or the pruner's own
+        rounded = f"refused: {getattr(exc, 'message', str(exc))[:300]}"
+    return {"applies": bool(result.pruned), "ratio": PRUNE_RATIO,
+            "touches": [r["layer"] for r in result.pruned],
+            "leaves": [{"layer": r["layer"], "reason": r["reason"]} for r in result.skipped],
+            "notes": result.notes, "round_to_8": rounded}
+
+
+def _dwsep_plan(bundle: Any) -> dict[str, Any]:
+    from edgekit.errors import InputError
+    from edgekit.passes.dwsep import DwsepConfig, plan_layers
+
+    try:
+        plans = plan_layers(bundle.model, bundle.spec, DwsepConfig())
+    except InputError as exc:
+        return {"applies": False, "reason": exc.message}
+    except Exception as exc:  # noqa: BLE001 - said, inspect goes on
+        return {"applies": False, "reason": f"dwsep cannot plan: {type(exc).__name__}"}
+    touches = [p.name for p in plans if p.replace]
+    return {"applies": bool(touches), "touches": touches,
+            "leaves": [{"layer": p.name, "reason": p.reason} for p in plans if not p.replace],
+            **({} if touches else {"reason": "no conv to substitute"})}
+
+
+def _runtimes() -> list[dict[str, Any]]:
+    """Each runtime edgekit has, whether it runs here, and the file kind it reads."""
+    from edgekit import kinds
+    from edgekit.runtimes.base import get_runner, runner_names
+
+    rows = []
+    for name in runner_names():
+        ok, reason = get_runner(name).available()
+        reads = [k.format for k in kinds.KINDS if name in k.runtimes]
+        rows.append({"runtime": name, "available": ok, "reads": reads,
+                     **({} if ok else {"reason": reason})})
+    return rows
+
+
+def _preprocessing_flags(spec: Any, provenance: dict[str, str]) -> list[str]:
+    """The flags that reproduce this spec (none when the file records it)."""
+    if all(v == "file" for v in provenance.values()):
+        return []
+    flags = ["--input-shape", ",".join(map(str, spec.shape)),
+             "--mean", ",".join(f"{v:g}" for v in spec.mean),
+             "--std", ",".join(f"{v:g}" for v in spec.std)]
+    if spec.resize:
+        flags += ["--resize", str(spec.resize)]
+    if spec.channel_order != "RGB":
+        flags += ["--channel-order", spec.channel_order]
+    return flags
+
+
+def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
+                  input_shape: tuple[int, ...] | None, trust_model: bool) -> dict[str, Any]:
+    import torch
+
+    from edgekit.cli.common import load_model_from_options
+    from edgekit.passes.stats import model_cost
+    from edgekit.spec import describe_provenance
+
+    bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+    with torch.no_grad():
+        outputs = int(bundle.model(torch.zeros(bundle.spec.shape)).shape[-1])
+    cost = model_cost(bundle.model, bundle.spec)
+    load = [shlex.quote(model)]
+    if arch:
+        load += ["--arch", arch]
+    if arch_kwargs:
+        load += ["--arch-kwargs", shlex.quote(arch_kwargs if isinstance(arch_kwargs, str)
+                                              else json.dumps(arch_kwargs))]
+    load += _preprocessing_flags(bundle.spec, bundle.provenance)
+    prune, dwsep = _prune_plan(bundle), _dwsep_plan(bundle)
+    steps = (["--prune", str(PRUNE_RATIO)] if prune["applies"] else []) + \
+        (["--dwsep"] if dwsep["applies"] else [])
+    next_command = " ".join(["edgekit", "compress", *load, *steps, "--train", "TRAIN_DATA",
+                             "--eval", "EVAL_DATA", "--int8", "-o", "out/"])
+    return {
+        "model": str(model), "arch": bundle.arch, "arch_kwargs": bundle.arch_kwargs,
+        "class": type(bundle.model).__name__,
+        "input_spec": bundle.spec.model_dump(mode="json"),
+        "provenance": bundle.provenance,
+        "preprocessing": describe_provenance(bundle.spec, bundle.provenance),
+        "classes": {"count": outputs, "names": list(bundle.spec.class_names)},
+        "macs": cost["macs"], "params": cost["params"],
+        "passes": {"prune": prune, "dwsep": dwsep,
+                   "distill": {"applies": True, "needs": "--train data (labels not needed)"},
+                   "quantize": {"applies": True, "needs": "--calib data (default: --train)"}},
+        "runtimes": _runtimes(),
+        "next": next_command,
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(f"model: {report['model']} ({report['arch'] or report['class']})")
+    names = report["classes"]["names"]
+    echo(f"classes: {report['classes']['count']}" + (f" ({', '.join(names)})" if names else ""))
+    echo(f"cost: {report['macs'] / 1e6:.1f} M MACs, {report['params'] / 1e6:.3f} M parameters "
+         f"at {report['input_spec']['shape'][2]}x{report['input_spec']['shape'][3]}")
+    for name, plan in report["passes"].items():
+        if "touches" in plan or "reason" in plan:
+            head = (f"{name}: touches {len(plan.get('touches', []))} layers, leaves "
+                    f"{len(plan.get('leaves', []))}") if plan["applies"] else \
+                f"{name}: does not apply: {plan.get('reason')}"
+            echo(head)
+            if "round_to_8" in plan:
+                echo(f"  with round_to 8 (device profiles): {plan['round_to_8']}")
+            for leave in plan.get("leaves", [])[:8]:
+                echo(f"  leaves {leave['layer']}: {leave['reason']}")
+            if len(plan.get("leaves", [])) > 8:
+                echo(f"  ... and {len(plan['leaves']) - 8} more (--json lists them all)")
+        else:
+            echo(f"{name}: applies; needs {plan['needs']}")
+    for row in report["runtimes"]:
+        state = "runs here" if row["available"] else f"not here: {row['reason']}"
+        echo(f"runtime {row['runtime']}: {state}")
+    echo(f"next: {report['next']}")
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@model_options
+@json_option
+def inspect(model: str, arch: str | None, arch_kwargs: str | None, input_shape,
+            trust_model: bool, as_json: bool) -> None:
+    """What edgekit will assume and do with MODEL, before anything runs: architecture, input
+    spec and where each field came from, classes, MACs and parameters, which layers each pass
+    touches or leaves (and why), the runtimes here, and the next command. Writes nothing."""
+    report = inspect_model(model, arch, arch_kwargs, input_shape, trust_model)
+    if as_json:
+        print_json(report)
+    else:
+        _print(report)
