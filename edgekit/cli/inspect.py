@@ -32,8 +32,11 @@ def _prune_plan(bundle: Any) -> dict[str, Any]:
         return {"applies": False, "reason": f"the pruner failed: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
-        prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO, round_to=8)
-        rounded = "prunes"
+        at8 = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
+                          round_to=8)
+        whole = [r["layer"] for r in at8.skipped if "round_to" in r.get("reason", "")]
+        rounded = "prunes" + (f"; keeps whole (too narrow for round_to 8): {', '.join(whole)}"
+                              if whole else "")
     except Exception as exc:  # noqa: BLE001 - InputError (a wiped-out layer) or the pruner's own
         rounded = f"refused: {getattr(exc, 'message', str(exc))[:300]}"
     return {"applies": bool(result.pruned), "ratio": PRUNE_RATIO,

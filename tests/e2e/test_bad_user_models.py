@@ -99,7 +99,7 @@ def _small_images(root: Path, side: int = 20, per_class: int = 3) -> Path:
 def _small_images_compress(d: Path) -> list[str]:
     model = _state_dict(d, "torchvision.models:mobilenet_v3_small", num_classes=4)
     return ["compress", str(model), "--arch", "torchvision.models:mobilenet_v3_small",
-            "--arch-kwargs", '{"num_classes": 4}', "--crop", "64", "--int8", "--calib",
+            "--arch-kwargs", '{"num_classes": 4}', "--crop", "64", "--preprocessing", "imagenet", "--int8", "--calib",
             str(_small_images(d / "imgs")), "--calib-size", "8", "-o", str(d / "out")]
 
 
@@ -177,11 +177,12 @@ CASES = [
     # 4. a state_dict that does not fit the named arch
     Case("state-dict-of-another-arch", lambda d: [
         "export", str(_state_dict(d, "torchvision.models:mobilenet_v3_small", num_classes=4)),
-        "--arch", "torchvision.models:resnet18", "--crop", "64", "-o", str(d / "out")], 2,
+        "--arch", "torchvision.models:resnet18", "--crop", "64", "--preprocessing", "imagenet", "-o", str(d / "out")], 2,
          "(0 of its 122 keys found; 122 missing: conv1.weight (64×3×7×7)"),
     Case("state-dict-num-classes", lambda d: [
         "compress", str(_state_dict(d, "torchvision.models:mobilenet_v3_small", num_classes=4)),
-        "--arch", "torchvision.models:mobilenet_v3_small", "--crop", "64", "--int8",
+        "--arch", "torchvision.models:mobilenet_v3_small", "--crop", "64", "--preprocessing",
+        "imagenet", "--int8",
         "-o", str(d / "out")], 2, """pass --arch-kwargs '{"num_classes": 4}'"""),
     Case("state-dict-num-classes-resnet18-32px", lambda d: [
         "export", str(_state_dict(d, "torchvision.models:resnet18", num_classes=7)),
@@ -207,12 +208,12 @@ def test_hints_are_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 
     model = _state_dict(tmp_path, "torchvision.models:mobilenet_v3_small", num_classes=4)
     code, _, err = cli(capsys, "export", model, "--arch", "torchvision.models:mobilenet_v3_small",
-                       "--crop", "32", "-o", tmp_path / "a")
+                       "--crop", "32", "--preprocessing", "imagenet", "-o", tmp_path / "a")
     assert code == 2 and "num_classes" in err
     kwargs = json.loads(err.split("--arch-kwargs '")[1].split("'")[0])
     assert kwargs == {"num_classes": 4}
     code, _, err = cli(capsys, "export", model, "--arch", "torchvision.models:mobilenet_v3_small",
-                       "--arch-kwargs", json.dumps(kwargs), "--crop", "32", "-o", tmp_path / "a")
+                       "--arch-kwargs", json.dumps(kwargs), "--crop", "32", "--preprocessing", "imagenet", "-o", tmp_path / "a")
     assert code == 0, err
 
     dyn = _dynamic_onnx(tmp_path)
@@ -228,7 +229,8 @@ def test_hints_are_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 
     imgs = _small_images(tmp_path / "imgs")
     base = ["export", model, "--arch", "torchvision.models:mobilenet_v3_small", "--arch-kwargs",
-            json.dumps(kwargs), "--crop", "32", "--parity-data", imgs]
+            json.dumps(kwargs), "--crop", "32", "--preprocessing", "imagenet", "--parity-data",
+            imgs]
     code, _, err = cli(capsys, *base, "-o", tmp_path / "c")
     assert code == 2 and "smaller than the model's 32×32 input" in err and "is 20×12" in err, err
     assert not (tmp_path / "c").exists()

@@ -234,7 +234,9 @@ def test_inspect_says_what_edgekit_will_assume_and_do(state_dict: Path, tmp_path
     assert prune["applies"] and {"layer": "classifier.3",
                                  "reason": "final classifier (never pruned)"} in prune["leaves"]
     assert "features.1.block.1.fc1" in prune["touches"]  # squeeze-excite, at round_to None
-    assert prune["round_to_8"].startswith("refused: ") and "fc1" in prune["round_to_8"]
+    # round_to 8 never empties a layer: the narrow squeeze-excite layer is kept whole, and said
+    assert prune["round_to_8"].startswith("prunes; keeps whole") and \
+        "features.1.block.1.fc1" in prune["round_to_8"]
     dwsep = report["passes"]["dwsep"]
     assert {"layer": "features.1.block.0.0", "reason": "already grouped (groups=16)"} in \
         dwsep["leaves"]
