@@ -15,6 +15,9 @@ MAX_MODEL_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_MODEL_ELEMENTS", 1_000_000_
 # One input sample C×H×W: 3×8192×8192 fits, 1×100000×100000 does not.
 MAX_INPUT_ELEMENTS = int(os.environ.get("EDGEKIT_MAX_INPUT_ELEMENTS", 1 << 28))
 MAX_BATCH = 65536
+# Threads a runtime or the trainer is given (--threads, a profile's threads:): far above any
+# machine's cores; ONNX Runtime raises a TypeError past 2**31.
+MAX_THREADS = 4096
 # One array of a data file (.npz): 8 GiB.
 MAX_DATA_BYTES = int(os.environ.get("EDGEKIT_MAX_DATA_BYTES", 8 << 30))
 
@@ -40,3 +43,14 @@ def check_input_shape_size(shape: tuple[int, ...], what: str = "input shape") ->
             f"{what} {','.join(map(str, shape))} is absurdly large ({sample:,} values per sample, "
             f"limit {MAX_INPUT_ELEMENTS:,}; batch limit {MAX_BATCH})",
             hint="check the shape; raise EDGEKIT_MAX_INPUT_ELEMENTS if it is real")
+
+
+def check_threads(threads: object, what: str = "threads") -> None:
+    """A thread count must be a whole number in 1..MAX_THREADS (None: the runtime's choice)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) \
+            or not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"{what} {threads!r} is not a thread count (1 to {MAX_THREADS})",
+                         hint="pass --threads N with N up to the machine's cores, or fix "
+                         "threads: in the device profile")
