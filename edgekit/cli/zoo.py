@@ -8,6 +8,7 @@ import click
 
 from edgekit.cli.common import data_dir_option, json_option, print_json
 from edgekit.errors import InputError
+from edgekit.limits import MAX_THREADS
 
 
 @click.group()
@@ -55,7 +56,7 @@ def list_models(as_json: bool) -> None:
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Measure top-1 on a stratified subset of N test images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="torch CPU threads (default: torch's choice).")
 @data_dir_option
 @json_option

@@ -143,15 +143,23 @@ BASE_BY_ID = {b.id: b for b in BASES}
 NON_FINITE = ("nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "1e999")
 BOUNDARY_NUMBERS = ("0", "-0", "-1", "0.0", "1e-320", "1e308", "-1e308", "99999999999",
                     "9223372036854775808", "-9223372036854775809", "0x10", "1_000", " 1 ")
-WRONG_TYPES = ("abc", "", " ", "1,2,x", "[1, 2]", "{a: 1}", "true", "null", "--json", "-1,-1",
+WRONG_TYPES = ("abc", "", " ", "1,2,x", "[1, 2]", "{a: 1}", "true", "null", "-h", "-1,-1",
                "1,,2", "1;2", "ünïcödé", "x" * 300)
 # Paths, relative to the sandbox (the cases' working directory): the user's files, inputs, other
 # folders, the sandbox's parent and beyond, odd names.
+# "@ROOT@" is the sandbox's absolute path: no case ever names a real system path (a report
+# written over /dev/null, as root, would replace the device).
 PATH_LIKE = ("foreign", "foreign/notes.txt", "other", "ref", "ref/model.onnx", "model.pt",
              "eval.npz", "results.db", "quick.yaml", "recipe.yaml", "nowhere/deeper/x",
-             "../beside", "../../escape-corpus", "..", ".", "~", "/", "/dev/null",
-             "foreign/notes.txt/below", "-", "a b/c d", "café", ".hidden", "out/../foreign",
-             "x" + "/y" * 60, "file:///etc/passwd", "fashion-mnist:../../x")
+             "../beside", "../../escape-corpus", "..", ".", "~", "@ROOT@/foreign/notes.txt",
+             "@ROOT@/other", "foreign/notes.txt/below", "-", "a b/c d", "café", ".hidden",
+             "out/../foreign", "x" + "/y" * 60, "file://@ROOT@/foreign/notes.txt",
+             "fashion-mnist:../../x")
+# Output paths edgekit must refuse: the user's files and folders, its own inputs, the sandbox.
+OUT_REFUSED = {"foreign", "foreign/notes.txt", "model.pt", "eval.npz", "ref/model.onnx",
+               "quick.yaml", "recipe.yaml", "..", ".", "foreign/notes.txt/below",
+               "@ROOT@/foreign/notes.txt", "out/../foreign"}
+ROOT_TOKEN = "@ROOT@"
 
 
 def is_non_finite(text: str) -> bool:

@@ -148,15 +148,21 @@ class CaseTimeout(BaseException):
 
 @contextlib.contextmanager
 def time_limit(seconds: int):
+    """Raise CaseTimeout after `seconds`, and again every second until the case has ended (code
+    that swallows one exception does not outlive the limit)."""
+    done = [False]
+
     def stop(signum, frame):  # noqa: ARG001
-        raise CaseTimeout
+        if not done[0]:
+            raise CaseTimeout
 
     previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
-        signal.alarm(0)
+        done[0] = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
@@ -179,7 +185,7 @@ def sandbox(world: Path, files: dict[str, bytes]):
     root = case / "s"
     shutil.copytree(world, root)
     for name, data in files.items():
-        (root / name).write_bytes(data)
+        (root / name).write_bytes(data.replace(W.ROOT_TOKEN.encode(), str(root).encode()))
     (root / "tmp").mkdir()
     (case / "home").mkdir()
     old_cwd, old_tmp, old_env = os.getcwd(), tempfile.tempdir, os.environ.get("TMPDIR")
@@ -231,7 +237,8 @@ def _strict_json(text: str) -> str | None:
     return None
 
 
-def check_files(case: Path, before: dict[str, str], out: str | None, code: int | None,
+def check_files(case: Path, before: dict[str, str], out: str | list[str] | None,
+                code: int | None,
                 timed_out: bool, escaped: bool) -> list[str]:
     """The file invariants: what changed, appeared or stayed behind around the case (`out` is
     the output path it names, relative to the sandbox CASE/s)."""
@@ -241,19 +248,20 @@ def check_files(case: Path, before: dict[str, str], out: str | None, code: int |
     violations = [f"wrote beyond the sandbox's parent ({ESCAPE.name})"] if escaped else []
     changed = sorted(k for k in before if after.get(k) != before[k])
     appeared = sorted(set(after) - set(before))
-    rel = None
-    if out is not None:
-        rel = os.path.relpath(os.path.realpath(case / "s" / os.path.expanduser(out)),
-                              os.path.realpath(case))
+    rels = [os.path.relpath(os.path.realpath(case / "s" / os.path.expanduser(o)),
+                            os.path.realpath(case))
+            for o in ([out] if isinstance(out, str) else list(out or []))]
 
     def under_out(k: str) -> bool:
-        """In -o: the folder, or the file and its sidecars (set.npz, set.json)."""
-        if rel is None:
-            return False
-        if rel == "." or k == rel or k.startswith(rel + os.sep):
-            return True
-        return Path(rel).suffix != "" and Path(k).parent == Path(rel).parent \
-            and Path(k).stem == Path(rel).stem
+        """In an output: the folder, or the file and its sidecars (set.npz, set.json;
+        results.db, results.db.jsonl)."""
+        for rel in rels:
+            if rel == "." or k == rel or k.startswith((rel + os.sep, rel + ".")):
+                return True
+            if Path(rel).suffix and Path(k).parent == Path(rel).parent \
+                    and Path(k).stem == Path(rel).stem:
+                return True
+        return False
 
     if timed_out:  # an interrupted run: only what was there must be whole
         return [f"changed or removed {k}" for k in changed[:3]]
@@ -297,10 +305,13 @@ def check_cli(argv: list[str], outcome: Outcome, *, gate: bool, must_refuse: boo
 
 
 def run_case(world: Path, group: str, label: str, argv: list[str], *, files: dict[str, bytes],
-             out: str | None, gate: bool, must_refuse: bool) -> None:
+             out: str | list[str] | None, gate: bool, must_refuse: bool) -> None:
     with sandbox(world, files) as case:
         before = _snapshot(case)
-        outcome = run_cli(argv)
+        outcome = run_cli([a.replace(W.ROOT_TOKEN, str(case / "s")) for a in argv])
+        if out is not None:
+            out = [o.replace(W.ROOT_TOKEN, str(case / "s"))
+                   for o in ([out] if isinstance(out, str) else out)]
         if outcome.timed_out:
             TALLY.inconclusive[group] += 1
         violations = check_cli(argv, outcome, gate=gate, must_refuse=must_refuse)
@@ -340,6 +351,7 @@ def _options(base: W.Base) -> list:
             if isinstance(p, click.Option) and "--help" not in p.opts]
 
 
+OUTPUT_OPTS = {"-o", "--output", "--store", "--markdown"}
 NUMERIC_TEXT = {"--mean", "--std", "--batch", "--prune", "--dwsep", "--dwsep-rank",
                 "--time-budget"}
 PATH_OPTS = {"-o", "--output", "--store", "--device", "--fleet", "--space", "--recipe",
@@ -378,7 +390,7 @@ def value_strategy(option) -> st.SearchStrategy[tuple[str | None, bool]]:
 
 # Options a case may not set to anything: -o of a command that would then run for minutes with
 # a valid fresh path (demo runs both demo recipes); its refusals are still tried.
-DEMO_VALUES = ("foreign", "foreign/notes.txt", "other", "ref", "model.pt", "/")
+DEMO_VALUES = ("foreign", "foreign/notes.txt", "model.pt", ".")
 
 
 def flag_case_of(base: W.Base, option, value: str | None, must_refuse: bool) -> tuple:
@@ -390,6 +402,10 @@ def flag_case_of(base: W.Base, option, value: str | None, must_refuse: bool) -> 
     out = argv[base.out] if base.out is not None else None
     if name in ("-o", "--output"):
         out = value
+    if name in OUTPUT_OPTS and value in W.OUT_REFUSED:
+        must_refuse = True  # an output over the user's files or edgekit's own inputs
+    if name in ("--store", "--markdown") and isinstance(value, str):
+        out = [o for o in (out, value) if o is not None]  # an output of its own
     return f"{base.id} {name} {value!r}", argv, out, must_refuse
 
 
@@ -397,7 +413,7 @@ def flag_case_of(base: W.Base, option, value: str | None, must_refuse: bool) -> 
 def flag_case(draw, base: W.Base, options: list):
     option = draw(st.sampled_from(options))
     if base.heavy:
-        value, must_refuse = draw(st.sampled_from(DEMO_VALUES)), False
+        value, must_refuse = draw(st.sampled_from(DEMO_VALUES)), True
     else:
         value, must_refuse = draw(value_strategy(option))
     return flag_case_of(base, option, value, must_refuse)
@@ -437,7 +453,7 @@ def test_every_flag(base: W.Base, world: Path) -> None:
     """Every option of the command once (an explicit example), then Hypothesis's draws."""
     options = _options(base)
     if base.heavy:
-        explicit = [flag_case_of(base, options[0], v, False) for v in DEMO_VALUES]
+        explicit = [flag_case_of(base, options[0], v, True) for v in DEMO_VALUES]
     else:
         explicit = [flag_case_of(base, option, *explicit_flag_value(option, i))
                     for i, option in enumerate(options)]
@@ -485,7 +501,7 @@ RAW: dict[str, Any] = {
 
 FIELD_VALUES: list[Any] = [
     0, -1, 1, 10**20, -(10**20), 2**63, 1e-320, 1e308, 0.5, True, False, None, "", " ", [], {},
-    [1, 2], {"x": 1}, "../../x", "/etc/passwd", "foreign/notes.txt", "ref", "os:system",
+    [1, 2], {"x": 1}, "../../x", "@ROOT@/foreign/notes.txt", "foreign/notes.txt", "ref", "os:system",
     "a" * 300, [[[[[[[[]]]]]]]], "nan", "inf", ..., "1e999"]
 EXTRA_KEYS = ["typo_key", "trust_model", "arch", "__class__", "name", "<<"]
 EXTRA_VALUES = [True, "os:system", "../x", 1]
@@ -634,6 +650,8 @@ def api_case_of(name: str, param: str, value: Any) -> tuple:
     annotation = str(inspect.signature(getattr(api, name)).parameters[param].annotation)
     numeric = "float" in annotation or "int" in annotation
     must_refuse = numeric and isinstance(value, float) and not math.isfinite(value)
+    if param == "output" and value in W.OUT_REFUSED:
+        must_refuse = True
     kwargs = {**API_BASES[name], param: value}
     out = kwargs.get("output") if name != "validate" else None
     if name == "export" and out is None:
@@ -683,6 +701,11 @@ def test_python_api(name: str, world: Path) -> None:
         label, kwargs, out, must_refuse = case
         with sandbox(world, {}) as sandbox_case:
             before = _snapshot(sandbox_case)
+            root = str(sandbox_case / "s")
+            kwargs = {k: v.replace(W.ROOT_TOKEN, root) if isinstance(v, str) else v
+                      for k, v in kwargs.items()}
+            if isinstance(out, str):
+                out = out.replace(W.ROOT_TOKEN, root)
             outcome = run_api(name, kwargs)
             violations = []
             if outcome.timed_out:
@@ -733,6 +756,20 @@ def test_threads_past_the_limit_exit_2(world: Path) -> None:
             assert outcome.error is None, outcome.error
             assert outcome.code == 2, outcome.output
             assert f"is not a thread count (1 to {MAX_THREADS})" in outcome.output
+            assert check_files(case, before, None, 2, False, False) == []
+
+
+def test_demo_refuses_a_folder_it_does_not_own(world: Path) -> None:
+    """What the corpus found on main: `edgekit demo -o DIR` wrote its searches into
+    DIR/optimize/... whatever DIR held (as root, `demo -o /` made /optimize). Now a file, or a
+    folder holding anything the demo does not write, is exit 2 before anything is written."""
+    for out in ("foreign", "foreign/notes.txt", "."):
+        with sandbox(world, {}) as case:
+            before = _snapshot(case)
+            outcome = run_cli(["demo", "-o", out])
+            assert not outcome.timed_out, f"demo -o {out} ran"
+            assert outcome.code == 2, outcome.output
+            assert "the demo did not write" in outcome.output or "not a folder" in outcome.output
             assert check_files(case, before, None, 2, False, False) == []
 
 
