@@ -98,6 +98,7 @@ class Base:
     argv: tuple[str, ...]
     gate: bool = False
     heavy: bool = False
+    explicit: bool = True  # False: another base covers every option; only generated cases
 
     @property
     def out(self) -> int | None:
@@ -120,11 +121,12 @@ BASES: list[Base] = [
                            "--eval", "eval.npz", "--calib-size", "8", "-o", OUT),
          gate=True),
     Base("compress-prune", ("compress", "model.pt", "--prune", "0.25", "--eval", "eval28.npz",
-                            "--eval-limit", "16", "--distill-epochs", "0", "-o", OUT), gate=True),
+                            "--eval-limit", "16", "--distill-epochs", "0", "-o", OUT), gate=True,
+         explicit=False),
     Base("validate", ("validate", "ref", "--device", "quick.yaml", "--eval", "eval.npz",
                       "--limit", "20", "--threads", "1"), gate=True),
     Base("validate-fleet", ("validate", "ref", "--fleet", "fleet.yaml", "--eval", "eval.npz",
-                            "--limit", "20"), gate=True),
+                            "--limit", "20"), gate=True, explicit=False),
     Base("devices", ("devices", "--json")),
     Base("results", ("results", "results.db", "--json")),
     Base("report", ("report", "results.db", "-o", f"{OUT}/report.html")),
@@ -133,7 +135,7 @@ BASES: list[Base] = [
                       "--eval-limit", "16", "--space", "space.yaml", "--trials", "1", "-o", OUT), gate=True),
     Base("optimize-fleet", ("optimize", "model.pt", "--fleet", "fleet.yaml", "--eval",
                             "eval28.npz", "--eval-limit", "16", "--space", "space.yaml",
-                            "--trials", "1", "-o", OUT), gate=True),
+                            "--trials", "1", "-o", OUT), gate=True, explicit=False),
     Base("demo", ("demo", "-o", OUT), heavy=True),
 ]
 BASE_BY_ID = {b.id: b for b in BASES}
