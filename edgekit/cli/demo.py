@@ -43,6 +43,12 @@ def check_demo_folder(out: Path) -> None:
         return
     if not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder", hint="-o names a folder")
+    from edgekit.io.manifest import MANIFEST_NAME
+    from edgekit.io.outputs import check_output_folder
+
+    if (out / MANIFEST_NAME).exists():  # an edgekit output folder (`compress -o out/`) is ours
+        check_output_folder(out)
+        return
     foreign = sorted(p.name for p in out.iterdir()
                      if p.name not in DEMO_ENTRIES and not is_debris_name(p.name))
     if foreign:
