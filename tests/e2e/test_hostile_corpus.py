@@ -93,6 +93,9 @@ KNOWN_FAILURES: list[Known] = [
           r"preprocessing)=)", r"."),
     Known(f"issue 25 item 10 (export into another model's folder), {SAFETY_PATHS}",
           r"^(export-\S+ (-o|--output) 'other'|api export\(output='other'\))", r"."),
+    Known(f"issue 25 item 10's class through run (its exports), {SAFETY_PATHS} if run "
+          "exports through pipeline.export_artifact; else a follow-up",
+          r"^run (-o|--output) 'other'", r"^changed s/other/"),
     # Found by this corpus; not small and local enough to fix here. The lead files them.
     Known(f"API wrong types reach Python's own errors, {FOLLOW_UP}",
           r"^api (compress|export|validate)\(", r"^raised (TypeError|AttributeError|"
@@ -271,8 +274,8 @@ def _strict_json(text: str) -> str | None:
 
 
 def check_files(case: Path, before: dict[str, str], out: str | list[str] | None,
-                code: int | None,
-                timed_out: bool, escaped: bool) -> list[str]:
+                code: int | None, timed_out: bool, escaped: bool,
+                stores: list[str] | tuple = ()) -> list[str]:
     """The file invariants: what changed, appeared or stayed behind around the case (`out` is
     the output path it names, relative to the sandbox CASE/s)."""
     from edgekit.io.debris import is_debris_name
@@ -281,9 +284,9 @@ def check_files(case: Path, before: dict[str, str], out: str | list[str] | None,
     violations = [f"wrote beyond the sandbox's parent ({ESCAPE.name})"] if escaped else []
     changed = sorted(k for k in before if after.get(k) != before[k])
     appeared = sorted(set(after) - set(before))
-    rels = [os.path.relpath(os.path.realpath(case / "s" / os.path.expanduser(o)),
-                            os.path.realpath(case))
-            for o in ([out] if isinstance(out, str) else list(out or []))]
+    named = [out] if isinstance(out, str) else list(out or [])
+    rels = [os.path.relpath(os.path.realpath(case / "s" / where), os.path.realpath(case))
+            for o in named for where in {o, os.path.expanduser(o)}]  # `~` as given, or expanded
 
     def under_out(k: str) -> bool:
         """In an output: the folder, or the file and its sidecars (set.npz, set.json;
@@ -298,6 +301,12 @@ def check_files(case: Path, before: dict[str, str], out: str | list[str] | None,
 
     if timed_out:  # an interrupted run: only what was there must be whole
         return [f"changed or removed {k}" for k in changed[:3]]
+    if stores and code in (0, 1):  # a results store named as an output grows: that is its job
+        keep = [os.path.relpath(os.path.realpath(case / "s" / o), os.path.realpath(case))
+                for o in stores]
+        changed = [k for k in changed if k in after
+                   and not any(k == r or k.startswith(r + ".") or k == str(Path(r).with_suffix(
+                       ".jsonl")) for r in keep)]
     for k in changed[:3]:
         violations.append(f"{'removed' if k not in after else 'changed'} {k}")
     outside = [k for k in appeared if not (code in (0, 1) and under_out(k))]
@@ -348,8 +357,9 @@ def run_case(world: Path, group: str, label: str, argv: list[str], *, files: dic
         if outcome.timed_out:
             TALLY.inconclusive[group] += 1
         violations = check_cli(argv, outcome, gate=gate, must_refuse=must_refuse)
+        stores = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--store"]
         violations += check_files(case, before, out, outcome.code, outcome.timed_out,
-                                  _escaped())
+                                  _escaped(), stores)
     record(group, label, violations)
 
 
@@ -716,8 +726,8 @@ def api_case_of(name: str, param: str, value: Any) -> tuple:
     out = kwargs.get("output") if name != "validate" else None
     if name == "export" and out is None:
         out = kwargs["source"]
-    if param == "store" and isinstance(value, str):
-        out = value  # validate's results store is its output
+    if param == "store" and value is not None:
+        out = str(value)  # validate's results store is its output
     return f"api {name}({param}={value!r:.40})", kwargs, out, must_refuse
 
 
@@ -780,7 +790,8 @@ def test_python_api(name: str, world: Path) -> None:
                 violations.append(f"accepted (exit {outcome.code}) what must be refused")
             violations += check_files(sandbox_case, before, out if isinstance(out, (str, Path))
                                       else None, outcome.code if outcome.error is None else 2,
-                                      outcome.timed_out, _escaped())
+                                      outcome.timed_out, _escaped(),
+                                      [str(kwargs["store"])] if kwargs.get("store") else [])
         record("python api", label, violations)
 
     corpus_settings(GENERATED)(with_examples(given(case=api_case(name, params))(cases),
