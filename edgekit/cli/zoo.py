@@ -72,6 +72,11 @@ def train(name: str, output: str, epochs: int | None, batch_size: int | None, lr
     if out.is_dir() or output.endswith(("/", "\\")):
         raise InputError(f"-o {output} is a directory; it must name the checkpoint file",
                          hint=f"e.g. -o {out / (name + '.pt')}")
+    import zipfile
+
+    if out.exists() and not zipfile.is_zipfile(out):  # a user's file, not a torch checkpoint
+        raise InputError(f"-o {output} exists and is not a checkpoint; edgekit replaces only "
+                         "checkpoints", hint="choose a new file for -o")
     from edgekit.io.models import save_checkpoint
     from edgekit.zoo.train import TrainConfig, train_zoo_model
 
