@@ -101,7 +101,7 @@ KNOWN_FAILURES: list[Known] = [
           r"^api (compress|export|validate)\(", r"^raised (TypeError|AttributeError|"
           r"ValueError)"),
     Known(f"a refusal after the output folder was claimed leaves it behind, {FOLLOW_UP}",
-          r"^(recipe\.yaml .* via run|optimize-fleet |fleet\.yaml .* via optimize-fleet)",
+          r"^(recipe\.yaml .* via run|optimize(-fleet)? |\S+\.yaml .* via optimize(-fleet)?$)",
           r"^left behind s/out/"),
     Known(f"non-finite values in flags outside item 8's budget flags, {FOLLOW_UP}",
           r"^\S+ --(prune|target-macs|prune-heads|dwsep-max-error|lr|time-budget|dwsep-rank|"
