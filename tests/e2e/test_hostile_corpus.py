@@ -850,12 +850,15 @@ def test_threads_past_the_limit_exit_2(world: Path) -> None:
     (["zoo", "train", "lenet5", "--lr", "nan", "-o", "out/m.pt"], "lr"),
     (["zoo", "train", "lenet5", "--epochs", "1", "--limit", "20", "--eval-limit", "20", "-o",
       "foreign/notes.txt"], "exists and is not a checkpoint"),
+    (["calib", "build", "eval28.npz", "-n", "8", "--seed", "-210841", "-o", "out/set.npz"],
+     "-210841 is not in the range x>=0"),
 ], ids=["bench-batch", "validate-batch", "profile-batch", "zoo-train-threads",
-        "export-bad-calib-leaves-nothing", "zoo-train-lr-nan", "zoo-train-over-a-user-file"])
+        "export-bad-calib-leaves-nothing", "zoo-train-lr-nan", "zoo-train-over-a-user-file",
+        "calib-build-negative-seed"])
 def test_found_by_the_corpus(argv: list[str], fragment: str, world: Path) -> None:
     """What the corpus found on main, one case each: a MemoryError traceback (a batch of 10**11
     allocated), an OverflowError traceback (torch given 10**12 threads), a pydantic traceback
-    (zoo train --lr nan), zoo train -o over a user's text file (replaced by a checkpoint), and
+    (zoo train --lr nan; numpy's, calib build --seed -210841), zoo train -o over a user's file (replaced by a checkpoint), and
     export's output
     folder with an empty manifest left behind when its --calib was refused. Now exit 2 with
     the reason and nothing written."""
