@@ -104,7 +104,8 @@ KNOWN_FAILURES: list[Known] = [
           r"^api (compress|export|validate)\(", r"^raised (TypeError|AttributeError|"
           r"ValueError)"),
     Known(f"a refusal after the output folder was claimed leaves it behind, {FOLLOW_UP}",
-          r"^(recipe\.yaml .* via run|optimize(-fleet)? |\S+\.yaml .* via optimize(-fleet)?$)",
+          r"^(recipe\.yaml .* via run|run |optimize(-fleet)? |\S+\.yaml .* via "
+          r"optimize(-fleet)?$)",
           r"^left behind s/out/"),
     Known(f"non-finite values in flags outside item 8's budget flags, {FOLLOW_UP}",
           r"^\S+ --(prune|target-macs|prune-heads|dwsep-max-error|lr|time-budget|dwsep-rank|"
@@ -858,10 +859,9 @@ def test_threads_past_the_limit_exit_2(world: Path) -> None:
 def test_found_by_the_corpus(argv: list[str], fragment: str, world: Path) -> None:
     """What the corpus found on main, one case each: a MemoryError traceback (a batch of 10**11
     allocated), an OverflowError traceback (torch given 10**12 threads), a pydantic traceback
-    (zoo train --lr nan; numpy's, calib build --seed -210841), zoo train -o over a user's file (replaced by a checkpoint), and
-    export's output
-    folder with an empty manifest left behind when its --calib was refused. Now exit 2 with
-    the reason and nothing written."""
+    (zoo train --lr nan), numpy's ValueError (calib build --seed -210841), zoo train -o over a
+    user's file (replaced by a checkpoint), and export's output folder with an empty manifest
+    left behind when its --calib was refused. Now exit 2 with the reason, nothing written."""
     with sandbox(world, {}) as case:
         before = _snapshot(case)
         outcome = run_cli(argv, seconds=300)
