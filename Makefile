@@ -7,7 +7,7 @@ EDGEKIT := $(VENV)/bin/edgekit
 STAMP := $(VENV)/.installed
 export EDGEKIT_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: install data demo test test-fast bench bench-quick lint gpu-check arm64-device clean
+.PHONY: install data demo test test-fast corpus bench bench-quick lint gpu-check arm64-device clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install data
 
 test-fast: install data
 	$(VENV)/bin/pytest -q -rs -m "not slow"
+
+# The generated hostile corpus at a larger count than CI's (issue 25; CORPUS_EXAMPLES per group
+# of cases: each command, each config file kind, each API function). Prints the case count.
+CORPUS_EXAMPLES ?= 400
+corpus: install data
+	EDGEKIT_CORPUS_EXAMPLES=$(CORPUS_EXAMPLES) $(VENV)/bin/pytest -q tests/e2e/test_hostile_corpus.py
 
 # Reruns every benchmark and rewrites the README's measured sections (hours; a quiet machine).
 # `make bench-quick` proves the scripts work in minutes, writing under .cache/bench-quick/.

@@ -135,6 +135,9 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path} is nested too deeply", hint="flatten the file") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", hint="is it a text file?") from None
+    except ValueError as exc:  # a scalar the loader cannot convert (an int of 5,000 digits)
+        raise ConfigError(f"{path} holds a value edgekit cannot read: {str(exc)[:120]}",
+                          hint="fix the file") from None
 
 
 def load_yaml(schema: type[M], path: str | Path) -> M:

@@ -19,6 +19,10 @@ MAX_BATCH = 65536
 # holds MAX_INPUT_ELEMENTS pixels (16384 by default), so one resize never allocates more than
 # the largest sample would.
 MAX_RESIZE = math.isqrt(MAX_INPUT_ELEMENTS)
+
+# Threads a runtime or the trainer is given (--threads, a profile's threads:): far above any
+# machine's cores; ONNX Runtime raises a TypeError past 2**31.
+MAX_THREADS = 4096
 # One array of a data file (.npz): 8 GiB.
 MAX_DATA_BYTES = int(os.environ.get("EDGEKIT_MAX_DATA_BYTES", 8 << 30))
 
@@ -44,3 +48,14 @@ def check_input_shape_size(shape: tuple[int, ...], what: str = "input shape") ->
             f"{what} {','.join(map(str, shape))} is absurdly large ({sample:,} values per sample, "
             f"limit {MAX_INPUT_ELEMENTS:,}; batch limit {MAX_BATCH})",
             hint="check the shape; raise EDGEKIT_MAX_INPUT_ELEMENTS if it is real")
+
+
+def check_threads(threads: object, what: str = "threads") -> None:
+    """A thread count must be a whole number in 1..MAX_THREADS (None: the runtime's choice)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) \
+            or not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"{what} {threads!r} is not a thread count (1 to {MAX_THREADS})",
+                         hint="pass --threads N with N up to the machine's cores, or fix "
+                         "threads: in the device profile")

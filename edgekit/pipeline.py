@@ -122,9 +122,19 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         parity_source = recorded_eval(source)  # the eval data the folder knows
     if parity_data is None:
         parity_data = parity_sample(spec, parity_source, data_dir)
+    created = not Path(out_dir).exists()
     claim_output_folder(out_dir)
-    artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
-                               data_dir=data_dir, **options)
+    try:
+        artifact = exporter.export(loaded, out_dir, precision=precision, parity_data=parity_data,
+                                   data_dir=data_dir, **options)
+    except Exception:
+        # Refused mid-way (a --calib that is not a calibration set): a folder this call made
+        # holds nothing whole, so it goes with its empty manifest; an existing one stays as is.
+        if created:
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     if parity_source and isinstance(artifact.metrics.get("parity"), dict):
         artifact.metrics["parity"].setdefault("source", parity_source)
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None

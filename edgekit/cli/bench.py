@@ -21,8 +21,12 @@ def parse_batches(text: str | None) -> list[int] | None:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 1,8") from None
+    from edgekit.limits import MAX_BATCH
+
     if any(v <= 0 for v in values):
         raise click.BadParameter("batch sizes must be positive")
+    if any(v > MAX_BATCH for v in values):  # before an input of 10**11 samples is allocated
+        raise click.BadParameter(f"batch sizes must be at most {MAX_BATCH}")
     return values
 
 

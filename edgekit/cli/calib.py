@@ -18,7 +18,7 @@ def calib() -> None:
               help="Number of images.")
 @click.option("--stratified/--random", default=True, show_default=True,
               help="Balance the classes (when the source has labels).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output .npz (a .json manifest is written beside it).")
 @data_dir_option

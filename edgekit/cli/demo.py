@@ -27,6 +27,37 @@ def _interval(winner: dict) -> str:
             f"{confirmed['ci_high']:.2f}")
 
 
+# What the demo writes at the top of -o: a folder holding anything else is not the demo's.
+DEMO_ENTRIES = ("optimize", "results.db", "results.jsonl", "report.html", "report.md",
+                *(Path(name).stem for name in DEMO_RECIPES))
+
+
+def check_demo_folder(out: Path) -> None:
+    """Refuse an -o the demo does not own (a file, or a folder holding other entries) before
+    anything is written: the demo's searches write into subfolders of -o, which each search
+    alone would take for new folders."""
+    from edgekit.errors import InputError
+    from edgekit.io.debris import is_debris_name
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder", hint="-o names a folder")
+    from edgekit.io.manifest import MANIFEST_NAME
+    from edgekit.io.outputs import check_output_folder
+
+    if (out / MANIFEST_NAME).exists():  # an edgekit output folder (`compress -o out/`) is ours
+        check_output_folder(out)
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in DEMO_ENTRIES and not is_debris_name(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise InputError(f"output folder {out} holds files the demo did not write ({shown})",
+                         hint="choose a new or empty folder for -o (default: out)")
+
+
 def recipe_dir() -> Path:
     """recipes/ in the working directory, else the ones shipped with edgekit."""
     from edgekit.resources import shipped_dir
@@ -48,6 +79,7 @@ def demo(output: str, data_dir: str | None, as_json: bool, pipeline: bool) -> No
     from edgekit.runtimes.interference import disturbed_suffix
 
     out = Path(output)
+    check_demo_folder(out)
     searches = {}
     for name in DEMO_RECIPES:
         recipe = recipe_dir() / name

@@ -42,6 +42,11 @@ def profile(artifact: str, device_name: str, runtime: str | None, batch: int, ru
         device = device.model_copy(update={"threads": threads})
     if batch < 1 or runs < 1:
         raise InputError("--batch and --runs must be at least 1")
+    from edgekit.limits import MAX_BATCH
+
+    if batch > MAX_BATCH:  # before an input of 10**11 samples is allocated
+        raise InputError(f"--batch {batch} is over edgekit's limit of {MAX_BATCH}",
+                         hint="profile at the batch the device will run")
     record = profile_on_device(Path(artifact), device, runtime=runtime, batch=batch, runs=runs,
                                onnx_source=Path(onnx_source) if onnx_source else None)
     if store_path:

@@ -8,6 +8,7 @@ import click
 
 from edgekit.cli.common import data_dir_option, json_option, print_json
 from edgekit.errors import InputError
+from edgekit.limits import MAX_THREADS
 
 
 @click.group()
@@ -55,7 +56,7 @@ def list_models(as_json: bool) -> None:
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Measure top-1 on a stratified subset of N test images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="torch CPU threads (default: torch's choice).")
 @data_dir_option
 @json_option
@@ -71,12 +72,21 @@ def train(name: str, output: str, epochs: int | None, batch_size: int | None, lr
     if out.is_dir() or output.endswith(("/", "\\")):
         raise InputError(f"-o {output} is a directory; it must name the checkpoint file",
                          hint=f"e.g. -o {out / (name + '.pt')}")
+    import zipfile
+
+    if out.exists() and not zipfile.is_zipfile(out):  # a user's file, not a torch checkpoint
+        raise InputError(f"-o {output} exists and is not a checkpoint; edgekit replaces only "
+                         "checkpoints", hint="choose a new file for -o")
     from edgekit.io.models import save_checkpoint
     from edgekit.zoo.train import TrainConfig, train_zoo_model
 
     overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                                    "limit": limit, "num_threads": threads}.items() if v is not None}
-    cfg = TrainConfig(**{"epochs": entry.epochs, **entry.train, "seed": seed, **overrides})
+    from edgekit.config import validate
+
+    # through the schema's checks as an error naming the flag (--lr nan was a traceback)
+    cfg = validate(TrainConfig, {"epochs": entry.epochs, **entry.train, "seed": seed,
+                                 **overrides}, "zoo train options")
     bundle, summary = train_zoo_model(name, cfg, data_dir=data_dir, eval_limit=eval_limit)
     save_checkpoint(bundle, out)
     summary["output"] = str(out)

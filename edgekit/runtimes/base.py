@@ -72,6 +72,9 @@ class Runner:
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
                  options: RunnerOptions | dict[str, Any] | None = None) -> None:
+        from edgekit.limits import check_threads
+
+        check_threads(threads)  # before a runtime is handed 10**11 threads (a TypeError there)
         self.artifact = Path(artifact)
         self.spec = spec
         self.threads = threads
