@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.devices import DeviceProfile
+from edgekit.progress import say
 from edgekit.remote import programs
-from edgekit.remote.job import _say, checked_device, run_prepared, sync_blobs
+from edgekit.remote.job import checked_device, run_prepared, sync_blobs
 from edgekit.remote.payload import (
     Payload,
     _siblings,
@@ -73,7 +74,7 @@ def alternate_remote(artifacts: dict[str, tuple[Path, str]], device: DeviceProfi
                      spec: Any, x: np.ndarray, rounds: int = 6, seed: int = 0,
                      job_timeout: float | None = None, connect_timeout: float | None = None,
                      transport: SSHTransport | None = None, poll_s: float = 2.0,
-                     on_event: Callable[[str], None] = _say) -> dict[str, dict[str, Any]]:
+                     on_event: Callable[[str], None] = say) -> dict[str, dict[str, Any]]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
     ({label: (local path, runtime)}) timed on the remote `device` on `x` in `rounds`
     alternating rounds, as `speedup.alternate` returns them here; each also carries `remote`
