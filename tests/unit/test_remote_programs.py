@@ -141,3 +141,31 @@ def test_the_program_file_imports_only_the_standard_library_at_its_top():
     assert top and set(top) <= sys.stdlib_module_names
     with pytest.raises(ValueError):
         programs.program_argv("rm", {})
+
+
+def test_tensorrt_tasks_build_then_validate_with_the_program(tiny_folder, tmp_path):
+    """On a device that can use TensorRT: an `edgekit export` step per precision (no program,
+    left as it is), then the program validates the engines it finds, with the run id."""
+    from edgekit.remote.device import DeviceReport
+
+    folder, eval_path = tiny_folder()
+    profile = DeviceProfile.model_validate({
+        "name": "orin", "kind": "jetson", "host": "user@orin.local",
+        "workdir": str(tmp_path / "device"),
+        "runtimes": {"onnxruntime": {"precisions": ["fp32"]},
+                     "tensorrt": {"precisions": ["fp16", "int8"]}}})
+    report = DeviceReport(host="user@orin.local", workdir="~/.edgekit", python={},
+                          edgekit={}, runtimes={"onnxruntime": {"importable": True},
+                                                "tensorrt": {"importable": True}},
+                          packages={}, environment={})
+    payload = build_payload(folder, profile, report, eval_source=str(eval_path), limit=None,
+                            data_dir=None, budget={}, batches=None, workdir=tmp_path,
+                            job_timeout=60.0, run_id="stage-2")
+    steps = [t["argv"] for t in payload.tasks if t.get("kind") == "step"]
+    assert [a[:6] for a in steps] == [["{python}", "-m", "edgekit", "export", "out", "--target"]] * 2
+    assert [a[a.index("--precision") + 1] for a in steps] == ["fp16", "int8"]
+    [engines] = [t for t in payload.tasks if t.get("globs_engines")]
+    python, program, command, args = engines["argv"]
+    assert (python, program, command) == ("{python}", programs.PROGRAM_NAME, "validate")
+    args = json.loads(args)
+    assert args["run_id"] == "stage-2" and args["globs"] and args["target"] == "out"
