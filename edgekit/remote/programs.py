@@ -7,10 +7,11 @@ Like agent.py, this file is shipped, not installed: payload.py sends it in every
 `PROGRAM_NAME` (a content-addressed file of the job, so a change of it is a new job) and the task
 runs `PYTHON PROGRAM_NAME COMMAND ARGS_JSON` in the job's folder, so a device with an older
 edgekit runs this version of the program. Its parameters (the run id included) are the one JSON
-argument, never patched into source text. It imports only the standard library at the top; the
-device's edgekit, numpy and the runtimes are imported inside the commands, in the device's
-process. Nothing in edgekit imports it (tests/unit/test_import_graph.py checks that): it sits
-in the remote package as the agent does, though what it imports is the device's validator.
+argument, never patched into source text. It imports only the standard library at the top
+(so payload.py imports it for PROGRAM_NAME and program_argv at no cost); the device's edgekit,
+numpy and the runtimes are imported inside the commands, in the device's process. Those imports
+are the device's, not edges between this package's layers: tests/unit/test_import_graph.py
+leaves this file out, and tests/unit/test_remote_programs.py checks its top-level imports.
 
 Each command prints one JSON object on stdout (what the agent records for the task); a refused
 input is one `error: ...` line on stderr and exit status 2.
