@@ -38,6 +38,14 @@ class DataError(InputError):
     """A data source or calibration set is missing, malformed or does not fit the model."""
 
 
+class MissingLabelsError(DataError):
+    """A data set has no labels, and what was asked of it (top-1, a gate, training) needs them."""
+
+
+class DataShapeError(DataError):
+    """A data set's arrays have a shape its format or the model cannot take."""
+
+
 class ConfigError(InputError):
     """A recipe, device profile or pass configuration is invalid."""
 

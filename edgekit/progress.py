@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +19,23 @@ from rich.progress import (
 )
 
 stderr_console = Console(stderr=True)
+
+
+def say(message: str, tag: str | None = None) -> None:
+    """One line on stderr saying what edgekit is doing: `[tag] message`, or `… message` without
+    a tag (dimmed on a terminal). The default `on_event` of the remote jobs (`say`), optimize
+    (`tagged("optimize")`) and recipe runs (`tagged("edgekit run")`). The message is printed as
+    given: no rich markup or emoji codes read in it, no line breaks added."""
+    from rich.markup import escape
+
+    line = f"[dim]{escape(f'[{tag}]')}[/dim] {escape(message)}" if tag \
+        else f"[dim]… {escape(message)}[/dim]"
+    stderr_console.print(line, highlight=False, emoji=False, soft_wrap=True)
+
+
+def tagged(tag: str) -> Callable[[str], None]:
+    """`say` with `tag` before each message."""
+    return functools.partial(say, tag=tag)
 
 
 def _enabled() -> bool:

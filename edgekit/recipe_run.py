@@ -24,6 +24,7 @@ from edgekit.errors import ConfigError, InputError, MissingDependencyError
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
+from edgekit.progress import tagged
 from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
 
 PREFIX = "run:"
@@ -38,10 +39,7 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _say(message: str) -> None:
-    import click
-
-    click.echo(f"[edgekit run] {message}", err=True)
+_say = tagged("edgekit run")
 
 
 # ---------------------------------------------------------------- the model

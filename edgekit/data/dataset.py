@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import DataError
+from edgekit.errors import DataError, DataShapeError, MissingLabelsError
 from edgekit.spec import InputSpec
 
 
@@ -62,7 +62,7 @@ class RawImages:
         if not self.model_ready:
             return spec.preprocess(images)
         if tuple(images.shape[1:]) != tuple(spec.shape[1:]):
-            raise DataError(f"{self.source} holds float inputs of shape {tuple(images.shape[1:])}, "
+            raise DataShapeError(f"{self.source} holds float inputs of shape {tuple(images.shape[1:])}, "
                             f"the model expects {tuple(spec.shape[1:])} (C,H,W)",
                             hint="store uint8 images to have them resized, or build the set "
                             "for this model")
@@ -126,7 +126,7 @@ class Dataset:
         """Shape, finiteness, class names and label range against the model's spec (and its
         number of outputs, when known)."""
         if tuple(self.x.shape[1:]) != tuple(spec.shape[1:]):
-            raise DataError(
+            raise DataShapeError(
                 f"{self.source} has inputs of shape {tuple(self.x.shape[1:])}, the model expects "
                 f"{tuple(spec.shape[1:])} (C,H,W)",
                 hint="store uint8 images to have them resized, or build the set for this model",
@@ -138,7 +138,7 @@ class Dataset:
         if need_labels and self.label_error is not None:
             raise self.label_error
         if need_labels and self.y is None:
-            raise DataError(f"{self.source} has no labels, and accuracy needs them",
+            raise MissingLabelsError(f"{self.source} has no labels, and accuracy needs them",
                             hint="give an eval source with labels (npz 'y', IDX labels, class folders)")
         if self.y is not None and spec.num_classes is not None and len(self.y):
             lo, hi = int(self.y.min()), int(self.y.max())

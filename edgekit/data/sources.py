@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.data.dataset import Dataset, RawImages
 from edgekit.data.folders import FolderTrainSet
-from edgekit.errors import DataError
+from edgekit.errors import DataError, DataShapeError
 from edgekit.spec import InputSpec
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -158,7 +158,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                             hint="x and y must have the same first dimension")
         y = y.astype(np.int64)
     if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"{path} holds no samples ('x' has shape {x.shape})",
+        raise DataShapeError(f"{path} holds no samples ('x' has shape {x.shape})",
                         hint="write a set with samples in it")
     return x, y
 
@@ -167,11 +167,11 @@ def _npz_dataset(path: Path, spec: InputSpec) -> Dataset:
     x, y = read_npz(path)
     if x.dtype == np.uint8:
         if x.ndim not in (3, 4):
-            raise DataError(f"{path}: uint8 images must be N,H,W or N,H,W,C, got shape {x.shape}")
+            raise DataShapeError(f"{path}: uint8 images must be N,H,W or N,H,W,C, got shape {x.shape}")
         return Dataset(spec.preprocess(x), y, str(path))
     if np.issubdtype(x.dtype, np.floating):
         if x.ndim != 4:
-            raise DataError(f"{path}: float inputs must be model-ready N,C,H,W, got shape {x.shape}",
+            raise DataShapeError(f"{path}: float inputs must be model-ready N,C,H,W, got shape {x.shape}",
                             hint="store uint8 images (N,H,W[,C]) to have them preprocessed")
         x = x.astype(np.float32, copy=False)
         if not np.isfinite(x).all():
@@ -223,7 +223,7 @@ def load_raw(source: str, *, data_dir: str | Path | None = None) -> RawImages | 
         x, y = read_npz(path)
         if np.issubdtype(x.dtype, np.floating):
             if x.ndim != 4:
-                raise DataError(f"{path}: float inputs must be model-ready N,C,H,W, got shape {x.shape}",
+                raise DataShapeError(f"{path}: float inputs must be model-ready N,C,H,W, got shape {x.shape}",
                                 hint="store uint8 images (N,H,W[,C]) to have them preprocessed")
             return RawImages(x.astype(np.float32, copy=False), y, source)
         if x.dtype != np.uint8:

@@ -67,12 +67,9 @@ from edgekit.optimize.trials import (
     plot_label,
     prefer_simpler,
 )
+from edgekit.progress import tagged
 
-
-def _say(message: str) -> None:
-    from edgekit.progress import stderr_console
-
-    stderr_console.print(f"[dim][optimize][/dim] {message}", highlight=False)
+_say = tagged("optimize")
 
 
 def import_optuna():

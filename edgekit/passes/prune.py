@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgekit.errors import ConfigError, DataError, InputError
+from edgekit.errors import ConfigError, DataError, InputError, MissingLabelsError
 from edgekit.passes.base import Pass, PassConfig, PassContext
 
 IMPORTANCES = ("l1", "l2", "taylor", "bn-scale")
@@ -768,7 +768,7 @@ class PrunePass(Pass):
             if len(data) > n:
                 data = data.sample(n)
         if data.y is None:
-            raise DataError(f"{data.source} has no labels; taylor importance needs them",
+            raise MissingLabelsError(f"{data.source} has no labels; taylor importance needs them",
                             hint="use a labelled source or --importance l1")
         return data.x, data.y
 

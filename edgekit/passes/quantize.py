@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgekit.errors import ConfigError, DataError, ExportError
+from edgekit.errors import ConfigError, DataError, ExportError, MissingLabelsError
 from edgekit.passes.base import Pass, PassConfig, PassContext
 
 FILENAMES = {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.trt.onnx",
@@ -140,10 +140,11 @@ class QuantizePass(Pass):
                             "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
         try:
             return ctx.eval_set(spec, required=False)
-        except DataError as exc:
-            if budget.active and "no labels" in exc.message:
-                raise DataError(f"{exc.message}; the accuracy budget (--max-drop) compares top-1, "
-                                "which needs labels", hint=exc.hint) from None
+        except MissingLabelsError as exc:
+            if budget.active:
+                raise MissingLabelsError(f"{exc.message}; the accuracy budget (--max-drop) "
+                                         "compares top-1, which needs labels",
+                                         hint=exc.hint) from None
             raise
 
     def _parity(self, outcome: Any) -> dict[str, Any] | None:

@@ -23,9 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.errors import GateError
-from edgekit.validate.accuracy import top1
-
-TOLERANCE = 1e-9
+from edgekit.validate.accuracy import TOLERANCE, top1
 
 
 class QuantBackend(Protocol):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import Dataset
-from edgekit.errors import DataError, InputError
+from edgekit.errors import DataError, DataShapeError, InputError
 from edgekit.spec import FASHION_MNIST_CLASSES, InputSpec
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent.parent / "calibration"
@@ -57,9 +57,9 @@ def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = Non
         # A large source (a training split) is sampled before preprocessing, not after.
         dataset = load_dataset(source, spec, data_dir=data_dir, seed=seed,
                                limit=size if size is not None else DEFAULT_MAX_SAMPLES)
-    except DataError as exc:
-        if "shape" in exc.message and "calibration" not in exc.message:
-            raise DataError(f"calibration set: {exc.message}", hint=exc.hint) from None
+    except DataShapeError as exc:  # the set's own arrays: say which set it is
+        raise DataShapeError(f"calibration set: {exc.message}", hint=exc.hint) from None
+    except DataError:  # any other: as it is, not taken for a preprocessing refusal below
         raise
     except InputError as exc:  # preprocessing refused the images (e.g. channels it cannot convert)
         raw = _raw_shape(source)

@@ -13,7 +13,6 @@ and the device state, so asking again collects the same job instead of timing ag
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,38 +21,19 @@ from typing import Any
 import numpy as np
 
 from edgekit.devices import DeviceProfile
-from edgekit.remote.job import _say, checked_device, run_prepared, sync_blobs
+from edgekit.progress import say
+from edgekit.remote import programs
+from edgekit.remote.job import checked_device, run_prepared, sync_blobs
 from edgekit.remote.payload import (
     Payload,
     _siblings,
     device_side_profile,
     job_identity,
+    program_file,
     safe_relpath,
     write_eval_npz,
 )
 from edgekit.remote.ssh import RemoteError, SSHTransport, _last_line, check_remote_profile
-
-# What the device runs: its own edgekit's `alternate` on its own runtimes (the timing loop of
-# runtimes/base.py that its validator uses), printing both sample sets with their round counts.
-ALTERNATE_SNIPPET = """\
-import json, sys
-from pathlib import Path
-import numpy as np
-from edgekit.devices import load_profile
-from edgekit.runtimes.speedup import alternate
-from edgekit.spec import InputSpec
-from edgekit.validate.bench import open_runner
-a = json.loads(sys.argv[1])
-device = load_profile(a["device"])
-spec = InputSpec.model_validate(a["spec"])
-runners = {label: open_runner(Path(one["path"]), spec, device, one["runtime"])
-           for label, one in a["artifacts"].items()}
-with np.load(a["inputs"], allow_pickle=False) as data:
-    x = np.ascontiguousarray(data["x"], dtype=np.float32)
-timed = alternate(runners, x, device.latency, a["rounds"], a["seed"])
-sys.stdout.write(json.dumps({"timed": timed},
-                            default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-"""
 
 
 def alternate_payload(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile,
@@ -72,10 +52,14 @@ def alternate_payload(artifacts: dict[str, tuple[Path, str]], device: DeviceProf
     inputs = workdir / "inputs.npz"
     write_eval_npz(inputs, x, None)
     files["inputs.npz"] = inputs
+    files[programs.PROGRAM_NAME] = program_file()
+    # What the device runs: its own edgekit's `alternate` on its own runtimes (the timing loop of
+    # runtimes/base.py that its validator uses), printing both sample sets with their round
+    # counts (programs.alternate_command).
     args = {"artifacts": where, "device": "device.yaml", "inputs": "inputs.npz",
             "spec": spec.model_dump(mode="json"), "rounds": rounds, "seed": seed}
-    tasks = [{"argv": ["{python}", "-c", ALTERNATE_SNIPPET, json.dumps(args, sort_keys=True)],
-              "ok_codes": [0], "kind": "alternate"}]
+    tasks = [{"argv": programs.program_argv("alternate", args), "ok_codes": [0],
+              "kind": "alternate"}]
     from edgekit.io.files import sha256_file
 
     sha = {rel: sha256_file(path) for rel, path in files.items()}
@@ -90,7 +74,7 @@ def alternate_remote(artifacts: dict[str, tuple[Path, str]], device: DeviceProfi
                      spec: Any, x: np.ndarray, rounds: int = 6, seed: int = 0,
                      job_timeout: float | None = None, connect_timeout: float | None = None,
                      transport: SSHTransport | None = None, poll_s: float = 2.0,
-                     on_event: Callable[[str], None] = _say) -> dict[str, dict[str, Any]]:
+                     on_event: Callable[[str], None] = say) -> dict[str, dict[str, Any]]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
     ({label: (local path, runtime)}) timed on the remote `device` on `x` in `rounds`
     alternating rounds, as `speedup.alternate` returns them here; each also carries `remote`

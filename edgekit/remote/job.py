@@ -39,6 +39,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
 from edgekit.errors import MissingDependencyError
+from edgekit.progress import say
 from edgekit.remote.device import DeviceReport, check_remote
 from edgekit.remote.payload import (
     Payload,
@@ -89,14 +90,8 @@ class RemoteValidationResult(ValidationResult):
 
 
 # --------------------------------------------------------------------------- orchestration
-def _say(message: str) -> None:
-    from edgekit.progress import stderr_console
-
-    stderr_console.print(f"[dim]… {message}[/dim]", highlight=False)
-
-
 def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload,
-               on_event: Callable[[str], None] = _say) -> dict[str, int]:
+               on_event: Callable[[str], None] = say) -> dict[str, int]:
     """Send the blobs the device lacks (verified there by sha256, corrupt ones resent)."""
     by_sha: dict[str, Path] = {}
     for rel, sha in payload.sha.items():
@@ -130,7 +125,7 @@ def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload
 
 
 def start_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *,
-              wait_s: float, poll_s: float, on_event: Callable[[str], None] = _say) -> str:
+              wait_s: float, poll_s: float, on_event: Callable[[str], None] = say) -> str:
     """Start (or reattach to) the job; wait while another job holds the device."""
     deadline = time.monotonic() + wait_s
     announced = None
@@ -152,7 +147,7 @@ def start_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *,
 
 
 def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, timeout_s: float,
-             poll_s: float, on_event: Callable[[str], None] = _say) -> tuple[str, str | None]:
+             poll_s: float, on_event: Callable[[str], None] = say) -> tuple[str, str | None]:
     """Poll until the job is done or dead; cancel it past the timeout. (state, reason)."""
     deadline = time.monotonic() + timeout_s + 30.0
     interval, seen = min(0.5, poll_s), -1
@@ -176,7 +171,7 @@ def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, ti
 
 
 def checked_device(transport: SSHTransport, device: DeviceProfile,
-                   on_event: Callable[[str], None] = _say) -> DeviceReport:
+                   on_event: Callable[[str], None] = say) -> DeviceReport:
     """The device's report; raises when something blocking is missing, says what else is."""
     on_event(f"checking {device.name} at {_target_label(device)}")
     report = check_remote(device, transport=transport)
@@ -193,7 +188,7 @@ def checked_device(transport: SSHTransport, device: DeviceProfile,
 
 
 def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payload, *,
-                 job_timeout: float, poll_s: float, on_event: Callable[[str], None] = _say
+                 job_timeout: float, poll_s: float, on_event: Callable[[str], None] = say
                  ) -> tuple[dict[str, Any], bool, str | None]:
     """Prepare the job of `payload` (its blobs already sent), start it (or reattach to it, or
     collect it when it already ran), wait for it and fetch what it produced:
@@ -229,7 +224,7 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                     artifact: str | None = None, run_id: str | None = None,
                     job_timeout: float | None = None, connect_timeout: float | None = None,
                     rerun: bool = False, transport: SSHTransport | None = None,
-                    poll_s: float = 5.0, on_event: Callable[[str], None] = _say
+                    poll_s: float = 5.0, on_event: Callable[[str], None] = say
                     ) -> RemoteValidationResult:
     """Validate `target` (an output folder or one artifact) on the remote `device` and return
     the records as a ValidationResult, as `edgekit validate` does locally.

@@ -19,29 +19,8 @@ from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
+from edgekit.remote import programs
 from edgekit.remote.device import DeviceReport
-
-# What the device runs for one artifact: the validator itself (the code `edgekit validate` runs),
-# printing the result with its latency samples, which the store keeps for the report's plots.
-VALIDATE_SNIPPET = """\
-import glob, json, sys
-from edgekit.devices import load_profile
-from edgekit.errors import EdgekitError
-from edgekit.validate.gate import Budget
-from edgekit.validate.validator import validate
-a = json.loads(sys.argv[1])
-targets = sorted(p for g in a.get("globs", []) for p in glob.glob(g)) or [a["target"]]
-results = []
-for target in targets:
-    try:
-        r = validate(target, load_profile(a["device"]), eval_source=a["eval"],
-                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"])
-    except EdgekitError as exc:
-        sys.stderr.write("error: %s\\n" % exc)
-        sys.exit(2)
-    results.append(r.to_json(with_samples=True))
-sys.stdout.write(json.dumps({"results": results}, default=str))
-"""
 
 
 # -------------------------------------------------------------------------------- payload
@@ -207,21 +186,39 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
             write_eval_npz(local, dataset.x, dataset.y)
             files[name] = local
             eval_names[key], eval_counts[name] = name, len(dataset)
+        # What the device runs for one artifact: the validator itself (programs.py, the code
+        # `edgekit validate` runs), printing the result with its latency samples, which the
+        # store keeps for the report's plots. The run id joins the arguments once the job id
+        # (which it may derive from) is known.
         args = {"target": "out/" + rel, "device": "device.yaml", "eval": eval_names[key],
-                "budget": budget, "batches": batches, "run_id": "{run_id}"}
-        tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args,
-                                                                              sort_keys=True)],
-                      "ok_codes": [0]})
+                "budget": budget, "batches": batches}
+        tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0]})
         task_artifacts.append(rel)
     tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
     task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
+    if tasks:
+        files[programs.PROGRAM_NAME] = program_file()
     sha = {rel: sha256_file(path) for rel, path in files.items()}
     job_id = job_identity(sha, tasks, device_yaml, job_timeout, report, nonce, run_id)
     run_id = run_id or f"remote-{job_id[:16]}"
-    for task in tasks:
-        task["argv"] = [a.replace('"{run_id}"', json.dumps(run_id)) for a in task["argv"]]
+    tasks = [with_run_id(task, run_id) for task in tasks]
     return Payload(folder, files, sha, tasks, task_artifacts, by_rel, eval_counts, skipped,
                    device_yaml, eval_source, job_id, run_id)
+
+
+def program_file() -> Path:
+    """The device-side programs (programs.py), sent as a file of every job that runs them."""
+    return Path(programs.__file__)
+
+
+def with_run_id(task: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """`task` with `run_id` among its program's arguments (a task that runs no program of
+    programs.py, e.g. an `edgekit export` step, as it is)."""
+    argv = task["argv"]
+    if len(argv) != 4 or argv[1] != programs.PROGRAM_NAME or argv[2] != "validate":
+        return task
+    args = {**json.loads(argv[3]), "run_id": run_id}
+    return {**task, "argv": programs.program_argv(argv[2], args)}
 
 
 def job_identity(sha: dict[str, str], tasks: list[dict[str, Any]], device_yaml: str,
@@ -269,7 +266,7 @@ def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
                       "ok_codes": [0], "kind": "step"})
     engine_globs = [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
     args = {"target": "out", "globs": engine_globs, "device": "device.yaml",
-            "eval": eval_name, "budget": budget, "batches": batches, "run_id": "{run_id}"}
-    tasks.append({"argv": ["{python}", "-c", VALIDATE_SNIPPET, json.dumps(args, sort_keys=True)],
-                  "ok_codes": [0], "globs_engines": True})
+            "eval": eval_name, "budget": budget, "batches": batches}
+    tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0],
+                  "globs_engines": True})
     return tasks

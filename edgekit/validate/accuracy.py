@@ -10,6 +10,9 @@ import numpy as np
 # The original must score significantly above chance on the eval set for a gate to mean
 # anything: one-sided exact binomial test of its top-1 against 1/outputs at this level.
 CHANCE_ALPHA = 0.01
+# How far (in points or as a ratio) a number may pass an accuracy limit and still meet it: float
+# noise, not a margin. The one tolerance of the validator's gate and the int8 budget loop.
+TOLERANCE = 1e-9
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:

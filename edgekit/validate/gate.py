@@ -26,10 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
 from edgekit.runtimes.interference import disturbed_suffix
+from edgekit.validate.accuracy import TOLERANCE
 
 __all__ = ["PRECISION_RANK", "Budget", "evaluate_gate", "pick_decisive"]
-
-TOLERANCE = 1e-9
 
 
 class Budget(BaseModel):

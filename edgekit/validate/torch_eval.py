@@ -24,10 +24,10 @@ def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray
 
 def torch_top1(model: Any, dataset: Any, batch_size: int = 500) -> float:
     """Fraction of `dataset` whose argmax logit equals its label."""
-    from edgekit.errors import DataError
+    from edgekit.errors import DataError, MissingLabelsError
 
     if dataset.y is None:
-        raise DataError(f"{dataset.source} has no labels; top-1 needs them")
+        raise MissingLabelsError(f"{dataset.source} has no labels; top-1 needs them")
     if len(dataset) == 0:
         raise DataError(f"{dataset.source} is empty")
     from edgekit.validate.accuracy import top1

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekit import kinds
 from edgekit.devices import DeviceProfile
-from edgekit.errors import DataError, MissingDependencyError
+from edgekit.errors import DataError, MissingDependencyError, MissingLabelsError
 from edgekit.executors import Here, ValidationJob, executor_for
 from edgekit.results.store import new_run_id
 from edgekit.results.validation import RuntimeStatus, ValidationResult
@@ -76,7 +76,7 @@ def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[Ru
 def check_labels(eval_set: Any, num_outputs: int, source: str) -> None:
     """Labels must index the model's outputs; otherwise top-1 is silently meaningless."""
     if eval_set.y is None:
-        raise DataError(f"{source} has no labels, and the accuracy gate needs them",
+        raise MissingLabelsError(f"{source} has no labels, and the accuracy gate needs them",
                         hint="give an eval source with labels (npz 'y', IDX labels, class folders)")
     from edgekit.data.dataset import check_classes
 

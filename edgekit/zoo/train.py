@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data import Dataset, RawImages
-from edgekit.errors import DataError
+from edgekit.errors import DataError, MissingLabelsError
 from edgekit.spec import InputSpec
 from edgekit.validate.torch_eval import torch_top1
 
@@ -151,7 +151,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     from edgekit.progress import progress
 
     if raw_train.labels is None:
-        raise DataError(f"{raw_train.source} has no labels; training needs them")
+        raise MissingLabelsError(f"{raw_train.source} has no labels; training needs them")
     loss_fn = loss_fn or cross_entropy_loss
     from edgekit.data.folders import FolderTrainSet
 

@@ -147,3 +147,22 @@ def test_validate_without_eval_or_with_unknown_artifact_is_bad_input(tiny_folder
     code, _, err = cli(capsys, "validate", str(folder), "--device", quick_profile(), "--eval", str(eval_npz),
                               "--artifact", "nope.onnx")
     assert code == 2 and "choose one of" in err
+
+
+def test_one_accuracy_tolerance_for_the_gate_and_the_int8_budget() -> None:
+    """The validator's gate and the int8 budget loop meet a limit with the same float slack:
+    one TOLERANCE, defined once in edgekit (not a copy per module that could drift)."""
+    import ast
+    from pathlib import Path
+
+    import edgekit
+    from edgekit.quant import budget
+    from edgekit.validate import accuracy, gate
+
+    assert gate.TOLERANCE is budget.TOLERANCE is accuracy.TOLERANCE == 1e-9
+    defined = [path.relative_to(Path(edgekit.__file__).parent).as_posix()
+               for path in sorted(Path(edgekit.__file__).parent.rglob("*.py"))
+               for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.Assign)
+               and any(getattr(t, "id", None) == "TOLERANCE" for t in node.targets)]
+    assert defined == ["validate/accuracy.py"]

@@ -330,6 +330,53 @@ def test_calibration_set_errors(tmp_path: Path) -> None:
         load_calibration_set(_npz(tmp_path / "nan.npz", x=bad), SPEC)
 
 
+def test_errors_are_told_apart_by_type_not_by_their_words(tmp_path: Path) -> None:
+    """A calibration set's own shape error says which set it is, and a missing-labels eval set
+    under an accuracy budget says why labels are needed, whatever the paths spell: a folder
+    named 'calibration' or 'shapes', a file named 'no labels' change nothing."""
+    from edgekit.errors import DataShapeError, MissingLabelsError
+    from edgekit.passes import get_pass
+    from edgekit.passes.base import PassContext
+    from edgekit.quant.calibration import load_calibration_set
+
+    (tmp_path / "calibration").mkdir()
+    wrong = _npz(tmp_path / "calibration" / "set.npz", x=np.zeros((4, 3, 32), np.float32))
+    with pytest.raises(DataShapeError) as shape:
+        load_calibration_set(wrong, SPEC)
+    assert shape.value.message.startswith(f"calibration set: {wrong}: float inputs must be")
+    (tmp_path / "shapes").mkdir()  # labels of the wrong kind: not a shape error, no prefix
+    labels = _npz(tmp_path / "shapes" / "set.npz", x=np.zeros((4, 8, 8), np.uint8),
+                  y=np.zeros((4, 2), np.float32))
+    with pytest.raises(DataError) as other:
+        load_calibration_set(labels, SPEC)
+    assert not isinstance(other.value, DataShapeError)
+    assert other.value.message.startswith(f"{labels}: labels 'y' must be")
+
+    images = np.zeros((20, 8, 8), np.uint8)
+    quantize = get_pass("quantize")
+    for name, budget, words in [("plain.npz", {"max_drop": 0.5}, "; the accuracy budget"),
+                                ("plain.npz", {}, None),
+                                ("shape no labels.npz", {"max_drop": 0.5}, None)]:
+        arrays = {"x": images} if words or not budget else {
+            "x": np.zeros((20, 1, 4, 4), np.float32), "y": np.zeros(20, np.int64)}
+        source = _npz(tmp_path / name, **arrays)
+        ctx = PassContext(out_dir=tmp_path, eval_source=source)
+        step = quantize(budget)
+        with pytest.raises(DataError) as caught:
+            step._eval_set(SPEC, ctx)
+        if words:
+            assert isinstance(caught.value, MissingLabelsError)
+            assert caught.value.message == (f"{source} has no labels, and accuracy needs them; "
+                                            "the accuracy budget (--max-drop) compares top-1, "
+                                            "which needs labels")
+        elif budget:  # a shape error in a file whose name says 'no labels': as it is
+            assert isinstance(caught.value, DataShapeError)
+            assert "accuracy budget" not in caught.value.message
+        else:  # no budget: the missing labels as the eval set says them
+            assert isinstance(caught.value, MissingLabelsError)
+            assert caught.value.message == f"{source} has no labels, and accuracy needs them"
+
+
 def test_default_calibration_set_only_for_fashion_mnist_models() -> None:
     from edgekit.quant.calibration import EMBEDDED_SET, default_calibration_source
     from edgekit.spec import FASHION_MNIST_CLASSES
