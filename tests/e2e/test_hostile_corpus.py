@@ -74,31 +74,8 @@ class Known:
     violation: str      # regex on the violation
 
 
-SAFETY_PATHS, SAFETY_CONFIG = "fixed on branch safety-paths", "fixed on branch safety-config"
 FOLLOW_UP = "found by this corpus, not fixed yet (issue 25 follow-up)"
 KNOWN_FAILURES: list[Known] = [
-    # Being fixed on other branches: the lead removes these after merging them.
-    Known(f"issue 25 item 1 (device names as paths), {SAFETY_PATHS}",
-          r"^(quick\.yaml name=|fleet\.yaml devices\.\d\.name=)", r"."),
-    Known(f"issue 25 item 2 (recipe arch / trust_model), {SAFETY_CONFIG}",
-          r"^recipe\.yaml model(\.arch=|\+arch=|\+trust_model=)", r"."),
-    Known(f"issue 25 item 3 (optimize -o into foreign folders), {SAFETY_PATHS}",
-          r"^optimize(-fleet)? (-o|--output) ", r"."),
-    Known(f"issue 25 item 5 (report -o overwriting files), {SAFETY_PATHS}",
-          r"^report (-o|--output|--markdown) ", r"."),
-    Known(f"issue 25 item 6 (YAML bombs, --space through the bounded reader), {SAFETY_CONFIG}",
-          r"^(space\.yaml raw |optimize(-fleet)? --space |\S+\.yaml raw (alias-bomb|"
-          r"recursive-alias))", r"."),
-    Known(f"issue 25 item 8 (non-finite and huge values, API type errors), {SAFETY_CONFIG}",
-          r"(^\S+ --(mean|std|resize|crop|max-drop|max-drop-rel|min-agreement|min-cosine|"
-          r"min-speedup) |^recipe\.yaml (input|budget)\.|^api (compress|export|validate)\("
-          r"(steps|device|max_drop|max_drop_rel|min_agreement|min_cosine|min_speedup|budget|"
-          r"preprocessing)=)", r"."),
-    Known(f"issue 25 item 10 (export into another model's folder), {SAFETY_PATHS}",
-          r"^(export-\S+ (-o|--output) 'other'|api export\(output='other'\))", r"."),
-    Known(f"issue 25 item 10's class through run (its exports), {SAFETY_PATHS} if run "
-          "exports through pipeline.export_artifact; else a follow-up",
-          r"^run (-o|--output) 'other'", r"^changed s/other/"),
     # Found by this corpus; not small and local enough to fix here. The lead files them.
     Known(f"API wrong types reach Python's own errors, {FOLLOW_UP}",
           r"^api (compress|export|validate)\(", r"^raised (TypeError|AttributeError|"
