@@ -422,6 +422,11 @@ def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's 
                   "min_agreement": min_agreement, "min_cosine": min_cosine,
                   "min_speedup": min_speedup}
         budget = validate_config(Budget, {**limits, **dict(budget or {})}, "budget")
+    if store is not None and not isinstance(store, str | Path):
+        from edgekit.errors import ConfigError, shown
+
+        raise ConfigError(f"store={shown(store)} is not a file path",
+                          hint="pass store='results.db' (a str or pathlib.Path), or leave it out")
     store_path = str(store) if store else None
     if store_path:  # refuse a bad store before minutes of measuring
         check_store(store_path, target, eval, data_dir)

@@ -278,8 +278,17 @@ class RecipeRun:
         self._check_outputs()
         if self.store_path.exists():  # refuse a store that is not ours before any work
             open_store(self.store_path).close()
+        source = None
         if r.model.path:  # the user's model (arch, state_dict, input) fits before anything is written
-            load_bundle(r, model_checkpoint(r, self.recipe_path, self.data_dir, lambda _: None))
+            source = model_checkpoint(r, self.recipe_path, self.data_dir, lambda _: None)
+            load_bundle(r, source)
+        if (self.out / MANIFEST_NAME).is_file() and not any(
+                str(s.get("stage", "")).startswith(PREFIX) for s in Manifest(self.out).stages):
+            # an edgekit folder no run made (compress, export): another model's outputs there
+            # are refused, as export refuses them, before the run forgets or replaces anything
+            from edgekit.pipeline import check_export_reuse
+
+            check_export_reuse(self.out, source, None, PREFIX + "model")
         claim_output_folder(self.out)
         start = time.perf_counter()  # training a model on first use is the model stage's time
         checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)

@@ -9,6 +9,7 @@ import click
 
 from edgekit.cli.common import (
     FINITE,
+    Number,
     data_dir_option,
     json_option,
     model_options,
@@ -57,22 +58,22 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--prune", type=float, default=None, help="Channel ratio to remove, in (0, 1).")
-@click.option("--target-macs", type=float, default=None,
+@click.option("--prune", type=Number(), default=None, help="Channel ratio to remove, in (0, 1).")
+@click.option("--target-macs", type=Number(), default=None,
               help="Prune until MACs are this fraction of the original, in (0, 1).")
 @click.option("--importance", default=None, help="l1 | l2 | taylor | bn-scale (pruning).")
 @click.option("--global/--local", "global_pruning", default=None, help="Global or per-layer pruning.")
 @click.option("--round-to", type=int, default=None, help="Round channel counts to a multiple of this.")
 @click.option("--prune-ignore", multiple=True,
               help="Never prune this layer's outputs (module name or glob; repeatable).")
-@click.option("--prune-heads", type=float, default=None,
+@click.option("--prune-heads", type=Number(), default=None,
               help="Fraction of attention heads to remove per layer, rounded to whole heads "
               "(default: the --prune ratio).")
 @click.option("--dwsep", is_flag=True, help="Substitute depthwise-separable convolutions.")
 @click.option("--dwsep-rank", default=None, metavar="R|auto|full", callback=_rank,
               help="Channel multiplier r of the depthwise conv (1, the MobileNet form, by "
               "default); auto: per layer the smallest r within --dwsep-max-error.")
-@click.option("--dwsep-max-error", type=float, default=None,
+@click.option("--dwsep-max-error", type=Number(), default=None,
               help="Rank auto: largest relative output error of a layer's init (default 0.10).")
 @click.option("--dwsep-include", multiple=True, help="Only convs whose name matches (glob).")
 @click.option("--dwsep-exclude", multiple=True, help="Skip convs whose name matches (glob).")

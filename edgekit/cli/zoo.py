@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.common import data_dir_option, json_option, print_json
+from edgekit.cli.common import Number, data_dir_option, json_option, print_json
 from edgekit.errors import InputError
 from edgekit.limits import MAX_THREADS
 
@@ -49,7 +49,7 @@ def list_models(as_json: bool) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs to train (default: the model's, see `edgekit zoo list`).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=Number(0, low_open=True), default=None,
               help="Peak learning rate, reached after the warm-up.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on a stratified subset of N training images (quick runs).")

@@ -85,8 +85,8 @@ KNOWN_FAILURES: list[Known] = [
           r"optimize(-fleet)?$)",
           r"^left behind s/out/"),
     Known(f"non-finite values in flags outside item 8's budget flags, {FOLLOW_UP}",
-          r"^\S+ --(prune|target-macs|prune-heads|dwsep-max-error|lr|time-budget|dwsep-rank|"
-          r"dwsep) ", r"^accepted"),
+          r"^(optimize\S* --(prune|time-budget|dwsep-rank|dwsep)|\S+ --(time-budget|dwsep-rank)) ",
+          r"^accepted"),
 ]
 
 
