@@ -31,7 +31,8 @@ def searched(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapt")
     torch.manual_seed(0)
     model = tiny_se_model().eval()
-    bundle = as_bundle(model, input_shape=(1, 3, 16, 16), arch="tests.helpers:tiny_se_model")
+    bundle = as_bundle(model, input_shape=(1, 3, 16, 16), arch="tests.helpers:tiny_se_model",
+                       preprocessing={"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
     save_checkpoint(bundle, folder / "se.pt")
     x = torch.nn.functional.interpolate(torch.randn(240, 3, 4, 4, generator=torch.Generator()
                                                     .manual_seed(1)), size=16, mode="bilinear")
