@@ -43,6 +43,7 @@ def test_a_real_architecture_passes_every_column(model_id, tmp_path):
     # model's 0.99: the int8 bound here catches a broken artifact, not a small loss.
     for column in ("int8_ort", "int8_openvino"):
         cell = cells[column]
+        assert cell["exit"] == 0 and "agreement_error" not in cell, (column, cell)
         assert cell["images"] == 96
         assert cell["fp32_onnx_agreement"] >= 0.98, (column, cell)
         assert cell["cosine_mean"] >= 0.75, (column, cell)
