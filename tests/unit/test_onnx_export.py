@@ -47,7 +47,8 @@ def test_torchvision_models_export(tmp_path: Path, arch: str) -> None:
     artifact, record = export_artifact(
         sd, "onnx", tmp_path / "out", model_options={
             "arch": f"torchvision.models:{arch}", "arch_kwargs": {"num_classes": 10},
-            "input_shape": (1, 3, 96, 96)}, parity_data=x)
+            "input_shape": (1, 3, 96, 96), "preprocessing": {"preset": "imagenet"}},
+        parity_data=x)
     assert artifact.metrics["parity"]["top1_agreement"] == 1.0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     stage = manifest["stages"][-1]

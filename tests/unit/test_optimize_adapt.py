@@ -21,7 +21,8 @@ def _builder(tmp_path, space: SearchSpace) -> Builder:
 
     torch.manual_seed(0)
     bundle = as_bundle(tiny_se_model().eval(), input_shape=(1, 3, 16, 16),
-                       arch="tests.helpers:tiny_se_model")
+                       arch="tests.helpers:tiny_se_model",
+                       preprocessing={"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
     return Builder(bundle, "0" * 64, tmp_path, space, train_source=None, calib_source=None,
                    data_dir=None, parity_x=torch.randn(8, 3, 16, 16).numpy())
 
