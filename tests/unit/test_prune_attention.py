@@ -311,13 +311,7 @@ def test_transformer_encoder_layer_converts_to_the_same_outputs(batch_first):
 
 
 def test_cross_attention_is_put_back_and_named():
-    class Cross(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Linear(16, DIM)
-            self.mha = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
-            self.head = nn.Linear(DIM, 5)
-
+    class Cross(TorchMHA):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             t = self.embed(x.reshape(x.shape[0], 16, 16))
             return self.head(self.mha(t, t.flip(1), t.flip(1), need_weights=False)[0].mean(1))

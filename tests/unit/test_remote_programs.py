@@ -20,14 +20,7 @@ from edgekit.io.files import sha256_file
 from edgekit.remote import programs
 from edgekit.remote.alternate import alternate_payload
 from edgekit.remote.payload import build_payload
-
-
-def device(workdir) -> DeviceProfile:
-    return DeviceProfile.model_validate({
-        "name": "bench", "kind": "cpu", "threads": 1, "host": "user@bench.local",
-        "workdir": str(workdir), "runtimes": {"onnxruntime": {"precisions": ["fp32", "int8"]}},
-        "latency": {"warmup_count": 2, "warmup_seconds": 0.0, "min_queries": 24,
-                    "min_seconds": 0.02, "max_seconds": 1.0}})
+from tests.unit.test_remote_alternate import device
 
 
 def job_folder(payload, where: Path) -> Path:
