@@ -12,7 +12,8 @@ int8, export or validation).
 Run: `.venv/bin/python benchmarks/run.py matrix` on a quiet machine. The whole list is about
 105 models at 1-3 minutes each on 2 cores (hours): BENCH_MATRIX_MODELS=tv:resnet18,timm:... picks
 models, BENCH_MATRIX_SOURCES=tv or timm one zoo, BENCH_MATRIX_TIMEOUT the seconds a model may
-take (default 900). A partial run says how many of the list it ran. `--quick` runs three small
+take (default 900), BENCH_MATRIX_MERGE=1 keeps the last results of the models not run again (a
+list run in chunks). A partial run says how many of the list it ran. `--quick` runs three small
 models. README section: matrix.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,10 +63,22 @@ def model_list() -> list[str]:
     return out
 
 
+def previous_results() -> dict[str, dict[str, Any]]:
+    """{model: result} of the last matrix.json (BENCH_MATRIX_MERGE=1: the whole list takes hours
+    on 2 cores, so it may be run in chunks; a model run again replaces its earlier result)."""
+    from common import RESULTS
+
+    path = RESULTS / "matrix.json"
+    if not path.is_file():
+        return {}
+    return {r["model"]: r for r in json.loads(path.read_text()).get("results", [])}
+
+
 def run_one(model_id: str) -> dict[str, Any]:
     """The worker's result for one model; a crash or a time-out is a bug in every column it
     did not reach."""
     work = WORK / model_id.replace(":", "-")
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run: an earlier run's folders are not ours
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     began = time.perf_counter()
@@ -83,7 +97,9 @@ def run_one(model_id: str) -> dict[str, Any]:
 
 
 def verdict(result: dict[str, Any]) -> dict[str, str]:
-    """Per column: pass / refused / bug / absent (a build that failed refuses every column)."""
+    """Per column: pass / refused / bug / absent (a build that failed refuses every column); a
+    model that ran out of BENCH_MATRIX_TIMEOUT is `timeout` in the columns it did not reach (not
+    a verdict on edgekit: the machine may have been slow)."""
     from matrix_worker import COLUMNS
 
     out = {}
@@ -93,6 +109,8 @@ def verdict(result: dict[str, Any]) -> dict[str, str]:
             out[column] = cell["status"]
         elif result.get("build_error"):
             out[column] = "refused"
+        elif str(result.get("crash", "")).startswith("timed out"):
+            out[column] = "timeout"
         else:
             out[column] = "bug"
     return out
@@ -106,6 +124,9 @@ def section(data: dict[str, Any]) -> str:
         results = [r for r in data["results"] if r["model"].startswith(source + ":")]
         if not results:
             continue
+        results = [r for r in results if not str(r.get("crash", "")).startswith("timed out")]
+        if not results:
+            continue
         cells = [verdict(r) for r in results]
         every = sum(all(c[k] in ("pass", "absent") for k in COLUMNS) for c in cells)
         rows.append([f"{label} ({len(results)} of {data['listed'][source]} listed)",
@@ -116,6 +137,11 @@ def section(data: dict[str, Any]) -> str:
     text = ("Random weights, 10 classes, the smallest resolution each model runs at "
             "(`python benchmarks/run.py matrix`; per cell pass/refused/bug):\n\n"
             + md_table(["models", "PASS every column", *COLUMNS], rows))
+    late = [f"`{r['model']}` ({r['crash']})" for r in data["results"]
+            if str(r.get("crash", "")).startswith("timed out")]
+    if late:
+        text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT; not counted above "
+                 f"as bugs): {', '.join(late)}.")
     problems = [f"- `{r['model']}` {k}: {v} — {r['columns'].get(k, {}).get('reason') or r.get('crash') or r.get('build_error', '')}"
                 for r in data["results"] for k, v in verdict(r).items() if v in ("refused", "bug")]
     if problems:
@@ -146,16 +172,19 @@ def main() -> dict[str, Any]:
               "timm": len(TIMM_MODELS)}
     data: dict[str, Any] = {"listed": listed, "images": EVAL_IMAGES, "timeout_s": TIMEOUT,
                             "results": []}
+    earlier = previous_results() if os.environ.get("BENCH_MATRIX_MERGE") else {}
     for i, model_id in enumerate(models, 1):
         began = time.perf_counter()
         result = run_one(model_id)
+        earlier.pop(model_id, None)
         data["results"].append(result)
         cells = verdict(result)
         print(f"   [{i}/{len(models)}] {model_id}: "
               + " ".join(f"{k}={v}" for k, v in cells.items())
               + f" ({time.perf_counter() - began:.0f} s)", flush=True)
+    data["results"] = list(earlier.values()) + data["results"]  # the chunks run before
     markdown = section(data)
     write_results("matrix", data, markdown,
-                  checkpoints={m: RANDOM_WEIGHTS for m in models})
+                  checkpoints={r["model"]: RANDOM_WEIGHTS for r in data["results"]})
     data["readme"] = {"matrix": markdown}
     return data
