@@ -592,8 +592,18 @@ class Optimizer:
         storage = self._storage
         name = f"{search.device.name}-{digest(search.space.model_dump(mode='json'), self.max_drop, self.settings.min_speedup, search.state, search.batch, self.eval_key, self.builder.checkpoint_sha)}"
         size = search.space.size(search.targets)
+        from optuna.trial import TrialState
+
+        # A trial killed mid-way (kill -9) holds only the params it had suggested, and the
+        # brute-force sampler's tree then refuses the study ("param_name mismatch"): a resumed
+        # study with failed or dead trials is sampled by TPE (its failed candidates are queued
+        # again by _fail_dead_trials, and finished work is a cache hit).
+        known = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
+        interrupted = name in known and bool(optuna.load_study(
+            study_name=name, storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.FAIL, TrialState.RUNNING)))
         sampler = optuna.samplers.BruteForceSampler(seed=self.settings.seed) \
-            if size <= self.settings.trials else \
+            if size <= self.settings.trials and not interrupted else \
             optuna.samplers.TPESampler(seed=self.settings.seed, multivariate=True)
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                     directions=["minimize", "maximize"], load_if_exists=True)

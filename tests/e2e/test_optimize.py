@@ -190,7 +190,9 @@ def test_report_shows_every_candidates_speedup(searched):
         assert re.fullmatch(r"\d+\.\d\d×", r["speed-up"]), r
         c = by_label.get((r["artifact"], r["runtime"]))
         if c is not None and not c.get("confirmed"):
-            assert r["speed-up"] == f"{c['speedup']:.2f}×"
+            # the report shows it to 2 decimals from the records' p50s, the JSON keeps the
+            # unrounded ratio: equal within one unit of the last digit shown
+            assert abs(float(r["speed-up"].rstrip("×")) - c["speedup"]) <= 0.0100001, r
     html = (out / "report.html").read_text()
     cells = re.findall(r"<td class=\"\">(\d+\.\d\d×|-)</td>", html)
     assert cells and "-" not in cells
