@@ -136,10 +136,11 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
 def alone_s(folder: Path, eval_path: Path, devices: int) -> float:
     """The slowest device of a fleet of `devices`, validated alone in this process."""
     from edgekit.validate.validator import validate
+    from edgekit.executors import ValidationJob
 
     slowest = simulated_devices(devices)[-1].profile
     start = time.perf_counter()
-    validate(folder, slowest, eval_source=str(eval_path))
+    validate(ValidationJob(target=folder, device=slowest, eval_source=str(eval_path)))
     return round(time.perf_counter() - start, 3)
 
 

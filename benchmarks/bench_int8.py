@@ -142,12 +142,13 @@ def recalibrate_batchnorm(model, x) -> None:
 
 def ours(onnx_path: Path, folder: Path, flavour: str) -> tuple[Path, float, dict[str, Any]]:
     """edgekit's quantize pass as `edgekit compress --int8 [--for openvino]` runs it."""
+    from edgekit.data.given import DataSources
     from edgekit.passes.base import PassContext
     from edgekit.passes.quantize import QuantizePass
 
     began = time.perf_counter()
     artifact = QuantizePass({"flavour": flavour, "calib_size": CALIB_SIZE}).apply(
-        onnx_path, PassContext(out_dir=folder, calib_source=str(CALIB)))
+        onnx_path, PassContext(out_dir=folder, data=DataSources(calib=str(CALIB))))
     return artifact.path, time.perf_counter() - began, artifact.metrics
 
 

@@ -112,6 +112,7 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
     """Prune `name` with `prune_config` and distill it: the library calls behind `edgekit
     compress .cache/zoo/NAME.pt FLAGS --train fashion-mnist:train --eval fashion-mnist:test
     --distill-epochs N` (in quick mode on 2,000 training and 500 test images)."""
+    from edgekit.data.given import DataSources
     from edgekit.io.models import load_model
     from edgekit.passes.base import PassContext
     from edgekit.passes.distill import DistillPass
@@ -121,9 +122,9 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
 
     path = zoo_checkpoint(name)
     bundle = load_model(path)
-    ctx = PassContext(out_dir=WORK / name / flags.replace(" ", ""), train_source=train_source(),
-                      eval_source="fashion-mnist:test",
-                      **({"eval_limit": 500} if QUICK else {}))
+    ctx = PassContext(out_dir=WORK / name / flags.replace(" ", ""),
+                      data=DataSources(train=train_source(), eval="fashion-mnist:test",
+                                       eval_limit=500 if QUICK else None))
     ctx.original = copy.deepcopy(bundle)
     before = {**model_cost(bundle.model, bundle.spec),
               "top1": torch_top1(bundle.model, ctx.eval_set(bundle.spec))}

@@ -84,12 +84,13 @@ def ort_int8(folder: Path, onnx_path: Path, calib_size: int | None) -> tuple[Pat
     """edgekit's quantize pass (QDQ for ONNX Runtime); onnxruntime's quantize_static if the pass
     is unavailable."""
     try:
+        from edgekit.data.given import DataSources
         from edgekit.passes.base import PassContext
         from edgekit.passes.quantize import QuantizePass
 
         config = {"flavour": "onnxruntime", **({"calib_size": calib_size} if calib_size else {})}
-        artifact = QuantizePass(config).apply(onnx_path, PassContext(out_dir=folder,
-                                                                     calib_source=str(CALIB)))
+        artifact = QuantizePass(config).apply(onnx_path, PassContext(
+            out_dir=folder, data=DataSources(calib=str(CALIB))))
         return artifact.path, "edgekit quantize pass"
     except ImportError:
         pass

@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("compress", "export")
+API = ("compress", "export", "DataSources", "ModelInput", "ValidateSettings")
 
 
 class _CallableModule(types.ModuleType):

@@ -3,14 +3,22 @@
 return result objects instead of printing. The CLI commands are thin callers of these functions.
 
     import edgekit
-    result = edgekit.compress(model, "out/", input_shape=(1, 1, 28, 28),
+    from edgekit import DataSources
+    result = edgekit.compress(model, "out/", model_input={"input_shape": (1, 1, 28, 28)},
                               steps=[("prune", {"ratio": 0.3}), ("quantize", {})],
-                              train="fashion-mnist:train", eval="fashion-mnist:test",
-                              calib="calibration/fashion-mnist-512.npz")
-    report = edgekit.validate("out/", eval="fashion-mnist:test", max_drop=1.0)
+                              data=DataSources(train="fashion-mnist:train",
+                                               eval="fashion-mnist:test",
+                                               calib="calibration/fashion-mnist-512.npz"))
+    report = edgekit.validate("out/", data="fashion-mnist:test", budget={"max_drop": 1.0})
     report.passed, report.records
 
-`model` is an in-memory `torch.nn.Module` (with `input_shape` or an InputSpec) or a path, as on
+Long option lists are grouped into typed objects, each also accepted as a mapping of its keys:
+`data=DataSources(...)` (train / eval / calib sources, data_dir, eval_limit), `budget=` (a
+Budget), `model_input=ModelInput(...)` (input shape, preprocessing, arch, trust), `settings=
+ValidateSettings(...)`. A misspelt argument, or a wrong-typed one, is a ConfigError naming it and
+what it accepts (an argument that moved into a group says where it went).
+
+`model` is an in-memory `torch.nn.Module` (with its input shape or an InputSpec) or a path, as on
 the command line. Steps are `(name, config)` pairs, `{name: config}` mappings (a recipe's form) or
 pass Config objects; each config is checked against its pass's own schema, so a typo is an error
 naming the key. This module imports torch only when a model is loaded or compressed.
@@ -18,18 +26,26 @@ naming the key. This module imports torch only when a model is loaded or compres
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, InputError, shown
+from edgekit.spec import InputSpec
+
+M = TypeVar("M", bound=BaseModel)
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
     from edgekit.io.models import ModelBundle
     from edgekit.results.validation import ValidationResult
-    from edgekit.spec import InputSpec
     from edgekit.targets.base import Artifact
     from edgekit.validate.gate import Budget
     from edgekit.zoo.accel import TrainSettings
@@ -219,94 +235,265 @@ def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
     return bundle
 
 
-def _data(value: str | None) -> str | None:
-    """A data source as given, or the file shipped with edgekit of that name."""
-    if not value:
-        return value
-    from edgekit.resources import resolve_file
+# ---------------------------------------------------------------- the arguments, checked
+class ModelInput(BaseModel):
+    """How to read the model: what an in-memory module cannot say about itself (its input
+    shape or InputSpec, its preprocessing, the factory that rebuilds it), and how to load a file
+    (`trust_model` for a file that executes code). `preprocessing` is a preset name ("imagenet",
+    "cifar10", "fashion-mnist", "mnist", "arch") or a mapping of preset / mean / std / resize /
+    crop / channel_order; it is never guessed (edgekit.spec.resolve_preprocessing)."""
 
-    return resolve_file(value)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
+
+    input_shape: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(
+        None, description="(N, C, H, W) of an in-memory module or a state_dict")
+    spec: InputSpec | None = Field(None, description="the full InputSpec instead")
+    arch: str | None = Field(None, description="'module:factory' that rebuilds the model")
+    arch_kwargs: dict[str, Any] | str | None = Field(None, description="the factory's kwargs")
+    trust_model: StrictBool = Field(False, description="load a file that executes code")
+    preprocessing: str | dict[str, Any] | None = Field(
+        None, description="a preset name, or preset/mean/std/resize/crop/channel_order")
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def _known_keys(cls, value: Any) -> Any:
+        from edgekit.data.given import PREPROCESSING_KEYS
+
+        if isinstance(value, Mapping):
+            unknown = [k for k in value if k not in PREPROCESSING_KEYS]
+            if unknown:
+                raise ValueError(f"unknown preprocessing key {unknown[0]!r} (keys: "
+                                 f"{', '.join(PREPROCESSING_KEYS)})")
+        return value
+
+    def given(self) -> dict[str, Any]:
+        """The preprocessing as the one rule takes it (user_preprocessing)."""
+        return user_preprocessing(self.preprocessing)
+
+
+class ValidateSettings(BaseModel):
+    """How `validate` measures: batch sizes (one or a list; default the profile's), the thread
+    count (default the profile's), and `rerun` (a remote device measures again instead of
+    collecting the same job's results)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    batches: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="batch sizes")
+    threads: int | None = Field(None, ge=1, description="override the profile's threads")
+    rerun: StrictBool = Field(False, description="measure a remote job again")
+
+    @field_validator("batches", mode="before")
+    @classmethod
+    def _one_batch(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# Arguments the API took by name before they were grouped: where each one went.
+MOVED = {**{k: "data=DataSources({k}=...)" for k in ("train", "eval", "calib", "data_dir",
+                                                       "eval_limit")},
+         "limit": "data=DataSources(eval_limit=...)",
+         "parity_data": "data=DataSources(eval=...) (the parity data)",
+         **{k: "budget={{'{k}': ...}}" for k in ("max_drop", "max_drop_rel", "min_agreement",
+                                                  "min_cosine", "min_speedup")},
+         **{k: "model_input=ModelInput({k}=...)" for k in ("input_shape", "spec", "arch",
+                                                            "arch_kwargs", "trust_model")},
+         **{k: "model_input=ModelInput(preprocessing={{'{k}': ...}})"
+            for k in ("mean", "std", "resize", "crop", "channel_order")},
+         **{k: "settings=ValidateSettings({k}=...)" for k in ("batches", "threads", "rerun")},
+         "batch": "settings=ValidateSettings(batches=...)"}
+
+
+def _call_error(name: str, sig: inspect.Signature, args: tuple, kwargs: dict,
+                problem: TypeError) -> ConfigError:
+    """A call that does not fit `name`'s signature, said in the API's terms: the argument,
+    where it went (MOVED) or the closest one, and what the function takes."""
+    import difflib
+
+    params = list(sig.parameters)
+    takes = f"{name}() takes: " + ", ".join(params)
+    for key in kwargs:
+        if key not in sig.parameters:
+            if key in MOVED and not (name != "validate" and key == "preprocessing"):
+                where = MOVED[key].format(k=key)
+                return ConfigError(f"{name}() has no argument {key!r}; it goes in {where}",
+                                   hint=takes)
+            close = difflib.get_close_matches(key, params, n=1)
+            return ConfigError(f"{name}() has no argument {key!r}"
+                               + (f"; did you mean {close[0]!r}?" if close else ""), hint=takes)
+    positional = [p for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(args) > len(positional):
+        return ConfigError(f"{name}() takes {len(positional)} argument(s) by position "
+                           f"({', '.join(p.name for p in positional)}), got {len(args)}",
+                           hint="pass the others by name, e.g. " + ", ".join(
+                               f"{p}=..." for p in params[len(positional):][:3]))
+    bound = {**dict(zip(params, args, strict=False)), **kwargs}
+    missing = [p for p, v in sig.parameters.items() if v.default is v.empty and p not in bound]
+    if missing:
+        return ConfigError(f"{name}() needs {missing[0]}=", hint=takes)
+    return ConfigError(f"{name}(): {problem}", hint=takes)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _checked(fn: F) -> F:
+    """`fn` with its call checked first: an argument it does not take (misspelt, or one that
+    moved into a group), a missing one or too many by position is a ConfigError naming it and
+    what `fn` takes, never Python's TypeError. `help(fn)` shows `fn`'s own signature."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _call_error(fn.__name__, sig, args, kwargs, exc) from None
+        return fn(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
+
+
+def _path(name: str, value: Any, *, optional: bool = False) -> Path | None:
+    """A str or os.PathLike argument as a Path; anything else a ConfigError naming it."""
+    if value is None and optional:
+        return None
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()
+                                           and "\x00" not in value):
+        return Path(value)
+    raise ConfigError(f"{name}={shown(value)} is not a path",
+                      hint=f"pass {name}='folder/' (a str or pathlib.Path)"
+                           + (", or leave it out" if optional else ""))
+
+
+def _text(name: str, value: Any, accepts: str) -> str | None:
+    if value is None or (isinstance(value, str) and value and "\x00" not in value):
+        return value
+    raise ConfigError(f"{name}={shown(value)} is not {accepts}", hint=f"pass {name}='...'")
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name}={shown(value)} is not True or False", hint=f"pass {name}=True")
+
+
+def _group(name: str, value: Any, schema: type[M]) -> M:
+    """A typed group (`schema`) from an instance, a mapping of its fields (each checked: a typo
+    names the key) or None (its defaults)."""
+    from edgekit.config import validate as validate_config
+
+    if value is None:
+        return schema()
+    if isinstance(value, schema):
+        return value
+    if isinstance(value, Mapping):
+        return validate_config(schema, dict(value), name)
+    raise ConfigError(f"{name}={shown(value)} is not a {schema.__name__}",
+                      hint=f"pass {name}={schema.__name__}(...) or a mapping of its keys: "
+                           f"{', '.join(schema.model_fields)}")
+
+
+def _budget(value: Any, *, only: tuple[str, ...] | None = None) -> Budget:
+    """A Budget from an instance, a mapping of its limits or None; `only`: the limits this
+    function judges (compress: the top-1 drop)."""
+    from edgekit.validate.gate import Budget
+
+    budget = _group("budget", value, Budget)
+    extra = [k for k in budget.model_fields_set if only and k not in only
+             and getattr(budget, k) is not None]
+    if extra:
+        raise ConfigError(f"budget: {extra[0]} is not judged here",
+                          hint=f"this budget takes {' and '.join(only or ())}; {extra[0]} is "
+                               "validate's (edgekit.validate(..., budget=...))")
+    return budget
 
 
 # ---------------------------------------------------------------- compress
+@_checked
 def compress(model: Any, output: str | Path, *, steps: StepsLike,
-             train: str | None = None, eval: str | None = None,  # noqa: A002 - the CLI's name
-             calib: str | None = None, eval_limit: int | None = None,
-             max_drop: float | None = None, max_drop_rel: float | None = None,
-             input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
-             arch: str | None = None, arch_kwargs: str | dict[str, Any] | None = None,
-             trust_model: bool = False, data_dir: str | None = None,
+             data: DataSources | Mapping[str, Any] | None = None,
+             budget: Budget | Mapping[str, float] | None = None,
+             model_input: ModelInput | Mapping[str, Any] | None = None,
              overwrite: bool = False,
-             preprocessing: str | Mapping[str, Any] | None = None,
-             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-             resize: int | None = None, crop: int | None = None,
-             channel_order: str | None = None,
              training: TrainSettings | Mapping[str, Any] | None = None) -> CompressResult:
     """Compress `model` (an nn.Module, a ModelBundle, a PyTorch model file, or an fp32 .onnx
     file for quantize alone) with `steps` in pipeline order (prune, dwsep, distill, quantize)
-    into the folder `output`, as `edgekit compress` does. `max_drop` / `max_drop_rel` bound the
-    whole chain's top-1 drop against the original, measured on `eval`. The model's
-    preprocessing comes from its file (or `spec`), from `input_shape`/`mean`/`std`/`resize`/
-    `crop`/`channel_order`, or from a preset named in `preprocessing` ("imagenet", ...); it is
-    never guessed (edgekit.spec.resolve_preprocessing). `training` says where distillation
-    trains and in what precision ({"device": "cuda", "precision": "bf16"}, a TrainSettings;
-    default auto)."""
+    into the folder `output`, as `edgekit compress` does.
+
+    data: DataSources(train=, eval=, calib=, data_dir=, eval_limit=) (or a mapping of them):
+        training data, labelled eval data for top-1, the int8 calibration set (default: a
+        sample of train).
+    budget: {"max_drop": POINTS, "max_drop_rel": FRACTION} (a Budget): the whole chain's top-1
+        drop against the original, measured on data.eval.
+    model_input: ModelInput(input_shape=, spec=, arch=, arch_kwargs=, trust_model=,
+        preprocessing=) (or a mapping): how to read the model; its preprocessing comes from its
+        file, its spec, or a preset / mean / std in `preprocessing`, never guessed.
+    overwrite: replace what other settings left in `output`.
+    training: where distillation trains and in what precision ({"device": "cuda",
+        "precision": "bf16"}, a TrainSettings; default auto).
+
+    A misspelt or wrong-typed argument is a ConfigError naming it."""
+    from edgekit.data.given import data_sources
+    from edgekit.io.models import announce
     from edgekit.passes import PassContext
     from edgekit.pipeline import compress as run_compress
-    from edgekit.zoo.accel import train_settings
+    from edgekit.zoo.accel import TrainSettings, train_settings
 
-    given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
-                               channel_order=channel_order)
+    out = _path("output", output)
+    sources = data_sources(data)
+    limits = _budget(budget, only=("max_drop", "max_drop_rel"))
+    how = _group("model_input", model_input, ModelInput)
+    overwrite = _flag("overwrite", overwrite)
+    settings = train_settings(_group("training", training, TrainSettings))
+    given = how.given()
     step_list = normalize_steps(steps)
     if not step_list:
         raise InputError("nothing to do", hint="pass --prune, --target-macs, --dwsep or --int8")
-    if calib is None and train and any(name == "quantize" for name, _ in step_list):
-        from edgekit.io.models import announce
-
-        calib = train  # a stratified sample of it (the quantize step's calib_size)
-        announce(f"calib: none given, so int8 calibrates on a sample of --train {train}")
-    ctx = PassContext(out_dir=Path(output), train_source=_data(train), eval_source=_data(eval),
-                      calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
-                      max_drop=max_drop, max_drop_rel=max_drop_rel,
-                      train=train_settings(training))
-    from edgekit.io.models import announce
-
+    if sources.calib is None and sources.train and any(n == "quantize" for n, _ in step_list):
+        sources = sources.model_copy(update={"calib": sources.train})  # a stratified sample
+        announce(f"calib: none given, so int8 calibrates on a sample of --train {sources.train}")
+    max_drop, max_drop_rel = limits.max_drop, limits.max_drop_rel
+    ctx = PassContext(out_dir=out, data=sources.resolved(), max_drop=max_drop,
+                      max_drop_rel=max_drop_rel, train=settings)
     if max_drop is not None or max_drop_rel is not None:
         announce("budget: " + " and ".join(
             x for x in [f"{max_drop:g} points" if max_drop is not None else "",
                         f"{100 * max_drop_rel:g}% of its top-1" if max_drop_rel is not None
                         else ""] if x) + " against the original")
-    elif eval:
+    elif sources.eval:
         announce("budget: none (every drop below is against the original; pass --max-drop "
                  "POINTS to fail the run beyond it)")
-    if (max_drop is not None or max_drop_rel is not None) and not eval:
+    if (max_drop is not None or max_drop_rel is not None) and not sources.eval:
         raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
                          "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    created = not Path(output).exists()
+    created = not out.exists()
     try:
         if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
             from edgekit.pipeline import compress_onnx
 
-            result = compress_onnx(Path(model), step_list, ctx, input_shape=input_shape,
+            result = compress_onnx(Path(model), step_list, ctx, input_shape=how.input_shape,
                                    overwrite=overwrite, preprocessing=given or None)
         else:
             from edgekit.io.outputs import check_output_folder
 
-            check_output_folder(output)  # before the model is even loaded
-            bundle = as_bundle(model, input_shape=input_shape, spec=spec, arch=arch,
-                               arch_kwargs=arch_kwargs, trust_model=trust_model,
-                               preprocessing=given)
+            check_output_folder(out)  # before the model is even loaded
+            bundle = as_bundle(model, input_shape=how.input_shape, spec=how.spec,
+                               arch=how.arch, arch_kwargs=how.arch_kwargs,
+                               trust_model=how.trust_model, preprocessing=given)
             result = run_compress(bundle, step_list, ctx, overwrite=overwrite)
     except InputError:
         # Bad input found only mid-run (an image that fails to decode while training): the
         # folder this call made holds nothing whole, so it goes; an existing one is left as is.
-        if created and Path(output).is_dir():
+        if created and out.is_dir():
             import shutil
 
-            shutil.rmtree(output, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
         raise
-    return CompressResult(Path(output), [s for s, _ in step_list], result["rows"],
+    return CompressResult(out, [s for s, _ in step_list], result["rows"],
                           result["artifacts"], result.get("bundle"))
+
 
 
 # ---------------------------------------------------------------- export
@@ -330,34 +517,54 @@ def recorded_calibration(source: Any) -> str | None:
     return calib
 
 
+@_checked
 def export(source: Any, output: str | Path | None = None, *, target: str = "onnx",
-           precision: str = "fp32", parity_data: str | None = None, calib: str | None = None,
-           input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
-           arch: str | None = None, arch_kwargs: str | dict[str, Any] | None = None,
-           trust_model: bool = False, data_dir: str | None = None,
-           preprocessing: str | Mapping[str, Any] | None = None,
-           mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-           resize: int | None = None, crop: int | None = None,
-           channel_order: str | None = None, **options: Any) -> ExportResult:
+           precision: str = "fp32",
+           data: DataSources | Mapping[str, Any] | None = None,
+           model_input: ModelInput | Mapping[str, Any] | None = None,
+           options: Mapping[str, Any] | None = None) -> ExportResult:
     """Export `source` (an nn.Module, a ModelBundle, a model file or an output folder) to
-    `target` (onnx | openvino | tensorrt) at `precision` into `output` (default: `source` when
-    it is an output folder), checking parity on `parity_data`, as `edgekit export` does.
-    `options` are the target's own typed options (workspace_mb, dla, ...)."""
+    `target` (onnx | openvino | tensorrt) at `precision` (fp32 | fp16 | int8) into `output`
+    (default: `source` when it is an output folder), as `edgekit export` does.
+
+    data: DataSources(eval=, calib=, data_dir=) (or a mapping): the parity check's data
+        (default fashion-mnist:test if installed) and the int8 calibration set (default: what
+        the folder's compress recorded).
+    model_input: ModelInput(input_shape=, spec=, arch=, arch_kwargs=, trust_model=,
+        preprocessing=) (or a mapping): how to read the model, as for compress.
+    options: the target's own typed options ({"workspace_mb": 1024, "dla": 0, "opset": 17,
+        "min_agreement": 0.95}).
+
+    A misspelt or wrong-typed argument is a ConfigError naming it."""
+    from edgekit.data.given import data_sources
     from edgekit.pipeline import export_artifact
 
+    out = _path("output", output, optional=True)
+    target = _text("target", target, "a target name (onnx | openvino | tensorrt)")
+    precision = _text("precision", precision, "a precision (fp32 | fp16 | int8)")
+    sources = data_sources(data)
+    how = _group("model_input", model_input, ModelInput)
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"options={shown(options)} is not a mapping",
+                          hint="pass the target's options by name, e.g. options={'opset': 17}")
+    if isinstance(source, os.PathLike):
+        source = Path(source)
+    calib = sources.calib
     if calib is None and precision == "int8":
         calib = recorded_calibration(source)
-    extra = {k: v for k, v in {"calib": _data(calib), **options}.items() if v is not None}
-    given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
-                               channel_order=channel_order)
+    resolved = sources.model_copy(update={"calib": calib}).resolved()
+    extra = {k: v for k, v in {"calib": resolved.calib, **(options or {})}.items()
+             if v is not None}
+    given = how.given()
     if not isinstance(source, (str, Path)):
-        source = as_bundle(source, input_shape=input_shape, spec=spec, arch=arch,
-                           arch_kwargs=arch_kwargs, preprocessing=given)
+        source = as_bundle(source, input_shape=how.input_shape, spec=how.spec, arch=how.arch,
+                           arch_kwargs=how.arch_kwargs, preprocessing=given)
     artifact, record = export_artifact(
-        source, target, output, precision=precision, parity_source=_data(parity_data),
-        data_dir=data_dir,
-        model_options={"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": input_shape,
-                       "trust_model": trust_model, "preprocessing": given or None}, **extra)
+        source, target, out, precision=precision, parity_source=resolved.eval,
+        data_dir=resolved.data_dir,
+        model_options={"arch": how.arch, "arch_kwargs": how.arch_kwargs,
+                       "input_shape": how.input_shape, "trust_model": how.trust_model,
+                       "preprocessing": given or None}, **extra)
     return ExportResult(artifact, record)
 
 
@@ -378,63 +585,60 @@ def check_store(store_path: str | Path, target: str | Path, eval_source: str,
     open_store(store_path).close()
 
 
-def validate(target: str | Path, *, eval: str | None,  # noqa: A002 - the CLI's name
+@_checked
+def validate(target: str | Path, *,
+             data: DataSources | Mapping[str, Any] | str | None = None,
              device: str | Path | DeviceProfile = "local-cpu",
-             budget: Budget | Mapping[str, Any] | None = None, max_drop: float | None = None,
-             max_drop_rel: float | None = None, min_agreement: float | None = None,
-             min_cosine: float | None = None, min_speedup: float | None = None,
-             artifact: str | None = None, batches: list[int] | None = None,
-             limit: int | None = None, threads: int | None = None,
-             store: str | Path | None = None, rerun: bool = False,
-             data_dir: str | None = None,
-             preprocessing: Mapping[str, Any] | None = None,
-             batch: int | list[int] | None = None) -> ValidateResult:
+             budget: Budget | Mapping[str, float] | None = None,
+             artifact: str | None = None,
+             settings: ValidateSettings | Mapping[str, Any] | None = None,
+             store: str | Path | None = None) -> ValidateResult:
     """Validate every artifact of `target` (an output folder) on `device` (a profile name, YAML
     path or DeviceProfile), as `edgekit validate` does: latency with one protocol, top-1 on the
-    runtime, speed-up against the fp32 original, the gate. A failed gate is `result.passed ==
-    False`, not an exception; bad input raises an EdgekitError. `preprocessing` (mean, std,
-    resize, crop, channel_order) may repeat what the artifacts record, never differ from it
-    (edgekit.io.artifacts.check_preprocessing). `batch` is `batches` by its natural name (one
-    batch size or a list)."""
-    from edgekit.config import validate as validate_config
+    runtime, speed-up against the fp32 original, the gate.
 
-    if batch is not None:
-        if batches is not None:
-            raise InputError("validate got both batch= and batches=",
-                             hint="pass one: batches=[1, 8] (batch=8 means batches=[8])")
-        batches = [batch] if isinstance(batch, int) else list(batch)
+    data: the labelled eval data: a source ("fashion-mnist:test") or DataSources(eval=,
+        eval_limit=, data_dir=, preprocessing=); `preprocessing` (mean, std, resize, crop,
+        channel_order) may repeat what the artifacts record, never differ from it.
+    budget: {"max_drop": POINTS, "max_drop_rel": ..., "min_agreement": ..., "min_cosine": ...,
+        "max_abs_diff": ..., "min_speedup": ...} (a Budget).
+    artifact: the artifact whose gate decides (default: the fastest within the budget).
+    settings: ValidateSettings(batches=, threads=, rerun=) (or a mapping).
+    store: a results store (SQLite) the records are appended to.
+
+    A failed gate is `result.passed == False`, not an exception; bad input (a misspelt or
+    wrong-typed argument included) raises an EdgekitError."""
+    from edgekit.data.given import data_sources
     from edgekit.devices import DeviceProfile, load_profile
-    from edgekit.validate.gate import Budget
+    from edgekit.executors.base import ValidationJob
+    from edgekit.io.artifacts import check_preprocessing
     from edgekit.validate.validator import save
     from edgekit.validate.validator import validate as run_validation
 
-    if not eval:
+    folder = _path("target", target)
+    sources = data_sources({"eval": data} if isinstance(data, str | os.PathLike) else data)
+    limits = _budget(budget)
+    artifact = _text("artifact", artifact, "an artifact's file name or stage")
+    how = _group("settings", settings, ValidateSettings)
+    store_path = _path("store", store, optional=True)
+    if not sources.eval:
         raise InputError("validate needs labelled eval data for the accuracy gate",
-                         hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
-    from edgekit.io.artifacts import check_preprocessing
-
-    check_preprocessing(target, preprocessing)
+                         hint="pass data='fashion-mnist:test' (--eval SOURCE on the command "
+                              "line)")
+    check_preprocessing(folder, sources.preprocessing)
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
-    if threads:
-        profile = profile.model_copy(update={"threads": threads})
-    if not isinstance(budget, Budget):
-        limits = {"max_drop": max_drop, "max_drop_rel": max_drop_rel,
-                  "min_agreement": min_agreement, "min_cosine": min_cosine,
-                  "min_speedup": min_speedup}
-        budget = validate_config(Budget, {**limits, **dict(budget or {})}, "budget")
-    if store is not None and not isinstance(store, str | Path):
-        from edgekit.errors import ConfigError, shown
-
-        raise ConfigError(f"store={shown(store)} is not a file path",
-                          hint="pass store='results.db' (a str or pathlib.Path), or leave it out")
-    store_path = str(store) if store else None
+    if how.threads:
+        profile = profile.model_copy(update={"threads": how.threads})
     if store_path:  # refuse a bad store before minutes of measuring
-        check_store(store_path, target, eval, data_dir)
-    result = run_validation(target, profile, eval_source=eval, budget=budget, batches=batches,
-                            data_dir=data_dir, limit=limit, artifact=artifact, rerun=rerun)
-    stored = save(result, store_path) if store_path else []
-    return ValidateResult(result, profile, budget, store_path, stored)
+        check_store(store_path, folder, sources.eval, sources.data_dir)
+    job = ValidationJob(target=folder, device=profile, eval_source=sources.eval, budget=limits,
+                        batches=how.batches, data_dir=sources.data_dir,
+                        limit=sources.eval_limit, artifact=artifact, rerun=how.rerun)
+    result = run_validation(job)
+    stored = save(result, str(store_path)) if store_path else []
+    return ValidateResult(result, profile, limits, str(store_path) if store_path else None,
+                          stored)
 
 
-__all__ = ["CompressResult", "ExportResult", "ValidateResult", "as_bundle", "compress", "export",
-           "normalize_steps", "validate"]
+__all__ = ["CompressResult", "DataSources", "ExportResult", "ModelInput", "ValidateResult",
+           "ValidateSettings", "as_bundle", "compress", "export", "normalize_steps", "validate"]

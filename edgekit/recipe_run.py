@@ -365,10 +365,12 @@ class RecipeRun:
         if any(get_pass(name).kind == "torch" for name, _ in steps):
             self._export_original(bundle)
         if steps:
-            ctx = PassContext(out_dir=self.out, train_source=self.data(r.data.train),
-                              eval_source=self.data(r.data.eval),
-                              calib_source=self.data(r.data.calib), data_dir=self.data_dir,
-                              eval_limit=r.data.eval_limit, train=train_settings(r.training))
+            from edgekit.data.given import DataSources
+
+            data = DataSources(train=self.data(r.data.train), eval=self.data(r.data.eval),
+                               calib=self.data(r.data.calib), data_dir=self.data_dir,
+                               eval_limit=r.data.eval_limit)
+            ctx = PassContext(out_dir=self.out, data=data, train=train_settings(r.training))
             result = compress(bundle, steps, ctx, claim=False)  # the run owns the folder
             rows = [{k: v for k, v in row.items() if isinstance(v, str | int | float | None)}
                     for row in result["rows"]]
@@ -428,6 +430,7 @@ class RecipeRun:
         return {}
 
     def _validate(self, device, key: str) -> dict[str, Any]:
+        from edgekit.executors import ValidationJob
         from edgekit.results.store import open_store
         from edgekit.validate.validator import save, summarize, validate
 
@@ -444,9 +447,10 @@ class RecipeRun:
             summary = summarize(stored, r.decide)
         else:
             try:
-                result = validate(self.out, device, eval_source=self.data(r.data.eval),
-                                  budget=r.budget, data_dir=self.data_dir,
-                                  limit=r.data.eval_limit, artifact=r.decide, run_id=run_id)
+                result = validate(ValidationJob(
+                    target=self.out, device=device, eval_source=self.data(r.data.eval),
+                    budget=r.budget, data_dir=self.data_dir, limit=r.data.eval_limit,
+                    artifact=r.decide, run_id=run_id))
             except MissingDependencyError as exc:
                 self.on_event(f"validate-{device.name}: skipped, {exc.message}")
                 self._record(f"validate-{device.name}", key, skipped=exc.message)

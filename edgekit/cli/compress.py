@@ -127,12 +127,15 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
 
     from edgekit.api import compress as api_compress
 
-    result = api_compress(model, output, steps=steps_from_flags(flags), train=train_source,
-                          eval=eval_source, calib=calib_source, eval_limit=eval_limit,
-                          max_drop=flags["max_drop"], max_drop_rel=flags["max_drop_rel"],
-                          input_shape=input_shape, arch=arch, arch_kwargs=arch_kwargs,
-                          trust_model=trust_model, data_dir=data_dir, overwrite=overwrite,
-                          training=train_settings)
+    # The groups as mappings: the API checks them as it checks a Python caller's.
+    data = {"train": train_source, "eval": eval_source, "calib": calib_source,
+            "eval_limit": eval_limit, "data_dir": data_dir}
+    result = api_compress(model, output, steps=steps_from_flags(flags), data=data,
+                          budget={"max_drop": flags["max_drop"],
+                                  "max_drop_rel": flags["max_drop_rel"]},
+                          model_input={"input_shape": input_shape, "arch": arch,
+                                       "arch_kwargs": arch_kwargs, "trust_model": trust_model},
+                          overwrite=overwrite, training=train_settings)
     if as_json:
         print_json(result.to_json())
         return

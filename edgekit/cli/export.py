@@ -37,10 +37,11 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
     from edgekit.api import export as api_export
 
     result = api_export(source, output, target=target, precision=precision,
-                        parity_data=parity_data, calib=calib, workspace_mb=workspace_mb, dla=dla,
-                        opset=opset, min_agreement=min_agreement,
-                        arch=arch, arch_kwargs=arch_kwargs, input_shape=input_shape,
-                        trust_model=trust_model, data_dir=data_dir)
+                        data={"eval": parity_data, "calib": calib, "data_dir": data_dir},
+                        model_input={"input_shape": input_shape, "arch": arch,
+                                     "arch_kwargs": arch_kwargs, "trust_model": trust_model},
+                        options={"workspace_mb": workspace_mb, "dla": dla, "opset": opset,
+                                 "min_agreement": min_agreement})
     artifact, record = result.artifact, result.record
     if as_json:
         print_json(record)

@@ -90,24 +90,24 @@ def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
     from edgekit.errors import GateError
 
     device_names = device_names or (() if fleet_file else ("local-cpu",))
+    limits = {"max_drop": max_drop, "max_drop_rel": max_drop_rel, "min_agreement": min_agreement,
+              "min_cosine": min_cosine, "min_speedup": min_speedup}
     if fleet_file or cluster or len(device_names) > 1:  # several devices at once (issue 17)
         from edgekit.cli.fleet import validate_fleet_command
 
         return validate_fleet_command(
             target, device_names, fleet_file=fleet_file, cluster=cluster,
             allow_public_cluster=allow_public_cluster, eval_source=eval_source,
-            limits={"max_drop": max_drop, "max_drop_rel": max_drop_rel,
-                    "min_agreement": min_agreement, "min_cosine": min_cosine,
-                    "min_speedup": min_speedup}, artifact=artifact,
+            limits=limits, artifact=artifact,
             batches=parse_batches(batch_text), limit=limit, threads=threads,
             store_path=store_path, rerun=rerun, data_dir=data_dir, as_json=as_json)
     device_name = device_names[0]
-    outcome = api_validate(target, eval=eval_source, device=device_name, max_drop=max_drop,
-                           max_drop_rel=max_drop_rel, min_agreement=min_agreement,
-                           min_cosine=min_cosine, min_speedup=min_speedup, artifact=artifact,
-                           batches=parse_batches(batch_text), limit=limit, threads=threads,
-                           store=store_path, rerun=rerun, data_dir=data_dir,
-                           preprocessing=preprocessing)
+    outcome = api_validate(target, data={"eval": eval_source, "eval_limit": limit,
+                                         "data_dir": data_dir, "preprocessing": preprocessing},
+                           device=device_name, budget=limits, artifact=artifact,
+                           settings={"batches": parse_batches(batch_text), "threads": threads,
+                                     "rerun": rerun},
+                           store=store_path)
     result, device, budget, stored = outcome.result, outcome.device, outcome.budget, \
         outcome.stored_ids
     if as_json:

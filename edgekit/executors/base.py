@@ -29,26 +29,9 @@ from typing import Any, ClassVar
 from edgekit.devices import DeviceProfile
 from edgekit.errors import EdgekitError, InputError
 from edgekit.registry import load_modules, suggest
-from edgekit.results.validation import RuntimeStatus, ValidationResult
+from edgekit.results.validation import RuntimeStatus, ValidationJob, ValidationResult
 
 EXECUTORS: dict[str, type[Executor]] = {}
-
-
-@dataclass(frozen=True)
-class ValidationJob:
-    """Everything that defines one validation: what (an output folder or one artifact), where
-    (the device profile), against what (eval data, budget) and how (batch sizes)."""
-
-    target: Path
-    device: DeviceProfile
-    eval_source: str
-    budget: Any = None  # edgekit.validate.gate.Budget
-    batches: list[int] | None = None
-    data_dir: str | None = None
-    limit: int | None = None
-    artifact: str | None = None  # the artifact whose gate decides (--artifact)
-    run_id: str | None = None
-    rerun: bool = False  # measure again even if the same job already ran (remote executors)
 
 
 RunHere = Callable[[ValidationJob], ValidationResult]

@@ -335,7 +335,6 @@ class RayExecutor(Executor):
     def _validate(self, job: ValidationJob) -> RayValidationResult:
         from edgekit.remote.payload import build_payload
         from edgekit.results.store import new_run_id
-        from edgekit.results.validation import budget_dict
 
         ray, cluster, device = self.cluster.ray, self.cluster, job.device
         if not cluster.offering(self.resource):
@@ -345,11 +344,8 @@ class RayExecutor(Executor):
                                f"'{{\"{self.resource}\": 1}}'")
         run_id = job.run_id or new_run_id()
         with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
-            payload = build_payload(job.target, device, None, eval_source=job.eval_source,
-                                    limit=job.limit, data_dir=job.data_dir,
-                                    budget=budget_dict(job.budget), batches=job.batches,
-                                    workdir=Path(tmp), job_timeout=device.job_timeout,
-                                    run_id=run_id)
+            payload = build_payload(dataclasses.replace(job, run_id=run_id), None, workdir=Path(tmp),
+                                    job_timeout=device.job_timeout)
             files = {rel: (sha, [cluster.put_file(payload.files[rel], sha)])
                      for rel, sha in payload.sha.items()}
         if not device.is_remote:  # no SSH job on the other side to rebuild the engines

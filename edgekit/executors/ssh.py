@@ -64,10 +64,7 @@ class SSHExecutor(Executor):
     def validate(self, job: ValidationJob) -> ValidationResult:
         remote = _remote(job.device)
         # run_id as given: edgekit.remote derives one from its job id if None.
-        return _translated(job.device, lambda: remote.validate_remote(
-            job.target, job.device, eval_source=job.eval_source, budget=job.budget,
-            batches=job.batches, data_dir=job.data_dir, limit=job.limit, artifact=job.artifact,
-            run_id=job.run_id, rerun=job.rerun))
+        return _translated(job.device, lambda: remote.validate_remote(job))
 
     def alternate(self, artifacts: Artifacts, device: DeviceProfile, *, spec: Any, x: Any,
                   rounds: int) -> dict[str, dict[str, Any]]:

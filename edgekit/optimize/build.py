@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.given import DataSources
 from edgekit.errors import InputError
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.cache import digest
@@ -80,15 +81,13 @@ class Builder:
     """Makes (and finds again) the candidates of one optimize run."""
 
     def __init__(self, original: Any, checkpoint_sha: str, root: Path, space: SearchSpace, *,
-                 train_source: str | None, calib_source: str | None, data_dir: str | None,
-                 parity_x: Any, seed: int = 0, train: Any = None) -> None:
+                 data: DataSources, parity_x: Any, seed: int = 0, train: Any = None) -> None:
         self.original = original
         self.checkpoint_sha = checkpoint_sha
         self.root = Path(root) / "candidates"
         self.space = space
-        self.train_source = train_source
-        self.calib_source = calib_source
-        self.data_dir = data_dir
+        self.data = data  # train and calib (no eval: candidates are scored on their runtime)
+        self.calib_source = data.calib
         self.parity_x = parity_x
         self.seed = seed
         self.train = train  # TrainSettings: where distillation trains
@@ -102,8 +101,7 @@ class Builder:
         # No eval source: the passes' own torch top-1 would cost time; the candidate's top-1 is
         # measured on its runtime.
         return PassContext(out_dir=out_dir, original=self.original,
-                           train_source=self.train_source, calib_source=self.calib_source,
-                           data_dir=self.data_dir, train=self.train)
+                           data=self.data.model_copy(update={"eval": None}), train=self.train)
 
     def _stage_key(self, arch: Arch, stage: str, round_to: int | None) -> dict[str, Any]:
         key: dict[str, Any] = {"checkpoint": self.checkpoint_sha, "prune": arch.prune,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
@@ -400,8 +401,9 @@ class Optimizer:
         self.eval_set.check_for(spec, need_labels=True)
         self.eval_key = digest(self.eval_source, self.eval_limit, spec.to_json())
         self.builder = Builder(self.bundle, sha256_file(self.checkpoint), self.out, self.space,
-                               train_source=self.train_source, calib_source=self.calib_source,
-                               data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
+                               data=DataSources(train=self.train_source,
+                                                calib=self.calib_source, data_dir=self.data_dir),
+                               parity_x=self.eval_set.x[:256],
                                seed=self.settings.seed, train=self.train)
         self._ref_logits = None
 

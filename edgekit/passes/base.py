@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgekit.config import validate
+from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, DataError
 
 PASSES: dict[str, type[Pass]] = {}
@@ -64,11 +65,7 @@ class PassContext:
 
     out_dir: Path
     original: Any = None  # ModelBundle before any pass: distillation's teacher
-    train_source: str | None = None
-    eval_source: str | None = None
-    calib_source: str | None = None
-    data_dir: str | None = None
-    eval_limit: int | None = None
+    data: DataSources = field(default_factory=DataSources)  # train / eval / calib, data_dir
     # The accuracy budget of the whole chain against the original (compress --max-drop /
     # --max-drop-rel); the quantize step's own max_drop bounds the chain too.
     max_drop: float | None = None
@@ -78,6 +75,27 @@ class PassContext:
     train: Any = None  # TrainSettings (edgekit.zoo.accel): where and how training runs
     report: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict)
+
+    # The data sources by the names the passes read them (one DataSources object holds them).
+    @property
+    def train_source(self) -> str | None:
+        return self.data.train
+
+    @property
+    def eval_source(self) -> str | None:
+        return self.data.eval
+
+    @property
+    def calib_source(self) -> str | None:
+        return self.data.calib
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.data.data_dir
+
+    @property
+    def eval_limit(self) -> int | None:
+        return self.data.eval_limit
 
     def eval_set(self, spec: Any, *, required: bool = True):
         """The eval Dataset for this spec (cached); None or an error when no --eval was given."""

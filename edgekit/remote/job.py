@@ -53,7 +53,7 @@ from edgekit.remote.ssh import (
     _target_label,
     check_remote_profile,
 )
-from edgekit.results.validation import RuntimeStatus, ValidationResult, budget_dict
+from edgekit.results.validation import RuntimeStatus, ValidationJob, ValidationResult
 
 
 # ------------------------------------------------------------------------------ the result
@@ -218,31 +218,25 @@ def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payloa
     return answer, reused, reason
 
 
-def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: str,
-                    budget: Any = None, batches: list[int] | None = None,
-                    data_dir: str | None = None, limit: int | None = None,
-                    artifact: str | None = None, run_id: str | None = None,
-                    job_timeout: float | None = None, connect_timeout: float | None = None,
-                    rerun: bool = False, transport: SSHTransport | None = None,
+def validate_remote(job: ValidationJob, *, job_timeout: float | None = None,
+                    connect_timeout: float | None = None, transport: SSHTransport | None = None,
                     poll_s: float = 5.0, on_event: Callable[[str], None] = say
                     ) -> RemoteValidationResult:
-    """Validate `target` (an output folder or one artifact) on the remote `device` and return
-    the records as a ValidationResult, as `edgekit validate` does locally.
+    """Validate `job.target` (an output folder or one artifact) on the remote `job.device` and
+    return the records as a ValidationResult, as `edgekit validate` does locally.
 
     A rerun with the same inputs (and device state) collects the same job instead of measuring
-    again, and its records are stored once. `run_id`, when given (a recipe's stage run), is part
-    of the job id and names the records; without it the run id derives from the job id.
-    `rerun=True` measures again even if the same job ran."""
+    again, and its records are stored once. `job.run_id`, when given (a recipe's stage run), is
+    part of the job id and names the records; without it the run id derives from the job id.
+    `job.rerun` measures again even if the same job ran."""
+    target, device, budget = job.target, job.device, job.budget
     check_remote_profile(device)
     job_timeout = float(job_timeout or device.job_timeout)
     check_artifact_names(target)  # refuse names that would escape before connecting
     if transport is None:
         with SSHTransport(device, connect_timeout=connect_timeout) as own:
-            return validate_remote(target, device, eval_source=eval_source, budget=budget,
-                                   batches=batches, data_dir=data_dir, limit=limit,
-                                   artifact=artifact, run_id=run_id, job_timeout=job_timeout,
-                                   rerun=rerun,
-                                   transport=own, poll_s=poll_s, on_event=on_event)
+            return validate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s,
+                                   on_event=on_event)
     report = checked_device(transport, device, on_event)
     # Version skew: an artifact the device's runtime cannot load is refused before copying.
     from edgekit.remote.compat import check_skew
@@ -252,10 +246,8 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
 
     sweep(tempfile.gettempdir(), prefix="edgekit-remote-")  # what killed runs left
     with tempfile.TemporaryDirectory(prefix=f"edgekit-remote-{pid_tag()}-") as tmp:
-        payload = build_payload(target, device, report, eval_source=eval_source, limit=limit,
-                                data_dir=data_dir, budget=budget_dict(budget),
-                                batches=batches, workdir=Path(tmp), job_timeout=job_timeout,
-                                nonce=f"{time.time_ns()}" if rerun else "", run_id=run_id)
+        payload = build_payload(job, report, workdir=Path(tmp), job_timeout=job_timeout,
+                                nonce=f"{time.time_ns()}" if job.rerun else "")
         if not payload.tasks:
             raise MissingDependencyError(
                 f"nothing in {target} can run on {device.host}: "
@@ -266,7 +258,7 @@ def validate_remote(target: str | Path, device: DeviceProfile, *, eval_source: s
                                           poll_s=poll_s, on_event=on_event)
     result = _assemble(payload, device, report, answer, budget, reason=reason)
     result.reused, result.copied = reused, copied
-    result.decide(artifact, partial_reason=result.partial_reason if result.partial else None)
+    result.decide(job.artifact, partial_reason=result.partial_reason if result.partial else None)
     if result.partial:
         on_event(f"PARTIAL: {result.partial_reason}; rerun the same command to resume")
     return result

@@ -21,6 +21,7 @@ from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
 from edgekit.remote import programs
 from edgekit.remote.device import DeviceReport
+from edgekit.results.validation import ValidationJob, budget_dict
 
 
 # -------------------------------------------------------------------------------- payload
@@ -124,16 +125,17 @@ def device_side_profile(profile: DeviceProfile) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceReport | None, *,
-                  eval_source: str, limit: int | None, data_dir: str | None,
-                  budget: dict[str, Any], batches: list[int] | None, workdir: Path,
-                  job_timeout: float, nonce: str = "", run_id: str | None = None) -> Payload:
-    """Collect artifacts and eval sets (written under `workdir`), the tasks, and the job id."""
+def build_payload(job: ValidationJob, report: DeviceReport | None, *, workdir: Path,
+                  job_timeout: float, nonce: str = "") -> Payload:
+    """Collect the job's artifacts and eval sets (written under `workdir`), the tasks, and the
+    job id."""
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
     from edgekit.io.manifest import MANIFEST_NAME
 
-    target = Path(target)
+    target, profile, run_id = Path(job.target), job.device, job.run_id
+    eval_source, limit, data_dir = job.eval_source, job.limit, job.data_dir
+    budget, batches = budget_dict(job.budget), job.batches
     folder = target if target.is_dir() else target.parent
     entries = list_artifacts(target)
     reference = find_reference(target)

@@ -29,14 +29,15 @@ def validate_command(a):
     import glob
 
     from edgekit.devices import load_profile
+    from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import validate
 
     targets = sorted(p for g in a.get("globs", []) for p in glob.glob(g)) or [a["target"]]
     results = []
     for target in targets:
-        r = validate(target, load_profile(a["device"]), eval_source=a["eval"],
-                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"])
+        r = validate(ValidationJob(target=target, device=load_profile(a["device"]), eval_source=a["eval"],
+                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"]))
         results.append(r.to_json(with_samples=True))
     return {"results": results}
 

@@ -12,6 +12,25 @@ from typing import Any
 PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
 
 
+@dataclass(frozen=True)
+class ValidationJob:
+    """Everything that defines one validation: what (an output folder or one artifact), where
+    (the device profile), against what (eval data, budget) and how (batch sizes). Built once
+    (edgekit.api.validate, a recipe, a fleet, optimize) and passed through the executors to
+    the device."""
+
+    target: Path
+    device: Any  # edgekit.devices.DeviceProfile
+    eval_source: str
+    budget: Any = None  # edgekit.validate.gate.Budget
+    batches: list[int] | None = None
+    data_dir: str | None = None
+    limit: int | None = None
+    artifact: str | None = None  # the artifact whose gate decides (--artifact)
+    run_id: str | None = None
+    rerun: bool = False  # measure again even if the same job already ran (remote executors)
+
+
 @dataclass
 class RuntimeStatus:
     name: str

@@ -11,6 +11,7 @@ ray on the node that owns the device). `HERE` is what every executor ends up run
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,21 +122,15 @@ def check_above_chance(ref_logits: np.ndarray, eval_set: Any, source: str,
         "100")
 
 
-def validate(target: str | Path, device: DeviceProfile, *, eval_source: str,
-             budget: Budget | None = None, batches: list[int] | None = None,
-             data_dir: str | None = None, limit: int | None = None,
-             artifact: str | None = None, run_id: str | None = None,
-             rerun: bool = False) -> ValidationResult:
-    """Validate every artifact of `target` (an output folder or one artifact) on `device`, on
-    the executor the profile asks for. A local run always measures; on a remote device the same
-    job is collected again unless `rerun`."""
-    job = ValidationJob(target=Path(target), device=device, eval_source=eval_source,
-                        budget=budget or Budget(), batches=batches, data_dir=data_dir,
-                        limit=limit, artifact=artifact, run_id=run_id, rerun=rerun)
+def validate(job: ValidationJob) -> ValidationResult:
+    """Validate every artifact of `job.target` (an output folder or one artifact) on
+    `job.device`, on the executor the profile asks for. A local run always measures; on a remote
+    device the same job is collected again unless `job.rerun`."""
+    job = replace(job, target=Path(job.target), budget=job.budget or Budget())
     from edgekit.io.lineage import check_chain
 
-    check_chain(target)  # artifacts that were not made from the reference's model are refused
-    with executor_for(device, HERE) as executor:
+    check_chain(job.target)  # artifacts that were not made from the reference's model are refused
+    with executor_for(job.device, HERE) as executor:
         return executor.validate(job)
 
 

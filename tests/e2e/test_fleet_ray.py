@@ -100,6 +100,7 @@ def key(r: dict) -> tuple:
 
 def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_python,
                                                  tmp_path):
+    from edgekit.executors import ValidationJob
     from edgekit.fleetfile import fleet_device
     from edgekit.results.store import open_store
     from edgekit.validate.fleet import validate_on_cluster
@@ -131,8 +132,8 @@ def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_p
     # tests/e2e/test_remote_ssh.py proves its SSH numbers equal a local run's).
     sequential = []
     for d in devices:
-        r = validate(out, d.profile.model_copy(update={"host": None}),
-                     eval_source=str(eval_path))
+        r = validate(ValidationJob(target=out, device=d.profile.model_copy(update={"host": None}),
+                     eval_source=str(eval_path)))
         sequential += [{**x, "device": d.name} for x in r.records]
     merged = {key(r): r for r in stored}
     assert set(merged) == {key(r) for r in sequential}

@@ -171,13 +171,14 @@ def test_quantize_latency_fallback_keeps_slower_int8_layers_float(folders, tmp_p
     two profiles show slower in int8, each with both times, and the int8 model has them float."""
     import onnx
 
+    from edgekit.data.given import DataSources
     from edgekit.passes import PassContext
     from edgekit.pipeline import compress_onnx
     from edgekit.quant.report import analyze_qdq
 
     ort_dir, _ = folders
     out = tmp_path / "out"
-    ctx = PassContext(out_dir=out, calib_source=str(CALIB))
+    ctx = PassContext(out_dir=out, data=DataSources(calib=str(CALIB)))
     compress_onnx(ort_dir / "model.onnx", [("quantize", {"calib_size": 64,
                                                          "latency_fallback": True,
                                                          "latency_min_ratio": 1.0,

@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 def test_image_folder_remote_matches_local(sshd, device_python, tmp_path: Path) -> None:  # noqa: F811
     from PIL import Image
 
+    from edgekit.executors import ValidationJob
     from edgekit.io.artifacts import spec_for
     from edgekit.io.models import build_arch
     from edgekit.validate.gate import Budget
@@ -53,8 +54,8 @@ def test_image_folder_remote_matches_local(sshd, device_python, tmp_path: Path) 
     budget = Budget(max_drop=100.0)
     result = remote(out, profile, folder, budget=budget)
     assert result.device_report["edgekit"]["imports_torch"] is False
-    local = validate(out, profile.model_copy(update={"host": None}), eval_source=str(folder),
-                     budget=budget)
+    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}), eval_source=str(folder),
+                     budget=budget))
     assert len(result.records) == len(local.records) == 2
     for mine, theirs in zip(result.records, local.records, strict=True):
         assert mine["accuracy"]["top1"] == theirs["accuracy"]["top1"]

@@ -122,16 +122,21 @@ def quiet(_message: str) -> None:
 
 
 def remote(target, profile, eval_path, **kwargs):
+    from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
 
     kwargs.setdefault("poll_s", 0.3)
     kwargs.setdefault("on_event", quiet)
-    return validate_remote(target, profile, eval_source=str(eval_path), **kwargs)
+    job = {k: kwargs.pop(k) for k in ("budget", "batches", "data_dir", "limit", "artifact",
+                                      "run_id", "rerun") if k in kwargs}
+    return validate_remote(ValidationJob(target=target, device=profile,
+                                         eval_source=str(eval_path), **job), **kwargs)
 
 
 # --------------------------------------------------------------------------------- tests
 def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python, artifacts,
                                                              tmp_path):
+    from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import validate
 
@@ -146,8 +151,8 @@ def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python
     assert [Path(r["artifact"]) for r in result.records] == [out / "model.onnx",
                                                              out / "model.int8.onnx"]
     # The same validation run here: the same top-1, agreement and gate, on the same images.
-    local = validate(out, profile.model_copy(update={"host": None}),
-                     eval_source=str(eval_path), budget=budget)
+    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}),
+                     eval_source=str(eval_path), budget=budget))
     for mine, theirs in zip(result.records, local.records, strict=True):
         assert mine["accuracy"]["top1"] == theirs["accuracy"]["top1"]
         assert mine["accuracy"]["fidelity"]["top1_agreement"] == \

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from edgekit.data.given import DataSources  # noqa: E402
 from edgekit.errors import ConfigError, ModelLoadError  # noqa: E402
 from edgekit.io.models import ModelBundle, load_model, save_checkpoint  # noqa: E402
 from edgekit.passes import PassContext, get_pass  # noqa: E402
@@ -42,7 +43,7 @@ GEOMETRIES = [
 def run_pass(model: nn.Module, spec: InputSpec = GREY, arch: str = "edgekit.zoo:lenet5",
              train_source: str | None = None, **config):
     bundle = ModelBundle(model, spec, arch)
-    ctx = PassContext(out_dir="unused", train_source=train_source)
+    ctx = PassContext(out_dir="unused", data=DataSources(train=train_source))
     bundle = get_pass("dwsep")(config).apply(bundle, ctx)
     return bundle, ctx.report
 
@@ -303,7 +304,7 @@ def test_unset_rank_is_auto_with_training_images_and_1_without(tmp_path):
     for source, rank in ((train, "auto"), (None, 1)):
         step = get_pass("dwsep")({})
         step.check(ModelBundle(LeNet5(), GREY, "edgekit.zoo:lenet5"),
-                   PassContext(out_dir="unused", train_source=source))
+                   PassContext(out_dir="unused", data=DataSources(train=source)))
         assert step.config.rank == rank
 
 

@@ -58,7 +58,7 @@ def test_an_executor_gets_the_job_and_the_work(tmp_path: Path) -> None:
 def test_validate_hands_a_local_profile_to_the_local_executor(tmp_path: Path) -> None:
     device = DeviceProfile.model_validate(LOCAL)
     with pytest.raises(InputError, match="holds no runnable artifact"):  # run_here ran here
-        validate(tmp_path, device, eval_source="fashion-mnist:test")
+        validate(ValidationJob(target=tmp_path, device=device, eval_source="fashion-mnist:test"))
 
 
 def test_the_factory_picks_the_executor_from_the_device_and_the_cluster() -> None:

@@ -86,6 +86,7 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
     answer: the local ones pass and land in the one store; the remote one is reported with its
     reason; the numbers equal a single-device run's."""
     from edgekit.devices import load_profile
+    from edgekit.executors import ValidationJob
     from edgekit.fleetfile import fleet_device
     from edgekit.results.store import open_store
     from edgekit.validate.fleet import validate_fleet
@@ -112,7 +113,7 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
         stored = s.records()
     assert sorted({r["device"] for r in stored}) == ["fast-cpu", "slow-cpu"]
     assert len({r["run_id"] for r in stored}) == 2  # one run per device
-    alone = validate(folder, fast, eval_source=str(eval_path))
+    alone = validate(ValidationJob(target=folder, device=fast, eval_source=str(eval_path)))
     for r in alone.records:
         twin = next(x for x in stored if x["device"] == "slow-cpu"
                     and x["artifact_name"] == r["artifact_name"])

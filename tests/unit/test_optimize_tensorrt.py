@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edgekit.devices import DeviceProfile
+from edgekit.executors import ValidationJob
 from edgekit.optimize.space import SearchSpace
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -128,9 +129,10 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
     device = build_profile(_profile(host="nvidia@orin.local"), "int8")
     assert {n: r.precisions for n, r in device.runtimes.items()} == {
         "tensorrt": ["int8"], "onnxruntime": ["fp32"]}
-    payload = build_payload(entry["path"].parent, device, _report(True),
-                            eval_source="fashion-mnist:test", limit=64, data_dir=None,
-                            budget={}, batches=[1], workdir=tmp_path, job_timeout=600)
+    payload = build_payload(ValidationJob(target=entry["path"].parent, device=device,
+                                          eval_source="fashion-mnist:test", limit=64,
+                                          batches=[1]),
+                            _report(True), workdir=tmp_path, job_timeout=600)
     assert {"out/model.onnx", "out/model.int8.onnx", "out/manifest.json"} <= set(payload.files)
     builds = [t["argv"] for t in payload.tasks if t.get("kind") == "step"]
     assert builds == [["{python}", "-m", "edgekit", "export", "out", "--target", "tensorrt",
@@ -141,9 +143,10 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
     assert payload.tasks[-1].get("globs_engines")
     assert timed["globs"] == [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
     # a device without TensorRT builds nothing, and the candidate's error says why
-    without = build_payload(entry["path"].parent, device, _report(False),
-                            eval_source="fashion-mnist:test", limit=64, data_dir=None,
-                            budget={}, batches=[1], workdir=tmp_path, job_timeout=600)
+    without = build_payload(ValidationJob(target=entry["path"].parent, device=device,
+                                          eval_source="fashion-mnist:test", limit=64,
+                                          batches=[1]),
+                            _report(False), workdir=tmp_path, job_timeout=600)
     assert not [t for t in without.tasks if t.get("kind") == "step"]
     result = RemoteValidationResult(device="orin", budget=None, run_id="r",
                                     device_report=_report(False).to_json())

@@ -10,14 +10,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
+from edgekit.data.given import DataSources  # noqa: E402
 from edgekit.passes.base import PassContext  # noqa: E402
 from edgekit.passes.distill import DistillPass  # noqa: E402
 from edgekit.passes.prune import PrunePass  # noqa: E402
 
 
 def _context(tmp_path, bundle, train: str | None = "fashion-mnist:train") -> PassContext:
-    ctx = PassContext(out_dir=tmp_path, train_source=train, eval_source="fashion-mnist:test",
-                      eval_limit=1000)
+    ctx = PassContext(out_dir=tmp_path, data=DataSources(train=train, eval="fashion-mnist:test",
+                                                         eval_limit=1000))
     ctx.original = copy.deepcopy(bundle)
     return ctx
 

@@ -334,6 +334,7 @@ def test_errors_are_told_apart_by_type_not_by_their_words(tmp_path: Path) -> Non
     """A calibration set's own shape error says which set it is, and a missing-labels eval set
     under an accuracy budget says why labels are needed, whatever the paths spell: a folder
     named 'calibration' or 'shapes', a file named 'no labels' change nothing."""
+    from edgekit.data.given import DataSources
     from edgekit.errors import DataShapeError, MissingLabelsError
     from edgekit.passes import get_pass
     from edgekit.passes.base import PassContext
@@ -360,7 +361,7 @@ def test_errors_are_told_apart_by_type_not_by_their_words(tmp_path: Path) -> Non
         arrays = {"x": images} if words or not budget else {
             "x": np.zeros((20, 1, 4, 4), np.float32), "y": np.zeros(20, np.int64)}
         source = _npz(tmp_path / name, **arrays)
-        ctx = PassContext(out_dir=tmp_path, eval_source=source)
+        ctx = PassContext(out_dir=tmp_path, data=DataSources(eval=source))
         step = quantize(budget)
         with pytest.raises(DataError) as caught:
             step._eval_set(SPEC, ctx)

@@ -68,6 +68,7 @@ def test_tensorrt_flavour_quantizes_both_attention_matmuls(tiny_vit_onnx, tmp_pa
     the TensorRT checks accept it."""
     import onnx
 
+    from edgekit.data.given import DataSources
     from edgekit.passes.base import PassContext
     from edgekit.passes.quantize import QuantizePass
     from edgekit.quant.attention import find_attention_nodes
@@ -76,7 +77,7 @@ def test_tensorrt_flavour_quantizes_both_attention_matmuls(tiny_vit_onnx, tmp_pa
 
     calib = next(shipped_dir("calibration").glob("fashion-mnist*.npz"))
     artifact = QuantizePass({"flavour": "tensorrt", "calib_size": 16}).apply(
-        tiny_vit_onnx, PassContext(out_dir=tmp_path, calib_source=str(calib)))
+        tiny_vit_onnx, PassContext(out_dir=tmp_path, data=DataSources(calib=str(calib))))
     model = onnx.load(str(artifact.path))
     assert tensorrt_qdq_problems(model, allow_float=())[0] == []
     producers = {o: n for n in model.graph.node for o in n.output}

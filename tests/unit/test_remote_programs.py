@@ -10,12 +10,14 @@ import ast
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit.devices import DeviceProfile
+from edgekit.executors import ValidationJob
 from edgekit.io.files import sha256_file
 from edgekit.remote import programs
 from edgekit.remote.alternate import alternate_payload
@@ -45,10 +47,10 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
 
     folder, eval_path = tiny_folder(noise=0.05)
     profile = device(tmp_path / "device")
-    common = dict(eval_source=str(eval_path), limit=None, data_dir=None,
-                  budget={"max_drop": 1.0}, batches=None, job_timeout=120.0)
+    job = ValidationJob(target=folder, device=profile, eval_source=str(eval_path),
+                        budget={"max_drop": 1.0})
     (tmp_path / "w1").mkdir()
-    payload = build_payload(folder, profile, None, workdir=tmp_path / "w1", **common)
+    payload = build_payload(job, None, workdir=tmp_path / "w1", job_timeout=120.0)
     # the program travels as a file of the job, by content
     assert payload.files[programs.PROGRAM_NAME] == Path(programs.__file__)
     assert payload.sha[programs.PROGRAM_NAME] == sha256_file(Path(programs.__file__))
@@ -61,8 +63,8 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
         assert "{run_id}" not in args
     # a given run id (a recipe's stage) is an argument too, and part of the job id
     (tmp_path / "w2").mkdir()
-    staged = build_payload(folder, profile, None, workdir=tmp_path / "w2", run_id="stage-7",
-                           **common)
+    staged = build_payload(replace(job, run_id="stage-7"), None, workdir=tmp_path / "w2",
+                           job_timeout=120.0)
     assert staged.run_id == "stage-7" and staged.job_id != payload.job_id
     assert {json.loads(t["argv"][-1])["run_id"] for t in staged.tasks} == {"stage-7"}
 
@@ -76,8 +78,9 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
     [record] = result["records"]
     assert len(record["latency"]["samples_ms"]) == record["latency"]["count"] >= 24
     # the same numbers as the validator run here on the same artifact and eval set
-    here = validate(folder / "model.int8.onnx", profile.model_copy(update={"host": None}),
-                    eval_source=str(eval_path), budget=Budget(max_drop=1.0))
+    here = validate(ValidationJob(target=folder / "model.int8.onnx",
+                                  device=profile.model_copy(update={"host": None}),
+                                  eval_source=str(eval_path), budget=Budget(max_drop=1.0)))
     [local] = [r for r in here.records if Path(r["artifact"]).name == "model.int8.onnx"]
     assert record["accuracy"]["top1"] == local["accuracy"]["top1"]
     assert record["accuracy"]["samples"] == local["accuracy"]["samples"] == 200
@@ -89,9 +92,9 @@ def test_a_refused_input_is_an_error_message_and_exit_2(tiny_folder, tmp_path, m
                                                          capsys):
     folder, eval_path = tiny_folder()
     profile = device(tmp_path / "device")
-    payload = build_payload(folder, profile, None, eval_source=str(eval_path), limit=None,
-                            data_dir=None, budget={}, batches=None, workdir=tmp_path,
-                            job_timeout=120.0)
+    payload = build_payload(ValidationJob(target=folder, device=profile,
+                                          eval_source=str(eval_path)),
+                            None, workdir=tmp_path, job_timeout=120.0)
     monkeypatch.chdir(job_folder(payload, tmp_path / "job"))
     args = {**json.loads(payload.tasks[0]["argv"][-1]), "eval": "missing.npz"}
     rc, answer, err = run_main(["validate", json.dumps(args)], capsys)
@@ -151,9 +154,9 @@ def test_tensorrt_tasks_build_then_validate_with_the_program(tiny_folder, tmp_pa
                           edgekit={}, runtimes={"onnxruntime": {"importable": True},
                                                 "tensorrt": {"importable": True}},
                           packages={}, environment={})
-    payload = build_payload(folder, profile, report, eval_source=str(eval_path), limit=None,
-                            data_dir=None, budget={}, batches=None, workdir=tmp_path,
-                            job_timeout=60.0, run_id="stage-2")
+    payload = build_payload(ValidationJob(target=folder, device=profile,
+                                          eval_source=str(eval_path), run_id="stage-2"),
+                            report, workdir=tmp_path, job_timeout=60.0)
     steps = [t["argv"] for t in payload.tasks if t.get("kind") == "step"]
     assert [a[:6] for a in steps] == [["{python}", "-m", "edgekit", "export", "out", "--target"]] * 2
     assert [a[a.index("--precision") + 1] for a in steps] == ["fp16", "int8"]

@@ -70,13 +70,14 @@ def test_a_runner_that_is_not_closed_stays_counted(tmp_path: Path) -> None:
 
 def test_validate_closes_every_runner_it_opens(tiny_folder, quick_profile) -> None:
     from edgekit.devices import load_profile
+    from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import validate
 
     folder, eval_path = tiny_folder()
     device = load_profile(quick_profile())
     before = open_runners()
-    result = validate(folder, device, eval_source=str(eval_path), budget=Budget(max_drop=1.0))
+    result = validate(ValidationJob(target=folder, device=device, eval_source=str(eval_path), budget=Budget(max_drop=1.0)))
     # two artifacts measured (their reference logits, each artifact's runner): all closed
     assert len(result.records) == 2 and open_runners() == before
 
