@@ -135,8 +135,8 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
 
 def alone_s(folder: Path, eval_path: Path, devices: int) -> float:
     """The slowest device of a fleet of `devices`, validated alone in this process."""
-    from edgekit.validate.validator import validate
     from edgekit.executors import ValidationJob
+    from edgekit.validate.validator import validate
 
     slowest = simulated_devices(devices)[-1].profile
     start = time.perf_counter()
