@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, InputError, shown
@@ -249,7 +249,7 @@ class ModelInput(BaseModel):
     input_shape: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(
         None, description="(N, C, H, W) of an in-memory module or a state_dict")
     spec: InputSpec | None = Field(None, description="the full InputSpec instead")
-    arch: str | None = Field(None, description="'module:factory' that rebuilds the model")
+    arch: StrictStr | None = Field(None, description="'module:factory' that rebuilds the model")
     arch_kwargs: dict[str, Any] | str | None = Field(None, description="the factory's kwargs")
     trust_model: StrictBool = Field(False, description="load a file that executes code")
     preprocessing: str | dict[str, Any] | None = Field(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from edgekit.errors import ConfigError, shown
 
@@ -30,11 +30,11 @@ class DataSources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    train: str | None = Field(None, description="training data (distillation, dwsep 'auto')")
-    eval: str | None = Field(None, description="labelled eval data, e.g. fashion-mnist:test")
-    calib: str | None = Field(None, description="int8 calibration data (default: a sample of "
+    train: StrictStr | None = Field(None, description="training data (distillation, dwsep 'auto')")
+    eval: StrictStr | None = Field(None, description="labelled eval data, e.g. fashion-mnist:test")
+    calib: StrictStr | None = Field(None, description="int8 calibration data (default: a sample of "
                                                 "train)")
-    data_dir: str | None = Field(None, description="where built-in sets are found")
+    data_dir: StrictStr | None = Field(None, description="where built-in sets are found")
     eval_limit: int | None = Field(None, ge=1, description="a stratified sample of eval")
     preprocessing: dict[str, Any] | None = Field(
         None, description="the data's preprocessing as resolved (mean, std, resize, crop, "

@@ -73,10 +73,10 @@ class SSHExecutor(Executor):
                 "TensorRT engines are built inside each validation job on the device and are "
                 "not kept as blobs there; timing one with another artifact is not supported yet")
         _remote(device)
-        from edgekit.remote.alternate import alternate_remote
+        from edgekit.remote.alternate import AlternationJob, alternate_remote
 
-        return _translated(device, lambda: alternate_remote(artifacts, device, spec=spec, x=x,
-                                                            rounds=rounds),
+        job = AlternationJob(artifacts, device, spec=spec, x=x, rounds=rounds)
+        return _translated(device, lambda: alternate_remote(job),
                            hint="rerun the same command when the device is back")
 
     def check(self, device: DeviceProfile) -> list[RuntimeStatus]:

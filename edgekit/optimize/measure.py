@@ -20,37 +20,41 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import MissingDependencyError
-from edgekit.executors import ConfirmationUnavailableError, DeviceLostError, Executor
+from edgekit.executors import (
+    ConfirmationUnavailableError,
+    DeviceLostError,
+    Executor,
+    ValidationJob,
+)
 
 __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_device",
            "build_profile", "engine_missing_reason", "measure_on_device"]
 
 
-def measure_on_device(entry: dict[str, Any], device: Any, runtime: str, *, spec: Any,
-                      batch: int, eval_set: Any, ref_logits: Any, eval_source: str,
-                      eval_limit: int | None, data_dir: str | None,
-                      executor: Executor) -> dict[str, Any]:
+def measure_on_device(entry: dict[str, Any], runtime: str, job: ValidationJob, *,
+                      executor: Executor, spec: Any, eval_set: Any,
+                      ref_logits: Any) -> dict[str, Any]:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
-    `runtime` on `device` at `batch`, through the device's `executor`. A device that stops
-    answering raises DeviceLostError (the search resumes there on a rerun)."""
+    `runtime` as `job` says (its device, its one batch size, its eval data), through the
+    device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded
+    here, for an executor that measures here. A device that stops answering raises
+    DeviceLostError (the search resumes there on a rerun)."""
+    device = job.device
     if executor.measures_here:
         from edgekit.validate.bench import measure
 
-        return measure(entry, spec, device, eval_set=eval_set, batches=[batch],
+        return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
                        ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"))[0]
-    from edgekit.executors import ValidationJob
+    from dataclasses import replace
+
     from edgekit.io.lineage import check_chain
-    from edgekit.validate.gate import Budget
 
     target, precision = Path(entry["path"]), entry.get("build_on_device")
     if precision:  # the device builds the engine from the folder (remote path's build step)
         target, device = target.parent, build_profile(device, precision)
     check_chain(target)  # as edgekit validate: only artifacts of the reference's model
     try:
-        result = executor.validate(ValidationJob(target=target, device=device,
-                                                 eval_source=eval_source, budget=Budget(),
-                                                 batches=[batch], data_dir=data_dir,
-                                                 limit=eval_limit))
+        result = executor.validate(replace(job, target=target, device=device))
     except DeviceLostError as exc:
         raise DeviceLostError(f"{device.name} stopped answering: {exc.message}",
                               hint="rerun the same command when the device is back: the search "

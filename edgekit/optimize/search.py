@@ -43,6 +43,7 @@ from typing import Any
 
 from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
+from edgekit.executors import ValidationJob
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.build import Arch, Builder, UnchangedError
@@ -477,10 +478,15 @@ class Optimizer:
             ref_logits = self._reference_logits() if search.measured_here else None
             with self._device_lock(search):
                 start = time.perf_counter()
-                record = measure_on_device(
-                    entry, device, runtime, spec=self.bundle.spec, batch=search.batch,
-                    eval_set=self.eval_set, ref_logits=ref_logits, eval_source=self.eval_source,
-                    eval_limit=self.eval_limit, data_dir=self.data_dir, executor=search.executor)
+                from edgekit.validate.gate import Budget
+
+                job = ValidationJob(target=Path(entry["path"]), device=device,
+                                    eval_source=self.eval_source, budget=Budget(),
+                                    batches=[search.batch], data_dir=self.data_dir,
+                                    limit=self.eval_limit)
+                record = measure_on_device(entry, runtime, job, executor=search.executor,
+                                           spec=self.bundle.spec, eval_set=self.eval_set,
+                                           ref_logits=ref_logits)
             measure_s = time.perf_counter() - start
             record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
                                   "fallback": fallback, "float_layers": entry["float_layers"]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,26 @@ from edgekit.remote.payload import (
 from edgekit.remote.ssh import RemoteError, SSHTransport, _last_line, check_remote_profile
 
 
-def alternate_payload(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile,
-                      report: Any, *, spec: Any, x: np.ndarray, rounds: int, seed: int,
-                      workdir: Path, job_timeout: float, nonce: str = "") -> Payload:
+@dataclass(frozen=True)
+class AlternationJob:
+    """One alternating timing: `artifacts` ({label: (local path, runtime)}) timed on `device`
+    on the input batch `x` (read as `spec` says) in `rounds` alternating rounds, their order
+    shuffled by `seed`."""
+
+    artifacts: dict[str, tuple[Path, str]]
+    device: DeviceProfile
+    spec: Any  # edgekit.spec.InputSpec
+    x: np.ndarray
+    rounds: int = 6
+    seed: int = 0
+
+
+def alternate_payload(job: AlternationJob, report: Any, *, workdir: Path, job_timeout: float,
+                      nonce: str = "") -> Payload:
     """The job of one alternating timing: each artifact (with the files beside it) under its
     label's folder, the input batch, one task."""
+    artifacts, device, spec, x, rounds, seed = (job.artifacts, job.device, job.spec, job.x,
+                                                job.rounds, job.seed)
     files: dict[str, Path] = {}
     where: dict[str, dict[str, str]] = {}
     for label, (path, runtime) in artifacts.items():
@@ -70,31 +86,30 @@ def alternate_payload(artifacts: dict[str, tuple[Path, str]], device: DeviceProf
                    device_yaml, job_id=job_id, run_id=f"remote-{job_id[:16]}")
 
 
-def alternate_remote(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *,
-                     spec: Any, x: np.ndarray, rounds: int = 6, seed: int = 0,
-                     job_timeout: float | None = None, connect_timeout: float | None = None,
+def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
+                     connect_timeout: float | None = None,
                      transport: SSHTransport | None = None, poll_s: float = 2.0,
                      on_event: Callable[[str], None] = say) -> dict[str, dict[str, Any]]:
-    """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
-    ({label: (local path, runtime)}) timed on the remote `device` on `x` in `rounds`
-    alternating rounds, as `speedup.alternate` returns them here; each also carries `remote`
-    (host, job id, whether the job had already run). Raises RemoteError when the device drops
-    or the timing fails there."""
+    """{label: latency statistics with `samples_ms` and `round_counts`} of `job.artifacts`
+    ({label: (local path, runtime)}) timed on the remote `job.device` on `job.x` in
+    `job.rounds` alternating rounds, as `speedup.alternate` returns them here; each also
+    carries `remote` (host, job id, whether the job had already run). Raises RemoteError when
+    the device drops or the timing fails there."""
+    device = job.device
     check_remote_profile(device)
     job_timeout = float(job_timeout or device.job_timeout)
     if transport is None:
         with SSHTransport(device, connect_timeout=connect_timeout) as own:
-            return alternate_remote(artifacts, device, spec=spec, x=x, rounds=rounds, seed=seed,
-                                    job_timeout=job_timeout, transport=own, poll_s=poll_s,
+            return alternate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s,
                                     on_event=on_event)
     report = checked_device(transport, device, on_event)
     with tempfile.TemporaryDirectory(prefix="edgekit-remote-") as tmp:
-        payload = alternate_payload(artifacts, device, report, spec=spec, x=x, rounds=rounds,
-                                    seed=seed, workdir=Path(tmp), job_timeout=job_timeout)
+        payload = alternate_payload(job, report, workdir=Path(tmp), job_timeout=job_timeout)
         sync_blobs(transport, device, payload, on_event)
     answer, reused, reason = run_prepared(transport, device, payload, job_timeout=job_timeout,
                                           poll_s=poll_s, on_event=on_event)
-    return collect_timed(answer, payload, device, set(artifacts), reused=reused, reason=reason)
+    return collect_timed(answer, payload, device, set(job.artifacts), reused=reused,
+                         reason=reason)
 
 
 def collect_timed(answer: dict[str, Any], payload: Payload, device: DeviceProfile,

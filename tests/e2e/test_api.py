@@ -77,7 +77,8 @@ def test_compress_through_the_api_gives_the_cli_manifest(lenet5, cli_out, elsewh
 
     result = edgekit.compress(lenet5, tmp_path / "api", steps=[PruneConfig(ratio=0.25),
                                                                {"quantize": {"calib_size": 128}}],
-                              calib=CALIB, eval="fashion-mnist:test", eval_limit=300)
+                              data=edgekit.DataSources(calib=CALIB, eval="fashion-mnist:test",
+                                                       eval_limit=300))
     assert capsys.readouterr().out == ""  # results, not printing
     assert isinstance(result, edgekit.api.CompressResult) and result.steps == ["prune", "quantize"]
     assert comparable(tmp_path / "api") == comparable(cli_out)
@@ -98,9 +99,10 @@ def test_compress_an_in_memory_module(lenet5, cli_out, elsewhere, tmp_path, monk
     monkeypatch.chdir(elsewhere)
     loaded = load_model(lenet5)
     module = loaded.model  # an nn.Module, its class edgekit.zoo.models:LeNet5
-    result = edgekit.compress(module, tmp_path / "mem", spec=loaded.spec,
+    result = edgekit.compress(module, tmp_path / "mem", model_input={"spec": loaded.spec},
                               steps={"prune": {"ratio": 0.25}, "quantize": {"calib_size": 128}},
-                              calib=CALIB, eval="fashion-mnist:test", eval_limit=300)
+                              data={"calib": CALIB, "eval": "fashion-mnist:test",
+                                    "eval_limit": 300})
     mine, theirs = comparable(tmp_path / "mem", inputs=False), comparable(cli_out, inputs=False)
     assert [s["stage"] for s in mine] == [s["stage"] for s in theirs]
     def configs(stages):  # the compress key hashes the model file, which a module has not
@@ -127,8 +129,9 @@ def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_pa
     from edgekit.io.models import load_model
 
     loaded = load_model(lenet5)
-    exported = edgekit.export(loaded.model, tmp_path / "api", spec=loaded.spec,
-                              parity_data="fashion-mnist:test")
+    exported = edgekit.export(loaded.model, tmp_path / "api",
+                              model_input=edgekit.ModelInput(spec=loaded.spec),
+                              data={"eval": "fashion-mnist:test"})
     assert exported.path.name == "model.onnx" and exported.path.is_file()
     assert exported.artifact.metrics["parity"]["top1_agreement"] == 1.0
     proc = cli("export", str(lenet5), "--target", "onnx", "-o", str(tmp_path / "cli"), "--json")
@@ -138,8 +141,9 @@ def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_pa
     profile = tmp_path / "fast.yaml"
     profile.write_text(FAST_CPU)
     capsys.readouterr()
-    report = edgekit.validate(tmp_path / "api", eval="fashion-mnist:test", device=profile,
-                              limit=300, max_drop=1.0)
+    report = edgekit.validate(tmp_path / "api", device=profile,
+                              data=edgekit.DataSources(eval="fashion-mnist:test", eval_limit=300),
+                              budget={"max_drop": 1.0})
     assert capsys.readouterr().out == ""
     assert report.passed and report.budget.max_drop == 1.0 and report.device.name == "fast-cpu"
     proc = cli("validate", str(tmp_path / "cli"), "--eval", "fashion-mnist:test", "--device",
@@ -150,7 +154,8 @@ def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_pa
         [r["accuracy"]["top1"] for r in report.records]
     assert from_cli["decisive"]["passed"] is report.passed
     # A failed gate is a result, not an exception; bad input raises as the CLI's exit 2 does.
-    strict = edgekit.validate(cli_out, eval="fashion-mnist:test", device=profile, limit=300,
+    strict = edgekit.validate(cli_out, data={"eval": "fashion-mnist:test", "eval_limit": 300},
+                              device=profile,
                               artifact="model.int8.onnx",  # int8 logits are not fp32's exactly
                               budget={"max_abs_diff": 1e-6})
     assert not strict.passed and strict.decisive["artifact"] == "model.int8.onnx"
@@ -158,7 +163,7 @@ def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_pa
     from edgekit.errors import EdgekitError
 
     with pytest.raises(EdgekitError, match="needs labelled eval data"):
-        edgekit.validate(tmp_path / "api", eval=None)
+        edgekit.validate(tmp_path / "api", data=None)
 
 
 def test_bad_api_input_is_an_edgekit_error(tmp_path):
@@ -173,7 +178,7 @@ def test_bad_api_input_is_an_edgekit_error(tmp_path):
         edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prnue", {})])
     flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     with pytest.raises(ConfigError, match="ratoi"):
-        edgekit.compress(flat, tmp_path / "o", input_shape=(1, 1, 2, 2),
+        edgekit.compress(flat, tmp_path / "o", model_input={"input_shape": (1, 1, 2, 2)},
                          steps=[("prune", {"ratio": 0.3, "ratoi": 0.3})])
     with pytest.raises(InputError, match="needs its input shape"):
         edgekit.compress(torch.nn.Linear(4, 2), tmp_path / "o", steps=[("prune", {"ratio": 0.3})])
@@ -183,7 +188,7 @@ def test_bad_api_input_is_an_edgekit_error(tmp_path):
             return x
 
     with pytest.raises(InputError, match="could not rebuild it"):
-        edgekit.export(Local(), tmp_path / "o", input_shape=(1, 1, 4, 4))
+        edgekit.export(Local(), tmp_path / "o", model_input={"input_shape": (1, 1, 4, 4)})
     assert not (tmp_path / "o").exists()
 
 
@@ -200,10 +205,127 @@ def test_wrong_types_through_the_api_are_config_errors_naming_the_value(tmp_path
     for steps, shown in ((5, "steps=5 "), ("prune", "steps='prune' "),
                          ([("prune", 5)], "step 'prune', 5,")):
         with pytest.raises(ConfigError, match="not a") as info:
-            edgekit.compress(flat, tmp_path / "o", input_shape=(1, 1, 2, 2), steps=steps)
+            edgekit.compress(flat, tmp_path / "o", model_input={"input_shape": (1, 1, 2, 2)},
+                             steps=steps)
         assert shown in info.value.message
     with pytest.raises(ConfigError, match="device 123 is not a profile name"):
-        edgekit.validate(tmp_path / "o", eval="fashion-mnist:test", device=123)
+        edgekit.validate(tmp_path / "o", data="fashion-mnist:test", device=123)
     with pytest.raises(ConfigError, match=r"max_drop: Input should be a finite number \(got nan\)"):
-        edgekit.validate(tmp_path / "o", eval="fashion-mnist:test", max_drop=float("nan"))
+        edgekit.validate(tmp_path / "o", data="fashion-mnist:test",
+                         budget={"max_drop": float("nan")})
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_api_groups_its_options_into_typed_objects_shown_by_help():
+    """Issue 26: no API function takes more than 8 parameters; every option after the model
+    and the output is keyword-only, and help() shows the real signature and the groups."""
+    import inspect
+    import pydoc
+
+    import edgekit
+
+    for function in (edgekit.compress, edgekit.export, edgekit.validate):
+        params = inspect.signature(function).parameters
+        assert len(params) <= 8, (function.__name__, list(params))
+        positional = [p for p in params.values() if p.kind != p.KEYWORD_ONLY]
+        assert [p.name for p in positional] in (["model", "output"], ["source", "output"],
+                                                ["target"])
+        assert not [p for p in params.values() if p.kind == p.VAR_KEYWORD]
+    assert list(inspect.signature(edgekit.compress).parameters) == [
+        "model", "output", "steps", "data", "budget", "model_input", "overwrite", "training"]
+    assert list(inspect.signature(edgekit.validate).parameters) == [
+        "target", "data", "device", "budget", "artifact", "settings", "store"]
+    text = pydoc.render_doc(edgekit.compress, renderer=pydoc.plaintext)
+    assert "data: 'DataSources | Mapping[str, Any] | None' = None" in text
+    assert "DataSources(train=, eval=, calib=" in text
+
+
+def test_misspelt_and_moved_arguments_are_config_errors_naming_them(tmp_path):
+    """A misspelt argument is a ConfigError with the closest one, an argument that moved into
+    a group says where it goes, a missing one and one too many by position are named: never
+    Python's TypeError. Nothing is written."""
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    cases = [
+        (lambda: edgekit.compress("m.pt", tmp_path / "o", steps=["quantize"], overwirte=True),
+         "compress() has no argument 'overwirte'; did you mean 'overwrite'?"),
+        (lambda: edgekit.compress("m.pt", tmp_path / "o", steps=["quantize"],
+                                  train="fashion-mnist:train"),
+         "compress() has no argument 'train'; it goes in data=DataSources(train=...)"),
+        (lambda: edgekit.compress("m.pt", tmp_path / "o", steps=["quantize"], max_drop=1.0),
+         "compress() has no argument 'max_drop'; it goes in budget={'max_drop': ...}"),
+        (lambda: edgekit.compress("m.pt", tmp_path / "o", steps=["quantize"], mean=(0.5,)),
+         "it goes in model_input=ModelInput(preprocessing={'mean': ...})"),
+        (lambda: edgekit.compress("m.pt", tmp_path / "o"), "compress() needs steps="),
+        (lambda: edgekit.compress("m.pt", tmp_path / "o", ["quantize"]),
+         "compress() takes 2 argument(s) by position (model, output), got 3"),
+        (lambda: edgekit.export("m.pt", tmp_path / "o", parity_data="x"),
+         "export() has no argument 'parity_data'; it goes in data=DataSources(eval=...)"),
+        (lambda: edgekit.validate(tmp_path, eval="fashion-mnist:test"),
+         "validate() has no argument 'eval'; it goes in data=DataSources(eval=...)"),
+        (lambda: edgekit.validate(tmp_path, data="x", threads=2),
+         "validate() has no argument 'threads'; it goes in settings=ValidateSettings(threads"),
+        (lambda: edgekit.validate(tmp_path, data="x", stor="r.db"),
+         "validate() has no argument 'stor'; did you mean 'store'?"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert message in info.value.message, info.value.message
+    assert "takes: target, data, device, budget, artifact, settings, store" in info.value.hint
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrong_typed_arguments_name_the_argument_and_what_it_accepts(tmp_path):
+    """Issue 26 (the hostile corpus's 'API wrong types reach Python's own errors'): a value of
+    the wrong type for any argument or group field is a ConfigError naming it and what it
+    takes, before anything is loaded or written."""
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    base = {"steps": ["quantize"]}
+    cases = [
+        (edgekit.compress, ("m.pt", 5), base, "output=5 is not a path"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "data": 5},
+         "data=5 is not a DataSources"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "data": {"eval_limit": "x"}},
+         "data: eval_limit: Input should be a valid integer"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "data": {"trian": "x"}},
+         "data: unknown key 'trian'"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "data": {"train": b"x"}},
+         "data: train: Input should be a valid string"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "budget": 1.0},
+         "budget=1.0 is not a Budget"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "budget": {"min_speedup": 1}},
+         "budget: min_speedup is not judged here"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "model_input": [1, 2]},
+         "model_input=[1, 2] is not a ModelInput"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"),
+         {**base, "model_input": {"trust_model": "yes"}},
+         "model_input: trust_model: Input should be a valid boolean"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"),
+         {**base, "model_input": {"input_shape": (1, 0, 4)}},
+         "model_input: input_shape.1: Input should be greater than or equal to 1"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "overwrite": "no"},
+         "overwrite='no' is not True or False"),
+        (edgekit.compress, ("m.pt", tmp_path / "o"), {**base, "training": 5},
+         "training=5 is not a TrainSettings"),
+        (edgekit.export, ("m.pt", tmp_path / "o"), {"target": 5},
+         "target=5 is not a target name"),
+        (edgekit.export, ("m.pt", tmp_path / "o"), {"options": 5}, "options=5 is not a mapping"),
+        (edgekit.validate, (tmp_path,), {"data": 5}, "data=5 is not a DataSources"),
+        (edgekit.validate, (tmp_path,), {"data": "x", "settings": {"batches": [0]}},
+         "settings: batches.0: Input should be greater than or equal to 1"),
+        (edgekit.validate, (tmp_path,), {"data": "x", "settings": {"rerun": 1}},
+         "settings: rerun: Input should be a valid boolean"),
+        (edgekit.validate, (tmp_path,), {"data": "x", "artifact": 5},
+         "artifact=5 is not an artifact's file name or stage"),
+        (edgekit.validate, (tmp_path,), {"data": "x", "store": 5}, "store=5 is not a path"),
+        (edgekit.validate, (5,), {"data": "x"}, "target=5 is not a path"),
+    ]
+    for function, args, kwargs, message in cases:
+        with pytest.raises(ConfigError) as info:
+            function(*args, **kwargs)
+        assert message in info.value.message, (message, info.value.message)
     assert not (tmp_path / "o").exists()

@@ -256,7 +256,7 @@ def test_api_raises_the_same_errors(tmp_path: Path) -> None:
                    preprocessing={"mean": (0.5,), "std": (0.5,)})
     with pytest.raises(EdgekitError, match="symbolic H"):
         edgekit.compress(_dynamic_onnx(tmp_path), tmp_path / "o", steps=["quantize"],
-                         calib=str(_grey_npz(tmp_path)))
+                         data={"calib": str(_grey_npz(tmp_path))})
     assert not (tmp_path / "o").exists()
 
 

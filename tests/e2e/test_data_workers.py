@@ -204,11 +204,12 @@ def test_train_with_workers_then_openvino_then_child_processes(tmp_path: Path,
                                   steps={{"prune": {{"ratio": 0.25}},
                                          "distill": {{"epochs": 1, "batch_size": 6}},
                                          "quantize": {{"calib_size": 9}}}},
-                                  train=folder, eval=folder, calib=folder)
+                                  data={{"train": folder, "eval": folder, "calib": folder}})
         print("steps", ",".join(result.steps))
         print("sigchld", signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL)
-        edgekit.export(out, target="openvino", precision="fp32", parity_data=folder)
-        report = edgekit.validate(out, eval=folder, device={profile!r}, max_drop=100.0)
+        edgekit.export(out, target="openvino", precision="fp32", data={{"eval": folder}})
+        report = edgekit.validate(out, data=folder, device={profile!r},
+                                  budget={{"max_drop": 100.0}})
         print("runtimes", ",".join(sorted({{r["runtime"] for r in report.records}})))
         print("mapped", signal_stack()[2])
         signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader had left it

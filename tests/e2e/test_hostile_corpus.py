@@ -77,9 +77,6 @@ class Known:
 FOLLOW_UP = "found by this corpus, not fixed yet (issue 25 follow-up)"
 KNOWN_FAILURES: list[Known] = [
     # Found by this corpus; not small and local enough to fix here. The lead files them.
-    Known(f"API wrong types reach Python's own errors, {FOLLOW_UP}",
-          r"^api (compress|export|validate)\(", r"^raised (TypeError|AttributeError|"
-          r"ValueError)"),
     Known(f"a refusal after the output folder was claimed leaves it behind, {FOLLOW_UP}",
           r"^(recipe\.yaml .* via run|run |optimize(-fleet)? |\S+\.yaml .* via "
           r"optimize(-fleet)?$)",
@@ -658,11 +655,22 @@ def test_every_config_file_kind(kind: str, world: Path) -> None:
 # ---------------------------------------------------------------- strategies: the Python API
 API_BASES: dict[str, dict[str, Any]] = {
     "compress": {"model": "ref/model.onnx", "output": W.OUT, "steps": [("quantize", {})],
-                 "calib": "calib.npz", "eval": "eval.npz"},
+                 "data": {"calib": "calib.npz", "eval": "eval.npz"}},
     "export": {"source": "model.pt", "output": W.OUT},
-    "validate": {"target": "ref", "eval": "eval.npz", "device": "quick.yaml", "limit": 20,
-                 "threads": 1},
+    "validate": {"target": "ref", "data": {"eval": "eval.npz", "eval_limit": 20},
+                 "device": "quick.yaml", "settings": {"threads": 1}},
 }
+
+
+def _api_groups() -> dict[str, Any]:
+    """The API's typed groups by parameter name: each of their fields is a parameter of the
+    corpus too (`data.eval`, `budget.max_drop`, ...), given inside the group's mapping."""
+    from edgekit import api
+    from edgekit.validate.gate import Budget
+    from edgekit.zoo.accel import TrainSettings
+
+    return {"data": api.DataSources, "budget": Budget, "model_input": api.ModelInput,
+            "settings": api.ValidateSettings, "training": TrainSettings}
 
 
 class _Opaque:
@@ -684,8 +692,13 @@ def _api_params(name: str) -> list[str]:
 
     from edgekit import api
 
-    return [p for p in inspect.signature(getattr(api, name)).parameters
-            if p != "options"]
+    groups = _api_groups()
+    params = []
+    for p in inspect.signature(getattr(api, name)).parameters:
+        params.append(p)
+        if p in groups:
+            params += [f"{p}.{f}" for f in groups[p].model_fields]
+    return params
 
 
 API_POOL: list[Any] = [math.nan, math.inf, *API_VALUES, *W.PATH_LIKE]
@@ -698,12 +711,19 @@ def api_case_of(name: str, param: str, value: Any) -> tuple:
 
     from edgekit import api
 
-    annotation = str(inspect.signature(getattr(api, name)).parameters[param].annotation)
+    group, _, key = param.partition(".")
+    if key:
+        annotation = str(_api_groups()[group].model_fields[key].annotation)
+    else:
+        annotation = str(inspect.signature(getattr(api, name)).parameters[param].annotation)
     numeric = "float" in annotation or "int" in annotation
     must_refuse = numeric and isinstance(value, float) and not math.isfinite(value)
     if param == "output" and value in W.OUT_REFUSED:
         must_refuse = True
-    kwargs = {**API_BASES[name], param: value}
+    if key:  # a field of a typed group, given in the group's mapping
+        kwargs = {**API_BASES[name], group: {**API_BASES[name].get(group, {}), key: value}}
+    else:
+        kwargs = {**API_BASES[name], param: value}
     out = kwargs.get("output") if name != "validate" else None
     if name == "export" and out is None:
         out = kwargs["source"]
@@ -757,8 +777,12 @@ def test_python_api(name: str, world: Path) -> None:
         with sandbox(world, {}) as sandbox_case:
             before = _snapshot(sandbox_case)
             root = str(sandbox_case / "s")
-            kwargs = {k: v.replace(W.ROOT_TOKEN, root) if isinstance(v, str) else v
-                      for k, v in kwargs.items()}
+            def rooted(v: Any) -> Any:
+                if isinstance(v, dict):
+                    return {k: rooted(x) for k, x in v.items()}
+                return v.replace(W.ROOT_TOKEN, root) if isinstance(v, str) else v
+
+            kwargs = {k: rooted(v) for k, v in kwargs.items()}
             if isinstance(out, str):
                 out = out.replace(W.ROOT_TOKEN, root)
             outcome = run_api(name, kwargs)

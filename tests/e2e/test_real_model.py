@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.errors import ConfigError, InputError, ModelLoadError
+from edgekit.errors import ConfigError, ModelLoadError
 from tests.helpers import cli
 
 ARCH = "torchvision.models:mobilenet_v3_small"
@@ -179,10 +179,16 @@ def test_the_api_follows_the_same_rule(tmp_path: Path) -> None:
         bundle.provenance["mean"] == "preset cifar10"
     import edgekit
 
-    # compress takes mean/std (its steps are checked before anything is built or written)
-    params = inspect.signature(edgekit.compress).parameters
-    assert {"mean", "std", "resize", "crop", "preprocessing"} <= set(params)
-    assert {"mean", "std", "preprocessing"} <= set(inspect.signature(edgekit.export).parameters)
+    # compress and export take mean/std (their model_input's preprocessing, checked before
+    # anything is built or written)
+    for function in (edgekit.compress, edgekit.export):
+        assert "model_input" in inspect.signature(function).parameters
+    assert set(edgekit.ModelInput(preprocessing={"mean": (0.5,), "std": (0.5,), "resize": 8,
+                                                 "crop": 8}).given()) == \
+        {"mean", "std", "resize", "crop"}
+    with pytest.raises(ConfigError, match="unknown preprocessing key 'men'"):
+        edgekit.compress(model, tmp_path / "o", steps=["quantize"],
+                         model_input={"preprocessing": {"men": (0.5,)}})
 
 
 def test_api_drift(tmp_path: Path) -> None:
@@ -193,10 +199,12 @@ def test_api_drift(tmp_path: Path) -> None:
     import edgekit
 
     signature = inspect.signature(edgekit.validate)
-    assert {"target", "eval", "batches", "batch", "max_drop"} <= set(signature.parameters)
-    assert "batches" in pydoc.render_doc(edgekit.validate, renderer=pydoc.plaintext)
-    with pytest.raises(InputError, match="both batch= and batches="):
-        edgekit.validate(tmp_path, eval="x", batch=8, batches=[1])
+    assert {"target", "data", "budget", "settings"} <= set(signature.parameters)
+    assert "batches=" in pydoc.render_doc(edgekit.validate, renderer=pydoc.plaintext)
+    with pytest.raises(ConfigError, match=r"validate\(\) has no argument 'batch'; it goes in "
+                                          r"settings=ValidateSettings\(batches=...\)"):
+        edgekit.validate(tmp_path, data="x", batch=8)
+    assert edgekit.ValidateSettings(batches=8).batches == [8]  # one batch size, or a list
     missing = tmp_path / "not-there.pt"  # the steps are checked before the model is looked at
     with pytest.raises(ConfigError, match="prune step: unknown key 'ratoi'") as err:
         edgekit.compress(missing, tmp_path / "o", steps=[("prune", {"ratoi": 0.3})])

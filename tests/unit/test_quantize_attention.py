@@ -119,7 +119,7 @@ def test_int8_of_an_attention_model_keeps_the_budget(fashion_test_small, tmp_pat
     out = tmp_path / "out"
     compress(shipped_checkpoint("conv_attn"), out,
              steps=[("quantize", {"flavour": flavour, "calib_size": 64, "max_drop": 1.0})],
-             eval=fashion_test_small, eval_limit=500, max_drop=1.0)
+             data={"eval": fashion_test_small, "eval_limit": 500}, budget={"max_drop": 1.0})
     stage = Manifest(out).stage(f"quantize-{'int8' if flavour == 'onnxruntime' else flavour}")
     metrics = stage["metrics"]
     accuracy = metrics["accuracy"]

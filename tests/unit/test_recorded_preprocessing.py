@@ -109,8 +109,10 @@ def test_the_api_applies_the_same_rule(rgb_model: Path, rgb_folder: Path, quick_
 
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32"]}})
     with pytest.raises(InputError, match="--resize 12 differs from its 10"):
-        edgekit.validate(rgb_model.parent, eval=str(rgb_folder), device=profile,
-                         preprocessing={"resize": 12})
-    report = edgekit.validate(rgb_model.parent, eval=str(rgb_folder), device=profile,
-                              preprocessing={"resize": 10, "mean": None}, max_drop=1.0)
+        edgekit.validate(rgb_model.parent, device=profile,
+                         data={"eval": str(rgb_folder), "preprocessing": {"resize": 12}})
+    report = edgekit.validate(rgb_model.parent, device=profile,
+                              data={"eval": str(rgb_folder),
+                                    "preprocessing": {"resize": 10, "mean": None}},
+                              budget={"max_drop": 1.0})
     assert report.passed and report.records[0]["accuracy"]["top1"] == 1.0

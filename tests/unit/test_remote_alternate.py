@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgekit.devices import DeviceProfile
 from edgekit.remote import RemoteError, agent
-from edgekit.remote.alternate import alternate_payload, collect_timed
+from edgekit.remote.alternate import AlternationJob, alternate_payload, collect_timed
 from edgekit.runtimes.speedup import compare
 
 
@@ -51,17 +52,16 @@ def test_alternating_job_runs_on_the_device_side_and_comes_back_paired(tiny_fold
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    payload = alternate_payload(artifacts, profile, None, spec=spec, x=x, rounds=4, seed=0,
-                                workdir=tmp_path / "a", job_timeout=120.0)
+    job = AlternationJob(artifacts, profile, spec=spec, x=x, rounds=4, seed=0)
+    payload = alternate_payload(job, None, workdir=tmp_path / "a", job_timeout=120.0)
     # each artifact under its label (two files of the same name never meet), one input batch
     assert {"candidate/model.int8.onnx", "original/model.onnx", "inputs.npz"} <= set(payload.files)
     assert [t["kind"] for t in payload.tasks] == ["alternate"]
     # the job id is the measurement's identity: the same inputs give the same job (a rerun
     # collects it), other rounds another one
-    same = alternate_payload(artifacts, profile, None, spec=spec, x=x, rounds=4, seed=0,
-                             workdir=tmp_path / "b", job_timeout=120.0)
-    other = alternate_payload(artifacts, profile, None, spec=spec, x=x, rounds=5, seed=0,
-                              workdir=tmp_path / "b", job_timeout=120.0)
+    same = alternate_payload(job, None, workdir=tmp_path / "b", job_timeout=120.0)
+    other = alternate_payload(replace(job, rounds=5), None, workdir=tmp_path / "b",
+                              job_timeout=120.0)
     assert same.job_id == payload.job_id != other.job_id
 
     # the device: blobs in its workdir, the job prepared and run by the agent's own functions

@@ -20,7 +20,7 @@ from edgekit.devices import DeviceProfile
 from edgekit.executors import ValidationJob
 from edgekit.io.files import sha256_file
 from edgekit.remote import programs
-from edgekit.remote.alternate import alternate_payload
+from edgekit.remote.alternate import AlternationJob, alternate_payload
 from edgekit.remote.payload import build_payload
 from tests.unit.test_remote_alternate import device
 
@@ -114,8 +114,9 @@ def test_alternate_command_times_both_artifacts_in_rounds(tiny_folder, tmp_path,
     artifacts = {"candidate": (folder / "model.int8.onnx", "onnxruntime"),
                  "original": (folder / "model.onnx", "onnxruntime")}
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
-    payload = alternate_payload(artifacts, profile, None, spec=spec_for(folder / "model.onnx"),
-                                x=x, rounds=3, seed=0, workdir=tmp_path, job_timeout=120.0)
+    job = AlternationJob(artifacts, profile, spec=spec_for(folder / "model.onnx"), x=x,
+                         rounds=3, seed=0)
+    payload = alternate_payload(job, None, workdir=tmp_path, job_timeout=120.0)
     assert payload.files[programs.PROGRAM_NAME] == Path(programs.__file__)
     [task] = payload.tasks
     assert task["argv"][:3] == ["{python}", programs.PROGRAM_NAME, "alternate"]
