@@ -122,8 +122,10 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
             return pick_executor(d.profile, HERE, cluster=cluster, resource=d.resource)
 
     start = time.perf_counter()
-    fleet = validate_fleet(folder, devices, eval_source=str(eval_path), share_local=False,
-                           executor_for=executor_for)
+    from edgekit.executors import ValidationJob
+
+    fleet = validate_fleet(ValidationJob(target=folder, device=None, eval_source=str(eval_path)),
+                           devices, share_local=False, executor_for=executor_for)
     wall = time.perf_counter() - start
     failed = [f"{o.device.name}: {o.error}" for o in fleet.outcomes if o.status != "pass"]
     if failed:

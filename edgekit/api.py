@@ -26,26 +26,31 @@ naming the key. This module imports torch only when a model is loaded or compres
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
-
+from edgekit.api_args import (
+    ModelInput,
+    ValidateSettings,
+    budget_arg,
+    checked,
+    flag_arg,
+    group_arg,
+    path_arg,
+    text_arg,
+    user_preprocessing,
+)
 from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, InputError, shown
-from edgekit.spec import InputSpec
-
-M = TypeVar("M", bound=BaseModel)
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
     from edgekit.io.models import ModelBundle
     from edgekit.results.validation import ValidationResult
+    from edgekit.spec import InputSpec
     from edgekit.targets.base import Artifact
     from edgekit.validate.gate import Budget
     from edgekit.zoo.accel import TrainSettings
@@ -167,21 +172,6 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def user_preprocessing(preprocessing: str | Mapping[str, Any] | None = None,
-                       **fields: Any) -> dict[str, Any]:
-    """The API's preprocessing arguments as the one rule takes them (edgekit.spec.
-    resolve_preprocessing): `preprocessing` is a preset name ("imagenet", "cifar10",
-    "fashion-mnist", "mnist", "arch") or a mapping of preset/mean/std/resize/crop/channel_order;
-    `fields` (mean=, std=, resize=, crop=, channel_order=) override it."""
-    given: dict[str, Any] = {}
-    if isinstance(preprocessing, str):
-        given["preset"] = preprocessing
-    elif preprocessing is not None:
-        given.update(preprocessing)
-    given.update({k: v for k, v in fields.items() if v is not None})
-    return {k: v for k, v in given.items() if v is not None}
-
-
 def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
               spec: InputSpec | None = None, arch: str | None = None,
               arch_kwargs: str | dict[str, Any] | None = None,
@@ -235,183 +225,8 @@ def as_bundle(model: Any, *, input_shape: tuple[int, ...] | None = None,
     return bundle
 
 
-# ---------------------------------------------------------------- the arguments, checked
-class ModelInput(BaseModel):
-    """How to read the model: what an in-memory module cannot say about itself (its input
-    shape or InputSpec, its preprocessing, the factory that rebuilds it), and how to load a file
-    (`trust_model` for a file that executes code). `preprocessing` is a preset name ("imagenet",
-    "cifar10", "fashion-mnist", "mnist", "arch") or a mapping of preset / mean / std / resize /
-    crop / channel_order; it is never guessed (edgekit.spec.resolve_preprocessing)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
-                              allow_inf_nan=False)
-
-    input_shape: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(
-        None, description="(N, C, H, W) of an in-memory module or a state_dict")
-    spec: InputSpec | None = Field(None, description="the full InputSpec instead")
-    arch: StrictStr | None = Field(None, description="'module:factory' that rebuilds the model")
-    arch_kwargs: dict[str, Any] | str | None = Field(None, description="the factory's kwargs")
-    trust_model: StrictBool = Field(False, description="load a file that executes code")
-    preprocessing: str | dict[str, Any] | None = Field(
-        None, description="a preset name, or preset/mean/std/resize/crop/channel_order")
-
-    @field_validator("preprocessing", mode="before")
-    @classmethod
-    def _known_keys(cls, value: Any) -> Any:
-        from edgekit.data.given import PREPROCESSING_KEYS
-
-        if isinstance(value, Mapping):
-            unknown = [k for k in value if k not in PREPROCESSING_KEYS]
-            if unknown:
-                raise ValueError(f"unknown preprocessing key {unknown[0]!r} (keys: "
-                                 f"{', '.join(PREPROCESSING_KEYS)})")
-        return value
-
-    def given(self) -> dict[str, Any]:
-        """The preprocessing as the one rule takes it (user_preprocessing)."""
-        return user_preprocessing(self.preprocessing)
-
-
-class ValidateSettings(BaseModel):
-    """How `validate` measures: batch sizes (one or a list; default the profile's), the thread
-    count (default the profile's), and `rerun` (a remote device measures again instead of
-    collecting the same job's results)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    batches: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="batch sizes")
-    threads: int | None = Field(None, ge=1, description="override the profile's threads")
-    rerun: StrictBool = Field(False, description="measure a remote job again")
-
-    @field_validator("batches", mode="before")
-    @classmethod
-    def _one_batch(cls, value: Any) -> Any:
-        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-# Arguments the API took by name before they were grouped: where each one went.
-MOVED = {**{k: "data=DataSources({k}=...)" for k in ("train", "eval", "calib", "data_dir",
-                                                       "eval_limit")},
-         "limit": "data=DataSources(eval_limit=...)",
-         "parity_data": "data=DataSources(eval=...) (the parity data)",
-         **{k: "budget={{'{k}': ...}}" for k in ("max_drop", "max_drop_rel", "min_agreement",
-                                                  "min_cosine", "min_speedup")},
-         **{k: "model_input=ModelInput({k}=...)" for k in ("input_shape", "spec", "arch",
-                                                            "arch_kwargs", "trust_model")},
-         **{k: "model_input=ModelInput(preprocessing={{'{k}': ...}})"
-            for k in ("mean", "std", "resize", "crop", "channel_order")},
-         **{k: "settings=ValidateSettings({k}=...)" for k in ("batches", "threads", "rerun")},
-         "batch": "settings=ValidateSettings(batches=...)"}
-
-
-def _call_error(name: str, sig: inspect.Signature, args: tuple, kwargs: dict,
-                problem: TypeError) -> ConfigError:
-    """A call that does not fit `name`'s signature, said in the API's terms: the argument,
-    where it went (MOVED) or the closest one, and what the function takes."""
-    import difflib
-
-    params = list(sig.parameters)
-    takes = f"{name}() takes: " + ", ".join(params)
-    for key in kwargs:
-        if key not in sig.parameters:
-            if key in MOVED and not (name != "validate" and key == "preprocessing"):
-                where = MOVED[key].format(k=key)
-                return ConfigError(f"{name}() has no argument {key!r}; it goes in {where}",
-                                   hint=takes)
-            close = difflib.get_close_matches(key, params, n=1)
-            return ConfigError(f"{name}() has no argument {key!r}"
-                               + (f"; did you mean {close[0]!r}?" if close else ""), hint=takes)
-    positional = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(args) > len(positional):
-        return ConfigError(f"{name}() takes {len(positional)} argument(s) by position "
-                           f"({', '.join(p.name for p in positional)}), got {len(args)}",
-                           hint="pass the others by name, e.g. " + ", ".join(
-                               f"{p}=..." for p in params[len(positional):][:3]))
-    bound = {**dict(zip(params, args, strict=False)), **kwargs}
-    missing = [p for p, v in sig.parameters.items() if v.default is v.empty and p not in bound]
-    if missing:
-        return ConfigError(f"{name}() needs {missing[0]}=", hint=takes)
-    return ConfigError(f"{name}(): {problem}", hint=takes)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _checked(fn: F) -> F:
-    """`fn` with its call checked first: an argument it does not take (misspelt, or one that
-    moved into a group), a missing one or too many by position is a ConfigError naming it and
-    what `fn` takes, never Python's TypeError. `help(fn)` shows `fn`'s own signature."""
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        try:
-            sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise _call_error(fn.__name__, sig, args, kwargs, exc) from None
-        return fn(*args, **kwargs)
-
-    return checked  # type: ignore[return-value]
-
-
-def _path(name: str, value: Any, *, optional: bool = False) -> Path | None:
-    """A str or os.PathLike argument as a Path; anything else a ConfigError naming it."""
-    if value is None and optional:
-        return None
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()
-                                           and "\x00" not in value):
-        return Path(value)
-    raise ConfigError(f"{name}={shown(value)} is not a path",
-                      hint=f"pass {name}='folder/' (a str or pathlib.Path)"
-                           + (", or leave it out" if optional else ""))
-
-
-def _text(name: str, value: Any, accepts: str) -> str | None:
-    if value is None or (isinstance(value, str) and value and "\x00" not in value):
-        return value
-    raise ConfigError(f"{name}={shown(value)} is not {accepts}", hint=f"pass {name}='...'")
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{name}={shown(value)} is not True or False", hint=f"pass {name}=True")
-
-
-def _group(name: str, value: Any, schema: type[M]) -> M:
-    """A typed group (`schema`) from an instance, a mapping of its fields (each checked: a typo
-    names the key) or None (its defaults)."""
-    from edgekit.config import validate as validate_config
-
-    if value is None:
-        return schema()
-    if isinstance(value, schema):
-        return value
-    if isinstance(value, Mapping):
-        return validate_config(schema, dict(value), name)
-    raise ConfigError(f"{name}={shown(value)} is not a {schema.__name__}",
-                      hint=f"pass {name}={schema.__name__}(...) or a mapping of its keys: "
-                           f"{', '.join(schema.model_fields)}")
-
-
-def _budget(value: Any, *, only: tuple[str, ...] | None = None) -> Budget:
-    """A Budget from an instance, a mapping of its limits or None; `only`: the limits this
-    function judges (compress: the top-1 drop)."""
-    from edgekit.validate.gate import Budget
-
-    budget = _group("budget", value, Budget)
-    extra = [k for k in budget.model_fields_set if only and k not in only
-             and getattr(budget, k) is not None]
-    if extra:
-        raise ConfigError(f"budget: {extra[0]} is not judged here",
-                          hint=f"this budget takes {' and '.join(only or ())}; {extra[0]} is "
-                               "validate's (edgekit.validate(..., budget=...))")
-    return budget
-
-
 # ---------------------------------------------------------------- compress
-@_checked
+@checked
 def compress(model: Any, output: str | Path, *, steps: StepsLike,
              data: DataSources | Mapping[str, Any] | None = None,
              budget: Budget | Mapping[str, float] | None = None,
@@ -441,12 +256,12 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     from edgekit.pipeline import compress as run_compress
     from edgekit.zoo.accel import TrainSettings, train_settings
 
-    out = _path("output", output)
+    out = path_arg("output", output)
     sources = data_sources(data)
-    limits = _budget(budget, only=("max_drop", "max_drop_rel"))
-    how = _group("model_input", model_input, ModelInput)
-    overwrite = _flag("overwrite", overwrite)
-    settings = train_settings(_group("training", training, TrainSettings))
+    limits = budget_arg(budget, only=("max_drop", "max_drop_rel"))
+    how = group_arg("model_input", model_input, ModelInput)
+    overwrite = flag_arg("overwrite", overwrite)
+    settings = train_settings(group_arg("training", training, TrainSettings))
     given = how.given()
     step_list = normalize_steps(steps)
     if not step_list:
@@ -517,7 +332,7 @@ def recorded_calibration(source: Any) -> str | None:
     return calib
 
 
-@_checked
+@checked
 def export(source: Any, output: str | Path | None = None, *, target: str = "onnx",
            precision: str = "fp32",
            data: DataSources | Mapping[str, Any] | None = None,
@@ -539,11 +354,11 @@ def export(source: Any, output: str | Path | None = None, *, target: str = "onnx
     from edgekit.data.given import data_sources
     from edgekit.pipeline import export_artifact
 
-    out = _path("output", output, optional=True)
-    target = _text("target", target, "a target name (onnx | openvino | tensorrt)")
-    precision = _text("precision", precision, "a precision (fp32 | fp16 | int8)")
+    out = path_arg("output", output, optional=True)
+    target = text_arg("target", target, "a target name (onnx | openvino | tensorrt)")
+    precision = text_arg("precision", precision, "a precision (fp32 | fp16 | int8)")
     sources = data_sources(data)
-    how = _group("model_input", model_input, ModelInput)
+    how = group_arg("model_input", model_input, ModelInput)
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"options={shown(options)} is not a mapping",
                           hint="pass the target's options by name, e.g. options={'opset': 17}")
@@ -585,7 +400,7 @@ def check_store(store_path: str | Path, target: str | Path, eval_source: str,
     open_store(store_path).close()
 
 
-@_checked
+@checked
 def validate(target: str | Path, *,
              data: DataSources | Mapping[str, Any] | str | None = None,
              device: str | Path | DeviceProfile = "local-cpu",
@@ -615,12 +430,12 @@ def validate(target: str | Path, *,
     from edgekit.validate.validator import save
     from edgekit.validate.validator import validate as run_validation
 
-    folder = _path("target", target)
+    folder = path_arg("target", target)
     sources = data_sources({"eval": data} if isinstance(data, str | os.PathLike) else data)
-    limits = _budget(budget)
-    artifact = _text("artifact", artifact, "an artifact's file name or stage")
-    how = _group("settings", settings, ValidateSettings)
-    store_path = _path("store", store, optional=True)
+    limits = budget_arg(budget)
+    artifact = text_arg("artifact", artifact, "an artifact's file name or stage")
+    how = group_arg("settings", settings, ValidateSettings)
+    store_path = path_arg("store", store, optional=True)
     if not sources.eval:
         raise InputError("validate needs labelled eval data for the accuracy gate",
                          hint="pass data='fashion-mnist:test' (--eval SOURCE on the command "
@@ -629,12 +444,19 @@ def validate(target: str | Path, *,
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     if how.threads:
         profile = profile.model_copy(update={"threads": how.threads})
+    new_store = store_path is not None and not store_path.exists()
     if store_path:  # refuse a bad store before minutes of measuring
         check_store(store_path, folder, sources.eval, sources.data_dir)
     job = ValidationJob(target=folder, device=profile, eval_source=sources.eval, budget=limits,
                         batches=how.batches, data_dir=sources.data_dir,
                         limit=sources.eval_limit, artifact=artifact, rerun=how.rerun)
-    result = run_validation(job)
+    try:
+        result = run_validation(job)
+    except BaseException:
+        if new_store:  # the store this call opened holds nothing: it goes, as it came
+            for path in (store_path, store_path.with_suffix(".jsonl")):
+                path.unlink(missing_ok=True)
+        raise
     stored = save(result, str(store_path)) if store_path else []
     return ValidateResult(result, profile, limits, str(store_path) if store_path else None,
                           stored)

@@ -53,13 +53,18 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
         if not as_json:
             stderr_console.print(f"[dim]… {message}[/dim]", highlight=False)
 
-    common = dict(eval_source=eval_source, budget=budget, batches=batches, data_dir=data_dir,
-                  limit=limit, artifact=artifact, rerun=rerun, on_event=say)
+    from pathlib import Path
+
+    from edgekit.executors import ValidationJob
+
+    job = ValidationJob(target=Path(target), device=None, eval_source=eval_source,
+                        budget=budget, batches=batches, data_dir=data_dir, limit=limit,
+                        artifact=artifact, rerun=rerun)  # each device its own
     if cluster:
-        fleet = validate_on_cluster(target, devices, address=cluster,
-                                    allow_public=allow_public_cluster, **common)
+        fleet = validate_on_cluster(job, devices, address=cluster,
+                                    allow_public=allow_public_cluster, on_event=say)
     else:
-        fleet = validate_fleet(target, devices, **common)
+        fleet = validate_fleet(job, devices, on_event=say)
     if store_path:
         fleet.store(store_path)
     if as_json:

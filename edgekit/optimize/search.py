@@ -913,7 +913,7 @@ class Optimizer:
         speed-up with its interval, cached like a measurement."""
         import json
 
-        from edgekit.validate.bench import time_against_original
+        from edgekit.validate.bench import PairedTiming, time_against_original
 
         path = self.cache.root / "confirmations" / \
             f"{digest(winner['key'], original['key'], rounds)}.json"
@@ -922,11 +922,12 @@ class Optimizer:
         device = search.device
         self.say(f"{device.name}: timing {winner['name']} and the original together "
                  f"({rounds} alternating rounds)")
+        pair = PairedTiming(Path(winner["artifact"]), Path(original["artifact"]),
+                            self.bundle.spec, search.batch,
+                            runtime=winner["params"]["target"].split(":")[0],
+                            original_runtime=original["target"].split(":")[0])
         result = time_against_original(
-            Path(winner["artifact"]), Path(original["artifact"]), self.bundle.spec, device,
-            self.eval_set.x, search.batch, runtime=winner["params"]["target"].split(":")[0],
-            original_runtime=original["target"].split(":")[0],
-            min_speedup=self.settings.min_speedup, confidence=device.latency.confidence,
+            pair, device, self.eval_set.x, min_speedup=self.settings.min_speedup, confidence=device.latency.confidence,
             rounds=rounds, around=self._device_lock(search),
             timer=lambda artifacts, x: alternate_on_device(
                 artifacts, device, spec=self.bundle.spec, x=x, rounds=rounds,

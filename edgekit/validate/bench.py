@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import resource
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -306,13 +307,24 @@ def alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile
         return alternate(runners, x, device.latency, rounds)
 
 
-def time_against_original(candidate: Path, original: Path, spec: InputSpec,
-                          device: DeviceProfile, images: np.ndarray, batch: int, *,
-                          runtime: str | None, original_runtime: str | None,
+@dataclass(frozen=True)
+class PairedTiming:
+    """What time_against_original times: the candidate and the original (each with the
+    runtime that runs it), read as `spec` says, at `batch`."""
+
+    candidate: Path
+    original: Path
+    spec: InputSpec
+    batch: int
+    runtime: str | None = None
+    original_runtime: str | None = None
+
+
+def time_against_original(pair: PairedTiming, device: DeviceProfile, images: np.ndarray, *,
                           min_speedup: float, confidence: float, rounds: int = 6,
                           around: Any = None, timer: Any = None) -> dict[str, Any]:
-    """The candidate and the original timed together on `device`, in `rounds` alternating
-    rounds on the first `batch` images: a load change that would shift one of two separate
+    """`pair`'s candidate and original timed together on `device`, in `rounds` alternating
+    rounds on the first `pair.batch` images: a load change that would shift one of two separate
     runs against the other hits both alike and pairs out (runtimes/speedup.py). Returns
     speedup.compare's section (speed-up, interval, verdict against `min_speedup`) with both p50s
     and `rounds`. `around` is a context manager held over the timed rounds only (a progress
@@ -323,7 +335,9 @@ def time_against_original(candidate: Path, original: Path, spec: InputSpec,
 
     from edgekit.runtimes.speedup import compare
 
-    artifacts = {"candidate": (candidate, runtime), "original": (original, original_runtime)}
+    spec, batch = pair.spec, pair.batch
+    artifacts = {"candidate": (pair.candidate, pair.runtime),
+                 "original": (pair.original, pair.original_runtime)}
     x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
                              np.float32)
     with around if around is not None else contextlib.nullcontext():
@@ -361,9 +375,10 @@ def confirm_slower(records: list[dict[str, Any]], ref_path: Path | None, device:
             continue
         spec = spec or spec_for(ref_path)
         runtime = record["runtime"]
+        pair = PairedTiming(Path(record["artifact"]), ref_path, spec, record["batch"],
+                            runtime=runtime, original_runtime=runtime)
         interval = time_against_original(
-            Path(record["artifact"]), ref_path, spec, device, images, record["batch"],
-            runtime=runtime, original_runtime=runtime, min_speedup=min_speedup,
+            pair, device, images, min_speedup=min_speedup,
             confidence=section.get("confidence", device.latency.confidence), rounds=rounds,
             around=progress(f"Confirming {Path(record['artifact']).name} against "
                             f"{ref_path.name} ({rounds} alternating rounds)", None))

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +106,11 @@ def local_executors(device: FleetDevice) -> Executor:
     return pick_executor(device.profile, HERE)
 
 
-def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_source: str,
-                   budget: Any = None, batches: list[int] | None = None,
-                   data_dir: str | None = None, limit: int | None = None,
-                   artifact: str | None = None, rerun: bool = False,
+def validate_fleet(job: ValidationJob, devices: list[FleetDevice], *,
                    executor_for: ExecutorFor | None = None, share_local: bool = True,
                    on_event: Callable[[str], None] | None = None) -> FleetResult:
-    """Validate `target` on every device at once and collect one outcome per device (in the
-    order given). `executor_for` picks where a device's job runs (default: locally or over SSH;
+    """Validate `job` (its target, eval data, budget, batches; its device left None) on every
+    device at once and collect one outcome per device (in the order given). `executor_for` picks where a device's job runs (default: locally or over SSH;
     the Ray executor with --cluster). `share_local=False` lets local profiles run at the same
     time (only for simulated devices, benchmarks/bench_fleet.py: real ones would disturb each
     other's timing)."""
@@ -123,21 +120,19 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
     if not devices:
         raise InputError("no device to validate on", hint="pass --device NAME or --fleet FILE")
     check_unique(devices, "the devices", physical=False)
-    check_chain(target)
-    budget = budget or Budget()
+    check_chain(job.target)
+    job = replace(job, target=Path(job.target), budget=job.budget or Budget())
     executor_for = executor_for or local_executors
     say = on_event or (lambda _m: None)
     locks = device_locks(devices, share_local)
 
     def one(device: FleetDevice) -> DeviceOutcome:
         outcome = DeviceOutcome(device)
-        job = ValidationJob(target=Path(target), device=device.profile, eval_source=eval_source,
-                            budget=budget, batches=batches, data_dir=data_dir, limit=limit,
-                            artifact=artifact, rerun=rerun)
+        mine = replace(job, device=device.profile)
         start = time.perf_counter()
         try:
             with executor_for(device) as executor, locks[lock_key(device, share_local)]:
-                outcome.result = executor.validate(job)
+                outcome.result = executor.validate(mine)
         except EdgekitError as exc:
             outcome.error, outcome.hint = exc.message, exc.hint
             outcome.result = getattr(exc, "partial_result", None)
@@ -149,7 +144,7 @@ def validate_fleet(target: str | Path, devices: list[FleetDevice], *, eval_sourc
 
     start = time.perf_counter()
     outcomes = per_device(devices, one)
-    return FleetResult(outcomes, budget, wall_s=time.perf_counter() - start)
+    return FleetResult(outcomes, job.budget, wall_s=time.perf_counter() - start)
 
 
 def lock_key(device: FleetDevice, share_local: bool = True) -> str:
@@ -173,9 +168,10 @@ def per_device(devices: list[Any], one: Callable[[Any], Any]) -> list[Any]:
         return list(pool.map(one, devices))
 
 
-def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, address: str,
+def validate_on_cluster(job: ValidationJob, devices: list[FleetDevice], *, address: str,
                         allow_public: bool = False, max_retries: int = 2,
-                        lost_grace_s: float = 10.0, **kwargs: Any) -> FleetResult:
+                        lost_grace_s: float = 10.0,
+                        on_event: Callable[[str], None] | None = None) -> FleetResult:
     """`validate_fleet` with every device's job run as Ray tasks on the node that owns it. The
     address is checked first (private network unless `allow_public`, answering), then the
     edgekit version of every node that owns a device; a device no node offers is reported
@@ -185,12 +181,11 @@ def validate_on_cluster(target: str | Path, devices: list[FleetDevice], *, addre
     check_unique(devices, "the devices", physical=False)
     with connect_cluster(devices, address, allow_public=allow_public, max_retries=max_retries,
                          lost_grace_s=lost_grace_s) as cluster:
-        on_event = kwargs.get("on_event")
-        return validate_fleet(target, devices, share_local=False,
+        return validate_fleet(job, devices, share_local=False,
                               executor_for=lambda d: pick_executor(
                                   d.profile, HERE, cluster=cluster, resource=d.resource,
                                   on_event=on_event),
-                              **kwargs)
+                              on_event=on_event)
 
 
 def connect_cluster(devices: list[FleetDevice], address: str, *, allow_public: bool = False,

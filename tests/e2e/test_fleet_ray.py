@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.executors import ValidationJob
 from edgekit.net import free_port, wait_for_port
 from tests.e2e import test_remote_ssh as ssh_tests
 from tests.e2e.test_remote_ssh import FAST_LATENCY, make_output_folder
@@ -111,8 +112,9 @@ def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_p
     devices = profiles(sshd, device_python, tmp_path)
     ghost = fleet_device(devices[0].profile, name="ghost")  # no node offers edgekit-device:ghost
     store = tmp_path / "fleet.db"
-    fleet = validate_on_cluster(out, [*devices, ghost], address=address,
-                                eval_source=str(eval_path), lost_grace_s=3.0)
+    fleet = validate_on_cluster(ValidationJob(target=out, device=None,
+                                              eval_source=str(eval_path)),
+                                [*devices, ghost], address=address, lost_grace_s=3.0)
     fleet.store(store)
     by_name = {o.device.name: o for o in fleet.outcomes}
     assert [o.status for o in fleet.outcomes[:3]] == ["pass", "pass", "pass"], \
@@ -228,8 +230,9 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
 
     killer = threading.Thread(target=kill_after_one_artifact)
     killer.start()
-    fleet = validate_on_cluster(out, devices, address=address, eval_source=str(eval_path),
-                                lost_grace_s=3.0, max_retries=1, on_event=on_event)
+    fleet = validate_on_cluster(ValidationJob(target=out, device=None,
+                                              eval_source=str(eval_path)),
+                                devices, address=address, lost_grace_s=3.0, max_retries=1, on_event=on_event)
     killer.join()
     assert "cpu-b" not in workers, "cpu-b measured nothing before the test gave up"
     store = tmp_path / "fleet.db"

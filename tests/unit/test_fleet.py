@@ -101,7 +101,8 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
     gone = load_profile(tmp_path / remote_profile(tmp_path, "gone", free_port()))
     devices = [fleet_device(p) for p in (fast, slow, gone)]
     events: list[str] = []
-    fleet = validate_fleet(folder, devices, eval_source=str(eval_path), on_event=events.append)
+    fleet = validate_fleet(ValidationJob(target=folder, device=None, eval_source=str(eval_path)),
+                           devices, on_event=events.append)
     assert [o.status for o in fleet.outcomes] == ["pass", "pass", "failed"]
     assert "127.0.0.1" in fleet.outcomes[2].error and fleet.outcomes[2].result is None
     assert sorted(events) == ["fast-cpu: pass", "gone: failed (" + fleet.outcomes[2].error + ")",

@@ -306,17 +306,17 @@ def test_the_winner_and_a_slower_record_are_confirmed_by_one_alternating_timing(
     validate.bench.time_against_original: both models opened on the device, timed together in
     alternating rounds, the speed-up with its interval and verdict, both p50s and the rounds."""
     from edgekit.devices import load_profile
-    from edgekit.validate.bench import time_against_original
+    from edgekit.validate.bench import PairedTiming, time_against_original
 
     folder, _, spec = speed_folder
     device = load_profile(quick_profile(latency={
         "warmup_count": 5, "warmup_seconds": 0.0, "min_queries": 60, "min_seconds": 0.06,
         "max_seconds": 5.0}))
     images = np.zeros((3, 1, 4, 4), np.float32)
-    slow = time_against_original(folder / "model.slow.onnx", folder / "original.onnx", spec,
-                                 device, images, 1, runtime="onnxruntime",
-                                 original_runtime="onnxruntime", min_speedup=1.0,
-                                 confidence=0.99, rounds=6)
+    pair = PairedTiming(folder / "model.slow.onnx", folder / "original.onnx", spec, 1,
+                        runtime="onnxruntime", original_runtime="onnxruntime")
+    slow = time_against_original(pair, device, images, min_speedup=1.0, confidence=0.99,
+                                 rounds=6)
     assert slow["verdict"] == "slower" and slow["ci_high"] < 1 and slow["rounds"] == 6, slow
     assert "6 alternating rounds (paired)" in slow["method"]
     assert slow["speedup"] == pytest.approx(slow["reference_p50_ms"] / slow["p50_ms"])
