@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.io.files import atomic_write_json, sha256_file
+from edgekit.results.record import ResultRecord
 
 
 def digest(*parts: Any) -> str:
@@ -75,7 +76,7 @@ class CandidateCache:
             self.hits.append(key)
         return record
 
-    def put(self, key: str, record: dict[str, Any]) -> None:
+    def put(self, key: str, record: ResultRecord) -> None:
         atomic_write_json(self._path(key), record)
         self.measured.append(key)
 

@@ -26,6 +26,7 @@ from edgekit.executors import (
     Executor,
     ValidationJob,
 )
+from edgekit.results.record import ResultRecord
 
 __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_device",
            "build_profile", "engine_missing_reason", "measure_on_device"]
@@ -33,7 +34,7 @@ __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_devi
 
 def measure_on_device(entry: dict[str, Any], runtime: str, job: ValidationJob, *,
                       executor: Executor, spec: Any, eval_set: Any,
-                      ref_logits: Any) -> dict[str, Any]:
+                      ref_logits: Any) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
     `runtime` as `job` says (its device, its one batch size, its eval data), through the
     device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded

@@ -54,7 +54,7 @@ def latency_fallback(backend: Any, int8_artifact: Path, device: Any, *, batch: i
     """Profile the backend's fp32 model and `int8_artifact` on `device` (a local DeviceProfile
     with the backend's runtime) and return the int8 nodes slower than float (runtimes.profile.
     slower_in_int8), limited to `candidates` (the quantized layers) when given."""
-    from edgekit.runtimes.profile import by_onnx_node, profile, slower_in_int8
+    from edgekit.runtimes.profile import ProfileSettings, by_onnx_node, profile, slower_in_int8
 
     runtime = backend.runtime
     if device.is_remote:
@@ -64,14 +64,12 @@ def latency_fallback(backend: Any, int8_artifact: Path, device: Any, *, batch: i
     if runtime not in device.runtimes:
         raise ConfigError(f"latency_fallback: device profile {device.name} has no {runtime}",
                           hint=f"choose a device profile that runs {runtime}")
-    common = {"runtime": runtime, "onnx_source": backend.fp32 if runtime == "openvino"
-              else None, "threads": device.threads, "options": device.runner_options(runtime),
-              "batch": batch, "runs": runs}
+    settings = ProfileSettings(runtime, threads=device.threads,
+                               options=device.runner_options(runtime), batch=batch, runs=runs)
+    source = backend.fp32 if runtime == "openvino" else None
     fp32_model = fp32_for_runtime(backend)
-    fp32 = profile(fp32_model, backend.spec, **{**common, "onnx_source": common["onnx_source"]
-                                                 or fp32_model})
-    int8 = profile(int8_artifact, backend.spec, **{**common, "onnx_source":
-                                                   common["onnx_source"] or int8_artifact})
+    fp32 = profile(fp32_model, backend.spec, settings, onnx_source=source or fp32_model)
+    int8 = profile(int8_artifact, backend.spec, settings, onnx_source=source or int8_artifact)
     nodes = slower_in_int8(fp32, int8, min_ratio=min_ratio, min_ms=min_ms)
     if candidates is not None:
         nodes = [n for n in nodes if n in set(candidates)]

@@ -58,14 +58,14 @@ class OpenVinoBackend:
         return openvino_logits(self._reference, x, inference_precision="f32")[0]
 
     def quantize(self, exclude: Sequence[str], out_stem: str) -> Path:
-        from edgekit.targets.openvino import quantize_openvino
+        from edgekit.targets.openvino import NNCFSettings, quantize_openvino
 
         out = self.workdir / f"{out_stem}.xml"
         recurrent = sorted({OV_SEQUENCE[op] for _, op in self.onnx_recurrent})
-        self.last_report = quantize_openvino(self.fp32, self.calib_x, out,
-                                             ignored_nodes=list(exclude), ignored_types=recurrent,
-                                             preset=self.preset, spec=self.spec,
-                                             model_type=self.model_type)
+        settings = NNCFSettings(ignored_nodes=list(exclude), ignored_types=recurrent,
+                                preset=self.preset, model_type=self.model_type)
+        self.last_report = quantize_openvino(self.fp32, self.calib_x, out, settings,
+                                             spec=self.spec)
         self.calibration.setdefault("seconds", self.last_report.get("seconds"))
         return out
 

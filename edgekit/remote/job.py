@@ -53,6 +53,7 @@ from edgekit.remote.ssh import (
     _target_label,
     check_remote_profile,
 )
+from edgekit.results.record import ResultRecord
 from edgekit.results.validation import RuntimeStatus, ValidationJob, ValidationResult
 
 
@@ -321,7 +322,7 @@ def _assemble(payload: Payload, device: DeviceProfile, report: DeviceReport,
     return result
 
 
-def _tag(record: dict[str, Any], payload: Payload, device: DeviceProfile, report: DeviceReport,
+def _tag(record: ResultRecord, payload: Payload, device: DeviceProfile, report: DeviceReport,
          env: dict[str, Any], answer: dict[str, Any], *, index: int, j: int, rel: str,
          job_state: str) -> dict[str, Any]:
     record = dict(record)

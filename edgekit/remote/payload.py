@@ -133,9 +133,8 @@ def build_payload(job: ValidationJob, report: DeviceReport | None, *, workdir: P
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
     from edgekit.io.manifest import MANIFEST_NAME
 
-    target, profile, run_id = Path(job.target), job.device, job.run_id
-    eval_source, limit, data_dir = job.eval_source, job.limit, job.data_dir
-    budget, batches = budget_dict(job.budget), job.batches
+    target, profile, run_id, budget = Path(job.target), job.device, job.run_id, budget_dict(
+        job.budget)
     folder = target if target.is_dir() else target.parent
     entries = list_artifacts(target)
     reference = find_reference(target)
@@ -181,7 +180,7 @@ def build_payload(job: ValidationJob, report: DeviceReport | None, *, workdir: P
         spec = spec_for(entry["path"])
         key = spec.to_json()
         if key not in eval_names:
-            dataset = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
+            dataset = load_dataset(job.eval_source, spec, data_dir=job.data_dir, limit=job.limit)
             dataset.check_for(spec, need_labels=True)
             name = f"eval-{len(eval_names)}.npz"
             local = workdir / name
@@ -193,10 +192,10 @@ def build_payload(job: ValidationJob, report: DeviceReport | None, *, workdir: P
         # store keeps for the report's plots. The run id joins the arguments once the job id
         # (which it may derive from) is known.
         args = {"target": "out/" + rel, "device": "device.yaml", "eval": eval_names[key],
-                "budget": budget, "batches": batches}
+                "budget": budget, "batches": job.batches}
         tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0]})
         task_artifacts.append(rel)
-    tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
+    tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, job.batches)
     task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
     if tasks:
         files[programs.PROGRAM_NAME] = program_file()
@@ -205,7 +204,7 @@ def build_payload(job: ValidationJob, report: DeviceReport | None, *, workdir: P
     run_id = run_id or f"remote-{job_id[:16]}"
     tasks = [with_run_id(task, run_id) for task in tasks]
     return Payload(folder, files, sha, tasks, task_artifacts, by_rel, eval_counts, skipped,
-                   device_yaml, eval_source, job_id, run_id)
+                   device_yaml, job.eval_source, job_id, run_id)
 
 
 def program_file() -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.io.files import atomic_write_text
+from edgekit.results.record import ResultRecord
 from edgekit.results.store import is_layer_profile, latest
 from edgekit.results.table import GATE_COLUMNS, WINNER, gate_markdown, gate_row, gate_verdict
 
@@ -28,7 +29,7 @@ RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT", "tor
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "s", "int8": "^", "int4": "v"}
 
 
-def _label(r: dict[str, Any]) -> str:
+def _label(r: ResultRecord) -> str:
     name = r.get("artifact_name") or Path(str(r.get("artifact", ""))).name
     return f"{r.get('model', '?')}/{name} [{r.get('runtime')}]"
 
@@ -54,7 +55,7 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
+def scatter_plot(records: list[ResultRecord], device: str) -> str | None:
     """Latency (p50 at the smallest batch) against top-1; the Pareto front joined and ringed."""
     import matplotlib
 
@@ -112,7 +113,7 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     return _png(fig)
 
 
-def latency_plot(records: list[dict[str, Any]], device: str) -> str | None:
+def latency_plot(records: list[ResultRecord], device: str) -> str | None:
     """Box plots of every latency sample per record: box 25–75%, median line, whiskers 1–99%."""
     import matplotlib
 
@@ -161,7 +162,7 @@ dl.env dd{margin:0}.note{font-size:12px;color:#555}code{background:#f5f5f5;paddi
 LEFT = {"model", "artifact", "precision", "runtime"}
 
 
-def _table(records: list[dict[str, Any]]) -> str:
+def _table(records: list[ResultRecord]) -> str:
     head = "".join(f'<th class="{"l" if c in LEFT else ""}">{html.escape(c)}</th>'
                    for c in GATE_COLUMNS) + '<th class="l">why</th>'
     body = []
@@ -191,7 +192,7 @@ def _table(records: list[dict[str, Any]]) -> str:
 PROFILE_TOP = 20
 
 
-def _profile_table(record: dict[str, Any]) -> str:
+def _profile_table(record: ResultRecord) -> str:
     """One per-layer profile: the slowest layers, their module, the precision that ran and a
     bar for their share of the total."""
     from edgekit.results.table import PROFILE_COLUMNS, profile_rows, profile_title
@@ -212,7 +213,7 @@ def _profile_table(record: dict[str, Any]) -> str:
             f"<tbody>{''.join(body)}</tbody></table>{note}")
 
 
-def _environment(records: list[dict[str, Any]]) -> str:
+def _environment(records: list[ResultRecord]) -> str:
     env = (records[-1].get("environment") or {}) if records else {}
     cpu = env.get("cpu") or {}
     flags = ", ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "none of note"
@@ -254,7 +255,7 @@ def _budget_text(budget: dict[str, Any] | None) -> str:
         return str(budget)
 
 
-def by_device(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def by_device(records: list[ResultRecord]) -> dict[str, list[ResultRecord]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[str(r.get("device"))].append(r)
@@ -327,7 +328,7 @@ def _not_measured_markdown(extra: dict[str, Any] | None) -> str:
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 
-def render_html(records: list[dict[str, Any]], *, title: str = "edgekit report",
+def render_html(records: list[ResultRecord], *, title: str = "edgekit report",
                 source: str = "", not_measured: dict[str, dict[str, Any]] | None = None) -> str:
     """The whole report as one HTML string (records need `latency.samples_ms` for the boxes).
     `not_measured` (edgekit optimize), per device: `dropped` knobs, `candidates` that failed or
@@ -391,7 +392,7 @@ def _emulated_note(rows: list[dict[str, Any]]) -> str:
             if any(r.get("emulated") for r in rows) else "")
 
 
-def render_markdown(records: list[dict[str, Any]],
+def render_markdown(records: list[ResultRecord],
                     not_measured: dict[str, dict[str, Any]] | None = None) -> str:
     shown = [r for r in latest(records) if not is_layer_profile(r)]
     out = []
@@ -406,7 +407,7 @@ def render_markdown(records: list[dict[str, Any]],
     return "\n".join(out) if out else "No records.\n"
 
 
-def write_report(records: list[dict[str, Any]], html_path: str | Path, *,
+def write_report(records: list[ResultRecord], html_path: str | Path, *,
                  markdown_path: str | Path | None = None, title: str = "edgekit report",
                  source: str = "", not_measured: dict[str, dict[str, Any]] | None = None
                  ) -> dict[str, Any]:

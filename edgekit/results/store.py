@@ -27,6 +27,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.errors import InputError
+from edgekit.results.record import ResultRecord
 
 APPLICATION_ID = 0x65646B74  # "edkt"
 SCHEMA_VERSION = 1
@@ -62,7 +63,7 @@ SCHEMA = [
 LAYER_PROFILE = "layer_profile"  # record_type of `edgekit profile` records (per-layer times)
 
 
-def is_layer_profile(record: dict[str, Any]) -> bool:
+def is_layer_profile(record: ResultRecord) -> bool:
     """A per-layer profile record (edgekit profile), not a validation/benchmark record."""
     return record.get("record_type") == LAYER_PROFILE
 
@@ -80,7 +81,7 @@ def _unpack(blob: bytes) -> list[float]:
     return np.frombuffer(zlib.decompress(blob), dtype="<f8").tolist()
 
 
-def _column_values(record: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _column_values(record: ResultRecord, run_id: str) -> dict[str, Any]:
     lat, acc = record.get("latency") or {}, record.get("accuracy") or {}
     gate = record.get("gate") or {}
     return {
@@ -234,7 +235,7 @@ class ResultsStore:
         self.conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ writing
-    def add(self, records: list[dict[str, Any]], run_id: str | None = None) -> list[int]:
+    def add(self, records: list[ResultRecord], run_id: str | None = None) -> list[int]:
         """Append `records` (all or none) and return their ids; each also goes to the JSONL."""
         run_id = run_id or new_run_id()
         ids: list[int] = []
@@ -267,7 +268,7 @@ class ResultsStore:
         return self.conn.execute("SELECT 1 FROM records WHERE run_id = ? LIMIT 1",
                                  (run_id,)).fetchone() is not None
 
-    def records(self, *, with_samples: bool = False, **filters: str | None) -> list[dict[str, Any]]:
+    def records(self, *, with_samples: bool = False, **filters: str | None) -> list[ResultRecord]:
         """Records in insertion order, filtered by equality on model/device/runtime/…"""
         unknown = set(filters) - set(FILTERS)
         if unknown:
@@ -306,7 +307,7 @@ def open_store(path: str | Path, *, create: bool = True) -> ResultsStore:
     return ResultsStore(path, create=create)
 
 
-def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest(records: list[ResultRecord]) -> list[ResultRecord]:
     """The newest record per (model, device, runtime, format, precision, batch, artifact path),
     in first-seen order: what the report and the default table show."""
     keyed: dict[tuple, dict[str, Any]] = {}

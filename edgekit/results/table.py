@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.io.files import format_size
+from edgekit.results.record import ResultRecord
 from edgekit.runtimes.interference import (
     DISTURBED_MARK,
     disturbed_suffix,
@@ -17,7 +18,7 @@ COLUMNS = ("model", "format", "precision", "runtime", "batch", "top-1", "Δ top-
            "J/query", "machine")
 
 
-def speedup_cell(record: dict[str, Any]) -> str:
+def speedup_cell(record: ResultRecord) -> str:
     """p50 speed-up against the fp32 original on the same runtime and batch, e.g. 1.84×; with
     ⚠ when either side was measured while the machine was disturbed (issue 18)."""
     value = record.get("speedup")
@@ -26,12 +27,12 @@ def speedup_cell(record: dict[str, Any]) -> str:
     return f"{value:.2f}×" + disturbed_suffix(speedup_disturbed(record), short=True)
 
 
-def speedup_disturbed(record: dict[str, Any]) -> bool:
+def speedup_disturbed(record: ResultRecord) -> bool:
     """Whether the record's speed-up comes from a disturbed run (its own or the original's)."""
     return bool((record.get("speedup_vs") or {}).get("disturbed")) or is_disturbed(record)
 
 
-def machine_cell(record: dict[str, Any]) -> str:
+def machine_cell(record: ResultRecord) -> str:
     """quiet / DISTURBED ⚠ / ? (not judged: no /proc, the sampler failed) / - (older record)."""
     lat = record.get("latency") or {}
     if "disturbed" not in lat:
@@ -48,7 +49,7 @@ def machine_cell(record: dict[str, Any]) -> str:
 EMULATED_MARK = " (emulated)"
 
 
-def row(record: dict[str, Any]) -> list[str]:
+def row(record: ResultRecord) -> list[str]:
     lat, acc = record.get("latency", {}), record.get("accuracy", {})
     top1 = acc.get("top1")
     drop = acc.get("top1_drop_points")
@@ -132,12 +133,12 @@ NARROW_COLUMNS = ("model", "precision", "runtime", "batch", "top-1", "Δ top-1",
                   "speed-up", "p99 ms", "valid")
 
 
-def print_records(records: list[dict[str, Any]], title: str = "") -> None:
+def print_records(records: list[ResultRecord], title: str = "") -> None:
     _print_table(COLUMNS, [row(r) for r in records], title, narrow=NARROW_COLUMNS)
     print_disturbed(records)
 
 
-def disturbed_lines(records: list[dict[str, Any]]) -> list[str]:
+def disturbed_lines(records: list[ResultRecord]) -> list[str]:
     """One line per record measured while the machine was disturbed: which, and why."""
     from pathlib import Path
 
@@ -152,14 +153,14 @@ def disturbed_lines(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def print_disturbed(records: list[dict[str, Any]]) -> None:
+def print_disturbed(records: list[ResultRecord]) -> None:
     import sys
 
     for line in disturbed_lines(records):
         print(line, file=sys.stderr)
 
 
-def markdown(records: list[dict[str, Any]]) -> str:
+def markdown(records: list[ResultRecord]) -> str:
     return _markdown_table(COLUMNS, [row(r) for r in records])
 
 
@@ -171,7 +172,7 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
     the original, top-1, and everything else the step said as `key value` details."""
     base = rows[0] if rows else {}
 
-    def cell(r: dict[str, Any], k: str) -> str:
+    def cell(r: ResultRecord, k: str) -> str:
         v = r.get(k)
         if v is None:
             return "-"
@@ -185,7 +186,7 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
             return str(len(v))  # e.g. prune's skipped layers: the count here
         return str(v)
 
-    def details(r: dict[str, Any]) -> str:
+    def details(r: ResultRecord) -> str:
         rest = [f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {cell(r, k)}" for k in r
                 if k not in COMPRESS_COLUMNS and k not in ("note", "conv_macs")]
         return "; ".join(rest + ([str(r["note"])] if r.get("note") else []))
@@ -209,7 +210,7 @@ def gate_verdict(cell: str) -> str:
     return cell.replace(WINNER, "").strip()
 
 
-def gate_row(record: dict[str, Any]) -> list[str]:
+def gate_row(record: ResultRecord) -> list[str]:
     """One validation record as table cells; p99 gets a † when too few samples back it."""
     lat, acc = record.get("latency", {}), record.get("accuracy", {})
     base = dict(zip(COLUMNS, row(record), strict=True))
@@ -227,7 +228,7 @@ def gate_row(record: dict[str, Any]) -> list[str]:
             + (f" {WINNER}" if record.get("decisive") else "")]
 
 
-def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
+def print_gate_records(records: list[ResultRecord], title: str = "") -> None:
     cell_rows = []
     for r in records:
         cells = gate_row(r)
@@ -238,7 +239,7 @@ def print_gate_records(records: list[dict[str, Any]], title: str = "") -> None:
     print_disturbed(records)
 
 
-def gate_markdown(records: list[dict[str, Any]]) -> str:
+def gate_markdown(records: list[ResultRecord]) -> str:
     return _markdown_table(GATE_COLUMNS, [gate_row(r) for r in records])
 
 
@@ -246,7 +247,7 @@ def gate_markdown(records: list[dict[str, Any]]) -> str:
 PROFILE_COLUMNS = ("layer", "PyTorch module", "ONNX node", "op", "precision", "ms", "share")
 
 
-def profile_rows(record: dict[str, Any], top: int | None = None) -> list[list[str]]:
+def profile_rows(record: ResultRecord, top: int | None = None) -> list[list[str]]:
     """One layer_profile record's layers as cells, slowest first."""
     layers = (record.get("profile") or {}).get("layers") or []
     return [[str(r["layer"]), r.get("module") or "-", r.get("onnx_node") or "(runtime's own)",
@@ -254,14 +255,14 @@ def profile_rows(record: dict[str, Any], top: int | None = None) -> list[list[st
              f"{100 * r['share']:.1f}%"] for r in layers[:top]]
 
 
-def profile_title(record: dict[str, Any]) -> str:
+def profile_title(record: ResultRecord) -> str:
     p = record.get("profile") or {}
     return (f"{record.get('artifact_name')} on {record.get('runtime')} ({record.get('device')}), "
             f"batch {p.get('batch')}: {p.get('total_ms', 0):.4f} ms in layers, median of "
             f"{p.get('runs')} runs")
 
 
-def print_layer_profile(record: dict[str, Any], top: int | None = None) -> None:
+def print_layer_profile(record: ResultRecord, top: int | None = None) -> None:
     _print_table(PROFILE_COLUMNS, profile_rows(record, top), profile_title(record), width=200)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.results.record import ResultRecord
+
 PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
 
 
@@ -79,7 +81,7 @@ class ValidationResult:
     device: str
     budget: Any  # edgekit.validate.gate.Budget
     run_id: str
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ResultRecord] = field(default_factory=list)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     runtimes: list[RuntimeStatus] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)

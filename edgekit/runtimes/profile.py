@@ -30,6 +30,7 @@ import statistics
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -295,15 +296,30 @@ PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino,
              "tensorrt": profile_tensorrt}
 
 
-def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str | Path | None,
-            threads: int | None = None, options: dict[str, Any] | None = None, batch: int = 1,
-            runs: int = 50, warmup: int = 10, images: np.ndarray | None = None,
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How one per-layer profile runs: the runtime with its thread count and runner options
+    (a device profile's), the batch size, and how many timed and warm-up runs."""
+
+    runtime: str
+    threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    batch: int = 1
+    runs: int = 50
+    warmup: int = 10
+
+
+def profile(path: str | Path, spec: InputSpec, settings: ProfileSettings, *,
+            onnx_source: str | Path | None, images: np.ndarray | None = None,
             on_run: Callable[[], None] | None = None) -> dict[str, Any]:
-    """The per-layer profile of one artifact on one runtime: {artifact, runtime, batch, runs,
-    total_ms, layers: [{layer, onnx_node, module, op, precision, ms, share}]}, layers sorted
-    by time. `onnx_source` is the ONNX model the artifact is (or was converted from), for the
-    join to ONNX nodes and PyTorch modules; without it those columns are None."""
+    """The per-layer profile of one artifact as `settings` say: {artifact, runtime, batch,
+    runs, total_ms, layers: [{layer, onnx_node, module, op, precision, ms, share}]}, layers
+    sorted by time. `onnx_source` is the ONNX model the artifact is (or was converted from),
+    for the join to ONNX nodes and PyTorch modules; without it those columns are None."""
     from edgekit.runtimes.base import get_runner
+
+    runtime, threads, batch = settings.runtime, settings.threads, settings.batch
+    runs, warmup, options = settings.runs, settings.warmup, settings.options
 
     if runtime not in PROFILERS:
         raise InputError(f"edgekit has no per-layer profiler for {runtime!r}",

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,20 @@ def _ov_names_for(model, ignored_nodes: Iterable[str]) -> tuple[list[str], list[
     return found, missing
 
 
-def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str | Path, *,
-                      ignored_nodes: Sequence[str] = (), ignored_types: Sequence[str] = (),
-                      preset: str | None = None, subset_size: int | None = None,
-                      fast_bias_correction: bool = False, model_type: str | None = None,
+@dataclass(frozen=True)
+class NNCFSettings:
+    """How NNCF quantizes (quantize_openvino's `settings`; the fields are described there)."""
+
+    ignored_nodes: Sequence[str] = ()
+    ignored_types: Sequence[str] = ()
+    preset: str | None = None
+    subset_size: int | None = None
+    fast_bias_correction: bool = False
+    model_type: str | None = None
+
+
+def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str | Path,
+                      settings: NNCFSettings | None = None, *,
                       spec: InputSpec | None = None) -> dict[str, Any]:
     """Quantize an fp32 ONNX model to an int8 OpenVINO IR with NNCF and write it atomically.
 
@@ -120,6 +131,8 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
       calib_x       model-ready float32 NCHW calibration inputs (e.g. load_dataset(src, spec).x);
                     each sample is fed to NNCF as a batch of one.
       out_xml       where the IR goes (the .bin lands beside it with the same stem).
+      spec          stored in the IR's rt_info.
+    and the NNCFSettings:
       ignored_nodes layers kept in float: ONNX node names (as in the fp32 ONNX graph) or
                     OpenVINO op names; every op made from a named ONNX node is kept in float.
                     A name that matches nothing is an InputError (it lists some known names).
@@ -130,10 +143,13 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
       fast_bias_correction  NNCF's fast (True) or full (False, our default: on lenet5 it kept
                     top-1 within 0.05 points where the fast one lost 1.5) bias correction.
       model_type    None | "transformer" (NNCF's ModelType).
-      spec          stored in the IR's rt_info.
     Returns {"calibration_samples", "ignored_requested", "ignored_ops", "fake_quantize_ops",
     "seconds", "nncf_version", "preset"}.
     """
+    s = settings or NNCFSettings()
+    ignored_nodes, ignored_types, preset = s.ignored_nodes, s.ignored_types, s.preset
+    subset_size, fast_bias_correction, model_type = (s.subset_size, s.fast_bias_correction,
+                                                     s.model_type)
     import_openvino()
     nncf = import_nncf()
     calib_x = np.ascontiguousarray(calib_x, np.float32)
@@ -248,8 +264,9 @@ class OpenVinoTarget(Target):
                                 f"{tuple(calib_x.shape[1:])}, the model expects "
                                 f"{tuple(spec.shape[1:])}",
                                 hint="store uint8 images in the set to have them resized")
-            report = quantize_openvino(onnx_path, calib_x, xml, ignored_nodes=ignored_nodes,
-                                       ignored_types=ignored_types, preset=preset, spec=spec)
+            report = quantize_openvino(onnx_path, calib_x, xml, NNCFSettings(
+                ignored_nodes=ignored_nodes, ignored_types=ignored_types, preset=preset),
+                spec=spec)
             config["quantization"] = {**report, "calibration": _calib_info(calib, calib_source)}
         else:
             model = convert_onnx(onnx_path)

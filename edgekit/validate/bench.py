@@ -19,6 +19,7 @@ from edgekit.devices import DeviceProfile
 from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
 from edgekit.io.files import file_size, sha256_file
 from edgekit.progress import progress
+from edgekit.results.record import ResultRecord
 from edgekit.runtimes.base import Runner, get_runner, runner_for_artifact
 from edgekit.runtimes.interference import measure_undisturbed
 from edgekit.spec import InputSpec
@@ -53,7 +54,7 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
 
 def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
-            runtime: str | None = None, model_name: str | None = None) -> list[dict[str, Any]]:
+            runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
     after)."""
     path = Path(entry["path"])
@@ -172,7 +173,7 @@ def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.nd
     return out
 
 
-def attach_speedups(records: list[dict[str, Any]],
+def attach_speedups(records: list[ResultRecord],
                     original: dict[tuple[str, int], dict[str, Any]],
                     ref_path: Path | None, confidence: float = 0.99) -> list[dict[str, Any]]:
     """Set each record's `speedup` (p50 of the original over its own, same runtime and batch)
@@ -266,7 +267,7 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
         check_chain(target, entries)
     ref_path = Path(reference) if reference else find_reference(target)
     entries, skipped = split_runnable(entries, device, runtime, single=Path(target).is_file())
-    records: list[dict[str, Any]] = list(skipped)
+    records: list[ResultRecord] = list(skipped)
     eval_cache: dict[str, Dataset] = {}
     ref_cache: dict[str, np.ndarray | None] = {}
     measured = []
@@ -355,7 +356,7 @@ def time_against_original(pair: PairedTiming, device: DeviceProfile, images: np.
     return result
 
 
-def confirm_slower(records: list[dict[str, Any]], ref_path: Path | None, device: DeviceProfile,
+def confirm_slower(records: list[ResultRecord], ref_path: Path | None, device: DeviceProfile,
                    images: np.ndarray, min_speedup: float, rounds: int = 6) -> None:
     """Time again, in alternating rounds with the original (time_against_original), every
     record whose speed-up the two separate runs put wholly below `min_speedup`: a load change

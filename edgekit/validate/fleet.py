@@ -23,6 +23,7 @@ from edgekit.errors import EdgekitError, InputError
 from edgekit.executors import Executor, ValidationJob, executor_class
 from edgekit.executors import executor_for as pick_executor
 from edgekit.fleetfile import FleetDevice, check_unique
+from edgekit.results.record import ResultRecord
 from edgekit.results.validation import ValidationResult, budget_dict
 
 
@@ -78,7 +79,7 @@ class FleetResult:
         return bool(self.outcomes) and all(o.passed for o in self.outcomes)
 
     @property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[ResultRecord]:
         return [r for o in self.outcomes if o.result for r in o.result.records]
 
     def store(self, store_path: str | Path) -> list[int]:

@@ -23,7 +23,7 @@ def profile_on_device(artifact: Path, device: DeviceProfile, *, runtime: str | N
     from edgekit.io.artifacts import list_artifacts, onnx_source_for, spec_for
     from edgekit.io.files import sha256_file
     from edgekit.runtimes.base import runner_for_artifact
-    from edgekit.runtimes.profile import profile
+    from edgekit.runtimes.profile import ProfileSettings, profile
 
     if device.is_remote:
         raise InputError(f"device {device.name} is remote; edgekit profile measures on this "
@@ -48,9 +48,11 @@ def profile_on_device(artifact: Path, device: DeviceProfile, *, runtime: str | N
 
     source = onnx_source or onnx_source_for(artifact)
     with progress(f"Profiling {Path(artifact).name} on {cls.name}", warmup + runs) as advance:
-        result = profile(artifact, spec_for(artifact), runtime=cls.name, onnx_source=source,
-                         threads=device.threads, options=device.runner_options(cls.name),
-                         batch=batch, runs=runs, warmup=warmup, on_run=lambda: advance(1))
+        settings = ProfileSettings(cls.name, threads=device.threads,
+                                   options=device.runner_options(cls.name), batch=batch,
+                                   runs=runs, warmup=warmup)
+        result = profile(artifact, spec_for(artifact), settings, onnx_source=source,
+                         on_run=lambda: advance(1))
     return {
         "record_type": LAYER_PROFILE,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

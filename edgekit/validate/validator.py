@@ -21,6 +21,7 @@ from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import DataError, MissingDependencyError, MissingLabelsError
 from edgekit.executors import Here, ValidationJob, executor_for
+from edgekit.results.record import ResultRecord
 from edgekit.results.store import new_run_id
 from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
@@ -224,7 +225,7 @@ def run_here(job: ValidationJob) -> ValidationResult:
     return result
 
 
-def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _fastest(records: list[ResultRecord]) -> dict[str, Any]:
     """p50 (and its speed-up) at the smallest batch on the artifact's fastest runtime."""
     timed = [r for r in records if (r.get("latency") or {}).get("p50_ms") is not None]
     if not timed:
@@ -266,7 +267,7 @@ def save(result: ValidationResult, store_path: str | Path) -> list[int]:
     return result.store(store_path)
 
 
-def summarize(records: list[dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
+def summarize(records: list[ResultRecord], artifact: str | None = None) -> dict[str, Any]:
     """Pass/fail per artifact (over its runtimes) and the deciding artifact, from records."""
     arts: dict[str, dict[str, Any]] = {}
     for r in records:

@@ -117,7 +117,7 @@ def test_ir_describes_itself_without_manifest(ov_folder: Path, tmp_path: Path) -
 def test_quantize_openvino_keeps_named_layers_in_float(ov_folder: Path, tmp_path: Path) -> None:
     import onnx
 
-    from edgekit.targets.openvino import quantize_openvino
+    from edgekit.targets.openvino import NNCFSettings, quantize_openvino
 
     onnx_path = ov_folder / "model.onnx"
     calib = np.load(CALIB)["x"][:64]
@@ -126,13 +126,15 @@ def test_quantize_openvino_keeps_named_layers_in_float(ov_folder: Path, tmp_path
     x = load_dataset(str(CALIB), spec_for(onnx_path), limit=64).x
     first_conv = next(n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv")
     full = quantize_openvino(onnx_path, x, tmp_path / "all.xml")
-    kept = quantize_openvino(onnx_path, x, tmp_path / "kept.xml", ignored_nodes=[first_conv])
+    kept = quantize_openvino(onnx_path, x, tmp_path / "kept.xml",
+                             NNCFSettings(ignored_nodes=[first_conv]))
     assert kept["ignored_requested"] == [first_conv] and kept["ignored_ops"]
     assert all(op == first_conv or op.startswith(first_conv + "/") for op in kept["ignored_ops"])
     assert kept["fake_quantize_ops"] == full["fake_quantize_ops"] - 1
     assert full["calibration_samples"] == 64 == len(calib)
     with pytest.raises(InputError, match="no layer named 'not_a_layer'"):
-        quantize_openvino(onnx_path, x, tmp_path / "bad.xml", ignored_nodes=["not_a_layer"])
+        quantize_openvino(onnx_path, x, tmp_path / "bad.xml",
+                          NNCFSettings(ignored_nodes=["not_a_layer"]))
     assert not (tmp_path / "bad.xml").exists()
 
 
