@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
+from edgekit.data.given import DataSources  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.optimize.adapt import buildable_targets, fit_space  # noqa: E402
 from edgekit.optimize.build import Arch, Builder, UnchangedError  # noqa: E402
@@ -23,8 +24,8 @@ def _builder(tmp_path, space: SearchSpace) -> Builder:
     bundle = as_bundle(tiny_se_model().eval(), input_shape=(1, 3, 16, 16),
                        arch="tests.helpers:tiny_se_model",
                        preprocessing={"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
-    return Builder(bundle, "0" * 64, tmp_path, space, train_source=None, calib_source=None,
-                   data_dir=None, parity_x=torch.randn(8, 3, 16, 16).numpy())
+    return Builder(bundle, "0" * 64, tmp_path, space, data=DataSources(),
+                   parity_x=torch.randn(8, 3, 16, 16).numpy())
 
 
 def test_knobs_that_cannot_apply_are_dropped_with_their_reason(tmp_path):

@@ -57,6 +57,7 @@ def test_a_local_profile_without_tensorrt_skips_its_candidates_and_says_why():
 
 @pytest.fixture(scope="module")
 def builder(tmp_path_factory, zoo_checkpoint):
+    from edgekit.data.given import DataSources
     from edgekit.io.files import sha256_file
     from edgekit.io.models import load_model
     from edgekit.optimize.build import Builder
@@ -65,8 +66,7 @@ def builder(tmp_path_factory, zoo_checkpoint):
     bundle = load_model(checkpoint)
     x = np.random.default_rng(0).standard_normal((32, *bundle.spec.shape[1:]), dtype=np.float32)
     return Builder(bundle, sha256_file(checkpoint), tmp_path_factory.mktemp("trt"),
-                   SearchSpace(calib_size=32), train_source=None, calib_source=CALIB,
-                   data_dir=None, parity_x=x)
+                   SearchSpace(calib_size=32), data=DataSources(calib=CALIB), parity_x=x)
 
 
 def test_the_device_builds_each_engine_from_a_self_contained_folder(builder):
