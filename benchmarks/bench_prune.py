@@ -75,7 +75,7 @@ def latency_pair(name: str) -> dict[str, Any]:
     import torch
 
     from edgekit.io.models import IMAGENET_SPEC, ModelBundle, build_arch
-    from edgekit.passes.prune import prune_model
+    from edgekit.passes.prune import PruneOptions, prune_model
     from edgekit.passes.stats import model_cost
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.ort import OrtRunner
@@ -85,7 +85,8 @@ def latency_pair(name: str) -> dict[str, Any]:
     model = build_arch(arch).eval()
     pruned = copy.deepcopy(model)
     began = time.perf_counter()
-    result = prune_model(pruned, IMAGENET_SPEC, ratio=RATIO, round_to=ROUND_TO)
+    result = prune_model(pruned, IMAGENET_SPEC, ratio=RATIO,
+                         options=PruneOptions(round_to=ROUND_TO))
     prune_s = time.perf_counter() - began
     parity_x = np.random.default_rng(0).standard_normal((4, 3, 224, 224), dtype=np.float32)
     runners, costs = {}, {}

@@ -22,7 +22,7 @@ PRUNE_RATIO = 0.3  # what the report's dry run prunes (compress --prune 0.3)
 def _prune_plan(bundle: Any) -> dict[str, Any]:
     """A dry run of the prune step on a copy of the model: what it prunes, what it keeps, why."""
     from edgekit.errors import InputError
-    from edgekit.passes.prune import prune_model
+    from edgekit.passes.prune import PruneOptions, prune_model
 
     try:
         result = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO)
@@ -33,7 +33,7 @@ def _prune_plan(bundle: Any) -> dict[str, Any]:
                 f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
         at8 = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
-                          round_to=8)
+                          options=PruneOptions(round_to=8))
         whole = [r["layer"] for r in at8.skipped if "round_to" in r.get("reason", "")]
         rounded = "prunes" + (f"; keeps whole (too narrow for round_to 8): {', '.join(whole)}"
                               if whole else "")

@@ -243,22 +243,35 @@ def _copy_with_grads(model: Any) -> Any:
 
 
 # ---------------------------------------------------------------- the core
-def prune_model(model: Any, spec: Any, *, ratio: float, importance: str = "l1",
-                global_pruning: bool = False, round_to: int | None = None,
-                ignore: list[str] | tuple[str, ...] = (), rnn_hidden: bool = True,
-                head_ratio: float | None = None) -> PruneResult:
-    """Prune `model` in place at channel `ratio` and return what was pruned and what was not
-    (with reasons). Attention heads go whole at `head_ratio` (default `ratio`; see
-    edgekit.passes.attn_prune). For taylor importance the parameters must already hold gradients
-    (compute_gradients). Raises PruneError subclasses for impossible requests."""
+@dataclass(frozen=True)
+class PruneOptions:
+    """How prune_model prunes (PruneConfig's fields of the same names): the importance
+    criterion, global or per-layer, channel counts rounded to `round_to`, layers kept whole,
+    whether LSTM/GRU hidden units go too, and the attention heads' ratio (default the ratio)."""
+
+    importance: str = "l1"
+    global_pruning: bool = False
+    round_to: int | None = None
+    ignore: list[str] | tuple[str, ...] = ()
+    rnn_hidden: bool = True
+    head_ratio: float | None = None
+
+
+def prune_model(model: Any, spec: Any, *, ratio: float,
+                options: PruneOptions | None = None) -> PruneResult:
+    """Prune `model` in place at channel `ratio` as `options` say and return what was pruned
+    and what was not (with reasons). Attention heads go whole at `options.head_ratio` (default
+    `ratio`; see edgekit.passes.attn_prune). For taylor importance the parameters must already
+    hold gradients (compute_gradients). Raises PruneError subclasses for impossible requests."""
+    o = options or PruneOptions()
     if not 0 < ratio < 1:
         raise PruneError(f"pruning ratio {ratio} is outside (0, 1)",
                          hint="--prune 0.5 removes half the channels of each layer")
-    run = _Pruning(model, spec, ratio=ratio, importance=importance,
-                   global_pruning=global_pruning, round_to=round_to, ignore=ignore,
-                   head_ratio=ratio if head_ratio is None else head_ratio)
+    run = _Pruning(model, spec, ratio=ratio, importance=o.importance,
+                   global_pruning=o.global_pruning, round_to=o.round_to, ignore=o.ignore,
+                   head_ratio=ratio if o.head_ratio is None else o.head_ratio)
     run.build_graph()
-    run.teach_rnns(rnn_hidden)
+    run.teach_rnns(o.rnn_hidden)
     run.prune_channels()
     run.prune_rnn_hidden()
     run.sync_attention()
@@ -683,7 +696,7 @@ def prune_to_target(model: Any, spec: Any, target: float, *, max_ratio: float = 
     for _ in range(steps):
         trial = _copy_with_grads(model)
         try:
-            result = prune_model(trial, spec, ratio=ratio, **options)
+            result = prune_model(trial, spec, ratio=ratio, options=PruneOptions(**options))
         except WipeoutError as exc:
             wipe, hi = exc, ratio
             ratio = (lo + hi) / 2
@@ -790,7 +803,8 @@ class PrunePass(Pass):
                                                max_ratio=cfg.max_ratio, steps=cfg.search_steps,
                                                **options)
         else:
-            result = prune_model(model, bundle.spec, ratio=cfg.ratio, **options)
+            result = prune_model(model, bundle.spec, ratio=cfg.ratio,
+                                 options=PruneOptions(**options))
         for p in model.parameters():
             p.grad = None
         model.eval()

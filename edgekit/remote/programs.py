@@ -36,7 +36,8 @@ def validate_command(a):
     targets = sorted(p for g in a.get("globs", []) for p in glob.glob(g)) or [a["target"]]
     results = []
     for target in targets:
-        r = validate(ValidationJob(target=target, device=load_profile(a["device"]), eval_source=a["eval"],
+        r = validate(ValidationJob(target=target, device=load_profile(a["device"]),
+                                   eval_source=a["eval"],
                      budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"]))
         results.append(r.to_json(with_samples=True))
     return {"results": results}

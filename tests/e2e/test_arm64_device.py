@@ -109,7 +109,8 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
 
     # The same artifacts on this machine's x86 onnxruntime, on the same images.
     local_profile = profile.model_copy(update={"host": None, "emulated": False})
-    local = validate(ValidationJob(target=lenet5_out, device=local_profile, eval_source=EVAL, limit=EVAL_LIMIT))
+    local = validate(ValidationJob(target=lenet5_out, device=local_profile, eval_source=EVAL,
+                                   limit=EVAL_LIMIT))
     import onnxruntime
 
     assert onnxruntime.__version__ != "1.19.2"
@@ -157,7 +158,8 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
                                            limit=300), poll_s=1.0,
                              on_event=quiet)
     assert result.job_state == "complete", result.partial_reason
-    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None, "emulated": False}),
+    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None,
+                                   "emulated": False}),
                      eval_source=EVAL, limit=300))
     pairs = [(arm["precision"], arm["accuracy"]["top1"], x86["accuracy"]["top1"])
              for arm, x86 in zip(result.records, local.records, strict=True)]

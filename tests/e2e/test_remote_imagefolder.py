@@ -54,7 +54,8 @@ def test_image_folder_remote_matches_local(sshd, device_python, tmp_path: Path) 
     budget = Budget(max_drop=100.0)
     result = remote(out, profile, folder, budget=budget)
     assert result.device_report["edgekit"]["imports_torch"] is False
-    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}), eval_source=str(folder),
+    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}),
+                                   eval_source=str(folder),
                      budget=budget))
     assert len(result.records) == len(local.records) == 2
     for mine, theirs in zip(result.records, local.records, strict=True):

@@ -14,6 +14,7 @@ from edgekit.errors import ConfigError, DataError, EdgekitError  # noqa: E402
 from edgekit.passes.base import PassContext  # noqa: E402
 from edgekit.passes.prune import (  # noqa: E402
     PruneError,
+    PruneOptions,
     PrunePass,
     WipeoutError,
     compute_gradients,
@@ -58,8 +59,8 @@ def test_each_importance_removes_the_dead_channels(importance):
     if importance == "taylor":
         compute_gradients(model, x, torch.randint(0, 10, (32,)), batch_size=16)
     live_rows = model.features[0].weight.detach()[[i for i in range(16) if i not in dead]].clone()
-    result = prune_model(model, bundle.spec, ratio=0.5, importance=importance,
-                         ignore=["features.4"], rnn_hidden=False)
+    result = prune_model(model, bundle.spec, ratio=0.5,
+                         options=PruneOptions(importance=importance, ignore=["features.4"], rnn_hidden=False))
     assert model.features[0].out_channels == 8
     torch.testing.assert_close(model.features[0].weight.detach(), live_rows)
     assert [p["layer"] for p in result.pruned] == ["features.0"]
@@ -71,13 +72,14 @@ def test_each_importance_removes_the_dead_channels(importance):
 def test_taylor_without_gradients_is_an_error():
     bundle = _zoo("lenet5")
     with pytest.raises(PruneError, match="needs gradients"):
-        prune_model(bundle.model, bundle.spec, ratio=0.5, importance="taylor")
+        prune_model(bundle.model, bundle.spec, ratio=0.5, options=PruneOptions(importance="taylor"))
 
 
 def test_bn_scale_on_a_model_without_batchnorm_says_so():
     bundle = _zoo("lenet5")
     with pytest.raises(PruneError, match="BatchNorm") as err:
-        prune_model(bundle.model, bundle.spec, ratio=0.5, importance="bn-scale")
+        prune_model(bundle.model, bundle.spec, ratio=0.5,
+                    options=PruneOptions(importance="bn-scale"))
     assert "l1" in err.value.hint
 
 
@@ -95,7 +97,7 @@ def test_local_pruning_halves_every_layer_but_the_classifier():
 
 def test_global_pruning_ranks_across_layers():
     bundle = _zoo("lenet5")
-    prune_model(bundle.model, bundle.spec, ratio=0.5, global_pruning=True)
+    prune_model(bundle.model, bundle.spec, ratio=0.5, options=PruneOptions(global_pruning=True))
     widths = _widths(bundle.model)
     assert widths["fc3"] == 10
     kept = sum(widths[n] for n in ("conv1", "conv2", "fc1", "fc2"))
@@ -106,7 +108,7 @@ def test_global_pruning_ranks_across_layers():
 @pytest.mark.parametrize("name", ["lenet5", "cnn_lstm"])
 def test_round_to_keeps_multiples(name):
     bundle = _zoo(name)
-    prune_model(bundle.model, bundle.spec, ratio=0.3, round_to=8)
+    prune_model(bundle.model, bundle.spec, ratio=0.3, options=PruneOptions(round_to=8))
     widths = _widths(bundle.model)
     classifier = "fc3" if name == "lenet5" else "classifier"
     assert widths.pop(classifier) == 10
@@ -137,7 +139,7 @@ def test_torchvision_models_prune_at_half(name, tmp_path):
     torchvision = pytest.importorskip("torchvision")
     model = getattr(torchvision.models, name)().eval()
     before = model_cost(model, IMAGENET_SPEC)["macs"]
-    result = prune_model(model, IMAGENET_SPEC, ratio=0.5, round_to=8)
+    result = prune_model(model, IMAGENET_SPEC, ratio=0.5, options=PruneOptions(round_to=8))
     after = model_cost(model, IMAGENET_SPEC)["macs"]
     assert before / after > 2.5
     assert [s["layer"] for s in result.skipped] == (["fc"] if name == "resnet18"
@@ -229,7 +231,7 @@ def test_round_to_never_empties_a_layer_and_says_which_it_kept():
     torch.manual_seed(0)
     model = _SqueezeExcite().eval()
     spec = InputSpec().with_shape((1, 3, 16, 16))
-    result = prune_model(model, spec, ratio=0.25, round_to=8)
+    result = prune_model(model, spec, ratio=0.25, options=PruneOptions(round_to=8))
     widths = _widths(model)
     assert widths == {"conv": 8, "fc1": 8, "fc2": 8, "conv2": 24, "head": 10}
     kept = {s["layer"]: s["reason"] for s in result.skipped}
@@ -237,12 +239,12 @@ def test_round_to_never_empties_a_layer_and_says_which_it_kept():
            "0; kept whole" == kept["fc1"]
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
     lenet = _zoo("lenet5")
-    result = prune_model(lenet.model, lenet.spec, ratio=0.9, round_to=16)
+    result = prune_model(lenet.model, lenet.spec, ratio=0.9, options=PruneOptions(round_to=16))
     assert _widths(lenet.model) == {"conv1": 16, "conv2": 16, "fc1": 16, "fc2": 16, "fc3": 10}
     assert "conv2 keeps 16 of 32 channels: round_to 16: 3 of its 32 channels would remain at " \
            "ratio 0.9, which rounds down to 0" in result.notes
     rnn = _zoo("rowrnn")
-    result = prune_model(rnn.model, rnn.spec, ratio=0.9, round_to=16)
+    result = prune_model(rnn.model, rnn.spec, ratio=0.9, options=PruneOptions(round_to=16))
     assert _widths(rnn.model)["rnn"] == 16
 
 
@@ -284,7 +286,7 @@ def test_untraceable_module_is_named_and_ignoring_it_works():
         prune_model(Untraceable().eval(), spec, ratio=0.5)
     assert "--prune-ignore 'mix'" in err.value.hint
     net = Untraceable().eval()
-    result = prune_model(net, spec, ratio=0.5, ignore=["mix"])
+    result = prune_model(net, spec, ratio=0.5, options=PruneOptions(ignore=["mix"]))
     assert net.conv1.out_channels == 8 and net.conv2.out_channels == 8
     reasons = {s["layer"]: s["reason"] for s in result.skipped}
     assert reasons["conv1"] == "coupled to mix, which is in the ignore list"
@@ -314,7 +316,7 @@ def test_forward_failure_after_pruning_names_the_module():
         prune_model(Net().eval(), spec, ratio=0.5)
     assert "fails at squash" in err.value.message and "'squash'" in err.value.hint
     net = Net().eval()
-    result = prune_model(net, spec, ratio=0.5, ignore=["squash"])
+    result = prune_model(net, spec, ratio=0.5, options=PruneOptions(ignore=["squash"]))
     assert net.conv.out_channels == 8
     assert "ignore list" in {s["layer"]: s["reason"] for s in result.skipped}["conv"]
 

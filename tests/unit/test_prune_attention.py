@@ -15,7 +15,7 @@ pytest.importorskip("torch_pruning")
 from torch import nn  # noqa: E402
 
 from edgekit.passes import attn_prune  # noqa: E402
-from edgekit.passes.prune import PruneError, prune_model  # noqa: E402
+from edgekit.passes.prune import PruneError, PruneOptions, prune_model  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
 from edgekit.zoo.attention import Block, ViTTiny  # noqa: E402
 
@@ -111,7 +111,7 @@ def test_head_ratio_is_rounded_to_whole_heads_and_said():
     assert attn_prune.heads_to_remove(4, 0.9)[0] == 3  # at least one head stays
     assert attn_prune.heads_to_remove(3, 1 / 3) == (1, None)
     net = _vit(depth=1)
-    result = prune_model(net, SPEC, ratio=0.25, head_ratio=0.3)
+    result = prune_model(net, SPEC, ratio=0.25, options=PruneOptions(head_ratio=0.3))
     assert net.blocks[0].attn.num_heads == 3
     assert any("blocks.0.attn" in n and "not a whole number" in n for n in result.notes)
     assert net.blocks[0].mlp.fc1.out_features == 48  # the channel ratio still applies
@@ -169,7 +169,7 @@ def test_attention_the_pruner_cannot_trace_is_named(net, name, what):
     assert "fused `qkv` nn.Linear" in message and f"--prune-ignore '{name}'" in message
     # ignored, it is kept whole and the rest is pruned around it
     x = torch.randn(2, 1, 16, 16)
-    result = prune_model(model, SPEC, ratio=0.5, ignore=[name])
+    result = prune_model(model, SPEC, ratio=0.5, options=PruneOptions(ignore=[name]))
     assert model(x).shape == (2, 5)
     assert any(s["layer"].startswith(name) for s in result.skipped)
 
@@ -228,7 +228,8 @@ def test_attention_reshaping_to_the_input_width_is_named_with_the_way_out():
     assert "--prune-heads 0" in info.value.hint
     net = _vit(depth=1)
     net.blocks[0].attn = InputWidthAttention()
-    prune_model(net, SPEC, ratio=0.5, head_ratio=0)  # the MLP is pruned, the heads stay
+    prune_model(net, SPEC, ratio=0.5,
+                options=PruneOptions(head_ratio=0))  # the MLP is pruned, the heads stay
     assert net.blocks[0].attn.num_heads == HEADS and net.blocks[0].mlp.fc1.out_features == 32
     assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
 
@@ -266,7 +267,7 @@ def test_multihead_attention_is_converted_with_identical_outputs_and_its_heads_p
         torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
     torch.manual_seed(0)
     model = TorchMHA().eval()
-    result = prune_model(model, SPEC, ratio=0.5, head_ratio=0.5)
+    result = prune_model(model, SPEC, ratio=0.5, options=PruneOptions(head_ratio=0.5))
     assert result.fused_attention == ["mha"]
     assert model.mha.num_heads == HEADS // 2 and model.mha.qkv.out_features == 3 * DIM // 2
     assert {"layer": "mha", "type": "FusedSelfAttention heads", "before": HEADS,
@@ -304,7 +305,7 @@ def test_transformer_encoder_layer_converts_to_the_same_outputs(batch_first):
         "encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
-    result = prune_model(model, SPEC, ratio=0.25, head_ratio=0.5)
+    result = prune_model(model, SPEC, ratio=0.25, options=PruneOptions(head_ratio=0.5))
     assert [layer.self_attn.num_heads for layer in model.encoder.layers] == [2, 2]
     assert len([r for r in result.pruned if r["type"].endswith(" heads")]) == 2
     assert model(x).shape == (4, 5)
@@ -323,7 +324,7 @@ def test_cross_attention_is_put_back_and_named():
     assert "not called as plain self-attention" in str(info.value)
     assert "--prune-ignore 'mha'" in str(info.value)
     assert isinstance(model.mha, nn.MultiheadAttention)  # put back as it was
-    result = prune_model(model, SPEC, ratio=0.5, ignore=["mha"])
+    result = prune_model(model, SPEC, ratio=0.5, options=PruneOptions(ignore=["mha"]))
     assert result.fused_attention == [] and model(torch.randn(2, 1, 16, 16)).shape == (2, 5)
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("torch_pruning")
 from torch import nn  # noqa: E402
 
 from edgekit.passes import rnn_prune  # noqa: E402
-from edgekit.passes.prune import prune_model  # noqa: E402
+from edgekit.passes.prune import PruneOptions, prune_model  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
 
 KINDS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -218,8 +218,8 @@ def test_hybrid_channels_map_to_rnn_columns(name):
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         reference = model(x)
-    result = prune_model(model, bundle.spec, ratio=0.5, importance="bn-scale",
-                         ignore=["features.0"], rnn_hidden=False)
+    result = prune_model(model, bundle.spec, ratio=0.5,
+                         options=PruneOptions(importance="bn-scale", ignore=["features.0"], rnn_hidden=False))
     assert model.features[4].out_channels == 16
     assert model.rnn.input_size == 16 * 7
     assert model.rnn.hidden_size == 128

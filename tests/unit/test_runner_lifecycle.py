@@ -77,7 +77,8 @@ def test_validate_closes_every_runner_it_opens(tiny_folder, quick_profile) -> No
     folder, eval_path = tiny_folder()
     device = load_profile(quick_profile())
     before = open_runners()
-    result = validate(ValidationJob(target=folder, device=device, eval_source=str(eval_path), budget=Budget(max_drop=1.0)))
+    result = validate(ValidationJob(target=folder, device=device, eval_source=str(eval_path),
+                                    budget=Budget(max_drop=1.0)))
     # two artifacts measured (their reference logits, each artifact's runner): all closed
     assert len(result.records) == 2 and open_runners() == before
 
