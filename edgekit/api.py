@@ -392,8 +392,7 @@ def export(source: Any, output: str | Path | None = None, *, target: str = "onnx
 
 
 # ---------------------------------------------------------------- validate
-def check_store(store_path: str | Path, target: str | Path, eval_source: str,
-                data_dir: str | None) -> None:
+def check_store(store_path: str | Path, target: str | Path, data: DataSources) -> None:
     """Refuse a results store that would overwrite an input (an artifact, the reference, the
     eval data) or that cannot be opened, before anything is measured."""
     from edgekit.data.paths import source_paths
@@ -404,7 +403,7 @@ def check_store(store_path: str | Path, target: str | Path, eval_source: str,
     check_outputs({"--store": [str(store_path), Path(store_path).with_suffix(".jsonl")]},
                   {"an artifact": [a["path"] for a in list_artifacts(target)],
                    "the reference": find_reference(target),
-                   "--eval data": source_paths(eval_source, data_dir)})
+                   "--eval data": source_paths(data.eval, data.data_dir)})
     open_store(store_path).close()
 
 
@@ -454,7 +453,7 @@ def validate(target: str | Path, *,
         profile = profile.model_copy(update={"threads": how.threads})
     new_store = store_path is not None and not store_path.exists()
     if store_path:  # refuse a bad store before minutes of measuring
-        check_store(store_path, folder, sources.eval, sources.data_dir)
+        check_store(store_path, folder, sources)
     job = ValidationJob(target=folder, device=profile, eval_source=sources.eval, budget=limits,
                         batches=how.batches, data_dir=sources.data_dir,
                         limit=sources.eval_limit, artifact=artifact, rerun=how.rerun)

@@ -46,8 +46,9 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
         check_cluster_address(cluster, allow_public=allow_public_cluster)
     if store_path:  # refuse a bad store before minutes of measuring
         from edgekit.api import check_store
+        from edgekit.data.given import DataSources
 
-        check_store(store_path, target, eval_source, data_dir)
+        check_store(store_path, target, DataSources(eval=eval_source, data_dir=data_dir))
 
     def say(message: str) -> None:
         if not as_json:
