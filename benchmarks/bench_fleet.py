@@ -122,9 +122,11 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
             return pick_executor(d.profile, HERE, cluster=cluster, resource=d.resource)
 
     start = time.perf_counter()
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
 
-    fleet = validate_fleet(ValidationJob(target=folder, device=None, eval_source=str(eval_path)),
+    fleet = validate_fleet(ValidationJob(target=folder, device=None,
+                                         data=DataSources(eval=str(eval_path))),
                            devices, share_local=False, executor_for=executor_for)
     wall = time.perf_counter() - start
     failed = [f"{o.device.name}: {o.error}" for o in fleet.outcomes if o.status != "pass"]
@@ -137,12 +139,13 @@ def one_run(folder: Path, eval_path: Path, devices: list, cluster: Any = None
 
 def alone_s(folder: Path, eval_path: Path, devices: int) -> float:
     """The slowest device of a fleet of `devices`, validated alone in this process."""
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.validate.validator import validate
 
     slowest = simulated_devices(devices)[-1].profile
     start = time.perf_counter()
-    validate(ValidationJob(target=folder, device=slowest, eval_source=str(eval_path)))
+    validate(ValidationJob(target=folder, device=slowest, data=DataSources(eval=str(eval_path))))
     return round(time.perf_counter() - start, 3)
 
 

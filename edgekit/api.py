@@ -454,9 +454,8 @@ def validate(target: str | Path, *,
     new_store = store_path is not None and not store_path.exists()
     if store_path:  # refuse a bad store before minutes of measuring
         check_store(store_path, folder, sources)
-    job = ValidationJob(target=folder, device=profile, eval_source=sources.eval, budget=limits,
-                        batches=how.batches, data_dir=sources.data_dir,
-                        limit=sources.eval_limit, artifact=artifact, rerun=how.rerun)
+    job = ValidationJob(target=folder, device=profile, budget=limits,
+                        batches=how.batches, artifact=artifact, rerun=how.rerun, data=sources)
     try:
         result = run_validation(job)
     except BaseException:

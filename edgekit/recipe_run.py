@@ -430,6 +430,7 @@ class RecipeRun:
         return {}
 
     def _validate(self, device, key: str) -> dict[str, Any]:
+        from edgekit.data.given import DataSources
         from edgekit.executors import ValidationJob
         from edgekit.results.store import open_store
         from edgekit.validate.validator import save, summarize, validate
@@ -448,9 +449,11 @@ class RecipeRun:
         else:
             try:
                 result = validate(ValidationJob(
-                    target=self.out, device=device, eval_source=self.data(r.data.eval),
-                    budget=r.budget, data_dir=self.data_dir, limit=r.data.eval_limit,
-                    artifact=r.decide, run_id=run_id))
+                    target=self.out, device=device,
+                    budget=r.budget,
+                    artifact=r.decide, run_id=run_id,
+                    data=DataSources(eval=self.data(r.data.eval), data_dir=self.data_dir,
+                                     eval_limit=r.data.eval_limit)))
             except MissingDependencyError as exc:
                 self.on_event(f"validate-{device.name}: skipped, {exc.message}")
                 self._record(f"validate-{device.name}", key, skipped=exc.message)

@@ -56,11 +56,14 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
 
     from pathlib import Path
 
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
 
-    job = ValidationJob(target=Path(target), device=None, eval_source=eval_source,
-                        budget=budget, batches=batches, data_dir=data_dir, limit=limit,
-                        artifact=artifact, rerun=rerun)  # each device its own
+    job = ValidationJob(target=Path(target), device=None,
+                        budget=budget, batches=batches,
+                        artifact=artifact, rerun=rerun,
+                        data=DataSources(eval=eval_source, data_dir=data_dir,
+                                         eval_limit=limit))  # each device its own
     if cluster:
         fleet = validate_on_cluster(job, devices, address=cluster,
                                     allow_public=allow_public_cluster, on_event=say)

@@ -480,10 +480,11 @@ class Optimizer:
                 start = time.perf_counter()
                 from edgekit.validate.gate import Budget
 
-                job = ValidationJob(target=Path(entry["path"]), device=device,
-                                    eval_source=self.eval_source, budget=Budget(),
-                                    batches=[search.batch], data_dir=self.data_dir,
-                                    limit=self.eval_limit)
+                job = ValidationJob(target=Path(entry["path"]), device=device, budget=Budget(),
+                                    batches=[search.batch],
+                                    data=DataSources(eval=self.eval_source,
+                                                     data_dir=self.data_dir,
+                                                     eval_limit=self.eval_limit))
                 record = measure_on_device(entry, runtime, job, executor=search.executor,
                                            spec=self.bundle.spec, eval_set=self.eval_set,
                                            ref_logits=ref_logits)

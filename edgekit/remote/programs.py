@@ -28,6 +28,7 @@ def validate_command(a):
     (or every file matching `a["globs"]`, when any does) on the profile `a["device"]`."""
     import glob
 
+    from edgekit.data.given import DataSources
     from edgekit.devices import load_profile
     from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
@@ -37,8 +38,8 @@ def validate_command(a):
     results = []
     for target in targets:
         r = validate(ValidationJob(target=target, device=load_profile(a["device"]),
-                                   eval_source=a["eval"],
-                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"]))
+                     budget=Budget(**a["budget"]), batches=a["batches"], run_id=a["run_id"],
+                     data=DataSources(eval=a["eval"])))
         results.append(r.to_json(with_samples=True))
     return {"results": results}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.given import DataSources
 from edgekit.results.record import ResultRecord
 
 PRECISION_RANK = {"int4": 0, "int8": 1, "fp16": 2, "bf16": 2, "fp32": 3}
@@ -23,14 +24,25 @@ class ValidationJob:
 
     target: Path
     device: Any  # edgekit.devices.DeviceProfile
-    eval_source: str
+    data: DataSources = field(default_factory=DataSources)  # eval, eval_limit, data_dir
     budget: Any = None  # edgekit.validate.gate.Budget
     batches: list[int] | None = None
-    data_dir: str | None = None
-    limit: int | None = None
     artifact: str | None = None  # the artifact whose gate decides (--artifact)
     run_id: str | None = None
     rerun: bool = False  # measure again even if the same job already ran (remote executors)
+
+    # The eval data by the names the measuring code reads them (the one DataSources holds them).
+    @property
+    def eval_source(self) -> str:
+        return self.data.eval or ""
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.data.data_dir
+
+    @property
+    def limit(self) -> int | None:
+        return self.data.eval_limit
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.data.given import DataSources
 from edgekit.executors import ValidationJob
 from tests.helpers import edgekit
 from tests.sshd import LoopbackSSHD, serve_module_sshd
@@ -77,6 +78,7 @@ def lenet5_out(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------------- tests
 def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_out, tmp_path):
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
     from edgekit.results.table import EMULATED_MARK, gate_row
@@ -84,7 +86,7 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
 
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     result = validate_remote(ValidationJob(target=lenet5_out, device=profile,
-                                           eval_source=EVAL, limit=EVAL_LIMIT),
+                                           data=DataSources(eval=EVAL, eval_limit=EVAL_LIMIT)),
                              poll_s=1.0, on_event=quiet)
     assert result.job_state == "complete", result.partial_reason
     assert [r["precision"] for r in result.records] == ["fp32", "int8"]
@@ -109,8 +111,8 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
 
     # The same artifacts on this machine's x86 onnxruntime, on the same images.
     local_profile = profile.model_copy(update={"host": None, "emulated": False})
-    local = validate(ValidationJob(target=lenet5_out, device=local_profile, eval_source=EVAL,
-                                   limit=EVAL_LIMIT))
+    local = validate(ValidationJob(target=lenet5_out, device=local_profile,
+                                   data=DataSources(eval=EVAL, eval_limit=EVAL_LIMIT)))
     import onnxruntime
 
     assert onnxruntime.__version__ != "1.19.2"
@@ -144,6 +146,7 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
     """The recurrent seed models too (fp32 and int8): the same top-1 on the emulated aarch64
     onnxruntime 1.19.2 as on this machine's, on the same 300 images (fewer than lenet5's 1,000:
     the emulator runs the recurrent graphs slowly)."""
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
     from edgekit.validate.validator import validate
@@ -154,13 +157,13 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
                    "128", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
-    result = validate_remote(ValidationJob(target=out, device=profile, eval_source=EVAL,
-                                           limit=300), poll_s=1.0,
+    result = validate_remote(ValidationJob(target=out, device=profile,
+                                           data=DataSources(eval=EVAL, eval_limit=300)), poll_s=1.0,
                              on_event=quiet)
     assert result.job_state == "complete", result.partial_reason
     local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None,
                                    "emulated": False}),
-                     eval_source=EVAL, limit=300))
+                                   data=DataSources(eval=EVAL, eval_limit=300)))
     pairs = [(arm["precision"], arm["accuracy"]["top1"], x86["accuracy"]["top1"])
              for arm, x86 in zip(result.records, local.records, strict=True)]
     assert [p for p, _, _ in pairs] == ["fp32", "int8"]
@@ -179,7 +182,8 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     assert proc.returncode == 0, proc.stderr
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     with pytest.raises(RuntimeSkewError) as err:
-        validate_remote(ValidationJob(target=out, device=profile, eval_source=EVAL, limit=50),
+        validate_remote(ValidationJob(target=out, device=profile,
+                                      data=DataSources(eval=EVAL, eval_limit=50)),
                         on_event=quiet)
     assert "model.onnx uses ONNX opset 22" in err.value.message
     assert "onnxruntime 1.19.2 loads opsets up to 21" in err.value.message
@@ -205,8 +209,8 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     # 17), and the CLI exits 2 with the fix.
     capped = profile.model_copy(update={"max_opset": 17})
     with pytest.raises(RuntimeSkewError, match="loads opsets up to 17"):
-        validate_remote(ValidationJob(target=lenet5_out, device=capped, eval_source=EVAL,
-                                      limit=50), on_event=quiet)
+        validate_remote(ValidationJob(target=lenet5_out, device=capped,
+                                      data=DataSources(eval=EVAL, eval_limit=50)), on_event=quiet)
     path = tmp_path / "arm64.yaml"
     import yaml
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.data.given import DataSources
 from edgekit.executors import ValidationJob
 from edgekit.net import free_port, wait_for_port
 from tests.e2e import test_remote_ssh as ssh_tests
@@ -101,6 +102,7 @@ def key(r: dict) -> tuple:
 
 def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_python,
                                                  tmp_path):
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.fleetfile import fleet_device
     from edgekit.results.store import open_store
@@ -113,7 +115,7 @@ def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_p
     ghost = fleet_device(devices[0].profile, name="ghost")  # no node offers edgekit-device:ghost
     store = tmp_path / "fleet.db"
     fleet = validate_on_cluster(ValidationJob(target=out, device=None,
-                                              eval_source=str(eval_path)),
+                                              data=DataSources(eval=str(eval_path))),
                                 [*devices, ghost], address=address, lost_grace_s=3.0)
     fleet.store(store)
     by_name = {o.device.name: o for o in fleet.outcomes}
@@ -135,7 +137,7 @@ def test_fleet_on_cluster_matches_sequential_run(cluster, folder, sshd, device_p
     sequential = []
     for d in devices:
         r = validate(ValidationJob(target=out, device=d.profile.model_copy(update={"host": None}),
-                     eval_source=str(eval_path)))
+                                   data=DataSources(eval=str(eval_path))))
         sequential += [{**x, "device": d.name} for x in r.records]
     merged = {key(r): r for r in stored}
     assert set(merged) == {key(r) for r in sequential}
@@ -231,7 +233,7 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
     killer = threading.Thread(target=kill_after_one_artifact)
     killer.start()
     fleet = validate_on_cluster(ValidationJob(target=out, device=None,
-                                              eval_source=str(eval_path)),
+                                              data=DataSources(eval=str(eval_path))),
                                 devices, address=address, lost_grace_s=3.0, max_retries=1, on_event=on_event)
     killer.join()
     assert "cpu-b" not in workers, "cpu-b measured nothing before the test gave up"

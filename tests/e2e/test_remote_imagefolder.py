@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 def test_image_folder_remote_matches_local(sshd, device_python, tmp_path: Path) -> None:  # noqa: F811
     from PIL import Image
 
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.io.artifacts import spec_for
     from edgekit.io.models import build_arch
@@ -55,8 +56,7 @@ def test_image_folder_remote_matches_local(sshd, device_python, tmp_path: Path) 
     result = remote(out, profile, folder, budget=budget)
     assert result.device_report["edgekit"]["imports_torch"] is False
     local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}),
-                                   eval_source=str(folder),
-                     budget=budget))
+                     budget=budget, data=DataSources(eval=str(folder))))
     assert len(result.records) == len(local.records) == 2
     for mine, theirs in zip(result.records, local.records, strict=True):
         assert mine["accuracy"]["top1"] == theirs["accuracy"]["top1"]

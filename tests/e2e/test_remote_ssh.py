@@ -122,20 +122,24 @@ def quiet(_message: str) -> None:
 
 
 def remote(target, profile, eval_path, **kwargs):
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
 
     kwargs.setdefault("poll_s", 0.3)
     kwargs.setdefault("on_event", quiet)
-    job = {k: kwargs.pop(k) for k in ("budget", "batches", "data_dir", "limit", "artifact",
-                                      "run_id", "rerun") if k in kwargs}
-    return validate_remote(ValidationJob(target=target, device=profile,
-                                         eval_source=str(eval_path), **job), **kwargs)
+    job = {k: kwargs.pop(k) for k in ("budget", "batches", "artifact", "run_id", "rerun")
+           if k in kwargs}
+    data = DataSources(eval=str(eval_path), data_dir=kwargs.pop("data_dir", None),
+                       eval_limit=kwargs.pop("limit", None))
+    return validate_remote(ValidationJob(target=target, device=profile, data=data, **job),
+                           **kwargs)
 
 
 # --------------------------------------------------------------------------------- tests
 def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python, artifacts,
                                                              tmp_path):
+    from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import validate
@@ -151,8 +155,8 @@ def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python
     assert [Path(r["artifact"]) for r in result.records] == [out / "model.onnx",
                                                              out / "model.int8.onnx"]
     # The same validation run here: the same top-1, agreement and gate, on the same images.
-    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}),
-                     eval_source=str(eval_path), budget=budget))
+    local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None}), budget=budget,
+                                   data=DataSources(eval=str(eval_path))))
     for mine, theirs in zip(result.records, local.records, strict=True):
         assert mine["accuracy"]["top1"] == theirs["accuracy"]["top1"]
         assert mine["accuracy"]["fidelity"]["top1_agreement"] == \

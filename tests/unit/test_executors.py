@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.data.given import DataSources
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.executors import EXECUTORS, Executor, ValidationJob, executor_name, get_executor
@@ -45,8 +46,9 @@ def test_an_executor_gets_the_job_and_the_work(tmp_path: Path) -> None:
 
     try:
         device = DeviceProfile.model_validate(LOCAL)
-        job = ValidationJob(target=tmp_path, device=device, eval_source="fashion-mnist:test",
-                            budget=Budget(max_drop=1.0), batches=[1], run_id="r1")
+        job = ValidationJob(target=tmp_path, device=device,
+                            budget=Budget(max_drop=1.0), batches=[1], run_id="r1",
+                            data=DataSources(eval="fashion-mnist:test"))
         executor = get_executor("recording-test", run_here)
         assert executor.run_here is run_here
         result = executor.validate(job)
@@ -58,7 +60,8 @@ def test_an_executor_gets_the_job_and_the_work(tmp_path: Path) -> None:
 def test_validate_hands_a_local_profile_to_the_local_executor(tmp_path: Path) -> None:
     device = DeviceProfile.model_validate(LOCAL)
     with pytest.raises(InputError, match="holds no runnable artifact"):  # run_here ran here
-        validate(ValidationJob(target=tmp_path, device=device, eval_source="fashion-mnist:test"))
+        validate(ValidationJob(target=tmp_path, device=device,
+                               data=DataSources(eval="fashion-mnist:test")))
 
 
 def test_the_factory_picks_the_executor_from_the_device_and_the_cluster() -> None:
@@ -141,8 +144,8 @@ def test_the_ssh_executor_translates_a_device_that_does_not_answer(tmp_path: Pat
     with executor_for(device, HERE) as executor:
         calls = {
             "validate": lambda: executor.validate(ValidationJob(
-                target=model, device=device, eval_source=str(tmp_path / "eval.npz"),
-                budget=Budget())),
+                target=model, device=device,
+                budget=Budget(), data=DataSources(eval=str(tmp_path / "eval.npz")))),
             "alternate": lambda: executor.alternate({"a": (model, "onnxruntime")}, device,
                                                     spec=spec, x=np.zeros((1, 1, 8, 8),
                                                                           np.float32), rounds=2),

@@ -85,6 +85,7 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
     """Two local profiles (they take turns on this machine) and a remote device that does not
     answer: the local ones pass and land in the one store; the remote one is reported with its
     reason; the numbers equal a single-device run's."""
+    from edgekit.data.given import DataSources
     from edgekit.devices import load_profile
     from edgekit.executors import ValidationJob
     from edgekit.fleetfile import fleet_device
@@ -101,7 +102,8 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
     gone = load_profile(tmp_path / remote_profile(tmp_path, "gone", free_port()))
     devices = [fleet_device(p) for p in (fast, slow, gone)]
     events: list[str] = []
-    fleet = validate_fleet(ValidationJob(target=folder, device=None, eval_source=str(eval_path)),
+    fleet = validate_fleet(ValidationJob(target=folder, device=None,
+                                         data=DataSources(eval=str(eval_path))),
                            devices, on_event=events.append)
     assert [o.status for o in fleet.outcomes] == ["pass", "pass", "failed"]
     assert "127.0.0.1" in fleet.outcomes[2].error and fleet.outcomes[2].result is None
@@ -114,7 +116,8 @@ def test_devices_run_at_once_and_a_failing_one_is_reported(tiny_folder, quick_pr
         stored = s.records()
     assert sorted({r["device"] for r in stored}) == ["fast-cpu", "slow-cpu"]
     assert len({r["run_id"] for r in stored}) == 2  # one run per device
-    alone = validate(ValidationJob(target=folder, device=fast, eval_source=str(eval_path)))
+    alone = validate(ValidationJob(target=folder, device=fast,
+                                   data=DataSources(eval=str(eval_path))))
     for r in alone.records:
         twin = next(x for x in stored if x["device"] == "slow-cpu"
                     and x["artifact_name"] == r["artifact_name"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.data.given import DataSources
 from edgekit.devices import DeviceProfile
 from edgekit.executors import ValidationJob
 from edgekit.optimize.space import SearchSpace
@@ -130,8 +131,8 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
     assert {n: r.precisions for n, r in device.runtimes.items()} == {
         "tensorrt": ["int8"], "onnxruntime": ["fp32"]}
     payload = build_payload(ValidationJob(target=entry["path"].parent, device=device,
-                                          eval_source="fashion-mnist:test", limit=64,
-                                          batches=[1]),
+                                          batches=[1],
+                                          data=DataSources(eval="fashion-mnist:test", eval_limit=64)),
                             _report(True), workdir=tmp_path, job_timeout=600)
     assert {"out/model.onnx", "out/model.int8.onnx", "out/manifest.json"} <= set(payload.files)
     builds = [t["argv"] for t in payload.tasks if t.get("kind") == "step"]
@@ -144,8 +145,8 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
     assert timed["globs"] == [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
     # a device without TensorRT builds nothing, and the candidate's error says why
     without = build_payload(ValidationJob(target=entry["path"].parent, device=device,
-                                          eval_source="fashion-mnist:test", limit=64,
-                                          batches=[1]),
+                                          batches=[1],
+                                          data=DataSources(eval="fashion-mnist:test", eval_limit=64)),
                             _report(False), workdir=tmp_path, job_timeout=600)
     assert not [t for t in without.tasks if t.get("kind") == "step"]
     result = RemoteValidationResult(device="orin", budget=None, run_id="r",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.data.given import DataSources
 from edgekit.devices import DeviceProfile
 from edgekit.executors import ValidationJob
 from edgekit.io.files import sha256_file
@@ -47,8 +48,8 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
 
     folder, eval_path = tiny_folder(noise=0.05)
     profile = device(tmp_path / "device")
-    job = ValidationJob(target=folder, device=profile, eval_source=str(eval_path),
-                        budget={"max_drop": 1.0})
+    job = ValidationJob(target=folder, device=profile,
+                        budget={"max_drop": 1.0}, data=DataSources(eval=str(eval_path)))
     (tmp_path / "w1").mkdir()
     payload = build_payload(job, None, workdir=tmp_path / "w1", job_timeout=120.0)
     # the program travels as a file of the job, by content
@@ -79,8 +80,8 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
     assert len(record["latency"]["samples_ms"]) == record["latency"]["count"] >= 24
     # the same numbers as the validator run here on the same artifact and eval set
     here = validate(ValidationJob(target=folder / "model.int8.onnx",
-                                  device=profile.model_copy(update={"host": None}),
-                                  eval_source=str(eval_path), budget=Budget(max_drop=1.0)))
+                                  device=profile.model_copy(update={"host": None}), budget=Budget(max_drop=1.0),
+                                  data=DataSources(eval=str(eval_path))))
     [local] = [r for r in here.records if Path(r["artifact"]).name == "model.int8.onnx"]
     assert record["accuracy"]["top1"] == local["accuracy"]["top1"]
     assert record["accuracy"]["samples"] == local["accuracy"]["samples"] == 200
@@ -93,7 +94,7 @@ def test_a_refused_input_is_an_error_message_and_exit_2(tiny_folder, tmp_path, m
     folder, eval_path = tiny_folder()
     profile = device(tmp_path / "device")
     payload = build_payload(ValidationJob(target=folder, device=profile,
-                                          eval_source=str(eval_path)),
+                                          data=DataSources(eval=str(eval_path))),
                             None, workdir=tmp_path, job_timeout=120.0)
     monkeypatch.chdir(job_folder(payload, tmp_path / "job"))
     args = {**json.loads(payload.tasks[0]["argv"][-1]), "eval": "missing.npz"}
@@ -155,8 +156,8 @@ def test_tensorrt_tasks_build_then_validate_with_the_program(tiny_folder, tmp_pa
                           edgekit={}, runtimes={"onnxruntime": {"importable": True},
                                                 "tensorrt": {"importable": True}},
                           packages={}, environment={})
-    payload = build_payload(ValidationJob(target=folder, device=profile,
-                                          eval_source=str(eval_path), run_id="stage-2"),
+    payload = build_payload(ValidationJob(target=folder, device=profile, run_id="stage-2",
+                                          data=DataSources(eval=str(eval_path))),
                             report, workdir=tmp_path, job_timeout=60.0)
     steps = [t["argv"] for t in payload.tasks if t.get("kind") == "step"]
     assert [a[:6] for a in steps] == [["{python}", "-m", "edgekit", "export", "out", "--target"]] * 2

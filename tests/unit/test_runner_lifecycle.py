@@ -69,6 +69,7 @@ def test_a_runner_that_is_not_closed_stays_counted(tmp_path: Path) -> None:
 
 
 def test_validate_closes_every_runner_it_opens(tiny_folder, quick_profile) -> None:
+    from edgekit.data.given import DataSources
     from edgekit.devices import load_profile
     from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
@@ -77,8 +78,9 @@ def test_validate_closes_every_runner_it_opens(tiny_folder, quick_profile) -> No
     folder, eval_path = tiny_folder()
     device = load_profile(quick_profile())
     before = open_runners()
-    result = validate(ValidationJob(target=folder, device=device, eval_source=str(eval_path),
-                                    budget=Budget(max_drop=1.0)))
+    result = validate(ValidationJob(target=folder, device=device,
+                                    budget=Budget(max_drop=1.0),
+                                    data=DataSources(eval=str(eval_path))))
     # two artifacts measured (their reference logits, each artifact's runner): all closed
     assert len(result.records) == 2 and open_runners() == before
 
