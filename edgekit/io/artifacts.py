@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit import kinds
 from edgekit.errors import InputError
@@ -12,6 +12,24 @@ from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.specfiles import spec_from_engine_metadata, spec_from_ir
 from edgekit.kinds import RUNNABLE_SUFFIXES
 from edgekit.spec import InputSpec
+
+
+class ArtifactEntry(TypedDict, total=False):
+    """One artifact to measure, as list_artifacts finds it: the manifest's output entry (its
+    keys as the stage wrote them) with its `path` resolved. Passed from io to the validator,
+    the benchmark, the remote payload and optimize."""
+
+    path: Path
+    format: str
+    precision: str
+    stage: str
+    model: str
+    role: str  # "reference" for the fp32 original a folder is compared with
+    sha256: str
+    size_bytes: int
+    metrics: dict[str, Any]
+    float_layers: list[str]  # optimize: the layers a candidate keeps in float
+    build_on_device: str  # optimize: the TensorRT precision the device builds
 
 
 def _spec_from_onnx(path: Path) -> InputSpec | None:
@@ -94,7 +112,7 @@ def check_preprocessing(target: str | Path, given: Mapping[str, Any] | None) -> 
                 "compress MODEL.pt --mean ... --std ... --resize ... --crop ...)")
 
 
-def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
+def list_artifacts(target: str | Path) -> list[ArtifactEntry]:
     """Artifacts to benchmark: a single file, or every runnable output of a folder's manifest
     (or, without one, every runnable file in it). Each: {path, format, precision, ...}."""
     target = Path(target)

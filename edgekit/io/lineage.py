@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.io.artifacts import ArtifactEntry
 
 _HINT = ("compress into a new folder (or rerun compress with --overwrite, or edgekit run with "
          "--fresh), then validate that folder")
@@ -81,7 +84,7 @@ class _Folder:
         return next((o["model"] for o in self.recorded(path) if o.get("model")), None)
 
 
-def check_chain(target: str | Path, entries: list[dict[str, Any]] | None = None) -> None:
+def check_chain(target: str | Path, entries: list[ArtifactEntry] | None = None) -> None:
     """Refuse (InputError, exit 2) to compare the artifacts of `target` (an output folder or one
     artifact in it) with their fp32 reference unless each chains to it by sha256. A folder
     without an edgekit manifest records nothing to check."""

@@ -17,7 +17,7 @@ come back as the same sample sets for `speedup.compare`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import MissingDependencyError
 from edgekit.executors import (
@@ -28,11 +28,14 @@ from edgekit.executors import (
 )
 from edgekit.results.record import ResultRecord
 
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.io.artifacts import ArtifactEntry
+
 __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_device",
            "build_profile", "engine_missing_reason", "measure_on_device"]
 
 
-def measure_on_device(entry: dict[str, Any], runtime: str, job: ValidationJob, *,
+def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
                       executor: Executor, spec: Any, eval_set: Any,
                       ref_logits: Any) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by

@@ -16,7 +16,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.data import Dataset, load_dataset
 from edgekit.devices import DeviceProfile
-from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
+from edgekit.io.artifacts import ArtifactEntry, find_reference, list_artifacts, spec_for
 from edgekit.io.files import file_size, sha256_file
 from edgekit.progress import progress
 from edgekit.results.record import ResultRecord
@@ -52,7 +52,7 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
         return runner.predict(eval_set.x, on_batch=advance)
 
 
-def measure(entry: dict[str, Any], spec: InputSpec, device: DeviceProfile, *,
+def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
             runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
@@ -212,7 +212,7 @@ def attach_speedups(records: list[ResultRecord],
     return sections
 
 
-def cannot_run(entry: dict[str, Any], device: DeviceProfile, runtime: str | None) -> str | None:
+def cannot_run(entry: ArtifactEntry, device: DeviceProfile, runtime: str | None) -> str | None:
     """Why this machine cannot run the artifact (its runtime is missing or unusable as the
     profile configures it, or the forced `runtime` does not read its format), or None."""
     path = Path(entry["path"])
@@ -225,7 +225,7 @@ def cannot_run(entry: dict[str, Any], device: DeviceProfile, runtime: str | None
     return None if ok else f"needs {cls.name}, which is not usable here: {reason}"
 
 
-def split_runnable(entries: list[dict[str, Any]], device: DeviceProfile, runtime: str | None, *,
+def split_runnable(entries: list[ArtifactEntry], device: DeviceProfile, runtime: str | None, *,
                    single: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the artifacts this machine can run, a `skipped` record for each one it cannot, with the
     reason), as `validate` does: a copied output folder on a lean device measures what its

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from edgekit.results.record import ResultRecord
 from edgekit.results.store import new_run_id
 from edgekit.results.validation import RuntimeStatus, ValidationResult
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.io.artifacts import ArtifactEntry
 
 __all__ = ["HERE", "RuntimeStatus", "ValidationResult", "allows_any_drop", "check_above_chance",
            "check_labels", "plan", "run_here", "runtime_status", "save", "summarize", "validate"]
@@ -47,7 +50,7 @@ def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
     return out
 
 
-def plan(entries: list[dict[str, Any]], device: DeviceProfile, statuses: list[RuntimeStatus]
+def plan(entries: list[ArtifactEntry], device: DeviceProfile, statuses: list[RuntimeStatus]
          ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[dict[str, str]]]:
     """(artifact, [runtimes to validate it on]) pairs, and the artifacts nothing here can run."""
     from edgekit.runtimes.base import runner_names
