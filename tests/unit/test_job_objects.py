@@ -83,3 +83,28 @@ def test_a_pass_reads_its_data_from_the_one_object():
     assert (ctx.train_source, ctx.eval_source, ctx.calib_source, ctx.data_dir,
             ctx.eval_limit) == ("t.npz", "e.npz", "c.npz", "d", 7)
     assert PassContext(out_dir=Path("unused")).eval_source is None
+
+
+def test_a_store_validate_created_is_removed_when_the_validation_fails(tiny_folder,
+                                                                         quick_profile, tmp_path):
+    """Found by the hostile corpus (store='~'): the results store is opened before minutes of
+    measuring, to refuse a bad one early; when the validation then fails on bad input, the
+    store that call created holds nothing and is not left behind. A store that was there stays."""
+    import numpy as np
+
+    from edgekit.errors import EdgekitError
+
+    folder, _ = tiny_folder()
+    wrong = tmp_path / "wrong.npz"  # 5×5 inputs for a 4×4 model: refused once measuring starts
+    np.savez(wrong, x=np.zeros((8, 1, 5, 5), np.float32), y=np.zeros(8, np.int64))
+    store = tmp_path / "new.db"
+    with pytest.raises(EdgekitError):
+        edgekit.validate(folder, data=str(wrong), device=quick_profile(), store=store)
+    assert not store.exists() and not store.with_suffix(".jsonl").exists()
+    kept = tmp_path / "kept.db"
+    from edgekit.results.store import open_store
+
+    open_store(kept).close()
+    with pytest.raises(EdgekitError):
+        edgekit.validate(folder, data=str(wrong), device=quick_profile(), store=kept)
+    assert kept.is_file()
