@@ -131,8 +131,7 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
       calib_x       model-ready float32 NCHW calibration inputs (e.g. load_dataset(src, spec).x);
                     each sample is fed to NNCF as a batch of one.
       out_xml       where the IR goes (the .bin lands beside it with the same stem).
-      spec          stored in the IR's rt_info.
-    and the NNCFSettings:
+      spec          stored in the IR's rt_info; and the NNCFSettings:
       ignored_nodes layers kept in float: ONNX node names (as in the fp32 ONNX graph) or
                     OpenVINO op names; every op made from a named ONNX node is kept in float.
                     A name that matches nothing is an InputError (it lists some known names).
@@ -147,9 +146,7 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
     "seconds", "nncf_version", "preset"}.
     """
     s = settings or NNCFSettings()
-    ignored_nodes, ignored_types, preset = s.ignored_nodes, s.ignored_types, s.preset
-    subset_size, fast_bias_correction, model_type = (s.subset_size, s.fast_bias_correction,
-                                                     s.model_type)
+    ignored_types, preset, model_type = s.ignored_types, s.preset, s.model_type
     import_openvino()
     nncf = import_nncf()
     calib_x = np.ascontiguousarray(calib_x, np.float32)
@@ -167,15 +164,15 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
         raise DataError(f"calibration inputs have shape (C,H,W) {tuple(calib_x.shape[1:])}, the "
                         f"model expects {want}",
                         hint="build the set for this model (uint8 images are resized to fit)")
-    names, missing = _ov_names_for(model, ignored_nodes)
+    names, missing = _ov_names_for(model, s.ignored_nodes)
     if missing:
         known = [op.get_friendly_name() for op in model.get_ordered_ops()
                  if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")][:8]
         raise InputError(f"no layer named {', '.join(map(repr, missing))} in {Path(onnx_path).name}",
                          hint=f"name ONNX nodes or OpenVINO ops, e.g. {', '.join(known)}")
     kwargs: dict[str, Any] = {
-        "subset_size": int(min(subset_size or len(calib_x), len(calib_x))),
-        "fast_bias_correction": fast_bias_correction,
+        "subset_size": int(min(s.subset_size or len(calib_x), len(calib_x))),
+        "fast_bias_correction": s.fast_bias_correction,
     }
     if names or ignored_types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=names, types=list(ignored_types),
@@ -200,7 +197,7 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
         raise ExportError("NNCF inserted no quantizers: nothing in this model was quantized",
                           hint="check ignored_nodes / ignored_types; int8 needs Conv or MatMul "
                           "layers")
-    return {"calibration_samples": kwargs["subset_size"], "ignored_requested": list(ignored_nodes),
+    return {"calibration_samples": kwargs["subset_size"], "ignored_requested": list(s.ignored_nodes),
             "ignored_ops": names, "ignored_types": list(ignored_types), "fake_quantize_ops": fq,
             "seconds": round(seconds, 3), "nncf_version": nncf.__version__,
             "preset": preset or "nncf default"}
