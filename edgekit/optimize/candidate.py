@@ -93,61 +93,94 @@ class CandidateSteps:
         self.say(f"{search.device.name}: the fp32 original runs in {described}")
 
     def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
-                  front: list[tuple[float, float]]) -> dict[str, Any]:
-        """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}."""
+                  front: list[tuple[float, float]], *, promote: bool = False,
+                  full_affordable: Any = None) -> dict[str, Any]:
+        """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}.
+        `promote`: carry it to the full rung whatever its short result (a promotion after the
+        trials); `full_affordable()`: whether the time left pays for a full distillation."""
         arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
         target, fallback = params["target"], params.get("fallback", "none")
-        bar = search.fastest_fp32_ms / self.settings.min_speedup
-        ref = 100 * search.reference_top1
-        steps = []
         if not arch.changed:
-            steps.append(self._measure(search, arch, "original", target, fallback))
-            return {"status": "measured", "steps": steps, "why": "the original's weights",
-                    "values": (steps[-1]["p50_ms"], 100 * steps[-1]["top1"])}
+            step = self._measure(search, arch, "original", target, fallback)
+            return {"status": "measured", "steps": [step], "why": "the original's weights",
+                    "values": (step["p50_ms"], 100 * step["top1"])}
         screen = self._measure(search, arch, "init", target, fallback)
-        steps.append(screen)
-        latency = screen["p50_ms"]
+        cut = None if promote else self._screen_cut(search, screen, front)
+        if cut is not None:
+            return {"status": cut[0], "steps": [screen], "values": None, "why": cut[1]}
+        return self._rungs(search, arch, target, fallback, front, [screen], promote,
+                           full_affordable or (lambda: True))
+
+    def _screen_cut(self, search: DeviceSearch, screen: dict[str, Any],
+                    front: list[tuple[float, float]]) -> tuple[str, str] | None:
+        """(status, why) when the undistilled timing already rules the candidate out: slower
+        than the original, a tie with it (which the simpler original wins), or unable to enter
+        the front even at the original's top-1. Latency does not depend on the weights."""
         from edgekit.runtimes.speedup import describe
 
+        latency = screen["p50_ms"]
+        bar = search.fastest_fp32_ms / self.settings.min_speedup
+        ref = 100 * search.reference_top1
         iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
                             self.settings.min_speedup)
         if (iv["verdict"] == "slower") if iv else latency > bar:
             numbers = f" ({describe(iv)})" if iv else ""
-            return {"status": "too slow", "steps": steps, "values": None,
-                    "why": f"{latency:.3f} ms undistilled, slower than the original's "
-                           f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled"}
+            return "too slow", (f"{latency:.3f} ms undistilled, slower than the original's "
+                                f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled")
         if iv and self.settings.min_speedup <= 1.0 and iv["ci_low"] <= 1.0:
-            # latency does not depend on the weights, and a tie within the noise goes to the
-            # simpler artifact: the original would win against it, distilled or not
-            return {"status": "tie", "steps": steps, "values": None,
-                    "why": f"{latency:.3f} ms undistilled against the original's "
+            return "tie", (f"{latency:.3f} ms undistilled against the original's "
                            f"{search.fastest_fp32_ms:.3f} ms ({describe(iv)}): a tie within the "
-                           "noise, which the simpler original wins; not distilled"}
+                           "noise, which the simpler original wins; not distilled")
         if dominated((latency, ref), front):
-            return {"status": "dominated", "steps": steps, "values": None,
-                    "why": f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) would "
-                           "not enter the front: not distilled"}
+            return "dominated", (f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) "
+                                 "would not enter the front: not distilled")
+        return None
+
+    def _full_made(self, search: DeviceSearch, arch: Arch) -> bool:
+        """True when the architecture's full distillation exists (another target's candidate
+        made it): carrying a candidate to the full rung then costs an export and a timing."""
+        return (self.builder.model_dir(arch, "full", search.device.round_to)
+                / "model.pt").is_file()
+
+    def _rungs(self, search: DeviceSearch, arch: Arch, target: str, fallback: str,
+               front: list[tuple[float, float]], steps: list[dict[str, Any]], promote: bool,
+               full_affordable: Any) -> dict[str, Any]:
+        """The short rung, then the full one when the candidate is promoted: by `promote`, when
+        its architecture's full distillation exists already, or when its short result is within
+        `promote_margin` of entering the front and the time left pays for it. Otherwise it
+        waits for the promotions after the trials (study.py), which the budget decides."""
         short = self._measure(search, arch, "short", target, fallback)
         steps.append(short)
+        schedule = search.space.distill
+        top1, ref = 100 * short["top1"], 100 * search.reference_top1
         result = {"status": "short", "steps": steps,
-                  "values": (short["p50_ms"], 100 * short["top1"]),
-                  "why": "short distillation only"}
-        margin = search.space.distill.promote_margin
-        top1 = 100 * short["top1"]
-        if not search.space.distill.has_full:
+                  "values": (short["p50_ms"], top1), "why": "short distillation only"}
+        if not schedule.has_full:
             result["why"] = "distilled (the short and full schedules are the same)"
             return result
-        if top1 + margin < ref - self.max_drop:
+        margin = schedule.promote_margin
+        if promote:
+            why = "promoted to the full distillation after the trials, the fastest of its " \
+                  "architecture that could still beat the winner"
+        elif self._full_made(search, arch):
+            why = "promoted to the full distillation (its architecture's was made already)"
+        elif top1 + margin < ref - self.max_drop:
             result["why"] = (f"short distillation reached {top1:.2f}%, more than {margin:g} "
-                             f"points under the budget ({ref - self.max_drop:.2f}%): not "
-                             "promoted")
+                             f"points under the budget ({ref - self.max_drop:.2f}%): waits for "
+                             "a promotion after the trials")
             return result
-        if dominated((short["p50_ms"], top1 + margin), front):
+        elif dominated((short["p50_ms"], top1 + margin), front):
             result["why"] = (f"short distillation reached {top1:.2f}%; {margin:g} more points "
                              "would still not enter the front: not promoted")
             return result
+        elif not full_affordable():
+            result["why"] = (f"short distillation reached {top1:.2f}%; the time left does not "
+                             "pay for a full distillation now: waits for a promotion after the "
+                             "trials")
+            return result
+        else:
+            why = "promoted to the full distillation"
         full = self._measure(search, arch, "full", target, fallback)
         steps.append(full)
-        return {"status": "full", "steps": steps, "why": "promoted to the full distillation",
+        return {"status": "full", "steps": steps, "why": why,
                 "values": (full["p50_ms"], 100 * full["top1"])}
-

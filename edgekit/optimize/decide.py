@@ -17,14 +17,35 @@ from edgekit.optimize.measure import (
     DeviceLostError,
     alternate_on_device,
 )
-from edgekit.optimize.trials import candidates_of, choose, pareto, prefer_simpler
+from edgekit.optimize.trials import choose, pareto, prefer_simpler
+
+RUNGS = {"measured": "original", "too slow": "screen", "tie": "screen", "dominated": "screen",
+         "short": "short", "full": "full"}
+
+
+def rung_and_cut(c: dict[str, Any], search: DeviceSearch, winner: dict[str, Any] | None
+                 ) -> tuple[str | None, str | None]:
+    """The last rung a candidate reached ('original': no distillation needed, 'screen': timed
+    undistilled, 'short', 'full'; None: not measured) and why it stopped there (None when it
+    went as far as its kind goes)."""
+    rung = RUNGS.get(c["status"])
+    if rung in ("original", "full") or (rung == "short" and not search.space.distill.has_full):
+        return rung, None
+    if rung != "short":
+        return rung, c.get("why") or c["status"]
+    if c["name"] in search.cut:
+        return rung, search.cut[c["name"]]
+    if winner is not None and c.get("p50_ms") is not None and c["p50_ms"] >= winner["p50_ms"]:
+        return rung, (f"not promoted: not faster than the winner ({winner['name']}, "
+                      f"{winner['p50_ms']:.3f} ms), so a full distillation could not change it")
+    return rung, c.get("why") or "not promoted"
 
 
 class Decision:
     """The Optimizer's decision (a part of edgekit.optimize.search.Optimizer)."""
 
     def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
-        candidates = candidates_of(study) if study is not None else []
+        candidates = self._candidates(study) if study is not None else []
         min_speedup = self.settings.min_speedup
         for c in candidates:
             if c["p50_ms"] is not None and search.baselines:
@@ -47,6 +68,7 @@ class Decision:
         for c in candidates:
             c["on_front"] = c["name"] in front
             c["winner"] = winner is not None and c["trial"] == winner["trial"]
+            c["rung"], c["cut"] = rung_and_cut(c, search, winner)
         result = {"device": search.device.name, "targets": search.targets, "batch": search.batch,
                   "baselines": search.baselines, "reference_top1": (
                       search.reference_top1 if search.baselines else None),

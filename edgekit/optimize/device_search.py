@@ -42,6 +42,7 @@ class DeviceSearch:
     dropped: list[dict[str, Any]] = field(default_factory=list)  # knobs dropped: {knob, value, why}
     notes: list[str] = field(default_factory=list)  # e.g. layers round_to keeps whole
     inapplicable: dict[tuple[str, str], str] = field(default_factory=dict)  # knob found a no-op
+    cut: dict[str, str] = field(default_factory=dict)  # candidate -> why it stopped short
 
     @property
     def measured_here(self) -> bool:

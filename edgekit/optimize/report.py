@@ -8,6 +8,14 @@ from typing import Any
 from edgekit.optimize.trials import plot_label
 
 
+def stopped(c: dict[str, Any]) -> dict[str, Any]:
+    """A candidate that did not go to the end, as the report lists it: the rung where it was
+    cut (screen: timed undistilled; short: the short distillation) and why."""
+    rung = c.get("rung")
+    status = f"{c['status']}, cut at the {rung} rung" if rung and c.get("cut") else c["status"]
+    return {"name": c["name"], "status": status, "why": c.get("cut") or c.get("why") or ""}
+
+
 class Reporting:
     """The Optimizer's report (a part of edgekit.optimize.search.Optimizer)."""
 
@@ -45,8 +53,8 @@ class Reporting:
         records = []
         not_measured = {}
         for name, result in results.items():
-            left = [{"name": c["name"], "status": c["status"], "why": c.get("why") or ""}
-                    for c in result["candidates"] if not c.get("values")]
+            left = [stopped(c) for c in result["candidates"]
+                    if not c.get("values") or c.get("cut")]
             if left or result.get("dropped") or result.get("notes") or result.get("lost"):
                 not_measured[name] = {
                     "candidates": left, "dropped": result.get("dropped") or [],

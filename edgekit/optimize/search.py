@@ -101,6 +101,8 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         self.cache = CandidateCache(self.out / "cache")
         self._storage: Any = None  # the Optuna study storage, shared by the devices' threads
         self._spent = threading.local()  # per device thread: its builds' seconds
+        self.live_progress = True  # a live bar of the trials on a terminal (the CLI's --json: no)
+        self.train_size: int | None = None  # images of the training set (when distilling)
 
     # ------------------------------------------------------------------ checks
     # What optimize writes at the top of -o itself: no device's folder may take one of them.
@@ -303,11 +305,29 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
                                      limit=self.eval_limit)
         self.eval_set.check_for(spec, need_labels=True)
         self.eval_key = digest(self.eval_source, self.eval_limit, spec.to_json())
+        self._resolve_schedule()
         self.builder = Builder(self.bundle, sha256_file(self.checkpoint), self.out, self.space,
                                train_source=self.train_source, calib_source=self.calib_source,
                                data_dir=self.data_dir, parity_x=self.eval_set.x[:256],
                                seed=self.settings.seed, train=self.train)
         self._ref_logits = None
+
+    def _resolve_schedule(self) -> None:
+        """The distillation schedule made concrete for this model and training set
+        (schedule.py: the short rung's images a fraction of the training set, scaled by the
+        model's weights), said once."""
+        self.train_size = None
+        if not self.space.needs_training() or not self.train_source:
+            return
+        from edgekit.optimize.schedule import training_size
+
+        self.train_size = training_size(self.train_source, self.bundle.spec, self.data_dir)
+        weights = sum(p.numel() for p in self.bundle.model.parameters())
+        schedule = self.space.distill.resolve(self.train_size, weights)
+        if schedule is not self.space.distill:
+            self.say(f"short distillation: {schedule.short_limit:,} of {self.train_size:,} "
+                     f"training images ({weights:,} weights)")
+        self.space = self.space.model_copy(update={"distill": schedule})
 
     def _fit(self, searches: list[DeviceSearch]) -> None:
         """Fit each device's space to the model before any candidate is built (adapt.py): a
