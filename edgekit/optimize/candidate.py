@@ -35,6 +35,7 @@ class CandidateSteps:
                                           profile_ref(device),
                                           build_on_device=search.executor.builds_on_device(device))
             self._count_built(before)
+            distilled = self.builder.seconds["distill_s"] - before.get("distill_s", 0.0)
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,
                                          f"{runtime}:{built_there}" if built_there else runtime,
@@ -59,7 +60,7 @@ class CandidateSteps:
                 "p50_ms": record["latency"]["p50_ms"],
                 "disturbed": record["latency"].get("disturbed"),  # (issue 18)
                 "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
-                "float_layers": entry["float_layers"]}
+                "float_layers": entry["float_layers"], "distill_s": round(distilled, 3)}
 
     def _built_seconds(self) -> dict[str, float]:
         """The build and distillation seconds spent for this thread's device so far (the

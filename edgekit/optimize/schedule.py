@@ -81,6 +81,9 @@ class DistillSchedule(BaseModel):
         wanted = max(MIN_SHORT_IMAGES, math.ceil(self.short_fraction * train_size),
                      math.ceil(weights / WEIGHTS_PER_IMAGE))
         images = max(1, min(wanted, train_size, full // self.short_epochs))
+        if images * self.short_epochs >= full:  # the short rung would be the full one: one rung
+            return self.model_copy(update={"short_epochs": self.full_epochs,
+                                           "short_limit": self.full_limit})
         return self.model_copy(update={"short_limit": images})
 
     def images(self, rung: str, train_size: int | None) -> int | None:
@@ -132,20 +135,19 @@ class Plan:
     trial_s: list[float] = field(default_factory=list)  # measured: each trial's seconds
     full_done: int = 0  # full distillations made
 
-    def note_costs(self, cost: dict[str, Any], stages: list[str]) -> None:
-        """What one trial cost: its seconds, and its distillation's when it made one."""
+    def note_costs(self, cost: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        """What one trial cost: its seconds, and each distillation it made (a step's
+        `distill_s`: 0 when the rung's model was made before)."""
         self.trial_s.append(float(cost.get("total_s") or 0.0))
-        distill = float(cost.get("distill_s") or 0.0)
-        if distill <= 0:
-            return
-        if "full" in stages:
-            self.full_done += 1
-            if self.short_s is not None and self.full_s is None:
-                self.full_s = max(0.0, distill - (self.short_s if "short" in stages else 0.0))
-            elif self.full_s is None:
-                self.full_s = distill
-        elif "short" in stages and self.short_s is None:
-            self.short_s = distill
+        for step in steps:
+            seconds = float(step.get("distill_s") or 0.0)
+            if seconds <= 0:
+                continue
+            if step.get("stage") == "full":
+                self.full_done += 1
+                self.full_s = seconds if self.full_s is None else self.full_s
+            elif step.get("stage") == "short" and self.short_s is None:
+                self.short_s = seconds
 
     @property
     def typical_trial_s(self) -> float:

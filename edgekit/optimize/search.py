@@ -325,8 +325,10 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         weights = sum(p.numel() for p in self.bundle.model.parameters())
         schedule = self.space.distill.resolve(self.train_size, weights)
         if schedule is not self.space.distill:
-            self.say(f"short distillation: {schedule.short_limit:,} of {self.train_size:,} "
-                     f"training images ({weights:,} weights)")
+            short = schedule.images("short", self.train_size) // schedule.short_epochs
+            self.say(f"short distillation: {short:,} of {self.train_size:,} training images "
+                     f"({weights:,} weights)" + ("" if schedule.has_full else
+                                                 ", the same as the full one: one rung"))
         self.space = self.space.model_copy(update={"distill": schedule})
 
     def _fit(self, searches: list[DeviceSearch]) -> None:

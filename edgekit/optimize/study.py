@@ -383,7 +383,7 @@ class StudyRunner:
         """The plan learns what the trial cost; the first timed distillation re-plans (said
         once), and the live bar moves."""
         had = run.plan.full_cost()
-        run.plan.note_costs(cost, [s["stage"] for s in outcome["steps"]])
+        run.plan.note_costs(cost, outcome["steps"])
         if had is None and run.plan.full_cost() is not None:
             self.say(f"{run.search.device.name}: {run.plan.line(run.tried() + 1, run.left())}")
         if run.advance is not None:
