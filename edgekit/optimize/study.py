@@ -47,7 +47,7 @@ def promotable(candidates: list[dict[str, Any]], search: DeviceSearch, max_drop:
     its `arch`: faster than the winner so far (than the original's bar when there is none)
     and, at the original's top-1, on the front; the fastest of each architecture, and every
     one whose architecture's full distillation exists (carrying those costs no training)."""
-    if not search.baselines:
+    if not search.baselines or not search.space.distill.has_full:
         return []
     ref_points = 100 * search.reference_top1
     candidates = [{**c, "drop_points": ref_points - c["top1"],
@@ -430,6 +430,7 @@ class StudyRunner:
             if not self._was_promoted(run, pick):  # failed: never proposed again
                 search.cut[pick["name"]] = "its full distillation failed"
                 return
+            search.cut.setdefault(pick["name"], "promoted once already")  # never twice
 
     @staticmethod
     def _was_promoted(run: Run, pick: dict[str, Any]) -> bool:

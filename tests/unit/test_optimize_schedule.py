@@ -95,6 +95,10 @@ def test_the_fastest_short_candidate_of_each_architecture_faster_than_the_winner
     search = _search(**{"prune 0.5 onnxruntime:int8": "its full distillation failed"})
     assert [c["name"] for c in promotable(candidates, search, 1.0, 1.0)] == \
         ["prune 0.5 onnxruntime:fp32", "prune 0.25 onnxruntime:int8"]
+    # a one-rung schedule (short = full) has nothing to promote to
+    one_rung = _search()
+    one_rung.space = SearchSpace(distill={"short_limit": 500, "full_limit": 500})
+    assert promotable(candidates, one_rung, 1.0, 1.0) == []
     # once the pruned one wins at full, nothing slower is carried any more
     candidates[2] = {**_candidate(0.5, "onnxruntime:int8", 0.3, 89.5, "full")}
     assert promotable(candidates, _search(), 1.0, 1.0) == []
