@@ -33,10 +33,12 @@ def rung_and_cut(c: dict[str, Any], search: DeviceSearch, winner: dict[str, Any]
         return rung, None
     if rung != "short":
         return rung, c.get("why") or c["status"]
+    reached = f"short distillation reached {c['top1']:.2f}%; " if c.get("top1") is not None \
+        else ""
     if c["name"] in search.cut:
-        return rung, search.cut[c["name"]]
+        return rung, f"{reached}not promoted: {search.cut[c['name']]}"
     if winner is not None and c.get("p50_ms") is not None and c["p50_ms"] >= winner["p50_ms"]:
-        return rung, (f"not promoted: not faster than the winner ({winner['name']}, "
+        return rung, (f"{reached}not promoted: not faster than the winner ({winner['name']}, "
                       f"{winner['p50_ms']:.3f} ms), so a full distillation could not change it")
     return rung, c.get("why") or "not promoted"
 
@@ -69,6 +71,8 @@ class Decision:
             c["on_front"] = c["name"] in front
             c["winner"] = winner is not None and c["trial"] == winner["trial"]
             c["rung"], c["cut"] = rung_and_cut(c, search, winner)
+            if c["rung"] == "short" and c["cut"]:  # the table's why: where it stopped, and why
+                c["why"] = c["cut"]
         result = {"device": search.device.name, "targets": search.targets, "batch": search.batch,
                   "baselines": search.baselines, "reference_top1": (
                       search.reference_top1 if search.baselines else None),

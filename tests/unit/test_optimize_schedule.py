@@ -114,11 +114,13 @@ def test_each_candidate_says_at_which_rung_it_stopped_and_why():
                         winner) == ("original", None)
     assert rung_and_cut(slow, search, winner) == ("screen", "slower")
     assert rung_and_cut(_candidate(0.25, "onnxruntime:int8", 0.6, 85.0, "short"), search,
-                        winner) == ("short", search.cut["prune 0.25 onnxruntime:int8"])
+                        winner) == ("short", "short distillation reached 85.00%; not promoted: "
+                                    + search.cut["prune 0.25 onnxruntime:int8"])
     rung, why = rung_and_cut(_candidate(0.25, "onnxruntime:fp32", 0.8, 85.0, "short"), search,
                              winner)
-    assert rung == "short" and why.startswith("not promoted: not faster than the winner "
-                                              "(prune 0.5 onnxruntime:int8, 0.300 ms)")
+    assert rung == "short" and why.startswith("short distillation reached 85.00%; not promoted: "
+                                              "not faster than the winner (prune 0.5 "
+                                              "onnxruntime:int8, 0.300 ms)")
     one_rung = DeviceSearch(device=None, targets=[], batch=1, state={}, space=SearchSpace(
         distill={"short_limit": 500, "full_limit": 500}))
     assert rung_and_cut(_candidate(0.25, "onnxruntime:fp32", 0.8, 85.0, "short"), one_rung,
