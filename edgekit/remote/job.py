@@ -8,7 +8,7 @@ standard-library script (`edgekit/remote/agent.py`, sent over stdin on every cal
 environment, stores files content-addressed by sha256, runs the job detached under a device lock
 and hands back what it produced. Only the lean, torch-free part of edgekit runs on the device.
 
-    validate_remote(out, profile, eval_source=...)
+    validate_remote(ValidationJob(target=out, device=profile, data=DataSources(eval=...)))
       1. check the device: reachable, Python, edgekit and the profile's runtimes (with the fix)
       2. collect the artifacts (+ ONNX external data, OpenVINO .bin, manifest) and the eval set,
          sampled here and saved model-ready (the device needs neither the data nor torch)
