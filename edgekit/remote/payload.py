@@ -19,8 +19,26 @@ from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
-from edgekit.remote import programs
 from edgekit.remote.device import DeviceReport
+
+# The program a job's tasks run on the device (edgekit/validate/device_program.py): a module of
+# the lean path above this layer, so it is shipped by path and never imported here. Its file name
+# in the job's folder, and its commands (tests/unit/test_remote_programs.py checks they are the
+# program's).
+PROGRAM_NAME = "edgekit_program.py"
+PROGRAM_COMMANDS = ("validate", "alternate")
+
+
+def program_file() -> Path:
+    """The device-side program, sent as a file of every job that runs it."""
+    return Path(__file__).resolve().parent.parent / "validate" / "device_program.py"
+
+
+def program_argv(command: str, args: dict[str, Any]) -> list[str]:
+    """The argv of a task running `command` with `args` ("{python}" is the agent's)."""
+    if command not in PROGRAM_COMMANDS:
+        raise ValueError(f"unknown device program {command!r}")
+    return ["{python}", PROGRAM_NAME, command, json.dumps(args, sort_keys=True)]
 
 
 # -------------------------------------------------------------------------------- payload
@@ -186,18 +204,18 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
             write_eval_npz(local, dataset.x, dataset.y)
             files[name] = local
             eval_names[key], eval_counts[name] = name, len(dataset)
-        # What the device runs for one artifact: the validator itself (programs.py, the code
+        # What the device runs for one artifact: the validator itself (the device program, the code
         # `edgekit validate` runs), printing the result with its latency samples, which the
         # store keeps for the report's plots. The run id joins the arguments once the job id
         # (which it may derive from) is known.
         args = {"target": "out/" + rel, "device": "device.yaml", "eval": eval_names[key],
                 "budget": budget, "batches": batches}
-        tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0]})
+        tasks.append({"argv": program_argv("validate", args), "ok_codes": [0]})
         task_artifacts.append(rel)
     tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
     task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
     if tasks:
-        files[programs.PROGRAM_NAME] = program_file()
+        files[PROGRAM_NAME] = program_file()
     sha = {rel: sha256_file(path) for rel, path in files.items()}
     job_id = job_identity(sha, tasks, device_yaml, job_timeout, report, nonce, run_id)
     run_id = run_id or f"remote-{job_id[:16]}"
@@ -206,19 +224,14 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
                    device_yaml, eval_source, job_id, run_id)
 
 
-def program_file() -> Path:
-    """The device-side programs (programs.py), sent as a file of every job that runs them."""
-    return Path(programs.__file__)
-
-
 def with_run_id(task: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """`task` with `run_id` among its program's arguments (a task that runs no program of
-    programs.py, e.g. an `edgekit export` step, as it is)."""
+    """`task` with `run_id` among its program's arguments (a task that runs no device
+    program, e.g. an `edgekit export` step, as it is)."""
     argv = task["argv"]
-    if len(argv) != 4 or argv[1] != programs.PROGRAM_NAME or argv[2] != "validate":
+    if len(argv) != 4 or argv[1] != PROGRAM_NAME or argv[2] != "validate":
         return task
     args = {**json.loads(argv[3]), "run_id": run_id}
-    return {**task, "argv": programs.program_argv(argv[2], args)}
+    return {**task, "argv": program_argv(argv[2], args)}
 
 
 def job_identity(sha: dict[str, str], tasks: list[dict[str, Any]], device_yaml: str,
@@ -267,6 +280,6 @@ def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
     engine_globs = [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
     args = {"target": "out", "globs": engine_globs, "device": "device.yaml",
             "eval": eval_name, "budget": budget, "batches": batches}
-    tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0],
+    tasks.append({"argv": program_argv("validate", args), "ok_codes": [0],
                   "globs_engines": True})
     return tasks

@@ -12,9 +12,6 @@ import edgekit
 
 ROOT = Path(edgekit.__file__).resolve().parent
 TOP = ("cli", "__main__")
-# Programs shipped to a remote device as files and run there against the device's own edgekit
-# (as the agent is): their imports are the device's, not an edge between this package's parts.
-DEVICE_PROGRAMS = ("remote/programs.py",)
 
 
 def _part(module: str) -> str | None:
@@ -28,7 +25,7 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
         rel = path.relative_to(root.parent).with_suffix("")
         dotted = ".".join(rel.parts).removesuffix(".__init__")
         me = _part(dotted)
-        if me in (None, *TOP) or path.relative_to(root).as_posix() in DEVICE_PROGRAMS:
+        if me in (None, *TOP):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             mods: list[str] = []
