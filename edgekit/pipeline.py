@@ -308,9 +308,9 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     forget old stages first); `edgekit run` has done that itself and passes False.
     Returns {'rows': report rows, 'artifacts': manifest outputs}."""
     from edgekit.io.models import save_checkpoint
+    from edgekit.metrics import torch_top1
     from edgekit.passes import get_pass
     from edgekit.passes.stats import model_cost
-    from edgekit.validate.torch_eval import torch_top1
 
     passes = [(name, get_pass(name)(config)) for name, config in steps]
     out_dir = Path(ctx.out_dir)

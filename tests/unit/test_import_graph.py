@@ -109,3 +109,9 @@ def test_layers_point_downward() -> None:
     assert "validate" not in edges.get("executors", set())
     assert not edges.get("io", set()) & {"passes", "runtimes", "targets", "validate"}
     assert edges.get("kinds", set()) == set()
+    # top-1 and fidelity are ground-floor helpers (edgekit/metrics.py) that the passes, the int8
+    # budget loop, the exporters, the trainer and the validator all use: none of the users below
+    # the validator reaches up into it for them
+    for part in ("passes", "quant", "targets", "zoo", "pipeline"):
+        assert "validate" not in edges.get(part, set()), part
+    assert edges.get("metrics", set()) <= {"errors"}
