@@ -95,7 +95,7 @@ def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
 
     from edgekit.cli.common import load_model_from_options
     from edgekit.passes.stats import model_cost
-    from edgekit.spec import describe_provenance
+    from edgekit.preprocessing import describe_provenance
 
     bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
     with torch.no_grad():
