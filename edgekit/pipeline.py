@@ -10,11 +10,11 @@ from typing import Any
 from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
+from edgekit.kinds import TORCH_SUFFIXES
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
-TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
