@@ -46,7 +46,12 @@ from edgekit.remote.agent_files import (
     sha256_file,
     write_json,
 )
-from edgekit.remote.agent_probe import device_environment, ort_capabilities, package_version
+from edgekit.remote.agent_probe import (
+    device_environment,
+    package_version,
+    probe_edgekit,
+    probe_runtime,
+)
 
 MARK = "@@edgekit-agent@@"
 LOCK_NAME = "device.lock"
@@ -63,9 +68,6 @@ PACKAGES = {
 def cmd_probe(p):
     """What the device has: Python, edgekit (and whether its lean path imports), runtimes and
     their versions, ONNX Runtime providers, Jetson release, power mode and clocks."""
-    import importlib
-    import importlib.util
-
     root = resolve_workdir(p["workdir"])
     for sub in ("blobs", "jobs"):
         ensure_dir(root, sub)
@@ -84,37 +86,8 @@ def cmd_probe(p):
         info["packages"][dist] = package_version(dist, module)
     for runtime in p.get("runtimes", []):
         module = p.get("modules", {}).get(runtime, runtime)  # the caller's Runner.package
-        entry = {"importable": False}
-        try:
-            entry["importable"] = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            pass
-        if entry["importable"] and runtime == "onnxruntime":
-            try:
-                import onnxruntime
-                entry["version"] = onnxruntime.__version__
-                entry["providers"] = list(onnxruntime.get_available_providers())
-                entry["capabilities"] = ort_capabilities(onnxruntime, entry["providers"])
-            except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
-                entry["importable"], entry["error"] = False, str(exc)[:300]
-        info["runtimes"][runtime] = entry
-    try:
-        import edgekit
-        info["edgekit"] = {"version": getattr(edgekit, "__version__", "unknown"),
-                           "path": os.path.dirname(edgekit.__file__)}
-        before = "torch" in sys.modules
-        importlib.import_module(p["lean_module"])  # the lean path the device runs
-        info["edgekit"]["lean_ok"] = True
-        info["edgekit"]["imports_torch"] = "torch" in sys.modules and not before
-        info["edgekit"]["has_validate"] = importlib.util.find_spec(
-            p["validator_module"]) is not None
-    except ImportError as exc:
-        if info["edgekit"] is None:
-            info["edgekit"] = {"error": str(exc)[:300]}
-        else:
-            info["edgekit"]["lean_ok"], info["edgekit"]["error"] = False, str(exc)[:300]
-    except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
-        info["edgekit"] = dict(info["edgekit"] or {}, lean_ok=False, error=str(exc)[:300])
+        info["runtimes"][runtime] = probe_runtime(runtime, module)
+    info["edgekit"] = probe_edgekit(p["lean_module"], p["validator_module"])
     return info
 
 
@@ -266,33 +239,39 @@ def cmd_start(p):
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the runner: own session, stdio away from the SSH channel
-        try:
-            os.close(ready_r)
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            log = os.open(os.path.join(folder, "logs", "runner.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(devnull, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            owner = {"job_id": p["job_id"], "pid": os.getpid(), "pgid": os.getpgid(0),
-                     "attempt": attempt, "started": time.time(), "host": socket.gethostname()}
-            write_json(inside(root, OWNER_NAME), owner)
-            os.write(ready_w, b"1")
-            os.close(ready_w)
-            run_job(folder, job, attempt)
-        except BaseException as exc:  # noqa: BLE001 - the runner must never return to the caller
-            try:
-                sys.stderr.write(f"runner failed: {exc!r}\n")
-            except Exception:  # noqa: BLE001
-                pass
-            os._exit(1)
-        os._exit(0)
+        _become_runner(root, folder, job, attempt, p["job_id"], ready_r, ready_w)
     os.close(ready_w)
     os.close(fd)  # the runner keeps the lock through its own copy of the descriptor
     os.read(ready_r, 1)
     os.close(ready_r)
     return {"state": "started", "owner": _owner(root)}
+
+
+def _become_runner(root, folder, job, attempt, job_id, ready_r, ready_w):
+    """The forked child: its own session, stdio on the job's runner.log, the lock owner
+    recorded, the parent told it may return; then the job. Never returns (os._exit)."""
+    try:
+        os.close(ready_r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log = os.open(os.path.join(folder, "logs", "runner.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        owner = {"job_id": job_id, "pid": os.getpid(), "pgid": os.getpgid(0),
+                 "attempt": attempt, "started": time.time(), "host": socket.gethostname()}
+        write_json(inside(root, OWNER_NAME), owner)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        run_job(folder, job, attempt)
+    except BaseException as exc:  # noqa: BLE001 - the runner must never return to the caller
+        try:
+            sys.stderr.write(f"runner failed: {exc!r}\n")
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(1)
+    os._exit(0)
 
 
 def _tail(path, limit=2000):

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 
@@ -188,3 +189,50 @@ def ort_capabilities(ort, providers):
     except Exception as exc:  # noqa: BLE001
         caps["kernel_error"] = str(exc)[:200]
     return caps
+
+
+def probe_runtime(runtime, module):
+    """Whether `module` (the runtime's package) imports here; for ONNX Runtime its version,
+    providers and what it loads."""
+    import importlib.util
+
+    entry = {"importable": False}
+    try:
+        entry["importable"] = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        pass
+    if entry["importable"] and runtime == "onnxruntime":
+        try:
+            import onnxruntime
+            entry["version"] = onnxruntime.__version__
+            entry["providers"] = list(onnxruntime.get_available_providers())
+            entry["capabilities"] = ort_capabilities(onnxruntime, entry["providers"])
+        except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+            entry["importable"], entry["error"] = False, str(exc)[:300]
+    return entry
+
+
+def probe_edgekit(lean_module, validator_module):
+    """The device's edgekit: version, path, whether its lean path imports (and pulls in torch)
+    and whether it has the validator; the error when it is missing or broken."""
+    import importlib
+    import importlib.util
+
+    found = None
+    try:
+        import edgekit
+        found = {"version": getattr(edgekit, "__version__", "unknown"),
+                 "path": os.path.dirname(edgekit.__file__)}
+        before = "torch" in sys.modules
+        importlib.import_module(lean_module)  # the lean path the device runs
+        found["lean_ok"] = True
+        found["imports_torch"] = "torch" in sys.modules and not before
+        found["has_validate"] = importlib.util.find_spec(validator_module) is not None
+    except ImportError as exc:
+        if found is None:
+            found = {"error": str(exc)[:300]}
+        else:
+            found["lean_ok"], found["error"] = False, str(exc)[:300]
+    except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+        found = dict(found or {}, lean_ok=False, error=str(exc)[:300])
+    return found

@@ -153,32 +153,10 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
 
     target = Path(target)
     folder = target if target.is_dir() else target.parent
-    entries = list_artifacts(target)
     reference = find_reference(target)
     files: dict[str, Path] = {}
-    skipped: list[dict[str, str]] = []
-    measured: list[tuple[str, dict[str, Any]]] = []
-    by_rel: dict[str, dict[str, Any]] = {}
-    usable = set(report.usable_runtimes) if report else set(profile.runtimes)
-    for entry in entries:
-        path = Path(entry["path"])
-        rel = safe_relpath(path, folder)
-        by_rel[rel] = entry
-        fmt = entry.get("format")
-        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(path)
-        if kind is not None and not kind.portable:
-            skipped.append({"artifact": rel, "format": str(fmt),
-                            "precision": str(entry.get("precision", "fp32")),
-                            "reason": "TensorRT engines are not portable: it is rebuilt on the "
-                            "device from the ONNX model"})
-            continue
-        runtime = kinds.default_runtime(str(fmt))
-        if runtime and runtime in profile.runtimes and runtime not in usable:
-            skipped.append({"artifact": rel, "format": str(fmt),
-                            "precision": str(entry.get("precision", "fp32")),
-                            "reason": f"{runtime} is not installed on the device"})
-            continue
-        measured.append((rel, entry))
+    by_rel = {safe_relpath(Path(e["path"]), folder): e for e in list_artifacts(target)}
+    measured, skipped = _sent_and_skipped(by_rel, profile, report)
     ship = [Path(e["path"]) for _, e in measured]
     if reference is not None and reference not in ship:
         ship.append(reference)
@@ -222,6 +200,31 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
     tasks = [with_run_id(task, run_id) for task in tasks]
     return Payload(folder, files, sha, tasks, task_artifacts, by_rel, eval_counts, skipped,
                    device_yaml, eval_source, job_id, run_id)
+
+
+def _sent_and_skipped(by_rel: dict[str, dict[str, Any]], profile: DeviceProfile,
+                      report: DeviceReport | None
+                      ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
+    """The artifacts (relative path, entry) the device measures, and those it cannot, with the
+    reason: an engine built elsewhere (not portable), a runtime the device lacks."""
+    measured: list[tuple[str, dict[str, Any]]] = []
+    skipped: list[dict[str, str]] = []
+    usable = set(report.usable_runtimes) if report else set(profile.runtimes)
+    for rel, entry in by_rel.items():
+        fmt = entry.get("format")
+        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(Path(entry["path"]))
+        runtime = kinds.default_runtime(str(fmt))
+        if kind is not None and not kind.portable:
+            reason = ("TensorRT engines are not portable: it is rebuilt on the device from the "
+                      "ONNX model")
+        elif runtime and runtime in profile.runtimes and runtime not in usable:
+            reason = f"{runtime} is not installed on the device"
+        else:
+            measured.append((rel, entry))
+            continue
+        skipped.append({"artifact": rel, "format": str(fmt),
+                        "precision": str(entry.get("precision", "fp32")), "reason": reason})
+    return measured, skipped
 
 
 def with_run_id(task: dict[str, Any], run_id: str) -> dict[str, Any]:
