@@ -45,7 +45,7 @@ from torch import nn
 
 from edgekit.errors import ConfigError, ModelLoadError
 from edgekit.io.models import register_surgery
-from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.passes.base import Knob, Pass, PassConfig, PassContext
 from edgekit.passes.dwsep_factor import (
     ACTIVATIONS,
     MAX_REFINE_FEATURES,
@@ -263,6 +263,12 @@ class DwsepPass(Pass):
 
     name = "dwsep"
     kind = "torch"
+    order = 20
+    search = (Knob("dwsep", "rank", ("off", "auto"), off="off", help="off | auto | a channel "
+                   "multiplier r", settings={"dwsep_max_error": "max_error"},
+                   keyed=lambda rank: ("dwsep_max_error",) if rank == "auto" else (),
+                   label=lambda rank: str(rank) if rank in ("off", "auto") else f"r{rank}",
+                   parse=lambda text: int(text) if str(text).isdigit() else text),)
     Config = DwsepConfig
 
     def _resolve_rank(self, ctx: PassContext) -> None:

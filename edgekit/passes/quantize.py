@@ -73,6 +73,7 @@ class QuantizeConfig(PassConfig):
 class QuantizePass(Pass):
     name = "quantize"
     kind = "onnx"
+    order = 40
     Config = QuantizeConfig
 
     # ----------------------------------------------------------- checks before anything is written
