@@ -23,7 +23,6 @@ from edgekit.results.store import is_layer_profile, latest
 from edgekit.results.table import GATE_COLUMNS, WINNER, gate_markdown, gate_row, gate_verdict
 
 
-
 def runtime_styles() -> dict[str, tuple[str, str]]:
     """{runtime: (colour, short name)} as each Runner declares them (`colour`, `short`), in the
     order of the table of kinds: a new runtime is drawn with no edit here."""

@@ -15,7 +15,6 @@ from typing import Any
 from edgekit.io.manifest import library_versions
 
 
-
 def runtime_dists() -> tuple[str, ...]:
     """The distributions whose versions a record lists: numpy, onnx, and each runner's `dists`."""
     from edgekit.runtimes.base import RUNNERS, runner_names
