@@ -44,7 +44,8 @@ from typing import Any
 from edgekit.errors import ConfigError, EdgekitError, InputError, MissingDependencyError
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.io.manifest import Manifest
-from edgekit.optimize.build import Arch, Builder, UnchangedError
+from edgekit.kinds import default_runtime
+from edgekit.optimize.build import Arch, Builder, UnchangedError, portable
 from edgekit.optimize.cache import CandidateCache, device_state, digest
 from edgekit.optimize.measure import (
     ConfirmationUnavailableError,
@@ -52,7 +53,7 @@ from edgekit.optimize.measure import (
     alternate_on_device,
     measure_on_device,
 )
-from edgekit.optimize.space import OptimizeSettings, parse_duration
+from edgekit.optimize.space import OptimizeSettings, original_params, parse_duration
 from edgekit.optimize.trials import (
     STUDY_DB,
     candidate_name,
@@ -60,7 +61,6 @@ from edgekit.optimize.trials import (
     check_study,
     choose,
     dominated,
-    dwsep_choice,
     front_points,
     params_key,
     pareto,
@@ -122,7 +122,7 @@ class DeviceSearch:
     @property
     def reference_top1(self) -> float:
         """The original's top-1 (fp32 ONNX on ONNX Runtime where the space has it)."""
-        first = self.baselines.get("onnxruntime") or next(iter(self.baselines.values()))
+        first = self.baselines.get(default_runtime("onnx")) or next(iter(self.baselines.values()))
         return first["top1"]
 
 
@@ -439,7 +439,7 @@ class Optimizer:
             from edgekit.validate.bench import reference_logits
             from edgekit.validate.validator import check_labels
 
-            onnx_path = self.builder.fp32_onnx(Arch(0.0, "off"), "original", None)
+            onnx_path = self.builder.fp32_onnx(Arch(), "original", None)
             self._ref_logits = reference_logits(onnx_path, self.eval_set, default_cpu_profile(),
                                                 self.bundle.spec)
             check_labels(self.eval_set, self._ref_logits.shape[1], self.eval_source)
@@ -516,7 +516,7 @@ class Optimizer:
         for runtime in dict.fromkeys(t.split(":")[0] for t in search.targets):
             if f"{runtime}:fp32" not in search.targets:
                 continue
-            search.baselines[runtime] = self._measure(search, Arch(0.0, "off"), "original",
+            search.baselines[runtime] = self._measure(search, Arch(), "original",
                                                       f"{runtime}:fp32", "none")
         described = ", ".join(f"{r} {c['p50_ms']:.3f} ms" for r, c in search.baselines.items())
         self.say(f"{search.device.name}: the fp32 original runs in {described}")
@@ -524,7 +524,7 @@ class Optimizer:
     def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
                   front: list[tuple[float, float]]) -> dict[str, Any]:
         """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}."""
-        arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+        arch = Arch.of(params)
         target, fallback = params["target"], params.get("fallback", "none")
         bar = search.fastest_fp32_ms / self.settings.min_speedup
         ref = 100 * search.reference_top1
@@ -663,22 +663,20 @@ class Optimizer:
             # original at every other precision (no training needed: cheap, and the anchors a
             # compressed candidate has to beat)
             for runtime in search.baselines:
-                study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
-            if 0.0 in search.space.prune and "off" in search.space.dwsep:
+                study.enqueue_trial({**original_params(), "target": f"{runtime}:fp32"})
+            if search.space.has_original():
                 for target in search.targets:
                     if not target.endswith(":fp32"):
                         extra = {"fallback": search.space.fallback_names()[0]} \
                             if target.endswith(":int8") else {}
-                        study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
-                                             **extra})
+                        study.enqueue_trial({**original_params(), "target": target, **extra})
         durations: list[float] = []
 
         def objective(trial):
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            params = {"prune": trial.suggest_categorical("prune", search.space.prune),
-                      "dwsep": trial.suggest_categorical(
-                          "dwsep", [str(d) for d in search.space.dwsep]),
-                      "target": trial.suggest_categorical("target", search.targets)}
+            params = {knob: trial.suggest_categorical(knob, choices)
+                      for knob, choices in search.space.categoricals().items()}
+            params["target"] = trial.suggest_categorical("target", search.targets)
             if params["target"].endswith(":int8"):
                 params["fallback"] = trial.suggest_categorical("fallback",
                                                                search.space.fallback_names())
@@ -694,9 +692,10 @@ class Optimizer:
             runtime = params["target"].split(":")[0]
             # what a missing dependency rules out: every TensorRT candidate (no TensorRT or no
             # GPU there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)
-            scope = runtime if runtime == "tensorrt" else params["target"]
-            gone = search.inapplicable.get(("dwsep", params["dwsep"]))
-            if gone:  # the dwsep choice substituted nothing at an earlier candidate
+            scope = params["target"] if portable(runtime) else runtime
+            gone = next((search.inapplicable[k] for k in params.items()
+                         if k in search.inapplicable), None)
+            if gone:  # the choice changed nothing at an earlier candidate (dwsep: no conv)
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", f"dropped from the space: {gone}")
                 raise optuna.TrialPruned()
@@ -721,15 +720,15 @@ class Optimizer:
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
-            except UnchangedError as exc:  # dwsep substituted nothing: no candidate to build,
+            except UnchangedError as exc:  # the pass changed nothing: no candidate to build,
                 # and the choice is dropped from the space (said once; its trials are skipped)
-                knob = ("dwsep", params["dwsep"])
+                knob = (exc.knob, params[exc.knob])
                 if knob not in search.inapplicable:
                     search.inapplicable[knob] = exc.message
-                    search.dropped.append({"knob": "dwsep", "value": params["dwsep"],
+                    search.dropped.append({"knob": exc.knob, "value": params[exc.knob],
                                            "why": exc.message})
-                    self.say(f"{device.name}: dwsep {params['dwsep']} dropped from the space: "
-                             f"{exc.message}")
+                    self.say(f"{device.name}: {exc.knob} {params[exc.knob]} dropped from the "
+                             f"space: {exc.message}")
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("why", exc.message)
                 raise optuna.TrialPruned() from None
@@ -764,7 +763,7 @@ class Optimizer:
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))})
 
         queued = [t for t in study.trials if t.state == TrialState.WAITING]
-        wanted = [{"prune": 0.0, "dwsep": "off", "target": f"{rt}:fp32"} for rt in search.baselines]
+        wanted = [{**original_params(), "target": f"{rt}:fp32"} for rt in search.baselines]
         originals = [t for t in queued if t.system_attrs.get("fixed_params") in wanted]
         if originals and search.lost is None:  # measured already (cache hits): whatever the time
             study.optimize(objective, n_trials=len(originals), catch=(DeviceLostError,))

@@ -48,6 +48,9 @@ class Knob:
     label: Callable[[Any], str] = str
     parse: Callable[[str], Any] = str
     sort: bool = False  # choices are kept sorted and unique (ratios)
+    # what a choice that changed nothing did ("substitutes no conv of this model"): optimize
+    # then drops that choice from the space instead of timing a copy of the original
+    unchanged: str = ""
 
     def is_off(self, value: Any) -> bool:
         return value == self.off or str(value) == str(self.off)

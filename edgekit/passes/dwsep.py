@@ -268,7 +268,8 @@ class DwsepPass(Pass):
                    "multiplier r", settings={"dwsep_max_error": "max_error"},
                    keyed=lambda rank: ("dwsep_max_error",) if rank == "auto" else (),
                    label=lambda rank: str(rank) if rank in ("off", "auto") else f"r{rank}",
-                   parse=lambda text: int(text) if str(text).isdigit() else text),)
+                   parse=lambda text: int(text) if str(text).isdigit() else text,
+                   unchanged="substitutes no conv of this model"),)
     Config = DwsepConfig
 
     def _resolve_rank(self, ctx: PassContext) -> None:

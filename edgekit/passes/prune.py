@@ -721,7 +721,7 @@ class PrunePass(Pass):
     order_hint = ("prune first, then dwsep: Torch-Pruning cannot prune the depthwise convs "
                   "dwsep makes (rank > 1); reorder the steps")
     search = (Knob("prune", "ratio", (0.0, 0.25, 0.5), off=0.0, parse=float, sort=True,
-                   help="channel ratios to remove; 0 = no pruning",
+                   help="channel ratios to remove, in [0, 1); 0 = no pruning",
                    settings={"importance": "importance"}, device={"round_to": "round_to"},
                    label=lambda ratio: f"{float(ratio):g}"),)
 
