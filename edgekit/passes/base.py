@@ -99,6 +99,13 @@ class Pass:
     def apply(self, subject: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
 
+    @classmethod
+    def inapplicable(cls, bundle: Any, config: PassConfig) -> str | None:
+        """Why this pass, so configured, would change nothing in this model, found cheaply
+        (a plan, no training data), else None: `edgekit optimize` drops such a choice from its
+        space before building any candidate (edgekit/optimize/adapt.py)."""
+        return None
+
     def outputs(self) -> list[str]:
         """Names of the files this pass writes into the output folder (checked against the
         inputs before anything runs)."""
