@@ -40,12 +40,10 @@ def buildable_targets(targets: list[str]) -> tuple[list[str], dict[str, str]]:
     """The 'runtime:precision' pairs optimize can make an artifact for, and why not for the
     others: fp32/fp16 by the runtime's export target (its `precisions`), int8 by the quantize
     pass (its flavours) and, for a runtime that does not read ONNX, that target after it."""
-    from typing import get_args
-
-    from edgekit.passes.quantize import QuantizeConfig
+    from edgekit.passes.quantize import FLAVOURS
     from edgekit.targets.base import get_target
 
-    flavours = get_args(QuantizeConfig.model_fields["flavour"].annotation)
+    flavours = tuple(FLAVOURS)  # the quantize pass's Flavour classes
     ok: list[str] = []
     why: dict[str, str] = {}
     for pair in targets:
