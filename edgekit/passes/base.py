@@ -22,6 +22,7 @@ from edgekit.errors import ConfigError, DataError
 # imported: a plugin) and registers itself there; `pass_names()` imports edgekit/passes/ once.
 PASSES: dict[str, type[Pass]] = {}
 _UNAVAILABLE: dict[str, ImportError] = {}  # pass modules that could not be imported, and why
+_SCANNED: list[bool] = []  # edgekit/passes/ imported once (plugins register when imported)
 
 
 @dataclass(frozen=True)
@@ -183,15 +184,15 @@ def pass_names() -> tuple[str, ...]:
     """Every registered pass, in their usual order (torch passes, then onnx ones; `order`). The
     modules of edgekit/passes/ are imported once (most import torch); one whose library is
     missing is left out here and its pass says why in `get_pass`."""
-    from edgekit.registry import module_names
+    if not _SCANNED:
+        from edgekit.registry import module_names
 
-    for module in module_names("edgekit.passes"):
-        if module in _UNAVAILABLE:
-            continue
-        try:
-            importlib.import_module(f"edgekit.passes.{module}")
-        except ImportError as exc:
-            _UNAVAILABLE[module] = exc
+        for module in module_names("edgekit.passes"):
+            try:
+                importlib.import_module(f"edgekit.passes.{module}")
+            except ImportError as exc:
+                _UNAVAILABLE[module] = exc
+        _SCANNED.append(True)
     return tuple(sorted(PASSES, key=lambda n: (PASSES[n].kind != "torch", PASSES[n].order, n)))
 
 
