@@ -3,7 +3,9 @@
 Loss = alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · CE(student, y),
 trained with the article's recipe (the zoo trainer: augmentation, cosine schedule with warm-up,
 progress bar with loss and eval top-1 per epoch). The last epoch is kept: picking the best by
-eval top-1 would select on the test data that top-1 is then reported on."""
+eval top-1 would select on the test data that top-1 is then reported on. A run of more than
+patience + 1 epochs stops early when the top-1 on a held-out slice of the TRAINING data plateaus
+(and keeps that slice's best epoch); the report row says how many epochs ran and why it ended."""
 
 from __future__ import annotations
 

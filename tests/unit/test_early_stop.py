@@ -61,6 +61,11 @@ def test_stops_on_a_plateau_with_epochs_run_and_why() -> None:
     assert history["train_images"] == 240  # the holdout is not trained on
     first, second = (e["holdout_top1"] for e in history["epochs"])
     assert abs(second - first) < 0.002 and stop["kept_epoch"] == 1
+    # the distillation's report row (and so the manifest) says so
+    from edgekit.passes.distill import training_row
+
+    row = training_row(history)
+    assert row["epochs"] == 2 and row["stopped"] == stop["stopped"]
 
 
 def test_keeps_training_while_it_improves_and_keeps_the_best_holdout_epoch() -> None:
