@@ -278,7 +278,9 @@ def test_resume_after_sigkill_reuses_the_teacher_cache(setup, tmp_path):
              "precisions": ["fp32"], "distill": {"short_epochs": 2, "short_limit": 4000, "full_epochs": 2,
                          "full_limit": 4000}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
-    args = command(setup, out, "--space", str(tmp_path / "space.yaml"), "--min-speedup", "0.01",
+    # --min-speedup just above 1: a pruned candidate timed within the noise of the original is
+    # distilled (not cut as a tie, which the original would win), so the run always distils
+    args = command(setup, out, "--space", str(tmp_path / "space.yaml"), "--min-speedup", "1.01",
                    "--trials", "2", "--json")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_NO_PROGRESS": "1",
            "EDGEKIT_CACHE": str(cache)}
@@ -297,7 +299,8 @@ def test_resume_after_sigkill_reuses_the_teacher_cache(setup, tmp_path):
     assert not (folder / "epoch-002.npy").exists(), "killed too late: epoch 2 was cached too"
     assert not list(out.glob("candidates/prune0.75-short-*/model.pt"))  # nothing distilled yet
     rerun = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    # 1: nothing met 1.01× within the budget, which this test does not ask for
+    assert rerun.returncode in (0, 1) and "Traceback" not in rerun.stderr, rerun.stderr[-2000:]
     [manifest] = out.glob("candidates/prune0.75-short-*/manifest.json")
     [stage] = [s for s in json.loads(manifest.read_text())["stages"] if s["stage"] == "distill"]
     teacher = stage["metrics"]["teacher"]
