@@ -115,11 +115,11 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
     --distill-epochs N` (in quick mode on 2,000 training and 500 test images)."""
     from edgekit.data.given import DataSources
     from edgekit.io.models import load_model
+    from edgekit.metrics import torch_top1
     from edgekit.passes.base import PassContext
     from edgekit.passes.distill import DistillPass
     from edgekit.passes.prune import PrunePass
     from edgekit.passes.stats import model_cost
-    from edgekit.validate.torch_eval import torch_top1
 
     path = zoo_checkpoint(name)
     bundle = load_model(path)

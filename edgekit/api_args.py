@@ -25,7 +25,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def user_preprocessing(preprocessing: str | Mapping[str, Any] | None = None,
                        **fields: Any) -> dict[str, Any]:
-    """The API's preprocessing arguments as the one rule takes them (edgekit.spec.
+    """The API's preprocessing arguments as the one rule takes them (edgekit.preprocessing.
     resolve_preprocessing): `preprocessing` is a preset name ("imagenet", "cifar10",
     "fashion-mnist", "mnist", "arch") or a mapping of preset/mean/std/resize/crop/channel_order;
     `fields` (mean=, std=, resize=, crop=, channel_order=) override it."""
@@ -43,7 +43,7 @@ class ModelInput(BaseModel):
     shape or InputSpec, its preprocessing, the factory that rebuilds it), and how to load a file
     (`trust_model` for a file that executes code). `preprocessing` is a preset name ("imagenet",
     "cifar10", "fashion-mnist", "mnist", "arch") or a mapping of preset / mean / std / resize /
-    crop / channel_order; it is never guessed (edgekit.spec.resolve_preprocessing)."""
+    crop / channel_order; it is never guessed (edgekit.preprocessing.resolve_preprocessing)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
                               allow_inf_nan=False)

@@ -292,8 +292,14 @@ def profile_tensorrt(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
             for name, ms in _per_run(samples, runs).items()]
 
 
-PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino,
-             "tensorrt": profile_tensorrt}
+def profiled_runtimes() -> list[str]:
+    """The runtimes whose runner has a per-layer profiler (`Runner.profile_layers`)."""
+    from edgekit import kinds
+    from edgekit.runtimes.base import RUNNERS, runner_names
+
+    order = kinds.runtimes()
+    names = sorted(runner_names(), key=lambda n: order.index(n) if n in order else len(order))
+    return [n for n in names if RUNNERS[n].has_layer_profiler()]
 
 
 @dataclass(frozen=True)
@@ -321,15 +327,16 @@ def profile(path: str | Path, spec: InputSpec, settings: ProfileSettings, *,
     runtime, threads, batch = settings.runtime, settings.threads, settings.batch
     runs, warmup, options = settings.runs, settings.warmup, settings.options
 
-    if runtime not in PROFILERS:
+    if runtime not in profiled_runtimes():
         raise InputError(f"edgekit has no per-layer profiler for {runtime!r}",
-                         hint=f"profile on one of: {', '.join(PROFILERS)}")
+                         hint=f"profile on one of: {', '.join(profiled_runtimes())}")
     if runs < 1 or batch < 1:
         raise InputError("runs and batch must be at least 1")
-    get_runner(runtime).check_available()
+    runner = get_runner(runtime)
+    runner.check_available()
     x = _inputs(spec, batch, images)
-    rows = PROFILERS[runtime](Path(path), spec, x, threads=threads, options=dict(options or {}),
-                              runs=runs, warmup=warmup, on_run=on_run or (lambda: None))
+    rows = runner.profile_layers(Path(path), spec, x, threads=threads, options=dict(options or {}),
+                                 runs=runs, warmup=warmup, on_run=on_run or (lambda: None))
     if onnx_source is not None:
         OnnxGraph.load(onnx_source).join(rows)
     else:
