@@ -42,7 +42,7 @@ def main() -> None:
     from edgekit.metrics import torch_top1
     from edgekit.optimize.inherit import inherit
     from edgekit.passes.distill import distillation_loss
-    from edgekit.passes.prune import prune_model
+    from edgekit.passes.prune import PruneOptions, prune_model
     from edgekit.zoo import shipped_checkpoint
     from edgekit.zoo.teacher import TeacherLogits
     from edgekit.zoo.train import TrainConfig, fit
@@ -54,7 +54,8 @@ def main() -> None:
 
     def pruned(bundle, ratio):
         out = copy.deepcopy(bundle)
-        prune_model(out.model, out.spec, ratio=ratio, importance="l1", round_to=args.round_to)
+        prune_model(out.model, out.spec, ratio=ratio,
+                    options=PruneOptions(importance="l1", round_to=args.round_to))
         out.model.eval()
         return out
 

@@ -164,9 +164,9 @@ def test_the_shipped_file_run_as_the_device_runs_it_validates_without_torch(tiny
     interpreter: the answer is the validator's, and no torch module was imported (the lean path
     a device with numpy and a runtime has)."""
     folder, eval_path = tiny_folder()
-    built = build_payload(folder, device(tmp_path / "device"), None, eval_source=str(eval_path),
-                          limit=None, data_dir=None, budget={}, batches=None, workdir=tmp_path,
-                          job_timeout=120.0)
+    built = build_payload(ValidationJob(target=folder, device=device(tmp_path / "device"),
+                                        data=DataSources(eval=str(eval_path))),
+                          None, workdir=tmp_path, job_timeout=120.0)
     job = job_folder(built, tmp_path / "job")
     argv = [sys.executable if a == "{python}" else a for a in built.tasks[0]["argv"]]
     done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], cwd=job,
