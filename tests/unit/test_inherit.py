@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
+from edgekit.data.given import DataSources  # noqa: E402
 from edgekit.optimize.build import Arch, Builder  # noqa: E402
 from edgekit.optimize.inherit import inherit, pick_parent  # noqa: E402
 from edgekit.passes.prune import prune_model  # noqa: E402
@@ -113,8 +114,8 @@ def test_builder_inherits_and_records_the_parent(tmp_path, monkeypatch, fashion_
     def builder(inherits, root):
         space = SearchSpace(prune=[0.0, 0.3, 0.5], dwsep=["off"], distill={
             "short_limit": 200, "full_limit": 400, "inherit": inherits})
-        return Builder(original, sha256_file(path), root, space, train_source="fashion-mnist:train",
-                       calib_source=None, data_dir=None, parity_x=None)
+        return Builder(original, sha256_file(path), root, space,
+                       data=DataSources(train="fashion-mnist:train"), parity_x=None)
 
     def distill_stage(b, arch):
         folder = b.model_dir(arch, "short", None)

@@ -102,6 +102,7 @@ def test_the_toy_pass_runs_in_compress_and_the_recipe_check(plugins, tmp_path):
 
 def test_the_toy_pass_and_runtime_are_in_optimizes_space(plugins, tmp_path, capsys):
     from edgekit.config import validate
+    from edgekit.data.given import DataSources
     from edgekit.devices import load_profile
     from edgekit.optimize.adapt import buildable_targets
     from edgekit.optimize.build import Arch, Builder
@@ -125,8 +126,7 @@ def test_the_toy_pass_and_runtime_are_in_optimizes_space(plugins, tmp_path, caps
 
     # the builder makes the candidate with the pass (through compress's loop) ...
     builder = Builder(_bundle(), "0" * 64, tmp_path, SearchSpace(round=["off", 1]),
-                      train_source=None, calib_source=None, data_dir=None,
-                      parity_x=torch.randn(4, 3, 16, 16).numpy())
+                      data=DataSources(), parity_x=torch.randn(4, 3, 16, 16).numpy())
     arch = Arch.of(params)
     assert arch.round == 1 and arch.label == "round 1"
     assert builder.steps(arch, None) == [("round", {"decimals": 1})]
@@ -166,8 +166,12 @@ def test_the_toy_runtime_profiles_validates_and_is_reported(plugins, tmp_path, c
     assert layers[0]["ms"] > 0 and layers[0]["share"] == 1.0 and record["profile"]["runs"] == 5
 
     folder, eval_path = tiny_folder()
-    result = validate(folder, load_profile(profile), eval_source=str(eval_path),
-                      budget=Budget(max_drop=1.0))
+    from edgekit.data.given import DataSources
+    from edgekit.executors import ValidationJob
+
+    result = validate(ValidationJob(target=folder, device=load_profile(profile),
+                                    data=DataSources(eval=str(eval_path)),
+                                    budget=Budget(max_drop=1.0)))
     assert {r["runtime"] for r in result.records} == {TOY}
     assert len(result.records) == 2 and all(r["accuracy"]["top1"] > 0.9 for r in result.records)
     assert "onnx" in result.records[0]["environment"]["versions"]
