@@ -65,4 +65,4 @@ def test_demo_searches_lenet5_wide_over_the_default_space_in_a_few_minutes():
     assert recipe.model.zoo == "lenet5_wide" and recipe.budget.max_drop == 1.0
     settings = recipe.optimize.model_dump(exclude_unset=True)
     assert set(settings) == {"time_budget"}  # the default space, nothing narrowed
-    assert parse_duration(settings["time_budget"]) <= 240
+    assert parse_duration(settings["time_budget"]) <= 300
