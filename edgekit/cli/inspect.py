@@ -69,7 +69,7 @@ def _runtimes() -> list[dict[str, Any]]:
     rows = []
     for name in runner_names():
         ok, reason = get_runner(name).available()
-        reads = [k.format for k in kinds.KINDS if name in k.runtimes]
+        reads = list(kinds.formats_read_by(name))
         rows.append({"runtime": name, "available": ok, "reads": reads,
                      **({} if ok else {"reason": reason})})
     return rows

@@ -62,6 +62,7 @@ def _nothing_changed(bundle: Any, ctx: PassContext) -> bool:
 class DistillPass(Pass):
     name = "distill"
     kind = "torch"
+    order = 30  # after the passes that change the architecture (optimize: its own schedule)
     Config = DistillConfig
 
     def check(self, bundle: Any, ctx: PassContext) -> None:
