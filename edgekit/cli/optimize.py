@@ -185,6 +185,10 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
     if eval_source is None:
         raise InputError("optimize measures top-1 on each device and needs an eval set",
                          hint="pass --eval fashion-mnist:test (or your own labelled data)")
+    if calib_source is None and train_source is not None:  # compress's rule (edgekit.api)
+        calib_source = train_source  # a sample of it: the space's calib_size
+        click.echo(f"calib: none given, so int8 calibrates on a sample of --train {train_source}",
+                   err=True)
     settings = settings_from(flags, base)
     from edgekit.fleetfile import fleet_device, load_fleet
     from edgekit.optimize.search import Optimizer
@@ -202,6 +206,13 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
         print_json(summary)
     else:
         print_summary(summary)
+        named = dict(zip([p.name for p in profiles], devices, strict=False))
+        for name, result in summary["devices"].items():  # the command that validates it
+            if result.get("winner"):
+                from shlex import quote
+
+                click.echo(f"next: edgekit validate {quote(str(Path(result['winner']['path']).parent))}"
+                           f" --eval {quote(eval_source)} --device {quote(named.get(name, name))}")
     if not summary["passed"]:
         raise failure(summary)
 

@@ -185,6 +185,8 @@ class Builder:
                               else (d.full_epochs, d.full_limit), d.lr, d.batch_size, self.seed)
             if self.train is not None and self.train.precision != "auto":  # an asked precision
                 key["train_precision"] = self.train.precision  # trains other weights
+            if self.inherits:  # its start may be a distilled parent's weights (inherit.py)
+                key["inherit"] = True
 
         return key
 
@@ -244,6 +246,8 @@ class Builder:
             spent = "build_s"
         else:  # short / full: distil the init architecture from the original
             bundle = copy.deepcopy(self.bundle(arch, "init", round_to))
+            parent = self._parent(arch, round_to) if self.inherits else None
+            bundle = parent[1] if parent else bundle  # progressive shrinking (inherit.py)
             d = self.space.distill
             epochs, limit = (d.short_epochs, d.short_limit) if stage == "short" else \
                 (d.full_epochs, d.full_limit)
@@ -253,8 +257,10 @@ class Builder:
             bundle = step.apply(bundle, ctx)
             history = bundle.meta.get("history", {}).get("distill", {})
             Manifest(folder).add_stage("distill", config=step.config.model_dump(mode="json"),
-                                       metrics={k: history[k] for k in ("training", "teacher")
-                                                if k in history})
+                                       metrics={**{k: history[k] for k in
+                                                   ("training", "teacher", "early_stop")
+                                                   if k in history},
+                                                "inherited_from": parent[0] if parent else None})
             spent = "distill_s"
         save_checkpoint(bundle, folder / "model.pt", optimize_stage=stage)
         bundle.source = folder / "model.pt"
@@ -277,6 +283,28 @@ class Builder:
             config.update({f: getattr(self.space, s) for s, f in knob.settings.items()})
             config.update({f: device.get(attr) for f, attr in knob.device.items()})
         return list(steps.items())
+
+    @property
+    def inherits(self) -> bool:
+        """Whether distillation may start from an already-distilled, less pruned candidate."""
+        from edgekit.optimize.inherit import INHERIT_DEFAULT
+
+        chosen = getattr(self.space.distill, "inherit", None)
+        return INHERIT_DEFAULT if chosen is None else chosen
+
+    def _parent(self, arch: Arch, round_to: int | None) -> tuple[str, Any] | None:
+        """(its label, the child's start) when `arch` can inherit from a candidate already
+        distilled (its model.pt is there): edgekit.optimize.inherit."""
+        from edgekit.optimize.inherit import inherit, pick_parent
+
+        done = [(a, s) for a in {Arch(**{**dict(arch.choices), "prune": p}) for p in self.space.prune}
+                for s in ("short", "full") if a.prune > 0
+                and (self.model_dir(a, s, round_to) / "model.pt").is_file()]
+        choice = pick_parent(arch, done)
+        if choice is None:
+            return None
+        child = inherit(self.bundle(*choice, round_to), self.bundle(arch, "init", round_to))
+        return None if child is None else (f"{choice[0].label} ({choice[1]})", child)
 
     # ------------------------------------------------------------ the runtime's artifact
     def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
