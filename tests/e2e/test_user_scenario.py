@@ -210,14 +210,17 @@ def test_compress_export_validate_and_the_api_agree(user, tmp_path: Path, capsys
 
     api_out = tmp_path / "api"
     result = edgekit.compress(user["model"], api_out, steps=[("quantize", {"calib_size": 64})],
-                              train=user["train"], eval=user["val"], max_drop=1.0, arch=ARCH,
-                              arch_kwargs={"num_classes": 4}, input_shape=(1, 3, SIZE, SIZE),
-                              mean=MEAN, std=STD)
+                              data={"train": user["train"], "eval": user["val"]},
+                              budget={"max_drop": 1.0},
+                              model_input={"arch": ARCH, "arch_kwargs": {"num_classes": 4},
+                                           "input_shape": (1, 3, SIZE, SIZE),
+                                           "preprocessing": {"mean": MEAN, "std": STD}})
     rows = {r["step"]: r for r in result.rows}
     assert abs(rows["original"]["top1"] - user["top1"]) <= 0.005
     int8 = next(r for step, r in rows.items() if step.startswith("int8"))
     assert int8["drop_vs_original"] <= 1.0, int8
-    validated = edgekit.validate(api_out, eval=user["val"], max_drop=1.0, batch=1)
+    validated = edgekit.validate(api_out, data=user["val"], budget={"max_drop": 1.0},
+                                 settings={"batches": 1})
     assert validated.passed
     assert {r["artifact_name"]: r["accuracy"]["top1"] for r in validated.records} == {
         k: v for k, v in top1.items() if k != "model.fp32.xml"}
