@@ -301,6 +301,7 @@ class _Pruning:
         # them, their own parameters or their outputs is pruned.
         self.blocked: dict[Any, str] = {}
         self.blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output
+        self.kept_layers: dict[Any, str] = {}  # opaque layers whose width stays (shuffles)
         ignored_modules: set[Any] = set()
         for name, m in model.named_modules():
             if name and any(fnmatch.fnmatchcase(name, pat) for pat in ignore):
@@ -333,7 +334,7 @@ class _Pruning:
         import torch_pruning as tp
         from torch import nn
 
-        from edgekit.passes import rnn_prune
+        from edgekit.passes import rnn_prune, shuffle_prune
 
         self.rnns = [m for m in self.model.modules() if isinstance(m, nn.RNNBase)]
         self.rnn_fn = rnn_prune.rnn_pruner()
@@ -349,6 +350,7 @@ class _Pruning:
         caught: list[Any] = []
         try:
             with rnn_prune.opaque_rnns(self.model), \
+                    shuffle_prune.opaque_channel_shuffles(self.model, self.kept_layers), \
                     warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.pruner = tp.pruner.BasePruner(
@@ -356,7 +358,7 @@ class _Pruning:
                     pruning_ratio=self.ratio, round_to=self.round_to,
                     ignored_layers=[m for m in self.reasons if _width(m) is not None],
                     customized_pruners={nn.LSTM: self.rnn_fn, nn.GRU: self.rnn_fn,
-                                        nn.RNN: self.rnn_fn},
+                                        nn.RNN: self.rnn_fn, **shuffle_prune.pruners()},
                     root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
                     **self.attention_options)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model
@@ -372,6 +374,9 @@ class _Pruning:
             self.result.notes.append("Torch-Pruning: " + " ".join(str(w.message).split()))
         self.graph = self.pruner.DG
         self.model.eval()
+        if self.kept_layers:  # before Torch-Pruning scores them: their groups never map right
+            self.pruner.ignored_layers.extend(shuffle_prune.groups_reaching(
+                self.graph, self.kept_layers, self.pruner.ignored_layers, self.reasons))
 
     def teach_rnns(self, rnn_hidden: bool) -> None:
         """Teach the graph the hybrids' channel → RNN-column mapping; where it cannot be taught,
@@ -423,6 +428,11 @@ class _Pruning:
             hit = self.touches_blocked(group)
             if hit:
                 self.reasons.setdefault(root, f"coupled to {hit}, which is in the ignore list")
+                return False
+            kept = next((self.kept_layers[dep.target.module] for dep, _ in group
+                         if dep.target.module in self.kept_layers), None)
+            if kept:
+                self.reasons.setdefault(root, kept)
                 return False
             ok = check(group)
             if ok:
