@@ -88,11 +88,17 @@ def run_one(model_id: str) -> dict[str, Any]:
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MATRIX-RESULT ")),
                     None)
         if line is not None:
-            return json.loads(line.removeprefix("MATRIX-RESULT "))
+            return {**json.loads(line.removeprefix("MATRIX-RESULT ")), "timeout_s": TIMEOUT}
         why = f"worker exited {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"
     except subprocess.TimeoutExpired:
         why = f"timed out after {TIMEOUT} s"
-    return {"model": model_id, "crash": why[:300],
+        partial = work / "partial.json"  # the columns it finished (matrix_worker.save_partial)
+        if partial.is_file():
+            result = json.loads(partial.read_text())
+            result.update(crash=why, seconds=round(time.perf_counter() - began, 1),
+                          timeout_s=TIMEOUT)
+            return result
+    return {"model": model_id, "crash": why[:300], "timeout_s": TIMEOUT,
             "seconds": round(time.perf_counter() - began, 1), "columns": {}}
 
 
