@@ -122,32 +122,52 @@ def verdict(result: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def model_verdict(cells: dict[str, str]) -> str:
+    """One word per model: pass (every column), bug (any column), refused (any column, no
+    bug), timeout (out of BENCH_MATRIX_TIMEOUT before a bug or refusal)."""
+    values = set(cells.values())
+    if "bug" in values:
+        return "bug"
+    if "refused" in values:
+        return "refused"
+    if "timeout" in values:
+        return "timeout"
+    return "pass"
+
+
 def section(data: dict[str, Any]) -> str:
     from matrix_worker import COLUMNS
 
-    rows = []
+    summary, rows = [], []
     for source, label in (("tv", "torchvision"), ("timm", "timm")):
         results = [r for r in data["results"] if r["model"].startswith(source + ":")]
         if not results:
             continue
+        words = [model_verdict(verdict(r)) for r in results]
+        summary.append([label, f"{len(results)} of {data['listed'][source]}",
+                        *(words.count(w) for w in ("pass", "refused", "bug", "timeout"))])
         results = [r for r in results if not str(r.get("crash", "")).startswith("timed out")]
         if not results:
             continue
         cells = [verdict(r) for r in results]
-        every = sum(all(c[k] in ("pass", "absent") for k in COLUMNS) for c in cells)
-        rows.append([f"{label} ({len(results)} of {data['listed'][source]} listed)",
-                     f"{every}/{len(results)}",
+        rows.append([f"{label} ({len(results)})",
                      *(f"{sum(c[k] == 'pass' for c in cells)}/"
                        f"{sum(c[k] == 'refused' for c in cells)}/"
                        f"{sum(c[k] == 'bug' for c in cells)}" for k in COLUMNS)])
     text = ("Random weights, 10 classes, the smallest resolution each model runs at "
-            "(`python benchmarks/run.py matrix`; per cell pass/refused/bug):\n\n"
-            + md_table(["models", "PASS every column", *COLUMNS], rows))
+            "(`python benchmarks/run.py matrix`, run in chunks with BENCH_MATRIX_MERGE=1). Models "
+            "measured so far, each counted once: PASS every column, refused (a column exited 2 "
+            "with edgekit's reason, no bug), bug (a traceback or crash in any column), out of "
+            "the time a model may take:\n\n"
+            + md_table(["zoo", "measured (of listed)", "PASS", "refused", "bug", "out of time"],
+                       summary)
+            + "\nPer column, pass/refused/bug (the models that finished):\n\n"
+            + md_table(["models", *COLUMNS], rows))
     late = [f"`{r['model']}` ({r['crash']})" for r in data["results"]
             if str(r.get("crash", "")).startswith("timed out")]
     if late:
-        text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT; not counted above "
-                 f"as bugs): {', '.join(late)}.")
+        text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT, on a machine shared with other work; "
+                 f"not counted as bugs): {', '.join(late)}.")
     problems = [f"- `{r['model']}` {k}: {v} — {r['columns'].get(k, {}).get('reason') or r.get('crash') or r.get('build_error', '')}"
                 for r in data["results"] for k, v in verdict(r).items() if v in ("refused", "bug")]
     if problems:
