@@ -163,8 +163,9 @@ def section(data: dict[str, Any]) -> str:
                        summary)
             + "\nPer column, pass/refused/bug (the models that finished):\n\n"
             + md_table(["models", *COLUMNS], rows))
-    late = [f"`{r['model']}` ({r['crash']})" for r in data["results"]
-            if str(r.get("crash", "")).startswith("timed out")]
+    late = [f"`{r['model']}` ({r['crash']}; {len(r.get('columns', {}))} of {len(COLUMNS)} "
+            f"columns finished, {sum(c['status'] == 'pass' for c in r.get('columns', {}).values())}"
+            " pass)" for r in data["results"] if str(r.get("crash", "")).startswith("timed out")]
     if late:
         text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT, on a machine shared with other work; "
                  f"not counted as bugs): {', '.join(late)}.")
@@ -198,17 +199,19 @@ def main() -> dict[str, Any]:
               "timm": len(TIMM_MODELS)}
     data: dict[str, Any] = {"listed": listed, "images": EVAL_IMAGES, "timeout_s": TIMEOUT,
                             "results": []}
-    earlier = previous_results() if os.environ.get("BENCH_MATRIX_MERGE") else {}
     for i, model_id in enumerate(models, 1):
         began = time.perf_counter()
         result = run_one(model_id)
-        earlier.pop(model_id, None)
         data["results"].append(result)
         cells = verdict(result)
         print(f"   [{i}/{len(models)}] {model_id}: "
               + " ".join(f"{k}={v}" for k, v in cells.items())
               + f" ({time.perf_counter() - began:.0f} s)", flush=True)
-    data["results"] = list(earlier.values()) + data["results"]  # the chunks run before
+    # the chunks run before, read now (not at the start): a chunk takes hours, and the file may
+    # have changed meanwhile
+    earlier = previous_results() if os.environ.get("BENCH_MATRIX_MERGE") else {}
+    ran = {r["model"] for r in data["results"]}
+    data["results"] = [r for m, r in earlier.items() if m not in ran] + data["results"]
     markdown = section(data)
     write_results("matrix", data, markdown,
                   checkpoints={r["model"]: RANDOM_WEIGHTS for r in data["results"]})
