@@ -43,6 +43,11 @@ def _enabled() -> bool:
         os.environ.get("EDGEKIT_FORCE_PROGRESS"))
 
 
+def live() -> bool:
+    """Whether progress bars are drawn (stderr is a terminal, EDGEKIT_NO_PROGRESS unset)."""
+    return _enabled()
+
+
 @contextlib.contextmanager
 def progress(description: str, total: float | None) -> Iterator[callable]:
     """Yields `advance(n=1, **fields)`; `fields` show after the bar (e.g. loss=0.31).
