@@ -44,6 +44,10 @@ FORMATS: tuple[str, ...] = tuple(k.format for k in KINDS)
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for k in KINDS for r in k.runtimes))
 TARGETS: tuple[str, ...] = tuple(k.target for k in KINDS if k.target)
 RUNNABLE_SUFFIXES: tuple[str, ...] = tuple(s for k in KINDS if k.runnable for s in k.suffixes)
+# PyTorch model files a user passes in (edgekit.io.models loads them): the checkpoint kind's and
+# the other suffixes torch.save and torch.export.save write.
+TORCH_SUFFIXES: tuple[str, ...] = (*next(k.suffixes for k in KINDS if k.format == "checkpoint"),
+                                   ".pth", ".pt2")
 
 
 def by_format(fmt: str | None) -> Kind | None:
@@ -61,9 +65,40 @@ def weights_file(path: str | Path) -> Path | None:
     return kind.weights_file(path) if kind else None
 
 
+# Runtimes that read a kind of the table without a row naming them: a Runner that declares its
+# own `formats` registers them here (edgekit/runtimes/base.py), so that a runtime reading ONNX
+# files, say, is one file and no edit of this table.
+_READERS: dict[str, tuple[str, ...]] = {}
+
+
+def add_reader(runtime: str, formats: tuple[str, ...]) -> None:
+    """Record that `runtime` reads `formats` (kinds of this table)."""
+    unknown = [f for f in formats if by_format(f) is None]
+    if unknown:
+        raise ValueError(f"runtime {runtime!r} reads {unknown}, which no kind of edgekit/kinds.py "
+                         f"is (add a row)")
+    _READERS[runtime] = tuple(formats)
+
+
+def remove_reader(runtime: str) -> None:
+    _READERS.pop(runtime, None)
+
+
+def runtimes() -> tuple[str, ...]:
+    """Every runtime: the table's, then those that registered as readers of its kinds."""
+    return tuple(dict.fromkeys((*RUNTIMES, *_READERS)))
+
+
+def runtimes_reading(fmt: str | None) -> tuple[str, ...]:
+    """The runtimes that read a format, its default one first."""
+    kind = by_format(fmt)
+    table = kind.runtimes if kind else ()
+    return tuple(dict.fromkeys((*table, *(r for r, fs in _READERS.items() if fmt in fs))))
+
+
 def formats_read_by(runtime: str) -> tuple[str, ...]:
     """The formats a runtime reads (a Runner's `formats`)."""
-    return tuple(k.format for k in KINDS if runtime in k.runtimes)
+    return tuple(k.format for k in KINDS if runtime in k.runtimes) or _READERS.get(runtime, ())
 
 
 def default_runtime(fmt: str | None) -> str | None:

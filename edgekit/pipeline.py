@@ -3,6 +3,7 @@ compress and validate). Each stage reads what it needs from the manifest and rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,11 @@ from typing import Any
 from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
+from edgekit.kinds import TORCH_SUFFIXES
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
-TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
@@ -308,9 +309,9 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     forget old stages first); `edgekit run` has done that itself and passes False.
     Returns {'rows': report rows, 'artifacts': manifest outputs}."""
     from edgekit.io.models import save_checkpoint
+    from edgekit.metrics import torch_top1
     from edgekit.passes import get_pass
     from edgekit.passes.stats import model_cost
-    from edgekit.validate.torch_eval import torch_top1
 
     passes = [(name, get_pass(name)(config)) for name, config in steps]
     out_dir = Path(ctx.out_dir)
@@ -327,7 +328,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     if claim:
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out_dir)
+    Manifest(out_dir)  # a damaged manifest fails here, before any pass runs
     import copy
 
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
@@ -335,11 +336,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     ctx.original_top1 = torch_top1(bundle.model, eval_set) if eval_set is not None else None
     ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
     torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
-    for name, step in torch_passes:
-        bundle = step.apply(bundle, ctx)
-        manifest = Manifest(out_dir)
-        manifest.add_stage(name, config=step.config.model_dump(mode="json"),
-                           metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    bundle = apply_passes(bundle, torch_passes, ctx)
     if torch_passes:
         check_chain_budget(chain_budget(passes, ctx), ctx.report)
     if torch_passes:
@@ -355,6 +352,27 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
     annotate_drops(ctx.report, ctx.original_top1)
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
+
+
+def apply_passes(bundle: Any, passes: list[tuple[str, Any]], ctx: Any, *, check: bool = False,
+                 record: bool = True, around: Callable[[str, Any, Any], Callable[[Any], None]]
+                 | None = None) -> Any:
+    """Run torch passes on `bundle` in order: the one loop `compress` and `edgekit optimize`'s
+    builder share. `check`: each pass checks the bundle it gets first; `record`: one manifest
+    stage per pass in ctx.out_dir (its config, its report rows); `around(name, step, bundle)`,
+    called before a pass, returns what to call with the bundle it made."""
+    for name, step in passes:
+        if check:
+            step.check(bundle, ctx)
+        after = around(name, step, bundle) if around else None
+        bundle = step.apply(bundle, ctx)
+        if after:
+            after(bundle)
+        if record:
+            Manifest(Path(ctx.out_dir)).add_stage(
+                name, config=step.config.model_dump(mode="json"),
+                metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    return bundle
 
 
 def annotate_drops(rows: list[dict[str, Any]], original_top1: float | None) -> None:

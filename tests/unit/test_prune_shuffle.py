@@ -10,7 +10,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 torchvision = pytest.importorskip("torchvision")
 
-from edgekit.passes.prune import _prunable_layers, _width, prune_model  # noqa: E402
+from edgekit.passes.prune import prune_model  # noqa: E402
+from edgekit.passes.prune_graph import channel_width as _width  # noqa: E402
+from edgekit.passes.prune_graph import prunable_layers as _prunable_layers  # noqa: E402
 from edgekit.passes.stats import model_cost  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
 
