@@ -269,19 +269,9 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
                       calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
                       max_drop=max_drop, max_drop_rel=max_drop_rel,
                       train=train_settings(training))
-    from edgekit.io.models import announce
+    from edgekit.chain_budget import default_budget
 
-    if max_drop is not None or max_drop_rel is not None:
-        announce("budget: " + " and ".join(
-            x for x in [f"{max_drop:g} points" if max_drop is not None else "",
-                        f"{100 * max_drop_rel:g}% of its top-1" if max_drop_rel is not None
-                        else ""] if x) + " against the original")
-    elif eval:
-        announce("budget: none (every drop below is against the original; pass --max-drop "
-                 "POINTS to fail the run beyond it)")
-    if (max_drop is not None or max_drop_rel is not None) and not eval:
-        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
-                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+    ctx.max_drop, ctx.max_drop_rel = default_budget(max_drop, max_drop_rel, step_list, eval)
     created = not Path(output).exists()
     try:
         if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":

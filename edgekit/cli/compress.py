@@ -90,7 +90,8 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
 @click.option("--max-drop", type=FINITE, default=None,
               help="Allowed top-1 drop of the final artifact against the original model, in "
-              "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
+              "points, measured on --eval: it bounds the whole chain (int8 gets what "
+              "prune/dwsep/distill left). Default 1.0 when --eval is given; 100 for no limit.")
 @click.option("--max-drop-rel", type=FINITE, default=None,
               help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,
