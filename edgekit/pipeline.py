@@ -335,10 +335,8 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
     if eval_set is not None:
-        from edgekit.progress import progress
-
-        with progress(f"Evaluating the original {bundle.name}", total=None):
-            ctx.original_top1 = torch_top1(bundle.model, eval_set)
+        ctx.original_top1 = torch_top1(bundle.model, eval_set, description=(
+            f"Evaluating the original {bundle.name} on {len(eval_set)} images"))
     ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
     bundle = _run_torch_passes(passes, bundle, model_file, ctx)
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",

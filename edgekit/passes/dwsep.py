@@ -326,7 +326,7 @@ class DwsepPass(Pass):
         if eval_set is not None:
             from edgekit.validate.torch_eval import torch_top1
 
-            top1 = torch_top1(model, eval_set)
+            top1 = torch_top1(model, eval_set, description="Evaluating the dwsep model")
         ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), top1=top1,
                     replaced=len(chosen),
                     note=f"top-1 before distillation; the replaced convs' MACs "

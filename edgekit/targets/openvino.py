@@ -194,10 +194,9 @@ def load_calibration(calib: str | Path | np.ndarray | None, spec: InputSpec,
                      data_dir: str | None = None, limit: int | None = None) -> tuple[np.ndarray, str]:
     """Calibration inputs from an array, a .npz calibration set or any data source."""
     if calib is None:
-        raise InputError(
-            "int8 needs a calibration set",
-            hint="pass --calib DATA: images like the model's own inputs (its training image "
-            "folder, or a set built with `edgekit calib build SOURCE -o SET.npz`)")
+        from edgekit.data.hints import calibration_hint
+
+        raise InputError("int8 needs a calibration set", hint=calibration_hint(spec))
     if isinstance(calib, np.ndarray):
         return calib, "array"
     from edgekit.data import load_dataset
