@@ -138,6 +138,14 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         raise
     if parity_source and isinstance(artifact.metrics.get("parity"), dict):
         artifact.metrics["parity"].setdefault("source", parity_source)
+    return artifact, _record_export(artifact, loaded, spec, out_dir, source_file, target,
+                                    precision, options)
+
+
+def _record_export(artifact: Artifact, loaded: Any, spec: Any, out_dir: Path, source_file: Any,
+                   target: str, precision: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The export's manifest stage: what it made (with the model's name and InputSpec), from
+    what, with which options."""
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
         from edgekit.io.artifacts import recorded
@@ -146,7 +154,7 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     entry = {**artifact.manifest_entry(out_dir), "input_spec": spec.model_dump(mode="json")}
     if model_name:
         entry["model"] = model_name
-    record = Manifest(out_dir).add_stage(
+    return Manifest(out_dir).add_stage(
         f"export-{target}-{precision}",
         inputs={"source": source_file} if source_file and Path(source_file).is_file() else {},
         config={"target": target, "precision": precision, **{
@@ -155,7 +163,6 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         metrics=artifact.metrics,
         versions=artifact.versions,
     )
-    return artifact, record
 
 
 def check_export_reuse(out_dir: Path, source_file: Any, loaded: Any, stage: str) -> None:
