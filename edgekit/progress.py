@@ -67,6 +67,11 @@ def _fields(fields: dict[str, object]) -> str:
     return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
+def live() -> bool:
+    """Whether progress bars are drawn (stderr is a terminal, EDGEKIT_NO_PROGRESS unset)."""
+    return _enabled()
+
+
 @contextlib.contextmanager
 def _plain(description: str, total: float | None) -> Iterator[Callable[..., None]]:
     """Progress without a terminal: a few lines per stage (start, every quarter, end), so a log

@@ -191,16 +191,17 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
     from edgekit.optimize.search import Optimizer
 
     fleet = (load_fleet(fleet_file) if fleet_file else []) + [fleet_device(p) for p in profiles]
+    optimizer = Optimizer(checkpoint, fleet, settings, cluster=cluster,
+                          allow_public_cluster=allow_public_cluster, out_dir=output,
+                          eval_source=eval_source, max_drop=1.0 if max_drop is None else max_drop,
+                          train_source=train_source, calib_source=calib_source,
+                          eval_limit=eval_limit, data_dir=data_dir, bundle=bundle,
+                          train=train_settings)
+    optimizer.live_progress = not as_json  # --json: the plan lines only, no live bar
     from edgekit.io.outputs import removed_on_refusal
 
     with removed_on_refusal(output):  # refused after claiming it: nothing half-made stays
-        summary = Optimizer(checkpoint, fleet, settings, cluster=cluster,
-                            allow_public_cluster=allow_public_cluster, out_dir=output,
-                            eval_source=eval_source,
-                            max_drop=1.0 if max_drop is None else max_drop,
-                            train_source=train_source, calib_source=calib_source,
-                            eval_limit=eval_limit, data_dir=data_dir, bundle=bundle,
-                            train=train_settings).run()
+        summary = optimizer.run()
     if as_json:
         print_json(summary)
     else:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekit.errors import ConfigError
 from edgekit.kinds import KINDS
+from edgekit.optimize.schedule import DistillSchedule
 
 # Named int8 float-fallback sets, resolved on each candidate's fp32 ONNX graph
 # (edgekit.optimize.build.fallback_nodes). ONNX Runtime's int8 kernels for these layers are often
@@ -27,39 +28,7 @@ FALLBACK_SETS = ("none", "first-conv", "depthwise", "first-conv+depthwise", "lat
 # runtimes that read what an export target writes (edgekit/kinds.py): the ones optimize can try
 RUNTIMES = tuple(dict.fromkeys(r for k in KINDS if k.target for r in k.runtimes))
 DwsepChoice = Literal["off", "auto"] | Annotated[int, Field(ge=1)]
-
-
-class DistillSchedule(BaseModel):
-    """Successive halving of distillation: every candidate that can still enter the front gets
-    the short schedule; the ones whose short result is within `promote_margin` points of
-    entering the front (and of the budget) get the full one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    short_epochs: int = Field(1, ge=1)
-    short_limit: int | None = Field(2000, ge=1, description="images of the short distillation")
-    full_epochs: int = Field(1, ge=1)
-    full_limit: int | None = Field(None, ge=1, description="images of the full distillation "
-                                   "(none: the whole training set)")
-    promote_margin: float = Field(5.0, ge=0, description="points a full distillation may still "
-                                  "gain over the short one (on LeNet-5 pruned 30 %, 2,000 images "
-                                  "of distillation reach 3.5 points under the original)")
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-
-    @property
-    def has_full(self) -> bool:
-        return (self.full_epochs, self.full_limit) != (self.short_epochs, self.short_limit)
-
-    @model_validator(mode="after")
-    def _short_is_shorter(self) -> DistillSchedule:
-        short = self.short_epochs * (self.short_limit or 10**12)
-        full = self.full_epochs * (self.full_limit or 10**12)
-        if short > full:
-            raise ValueError("the short distillation is longer than the full one "
-                             f"({self.short_epochs} epochs × {self.short_limit or 'all'} images "
-                             f"against {self.full_epochs} × {self.full_limit or 'all'})")
-        return self
+__all__ = ["DistillSchedule", "SearchSpace", "OptimizeSettings", "parse_duration"]
 
 
 class SearchSpace(BaseModel):

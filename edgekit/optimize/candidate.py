@@ -1,0 +1,187 @@
+"""One candidate of `edgekit optimize`: built (or found), measured on its device (or found in the
+cache), and carried up the rungs: timed undistilled, then the short distillation, then the full
+one (edgekit.optimize.schedule)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgekit.errors import ConfigError
+from edgekit.optimize.build import Arch
+from edgekit.optimize.device_search import DeviceSearch
+from edgekit.optimize.measure import measure_on_device
+from edgekit.optimize.trials import dominated, dwsep_choice
+
+
+class CandidateSteps:
+    """The Optimizer's candidate steps (a part of edgekit.optimize.search.Optimizer)."""
+
+    def _measure(self, search: DeviceSearch, arch: Arch, stage: str, target: str,
+                 fallback: str) -> dict[str, Any]:
+        """Build (or find) the artifact and measure it (or find its measurement): a candidate
+        summary with the record's key in the cache."""
+        device = search.device
+        runtime = target.split(":")[0]
+        if fallback == "latency" and not search.measured_here:
+            raise ConfigError(f"the int8 fallback set 'latency' profiles layers here, and "
+                              f"{device.name} is a remote device",
+                              hint="leave 'latency' out of int8_fallback for remote devices")
+        from edgekit.devices import profile_ref
+
+        with self._machine_lock:
+            before = dict(self.builder.seconds)
+            entry = self.builder.artifact(arch, stage, target, fallback, device.round_to,
+                                          profile_ref(device),
+                                          build_on_device=search.executor.builds_on_device(device))
+            self._count_built(before)
+            distilled = self.builder.seconds["distill_s"] - before.get("distill_s", 0.0)
+        built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
+        key = self.cache.measurement_key(entry["path"], search.state,
+                                         f"{runtime}:{built_there}" if built_there else runtime,
+                                         search.batch, self.eval_key)
+        record = self.cache.get(key)
+        cached = record is not None
+        measure_s = 0.0
+        if record is None:
+            ref_logits = self._reference_logits() if search.measured_here else None
+            with self._device_lock(search):
+                start = time.perf_counter()
+                record = measure_on_device(
+                    entry, device, runtime, spec=self.bundle.spec, batch=search.batch,
+                    eval_set=self.eval_set, ref_logits=ref_logits, eval_source=self.eval_source,
+                    eval_limit=self.eval_limit, data_dir=self.data_dir, executor=search.executor)
+            measure_s = time.perf_counter() - start
+            record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
+                                  "fallback": fallback, "float_layers": entry["float_layers"]}
+            self.cache.put(key, record)
+        return {"key": key, "cached": cached, "artifact": str(entry["path"]),
+                "stage": stage, "target": target,
+                "p50_ms": record["latency"]["p50_ms"],
+                "disturbed": record["latency"].get("disturbed"),  # (issue 18)
+                "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
+                "float_layers": entry["float_layers"], "distill_s": round(distilled, 3)}
+
+    def _built_seconds(self) -> dict[str, float]:
+        """The build and distillation seconds spent for this thread's device so far (the
+        builder's totals mix every device's, which build in turns)."""
+        if not hasattr(self._spent, "seconds"):
+            self._spent.seconds = {}
+        return self._spent.seconds
+
+    def _count_built(self, before: dict[str, float]) -> None:
+        """Add what the builder spent since `before` to this thread's device (called under the
+        machine lock, so nobody else's builds are in between)."""
+        spent = self._built_seconds()
+        for k, v in self.builder.seconds.items():
+            spent[k] = spent.get(k, 0.0) + v - before.get(k, 0.0)
+
+    def _device_lock(self, search: DeviceSearch) -> Any:
+        """The lock that gives the device to one measurement at a time (validate/fleet.py's)."""
+        from edgekit.validate.fleet import lock_key
+
+        if search.measured_here:  # this machine's CPU, shared with the builds
+            return self._machine_lock
+        return self._locks[lock_key(search.fleet, self.cluster is None)]
+
+    def _baselines(self, search: DeviceSearch) -> None:
+        for runtime in dict.fromkeys(t.split(":")[0] for t in search.targets):
+            if f"{runtime}:fp32" not in search.targets:
+                continue
+            search.baselines[runtime] = self._measure(search, Arch(0.0, "off"), "original",
+                                                      f"{runtime}:fp32", "none")
+        described = ", ".join(f"{r} {c['p50_ms']:.3f} ms" for r, c in search.baselines.items())
+        self.say(f"{search.device.name}: the fp32 original runs in {described}")
+
+    def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
+                  front: list[tuple[float, float]], *, promote: bool = False,
+                  full_affordable: Any = None) -> dict[str, Any]:
+        """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}.
+        `promote`: carry it to the full rung whatever its short result (a promotion after the
+        trials); `full_affordable()`: whether the time left pays for a full distillation."""
+        arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+        target, fallback = params["target"], params.get("fallback", "none")
+        if not arch.changed:
+            step = self._measure(search, arch, "original", target, fallback)
+            return {"status": "measured", "steps": [step], "why": "the original's weights",
+                    "values": (step["p50_ms"], 100 * step["top1"])}
+        screen = self._measure(search, arch, "init", target, fallback)
+        cut = None if promote else self._screen_cut(search, screen, front)
+        if cut is not None:
+            return {"status": cut[0], "steps": [screen], "values": None, "why": cut[1]}
+        return self._rungs(search, arch, target, fallback, front, [screen], promote,
+                           full_affordable or (lambda: True))
+
+    def _screen_cut(self, search: DeviceSearch, screen: dict[str, Any],
+                    front: list[tuple[float, float]]) -> tuple[str, str] | None:
+        """(status, why) when the undistilled timing already rules the candidate out: slower
+        than the original, a tie with it (which the simpler original wins), or unable to enter
+        the front even at the original's top-1. Latency does not depend on the weights."""
+        from edgekit.runtimes.speedup import describe
+
+        latency = screen["p50_ms"]
+        bar = search.fastest_fp32_ms / self.settings.min_speedup
+        ref = 100 * search.reference_top1
+        iv = self._interval(search, screen["key"], search.fastest_baseline["key"],
+                            self.settings.min_speedup)
+        if (iv["verdict"] == "slower") if iv else latency > bar:
+            numbers = f" ({describe(iv)})" if iv else ""
+            return "too slow", (f"{latency:.3f} ms undistilled, slower than the original's "
+                                f"{search.fastest_fp32_ms:.3f} ms{numbers}: not distilled")
+        if iv and self.settings.min_speedup <= 1.0 and iv["ci_low"] <= 1.0:
+            return "tie", (f"{latency:.3f} ms undistilled against the original's "
+                           f"{search.fastest_fp32_ms:.3f} ms ({describe(iv)}): a tie within the "
+                           "noise, which the simpler original wins; not distilled")
+        if dominated((latency, ref), front):
+            return "dominated", (f"at {latency:.3f} ms even the original's top-1 ({ref:.2f}%) "
+                                 "would not enter the front: not distilled")
+        return None
+
+    def _full_made(self, search: DeviceSearch, arch: Arch) -> bool:
+        """True when the architecture's full distillation exists (another target's candidate
+        made it): carrying a candidate to the full rung then costs an export and a timing."""
+        return (self.builder.model_dir(arch, "full", search.device.round_to)
+                / "model.pt").is_file()
+
+    def _rungs(self, search: DeviceSearch, arch: Arch, target: str, fallback: str,
+               front: list[tuple[float, float]], steps: list[dict[str, Any]], promote: bool,
+               full_affordable: Any) -> dict[str, Any]:
+        """The short rung, then the full one when the candidate is promoted: by `promote`, when
+        its architecture's full distillation exists already, or when its short result is within
+        `promote_margin` of entering the front and the time left pays for it. Otherwise it
+        waits for the promotions after the trials (study.py), which the budget decides."""
+        short = self._measure(search, arch, "short", target, fallback)
+        steps.append(short)
+        schedule = search.space.distill
+        top1, ref = 100 * short["top1"], 100 * search.reference_top1
+        result = {"status": "short", "steps": steps,
+                  "values": (short["p50_ms"], top1), "why": "short distillation only"}
+        if not schedule.has_full:
+            result["why"] = "distilled (the short and full schedules are the same)"
+            return result
+        margin = schedule.promote_margin
+        if promote:
+            why = "promoted to the full distillation after the trials, the fastest of its " \
+                  "architecture that could still beat the winner"
+        elif self._full_made(search, arch):
+            why = "promoted to the full distillation (its architecture's was made already)"
+        elif top1 + margin < ref - self.max_drop:
+            result["why"] = (f"short distillation reached {top1:.2f}%, more than {margin:g} "
+                             f"points under the budget ({ref - self.max_drop:.2f}%): waits for "
+                             "a promotion after the trials")
+            return result
+        elif dominated((short["p50_ms"], top1 + margin), front):
+            result["why"] = (f"short distillation reached {top1:.2f}%; {margin:g} more points "
+                             "would still not enter the front: not promoted")
+            return result
+        elif not full_affordable():
+            result["why"] = (f"short distillation reached {top1:.2f}%; the time left does not "
+                             "pay for a full distillation now: waits for a promotion after the "
+                             "trials")
+            return result
+        else:
+            why = "promoted to the full distillation"
+        full = self._measure(search, arch, "full", target, fallback)
+        steps.append(full)
+        return {"status": "full", "steps": steps, "why": why,
+                "values": (full["p50_ms"], 100 * full["top1"])}
