@@ -149,8 +149,8 @@ def claim_output_folder(folder: PathLike) -> Manifest:
 @contextlib.contextmanager
 def removed_on_refusal(folder: PathLike) -> Iterator[Path]:
     """A folder this call creates goes again when the call is refused as bad input (an
-    EdgekitError that exits 2: a flag, a recipe field, the data) after it was claimed: it holds
-    nothing whole. A folder that was there before (a run to resume) is left as it is, and so
+    EdgekitError that exits 2: a flag, a recipe field, the data; or an OSError) after it was
+    claimed: it holds nothing whole. A folder that was there before (a run to resume) is left as it is, and so
     is one holding a result that failed its gate (exit 1) or an interrupted run."""
     import shutil
 
@@ -160,7 +160,9 @@ def removed_on_refusal(folder: PathLike) -> Iterator[Path]:
     created = not os.path.lexists(path)
     try:
         yield path
-    except EdgekitError as exc:
-        if created and exc.exit_code == 2 and path.is_dir() and not path.is_symlink():
+    except (EdgekitError, OSError) as exc:
+        # an OSError is a folder that cannot be written or a full disk: the CLI's exit 2 too
+        refused = isinstance(exc, OSError) or exc.exit_code == 2
+        if created and refused and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         raise
