@@ -199,11 +199,11 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
         return "-" if r.get(k) is None else f"{r[k] + 0.0:.2f}"
 
     shown = [k for k in COMPRESS_COLUMNS if k != "layer" or any(r.get(k) for r in rows)]
-    columns = (*shown, *COMPRESS_DROPS.values(), "details")
-    _print_table(columns, [[*(cell(r, k) for k in shown),
-                            *(drop(r, k) for k in COMPRESS_DROPS), details(r)] for r in rows],
-                 title)
-    if any(r.get("drop_vs_original") is not None for r in rows):
+    drops = [k for k in COMPRESS_DROPS if any(r.get(k) is not None for r in rows)]
+    columns = (*shown, *(COMPRESS_DROPS[k] for k in drops), "details")
+    _print_table(columns, [[*(cell(r, k) for k in shown), *(drop(r, k) for k in drops),
+                            details(r)] for r in rows], title)
+    if drops:
         from rich.console import Console
 
         Console(width=NARROW_WIDTH).print(
