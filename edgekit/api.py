@@ -105,7 +105,7 @@ class ValidateResult:
 def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]:
     """Steps in any accepted form as [(name, config dict)], each name known to the registry."""
     from edgekit.config import validate as validate_config
-    from edgekit.passes.base import PASS_NAMES, PassConfig, get_pass
+    from edgekit.passes.base import PASSES, PassConfig, get_pass, pass_names
 
     if steps is None:
         return []
@@ -119,10 +119,10 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
         if isinstance(item, Mapping) and len(item) == 1:
             item = next(iter(item.items()))
         if isinstance(item, PassConfig):
-            names = [n for n in PASS_NAMES if get_pass(n).Config is type(item)]
+            names = [n for n in pass_names() if PASSES[n].Config is type(item)]
             if not names:
                 raise InputError(f"{type(item).__name__} is not the Config of a step",
-                                 hint=f"steps are: {', '.join(PASS_NAMES)}")
+                                 hint=f"steps are: {', '.join(pass_names())}")
             item = (names[0], item.model_dump(exclude_unset=True))
         if isinstance(item, str):
             item = (item, {})
@@ -133,13 +133,17 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
         name, cfg = item
         if isinstance(cfg, PassConfig):
             cfg = cfg.model_dump(exclude_unset=True)
-        if name not in PASS_NAMES:
+        if name not in pass_names():
             import difflib
 
-            close = difflib.get_close_matches(name, PASS_NAMES, n=1)
+            from edgekit.passes.base import _UNAVAILABLE
+
+            if name in _UNAVAILABLE:
+                raise _UNAVAILABLE[name]
+            close = difflib.get_close_matches(name, pass_names(), n=1)
             raise ConfigError(f"unknown step {shown(name)}"
                               + (f"; did you mean {close[0]!r}?" if close else ""),
-                              hint=f"steps are: {', '.join(PASS_NAMES)}")
+                              hint=f"steps are: {', '.join(pass_names())}")
         if cfg is not None and not isinstance(cfg, Mapping):
             raise ConfigError(f"the config of step {shown(name)}, {shown(cfg)}, is not a mapping",
                               hint=f"e.g. ({name!r}, {{}}) with the step's keys: "

@@ -66,7 +66,7 @@ class DeviceProfile(BaseModel):
     name: str
     kind: Literal["cpu", "gpu", "jetson"]
     description: str = ""
-    runtimes: dict[Literal[kinds.RUNTIMES], RuntimeConfig]  # type: ignore[valid-type]
+    runtimes: dict[str, RuntimeConfig]  # names: edgekit.kinds.runtimes() (checked below)
     threads: int | None = Field(None, ge=1)
     performance_hint: Literal["latency", "throughput"] = "latency"
     batch_sizes: list[int] = [1]
@@ -98,6 +98,20 @@ class DeviceProfile(BaseModel):
         """A name that would leave the output folder as a path is refused when the profile
         loads (ConfigError passes through pydantic; config.validate adds the file)."""
         return check_device_name(name, "name")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _check_runtime_names(cls, value: dict[str, RuntimeConfig]) -> dict[str, RuntimeConfig]:
+        """Runtime names from the registry (the table of kinds and every registered Runner)."""
+        from edgekit.registry import suggest
+        from edgekit.runtimes.base import runner_names
+
+        known = list(dict.fromkeys((*kinds.runtimes(), *runner_names())))
+        for name in value:
+            if name not in known:
+                raise ConfigError(f"runtimes.{name}: unknown runtime {shown(name)}",
+                                  hint=suggest(name, known))
+        return value
 
     @model_validator(mode="after")
     def _check_runner_options(self) -> DeviceProfile:

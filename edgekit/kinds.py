@@ -61,9 +61,40 @@ def weights_file(path: str | Path) -> Path | None:
     return kind.weights_file(path) if kind else None
 
 
+# Runtimes that read a kind of the table without a row naming them: a Runner that declares its
+# own `formats` registers them here (edgekit/runtimes/base.py), so that a runtime reading ONNX
+# files, say, is one file and no edit of this table.
+_READERS: dict[str, tuple[str, ...]] = {}
+
+
+def add_reader(runtime: str, formats: tuple[str, ...]) -> None:
+    """Record that `runtime` reads `formats` (kinds of this table)."""
+    unknown = [f for f in formats if by_format(f) is None]
+    if unknown:
+        raise ValueError(f"runtime {runtime!r} reads {unknown}, which no kind of edgekit/kinds.py "
+                         f"is (add a row)")
+    _READERS[runtime] = tuple(formats)
+
+
+def remove_reader(runtime: str) -> None:
+    _READERS.pop(runtime, None)
+
+
+def runtimes() -> tuple[str, ...]:
+    """Every runtime: the table's, then those that registered as readers of its kinds."""
+    return tuple(dict.fromkeys((*RUNTIMES, *_READERS)))
+
+
+def runtimes_reading(fmt: str | None) -> tuple[str, ...]:
+    """The runtimes that read a format, its default one first."""
+    kind = by_format(fmt)
+    table = kind.runtimes if kind else ()
+    return tuple(dict.fromkeys((*table, *(r for r, fs in _READERS.items() if fmt in fs))))
+
+
 def formats_read_by(runtime: str) -> tuple[str, ...]:
     """The formats a runtime reads (a Runner's `formats`)."""
-    return tuple(k.format for k in KINDS if runtime in k.runtimes)
+    return tuple(k.format for k in KINDS if runtime in k.runtimes) or _READERS.get(runtime, ())
 
 
 def default_runtime(fmt: str | None) -> str | None:

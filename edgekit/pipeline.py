@@ -3,11 +3,13 @@ compress and validate). Each stage reads what it needs from the manifest and rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.chain_budget import annotate_drops, chain_budget, check_chain_budget
+from edgekit.compress_checks import check_compress_outputs, check_data_exists, check_image_data
 from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
@@ -216,50 +218,6 @@ def compress_key(model_file: Path | None, steps: list[tuple[str, dict[str, Any]]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _data_sources(ctx: Any) -> dict[str, str | None]:
-    return {"--train data": ctx.train_source, "--eval data": ctx.eval_source,
-            "--calib set": ctx.calib_source}
-
-
-def check_data_exists(ctx: Any) -> None:
-    """Every data input exists, checked before the first step runs (a typo in --train is not
-    found after minutes of pruning)."""
-    from edgekit.data.paths import check_source_exists
-
-    for what, source in _data_sources(ctx).items():
-        check_source_exists(source, what, ctx.data_dir)
-
-
-def check_image_data(ctx: Any, bundle: Any) -> None:
-    """Image folders and CSV lists checked against the model before the first step writes."""
-    import torch
-
-    from edgekit.data.folders import preflight
-
-    with torch.no_grad():
-        outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
-    classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
-    ctx.num_outputs = int(outputs)  # eval folders' classes → outputs (Dataset.for_outputs)
-    if classes and not bundle.spec.class_names and len(classes) == int(outputs):
-        # the folders name the model's classes: every artifact records them
-        bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})
-
-
-def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
-                           model_file: Path | None, ctx: Any) -> None:
-    """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
-    lands inside an input folder."""
-    from edgekit.data.paths import source_paths
-
-    data = _data_sources(ctx)
-    planned = [MANIFEST_NAME, "model.onnx"] + [n for _, p in passes for n in p.outputs()]
-    if any(p.kind == "torch" for _, p in passes):
-        planned.append("model.pt")
-    check_outputs({"the output": [out_dir / name for name in planned]},
-                  {"the model": model_file,
-                   **{what: source_paths(source, ctx.data_dir) for what, source in data.items()}})
-
-
 def check_reuse(out_dir: Path, key: str, model_file: Path | None, overwrite: bool) -> None:
     """Refuse to compress into a folder that holds another model's or other settings' outputs
     (unless `overwrite`): its old int8 beside the new fp32 would make a gate that means
@@ -339,6 +297,7 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     if claim:
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
+    Manifest(out_dir)  # a damaged manifest fails here, before any pass runs
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
     if eval_set is not None:
@@ -353,6 +312,30 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     return {"rows": ctx.report, "artifacts": Manifest(out_dir).artifacts(), "bundle": bundle}
 
 
+def apply_passes(bundle: Any, passes: list[tuple[str, Any]], ctx: Any, *, check: bool = False,
+                 record: bool = True, around: Callable[[str, Any, Any], Callable[[Any], None]]
+                 | None = None) -> Any:
+    """Run torch passes on `bundle` in order: the one loop `compress` and `edgekit optimize`'s
+    builder share. `check`: each pass checks the bundle it gets first; `record`: one manifest
+    stage per pass in ctx.out_dir (its config, its report rows); `around(name, step, bundle)`,
+    called before a pass, returns what to call with the bundle it made."""
+    for name, step in passes:
+        if check:
+            step.check(bundle, ctx)
+        after = around(name, step, bundle) if around else None
+        bundle = step.apply(bundle, ctx)
+        if after:
+            after(bundle)
+        if record:
+            if getattr(ctx, "original_top1", None) is not None:  # each row's drops, recorded
+                annotate_drops(ctx.report, ctx.original_top1)
+            Manifest(Path(ctx.out_dir)).add_stage(
+                name, config=step.config.model_dump(mode="json"),
+                metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    return bundle
+
+
+
 def _run_torch_passes(passes: list[tuple[str, Any]], bundle: Any, model_file: Path | None,
                       ctx: Any) -> Any:
     """Apply the torch passes (one manifest stage each, its rows with their drops against the
@@ -363,11 +346,7 @@ def _run_torch_passes(passes: list[tuple[str, Any]], bundle: Any, model_file: Pa
     torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
     if not torch_passes:
         return bundle
-    for name, step in torch_passes:
-        bundle = step.apply(bundle, ctx)
-        annotate_drops(ctx.report, ctx.original_top1)
-        Manifest(out_dir).add_stage(name, config=step.config.model_dump(mode="json"), metrics={
-            "rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
+    bundle = apply_passes(bundle, torch_passes, ctx)
     check_chain_budget(chain_budget(passes, ctx), ctx.report)
     ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
     Manifest(out_dir).add_stage("checkpoint",

@@ -238,21 +238,22 @@ class Recipe(Strict):
 
 
 def _check_steps(recipe: Recipe, where: str) -> None:
-    from edgekit.passes.base import PASS_NAMES, get_pass
+    from edgekit.passes.base import PASSES, get_pass, order_violation, pass_names
 
+    names = pass_names()
     seen_onnx = None
-    seen: set[str] = set()
+    seen: list[str] = []
     for i, step in enumerate(recipe.steps):
         if len(step) != 1:
             raise ConfigError(f"{where}: steps[{i}] must name one step, got "
                               f"{shown(sorted(step)) if step else 'none'}",
                               hint="write each step as `- prune: {ratio: 0.3}`")
         name, cfg = next(iter(step.items()))
-        if name not in PASS_NAMES:
-            close = difflib.get_close_matches(name, list(PASS_NAMES), n=1)
+        if not isinstance(name, str) or (name not in names and name not in _unavailable()):
+            close = difflib.get_close_matches(str(name), list(names), n=1)
             raise ConfigError(f"{where}: steps[{i}]: unknown step {shown(name)}",
                               hint=f"did you mean {close[0]!r}?" if close
-                              else f"steps are: {', '.join(PASS_NAMES)}")
+                              else f"steps are: {', '.join(names)}")
         try:
             cls = get_pass(name)
         except ImportError as exc:
@@ -260,17 +261,25 @@ def _check_steps(recipe: Recipe, where: str) -> None:
                               f"edgekit ({exc})", hint="install edgekit[torch], or drop the step") \
                 from None
         validate(cls.Config, dict(cfg or {}), f"{where}: steps[{i}].{name}")
-        if name == "prune" and "dwsep" in seen:
-            raise ConfigError(f"{where}: steps[{i}]: prune comes after dwsep",
-                              hint="prune first, then dwsep: Torch-Pruning cannot prune the "
-                                   "depthwise convs dwsep makes (rank > 1); reorder the steps")
-        seen.add(name)
+        for earlier in seen:  # the passes' own ordering constraints (Pass.runs_before)
+            why = order_violation(earlier, name)
+            if why:
+                raise ConfigError(f"{where}: steps[{i}]: {name} comes after {earlier}", hint=why)
+        seen.append(name)
         if cls.kind == "onnx":
             seen_onnx = name
         elif seen_onnx:
+            torch_steps = ", ".join(n for n in names if PASSES[n].kind == "torch")
             raise ConfigError(f"{where}: steps[{i}]: {name} comes after {seen_onnx}",
-                              hint=f"PyTorch steps (prune, dwsep, distill) run before {seen_onnx}; "
+                              hint=f"PyTorch steps ({torch_steps}) run before {seen_onnx}; "
                               "reorder the steps")
+
+
+def _unavailable() -> set[str]:
+    """Pass modules that could not be imported here (their step says why when it is named)."""
+    from edgekit.passes.base import _UNAVAILABLE
+
+    return set(_UNAVAILABLE)
 
 
 def _check_exports(recipe: Recipe, where: str) -> None:

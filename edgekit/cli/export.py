@@ -56,3 +56,8 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
                  + (f" ({parity['decisive_agreement']:.3f} on the {parity['decisive_samples']} "
                     f"samples that are not near-ties)" if parity.get("near_ties") else ""))
     click.echo(line)
+    from pathlib import Path
+    from shlex import quote
+
+    click.echo(f"next: edgekit validate {quote(str(Path(artifact.path).parent))} --eval "
+               f"{quote(parity_data) if parity_data else 'EVAL_DATA'}")

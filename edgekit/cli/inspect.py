@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 from typing import Any
 
@@ -69,7 +70,7 @@ def _runtimes() -> list[dict[str, Any]]:
     rows = []
     for name in runner_names():
         ok, reason = get_runner(name).available()
-        reads = [k.format for k in kinds.KINDS if name in k.runtimes]
+        reads = list(kinds.formats_read_by(name))
         rows.append({"runtime": name, "available": ok, "reads": reads,
                      **({} if ok else {"reason": reason})})
     return rows
@@ -89,15 +90,76 @@ def _preprocessing_flags(spec: Any, provenance: dict[str, str]) -> list[str]:
     return flags
 
 
+def _load(model: str, arch: str | None, arch_kwargs: str | None,
+          input_shape: tuple[int, ...] | None, trust_model: bool) -> tuple[Any, str | None, Any]:
+    """(bundle, arch, arch_kwargs): a plain state_dict without --arch is matched against
+    torchvision's classification models (edgekit.io.archmatch), and a model that does not
+    record its preprocessing is refused with every flag still missing at once (the matched
+    --arch/--arch-kwargs, the preprocessing) and the command to run next with them."""
+    from edgekit.cli.common import load_model_from_options
+    from edgekit.errors import ModelLoadError
+
+    try:
+        return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
+            arch, arch_kwargs
+    except ModelLoadError as exc:
+        if arch is not None or "is a plain state_dict" not in exc.message:
+            raise
+        from edgekit.io.archmatch import match_file
+
+        matches = match_file(model)
+        if len(matches) != 1:
+            if matches:
+                exc.hint = "its keys and shapes match " + " and ".join(
+                    _arch_flags(*m) for m in matches) + ": pass the one it was saved from"
+            raise
+        arch, kwargs = matches[0]
+        arch_kwargs = json.dumps(kwargs) if kwargs else None
+        flags = _arch_flags(arch, kwargs)
+        try:
+            return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
+                arch, arch_kwargs
+        except ModelLoadError as missing:
+            if "does not record its preprocessing" not in missing.message:
+                raise
+            todo = re.search(r"(--input-shape \S+ )?(--mean \S+ --std \S+)?", missing.hint
+                             [missing.hint.find("--"):]).group(0).strip()
+            given = _given_flags(input_shape)
+            run = " ".join(x for x in (shlex.quote(model), flags, given.strip(), todo) if x)
+            raise ModelLoadError(
+                f"{model} is a plain state_dict whose every key and shape matches {flags}, "
+                "and it does not record " + missing.message.split(" does not record ", 1)[1],
+                hint=f"pass {flags} and " + missing.hint.removeprefix("pass ")
+                + f"; next: edgekit optimize {run} --train TRAIN_DATA --eval EVAL_DATA "
+                "-o out/ (or first `edgekit inspect` with these flags: what each pass will do)"
+            ) from None
+
+
+def _given_flags(input_shape: tuple[int, ...] | None) -> str:
+    """The preprocessing flags this command was given, as they are typed."""
+    from edgekit.io.models import current_preprocessing
+
+    flags = [f"--input-shape {','.join(map(str, input_shape))}"] if input_shape else []
+    for key, value in current_preprocessing().items():
+        text = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple | list) else value
+        flags.append(f"--{'preprocessing' if key == 'preset' else key.replace('_', '-')} "
+                     + shlex.quote(str(text)))
+    return " ".join(flags)
+
+
+def _arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
+    return f"--arch {arch}" + (f" --arch-kwargs {shlex.quote(json.dumps(kwargs))}"
+                               if kwargs else "")
+
+
 def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
                   input_shape: tuple[int, ...] | None, trust_model: bool) -> dict[str, Any]:
     import torch
 
-    from edgekit.cli.common import load_model_from_options
     from edgekit.passes.stats import model_cost
     from edgekit.spec import describe_provenance
 
-    bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+    bundle, arch, arch_kwargs = _load(model, arch, arch_kwargs, input_shape, trust_model)
     with torch.no_grad():
         outputs = int(bundle.model(torch.zeros(bundle.spec.shape)).shape[-1])
     cost = model_cost(bundle.model, bundle.spec)

@@ -18,14 +18,32 @@ from edgekit.cli.common import (
     train_options,
 )
 
-SPACE_FLAGS = ("prune", "dwsep", "runtimes", "precisions", "fallback", "batch")
+# the space's flags besides one per searchable pass field (Pass.search: --prune, --dwsep)
+SPACE_FLAGS = ("runtimes", "precisions", "fallback", "batch")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+def space_flags() -> tuple[str, ...]:
+    from edgekit.optimize.space import knobs
+
+    return (*(k.name for k in knobs()), *SPACE_FLAGS)
+
+
+class KnobCommand(click.Command):
+    """`edgekit optimize` with one `--NAME` option per searchable field of a registered pass
+    (`Pass.search`), added when the command line is parsed or its help shown: the passes import
+    torch, and `edgekit --help` does not need them."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from edgekit.passes.base import search_knobs
+
+        params = super().get_params(ctx)
+        have = {p.name for p in params}
+        knobs = [click.Option([f"--{knob.name}"], default=None, help=(
+            f"Choices to try of the {pass_cls.name} pass's {knob.field}, e.g. "
+            f"{','.join(knob.label(v) for v in knob.default)} ({knob.help})."))
+            for pass_cls, knob in search_knobs() if knob.name not in have]
+        at = next((i for i, p in enumerate(params) if p.name == "runtimes"), len(params))
+        return params[:at] + knobs + params[at:]
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -54,26 +72,29 @@ def _words(text: str) -> list[str]:
 def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
     """OptimizeSettings from a space file or recipe section (`base`) and the flags set."""
     from edgekit.config import validate
-    from edgekit.optimize.space import OptimizeSettings
+    from edgekit.optimize.space import OptimizeSettings, knobs
 
     data = dict(base or {})
-    if flags["prune"] is not None:
-        data["prune"] = _floats(flags["prune"])
-    if flags["dwsep"] is not None:
-        data["dwsep"] = [int(v) if v.isdigit() else v for v in _words(flags["dwsep"])]
+    for knob in knobs():  # --prune 0,0.25 --dwsep off,auto: each read by its knob
+        if flags.get(knob.name) is not None:
+            try:
+                data[knob.name] = [knob.parse(v) for v in _words(flags[knob.name])]
+            except ValueError:
+                raise click.BadParameter(f"{flags[knob.name]!r} is not a comma-separated list "
+                                         f"of {knob.name} choices ({knob.help})") from None
     for key, flag in (("runtimes", "runtimes"), ("precisions", "precisions"),
                       ("int8_fallback", "fallback")):
-        if flags[flag] is not None:
+        if flags.get(flag) is not None:
             data[key] = _words(flags[flag])
-    if flags["batch"] is not None:
+    if flags.get("batch") is not None:
         data["batch"] = flags["batch"]
     for key in ("trials", "time_budget", "min_speedup", "seed"):
-        if flags[key] is not None:
+        if flags.get(key) is not None:
             data[key] = flags[key]
     return validate(OptimizeSettings, data, "optimize settings")
 
 
-@click.command()
+@click.command(cls=KnobCommand)
 @click.argument("model", required=False, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder: out/<device>/ gets each device's winner.")
@@ -109,8 +130,6 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--seed", type=int, default=None, help="Seed of the sampler and of distillation.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
               help="Search space (YAML, the fields of a recipe's `optimize:` section).")
-@click.option("--prune", default=None, help="Pruning ratios to try, e.g. 0,0.25,0.5.")
-@click.option("--dwsep", default=None, help="Depthwise-separable choices: off,auto,1,...")
 @click.option("--runtimes", default=None, help="Runtimes to try (default: the profile's).")
 @click.option("--precisions", default=None, help="Precisions to try, e.g. fp32,fp16,int8.")
 @click.option("--fallback", default=None,
@@ -133,7 +152,7 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
     there, the Pareto front of latency against top-1, and the winner in OUT/<device>/."""
     from edgekit.errors import InputError
 
-    inline = [f"--{f}" for f in SPACE_FLAGS if flags.get(f) is not None]
+    inline = [f"--{f}" for f in space_flags() if flags.get(f) is not None]
     if model and recipe:
         raise InputError("give a MODEL or --recipe, not both",
                          hint="the recipe names its model; drop MODEL or --recipe")
@@ -186,6 +205,10 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
     if eval_source is None:
         raise InputError("optimize measures top-1 on each device and needs an eval set",
                          hint="pass --eval fashion-mnist:test (or your own labelled data)")
+    if calib_source is None and train_source is not None:  # compress's rule (edgekit.api)
+        calib_source = train_source  # a sample of it: the space's calib_size
+        click.echo(f"calib: none given, so int8 calibrates on a sample of --train {train_source}",
+                   err=True)
     settings = settings_from(flags, base)
     from edgekit.fleetfile import fleet_device, load_fleet
     from edgekit.optimize.search import Optimizer
@@ -206,6 +229,13 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
         print_json(summary)
     else:
         print_summary(summary)
+        named = dict(zip([p.name for p in profiles], devices, strict=False))
+        for name, result in summary["devices"].items():  # the command that validates it
+            if result.get("winner"):
+                from shlex import quote
+
+                click.echo(f"next: edgekit validate {quote(str(Path(result['winner']['path']).parent))}"
+                           f" --eval {quote(eval_source)} --device {quote(named.get(name, name))}")
     if not summary["passed"]:
         raise failure(summary)
 
@@ -234,7 +264,7 @@ def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
     from edgekit.optimize.search import Optimizer
 
     checkpoint, base, profiles, data = recipe_inputs(str(recipe_path), data_dir)
-    settings = settings_from(dict.fromkeys((*SPACE_FLAGS, "trials", "time_budget",
+    settings = settings_from(dict.fromkeys((*space_flags(), "trials", "time_budget",
                                             "min_speedup", "seed")), base)
     return Optimizer(checkpoint, profiles, settings, out_dir=out_dir, eval_source=data["eval"],
                      max_drop=data["max_drop"], train_source=data["train"],

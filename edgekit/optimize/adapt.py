@@ -23,7 +23,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.optimize.build import Arch, Builder, runtime_target
-from edgekit.optimize.space import SearchSpace, dwsep_label
+from edgekit.optimize.space import SearchSpace
 
 
 @dataclass
@@ -40,12 +40,10 @@ def buildable_targets(targets: list[str]) -> tuple[list[str], dict[str, str]]:
     """The 'runtime:precision' pairs optimize can make an artifact for, and why not for the
     others: fp32/fp16 by the runtime's export target (its `precisions`), int8 by the quantize
     pass (its flavours) and, for a runtime that does not read ONNX, that target after it."""
-    from typing import get_args
-
-    from edgekit.passes.quantize import QuantizeConfig
+    from edgekit.passes.quantize import FLAVOURS
     from edgekit.targets.base import get_target
 
-    flavours = get_args(QuantizeConfig.model_fields["flavour"].annotation)
+    flavours = tuple(FLAVOURS)  # the quantize pass's Flavour classes
     ok: list[str] = []
     why: dict[str, str] = {}
     for pair in targets:
@@ -80,27 +78,28 @@ def _unchanged(model: Any, original: Any) -> bool:
         mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-def _dwsep_inapplicable(bundle: Any, choice: Any, space: SearchSpace) -> str | None:
-    """Why the dwsep pass would substitute no conv of the model at `choice`, from its plan
-    (cheap: no training data, no rank search), else None. `auto` can still choose no layer
-    within its error bound; the builder finds that at its first candidate (UnchangedError) and
-    the search drops the choice then, once."""
-    from collections import Counter
+def _planned(space: SearchSpace, builder: Builder, fitted: Fitted) -> dict[str, list[Any]]:
+    """Each choice of a knob whose pass can tell cheaply that it would change nothing
+    (`Pass.inapplicable`: dwsep's plan) dropped with that reason; {knob: what is left}."""
+    from edgekit.passes.base import Pass, search_knobs
 
-    from edgekit.passes.dwsep import DwsepConfig, plan_layers
-
-    try:
-        plans = plan_layers(bundle.model, bundle.spec,
-                            DwsepConfig(rank=choice, max_error=space.dwsep_max_error))
-    except EdgekitError as exc:
-        return exc.message
-    if any(p.replace for p in plans):
-        return None
-    reasons = Counter((p.reason or "").split(" (")[0].split(":")[0] for p in plans)
-    listed = "; ".join(f"{n} {why}" for why, n in reasons.most_common(3))
-    return (f"dwsep {dwsep_label(choice)} substitutes no conv of this model"
-            + (f" ({listed})" if listed else " (it has no conv)")
-            + ": the candidate would be the original")
+    changes: dict[str, list[Any]] = {}
+    for pass_cls, knob in search_knobs():
+        if pass_cls.inapplicable.__func__ is Pass.inapplicable.__func__:
+            continue
+        kept: list[Any] = []
+        for choice in getattr(space, knob.name):
+            if not knob.is_off(choice):
+                config = pass_cls.Config(**{knob.field: choice, **{
+                    f: getattr(space, s) for s, f in knob.settings.items()}})
+                why = pass_cls.inapplicable(builder.original, config)
+                if why:
+                    fitted.dropped.append({"knob": knob.name, "value": choice, "why": why})
+                    continue
+            kept.append(choice)
+        if kept != list(getattr(space, knob.name)):
+            changes[knob.name] = kept or [knob.off]
+    return changes
 
 
 def fit_space(space: SearchSpace, builder: Builder, round_to: int | None) -> Fitted:
@@ -144,21 +143,10 @@ def fit_space(space: SearchSpace, builder: Builder, round_to: int | None) -> Fit
                 f"after pruning: " + ", ".join(f"{s['layer']} ({s['channels']})" for s in whole))
         fitted.notes.extend(f"prune {ratio:g}: {n}" for n in pruning.get("notes") or []
                             if "round_to" in n)
-    kept_dwsep: list[Any] = []
-    for choice in space.dwsep:
-        if choice == "off":
-            kept_dwsep.append(choice)
-            continue
-        why = _dwsep_inapplicable(builder.original, choice, space)
-        if why:
-            fitted.dropped.append({"knob": "dwsep", "value": choice, "why": why})
-            continue
-        kept_dwsep.append(choice)
     changes: dict[str, Any] = {}
     if kept_prune != list(space.prune):
         changes["prune"] = kept_prune or [0.0]
-    if kept_dwsep != list(space.dwsep):
-        changes["dwsep"] = kept_dwsep or ["off"]
+    changes.update(_planned(space, builder, fitted))
     if changes:
         fitted.space = space.model_copy(update=changes)
     return fitted

@@ -12,46 +12,113 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.cache import digest
-from edgekit.optimize.space import SearchSpace, dwsep_label
+from edgekit.optimize.space import SearchSpace, runtimes
 
 
 class UnchangedError(InputError):
-    """A candidate's pass changed nothing: it would be a copy of the model it started from."""
+    """A candidate's pass changed nothing: it would be a copy of the model it started from.
+    `knob` and `value` name the choice (optimize drops it from the space)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, knob: str | None = None,
+                 value: Any = None) -> None:
+        super().__init__(message, hint)
+        self.knob, self.value = knob, value
 
 
 def runtime_target(runtime: str) -> tuple[str | None, str | None]:
     """(the export target that writes what `runtime` reads, that artifact's format), from the
-    table of kinds (edgekit/kinds.py)."""
-    from edgekit.kinds import KINDS
+    table of kinds (edgekit/kinds.py) and the formats the runtime's Runner reads."""
+    from edgekit.kinds import by_format, formats_read_by
 
-    kind = next((k for k in KINDS if runtime in k.runtimes and k.target), None)
-    return (kind.target, kind.format) if kind else (None, None)
+    for fmt in formats_read_by(runtime):
+        kind = by_format(fmt)
+        if kind is not None and kind.target:
+            return kind.target, kind.format
+    return None, None
 
 
-@dataclass(frozen=True)
+def portable(runtime: str) -> bool:
+    """Whether what `runtime` reads can be built here and copied to a device (False: TensorRT
+    engines, built on the device that runs them)."""
+    from edgekit.kinds import by_format
+
+    kind = by_format(runtime_target(runtime)[1])
+    return kind is None or kind.portable
+
+
 class Arch:
-    prune: float
-    dwsep: str | int
+    """A candidate's architecture: one choice per searchable pass field (`Pass.search`), in the
+    passes' usual order. `Arch(0.25, "auto")` gives them in that order, `Arch(prune=0.25)` by
+    name; a knob not given is off. Read a choice as an attribute (`arch.prune`)."""
+
+    __slots__ = ("choices",)
+
+    def __init__(self, *values: Any, **named: Any) -> None:
+        from edgekit.optimize.space import knobs
+
+        found = knobs()
+        if len(values) > len(found):
+            raise TypeError(f"Arch takes {len(found)} choices, got {len(values)}")
+        given = {k.name: v for k, v in zip(found, values, strict=False)}
+        given.update(named)
+        object.__setattr__(self, "choices", tuple(
+            (k.name, _normal(k, given.get(k.name, k.off))) for k in found))
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Arch:
+        """The architecture of a trial's params (choices as the study stores them)."""
+        from edgekit.optimize.space import knobs
+
+        return cls(**{k.name: params[k.name] for k in knobs() if k.name in params})
+
+    def __getattr__(self, name: str) -> Any:
+        for knob, value in object.__getattribute__(self, "choices"):
+            if knob == name:
+                return value
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Arch is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Arch) and self.choices == other.choices
+
+    def __hash__(self) -> int:
+        return hash(self.choices)
+
+    def __repr__(self) -> str:
+        return f"Arch({', '.join(f'{k}={v!r}' for k, v in self.choices)})"
+
+    def on(self) -> list[tuple[Any, Any]]:
+        """(knob, choice) for every knob whose pass runs in this candidate."""
+        from edgekit.optimize.space import knobs
+
+        values = dict(self.choices)
+        return [(k, values[k.name]) for k in knobs() if not k.is_off(values[k.name])]
 
     @property
     def changed(self) -> bool:
-        return self.prune > 0 or self.dwsep != "off"
+        return bool(self.on())
 
     @property
     def label(self) -> str:
         if not self.changed:
             return "original"
-        parts = [f"prune {self.prune:g}"] if self.prune > 0 else []
-        if self.dwsep != "off":
-            parts.append(f"dwsep {dwsep_label(self.dwsep)}")
-        return " + ".join(parts)
+        return " + ".join(f"{k.name} {k.label(v)}" for k, v in self.on())
+
+
+def _normal(knob: Any, value: Any) -> Any:
+    """A choice as the space holds it (a study stores categoricals as given: '2' or 2)."""
+    if knob.is_off(value):
+        return knob.off
+    return knob.parse(value) if isinstance(value, str) else value
 
 
 def fallback_nodes(onnx_path: Path, fallback: str) -> list[str]:
@@ -106,18 +173,20 @@ class Builder:
                            data_dir=self.data_dir, train=self.train)
 
     def _stage_key(self, arch: Arch, stage: str, round_to: int | None) -> dict[str, Any]:
-        key: dict[str, Any] = {"checkpoint": self.checkpoint_sha, "prune": arch.prune,
-                               "dwsep": arch.dwsep, "stage": stage}
-        if arch.prune > 0:
-            key.update(importance=self.space.importance, round_to=round_to)
-        if arch.dwsep == "auto":
-            key["dwsep_max_error"] = self.space.dwsep_max_error
+        key: dict[str, Any] = {"checkpoint": self.checkpoint_sha, **dict(arch.choices),
+                               "stage": stage}
+        device = {"round_to": round_to}
+        for knob, value in arch.on():  # what else made it: the settings its passes ran with
+            key.update({s: getattr(self.space, s) for s in knob.key_settings(value)})
+            key.update({attr: device.get(attr) for attr in knob.device.values()})
         if stage in ("short", "full"):
             d = self.space.distill
             key["distill"] = ((d.short_epochs, d.short_limit) if stage == "short"
                               else (d.full_epochs, d.full_limit), d.lr, d.batch_size, self.seed)
             if self.train is not None and self.train.precision != "auto":  # an asked precision
                 key["train_precision"] = self.train.precision  # trains other weights
+            if self.inherits:  # its start may be a distilled parent's weights (inherit.py)
+                key["inherit"] = True
 
         return key
 
@@ -167,28 +236,18 @@ class Builder:
         claim_output_folder(folder)  # edgekit's own folder (manifest first), as exports expect
         ctx = self._ctx(folder)
         if stage == "init":
+            from edgekit.pipeline import apply_passes
+
             bundle = copy.deepcopy(self.original)
-            steps: list[tuple[str, dict[str, Any]]] = []
-            if arch.prune > 0:
-                steps.append(("prune", {"ratio": arch.prune, "importance": self.space.importance,
-                                        "round_to": round_to}))
-            if arch.dwsep != "off":
-                steps.append(("dwsep", {"rank": arch.dwsep,
-                                        "max_error": self.space.dwsep_max_error}))
-            for name, config in steps:
-                step = get_pass(name)(config)
-                step.check(bundle, ctx)
-                before = len(bundle.surgery)
-                bundle = step.apply(bundle, ctx)
-                if name == "dwsep" and len(bundle.surgery) == before:
-                    # a no-op pass yields no candidate: it would be built and timed as the
-                    # architecture it started from
-                    raise UnchangedError(
-                        f"dwsep {dwsep_label(arch.dwsep)} substitutes no conv of this model: "
-                        "nothing changed", hint="leave dwsep out of the space (--dwsep off)")
+            passes = [(name, get_pass(name)(config))
+                      for name, config in self.steps(arch, round_to)]
+            bundle = apply_passes(bundle, passes, ctx, check=True, record=False,
+                                  around=lambda name, _, before: _must_change(arch, name, before))
             spent = "build_s"
         else:  # short / full: distil the init architecture from the original
             bundle = copy.deepcopy(self.bundle(arch, "init", round_to))
+            parent = self._parent(arch, round_to) if self.inherits else None
+            bundle = parent[1] if parent else bundle  # progressive shrinking (inherit.py)
             d = self.space.distill
             epochs, limit = (d.short_epochs, d.short_limit) if stage == "short" else \
                 (d.full_epochs, d.full_limit)
@@ -198,13 +257,54 @@ class Builder:
             bundle = step.apply(bundle, ctx)
             history = bundle.meta.get("history", {}).get("distill", {})
             Manifest(folder).add_stage("distill", config=step.config.model_dump(mode="json"),
-                                       metrics={k: history[k] for k in ("training", "teacher")
-                                                if k in history})
+                                       metrics={**{k: history[k] for k in
+                                                   ("training", "teacher", "early_stop")
+                                                   if k in history},
+                                                "inherited_from": parent[0] if parent else None})
             spent = "distill_s"
         save_checkpoint(bundle, folder / "model.pt", optimize_stage=stage)
         bundle.source = folder / "model.pt"
         self.seconds[spent] += time.perf_counter() - start
         return bundle
+
+    def steps(self, arch: Arch, round_to: int | None) -> list[tuple[str, dict[str, Any]]]:
+        """The compress steps that make `arch` from the original: per pass whose knob is on,
+        its choice, the space's settings for it and the device's (round_to)."""
+        from edgekit.passes.base import search_knobs
+
+        device = {"round_to": round_to}
+        values = dict(arch.choices)
+        steps: dict[str, dict[str, Any]] = {}
+        for pass_cls, knob in search_knobs():
+            if knob.is_off(values[knob.name]):
+                continue
+            config = steps.setdefault(pass_cls.name, {})
+            config[knob.field] = values[knob.name]
+            config.update({f: getattr(self.space, s) for s, f in knob.settings.items()})
+            config.update({f: device.get(attr) for f, attr in knob.device.items()})
+        return list(steps.items())
+
+    @property
+    def inherits(self) -> bool:
+        """Whether distillation may start from an already-distilled, less pruned candidate."""
+        from edgekit.optimize.inherit import INHERIT_DEFAULT
+
+        chosen = getattr(self.space.distill, "inherit", None)
+        return INHERIT_DEFAULT if chosen is None else chosen
+
+    def _parent(self, arch: Arch, round_to: int | None) -> tuple[str, Any] | None:
+        """(its label, the child's start) when `arch` can inherit from a candidate already
+        distilled (its model.pt is there): edgekit.optimize.inherit."""
+        from edgekit.optimize.inherit import inherit, pick_parent
+
+        done = [(a, s) for a in {Arch(**{**dict(arch.choices), "prune": p}) for p in self.space.prune}
+                for s in ("short", "full") if a.prune > 0
+                and (self.model_dir(a, s, round_to) / "model.pt").is_file()]
+        choice = pick_parent(arch, done)
+        if choice is None:
+            return None
+        child = inherit(self.bundle(*choice, round_to), self.bundle(arch, "init", round_to))
+        return None if child is None else (f"{choice[0].label} ({choice[1]})", child)
 
     # ------------------------------------------------------------ the runtime's artifact
     def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
@@ -218,10 +318,10 @@ class Builder:
         import time
 
         runtime, precision = target.split(":")
-        if build_on_device and runtime == "tensorrt":
+        if build_on_device and not portable(runtime):
             return self.device_build_folder(arch, stage, precision, fallback, round_to)
         onnx_path = self.fp32_onnx(arch, stage, round_to)
-        if target == "onnxruntime:fp32":
+        if runtime_target(runtime)[1] == "onnx" and precision == "fp32":  # the model itself
             return {**_entry(onnx_path.parent, onnx_path.name), "float_layers": []}
         nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
         latency_device = device if precision == "int8" and fallback == "latency" else None
@@ -248,9 +348,10 @@ class Builder:
         whose sha256 with the precision keys the measurement."""
         import time
 
+        runtime = next(r for r in runtimes() if not portable(r))  # (TensorRT)
         onnx_path = self.fp32_onnx(arch, stage, round_to)
         nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
-        folder = onnx_path.parent / f"tensorrt-{precision}-device" \
+        folder = onnx_path.parent / f"{runtime}-{precision}-device" \
             f"{'-' + digest(nodes, self.space.calib_size, self.calib_source) if precision == 'int8' else ''}"
         name = "model.onnx"
         if _find(folder, format="onnx", precision="fp32") is None:
@@ -266,17 +367,17 @@ class Builder:
             if precision == "int8":
                 qdq_folder = folder.parent / f"{folder.name}-qdq"
                 qdq_folder.mkdir(parents=True, exist_ok=True)
-                qdq = self._quantize(onnx_path, qdq_folder, "tensorrt", nodes)
+                qdq = self._quantize(onnx_path, qdq_folder, runtime, nodes)
                 copies.append((qdq, folder / "model.int8.onnx"))
                 entries.append({**_bare(manifest_entries(qdq)), "path": "model.int8.onnx",
-                                 "format": "onnx", "precision": "int8", "flavour": "tensorrt"})
+                                 "format": "onnx", "precision": "int8", "flavour": runtime})
             for source, target in copies:
                 for src, dst in ((source, target), (Path(str(source) + ".data"),
                                                     Path(str(target) + ".data"))):
                     if src.is_file():
                         with atomic_path(dst) as tmp:
                             shutil.copyfile(src, tmp)
-            Manifest(folder).add_stage(f"optimize-tensorrt-{precision}-source",
+            Manifest(folder).add_stage(f"optimize-{runtime}-{precision}-source",
                                        inputs={"source": onnx_path}, outputs=entries,
                                        config={"build_on_device": precision,
                                                "float_layers": nodes})
@@ -289,20 +390,25 @@ class Builder:
         from edgekit.pipeline import export_artifact
 
         folder.mkdir(parents=True, exist_ok=True)
+        target = runtime_target(runtime)[0]
         if precision == "int8":
+            from edgekit.kinds import by_suffix, runtimes_reading
+
             flavour = runtime
             path = self._quantize(onnx_path, folder, flavour, nodes, latency_device)
-            if runtime != "tensorrt":
-                return path
-            artifact, _ = export_artifact(path, "tensorrt", folder, precision="int8",
-                                          parity_data=self.parity_x)
+            kind = by_suffix(path)
+            if kind is not None and runtime in runtimes_reading(kind.format):
+                return path  # the quantizer wrote what the runtime reads (QDQ ONNX, NNCF's IR)
+            artifact, _ = export_artifact(path, target, folder, precision="int8",
+                                          parity_data=self.parity_x)  # e.g. a TensorRT engine
             return artifact.path
-        if runtime == "onnxruntime":  # fp16 comes from the PyTorch model
-            source: Any = self.bundle(arch, stage, round_to)
-        else:
-            source = onnx_path
-        artifact, _ = export_artifact(source, runtime_target(runtime)[0], folder,
-                                      precision=precision, parity_data=self.parity_x)
+        from edgekit.targets.base import get_target
+
+        # a target that exports from the PyTorch model (ONNX fp16) gets it; others the fp32 ONNX
+        source: Any = self.bundle(arch, stage, round_to) \
+            if get_target(target).source == "checkpoint" else onnx_path
+        artifact, _ = export_artifact(source, target, folder, precision=precision,
+                                      parity_data=self.parity_x)
         return artifact.path
 
     def _quantize(self, onnx_path: Path, folder: Path, flavour: str, nodes: list[str],
@@ -320,6 +426,35 @@ class Builder:
         ctx = self._ctx(folder)
         _run_onnx_passes([("quantize", step)], onnx_path, self.original.name, spec, ctx)
         return folder / Manifest(folder).artifacts()[-1]["path"]
+
+
+def _must_change(arch: Arch, name: str, before: Any) -> Callable[[Any], None]:
+    """A pass whose knob declares what changing nothing means (`Knob.unchanged`) and that
+    changed nothing (no surgery recorded, no weight shape changed) yields no candidate: it
+    would be built and timed as the architecture it started from (UnchangedError)."""
+    surgery = len(before.surgery)
+    shapes = _shapes(before.model)
+
+    def check(after: Any) -> None:
+        for knob, value in arch.on():
+            if knob.unchanged and _pass_of(knob) == name and len(after.surgery) == surgery \
+                    and _shapes(after.model) == shapes:
+                raise UnchangedError(
+                    f"{knob.name} {knob.label(value)} {knob.unchanged}: nothing changed",
+                    hint=f"leave {knob.name} out of the space (--{knob.name} "
+                         f"{knob.label(knob.off)})", knob=knob.name, value=value)
+
+    return check
+
+
+def _pass_of(knob: Any) -> str:
+    from edgekit.passes.base import search_knobs
+
+    return next(p.name for p, k in search_knobs() if k is knob)
+
+
+def _shapes(model: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
 
 
 def _find(folder: Path, **match: Any) -> Path | None:

@@ -11,7 +11,7 @@ from edgekit.errors import ConfigError
 from edgekit.optimize.build import Arch
 from edgekit.optimize.device_search import DeviceSearch
 from edgekit.optimize.measure import measure_on_device
-from edgekit.optimize.trials import dominated, dwsep_choice
+from edgekit.optimize.trials import dominated
 
 
 class CandidateSteps:
@@ -88,7 +88,7 @@ class CandidateSteps:
         for runtime in dict.fromkeys(t.split(":")[0] for t in search.targets):
             if f"{runtime}:fp32" not in search.targets:
                 continue
-            search.baselines[runtime] = self._measure(search, Arch(0.0, "off"), "original",
+            search.baselines[runtime] = self._measure(search, Arch(), "original",
                                                       f"{runtime}:fp32", "none")
         described = ", ".join(f"{r} {c['p50_ms']:.3f} ms" for r, c in search.baselines.items())
         self.say(f"{search.device.name}: the fp32 original runs in {described}")
@@ -99,7 +99,7 @@ class CandidateSteps:
         """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}.
         `promote`: carry it to the full rung whatever its short result (a promotion after the
         trials); `full_affordable()`: whether the time left pays for a full distillation."""
-        arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+        arch = Arch.of(params)
         target, fallback = params["target"], params.get("fallback", "none")
         if not arch.changed:
             step = self._measure(search, arch, "original", target, fallback)

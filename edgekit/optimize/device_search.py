@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.errors import MissingDependencyError
+from edgekit.kinds import default_runtime
 
 
 def import_optuna():
@@ -60,7 +61,7 @@ class DeviceSearch:
     @property
     def reference_top1(self) -> float:
         """The original's top-1 (fp32 ONNX on ONNX Runtime where the space has it)."""
-        first = self.baselines.get("onnxruntime") or next(iter(self.baselines.values()))
+        first = self.baselines.get(default_runtime("onnx")) or next(iter(self.baselines.values()))
         return first["top1"]
 
 

@@ -53,6 +53,9 @@ class DistillSchedule(BaseModel):
                                   "(after them, budget decides)")
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(64, ge=1)
+    inherit: bool | None = Field(None, description="start a candidate pruned further than an "
+                                 "already distilled one from its distilled weights "
+                                 "(edgekit.optimize.inherit; None: INHERIT_DEFAULT, measured)")
 
     @property
     def has_full(self) -> bool:

@@ -365,7 +365,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
             from edgekit.validate.bench import reference_logits
             from edgekit.validate.validator import check_labels
 
-            onnx_path = self.builder.fp32_onnx(Arch(0.0, "off"), "original", None)
+            onnx_path = self.builder.fp32_onnx(Arch(), "original", None)
             self._ref_logits = reference_logits(onnx_path, self.eval_set, default_cpu_profile(),
                                                 self.bundle.spec)
             check_labels(self.eval_set, self._ref_logits.shape[1], self.eval_source)

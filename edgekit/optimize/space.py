@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekit.errors import ConfigError
-from edgekit.kinds import KINDS
 from edgekit.optimize.schedule import DistillSchedule
 
 # Named int8 float-fallback sets, resolved on each candidate's fp32 ONNX graph
@@ -25,25 +24,91 @@ from edgekit.optimize.schedule import DistillSchedule
 # the layers whose int8 form the device's own profiler times slower than float (quantize's
 # latency_fallback; local devices only).
 FALLBACK_SETS = ("none", "first-conv", "depthwise", "first-conv+depthwise", "latency")
-# runtimes that read what an export target writes (edgekit/kinds.py): the ones optimize can try
-RUNTIMES = tuple(dict.fromkeys(r for k in KINDS if k.target for r in k.runtimes))
-DwsepChoice = Literal["off", "auto"] | Annotated[int, Field(ge=1)]
+
+
+def runtimes() -> tuple[str, ...]:
+    """The runtimes optimize can try: those that read what an export target writes (the table
+    of kinds, edgekit/kinds.py, and every registered Runner)."""
+    from edgekit.kinds import by_format
+    from edgekit.kinds import runtimes as all_runtimes
+    from edgekit.runtimes.base import RUNNERS, runner_names
+
+    runner_names()
+    return tuple(r for r in all_runtimes() if r in RUNNERS
+                 and any((k := by_format(f)) is not None and k.target for f in RUNNERS[r].formats))
+
+
+def knobs() -> list[Any]:
+    """The passes' searchable fields (`Pass.search`, edgekit/passes/), in their usual order."""
+    from edgekit.passes.base import search_knobs
+
+    return [knob for _, knob in search_knobs()]
+
+
+def _field_adapter(config: Any, field_name: str) -> Any:
+    from pydantic import TypeAdapter
+
+    info = config.model_fields[field_name]
+    if not info.metadata:
+        return TypeAdapter(info.annotation)
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])  # type: ignore[misc]
+
+
+def _check_knobs(data: dict[str, Any], own: set[str]) -> dict[str, Any]:
+    """A space's pass knobs (and their settings) checked against each pass's own Config, their
+    defaults filled in; any other key is an error naming the closest valid one."""
+    from pydantic import ValidationError
+
+    from edgekit.passes.base import search_knobs
+    from edgekit.registry import suggest
+
+    declared = search_knobs()
+    valid = {k.name for _, k in declared} | {s for _, k in declared for s in k.settings}
+    for key in data:
+        if key not in own and key not in valid:
+            raise ConfigError(f"unknown key {key!r}", hint=suggest(str(key), sorted(own | valid)))
+    out = dict(data)
+    for pass_cls, knob in declared:
+        values = out.get(knob.name, list(knob.default))
+        if not isinstance(values, list | tuple) or not values:
+            raise ConfigError(f"{knob.name}: give a non-empty list of choices ({knob.help})")
+        adapter = _field_adapter(pass_cls.Config, knob.field)
+        checked = []
+        for value in values:
+            if knob.is_off(value):
+                checked.append(knob.off)
+                continue
+            try:
+                checked.append(adapter.validate_python(value))
+            except ValidationError as exc:
+                raise ConfigError(f"{knob.name}: {value!r} is not a choice of the {pass_cls.name} "
+                                  f"pass's {knob.field}: {exc.errors()[0]['msg']}",
+                                  hint=knob.help) from None
+        out[knob.name] = sorted(set(checked)) if knob.sort else checked
+        for key, config_field in knob.settings.items():
+            adapter = _field_adapter(pass_cls.Config, config_field)
+            value = out.get(key, pass_cls.Config.model_fields[config_field].default)
+            try:
+                out[key] = adapter.validate_python(value)
+            except ValidationError as exc:
+                raise ConfigError(f"{key}: {value!r}: {exc.errors()[0]['msg']}",
+                                  hint=f"the {pass_cls.name} pass's {config_field}") from None
+    return out
+
+
 __all__ = ["DistillSchedule", "SearchSpace", "OptimizeSettings", "parse_duration"]
 
 
 class SearchSpace(BaseModel):
-    """What `edgekit optimize` may try. Defaults: three pruning ratios, dwsep off or auto, every
-    runtime and precision the device profile lists, int8 with and without float fallbacks."""
+    """What `edgekit optimize` may try. Defaults: each registered pass's searchable fields with
+    their declared choices (`Pass.search`: prune 0, 0.25, 0.5; dwsep off or auto), every runtime
+    and precision the device profile lists, int8 with and without float fallbacks. The pass
+    knobs are keys of the space (`space.prune`), checked against each pass's own Config; no
+    other key is accepted (as extra="forbid")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
-    prune: list[float] = Field([0.0, 0.25, 0.5], min_length=1,
-                               description="channel ratios to remove; 0 = no pruning")
-    importance: Literal["l1", "l2", "taylor", "bn-scale"] = "l1"
-    dwsep: list[DwsepChoice] = Field(["off", "auto"], min_length=1,
-                                     description="off | auto | a channel multiplier r")
-    dwsep_max_error: float = Field(0.10, gt=0, lt=1, description="rank auto's error bound")
-    runtimes: list[Literal[RUNTIMES]] | None = Field(  # type: ignore[valid-type]
+    runtimes: list[str] | None = Field(
         None, description="runtimes to try (default: every one of the device profile)")
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         ["fp32", "fp16", "int8"], min_length=1,
@@ -57,13 +122,34 @@ class SearchSpace(BaseModel):
                               "(default: the device profile's smallest)")
     distill: DistillSchedule = Field(default_factory=DistillSchedule)
 
-    @field_validator("prune")
+    @model_validator(mode="before")
     @classmethod
-    def _ratios(cls, value: list[float]) -> list[float]:
-        bad = [r for r in value if not 0 <= r < 1]
-        if bad:
-            raise ValueError(f"pruning ratios must be in [0, 1), got {bad}")
-        return sorted(set(value))
+    def _pass_knobs(cls, data: Any) -> Any:
+        return _check_knobs(data, set(cls.model_fields)) if isinstance(data, dict) else data
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes(cls, value: list[str] | None) -> list[str] | None:
+        known = runtimes()
+        for name in value or []:
+            if name not in known:
+                from edgekit.registry import suggest
+
+                raise ValueError(f"unknown runtime {name!r}: {suggest(name, known)}")
+        return value
+
+    def knob_values(self) -> dict[str, list[Any]]:
+        """{knob: its choices} for every pass knob, in the passes' usual order."""
+        return {k.name: list(getattr(self, k.name)) for k in knobs()}
+
+    def categoricals(self) -> dict[str, list[Any]]:
+        """{knob: its choices as the study's categorical takes them}: numbers as they are,
+        mixed choices (dwsep's off, auto, 2) as strings."""
+        return {name: categorical(values) for name, values in self.knob_values().items()}
+
+    def has_original(self) -> bool:
+        """Whether every knob can be off (the original architecture is in the space)."""
+        return all(any(k.is_off(v) for v in getattr(self, k.name)) for k in knobs())
 
     @field_validator("int8_fallback")
     @classmethod
@@ -81,11 +167,12 @@ class SearchSpace(BaseModel):
 
     def needs_training(self) -> bool:
         """Any candidate that changes the architecture is distilled, which needs --train."""
-        return any(r > 0 for r in self.prune) or any(d != "off" for d in self.dwsep)
+        return any(not k.is_off(v) for k in knobs() for v in getattr(self, k.name))
 
     def targets(self, device: Any) -> list[str]:
         """'runtime:precision' pairs the device profile lists and this space allows."""
-        wanted = self.runtimes or [r for r in device.runtimes if r in RUNTIMES]
+        known = runtimes()
+        wanted = self.runtimes or [r for r in device.runtimes if r in known]
         out = []
         for runtime in wanted:
             if runtime not in device.runtimes:
@@ -103,7 +190,21 @@ class SearchSpace(BaseModel):
         """Distinct candidates over these 'runtime:precision' targets."""
         int8 = sum(t.endswith(":int8") for t in targets)
         per_arch = len(targets) - int8 + int8 * len(self.int8_fallback)
-        return len(self.prune) * len(self.dwsep) * per_arch
+        archs = 1
+        for values in self.knob_values().values():
+            archs *= len(values)
+        return archs * per_arch
+
+
+def categorical(values: list[Any]) -> list[Any]:
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return list(values)
+    return [str(v) for v in values]
+
+
+def original_params() -> dict[str, Any]:
+    """The study's params of the original architecture: every knob off."""
+    return {k.name: categorical([k.off])[0] for k in knobs()}
 
 
 class OptimizeSettings(SearchSpace):
@@ -126,7 +227,9 @@ class OptimizeSettings(SearchSpace):
         return value
 
     def space(self) -> SearchSpace:
-        return SearchSpace.model_validate(self.model_dump(include=set(SearchSpace.model_fields)))
+        own = set(OptimizeSettings.model_fields) - set(SearchSpace.model_fields)
+        return SearchSpace.model_validate({k: v for k, v in self.model_dump().items()
+                                           if k not in own})
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -145,4 +248,5 @@ def parse_duration(text: str) -> float:
 
 
 def dwsep_label(choice: Any) -> str:
-    return str(choice) if choice in ("off", "auto") else f"r{choice}"
+    """(kept for callers) the dwsep knob's label of a choice."""
+    return next(k for k in knobs() if k.name == "dwsep").label(choice)

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekit.errors import EdgekitError, MissingDependencyError
-from edgekit.optimize.build import Arch, UnchangedError
+from edgekit.optimize.build import Arch, UnchangedError, portable
 from edgekit.optimize.cache import digest
 from edgekit.optimize.device_search import DeviceSearch, import_optuna
 from edgekit.optimize.measure import DeviceLostError
 from edgekit.optimize.schedule import Plan
+from edgekit.optimize.space import original_params
 from edgekit.optimize.trials import (
     STUDY_DB,
     candidate_name,
     candidates_of,
     choose,
     dominated,
-    dwsep_choice,
     front_points,
     params_key,
     pareto,
@@ -33,12 +33,11 @@ def scope_of(params: dict[str, Any]) -> str:
     """What a missing dependency rules out: every TensorRT candidate (no TensorRT or no GPU
     there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)."""
     runtime = params["target"].split(":")[0]
-    return runtime if runtime == "tensorrt" else params["target"]
+    return params["target"] if portable(runtime) else runtime
 
 
 def arch_of(candidate: dict[str, Any]) -> Arch:
-    params = candidate["params"]
-    return Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+    return Arch.of(candidate["params"])
 
 
 def promotable(candidates: list[dict[str, Any]], search: DeviceSearch, max_drop: float,
@@ -196,19 +195,20 @@ class StudyRunner:
         precision (no training needed: cheap, and the anchors a compressed candidate has to
         beat)."""
         for runtime in search.baselines:
-            study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": f"{runtime}:fp32"})
-        if 0.0 in search.space.prune and "off" in search.space.dwsep:
+            study.enqueue_trial({**original_params(), "target": f"{runtime}:fp32"})
+        if search.space.has_original():
             for target in search.targets:
                 if not target.endswith(":fp32"):
                     extra = {"fallback": search.space.fallback_names()[0]} \
                         if target.endswith(":int8") else {}
-                    study.enqueue_trial({"prune": 0.0, "dwsep": "off", "target": target,
-                                         **extra})
+                    study.enqueue_trial({**original_params(), "target": target, **extra})
 
     def _plan(self, search: DeviceSearch, seconds: float | None) -> Plan:
         space = search.space
-        archs = len(space.prune) * len(space.dwsep) - \
-            int(0.0 in space.prune and "off" in space.dwsep)
+        archs = 1
+        for choices in space.knob_values().values():
+            archs *= len(choices)
+        archs -= int(space.has_original())
         return Plan(trials=min(self.settings.trials, space.size(search.targets)),
                     short_images=space.distill.images("short", self.train_size),
                     full_images=space.distill.images("full", self.train_size),
@@ -218,8 +218,7 @@ class StudyRunner:
         """The originals' queued trials: measured already (cache hits), whatever the time."""
         from optuna.trial import TrialState
 
-        wanted = [{"prune": 0.0, "dwsep": "off", "target": f"{rt}:fp32"}
-                  for rt in run.search.baselines]
+        wanted = [{**original_params(), "target": f"{rt}:fp32"} for rt in run.search.baselines]
         queued = [t for t in run.study.trials if t.state == TrialState.WAITING]
         originals = [t for t in queued if t.system_attrs.get("fixed_params") in wanted]
         if originals and run.search.lost is None:
@@ -311,10 +310,9 @@ class StudyRunner:
 
     @staticmethod
     def _suggest(search: DeviceSearch, trial: Any) -> dict[str, Any]:
-        params = {"prune": trial.suggest_categorical("prune", search.space.prune),
-                  "dwsep": trial.suggest_categorical(
-                      "dwsep", [str(d) for d in search.space.dwsep]),
-                  "target": trial.suggest_categorical("target", search.targets)}
+        params = {knob: trial.suggest_categorical(knob, choices)
+                  for knob, choices in search.space.categoricals().items()}
+        params["target"] = trial.suggest_categorical("target", search.targets)
         if params["target"].endswith(":int8"):
             params["fallback"] = trial.suggest_categorical("fallback",
                                                            search.space.fallback_names())
@@ -333,8 +331,9 @@ class StudyRunner:
             return {"status": "repeat", "why": f"the candidate of trial {earlier.number}",
                     "values": tuple(earlier.values)
                     if earlier.state == TrialState.COMPLETE else None}
-        gone = run.search.inapplicable.get(("dwsep", params["dwsep"]))
-        if gone:  # the dwsep choice substituted nothing at an earlier candidate
+        gone = next((run.search.inapplicable[k] for k in params.items()
+                     if k in run.search.inapplicable), None)
+        if gone:  # the choice changed nothing at an earlier candidate (dwsep: no conv)
             return {"status": "skipped", "why": f"dropped from the space: {gone}"}
         if scope_of(params) in run.search.unusable:  # found missing at an earlier candidate
             return {"status": "skipped", "why": run.search.unusable[scope_of(params)]}
@@ -359,15 +358,15 @@ class StudyRunner:
             search.unusable[scope] = exc.message
             self.say(f"{device.name}: {scope} candidates skipped: {exc.message}")
             status, why = "skipped", exc.message
-        except UnchangedError as exc:  # dwsep substituted nothing: no candidate to build,
+        except UnchangedError as exc:  # the pass changed nothing: no candidate to build,
             # and the choice is dropped from the space (said once; its trials are skipped)
-            knob = ("dwsep", params["dwsep"])
+            knob = (exc.knob, params[exc.knob])
             if knob not in search.inapplicable:
                 search.inapplicable[knob] = exc.message
-                search.dropped.append({"knob": "dwsep", "value": params["dwsep"],
+                search.dropped.append({"knob": exc.knob, "value": params[exc.knob],
                                        "why": exc.message})
-                self.say(f"{device.name}: dwsep {params['dwsep']} dropped from the space: "
-                         f"{exc.message}")
+                self.say(f"{device.name}: {exc.knob} {params[exc.knob]} dropped from the "
+                         f"space: {exc.message}")
             status, why = "skipped", exc.message
         except EdgekitError as exc:  # this candidate cannot be made (e.g. pruning wipes a layer)
             status, why = "failed", exc.message

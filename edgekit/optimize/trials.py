@@ -22,8 +22,10 @@ def dwsep_choice(value: Any) -> str | int:
 def plot_label(name: str) -> str:
     """A candidate's name as the report labels it (beside its runtime): no runtime, and no '.'
     (the report shows a file name's stem)."""
-    for runtime in ("onnxruntime:", "openvino:", "tensorrt:"):
-        name = name.replace(runtime, "")
+    from edgekit.optimize.space import runtimes
+
+    for runtime in runtimes():
+        name = name.replace(f"{runtime}:", "")
     return name.replace(".", "·")
 
 
@@ -50,7 +52,7 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def candidate_name(params: dict[str, Any]) -> str:
-    arch = Arch(float(params["prune"]), dwsep_choice(params["dwsep"]))
+    arch = Arch.of(params)
     name = f"{arch.label} {params['target']}"
     if params.get("fallback", "none") != "none":
         name += f" float:{params['fallback']}"
@@ -88,7 +90,7 @@ def complexity(params: dict[str, Any]) -> tuple[int, int]:
     int8). The fp32 original on any runtime is (0, 0)."""
     precision = str(params.get("target", ":fp32")).split(":")[1]
     rank = {"fp32": 0, "fp16": 1}.get(precision, 2)
-    steps = (float(params.get("prune", 0)) > 0) + (str(params.get("dwsep", "off")) != "off") \
+    steps = len(Arch.of(params).on()) \
         + (precision != "fp32") + (params.get("fallback", "none") != "none")
     return int(steps), rank
 

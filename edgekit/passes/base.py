@@ -8,6 +8,7 @@ name on subclassing."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -17,11 +18,48 @@ from pydantic import BaseModel, ConfigDict
 from edgekit.config import validate
 from edgekit.errors import ConfigError, DataError
 
+# Filled by subclassing. A pass named N lives in edgekit/passes/N.py (or in any module that is
+# imported: a plugin) and registers itself there; `pass_names()` imports edgekit/passes/ once.
 PASSES: dict[str, type[Pass]] = {}
-# The one list of steps, in their usual order. A pass named N lives in edgekit/passes/N.py and
-# registers itself there by subclassing; modules are imported on demand (most import torch).
-PASS_NAMES = ("prune", "dwsep", "distill", "quantize")
-PASS_MODULES = {name: f"edgekit.passes.{name}" for name in PASS_NAMES}  # derived, for callers
+_UNAVAILABLE: dict[str, ImportError] = {}  # pass modules that could not be imported, and why
+_SCANNED: list[bool] = []  # edgekit/passes/ imported once (plugins register when imported)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One field of a pass that `edgekit optimize` searches (as Olive's `search_defaults`): the
+    space's key (also the CLI flag `--NAME` and a candidate's label), the pass Config field a
+    choice sets, the choices searched by default, and the choice that leaves the pass out.
+
+    `settings`: space keys fixed for a whole search -> the Config fields they set (their default
+    is the Config's); `device`: Config fields set from the device profile (e.g. round_to);
+    `keyed`: which settings a built candidate's cache key holds for a choice (default: all of
+    them whenever the pass runs). `label(value)` names a choice in a candidate's name; `parse`
+    reads one choice from the command line. The adapt step (`edgekit.optimize.adapt`) drops a
+    choice the pass refuses on this model: `Pass.check` raising, or `Pass.inapplicable`."""
+
+    name: str
+    field: str
+    default: tuple[Any, ...]
+    off: Any
+    help: str = ""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    device: Mapping[str, str] = field(default_factory=dict)
+    keyed: Callable[[Any], tuple[str, ...]] | None = None
+    label: Callable[[Any], str] = str
+    parse: Callable[[str], Any] = str
+    sort: bool = False  # choices are kept sorted and unique (ratios)
+    # what a choice that changed nothing did ("substitutes no conv of this model"): optimize
+    # then drops that choice from the space instead of timing a copy of the original
+    unchanged: str = ""
+
+    def is_off(self, value: Any) -> bool:
+        return value == self.off or str(value) == str(self.off)
+
+    def key_settings(self, value: Any) -> tuple[str, ...]:
+        if self.is_off(value):
+            return ()
+        return tuple(self.keyed(value)) if self.keyed else tuple(self.settings)
 
 
 class PassConfig(BaseModel):
@@ -29,9 +67,20 @@ class PassConfig(BaseModel):
 
 
 class Pass:
+    """A compression step. What a pass declares on its class is all the rest of edgekit knows
+    of it: its `Config`, its `kind` (torch passes run before onnx ones), its searchable fields
+    (`search`: the knobs of `edgekit optimize`'s space), its ordering constraints (`runs_before`:
+    passes that, when a chain has both, must come after this one, with `order_hint` saying why;
+    as ModelOpt's `next_prohibited_modes` seen from the other side) and `order`, its place in
+    the usual chain (for listings)."""
+
     name: ClassVar[str]
     kind: ClassVar[Literal["torch", "onnx"]] = "torch"
     Config: ClassVar[type[PassConfig]] = PassConfig
+    search: ClassVar[tuple[Knob, ...]] = ()
+    runs_before: ClassVar[tuple[str, ...]] = ()
+    order_hint: ClassVar[str] = ""
+    order: ClassVar[int] = 100
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,6 +99,13 @@ class Pass:
 
     def apply(self, subject: Any, ctx: PassContext) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def inapplicable(cls, bundle: Any, config: PassConfig) -> str | None:
+        """Why this pass, so configured, would change nothing in this model, found cheaply
+        (a plan, no training data), else None: `edgekit optimize` drops such a choice from its
+        space before building any candidate (edgekit/optimize/adapt.py)."""
+        return None
 
     def outputs(self) -> list[str]:
         """Names of the files this pass writes into the output folder (checked against the
@@ -124,8 +180,41 @@ class PassContext:
         self.report.append(row)
 
 
+def pass_names() -> tuple[str, ...]:
+    """Every registered pass, in their usual order (torch passes, then onnx ones; `order`). The
+    modules of edgekit/passes/ are imported once (most import torch); one whose library is
+    missing is left out here and its pass says why in `get_pass`."""
+    if not _SCANNED:
+        from edgekit.registry import module_names
+
+        for module in module_names("edgekit.passes"):
+            try:
+                importlib.import_module(f"edgekit.passes.{module}")
+            except ImportError as exc:
+                _UNAVAILABLE[module] = exc
+        _SCANNED.append(True)
+    return tuple(sorted(PASSES, key=lambda n: (PASSES[n].kind != "torch", PASSES[n].order, n)))
+
+
 def get_pass(name: str) -> type[Pass]:
-    if name not in PASS_NAMES:
-        raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(PASS_NAMES)}")
-    importlib.import_module(f"edgekit.passes.{name}")
+    if name not in PASSES:
+        names = pass_names()
+        if name in _UNAVAILABLE:
+            raise _UNAVAILABLE[name]
+        if name not in PASSES:
+            raise ConfigError(f"unknown step {name!r}", hint=f"steps are: {', '.join(names)}")
     return PASSES[name]
+
+
+def order_violation(earlier: str, later: str) -> str | None:
+    """Why `later` may not come after `earlier` in one chain (their declarations), else None."""
+    then = PASSES[later]
+    if earlier in then.runs_before:
+        return then.order_hint or f"{later} runs before {earlier}; reorder the steps"
+    return None
+
+
+def search_knobs() -> tuple[tuple[type[Pass], Knob], ...]:
+    """The searchable fields of every registered pass, in the passes' usual order: the
+    dimensions of `edgekit optimize`'s space besides runtime, precision and int8 fallback."""
+    return tuple((PASSES[n], k) for n in pass_names() for k in PASSES[n].search)

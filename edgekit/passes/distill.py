@@ -3,7 +3,9 @@
 Loss = alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · CE(student, y),
 trained with the article's recipe (the zoo trainer: augmentation, cosine schedule with warm-up,
 progress bar with loss and eval top-1 per epoch). The last epoch is kept: picking the best by
-eval top-1 would select on the test data that top-1 is then reported on."""
+eval top-1 would select on the test data that top-1 is then reported on. A run of more than
+patience + 1 epochs stops early when the top-1 on a held-out slice of the TRAINING data plateaus
+(and keeps that slice's best epoch); the report row says how many epochs ran and why it ended."""
 
 from __future__ import annotations
 
@@ -29,6 +31,13 @@ class DistillConfig(PassConfig):
     warmup_epochs: float = Field(0.1, ge=0)
     limit: int | None = Field(None, ge=1, description="distill on a stratified subset of N images")
     seed: int = 0
+    patience: int | None = Field(2, ge=1, description="stop when the top-1 on a held-out slice "
+                                 "of the training data (never the eval set) has not risen by "
+                                 "min_delta for this many epochs (runs of more than patience + 1 "
+                                 "epochs); None: never stop early")
+    min_delta: float = Field(0.002, ge=0, description="holdout top-1 rise (fraction) that counts")
+    holdout: float = Field(0.1, gt=0, lt=0.5, description="fraction of the training images "
+                           "held out for early stopping")
 
 
 def distillation_loss(temperature: float, alpha: float):
@@ -62,6 +71,7 @@ def _nothing_changed(bundle: Any, ctx: PassContext) -> bool:
 class DistillPass(Pass):
     name = "distill"
     kind = "torch"
+    order = 30  # after the passes that change the architecture (optimize: its own schedule)
     Config = DistillConfig
 
     def check(self, bundle: Any, ctx: PassContext) -> None:
@@ -88,7 +98,9 @@ class DistillPass(Pass):
         raw = ctx.train_images()
         eval_set = ctx.eval_set(bundle.spec, required=False)
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                warmup_epochs=cfg.warmup_epochs, limit=cfg.limit, seed=cfg.seed)
+                                warmup_epochs=cfg.warmup_epochs, limit=cfg.limit, seed=cfg.seed,
+                                patience=cfg.patience, min_delta=cfg.min_delta,
+                                holdout=cfg.holdout)
         from edgekit.zoo.accel import TrainSettings
         from edgekit.zoo.teacher import TeacherLogits
 
@@ -99,8 +111,7 @@ class DistillPass(Pass):
                       train=ctx.train or TrainSettings(), teacher=teacher)
         bundle.meta.setdefault("history", {})["distill"] = history
         ctx.add_row(step="distill", **model_cost(bundle.model, bundle.spec),
-                    top1=history["epochs"][-1].get("top1"), epochs=cfg.epochs,
-                    **training_row(history))
+                    top1=history["epochs"][-1].get("top1"), **training_row(history))
         return bundle
 
 
@@ -111,6 +122,11 @@ def training_row(history: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"train_device": plan.get("device"),
                            "train_precision": plan.get("precision")
                            + ("+channels_last" if plan.get("channels_last") else "")}
+    stop = history.get("early_stop")
+    if stop is not None:  # epochs run (of those planned) and why the run ended
+        row.update(epochs=stop["epochs_run"], stopped=stop["stopped"])
+    else:
+        row["epochs"] = len(history.get("epochs", []))
     teacher = history.get("teacher")
     if teacher is not None:
         cached, built = teacher.get("cached_epochs") or [], teacher.get("built_epochs") or []

@@ -43,9 +43,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from edgekit.errors import ConfigError, ModelLoadError
+from edgekit.errors import ConfigError, EdgekitError, ModelLoadError
 from edgekit.io.models import register_surgery
-from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.passes.base import Knob, Pass, PassConfig, PassContext
 from edgekit.passes.dwsep_factor import (
     ACTIVATIONS,
     MAX_REFINE_FEATURES,
@@ -263,7 +263,34 @@ class DwsepPass(Pass):
 
     name = "dwsep"
     kind = "torch"
+    order = 20
+    search = (Knob("dwsep", "rank", ("off", "auto"), off="off", help="off | auto | a channel "
+                   "multiplier r", settings={"dwsep_max_error": "max_error"},
+                   keyed=lambda rank: ("dwsep_max_error",) if rank == "auto" else (),
+                   label=lambda rank: str(rank) if rank in ("off", "auto") else f"r{rank}",
+                   parse=lambda text: int(text) if str(text).isdigit() else text,
+                   unchanged="substitutes no conv of this model"),)
     Config = DwsepConfig
+
+    @classmethod
+    def inapplicable(cls, bundle: Any, config: PassConfig) -> str | None:
+        """Why the pass would substitute no conv of the model at this rank, from its plan
+        (cheap: no training data, no rank search), else None. `auto` can still choose no layer
+        within its error bound; optimize's builder finds that at its first candidate
+        (UnchangedError) and the search drops the choice then, once."""
+        from collections import Counter
+
+        try:
+            plans = plan_layers(bundle.model, bundle.spec, config)
+        except EdgekitError as exc:
+            return exc.message
+        if any(p.replace for p in plans):
+            return None
+        reasons = Counter((p.reason or "").split(" (")[0].split(":")[0] for p in plans)
+        listed = "; ".join(f"{n} {why}" for why, n in reasons.most_common(3))
+        return (f"dwsep {cls.search[0].label(config.rank)} substitutes no conv of this model"
+                + (f" ({listed})" if listed else " (it has no conv)")
+                + ": the candidate would be the original")
 
     def _resolve_rank(self, ctx: PassContext) -> None:
         """An unset rank becomes 'auto' when training images are at hand, else 1 (recorded so

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgekit.errors import ConfigError, DataError, InputError, MissingLabelsError
-from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.passes.base import Knob, Pass, PassConfig, PassContext
 
 IMPORTANCES = ("l1", "l2", "taylor", "bn-scale")
 
@@ -716,6 +716,14 @@ class PrunePass(Pass):
     name = "prune"
     kind = "torch"
     Config = PruneConfig
+    order = 10
+    runs_before = ("dwsep",)
+    order_hint = ("prune first, then dwsep: Torch-Pruning cannot prune the depthwise convs "
+                  "dwsep makes (rank > 1); reorder the steps")
+    search = (Knob("prune", "ratio", (0.0, 0.25, 0.5), off=0.0, parse=float, sort=True,
+                   help="channel ratios to remove, in [0, 1); 0 = no pruning",
+                   settings={"importance": "importance"}, device={"round_to": "round_to"},
+                   label=lambda ratio: f"{float(ratio):g}"),)
 
     def __init__(self, config: PruneConfig | dict[str, Any] | None = None) -> None:
         if isinstance(config, dict) or config is None:

@@ -16,15 +16,129 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from edgekit.errors import ConfigError, DataError, ExportError, MissingLabelsError
 from edgekit.passes.base import Pass, PassConfig, PassContext
 
-FILENAMES = {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.trt.onnx",
-             "openvino": "model.int8.xml"}
+
+class Flavour:
+    """What one int8 flavour does differently (as NNCF's per-backend entity, chosen once per
+    pass): the file it writes, what it checks first, its backend, what it records. The pass
+    holds one (`QuantizePass.flavour`) and never branches on the flavour's name."""
+
+    name: ClassVar[str]
+    filename: ClassVar[str]
+    format: ClassVar[str] = "onnx"  # the artifact's manifest format
+    default_method: ClassVar[str] = "percentile"
+    qdq: ClassVar[str] = "onnxruntime"  # the QDQ layout of its settings (edgekit.quant.ort_qdq)
+    latency_here: ClassVar[bool] = True  # latency_fallback can profile its runtime here
+
+    def check(self, cfg: QuantizeConfig) -> None:
+        if cfg.preset is not None:
+            raise ConfigError("preset applies to the openvino flavour only",
+                              hint="drop preset, or use --for openvino")
+
+    def backend(self, cfg: QuantizeConfig, settings: Any, onnx_path: Path, spec: Any,
+                calib_x: Any, workdir: Path) -> Any:
+        from edgekit.quant.ort_backend import OrtBackend
+
+        return OrtBackend(onnx_path, spec, calib_x, settings, workdir)
+
+    def attention_runtime(self, backend: Any) -> str:
+        """The runtime whose kernels the attention policy keeps float for."""
+        return backend.runtime
+
+    def verify(self, path: Path, float_layers: list[str]) -> dict[str, Any]:
+        """Checks of the written model beyond parity; what they record in the metrics."""
+        return {}
+
+    def record(self, cfg: QuantizeConfig, backend: Any, settings: Any
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the manifest config's quantization entry, the library versions) of the artifact."""
+        from edgekit.io.manifest import library_versions
+
+        return (getattr(backend, "settings", settings).describe(),
+                library_versions("onnxruntime", "onnx"))
+
+
+class OrtFlavour(Flavour):
+    """QDQ for ONNX Runtime (the default)."""
+
+    name = "onnxruntime"
+    filename = "model.int8.onnx"
+
+    def backend(self, cfg, settings, onnx_path, spec, calib_x, workdir):  # type: ignore[no-untyped-def]
+        import dataclasses
+
+        import onnx
+
+        from edgekit.quant.attention import ort_settings
+
+        settings = dataclasses.replace(settings, **ort_settings(
+            onnx.load(str(onnx_path), load_external_data=False), cfg.attention))
+        return super().backend(cfg, settings, onnx_path, spec, calib_x, workdir)
+
+
+class TensorRtFlavour(Flavour):
+    """QDQ for TensorRT's explicit quantization (signed, symmetric, per-channel), checked for
+    what TensorRT would not run as intended. Its engine is built on the device."""
+
+    name = "tensorrt"
+    filename = "model.int8.trt.onnx"
+    qdq = "tensorrt"
+    latency_here = False
+
+    def attention_runtime(self, backend: Any) -> str:
+        return "tensorrt"
+
+    def verify(self, path: Path, float_layers: list[str]) -> dict[str, Any]:
+        QuantizePass._check_tensorrt(path, float_layers)
+        return {"tensorrt_checks": "passed"}
+
+
+class OpenVinoFlavour(Flavour):
+    """An OpenVINO IR quantized by NNCF (its own ranges and presets)."""
+
+    name = "openvino"
+    filename = "model.int8.xml"
+    format = "openvino"
+    default_method = "nncf default"
+
+    def check(self, cfg: QuantizeConfig) -> None:
+        if cfg.method is not None:
+            raise ConfigError(f"calibration method {cfg.method!r} does not apply to the "
+                              "openvino flavour: NNCF estimates its own ranges",
+                              hint="drop --calib-method, or use --for onnxruntime|tensorrt")
+        from edgekit.targets.openvino import import_nncf
+
+        import_nncf()
+
+    def backend(self, cfg, settings, onnx_path, spec, calib_x, workdir):  # type: ignore[no-untyped-def]
+        import onnx
+
+        from edgekit.quant.attention import nncf_model_type
+        from edgekit.quant.openvino import OpenVinoBackend
+
+        model_type = nncf_model_type(onnx.load(str(onnx_path), load_external_data=False),
+                                     cfg.attention)
+        return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset,
+                               model_type=model_type)
+
+    def record(self, cfg, backend, settings):  # type: ignore[no-untyped-def]
+        from edgekit.io.manifest import library_versions
+
+        return ({"tool": "nncf.quantize", "preset": cfg.preset or "default",
+                 **({"model_type": backend.model_type}
+                    if getattr(backend, "model_type", None) else {})},
+                library_versions("openvino", "nncf", "onnx"))
+
+
+FLAVOURS: dict[str, Flavour] = {f.name: f() for f in (OrtFlavour, TensorRtFlavour,
+                                                      OpenVinoFlavour)}
+FILENAMES = {name: flavour.filename for name, flavour in FLAVOURS.items()}
 
 
 class QuantizeConfig(PassConfig):
@@ -73,7 +187,12 @@ class QuantizeConfig(PassConfig):
 class QuantizePass(Pass):
     name = "quantize"
     kind = "onnx"
+    order = 40
     Config = QuantizeConfig
+
+    @property
+    def flavour(self) -> Flavour:
+        return FLAVOURS[self.config.flavour]
 
     # ----------------------------------------------------------- checks before anything is written
     def check(self, subject: Any, ctx: PassContext) -> None:
@@ -81,19 +200,9 @@ class QuantizePass(Pass):
         before the pipeline writes anything. `subject` is the ModelBundle (for its InputSpec)."""
         cfg: QuantizeConfig = self.config
         spec = subject.spec
-        if cfg.flavour == "openvino":
-            if cfg.method is not None:
-                raise ConfigError(f"calibration method {cfg.method!r} does not apply to the "
-                                  "openvino flavour: NNCF estimates its own ranges",
-                                  hint="drop --calib-method, or use --for onnxruntime|tensorrt")
-            from edgekit.targets.openvino import import_nncf
-
-            import_nncf()
-        elif cfg.preset is not None:
-            raise ConfigError("preset applies to the openvino flavour only",
-                              hint="drop preset, or use --for openvino")
+        self.flavour.check(cfg)
         if cfg.latency_fallback:
-            if cfg.flavour == "tensorrt":
+            if not self.flavour.latency_here:
                 raise ConfigError("latency_fallback profiles on the flavour's runtime here, and "
                                   "the tensorrt flavour's engine is built on the device",
                                   hint="use latency_fallback with the onnxruntime or openvino "
@@ -123,7 +232,7 @@ class QuantizePass(Pass):
         cfg: QuantizeConfig = self.config
         return QdqSettings(method=cfg.method or "percentile", percentile=cfg.percentile,
                            per_channel=cfg.per_channel,
-                           flavour=cfg.flavour if cfg.flavour != "openvino" else "onnxruntime",
+                           flavour=self.flavour.qdq,
                            reduce_range=cfg.reduce_range, calib_batch=cfg.calib_batch)
 
     def _calibration(self, spec, ctx: PassContext):
@@ -171,14 +280,13 @@ class QuantizePass(Pass):
         return measured
 
     def outputs(self) -> list[str]:
-        name = FILENAMES[self.config.flavour]
+        name = self.flavour.filename
         return [name, name[:-4] + ".bin"] if name.endswith(".xml") else [name]
 
     # ----------------------------------------------------------- the pass
     def apply(self, onnx_path: Path, ctx: PassContext):
         from edgekit.io.artifacts import spec_for
         from edgekit.io.files import file_size, format_size
-        from edgekit.io.manifest import library_versions
         from edgekit.quant.budget import keep_budget
         from edgekit.quant.report import summary_line
         from edgekit.targets.base import Artifact
@@ -190,7 +298,7 @@ class QuantizePass(Pass):
         eval_set = self._eval_set(spec, ctx)
         budget = self._budget(ctx)
         out_dir = Path(ctx.out_dir)
-        target = out_dir / FILENAMES[cfg.flavour]
+        target = out_dir / self.flavour.filename
         from edgekit.io.debris import pid_tag
 
         workdir = Path(tempfile.mkdtemp(prefix=f".quantize-{pid_tag()}-", dir=out_dir))
@@ -220,16 +328,14 @@ class QuantizePass(Pass):
                         f"{len(ranks)}: alone in float, top-1 agreement with fp32 "
                         f"{100 * r['agreement_gained']:+.1f} points)")
             report = backend.report(outcome.artifact, kept_float)
-            if cfg.flavour == "tensorrt":
-                self._check_tensorrt(outcome.artifact, outcome.float_layers)
+            checks = self.flavour.verify(outcome.artifact, outcome.float_layers)
             final = backend.finalize(outcome.artifact, target)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
         calibration = {**calib_info, **{k: v for k, v in backend.calibration.items()
                                         if k != "ranges"}}
-        calibration["method"] = cfg.method or ("percentile" if cfg.flavour != "openvino"
-                                               else "nncf default")
+        calibration["method"] = cfg.method or self.flavour.default_method
         if calibration["method"] == "percentile":
             calibration["percentile"] = cfg.percentile
         accuracy = outcome.accuracy(backend.runtime, ctx.eval_source)
@@ -249,7 +355,7 @@ class QuantizePass(Pass):
             **({"preparation": backend.prepare_info} if hasattr(backend, "prepare_info") else {}),
             **({"nncf": report["nncf"]} if "nncf" in report else {}),
             **({"latency_fallback": latency.as_dict()} if latency else {}),
-            **({"tensorrt_checks": "passed"} if cfg.flavour == "tensorrt" else {}),
+            **checks,
         }
         if outcome.fp32_top1 is not None:
             ctx.add_row(step=f"fp32 onnx on {backend.runtime}", top1=outcome.fp32_top1)
@@ -261,17 +367,10 @@ class QuantizePass(Pass):
                        if outcome.float_layers else ""),
                     size=format_size(file_size(final)))
         config: dict[str, Any] = {"float_layers": outcome.float_layers}
-        if cfg.flavour != "onnxruntime":
+        if cfg.flavour != QuantizeConfig.model_fields["flavour"].default:
             config["flavour"] = cfg.flavour
-        if cfg.flavour == "openvino":
-            versions = library_versions("openvino", "nncf", "onnx")
-            config["quantization"] = {"tool": "nncf.quantize", "preset": cfg.preset or "default",
-                                      **({"model_type": backend.model_type}
-                                         if getattr(backend, "model_type", None) else {})}
-        else:
-            versions = library_versions("onnxruntime", "onnx")
-            config["quantization"] = getattr(backend, "settings", self._settings()).describe()
-        return Artifact(path=final, format="openvino" if cfg.flavour == "openvino" else "onnx",
+        config["quantization"], versions = self.flavour.record(cfg, backend, self._settings())
+        return Artifact(path=final, format=self.flavour.format,
                         precision="int8", metrics=metrics, config=config, versions=versions)
 
     def _latency_fallback(self, backend, outcome, eval_set):
@@ -312,33 +411,11 @@ class QuantizePass(Pass):
 
         model_path = getattr(backend, "prepared", onnx_path)
         model = onnx.load(str(model_path), load_external_data=False)
-        runtime = "tensorrt" if self.config.flavour == "tensorrt" else backend.runtime
-        return float_nodes(model, self.config.attention, runtime)
+        return float_nodes(model, self.config.attention, self.flavour.attention_runtime(backend))
 
     def _backend(self, onnx_path: Path, spec, calib_x, workdir: Path):
-        cfg: QuantizeConfig = self.config
-        if cfg.flavour == "openvino":
-            import onnx
-
-            from edgekit.quant.attention import nncf_model_type
-            from edgekit.quant.openvino import OpenVinoBackend
-
-            model_type = nncf_model_type(onnx.load(str(onnx_path), load_external_data=False),
-                                         cfg.attention)
-            return OpenVinoBackend(onnx_path, spec, calib_x, workdir, preset=cfg.preset,
-                                   model_type=model_type)
-        import dataclasses
-
-        import onnx
-
-        from edgekit.quant.attention import ort_settings
-        from edgekit.quant.ort_backend import OrtBackend
-
-        settings = self._settings()
-        if cfg.flavour == "onnxruntime":
-            settings = dataclasses.replace(settings, **ort_settings(
-                onnx.load(str(onnx_path), load_external_data=False), cfg.attention))
-        return OrtBackend(onnx_path, spec, calib_x, settings, workdir)
+        return self.flavour.backend(self.config, self._settings(), onnx_path, spec, calib_x,
+                                    workdir)
 
     @staticmethod
     def _check_tensorrt(path: Path, float_layers: list[str]) -> None:

@@ -22,9 +22,16 @@ from edgekit.io.files import atomic_write_text
 from edgekit.results.store import is_layer_profile, latest
 from edgekit.results.table import GATE_COLUMNS, WINNER, gate_markdown, gate_row, gate_verdict
 
-RUNTIME_COLOURS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c",
-                   "torch": "#d62728"}
-RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT", "torch": "torch"}
+
+def runtime_styles() -> dict[str, tuple[str, str]]:
+    """{runtime: (colour, short name)} as each Runner declares them (`colour`, `short`), in the
+    order of the table of kinds: a new runtime is drawn with no edit here."""
+    from edgekit import kinds
+    from edgekit.runtimes.base import RUNNERS, runner_names
+
+    order = kinds.runtimes()
+    names = sorted(runner_names(), key=lambda n: order.index(n) if n in order else len(order))
+    return {n: (RUNNERS[n].colour, RUNNERS[n].short) for n in names}
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "s", "int8": "^", "int4": "v"}
 
 
@@ -76,11 +83,12 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     by_x = sorted(range(len(points)), key=lambda i: points[i][0])
     offset = {i: (6, 5) if rank % 2 == 0 else (6, -11) for rank, i in enumerate(by_x)}
+    styles = runtime_styles()
     for i, (r, (x, y)) in enumerate(zip(rows, points, strict=True)):
-        ax.scatter(x, y, s=70, color=RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"),
+        colour, short = styles.get(r.get("runtime"), ("#7f7f7f", r.get("runtime")))
+        ax.scatter(x, y, s=70, color=colour,
                    marker=PRECISION_MARKERS.get(r.get("precision"), "o"), zorder=3,
                    edgecolors="none", alpha=0.9)
-        short = RUNTIME_SHORT.get(r.get("runtime"), r.get("runtime"))
         stem = Path(str(r.get("artifact_name") or r.get("artifact", ""))).stem
         ax.annotate(f"{r.get('model')}/{stem} {short}", (x, y),
                     textcoords="offset points",
@@ -101,7 +109,7 @@ def scatter_plot(records: list[dict[str, Any]], device: str) -> str | None:
     ax.set_title(f"{device}: latency vs accuracy")
     ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], ls="none", marker="o", color=c, label=n)
-               for n, c in RUNTIME_COLOURS.items() if any(r.get("runtime") == n for r in rows)]
+               for n, (c, _) in styles.items() if any(r.get("runtime") == n for r in rows)]
     handles += [plt.Line2D([], [], ls="none", marker=m, color="#555", label=p)
                 for p, m in PRECISION_MARKERS.items() if any(r.get("precision") == p for r in rows)]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
@@ -131,8 +139,9 @@ def latency_plot(records: list[dict[str, Any]], device: str) -> str | None:
     horizontal = {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
     box = ax.boxplot(data, **horizontal, whis=(1, 99), showfliers=False, patch_artist=True,
                      widths=0.6, medianprops={"color": "black"})
+    styles = runtime_styles()
     for patch, r in zip(box["boxes"], rows, strict=True):
-        patch.set_facecolor(RUNTIME_COLOURS.get(r.get("runtime"), "#7f7f7f"))
+        patch.set_facecolor(styles.get(r.get("runtime"), ("#7f7f7f",))[0])
         patch.set_alpha(0.55)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7.5)
     ax.invert_yaxis()  # read top-down in the table's order

@@ -62,12 +62,22 @@ class Runner:
     install_hint: ClassVar[str] = ""
     timing_scope: ClassVar[str] = "inference call on host, inputs preallocated in host memory"
     Options: ClassVar[type[RunnerOptions]] = RunnerOptions
+    # What the rest of edgekit reads from the class (nothing else spells a runtime's name):
+    dists: ClassVar[tuple[str, ...]] = ()  # distributions whose versions a record lists
+    short: ClassVar[str] = ""  # its name in the report's plots (default: the name)
+    colour: ClassVar[str] = "#7f7f7f"  # its colour there
+    reads_onnx: ClassVar[bool | None] = None  # runs an fp32 .onnx as is (None: from formats)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if getattr(cls, "name", None):
             if "formats" not in cls.__dict__:  # from the table, unless the class says
                 cls.formats = kinds.formats_read_by(cls.name)
+            elif cls.name not in kinds.RUNTIMES:  # a runtime of a kind the table has: one file
+                kinds.add_reader(cls.name, cls.formats)
+            if cls.reads_onnx is None:
+                cls.reads_onnx = "onnx" in cls.formats
+            cls.short = cls.__dict__.get("short") or cls.name
             RUNNERS[cls.name] = cls
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
@@ -150,6 +160,19 @@ class Runner:
         if isinstance(options, RunnerOptions):
             options = options.model_dump(exclude_unset=True)
         return validate(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
+
+    @classmethod
+    def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
+                       options: dict[str, Any], runs: int, warmup: int,
+                       on_run: Callable[[], None]) -> list[dict[str, Any]]:
+        """Per-layer time from the runtime's own profiler (`edgekit profile`): one row per
+        layer run, {layer, op, precision, ms} with ms summed over `runs` after `warmup`. A
+        runtime without one leaves this out (`has_layer_profiler`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_layer_profiler(cls) -> bool:
+        return cls.profile_layers.__func__ is not Runner.profile_layers.__func__
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -169,11 +169,22 @@ class OpenVinoRunner(Runner):
     name = "openvino"
     package = "openvino"
     install_hint = INSTALL_HINT
+    dists = ("openvino", "nncf")
+    short = "OV"
+    colour = "#6a3d9a"
+    reads_onnx = True  # its ONNX frontend reads an fp32 .onnx at f32 (an fp32 IR export of it)
+
     timing_scope = ("infer request on host (reused; static-shape compile for the batch timed), "
                     "input wrapped from preallocated host memory, output left in OpenVINO's "
                     "buffer")
     Options = OpenVinoOptions
     options: OpenVinoOptions
+
+    @classmethod
+    def profile_layers(cls, path, spec, x, **kw):  # type: ignore[no-untyped-def]
+        from edgekit.runtimes.profile import profile_openvino
+
+        return profile_openvino(path, spec, x, **kw)
 
     def load(self) -> None:
         import_openvino()

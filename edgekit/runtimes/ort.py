@@ -35,8 +35,17 @@ class OrtRunner(Runner):
     name = "onnxruntime"
     package = "onnxruntime"
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    dists = ("onnxruntime", "onnxruntime-gpu")
+    short = "ORT"
+    colour = "#1f77b4"
     Options = OrtOptions
     options: OrtOptions
+
+    @classmethod
+    def profile_layers(cls, path, spec, x, **kw):  # type: ignore[no-untyped-def]
+        from edgekit.runtimes.profile import profile_onnxruntime
+
+        return profile_onnxruntime(path, spec, x, **kw)
 
     @classmethod
     def usable_with(cls, options: RunnerOptions | dict[str, Any] | None) -> tuple[bool, str]:

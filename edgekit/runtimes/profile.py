@@ -291,8 +291,14 @@ def profile_tensorrt(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
             for name, ms in _per_run(samples, runs).items()]
 
 
-PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino,
-             "tensorrt": profile_tensorrt}
+def profiled_runtimes() -> list[str]:
+    """The runtimes whose runner has a per-layer profiler (`Runner.profile_layers`)."""
+    from edgekit import kinds
+    from edgekit.runtimes.base import RUNNERS, runner_names
+
+    order = kinds.runtimes()
+    names = sorted(runner_names(), key=lambda n: order.index(n) if n in order else len(order))
+    return [n for n in names if RUNNERS[n].has_layer_profiler()]
 
 
 def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str | Path | None,
@@ -305,15 +311,16 @@ def profile(path: str | Path, spec: InputSpec, *, runtime: str, onnx_source: str
     join to ONNX nodes and PyTorch modules; without it those columns are None."""
     from edgekit.runtimes.base import get_runner
 
-    if runtime not in PROFILERS:
+    if runtime not in profiled_runtimes():
         raise InputError(f"edgekit has no per-layer profiler for {runtime!r}",
-                         hint=f"profile on one of: {', '.join(PROFILERS)}")
+                         hint=f"profile on one of: {', '.join(profiled_runtimes())}")
     if runs < 1 or batch < 1:
         raise InputError("runs and batch must be at least 1")
-    get_runner(runtime).check_available()
+    runner = get_runner(runtime)
+    runner.check_available()
     x = _inputs(spec, batch, images)
-    rows = PROFILERS[runtime](Path(path), spec, x, threads=threads, options=dict(options or {}),
-                              runs=runs, warmup=warmup, on_run=on_run or (lambda: None))
+    rows = runner.profile_layers(Path(path), spec, x, threads=threads, options=dict(options or {}),
+                                 runs=runs, warmup=warmup, on_run=on_run or (lambda: None))
     if onnx_source is not None:
         OnnxGraph.load(onnx_source).join(rows)
     else:

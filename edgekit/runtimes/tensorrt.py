@@ -182,11 +182,21 @@ class TensorRtRunner(DeviceTimed, Runner):
     name = "tensorrt"
     package = "tensorrt"
     install_hint = INSTALL_HINT
+    dists = ("tensorrt",)
+    short = "TRT"
+    colour = "#2ca02c"
+
     timing_scope = ("end-to-end host time per query: host-to-device copy of the input from pinned "
                     "memory, execute_async_v3, device-to-host copy of the output into pinned "
                     "memory, stream synchronisation")
     device_timing_scope = ("CUDA events around execute_async_v3 alone (no copies), read after "
                            "synchronisation")
+
+    @classmethod
+    def profile_layers(cls, path, spec, x, **kw):  # type: ignore[no-untyped-def]
+        from edgekit.runtimes.profile import profile_tensorrt
+
+        return profile_tensorrt(path, spec, x, **kw)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

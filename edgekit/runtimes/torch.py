@@ -73,6 +73,8 @@ class TorchRunner(DeviceTimed, Runner):
     name = "torch"
     package = "torch"
     install_hint = "pip install edgekit[torch] (or pip install torch)"
+    dists = ("torch",)
+    colour = "#d62728"
     timing_scope = CPU_SCOPE
     device_timing_scope = ("CUDA events around the forward alone on the stream (no host copies), "
                            "read after synchronisation")

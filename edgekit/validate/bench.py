@@ -45,7 +45,9 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
                      spec: InputSpec) -> np.ndarray | None:
     if reference is None or eval_set is None:
         return None
-    with open_runner(reference, spec, device, "onnxruntime") as runner, \
+    from edgekit.kinds import default_runtime
+
+    with open_runner(reference, spec, device, default_runtime("onnx")) as runner, \
             progress(f"Reference logits ({reference.name})", len(eval_set)) as advance:
         return runner.predict(eval_set.x, on_batch=advance)
 
@@ -118,7 +120,7 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
     there itself, with the device's protocol on the same images: ONNX Runtime runs it as is,
     OpenVINO reads it with its ONNX frontend at f32 (what an fp32 IR export of it runs); other
     runtimes get a `missing` reason."""
-    if runtime not in ("onnxruntime", "openvino"):
+    if not get_runner(runtime).reads_onnx:
         why = (f"the fp32 original {original.name} is not built for {runtime} in this run "
                f"(export it for {runtime} too to compare)")
         return {b: {"p50_ms": None, "missing": f"batch {b}: {why}"} for b in batches}

@@ -14,8 +14,13 @@ from typing import Any
 
 from edgekit.io.manifest import library_versions
 
-RUNTIME_DISTS = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "torch",
-                 "tensorrt")
+
+def runtime_dists() -> tuple[str, ...]:
+    """The distributions whose versions a record lists: numpy, onnx, and each runner's `dists`."""
+    from edgekit.runtimes.base import RUNNERS, runner_names
+
+    return tuple(dict.fromkeys(("numpy", "onnx", *(d for n in runner_names()
+                                                    for d in RUNNERS[n].dists))))
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
 
 
@@ -86,7 +91,7 @@ def capture_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu": cpu_info(),
         "gpus": gpu_info(),
-        "versions": library_versions(*RUNTIME_DISTS),
+        "versions": library_versions(*runtime_dists()),
     }
     jetson = jetson_info()
     if jetson:

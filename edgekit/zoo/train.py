@@ -58,6 +58,13 @@ class TrainConfig(BaseModel):
     # optimistic estimate. The cosine schedule ends at a small learning rate; the last epoch stays.
     keep_best: bool = Field(False, description="restore the epoch with the best eval top-1 "
                                                "(selects on the eval set)")
+    # Early stopping decides on a held-out slice of the training data, never on the eval set.
+    patience: int | None = Field(None, ge=1, description="stop when the holdout top-1 has not "
+                                 "risen by min_delta for this many epochs; None: never")
+    min_delta: float = Field(0.002, ge=0, description="the rise in holdout top-1 (a fraction) "
+                                                      "that counts as progress")
+    holdout: float = Field(0.1, gt=0, lt=0.5, description="fraction of the training images "
+                                                          "held out to decide early stopping")
 
 
 # ---------------------------------------------------------------- augmentation and schedule
@@ -136,49 +143,24 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     After each epoch it measures top-1 on `eval_set` (when given) and, with `cfg.keep_best`,
     restores the best epoch's weights at the end. The model is left in eval mode, on the CPU.
 
+    Early stopping (`cfg.patience`, when the run has more than patience + 1 epochs): a stratified
+    `cfg.holdout` slice of the TRAINING data (never `eval_set`) is held out of training; after
+    each epoch its top-1 is measured, and when it has not risen by `cfg.min_delta` for
+    `cfg.patience` epochs the run stops and the weights of its best holdout epoch are restored.
+
     `train` says where and in what precision (edgekit.zoo.accel; None: the CPU in fp32, as
     before): the model and each batch move there, forward passes run under its autocast.
     `teacher` (distillation): the teacher's logits per batch, cached across runs
     (edgekit.zoo.teacher); `loss_fn` is then called as loss_fn(model, x, y, teacher_logits).
 
-    Returns {"epochs": [{"epoch", "loss", "top1", "seconds", "lr", "images_per_s"}...],
-    "best_epoch", "best_top1", "train_images", "seconds", "training": {device, precision, ...}}
-    (and "teacher": where its logits came from, with a teacher).
+    Returns {"epochs": [{"epoch", "loss", "top1", "holdout_top1", "seconds", "lr",
+    "images_per_s"}...], "best_epoch", "best_top1", "train_images", "seconds", "training":
+    {device, precision, ...}, "early_stop": {epochs_run, stopped, ...}} (and "teacher": where
+    its logits came from, with a teacher).
     """
     import torch
 
-    from edgekit.data.dataset import stratified_indices
-    from edgekit.progress import progress
-
-    if raw_train.labels is None:
-        raise MissingLabelsError(f"{raw_train.source} has no labels; training needs them")
-    loss_fn = loss_fn or cross_entropy_loss
-    from edgekit.data.folders import FolderTrainSet
-
-    streamed = isinstance(raw_train, FolderTrainSet)  # decoded per batch by DataLoader workers
-    labels = np.asarray(raw_train.labels, np.int64)
-    rows = np.arange(len(labels))
-    if cfg.limit is not None and cfg.limit < len(rows):
-        rows = stratified_indices(labels, cfg.limit, cfg.seed)
-    if len(rows) == 0:
-        raise DataError(f"{raw_train.source} holds no images to train on")
-    if raw_train.model_ready:
-        from edgekit.progress import stderr_console
-
-        kinds = [k for k, on in ((f"random crop with {cfg.crop_padding} px padding",
-                                  cfg.crop_padding > 0), ("horizontal flip", cfg.hflip)) if on]
-        how = f"in tensor space only ({', '.join(kinds)})" if kinds else "not at all"
-        stderr_console.print(f"note: {raw_train.source} holds model-ready float inputs: training "
-                             f"augments them {how}; nothing is resized or normalised",
-                             highlight=False)
-    x_all = None if streamed else torch.from_numpy(raw_train.model_inputs(spec, rows))
-    y_all = torch.from_numpy(labels[rows])
-    folder = None
-    if streamed:
-        from edgekit.data.loader import FolderLoader
-
-        folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
-    pad_value = black_value(spec)
+    data = _TrainData(raw_train, spec, cfg)
     from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
 
     if isinstance(train, TrainSettings):
@@ -186,73 +168,18 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     plan = train or TrainPlan()
     plan.place_model(model)
     if teacher is not None:
-        from edgekit.zoo.teacher import run_key_for
-
-        teacher.start(plan, run_key_for(
-            None if x_all is None else x_all.numpy(),
-            list(raw_train.index.files) if streamed else None, spec, cfg, rows),
-            len(rows), cfg.epochs)
-
+        teacher.start(plan, data.teacher_key(spec, cfg), len(data.rows), cfg.epochs)
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = _make_optimizer(model, cfg)
-    scheduler = cosine_warmup_schedule(optimizer, total_steps,
-                                       round(cfg.warmup_epochs * steps_per_epoch))
+    loop = _Loop(model, data, cfg, plan, loss_fn or cross_entropy_loss, teacher)
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
-                               "train_images": len(rows), "training": plan.record()}
-    best_state: dict[str, torch.Tensor] | None = None
+                               "train_images": len(data.rows), "training": plan.record()}
     started = time.perf_counter()
     try:
-        with progress(description, total=total_steps) as advance:
-            for epoch in range(1, cfg.epochs + 1):
-                epoch_start = time.perf_counter()
-                model.train()
-                order = torch.randperm(len(rows), generator=generator)
-                loss_sum, seen = 0.0, 0
-                if teacher is not None:
-                    teacher.begin_epoch(epoch)
-                for x_batch, y in _batches(folder, rows, x_all, y_all, order, cfg.batch_size):
-                    x = plan.place_inputs(augment(x_batch, cfg, generator, pad_value))
-                    y = y.to(plan.device, non_blocking=True)
-                    with plan.autocast():
-                        if teacher is None:
-                            loss = loss_fn(model, x, y)
-                        else:
-                            loss = loss_fn(model, x, y, teacher.logits(epoch, seen, x))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    loss_sum += float(loss.detach()) * len(y)
-                    seen += len(y)
-                    advance(1, epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / seen:.3f}")
-                if teacher is not None:
-                    teacher.end_epoch(epoch)
-                train_seconds = time.perf_counter() - epoch_start
-                record: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen,
-                                          "lr": optimizer.param_groups[0]["lr"],
-                                          "images_per_s": round(seen / train_seconds, 1)}
-                if eval_set is not None:
-                    record["top1"] = torch_top1(model, eval_set)
-                    advance(0, epoch=f"{epoch}/{cfg.epochs}", loss=f"{record['loss']:.3f}",
-                            top1=f"{record['top1']:.4f}")
-                    if history["best_top1"] is None or record["top1"] > history["best_top1"]:
-                        history["best_top1"], history["best_epoch"] = record["top1"], epoch
-                        if cfg.keep_best and epoch < cfg.epochs:
-                            best_state = copy.deepcopy(model.state_dict())
-                        elif cfg.keep_best:
-                            best_state = None  # the final weights are the best ones
-                record["seconds"] = time.perf_counter() - epoch_start
-                history["epochs"].append(record)
-        if cfg.keep_best and best_state is not None:
-            model.load_state_dict(best_state)
+        loop.run(history, eval_set, description)
     finally:
-        if folder is not None:
-            folder.close()
+        data.close()
         release_model(model)
         if teacher is not None:
             teacher.finish()
@@ -262,6 +189,233 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     model.eval()
     history["seconds"] = time.perf_counter() - started
     return history
+
+
+def split_holdout(labels: np.ndarray, rows: np.ndarray, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows): `fraction` of `rows`' count (at least one per class),
+    stratified, drawn from the images outside `rows` when there are enough of them (a `limit`
+    left them unused), else carved out of `rows`."""
+    from edgekit.data.dataset import stratified_indices
+
+    classes = len(np.unique(labels[rows]))
+    n = max(classes, math.ceil(fraction * len(rows)))
+    unused = np.setdiff1d(np.arange(len(labels)), rows)
+    if len(unused) >= n:
+        return rows, unused[stratified_indices(labels[unused], n, seed + 1)]
+    n = min(n, len(rows) - 1)
+    held = rows[stratified_indices(labels[rows], n, seed + 1)]
+    return np.setdiff1d(rows, held), held
+
+
+class _TrainData:
+    """The rows trained on (and held out), as preprocessed tensors or a streamed folder."""
+
+    def __init__(self, raw_train: RawImages | Any, spec: InputSpec, cfg: TrainConfig) -> None:
+        import torch
+
+        from edgekit.data.dataset import stratified_indices
+        from edgekit.data.folders import FolderTrainSet
+
+        if raw_train.labels is None:
+            raise MissingLabelsError(f"{raw_train.source} has no labels; training needs them")
+        self.raw = raw_train
+        self.streamed = isinstance(raw_train, FolderTrainSet)  # decoded per batch by workers
+        labels = np.asarray(raw_train.labels, np.int64)
+        rows = np.arange(len(labels))
+        if cfg.limit is not None and cfg.limit < len(rows):
+            rows = stratified_indices(labels, cfg.limit, cfg.seed)
+        if len(rows) == 0:
+            raise DataError(f"{raw_train.source} holds no images to train on")
+        self.holdout = np.zeros(0, np.int64)
+        if early_stopping(cfg) and len(rows) > 1:
+            rows, self.holdout = split_holdout(labels, rows, cfg.holdout, cfg.seed)
+        self.rows = rows
+        if raw_train.model_ready:
+            _note_model_ready(raw_train.source, cfg)
+        self.x_all = None if self.streamed else torch.from_numpy(raw_train.model_inputs(spec, rows))
+        self.y_all = torch.from_numpy(labels[rows])
+        self.x_held = None if self.streamed or not len(self.holdout) else \
+            torch.from_numpy(raw_train.model_inputs(spec, self.holdout))
+        self.y_held = torch.from_numpy(labels[self.holdout])
+        self.folder = None
+        if self.streamed:
+            from edgekit.data.loader import FolderLoader
+
+            self.folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
+        self.pad_value = black_value(spec)
+
+    def teacher_key(self, spec: InputSpec, cfg: TrainConfig) -> dict[str, Any]:
+        from edgekit.zoo.teacher import run_key_for
+
+        return run_key_for(None if self.x_all is None else self.x_all.numpy(),
+                           list(self.raw.index.files) if self.streamed else None, spec, cfg,
+                           self.rows)
+
+    def batches(self, order: torch.Tensor, batch_size: int):
+        return _batches(self.folder, self.rows, self.x_all, self.y_all, order, batch_size)
+
+    def holdout_batches(self, batch_size: int):
+        """The held-out images in a fixed order, unaugmented."""
+        import torch
+
+        if self.streamed:
+            yield from self.folder.epoch(self.holdout)
+            return
+        yield from _batches(None, self.holdout, self.x_held, self.y_held,
+                            torch.arange(len(self.holdout)), batch_size)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.close()
+
+
+def early_stopping(cfg: TrainConfig) -> bool:
+    """Whether the run can stop early: a patience, and more epochs than patience + 1."""
+    return cfg.patience is not None and cfg.epochs > cfg.patience + 1
+
+
+def _note_model_ready(source: str, cfg: TrainConfig) -> None:
+    from edgekit.progress import stderr_console
+
+    kinds = [k for k, on in ((f"random crop with {cfg.crop_padding} px padding",
+                              cfg.crop_padding > 0), ("horizontal flip", cfg.hflip)) if on]
+    how = f"in tensor space only ({', '.join(kinds)})" if kinds else "not at all"
+    stderr_console.print(f"note: {source} holds model-ready float inputs: training "
+                         f"augments them {how}; nothing is resized or normalised",
+                         highlight=False)
+
+
+class _Loop:
+    """The epochs of one run: optimizer, schedule, the steps, evaluation and early stopping."""
+
+    def __init__(self, model: nn.Module, data: _TrainData, cfg: TrainConfig, plan: TrainPlan,
+                 loss_fn: LossFn, teacher: TeacherLogits | None) -> None:
+        import torch
+
+        self.model, self.data, self.cfg, self.plan = model, data, cfg, plan
+        self.loss_fn, self.teacher = loss_fn, teacher
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.steps_per_epoch = math.ceil(len(data.rows) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.optimizer = _make_optimizer(model, cfg)
+        self.scheduler = cosine_warmup_schedule(self.optimizer, self.total_steps,
+                                                round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.stopper = _EarlyStop(cfg, len(data.holdout)) if early_stopping(cfg) else None
+
+    def run(self, history: dict[str, Any], eval_set: Dataset | None, description: str) -> None:
+        from edgekit.progress import progress
+
+        cfg = self.cfg
+        best_state: dict[str, torch.Tensor] | None = None
+        with progress(description, total=self.total_steps) as advance:
+            for epoch in range(1, cfg.epochs + 1):
+                epoch_start = time.perf_counter()
+                record = self.epoch(epoch, advance)
+                if self.stopper is not None:
+                    record["holdout_top1"] = self.holdout_top1()
+                if eval_set is not None:
+                    record["top1"] = torch_top1(self.model, eval_set)
+                    advance(0, epoch=f"{epoch}/{cfg.epochs}", loss=f"{record['loss']:.3f}",
+                            top1=f"{record['top1']:.4f}")
+                    if history["best_top1"] is None or record["top1"] > history["best_top1"]:
+                        history["best_top1"], history["best_epoch"] = record["top1"], epoch
+                        if cfg.keep_best:  # None: the final weights are the best ones
+                            best_state = copy.deepcopy(self.model.state_dict()) \
+                                if epoch < cfg.epochs else None
+                record["seconds"] = time.perf_counter() - epoch_start
+                history["epochs"].append(record)
+                if self.stopper is not None and self.stopper.update(epoch, record, self.model):
+                    advance(self.total_steps - epoch * self.steps_per_epoch)
+                    break
+        if self.stopper is not None:
+            history["early_stop"] = self.stopper.finish(self.model, len(history["epochs"]))
+        elif cfg.keep_best and best_state is not None:
+            self.model.load_state_dict(best_state)
+        if "early_stop" not in history:
+            history["early_stop"] = {"epochs_run": len(history["epochs"]),
+                                     "stopped": "all epochs ran (no early stopping)"}
+
+    def epoch(self, epoch: int, advance: Any) -> dict[str, Any]:
+        """One pass over the shuffled, augmented training rows; its record."""
+        import torch
+
+        model, plan, teacher, cfg = self.model, self.plan, self.teacher, self.cfg
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(self.data.rows), generator=self.generator)
+        loss_sum, seen = 0.0, 0
+        if teacher is not None:
+            teacher.begin_epoch(epoch)
+        for x_batch, y in self.data.batches(order, cfg.batch_size):
+            x = plan.place_inputs(augment(x_batch, cfg, self.generator, self.data.pad_value))
+            y = y.to(plan.device, non_blocking=True)
+            with plan.autocast():
+                if teacher is None:
+                    loss = self.loss_fn(model, x, y)
+                else:
+                    loss = self.loss_fn(model, x, y, teacher.logits(epoch, seen, x))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            seen += len(y)
+            advance(1, epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss_sum / seen:.3f}")
+        if teacher is not None:
+            teacher.end_epoch(epoch)
+        return {"epoch": epoch, "loss": loss_sum / seen, "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_s": round(seen / (time.perf_counter() - start), 1)}
+
+    def holdout_top1(self) -> float:
+        """Top-1 on the held-out training images (unaugmented), on the training device."""
+        import torch
+
+        self.model.eval()
+        right = total = 0
+        with torch.no_grad(), self.plan.autocast():
+            for x, y in self.data.holdout_batches(max(self.cfg.batch_size, 256)):
+                pred = self.model(self.plan.place_inputs(x)).argmax(1).cpu()
+                right += int((pred == y).sum())
+                total += len(y)
+        return right / max(total, 1)
+
+
+class _EarlyStop:
+    """Stop when the holdout top-1 has not risen by `min_delta` for `patience` epochs; keep the
+    weights of the best holdout epoch."""
+
+    def __init__(self, cfg: TrainConfig, holdout_images: int) -> None:
+        self.cfg, self.holdout_images = cfg, holdout_images
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_state: dict[str, Any] | None = None
+        self.since = 0
+        self.stopped: str | None = None
+
+    def update(self, epoch: int, record: dict[str, Any], model: nn.Module) -> bool:
+        """After an epoch: True when the run should stop now."""
+        top1 = record["holdout_top1"]
+        if self.best is None or top1 >= self.best + self.cfg.min_delta:
+            self.best, self.best_epoch, self.since = top1, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict()) if epoch < self.cfg.epochs else None
+            return False
+        self.since += 1
+        if self.since >= self.cfg.patience and epoch < self.cfg.epochs:
+            self.stopped = (f"plateau: holdout top-1 {top1:.4f} has not risen by "
+                            f"{self.cfg.min_delta:g} over {self.best:.4f} (epoch "
+                            f"{self.best_epoch}) for {self.since} epochs")
+            return True
+        return False
+
+    def finish(self, model: nn.Module, epochs_run: int) -> dict[str, Any]:
+        """Restore the best holdout epoch's weights; what the manifest records."""
+        if self.best_state is not None and self.best_epoch != epochs_run:
+            model.load_state_dict(self.best_state)
+        return {"epochs_run": epochs_run, "epochs_planned": self.cfg.epochs,
+                "stopped": self.stopped or "all epochs ran", "kept_epoch": self.best_epoch,
+                "holdout_images": self.holdout_images, "holdout_top1": self.best,
+                "patience": self.cfg.patience, "min_delta": self.cfg.min_delta}
 
 
 def _note(message: str) -> None:
