@@ -88,8 +88,8 @@ def nncf_default_top1(onnx_path: Path, name: str, folder: Path) -> dict[str, Any
     from bench_int8 import nncf_anchor
 
     from edgekit.data import load_dataset
+    from edgekit.metrics import top1
     from edgekit.runtimes.openvino import OpenVinoRunner
-    from edgekit.validate.accuracy import top1
     from edgekit.zoo import default_spec
 
     spec = default_spec(name)
@@ -180,10 +180,10 @@ def randomize_zero_heads(model: Any) -> None:
 def latency_model(name: str) -> dict[str, Any]:
     from bench_int8 import nncf_anchor, ours, protocol
 
+    from edgekit.metrics import fidelity
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.openvino import OpenVinoRunner
     from edgekit.runtimes.ort import OrtRunner
-    from edgekit.validate.accuracy import fidelity
 
     folder = WORK / "latency" / name
     shutil.rmtree(folder, ignore_errors=True)

@@ -39,10 +39,10 @@ def main() -> None:
 
     from edgekit.data import load_dataset, load_raw
     from edgekit.io.models import load_model
+    from edgekit.metrics import torch_top1
     from edgekit.optimize.inherit import inherit
     from edgekit.passes.distill import distillation_loss
     from edgekit.passes.prune import prune_model
-    from edgekit.validate.torch_eval import torch_top1
     from edgekit.zoo import shipped_checkpoint
     from edgekit.zoo.teacher import TeacherLogits
     from edgekit.zoo.train import TrainConfig, fit

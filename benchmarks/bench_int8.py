@@ -158,10 +158,10 @@ def run_model(name: str) -> dict[str, Any]:
     from edgekit.data import load_dataset
     from edgekit.io.files import file_size
     from edgekit.io.models import IMAGENET_SPEC, ModelBundle, build_arch
+    from edgekit.metrics import fidelity
     from edgekit.pipeline import export_artifact
     from edgekit.runtimes.openvino import OpenVinoRunner
     from edgekit.runtimes.ort import OrtRunner
-    from edgekit.validate.accuracy import fidelity
 
     torch.manual_seed(0)
     folder = WORK / name

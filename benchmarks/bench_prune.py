@@ -113,11 +113,11 @@ def zoo_row(name: str, prune_config: dict[str, Any], flags: str) -> dict[str, An
     compress .cache/zoo/NAME.pt FLAGS --train fashion-mnist:train --eval fashion-mnist:test
     --distill-epochs N` (in quick mode on 2,000 training and 500 test images)."""
     from edgekit.io.models import load_model
+    from edgekit.metrics import torch_top1
     from edgekit.passes.base import PassContext
     from edgekit.passes.distill import DistillPass
     from edgekit.passes.prune import PrunePass
     from edgekit.passes.stats import model_cost
-    from edgekit.validate.torch_eval import torch_top1
 
     path = zoo_checkpoint(name)
     bundle = load_model(path)

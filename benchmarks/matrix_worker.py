@@ -29,8 +29,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edgekit.preprocessing import PRESETS  # noqa: E402 - the checkout's edgekit, put on the path above
+
 RESOLUTIONS = (64, 96, 128, 160, 224)
-MEAN, STD = "0.485,0.456,0.406", "0.229,0.224,0.225"
+IMAGENET = PRESETS["imagenet"]  # the models' normalisation, passed as --mean/--std
+MEAN, STD = ",".join(map(str, IMAGENET.mean)), ",".join(map(str, IMAGENET.std))
 EVAL_IMAGES, CALIB_IMAGES = 96, 32
 COLUMNS = ("load", "inspect", "prune", "dwsep", "int8_ort", "int8_openvino", "export_openvino",
            "validate")
@@ -118,8 +121,8 @@ def normalized(x: Any) -> Any:
     import numpy as np
     import torch
 
-    mean = np.array([float(v) for v in MEAN.split(",")], np.float32)[:, None, None]
-    std = np.array([float(v) for v in STD.split(",")], np.float32)[:, None, None]
+    mean = np.array(IMAGENET.mean, np.float32)[:, None, None]
+    std = np.array(IMAGENET.std, np.float32)[:, None, None]
     return torch.from_numpy((x.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std)
 
 

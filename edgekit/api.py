@@ -252,7 +252,7 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     whole chain's top-1 drop against the original, measured on `eval`. The model's
     preprocessing comes from its file (or `spec`), from `input_shape`/`mean`/`std`/`resize`/
     `crop`/`channel_order`, or from a preset named in `preprocessing` ("imagenet", ...); it is
-    never guessed (edgekit.spec.resolve_preprocessing). `training` says where distillation
+    never guessed (edgekit.preprocessing.resolve_preprocessing). `training` says where distillation
     trains and in what precision ({"device": "cuda", "precision": "bf16"}, a TrainSettings;
     default auto)."""
     from edgekit.passes import PassContext

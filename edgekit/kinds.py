@@ -44,6 +44,10 @@ FORMATS: tuple[str, ...] = tuple(k.format for k in KINDS)
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(r for k in KINDS for r in k.runtimes))
 TARGETS: tuple[str, ...] = tuple(k.target for k in KINDS if k.target)
 RUNNABLE_SUFFIXES: tuple[str, ...] = tuple(s for k in KINDS if k.runnable for s in k.suffixes)
+# PyTorch model files a user passes in (edgekit.io.models loads them): the checkpoint kind's and
+# the other suffixes torch.save and torch.export.save write.
+TORCH_SUFFIXES: tuple[str, ...] = (*next(k.suffixes for k in KINDS if k.format == "checkpoint"),
+                                   ".pth", ".pt2")
 
 
 def by_format(fmt: str | None) -> Kind | None:

@@ -13,11 +13,11 @@ from edgekit.compress_checks import check_compress_outputs, check_data_exists, c
 from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
+from edgekit.kinds import TORCH_SUFFIXES
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
 DEFAULT_PARITY_SOURCE = "fashion-mnist:test"
-TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def resolve_source(source: Path, kind: str, model_options: dict[str, Any]) -> tuple[Any, Path]:
@@ -278,9 +278,9 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     Returns {'rows': report rows, 'artifacts': manifest outputs}."""
     import copy
 
+    from edgekit.metrics import torch_top1
     from edgekit.passes import get_pass
     from edgekit.passes.stats import model_cost
-    from edgekit.validate.torch_eval import torch_top1
 
     passes = [(name, get_pass(name)(config)) for name, config in steps]
     out_dir = Path(ctx.out_dir)

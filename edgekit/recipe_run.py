@@ -101,7 +101,7 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     # an untrusted recipe's arch is built as a model file's is (edgekit.recipe, io.archs)
     model = build_arch(src.arch, src.arch_kwargs, trusted=recipe.trusted)
     ov = recipe.input
-    # The one rule (edgekit.spec.resolve_preprocessing): the recipe's keys or a preset it names.
+    # The one rule (edgekit.preprocessing.resolve_preprocessing): the recipe's keys or a preset it names.
     # edgekit trains this model itself, so without mean/std it trains with what the
     # architecture documents (preset "arch"), and the checkpoint records it.
     given = _given(ov)

@@ -63,9 +63,8 @@ def main() -> int:
     from edgekit.devices import RuntimeConfig, load_profile
     from edgekit.io.files import sha256_file
     from edgekit.io.models import load_model
-    from edgekit.validate.accuracy import top1
+    from edgekit.metrics import top1, torch_logits
     from edgekit.validate.bench import measure
-    from edgekit.validate.torch_eval import torch_logits
 
     args.out.mkdir(parents=True, exist_ok=True)
     device = load_profile(args.device)

@@ -66,6 +66,12 @@ def zoo_checkpoint():
 
 
 @pytest.fixture(scope="session")
+def lenet5(zoo_checkpoint) -> Path:
+    """The zoo's lenet5, trained as zoo_checkpoint trains it."""
+    return zoo_checkpoint("lenet5")
+
+
+@pytest.fixture(scope="session")
 def fashion_test_small():
     """Fashion-MNIST test split, stratified 1,000 images, as a source string + loader."""
     if not _fashion_mnist_installed():

@@ -4,8 +4,13 @@ Fixtures live in tests/conftest.py; plain functions that several test files call
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,9 +72,11 @@ class CliResult(NamedTuple):
 
 
 def cli(capsys: Any, *args: Any) -> CliResult:
-    """`edgekit ARGS` in this process: its exit code (0 when it returned) and what it printed."""
+    """`edgekit ARGS` in this process: its exit code (0 when it returned) and what it printed
+    (only it: what was printed before is dropped)."""
     from edgekit.cli import main
 
+    capsys.readouterr()
     try:
         main([str(a) for a in args])
         code = 0
@@ -77,6 +84,56 @@ def cli(capsys: Any, *args: Any) -> CliResult:
         code = int(exc.code or 0)
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
+
+
+# ---------------------------------------------------------------- outputs never destroy inputs
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file (and the target of every symlink) under `folder`."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            found[rel] = "dir"
+    return found
+
+
+def debris(folder: Path) -> list[str]:
+    """The temporary files an interrupted or refused run would have left under `folder`."""
+    from edgekit.io.debris import is_debris_name
+
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if is_debris_name(p.name)]
+
+
+@dataclass
+class RefusalCase:
+    """A command that must be refused: `setup(tmp_path, model)` (the model a copy in tmp_path)
+    makes its inputs and returns its argv; the refusal exits `code` with `fragment` in stderr."""
+
+    id: str
+    setup: Callable[[Path, Path], list]
+    fragment: str
+    code: int = 2
+
+
+def check_refused_and_unchanged(case: RefusalCase, model: Path, tmp_path: Path,
+                                capsys: Any) -> None:
+    """Run `case` on a copy of `model` in tmp_path: exit `case.code` with its fragment and a
+    hint, no traceback, nothing under tmp_path changed (every file hashed before and after) and
+    no temporary file left."""
+    copy = tmp_path / model.name
+    shutil.copy(model, copy)
+    argv = case.setup(tmp_path, copy)
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, *argv)
+    assert code == case.code, err
+    assert case.fragment in err and "Traceback" not in err, err
+    assert "hint:" in err
+    assert snapshot(tmp_path) == before  # no input, store or foreign file changed; nothing new
+    assert debris(tmp_path) == []
 
 
 # ---------------------------------------------------------------- tiny models

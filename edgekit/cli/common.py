@@ -85,7 +85,7 @@ def _given_preprocessing(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preprocessing_flags(fn: Callable) -> Callable:
-    from edgekit.spec import PRESET_HELP
+    from edgekit.preprocessing import PRESET_HELP
 
     fn = click.option("--preprocessing", default=None, metavar="PRESET",
                       help="A named preprocessing preset (the flags above override its fields): "
@@ -135,7 +135,7 @@ def recorded_preprocessing_options(fn: Callable) -> Callable:
         given = _given_preprocessing(kwargs)
         preset = given.pop("preset", None)
         if preset is not None:  # its values, under the flags given beside it
-            from edgekit.spec import preset_values
+            from edgekit.preprocessing import preset_values
 
             given = {**preset_values(preset), **given}
         kwargs["preprocessing"] = given

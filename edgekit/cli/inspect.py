@@ -157,7 +157,7 @@ def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
     import torch
 
     from edgekit.passes.stats import model_cost
-    from edgekit.spec import describe_provenance
+    from edgekit.preprocessing import describe_provenance
 
     bundle, arch, arch_kwargs = _load(model, arch, arch_kwargs, input_shape, trust_model)
     with torch.no_grad():

@@ -19,7 +19,7 @@ def torchvision_matches(state_dict: dict[str, Any]) -> list[tuple[str, dict[str,
         import torchvision
     except ImportError:
         return []
-    from edgekit.io.models import _classifier_width
+    from edgekit.io.model_build import classifier_width
 
     saved = {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
     if len(saved) != len(state_dict):
@@ -43,7 +43,7 @@ def torchvision_matches(state_dict: dict[str, Any]) -> list[tuple[str, dict[str,
         mismatched = [k for k, shape in saved.items() if tuple(own[k].shape) != shape]
         if not mismatched:
             matches.append((f"torchvision.models:{name}", {}))
-        elif (width := _classifier_width(model, state_dict, mismatched)) is not None:
+        elif (width := classifier_width(model, state_dict, mismatched)) is not None:
             matches.append((f"torchvision.models:{name}", {"num_classes": width[1]}))
     return matches
 

@@ -10,7 +10,7 @@ from edgekit import kinds
 from edgekit.errors import InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.specfiles import spec_from_engine_metadata, spec_from_ir
-from edgekit.kinds import RUNNABLE_SUFFIXES
+from edgekit.kinds import RUNNABLE_SUFFIXES, TORCH_SUFFIXES
 from edgekit.spec import InputSpec
 
 
@@ -61,7 +61,7 @@ def check_preprocessing(target: str | Path, given: Mapping[str, Any] | None) -> 
     was exported), so a flag may repeat what every artifact of `target` records but not differ
     from it: InputError naming the artifact, the flag and the recorded value."""
     from edgekit.io.models import announce
-    from edgekit.spec import describe_provenance
+    from edgekit.preprocessing import describe_provenance
 
     given = {k: v for k, v in (given or {}).items() if v is not None}
     from edgekit.errors import EdgekitError
@@ -101,7 +101,7 @@ def list_artifacts(target: str | Path) -> list[dict[str, Any]]:
     if not target.exists():
         raise InputError(f"{target} does not exist", hint="pass an artifact file or an output folder")
     if target.is_file():
-        if target.suffix in (".pt", ".pth", ".pt2"):
+        if target.suffix in TORCH_SUFFIXES:
             raise InputError(f"{target.name} is a PyTorch model; edgekit bench runs exported "
                              "artifacts",
                              hint=f"export it first: edgekit export {target} --target onnx -o "

@@ -351,7 +351,7 @@ class DwsepPass(Pass):
         top1 = None
         eval_set = ctx.eval_set(bundle.spec, required=False)
         if eval_set is not None:
-            from edgekit.validate.torch_eval import torch_top1
+            from edgekit.metrics import torch_top1
 
             top1 = torch_top1(model, eval_set, description="Evaluating the dwsep model")
         ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), top1=top1,

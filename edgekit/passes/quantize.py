@@ -340,7 +340,7 @@ class QuantizePass(Pass):
             calibration["percentile"] = cfg.percentile
         accuracy = outcome.accuracy(backend.runtime, ctx.eval_source)
         if outcome.logits is not None:
-            from edgekit.validate.accuracy import fidelity
+            from edgekit.metrics import fidelity
 
             accuracy["fidelity"] = fidelity(outcome.reference_logits, outcome.logits)
         if parity is not None:
@@ -377,8 +377,8 @@ class QuantizePass(Pass):
         """Profile fp32 and int8 on the latency device; re-quantize with the int8 layers that
         ran slower than float kept in float (top-1 measured again when there is an eval set)."""
         from edgekit.devices import load_profile
+        from edgekit.metrics import top1
         from edgekit.quant.latency import latency_fallback
-        from edgekit.validate.accuracy import top1
 
         cfg: QuantizeConfig = self.config
         found = latency_fallback(backend, outcome.artifact, load_profile(cfg.latency_device),

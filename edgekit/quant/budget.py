@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.errors import GateError
-from edgekit.validate.accuracy import TOLERANCE, top1
+from edgekit.metrics import TOLERANCE, top1
 
 
 class QuantBackend(Protocol):

@@ -4,9 +4,11 @@ there and the records come home. The validator reaches this package only through
 `edgekit.executors.ssh`.
 
     ssh.py      transport: the system OpenSSH client, host-key checking always on; errors
-    agent.py    the device side: a standard-library script sent over stdin on every call
+    agent.py    the device side: a standard-library script sent over stdin on every call (with
+                agent_files.py and agent_probe.py ahead of it, ssh.agent_source)
     device.py   what the device has and lacks, and the one command that fixes each piece
-    payload.py  what one validation sends: artifacts, eval sets, tasks, the job id
+    payload.py  what one validation sends: artifacts, eval sets, tasks, the job id, and the
+                device program (edgekit/validate/device_program.py) by path
     job.py      one validation job, from the device check to the records
     alternate.py two artifacts timed together in alternating rounds on the device (a job)
 """

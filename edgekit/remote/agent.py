@@ -1,8 +1,9 @@
 """The device side of `edgekit.remote`: a standard-library-only script that the workstation sends
-over SSH on every call (`ssh HOST PYTHON - COMMAND PAYLOAD`, this file on stdin), so it works on
+over SSH on every call (`ssh HOST PYTHON - COMMAND PAYLOAD`, this file on stdin after the parts
+it imports, edgekit.remote.ssh.agent_source), so it works on
 a device before edgekit is installed there (to say what is missing) and never depends on the
-device's edgekit version. It imports nothing from edgekit and nothing outside the standard
-library; it keeps to Python 3.6 syntax so that an old JetPack interpreter can still report that
+device's edgekit version. It imports nothing outside the standard library (and of edgekit only
+its own parts, which the script sent carries ahead of it); it keeps to Python 3.6 syntax so that an old JetPack interpreter can still report that
 it is too old.
 
 Layout of the device's workdir (all paths are checked to stay inside it, symlinks resolved):
@@ -19,7 +20,6 @@ ignored by the caller.
 """
 
 import base64
-import hashlib
 import json
 import os
 import platform
@@ -31,9 +31,29 @@ import subprocess
 import sys
 import time
 
+# The parts sent ahead of this file in the same script (edgekit.remote.ssh.AGENT_PARTS), imported
+# here when the agent is a module of edgekit; in the script sent to a device their code comes
+# first and these import lines are dropped.
+from edgekit.remote.agent_files import (
+    AgentError,
+    check_rel,
+    check_sha,
+    ensure_dir,
+    inside,
+    job_dir,
+    read_json,
+    resolve_workdir,
+    sha256_file,
+    write_json,
+)
+from edgekit.remote.agent_probe import (
+    device_environment,
+    package_version,
+    probe_edgekit,
+    probe_runtime,
+)
+
 MARK = "@@edgekit-agent@@"
-SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-JOB_RE = re.compile(r"^[0-9a-f]{16,64}$")
 LOCK_NAME = "device.lock"
 OWNER_NAME = "device.lock.json"
 PACKAGES = {
@@ -45,284 +65,9 @@ PACKAGES = {
 }
 
 
-class AgentError(Exception):
-    def __init__(self, message, hint="", kind="error"):
-        Exception.__init__(self, message)
-        self.message, self.hint, self.kind = message, hint, kind
-
-
-# ------------------------------------------------------------------------------------ paths
-def check_rel(rel):
-    """A relative path made of plain names: no absolute path, no '..', no empty part."""
-    bad = (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel
-           or "\x00" in rel or any(part in ("", ".", "..") for part in rel.split("/")))
-    if bad:
-        raise AgentError(f"refusing path {rel!r}: it would leave the workdir",
-                         "artifact and file names must be plain relative paths (no '..', no '/' "
-                         "at the start)", "path")
-    return rel
-
-
-def resolve_workdir(raw):
-    if not isinstance(raw, str) or not raw or "\x00" in raw:
-        raise AgentError(f"invalid workdir {raw!r}", "set workdir in the device profile", "path")
-    if ".." in raw.split("/"):
-        raise AgentError(f"refusing workdir {raw!r}: it contains '..'",
-                         "give the workdir as a plain path, e.g. ~/.edgekit", "path")
-    path = os.path.expanduser(raw)
-    if not os.path.isabs(path):
-        path = os.path.join(os.path.expanduser("~"), path)
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise AgentError(f"cannot create the workdir {path} on the device: {exc}",
-                         "choose a writable workdir in the device profile", "path") from None
-    return os.path.realpath(path)
-
-
-def inside(root, *parts):
-    """root/parts..., refused when it resolves (through '..' or a symlink) outside root."""
-    for part in parts:
-        for piece in part.split("/"):
-            check_rel(piece)
-    path = os.path.join(root, *parts)
-    real = os.path.realpath(path)
-    if real != root and not real.startswith(root + os.sep):
-        raise AgentError(f"{path} leads outside the workdir {root} (it resolves to {real})",
-                         "remove that symlink from the device's workdir; edgekit only reads and "
-                         "writes inside it", "path")
-    return path
-
-
-def ensure_dir(root, *parts):
-    path = inside(root, *parts)
-    os.makedirs(path, exist_ok=True)
-    return inside(root, *parts)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(1 << 20)
-            if not block:
-                return digest.hexdigest()
-            digest.update(block)
-
-
-def write_json(path, obj):
-    tmp = f"{path}.{os.getpid()}.part"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return default
-
-
-def job_dir(root, job_id, must_exist=True):
-    if not isinstance(job_id, str) or not JOB_RE.match(job_id):
-        raise AgentError(f"invalid job id {job_id!r}", kind="path")
-    path = inside(root, "jobs", job_id)
-    if must_exist and not os.path.isfile(os.path.join(path, "job.json")):
-        raise AgentError(f"job {job_id} is not prepared on the device", kind="state")
-    return path
-
-
-def check_sha(sha):
-    if not isinstance(sha, str) or not SHA_RE.match(sha):
-        raise AgentError(f"invalid sha256 {sha!r}", kind="path")
-    return sha
-
-
-# ------------------------------------------------------------------------------ environment
-def _read(path, limit=4000):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(limit).decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def _run(argv, timeout=10):
-    if not shutil.which(argv[0]):
-        return None
-    try:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             timeout=timeout, check=False)
-        return out.stdout.decode("utf-8", "replace").strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def clocks():
-    """CPU and devfreq (GPU, memory controller) clocks from sysfs; `locked` when every clock
-    runs at its maximum (what `jetson_clocks` does)."""
-    cpus = []
-    base = "/sys/devices/system/cpu"
-    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
-    for name in names:
-        freq = os.path.join(base, name, "cpufreq")
-        if re.match(r"^cpu\d+$", name) and os.path.isdir(freq):
-            cpus.append({"cpu": name, "cur_khz": _read(os.path.join(freq, "scaling_cur_freq")),
-                         "max_khz": _read(os.path.join(freq, "scaling_max_freq")),
-                         "governor": _read(os.path.join(freq, "scaling_governor"))})
-    devfreq = {}
-    base = "/sys/class/devfreq"
-    for name in (sorted(os.listdir(base)) if os.path.isdir(base) else []):
-        folder = os.path.join(base, name)
-        devfreq[name] = {"device": os.path.basename(os.path.realpath(os.path.join(folder, "device")))
-                         if os.path.exists(os.path.join(folder, "device")) else name,
-                         "cur_hz": _read(os.path.join(folder, "cur_freq")),
-                         "max_hz": _read(os.path.join(folder, "max_freq")),
-                         "governor": _read(os.path.join(folder, "governor"))}
-    pairs = [(c["cur_khz"], c["max_khz"]) for c in cpus] + \
-        [(d["cur_hz"], d["max_hz"]) for d in devfreq.values()]
-    pairs = [(a, b) for a, b in pairs if a and b]
-    return {"cpu": cpus, "devfreq": devfreq,
-            "locked": all(a == b for a, b in pairs) if pairs else None}
-
-
-def jetson(root="/"):
-    """L4T and JetPack release, board model, nvpmodel power mode; None off a Jetson.
-    (`root` lets a test point it at a fake file system.)"""
-    release = _read(os.path.join(root, "etc/nv_tegra_release"))
-    if release is None:
-        return None
-    info = {"l4t_release": release.splitlines()[0].strip("# ").strip()}
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
-    if match:
-        info["l4t"] = f"{match.group(1)}.{match.group(2)}"
-    info["model"] = _read(os.path.join(root, "proc/device-tree/model"))
-    jetpack = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
-    if jetpack and "no packages found" not in jetpack.lower():
-        info["jetpack"] = jetpack
-    mode = _run(["nvpmodel", "-q"])
-    if mode:
-        info["power_mode_raw"] = mode[:500]
-        named = re.search(r"NV Power Mode:\s*(\S+)", mode)
-        if named:
-            info["power_mode"] = named.group(1)
-        number = re.findall(r"^\s*(\d+)\s*$", mode, re.M)
-        if number:
-            info["power_mode_id"] = int(number[-1])
-    return info
-
-
-def device_environment():
-    env = {"hostname": socket.gethostname(), "platform": platform.platform(),
-           "machine": platform.machine(), "clocks": clocks(), "time": time.time()}
-    info = jetson()
-    if info:
-        env["jetson"] = info
-    return env
-
-
-def _version(dist, module):
-    try:
-        from importlib import metadata  # Python 3.8+
-        return metadata.version(dist)
-    except Exception:  # noqa: BLE001 - absent, or no metadata (apt-installed TensorRT)
-        pass
-    if dist != module:
-        return None
-    try:
-        import importlib.util
-        if importlib.util.find_spec(module) is None:
-            return None
-        mod = __import__(module)
-        return str(getattr(mod, "__version__", "unknown"))
-    except Exception:  # noqa: BLE001
-        return None
-
-
-# ------------------------------------------------------------- what the device's ONNX Runtime loads
-def _pb_varint(n):
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _pb(field, value):
-    """One protobuf field: an int (varint), or bytes/str (length-delimited)."""
-    if isinstance(value, int):
-        return _pb_varint(field << 3) + _pb_varint(value)
-    if isinstance(value, str):
-        value = value.encode()
-    return _pb_varint(field << 3 | 2) + _pb_varint(len(value)) + value
-
-
-def tiny_onnx(ir_version, opset):
-    """An ONNX model `y = Identity(x)` as bytes, written without the onnx package (the agent
-    imports nothing outside the standard library)."""
-    def value_info(name):
-        shape = _pb(2, _pb(1, _pb(1, 1)))  # TensorShapeProto{dim{dim_value: 1}}
-        return _pb(1, name) + _pb(2, _pb(1, _pb(1, 1) + shape))  # float tensor of shape [1]
-    node = _pb(1, "x") + _pb(2, "y") + _pb(4, "Identity")
-    graph = _pb(1, node) + _pb(2, "g") + _pb(11, value_info("x")) + _pb(12, value_info("y"))
-    return _pb(1, ir_version) + _pb(8, _pb(2, opset)) + _pb(7, graph)
-
-
-def _load_error(ort, model_bytes):
-    try:
-        ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-        return ""
-    except Exception as exc:  # noqa: BLE001 - the message is what we want
-        return str(exc)
-
-
-def ort_capabilities(ort, providers):
-    """What this onnxruntime loads and runs, asked of itself: the highest IR version and opset
-    per domain it accepts, and per domain the operators it has kernels for (on `providers`) or
-    knows a schema of, with the first opset of each. The workstation refuses an artifact the
-    device cannot load before copying it (edgekit/remote/compat.py)."""
-    caps = {"max_ir_version": None, "max_opset": {}, "kernels": {}, "schemas": {}}
-    match = re.search(r"max supported IR version:\s*(\d+)", _load_error(ort, tiny_onnx(1000, 7)))
-    if match:
-        caps["max_ir_version"] = int(match.group(1))
-    match = re.search(r"is till opset\s*(\d+)", _load_error(ort, tiny_onnx(7, 1000)))
-    if match:
-        caps["max_opset"][""] = int(match.group(1))
-    try:
-        from onnxruntime.capi import _pybind_state as C
-    except ImportError:
-        return caps
-    try:
-        for schema in C.get_all_operator_schema():
-            ops = caps["schemas"].setdefault(schema.domain, {})
-            ops[schema.name] = min(ops.get(schema.name, 10 ** 6), int(schema.since_version))
-            if schema.domain != "" or "" not in caps["max_opset"]:
-                caps["max_opset"][schema.domain] = max(caps["max_opset"].get(schema.domain, 0),
-                                                       int(schema.since_version))
-    except Exception as exc:  # noqa: BLE001 - a build without schemas: reported, not raised
-        caps["schema_error"] = str(exc)[:200]
-    try:
-        for kernel in C.get_all_opkernel_def():
-            if kernel.provider in providers:
-                ops = caps["kernels"].setdefault(kernel.domain, {})
-                ops[kernel.op_name] = min(ops.get(kernel.op_name, 10 ** 6),
-                                          int(kernel.version_range[0]))
-    except Exception as exc:  # noqa: BLE001
-        caps["kernel_error"] = str(exc)[:200]
-    return caps
-
-
 def cmd_probe(p):
     """What the device has: Python, edgekit (and whether its lean path imports), runtimes and
     their versions, ONNX Runtime providers, Jetson release, power mode and clocks."""
-    import importlib
-    import importlib.util
-
     root = resolve_workdir(p["workdir"])
     for sub in ("blobs", "jobs"):
         ensure_dir(root, sub)
@@ -338,40 +83,11 @@ def cmd_probe(p):
             "workdir": root, "environment": device_environment(),
             "packages": {}, "runtimes": {}, "edgekit": None}
     for dist, module in PACKAGES.items():
-        info["packages"][dist] = _version(dist, module)
+        info["packages"][dist] = package_version(dist, module)
     for runtime in p.get("runtimes", []):
         module = p.get("modules", {}).get(runtime, runtime)  # the caller's Runner.package
-        entry = {"importable": False}
-        try:
-            entry["importable"] = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            pass
-        if entry["importable"] and runtime == "onnxruntime":
-            try:
-                import onnxruntime
-                entry["version"] = onnxruntime.__version__
-                entry["providers"] = list(onnxruntime.get_available_providers())
-                entry["capabilities"] = ort_capabilities(onnxruntime, entry["providers"])
-            except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
-                entry["importable"], entry["error"] = False, str(exc)[:300]
-        info["runtimes"][runtime] = entry
-    try:
-        import edgekit
-        info["edgekit"] = {"version": getattr(edgekit, "__version__", "unknown"),
-                           "path": os.path.dirname(edgekit.__file__)}
-        before = "torch" in sys.modules
-        importlib.import_module(p["lean_module"])  # the lean path the device runs
-        info["edgekit"]["lean_ok"] = True
-        info["edgekit"]["imports_torch"] = "torch" in sys.modules and not before
-        info["edgekit"]["has_validate"] = importlib.util.find_spec(
-            p["validator_module"]) is not None
-    except ImportError as exc:
-        if info["edgekit"] is None:
-            info["edgekit"] = {"error": str(exc)[:300]}
-        else:
-            info["edgekit"]["lean_ok"], info["edgekit"]["error"] = False, str(exc)[:300]
-    except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
-        info["edgekit"] = dict(info["edgekit"] or {}, lean_ok=False, error=str(exc)[:300])
+        info["runtimes"][runtime] = probe_runtime(runtime, module)
+    info["edgekit"] = probe_edgekit(p["lean_module"], p["validator_module"])
     return info
 
 
@@ -523,33 +239,39 @@ def cmd_start(p):
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the runner: own session, stdio away from the SSH channel
-        try:
-            os.close(ready_r)
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            log = os.open(os.path.join(folder, "logs", "runner.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(devnull, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            owner = {"job_id": p["job_id"], "pid": os.getpid(), "pgid": os.getpgid(0),
-                     "attempt": attempt, "started": time.time(), "host": socket.gethostname()}
-            write_json(inside(root, OWNER_NAME), owner)
-            os.write(ready_w, b"1")
-            os.close(ready_w)
-            run_job(folder, job, attempt)
-        except BaseException as exc:  # noqa: BLE001 - the runner must never return to the caller
-            try:
-                sys.stderr.write(f"runner failed: {exc!r}\n")
-            except Exception:  # noqa: BLE001
-                pass
-            os._exit(1)
-        os._exit(0)
+        _become_runner(root, folder, job, attempt, p["job_id"], ready_r, ready_w)
     os.close(ready_w)
     os.close(fd)  # the runner keeps the lock through its own copy of the descriptor
     os.read(ready_r, 1)
     os.close(ready_r)
     return {"state": "started", "owner": _owner(root)}
+
+
+def _become_runner(root, folder, job, attempt, job_id, ready_r, ready_w):
+    """The forked child: its own session, stdio on the job's runner.log, the lock owner
+    recorded, the parent told it may return; then the job. Never returns (os._exit)."""
+    try:
+        os.close(ready_r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log = os.open(os.path.join(folder, "logs", "runner.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        owner = {"job_id": job_id, "pid": os.getpid(), "pgid": os.getpgid(0),
+                 "attempt": attempt, "started": time.time(), "host": socket.gethostname()}
+        write_json(inside(root, OWNER_NAME), owner)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        run_job(folder, job, attempt)
+    except BaseException as exc:  # noqa: BLE001 - the runner must never return to the caller
+        try:
+            sys.stderr.write(f"runner failed: {exc!r}\n")
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(1)
+    os._exit(0)
 
 
 def _tail(path, limit=2000):

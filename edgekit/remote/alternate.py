@@ -22,13 +22,14 @@ import numpy as np
 
 from edgekit.devices import DeviceProfile
 from edgekit.progress import say
-from edgekit.remote import programs
 from edgekit.remote.job import checked_device, run_prepared, sync_blobs
 from edgekit.remote.payload import (
+    PROGRAM_NAME,
     Payload,
     _siblings,
     device_side_profile,
     job_identity,
+    program_argv,
     program_file,
     safe_relpath,
     write_eval_npz,
@@ -52,13 +53,13 @@ def alternate_payload(artifacts: dict[str, tuple[Path, str]], device: DeviceProf
     inputs = workdir / "inputs.npz"
     write_eval_npz(inputs, x, None)
     files["inputs.npz"] = inputs
-    files[programs.PROGRAM_NAME] = program_file()
+    files[PROGRAM_NAME] = program_file()
     # What the device runs: its own edgekit's `alternate` on its own runtimes (the timing loop of
     # runtimes/base.py that its validator uses), printing both sample sets with their round
-    # counts (programs.alternate_command).
+    # counts (edgekit/validate/device_program.py: alternate_command).
     args = {"artifacts": where, "device": "device.yaml", "inputs": "inputs.npz",
             "spec": spec.model_dump(mode="json"), "rounds": rounds, "seed": seed}
-    tasks = [{"argv": programs.program_argv("alternate", args), "ok_codes": [0],
+    tasks = [{"argv": program_argv("alternate", args), "ok_codes": [0],
               "kind": "alternate"}]
     from edgekit.io.files import sha256_file
 

@@ -19,8 +19,26 @@ from edgekit import kinds
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
 from edgekit.io.files import sha256_file
-from edgekit.remote import programs
 from edgekit.remote.device import DeviceReport
+
+# The program a job's tasks run on the device (edgekit/validate/device_program.py): a module of
+# the lean path above this layer, so it is shipped by path and never imported here. Its file name
+# in the job's folder, and its commands (tests/unit/test_remote_programs.py checks they are the
+# program's).
+PROGRAM_NAME = "edgekit_program.py"
+PROGRAM_COMMANDS = ("validate", "alternate")
+
+
+def program_file() -> Path:
+    """The device-side program, sent as a file of every job that runs it."""
+    return Path(__file__).resolve().parent.parent / "validate" / "device_program.py"
+
+
+def program_argv(command: str, args: dict[str, Any]) -> list[str]:
+    """The argv of a task running `command` with `args` ("{python}" is the agent's)."""
+    if command not in PROGRAM_COMMANDS:
+        raise ValueError(f"unknown device program {command!r}")
+    return ["{python}", PROGRAM_NAME, command, json.dumps(args, sort_keys=True)]
 
 
 # -------------------------------------------------------------------------------- payload
@@ -135,32 +153,10 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
 
     target = Path(target)
     folder = target if target.is_dir() else target.parent
-    entries = list_artifacts(target)
     reference = find_reference(target)
     files: dict[str, Path] = {}
-    skipped: list[dict[str, str]] = []
-    measured: list[tuple[str, dict[str, Any]]] = []
-    by_rel: dict[str, dict[str, Any]] = {}
-    usable = set(report.usable_runtimes) if report else set(profile.runtimes)
-    for entry in entries:
-        path = Path(entry["path"])
-        rel = safe_relpath(path, folder)
-        by_rel[rel] = entry
-        fmt = entry.get("format")
-        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(path)
-        if kind is not None and not kind.portable:
-            skipped.append({"artifact": rel, "format": str(fmt),
-                            "precision": str(entry.get("precision", "fp32")),
-                            "reason": "TensorRT engines are not portable: it is rebuilt on the "
-                            "device from the ONNX model"})
-            continue
-        runtime = kinds.default_runtime(str(fmt))
-        if runtime and runtime in profile.runtimes and runtime not in usable:
-            skipped.append({"artifact": rel, "format": str(fmt),
-                            "precision": str(entry.get("precision", "fp32")),
-                            "reason": f"{runtime} is not installed on the device"})
-            continue
-        measured.append((rel, entry))
+    by_rel = {safe_relpath(Path(e["path"]), folder): e for e in list_artifacts(target)}
+    measured, skipped = _sent_and_skipped(by_rel, profile, report)
     ship = [Path(e["path"]) for _, e in measured]
     if reference is not None and reference not in ship:
         ship.append(reference)
@@ -186,18 +182,18 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
             write_eval_npz(local, dataset.x, dataset.y)
             files[name] = local
             eval_names[key], eval_counts[name] = name, len(dataset)
-        # What the device runs for one artifact: the validator itself (programs.py, the code
+        # What the device runs for one artifact: the validator itself (the device program, the code
         # `edgekit validate` runs), printing the result with its latency samples, which the
         # store keeps for the report's plots. The run id joins the arguments once the job id
         # (which it may derive from) is known.
         args = {"target": "out/" + rel, "device": "device.yaml", "eval": eval_names[key],
                 "budget": budget, "batches": batches}
-        tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0]})
+        tasks.append({"argv": program_argv("validate", args), "ok_codes": [0]})
         task_artifacts.append(rel)
     tasks += _tensorrt_tasks(profile, report, measured, eval_names, budget, batches)
     task_artifacts += ["(tensorrt engines)"] * (len(tasks) - len(task_artifacts))
     if tasks:
-        files[programs.PROGRAM_NAME] = program_file()
+        files[PROGRAM_NAME] = program_file()
     sha = {rel: sha256_file(path) for rel, path in files.items()}
     job_id = job_identity(sha, tasks, device_yaml, job_timeout, report, nonce, run_id)
     run_id = run_id or f"remote-{job_id[:16]}"
@@ -206,19 +202,39 @@ def build_payload(target: str | Path, profile: DeviceProfile, report: DeviceRepo
                    device_yaml, eval_source, job_id, run_id)
 
 
-def program_file() -> Path:
-    """The device-side programs (programs.py), sent as a file of every job that runs them."""
-    return Path(programs.__file__)
+def _sent_and_skipped(by_rel: dict[str, dict[str, Any]], profile: DeviceProfile,
+                      report: DeviceReport | None
+                      ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
+    """The artifacts (relative path, entry) the device measures, and those it cannot, with the
+    reason: an engine built elsewhere (not portable), a runtime the device lacks."""
+    measured: list[tuple[str, dict[str, Any]]] = []
+    skipped: list[dict[str, str]] = []
+    usable = set(report.usable_runtimes) if report else set(profile.runtimes)
+    for rel, entry in by_rel.items():
+        fmt = entry.get("format")
+        kind = kinds.by_format(str(fmt)) or kinds.by_suffix(Path(entry["path"]))
+        runtime = kinds.default_runtime(str(fmt))
+        if kind is not None and not kind.portable:
+            reason = ("TensorRT engines are not portable: it is rebuilt on the device from the "
+                      "ONNX model")
+        elif runtime and runtime in profile.runtimes and runtime not in usable:
+            reason = f"{runtime} is not installed on the device"
+        else:
+            measured.append((rel, entry))
+            continue
+        skipped.append({"artifact": rel, "format": str(fmt),
+                        "precision": str(entry.get("precision", "fp32")), "reason": reason})
+    return measured, skipped
 
 
 def with_run_id(task: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """`task` with `run_id` among its program's arguments (a task that runs no program of
-    programs.py, e.g. an `edgekit export` step, as it is)."""
+    """`task` with `run_id` among its program's arguments (a task that runs no device
+    program, e.g. an `edgekit export` step, as it is)."""
     argv = task["argv"]
-    if len(argv) != 4 or argv[1] != programs.PROGRAM_NAME or argv[2] != "validate":
+    if len(argv) != 4 or argv[1] != PROGRAM_NAME or argv[2] != "validate":
         return task
     args = {**json.loads(argv[3]), "run_id": run_id}
-    return {**task, "argv": programs.program_argv(argv[2], args)}
+    return {**task, "argv": program_argv(argv[2], args)}
 
 
 def job_identity(sha: dict[str, str], tasks: list[dict[str, Any]], device_yaml: str,
@@ -267,6 +283,6 @@ def _tensorrt_tasks(profile: DeviceProfile, report: DeviceReport | None,
     engine_globs = [f"out/*{s}" for s in kinds.by_format("tensorrt").suffixes]
     args = {"target": "out", "globs": engine_globs, "device": "device.yaml",
             "eval": eval_name, "budget": budget, "batches": batches}
-    tasks.append({"argv": programs.program_argv("validate", args), "ok_codes": [0],
+    tasks.append({"argv": program_argv("validate", args), "ok_codes": [0],
                   "globs_engines": True})
     return tasks

@@ -20,7 +20,19 @@ from typing import Any
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError
 
-AGENT_PATH = Path(__file__).with_name("agent.py")
+# The device-side agent: these files, in this order, sent as one script on stdin (agent.py last:
+# it runs the command); standard library only, Python 3.6 syntax (tests/unit/test_remote.py).
+AGENT_PARTS = ("agent_files.py", "agent_probe.py", "agent.py")
+# How a part imports the parts before it: dropped from the script, where their code comes first.
+_PART_IMPORT = re.compile(r"^from edgekit\.remote\.agent_\w+ import (?:\([^)]*\)|[^\n]*)\n", re.M)
+
+
+def agent_source() -> bytes:
+    """The script sent to the device on every agent call: the agent's parts joined, the imports
+    between them dropped."""
+    folder = Path(__file__).parent
+    return "\n\n".join(_PART_IMPORT.sub("", (folder / name).read_text())
+                        for name in AGENT_PARTS).encode()
 AGENT_MARK = "@@edgekit-agent@@"
 HOST_KEY_PATTERNS = ("host key verification failed", "remote host identification has changed",
                      "host key is known for", "no matching host key")
@@ -264,7 +276,7 @@ class SSHTransport:
         python = self.profile.python
         encoded = base64.b64encode(json.dumps(payload).encode()).decode()
         remote = f"{_shell_word(python)} - {command} {encoded}"
-        proc = self.run(remote, input_bytes=AGENT_PATH.read_bytes(), timeout=timeout, what=what,
+        proc = self.run(remote, input_bytes=agent_source(), timeout=timeout, what=what,
                         retry=retry)
         out = proc.stdout.decode(errors="replace")
         answer = None

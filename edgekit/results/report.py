@@ -301,27 +301,32 @@ def _not_measured_html(extra: dict[str, Any] | None) -> str:
     parts = []
     dropped = extra.get("dropped") or []
     if dropped:
-        rows = "".join(f'<tr><td class="l">{html.escape(str(d["knob"]))}</td>'
-                       f'<td class="l">{html.escape(str(d["value"]))}</td>'
-                       f'<td class="l">{html.escape(str(d["why"]))}</td></tr>' for d in dropped)
-        parts.append(f"<h3>Dropped from the search space ({len(dropped)})</h3><table><thead><tr>"
-                     '<th class="l">knob</th><th class="l">value</th><th class="l">why</th>'
-                     f"</tr></thead><tbody>{rows}</tbody></table>")
+        parts.append(_text_table(f"Dropped from the search space ({len(dropped)})",
+                                 ("knob", "value", "why"),
+                                 [(None, (d["knob"], d["value"], d["why"])) for d in dropped]))
     candidates = extra.get("candidates") or []
     if candidates:
-        rows = "".join(
-            f'<tr class="{"fail" if c.get("status") == "failed" else ""}">'
-            f'<td class="l">{html.escape(str(c["name"]))}</td>'
-            f'<td class="l">{html.escape(str(c.get("status")))}</td>'
-            f'<td class="l">{html.escape(str(c.get("why") or ""))}</td></tr>' for c in candidates)
-        parts.append(f"<h3>Candidates not measured to the end ({len(candidates)})</h3>"
-                     '<table><thead><tr><th class="l">candidate</th><th class="l">status</th>'
-                     f'<th class="l">why</th></tr></thead><tbody>{rows}</tbody></table>')
+        parts.append(_text_table(
+            f"Candidates not measured to the end ({len(candidates)})", ("candidate", "status", "why"),
+            [("fail" if c.get("status") == "failed" else "",
+              (c["name"], c.get("status"), c.get("why") or "")) for c in candidates]))
     notes = extra.get("notes") or []
     if notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
                      + "</ul>")
     return "".join(parts)
+
+
+def _text_table(title: str, headers: tuple[str, ...],
+                rows: list[tuple[str | None, tuple[Any, ...]]]) -> str:
+    """A heading and a table of left-aligned, escaped text cells; each row is (its class, or
+    None for none, its cells)."""
+    head = "".join(f'<th class="l">{h}</th>' for h in headers)
+    body = "".join(("<tr>" if cls is None else f'<tr class="{cls}">')
+                   + "".join(f'<td class="l">{html.escape(str(cell))}</td>' for cell in cells)
+                   + "</tr>" for cls, cells in rows)
+    return (f"<h3>{title}</h3><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
 
 
 def _not_measured_markdown(extra: dict[str, Any] | None) -> str:

@@ -18,9 +18,8 @@ from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
+from edgekit.metrics import fidelity, torch_logits
 from edgekit.targets.base import Artifact, Target, TargetOptions
-from edgekit.validate.accuracy import fidelity
-from edgekit.validate.torch_eval import torch_logits
 
 OPSET = 18
 PARITY_SAMPLES = 256

@@ -102,31 +102,9 @@ def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
     problems: list[str] = []
     counts = {op: 0 for op in QDQ_OPS}
     for node in model.graph.node:
-        if node.op_type not in QDQ_OPS:
-            continue
-        counts[node.op_type] += 1
-        label = node.name or node.output[0]
-        data = consts.get(node.input[0])
-        if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.int32:
-            problems.append(f"{label}: int32 DequantizeLinear (a quantized bias); TensorRT needs "
-                            "biases left in float (ONNX Runtime: QuantizeBias=False)")
-            continue
-        scale = consts.get(node.input[1]) if len(node.input) > 1 else None
-        if scale is not None and (not np.isfinite(scale).all() or (scale <= 0).any()):
-            problems.append(f"{label}: scales must be positive and finite")
-        zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if zp_name is None:
-            problems.append(f"{label}: no zero point, so the type is uint8 (TensorRT needs int8 "
-                            "with zero point 0)")
-            continue
-        zp = consts.get(zp_name)
-        if zp is None:
-            problems.append(f"{label}: zero point {zp_name!r} is not a constant")
-        elif zp.dtype != np.int8:
-            problems.append(f"{label}: {zp.dtype} quantization (TensorRT needs signed int8)")
-        elif np.any(zp != 0):
-            problems.append(f"{label}: zero point {int(zp.flat[np.flatnonzero(zp)[0]])} "
-                            "(TensorRT needs symmetric quantization, zero point 0)")
+        if node.op_type in QDQ_OPS:
+            counts[node.op_type] += 1
+            problems += _qdq_node_problems(node, consts)
     quantized, float_layers, per_channel = [], [], 0
     for node in model.graph.node:
         if node.op_type not in WEIGHTED_OPS:
@@ -141,37 +119,76 @@ def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
                                 "DequantizeLinear")
             continue
         quantized.append(label)
-        data_dq, weight_dq = feeds
-        if must and data_dq.input[0] not in consts and (
-                (q := producers.get(data_dq.input[0])) is None or q.op_type != "QuantizeLinear"):
-            problems.append(f"{label} ({node.op_type}): its input's DequantizeLinear is not fed "
-                            "by a QuantizeLinear")
-        scale = consts.get(weight_dq.input[1])
-        weight = consts.get(weight_dq.input[0])
-        if weight is None and (q := producers.get(weight_dq.input[0])) is not None:
-            weight = consts.get(q.input[0])
-        if weight is None and node.op_type == "MatMul":
-            continue  # activation × activation (attention's q·kᵀ, weights·v): per tensor
-        if scale is None or scale.size <= 1:
-            if must:
-                problems.append(f"{label} ({node.op_type}): weight scales are not per channel")
-            continue
-        per_channel += 1
-        ndim = weight.ndim if weight is not None else 2
-        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1) % ndim
-        want = _output_axis(node.op_type, node, ndim)
-        if axis != want:
-            problems.append(f"{label}: per-channel weight scales on axis {axis}, TensorRT needs "
-                            f"the output-channel axis {want}")
-        elif weight is not None and scale.size != weight.shape[want]:
-            problems.append(f"{label}: {scale.size} weight scales for {weight.shape[want]} "
-                            "output channels")
+        found, channels = _quantized_layer_problems(node, label, feeds, consts, producers, must)
+        problems += found
+        per_channel += channels
     if not counts["QuantizeLinear"] and not counts["DequantizeLinear"]:
         problems.append("no QuantizeLinear/DequantizeLinear nodes: this is not a QDQ model")
     return problems, {"quantize_nodes": counts["QuantizeLinear"],
                       "dequantize_nodes": counts["DequantizeLinear"],
                       "per_channel_weights": per_channel, "quantized_layers": quantized,
                       "float_layers": float_layers}
+
+
+def _qdq_node_problems(node: Any, consts: dict[str, np.ndarray]) -> list[str]:
+    """What keeps one Q/DQ node from TensorRT: a quantized bias, bad scales, a zero point that
+    is missing (uint8), not int8 or not 0."""
+    label = node.name or node.output[0]
+    data = consts.get(node.input[0])
+    if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.int32:
+        return [f"{label}: int32 DequantizeLinear (a quantized bias); TensorRT needs "
+                "biases left in float (ONNX Runtime: QuantizeBias=False)"]
+    problems = []
+    scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+    if scale is not None and (not np.isfinite(scale).all() or (scale <= 0).any()):
+        problems.append(f"{label}: scales must be positive and finite")
+    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if zp_name is None:
+        return [*problems, f"{label}: no zero point, so the type is uint8 (TensorRT needs int8 "
+                "with zero point 0)"]
+    zp = consts.get(zp_name)
+    if zp is None:
+        problems.append(f"{label}: zero point {zp_name!r} is not a constant")
+    elif zp.dtype != np.int8:
+        problems.append(f"{label}: {zp.dtype} quantization (TensorRT needs signed int8)")
+    elif np.any(zp != 0):
+        problems.append(f"{label}: zero point {int(zp.flat[np.flatnonzero(zp)[0]])} "
+                        "(TensorRT needs symmetric quantization, zero point 0)")
+    return problems
+
+
+def _quantized_layer_problems(node: Any, label: str, feeds: list[Any],
+                              consts: dict[str, np.ndarray], producers: dict[str, Any],
+                              must: bool) -> tuple[list[str], int]:
+    """What keeps one Conv/Gemm/MatMul with quantized inputs from TensorRT's int8 (its input's
+    DQ not fed by a Q, weight scales not per channel or on another axis than the output
+    channels), and 1 when its weights are per channel (else 0)."""
+    problems = []
+    data_dq, weight_dq = feeds
+    if must and data_dq.input[0] not in consts and (
+            (q := producers.get(data_dq.input[0])) is None or q.op_type != "QuantizeLinear"):
+        problems.append(f"{label} ({node.op_type}): its input's DequantizeLinear is not fed "
+                        "by a QuantizeLinear")
+    scale = consts.get(weight_dq.input[1])
+    weight = consts.get(weight_dq.input[0])
+    if weight is None and (q := producers.get(weight_dq.input[0])) is not None:
+        weight = consts.get(q.input[0])
+    if weight is None and node.op_type == "MatMul":
+        return problems, 0  # activation × activation (attention's q·kᵀ, weights·v): per tensor
+    if scale is None or scale.size <= 1:
+        if must:
+            problems.append(f"{label} ({node.op_type}): weight scales are not per channel")
+        return problems, 0
+    ndim = weight.ndim if weight is not None else 2
+    axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1) % ndim
+    want = _output_axis(node.op_type, node, ndim)
+    if axis != want:
+        problems.append(f"{label}: per-channel weight scales on axis {axis}, TensorRT needs "
+                        f"the output-channel axis {want}")
+    elif weight is not None and scale.size != weight.shape[want]:
+        problems.append(f"{label}: {scale.size} weight scales for {weight.shape[want]} "
+                        "output channels")
+    return problems, 1
 
 
 def check_qdq_for_tensorrt(model) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Accuracy and numeric fidelity of an artifact's logits, measured on the target runtime."""
+"""Accuracy and numeric fidelity of an artifact's logits, measured on the target runtime: the
+validator's accuracy section and its chance check (top-1 and fidelity are edgekit.metrics')."""
 
 from __future__ import annotations
 
@@ -7,28 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.metrics import fidelity, top1
+
 # The original must score significantly above chance on the eval set for a gate to mean
 # anything: one-sided exact binomial test of its top-1 against 1/outputs at this level.
 CHANCE_ALPHA = 0.01
-# How far (in points or as a ratio) a number may pass an accuracy limit and still meet it: float
-# noise, not a margin. The one tolerance of the validator's gate and the int8 budget loop.
-TOLERANCE = 1e-9
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(logits.argmax(1) == labels))
-
-
-def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Max abs difference, mean cosine similarity per sample, top-1 agreement."""
-    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
-    num = np.sum(ref * cand, axis=1)
-    den = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-30)
-    return {
-        "max_abs_diff": float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
-        "cosine": float(np.mean(num / den)) if ref.size else 1.0,
-        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))) if ref.size else 1.0,
-    }
 
 
 def accuracy_section(logits: np.ndarray, labels: np.ndarray | None,

@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.metrics import TOLERANCE
 from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
 from edgekit.runtimes.interference import disturbed_suffix
-from edgekit.validate.accuracy import TOLERANCE
 
 __all__ = ["PRECISION_RANK", "Budget", "evaluate_gate", "pick_decisive"]
 

@@ -147,7 +147,7 @@ def run_here(job: ValidationJob) -> ValidationResult:
     run_id = job.run_id or new_run_id()
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import find_reference, list_artifacts, spec_for
-    from edgekit.validate.bench import measure, open_runner, reference_logits
+    from edgekit.validate.bench import measure
 
     entries = list_artifacts(target)
     statuses = runtime_status(device)
@@ -175,18 +175,8 @@ def run_here(job: ValidationJob) -> ValidationResult:
         key = spec.to_json()
         if key not in eval_cache:
             eval_set = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
-            eval_set.check_for(spec, need_labels=True)
-            ref = reference_logits(ref_path, eval_set, device, spec) if ref_path else None
-            if ref is None:
-                with open_runner(Path(entry["path"]), spec, device, runtimes[0]) as probe:
-                    ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
-            else:
-                ref_outputs = ref.shape[1]
-            eval_set = eval_set.for_outputs(spec, ref_outputs)  # class folders → outputs
-            check_labels(eval_set, ref_outputs, eval_source)
-            if ref is not None and not allows_any_drop(budget):
-                check_above_chance(ref, eval_set, eval_source, ref_path)
-            eval_cache[key], ref_cache[key] = eval_set, ref
+            eval_cache[key], ref_cache[key] = _checked_eval_set(
+                eval_set, entry, runtimes[0], spec, device, ref_path, budget, eval_source)
         info = _artifact_info(entry, Path(target))
         info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()
                                     == ref_path.resolve())
@@ -202,10 +192,43 @@ def run_here(job: ValidationJob) -> ValidationResult:
             measured.append((info, runtime, records, eval_cache[key]))
         result.artifacts.append(info)
     # Speed-up against the fp32 original on the same runtime and batch, then the gates.
-    from edgekit.validate.bench import attach_speedups, confirm_slower, original_latency
+    from edgekit.validate.bench import original_latency
 
     original = original_latency([(i["is_reference"], rt, recs, ev.x)
                                  for i, rt, recs, ev in measured], ref_path, device, batches)
+    _gate(result, measured, original, ref_path, device, budget)
+    _decide(result, artifact)
+    return result
+
+
+def _checked_eval_set(eval_set: Any, entry: dict[str, Any], runtime: str, spec: Any,
+                      device: DeviceProfile, ref_path: Path | None, budget: Budget,
+                      eval_source: str) -> tuple[Any, np.ndarray | None]:
+    """The eval set for artifacts of `spec` (its labels checked against the model's outputs,
+    class folders mapped to them) and the original's logits on it (None without an original:
+    the outputs are then counted on the artifact itself). An original at chance on these labels
+    is refused unless the budget allows any drop."""
+    from edgekit.validate.bench import open_runner, reference_logits
+
+    eval_set.check_for(spec, need_labels=True)
+    ref = reference_logits(ref_path, eval_set, device, spec) if ref_path else None
+    if ref is None:
+        with open_runner(Path(entry["path"]), spec, device, runtime) as probe:
+            ref_outputs = probe.infer(eval_set.x[:1]).shape[1]
+    else:
+        ref_outputs = ref.shape[1]
+    eval_set = eval_set.for_outputs(spec, ref_outputs)  # class folders → outputs
+    check_labels(eval_set, ref_outputs, eval_source)
+    if ref is not None and not allows_any_drop(budget):
+        check_above_chance(ref, eval_set, eval_source, ref_path)
+    return eval_set, ref
+
+
+def _gate(result: ValidationResult, measured: list[tuple[dict[str, Any], str, list[Any], Any]],
+          original: Any, ref_path: Path | None, device: DeviceProfile, budget: Budget) -> None:
+    """Each measured (artifact, runtime): its speed-up against the original, then its gate."""
+    from edgekit.validate.bench import attach_speedups, confirm_slower
+
     for info, runtime, records, eval_set in measured:
         speed = attach_speedups(records, original, ref_path, device.latency.confidence)
         if budget.min_speedup is not None:  # a "slower" from two separate runs is timed again
@@ -219,6 +242,10 @@ def run_here(job: ValidationJob) -> ValidationResult:
     for info in result.artifacts:
         info["passed"] = all(v["passed"] for v in info["runtimes"].values())
         info.update(_fastest([r for r in result.records if r["artifact_name"] == info["name"]]))
+
+
+def _decide(result: ValidationResult, artifact: str | None) -> None:
+    """The decisive artifact (the one asked for, else pick_decisive's choice) and its verdict."""
     chosen, why = pick_decisive(result.artifacts, artifact)
     decided = next(a for a in result.artifacts if a["name"] == chosen["name"])
     result.decisive = {"artifact": decided["name"], "why": why, "passed": decided["passed"],
@@ -226,7 +253,6 @@ def run_here(job: ValidationJob) -> ValidationResult:
                                           for x in v["reasons"]})}
     for r in result.records:
         r["decisive"] = r["artifact_name"] == decided["name"]
-    return result
 
 
 def _fastest(records: list[dict[str, Any]]) -> dict[str, Any]:

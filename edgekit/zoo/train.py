@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data import Dataset, RawImages
 from edgekit.errors import DataError, MissingLabelsError
+from edgekit.metrics import torch_top1
 from edgekit.spec import InputSpec
-from edgekit.validate.torch_eval import torch_top1
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,51 +20,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.helpers import RefusalCase as Case
+from tests.helpers import check_refused_and_unchanged, cli, debris, snapshot
+
 ROOT = Path(__file__).resolve().parents[2]
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
 
 
 # ---------------------------------------------------------------- helpers
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file (and the target of every symlink) under `folder`."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        rel = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[rel] = "link:" + os.readlink(path)
-        elif path.is_file():
-            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-        elif path.is_dir():
-            found[rel] = "dir"
-    return found
-
-
-def debris(folder: Path) -> list[str]:
-    from edgekit.io.debris import is_debris_name
-
-    return [str(p.relative_to(folder)) for p in folder.rglob("*") if is_debris_name(p.name)]
-
-
-def run_cli(*argv: str, capsys) -> tuple[int, str]:
-    """edgekit in-process: (exit code, stderr)."""
-    from edgekit.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
 def edgekit_proc(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "EDGEKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
@@ -113,14 +81,6 @@ def image_folder(path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- the corpus
-@dataclass
-class Case:
-    id: str
-    setup: Callable[[Path, Path], list]  # (tmp_path, lenet5 copy in tmp_path) -> argv
-    fragment: str
-    code: int = 2
-
-
 def _report_onto_store(t, m):
     return ["report", empty_store(t / "results.db"), "-o", t / "results.db"]
 
@@ -284,24 +244,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lenet5(zoo_checkpoint) -> Path:
-    return zoo_checkpoint("lenet5")
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_output_is_refused_and_nothing_changes(case: Case, lenet5: Path, tmp_path: Path,
                                                    capsys) -> None:
-    model = tmp_path / "lenet5.pt"
-    shutil.copy(lenet5, model)
-    argv = case.setup(tmp_path, model)
-    before = snapshot(tmp_path)
-    code, err = run_cli(*argv, capsys=capsys)
-    assert code == case.code, err
-    assert case.fragment in err and "Traceback" not in err, err
-    assert "hint:" in err
-    assert snapshot(tmp_path) == before  # no input, store or foreign file changed; nothing new
-    assert debris(tmp_path) == []
+    check_refused_and_unchanged(case, lenet5, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- two models, one folder
@@ -351,8 +297,7 @@ def test_second_model_into_the_same_folder_is_refused_then_replaced(lenet5_int8,
     assert stages[0]["inputs"]["model"]["sha256"] == sha256_file(gru)
     check_chain(out)  # what is listed chains: model.onnx <- model.pt <- the cnn_gru checkpoint
     # validating lenet5's leftover int8 file against cnn_gru's reference is refused
-    code, err = run_cli("validate", out / "model.int8.onnx", "--eval", "fashion-mnist:test",
-                        capsys=capsys)
+    code, _, err = cli(capsys, "validate", out / "model.int8.onnx", "--eval", "fashion-mnist:test")
     assert code == 2 and "not recorded" in err, err
 
 
@@ -365,7 +310,7 @@ def test_validate_refuses_a_folder_mixed_the_old_way(lenet5_int8, zoo_checkpoint
     out = tmp_path / "out"
     shutil.copytree(lenet5_int8, out)
     gru = tmp_path / "gru"
-    code, err = run_cli("export", zoo_checkpoint("cnn_gru"), "-o", gru, capsys=capsys)
+    code, _, err = cli(capsys, "export", zoo_checkpoint("cnn_gru"), "-o", gru)
     assert code == 0, err
     shutil.copy(gru / "model.onnx", out / "model.onnx")
     manifest = Manifest(out)
@@ -373,14 +318,12 @@ def test_validate_refuses_a_folder_mixed_the_old_way(lenet5_int8, zoo_checkpoint
     manifest.data["stages"].append(Manifest(gru).stage("export-onnx-fp32"))
     manifest.save()
     before = snapshot(out)
-    code, err = run_cli("validate", out, "--eval", "fashion-mnist:test", "--limit", "100",
-                        capsys=capsys)
+    code, _, err = cli(capsys, "validate", out, "--eval", "fashion-mnist:test", "--limit", "100")
     assert code == 2, err
     assert "model.int8.onnx does not chain by sha256 to the reference model.onnx" in err
     assert "(lenet5 against cnn_gru)" in err
     # bench --eval reports the drop against the same reference: refused alike
-    code, err = run_cli("bench", out, "--eval", "fashion-mnist:test", "--limit", "100",
-                        capsys=capsys)
+    code, _, err = cli(capsys, "bench", out, "--eval", "fashion-mnist:test", "--limit", "100")
     assert code == 2 and "does not chain by sha256" in err, err
     assert snapshot(out) == before
 
@@ -390,8 +333,7 @@ def test_validate_refuses_an_artifact_changed_after_it_was_recorded(lenet5_int8,
     out = tmp_path / "out"
     shutil.copytree(lenet5_int8, out)
     shutil.copy(out / "model.onnx", out / "model.int8.onnx")  # a swapped file, same name
-    code, err = run_cli("validate", out, "--eval", "fashion-mnist:test", "--limit", "100",
-                        capsys=capsys)
+    code, _, err = cli(capsys, "validate", out, "--eval", "fashion-mnist:test", "--limit", "100")
     assert code == 2 and "model.int8.onnx changed since edgekit wrote it" in err, err
 
 

@@ -28,11 +28,6 @@ def leftovers(out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lenet5(zoo_checkpoint) -> Path:
-    return zoo_checkpoint("lenet5")
-
-
-@pytest.fixture(scope="module")
 def int8_run(lenet5: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("int8")
     proc = edgekit("compress", str(lenet5), "--int8", "--calib", str(CALIB), "--calib-size", "256",

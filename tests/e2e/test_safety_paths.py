@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.test_bad_outputs import CALIB, debris, empty_store, owned_folder, run_cli, snapshot
+from tests.e2e.test_bad_outputs import CALIB, empty_store, owned_folder
+from tests.helpers import RefusalCase as Case
+from tests.helpers import check_refused_and_unchanged, cli, snapshot
 
 # A search that is over in seconds: the original on ONNX Runtime fp32, 100 eval images.
 TINY_SEARCH = ["--eval", "fashion-mnist:test", "--eval-limit", "100", "--prune", "0", "--dwsep",
@@ -60,13 +61,6 @@ def victim(t: Path) -> Path:
 
 
 # ---------------------------------------------------------------- the corpus
-@dataclass
-class Case:
-    id: str
-    setup: Callable[[Path, Path], list]  # (tmp_path, lenet5 copy in tmp_path) -> argv
-    fragment: str
-
-
 def _optimize_profile_name(name_of: Callable[[Path], str]):
     def setup(t, m):
         return ["optimize", m, "--device", profile(t, name_of(t)), *TINY_SEARCH,
@@ -150,24 +144,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lenet5(zoo_checkpoint) -> Path:
-    return zoo_checkpoint("lenet5")
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_unsafe_output_is_refused_and_nothing_changes(case: Case, lenet5: Path, tmp_path: Path,
                                                       capsys) -> None:
-    model = tmp_path / "lenet5.pt"
-    shutil.copy(lenet5, model)
-    argv = case.setup(tmp_path, model)
-    before = snapshot(tmp_path)
-    code, err = run_cli(*argv, capsys=capsys)
-    assert code == 2, err
-    assert case.fragment in err and "Traceback" not in err, err
-    assert "hint:" in err
-    assert snapshot(tmp_path) == before  # no input, foreign file or victim changed; nothing new
-    assert debris(tmp_path) == []
+    check_refused_and_unchanged(case, lenet5, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- item 1: parse and derive
@@ -228,13 +208,13 @@ def test_optimize_claims_o_and_refuses_a_replaced_candidate(lenet5, tmp_path, ca
     device = profile(tmp_path, "quick-cpu", "quick-cpu.yaml")
     out = tmp_path / "out"
     argv = ["optimize", lenet5, "--device", device, *TINY_SEARCH, "--json", "-o", out]
-    code, err = run_cli(*argv, capsys=capsys)
+    code, _, err = cli(capsys, *argv)
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["format"] == "edgekit.manifest/1"
     winner = json.loads((out / "optimize.json").read_text())["devices"]["quick-cpu"]["winner"]
     assert winner["name"] == "original onnxruntime:fp32"
     assert (out / "quick-cpu" / "model.onnx").is_file()
-    code, err = run_cli(*argv, capsys=capsys)  # the folder is edgekit's: a rerun resumes
+    code, _, err = cli(capsys, *argv)  # the folder is edgekit's: a rerun resumes
     assert code == 0, err
 
     [original] = list((out / "candidates").glob("original-*/model.onnx"))
@@ -249,7 +229,7 @@ def test_optimize_claims_o_and_refuses_a_replaced_candidate(lenet5, tmp_path, ca
     weight.CopyFrom(numpy_helper.from_array(changed, weight.name))
     save_onnx(model, original)
     before = snapshot(tmp_path)
-    code, err = run_cli(*argv, capsys=capsys)
+    code, _, err = cli(capsys, *argv)
     assert code == 2, err
     assert f"{original} changed since edgekit wrote it" in err, err
     assert "hint:" in err and "optimize into a new -o" in err
@@ -263,14 +243,14 @@ def test_report_replaces_its_own_report(tmp_path, capsys) -> None:
     store = empty_store(tmp_path / "results.db")
     html, md = tmp_path / "r.html", tmp_path / "r.md"
     for _ in range(2):
-        code, err = run_cli("report", store, "-o", html, "--markdown", md, capsys=capsys)
+        code, _, err = cli(capsys, "report", store, "-o", html, "--markdown", md)
         assert code == 0, err
     assert '<meta name="generator" content="edgekit">' in html.read_text()
     assert md.read_text().startswith("<!-- written by edgekit report -->\n")
     html.write_text("<!doctype html><html lang=en><head><meta charset=utf-8><title>edgekit "
                     "report</title></head><body><p class=\"meta\">0 results from x · generated "
                     "2026-01-01 00:00 UTC by edgekit 0.9.0</p></body></html>")  # an older report
-    code, err = run_cli("report", store, "-o", html, capsys=capsys)
+    code, _, err = cli(capsys, "report", store, "-o", html)
     assert code == 0, err
     assert "No records yet" in html.read_text()
 
@@ -303,11 +283,11 @@ def test_export_refuses_another_model_into_a_compress_folder(lenet5, lenet5_int8
         next(bundle.model.parameters()).flatten()[0] += 1.0
     other = save_checkpoint(bundle, tmp_path / "other.pt")
     before = snapshot(tmp_path)
-    code, err = run_cli("export", other, "-o", out, capsys=capsys)
+    code, _, err = cli(capsys, "export", other, "-o", out)
     assert code == 2, err
     assert "holds the outputs of another model (lenet5: model.int8.onnx)" in err, err
     assert "hint: export into a new folder" in err
     assert snapshot(tmp_path) == before
-    code, err = run_cli("export", lenet5, "-o", out, capsys=capsys)  # the same model again
+    code, _, err = cli(capsys, "export", lenet5, "-o", out)  # the same model again
     assert code == 0, err
     check_chain(out)

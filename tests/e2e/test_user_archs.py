@@ -185,8 +185,8 @@ def test_top1_agrees_across_torch_onnxruntime_openvino(rgb_folder: Path, tmp_pat
     from edgekit.data import load_dataset
     from edgekit.io.artifacts import spec_for
     from edgekit.io.models import load_model
+    from edgekit.metrics import torch_logits
     from edgekit.runtimes.openvino import shared_core
-    from edgekit.validate.torch_eval import torch_logits
 
     arch = "torchvision.models:mobilenet_v3_small"
     model = _state_dict(tmp_path, arch)

@@ -1,4 +1,4 @@
-"""The one preprocessing rule (edgekit.spec.resolve_preprocessing, issue 27): each field comes
+"""The one preprocessing rule (edgekit.preprocessing.resolve_preprocessing, issue 27): each field comes
 from the file, from a preset the user names or from the user's flags, later ones overriding
 earlier ones, with where it came from; nothing is guessed."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from edgekit.errors import InputError, ModelLoadError
-from edgekit.spec import PRESETS, InputSpec, describe_provenance, resolve_preprocessing
+from edgekit.preprocessing import PRESETS, describe_provenance, resolve_preprocessing
+from edgekit.spec import InputSpec
 
 RECORDED = InputSpec(shape=(1, 3, 32, 32), mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2),
                      class_names=("a", "b"))

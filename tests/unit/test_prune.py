@@ -33,9 +33,9 @@ def _zoo(name: str):
 
 
 def _widths(model) -> dict[str, int]:
-    from edgekit.passes.prune import _prunable_layers, _width
+    from edgekit.passes.prune_graph import channel_width, prunable_layers
 
-    return {n: _width(m) for n, m in _prunable_layers(model).items()}
+    return {n: channel_width(m) for n, m in prunable_layers(model).items()}
 
 
 # ---------------------------------------------------------------- importances

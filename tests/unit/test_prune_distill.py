@@ -24,7 +24,7 @@ def _context(tmp_path, bundle, train: str | None = "fashion-mnist:train") -> Pas
 
 def test_distillation_improves_a_pruned_tiny_model(zoo_checkpoint, tmp_path):
     from edgekit.io.models import load_model
-    from edgekit.validate.torch_eval import torch_top1
+    from edgekit.metrics import torch_top1
 
     bundle = load_model(zoo_checkpoint("lenet5"))
     ctx = _context(tmp_path, bundle)

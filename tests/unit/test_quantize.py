@@ -189,9 +189,9 @@ def test_onnxruntime_flavour(prepared: Path, calib_x: np.ndarray, tmp_path: Path
     import onnx
 
     from edgekit.io.onnxfile import spec_from_onnx
+    from edgekit.metrics import fidelity
     from edgekit.quant.report import analyze_qdq
     from edgekit.targets.tensorrt import tensorrt_qdq_problems
-    from edgekit.validate.accuracy import fidelity
 
     path = _quantized(prepared, calib_x, tmp_path, "onnxruntime")
     model = onnx.load(str(path))

@@ -13,7 +13,7 @@ import pytest
 
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError, InputError
-from edgekit.remote import agent
+from edgekit.remote import agent, agent_probe
 
 needs_ssh = pytest.mark.skipif(not (shutil.which("ssh") and shutil.which("scp")),
                                reason="needs the OpenSSH client (apt-get install openssh-client)")
@@ -90,11 +90,11 @@ def test_agent_reads_jetson_release_and_power_mode(tmp_path, monkeypatch):
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    info = agent.jetson(str(tmp_path))
+    info = agent_probe.jetson(str(tmp_path))
     assert info["l4t"] == "36.3.0" and info["jetpack"] == "6.0+b106"
     assert info["model"] == "NVIDIA Jetson Orin Nano Developer Kit"
     assert info["power_mode"] == "15W" and info["power_mode_id"] == 0
-    assert agent.jetson(str(tmp_path / "nothing")) is None
+    assert agent_probe.jetson(str(tmp_path / "nothing")) is None
 
 
 def test_eval_set_is_reproducible_and_loads_without_pickle(tmp_path):
@@ -222,8 +222,46 @@ def test_artifact_names_cannot_escape(tmp_path):
             safe_relpath(bad, folder)
 
 
-def test_agent_keeps_to_old_python_syntax():
-    """The agent must run far enough on an old JetPack Python to say it is too old."""
+def test_agent_keeps_to_old_python_syntax_and_the_standard_library():
+    """The agent must run far enough on an old JetPack Python to say it is too old, before
+    edgekit is installed: the script sent (its parts joined) is Python 3.6 and imports only the
+    standard library at its top."""
     import ast
+    import sys
 
-    ast.parse(Path(agent.__file__).read_text(), feature_version=(3, 6))
+    from edgekit.remote.ssh import AGENT_PARTS, agent_source
+
+    script = ast.parse(agent_source().decode(), feature_version=(3, 6))
+    top = [a.name for n in script.body if isinstance(n, ast.Import) for a in n.names]
+    top += [n.module for n in script.body if isinstance(n, ast.ImportFrom)]
+    assert top and {m.split(".")[0] for m in top} <= sys.stdlib_module_names
+    assert AGENT_PARTS[-1] == Path(agent.__file__).name
+    for name in AGENT_PARTS:
+        ast.parse((Path(agent.__file__).parent / name).read_text(), feature_version=(3, 6))
+
+
+def test_the_agent_script_probes_a_device_without_edgekit(tmp_path):
+    """The joined script run as the device runs it (`PYTHON - probe PAYLOAD`, the script on
+    stdin) by an interpreter that cannot import edgekit (-I -S: no site-packages, no
+    PYTHONPATH): the answer carries the environment its probe part reads and says edgekit is
+    missing."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    from edgekit.remote.ssh import AGENT_MARK, agent_source
+
+    payload = {"workdir": str(tmp_path / "w"), "runtimes": ["onnxruntime"],
+               "lean_module": "edgekit.validate.bench", "validator_module": "edgekit.validate"}
+    encoded = base64.b64encode(json.dumps(payload).encode()).decode()
+    done = subprocess.run([sys.executable, "-I", "-S", "-", "probe", encoded],
+                          input=agent_source(), capture_output=True, timeout=120, check=True)
+    [line] = [x for x in done.stdout.decode().splitlines() if x.startswith(AGENT_MARK)]
+    answer = json.loads(line[len(AGENT_MARK):])
+    assert answer["ok"] is True and answer["workdir"] == str((tmp_path / "w").resolve())
+    assert "No module named 'edgekit'" in answer["edgekit"]["error"]
+    assert answer["packages"]["edgekit"] is None
+    assert answer["runtimes"]["onnxruntime"] == {"importable": False}
+    assert set(answer["environment"]) >= {"hostname", "machine", "clocks"}
+    assert (tmp_path / "w" / "blobs" / ".incoming").is_dir()

@@ -1,5 +1,5 @@
-"""The device-side programs (edgekit/remote/programs.py) are a module, not source text: a job's
-tasks run the shipped file with their parameters (the run id included) as one JSON argument, and
+"""The device-side program (edgekit/validate/device_program.py) is a module of the lean path,
+not source text, and a leaf that the workstation ships by path: a job's tasks run the shipped file with their parameters (the run id included) as one JSON argument, and
 its commands are called here directly on tiny ONNX models, in a job folder laid out as the agent
 lays it out. Through the agent: tests/unit/test_remote_alternate.py; over a real sshd:
 tests/e2e/test_remote_ssh.py and tests/e2e/test_optimize_remote.py."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,10 +18,18 @@ import pytest
 
 from edgekit.devices import DeviceProfile
 from edgekit.io.files import sha256_file
-from edgekit.remote import programs
 from edgekit.remote.alternate import alternate_payload
-from edgekit.remote.payload import build_payload
+from edgekit.remote.payload import (
+    PROGRAM_COMMANDS,
+    PROGRAM_NAME,
+    build_payload,
+    program_argv,
+    program_file,
+)
+from edgekit.validate import device_program
 from tests.unit.test_remote_alternate import device
+
+PROGRAM_FILE = Path(device_program.__file__).resolve()
 
 
 def job_folder(payload, where: Path) -> Path:
@@ -33,7 +42,7 @@ def job_folder(payload, where: Path) -> Path:
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, dict | None, str]:
-    rc = programs.main([programs.PROGRAM_NAME, *argv])
+    rc = device_program.main([PROGRAM_NAME, *argv])
     out, err = capsys.readouterr()
     return rc, (json.loads(out) if out else None), err
 
@@ -50,13 +59,13 @@ def test_validation_tasks_run_the_shipped_program_with_the_run_id_as_an_argument
     (tmp_path / "w1").mkdir()
     payload = build_payload(folder, profile, None, workdir=tmp_path / "w1", **common)
     # the program travels as a file of the job, by content
-    assert payload.files[programs.PROGRAM_NAME] == Path(programs.__file__)
-    assert payload.sha[programs.PROGRAM_NAME] == sha256_file(Path(programs.__file__))
+    assert payload.files[PROGRAM_NAME] == PROGRAM_FILE
+    assert payload.sha[PROGRAM_NAME] == sha256_file(PROGRAM_FILE)
     assert payload.run_id == f"remote-{payload.job_id[:16]}"
     assert len(payload.tasks) == 2  # model.onnx and model.int8.onnx
     for task in payload.tasks:
         python, program, command, args = task["argv"]
-        assert (python, program, command) == ("{python}", programs.PROGRAM_NAME, "validate")
+        assert (python, program, command) == ("{python}", PROGRAM_NAME, "validate")
         assert json.loads(args)["run_id"] == payload.run_id
         assert "{run_id}" not in args
     # a given run id (a recipe's stage) is an argument too, and part of the job id
@@ -113,9 +122,9 @@ def test_alternate_command_times_both_artifacts_in_rounds(tiny_folder, tmp_path,
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
     payload = alternate_payload(artifacts, profile, None, spec=spec_for(folder / "model.onnx"),
                                 x=x, rounds=3, seed=0, workdir=tmp_path, job_timeout=120.0)
-    assert payload.files[programs.PROGRAM_NAME] == Path(programs.__file__)
+    assert payload.files[PROGRAM_NAME] == PROGRAM_FILE
     [task] = payload.tasks
-    assert task["argv"][:3] == ["{python}", programs.PROGRAM_NAME, "alternate"]
+    assert task["argv"][:3] == ["{python}", PROGRAM_NAME, "alternate"]
     monkeypatch.chdir(job_folder(payload, tmp_path / "job"))
     rc, answer, err = run_main(task["argv"][2:], capsys)
     assert rc == 0, err
@@ -125,15 +134,45 @@ def test_alternate_command_times_both_artifacts_in_rounds(tiny_folder, tmp_path,
         assert len(stats["samples_ms"]) == sum(stats["round_counts"]) == stats["count"] >= 24
 
 
-def test_the_program_file_imports_only_the_standard_library_at_its_top():
-    """What the workstation imports of it (PROGRAM_NAME, program_argv) brings in no layer
-    above remote; the device's edgekit is imported inside the commands only."""
-    tree = ast.parse(Path(programs.__file__).read_text())
+def test_the_program_is_a_leaf_shipped_by_path_with_the_commands_the_workstation_names():
+    """The workstation never imports it (remote/ sits below validate/): payload.py ships the file
+    by path and names its commands; its top imports only the standard library, so a usage
+    error answers before the device's edgekit is imported."""
+    assert program_file() == PROGRAM_FILE
+    assert PROGRAM_COMMANDS == tuple(device_program.COMMANDS)
+    importers = [path.name for path in PROGRAM_FILE.parents[1].rglob("*.py")
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.ImportFrom | ast.Import)
+                 and "device_program" in ast.unparse(node)]
+    assert importers == []
+    tree = ast.parse(PROGRAM_FILE.read_text())
     top = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
     top += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)]
     assert top and set(top) <= sys.stdlib_module_names
     with pytest.raises(ValueError):
-        programs.program_argv("rm", {})
+        program_argv("rm", {})
+
+
+def test_the_shipped_file_run_as_the_device_runs_it_validates_without_torch(tiny_folder,
+                                                                             tmp_path):
+    """`PYTHON edgekit_program.py validate ARGS_JSON` in the job's folder, in a fresh
+    interpreter: the answer is the validator's, and no torch module was imported (the lean path
+    a device with numpy and a runtime has)."""
+    folder, eval_path = tiny_folder()
+    built = build_payload(folder, device(tmp_path / "device"), None, eval_source=str(eval_path),
+                          limit=None, data_dir=None, budget={}, batches=None, workdir=tmp_path,
+                          job_timeout=120.0)
+    job = job_folder(built, tmp_path / "job")
+    argv = [sys.executable if a == "{python}" else a for a in built.tasks[0]["argv"]]
+    done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], cwd=job,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [result] = json.loads(done.stdout)["results"]
+    assert result["records"][0]["accuracy"]["samples"] == 200
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"edgekit", "numpy", "onnxruntime"} <= imported
+    assert not imported & {"torch", "torchvision"}
 
 
 def test_tensorrt_tasks_build_then_validate_with_the_program(tiny_folder, tmp_path):
@@ -159,6 +198,6 @@ def test_tensorrt_tasks_build_then_validate_with_the_program(tiny_folder, tmp_pa
     assert [a[a.index("--precision") + 1] for a in steps] == ["fp16", "int8"]
     [engines] = [t for t in payload.tasks if t.get("globs_engines")]
     python, program, command, args = engines["argv"]
-    assert (python, program, command) == ("{python}", programs.PROGRAM_NAME, "validate")
+    assert (python, program, command) == ("{python}", PROGRAM_NAME, "validate")
     args = json.loads(args)
     assert args["run_id"] == "stage-2" and args["globs"] and args["target"] == "out"

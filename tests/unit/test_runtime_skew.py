@@ -6,41 +6,28 @@ device itself is exercised in tests/e2e/test_arm64_device.py."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def agent_module():
-    sys.path.insert(0, str(ROOT / "edgekit" / "remote"))
-    try:
-        import agent
-    finally:
-        sys.path.pop(0)
-    return agent
+from edgekit.remote import agent_probe
 
 
 def test_tiny_onnx_is_a_valid_model_and_the_probe_reads_this_runtime():
     import onnx
     import onnxruntime as ort
 
-    agent = agent_module()
-    model = onnx.load_model_from_string(agent.tiny_onnx(9, 17))
+    model = onnx.load_model_from_string(agent_probe.tiny_onnx(9, 17))
     onnx.checker.check_model(model)
     assert model.ir_version == 9 and model.opset_import[0].version == 17
     assert [n.op_type for n in model.graph.node] == ["Identity"]
-    caps = agent.ort_capabilities(ort, ["CPUExecutionProvider"])
+    caps = agent_probe.ort_capabilities(ort, ["CPUExecutionProvider"])
     assert caps["max_ir_version"] >= 10
     assert caps["max_opset"][""] >= 21
     # The real runtime loads what it claims and refuses one opset above.
     limit = caps["max_opset"][""]
-    ort.InferenceSession(agent.tiny_onnx(caps["max_ir_version"], limit),
+    ort.InferenceSession(agent_probe.tiny_onnx(caps["max_ir_version"], limit),
                          providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match="opset"):
-        ort.InferenceSession(agent.tiny_onnx(caps["max_ir_version"], limit + 1),
+        ort.InferenceSession(agent_probe.tiny_onnx(caps["max_ir_version"], limit + 1),
                              providers=["CPUExecutionProvider"])
     assert caps["kernels"][""]["Conv"] == 1 and caps["kernels"][""]["QuantizeLinear"] == 10
     assert caps["schemas"][""]["Gemm"] == 1

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="the zoo needs torch (pip install ed
 
 from edgekit.data import RawImages, load_dataset, load_raw  # noqa: E402
 from edgekit.errors import DataError, InputError  # noqa: E402
-from edgekit.validate.torch_eval import torch_top1  # noqa: E402
+from edgekit.metrics import torch_top1  # noqa: E402
 from edgekit.zoo import ZOO, build, default_spec, get_entry  # noqa: E402
 from edgekit.zoo.models import rows_as_sequence  # noqa: E402
 from edgekit.zoo.train import (  # noqa: E402

@@ -1,26 +1,24 @@
-"""The programs a remote device runs for one task of a job, against the device's own edgekit:
+"""The program a remote device runs for one task of a job, against the device's own edgekit:
 `validate` (the validator `edgekit validate` runs, on each artifact) and `alternate` (two
 artifacts timed together in alternating rounds, the device-side twin of
 edgekit.runtimes.speedup.alternate).
 
-Like agent.py, this file is shipped, not installed: payload.py sends it in every job as
-`PROGRAM_NAME` (a content-addressed file of the job, so a change of it is a new job) and the task
-runs `PYTHON PROGRAM_NAME COMMAND ARGS_JSON` in the job's folder, so a device with an older
-edgekit runs this version of the program. Its parameters (the run id included) are the one JSON
-argument, never patched into source text. It imports only the standard library at the top
-(so payload.py imports it for PROGRAM_NAME and program_argv at no cost); the device's edgekit,
-numpy and the runtimes are imported inside the commands, in the device's process. Those imports
-are the device's, not edges between this package's layers: tests/unit/test_import_graph.py
-leaves this file out, and tests/unit/test_remote_programs.py checks its top-level imports.
+A module of edgekit's lean (torch-free) path, at the layer its imports allow (the validator,
+the runtimes, the device profiles), and a leaf: nothing in edgekit imports it. The workstation
+ships this file by path: edgekit.remote.payload sends it in every job as its `PROGRAM_NAME` (a
+content-addressed file of the job, so a change of it is a new job) and the task runs
+`PYTHON PROGRAM_NAME COMMAND ARGS_JSON` in the job's folder, so a device with an older edgekit
+runs this version of the program. Its parameters (the run id included) are the one JSON
+argument, never patched into source text. The device's edgekit, numpy and the runtimes are
+imported inside the commands, so a usage error answers without them.
 
 Each command prints one JSON object on stdout (what the agent records for the task); a refused
 input is one `error: ...` line on stderr and exit status 2.
 """
 
 import json
+import os
 import sys
-
-PROGRAM_NAME = "edgekit_program.py"
 
 
 def validate_command(a):
@@ -70,17 +68,11 @@ COMMANDS = {"validate": (validate_command, str, True),
                           else str(o), False)}
 
 
-def program_argv(command, args):
-    """The argv of a task running `command` with `args` ("{python}" is the agent's)."""
-    if command not in COMMANDS:
-        raise ValueError(f"unknown device program {command!r}")
-    return ["{python}", PROGRAM_NAME, command, json.dumps(args, sort_keys=True)]
-
-
 def main(argv):
-    """`PROGRAM_NAME COMMAND ARGS_JSON`: run the command, print its answer; 2 on bad input."""
+    """`PROGRAM COMMAND ARGS_JSON`: run the command, print its answer; 2 on bad input."""
     if len(argv) != 3 or argv[1] not in COMMANDS:
-        sys.stderr.write(f"usage: {PROGRAM_NAME} {{{'|'.join(COMMANDS)}}} ARGS_JSON\n")
+        program = os.path.basename(argv[0]) if argv else "edgekit_program.py"
+        sys.stderr.write(f"usage: {program} {{{'|'.join(COMMANDS)}}} ARGS_JSON\n")
         return 2
     from edgekit.errors import EdgekitError
 

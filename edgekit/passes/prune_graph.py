@@ -1,0 +1,229 @@
+"""Reading Torch-Pruning's dependency graph for edgekit's prune pass: which layers prune and how
+wide they are, the final classifier, the importance scorers, the gradients taylor reads, and the
+diagnostics that turn the library's silent skips and crashes into errors that name the layer
+(edgekit.passes.prune is the pass; channel_pruning the run)."""
+
+from __future__ import annotations
+
+import copy
+import traceback
+from typing import Any
+
+from edgekit.errors import InputError
+
+
+class PruneError(InputError):
+    """The pruning asked for cannot be done on this model (exit 2, with a hint)."""
+
+
+class WipeoutError(PruneError):
+    """The ratio would remove every channel of a layer."""
+
+
+def channel_width(module: Any) -> int | None:
+    """Output size of a prunable layer: conv channels, linear features, RNN hidden units."""
+    from torch import nn
+
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.RNNBase):
+        return module.hidden_size
+    return None
+
+
+def prunable_layers(model: Any) -> dict[str, Any]:
+    return {name: m for name, m in model.named_modules() if channel_width(m) is not None}
+
+
+def find_classifier(model: Any, example: Any) -> Any:
+    """The last Conv/Linear run in a forward pass: the final classifier, whose outputs stay."""
+    import torch
+    from torch import nn
+
+    from edgekit.passes.stats import forward_hooks
+
+    order: list[Any] = []
+    with forward_hooks((m, lambda mod, _i, _o: order.append(mod)) for m in model.modules()
+                       if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)), torch.no_grad():
+        model(example)
+    return order[-1] if order else None
+
+
+def module_in_traceback(exc: BaseException, names: dict[Any, str]) -> str | None:
+    """The innermost layer of the model that the frames of `exc`'s traceback were handling.
+
+    Torch-Pruning (1.6) raises plain exceptions from its tracer and its pruning functions that
+    do not say which layer it was working on, and it has no API that does; the traceback's
+    frame locals are the only record left. Every local of every frame is looked at (no guessed
+    variable names): a layer or parameter of this model, or a dependency / node that points
+    at one. The innermost frame wins. The answer only words the error message and its hint;
+    nothing is decided by it."""
+    from torch import nn
+
+    def layer_of(obj: Any) -> str | None:
+        target = getattr(obj, "target", None)
+        for candidate in (obj, target, getattr(obj, "module", None),
+                          getattr(target, "module", None)):
+            if isinstance(candidate, nn.Module | nn.Parameter) and names.get(candidate):
+                return names[candidate]
+        return None
+
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        for obj in list(frame.f_locals.values()):
+            try:
+                hit = layer_of(obj)
+            except Exception:  # noqa: BLE001 - a local whose attributes cannot be read
+                hit = None
+            if hit:
+                found = hit
+                break
+    return found
+
+
+def failing_module(model: Any, example: Any) -> tuple[str | None, BaseException | None]:
+    """Run a forward pass; on an exception return (the module to blame, exception): the
+    innermost module running, or, when that is a standard layer whose input came from a custom
+    module (whose channels the graph could not see), that custom module."""
+    import torch
+
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[Any] = []
+    finished: list[Any] = []
+
+    def enter(mod: Any, _inputs: Any) -> None:
+        stack.append(mod)
+
+    def leave(mod: Any, _inputs: Any, _output: Any) -> None:
+        stack.pop()
+        finished.append(mod)
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(enter))
+        handles.append(m.register_forward_hook(leave))
+    try:
+        with torch.no_grad():
+            model(example)
+        return None, None
+    except Exception as exc:  # noqa: BLE001 - reported to the user with the module's name
+        failing = next((m for m in reversed(stack) if names.get(m)), None)
+        upstream = next((m for m in reversed(finished)
+                         if names.get(m) and m not in stack), None)
+        if failing is not None and channel_width(failing) is not None and upstream is not None \
+                and channel_width(upstream) is None and any(True for _ in upstream.children()) is False:
+            failing = upstream
+        return (names[failing] if failing is not None else None), exc
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def name_of(obj: Any, names: dict[Any, str]) -> str:
+    """A module's name, or for a bare parameter its dotted name (owner.weight)."""
+    return names.get(obj) or type(obj).__name__
+
+
+def ignore_hint(name: str | None) -> str:
+    if not name:
+        return "exclude the offending layer with --prune-ignore NAME (recipe: ignore: [NAME])"
+    return f"ignore it: --prune-ignore '{name}' (recipe: prune: {{ignore: ['{name}']}})"
+
+
+def importance_scorer(kind: str) -> Any:
+    import torch_pruning as tp
+
+    if kind == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if kind == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.BNScaleImportance()
+
+
+class RecordingImportance:
+    """Wraps an importance; remembers the groups it cannot score (e.g. no BN for bn-scale)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.unscored: list[Any] = []
+        self.scored = 0
+
+    def __call__(self, group: Any) -> Any:
+        imp = self.inner(group)
+        if imp is None:
+            self.unscored.append(group[0].dep.target.module)
+        else:
+            self.scored += 1
+        return imp
+
+
+def compute_gradients(model: Any, x: Any, y: Any, batch_size: int) -> None:
+    """Accumulate dL/dw of cross-entropy over (x, y) into the parameters' .grad (eval mode, so
+    BatchNorm statistics do not move). What Taylor importance reads."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    inputs = torch.as_tensor(x, dtype=torch.float32)
+    labels = torch.as_tensor(y, dtype=torch.long)
+    for start in range(0, len(inputs), batch_size):
+        loss = F.cross_entropy(model(inputs[start:start + batch_size]),
+                               labels[start:start + batch_size], reduction="sum") / len(inputs)
+        loss.backward()
+    model.train(was_training)
+
+
+def copy_with_grads(model: Any) -> Any:
+    clone = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), clone.parameters(), strict=True):
+        q.grad = None if p.grad is None else p.grad.detach().clone()
+    return clone
+
+
+def producers(graph: Any, rnn: Any) -> list[Any]:
+    """Conv/Linear layers whose outputs reach `rnn`'s input through non-parametric nodes."""
+    from torch import nn
+
+    node = graph.module2node.get(rnn)
+    found, stack, seen = [], list(node.inputs) if node else [], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if isinstance(n.module, nn.modules.conv._ConvNd | nn.Linear | nn.RNNBase):
+            found.append(n.module)
+            continue
+        stack.extend(n.inputs)
+    return found
+
+
+def why_unchanged(graph: Any, module: Any, reasons: dict[Any, str], names: dict[Any, str],
+                   global_pruning: bool, ratio: float, width: int) -> str:
+    """A reason for a layer that kept its width without an explicit one."""
+    if module not in graph.module2node:
+        return "not used in the traced forward pass"
+    pruner = graph.get_pruner_of_module(module)
+    try:
+        group = graph.get_pruning_group(module, pruner.prune_out_channels, [0])
+        for dep, _ in group:
+            other = dep.target.module
+            if other is not module and other in reasons and \
+                    graph.is_out_channel_pruning_fn(dep.handler):
+                return f"coupled to {names.get(other, '?')} ({reasons[other]})"
+    except Exception:  # noqa: BLE001, S110 - only looking for a better reason
+        pass
+    if width <= 1:
+        return "a single channel"
+    if global_pruning:
+        return "global ranking kept all its channels"
+    keep = int(width * (1 - ratio))
+    if keep >= width:
+        return f"{width} channels at ratio {ratio:g} leave none to remove"
+    return "Torch-Pruning left its group unpruned (a coupled layer has a single channel)"
