@@ -49,21 +49,13 @@ def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500,
     return np.concatenate(outs)
 
 
-def torch_top1(model: Any, dataset: Any, batch_size: int = 500,
-               description: str | None = None) -> float:
+def torch_top1(model: Any, dataset: Any, batch_size: int = 500, advance: Any = None) -> float:
     """Fraction of `dataset` whose argmax logit equals its label (the compress table's accuracy
-    column); with `description`, under a progress bar of that name."""
+    column); `advance(n)` (a progress bar's) after each batch."""
     from edgekit.errors import DataError, MissingLabelsError
 
     if dataset.y is None:
         raise MissingLabelsError(f"{dataset.source} has no labels; top-1 needs them")
     if len(dataset) == 0:
         raise DataError(f"{dataset.source} is empty")
-    if description is None:
-        return top1(torch_logits(model, dataset.x, batch_size), dataset.y)
-    from edgekit.progress import progress
-
-    with progress(description, total=len(dataset)) as advance:
-        accuracy = top1(torch_logits(model, dataset.x, batch_size, advance), dataset.y)
-        advance(0, top1=f"{accuracy:.4f}")
-    return accuracy
+    return top1(torch_logits(model, dataset.x, batch_size, advance), dataset.y)

@@ -301,8 +301,12 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
     if eval_set is not None:
-        ctx.original_top1 = torch_top1(bundle.model, eval_set, description=(
-            f"Evaluating the original {bundle.name} on {len(eval_set)} images"))
+        from edgekit.progress import progress
+
+        with progress(f"Evaluating the original {bundle.name} on {len(eval_set)} images",
+                      total=len(eval_set)) as advance:
+            ctx.original_top1 = torch_top1(bundle.model, eval_set, advance=advance)
+            advance(0, top1=f"{ctx.original_top1:.4f}")
     ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
     bundle = _run_torch_passes(passes, bundle, model_file, ctx)
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
