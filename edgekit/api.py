@@ -273,19 +273,9 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
                       calib_source=_data(calib), data_dir=data_dir, eval_limit=eval_limit,
                       max_drop=max_drop, max_drop_rel=max_drop_rel,
                       train=train_settings(training))
-    from edgekit.io.models import announce
+    from edgekit.chain_budget import default_budget
 
-    if max_drop is not None or max_drop_rel is not None:
-        announce("budget: " + " and ".join(
-            x for x in [f"{max_drop:g} points" if max_drop is not None else "",
-                        f"{100 * max_drop_rel:g}% of its top-1" if max_drop_rel is not None
-                        else ""] if x) + " against the original")
-    elif eval:
-        announce("budget: none (every drop below is against the original; pass --max-drop "
-                 "POINTS to fail the run beyond it)")
-    if (max_drop is not None or max_drop_rel is not None) and not eval:
-        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
-                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
+    ctx.max_drop, ctx.max_drop_rel = default_budget(max_drop, max_drop_rel, step_list, eval)
     created = not Path(output).exists()
     try:
         if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
@@ -334,6 +324,20 @@ def recorded_calibration(source: Any) -> str | None:
     return calib
 
 
+def recorded_calib_size(folder: Any) -> int:
+    """The calibration samples the folder's compress took (its quantize step's calib_size),
+    else DEFAULT_MAX_SAMPLES."""
+    from edgekit.io.manifest import Manifest
+    from edgekit.quant.calibration import DEFAULT_MAX_SAMPLES
+
+    stage = Manifest(Path(folder)).stage("compress") or {}
+    for name, config in (stage.get("config") or {}).get("steps") or []:
+        if name == "quantize" and isinstance(config, dict) and \
+                isinstance(config.get("calib_size"), int) and config["calib_size"] > 0:
+            return min(config["calib_size"], DEFAULT_MAX_SAMPLES)
+    return DEFAULT_MAX_SAMPLES
+
+
 def export(source: Any, output: str | Path | None = None, *, target: str = "onnx",
            precision: str = "fp32", parity_data: str | None = None, calib: str | None = None,
            input_shape: tuple[int, ...] | None = None, spec: InputSpec | None = None,
@@ -351,6 +355,13 @@ def export(source: Any, output: str | Path | None = None, *, target: str = "onnx
 
     if calib is None and precision == "int8":
         calib = recorded_calibration(source)
+        from edgekit.targets.base import get_target
+
+        if calib and options.get("calib_size") is None and \
+                "calib_size" in get_target(target).Options.model_fields:
+            # the recorded set is the user's --train, maybe 60,000 images: a sample of it, as
+            # compress took (its --calib-size, else at most DEFAULT_MAX_SAMPLES)
+            options["calib_size"] = recorded_calib_size(source)
     extra = {k: v for k, v in {"calib": _data(calib), **options}.items() if v is not None}
     given = user_preprocessing(preprocessing, mean=mean, std=std, resize=resize, crop=crop,
                                channel_order=channel_order)
