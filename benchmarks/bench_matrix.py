@@ -88,11 +88,17 @@ def run_one(model_id: str) -> dict[str, Any]:
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MATRIX-RESULT ")),
                     None)
         if line is not None:
-            return json.loads(line.removeprefix("MATRIX-RESULT "))
+            return {**json.loads(line.removeprefix("MATRIX-RESULT ")), "timeout_s": TIMEOUT}
         why = f"worker exited {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"
     except subprocess.TimeoutExpired:
         why = f"timed out after {TIMEOUT} s"
-    return {"model": model_id, "crash": why[:300],
+        partial = work / "partial.json"  # the columns it finished (matrix_worker.save_partial)
+        if partial.is_file():
+            result = json.loads(partial.read_text())
+            result.update(crash=why, seconds=round(time.perf_counter() - began, 1),
+                          timeout_s=TIMEOUT)
+            return result
+    return {"model": model_id, "crash": why[:300], "timeout_s": TIMEOUT,
             "seconds": round(time.perf_counter() - began, 1), "columns": {}}
 
 
@@ -116,32 +122,53 @@ def verdict(result: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def model_verdict(cells: dict[str, str]) -> str:
+    """One word per model: pass (every column), bug (any column), refused (any column, no
+    bug), timeout (out of BENCH_MATRIX_TIMEOUT before a bug or refusal)."""
+    values = set(cells.values())
+    if "bug" in values:
+        return "bug"
+    if "refused" in values:
+        return "refused"
+    if "timeout" in values:
+        return "timeout"
+    return "pass"
+
+
 def section(data: dict[str, Any]) -> str:
     from matrix_worker import COLUMNS
 
-    rows = []
+    summary, rows = [], []
     for source, label in (("tv", "torchvision"), ("timm", "timm")):
         results = [r for r in data["results"] if r["model"].startswith(source + ":")]
         if not results:
             continue
+        words = [model_verdict(verdict(r)) for r in results]
+        summary.append([label, f"{len(results)} of {data['listed'][source]}",
+                        *(words.count(w) for w in ("pass", "refused", "bug", "timeout"))])
         results = [r for r in results if not str(r.get("crash", "")).startswith("timed out")]
         if not results:
             continue
         cells = [verdict(r) for r in results]
-        every = sum(all(c[k] in ("pass", "absent") for k in COLUMNS) for c in cells)
-        rows.append([f"{label} ({len(results)} of {data['listed'][source]} listed)",
-                     f"{every}/{len(results)}",
+        rows.append([f"{label} ({len(results)})",
                      *(f"{sum(c[k] == 'pass' for c in cells)}/"
                        f"{sum(c[k] == 'refused' for c in cells)}/"
                        f"{sum(c[k] == 'bug' for c in cells)}" for k in COLUMNS)])
     text = ("Random weights, 10 classes, the smallest resolution each model runs at "
-            "(`python benchmarks/run.py matrix`; per cell pass/refused/bug):\n\n"
-            + md_table(["models", "PASS every column", *COLUMNS], rows))
-    late = [f"`{r['model']}` ({r['crash']})" for r in data["results"]
-            if str(r.get("crash", "")).startswith("timed out")]
+            "(`python benchmarks/run.py matrix`, run in chunks with BENCH_MATRIX_MERGE=1). Models "
+            "measured so far, each counted once: PASS every column, refused (a column exited 2 "
+            "with edgekit's reason, no bug), bug (a traceback or crash in any column), out of "
+            "the time a model may take:\n\n"
+            + md_table(["zoo", "measured (of listed)", "PASS", "refused", "bug", "out of time"],
+                       summary)
+            + "\nPer column, pass/refused/bug (the models that finished):\n\n"
+            + md_table(["models", *COLUMNS], rows))
+    late = [f"`{r['model']}` ({r['crash']}; {len(r.get('columns', {}))} of {len(COLUMNS)} "
+            f"columns finished, {sum(c['status'] == 'pass' for c in r.get('columns', {}).values())}"
+            " pass)" for r in data["results"] if str(r.get("crash", "")).startswith("timed out")]
     if late:
-        text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT; not counted above "
-                 f"as bugs): {', '.join(late)}.")
+        text += ("\n\nOut of the time a model may take (BENCH_MATRIX_TIMEOUT, on a machine shared with other work; "
+                 f"not counted as bugs): {', '.join(late)}.")
     problems = [f"- `{r['model']}` {k}: {v} — {r['columns'].get(k, {}).get('reason') or r.get('crash') or r.get('build_error', '')}"
                 for r in data["results"] for k, v in verdict(r).items() if v in ("refused", "bug")]
     if problems:
@@ -172,17 +199,19 @@ def main() -> dict[str, Any]:
               "timm": len(TIMM_MODELS)}
     data: dict[str, Any] = {"listed": listed, "images": EVAL_IMAGES, "timeout_s": TIMEOUT,
                             "results": []}
-    earlier = previous_results() if os.environ.get("BENCH_MATRIX_MERGE") else {}
     for i, model_id in enumerate(models, 1):
         began = time.perf_counter()
         result = run_one(model_id)
-        earlier.pop(model_id, None)
         data["results"].append(result)
         cells = verdict(result)
         print(f"   [{i}/{len(models)}] {model_id}: "
               + " ".join(f"{k}={v}" for k, v in cells.items())
               + f" ({time.perf_counter() - began:.0f} s)", flush=True)
-    data["results"] = list(earlier.values()) + data["results"]  # the chunks run before
+    # the chunks run before, read now (not at the start): a chunk takes hours, and the file may
+    # have changed meanwhile
+    earlier = previous_results() if os.environ.get("BENCH_MATRIX_MERGE") else {}
+    ran = {r["model"] for r in data["results"]}
+    data["results"] = [r for m, r in earlier.items() if m not in ran] + data["results"]
     markdown = section(data)
     write_results("matrix", data, markdown,
                   checkpoints={r["model"]: RANDOM_WEIGHTS for r in data["results"]})

@@ -293,8 +293,17 @@ def run_model(model_id: str, work: Path) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - the measurement, not the column
                 cell["agreement_error"] = f"{type(exc).__name__}: {exc}"[:300]
         result["columns"][column] = cell
-    result["seconds"] = round(time.perf_counter() - started, 1)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        save_partial(work, result)
     return result
+
+
+def save_partial(work: Path, result: dict[str, Any]) -> None:
+    """The columns so far, in WORK/partial.json (replaced whole): a model that runs out of
+    its time keeps the columns it finished (bench_matrix.run_one reads it)."""
+    tmp = work / "partial.json.tmp"
+    tmp.write_text(json.dumps(result))
+    tmp.replace(work / "partial.json")
 
 
 def main(argv: list[str]) -> int:

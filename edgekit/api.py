@@ -274,9 +274,12 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
     if sources.calib is None and sources.train and any(n == "quantize" for n, _ in step_list):
         sources = sources.model_copy(update={"calib": sources.train})  # a stratified sample
         announce(f"calib: none given, so int8 calibrates on a sample of --train {sources.train}")
-    ctx = PassContext(out_dir=out, data=sources.resolved(), max_drop=limits.max_drop,
-                      max_drop_rel=limits.max_drop_rel, train=settings)
-    _announce_budget(limits, sources)
+    from edgekit.chain_budget import default_budget
+
+    max_drop, max_drop_rel = default_budget(limits.max_drop, limits.max_drop_rel, step_list,
+                                            sources.eval)
+    ctx = PassContext(out_dir=out, data=sources.resolved(), max_drop=max_drop,
+                      max_drop_rel=max_drop_rel, train=settings)
     created = not out.exists()
     try:
         if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
@@ -304,23 +307,6 @@ def compress(model: Any, output: str | Path, *, steps: StepsLike,
                           result["artifacts"], result.get("bundle"))
 
 
-
-def _announce_budget(limits: Budget, sources: DataSources) -> None:
-    """Say the chain's budget (or that there is none); a budget without eval data is refused."""
-    from edgekit.io.models import announce
-
-    max_drop, max_drop_rel = limits.max_drop, limits.max_drop_rel
-    if max_drop is not None or max_drop_rel is not None:
-        announce("budget: " + " and ".join(
-            x for x in [f"{max_drop:g} points" if max_drop is not None else "",
-                        f"{100 * max_drop_rel:g}% of its top-1" if max_drop_rel is not None
-                        else ""] if x) + " against the original")
-    elif sources.eval:
-        announce("budget: none (every drop below is against the original; pass --max-drop "
-                 "POINTS to fail the run beyond it)")
-    if (max_drop is not None or max_drop_rel is not None) and not sources.eval:
-        raise InputError("an accuracy budget (--max-drop / --max-drop-rel) needs an eval set "
-                         "with labels", hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
 
 
 # ---------------------------------------------------------------- export

@@ -29,9 +29,10 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     }
 
 
-def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500,
+                 advance: Any = None) -> np.ndarray:
     """The logits of a torch model on `x`, in eval mode, on the model's device (its mode is
-    restored afterwards)."""
+    restored afterwards); `advance(n)` (a progress bar's) after each batch."""
     import torch
 
     was_training = model.training
@@ -42,17 +43,19 @@ def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray
         for i in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
             outs.append(model(batch).float().cpu().numpy())
+            if advance is not None:
+                advance(len(batch))
     model.train(was_training)
     return np.concatenate(outs)
 
 
-def torch_top1(model: Any, dataset: Any, batch_size: int = 500) -> float:
+def torch_top1(model: Any, dataset: Any, batch_size: int = 500, advance: Any = None) -> float:
     """Fraction of `dataset` whose argmax logit equals its label (the compress table's accuracy
-    column)."""
+    column); `advance(n)` (a progress bar's) after each batch."""
     from edgekit.errors import DataError, MissingLabelsError
 
     if dataset.y is None:
         raise MissingLabelsError(f"{dataset.source} has no labels; top-1 needs them")
     if len(dataset) == 0:
         raise DataError(f"{dataset.source} is empty")
-    return top1(torch_logits(model, dataset.x, batch_size), dataset.y)
+    return top1(torch_logits(model, dataset.x, batch_size, advance), dataset.y)

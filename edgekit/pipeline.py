@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.chain_budget import annotate_drops, chain_budget, check_chain_budget
+from edgekit.compress_checks import check_compress_outputs, check_data_exists, check_image_data
 from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
@@ -138,6 +140,14 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         raise
     if parity_source and isinstance(artifact.metrics.get("parity"), dict):
         artifact.metrics["parity"].setdefault("source", parity_source)
+    return artifact, _record_export(artifact, loaded, spec, out_dir, source_file, target,
+                                    precision, options)
+
+
+def _record_export(artifact: Artifact, loaded: Any, spec: Any, out_dir: Path, source_file: Any,
+                   target: str, precision: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The export's manifest stage: what it made (with the model's name and InputSpec), from
+    what, with which options."""
     model_name = loaded.name if hasattr(loaded, "name") and not isinstance(loaded, Path) else None
     if model_name is None and isinstance(loaded, Path):  # exported from an ONNX model: its name
         from edgekit.io.artifacts import recorded
@@ -146,7 +156,7 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
     entry = {**artifact.manifest_entry(out_dir), "input_spec": spec.model_dump(mode="json")}
     if model_name:
         entry["model"] = model_name
-    record = Manifest(out_dir).add_stage(
+    return Manifest(out_dir).add_stage(
         f"export-{target}-{precision}",
         inputs={"source": source_file} if source_file and Path(source_file).is_file() else {},
         config={"target": target, "precision": precision, **{
@@ -155,7 +165,6 @@ def export_artifact(source: Any, target: str, out_dir: str | Path | None, *,
         metrics=artifact.metrics,
         versions=artifact.versions,
     )
-    return artifact, record
 
 
 def check_export_reuse(out_dir: Path, source_file: Any, loaded: Any, stage: str) -> None:
@@ -209,50 +218,6 @@ def compress_key(model_file: Path | None, steps: list[tuple[str, dict[str, Any]]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _data_sources(ctx: Any) -> dict[str, str | None]:
-    return {"--train data": ctx.train_source, "--eval data": ctx.eval_source,
-            "--calib set": ctx.calib_source}
-
-
-def check_data_exists(ctx: Any) -> None:
-    """Every data input exists, checked before the first step runs (a typo in --train is not
-    found after minutes of pruning)."""
-    from edgekit.data.paths import check_source_exists
-
-    for what, source in _data_sources(ctx).items():
-        check_source_exists(source, what, ctx.data_dir)
-
-
-def check_image_data(ctx: Any, bundle: Any) -> None:
-    """Image folders and CSV lists checked against the model before the first step writes."""
-    import torch
-
-    from edgekit.data.folders import preflight
-
-    with torch.no_grad():
-        outputs = bundle.model(torch.zeros(bundle.spec.batch_shape(1))).shape[-1]
-    classes = preflight(_data_sources(ctx), bundle.spec, int(outputs))
-    ctx.num_outputs = int(outputs)  # eval folders' classes → outputs (Dataset.for_outputs)
-    if classes and not bundle.spec.class_names and len(classes) == int(outputs):
-        # the folders name the model's classes: every artifact records them
-        bundle.spec = bundle.spec.model_copy(update={"class_names": tuple(classes)})
-
-
-def check_compress_outputs(out_dir: Path, passes: list[tuple[str, Any]],
-                           model_file: Path | None, ctx: Any) -> None:
-    """No file compress writes is one of its inputs (the model, --train/--eval/--calib data) or
-    lands inside an input folder."""
-    from edgekit.data.paths import source_paths
-
-    data = _data_sources(ctx)
-    planned = [MANIFEST_NAME, "model.onnx"] + [n for _, p in passes for n in p.outputs()]
-    if any(p.kind == "torch" for _, p in passes):
-        planned.append("model.pt")
-    check_outputs({"the output": [out_dir / name for name in planned]},
-                  {"the model": model_file,
-                   **{what: source_paths(source, ctx.data_dir) for what, source in data.items()}})
-
-
 def check_reuse(out_dir: Path, key: str, model_file: Path | None, overwrite: bool) -> None:
     """Refuse to compress into a folder that holds another model's or other settings' outputs
     (unless `overwrite`): its old int8 beside the new fp32 would make a gate that means
@@ -298,7 +263,10 @@ def start_compress(out_dir: Path, key: str, model_file: Path | None,
                        else {},
                        config={"key": key, "steps": [[name, config] for name, config in steps],
                                "data": {"train": ctx.train_source, "eval": ctx.eval_source,
-                                        "calib": ctx.calib_source, "eval_limit": ctx.eval_limit}})
+                                        "calib": ctx.calib_source, "eval_limit": ctx.eval_limit},
+                               "budget": {"max_drop": getattr(ctx, "max_drop", None),
+                                          "max_drop_rel": getattr(ctx, "max_drop_rel", None),
+                                          "against": "original"}})
 
 
 def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
@@ -308,7 +276,8 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
     `claim`: this compress owns the folder (refuse another model's folder unless `overwrite`,
     forget old stages first); `edgekit run` has done that itself and passes False.
     Returns {'rows': report rows, 'artifacts': manifest outputs}."""
-    from edgekit.io.models import save_checkpoint
+    import copy
+
     from edgekit.metrics import torch_top1
     from edgekit.passes import get_pass
     from edgekit.passes.stats import model_cost
@@ -329,24 +298,17 @@ def compress(bundle: Any, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
         start_compress(out_dir, key, model_file, steps, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
     Manifest(out_dir)  # a damaged manifest fails here, before any pass runs
-    import copy
-
     ctx.original = copy.deepcopy(bundle)  # the teacher; passes may edit bundle.model in place
     eval_set = ctx.eval_set(bundle.spec, required=False)
-    ctx.original_top1 = torch_top1(bundle.model, eval_set) if eval_set is not None else None
+    if eval_set is not None:
+        from edgekit.progress import progress
+
+        with progress(f"Evaluating the original {bundle.name} on {len(eval_set)} images",
+                      total=len(eval_set)) as advance:
+            ctx.original_top1 = torch_top1(bundle.model, eval_set, advance=advance)
+            advance(0, top1=f"{ctx.original_top1:.4f}")
     ctx.add_row(step="original", **model_cost(bundle.model, bundle.spec), top1=ctx.original_top1)
-    torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
-    bundle = apply_passes(bundle, torch_passes, ctx)
-    if torch_passes:
-        check_chain_budget(chain_budget(passes, ctx), ctx.report)
-    if torch_passes:
-        ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
-        Manifest(out_dir).add_stage("checkpoint",
-                                    inputs={"source": model_file} if model_file
-                                    and model_file.is_file() else {},  # the sha256 chain
-                                    outputs=[{"path": ckpt.name, "format": "checkpoint",
-                                              "precision": "fp32", "model": bundle.name}])
-        bundle.source = ckpt  # the ONNX export's recorded input is the compressed checkpoint
+    bundle = _run_torch_passes(passes, bundle, model_file, ctx)
     onnx_art, _ = export_artifact(bundle, "onnx", out_dir, precision="fp32",
                                   parity_source=ctx.eval_source, data_dir=ctx.data_dir)
     _run_onnx_passes(passes, onnx_art.path, bundle.name, bundle.spec, ctx)
@@ -369,72 +331,35 @@ def apply_passes(bundle: Any, passes: list[tuple[str, Any]], ctx: Any, *, check:
         if after:
             after(bundle)
         if record:
+            if getattr(ctx, "original_top1", None) is not None:  # each row's drops, recorded
+                annotate_drops(ctx.report, ctx.original_top1)
             Manifest(Path(ctx.out_dir)).add_stage(
                 name, config=step.config.model_dump(mode="json"),
                 metrics={"rows": [r for r in ctx.report if r.get("step", "").startswith(name)]})
     return bundle
 
 
-def annotate_drops(rows: list[dict[str, Any]], original_top1: float | None) -> None:
-    """Every row with a top-1 gets its drop against the ORIGINAL model (`drop_vs_original`, in
-    points) and, beside it, what that step itself cost against the row scored before it
-    (`step_drop`): an int8 model's own drop is against the fp32 model it quantized, which after
-    prune/distill is not the original."""
-    if original_top1 is None:
-        return
-    previous = original_top1
-    for row in rows[1:]:
-        if row.get("top1") is None:
-            continue
-        row["drop_vs_original"] = round(100.0 * (original_top1 - row["top1"]), 2)
-        row["step_drop"] = round(100.0 * (previous - row["top1"]), 2)
-        previous = row["top1"]
 
+def _run_torch_passes(passes: list[tuple[str, Any]], bundle: Any, model_file: Path | None,
+                      ctx: Any) -> Any:
+    """Apply the torch passes (one manifest stage each, its rows with their drops against the
+    original), hold the chain to its budget, and save the compressed checkpoint."""
+    from edgekit.io.models import save_checkpoint
 
-def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
-    """The accuracy budget of the whole compress chain against the original: the run's own
-    (compress --max-drop / --max-drop-rel), else the quantize step's, else none."""
-    from edgekit.quant.budget import Budget
-
-    if ctx.max_drop is not None or ctx.max_drop_rel is not None:
-        return Budget(ctx.max_drop, ctx.max_drop_rel, ctx.original_top1)
-    for _, step in passes:
-        cfg = step.config
-        if getattr(cfg, "max_drop", None) is not None or \
-                getattr(cfg, "max_drop_rel", None) is not None:
-            return Budget(cfg.max_drop, cfg.max_drop_rel, ctx.original_top1)
-    return Budget(original_top1=ctx.original_top1)
-
-
-def check_chain_budget(budget: Any, rows: list[dict[str, Any]]) -> None:
-    """After the torch steps: the top-1 they left must be within the budget of the original's,
-    or the run fails (GateError, exit 1) with what each step spent, before anything else is
-    exported. Steps report top-1 in their rows; the last such row is the model as it stands."""
-    from edgekit.errors import GateError
-
-    scored = [r for r in rows if r.get("top1") is not None]
-    if not budget.active or budget.original_top1 is None or len(scored) < 2:
-        return
-    final = scored[-1]["top1"]
-    allowed = budget.total_points(budget.original_top1)
-    spent = budget.spent_points(final)
-    if spent <= allowed + 1e-9:
-        return
-    steps, previous = [], budget.original_top1
-    for r in scored[1:]:
-        steps.append((r["step"], r["top1"], 100.0 * (previous - r["top1"])))
-        previous = r["top1"]
-    worst = max(steps, key=lambda s: s[2])
-    chain = " → ".join([f"original {budget.original_top1:.4f}"]
-                       + [f"{name} {top1:.4f} ({-drop:+.2f})" for name, top1, drop in steps])
-    raise GateError(
-        f"the compression chain misses the accuracy budget ({budget.describe()} against the "
-        f"original): top-1 "
-        f"{final:.4f} is {spent:.2f} points under the original's {budget.original_top1:.4f}, "
-        f"{allowed:g} allowed; {worst[0]} spent the most ({worst[2]:.2f} points). "
-        f"Top-1 by step: {chain}",
-        hint="compress less (a smaller --prune, no --dwsep or a higher --dwsep-rank), distill "
-        "longer (--distill-epochs), or loosen --max-drop")
+    out_dir = Path(ctx.out_dir)
+    torch_passes = [(n, p) for n, p in passes if p.kind == "torch"]
+    if not torch_passes:
+        return bundle
+    bundle = apply_passes(bundle, torch_passes, ctx)
+    check_chain_budget(chain_budget(passes, ctx), ctx.report)
+    ckpt = save_checkpoint(bundle, out_dir / "model.pt", compressed_by=[n for n, _ in torch_passes])
+    Manifest(out_dir).add_stage("checkpoint",
+                                inputs={"source": model_file} if model_file
+                                and model_file.is_file() else {},  # the sha256 chain
+                                outputs=[{"path": ckpt.name, "format": "checkpoint",
+                                          "precision": "fp32", "model": bundle.name}])
+    bundle.source = ckpt  # the ONNX export's recorded input is the compressed checkpoint
+    return bundle
 
 
 def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name: str, spec: Any,
@@ -444,7 +369,10 @@ def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name:
     for name, step in passes:
         if step.kind != "onnx":
             continue
+        first = len(ctx.report)
         produced = step.apply(onnx_path, ctx)
+        annotate_drops(ctx.report, ctx.original_top1)
+        rows = ctx.report[first:]
         for art in produced if isinstance(produced, list) else [produced]:
             Manifest(out_dir).add_stage(
                 f"{name}-{art.precision}" if art.config.get("flavour") is None
@@ -453,7 +381,7 @@ def _run_onnx_passes(passes: list[tuple[str, Any]], onnx_path: Path, model_name:
                 config=step.config.model_dump(mode="json"),
                 outputs=[{**art.manifest_entry(out_dir), "model": model_name,
                           "input_spec": spec.model_dump(mode="json")}],
-                metrics=art.metrics, versions=art.versions)
+                metrics={**art.metrics, "rows": rows}, versions=art.versions)
 
 
 @dataclass

@@ -491,5 +491,9 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
     """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
     `fresh` runs every stage again instead of resuming; `trust_recipe` (--trust-recipe) lets
     the recipe name any arch and trust its model file (edgekit.recipe)."""
-    return RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
-                     on_event=on_event, trust_recipe=trust_recipe).run()
+    from edgekit.io.outputs import removed_on_refusal
+
+    run = RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
+                    on_event=on_event, trust_recipe=trust_recipe)
+    with removed_on_refusal(run.out):  # refused after claiming it: nothing half-made stays
+        return run.run()

@@ -26,6 +26,45 @@ def edgekit(*args: str, timeout: float = 900, **kwargs: Any) -> subprocess.Compl
                           text=True, timeout=timeout, **kwargs)
 
 
+def edgekit_on_terminal(*args: str, timeout: float = 900, columns: int = 120,
+                        env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`python -m edgekit ARGS` with stdout and stderr each on its own pseudo-terminal (what a
+    user at a terminal sees): (exit code, stdout, stderr), line ends as written (\r\n)."""
+    import os
+    import pty
+    import select
+    import time
+
+    fds = [pty.openpty() for _ in range(2)]
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("EDGEKIT_NO_PROGRESS", "EDGEKIT_FORCE_PROGRESS")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", *map(str, args)],
+                            stdin=subprocess.DEVNULL, stdout=fds[0][1], stderr=fds[1][1],
+                            env={**environ, "COLUMNS": str(columns), "TERM": "xterm-256color",
+                                 **(env or {})}, close_fds=True)
+    for _, child in fds:
+        os.close(child)
+    chunks: dict[int, bytes] = {fd: b"" for fd, _ in fds}
+    reading, deadline = set(chunks), time.monotonic() + timeout
+    while reading and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(reading), [], [], 1.0)
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                data = b""
+            if data:
+                chunks[fd] += data
+            else:
+                reading.discard(fd)
+                os.close(fd)
+    for fd in reading:
+        os.close(fd)
+    code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    out, err = (chunks[fd].decode("utf-8", "replace") for fd, _ in fds)
+    return code, out, err
+
+
 class CliResult(NamedTuple):
     code: int
     out: str

@@ -184,7 +184,13 @@ def json_option(fn: Callable) -> Callable:
     fn = click.option("--wide", is_flag=True, expose_value=False, callback=wide,
                       help="Show every column of the tables (default: the main ones, in 100 "
                            "columns).")(fn)
-    return click.option("--json", "as_json", is_flag=True,
+    def plain(_ctx: Any, _param: Any, value: bool) -> bool:
+        from edgekit.progress import set_plain
+
+        set_plain(value)  # no live bars beside the JSON
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=plain,
                         help="Print machine-readable JSON on stdout instead of a table.")(fn)
 
 

@@ -80,17 +80,21 @@ def _rank(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 @click.option("--distill-epochs", type=int, default=None,
               help="Epochs of distillation from the original model (0 to skip).")
 @click.option("--train", "train_source", default=None, help="Training data, e.g. fashion-mnist:train.")
-@click.option("--eval", "eval_source", default=None, help="Eval data, e.g. fashion-mnist:test.")
+@click.option("--eval", "eval_source", default=None,
+              help="Labelled eval data, e.g. fashion-mnist:test: top-1 of every step, and the "
+              "accuracy budget (--max-drop) is held on it.")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Use a stratified sample of the eval set.")
 @click.option("--int8", is_flag=True, help="int8 post-training quantization (QDQ ONNX).")
-@click.option("--calib", "calib_source", default=None, help="Calibration set (.npz) or data source.")
+@click.option("--calib", "calib_source", default=None,
+              help="Calibration set (.npz) or data source (default: a sample of --train).")
 @click.option("--calib-size", type=click.IntRange(min=1), default=None, help="Number of calibration samples.")
 @click.option("--calib-method", default=None,
               type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Activation ranges: percentile (99.99, default) | minmax | entropy | mse.")
 @click.option("--max-drop", type=FINITE, default=None,
               help="Allowed top-1 drop of the final artifact against the original model, in "
-              "points: it bounds the whole chain (int8 gets what prune/dwsep/distill left).")
+              "points, measured on --eval: it bounds the whole chain (int8 gets what "
+              "prune/dwsep/distill left). Default 1.0 when --eval is given; 100 for no limit.")
 @click.option("--max-drop-rel", type=FINITE, default=None,
               help="Allowed relative top-1 drop against the original, e.g. 0.01 keeps 99%.")
 @click.option("--for", "flavour", default=None,

@@ -16,7 +16,9 @@ from edgekit.cli.common import data_dir_option, json_option, model_options, prin
               help="Output folder (default: SOURCE when it is an output folder).")
 @click.option("--parity-data", default=None,
               help="Data source for the parity check (default: fashion-mnist:test if installed).")
-@click.option("--calib", default=None, help="Calibration set or data source for int8.")
+@click.option("--calib", default=None,
+              help="Calibration set or data source for int8 (default: the one the folder's "
+              "compress recorded).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Parity: top-1 agreement with the reference at least this, counted on the "
               "samples whose reference is not a near-tie (default 0.99 fp32/fp16, 0.90 int8).")

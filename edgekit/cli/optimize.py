@@ -46,6 +46,25 @@ class KnobCommand(click.Command):
         return params[:at] + knobs + params[at:]
 
 
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """--time-budget: a finite duration (30m, 1h, 90s) of at most a year."""
+    if value is None:
+        return None
+    import math
+
+    from edgekit.errors import ConfigError
+    from edgekit.optimize.space import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ConfigError as exc:
+        raise click.BadParameter(f"{exc.message} ({exc.hint})") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= 366 * 86400:
+        raise click.BadParameter(f"{value[:40]!r} is not a time budget between 1 s and a year",
+                                 param_hint="--time-budget")
+    return value
+
+
 def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -104,7 +123,8 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
 @click.option("--min-speedup", type=SPEEDUP, default=None,
               help="The winner is at least this much faster than the fp32 original on its "
               "fastest runtime (default 1.0: never slower).")
-@click.option("--time-budget", default=None, help="Wall time for the search, e.g. 30m, 1h.")
+@click.option("--time-budget", default=None, callback=_duration,
+              help="Wall time for the search, e.g. 30m, 1h.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Candidates per device, the originals included (default 24).")
 @click.option("--seed", type=int, default=None, help="Seed of the sampler and of distillation.")
@@ -201,7 +221,10 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
                           eval_limit=eval_limit, data_dir=data_dir, bundle=bundle,
                           train=train_settings)
     optimizer.live_progress = not as_json  # --json: the plan lines only, no live bar
-    summary = optimizer.run()
+    from edgekit.io.outputs import removed_on_refusal
+
+    with removed_on_refusal(output):  # refused after claiming it: nothing half-made stays
+        summary = optimizer.run()
     if as_json:
         print_json(summary)
     else:

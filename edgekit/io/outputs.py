@@ -13,8 +13,9 @@ All refusals are InputError (exit 2) with a hint."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from edgekit.errors import InputError
@@ -143,3 +144,25 @@ def claim_output_folder(folder: PathLike) -> Manifest:
         manifest.save()
     sweep(folder)
     return manifest
+
+
+@contextlib.contextmanager
+def removed_on_refusal(folder: PathLike) -> Iterator[Path]:
+    """A folder this call creates goes again when the call is refused as bad input (an
+    EdgekitError that exits 2: a flag, a recipe field, the data; or an OSError) after it was
+    claimed: it holds nothing whole. A folder that was there before (a run to resume) is left as it is, and so
+    is one holding a result that failed its gate (exit 1) or an interrupted run."""
+    import shutil
+
+    from edgekit.errors import EdgekitError
+
+    path = Path(folder)
+    created = not os.path.lexists(path)
+    try:
+        yield path
+    except (EdgekitError, OSError) as exc:
+        # an OSError is a folder that cannot be written or a full disk: the CLI's exit 2 too
+        refused = isinstance(exc, OSError) or exc.exit_code == 2
+        if created and refused and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        raise

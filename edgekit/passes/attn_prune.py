@@ -49,6 +49,16 @@ SUPPORTED = ("attention with a fused `qkv` nn.Linear, an output `proj` nn.Linear
 _HEAD_COUNT_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "heads")
 
 
+# Attention layouts known to split heads in code (module, class) → why their heads cannot go;
+# subclasses included (Swin V2's ShiftedWindowAttentionV2).
+HEADS_IN_CODE = {
+    ("torchvision.models.swin_transformer", "ShiftedWindowAttention"): (
+        "passes qkv.weight and proj.weight to a function (F.linear: the graph never sees the "
+        "Linears called) that splits the heads as input width // num_heads and adds a "
+        "relative-position bias per head: a head cannot go without the residual width"),
+}
+
+
 def is_supported(module: Any) -> bool:
     """Whether `module` has the fused-qkv layout whose heads Torch-Pruning removes whole."""
     from torch import nn
@@ -68,6 +78,10 @@ def _unsupported_reason(module: Any) -> str | None:
         return None
     if is_supported(module):
         return None
+    for klass in type(module).__mro__:  # known layouts: the precise reason
+        why = HEADS_IN_CODE.get((klass.__module__, klass.__name__))
+        if why:
+            return f"{type(module).__name__} (num_heads={getattr(module, 'num_heads', '?')}) {why}"
     # A head count marks multi-head attention; a class name alone does not (a CNN's channel
     # "attention", squeeze-excitation, has no heads and prunes as ordinary layers).
     count = next((a for a in _HEAD_COUNT_ATTRS if isinstance(getattr(module, a, None), int)

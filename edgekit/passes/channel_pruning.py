@@ -113,6 +113,7 @@ class _Pruning:
         # them, their own parameters or their outputs is pruned.
         self.blocked: dict[Any, str] = {}
         self.blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output
+        self.kept_layers: dict[Any, str] = {}  # opaque layers whose width stays (shuffles)
         ignored_modules = self.block_ignored(ignore)
         if importance == "taylor":
             missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -151,7 +152,7 @@ class _Pruning:
         import torch_pruning as tp
         from torch import nn
 
-        from edgekit.passes import rnn_prune
+        from edgekit.passes import rnn_prune, shuffle_prune
 
         self.rnns = [m for m in self.model.modules() if isinstance(m, nn.RNNBase)]
         self.rnn_fn = rnn_prune.rnn_pruner()
@@ -167,6 +168,7 @@ class _Pruning:
         caught: list[Any] = []
         try:
             with rnn_prune.opaque_rnns(self.model), \
+                    shuffle_prune.opaque_channel_shuffles(self.model, self.kept_layers), \
                     warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.pruner = tp.pruner.BasePruner(
@@ -174,7 +176,7 @@ class _Pruning:
                     pruning_ratio=self.ratio, round_to=self.round_to,
                     ignored_layers=[m for m in self.reasons if channel_width(m) is not None],
                     customized_pruners={nn.LSTM: self.rnn_fn, nn.GRU: self.rnn_fn,
-                                        nn.RNN: self.rnn_fn},
+                                        nn.RNN: self.rnn_fn, **shuffle_prune.pruners()},
                     root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
                     **self.attention_options)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model
@@ -189,6 +191,9 @@ class _Pruning:
         for w in caught:  # e.g. parameters outside standard layers, whose channel axis TP guesses
             self.result.notes.append("Torch-Pruning: " + " ".join(str(w.message).split()))
         self.graph = self.pruner.DG
+        if self.kept_layers:  # before Torch-Pruning scores them: their groups never map right
+            self.pruner.ignored_layers.extend(shuffle_prune.groups_reaching(
+                self.graph, self.kept_layers, self.pruner.ignored_layers, self.reasons))
         self.model.eval()
 
     def teach_rnns(self, rnn_hidden: bool) -> None:

@@ -352,8 +352,10 @@ class DwsepPass(Pass):
         eval_set = ctx.eval_set(bundle.spec, required=False)
         if eval_set is not None:
             from edgekit.metrics import torch_top1
+            from edgekit.progress import progress
 
-            top1 = torch_top1(model, eval_set)
+            with progress("Evaluating the dwsep model", total=len(eval_set)) as advance:
+                top1 = torch_top1(model, eval_set, advance=advance)
         ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), top1=top1,
                     replaced=len(chosen),
                     note=f"top-1 before distillation; the replaced convs' MACs "

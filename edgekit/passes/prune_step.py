@@ -49,6 +49,11 @@ class ChannelStep:
         if hit:
             run.reasons.setdefault(root, f"coupled to {hit}, which is in the ignore list")
             return False
+        kept = next((run.kept_layers[dep.target.module] for dep, _ in group
+                     if dep.target.module in run.kept_layers), None)
+        if kept:  # a channel shuffle (edgekit.passes.shuffle_prune): its width stays
+            run.reasons.setdefault(root, kept)
+            return False
         ok = self.library_check(group)
         if ok:
             return ok

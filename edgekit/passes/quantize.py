@@ -220,7 +220,11 @@ class QuantizePass(Pass):
         from edgekit.quant.budget import Budget
 
         original = getattr(ctx, "original_top1", None) if ctx is not None else None
-        return Budget(self.config.max_drop, self.config.max_drop_rel, original)
+        max_drop, max_drop_rel = self.config.max_drop, self.config.max_drop_rel
+        if max_drop is None and max_drop_rel is None and ctx is not None:
+            # the chain's budget (compress --max-drop, or its default 1.0 point)
+            max_drop, max_drop_rel = ctx.max_drop, ctx.max_drop_rel
+        return Budget(max_drop, max_drop_rel, original)
 
     def _settings(self):
         from edgekit.quant.ort_qdq import QdqSettings

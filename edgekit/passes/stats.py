@@ -76,12 +76,26 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
         tokens = inp[0].shape[-2]
         counts["macs"] += 2 * tokens * tokens * mod.num_heads * mod.head_dim
 
+    def mha_hook(mod: nn.MultiheadAttention, inp: tuple, _out: Any) -> None:
+        # torch's own attention calls its projections' weights, not its Linears: count the
+        # q/k/v and output projections here, with q·kᵀ and weights·v (one sample)
+        if not inp:
+            return
+        seq_dim = 1 if mod.batch_first and inp[0].dim() == 3 else 0
+        tokens = inp[0].shape[seq_dim]
+        sources = inp[1].shape[seq_dim] if len(inp) > 1 else tokens
+        e = mod.embed_dim
+        counts["macs"] += (2 * tokens * e * e + sources * (mod.kdim + mod.vdim) * e
+                           + 2 * tokens * sources * e)
+
     from edgekit.passes.attn_prune import is_supported
 
     hooks = []
     for m in model.modules():
         if is_supported(m):
             hooks.append((m, attention_hook))
+        if isinstance(m, nn.MultiheadAttention):
+            hooks.append((m, mha_hook))
         if isinstance(m, nn.Conv2d):
             hooks.append((m, conv_hook))
         elif isinstance(m, nn.Linear):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import Dataset
+from edgekit.data.hints import calibration_hint
 from edgekit.errors import DataError, DataShapeError, InputError
 from edgekit.spec import FASHION_MNIST_CLASSES, InputSpec
 
@@ -27,8 +28,8 @@ def default_calibration_source(spec: InputSpec) -> str:
     if tuple(spec.class_names) == tuple(FASHION_MNIST_CLASSES) and EMBEDDED_SET.is_file():
         return str(EMBEDDED_SET)
     raise DataError("int8 needs a calibration set, and none was given",
-                    hint="pass --calib SET.npz or a data source (an image folder, IDX files); "
-                    "build one with `edgekit calib build SOURCE -n 512 -o calibration/NAME.npz`")
+                    hint=calibration_hint(spec))
+
 
 
 def _raw_shape(source: str) -> tuple[int, ...] | None:

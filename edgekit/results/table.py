@@ -165,6 +165,10 @@ def markdown(records: list[ResultRecord]) -> str:
 
 
 COMPRESS_COLUMNS = ("step", "layer", "macs", "params", "top1")
+# Every drop is against the ORIGINAL model; the step's own (against the row scored before it)
+# stands beside it. Points of top-1; positive = lost.
+COMPRESS_DROPS = {"drop_vs_original": "drop", "step_drop": "step drop"}
+COMPRESS_HIDDEN = ("note", "conv_macs", "drop_pts")  # drop_pts: the int8 step's, in --json
 
 
 def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
@@ -188,12 +192,24 @@ def print_compress_rows(rows: list[dict[str, Any]], title: str = "") -> None:
 
     def details(r: ResultRecord) -> str:
         rest = [f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {cell(r, k)}" for k in r
-                if k not in COMPRESS_COLUMNS and k not in ("note", "conv_macs")]
+                if k not in COMPRESS_COLUMNS and k not in COMPRESS_DROPS
+                and k not in COMPRESS_HIDDEN and r[k] is not None]
         return "; ".join(rest + ([str(r["note"])] if r.get("note") else []))
 
-    columns = (*COMPRESS_COLUMNS, "details")
-    _print_table(columns, [[*(cell(r, k) for k in COMPRESS_COLUMNS), details(r)] for r in rows],
-                 title)
+    def drop(r: dict[str, Any], k: str) -> str:
+        return "-" if r.get(k) is None else f"{r[k] + 0.0:.2f}"
+
+    shown = [k for k in COMPRESS_COLUMNS if k != "layer" or any(r.get(k) for r in rows)]
+    drops = [k for k in COMPRESS_DROPS if any(r.get(k) is not None for r in rows)]
+    columns = (*shown, *(COMPRESS_DROPS[k] for k in drops), "details")
+    _print_table(columns, [[*(cell(r, k) for k in shown), *(drop(r, k) for k in drops),
+                            details(r)] for r in rows], title)
+    if drops:
+        from rich.console import Console
+
+        Console(width=NARROW_WIDTH).print(
+            "[dim]drop: top-1 points lost against the original; step drop: against the row "
+            "scored before it[/dim]", highlight=False)
 
 
 # ---------------------------------------------------------------- validation (gate) tables

@@ -186,10 +186,22 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
         kwargs["preset"] = presets[preset]
     if model_type is not None:
         kwargs["model_type"] = nncf.ModelType(model_type)
-    dataset = nncf.Dataset([calib_x[i : i + 1] for i in range(len(calib_x))])
+    from edgekit.progress import progress
+
+    total = min(len(calib_x), int(kwargs.get("subset_size") or len(calib_x)))
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        quantized = nncf.quantize(model, dataset, **kwargs)
+    with progress(f"Calibrating with NNCF ({total} samples)", total=total) as advance:
+        seen = [0]
+
+        def counted(x: np.ndarray) -> np.ndarray:  # NNCF reads each sample through this
+            if seen[0] < total:
+                seen[0] += 1
+                advance(1)
+            return x
+
+        dataset = nncf.Dataset([calib_x[i : i + 1] for i in range(len(calib_x))], counted)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quantized = nncf.quantize(model, dataset, **kwargs)
     seconds = time.perf_counter() - start
     save_ir(quantized, Path(out_xml), spec=spec, precision="int8")
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
@@ -207,10 +219,9 @@ def load_calibration(calib: str | Path | np.ndarray | None, spec: InputSpec,
                      data_dir: str | None = None, limit: int | None = None) -> tuple[np.ndarray, str]:
     """Calibration inputs from an array, a .npz calibration set or any data source."""
     if calib is None:
-        raise InputError(
-            "int8 needs a calibration set",
-            hint="pass --calib DATA: images like the model's own inputs (its training image "
-            "folder, or a set built with `edgekit calib build SOURCE -o SET.npz`)")
+        from edgekit.data.hints import calibration_hint
+
+        raise InputError("int8 needs a calibration set", hint=calibration_hint(spec))
     if isinstance(calib, np.ndarray):
         return calib, "array"
     from edgekit.data import load_dataset

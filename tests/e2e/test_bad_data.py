@@ -126,7 +126,7 @@ def _compress(d: Path, *extra: str, num_classes: int = 3, train=None, evaluation
     else:
         args += ["--distill-epochs", "0"]
     if evaluation:
-        args += ["--eval", str(evaluation)]
+        args += ["--eval", str(evaluation), "--max-drop", "100"]
     return args + list(extra)
 
 

@@ -47,7 +47,7 @@ def test_dwsep_then_distill_from_one_command(zoo_checkpoint, small_train, tmp_pa
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "compress", ckpt, "--dwsep", "--train", small_train,
                                  "--eval", "fashion-mnist:test", "--eval-limit", EVAL_LIMIT,
-                                 "--distill-epochs", 1, "-o", out, "--json")
+                                 "--distill-epochs", 1, "--max-drop", 100, "-o", out, "--json")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["steps"] == ["dwsep", "distill"]
@@ -132,8 +132,8 @@ def test_prune_dwsep_and_int8_in_one_run(zoo_checkpoint, small_train, tmp_path, 
     code, stdout, err = cli(capsys, "compress", zoo_checkpoint("lenet5"), "--prune", 0.3, "--dwsep",
                                  "--int8", "--calib", small_train, "--calib-size", 128,
                                  "--train", small_train, "--eval", "fashion-mnist:test",
-                                 "--eval-limit", EVAL_LIMIT, "--distill-epochs", 1, "-o", out,
-                                 "--json")
+                                 "--eval-limit", EVAL_LIMIT, "--distill-epochs", 1,
+                                 "--max-drop", 100, "-o", out, "--json")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["steps"] == ["prune", "dwsep", "distill", "quantize"]

@@ -30,7 +30,8 @@ def test_prune_and_distill_lenet5(zoo_checkpoint, small_train, tmp_path):
     out = tmp_path / "out"
     proc = edgekit("compress", str(zoo_checkpoint("lenet5")), "--prune", "0.5",
                    "--train", str(small_train), "--eval", "fashion-mnist:test",
-                   "--eval-limit", "500", "--distill-epochs", "1", "-o", str(out), "--json")
+                   "--eval-limit", "500", "--distill-epochs", "1", "--max-drop", "100",
+                   "-o", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["steps"] == ["prune", "distill"]

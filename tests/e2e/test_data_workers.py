@@ -204,7 +204,8 @@ def test_train_with_workers_then_openvino_then_child_processes(tmp_path: Path,
                                   steps={{"prune": {{"ratio": 0.25}},
                                          "distill": {{"epochs": 1, "batch_size": 6}},
                                          "quantize": {{"calib_size": 9}}}},
-                                  data={{"train": folder, "eval": folder, "calib": folder}})
+                                  data={{"train": folder, "eval": folder, "calib": folder}},
+                                  budget={{"max_drop": 100}})
         print("steps", ",".join(result.steps))
         print("sigchld", signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL)
         edgekit.export(out, target="openvino", precision="fp32", data={{"eval": folder}})

@@ -77,13 +77,6 @@ class Known:
 FOLLOW_UP = "found by this corpus, not fixed yet (issue 25 follow-up)"
 KNOWN_FAILURES: list[Known] = [
     # Found by this corpus; not small and local enough to fix here. The lead files them.
-    Known(f"a refusal after the output folder was claimed leaves it behind, {FOLLOW_UP}",
-          r"^(recipe\.yaml .* via run|run |optimize(-fleet)? |\S+\.yaml .* via "
-          r"optimize(-fleet)?$)",
-          r"^left behind s/out/"),
-    Known(f"non-finite values in flags outside item 8's budget flags, {FOLLOW_UP}",
-          r"^(optimize\S* --(prune|time-budget|dwsep-rank|dwsep)|\S+ --(time-budget|dwsep-rank)) ",
-          r"^accepted"),
 ]
 
 
@@ -869,6 +862,35 @@ def test_found_by_the_corpus(argv: list[str], fragment: str, world: Path) -> Non
         assert outcome.error is None, outcome.error
         assert outcome.code == 2, outcome.output
         assert fragment in outcome.output
+        assert check_files(case, before, None, 2, False, False) == []
+
+
+OPTIMIZE = ["optimize", "model.pt", "--device", "quick.yaml", "--eval-limit", "16", "--space",
+            "space.yaml", "--trials", "1", "-o", "out"]
+
+
+@pytest.mark.parametrize("argv,files,fragment", [
+    ([*OPTIMIZE, "--eval", "other"], {}, "error:"),
+    ([*OPTIMIZE, "--eval", "eval28.npz", "--time-budget", "9" * 400], {},
+     "is not a time budget between 1 s and a year"),
+    (["run", "recipe.yaml", "-o", "out"], {"recipe.yaml": W.yaml_bytes({**W.RECIPE,
+                                                                       "devices": []})}, "error:"),
+    (["run", "recipe.yaml", "-o", "out"], {"recipe.yaml": W.yaml_bytes({
+        **W.RECIPE, "data": {**W.RECIPE["data"], "eval": "../../escape-corpus"}})}, "error:"),
+], ids=["optimize-eval-a-folder", "optimize-time-budget-of-400-digits", "run-no-devices",
+        "run-eval-outside"])
+def test_refused_after_the_claim_leaves_nothing(argv: list[str], files: dict[str, bytes],
+                                                fragment: str, world: Path) -> None:
+    """run and optimize refused as bad input after they claimed -o (a folder they created):
+    exit 2 with the reason and no out/ left behind (the corpus found out/manifest.json and
+    out/model.onnx there, 5 hits); a --time-budget of 400 digits (inf seconds) is refused."""
+    with sandbox(world, files) as case:
+        before = _snapshot(case)
+        outcome = run_cli(argv, seconds=300)
+        assert outcome.error is None, outcome.error
+        assert outcome.code == 2, outcome.output
+        assert fragment in outcome.output
+        assert not (case / "s" / "out").exists()
         assert check_files(case, before, None, 2, False, False) == []
 
 

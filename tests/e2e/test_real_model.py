@@ -135,7 +135,7 @@ def test_compress_records_the_flags_and_says_so(state_dict: Path, rgb_folder: Pa
     code, report, err = cli(capsys, "compress", state_dict, "--arch", ARCH, "--arch-kwargs",
                             KWARGS, "--crop", "64", *NORM, "--prune", "0.25", "--distill-epochs",
                             "0", "--train", rgb_folder, "--int8", "--calib-size", "8", "--eval",
-                            rgb_folder, "-o", out, "--json")
+                            rgb_folder, "--max-drop", "100", "-o", out, "--json")
     assert code == 0, err
     assert "preprocessing: shape 1,3,64,64 (--crop; channels from the weights)" in err
     assert f"calib: none given, so int8 calibrates on a sample of --train {rgb_folder}" in err

@@ -85,7 +85,7 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
                             "--preprocessing", "arch", "--prune", "0.25", "--dwsep",
                             "--distill-epochs", "0", "--int8",
                             "--calib", rgb_folder, "--calib-size", "16", "--eval", rgb_folder,
-                            "-o", out, "--json", *upscale], capsys)
+                            "--max-drop", "100", "-o", out, "--json", *upscale], capsys)
     assert code == 0, err
     from edgekit.io.artifacts import spec_for
 
@@ -157,7 +157,8 @@ def test_a_briefly_trained_arch_keeps_its_accuracy_through_the_chain(tmp_path: P
                                  "--preprocessing", "imagenet",
                                  "--prune", "0.25", "--dwsep", "--train", train,
                                  "--distill-epochs", "2", "--int8", "--calib", train,
-                                 "--calib-size", "16", "--eval", val, "-o", out, "--json"], capsys)
+                                 "--calib-size", "16", "--eval", val, "--max-drop", "100",
+                                 "-o", out, "--json"], capsys)
     assert code == 0, err
     rows = {r["step"]: r for r in json.loads(report)["rows"]}
     assert rows["original"]["top1"] >= 0.9, rows

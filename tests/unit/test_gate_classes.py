@@ -265,7 +265,7 @@ def test_compress_scores_an_index_named_eval_subset_as_those_outputs(tmp_path, c
     code, out, err = cli(capsys, "compress", tmp_path / "random.pt", "--arch",
                          "tinynet_gate:make", "--input-shape", "1,1,8,8", "--mean", "0.5",
                          "--std", "0.25", "--prune", "0.25", "--distill-epochs", "0",
-                         "--eval", root, "-o", tmp_path / "out", "--json")
+                         "--eval", root, "--max-drop", "100", "-o", tmp_path / "out", "--json")
     assert code == 0, err
     rows = {r["step"]: r for r in json.loads(out)["rows"]}
     assert rows["original"]["top1"] == pytest.approx(1.0)

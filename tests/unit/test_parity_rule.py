@@ -66,7 +66,8 @@ def test_openvino_int8_export_and_compress_share_the_rule_on_the_recorded_eval_d
     out = tmp_path / "out"
     code, _, err = cli(capsys, "compress", str(zoo_checkpoint("lenet5")), "--int8", "--for",
                        "openvino", "--eval", "fashion-mnist:test", "--eval-limit", "300",
-                       "--calib", str(CALIB), "--min-agreement", "0.95", "-o", str(out))
+                       "--calib", str(CALIB), "--min-agreement", "0.95", "--max-drop", "100",
+                       "-o", str(out))
     assert code == 0, err
     from edgekit.io.manifest import Manifest
 

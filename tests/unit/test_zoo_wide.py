@@ -42,10 +42,9 @@ def test_shipped_lenet5_wide_matches_its_record_and_is_a_few_mb():
 
 @requires_data
 def test_shipped_lenet5_wide_scores_its_recorded_top1_on_a_test_subset():
-    from edgekit.validate.torch_eval import torch_top1
-
     from edgekit.data import load_dataset
     from edgekit.io.models import load_model
+    from edgekit.metrics import torch_top1
     from edgekit.zoo import default_spec
 
     record = shipped_record("lenet5_wide")
