@@ -146,7 +146,7 @@ def compress(model: str, output: str, train_source: str | None, eval_source: str
     from edgekit.results.table import print_compress_rows
 
     print_compress_rows(result.rows, title=f"edgekit compress {Path(model).name}")
-    click.echo(f"outputs in {output}/ (manifest.json lists them)")
+    click.echo(f"outputs in {Path(output)}/ (manifest.json lists them)")
     if eval_source:  # what a user runs next: every artifact on a device, with the gate
         from shlex import quote
 
