@@ -152,26 +152,7 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
     there, the Pareto front of latency against top-1, and the winner in OUT/<device>/."""
     from edgekit.errors import InputError
 
-    inline = [f"--{f}" for f in space_flags() if flags.get(f) is not None]
-    if model and recipe:
-        raise InputError("give a MODEL or --recipe, not both",
-                         hint="the recipe names its model; drop MODEL or --recipe")
-    if not model and not recipe:
-        raise InputError("no model given", hint="edgekit optimize MODEL.pt -o OUT/ (or --recipe R)")
-    if space_file and recipe:
-        raise InputError("--space and --recipe both give a search space",
-                         hint="edit the recipe's `optimize:` section, or drop --recipe")
-    if space_file and inline:
-        raise InputError(f"--space and {', '.join(inline)} both set the search space",
-                         hint="put everything in the space file, or use the flags alone")
-    if flags["min_speedup"] is not None and flags["min_speedup"] <= 0:
-        raise InputError(f"--min-speedup {flags['min_speedup']:g} is not positive",
-                         hint="1.0 means never slower than the original")
-    precisions = [p.strip() for p in (flags.get("precisions") or "").split(",") if p.strip()]
-    if flags.get("fallback") is not None and precisions and "int8" not in precisions:
-        raise InputError(f"--fallback {flags['fallback']} keeps layers float in int8 models, "
-                         f"and --precisions {flags['precisions']} has no int8",
-                         hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
+    check_flags(model, recipe, space_file, flags)
     if cluster:  # a public or silent cluster address: refused before anything is written
         from edgekit.executors import check_cluster_address
 
@@ -229,15 +210,48 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
         print_json(summary)
     else:
         print_summary(summary)
-        named = dict(zip([p.name for p in profiles], devices, strict=False))
-        for name, result in summary["devices"].items():  # the command that validates it
-            if result.get("winner"):
-                from shlex import quote
-
-                click.echo(f"next: edgekit validate {quote(str(Path(result['winner']['path']).parent))}"
-                           f" --eval {quote(eval_source)} --device {quote(named.get(name, name))}")
+        print_next(summary, profiles, devices, eval_source)
     if not summary["passed"]:
         raise failure(summary)
+
+
+def check_flags(model: str | None, recipe: str | None, space_file: str | None,
+                flags: dict[str, Any]) -> None:
+    """Refuse contradicting flags before anything is loaded or written (exit 2)."""
+    from edgekit.errors import InputError
+
+    inline = [f"--{f}" for f in space_flags() if flags.get(f) is not None]
+    if model and recipe:
+        raise InputError("give a MODEL or --recipe, not both",
+                         hint="the recipe names its model; drop MODEL or --recipe")
+    if not model and not recipe:
+        raise InputError("no model given", hint="edgekit optimize MODEL.pt -o OUT/ (or --recipe R)")
+    if space_file and recipe:
+        raise InputError("--space and --recipe both give a search space",
+                         hint="edit the recipe's `optimize:` section, or drop --recipe")
+    if space_file and inline:
+        raise InputError(f"--space and {', '.join(inline)} both set the search space",
+                         hint="put everything in the space file, or use the flags alone")
+    if flags["min_speedup"] is not None and flags["min_speedup"] <= 0:
+        raise InputError(f"--min-speedup {flags['min_speedup']:g} is not positive",
+                         hint="1.0 means never slower than the original")
+    precisions = [p.strip() for p in (flags.get("precisions") or "").split(",") if p.strip()]
+    if flags.get("fallback") is not None and precisions and "int8" not in precisions:
+        raise InputError(f"--fallback {flags['fallback']} keeps layers float in int8 models, "
+                         f"and --precisions {flags['precisions']} has no int8",
+                         hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
+
+
+def print_next(summary: dict[str, Any], profiles: list[Any], devices: tuple[str, ...],
+               eval_source: str) -> None:
+    """Per device with a winner, the command that validates it (what the user runs next)."""
+    from shlex import quote
+
+    named = dict(zip([p.name for p in profiles], devices, strict=False))
+    for name, result in summary["devices"].items():
+        if result.get("winner"):
+            click.echo(f"next: edgekit validate {quote(str(Path(result['winner']['path']).parent))}"
+                       f" --eval {quote(eval_source)} --device {quote(named.get(name, name))}")
 
 
 def failure(summary: dict[str, Any]):

@@ -315,29 +315,14 @@ class QuantizePass(Pass):
             parity = self._parity(outcome)
             latency = self._latency_fallback(backend, outcome, eval_set) \
                 if cfg.latency_fallback else None
-            ranks = {s["layer"]: s for s in outcome.sensitivity}
-            kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
-            kept_float.update({k: v for k, v in attention_float.items() if k not in kept_float})
-            for name in latency.nodes if latency else []:
-                kept_float[name] = latency.reason(name)
-            for name in outcome.float_layers:
-                if name not in kept_float and name in ranks:
-                    r = ranks[name]
-                    kept_float[name] = (
-                        f"kept in float by the accuracy budget (sensitivity rank {r['rank']} of "
-                        f"{len(ranks)}: alone in float, top-1 agreement with fp32 "
-                        f"{100 * r['agreement_gained']:+.1f} points)")
-            report = backend.report(outcome.artifact, kept_float)
+            report = backend.report(outcome.artifact,
+                                    self._kept_float(attention_float, latency, outcome))
             checks = self.flavour.verify(outcome.artifact, outcome.float_layers)
             final = backend.finalize(outcome.artifact, target)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-        calibration = {**calib_info, **{k: v for k, v in backend.calibration.items()
-                                        if k != "ranges"}}
-        calibration["method"] = cfg.method or self.flavour.default_method
-        if calibration["method"] == "percentile":
-            calibration["percentile"] = cfg.percentile
+        calibration = self._calibration_record(calib_info, backend)
         accuracy = outcome.accuracy(backend.runtime, ctx.eval_source)
         if outcome.logits is not None:
             from edgekit.metrics import fidelity
@@ -372,6 +357,34 @@ class QuantizePass(Pass):
         config["quantization"], versions = self.flavour.record(cfg, backend, self._settings())
         return Artifact(path=final, format=self.flavour.format,
                         precision="int8", metrics=metrics, config=config, versions=versions)
+
+    def _kept_float(self, attention_float: dict[str, str], latency: Any,
+                    outcome: Any) -> dict[str, str]:
+        """Each layer left in float and why: asked for, attention, slower in int8, the budget."""
+        cfg: QuantizeConfig = self.config
+        ranks = {s["layer"]: s for s in outcome.sensitivity}
+        kept_float = {name: "kept in float on request (exclude)" for name in cfg.exclude}
+        kept_float.update({k: v for k, v in attention_float.items() if k not in kept_float})
+        for name in latency.nodes if latency else []:
+            kept_float[name] = latency.reason(name)
+        for name in outcome.float_layers:
+            if name not in kept_float and name in ranks:
+                r = ranks[name]
+                kept_float[name] = (
+                    f"kept in float by the accuracy budget (sensitivity rank {r['rank']} of "
+                    f"{len(ranks)}: alone in float, top-1 agreement with fp32 "
+                    f"{100 * r['agreement_gained']:+.1f} points)")
+        return kept_float
+
+    def _calibration_record(self, calib_info: dict[str, Any], backend: Any) -> dict[str, Any]:
+        """What the manifest says of the calibration: the set, the backend's settings, the method."""
+        cfg: QuantizeConfig = self.config
+        calibration = {**calib_info, **{k: v for k, v in backend.calibration.items()
+                                        if k != "ranges"}}
+        calibration["method"] = cfg.method or self.flavour.default_method
+        if calibration["method"] == "percentile":
+            calibration["percentile"] = cfg.percentile
+        return calibration
 
     def _latency_fallback(self, backend, outcome, eval_set):
         """Profile fp32 and int8 on the latency device; re-quantize with the int8 layers that

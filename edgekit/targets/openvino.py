@@ -146,46 +146,19 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
     "seconds", "nncf_version", "preset"}.
     """
     s = settings or NNCFSettings()
-    ignored_types, preset, model_type = s.ignored_types, s.preset, s.model_type
+    ignored_types, preset = s.ignored_types, s.preset
     import_openvino()
     nncf = import_nncf()
     calib_x = np.ascontiguousarray(calib_x, np.float32)
-    if calib_x.ndim != 4 or not len(calib_x):
-        raise DataError(f"calibration inputs must be a non-empty N,C,H,W array, got shape "
-                        f"{calib_x.shape}", hint="load them with edgekit.data.load_dataset")
-    if not np.isfinite(calib_x).all():
-        raise DataError("calibration inputs contain NaN or Inf", hint="clean or rebuild the set")
     model = convert_onnx(onnx_path)
-    shape = model.inputs[0].get_partial_shape()
-    want = tuple(d.get_length() if d.is_static else None for d in shape)[1:] \
-        if shape.rank.is_static else ()
-    if len(want) != calib_x.ndim - 1 or any(
-            w is not None and w != got for w, got in zip(want, calib_x.shape[1:], strict=True)):
-        raise DataError(f"calibration inputs have shape (C,H,W) {tuple(calib_x.shape[1:])}, the "
-                        f"model expects {want}",
-                        hint="build the set for this model (uint8 images are resized to fit)")
+    _check_calibration(model, calib_x)
     names, missing = _ov_names_for(model, s.ignored_nodes)
     if missing:
         known = [op.get_friendly_name() for op in model.get_ordered_ops()
                  if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")][:8]
         raise InputError(f"no layer named {', '.join(map(repr, missing))} in {Path(onnx_path).name}",
                          hint=f"name ONNX nodes or OpenVINO ops, e.g. {', '.join(known)}")
-    kwargs: dict[str, Any] = {
-        "subset_size": int(min(s.subset_size or len(calib_x), len(calib_x))),
-        "fast_bias_correction": s.fast_bias_correction,
-    }
-    if names or ignored_types:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=names, types=list(ignored_types),
-                                                    validate=False)
-    if preset is not None:
-        presets = {"performance": nncf.QuantizationPreset.PERFORMANCE,
-                   "mixed": nncf.QuantizationPreset.MIXED}
-        if preset not in presets:
-            raise InputError(f"unknown quantization preset {preset!r}",
-                             hint=f"choose one of: {', '.join(presets)}")
-        kwargs["preset"] = presets[preset]
-    if model_type is not None:
-        kwargs["model_type"] = nncf.ModelType(model_type)
+    kwargs = _nncf_arguments(nncf, s, names, len(calib_x))
     from edgekit.progress import progress
 
     total = min(len(calib_x), int(kwargs.get("subset_size") or len(calib_x)))
@@ -213,6 +186,44 @@ def quantize_openvino(onnx_path: str | Path, calib_x: np.ndarray, out_xml: str |
             "ignored_ops": names, "ignored_types": list(ignored_types), "fake_quantize_ops": fq,
             "seconds": round(seconds, 3), "nncf_version": nncf.__version__,
             "preset": preset or "nncf default"}
+
+
+def _check_calibration(model: Any, calib_x: np.ndarray) -> None:
+    """Calibration inputs NNCF can use for `model`: N,C,H,W, finite, of the model's C,H,W."""
+    if calib_x.ndim != 4 or not len(calib_x):
+        raise DataError(f"calibration inputs must be a non-empty N,C,H,W array, got shape "
+                        f"{calib_x.shape}", hint="load them with edgekit.data.load_dataset")
+    if not np.isfinite(calib_x).all():
+        raise DataError("calibration inputs contain NaN or Inf", hint="clean or rebuild the set")
+    shape = model.inputs[0].get_partial_shape()
+    want = tuple(d.get_length() if d.is_static else None for d in shape)[1:] \
+        if shape.rank.is_static else ()
+    if len(want) != calib_x.ndim - 1 or any(
+            w is not None and w != got for w, got in zip(want, calib_x.shape[1:], strict=True)):
+        raise DataError(f"calibration inputs have shape (C,H,W) {tuple(calib_x.shape[1:])}, the "
+                        f"model expects {want}",
+                        hint="build the set for this model (uint8 images are resized to fit)")
+
+
+def _nncf_arguments(nncf: Any, s: NNCFSettings, names: list[str], samples: int) -> dict[str, Any]:
+    """nncf.quantize's keyword arguments for these settings."""
+    kwargs: dict[str, Any] = {
+        "subset_size": int(min(s.subset_size or samples, samples)),
+        "fast_bias_correction": s.fast_bias_correction,
+    }
+    if names or s.ignored_types:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=names, types=list(s.ignored_types),
+                                                    validate=False)
+    if s.preset is not None:
+        presets = {"performance": nncf.QuantizationPreset.PERFORMANCE,
+                   "mixed": nncf.QuantizationPreset.MIXED}
+        if s.preset not in presets:
+            raise InputError(f"unknown quantization preset {s.preset!r}",
+                             hint=f"choose one of: {', '.join(presets)}")
+        kwargs["preset"] = presets[s.preset]
+    if s.model_type is not None:
+        kwargs["model_type"] = nncf.ModelType(s.model_type)
+    return kwargs
 
 
 def load_calibration(calib: str | Path | np.ndarray | None, spec: InputSpec,
