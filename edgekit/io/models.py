@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.errors import MissingArchError, ModelLoadError, UnsafeModelError
 from edgekit.io.files import atomic_path
 from edgekit.io.model_build import build_arch, fit_to_state_dict, load_state_dict
 from edgekit.io.model_checks import (
@@ -324,7 +324,7 @@ def _from_pickle(obj: Any, path: Path, arch: str | None, kwargs: dict[str, Any],
                              hint="save model.state_dict() and pass --arch")
     check_state_dict(state_dict, path)
     if arch is None:
-        raise ModelLoadError(
+        raise MissingArchError(
             f"{path} is a plain state_dict: edgekit needs the architecture to build",
             hint="pass --arch module:factory, e.g. --arch torchvision.models:resnet18",
         )
