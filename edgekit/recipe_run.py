@@ -20,12 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import (
-    ConfigError,
-    InputError,
-    MissingDependencyError,
-    MissingPreprocessingError,
-)
+from edgekit import errors
+from edgekit.errors import ConfigError, InputError, MissingDependencyError
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
@@ -191,7 +187,7 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
                             arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
                             trust_model=src.trust_model, preprocessing=_given(recipe.input),
                             trusted_arch=recipe.trusted)
-    except MissingPreprocessingError as exc:
+    except errors.MissingPreprocessingError as exc:
         raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle
