@@ -19,7 +19,8 @@ def optimizer_for(checkpoint: str | Path, devices: list[Any], settings: Optimize
                   bundle: Any = None, **options: Any) -> Optimizer:
     """The Optimizer of `checkpoint` (its loaded `bundle` when the caller has it) on `devices`
     (profiles or fleet devices) with the search `settings`, measuring top-1 on `data.eval`
-    against a drop of `max_drop` points (default 1.0). `options`: the Optimizer's own (train,
+    against a drop of `max_drop` points (default 1.0); a source naming a file shipped with
+    edgekit (calibration/fashion-mnist-512.npz) is found from any working directory. `options`: the Optimizer's own (train,
     cluster, allow_public_cluster, on_event)."""
     from edgekit.errors import InputError
     from edgekit.io.models import announce
@@ -28,6 +29,7 @@ def optimizer_for(checkpoint: str | Path, devices: list[Any], settings: Optimize
     if data.eval is None:
         raise InputError("optimize measures top-1 on each device and needs an eval set",
                          hint="pass --eval fashion-mnist:test (or your own labelled data)")
+    data = data.resolved()  # a file shipped with edgekit, from any working directory (compress's)
     calib = data.calib
     if calib is None and data.train is not None:  # compress's rule (edgekit.api)
         calib = data.train  # a sample of it: the space's calib_size
