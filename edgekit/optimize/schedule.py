@@ -11,7 +11,13 @@ as the time budget pays for. The rungs are a function of the model, the data and
   original, and 6,000 images (the README's hand-set schedule) found the win;
 - the number of full distillations is what the budget left pays for, once one short
   distillation has been timed (`Plan`): the full rung costs the short one's seconds per image
-  times its images.
+  times its images;
+- when the budget cannot pay for the short rung on the architectures still planned (and one
+  full distillation after them), the short rung is shrunk once to what it pays for, never under
+  SHORT_FLOOR images (`Plan.short_fit`), and the plan line says so;
+- with a time budget, the trials go on past `--trials` while the time left pays for one more
+  candidate, until the space is exhausted or STALE_TRIALS in a row add nothing to the front
+  (`Plan.keep_sampling`).
 
 Torch-free (the space is read by recipes and the CLI before anything heavy is imported).
 """
