@@ -236,6 +236,6 @@ class Decision:
                                           "candidates", "front", "winner", "why", "lost",
                                           "dropped", "notes", "seconds") if k in result}
         metrics["cache"] = self.cache.summary()
-        Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
+        Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint.resolve()},
                                    config=config, outputs=outputs, metrics=metrics)
 
