@@ -106,11 +106,9 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
             raise
         from edgekit.io.archmatch import match_file
 
-        matches = match_file(model)
+        matches = getattr(exc, "arch_matches", None)
+        matches = match_file(model) if matches is None else matches
         if len(matches) != 1:
-            if matches:
-                exc.hint = "its keys and shapes match " + " and ".join(
-                    _arch_flags(*m) for m in matches) + ": pass the one it was saved from"
             raise
         arch, kwargs = matches[0]
         arch_kwargs = json.dumps(kwargs) if kwargs else None
@@ -145,8 +143,9 @@ def _given_flags(input_shape: tuple[int, ...] | None) -> str:
 
 
 def _arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
-    return f"--arch {arch}" + (f" --arch-kwargs {shlex.quote(json.dumps(kwargs))}"
-                               if kwargs else "")
+    from edgekit.io.archmatch import arch_flags
+
+    return arch_flags(arch, kwargs)
 
 
 def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
