@@ -1,7 +1,7 @@
 """edgekit: compress, quantize, export and validate PyTorch image models for edge devices.
 
 The Python API (edgekit.api) is reached lazily from here, so `import edgekit` stays light:
-`edgekit.compress(...)`, `edgekit.export(...)`, `edgekit.validate(...)`."""
+`edgekit.compress(...)`, `edgekit.export(...)`, `edgekit.validate(...)`, `edgekit.optimize(...)`."""
 
 from __future__ import annotations
 
@@ -10,36 +10,42 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("compress", "export", "DataSources", "ModelInput", "ValidateSettings")
+API = ("compress", "export", "DataSources", "ModelInput", "ValidateSettings", "OptimizeResult")
 
 
 class _CallableModule(types.ModuleType):
-    """`edgekit.validate` is both the subpackage (edgekit/validate/) and the API function: the
-    subpackage's module object calls edgekit.api.validate, so `edgekit.validate(...)` works
-    whether or not something imported the subpackage first."""
+    """`edgekit.validate` and `edgekit.optimize` are both subpackages (edgekit/validate/,
+    edgekit/optimize/) and API functions: the subpackage's module object calls the edgekit.api
+    function of its name, so `edgekit.validate(...)` works whether or not something imported
+    the subpackage first."""
+
+    def _api(self) -> Any:
+        from edgekit import api
+
+        return getattr(api, self.__name__.rpartition(".")[2])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from edgekit.api import validate
-
-        return validate(*args, **kwargs)
+        return self._api()(*args, **kwargs)
 
     @property
     def __signature__(self) -> Any:  # inspect.signature / help() show the API's parameters
         import inspect
 
-        from edgekit.api import validate
-
-        return inspect.signature(validate)
+        return inspect.signature(self._api())
 
     @property
     def __doc__(self) -> str:  # type: ignore[override]
         import inspect
 
-        from edgekit.api import validate
+        function = self._api()
+        return (f"edgekit.{function.__name__}{inspect.signature(function)}\n\n"
+                f"{inspect.cleandoc(function.__doc__ or '')}\n\n(This is also the package "
+                f"of {PACKAGES[function.__name__]}.)")
 
-        return (f"edgekit.validate{inspect.signature(validate)}\n\n"
-                f"{inspect.cleandoc(validate.__doc__ or '')}\n\n(This is also the package of "
-                "validation modules: latency protocol, accuracy, environment, budget gate.)")
+
+PACKAGES = {"validate": "validation modules: latency protocol, accuracy, environment, budget "
+                        "gate",
+            "optimize": "the device-in-the-loop search: space, builds, measurements, cache"}
 
 
 def _make_callable(module: types.ModuleType) -> None:
@@ -51,12 +57,12 @@ def __getattr__(name: str) -> Any:
         from edgekit import api
 
         return getattr(api, name)
-    if name == "validate":
+    if name in PACKAGES:
         import importlib
 
-        return importlib.import_module("edgekit.validate")
+        return importlib.import_module(f"edgekit.{name}")
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *API, "validate"])
+    return sorted([*globals(), *API, *PACKAGES])

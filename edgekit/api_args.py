@@ -104,6 +104,9 @@ MOVED = {**{k: "data=DataSources({k}=...)" for k in ("train", "eval", "calib", "
             for k in ("mean", "std", "resize", "crop", "channel_order")},
          **{k: "settings=ValidateSettings({k}=...)" for k in ("batches", "threads", "rerun")},
          "batch": "settings=ValidateSettings(batches=...)"}
+# optimize's search-space fields (a recipe's `optimize:` section), given by name: they go in space=
+MOVED_SPACE = ("prune", "dwsep", "runtimes", "precisions", "int8_fallback", "fallback", "batch",
+               "trials", "time_budget", "seed")
 
 
 def call_error(name: str, sig: inspect.Signature, args: tuple, kwargs: dict,
@@ -116,6 +119,10 @@ def call_error(name: str, sig: inspect.Signature, args: tuple, kwargs: dict,
     takes = f"{name}() takes: " + ", ".join(params)
     for key in kwargs:
         if key not in sig.parameters:
+            if name == "optimize" and key in MOVED_SPACE:
+                return ConfigError(f"{name}() has no argument {key!r}; it goes in "
+                                   f"space={{'{'int8_fallback' if key == 'fallback' else key}'"
+                                   ": ...}", hint=takes)
             if key in MOVED and not (name != "validate" and key == "preprocessing"):
                 where = MOVED[key].format(k=key)
                 return ConfigError(f"{name}() has no argument {key!r}; it goes in {where}",

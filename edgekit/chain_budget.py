@@ -75,16 +75,16 @@ def chain_budget(passes: list[tuple[str, Any]], ctx: Any) -> Any:
     """The accuracy budget of the whole compress chain against the original: the run's own
     (compress --max-drop / --max-drop-rel, or the default), else the quantize step's, else
     none."""
-    from edgekit.quant.budget import Budget
+    from edgekit.quant.budget import DropBudget
 
     if ctx.max_drop is not None or ctx.max_drop_rel is not None:
-        return Budget(ctx.max_drop, ctx.max_drop_rel, ctx.original_top1)
+        return DropBudget(ctx.max_drop, ctx.max_drop_rel, ctx.original_top1)
     for _, step in passes:
         cfg = step.config
         if getattr(cfg, "max_drop", None) is not None or \
                 getattr(cfg, "max_drop_rel", None) is not None:
-            return Budget(cfg.max_drop, cfg.max_drop_rel, ctx.original_top1)
-    return Budget(original_top1=ctx.original_top1)
+            return DropBudget(cfg.max_drop, cfg.max_drop_rel, ctx.original_top1)
+    return DropBudget(original_top1=ctx.original_top1)
 
 
 def check_chain_budget(budget: Any, rows: list[dict[str, Any]]) -> None:

@@ -34,6 +34,21 @@ class UnsafeModelError(ModelLoadError):
     """Loading this model file would execute code; needs --trust-model."""
 
 
+class MissingArchError(ModelLoadError):
+    """A plain state_dict and no architecture to build it with (--arch)."""
+
+
+class MissingPreprocessingError(ModelLoadError):
+    """A model that records no preprocessing, and none was given. `flags`: the flags (or API
+    keywords) that would give what is missing; `lacks`: what is missing, in words."""
+
+    def __init__(self, message: str, hint: str | None = None, *, flags: str = "",
+                 lacks: str = "") -> None:
+        super().__init__(message, hint)
+        self.flags = flags
+        self.lacks = lacks
+
+
 class DataError(InputError):
     """A data source or calibration set is missing, malformed or does not fit the model."""
 

@@ -172,7 +172,7 @@ def _missing_preprocessing(what: str, c: int | None, lacks_shape: bool, lacks_no
                            api: bool) -> InputError:
     """The refusal of a model that records no preprocessing, naming the flags (or, for the
     Python API, the keyword arguments) that would give what is missing."""
-    from edgekit.errors import ModelLoadError
+    from edgekit.errors import MissingPreprocessingError
 
     n = c or 1
     mean = (0.485, 0.456, 0.406) if c == 3 else (0.5,) * n
@@ -192,6 +192,7 @@ def _missing_preprocessing(what: str, c: int | None, lacks_shape: bool, lacks_no
     lacks = " and ".join(x for x in [
         "its input shape" if lacks_shape else "",
         "how its inputs are normalised (mean, std)" if lacks_norm else ""] if x)
-    return ModelLoadError(
+    return MissingPreprocessingError(
         f"{what} does not record its preprocessing: edgekit does not know {lacks}, and "
-        "guessing would make every accuracy wrong", hint=hint)
+        "guessing would make every accuracy wrong", hint=hint,
+        flags=(", " if api else " ").join(missing), lacks=lacks)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit import errors
 from edgekit.errors import ConfigError, InputError, MissingDependencyError
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
@@ -186,9 +187,7 @@ def load_bundle(recipe: Recipe, checkpoint: Path):
                             arch_kwargs=src.arch_kwargs if src.path else None, input_shape=shape,
                             trust_model=src.trust_model, preprocessing=_given(recipe.input),
                             trusted_arch=recipe.trusted)
-    except InputError as exc:
-        if "does not record its preprocessing" not in exc.message:
-            raise
+    except errors.MissingPreprocessingError as exc:
         raise ConfigError(f"input: {exc.message}", hint=RECIPE_INPUT_HINT) from None
     bundle.spec = _spec(recipe, bundle.spec)
     return bundle

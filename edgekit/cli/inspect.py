@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shlex
 from typing import Any
 
@@ -97,21 +96,19 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
     record its preprocessing is refused with every flag still missing at once (the matched
     --arch/--arch-kwargs, the preprocessing) and the command to run next with them."""
     from edgekit.cli.common import load_model_from_options
-    from edgekit.errors import ModelLoadError
+    from edgekit.errors import MissingArchError, MissingPreprocessingError, ModelLoadError
 
     try:
         return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
             arch, arch_kwargs
-    except ModelLoadError as exc:
-        if arch is not None or "is a plain state_dict" not in exc.message:
+    except MissingArchError as exc:
+        if arch is not None:
             raise
         from edgekit.io.archmatch import match_file
 
-        matches = match_file(model)
+        matches = getattr(exc, "arch_matches", None)
+        matches = match_file(model) if matches is None else matches
         if len(matches) != 1:
-            if matches:
-                exc.hint = "its keys and shapes match " + " and ".join(
-                    _arch_flags(*m) for m in matches) + ": pass the one it was saved from"
             raise
         arch, kwargs = matches[0]
         arch_kwargs = json.dumps(kwargs) if kwargs else None
@@ -119,16 +116,14 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
         try:
             return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
                 arch, arch_kwargs
-        except ModelLoadError as missing:
-            if "does not record its preprocessing" not in missing.message:
-                raise
-            todo = re.search(r"(--input-shape \S+ )?(--mean \S+ --std \S+)?", missing.hint
-                             [missing.hint.find("--"):]).group(0).strip()
+        except MissingPreprocessingError as missing:
+            todo = missing.flags
             given = _given_flags(input_shape)
             run = " ".join(x for x in (shlex.quote(model), flags, given.strip(), todo) if x)
             raise ModelLoadError(
                 f"{model} is a plain state_dict whose every key and shape matches {flags}, "
-                "and it does not record " + missing.message.split(" does not record ", 1)[1],
+                f"and it does not record its preprocessing: edgekit does not know {missing.lacks}, "
+                "and guessing would make every accuracy wrong",
                 hint=f"pass {flags} and " + missing.hint.removeprefix("pass ")
                 + f"; next: edgekit optimize {run} --train TRAIN_DATA --eval EVAL_DATA "
                 "-o out/ (or first `edgekit inspect` with these flags: what each pass will do)"
@@ -148,8 +143,9 @@ def _given_flags(input_shape: tuple[int, ...] | None) -> str:
 
 
 def _arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
-    return f"--arch {arch}" + (f" --arch-kwargs {shlex.quote(json.dumps(kwargs))}"
-                               if kwargs else "")
+    from edgekit.io.archmatch import arch_flags
+
+    return arch_flags(arch, kwargs)
 
 
 def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,

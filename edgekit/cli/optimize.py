@@ -183,29 +183,19 @@ def optimize(model: str | None, output: str, recipe: str | None, trust_recipe: b
         bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
         checkpoint = Path(model)
         profiles = [load_profile(d) for d in devices or (() if fleet_file else ("local-cpu",))]
-    if eval_source is None:
-        raise InputError("optimize measures top-1 on each device and needs an eval set",
-                         hint="pass --eval fashion-mnist:test (or your own labelled data)")
-    if calib_source is None and train_source is not None:  # compress's rule (edgekit.api)
-        calib_source = train_source  # a sample of it: the space's calib_size
-        click.echo(f"calib: none given, so int8 calibrates on a sample of --train {train_source}",
-                   err=True)
     settings = settings_from(flags, base)
+    from edgekit.data.given import data_sources
     from edgekit.fleetfile import fleet_device, load_fleet
-    from edgekit.optimize.search import Optimizer
+    from edgekit.optimize.job import optimizer_for, run_optimizer
 
     fleet = (load_fleet(fleet_file) if fleet_file else []) + [fleet_device(p) for p in profiles]
-    optimizer = Optimizer(checkpoint, fleet, settings, cluster=cluster,
-                          allow_public_cluster=allow_public_cluster, out_dir=output,
-                          eval_source=eval_source, max_drop=1.0 if max_drop is None else max_drop,
-                          train_source=train_source, calib_source=calib_source,
-                          eval_limit=eval_limit, data_dir=data_dir, bundle=bundle,
-                          train=train_settings)
+    data = data_sources({"train": train_source, "eval": eval_source, "calib": calib_source,
+                         "data_dir": data_dir, "eval_limit": eval_limit}, "the data flags")
+    optimizer = optimizer_for(checkpoint, fleet, settings, output, data, max_drop=max_drop,
+                              bundle=bundle, cluster=cluster, train=train_settings,
+                              allow_public_cluster=allow_public_cluster)
     optimizer.live_progress = not as_json  # --json: the plan lines only, no live bar
-    from edgekit.io.outputs import removed_on_refusal
-
-    with removed_on_refusal(output):  # refused after claiming it: nothing half-made stays
-        summary = optimizer.run()
+    summary = run_optimizer(optimizer)
     if as_json:
         print_json(summary)
     else:

@@ -117,6 +117,8 @@ def validate(target: str, device_names: tuple[str, ...], fleet_file: str | None,
 
         print_gate_records(result.records, title=f"edgekit validate {target} on {device.name} "
                            f"(budget: {budget.describe()})")
+        if result.reference_note:
+            click.echo(result.reference_note)
         for status in result.missing_runtimes:
             click.echo(f"runtime {status.name} of {device.name} is not usable here: "
                        f"{status.reason} (validated the rest)", err=True)

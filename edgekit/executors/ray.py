@@ -254,9 +254,9 @@ def _run_unit(here: Here | RunHere, job: ValidationJob,
         raise ClusterError(f"this node runs edgekit {__version__}, the workstation edgekit "
                            f"{version}", hint="install the same edgekit everywhere")
     folder = _lay_out(unit["job_id"], files)
-    node_job = dataclasses.replace(job, target=folder / unit["target"],
-                                   eval_source=str(folder / unit["eval"]), data_dir=None,
-                                   limit=None, artifact=None)
+    data = job.data.model_copy(update={"eval": str(folder / unit["eval"]), "data_dir": None,
+                                       "eval_limit": None})  # the unit's eval file, as shipped
+    node_job = dataclasses.replace(job, target=folder / unit["target"], data=data, artifact=None)
     with executor_for(job.device, here) as executor:
         result = executor.validate(node_job)
     context = ray.get_runtime_context()

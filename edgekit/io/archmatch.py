@@ -6,9 +6,30 @@ the complete `--arch`/`--arch-kwargs` flags instead of a generic example."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
+
+GENERIC_HINT = "pass --arch module:factory, e.g. --arch torchvision.models:resnet18"
+
+
+def arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
+    """The --arch (and --arch-kwargs) flags of a match, as they are typed."""
+    return f"--arch {arch}" + (f" --arch-kwargs {shlex.quote(json.dumps(kwargs))}"
+                               if kwargs else "")
+
+
+def arch_hint(matches: list[tuple[str, dict[str, Any]]]) -> str:
+    """The hint of a plain state_dict given without --arch: the complete flags of its one match,
+    every match when several fit, the generic example when none does."""
+    if not matches:
+        return GENERIC_HINT
+    if len(matches) == 1:
+        return f"its every key and shape matches: pass {arch_flags(*matches[0])}"
+    return ("its keys and shapes match " + " and ".join(arch_flags(*m) for m in matches)
+            + ": pass the one it was saved from")
 
 
 def torchvision_matches(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

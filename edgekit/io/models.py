@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ModelLoadError, UnsafeModelError
+from edgekit.errors import MissingArchError, ModelLoadError, UnsafeModelError
 from edgekit.io.files import atomic_path
 from edgekit.io.model_build import build_arch, fit_to_state_dict, load_state_dict
 from edgekit.io.model_checks import (
@@ -324,10 +324,13 @@ def _from_pickle(obj: Any, path: Path, arch: str | None, kwargs: dict[str, Any],
                              hint="save model.state_dict() and pass --arch")
     check_state_dict(state_dict, path)
     if arch is None:
-        raise ModelLoadError(
-            f"{path} is a plain state_dict: edgekit needs the architecture to build",
-            hint="pass --arch module:factory, e.g. --arch torchvision.models:resnet18",
-        )
+        from edgekit.io.archmatch import arch_hint, torchvision_matches
+
+        matches = torchvision_matches(state_dict)  # ~seconds, only on this error path
+        exc = MissingArchError(f"{path} is a plain state_dict: edgekit needs the architecture "
+                               "to build", hint=arch_hint(matches))
+        exc.arch_matches = matches  # type: ignore[attr-defined]
+        raise exc
     model = build_arch(arch, kwargs, trusted=trusted_arch or trust_model)
     load_state_dict(model, state_dict, arch, kwargs)
     return ModelBundle(model, None, arch, kwargs, [], path, {})

@@ -229,11 +229,13 @@ class Decision:
                   "device": search.device.model_dump(mode="json"), "batch": search.batch,
                   "eval": self.eval_source, "eval_limit": self.eval_limit,
                   "train": self.train_source, "calib": self.calib_source,
-                  "training": self.train.model_dump(mode="json")}
+                  "training": self.train.model_dump(mode="json"),
+                  # how validate builds the original again (edgekit.validate.original)
+                  "arch": self.bundle.arch, "arch_kwargs": self.bundle.arch_kwargs}
         metrics = {k: result[k] for k in ("baselines", "reference_top1", "fastest_fp32_ms",
                                           "candidates", "front", "winner", "why", "lost",
                                           "dropped", "notes", "seconds") if k in result}
         metrics["cache"] = self.cache.summary()
-        Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint},
+        Manifest(folder).add_stage("optimize", inputs={"checkpoint": self.checkpoint.resolve()},
                                    config=config, outputs=outputs, metrics=metrics)
 

@@ -11,7 +11,13 @@ as the time budget pays for. The rungs are a function of the model, the data and
   original, and 6,000 images (the README's hand-set schedule) found the win;
 - the number of full distillations is what the budget left pays for, once one short
   distillation has been timed (`Plan`): the full rung costs the short one's seconds per image
-  times its images.
+  times its images;
+- when the budget cannot pay for the short rung on the architectures still planned (and one
+  full distillation after them), the short rung is shrunk once to what it pays for, never under
+  SHORT_FLOOR images (`Plan.short_fit`), and the plan line says so;
+- with a time budget, the trials go on past `--trials` while the time left pays for one more
+  candidate, until the space is exhausted or STALE_TRIALS in a row add nothing to the front
+  (`Plan.keep_sampling`).
 
 Torch-free (the space is read by recipes and the CLI before anything heavy is imported).
 """
@@ -25,6 +31,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIN_SHORT_IMAGES = 2000
+SHORT_FLOOR = 512  # a short rung the budget shrinks never goes under this many images
+STALE_TRIALS = 5  # trials past --trials stop after this many in a row add nothing to the front
 WEIGHTS_PER_IMAGE = 2000  # the short rung has at least one image per this many weights
 _ALL = 10**12  # "the whole training set" when comparing rungs
 
@@ -137,6 +145,9 @@ class Plan:
     full_s: float | None = None  # measured: one full distillation
     trial_s: list[float] = field(default_factory=list)  # measured: each trial's seconds
     full_done: int = 0  # full distillations made
+    short_done: int = 0  # short distillations made
+    space: int | None = None  # candidates in the space (past `trials` while the budget lasts)
+    short_was: int | None = None  # the short rung's images before the budget shrank it
 
     def note_costs(self, cost: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         """What one trial cost: its seconds, and each distillation it made (a step's
@@ -149,8 +160,9 @@ class Plan:
             if step.get("stage") == "full":
                 self.full_done += 1
                 self.full_s = seconds if self.full_s is None else self.full_s
-            elif step.get("stage") == "short" and self.short_s is None:
-                self.short_s = seconds
+            elif step.get("stage") == "short":
+                self.short_done += 1
+                self.short_s = seconds if self.short_s is None else self.short_s
 
     @property
     def typical_trial_s(self) -> float:
@@ -176,6 +188,54 @@ class Plan:
             return 1 if left > 0 else 0
         return max(0, min(self.archs, int(left // max(cost, 1e-3))))
 
+    def short_fit(self, left: float | None) -> int | None:
+        """The short rung's images (epochs counted) that the time `left` pays for on the short
+        distillations still planned (one per architecture, within the trials) and the full one
+        after them, at the measured seconds per image; None when it pays for the rung as it
+        is (or nothing was timed yet, or there is no limit). Never under SHORT_FLOOR images
+        (nor over the rung as it is); shrunk once, not again at every trial."""
+        if left is None or self.short_s is None or not self.short_images or self.short_was:
+            return None
+        planned = max(0, min(self.archs, self.trials) - self.short_done)
+        if planned == 0 or self.short_images <= SHORT_FLOOR:
+            return None
+        per_image = self.short_s / self.short_images
+        full = (self.full_cost() or 0.0) if self.full_images else 0.0
+        if planned * self.short_s + full <= left:
+            return None
+        images = int(max(0.0, left - full) / (planned * max(per_image, 1e-9)))
+        images = max(SHORT_FLOOR, images)
+        return images if images < self.short_images else None
+
+    def shrink_short(self, images: int) -> None:
+        """The short rung is now `images` (epochs counted): its seconds are priced again at the
+        measured seconds per image (the full rung's price stays), and the line says from how
+        many it was shrunk."""
+        if self.short_s is not None and self.short_images:
+            self.short_s = self.short_s * images / self.short_images
+        self.short_was = self.short_was or self.short_images
+        self.short_images = images
+
+    def keep_sampling(self, tried: int, left: float | None, reserve: float,
+                      stale: int) -> str | None:
+        """Past `trials` distinct candidates: None to sample one more, else why the search
+        stops there. More are sampled with a time budget only, while the space has untried
+        candidates, the time left pays for one more (the typical trial's seconds, beyond the
+        promotions' `reserve`) and fewer than STALE_TRIALS in a row added nothing to the
+        front."""
+        if left is None:
+            return f"{tried} candidates tried (--trials; no --time-budget to spend on more)"
+        if self.space is not None and tried >= self.space:
+            return f"the space is exhausted ({self.space} candidates tried)"
+        cost = self.typical_trial_s
+        if left < cost + reserve or left <= 0:
+            return (f"{max(0.0, left):.0f} s left does not pay for another candidate "
+                    f"(~{cost:.0f} s" + (f", {reserve:.0f} s kept for full distillations)"
+                                         if reserve else ")"))
+        if stale >= STALE_TRIALS:
+            return f"{stale} candidates in a row added no point to the front"
+        return None
+
     def eta(self, done: int, left: float | None) -> float | None:
         """Seconds until the search ends: the trials left at the typical trial's cost, and the
         full distillations planned, capped by the budget left."""
@@ -193,8 +253,14 @@ class Plan:
         full = f"{self.full_images:,}" if self.full_images else "all the"
         allowed = self.full_allowed(left)
         cost = self.full_cost()
-        text = (f"plan: {self.trials} candidates × short rung of {short} images, up to "
-                f"{allowed} full distillation{'s' if allowed != 1 else ''} of {full} images")
+        text = f"plan: {self.trials} candidates"
+        if left is not None and self.space is not None and self.space > self.trials:
+            text += f" (then more of the {self.space} while the time left pays for one)"
+        text += f" × short rung of {short} images"
+        if self.short_was:
+            text += f" (shrunk from {self.short_was:,} so the budget pays for it)"
+        text += (f", up to {allowed} full distillation{'s' if allowed != 1 else ''} of {full} "
+                 "images")
         if self.short_s is not None:
             text += f" (short {self.short_s:.0f} s, full ~{cost:.0f} s each)" if cost \
                 else f" (short {self.short_s:.0f} s each)"

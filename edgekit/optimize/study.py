@@ -212,7 +212,7 @@ class StudyRunner:
         return Plan(trials=min(self.settings.trials, space.size(search.targets)),
                     short_images=space.distill.images("short", self.train_size),
                     full_images=space.distill.images("full", self.train_size),
-                    budget=seconds, archs=max(1, archs))
+                    budget=seconds, archs=max(1, archs), space=space.size(search.targets))
 
     def _run_originals(self, run: Run) -> None:
         """The originals' queued trials: measured already (cache hits), whatever the time."""
@@ -250,6 +250,35 @@ class StudyRunner:
                                    catch=(DeviceLostError,))
                 attempts += batch
             run.advance = None
+        self._sample_on(run)
+
+    def _sample_on(self, run: Run) -> None:
+        """Past `trials`, with a time budget: one more candidate at a time while the space has
+        untried ones, the time left pays for one (beyond the promotions' reserve) and the
+        front still moves (Plan.keep_sampling); why it stops is said."""
+        if run.search.lost is not None or run.tried() < run.plan.trials:
+            return  # stopped before --trials: out of time, or the device was lost
+        name, stale, said, attempts = run.search.device.name, 0, False, 0
+        while run.search.lost is None and attempts < 3 * (run.plan.space or 0) + 10:
+            why = run.plan.keep_sampling(run.tried(), run.left(), self._reserve(run), stale)
+            if why is not None:
+                if said or (run.left() is not None and run.tried() < (run.plan.space or 0)):
+                    self.say(f"{name}: sampling stopped: {why}")
+                return
+            if not said:
+                self.say(f"{name}: {run.tried()} candidates tried and {run.left():.0f} s left, "
+                         f"which pays for more (~{run.plan.typical_trial_s:.0f} s each): sampling "
+                         "on while the budget lasts")
+                said = True
+            before, tried = set(front_points(run.study)), run.tried()
+            run.study.optimize(lambda trial: self._objective(run, trial), n_trials=1,
+                               catch=(DeviceLostError,))
+            attempts += 1
+            if run.tried() == tried:
+                continue  # a repeat the sampler proposed: answered from the study
+            front = front_points(run.study)
+            new = {front[i] for i in pareto(front)} - before
+            stale = 0 if new else stale + 1
 
     def _show_progress(self, run: Run) -> bool:
         """A live bar for one device's trials, on a terminal only (several devices' threads,
@@ -383,12 +412,27 @@ class StudyRunner:
         once), and the live bar moves."""
         had = run.plan.full_cost()
         run.plan.note_costs(cost, outcome["steps"])
-        if had is None and run.plan.full_cost() is not None:
+        if self._shrink_short(run) or (had is None and run.plan.full_cost() is not None):
             self.say(f"{run.search.device.name}: {run.plan.line(run.tried() + 1, run.left())}")
         if run.advance is not None:
             done = run.tried() + 1
             eta = run.plan.eta(done, run.left())
             run.advance(1, eta=f"{eta:.0f}s" if eta is not None else "?")
+
+    def _shrink_short(self, run: Run) -> bool:
+        """When the time left cannot pay for the short rung on the architectures still to
+        distil (Plan.short_fit), the short rung is shrunk for the rest of the search (the
+        builder's schedule: a new cache key, so nothing made at the old size is reused as
+        the new one). True when it was."""
+        images = run.plan.short_fit(run.left())
+        if images is None:
+            return False
+        distill = self.builder.space.distill
+        limit = max(1, images // distill.short_epochs)
+        self.builder.space = self.builder.space.model_copy(
+            update={"distill": distill.model_copy(update={"short_limit": limit})})
+        run.plan.shrink_short(limit * distill.short_epochs)
+        return True
 
     def _candidates(self, study: Any) -> list[dict[str, Any]]:
         """The study's candidates, each promoted one as its full-rung trial."""

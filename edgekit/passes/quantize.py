@@ -217,14 +217,14 @@ class QuantizePass(Pass):
     def _budget(self, ctx: PassContext | None = None):
         """The int8 budget; in a compress run that started from a PyTorch model it bounds the
         whole chain against the original's top-1 (ctx.original_top1)."""
-        from edgekit.quant.budget import Budget
+        from edgekit.quant.budget import DropBudget
 
         original = getattr(ctx, "original_top1", None) if ctx is not None else None
         max_drop, max_drop_rel = self.config.max_drop, self.config.max_drop_rel
         if max_drop is None and max_drop_rel is None and ctx is not None:
             # the chain's budget (compress --max-drop, or its default 1.0 point)
             max_drop, max_drop_rel = ctx.max_drop, ctx.max_drop_rel
-        return Budget(max_drop, max_drop_rel, original)
+        return DropBudget(max_drop, max_drop_rel, original)
 
     def _settings(self):
         from edgekit.quant.ort_qdq import QdqSettings

@@ -48,8 +48,9 @@ class QuantBackend(Protocol):
 
 
 @dataclass(frozen=True)
-class Budget:
-    """Allowed top-1 drop: `max_drop` in percentage points (absolute) and/or `max_drop_rel` as
+class DropBudget:
+    """A compress chain's accuracy budget (validate.gate.Budget is the validator's gate, which
+    also bounds agreement, logits and speed-up). Allowed top-1 drop: `max_drop` in percentage points (absolute) and/or `max_drop_rel` as
     a fraction of fp32 top-1 (0.01 keeps 99% of it, as MLPerf does); both hold when both given.
 
     With `original_top1` (the model before prune/dwsep/distill, in a compress run) the budget
@@ -127,7 +128,7 @@ class Outcome:
                 "fp32_top1": self.fp32_top1, "int8_top1": self.top1,
                 "drop_points": self.drop_points}
 
-    def budget_record(self, budget: Budget) -> dict[str, Any]:
+    def budget_record(self, budget: DropBudget) -> dict[str, Any]:
         chain = {}
         if budget.original_top1 is not None and self.fp32_top1 is not None:
             chain = {"scope": "the whole chain, against the original model",
@@ -195,7 +196,7 @@ def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x
 
 
 def keep_budget(backend: QuantBackend, eval_x: np.ndarray | None, eval_y: np.ndarray | None,
-                budget: Budget, *, exclude: Sequence[str] = (), sensitivity_samples: int = 500,
+                budget: DropBudget, *, exclude: Sequence[str] = (), sensitivity_samples: int = 500,
                 max_float_layers: int | None = None, seed: int = 0) -> Outcome:
     """Quantize; if an eval set is given, measure fp32 and int8 top-1 on the backend's runtime;
     if the budget is missed, keep the most sensitive layers in float one at a time until it

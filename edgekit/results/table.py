@@ -104,23 +104,78 @@ def _print_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]
     keep = list(range(len(columns)))
     if not wide and narrow:
         keep = [i for i, c in enumerate(columns) if c in narrow]
-    table = Table(title=title)
-    for i in keep:
-        col = columns[i]
-        table.add_column(col, justify="left" if col in LEFT else "right",
-                         overflow="fold")
-    for cells in cell_rows:
-        table.add_row(*(cells[i] for i in keep))
+
+    def build(widths: dict[int, int | None], whole: bool) -> Table:
+        table = Table(title=title)
+        for i, w in widths.items():
+            col = columns[i]
+            table.add_column(col, justify="left" if col in LEFT else "right",
+                             overflow="fold", width=w, no_wrap=whole and col in NAME_COLUMNS)
+        for cells in cell_rows:
+            table.add_row(*(cells[i] for i in widths))
+        return table
+
     tty = sys.stdout.isatty()
-    if wide:
-        Console(width=None if tty else width).print(table)
+    if wide:  # every column: the names whole unless they alone fill the width
+        console = Console(width=None if tty else width)
+        names = sum(_widths(columns[i], cell_rows, i, True)[0] + 3 for i in keep
+                    if columns[i] in NAME_COLUMNS)
+        console.print(build(dict.fromkeys(keep), names + 3 * len(keep) < console.width))
         return
     limit = min(NARROW_WIDTH, shutil.get_terminal_size().columns) if tty else NARROW_WIDTH
     console = Console(width=limit)
-    console.print(table)
+    fitted = _fit(columns, cell_rows, keep, limit)
+    console.print(build(fitted, True) if fitted is not None else build(dict.fromkeys(keep), False))
+    keep = list(fitted or keep)
     hidden = [c for i, c in enumerate(columns) if i not in keep]
     if hidden:
         console.print(f"[dim]({', '.join(hidden)}: --wide shows them)[/dim]", highlight=False)
+
+
+# (issue 27) a narrow table never breaks a model or artifact name across lines: the other
+# columns shrink first, then are left out in this order (then right to left, the last column
+# kept longest) until the names fit whole.
+NAME_COLUMNS = ("model", "artifact")
+DROP_FIRST = ("machine", "J/query", "throughput/s", "p90 ms", "size", "format", "batch", "valid",
+              "p99 ms", "precision", "top-1", "top-1 %", "cost s", "agree", "runtime")
+
+
+def _widths(header: str, cell_rows: list[list[str]], i: int, whole: bool) -> tuple[int, int]:
+    """(narrowest, widest) a column prints: the narrowest breaks no word (`whole`: no cell) of its
+    header or cells, the widest breaks none of its lines (markup left out)."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    texts = [header] + [Text.from_markup(c[i]).plain for c in cell_rows]
+    widest = max(cell_len(t) for t in texts)
+    return (widest if whole else max(cell_len(w) for t in texts for w in t.split() or [""]),
+            widest)
+
+
+def _fit(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]], keep: list[int],
+         width: int) -> dict[int, int] | None:
+    """{column: width} of the fewest columns left out that lets the name columns print whole,
+    and no other column break a word, within `width` (the others shrunk first); None when the
+    table has no name column or even the names alone do not fit."""
+    if not any(columns[i] in NAME_COLUMNS for i in keep):
+        return None
+    keep = list(keep)
+    order = [i for c in DROP_FIRST for i in keep if columns[i] == c]
+    order += [i for i in reversed(keep[:-1]) if i not in order and columns[i] not in NAME_COLUMNS]
+    order += [keep[-1]] if keep[-1] not in order and columns[keep[-1]] not in NAME_COLUMNS else []
+    span = {i: _widths(columns[i], cell_rows, i, columns[i] in NAME_COLUMNS) for i in keep}
+    # each column: one space either side and a rule, plus the table's closing rule
+    while sum(span[i][0] + 3 for i in keep) + 1 > width:
+        if not order:
+            return None
+        keep.remove(order.pop(0))
+    widths = {i: span[i][1] for i in keep}
+    excess = sum(w + 3 for w in widths.values()) + 1 - width
+    while excess > 0:  # shrink the column with the most room above its narrowest
+        i = max(keep, key=lambda k: widths[k] - span[k][0])
+        widths[i] -= 1
+        excess -= 1
+    return widths
 
 
 def _markdown_table(columns: list[str] | tuple[str, ...], cell_rows: list[list[str]]) -> str:

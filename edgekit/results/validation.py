@@ -98,6 +98,9 @@ class ValidationResult:
     runtimes: list[RuntimeStatus] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     decisive: dict[str, Any] = field(default_factory=dict)
+    # (issue 27) which original the drop is measured against, or why there is none, when the
+    # folder's manifest says where its original was (an optimize winner folder)
+    reference_note: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -133,6 +136,7 @@ class ValidationResult:
             "artifacts": self.artifacts,
             "runtimes": [vars(r) for r in self.runtimes],
             "skipped": self.skipped, "records": records,
+            **({"reference_note": self.reference_note} if self.reference_note else {}),
         }
 
     def store(self, store_path: str | Path) -> list[int]:

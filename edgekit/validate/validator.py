@@ -163,6 +163,8 @@ def run_here(job: ValidationJob) -> ValidationResult:
     if artifact:
         pick_decisive(candidates, artifact)
     ref_path = find_reference(target)
+    original = None if ref_path else _recorded_original(target)
+    result.reference_note = original.note if original else None
     batches = job.batches or device.batch_sizes
     # Exports from an ONNX file (OpenVINO, TensorRT) do not know the model's name; the folder does.
     folder_model = next((e.get("model") for e in entries if e.get("model")), None)
@@ -175,7 +177,10 @@ def run_here(job: ValidationJob) -> ValidationResult:
         if key not in eval_cache:
             eval_set = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
             eval_cache[key], ref_cache[key] = _checked_eval_set(
-                eval_set, entry, runtimes[0], spec, device, ref_path, budget, eval_source)
+                eval_set, entry, runtimes[0], spec, device, ref_path, budget, eval_source,
+                original)
+            if original:
+                result.reference_note = original.note
         info = _artifact_info(entry, Path(target))
         info["is_reference"] = bool(ref_path and Path(entry["path"]).resolve()
                                     == ref_path.resolve())
@@ -200,9 +205,31 @@ def run_here(job: ValidationJob) -> ValidationResult:
     return result
 
 
+def _recorded_original(target: str | Path) -> Any:
+    from edgekit.validate.original import recorded_original
+
+    return recorded_original(target)
+
+
+def _original_logits(original: Any, x: np.ndarray, spec: Any) -> np.ndarray | None:
+    """The recorded original's logits (edgekit.validate.original), None (and its note saying
+    why) when it cannot be built."""
+    from edgekit.errors import EdgekitError
+    from edgekit.validate.original import original_logits
+
+    try:
+        return original_logits(original, x, spec)
+    except EdgekitError as exc:
+        original.note = (f"no reference for the drop: the original {original.path} cannot be "
+                         f"built here ({exc.message}); only finite outputs and the budget's "
+                         "other checks are measured")
+        original.path = None
+        return None
+
+
 def _checked_eval_set(eval_set: Any, entry: dict[str, Any], runtime: str, spec: Any,
                       device: DeviceProfile, ref_path: Path | None, budget: Budget,
-                      eval_source: str) -> tuple[Any, np.ndarray | None]:
+                      eval_source: str, original: Any = None) -> tuple[Any, np.ndarray | None]:
     """The eval set for artifacts of `spec` (its labels checked against the model's outputs,
     class folders mapped to them) and the original's logits on it (None without an original:
     the outputs are then counted on the artifact itself). An original at chance on these labels
@@ -211,6 +238,9 @@ def _checked_eval_set(eval_set: Any, entry: dict[str, Any], runtime: str, spec: 
 
     eval_set.check_for(spec, need_labels=True)
     ref = reference_logits(ref_path, eval_set, device, spec) if ref_path else None
+    if ref is None and original is not None and original.path is not None:
+        ref_path = original.path  # the drop's reference only: no speed-up against PyTorch
+        ref = _original_logits(original, eval_set.x, spec)
     if ref is None:
         with open_runner(Path(entry["path"]), spec, device, runtime) as probe:
             ref_outputs = probe.infer(eval_set.x[:1]).shape[1]

@@ -329,3 +329,109 @@ def test_wrong_typed_arguments_name_the_argument_and_what_it_accepts(tmp_path):
             function(*args, **kwargs)
         assert message in info.value.message, (message, info.value.message)
     assert not (tmp_path / "o").exists()
+
+
+# the same small search through `edgekit optimize` and edgekit.optimize: no pruning, no dwsep,
+# fp32 and int8 on onnxruntime, a few trials, a small eval sample
+OPT_SPACE = {"prune": [0], "dwsep": ["off"], "runtimes": ["onnxruntime"],
+             "precisions": ["fp32", "int8"], "trials": 3}
+OPT_FLAGS = ["--prune", "0", "--dwsep", "off", "--runtimes", "onnxruntime", "--precisions",
+             "fp32,int8", "--trials", "3", "--eval", "fashion-mnist:test", "--eval-limit", "100",
+             "--calib", CALIB]
+
+
+def accuracy(result: dict) -> dict:
+    """{candidate: (status, top-1, drop)}: what a search measures that no timing changes."""
+    return {c["name"]: (c["status"], c.get("top1"), c.get("drop_points"))
+            for c in result["candidates"]}
+
+
+def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monkeypatch):
+    """`edgekit.optimize` runs the Optimizer `edgekit optimize` runs: given the CLI's output
+    folder to resume, the API finds every candidate already measured (the same builds, the same
+    cache keys) and returns the same winner with the same speed-up, top-1 and drop as the CLI's
+    --json; from an in-memory module into a new folder it measures the same candidates to the
+    same top-1. It prints nothing and returns a typed result."""
+    import shutil
+
+    import edgekit
+    from edgekit.io.models import load_model
+
+    device = tmp_path / "fast-cpu.yaml"
+    device.write_text(FAST_CPU)
+    cli_dir = tmp_path / "cli"
+    proc = cli("optimize", str(lenet5), "--device", str(device), *OPT_FLAGS, "--json",
+               "-o", str(cli_dir), cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    theirs = summary["devices"]["fast-cpu"]
+    assert theirs["winner"] and summary["passed"]
+    # the shipped calibration set is found from any working directory (as compress finds it):
+    # every candidate, int8 included, was built and measured
+    assert any("int8" in c["name"] for c in theirs["candidates"])
+    assert [c["status"] for c in theirs["candidates"]] == ["measured"] * len(theirs["candidates"])
+
+    monkeypatch.chdir(elsewhere)
+    data = edgekit.DataSources(eval="fashion-mnist:test", eval_limit=100, calib=CALIB)
+    api_dir = tmp_path / "api"
+    shutil.copytree(cli_dir, api_dir)  # the CLI's run to resume: its measurements cached
+    result = edgekit.optimize(str(lenet5), api_dir, data=data, devices=[str(device)],
+                              space=OPT_SPACE, budget={"max_drop": 1.0})
+    assert isinstance(result, edgekit.OptimizeResult) and result.passed
+    assert result.summary["cache"]["measured"] == 0, result.summary["cache"]
+    mine = result.devices["fast-cpu"]
+    want = theirs["winner"]
+    assert mine.winner.name == want["name"]
+    assert mine.winner.path == api_dir / Path(want["path"]).relative_to(cli_dir)
+    assert mine.winner.path.is_file()
+    assert (mine.winner.speedup, mine.winner.top1, mine.winner.drop, mine.winner.p50_ms) == \
+        (want["speedup"], want["top1"], want["drop_points"], want["p50_ms"])
+    assert accuracy(result.summary["devices"]["fast-cpu"]) == accuracy(theirs)
+
+    # an in-memory module, as a training script holds it, into a folder of its own
+    loaded = load_model(lenet5)
+    fresh = edgekit.optimize(loaded.model, tmp_path / "mem", data=data, devices=[str(device)],
+                             space=OPT_SPACE, model_input={"spec": loaded.spec})
+    assert fresh.summary["cache"]["measured"]  # measured anew, not resumed
+    assert accuracy(fresh.summary["devices"]["fast-cpu"]) == accuracy(theirs)
+    assert fresh.devices["fast-cpu"].winner is not None
+    assert fresh.winners["fast-cpu"].path.is_file()
+
+
+def test_optimize_arguments_are_checked_like_the_others(tmp_path):
+    """A misspelt argument of edgekit.optimize, a search-space field given by name and a
+    misspelt space key are ConfigErrors naming them, before anything is loaded or written."""
+    import inspect
+
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    data = {"eval": "fashion-mnist:test"}
+    cases = [
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, devics=["local-cpu"]),
+         "optimize() has no argument 'devics'; did you mean 'devices'?"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, trials=3),
+         "optimize() has no argument 'trials'; it goes in space={'trials': ...}"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, max_drop=1.0),
+         "optimize() has no argument 'max_drop'; it goes in budget={'max_drop': ...}"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, space={"prun": [0]}),
+         "space: unknown key 'prun'"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, space=[0.3]),
+         "space=[0.3] is not a search space"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data, devices=[3]),
+         "devices: 3 is not a device"),
+        (lambda: edgekit.optimize("m.pt", tmp_path / "o", data=data,
+                                  budget={"min_agreement": 0.9}),
+         "budget: min_agreement is not judged here"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert message in info.value.message, info.value.message
+    assert "takes: model, output, data, devices, space, budget, model_input, training" in \
+        info.value.hint or "max_drop" in info.value.hint
+    assert not (tmp_path / "o").exists()
+    params = inspect.signature(edgekit.optimize).parameters
+    assert list(params) == ["model", "output", "data", "devices", "space", "budget",
+                            "model_input", "training"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in list(params.values())[2:])

@@ -17,15 +17,15 @@ EVAL = ("--eval", "fashion-mnist:test", "--eval-limit", "500")
 
 
 def test_quant_budget_is_what_the_chain_left():
-    from edgekit.quant.budget import Budget
+    from edgekit.quant.budget import DropBudget
 
-    b = Budget(max_drop=1.0, original_top1=0.897)
+    b = DropBudget(max_drop=1.0, original_top1=0.897)
     assert b.spent_points(0.8915) == pytest.approx(0.55)
     assert b.allowed_points(0.8915) == pytest.approx(0.45)  # int8 may drop what is left
     assert b.allowed_points(0.8615) == pytest.approx(-2.55)  # already spent: nothing left
-    rel = Budget(max_drop_rel=0.01, original_top1=0.9)  # 1% of the original's top-1: 0.9 pt
+    rel = DropBudget(max_drop_rel=0.01, original_top1=0.9)  # 1% of the original's top-1: 0.9 pt
     assert rel.allowed_points(0.895) == pytest.approx(0.4)
-    assert Budget(max_drop=1.0).allowed_points(0.5) == 1.0  # no original: the step alone
+    assert DropBudget(max_drop=1.0).allowed_points(0.5) == 1.0  # no original: the step alone
 
 
 def test_a_chain_that_spent_the_budget_fails_and_names_the_step(zoo_checkpoint, tmp_path):

@@ -109,3 +109,20 @@ def test_the_plan_is_said_before_the_trials(searched, setup):
     assert any(re.search(r"\(short \d+ s, full ~\d+ s each\), ETA \d+", p) for p in plans[1:]), \
         plans
     assert stderr.index(plans[0]) < stderr.index("promoting ")
+
+
+def test_with_a_time_budget_the_search_samples_past_the_trials_until_the_space_is_exhausted(
+        setup):
+    """--trials 2 (the two originals) with 10 minutes: the time left pays for more, so the two
+    pruned candidates are sampled too, and the search says why it stops (the space of 4 is
+    exhausted), not at --trials."""
+    proc = optimize(setup, setup["folder"] / "more", "--trials", "2", "--time-budget", "10m")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["devices"]["batch-cpu"]
+    assert sorted(c["name"] for c in result["candidates"]) == [
+        "original onnxruntime:fp32", "original onnxruntime:int8", "prune 0.5 onnxruntime:fp32",
+        "prune 0.5 onnxruntime:int8"], [c["name"] for c in result["candidates"]]
+    assert "plan: 2 candidates (then more of the 4 while the time left pays for one)" in \
+        proc.stderr, proc.stderr[-2000:]
+    assert "sampling on while the budget lasts" in proc.stderr
+    assert "sampling stopped: the space is exhausted (4 candidates tried)" in proc.stderr

@@ -35,3 +35,30 @@ def test_a_state_dict_of_another_model_matches_nothing(tmp_path, capsys) -> None
     torch.save(tiny_se_model().state_dict(), tmp_path / "se.pt")
     code, _, err = cli(capsys, "inspect", tmp_path / "se.pt")
     assert code == 2 and "pass --arch module:factory" in err and "next:" not in err
+
+
+@pytest.mark.parametrize("command", [
+    ["compress", "--prune", "0.3", "-o", "{out}"],
+    ["export", "--target", "onnx", "-o", "{out}"],
+    ["optimize", "--train", "{folder}", "--eval", "{folder}", "-o", "{out}"],
+])
+def test_every_command_names_the_matched_arch_of_a_bare_state_dict(tmp_path, capsys,
+                                                                   command) -> None:
+    """compress, export and optimize refuse a bare torchvision state_dict (no --arch) with the
+    same complete --arch/--arch-kwargs flags as inspect, not the generic resnet18 example;
+    exit 2 and nothing written."""
+    import torch
+
+    from tests.helpers import cli
+
+    torch.save(torchvision.models.squeezenet1_1(num_classes=5).state_dict(), tmp_path / "m.pt")
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / "out"
+    args = [a.format(out=out, folder=tmp_path / "folder") for a in command]
+    code, _, err = cli(capsys, args[0], tmp_path / "m.pt", *args[1:])
+    assert code == 2, err
+    assert "is a plain state_dict" in err
+    assert ("pass --arch torchvision.models:squeezenet1_1 --arch-kwargs '{\"num_classes\": 5}'"
+            in err), err
+    assert "resnet18" not in err
+    assert not out.exists() or not any(out.iterdir())

@@ -44,7 +44,7 @@ def test_no_public_function_takes_more_than_8_parameters():
     # the API the README shows is within it too, and its groups are typed objects
     import inspect
 
-    for function in (edgekit.compress, edgekit.export, edgekit.validate):
+    for function in (edgekit.compress, edgekit.export, edgekit.validate, edgekit.optimize):
         params = inspect.signature(function).parameters
         assert len(params) <= MAX_PARAMS and "data" in params
 

@@ -125,3 +125,57 @@ def test_each_candidate_says_at_which_rung_it_stopped_and_why():
         distill={"short_limit": 500, "full_limit": 500}))
     assert rung_and_cut(_candidate(0.25, "onnxruntime:fp32", 0.8, 85.0, "short"), one_rung,
                         winner) == ("short", None)
+
+
+def test_a_budget_too_small_for_the_short_rung_on_the_planned_candidates_shrinks_it():
+    """Five architectures to distil, the first short distillation of 6,000 images took 60 s:
+    the four still planned need 240 s and the full one ~600 s after them; 500 s left pays for
+    neither, so the short rung shrinks to what the time pays for (said in the plan line), and
+    never under 512 images."""
+    plan = Plan(trials=20, short_images=6000, full_images=60_000, budget=900, archs=5)
+    assert plan.short_fit(500) is None  # nothing timed yet
+    plan.note_costs({"total_s": 62.0}, [{"stage": "short", "distill_s": 60.0}])
+    assert plan.short_done == 1 and plan.full_cost() == pytest.approx(600.0)
+    assert plan.short_fit(None) is None  # no time limit: the rung as it is
+    assert plan.short_fit(840) is None  # 4 × 60 s + 600 s: paid for
+    # 700 s: 100 s for four short distillations at 0.01 s per image: 2,500 images each
+    assert plan.short_fit(700) == 2500
+    assert plan.short_fit(620) == 512  # 20 s would pay for 500 images: the floor
+    plan.shrink_short(2500)
+    assert plan.short_images == 2500 and plan.short_s == pytest.approx(25.0)
+    assert plan.full_cost() == pytest.approx(600.0)  # the full rung's price stays
+    assert plan.line(1, 700) == ("plan: 20 candidates × short rung of 2,500 images (shrunk "
+                                 "from 6,000 so the budget pays for it), up to 1 full "
+                                 "distillation of 60,000 images (short 25 s, full ~600 s "
+                                 "each), ETA 12 min")
+    assert plan.short_fit(100) is None  # shrunk once, not again at every trial
+    small = Plan(trials=20, short_images=512, full_images=60_000, budget=900, archs=5)
+    small.note_costs({"total_s": 6.0}, [{"stage": "short", "distill_s": 5.0}])
+    assert small.short_fit(10) is None  # at the floor already
+    done = Plan(trials=20, short_images=6000, full_images=60_000, budget=900, archs=1)
+    done.note_costs({"total_s": 62.0}, [{"stage": "short", "distill_s": 60.0}])
+    assert done.short_fit(10) is None  # the one architecture's short rung is made
+
+
+def test_past_the_trials_the_search_samples_on_while_the_budget_pays_for_a_candidate():
+    plan = Plan(trials=20, short_images=6000, full_images=60_000, budget=2700, archs=5,
+                space=60)
+    assert plan.line(0, 2700).startswith("plan: 20 candidates (then more of the 60 while the "
+                                         "time left pays for one) × short rung of 6,000 images")
+    for seconds in (10.0, 14.0, 30.0):
+        plan.note_costs({"total_s": seconds}, [])
+    assert plan.typical_trial_s == 14.0
+    assert plan.keep_sampling(20, 1000, 0.0, 0) is None  # time left, space left, front moves
+    assert plan.keep_sampling(20, 1000, 990.0, 0) == ("1000 s left does not pay for another "
+                                                      "candidate (~14 s, 990 s kept for full "
+                                                      "distillations)")
+    assert plan.keep_sampling(20, 10, 0.0, 0) == ("10 s left does not pay for another "
+                                                  "candidate (~14 s)")
+    assert plan.keep_sampling(60, 1000, 0.0, 0) == "the space is exhausted (60 candidates tried)"
+    assert plan.keep_sampling(25, 1000, 0.0, 4) is None
+    assert plan.keep_sampling(26, 1000, 0.0, 5) == ("5 candidates in a row added no point to "
+                                                    "the front")
+    assert plan.keep_sampling(20, None, 0.0, 0) == ("20 candidates tried (--trials; no "
+                                                    "--time-budget to spend on more)")
+    # no time budget: --trials bounds the search, and the line promises nothing more
+    assert "then more" not in plan.line(3, None)

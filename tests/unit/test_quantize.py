@@ -446,21 +446,21 @@ def eval_data():
 
 
 def test_budget_allowed_points() -> None:
-    from edgekit.quant.budget import Budget
+    from edgekit.quant.budget import DropBudget
 
-    assert not Budget().active and Budget().allowed_points(0.9) is None
-    assert Budget(max_drop=0.5).allowed_points(0.9) == 0.5
-    assert Budget(max_drop_rel=0.01).allowed_points(0.9) == pytest.approx(0.9)
-    assert Budget(max_drop=0.5, max_drop_rel=0.01).allowed_points(0.9) == 0.5
-    assert Budget(max_drop=2.0, max_drop_rel=0.01).allowed_points(0.9) == pytest.approx(0.9)
+    assert not DropBudget().active and DropBudget().allowed_points(0.9) is None
+    assert DropBudget(max_drop=0.5).allowed_points(0.9) == 0.5
+    assert DropBudget(max_drop_rel=0.01).allowed_points(0.9) == pytest.approx(0.9)
+    assert DropBudget(max_drop=0.5, max_drop_rel=0.01).allowed_points(0.9) == 0.5
+    assert DropBudget(max_drop=2.0, max_drop_rel=0.01).allowed_points(0.9) == pytest.approx(0.9)
 
 
 def test_budget_loop_keeps_most_sensitive_layers_float(eval_data) -> None:
-    from edgekit.quant.budget import Budget, keep_budget
+    from edgekit.quant.budget import DropBudget, keep_budget
 
     reference, y = eval_data
     backend = FakeBackend({"conv1": 0.05, "conv2": 3.0, "fc1": 1.5, "fc2": 0.02})
-    outcome = keep_budget(backend, reference, y, Budget(max_drop=1.0), sensitivity_samples=200)
+    outcome = keep_budget(backend, reference, y, DropBudget(max_drop=1.0), sensitivity_samples=200)
     assert [s["layer"] for s in outcome.sensitivity] == ["conv2", "fc1", "conv1", "fc2"]
     assert outcome.held and outcome.float_layers == ["conv2", "fc1"]
     assert [t.added for t in outcome.trials] == [None, "conv2", "fc1"]
@@ -470,12 +470,12 @@ def test_budget_loop_keeps_most_sensitive_layers_float(eval_data) -> None:
 
 
 def test_budget_loop_fails_with_the_table_when_it_cannot_hold(eval_data) -> None:
-    from edgekit.quant.budget import Budget, keep_budget
+    from edgekit.quant.budget import DropBudget, keep_budget
 
     reference, y = eval_data
     backend = FakeBackend({"conv1": 0.05, "conv2": 3.0, "fc1": 1.5})
     with pytest.raises(GateError) as info:
-        keep_budget(backend, reference, y, Budget(max_drop=-1.0))
+        keep_budget(backend, reference, y, DropBudget(max_drop=-1.0))
     message = info.value.message
     assert info.value.exit_code == 1
     assert "kept up to 2 of 3 quantized layers in float" in message
@@ -489,8 +489,8 @@ def test_budget_loop_fails_with_the_table_when_it_cannot_hold(eval_data) -> None
 
 
 def test_budget_loop_without_eval_set_just_quantizes() -> None:
-    from edgekit.quant.budget import Budget, keep_budget
+    from edgekit.quant.budget import DropBudget, keep_budget
 
     backend = FakeBackend({"conv1": 0.1})
-    outcome = keep_budget(backend, None, None, Budget())
+    outcome = keep_budget(backend, None, None, DropBudget())
     assert outcome.top1 is None and outcome.held is None and backend.made == 1

@@ -223,3 +223,35 @@ def test_tables_fit_100_columns_unless_wide(capsys):
     assert max(len(line) for line in wide.splitlines()) > 100
     header = next(line for line in wide.splitlines() if "artifact" in line)
     assert all(c.split()[0] in header for c in GATE_COLUMNS)
+
+
+def test_a_long_model_name_is_never_broken_across_lines(capsys):
+    """(issue 27) A validate table of a model named like the user's file: the narrow table kept
+    10 columns in 100 and broke the name ("mobilene / t_v3_sma / ll"). Now the name and the
+    artifact print whole on one line, the other columns shrink and then are left out (named under
+    the table), no line is over 100 columns, and --wide still shows every column."""
+    from edgekit.results.table import GATE_COLUMNS, print_gate_records, set_wide
+
+    long_name = "mobilenet_v3_small_finetuned_on_colour_fashion"
+    records = [dict(r, model=long_name, artifact_name="model.int8.onnx", runtime="onnxruntime")
+               for r in _records()[:2]]
+    try:
+        set_wide(False)
+        print_gate_records(records, title="validate")
+        narrow = capsys.readouterr().out
+        set_wide(True)
+        print_gate_records(records, title="validate")
+        wide = capsys.readouterr().out
+    finally:
+        set_wide(False)
+    lines = narrow.splitlines()
+    assert max(len(line) for line in lines) <= 100, narrow
+    assert sum(long_name in line for line in lines) == 2, narrow  # one line per record, whole
+    assert sum("model.int8.onnx" in line for line in lines) == 2, narrow
+    header = next(line for line in lines if "artifact" in line)
+    assert "gate" in header and "Δ top-1" in narrow and "PASS" in narrow
+    assert "batch" not in header and "precision" not in header
+    assert re.search(r"\(precision, .*batch, .*: --wide shows", " ".join(lines)), narrow
+    wide_header = wide.split("┡")[0]  # the header's lines
+    assert all(c.split()[0][:5] in wide_header for c in GATE_COLUMNS)  # every column
+    assert sum(long_name in line for line in wide.splitlines()) == 2
