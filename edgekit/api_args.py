@@ -60,13 +60,10 @@ class ModelInput(BaseModel):
     @field_validator("preprocessing", mode="before")
     @classmethod
     def _known_keys(cls, value: Any) -> Any:
-        from edgekit.data.given import PREPROCESSING_KEYS
+        from edgekit.data.given import check_preprocessing_keys
 
         if isinstance(value, Mapping):
-            unknown = [k for k in value if k not in PREPROCESSING_KEYS]
-            if unknown:
-                raise ValueError(f"unknown preprocessing key {unknown[0]!r} (keys: "
-                                 f"{', '.join(PREPROCESSING_KEYS)})")
+            check_preprocessing_keys(value)
         return value
 
     def given(self) -> dict[str, Any]:

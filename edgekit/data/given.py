@@ -23,6 +23,15 @@ from edgekit.errors import ConfigError, shown
 PREPROCESSING_KEYS = ("preset", "mean", "std", "resize", "crop", "channel_order")
 
 
+def check_preprocessing_keys(value: Mapping[str, Any]) -> None:
+    """A preprocessing mapping names only the keys the one rule reads (a ValueError for pydantic
+    otherwise, naming the first unknown key and the known ones)."""
+    unknown = [k for k in value if k not in PREPROCESSING_KEYS]
+    if unknown:
+        raise ValueError(f"unknown preprocessing key {unknown[0]!r} (keys: "
+                         f"{', '.join(PREPROCESSING_KEYS)})")
+
+
 class DataSources(BaseModel):
     """Where a job's data comes from: training, evaluation (with labels) and calibration
     sources, the folder holding built-in sets, how many eval samples to use, and the
@@ -53,10 +62,7 @@ class DataSources(BaseModel):
     @classmethod
     def _known_keys(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            unknown = [k for k in value if k not in PREPROCESSING_KEYS]
-            if unknown:
-                raise ValueError(f"unknown preprocessing key {unknown[0]!r} (keys: "
-                                 f"{', '.join(PREPROCESSING_KEYS)})")
+            check_preprocessing_keys(value)
             return {k: v for k, v in value.items() if v is not None} or None
         return value
 

@@ -225,25 +225,32 @@ def test_tables_fit_100_columns_unless_wide(capsys):
     assert all(c.split()[0] in header for c in GATE_COLUMNS)
 
 
+def _narrow_and_wide(capsys, show) -> tuple[str, str]:
+    """What `show()` prints in the 100-column tables, then with --wide."""
+    from edgekit.results.table import set_wide
+
+    try:
+        set_wide(False)
+        show()
+        narrow = capsys.readouterr().out
+        set_wide(True)
+        show()
+        return narrow, capsys.readouterr().out
+    finally:
+        set_wide(False)
+
+
 def test_a_long_model_name_is_never_broken_across_lines(capsys):
     """(issue 27) A validate table of a model named like the user's file: the narrow table kept
     10 columns in 100 and broke the name ("mobilene / t_v3_sma / ll"). Now the name and the
     artifact print whole on one line, the other columns shrink and then are left out (named under
     the table), no line is over 100 columns, and --wide still shows every column."""
-    from edgekit.results.table import GATE_COLUMNS, print_gate_records, set_wide
+    from edgekit.results.table import GATE_COLUMNS, print_gate_records
 
     long_name = "mobilenet_v3_small_finetuned_on_colour_fashion"
     records = [dict(r, model=long_name, artifact_name="model.int8.onnx", runtime="onnxruntime")
                for r in _records()[:2]]
-    try:
-        set_wide(False)
-        print_gate_records(records, title="validate")
-        narrow = capsys.readouterr().out
-        set_wide(True)
-        print_gate_records(records, title="validate")
-        wide = capsys.readouterr().out
-    finally:
-        set_wide(False)
+    narrow, wide = _narrow_and_wide(capsys, lambda: print_gate_records(records, title="validate"))
     lines = narrow.splitlines()
     assert max(len(line) for line in lines) <= 100, narrow
     assert sum(long_name in line for line in lines) == 2, narrow  # one line per record, whole
