@@ -393,5 +393,5 @@ def test_multihead_attention_macs_are_counted_as_the_fused_layout_counts_them():
     assert before == linears + 4 * tokens * DIM * DIM + 2 * tokens * tokens * DIM
     attn_prune.fuse_multihead_attention(model, torch.randn(2, 1, 16, 16))
     assert model_cost(model, SPEC)["macs"] == before
-    prune_model(model, SPEC, ratio=0.5, head_ratio=0.5)
+    prune_model(model, SPEC, ratio=0.5, options=PruneOptions(head_ratio=0.5))
     assert model_cost(model, SPEC)["macs"] < before

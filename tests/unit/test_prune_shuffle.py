@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 torchvision = pytest.importorskip("torchvision")
 
-from edgekit.passes.prune import prune_model  # noqa: E402
+from edgekit.passes.prune import PruneOptions, prune_model  # noqa: E402
 from edgekit.passes.prune_graph import channel_width as _width  # noqa: E402
 from edgekit.passes.prune_graph import prunable_layers as _prunable_layers  # noqa: E402
 from edgekit.passes.stats import model_cost  # noqa: E402
@@ -55,7 +55,8 @@ def test_shufflenet_prunes_the_dead_inner_channels_and_keeps_its_outputs():
         reference = model(x)
     before = model_cost(model, SPEC)["macs"]
     # the stem and the last 1×1 conv have no dead channels: they keep theirs here
-    result = prune_model(model, SPEC, ratio=0.3, ignore=["conv1.0", "conv5.0"])
+    result = prune_model(model, SPEC, ratio=0.3,
+                         options=PruneOptions(ignore=["conv1.0", "conv5.0"]))
     widths = {n: _width(m) for n, m in _prunable_layers(model).items()}
     pruned = {p["layer"]: (p["before"], p["after"]) for p in result.pruned}
     for i, unit_name in enumerate(n for n, m in model.named_modules()
