@@ -20,9 +20,7 @@ class _CallableModule(types.ModuleType):
     the subpackage first."""
 
     def _api(self) -> Any:
-        from edgekit import api
-
-        return getattr(api, self.__name__.rpartition(".")[2])
+        return _api_attr(self.__name__.rpartition(".")[2])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._api()(*args, **kwargs)
@@ -52,11 +50,20 @@ def _make_callable(module: types.ModuleType) -> None:
     module.__class__ = _CallableModule
 
 
+def _api_attr(name: str) -> Any:
+    """An API name: edgekit.api's, or edgekit.api_optimize's (optimize and its result types)."""
+    import importlib
+
+    for module in ("edgekit.api", "edgekit.api_optimize"):
+        found = importlib.import_module(module)
+        if name in found.__all__:
+            return getattr(found, name)
+    raise AttributeError(name)
+
+
 def __getattr__(name: str) -> Any:
     if name in API:
-        from edgekit import api
-
-        return getattr(api, name)
+        return _api_attr(name)
     if name in PACKAGES:
         import importlib
 
