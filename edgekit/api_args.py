@@ -188,17 +188,9 @@ def flag_arg(name: str, value: Any) -> bool:
 def group_arg(name: str, value: Any, schema: type[M]) -> M:
     """A typed group (`schema`) from an instance, a mapping of its fields (each checked: a typo
     names the key) or None (its defaults)."""
-    from edgekit.config import validate as validate_config
+    from edgekit.config import group
 
-    if value is None:
-        return schema()
-    if isinstance(value, schema):
-        return value
-    if isinstance(value, Mapping):
-        return validate_config(schema, dict(value), name)
-    raise ConfigError(f"{name}={shown(value)} is not a {schema.__name__}",
-                      hint=f"pass {name}={schema.__name__}(...) or a mapping of its keys: "
-                           f"{', '.join(schema.model_fields)}")
+    return group(name, value, schema)
 
 
 def budget_arg(value: Any, *, only: tuple[str, ...] | None = None) -> Budget:

@@ -155,3 +155,20 @@ def validate(schema: type[M], data: dict, where: str) -> M:
         raise explain(exc, schema, where) from None
     except ConfigError as exc:  # a nested schema checked by a validator (runner options)
         raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
+
+
+def group(name: str, value: Any, schema: type[M], example: str = "...") -> M:
+    """A typed group of arguments (`schema`) from an instance, a mapping of its fields (checked:
+    a typo names the key and the closest valid one) or None (its defaults); anything else is a
+    ConfigError naming `name` and what it accepts."""
+    from collections.abc import Mapping
+
+    if value is None:
+        return schema()
+    if isinstance(value, schema):
+        return value
+    if isinstance(value, Mapping):
+        return validate(schema, dict(value), name)
+    raise ConfigError(f"{name}={shown(value)} is not a {schema.__name__}",
+                      hint=f"pass {name}={schema.__name__}({example}) or a mapping of its keys: "
+                           f"{', '.join(schema.model_fields)}")

@@ -18,8 +18,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from edgekit.errors import ConfigError, shown
-
 PREPROCESSING_KEYS = ("preset", "mean", "std", "resize", "crop", "channel_order")
 
 
@@ -88,14 +86,6 @@ def data_sources(value: Any, where: str = "data") -> DataSources:
     """DataSources from an instance, a mapping of its fields (checked: a typo names the key and
     the closest valid one) or None (nothing given); anything else is a ConfigError naming
     `where` and what it accepts."""
-    from edgekit.config import validate
+    from edgekit.config import group
 
-    if value is None:
-        return DataSources()
-    if isinstance(value, DataSources):
-        return value
-    if isinstance(value, Mapping):
-        return validate(DataSources, dict(value), where)
-    raise ConfigError(f"{where}={shown(value)} is not a DataSources",
-                      hint=f"pass {where}=DataSources(eval='fashion-mnist:test', ...) or a "
-                           f"mapping of its keys: {', '.join(DataSources.model_fields)}")
+    return group(where, value, DataSources, example="eval='fashion-mnist:test', ...")
