@@ -92,9 +92,10 @@ def _preprocessing_flags(spec: Any, provenance: dict[str, str]) -> list[str]:
 def _load(model: str, arch: str | None, arch_kwargs: str | None,
           input_shape: tuple[int, ...] | None, trust_model: bool) -> tuple[Any, str | None, Any]:
     """(bundle, arch, arch_kwargs): a plain state_dict without --arch is matched against
-    torchvision's classification models (edgekit.io.archmatch), and a model that does not
-    record its preprocessing is refused with every flag still missing at once (the matched
-    --arch/--arch-kwargs, the preprocessing) and the command to run next with them."""
+    torchvision's classification models and timm's (edgekit.io.archmatch; the first of several
+    matches, the others named), and a model that does not record its preprocessing is refused
+    with every flag still missing at once (the matched --arch/--arch-kwargs, the preprocessing)
+    and the command to run next with them."""
     from edgekit.cli.common import load_model_from_options
     from edgekit.errors import MissingArchError, MissingPreprocessingError, ModelLoadError
 
@@ -108,11 +109,13 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
 
         matches = getattr(exc, "arch_matches", None)
         matches = match_file(model) if matches is None else matches
-        if len(matches) != 1:
+        if not matches:
             raise
-        arch, kwargs = matches[0]
+        arch, kwargs = matches[0]  # the others (same keys and shapes) are named in the error
         arch_kwargs = json.dumps(kwargs) if kwargs else None
         flags = _arch_flags(arch, kwargs)
+        also = (" (so do " + ", ".join(a for a, _ in matches[1:]) + ": pass that --arch "
+                "instead if the model was built with it)") if len(matches) > 1 else ""
         try:
             return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
                 arch, arch_kwargs
@@ -121,7 +124,7 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
             given = _given_flags(input_shape)
             run = " ".join(x for x in (shlex.quote(model), flags, given.strip(), todo) if x)
             raise ModelLoadError(
-                f"{model} is a plain state_dict whose every key and shape matches {flags}, "
+                f"{model} is a plain state_dict whose every key and shape matches {flags}{also}, "
                 f"and it does not record its preprocessing: edgekit does not know {missing.lacks}, "
                 "and guessing would make every accuracy wrong",
                 hint=f"pass {flags} and " + missing.hint.removeprefix("pass ")

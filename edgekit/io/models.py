@@ -324,9 +324,9 @@ def _from_pickle(obj: Any, path: Path, arch: str | None, kwargs: dict[str, Any],
                              hint="save model.state_dict() and pass --arch")
     check_state_dict(state_dict, path)
     if arch is None:
-        from edgekit.io.archmatch import arch_hint, torchvision_matches
+        from edgekit.io.archmatch import arch_hint, state_dict_matches
 
-        matches = torchvision_matches(state_dict)  # ~seconds, only on this error path
+        matches = state_dict_matches(state_dict)  # only on this error path; cached index
         exc = MissingArchError(f"{path} is a plain state_dict: edgekit needs the architecture "
                                "to build", hint=arch_hint(matches))
         exc.arch_matches = matches  # type: ignore[attr-defined]
