@@ -6,8 +6,8 @@ downloaded) and its keys and shapes compared with the saved ones; a classifier s
 width gives `num_classes`. `edgekit inspect` names the match as the complete
 `--arch`/`--arch-kwargs` flags instead of a generic example.
 
-Fast by an index cached per library version in edgekit's cache folder
-(`archmatch-index.json`): each model's key names (a digest) and top-level module names, filled
+Fast by an index cached per library version (`archmatch-index.json` in $EDGEKIT_CACHE, else
+in ~/.cache/edgekit): each model's key names (a digest) and top-level module names, filled
 as models are built, and the matches of every layout already searched. A model not yet in the
 index is built only when its family (the module that defines it) shares at least half of the
 saved state_dict's top-level names; only a model whose key names are the saved ones is built
@@ -66,7 +66,12 @@ def _version(dist: str) -> str | None:
 
 
 def _index_path() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE", ".cache")) / INDEX_FILE
+    """$EDGEKIT_CACHE's, else the user's cache folder's (never the working directory: a search
+    runs under `edgekit inspect`, which writes nothing there)."""
+    if os.environ.get("EDGEKIT_CACHE"):
+        return Path(os.environ["EDGEKIT_CACHE"]) / INDEX_FILE
+    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(home) / "edgekit" / INDEX_FILE
 
 
 def _read_index() -> dict[str, Any]:

@@ -55,14 +55,52 @@ def state_dict_mismatch(model: Any, state_dict: dict[str, Any], arch: str,
         kw = {**(kwargs or {}), "num_classes": n}
         hint = (f"the weights have {n} classes ({name} is {n} wide, {arch.split(':')[-1]} was "
                 f"built with {has}): pass --arch-kwargs '{json.dumps(kw)}'")
-    elif unexpected and all(k.startswith("module.") for k in state_dict) and \
-            all(k[len("module."):] in own for k in state_dict):
-        hint = ("the keys carry a 'module.' prefix (saved from DataParallel/DDP): save "
-                "model.module.state_dict() instead")
+    elif unexpected and (prefix := _common_prefix(state_dict)) and \
+            len([k for k in state_dict if k[len(prefix):] in own]) * 2 > len(own):
+        hint = (f"the keys carry a {prefix!r} prefix ("
+                + ("saved from DataParallel/DDP): save model.module.state_dict() instead"
+                   if prefix == "module." else "the model was saved inside a wrapper): save "
+                   f"the inner model's state_dict, or strip the prefix: "
+                   f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}"))
     elif shared <= len(own) // 2:
-        hint = (f"these weights were saved from another architecture than {arch}: pass the --arch "
-                "the model was built with (and --arch-kwargs)")
+        from edgekit.io.archmatch import arch_flags, state_dict_matches
+
+        matches = state_dict_matches(state_dict)
+        if matches:
+            hint = (f"these weights were saved from {matches[0][0]}, not {arch}: pass "
+                    + arch_flags(*matches[0]) + "".join(f" (or {arch_flags(*m)})"
+                                                        for m in matches[1:3]))
+        else:
+            hint = (f"these weights were saved from another architecture than {arch} (no "
+                    "torchvision or timm model has their keys and shapes): pass the --arch the "
+                    "model was built with (and --arch-kwargs)")
+    elif pairs := _closest_pairs(missing, unexpected):
+        hint = ("the closest names differ: " + ", ".join(
+            f"saved {saved} where {arch.split(':')[-1]} has {wanted}"
+            for saved, wanted in pairs[:3])
+                + ": rename them, or pass the --arch the model was built with")
     return ModelLoadError(message, hint=hint)
+
+
+def _common_prefix(state_dict: dict[str, Any]) -> str | None:
+    """'name.' when every key starts with it (a wrapper's attribute: module., model., net.)."""
+    firsts = {k.split(".", 1)[0] for k in state_dict}
+    if len(firsts) != 1 or not all("." in k for k in state_dict):
+        return None
+    return firsts.pop() + "."
+
+
+def _closest_pairs(missing: list[str], unexpected: list[str]) -> list[tuple[str, str]]:
+    """(saved key, the model's key) for each unexpected key with a close missing one."""
+    import difflib
+
+    pairs, left = [], list(missing)
+    for key in unexpected[:50]:
+        close = difflib.get_close_matches(key, left, n=1, cutoff=0.75)
+        if close:
+            pairs.append((key, close[0]))
+            left.remove(close[0])
+    return pairs
 
 
 def classifier_width(model: Any, state_dict: dict[str, Any], mismatched: list[str]

@@ -198,6 +198,12 @@ def _sniff(path: Path) -> str:
         return "zip-pickle"
     if head[:1] == b"\x80":
         return "legacy-pickle"
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto's ir_version field
+        raise ModelLoadError(
+            f"{path} is an ONNX model; this needs the PyTorch model it was exported from "
+            "(a recipe's model, inspect, the torch passes: prune, dwsep, distill)",
+            hint=f"pass the PyTorch file (.pt) instead; an ONNX model goes straight to "
+            f"`edgekit compress {path} --int8`, `edgekit validate` and `edgekit bench`")
     raise ModelLoadError(
         f"{path} is not a PyTorch file (starts with {head!r})",
         hint="edgekit loads files written by torch.save, torch.jit.save or torch.export.save",
