@@ -373,3 +373,39 @@ def test_api_names_the_arch_and_the_onnx_model(tmp_path: Path) -> None:
                          data={"calib": str(_grey_npz(tmp_path))},
                          model_input={"arch": GREY, "preprocessing": "imagenet"})
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fixed_size_model_says_which_dims_are_fixed(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """A ViT runs at its one image size: at 64×64 it is refused (exit 2, nothing written) with
+    the dims that are fixed and the --input-shape that works; a ViT trained at 64×64 loads with
+    the --arch-kwargs the hint gives (its other kwargs kept)."""
+    timm = pytest.importorskip("timm", reason="timm is not installed (edgekit[timm])")
+    from edgekit.errors import ModelLoadError
+    from edgekit.io.models import load_model
+    from tests.helpers import cli
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=3).state_dict(),
+               tmp_path / "vit.pt")
+    arch = ("--arch", "timm:vit_tiny_patch16_224", "--arch-kwargs", '{"num_classes": 3}')
+    code, _, err = cli(capsys, "export", tmp_path / "vit.pt", *arch, "--input-shape",
+                       "1,3,64,64", "--mean", "0.5", "--std", "0.5", "-o", tmp_path / "out")
+    assert code == 2, err
+    assert "rejects input shape 1,3,64,64: its height and width are fixed at 224×224" in err
+    assert "pass --input-shape 1,3,224,224" in err
+    assert not (tmp_path / "out").exists()
+    load = dict(arch="timm:vit_tiny_patch16_224", arch_kwargs={"num_classes": 3},
+                preprocessing={"mean": (0.5,), "std": (0.5,)})
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(tmp_path / "vit.pt", input_shape=(1, 3, 64, 64), **load)
+    hint = refused.value.hint
+    assert hint.endswith("""--arch-kwargs '{"num_classes": 3, "img_size": 64}'"""), hint
+    assert load_model(tmp_path / "vit.pt", input_shape=(1, 3, 224, 224), **load).spec.shape \
+        == (1, 3, 224, 224)
+    small = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=64)
+    torch.save(small.state_dict(), tmp_path / "vit64.pt")
+    load["arch_kwargs"] = json.loads(hint.split("--arch-kwargs '")[1].rstrip("'"))
+    bundle = load_model(tmp_path / "vit64.pt", input_shape=(1, 3, 64, 64), **load)
+    assert bundle.spec.shape == (1, 3, 64, 64)
+    assert bundle.model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
