@@ -151,8 +151,9 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
         also = (" (so do " + ", ".join(a for a, _ in matches[1:]) + ": pass that --arch "
                 "instead if the model was built with it)") if len(matches) > 1 else ""
         try:
-            return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
-                arch, arch_kwargs
+            bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+            click.echo(f"architecture: matched by its keys and shapes: {flags}{also}", err=True)
+            return bundle, arch, arch_kwargs
         except MissingPreprocessingError as missing:
             todo = missing.flags
             given = _given_flags(input_shape)

@@ -103,6 +103,13 @@ def test_a_timm_state_dict_is_matched_and_the_printed_flags_load_it(tmp_path, ca
     assert report["arch_kwargs"] == {"num_classes": 7}
     assert report["classes"]["count"] == 7
     assert report["params"] == sum(p.numel() for p in model.parameters())
+    # given its preprocessing but no --arch, inspect goes on with the match and says so
+    code, out, err = cli(capsys, "inspect", tmp_path / "m.pt", "--input-shape", "1,3,64,64",
+                         "--preprocessing", "imagenet", "--json")
+    assert code == 0, err
+    assert ("architecture: matched by its keys and shapes: --arch timm:mobilenetv3_small_100 "
+            """--arch-kwargs '{"num_classes": 7}' (so do timm:tf_mobilenetv3_small_100""") in err
+    assert json.loads(out)["arch"] == "timm:mobilenetv3_small_100"
 
 
 def test_timm_and_torchvision_resnet18_hold_one_layout(tmp_path) -> None:
