@@ -117,17 +117,12 @@ def device_profile(sshd: LoopbackSSHD, python: str, workdir: Path, **latency):
         **sshd.profile_fields()})
 
 
-def quiet(_message: str) -> None:
-    pass
-
-
 def remote(target, profile, eval_path, **kwargs):
     from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
 
     kwargs.setdefault("poll_s", 0.3)
-    kwargs.setdefault("on_event", quiet)
     job = {k: kwargs.pop(k) for k in ("budget", "batches", "artifact", "run_id", "rerun")
            if k in kwargs}
     data = DataSources(eval=str(eval_path), data_dir=kwargs.pop("data_dir", None),
