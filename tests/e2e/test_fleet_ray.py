@@ -223,7 +223,7 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
     devices = profiles(sshd, device_python, tmp_path, slow_ms=100.0)
     one_done = threading.Event()
 
-    def on_event(line: str) -> None:  # the sink of edgekit.events, from the fleet's threads
+    def watch(line: str) -> None:  # the sink of edgekit.events, from the fleet's threads
         if line.startswith("cpu-b: ") and "measured on" in line:
             one_done.set()
 
@@ -233,7 +233,7 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
 
     killer = threading.Thread(target=kill_after_one_artifact)
     killer.start()
-    with sink(on_event):
+    with sink(watch):
         fleet = validate_on_cluster(ValidationJob(target=out, device=None,
                                                   data=DataSources(eval=str(eval_path))),
                                     devices, address=address, lost_grace_s=3.0, max_retries=1)
