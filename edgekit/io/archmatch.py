@@ -6,8 +6,9 @@ downloaded) and its keys and shapes compared with the saved ones; a classifier s
 width gives `num_classes`. `edgekit inspect` names the match as the complete
 `--arch`/`--arch-kwargs` flags instead of a generic example.
 
-Fast by an index cached per library version (`archmatch-index.json` in $EDGEKIT_CACHE, else
-in ~/.cache/edgekit): each model's key names (a digest) and top-level module names, filled
+Fast by an index per library version (shipped in edgekit/_data/archmatch/ for the versions
+it was built with; `archmatch-index.json` in $EDGEKIT_CACHE, else in ~/.cache/edgekit, for
+what a search adds): each model's key names (a digest) and top-level module names, filled
 as models are built, and the matches of every layout already searched. A model not yet in the
 index is built only when its family (the module that defines it) shares at least half of the
 saved state_dict's top-level names; only a model whose key names are the saved ones is built
@@ -74,12 +75,47 @@ def _index_path() -> Path:
     return Path(home) / "edgekit" / INDEX_FILE
 
 
-def _read_index() -> dict[str, Any]:
+def _load_index(path: Any) -> dict[str, Any]:
     try:
-        index = json.loads(_index_path().read_text())
+        index = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return index.get("libraries", {}) if index.get("format") == INDEX_FORMAT else {}
+
+
+def _read_index() -> dict[str, Any]:
+    """The user's index, over the one shipped with edgekit (edgekit/_data/archmatch/index.json:
+    every model of the library versions it was built with, written by
+    scripts/archmatch-index.py), so that a first search with those versions builds only its
+    matches."""
+    from importlib import resources
+
+    index = _load_index(resources.files("edgekit").joinpath("_data", "archmatch", "index.json"))
+    for key, entry in _load_index(_index_path()).items():
+        shipped = index.get(key)
+        if shipped is not None:
+            entry["models"] = {**shipped["models"], **entry.get("models", {})}
+        index[key] = entry
+    return index
+
+
+def full_index(libraries: Iterable[str] = ("torchvision", "timm"),
+               on_model: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """An index of every model of the installed `libraries` (what scripts/archmatch-index.py
+    ships): {library key: {names, family, models}}."""
+    index: dict[str, Any] = {}
+    for library in libraries:
+        if (version := _version(library)) is None or (catalogue := _catalogue(library)) is None:
+            continue
+        names, family = catalogue
+        models = {}
+        for name in names:
+            if on_model is not None:
+                on_model(library, name)
+            models[name] = _record(library, name)
+        index[f"{library} {version} torch {_version('torch')}"] = {
+            "names": names, "family": family, "models": models}
+    return index
 
 
 def _write_index(libraries: dict[str, Any]) -> None:

@@ -206,3 +206,37 @@ def test_a_searched_layout_is_answered_from_the_index(tmp_path, monkeypatch) -> 
     assert done.returncode == 0, done.stderr
     found, imported = json.loads(done.stdout)
     assert [tuple(m) for m in found] == expected and imported is False
+
+
+def test_the_shipped_index_holds_every_model_of_the_pinned_versions() -> None:
+    """edgekit/_data/archmatch/index.json (scripts/archmatch-index.py) holds every torchvision
+    classification model of the pinned torchvision and torch (and every timm model when the
+    installed timm is the one it was built with), each as a build on meta records it now: a
+    first search builds only its matches. A new pin fails here until the script is rerun."""
+    import json
+    from importlib import metadata, resources
+
+    from edgekit.io.archmatch import INDEX_FORMAT, _record
+
+    shipped = json.loads(resources.files("edgekit").joinpath(
+        "_data", "archmatch", "index.json").read_text())
+    assert shipped["format"] == INDEX_FORMAT
+    libraries = shipped["libraries"]
+    torch_version = metadata.version("torch")
+    key = f"torchvision {metadata.version('torchvision')} torch {torch_version}"
+    assert key in libraries, f"rerun scripts/archmatch-index.py ({sorted(libraries)})"
+    entry = libraries[key]
+    assert entry["names"] == torchvision.models.list_models(module=torchvision.models)
+    assert set(entry["models"]) == set(entry["names"])
+    assert not [n for n, r in entry["models"].items() if "error" in r]  # RegNets included
+    for name in ("resnet18", "regnet_y_400mf", "mobilenet_v3_small"):
+        assert entry["models"][name] == _record("torchvision", name)
+    try:
+        timm_key = f"timm {metadata.version('timm')} torch {torch_version}"
+    except metadata.PackageNotFoundError:
+        return
+    if timm_key in libraries:
+        timm_entry = libraries[timm_key]
+        assert set(timm_entry["models"]) == set(timm_entry["names"])
+        assert timm_entry["models"]["mobilenetv3_small_100"] == _record(
+            "timm", "mobilenetv3_small_100")
