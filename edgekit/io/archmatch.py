@@ -83,14 +83,18 @@ def _load_index(path: Any) -> dict[str, Any]:
     return index.get("libraries", {}) if index.get("format") == INDEX_FORMAT else {}
 
 
+def _shipped_index() -> dict[str, Any]:
+    from importlib import resources
+
+    return _load_index(resources.files("edgekit").joinpath("_data", "archmatch", "index.json"))
+
+
 def _read_index() -> dict[str, Any]:
     """The user's index, over the one shipped with edgekit (edgekit/_data/archmatch/index.json:
     every model of the library versions it was built with, written by
     scripts/archmatch-index.py), so that a first search with those versions builds only its
     matches."""
-    from importlib import resources
-
-    index = _load_index(resources.files("edgekit").joinpath("_data", "archmatch", "index.json"))
+    index = _shipped_index()
     for key, entry in _load_index(_index_path()).items():
         shipped = index.get(key)
         if shipped is not None:
@@ -122,6 +126,11 @@ def _write_index(libraries: dict[str, Any]) -> None:
     """Best effort: a cache that cannot be written only makes the next search slower."""
     from edgekit.io.files import atomic_write_text
 
+    shipped = _shipped_index()  # what edgekit ships is not copied into the user's index
+    libraries = {key: {**entry, "models": {
+        name: record for name, record in entry["models"].items()
+        if shipped.get(key, {}).get("models", {}).get(name) != record}}
+        for key, entry in libraries.items()}
     try:
         atomic_write_text(_index_path(), json.dumps({"format": INDEX_FORMAT,
                                                      "libraries": libraries}))

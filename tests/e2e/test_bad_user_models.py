@@ -409,3 +409,25 @@ def test_a_fixed_size_model_says_which_dims_are_fixed(tmp_path: Path,
     bundle = load_model(tmp_path / "vit64.pt", input_shape=(1, 3, 64, 64), **load)
     assert bundle.spec.shape == (1, 3, 64, 64)
     assert bundle.model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_api_compress_refuses_two_inputs_and_small_images(tmp_path: Path) -> None:
+    """edgekit.compress: an ONNX model with two inputs, and a calibration folder of images
+    smaller than the model's input, are refused as on the CLI, before anything is written."""
+    import edgekit
+    from edgekit.errors import DataError, ModelLoadError
+    from tests.e2e.test_bad_inputs import _onnx
+
+    two = _onnx(tmp_path / "two.onnx", two_inputs=True)
+    with pytest.raises(ModelLoadError, match=r"two.onnx takes 2 inputs \(input, mask\)"):
+        edgekit.compress(two, tmp_path / "o1", steps=["quantize"],
+                         data={"calib": str(_grey_npz(tmp_path))})
+    model = _state_dict(tmp_path, "torchvision.models:mobilenet_v3_small", num_classes=4)
+    with pytest.raises(DataError, match="12 of 12 images are smaller than the model's 64×64"):
+        edgekit.compress(model, tmp_path / "o2", steps=["quantize"],
+                         data={"calib": str(_small_images(tmp_path / "imgs"))},
+                         model_input={"arch": "torchvision.models:mobilenet_v3_small",
+                                      "arch_kwargs": {"num_classes": 4},
+                                      "input_shape": (1, 3, 64, 64),
+                                      "preprocessing": "imagenet"})
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
