@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -132,34 +133,42 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
 
 
 # ---------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class FitOptions:
+    """How fit trains beyond the recipe: `loss_fn` (default cross-entropy), `train` where and in
+    what precision (edgekit.zoo.accel; None: CPU, fp32), `teacher` the teacher's logits per batch
+    (edgekit.zoo.teacher), with which loss_fn is called as loss_fn(model, x, y, teacher_logits)."""
+
+    loss_fn: LossFn | None = None
+    train: TrainSettings | TrainPlan | None = None
+    teacher: TeacherLogits | None = None
+
+
 def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set: Dataset | None,
-        cfg: TrainConfig, loss_fn: LossFn | None = None,
-        description: str = "Training", *, train: TrainSettings | TrainPlan | None = None,
-        teacher: TeacherLogits | None = None) -> dict[str, Any]:
+        cfg: TrainConfig, *, options: FitOptions | None = None,
+        description: str = "Training") -> dict[str, Any]:
     """Train `model` in place with the recipe and return its history.
 
     Preprocesses `raw_train` with `spec` once, then every step augments a shuffled batch, applies
-    `loss_fn` (cross-entropy by default), steps the optimizer and the warm-up/cosine schedule.
-    After each epoch it measures top-1 on `eval_set` (when given) and, with `cfg.keep_best`,
-    restores the best epoch's weights at the end. The model is left in eval mode, on the CPU.
+    the loss, steps the optimizer and the warm-up/cosine schedule. After each epoch it measures
+    top-1 on `eval_set` (when given) and, with `cfg.keep_best`, restores the best epoch's
+    weights at the end. The model is left in eval mode, on the CPU.
 
     Early stopping (`cfg.patience`, when the run has more than patience + 1 epochs): a stratified
     `cfg.holdout` slice of the TRAINING data (never `eval_set`) is held out of training; after
     each epoch its top-1 is measured, and when it has not risen by `cfg.min_delta` for
     `cfg.patience` epochs the run stops and the weights of its best holdout epoch are restored.
 
-    `train` says where and in what precision (edgekit.zoo.accel; None: the CPU in fp32, as
-    before): the model and each batch move there, forward passes run under its autocast.
-    `teacher` (distillation): the teacher's logits per batch, cached across runs
-    (edgekit.zoo.teacher); `loss_fn` is then called as loss_fn(model, x, y, teacher_logits).
-
+    `options` (FitOptions): the loss, the teacher, and where and in what precision: the model
+    and each batch move there, forward passes run under its autocast.
     Returns {"epochs": [{"epoch", "loss", "top1", "holdout_top1", "seconds", "lr",
     "images_per_s"}...], "best_epoch", "best_top1", "train_images", "seconds", "training":
     {device, precision, ...}, "early_stop": {epochs_run, stopped, ...}} (and "teacher": where
-    its logits came from, with a teacher).
-    """
+    its logits came from, with a teacher)."""
     import torch
 
+    options = options or FitOptions()
+    train, teacher = options.train, options.teacher
     data = _TrainData(raw_train, spec, cfg)
     from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
 
@@ -172,7 +181,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    loop = _Loop(model, data, cfg, plan, loss_fn or cross_entropy_loss, teacher)
+    loop = _Loop(model, data, cfg, plan, options.loss_fn or cross_entropy_loss, teacher)
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
                                "train_images": len(data.rows), "training": plan.record()}
     started = time.perf_counter()
