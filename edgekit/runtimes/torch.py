@@ -30,6 +30,7 @@ from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.runtimes.base import DeviceTimed, Runner, RunnerOptions
+from edgekit.runtimes.records import LatencyStats
 from edgekit.spec import InputSpec
 
 PRECISIONS = ("fp32", "fp16")
@@ -236,7 +237,7 @@ class TorchRunner(DeviceTimed, Runner):
         with self.thread_scope():
             return super().infer(x)
 
-    def measure_latency(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def measure_latency(self, *args: Any, **kwargs: Any) -> LatencyStats:
         with self.thread_scope():
             return super().measure_latency(*args, **kwargs)
 

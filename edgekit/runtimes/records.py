@@ -1,0 +1,225 @@
+"""The measurement's records, typed: what a timed run, the machine sampler beside it and a
+speed-up interval hand to their callers. Each stays a JSON mapping (it is written into the
+result record and sent back from devices as is); the TypedDicts name its keys, so a signature
+says what it passes instead of `dict[str, Any]`. Plain typing only: the lean runtimes import it."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class Spread(TypedDict, total=False):
+    """min/max/mean of one quantity over a window (sampler.min_max_mean), with where it started
+    and how far it fell when it is a clock."""
+
+    min: float
+    max: float
+    mean: float
+    start: float
+    drop: float
+
+
+class CpuSummary(TypedDict, total=False):
+    """/proc/stat over the window: cores other processes and steal took, our own."""
+
+    cores: int | None
+    window_s: float
+    other_cores: float
+    other_cores_peak: float
+    steal_cores: float
+    own_cores: float
+    busy_cores: float
+    clock_ticks_per_s: int
+    involuntary_switches: int
+    involuntary_switches_per_s: float
+    voluntary_switches: int
+    loadavg_1m: dict[str, float]
+
+
+class CpuFreqSummary(TypedDict, total=False):
+    """The fastest core's clock over the window (MHz)."""
+
+    samples: int
+    start_mhz: float
+    min_mhz: float
+    max_mhz: float
+    drop: float
+
+
+class NvmlSummary(TypedDict, total=False):
+    """An NVIDIA GPU over the window (NVML)."""
+
+    gpu_index: int
+    name: str | None
+    samples: int
+    clock_event_reasons: list[str]
+    sm_clock_mhz: Spread
+    temp_c: Spread
+    power_w: Spread
+    energy_counter_j: float
+    energy_window_s: float
+    energy_counter_error: str
+
+
+class TegraReading(TypedDict, total=False):
+    """One tegrastats line (or one INA3221 read): rail power, clocks, load, temperatures."""
+
+    rails_mw: dict[str, float]
+    cpu_mhz: list[float | None]
+    gpu_load_pct: float
+    gpu_mhz: float
+    emc_mhz: float
+    temps_c: dict[str, float]
+
+
+class RailsSummary(TypedDict, total=False):
+    """A Jetson's rails, clocks and temperatures over the window (tegrastats or INA3221)."""
+
+    samples: int
+    unknown_lines: list[str]
+    rails_mw: dict[str, Spread]
+    gpu_clock_mhz: Spread
+    cpu_clock_mhz: Spread
+    temps_max_c: dict[str, float]
+
+
+# what one sampler Source summarises (thermal zones: {zone: {start_c, max_c}})
+SourceSummary = (CpuSummary | CpuFreqSummary | NvmlSummary | RailsSummary
+                 | dict[str, dict[str, float]])
+
+
+class EnergyWindow(TypedDict, total=False):
+    """Joules over one timed window from one power source, with its uncertainty."""
+
+    source: str
+    joules: float
+    window_s: float
+    mean_w: float
+    uncertainty_j: float
+    method: str
+    readings: int
+    sampling_hz: float | None
+    counter_update_s: float
+
+
+class MachineSummary(TypedDict, total=False):
+    """What the sampler saw beside one timed window (MachineSampler.finish): a section per
+    source that was read, the window's energy, and what was not sampled or failed."""
+
+    interval_s: float
+    ticks: int
+    window_s: float
+    cpu: CpuSummary
+    cpu_freq: CpuFreqSummary
+    thermal: dict[str, dict[str, float]]
+    nvml: NvmlSummary
+    tegrastats: RailsSummary
+    ina3221: RailsSummary
+    energy_window: EnergyWindow
+    not_sampled: list[str]
+    errors: list[str]
+    failed: list[str]
+
+
+class Energy(TypedDict, total=False):
+    """The record's `energy`: joules per query (and per image) over the timed window, or
+    `source` None and a `note` saying why there is no number."""
+
+    source: str | None
+    note: str
+    joules: float
+    uncertainty_j: float
+    j_per_query: float
+    j_per_query_uncertainty: float
+    mj_per_image: float
+    mean_w: float
+    window_s: float
+    readings: int | None
+    sampling_hz: float | None
+    method: str | None
+    queries: int
+    batch: int
+    counter_update_s: float
+
+
+class Verdict(TypedDict, total=False):
+    """Whether the machine disturbed a timing (interference.combined_verdict)."""
+
+    disturbed: bool | None
+    disturbed_reasons: list[str]
+    reruns: int
+
+
+class Validity(TypedDict, total=False):
+    """Whether a run met the protocol's minimums, and which percentiles it may claim."""
+
+    min_queries_met: bool
+    min_duration_met: bool
+    p90_claimable: bool
+    p99_claimable: bool
+    p90_min_samples: int
+    p99_min_samples: int
+    reasons: list[str]
+
+
+class Attempt(TypedDict):
+    """One attempt of a run measured under the rerun rule (interference.measure_undisturbed)."""
+
+    attempt: int
+    disturbed: bool | None
+    reasons: list[str]
+    p50_ms: float | None
+    other_cores: float | None
+
+
+class LatencyStats(TypedDict, total=False):
+    """One timed run (latency.latency_stats, Runner.measure_latency, speedup.alternate): the
+    percentiles and their early-stopping bounds, validity, how it ran, every sample, and what
+    the machine did meanwhile. A subset of these keys where a caller asked for `fields`."""
+
+    count: int
+    duration_s: float
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_per_s: float
+    p90_bound_ms: float | None
+    p99_bound_ms: float | None
+    valid: bool
+    validity: Validity
+    warmup_queries: int
+    warmup_s: float
+    stopped_by: str
+    timing_scope: str
+    protocol: dict[str, Any]  # LatencyProtocol.model_dump()
+    samples_ms: list[float]
+    round_counts: list[int]
+    rounds: int
+    device_latency: LatencyStats
+    machine: MachineSummary
+    disturbed: bool | None
+    disturbed_reasons: list[str]
+    energy: Energy
+    attempts: list[Attempt]
+    reruns: int
+    remote: dict[str, Any]  # host, job id, whether the job had already run (remote timings)
+
+
+class SpeedupInterval(TypedDict, total=False):
+    """The candidate's speed-up over the original with its interval (speedup.speedup_interval),
+    and with `compare` the verdict against `min_speedup`."""
+
+    speedup: float
+    confidence: float
+    segments: list[int]
+    ci_low: float
+    ci_high: float
+    method: str
+    verdict: str
+    min_speedup: float
