@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from edgekit.runtimes.records import LatencyStats, LayerProfile
+
 # A nested JSON section whose keys belong to the module that writes it (latency statistics:
 # runtimes/base.py; accuracy: validate/accuracy.py; the environment: validate/env.py).
 Section = dict[str, Any]
@@ -37,7 +39,7 @@ class ResultRecord(TypedDict, total=False):
     batch: int
     size_bytes: int
     edgekit_version: str
-    latency: Section  # p50_ms, p90_ms, ..., samples_ms, disturbed, reruns
+    latency: LatencyStats
     accuracy: Section  # top1, drop, agreement, fidelity, samples
     memory: Section
     environment: Section
@@ -49,6 +51,7 @@ class ResultRecord(TypedDict, total=False):
     remote: Section
     optimize: Section
     layers: list[Section]  # a per-layer profile's rows
+    profile: LayerProfile  # a per-layer profile (record_type layer_profile)
 
 
 Records = list[ResultRecord]

@@ -29,7 +29,7 @@ from edgekit.config import validate
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
-from edgekit.runtimes.records import LatencyStats, MachineSummary
+from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary
 from edgekit.spec import InputSpec
 
 
@@ -165,7 +165,7 @@ class Runner:
     @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                        options: dict[str, Any], runs: int, warmup: int,
-                       on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                       on_run: Callable[[], None]) -> list[LayerRow]:
         """Per-layer time from the runtime's own profiler (`edgekit profile`): one row per
         layer run, {layer, op, precision, ms} with ms summed over `runs` after `warmup`. A
         runtime without one leaves this out (`has_layer_profiler`)."""

@@ -223,3 +223,92 @@ class SpeedupInterval(TypedDict, total=False):
     method: str
     verdict: str
     min_speedup: float
+
+
+class LayerRow(TypedDict, total=False):
+    """One layer of a per-layer profile (runtimes/profile.py): what the runtime called it, its
+    op and the precision that ran, ms per run; joined to the ONNX node and PyTorch module it
+    came from (`for_node`: the layer a Quantize/DequantizeLinear kernel serves), its share."""
+
+    layer: str
+    op: str | None
+    precision: str | None
+    ms: float
+    provider: str | None
+    exec_type: str
+    onnx_node: str | None
+    onnx_op: str | None
+    module: str | None
+    for_node: str | None
+    share: float
+
+
+class LayerProfile(TypedDict, total=False):
+    """The per-layer profile of one artifact (profile.profile), layers sorted by time."""
+
+    profile_version: int
+    artifact: str
+    runtime: str
+    batch: int
+    runs: int
+    warmup: int
+    threads: int | None
+    onnx_source: str | None
+    total_ms: float
+    layers: list[LayerRow]
+
+
+class NodeTime(TypedDict):
+    """A profile's time summed per ONNX node (profile.by_onnx_node)."""
+
+    ms: float
+    precision: str | None
+    module: str | None
+    layers: list[str]
+
+
+class MachineInfo(TypedDict, total=False):
+    """A GPU machine as TensorRT engine metadata sees it (runtimes/tensorrt.machine_info)."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    gpu_index: int
+
+
+class InputProfile(TypedDict):
+    """A TensorRT optimization profile: min/opt/max shapes of the one input."""
+
+    input: str
+    min: list[int]
+    opt: list[int]
+    max: list[int]
+
+
+class BuildInfo(TypedDict, total=False):
+    """What a TensorRT engine build used (targets/tensorrt.build_engine)."""
+
+    weak_typing: bool
+    workspace_mb: int
+    tf32: bool
+    dla_core: int | None
+    gpu_fallback: bool
+    timing_cache: dict[str, str | bool]
+    build_seconds: float
+
+
+class EngineMetadata(TypedDict, total=False):
+    """The JSON written beside a TensorRT engine: the machine it was built for (MATCH_KEYS), its
+    precision and input profile, the InputSpec, and the build's settings."""
+
+    format: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    input_profile: InputProfile
+    input_spec: dict[str, Any] | None  # InputSpec.model_dump(mode="json")
+    built: str
+    dla_core: int | None
+    build: BuildInfo
+    source_onnx: str
