@@ -225,6 +225,18 @@ class SpeedupInterval(TypedDict, total=False):
     min_speedup: float
 
 
+class PairedSpeedup(SpeedupInterval, total=False):
+    """A candidate and its original timed together in alternating rounds
+    (validate.bench.time_against_original): the interval with both p50s, the rounds, and where
+    they were timed (`remote`: the SSH job; `ray`: the node)."""
+
+    rounds: int
+    p50_ms: float
+    reference_p50_ms: float
+    remote: dict[str, Any]
+    ray: dict[str, Any]
+
+
 class LayerRow(TypedDict, total=False):
     """One layer of a per-layer profile (runtimes/profile.py): what the runtime called it, its
     op and the precision that ran, ms per run; joined to the ONNX node and PyTorch module it
