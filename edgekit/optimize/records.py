@@ -73,6 +73,7 @@ class Candidate(TypedDict, total=False):
     cut: str | None
     confirmed: PairedSpeedup
     confirmation_failed: str
+    arch: str  # a promotable candidate's architecture label (study.promotable)
     path: str  # the delivered winner: where it was copied, and its files
     files: list[str]
 

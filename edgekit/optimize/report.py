@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.optimize.records import Candidate, Stopped
 from edgekit.optimize.trials import plot_label
+from edgekit.results.record import ResultRecord, SpeedupSection
 
 
-def stopped(c: dict[str, Any]) -> dict[str, Any]:
+def stopped(c: Candidate) -> Stopped:
     """A candidate that did not go to the end, as the report lists it: the rung where it was
     cut (screen: timed undistilled; short: the short distillation) and why."""
     rung = c.get("rung")
@@ -19,8 +21,8 @@ def stopped(c: dict[str, Any]) -> dict[str, Any]:
 class Reporting:
     """The Optimizer's report (a part of edgekit.optimize.search.Optimizer)."""
 
-    def _speed_section(self, result: dict[str, Any], c: dict[str, Any],
-                       record: dict[str, Any]) -> dict[str, Any]:
+    def _speed_section(self, result: dict[str, Any], c: Candidate,
+                       record: ResultRecord) -> SpeedupSection:
         """A candidate's speed-up as records carry it (`speedup_vs`, see validate/gate.py):
         against the fp32 original on the device's fastest runtime, which is the bar optimize
         sets, with the interval from the two runs (or from the alternating rounds that

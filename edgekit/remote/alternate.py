@@ -36,6 +36,7 @@ from edgekit.remote.payload import (
     write_eval_npz,
 )
 from edgekit.remote.ssh import RemoteError, SSHTransport, _last_line, check_remote_profile
+from edgekit.runtimes.records import LatencyStats
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
 
 def collect_timed(answer: dict[str, Any], payload: Payload, device: DeviceProfile,
                   labels: set[str], *, reused: bool = False, reason: str | None = None
-                  ) -> dict[str, dict[str, Any]]:
+                  ) -> dict[str, LatencyStats]:
     """The timed sample sets out of the agent's `result` answer for the job of `payload`, each
     with `remote` (host, job id, whether the job had already run); RemoteError with the device's
     own words when the rounds did not finish or failed there."""
