@@ -15,6 +15,7 @@ from pydantic import Field
 
 from edgekit.errors import ConfigError
 from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.zoo.records import History
 
 
 class DistillConfig(PassConfig):
@@ -115,7 +116,7 @@ class DistillPass(Pass):
         return bundle
 
 
-def training_row(history: dict[str, Any]) -> dict[str, Any]:
+def training_row(history: History) -> dict[str, Any]:
     """The report row's (and so the manifest's) account of a training run: where it ran, in
     what precision, and where the teacher's logits came from."""
     plan = history.get("training") or {}

@@ -24,6 +24,7 @@ from edgekit.data import Dataset, RawImages
 from edgekit.errors import DataError, MissingLabelsError
 from edgekit.metrics import torch_top1
 from edgekit.spec import InputSpec
+from edgekit.zoo.records import EarlyStop, EpochRecord, History, RunKey, ZooSummary
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -146,7 +147,7 @@ class FitOptions:
 
 def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set: Dataset | None,
         cfg: TrainConfig, *, options: FitOptions | None = None,
-        description: str = "Training") -> dict[str, Any]:
+        description: str = "Training") -> History:
     """Train `model` in place with the recipe and return its history.
 
     Preprocesses `raw_train` with `spec` once, then every step augments a shuffled batch, applies
@@ -161,10 +162,8 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
 
     `options` (FitOptions): the loss, the teacher, and where and in what precision: the model
     and each batch move there, forward passes run under its autocast.
-    Returns {"epochs": [{"epoch", "loss", "top1", "holdout_top1", "seconds", "lr",
-    "images_per_s"}...], "best_epoch", "best_top1", "train_images", "seconds", "training":
-    {device, precision, ...}, "early_stop": {epochs_run, stopped, ...}} (and "teacher": where
-    its logits came from, with a teacher)."""
+    Returns its History (edgekit/zoo/records.py): every epoch, the best one, the images, the
+    time, where it trained, how it ended (and with a teacher where its logits came from)."""
     import torch
 
     options = options or FitOptions()
@@ -182,7 +181,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     loop = _Loop(model, data, cfg, plan, options.loss_fn or cross_entropy_loss, teacher)
-    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
+    history: History = {"epochs": [], "best_epoch": None, "best_top1": None,
                                "train_images": len(data.rows), "training": plan.record()}
     started = time.perf_counter()
     try:
@@ -254,7 +253,7 @@ class _TrainData:
             self.folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
         self.pad_value = black_value(spec)
 
-    def teacher_key(self, spec: InputSpec, cfg: TrainConfig) -> dict[str, Any]:
+    def teacher_key(self, spec: InputSpec, cfg: TrainConfig) -> RunKey:
         from edgekit.zoo.teacher import run_key_for
 
         return run_key_for(None if self.x_all is None else self.x_all.numpy(),
@@ -312,7 +311,7 @@ class _Loop:
                                                 round(cfg.warmup_epochs * self.steps_per_epoch))
         self.stopper = _EarlyStop(cfg, len(data.holdout)) if early_stopping(cfg) else None
 
-    def run(self, history: dict[str, Any], eval_set: Dataset | None, description: str) -> None:
+    def run(self, history: History, eval_set: Dataset | None, description: str) -> None:
         from edgekit.progress import progress
 
         cfg = self.cfg
@@ -345,7 +344,7 @@ class _Loop:
             history["early_stop"] = {"epochs_run": len(history["epochs"]),
                                      "stopped": "all epochs ran (no early stopping)"}
 
-    def epoch(self, epoch: int, advance: Any) -> dict[str, Any]:
+    def epoch(self, epoch: int, advance: Any) -> EpochRecord:
         """One pass over the shuffled, augmented training rows; its record."""
         import torch
 
@@ -417,7 +416,7 @@ class _EarlyStop:
             return True
         return False
 
-    def finish(self, model: nn.Module, epochs_run: int) -> dict[str, Any]:
+    def finish(self, model: nn.Module, epochs_run: int) -> EarlyStop:
         """Restore the best holdout epoch's weights; what the manifest records."""
         if self.best_state is not None and self.best_epoch != epochs_run:
             model.load_state_dict(self.best_state)
@@ -461,7 +460,7 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 # ---------------------------------------------------------------- zoo training
 def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
                     data_dir: str | Path | None = None, eval_limit: int | None = None,
-                    model_kwargs: dict[str, Any] | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+                    model_kwargs: dict[str, Any] | None = None) -> tuple[ModelBundle, ZooSummary]:
     """Build zoo model `name`, train it on Fashion-MNIST train, measure top-1 on the test split.
 
     `cfg` defaults to the registry's per-model settings. Returns the trained bundle (its meta
@@ -484,7 +483,7 @@ def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
     history = fit(bundle.model, raw_train, spec, test_set, cfg,
                   description=f"Training {name}")
     test_top1 = torch_top1(bundle.model, test_set)
-    summary = {
+    summary: ZooSummary = {
         "name": name,
         "test_top1": test_top1,
         "test_images": len(test_set),
