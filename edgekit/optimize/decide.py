@@ -17,7 +17,7 @@ from edgekit.optimize.measure import (
     DeviceLostError,
     alternate_on_device,
 )
-from edgekit.optimize.records import Candidate, Measurement
+from edgekit.optimize.records import Candidate, DeviceResult, Measurement
 from edgekit.optimize.trials import choose, pareto, prefer_simpler
 from edgekit.runtimes.records import LatencyStats, PairedSpeedup, SpeedupInterval
 
@@ -48,7 +48,7 @@ def rung_and_cut(c: Candidate, search: DeviceSearch, winner: Candidate | None
 class Decision:
     """The Optimizer's decision (a part of edgekit.optimize.search.Optimizer)."""
 
-    def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
+    def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> DeviceResult:
         candidates = self._candidates(study) if study is not None else []
         min_speedup = self.settings.min_speedup
         for c in candidates:
@@ -75,15 +75,16 @@ class Decision:
             c["rung"], c["cut"] = rung_and_cut(c, search, winner)
             if c["rung"] == "short" and c["cut"]:  # the table's why: where it stopped, and why
                 c["why"] = c["cut"]
-        result = {"device": search.device.name, "targets": search.targets, "batch": search.batch,
-                  "baselines": search.baselines, "reference_top1": (
-                      search.reference_top1 if search.baselines else None),
-                  "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
-                  "candidates": candidates, "front": front,
-                  "winner": None, "why": why, "lost": search.lost,
-                  "dropped": search.dropped, "notes": search.notes,
-                  "space": (search.space or self.space).model_dump(mode="json"),
-                  "seconds": round(seconds, 1)}
+        result: DeviceResult = {
+            "device": search.device.name, "targets": search.targets, "batch": search.batch,
+            "baselines": search.baselines, "reference_top1": (
+                search.reference_top1 if search.baselines else None),
+            "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
+            "candidates": candidates, "front": front,
+            "winner": None, "why": why, "lost": search.lost,
+            "dropped": search.dropped, "notes": search.notes,
+            "space": (search.space or self.space).model_dump(mode="json"),
+            "seconds": round(seconds, 1)}
         if search.fleet is not None:  # which device of the fleet, where (and on which node)
             result.update(where=search.fleet.physical, resource=search.fleet.resource,
                           node=search.fleet.node)
@@ -196,7 +197,7 @@ class Decision:
         return result
 
     def _deliver(self, search: DeviceSearch, winner: Candidate,
-                 result: dict[str, Any]) -> Candidate:
+                 result: DeviceResult) -> Candidate:
         """Copy the winning artifact (and its weights file) into out/<device>/."""
         folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ class Decision:
                 copied.append(path.name)
         return {**winner, "path": str(folder / source.name), "files": copied}
 
-    def _write_device_manifest(self, search: DeviceSearch, result: dict[str, Any]) -> None:
+    def _write_device_manifest(self, search: DeviceSearch, result: DeviceResult) -> None:
         from edgekit.io.artifacts import manifest_entries
 
         folder = self.device_folder(search.device.name)

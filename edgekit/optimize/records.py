@@ -4,8 +4,9 @@ files); the TypedDicts name their keys, so a signature says what it passes."""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
+from edgekit.optimize.cache import CacheSummary
 from edgekit.runtimes.records import PairedSpeedup
 
 # one choice of a knob of the space (`off`, `auto`, a ratio, a `runtime:precision` target)
@@ -78,9 +79,46 @@ class Candidate(TypedDict, total=False):
     files: list[str]
 
 
-class Stopped(TypedDict):
-    """A candidate that did not go to the end, as the report lists it."""
 
-    name: str
-    status: str
+
+
+class DeviceResult(TypedDict, total=False):
+    """One device's search as optimize.json records it (Decision._finish): what it could run,
+    its originals, every candidate, the front, the winner (delivered into OUT/<device>/) or
+    the best tried, why, what was dropped from the space, and for a fleet where it ran."""
+
+    device: str
+    targets: list[str]
+    batch: int
+    baselines: dict[str, Measurement]
+    reference_top1: float | None
+    fastest_fp32_ms: float | None
+    candidates: list[Candidate]
+    front: list[str]
+    winner: Candidate | None
     why: str
+    lost: str | None
+    dropped: list[dict[str, Choice]]  # knob, value, why
+    notes: list[str]
+    space: dict[str, Any]  # the space fitted to this device, SearchSpace.model_dump
+    seconds: float
+    best_tried: list[str]
+    where: str
+    resource: str | None
+    node: str | None
+
+
+class OptimizeSummary(TypedDict, total=False):
+    """What `edgekit optimize` writes to OUT/optimize.json and prints with --json."""
+
+    model: str
+    checkpoint: str
+    out: str
+    max_drop: float
+    min_speedup: float
+    space: dict[str, Any]  # OptimizeSettings.model_dump(mode="json")
+    devices: dict[str, DeviceResult]
+    cache: CacheSummary
+    seconds: float
+    passed: bool
+    report: str | None
