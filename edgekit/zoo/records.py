@@ -21,6 +21,7 @@ class TeacherRecord(TypedDict, total=False):
     """Where a distillation's teacher logits came from (TeacherLogits.record)."""
 
     teacher_forwards: int
+    teacher_s: float  # seconds the teacher's forward passes took
     teacher_cache: str | None
     cached_epochs: list[int]
     built_epochs: list[int]
