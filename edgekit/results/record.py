@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from edgekit.runtimes.records import LatencyStats, LayerProfile
+from edgekit.runtimes.records import LatencyStats, LayerProfile, RuntimeDetails
 
 # A nested JSON section whose keys belong to the module that writes it (latency statistics:
 # runtimes/base.py; accuracy: validate/accuracy.py; the environment: validate/env.py).
@@ -120,7 +120,7 @@ class ResultRecord(TypedDict, total=False):
     format: str
     precision: str
     runtime: str
-    runtime_details: Section
+    runtime_details: RuntimeDetails
     device: str
     device_kind: str
     emulated: bool

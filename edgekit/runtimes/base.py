@@ -29,7 +29,7 @@ from edgekit.config import validate
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
-from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary
+from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary, RuntimeDetails
 from edgekit.spec import InputSpec
 
 
@@ -130,7 +130,7 @@ class Runner:
         """A zero-argument callable that runs one inference on `x`, staged once up front."""
         return lambda: self.infer_impl(x)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         """What actually ran: library version, providers/device, threads."""
         return {"runtime": self.name, "threads": self.threads}
 

@@ -324,3 +324,33 @@ class EngineMetadata(TypedDict, total=False):
     dla_core: int | None
     build: BuildInfo
     source_onnx: str
+
+
+class RuntimeDetails(TypedDict, total=False):
+    """What actually ran (Runner.describe, a record's `runtime_details`): the runtime, its
+    library version and threads, and what each runtime adds (ONNX Runtime its providers,
+    OpenVINO its devices and hints, TensorRT the GPU and engine, torch the device and CUDA)."""
+
+    runtime: str
+    version: str
+    threads: int | None
+    providers_used: list[str]
+    providers_missing: list[str]
+    fallback: str | None
+    device: str
+    execution_devices: Any
+    performance_hint: Any
+    inference_precision: Any
+    num_streams: Any
+    gpu: str
+    compute_capability: str
+    precision: str | None
+    dla_core: int | None
+    input_profile: InputProfile | None
+    cuda_graphs: bool
+    checkpoint: str
+    device_name: str
+    cuda: str | None
+    cudnn: int | None
+    allow_tf32_matmul: bool
+    allow_tf32_cudnn: bool

@@ -32,7 +32,7 @@ import numpy as np
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
 from edgekit.io.specfiles import metadata_path, spec_from_engine_metadata  # noqa: F401 - re-exported
 from edgekit.runtimes.base import DeviceTimed, Runner
-from edgekit.runtimes.records import EngineMetadata, InputProfile, MachineInfo
+from edgekit.runtimes.records import EngineMetadata, InputProfile, MachineInfo, RuntimeDetails
 from edgekit.spec import InputSpec
 
 ENGINE_META_FORMAT = "edgekit.tensorrt-engine/1"
@@ -301,7 +301,7 @@ class TensorRtRunner(DeviceTimed, Runner):
     def nvidia_gpu(self) -> int | None:
         return 0  # engines are built and run on CUDA device 0
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         return {"runtime": self.name, "version": self.machine["tensorrt_version"],
                 "gpu": self.machine["gpu_name"],
                 "compute_capability": self.machine["compute_capability"],
