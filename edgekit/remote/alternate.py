@@ -89,7 +89,7 @@ def alternate_payload(job: AlternationJob, report: Any, *, workdir: Path, job_ti
 def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
                      connect_timeout: float | None = None,
                      transport: SSHTransport | None = None, poll_s: float = 2.0
-                     ) -> dict[str, dict[str, Any]]:
+                     ) -> dict[str, LatencyStats]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `job.artifacts`
     ({label: (local path, runtime)}) timed on the remote `job.device` on `job.x` in
     `job.rounds` alternating rounds, as `speedup.alternate` returns them here; each also
