@@ -92,3 +92,18 @@ class ZooSummary(TypedDict):
     parameters: int
     train_config: dict[str, Any]  # TrainConfig.model_dump(mode="json")
     history: History
+
+
+class ShippedRecord(TypedDict, total=False):
+    """NAME.json beside a checkpoint edgekit ships (edgekit/_data/zoo/): how it was made, its
+    sha256 and size, its test top-1, and its training (config and epochs)."""
+
+    name: str
+    sha256: str
+    bytes: int
+    command: str
+    test_top1: float
+    test_images: int
+    parameters: int
+    train_config: dict[str, Any]  # TrainConfig.model_dump(mode="json")
+    history: list[EpochRecord]
