@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import copy
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
 
 
 class PruneError(InputError):
@@ -33,7 +36,7 @@ def channel_width(module: Any) -> int | None:
     return None
 
 
-def prunable_layers(model: Any) -> dict[str, Any]:
+def prunable_layers(model: Any) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if channel_width(m) is not None}
 
 
