@@ -166,6 +166,17 @@ def markdown(data: dict[str, Any]) -> str:
             + "\n\n".join(parts) + "\n")
 
 
+def section(data: dict[str, Any]) -> str:
+    """README section train-speed (from benchmarks/results/train-speed.json)."""
+    return ("### Distillation throughput on this machine (`python benchmarks/run.py train_speed`)"
+            "\n\n" + markdown(data) + "\nAbsolute images/s depend on how busy the machine was; "
+            "the ratios are within one run. [train-speed.json](benchmarks/results/train-speed.json)"
+            "\n")
+
+
+README_SECTIONS = {"train-speed": ("train-speed", section)}
+
+
 def main() -> dict[str, Any]:
     import torch
 
@@ -177,7 +188,7 @@ def main() -> dict[str, Any]:
                     "was"}
     write_results("train-speed", data, markdown(data),
                   checkpoints={r["model"]: RANDOM_WEIGHTS for r in results})
-    return data
+    return {**data, "readme": {"train-speed": section(data)}}
 
 
 if __name__ == "__main__":
