@@ -258,10 +258,11 @@ def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[A
                        notes: list[str]) -> list[dict[str, Any]]:
     """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
-    of the layers that lost heads (and adds a note for each rounding)."""
+    of the layers that lost heads (and adds one note per rounding, naming its layers)."""
     from edgekit.passes.attn_prune import heads_to_remove
 
     rows = []
+    rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
     if importance == "bn-scale" and ratio > 0:
         notes.append("Swin attention heads have no BatchNorm: ranked by l1")
     for name, module in window_layers(model):
@@ -270,7 +271,7 @@ def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[A
         before = module.num_heads
         n, note = heads_to_remove(before, ratio)
         if note:
-            notes.append(f"{name}: {note}")
+            rounded.setdefault(note, []).append(name)
         if n == 0:
             continue
         scores = head_scores(module, importance)
@@ -278,6 +279,7 @@ def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[A
         remove_window_heads(module, gone)
         rows.append({"layer": name, "type": f"{type(module).__name__} heads", "before": before,
                      "after": module.num_heads})
+    notes.extend(f"{', '.join(names)}: {note}" for note, names in rounded.items())
     return rows
 
 

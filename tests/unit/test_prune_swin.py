@@ -27,11 +27,27 @@ SPEC = InputSpec(shape=(1, 3, RES, RES), mean=(0.5,) * 3, std=(0.5,) * 3)
 SWIN_T_HEADS = [3, 3, 6, 6, 12, 12, 12, 12, 12, 12, 24, 24]
 
 
-def _swin(arch: str = "swin_t"):
+def _build(arch: str):
     from edgekit.io.models import build_arch
 
     torch.manual_seed(0)
     return build_arch(f"torchvision.models:{arch}", {"num_classes": 5}).eval()
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    """Each architecture built once (28M random weights take seconds to initialise)."""
+    return {}
+
+
+@pytest.fixture()
+def swin(built):
+    """A fresh copy of the seeded model of an architecture (default swin_t)."""
+    def make(arch: str = "swin_t"):
+        if arch not in built:
+            built[arch] = _build(arch)
+        return copy.deepcopy(built[arch])
+    return make
 
 
 def _heads(model) -> list[int]:
@@ -43,12 +59,12 @@ def _x(n: int = 2):
 
 
 @pytest.mark.parametrize("arch", ["swin_t", "swin_v2_t"])
-def test_removing_swin_heads_equals_zeroing_their_output(arch):
+def test_removing_swin_heads_equals_zeroing_their_output(arch, swin):
     """Heads removed from every layer (a different set each) against the original with those
     heads' proj columns zeroed: equal to 1e-5, and the weights narrowed as the heads say; the
     head-aware forward without a removal equals torchvision's own to 1e-6. A head removed whose
     output was not zeroed changes the outputs (the check can fail)."""
-    original = _swin(arch)
+    original = swin(arch)
     x = _x()
     aware = copy.deepcopy(original)
     for _, m in swin_prune.window_layers(aware):
@@ -88,7 +104,7 @@ def test_removing_swin_heads_equals_zeroing_their_output(arch):
         assert (live(x) - original(x)).abs().max() > 1e-3
 
 
-def test_swin_t_prunes_heads_and_mlp_at_ratio_0_3_and_reloads(tmp_path):
+def test_swin_t_prunes_heads_and_mlp_at_ratio_0_3_and_reloads(tmp_path, swin):
     """The prune step at 0.3 (head ratio from the same option vit uses, default the ratio):
     round(0.3 × heads) heads removed per layer, the MLP hidden channels by 0.3, the residual
     width kept; MACs and params fall; the outputs are finite; the checkpoint records the heads
@@ -99,7 +115,7 @@ def test_swin_t_prunes_heads_and_mlp_at_ratio_0_3_and_reloads(tmp_path):
     from edgekit.passes.prune import PrunePass
     from edgekit.targets.onnx import OnnxTarget
 
-    model = _swin()
+    model = swin()
     before = model_cost(model, SPEC)
     bundle = ModelBundle(model, SPEC, "torchvision.models:swin_t", {"num_classes": 5})
     bundle = PrunePass({"ratio": 0.3}).apply(bundle, PassContext(out_dir=tmp_path))
@@ -108,6 +124,9 @@ def test_swin_t_prunes_heads_and_mlp_at_ratio_0_3_and_reloads(tmp_path):
     rows = {r["layer"]: (r["before"], r["after"]) for r in bundle.meta["pruning"]["pruned"]}
     assert rows["features.1.0.attn"] == (3, 2) and rows["features.7.1.attn"] == (24, 17)
     assert rows["features.1.0.mlp.0"] == (384, 268) and rows["features.5.3.mlp.0"] == (1536, 1075)
+    stage3 = ", ".join(f"features.5.{i}.attn" for i in range(6))
+    assert f"{stage3}: 12 heads × head ratio 0.3 = 3.6 is not a whole number of heads: " \
+           "removing 4, keeping 8" in bundle.meta["pruning"]["notes"]
     assert pruned.features[3][1].attn.proj.out_features == 192  # the residual width stays
     assert pruned.features[7][1].mlp[3].out_features == 768
     after = model_cost(pruned, SPEC)
@@ -127,12 +146,12 @@ def test_swin_t_prunes_heads_and_mlp_at_ratio_0_3_and_reloads(tmp_path):
     assert artifact.path.is_file() and artifact.metrics["parity"]["max_abs_diff"] < 1e-3
 
 
-def test_swin_macs_count_the_attention_and_fall_by_the_removed_heads():
+def test_swin_macs_count_the_attention_and_fall_by_the_removed_heads(swin):
     """model_cost counts Swin's attention, whose forward calls its Linears' weights (no Linear
     hook sees them): per layer, over the windows of the padded map, T·C·3hd (qkv) + T·hd·C
     (proj) + 2·T·N·hd (q·kᵀ, weights·v). Removing k heads of head_dim d from one layer takes
     exactly T·C·4kd + 2·T·N·kd MACs and 4·C·k·d + 3·k·d + 169·k parameters."""
-    model = _swin()
+    model = swin()
     before = model_cost(model, SPEC)
     layer = dict(swin_prune.window_layers(model))["features.1.0.attn"]  # 8×8 tokens → 14×14
     c, d, k, tokens, n = 96, 32, 2, 14 * 14, 49
@@ -142,21 +161,21 @@ def test_swin_macs_count_the_attention_and_fall_by_the_removed_heads():
     assert before["params"] - after["params"] == 4 * c * k * d + 3 * k * d + 169 * k
 
 
-def test_swin_head_ratio_option_and_ignore():
+def test_swin_head_ratio_option_and_ignore(swin):
     """--prune-heads (PruneOptions.head_ratio) sets the heads apart from the channel ratio;
     0 keeps every head; an ignored attention keeps its heads while the others lose theirs."""
-    model = _swin()
+    model = swin()
     result = prune_model(model, SPEC, ratio=0.3, options=PruneOptions(
         head_ratio=0.5, ignore=["features.1.*.attn"]))
     assert _heads(model) == [3, 3, 3, 3, 6, 6, 6, 6, 6, 6, 12, 12]
     assert result.window_heads["features.3.0.attn"] == 3
-    model = _swin()
+    model = swin()
     prune_model(model, SPEC, ratio=0.3, options=PruneOptions(head_ratio=0.0))
     assert _heads(model) == SWIN_T_HEADS
     assert model.features[1][0].mlp[0].out_features == 268
 
 
-def test_swin_with_its_attention_kept_whole_traces_in_bounded_memory():
+def test_swin_with_its_attention_kept_whole_traces_in_bounded_memory(swin):
     """The ~14 GB seen when a Swin was pruned with its attention in the ignore list: the graph
     traced through the attention's window reshapes, which Torch-Pruning maps as flattens (×32
     per reshape, around cycles), until memory ran out (8.7 GB and a MemoryError at 32×32 on the
@@ -164,7 +183,7 @@ def test_swin_with_its_attention_kept_whole_traces_in_bounded_memory():
     of Python objects (tracemalloc's peak: bytes, not time), and the MLPs still prune."""
     import tracemalloc
 
-    model = _swin()
+    model = swin()
     tracemalloc.start()
     try:
         result = prune_model(model, SPEC, ratio=0.3,
@@ -177,7 +196,7 @@ def test_swin_with_its_attention_kept_whole_traces_in_bounded_memory():
     assert model.features[5][0].mlp[0].out_features == 1075
 
 
-def test_index_mapping_is_bounded_where_torch_pruning_cannot_follow_a_reshape():
+def test_index_mapping_is_bounded_where_torch_pruning_cannot_follow_a_reshape(swin):
     """Torch-Pruning traced through torchvision's Swin attention as it is (not opaque): inside
     bounded_index_mapping its runaway index list stops at the bound with an error that says so,
     instead of growing until memory runs out."""
@@ -188,7 +207,7 @@ def test_index_mapping_is_bounded_where_torch_pruning_cannot_follow_a_reshape():
 
     from edgekit.passes.prune_graph import IndexExplosionError, bounded_index_mapping
 
-    model = _swin()
+    model = swin()
     with bounded_index_mapping(model) as limit, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(
