@@ -28,10 +28,11 @@ the input and output width, nothing inside. Traced as it is, the attention's win
 (view/permute/reshape of the whole feature map) and its bias-table indexing are reshapes that
 Torch-Pruning 1.6 maps as flattens (`_FlattenIndexMapping`, a stride of 32 or 49 per reshape);
 a group of the residual stream passes every block's window partition, so its index list grows by
-that factor at each block until memory runs out (swin_t at 32×32 with its attention ignored:
-8.7 GB, then MemoryError, at 16×16 too; ~14 GB was seen at a larger size). Opaque, the graph of
-swin_t at 32×32 builds in a few hundred MB. `bounded_index_mapping` bounds whatever else still
-explodes.
+that factor at each block, and around the graph's cycles, until memory runs out (swin_t at
+32×32 with its attention in the ignore list: 8.7 GB resident, then a MemoryError under a 12 GB
+address-space limit; the same at 16×16 under 6 GB; ~14 GB was seen unbounded). Opaque, the whole
+prune run of swin_t at 32×32 takes about 100 MB over the model itself (33 MB of Python objects
+at peak). edgekit.passes.prune_graph.bounded_index_mapping bounds whatever else still explodes.
 
 A pruned checkpoint records {"op": "swin_prune", "num_heads": {layer: heads}}; load replays it
 (the forward and the head count) before the state_dict resizes the weights.
