@@ -8,7 +8,8 @@ how it compares with the anchors measured in the same run, and what the search c
 2. ResNet-18 for Fashion-MNIST (edgekit.zoo:resnet18_small: torchvision resnet18 with a 3×3
    stride-1 first conv, no max-pool, 1 input channel, ~456 M MACs; trained here RESNET_EPOCHS
    epochs): the anchor is NNCF's default int8 of the original on OpenVINO (`edgekit compress
-   --int8 --for openvino`); the winner of `edgekit optimize` over RESNET_SPACE and the anchor are
+   --int8 --for openvino`); the winner of `edgekit optimize` with its default space and schedule (no --space;
+   `--time-budget 45m`, issue 28) and the anchor are
    timed in alternating rounds (batch 1, 2 threads, p50 over all samples). Goal: winner ≤ 0.5×
    the anchor's p50, within 1.0 point of the original's top-1 on the full test split.
 3. Cost of the search (lenet5): wall time for 6 and then 12 trials in the same folder (the larger
@@ -18,7 +19,7 @@ how it compares with the anchors measured in the same run, and what the search c
 
 Run: `.venv/bin/python benchmarks/run.py optimize` on a quiet machine. A full run takes about
 2 hours on 2 cores: ResNet-18 training 25 min for 2 epochs (measured 2026-11-28, cached after),
-its search 51 min for 20 trials (under RESNET_BUDGET=60m) plus the anchor, the seed models
+its search up to RESNET_BUDGET=45m plus the anchor, the seed models
 ~5–8 min each, the cost section ~10 min. BENCH_OPTIMIZE_PARTS=resnet runs the ResNet part alone. BENCH_OPTIMIZE_TINY=1 runs every section on a tiny setting (subsets, a few trials,
 quick protocol; results in benchmarks/results/optimize-tiny.*) to check that the script works:
 about 2–3 min here.
@@ -59,15 +60,13 @@ ROUNDS = 3
 MODELS = tuple(os.environ.get("BENCH_OPTIMIZE_MODELS",
                               "lenet5" if TINY else "lenet5,rowrnn,cnn_gru,cnn_lstm").split(","))
 RESNET_EPOCHS = int(os.environ.get("BENCH_RESNET_EPOCHS", "1" if TINY else "2"))
-RESNET_BUDGET = os.environ.get("BENCH_RESNET_BUDGET", "3m" if TINY else "60m")
+RESNET_BUDGET = os.environ.get("BENCH_RESNET_BUDGET", "3m" if TINY else "45m")
 EVAL_LIMIT = 300 if TINY else None  # None: all 10,000 test images
 SEED_SPACE: dict[str, Any] = {
     "prune": [0, 0.25, 0.5], "dwsep": ["off", "auto"], "precisions": ["fp32", "int8"],
     "int8_fallback": ["none", "first-conv"], "trials": 24}
-RESNET_SPACE: dict[str, Any] = {
-    "prune": [0, 0.25, 0.5], "dwsep": ["off", "auto"], "precisions": ["fp32", "int8"],
-    "int8_fallback": ["none"], "trials": 20,
-    "distill": {"short_epochs": 1, "short_limit": 6000, "full_epochs": 1}}
+# None: optimize's default space and schedule (issue 28: the defaults must find the win)
+RESNET_SPACE: dict[str, Any] | None = None
 if TINY:
     SEED_SPACE = {"prune": [0, 0.5], "dwsep": ["off"], "precisions": ["fp32", "int8"],
                   "int8_fallback": ["none"], "trials": 6, "calib_size": 64,
@@ -99,13 +98,16 @@ def device_file(name: str = "bench-cpu", threads: int = THREADS) -> str:
     return str(path)
 
 
-def optimize_args(model: Path, out: Path, space: dict[str, Any], devices: list[str],
+def optimize_args(model: Path, out: Path, space: dict[str, Any] | None, devices: list[str],
                   *extra: str) -> list[str]:
-    space_file = out.parent / f"{out.name}-space.yaml"
-    space_file.parent.mkdir(parents=True, exist_ok=True)
-    space_file.write_text(yaml.safe_dump(space))
-    args = [sys.executable, "-m", "edgekit", "optimize", str(model), "--space", str(space_file),
-            "--train", "fashion-mnist:train", "--eval", "fashion-mnist:test", "--calib", CALIB,
+    """The optimize command line; `space` None: the default space (no --space file)."""
+    args = [sys.executable, "-m", "edgekit", "optimize", str(model)]
+    if space is not None:
+        space_file = out.parent / f"{out.name}-space.yaml"
+        space_file.parent.mkdir(parents=True, exist_ok=True)
+        space_file.write_text(yaml.safe_dump(space))
+        args += ["--space", str(space_file)]
+    args += ["--train", "fashion-mnist:train", "--eval", "fashion-mnist:test", "--calib", CALIB,
             "--max-drop", "1.0", "-o", str(out), "--json", *extra]
     for device in devices:
         args += ["--device", device]
@@ -203,7 +205,9 @@ def resnet18(device: str) -> dict[str, Any]:
     won = result["winner"]
     out: dict[str, Any] = {"trained_top1": trained_top1, "search_seconds": round(seconds, 1),
                            "candidates": len(result["candidates"]), "why": result["why"],
-                           "reference_top1": result["reference_top1"], "winner": won}
+                           "reference_top1": result["reference_top1"], "winner": won,
+                           "space": result.get("space"), "split": cost_split(result, seconds),
+                           "rungs": rung_counts(result)}
     if not won:
         return out
     profile = load_profile(device)
@@ -225,6 +229,28 @@ def resnet18(device: str) -> dict[str, Any]:
                ratio=round(ratio, 3), drop_points=won["drop_points"],
                goal_met=ratio <= 0.5 and won["drop_points"] <= 1.0)
     return out
+
+
+def cost_split(result: dict[str, Any], seconds: float) -> dict[str, float]:
+    """Where the search's wall time went, from each candidate's recorded cost: building
+    (pruning, substitution, export, int8), the teacher's forwards (of distillation), the rest of
+    distillation, measuring on the device; `other` is the remainder (start, baselines, study)."""
+    total = {"build_s": 0.0, "teacher_s": 0.0, "distill_s": 0.0, "measure_s": 0.0}
+    for c in result["candidates"]:
+        for k in total:
+            total[k] += float((c.get("cost") or {}).get(k) or 0.0)
+    total["distill_s"] -= total["teacher_s"]  # recorded as the part of distill_s
+    total["other_s"] = max(0.0, seconds - sum(total.values()))
+    return {k: round(v, 1) for k, v in total.items()}
+
+
+def rung_counts(result: dict[str, Any]) -> dict[str, int]:
+    """How many candidates ended at each rung (undistilled / short / full)."""
+    counts: dict[str, int] = {}
+    for c in result["candidates"]:
+        rung = str(c.get("rung") or "undistilled")
+        counts[rung] = counts.get(rung, 0) + 1
+    return counts
 
 
 # ---------------------------------------------------------------------- 3. cost of the search
@@ -314,13 +340,22 @@ def resnet_notes(data: dict[str, Any]) -> str:
     """What the ResNet-18 table rests on: the checkpoint, the space, the winner's confirmation."""
     resnet, w = data["resnet18"], data["resnet18"]["winner"]
     checkpoint = data.get("checkpoints", {}).get("resnet18_small", {})
-    space = data.get("resnet_space", {})
+    space = resnet.get("space") or data.get("resnet_space") or {}
     lines = [f"`resnet18_small` trained here ({Path(checkpoint.get('path', '?')).stem}, "
              f"test top-1 {resnet['trained_top1']:.4f} on all 10,000 test images, sha256 "
              f"`{checkpoint.get('sha256', '?')[:16]}…`)",
              f"{resnet['candidates']} candidates in {resnet['search_seconds']:.0f} s over prune "
              f"{space.get('prune')}, dwsep {space.get('dwsep')}, {space.get('precisions')} on "
-             "ONNX Runtime and OpenVINO, batch 1, 2 threads"]
+             "ONNX Runtime and OpenVINO, batch 1, 2 threads"
+             + (" (optimize's default space and schedule, no --space)"
+                if data.get("resnet_space") is None else "")]
+    split = resnet.get("split")
+    if split:
+        lines.append("wall time split: " + ", ".join(
+            f"{k[:-2]} {v:.0f} s" for k, v in split.items()))
+    if resnet.get("rungs"):
+        lines.append("candidates per rung: " + ", ".join(
+            f"{k} {v}" for k, v in resnet["rungs"].items()))
     confirmed = w.get("confirmed")
     if confirmed:
         lines.append(f"the winner against the fp32 original, in {confirmed['rounds']} alternating "

@@ -206,10 +206,12 @@ def optimize(model: Any, output: str | Path, *,
                        preprocessing=how.given())
     checkpoint = Path(model) if isinstance(model, str | os.PathLike) else model_checkpoint(bundle)
     optimizer = optimizer_for(checkpoint, profiles, settings, out, sources,
-                              max_drop=limits.max_drop, bundle=bundle, train=train,
-                              on_event=lambda _line: None)
+                              max_drop=limits.max_drop, bundle=bundle, train=train)
     optimizer.live_progress = False  # the API prints nothing: the result says it all
-    return OptimizeResult.from_summary(run_optimizer(optimizer))
+    from edgekit.events import quiet
+
+    with quiet():  # nothing on stderr; a sink the caller installed (edgekit.events) gets the lines
+        return OptimizeResult.from_summary(run_optimizer(optimizer))
 
 
 __all__ = ["DeviceOptimum", "OptimizeResult", "OptimizeWinner", "optimize"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,19 +23,15 @@ stderr_console = Console(stderr=True)
 
 def say(message: str, tag: str | None = None) -> None:
     """One line on stderr saying what edgekit is doing: `[tag] message`, or `… message` without
-    a tag (dimmed on a terminal). The default `on_event` of the remote jobs (`say`), optimize
-    (`tagged("optimize")`) and recipe runs (`tagged("edgekit run")`). The message is printed as
-    given: no rich markup or emoji codes read in it, no line breaks added."""
+    a tag (dimmed on a terminal). The default sink of edgekit.events, the one channel the remote
+    jobs, the fleet, optimize (`optimize`) and recipe runs (`edgekit run`) say things through.
+    The message is printed as given: no rich markup or emoji codes read in it, no line breaks
+    added."""
     from rich.markup import escape
 
     line = f"[dim]{escape(f'[{tag}]')}[/dim] {escape(message)}" if tag \
         else f"[dim]… {escape(message)}[/dim]"
     stderr_console.print(line, highlight=False, emoji=False, soft_wrap=True)
-
-
-def tagged(tag: str) -> Callable[[str], None]:
-    """`say` with `tag` before each message."""
-    return functools.partial(say, tag=tag)
 
 
 # --json (every command that has it) draws no live bars: stdout is for the JSON, and what stderr

@@ -22,10 +22,10 @@ from typing import Any
 
 from edgekit import errors
 from edgekit.errors import ConfigError, InputError, MissingDependencyError
+from edgekit.events import discard, emit, sink
 from edgekit.io.files import sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
-from edgekit.progress import tagged
 from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
 
 PREFIX = "run:"
@@ -40,12 +40,11 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_say = tagged("edgekit run")
+TAG = "edgekit run"  # the lines a run says: [edgekit run] ...
 
 
 # ---------------------------------------------------------------- the model
-def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None,
-                     on_event: Callable[[str], None] = _say) -> Path:
+def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None) -> Path:
     """The trained model file the recipe starts from: a zoo model (the checkpoint shipped with
     edgekit, else trained on first use and cached in .cache/zoo/NAME.pt with the zoo's default
     training), the recipe's file, or an
@@ -67,28 +66,27 @@ def model_checkpoint(recipe: Recipe, recipe_path: Path, data_dir: str | None,
 
             shipped = shipped_checkpoint(src.zoo)
             if shipped is not None:
-                on_event(f"model: the trained {src.zoo} shipped with edgekit ({shipped})")
+                emit(f"model: the trained {src.zoo} shipped with edgekit ({shipped})", TAG)
                 return shipped
         suffix = "" if not overrides else "-" + _key(overrides)[:8]
         path = cache_dir() / "zoo" / f"{src.zoo}{suffix}.pt"
         if path.is_file():
-            on_event(f"model: reusing the trained {src.zoo} in {path}")
+            emit(f"model: reusing the trained {src.zoo} in {path}", TAG)
             return path
         from edgekit.io.models import save_checkpoint
         from edgekit.zoo.train import TrainConfig, train_zoo_model
 
         cfg = TrainConfig(**{"epochs": entry.epochs, **entry.train, **overrides})
-        on_event(f"model: training {src.zoo} ({cfg.epochs} epochs) on first use -> {path}")
+        emit(f"model: training {src.zoo} ({cfg.epochs} epochs) on first use -> {path}", TAG)
         bundle, summary = train_zoo_model(src.zoo, cfg, data_dir=data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(bundle, path)
-        on_event(f"model: {src.zoo} test top-1 {summary['test_top1']:.4f}")
+        emit(f"model: {src.zoo} test top-1 {summary['test_top1']:.4f}", TAG)
         return path
-    return _train_arch(recipe, data_dir, overrides, on_event)
+    return _train_arch(recipe, data_dir, overrides)
 
 
-def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
-                on_event: Callable[[str], None]) -> Path:
+def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any]) -> Path:
     src = recipe.model
     if recipe.input is None or recipe.input.shape is None:
         raise ConfigError("a model built from model.arch needs input.shape",
@@ -117,7 +115,7 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
     name = src.arch.split(":")[-1]
     path = cache_dir() / "models" / f"{name}-{_key(src.arch, src.arch_kwargs, overrides, spec.to_json(), recipe.data.train)[:10]}.pt"
     if path.is_file():
-        on_event(f"model: reusing the trained {name} in {path}")
+        emit(f"model: reusing the trained {name} in {path}", TAG)
         return path
     from edgekit.data import load_dataset, load_raw
     from edgekit.io.models import ModelBundle, save_checkpoint
@@ -129,7 +127,7 @@ def _train_arch(recipe: Recipe, data_dir: str | None, overrides: dict[str, Any],
         spec = spec.model_copy(update={"class_names": tuple(raw.class_names)})
     eval_set = load_dataset(recipe.data.eval, spec, data_dir=data_dir,
                             limit=recipe.data.eval_limit or 2000)
-    on_event(f"model: training {name} ({cfg.epochs} epochs) on {recipe.data.train} -> {path}")
+    emit(f"model: training {name} ({cfg.epochs} epochs) on {recipe.data.train} -> {path}", TAG)
     history = fit(model, raw, spec, eval_set, cfg, description=f"Training {name}")
     bundle = ModelBundle(model, spec, src.arch, dict(src.arch_kwargs),
                          meta={"name": name, "train_config": cfg.model_dump(mode="json"),
@@ -199,8 +197,7 @@ class RecipeRun:
 
     def __init__(self, recipe_path: str | Path, out_dir: str | Path | None = None, *,
                  store: str | Path | None = None, data_dir: str | None = None,
-                 fresh: bool = False, on_event: Callable[[str], None] = _say,
-                 trust_recipe: bool = False) -> None:
+                 fresh: bool = False, trust_recipe: bool = False) -> None:
         self.fresh = fresh
         self.recipe_path = Path(recipe_path)
         self.recipe = load_recipe(self.recipe_path, trust=trust_recipe)
@@ -216,7 +213,6 @@ class RecipeRun:
                                     suffixes=(".md", ".markdown")) if report.markdown else None
         self.data_dir = data_dir or (resolve_path(self.recipe.data.data_dir, self.recipe_path)
                                      if self.recipe.data.data_dir else None)
-        self.on_event = on_event
         self.log: list[dict[str, Any]] = []
         self.devices: dict[str, dict[str, Any]] = {}
         self.run_ids: list[str] = []
@@ -253,10 +249,10 @@ class RecipeRun:
         model stage: obtaining, maybe training, the checkpoint whose sha256 the key holds)."""
         record = self._done(name, key)
         if record is not None:
-            self.on_event(f"{name}: finished earlier (key {key}), skipped")
+            emit(f"{name}: finished earlier (key {key}), skipped", TAG)
             self.log.append({"stage": name, "status": "resumed", "seconds": round(spent_s, 2)})
             return record["metrics"]
-        self.on_event(f"{name}: running")
+        emit(f"{name}: running", TAG)
         start = time.perf_counter()
         metrics = work() or {}
         seconds = round(spent_s + time.perf_counter() - start, 2)
@@ -279,7 +275,8 @@ class RecipeRun:
             open_store(self.store_path).close()
         source = None
         if r.model.path:  # the user's model (arch, state_dict, input) fits before anything is written
-            source = model_checkpoint(r, self.recipe_path, self.data_dir, lambda _: None)
+            with sink(discard):  # said below, when the model stage takes it
+                source = model_checkpoint(r, self.recipe_path, self.data_dir)
             load_bundle(r, source)
         if (self.out / MANIFEST_NAME).is_file() and not any(
                 str(s.get("stage", "")).startswith(PREFIX) for s in Manifest(self.out).stages):
@@ -290,7 +287,7 @@ class RecipeRun:
             check_export_reuse(self.out, source, None, PREFIX + "model")
         claim_output_folder(self.out)
         start = time.perf_counter()  # training a model on first use is the model stage's time
-        checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir, self.on_event)
+        checkpoint = model_checkpoint(r, self.recipe_path, self.data_dir)
         model_s = time.perf_counter() - start
         model_key = _key(r.model.model_dump(mode="json"), r.input and r.input.model_dump(mode="json"),
                          sha256_file(checkpoint))
@@ -422,7 +419,7 @@ class RecipeRun:
                                           parity_source=self.data(r.data.eval),
                                           data_dir=self.data_dir, **options)
         except MissingDependencyError as exc:
-            self.on_event(f"{spec.stage}: skipped, {exc.message}")
+            emit(f"{spec.stage}: skipped, {exc.message}", TAG)
             self._record(spec.stage, key, skipped=exc.message)
             return {"_status": "skipped"}
         self._record(spec.stage, key, produced=[str(artifact.path.relative_to(self.out))])
@@ -443,7 +440,7 @@ class RecipeRun:
         with open_store(self.store_path) as store:
             stored = store.records(run_id=run_id) if store.has_run(run_id) else None
         if stored:  # stored before an interruption; the stage record was not written yet
-            self.on_event(f"validate-{device.name}: records of run {run_id} already stored")
+            emit(f"validate-{device.name}: records of run {run_id} already stored", TAG)
             summary = summarize(stored, r.decide)
         else:
             try:
@@ -454,7 +451,7 @@ class RecipeRun:
                     data=DataSources(eval=self.data(r.data.eval), data_dir=self.data_dir,
                                      eval_limit=r.data.eval_limit)))
             except MissingDependencyError as exc:
-                self.on_event(f"validate-{device.name}: skipped, {exc.message}")
+                emit(f"validate-{device.name}: skipped, {exc.message}", TAG)
                 self._record(f"validate-{device.name}", key, skipped=exc.message)
                 return {"skipped": exc.message, "_status": "skipped"}
             ids = save(result, self.store_path)
@@ -462,8 +459,8 @@ class RecipeRun:
             summary = summarize(result.records, r.decide)
             summary["stored_ids"] = len(ids)
             for status in result.missing_runtimes:
-                self.on_event(f"validate-{device.name}: runtime {status.name} not usable here: "
-                              f"{status.reason} (validated the rest)")
+                emit(f"validate-{device.name}: runtime {status.name} not usable here: "
+                     f"{status.reason} (validated the rest)", TAG)
         summary["run_id"] = run_id
         self._record(f"validate-{device.name}", key, **summary)
         return dict(summary)
@@ -480,19 +477,18 @@ class RecipeRun:
                      title=f"edgekit report: {self.recipe.name}", source=str(self.store_path))
         self.log.append({"stage": "report", "status": "done",
                          "seconds": round(time.perf_counter() - start, 2)})
-        self.on_event(f"report: {self.html_path}")
+        emit(f"report: {self.html_path}", TAG)
 
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None, *,
                store: str | Path | None = None, data_dir: str | None = None,
-               fresh: bool = False, on_event: Callable[[str], None] = _say,
-               trust_recipe: bool = False) -> dict[str, Any]:
+               fresh: bool = False, trust_recipe: bool = False) -> dict[str, Any]:
     """Run a recipe into `out_dir` (default out/<recipe name>); see the module docstring.
     `fresh` runs every stage again instead of resuming; `trust_recipe` (--trust-recipe) lets
     the recipe name any arch and trust its model file (edgekit.recipe)."""
     from edgekit.io.outputs import removed_on_refusal
 
     run = RecipeRun(recipe_path, out_dir, store=store, data_dir=data_dir, fresh=fresh,
-                    on_event=on_event, trust_recipe=trust_recipe)
+                    trust_recipe=trust_recipe)
     with removed_on_refusal(run.out):  # refused after claiming it: nothing half-made stays
         return run.run()

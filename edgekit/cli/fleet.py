@@ -31,7 +31,6 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
                            data_dir: str | None, as_json: bool) -> None:
     from edgekit.config import validate as validate_config
     from edgekit.errors import GateError, InputError
-    from edgekit.progress import stderr_console
     from edgekit.validate.fleet import validate_fleet, validate_on_cluster
     from edgekit.validate.gate import Budget
 
@@ -50,10 +49,6 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
 
         check_store(store_path, target, DataSources(eval=eval_source, data_dir=data_dir))
 
-    def say(message: str) -> None:
-        if not as_json:
-            stderr_console.print(f"[dim]… {message}[/dim]", highlight=False)
-
     from pathlib import Path
 
     from edgekit.data.given import DataSources
@@ -66,9 +61,9 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
                                          eval_limit=limit))  # each device its own
     if cluster:
         fleet = validate_on_cluster(job, devices, address=cluster,
-                                    allow_public=allow_public_cluster, on_event=say)
+                                    allow_public=allow_public_cluster)
     else:
-        fleet = validate_fleet(job, devices, on_event=say)
+        fleet = validate_fleet(job, devices)
     if store_path:
         fleet.store(store_path)
     if as_json:

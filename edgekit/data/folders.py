@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import csv
 import os
-import sys
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import DataError
+from edgekit.events import emit_once
 from edgekit.spec import InputSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -37,7 +37,6 @@ _SKIP_BAD: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_skip_b
 # --resize); by default they are refused: upscaling silently changes what the model sees.
 _UPSCALE: contextvars.ContextVar[bool] = contextvars.ContextVar("edgekit_allow_upscale",
                                                                 default=False)
-_SAID: set[str] = set()
 
 
 @contextmanager
@@ -56,12 +55,6 @@ def skipping_bad_images(skip: bool = True) -> Iterator[None]:
         yield
     finally:
         _SKIP_BAD.reset(token)
-
-
-def _say_once(message: str) -> None:
-    if message not in _SAID:
-        _SAID.add(message)
-        print(f"note: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -108,9 +101,9 @@ class ImageIndex:
         grey = sum(n for m, n in self.modes.items() if m in ("L", "1", "I", "I;16", "F", "LA"))
         colour = len(self) - grey
         if spec.channels == 3 and grey:
-            _say_once(f"{self.source}: {grey} greyscale images are converted to RGB for the model")
+            emit_once(f"note: {self.source}: {grey} greyscale images are converted to RGB for the model")
         if spec.channels == 1 and colour:
-            _say_once(f"{self.source}: {colour} colour images are converted to greyscale for the model")
+            emit_once(f"note: {self.source}: {colour} colour images are converted to greyscale for the model")
 
 
 def is_image_list(path: Path) -> bool:
@@ -149,7 +142,7 @@ def _check_headers(files: list[Path], labels: list[int], source: str
         good.append(f)
         good_labels.append(label)
     if skipped:
-        _say_once(f"{source}: skipped {len(skipped)} unreadable file(s) (--skip-bad-images)")
+        emit_once(f"note: {source}: skipped {len(skipped)} unreadable file(s) (--skip-bad-images)")
     return good, good_labels, skipped, modes, np.asarray(sizes, np.int64).reshape(-1, 2)
 
 

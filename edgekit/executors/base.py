@@ -152,8 +152,7 @@ def executor_class(device: DeviceProfile, *, clustered: bool = False) -> type[Ex
 
 
 def executor_for(device: DeviceProfile, here: Here | RunHere, *, cluster: Any = None,
-                 resource: str | None = None,
-                 on_event: Callable[[str], None] | None = None) -> Executor:
+                 resource: str | None = None) -> Executor:
     """The executor that runs work on `device`: the Ray executor on the node that offers
     `resource` (default edgekit-device:<name>) when `cluster` (a `connect_cluster`) is given,
     else the one the profile asks for (local, or ssh for a profile with `host:`). The one place
@@ -161,7 +160,7 @@ def executor_for(device: DeviceProfile, here: Here | RunHere, *, cluster: Any = 
     if cluster is not None:
         from edgekit.executors.ray import RayExecutor
 
-        return RayExecutor(here, cluster, resource or f"edgekit-device:{device.name}", on_event)
+        return RayExecutor(here, cluster, resource or f"edgekit-device:{device.name}")
     return get_executor(executor_name(device), here)
 
 

@@ -27,12 +27,12 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.events import emit
 from edgekit.executors.base import (
     Artifacts,
     DeviceLostError,
@@ -280,14 +280,13 @@ class RayExecutor(Executor):
     """Runs a device's work on the node that offers `resource` (made per device by
     `executor_for(..., cluster=)`; not in the by-name registry, since it needs a cluster).
     A ClusterError on the way (no node offers the device, it left, the task failed) is a
-    DeviceLostError."""
+    DeviceLostError. Each answer that comes back is said here, in the caller's sink
+    (edgekit.events); what a node's own process says goes to that node's log."""
 
-    def __init__(self, here: Here | RunHere, cluster: RayCluster, resource: str,
-                 on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(self, here: Here | RunHere, cluster: RayCluster, resource: str) -> None:
         super().__init__(here)
         self.cluster = cluster
         self.resource = resource
-        self.say = on_event or (lambda _message: None)
 
     @classmethod
     def builds_on_device(cls, device: Any) -> bool:
@@ -425,8 +424,8 @@ class RayExecutor(Executor):
                 index = refs[ref]
                 try:
                     answers[index] = ray.get(ref)
-                    self.say(f"{name}: {units[index]['rel']} measured on "
-                             f"{answers[index].get('node_ip')} ({len(answers)}/{len(units)})")
+                    emit(f"{name}: {units[index]['rel']} measured on "
+                         f"{answers[index].get('node_ip')} ({len(answers)}/{len(units)})")
                 except ray.exceptions.RayTaskError as exc:
                     cause = getattr(exc, "cause", None)
                     failures[index] = (cause.message if isinstance(cause, EdgekitError)

@@ -159,7 +159,8 @@ class Builder:
         self.seed = seed
         self.train = train  # TrainSettings: where distillation trains
         self._bundles: dict[str, Any] = {}
-        self.seconds = {"build_s": 0.0, "distill_s": 0.0}
+        # teacher_s is the part of distill_s spent in the teacher (forwards, or reading its cache)
+        self.seconds = {"build_s": 0.0, "distill_s": 0.0, "teacher_s": 0.0}
 
     # ------------------------------------------------------------ the fp32 model of a stage
     def _ctx(self, out_dir: Path):
@@ -260,6 +261,7 @@ class Builder:
                                                    if k in history},
                                                 "inherited_from": parent[0] if parent else None})
             spent = "distill_s"
+            self.seconds["teacher_s"] += float(history.get("teacher", {}).get("teacher_s", 0.0))
         save_checkpoint(bundle, folder / "model.pt", optimize_stage=stage)
         bundle.source = folder / "model.pt"
         self.seconds[spent] += time.perf_counter() - start

@@ -21,7 +21,7 @@ def optimizer_for(checkpoint: str | Path, devices: list[Any], settings: Optimize
     (profiles or fleet devices) with the search `settings`, measuring top-1 on `data.eval`
     against a drop of `max_drop` points (default 1.0); a source naming a file shipped with
     edgekit (calibration/fashion-mnist-512.npz) is found from any working directory. `options`: the Optimizer's own (train,
-    cluster, allow_public_cluster, on_event)."""
+    cluster, allow_public_cluster)."""
     from edgekit.errors import InputError
     from edgekit.io.models import announce
     from edgekit.optimize.search import Optimizer

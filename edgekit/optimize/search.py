@@ -31,14 +31,15 @@ the device (edgekit-device:<name>), its files through the object store by sha256
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit.data.given import DataSources
 from edgekit.errors import EdgekitError, InputError, MissingDependencyError
+from edgekit.events import emit
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.optimize.build import Arch, Builder
 from edgekit.optimize.cache import CandidateCache, device_state, digest
@@ -54,10 +55,8 @@ from edgekit.optimize.report import Reporting
 from edgekit.optimize.space import OptimizeSettings, parse_duration
 from edgekit.optimize.study import StudyRunner
 from edgekit.optimize.trials import STUDY_DB, check_study
-from edgekit.progress import tagged
 
 __all__ = ["DeviceSearch", "Optimizer", "import_optuna", "minimum_seconds", "usable_targets"]
-_say = tagged("optimize")
 
 
 class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
@@ -69,7 +68,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
                  out_dir: str | Path, eval_source: str, max_drop: float = 1.0,
                  train_source: str | None = None, calib_source: str | None = None,
                  eval_limit: int | None = None, data_dir: str | None = None,
-                 bundle: Any = None, on_event: Callable[[str], None] = _say,
+                 bundle: Any = None,
                  cluster: str | None = None, allow_public_cluster: bool = False,
                  train: Any = None) -> None:
         from edgekit.fleetfile import FleetDevice, fleet_device
@@ -98,7 +97,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         self.data_dir = data_dir
         self.bundle = bundle
         self.train = train_settings(train)  # where distillation trains (TrainSettings)
-        self.say = on_event
+        self.say = functools.partial(emit, tag="optimize")  # [optimize] ... (edgekit.events)
         self.cache = CandidateCache(self.out / "cache")
         self._storage: Any = None  # the Optuna study storage, shared by the devices' threads
         self._spent = threading.local()  # per device thread: its builds' seconds
@@ -263,7 +262,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         def one(search: DeviceSearch) -> dict[str, Any]:
             left = None if budget is None else budget - (time.monotonic() - started)
             with executor_for(search.device, HERE, cluster=cluster,
-                              resource=search.fleet.resource, on_event=self.say) as executor:
+                              resource=search.fleet.resource) as executor:
                 search.executor = executor
                 return self._search_or_keep(search, left, started)
 

@@ -14,7 +14,6 @@ and the device state, so asking again collects the same job instead of timing ag
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from edgekit.devices import DeviceProfile
-from edgekit.progress import say
 from edgekit.remote.job import checked_device, run_prepared, sync_blobs
 from edgekit.remote.payload import (
     PROGRAM_NAME,
@@ -89,8 +87,8 @@ def alternate_payload(job: AlternationJob, report: Any, *, workdir: Path, job_ti
 
 def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
                      connect_timeout: float | None = None,
-                     transport: SSHTransport | None = None, poll_s: float = 2.0,
-                     on_event: Callable[[str], None] = say) -> dict[str, dict[str, Any]]:
+                     transport: SSHTransport | None = None, poll_s: float = 2.0
+                     ) -> dict[str, dict[str, Any]]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `job.artifacts`
     ({label: (local path, runtime)}) timed on the remote `job.device` on `job.x` in
     `job.rounds` alternating rounds, as `speedup.alternate` returns them here; each also
@@ -101,14 +99,13 @@ def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
     job_timeout = float(job_timeout or device.job_timeout)
     if transport is None:
         with SSHTransport(device, connect_timeout=connect_timeout) as own:
-            return alternate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s,
-                                    on_event=on_event)
-    report = checked_device(transport, device, on_event)
+            return alternate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s)
+    report = checked_device(transport, device)
     with tempfile.TemporaryDirectory(prefix="edgekit-remote-") as tmp:
         payload = alternate_payload(job, report, workdir=Path(tmp), job_timeout=job_timeout)
-        sync_blobs(transport, device, payload, on_event)
+        sync_blobs(transport, device, payload)
     answer, reused, reason = run_prepared(transport, device, payload, job_timeout=job_timeout,
-                                          poll_s=poll_s, on_event=on_event)
+                                          poll_s=poll_s)
     return collect_timed(answer, payload, device, set(job.artifacts), reused=reused,
                          reason=reason)
 

@@ -31,7 +31,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
 from edgekit.errors import MissingDependencyError
-from edgekit.progress import say
+from edgekit.events import emit
 from edgekit.remote.device import DeviceReport, check_remote
 from edgekit.remote.payload import (
     Payload,
@@ -91,8 +90,7 @@ class RemoteValidationResult(ValidationResult):
 
 
 # --------------------------------------------------------------------------- orchestration
-def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload,
-               on_event: Callable[[str], None] = say) -> dict[str, int]:
+def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload) -> dict[str, int]:
     """Send the blobs the device lacks (verified there by sha256, corrupt ones resent)."""
     by_sha: dict[str, Path] = {}
     for rel, sha in payload.sha.items():
@@ -103,8 +101,8 @@ def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload
              "bytes_sent": 0, "copy_attempts": 0}
     if missing:
         total = sum(by_sha[s].stat().st_size for s in missing)
-        on_event(f"copying {len(missing)} file(s), {total / 1e6:.1f} MB, to {profile.host} "
-                 f"({stats['already_there']} already there)")
+        emit(f"copying {len(missing)} file(s), {total / 1e6:.1f} MB, to {profile.host} "
+             f"({stats['already_there']} already there)")
     token = os.urandom(8).hex()
     for _round in range(2):
         for sha in missing:
@@ -118,7 +116,7 @@ def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload
         stats["sent"] += len(committed["committed"])
         missing = sorted(committed["bad"])
         if missing:
-            on_event(f"{len(missing)} file(s) arrived damaged; sending them again")
+            emit(f"{len(missing)} file(s) arrived damaged; sending them again")
     if missing:
         raise RemoteError(f"{len(missing)} file(s) kept arriving damaged on {profile.host}",
                           hint="check the device's disk space and the network, then rerun")
@@ -126,7 +124,7 @@ def sync_blobs(transport: SSHTransport, profile: DeviceProfile, payload: Payload
 
 
 def start_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *,
-              wait_s: float, poll_s: float, on_event: Callable[[str], None] = say) -> str:
+              wait_s: float, poll_s: float) -> str:
     """Start (or reattach to) the job; wait while another job holds the device."""
     deadline = time.monotonic() + wait_s
     announced = None
@@ -138,8 +136,8 @@ def start_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *,
         owner = answer.get("owner") or {}
         if owner.get("job_id") != announced:
             announced = owner.get("job_id")
-            on_event(f"{profile.host} is busy with job {announced or '?'}; waiting (one job per "
-                     "device at a time)")
+            emit(f"{profile.host} is busy with job {announced or '?'}; waiting (one job per "
+                 "device at a time)")
         if time.monotonic() > deadline:
             raise RemoteError(f"{profile.host} stayed busy with job {owner.get('job_id')} for "
                               f"{wait_s:g}s", hint="wait for it to finish, or stop it on the "
@@ -148,7 +146,7 @@ def start_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *,
 
 
 def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, timeout_s: float,
-             poll_s: float, on_event: Callable[[str], None] = say) -> tuple[str, str | None]:
+             poll_s: float) -> tuple[str, str | None]:
     """Poll until the job is done or dead; cancel it past the timeout. (state, reason)."""
     deadline = time.monotonic() + timeout_s + 30.0
     interval, seen = min(0.5, poll_s), -1
@@ -157,8 +155,8 @@ def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, ti
         if answer["tasks_done"] != seen:
             seen = answer["tasks_done"]
             if answer["state"] == "running":
-                on_event(f"job {job_id[:12]} on {profile.host}: {seen}/{answer['tasks']} "
-                         "artifact task(s) done")
+                emit(f"job {job_id[:12]} on {profile.host}: {seen}/{answer['tasks']} "
+                     "artifact task(s) done")
         if answer["state"] == "done":
             return "done", None
         if answer["state"] == "dead":
@@ -171,26 +169,24 @@ def wait_job(transport: SSHTransport, profile: DeviceProfile, job_id: str, *, ti
         interval = min(poll_s, interval * 1.5)
 
 
-def checked_device(transport: SSHTransport, device: DeviceProfile,
-                   on_event: Callable[[str], None] = say) -> DeviceReport:
+def checked_device(transport: SSHTransport, device: DeviceProfile) -> DeviceReport:
     """The device's report; raises when something blocking is missing, says what else is."""
-    on_event(f"checking {device.name} at {_target_label(device)}")
+    emit(f"checking {device.name} at {_target_label(device)}")
     report = check_remote(device, transport=transport)
     for warning in report.warnings:
-        on_event(f"warning: {warning}")
+        emit(f"warning: {warning}")
     blocking = [m for m in report.missing if m["blocking"]]
     if blocking:
         first = blocking[0]
         raise MissingDependencyError(f"{device.host} cannot run the validation: missing "
                                      f"{first['what']}", hint=f"on the device: {first['fix']}")
     for m in report.missing:
-        on_event(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
+        emit(f"{device.host} lacks {m['what']} (validating the rest); fix: {m['fix']}")
     return report
 
 
 def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payload, *,
-                 job_timeout: float, poll_s: float, on_event: Callable[[str], None] = say
-                 ) -> tuple[dict[str, Any], bool, str | None]:
+                 job_timeout: float, poll_s: float) -> tuple[dict[str, Any], bool, str | None]:
     """Prepare the job of `payload` (its blobs already sent), start it (or reattach to it, or
     collect it when it already ran), wait for it and fetch what it produced:
     (the agent's result answer, whether the job had already run, why it stopped early)."""
@@ -199,21 +195,20 @@ def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payloa
         "files": payload.sha, "device_profile": payload.device_yaml,
         "job": {"tasks": payload.tasks, "timeout": job_timeout, "python": device.python,
                 "edgekit_version": __version__}})
-    state = start_job(transport, device, payload.job_id, wait_s=job_timeout, poll_s=poll_s,
-                      on_event=on_event)
+    state = start_job(transport, device, payload.job_id, wait_s=job_timeout, poll_s=poll_s)
     reused = state == "done"
-    on_event({"done": f"job {payload.job_id[:12]} already ran on {device.host}; collecting it",
-              "running": f"job {payload.job_id[:12]} is already running on {device.host}; "
-                         "waiting for it",
-              "started": f"job {payload.job_id[:12]} started on {device.host}"}[state])
+    emit({"done": f"job {payload.job_id[:12]} already ran on {device.host}; collecting it",
+          "running": f"job {payload.job_id[:12]} is already running on {device.host}; "
+                     "waiting for it",
+          "started": f"job {payload.job_id[:12]} started on {device.host}"}[state])
     reason = None
     if not reused:
         try:
             _, reason = wait_job(transport, device, payload.job_id, timeout_s=job_timeout,
-                                 poll_s=poll_s, on_event=on_event)
+                                 poll_s=poll_s)
         except KeyboardInterrupt:
-            on_event(f"job {payload.job_id[:12]} keeps running on {device.host}; rerun the same "
-                     "command to collect it")
+            emit(f"job {payload.job_id[:12]} keeps running on {device.host}; rerun the same "
+                 "command to collect it")
             raise
     answer = transport.agent("result", {"workdir": device.workdir, "job_id": payload.job_id})
     return answer, reused, reason
@@ -221,8 +216,7 @@ def run_prepared(transport: SSHTransport, device: DeviceProfile, payload: Payloa
 
 def validate_remote(job: ValidationJob, *, job_timeout: float | None = None,
                     connect_timeout: float | None = None, transport: SSHTransport | None = None,
-                    poll_s: float = 5.0, on_event: Callable[[str], None] = say
-                    ) -> RemoteValidationResult:
+                    poll_s: float = 5.0) -> RemoteValidationResult:
     """Validate `job.target` (an output folder or one artifact) on the remote `job.device` and
     return the records as a ValidationResult, as `edgekit validate` does locally.
 
@@ -236,9 +230,8 @@ def validate_remote(job: ValidationJob, *, job_timeout: float | None = None,
     check_artifact_names(target)  # refuse names that would escape before connecting
     if transport is None:
         with SSHTransport(device, connect_timeout=connect_timeout) as own:
-            return validate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s,
-                                   on_event=on_event)
-    report = checked_device(transport, device, on_event)
+            return validate_remote(job, job_timeout=job_timeout, transport=own, poll_s=poll_s)
+    report = checked_device(transport, device)
     # Version skew: an artifact the device's runtime cannot load is refused before copying.
     from edgekit.remote.compat import check_skew
 
@@ -254,14 +247,14 @@ def validate_remote(job: ValidationJob, *, job_timeout: float | None = None,
                 f"nothing in {target} can run on {device.host}: "
                 + "; ".join(f"{s['artifact']}: {s['reason']}" for s in payload.skipped),
                 hint="install the missing runtime on the device (see above)")
-        copied = sync_blobs(transport, device, payload, on_event)
+        copied = sync_blobs(transport, device, payload)
     answer, reused, reason = run_prepared(transport, device, payload, job_timeout=job_timeout,
-                                          poll_s=poll_s, on_event=on_event)
+                                          poll_s=poll_s)
     result = _assemble(payload, device, report, answer, budget, reason=reason)
     result.reused, result.copied = reused, copied
     result.decide(job.artifact, partial_reason=result.partial_reason if result.partial else None)
     if result.partial:
-        on_event(f"PARTIAL: {result.partial_reason}; rerun the same command to resume")
+        emit(f"PARTIAL: {result.partial_reason}; rerun the same command to resume")
     return result
 
 

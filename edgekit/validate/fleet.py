@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, InputError
+from edgekit.events import carried, emit
 from edgekit.executors import Executor, ValidationJob, executor_class
 from edgekit.executors import executor_for as pick_executor
 from edgekit.fleetfile import FleetDevice, check_unique
@@ -108,8 +109,8 @@ def local_executors(device: FleetDevice) -> Executor:
 
 
 def validate_fleet(job: ValidationJob, devices: list[FleetDevice], *,
-                   executor_for: ExecutorFor | None = None, share_local: bool = True,
-                   on_event: Callable[[str], None] | None = None) -> FleetResult:
+                   executor_for: ExecutorFor | None = None, share_local: bool = True
+                   ) -> FleetResult:
     """Validate `job` (its target, eval data, budget, batches; its device left None) on every
     device at once and collect one outcome per device (in the order given). `executor_for` picks where a device's job runs (default: locally or over SSH;
     the Ray executor with --cluster). `share_local=False` lets local profiles run at the same
@@ -124,7 +125,6 @@ def validate_fleet(job: ValidationJob, devices: list[FleetDevice], *,
     check_chain(job.target)
     job = replace(job, target=Path(job.target), budget=job.budget or Budget())
     executor_for = executor_for or local_executors
-    say = on_event or (lambda _m: None)
     locks = device_locks(devices, share_local)
 
     def one(device: FleetDevice) -> DeviceOutcome:
@@ -140,7 +140,7 @@ def validate_fleet(job: ValidationJob, devices: list[FleetDevice], *,
         except Exception as exc:  # noqa: BLE001 - one device's crash must not sink the others
             outcome.error = f"{type(exc).__name__}: {exc}"
         outcome.seconds = time.perf_counter() - start
-        say(f"{device.name}: {outcome.status}" + (f" ({outcome.error})" if outcome.error else ""))
+        emit(f"{device.name}: {outcome.status}" + (f" ({outcome.error})" if outcome.error else ""))
         return outcome
 
     start = time.perf_counter()
@@ -163,16 +163,16 @@ def device_locks(devices: list[FleetDevice], share_local: bool = True
 
 
 def per_device(devices: list[Any], one: Callable[[Any], Any]) -> list[Any]:
-    """`one(device)` for every device at once, one thread per device; the answers in order."""
+    """`one(device)` for every device at once, one thread per device (each with the caller's
+    sink of edgekit.events); the answers in order."""
     with ThreadPoolExecutor(max_workers=max(1, len(devices)),
                             thread_name_prefix="edgekit-device") as pool:
-        return list(pool.map(one, devices))
+        return list(pool.map(carried(one), devices))
 
 
 def validate_on_cluster(job: ValidationJob, devices: list[FleetDevice], *, address: str,
                         allow_public: bool = False, max_retries: int = 2,
-                        lost_grace_s: float = 10.0,
-                        on_event: Callable[[str], None] | None = None) -> FleetResult:
+                        lost_grace_s: float = 10.0) -> FleetResult:
     """`validate_fleet` with every device's job run as Ray tasks on the node that owns it. The
     address is checked first (private network unless `allow_public`, answering), then the
     edgekit version of every node that owns a device; a device no node offers is reported
@@ -184,9 +184,7 @@ def validate_on_cluster(job: ValidationJob, devices: list[FleetDevice], *, addre
                          lost_grace_s=lost_grace_s) as cluster:
         return validate_fleet(job, devices, share_local=False,
                               executor_for=lambda d: pick_executor(
-                                  d.profile, HERE, cluster=cluster, resource=d.resource,
-                                  on_event=on_event),
-                              on_event=on_event)
+                                  d.profile, HERE, cluster=cluster, resource=d.resource))
 
 
 def connect_cluster(devices: list[FleetDevice], address: str, *, allow_public: bool = False,

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,7 @@ class TeacherLogits:
         self.use_cache = cache
         self.say = say or (lambda _message: None)
         self.forwards = 0
+        self.seconds = 0.0  # spent in the teacher's forward passes (and reading its cache)
         self.key: dict[str, Any] | None = None
         self.folder: Path | None = None
         self.rows = 0
@@ -136,6 +138,13 @@ class TeacherLogits:
     def logits(self, epoch: int, offset: int, x: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for the batch at `offset` of `epoch` (x: that batch, on the
         training device, under the run's autocast)."""
+        start = time.perf_counter()
+        try:
+            return self._logits(offset, x)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _logits(self, offset: int, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         if self._reading is not None:
@@ -203,7 +212,8 @@ class TeacherLogits:
 
     def record(self) -> dict[str, Any]:
         """What the manifest records: where the logits came from and what the teacher ran."""
-        out: dict[str, Any] = {"teacher_forwards": self.forwards}
+        out: dict[str, Any] = {"teacher_forwards": self.forwards,
+                               "teacher_s": round(self.seconds, 3)}
         if self.key is None:
             out["teacher_cache"] = f"off: {self.why_not}"
             return out

@@ -346,15 +346,17 @@ def accuracy(result: dict) -> dict:
             for c in result["candidates"]}
 
 
-def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monkeypatch):
+def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monkeypatch, capsys):
     """`edgekit.optimize` runs the Optimizer `edgekit optimize` runs: given the CLI's output
     folder to resume, the API finds every candidate already measured (the same builds, the same
     cache keys) and returns the same winner with the same speed-up, top-1 and drop as the CLI's
     --json; from an in-memory module into a new folder it measures the same candidates to the
-    same top-1. It prints nothing and returns a typed result."""
+    same top-1. It prints nothing and returns a typed result; a caller's sink of edgekit.events
+    gets the search's lines."""
     import shutil
 
     import edgekit
+    from edgekit import events
     from edgekit.io.models import load_model
 
     device = tmp_path / "fast-cpu.yaml"
@@ -375,8 +377,10 @@ def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monke
     data = edgekit.DataSources(eval="fashion-mnist:test", eval_limit=100, calib=CALIB)
     api_dir = tmp_path / "api"
     shutil.copytree(cli_dir, api_dir)  # the CLI's run to resume: its measurements cached
+    capsys.readouterr()
     result = edgekit.optimize(str(lenet5), api_dir, data=data, devices=[str(device)],
                               space=OPT_SPACE, budget={"max_drop": 1.0})
+    assert "[optimize]" not in capsys.readouterr().err
     assert isinstance(result, edgekit.OptimizeResult) and result.passed
     assert result.summary["cache"]["measured"] == 0, result.summary["cache"]
     mine = result.devices["fast-cpu"]
@@ -390,8 +394,11 @@ def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monke
 
     # an in-memory module, as a training script holds it, into a folder of its own
     loaded = load_model(lenet5)
-    fresh = edgekit.optimize(loaded.model, tmp_path / "mem", data=data, devices=[str(device)],
-                             space=OPT_SPACE, model_input={"spec": loaded.spec})
+    with events.capture() as said:
+        fresh = edgekit.optimize(loaded.model, tmp_path / "mem", data=data,
+                                 devices=[str(device)], space=OPT_SPACE,
+                                 model_input={"spec": loaded.spec})
+    assert any(line.startswith("[optimize] fast-cpu: ") for line in said), said
     assert fresh.summary["cache"]["measured"]  # measured anew, not resumed
     assert accuracy(fresh.summary["devices"]["fast-cpu"]) == accuracy(theirs)
     assert fresh.devices["fast-cpu"].winner is not None

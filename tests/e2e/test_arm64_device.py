@@ -34,10 +34,6 @@ EVAL = "fashion-mnist:test"
 EVAL_LIMIT = 1000  # a stratified subset of the test set: the emulator runs ~10x slower
 
 
-def quiet(_message: str) -> None:
-    pass
-
-
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def arm64_python(tmp_path_factory) -> Path:
@@ -87,7 +83,7 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     result = validate_remote(ValidationJob(target=lenet5_out, device=profile,
                                            data=DataSources(eval=EVAL, eval_limit=EVAL_LIMIT)),
-                             poll_s=1.0, on_event=quiet)
+                             poll_s=1.0)
     assert result.job_state == "complete", result.partial_reason
     assert [r["precision"] for r in result.records] == ["fp32", "int8"]
     device = result.device_report
@@ -158,8 +154,7 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
     assert proc.returncode == 0, proc.stderr
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     result = validate_remote(ValidationJob(target=out, device=profile,
-                                           data=DataSources(eval=EVAL, eval_limit=300)), poll_s=1.0,
-                             on_event=quiet)
+                                           data=DataSources(eval=EVAL, eval_limit=300)), poll_s=1.0)
     assert result.job_state == "complete", result.partial_reason
     local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None,
                                    "emulated": False}),
@@ -183,8 +178,7 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     with pytest.raises(RuntimeSkewError) as err:
         validate_remote(ValidationJob(target=out, device=profile,
-                                      data=DataSources(eval=EVAL, eval_limit=50)),
-                        on_event=quiet)
+                                      data=DataSources(eval=EVAL, eval_limit=50)))
     assert "model.onnx uses ONNX opset 22" in err.value.message
     assert "onnxruntime 1.19.2 loads opsets up to 21" in err.value.message
     # The fix names the model the folder was exported from (its manifest) and a new folder.
@@ -210,7 +204,7 @@ def test_artifact_newer_than_device_runtime_is_refused_before_copying(
     capped = profile.model_copy(update={"max_opset": 17})
     with pytest.raises(RuntimeSkewError, match="loads opsets up to 17"):
         validate_remote(ValidationJob(target=lenet5_out, device=capped,
-                                      data=DataSources(eval=EVAL, eval_limit=50)), on_event=quiet)
+                                      data=DataSources(eval=EVAL, eval_limit=50)))
     path = tmp_path / "arm64.yaml"
     import yaml
 

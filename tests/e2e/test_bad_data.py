@@ -196,9 +196,9 @@ def test_skip_bad_images_counts_them_in_the_record(tmp_path: Path, monkeypatch, 
                                        ("RGB", "colour images are converted to greyscale")])
 def test_grey_and_rgb_are_converted_and_said_once(mode: str, note: str, tmp_path: Path,
                                                   monkeypatch, capsys) -> None:
-    from edgekit.data import folders
+    from edgekit import events
 
-    monkeypatch.setattr(folders, "_SAID", set())
+    monkeypatch.setattr(events, "_ONCE", set())
     if mode == "L":
         make = _bench(lambda d: _images(d / "imgs", mode="L"), "--json")
     else:  # an RGB folder for test_bad_inputs' 1×4×4 grey model (4 classes)

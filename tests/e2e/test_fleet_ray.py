@@ -214,6 +214,7 @@ def test_the_ray_executor_checks_a_device_on_the_node_that_owns_it(cluster, sshd
 def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_python, tmp_path):
     """cpu-b is slow (100 ms per query); its worker is killed as soon as it has measured one of
     its two artifacts: that one is kept and stored, the other is reported with the reason."""
+    from edgekit.events import sink
     from edgekit.results.store import open_store
     from edgekit.validate.fleet import validate_on_cluster
 
@@ -222,8 +223,8 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
     devices = profiles(sshd, device_python, tmp_path, slow_ms=100.0)
     one_done = threading.Event()
 
-    def on_event(message: str) -> None:
-        if message.startswith("cpu-b: ") and "measured on" in message:
+    def watch(line: str) -> None:  # the sink of edgekit.events, from the fleet's threads
+        if line.startswith("cpu-b: ") and "measured on" in line:
             one_done.set()
 
     def kill_after_one_artifact() -> None:
@@ -232,9 +233,10 @@ def test_worker_lost_mid_run_keeps_the_others(cluster, folder, sshd, device_pyth
 
     killer = threading.Thread(target=kill_after_one_artifact)
     killer.start()
-    fleet = validate_on_cluster(ValidationJob(target=out, device=None,
-                                              data=DataSources(eval=str(eval_path))),
-                                devices, address=address, lost_grace_s=3.0, max_retries=1, on_event=on_event)
+    with sink(watch):
+        fleet = validate_on_cluster(ValidationJob(target=out, device=None,
+                                                  data=DataSources(eval=str(eval_path))),
+                                    devices, address=address, lost_grace_s=3.0, max_retries=1)
     killer.join()
     assert "cpu-b" not in workers, "cpu-b measured nothing before the test gave up"
     store = tmp_path / "fleet.db"

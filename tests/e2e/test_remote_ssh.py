@@ -117,17 +117,12 @@ def device_profile(sshd: LoopbackSSHD, python: str, workdir: Path, **latency):
         **sshd.profile_fields()})
 
 
-def quiet(_message: str) -> None:
-    pass
-
-
 def remote(target, profile, eval_path, **kwargs):
     from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
     from edgekit.remote import validate_remote
 
     kwargs.setdefault("poll_s", 0.3)
-    kwargs.setdefault("on_event", quiet)
     job = {k: kwargs.pop(k) for k in ("budget", "batches", "artifact", "run_id", "rerun")
            if k in kwargs}
     data = DataSources(eval=str(eval_path), data_dir=kwargs.pop("data_dir", None),
@@ -140,6 +135,7 @@ def remote(target, profile, eval_path, **kwargs):
 def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python, artifacts,
                                                              tmp_path):
     from edgekit.data.given import DataSources
+    from edgekit.events import capture
     from edgekit.executors import ValidationJob
     from edgekit.validate.gate import Budget
     from edgekit.validate.validator import validate
@@ -147,7 +143,11 @@ def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python
     out, eval_path = artifacts
     profile = device_profile(sshd, device_python, tmp_path / "device")
     budget = Budget(max_drop=5.0)
-    result = remote(out, profile, eval_path, budget=budget)
+    with capture() as said:  # what the job says reaches the caller's sink (edgekit.events)
+        result = remote(out, profile, eval_path, budget=budget)
+    assert said[0].startswith(f"checking {profile.name} at ")
+    assert said[1].startswith("copying 5 file(s), ") and said[1].endswith(" (0 already there)")
+    assert said[2] == f"job {result.job_id[:12]} started on {profile.host}"
 
     assert result.job_state == "complete" and not result.partial
     assert result.device_report["edgekit"]["imports_torch"] is False
@@ -188,7 +188,9 @@ def test_remote_validation_matches_local_and_is_not_repeated(sshd, device_python
     store = tmp_path / "results.db"
     assert len(result.store_new_records(store)) == 2
     # A rerun: nothing is sent again, the job is not run again, nothing is recorded twice.
-    again = remote(out, profile, eval_path, budget=budget)
+    with capture() as said:
+        again = remote(out, profile, eval_path, budget=budget)
+    assert said[-1] == f"job {result.job_id[:12]} already ran on {profile.host}; collecting it"
     assert again.reused and again.job_id == result.job_id
     assert again.copied["sent"] == 0 and again.copied["already_there"] == 5
     assert [r["record_key"] for r in again.records] == [r["record_key"] for r in result.records]

@@ -168,7 +168,7 @@ def test_run_times_the_training_of_its_model_in_the_model_stage(tmp_path, monkey
                      "latency": {"warmup_count": 1, "warmup_seconds": 0.0, "min_queries": 5,
                                  "min_seconds": 0.0, "max_seconds": 1.0}}],
         "budget": {"max_drop": 100.0}})
-    result = run_recipe(recipe, tmp_path / "out", on_event=lambda message: None)
+    result = run_recipe(recipe, tmp_path / "out")
     seconds = {s["stage"]: s["seconds"] for s in result["stages"]}
     (checkpoint,) = (tmp_path / "cache" / "models").glob("lenet5-*.pt")
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]

@@ -60,6 +60,7 @@ def test_a_copied_recipe_runs_from_anywhere(tmp_path, monkeypatch):
 
 
 def test_zoo_checkpoint_ships_with_its_record_and_recipes_use_it(tmp_path, monkeypatch):
+    from edgekit import events
     from edgekit.io.files import sha256_file
     from edgekit.recipe_run import model_checkpoint
     from edgekit.zoo import shipped_checkpoint, shipped_record
@@ -72,10 +73,11 @@ def test_zoo_checkpoint_ships_with_its_record_and_recipes_use_it(tmp_path, monke
     assert path.stat().st_size < 1_000_000
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
-    events: list[str] = []
     recipe = load_recipe(resources.shipped_dir("recipes") / "lenet5-fashion-mnist.yaml")
-    assert model_checkpoint(recipe, Path("r.yaml"), None, on_event=events.append) == path
-    assert "shipped with edgekit" in events[0] and not (tmp_path / "cache").exists()
+    with events.capture() as lines:
+        assert model_checkpoint(recipe, Path("r.yaml"), None) == path
+    assert lines == [f"[edgekit run] model: the trained lenet5 shipped with edgekit ({path})"]
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_tampered_shipped_checkpoint_is_refused(tmp_path, monkeypatch):

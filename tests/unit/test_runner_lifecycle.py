@@ -103,8 +103,7 @@ def test_optimize_closes_every_runner_it_opens(tmp_path: Path, zoo_checkpoint,
     before = open_runners()
     summary = Optimizer(zoo_checkpoint("lenet5"), [device], settings, out_dir=tmp_path / "out",
                         eval_source="fashion-mnist:test", eval_limit=200,
-                        calib_source=str(ROOT / "calibration" / "fashion-mnist-512.npz"),
-                        on_event=lambda _m: None).run()
+                        calib_source=str(ROOT / "calibration" / "fashion-mnist-512.npz")).run()
     measured = summary["devices"]["quick-cpu"]
     assert summary["cache"]["measured"] >= 2, summary["cache"]  # fp32 and int8 were measured
     assert measured.get("winner"), measured
