@@ -8,7 +8,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from pydantic import Field
@@ -35,7 +35,33 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 
 
-def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+class DecisiveAgreement(TypedDict):
+    """Top-1 agreement on the decisive samples, how many were decisive, and the tie level."""
+
+    decisive_agreement: float
+    decisive_samples: int
+    near_ties: int
+    tie_level: float
+
+
+class Parity(TypedDict, total=False):
+    """The parity of candidate logits against the reference's (check_parity): fidelity, the
+    decisive agreement, the thresholds applied and whether the outputs are finite."""
+
+    max_abs_diff: float
+    cosine: float
+    top1_agreement: float
+    samples: int
+    decisive_agreement: float
+    decisive_samples: int
+    near_ties: int
+    tie_level: float
+    min_agreement: float
+    outputs_finite: bool
+    tolerance: float
+
+
+def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> DecisiveAgreement:
     """Top-1 agreement counted only where it means something: on the samples whose reference
     top-1 margin (best logit minus the runner-up) exceeds the difference measured between the
     two (the median over samples of the largest logit difference: the comparison's typical
@@ -63,7 +89,7 @@ def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str
 
 def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
                  agreement: float | str, tolerance_scale: float | None, atol: float, rtol: float,
-                 hint: str) -> dict[str, Any]:
+                 hint: str) -> Parity:
     """The one parity rule of every export and of int8 quantization (compress --int8 judges its
     artifact by it too, on the eval data): `parity` of candidate against reference logits,
     gated: finite outputs, top-1 agreement on the decisive samples (`decisive_agreement`: a
@@ -73,7 +99,7 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
     naming `what` when it fails."""
     if isinstance(agreement, str):
         agreement = MIN_AGREEMENT[agreement]
-    measured: dict[str, Any] = parity(reference, candidate)
+    measured: Parity = parity(reference, candidate)
     measured.update(decisive_agreement(reference, candidate))
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
     ok = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
