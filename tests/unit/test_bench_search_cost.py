@@ -18,7 +18,7 @@ def _point(mode: str, key: str, value: int, seconds: float, split: tuple[float, 
     return {"mode": mode, "point": f"{key}-{value}", key: value,
             "trials": value if key == "trials" else 10, "devices": 1 if key == "trials" else value,
             "seconds": seconds, "split": dict(zip(bench.SPLIT, split, strict=True)),
-            "distillations": {"short": 2, "full": 1, "inherited": 0, "teacher_cached": 0},
+            "distillations": {"short": 2, "full": 1, "inherited": 1, "teacher_cached": 2},
             "winners": [{"name": winner, "p50_ms": 0.02, "drop_points": 0.5, "speedup": 1.4}]}
 
 
@@ -36,9 +36,9 @@ def test_the_section_pairs_before_and_after_and_names_the_switches():
     rows = [line for line in text.splitlines() if line.startswith("| 5 |")
             or line.startswith("| 2 |")]
     assert rows == [
-        "| 5 | 40 | 30 | 0.75 | 1 / 2 / 20 / 3 / 14 | 1 / 0 / 15 / 3 / 11 | 2 + 1 → 2 + 1 "
+        "| 5 | 40 | 30 | 0.75 | 1 / 2 / 20 / 3 / 14 | 1 / 0 / 15 / 3 / 11 | 2 + 1 → 2 + 1 | 1, 2 "
         "| a (-0.50) → b (-0.50) |",
-        "| 2 | 80 | 20 | 0.25 | 2 / 4 / 40 / 6 / 28 | 2 / 1 / 10 / 6 / 1 | 2 + 1 → 2 + 1 "
+        "| 2 | 80 | 20 | 0.25 | 2 / 4 / 40 / 6 / 28 | 2 / 1 / 10 / 6 / 1 | 2 + 1 → 2 + 1 | 1, 2 "
         "| a (-0.50) → a (-0.50) |"]
     assert "`EDGEKIT_TEACHER_CACHE_MB=0`" in text
     assert "`distill: {inherit: false}`" in text and "`distill: {short_limit: 2000}`" in text
