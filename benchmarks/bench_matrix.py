@@ -200,8 +200,8 @@ def fidelity_text(data: dict[str, Any]) -> str:
     near-tied logits): the margin-aware agreement (edgekit's parity rule) and the logits' SQNR
     against the fp32 ONNX model, the median and lowest of each, and the cells under
     LOW_SQNR_DB. Empty for results measured before the worker recorded them."""
-    cells = [(r["model"], k, r["columns"][k]) for r in data["results"]
-             for k in ("int8_ort", "int8_openvino")
+    cells = [(r["model"], k, {**r["columns"][k], "step": (r.get("data") or {}).get("input_step")})
+             for r in data["results"] for k in ("int8_ort", "int8_openvino")
              if r.get("columns", {}).get(k, {}).get("sqnr_db") is not None]
     if not cells:
         return ""
@@ -212,13 +212,20 @@ def fidelity_text(data: dict[str, Any]) -> str:
             f"{decisive[len(decisive) // 2]:.3f}, lowest {decisive[0]:.3f}; the logits' SQNR "
             f"median {sqnr[len(sqnr) // 2]:.1f} dB, lowest {sqnr[0]:.1f} dB.")
     runtime = {"int8_ort": "ONNX Runtime", "int8_openvino": "OpenVINO"}
+    steps = sorted({m: c["step"]["sqnr_db"] for m, _, c in cells if c["step"]}.values())
+    if steps:
+        text += (" The fp32 original itself, every pixel moved by one uint8 step: SQNR median "
+                 f"{steps[len(steps) // 2]:.1f} dB, lowest {steps[0]:.1f} dB (a random-weight "
+                 "network amplifies rounding; int8 cannot be closer than this floor).")
     low = sorted((c["sqnr_db"], m, k, c) for m, k, c in cells if c["sqnr_db"] < LOW_SQNR_DB)
     if low:
         text += (f"\n\nint8 cells under {LOW_SQNR_DB:g} dB SQNR (the logits' error a third of "
-                 "the logits or more: a fidelity problem, not near-ties): "
+                 "the logits or more: a fidelity problem, not near-ties; in brackets the fp32 "
+                 "original's own SQNR under a one-step input change): "
                  + ", ".join(f"`{m}` {runtime[k]} ({db:.1f} dB, agreement "
                              f"{c['agreement']:.3f}, {c['decisive_agreement']:.3f} on "
-                             f"{c['decisive_images']} decisive images)"
+                             f"{c['decisive_images']} decisive images"
+                             + (f"; [{c['step']['sqnr_db']:.1f} dB]" if c["step"] else "") + ")"
                              for db, m, k, c in low[:20])
                  + (f" and {len(low) - 20} more" if len(low) > 20 else "") + ".")
     return text

@@ -40,19 +40,48 @@ def test_the_section_reports_margin_aware_agreement_and_sqnr_and_names_low_sqnr_
         {"model": "tv:a", "columns": {**{k: cell(1.0) for k in columns},
                                       "int8_ort": cell(0.6, **good),
                                       "int8_openvino": cell(0.55, **good)}},
-        {"model": "timm:b", "columns": {**{k: cell(1.0) for k in columns},
+        {"model": "timm:b", "data": {"input_step": {"sqnr_db": 2.29, "agreement": 0.83}},
+         "columns": {**{k: cell(1.0) for k in columns},
                                         "int8_ort": cell(0.5, **good),
                                         "int8_openvino": cell(0.094, **bad)}}]}
     text = section(data)
     assert ("top-1 agreement on the images that are not near-ties (edgekit's parity rule) "
-            "median 1.000, lowest 0.200; the logits' SQNR median 24.5 dB, lowest -0.0 dB."
-            in text)
+            "median 1.000, lowest 0.200; the logits' SQNR median 24.5 dB, lowest -0.0 dB. The "
+            "fp32 original itself, every pixel moved by one uint8 step: SQNR median 2.3 dB, "
+            "lowest 2.3 dB" in text)
     assert ("int8 cells under 10 dB SQNR (the logits' error a third of the logits or more: a "
-            "fidelity problem, not near-ties): `timm:b` OpenVINO (-0.0 dB, agreement 0.094, "
-            "0.200 on 96 decisive images)." in text)
+            "fidelity problem, not near-ties; in brackets the fp32 original's own SQNR under a "
+            "one-step input change): `timm:b` OpenVINO (-0.0 dB, agreement 0.094, 0.200 on 96 "
+            "decisive images; [2.3 dB])." in text)
     # results measured before the worker recorded SQNR render as they did
     for result in data["results"]:
         for key in ("int8_ort", "int8_openvino"):
             result["columns"][key] = cell(result["columns"][key]["agreement"])
     text = section(data)
     assert "SQNR" not in text and "median 0.550, lowest 0.094." in text
+
+
+def test_input_step_measures_how_far_the_original_moves_under_one_uint8_step():
+    """A linear model with a clear winner per image does not move under ±1/255 (SQNR far
+    above 40 dB, every top-1 kept); a chaotic one (the sine of a thousand times a pixel, as a
+    random deep network can be) is moved entirely by it."""
+    import torch
+    from matrix_worker import input_step, normalized, structured_images
+
+    x = structured_images(16, 8, 0)
+    steady = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    with torch.no_grad():
+        steady[1].bias.copy_(torch.tensor([50.0, 0.0, 0.0, 0.0]))
+        logits = steady(normalized(x)).numpy()
+    measured = input_step(steady, x, logits)
+    assert measured["agreement"] == 1.0 and measured["sqnr_db"] > 40
+
+    class Chaotic(torch.nn.Module):
+        def forward(self, t):
+            return torch.sin(1e3 * t.flatten(1)[:, :4])
+
+    chaotic = Chaotic()
+    with torch.no_grad():
+        logits = chaotic(normalized(x)).numpy()
+    measured = input_step(chaotic, x, logits)
+    assert measured["sqnr_db"] < 3 and measured["agreement"] < 0.7
