@@ -28,11 +28,16 @@ demo: install data
 # Both report every skip with its reason and the skip count; under CI (CI or
 # EDGEKIT_STRICT_SKIPS=1, which .ci/run sets) a skip for anything but a missing GPU or TensorRT
 # fails the run (tests/skip_policy.py).
+# CI's suite: everything but the `extended` variants (the slowest 25 tests are listed at the end)
 test: install data
+	$(VENV)/bin/pytest -q -rs -m "not extended" --durations=25
+
+# every test, the extended variants too
+test-all: install data
 	$(VENV)/bin/pytest -q -rs
 
 test-fast: install data
-	$(VENV)/bin/pytest -q -rs -m "not slow"
+	$(VENV)/bin/pytest -q -rs -m "not slow and not extended"
 
 # The generated hostile corpus at a larger count than CI's (issue 25; CORPUS_EXAMPLES per group
 # of cases: each command, each config file kind, each API function). Prints the case count.

@@ -45,7 +45,7 @@ def main() -> None:
     from edgekit.passes.prune import PruneOptions, prune_model
     from edgekit.zoo import shipped_checkpoint
     from edgekit.zoo.teacher import TeacherLogits
-    from edgekit.zoo.train import TrainConfig, fit
+    from edgekit.zoo.train import FitOptions, TrainConfig, fit
 
     torch.set_num_threads(args.threads)
     original = load_model(shipped_checkpoint(args.model))
@@ -65,8 +65,9 @@ def main() -> None:
         fit(out.model, raw, out.spec, None,
             TrainConfig(epochs=epochs, limit=limit, lr=3e-3, batch_size=64, warmup_epochs=0.1,
                         seed=seed),
-            loss_fn=distillation_loss(2.0, 0.5), description="distil",
-            teacher=TeacherLogits(original.model))
+            options=FitOptions(loss_fn=distillation_loss(2.0, 0.5),
+                               teacher=TeacherLogits(original.model)),
+            description="distil")
         return out, time.perf_counter() - start
 
     parent, parent_s = distil(pruned(original, args.parent), args.parent_epochs,

@@ -66,12 +66,13 @@ def one_epoch(teacher, student, raw, spec, plan, cached: bool) -> dict[str, Any]
     """One distillation epoch of a copy of `student` under `plan`; its history's numbers."""
     from edgekit.passes.distill import distillation_loss
     from edgekit.zoo.teacher import TeacherLogits
-    from edgekit.zoo.train import TrainConfig, fit
+    from edgekit.zoo.train import FitOptions, TrainConfig, fit
 
     logits = TeacherLogits(teacher, cache=cached)
     cfg = TrainConfig(epochs=1, batch_size=BATCH, warmup_epochs=0, num_threads=THREADS)
     history = fit(copy.deepcopy(student), raw, spec, None, cfg,
-                  loss_fn=distillation_loss(2.0, 0.5), train=plan, teacher=logits,
+                  options=FitOptions(loss_fn=distillation_loss(2.0, 0.5), train=plan,
+                                     teacher=logits),
                   description="bench")
     epoch = history["epochs"][0]
     return {"images_per_s": epoch["images_per_s"], "teacher_forwards": logits.forwards,
@@ -165,6 +166,17 @@ def markdown(data: dict[str, Any]) -> str:
             + "\n\n".join(parts) + "\n")
 
 
+def section(data: dict[str, Any]) -> str:
+    """README section train-speed (from benchmarks/results/train-speed.json)."""
+    return ("### Distillation throughput on this machine (`python benchmarks/run.py train_speed`)"
+            "\n\n" + markdown(data) + "\nAbsolute images/s depend on how busy the machine was; "
+            "the ratios are within one run. [train-speed.json](benchmarks/results/train-speed.json)"
+            "\n")
+
+
+README_SECTIONS = {"train-speed": ("train-speed", section)}
+
+
 def main() -> dict[str, Any]:
     import torch
 
@@ -176,7 +188,7 @@ def main() -> dict[str, Any]:
                     "was"}
     write_results("train-speed", data, markdown(data),
                   checkpoints={r["model"]: RANDOM_WEIGHTS for r in results})
-    return data
+    return {**data, "readme": {"train-speed": section(data)}}
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from edgekit.results.record import ResultRecord
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
     from edgekit.io.models import ModelBundle
-    from edgekit.results.validation import ValidationResult
+    from edgekit.results.validation import Decisive, ValidationResult
     from edgekit.spec import InputSpec
     from edgekit.targets.base import Artifact
     from edgekit.validate.gate import Budget
@@ -116,7 +116,7 @@ class ValidateResult:
         return self.result.records
 
     @property
-    def decisive(self) -> dict[str, Any]:
+    def decisive(self) -> Decisive:
         return self.result.decisive
 
     def to_json(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from edgekit.errors import ConfigError, shown
+from edgekit.preprocessing import Preprocessing
 from edgekit.spec import InputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,12 +25,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def user_preprocessing(preprocessing: str | Mapping[str, Any] | None = None,
-                       **fields: Any) -> dict[str, Any]:
+                       **fields: Any) -> Preprocessing:
     """The API's preprocessing arguments as the one rule takes them (edgekit.preprocessing.
     resolve_preprocessing): `preprocessing` is a preset name ("imagenet", "cifar10",
     "fashion-mnist", "mnist", "arch") or a mapping of preset/mean/std/resize/crop/channel_order;
     `fields` (mean=, std=, resize=, crop=, channel_order=) override it."""
-    given: dict[str, Any] = {}
+    given: Preprocessing = {}
     if isinstance(preprocessing, str):
         given["preset"] = preprocessing
     elif preprocessing is not None:
@@ -66,7 +67,7 @@ class ModelInput(BaseModel):
             check_preprocessing_keys(value)
         return value
 
-    def given(self) -> dict[str, Any]:
+    def given(self) -> Preprocessing:
         """The preprocessing as the one rule takes it (user_preprocessing)."""
         return user_preprocessing(self.preprocessing)
 

@@ -22,6 +22,7 @@ from edgekit.errors import ConfigError, InputError, shown
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.devices import DeviceProfile
     from edgekit.io.models import ModelBundle
+    from edgekit.optimize.records import Candidate, OptimizeSummary
     from edgekit.validate.gate import Budget
     from edgekit.zoo.accel import TrainSettings
 
@@ -50,7 +51,7 @@ class DeviceOptimum:
     device: str
     winner: OptimizeWinner | None
     why: str
-    candidates: list[dict[str, Any]]
+    candidates: list[Candidate]
     lost: str | None = None
 
 
@@ -62,7 +63,7 @@ class OptimizeResult:
     output: Path
     devices: dict[str, DeviceOptimum]
     passed: bool
-    summary: dict[str, Any]
+    summary: OptimizeSummary
 
     @property
     def winners(self) -> dict[str, OptimizeWinner | None]:
@@ -72,7 +73,7 @@ class OptimizeResult:
         return self.summary
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any]) -> OptimizeResult:
+    def from_summary(cls, summary: OptimizeSummary) -> OptimizeResult:
         devices = {}
         for name, result in summary["devices"].items():
             w = result.get("winner")

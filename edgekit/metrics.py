@@ -4,7 +4,7 @@ validator all use. numpy only at import; torch_logits / torch_top1 import torch 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -42,7 +42,29 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(10 * np.log10(signal / noise))
 
 
-def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+class DecisiveAgreement(TypedDict):
+    """Top-1 agreement on the decisive samples, how many were decisive, the tie level, the
+    logits' level it is compared with, and whether near-ties were excused."""
+
+    decisive_agreement: float
+    decisive_samples: int
+    near_ties: int
+    tie_level: float
+    logit_level: float
+    ties_excused: bool
+
+
+class Fidelity(DecisiveAgreement):
+    """fidelity(): the logits' error (max |Δ|, cosine, SQNR), top-1 agreement, and the
+    decisive agreement."""
+
+    max_abs_diff: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float
+
+
+def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> DecisiveAgreement:
     """Top-1 agreement counted only where it means something: on the samples whose reference
     top-1 margin (best logit minus the runner-up) exceeds the difference measured between the
     two (the median over samples of the largest logit difference: the comparison's typical
@@ -74,7 +96,7 @@ def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str
             "logit_level": logit_level, "ties_excused": bool(excused)}
 
 
-def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+def fidelity(reference: np.ndarray, candidate: np.ndarray) -> Fidelity:
     """Max abs difference, mean cosine similarity per sample, the logits' SQNR (dB), top-1
     agreement, and top-1 agreement on the samples that are not near-ties (`decisive_agreement`,
     with its sample counts): on near-tied logits top-1 agreement says little, the SQNR and the
@@ -82,13 +104,13 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
     ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
     num = np.sum(ref * cand, axis=1)
     den = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-30)
-    return {
-        "max_abs_diff": float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
-        "cosine": float(np.mean(num / den)) if ref.size else 1.0,
-        "sqnr_db": sqnr_db(ref, cand) if ref.size else SQNR_IDENTICAL_DB,
-        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))) if ref.size else 1.0,
+    return Fidelity(
+        max_abs_diff=float(np.max(np.abs(ref - cand))) if ref.size else 0.0,
+        cosine=float(np.mean(num / den)) if ref.size else 1.0,
+        sqnr_db=sqnr_db(ref, cand) if ref.size else SQNR_IDENTICAL_DB,
+        top1_agreement=float(np.mean(ref.argmax(1) == cand.argmax(1))) if ref.size else 1.0,
         **decisive_agreement(ref, cand),
-    }
+    )
 
 
 def torch_logits(model: Any, x: np.ndarray, batch_size: int = 500,

@@ -14,6 +14,7 @@ from edgekit.errors import EdgekitError, InputError
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_output_folder, check_outputs, claim_output_folder
 from edgekit.kinds import TORCH_SUFFIXES
+from edgekit.preprocessing import Preprocessing
 from edgekit.targets.base import Artifact, get_target
 
 # What each target exports from: a torch model (checkpoint) or the fp32 ONNX model.
@@ -397,7 +398,7 @@ class OnnxSource:
 def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx: Any, *,
                   input_shape: tuple[int, ...] | None = None,
                   overwrite: bool = False,
-                  preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+                  preprocessing: Preprocessing | None = None) -> dict[str, Any]:
     """int8 from an existing fp32 ONNX model: the model (checked, its InputSpec recorded in its
     metadata) is copied into ctx.out_dir as model.onnx, then the ONNX passes run on it as they do
     after a PyTorch export. Steps that need the PyTorch model are refused before anything is

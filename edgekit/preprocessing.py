@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit.errors import InputError
 from edgekit.spec import InputSpec
@@ -31,7 +31,20 @@ PROVENANCE_FIELDS = ("shape", "resize", "mean", "std", "channel_order")
 PREPROCESSING_KEYS = ("preset", "input_shape", "mean", "std", "resize", "crop", "channel_order")
 
 
-def preset_values(name: str) -> dict[str, Any]:
+class Preprocessing(TypedDict, total=False):
+    """A user's preprocessing (the flags, a recipe's input.preprocessing, the API's keyword):
+    any of PREPROCESSING_KEYS, each taken over what the file records (resolve_preprocessing)."""
+
+    preset: str
+    input_shape: tuple[int, ...]
+    mean: Sequence[float]
+    std: Sequence[float]
+    resize: int | None
+    crop: int | None
+    channel_order: str
+
+
+def preset_values(name: str) -> Preprocessing:
     """A preset as the flags it stands for (mean, std, resize, crop), to compare with what an
     artifact records ("arch" names no fixed values: InputError)."""
     if name not in PRESETS:

@@ -4,7 +4,7 @@ measured there (edgekit.optimize)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from edgekit.cli.common import (
     print_json,
     train_options,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.optimize.records import Candidate, DeviceResult, OptimizeSummary
 
 # the space's flags besides one per searchable pass field (Pass.search: --prune, --dwsep)
 SPACE_FLAGS = ("runtimes", "precisions", "fallback", "batch")
@@ -232,7 +235,7 @@ def check_flags(model: str | None, recipe: str | None, space_file: str | None,
                          hint="add int8 to --precisions, or drop --fallback (the set needs int8)")
 
 
-def print_next(summary: dict[str, Any], profiles: list[Any], devices: tuple[str, ...],
+def print_next(summary: OptimizeSummary, profiles: list[Any], devices: tuple[str, ...],
                eval_source: str) -> None:
     """Per device with a winner, the command that validates it (what the user runs next)."""
     from shlex import quote
@@ -244,7 +247,7 @@ def print_next(summary: dict[str, Any], profiles: list[Any], devices: tuple[str,
                        f" --eval {quote(eval_source)} --device {quote(named.get(name, name))}")
 
 
-def failure(summary: dict[str, Any]):
+def failure(summary: OptimizeSummary):
     """The GateError (exit 1) for a search that found nothing within budget on some device, or
     lost a device before it finished."""
     from edgekit.errors import GateError
@@ -263,7 +266,7 @@ def failure(summary: dict[str, Any]):
 
 
 def optimize_recipe(recipe_path: str | Path, out_dir: str | Path,
-                    data_dir: str | None = None) -> dict[str, Any]:
+                    data_dir: str | None = None) -> OptimizeSummary:
     """`edgekit optimize --recipe R -o OUT` as a function (what `edgekit demo` runs)."""
     from edgekit.optimize.search import Optimizer
 
@@ -308,7 +311,7 @@ OPT_COLUMNS = ("candidate", "status", "p50 ms", "speed-up", "top-1 %", "Δ top-1
 OPT_NARROW = ("candidate", "status", "p50 ms", "speed-up", "Δ top-1", "front", "why")
 
 
-def _ci(c: dict[str, Any]) -> str:
+def _ci(c: Candidate) -> str:
     """' (0.95–1.08)': the speed-up's interval, when it is one; '~' marks a tie within noise."""
     ci = c.get("speedup_ci")  # of the two runs, as the speed-up beside it (the winner's
     # confirmation in alternating rounds is in the why below the table)
@@ -318,7 +321,7 @@ def _ci(c: dict[str, Any]) -> str:
                                            else "")
 
 
-def _cells(c: dict[str, Any]) -> list[str]:
+def _cells(c: Candidate) -> list[str]:
     from edgekit.runtimes.interference import disturbed_suffix
 
     def num(v: Any, fmt: str) -> str:
@@ -333,7 +336,7 @@ def _cells(c: dict[str, Any]) -> list[str]:
             num((c.get("cost") or {}).get("total_s"), ".1f"), mark, c.get("why", "")]
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: OptimizeSummary) -> None:
     from edgekit.results.table import _print_table
 
     for name, result in summary["devices"].items():
@@ -367,7 +370,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 FLEET_COLUMNS = ("device", "where", "status", "winner", "measured", "s", "why")
 
 
-def fleet_row(name: str, result: dict[str, Any]) -> list[str]:
+def fleet_row(name: str, result: DeviceResult) -> list[str]:
     """One device's line of the merged summary (the columns of `edgekit validate`'s fleet
     table: device, physical device, status, winner, candidates, seconds, note)."""
     status = "LOST" if result.get("lost") else ("WINNER" if result.get("winner") else "NONE")

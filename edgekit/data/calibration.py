@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -15,8 +15,27 @@ from edgekit.errors import DataError
 from edgekit.io.files import atomic_path, atomic_write_json, sha256_file
 
 
+class CalibrationManifest(TypedDict, total=False):
+    """OUT.json beside a calibration set: where the images came from, how many of each class,
+    how they were drawn and stored, and the .npz's sha256 (calibration_info adds the file's
+    `path` and whether the manifest still matches it)."""
+
+    format: str
+    source: str
+    count: int
+    stratified: bool
+    seed: int
+    per_class: dict[str, int]
+    image_shape: list[int]
+    dtype: str
+    preprocessing: str
+    sha256: str
+    path: str
+    manifest_matches: bool
+
+
 def build_calibration_set(source: str, out: str | Path, *, count: int = 512, stratified: bool = True,
-                          seed: int = 0, data_dir: str | None = None) -> dict[str, Any]:
+                          seed: int = 0, data_dir: str | None = None) -> CalibrationManifest:
     """Sample `count` images from `source` and write OUT.npz (x uint8, y) and OUT.json."""
     out = Path(out)
     if out.suffix != ".npz":
@@ -42,7 +61,7 @@ def build_calibration_set(source: str, out: str | Path, *, count: int = 512, str
                 np.savez_compressed(fh, x=images)
             else:
                 np.savez_compressed(fh, x=images, y=labels)
-    manifest = {
+    manifest: CalibrationManifest = {
         "format": "edgekit.calibration/1",
         "source": source,
         "count": int(len(images)),
@@ -60,10 +79,10 @@ def build_calibration_set(source: str, out: str | Path, *, count: int = 512, str
     return manifest
 
 
-def calibration_info(path: str | Path) -> dict[str, Any]:
+def calibration_info(path: str | Path) -> CalibrationManifest:
     """The calibration set's manifest if present, with the file's current hash."""
     path = Path(path)
-    info: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
+    info: CalibrationManifest = {"path": str(path), "sha256": sha256_file(path)}
     sidecar = path.with_suffix(".json")
     if sidecar.exists():
         try:

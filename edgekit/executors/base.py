@@ -30,6 +30,7 @@ from edgekit.devices import DeviceProfile
 from edgekit.errors import EdgekitError, InputError
 from edgekit.registry import load_modules, suggest
 from edgekit.results.validation import RuntimeStatus, ValidationJob, ValidationResult
+from edgekit.runtimes.records import LatencyStats
 
 EXECUTORS: dict[str, type[Executor]] = {}
 
@@ -37,7 +38,7 @@ EXECUTORS: dict[str, type[Executor]] = {}
 RunHere = Callable[[ValidationJob], ValidationResult]
 # {label: (path, runtime)}, device, spec=, x=, rounds= -> {label: latency statistics with
 # `samples_ms` and `round_counts`}: artifacts timed together in alternating rounds, here.
-TimeHere = Callable[..., dict[str, dict[str, Any]]]
+TimeHere = Callable[..., dict[str, LatencyStats]]
 Artifacts = dict[str, tuple[Path, str]]
 
 
@@ -101,7 +102,7 @@ class Executor:
         raise NotImplementedError
 
     def alternate(self, artifacts: Artifacts, device: DeviceProfile, *, spec: Any, x: Any,
-                  rounds: int) -> dict[str, dict[str, Any]]:
+                  rounds: int) -> dict[str, LatencyStats]:
         """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
         ({label: (path, runtime)}) timed together on `device`, on `x`, in `rounds` alternating
         rounds with the device's latency protocol (runtimes/speedup.py: `alternate`)."""

@@ -7,6 +7,7 @@ from typing import Any
 from edgekit.devices import DeviceProfile
 from edgekit.executors.base import Artifacts, ConfirmationUnavailableError, Executor, ValidationJob
 from edgekit.results.validation import RuntimeStatus, ValidationResult
+from edgekit.runtimes.records import LatencyStats
 
 
 class LocalExecutor(Executor):
@@ -17,7 +18,7 @@ class LocalExecutor(Executor):
         return self.here.validate(job)
 
     def alternate(self, artifacts: Artifacts, device: DeviceProfile, *, spec: Any, x: Any,
-                  rounds: int) -> dict[str, dict[str, Any]]:
+                  rounds: int) -> dict[str, LatencyStats]:
         if self.here.alternate is None:
             raise ConfirmationUnavailableError("no alternating timing was given to the local "
                                                "executor", hint="make it with executor_for("

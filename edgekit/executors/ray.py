@@ -50,6 +50,7 @@ from edgekit.executors.ray_address import (
     parse_address,
 )
 from edgekit.results.validation import RuntimeStatus, ValidationResult
+from edgekit.runtimes.records import LatencyStats
 
 
 @dataclasses.dataclass
@@ -225,7 +226,7 @@ def _lay_out(job_id: str, files: dict[str, tuple[str, list[Any]]]) -> Path:
 
 def _alternate_unit(here: Here, device: Any, files: dict[str, tuple[str, list[Any]]],
                     artifacts: dict[str, tuple[str, str]], job_id: str, spec: Any, x: Any,
-                    rounds: int, resource: str, version: str) -> dict[str, dict[str, Any]]:
+                    rounds: int, resource: str, version: str) -> dict[str, LatencyStats]:
     """Runs on the node that owns the device: lay out the artifacts from the cached blobs and
     time them together in alternating rounds with the executor the profile asks for there (in
     the node's process for a local profile, over SSH from this node for one with `host:`)."""
@@ -302,7 +303,7 @@ class RayExecutor(Executor):
             raise DeviceLostError(exc.message, exc.hint, exit_code=exc.exit_code) from None
 
     def alternate(self, artifacts: Artifacts, device: Any, *, spec: Any, x: Any,
-                  rounds: int) -> dict[str, dict[str, Any]]:
+                  rounds: int) -> dict[str, LatencyStats]:
         try:
             return self._alternate(artifacts, device, spec=spec, x=x, rounds=rounds)
         except ClusterError as exc:
@@ -370,7 +371,7 @@ class RayExecutor(Executor):
         return self._assemble(job, payload, run_id, units, answers, failures)
 
     def _alternate(self, artifacts: Artifacts, device: Any, *, spec: Any, x: Any,
-                   rounds: int) -> dict[str, dict[str, Any]]:
+                   rounds: int) -> dict[str, LatencyStats]:
         """{label: latency statistics with samples and round counts} of `artifacts`
         ({label: (path, runtime)}) timed together in `rounds` alternating rounds by one Ray
         task on the node that owns the device (the executor the profile asks for there times

@@ -24,6 +24,7 @@ from edgekit.executors.base import (
     ValidationJob,
 )
 from edgekit.results.validation import RuntimeStatus, ValidationResult
+from edgekit.runtimes.records import LatencyStats
 
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ class SSHExecutor(Executor):
         return _translated(job.device, lambda: remote.validate_remote(job))
 
     def alternate(self, artifacts: Artifacts, device: DeviceProfile, *, spec: Any, x: Any,
-                  rounds: int) -> dict[str, dict[str, Any]]:
+                  rounds: int) -> dict[str, LatencyStats]:
         if any(runtime == "tensorrt" for _, runtime in artifacts.values()):
             raise ConfirmationUnavailableError(
                 "TensorRT engines are built inside each validation job on the device and are "

@@ -30,7 +30,7 @@ from edgekit.io.model_checks import (
     check_input_shape,
     check_state_dict,
 )
-from edgekit.preprocessing import describe_provenance, resolve_preprocessing
+from edgekit.preprocessing import Preprocessing, describe_provenance, resolve_preprocessing
 from edgekit.spec import InputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,11 +43,11 @@ IMAGENET_SPEC = InputSpec(
 
 # The CLI's --mean/--std/--resize/--crop for the command being run (set by
 # edgekit.cli.common.model_options around the command; load_model's `preprocessing` wins).
-_PREPROCESSING: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+_PREPROCESSING: contextvars.ContextVar[Preprocessing | None] = contextvars.ContextVar(
     "edgekit_preprocessing", default=None)
 
 
-def current_preprocessing() -> dict[str, Any]:
+def current_preprocessing() -> Preprocessing:
     return dict(_PREPROCESSING.get() or {})
 
 
@@ -57,7 +57,7 @@ _ANNOUNCED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def preprocessing_from_cli(options: dict[str, Any]) -> Iterator[None]:
+def preprocessing_from_cli(options: Preprocessing) -> Iterator[None]:
     token = _PREPROCESSING.set({k: v for k, v in options.items() if v is not None})
     announced = _ANNOUNCED.set(set())
     try:
@@ -92,7 +92,7 @@ def first_layer_channels(model: Any) -> int | None:
 
 def resolve_model_spec(recorded: InputSpec | None, *, what: str, model: Any = None,
                        arch: str | None = None, input_shape: tuple[int, ...] | None = None,
-                       preprocessing: dict[str, Any] | None = None, api: bool = False
+                       preprocessing: Preprocessing | None = None, api: bool = False
                        ) -> tuple[InputSpec, dict[str, str]]:
     """edgekit.preprocessing.resolve_preprocessing for a loaded model: the user's preprocessing
     (`preprocessing`, else the CLI's flags) over what the file records; the preset "arch" is
@@ -118,7 +118,7 @@ def resolve_model_spec(recorded: InputSpec | None, *, what: str, model: Any = No
 
 
 def check_channel_change(spec: InputSpec | None, input_shape: tuple[int, ...],
-                         preprocessing: dict[str, Any] | None, what: str) -> None:
+                         preprocessing: Preprocessing | None, what: str) -> None:
     """--input-shape that changes the channel count of a spec with per-channel mean/std (e.g.
     ImageNet's for a one-channel model) needs the user's own mean/std: never averaged silently."""
     from edgekit.spec import channel_change_problem, channels_hint
@@ -212,7 +212,7 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     trust_model: bool = False,
     check_forward: bool = True,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
     trusted_arch: bool = True,
 ) -> ModelBundle:
     """Load a model file safely into a ModelBundle (see module docstring for formats).

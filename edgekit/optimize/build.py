@@ -18,8 +18,10 @@ from typing import Any
 
 from edgekit.data.given import DataSources
 from edgekit.errors import InputError
+from edgekit.io.artifacts import ArtifactEntry
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.cache import digest
+from edgekit.optimize.records import Params
 from edgekit.optimize.space import SearchSpace, runtimes
 
 
@@ -73,7 +75,7 @@ class Arch:
             (k.name, _normal(k, given.get(k.name, k.off))) for k in found))
 
     @classmethod
-    def of(cls, params: dict[str, Any]) -> Arch:
+    def of(cls, params: Params) -> Arch:
         """The architecture of a trial's params (choices as the study stores them)."""
         from edgekit.optimize.space import knobs
 
@@ -309,7 +311,7 @@ class Builder:
     # ------------------------------------------------------------ the runtime's artifact
     def artifact(self, arch: Arch, stage: str, target: str, fallback: str,
                  round_to: int | None, device: str | None = None, *,
-                 build_on_device: bool = False) -> dict[str, Any]:
+                 build_on_device: bool = False) -> ArtifactEntry:
         """The manifest entry (with an absolute `path`) of the artifact `target` (runtime:
         precision) runs, made from the stage's fp32 ONNX model with `fallback` kept float
         (`latency`: the layers whose int8 form is slower than float on the local `device`).
@@ -338,7 +340,7 @@ class Builder:
         return {**_entry(folder, path.name), "float_layers": nodes}
 
     def device_build_folder(self, arch: Arch, stage: str, precision: str, fallback: str,
-                            round_to: int | None) -> dict[str, Any]:
+                            round_to: int | None) -> ArtifactEntry:
         """A TensorRT candidate for a remote device: engines are not portable, so the device
         builds it with the TensorRT target itself (`edgekit export out --target tensorrt
         --precision P`, the remote path's build step). This makes the self-contained folder it
@@ -475,10 +477,10 @@ def _bare(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def _entry(folder: Path, name: str) -> dict[str, Any]:
+def _entry(folder: Path, name: str) -> ArtifactEntry:
     from edgekit.io.artifacts import manifest_entries
 
     entries = manifest_entries(folder / name)
-    entry = dict(entries[-1]) if entries else {}
+    entry: ArtifactEntry = dict(entries[-1]) if entries else {}
     entry["path"] = folder / name
     return entry

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit.io.files import atomic_write_json, sha256_file
 from edgekit.results.record import ResultRecord
@@ -34,15 +34,39 @@ def artifact_sha256(path: str | Path) -> str:
     return hashlib.sha256((sha256_file(path) + sha256_file(sibling)).encode()).hexdigest()
 
 
-def device_state(device: Any) -> dict[str, Any]:
+class CacheSummary(TypedDict):
+    """What the candidate cache answered in one run (the optimize summary's `cache`)."""
+
+    hits: int
+    measured: int
+    hit_keys: list[str]
+    measured_keys: list[str]
+
+
+class DeviceState(TypedDict, total=False):
+    """What a latency on a device depends on besides the artifact (part of a measurement's
+    cache key): the profile, its host, threads and hint, each runtime's options, the latency
+    protocol, and for a local device the runtime versions installed here."""
+
+    profile: str
+    host: str | None
+    threads: int | None
+    performance_hint: str | None
+    runtimes: dict[str, dict[str, Any]]  # runtime -> DeviceProfile.runner_options
+    protocol: dict[str, Any]  # LatencyProtocol.model_dump(mode="json")
+    versions: dict[str, str]
+
+
+def device_state(device: Any) -> DeviceState:
     """What a latency on this device depends on besides the artifact. Local devices add the
     runtime versions installed here; a remote device's versions are recorded by its own job."""
     from edgekit.io.manifest import library_versions
 
-    state = {"profile": device.name, "host": device.host, "threads": device.threads,
-             "performance_hint": device.performance_hint,
-             "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
-             "protocol": device.latency.model_dump(mode="json")}
+    state: DeviceState = {
+        "profile": device.name, "host": device.host, "threads": device.threads,
+        "performance_hint": device.performance_hint,
+        "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
+        "protocol": device.latency.model_dump(mode="json")}
     if not device.is_remote:
         state["versions"] = library_versions("onnxruntime", "openvino", "tensorrt")
     return state
@@ -56,14 +80,14 @@ class CandidateCache:
         self.hits: list[str] = []
         self.measured: list[str] = []
 
-    def measurement_key(self, artifact: Path, state: dict[str, Any], runtime: str, batch: int,
+    def measurement_key(self, artifact: Path, state: DeviceState, runtime: str, batch: int,
                         eval_key: str) -> str:
         return digest(artifact_sha256(artifact), state, runtime, batch, eval_key)
 
     def _path(self, key: str) -> Path:
         return self.root / "measurements" / f"{key}.json"
 
-    def get(self, key: str, *, count: bool = True) -> dict[str, Any] | None:
+    def get(self, key: str, *, count: bool = True) -> ResultRecord | None:
         """The stored record (counted as a hit unless `count` is False), else None."""
         path = self._path(key)
         if not path.is_file():
@@ -84,6 +108,6 @@ class CandidateCache:
         folder = self.root / "measurements"
         return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CacheSummary:
         return {"hits": len(self.hits), "measured": len(self.measured),
                 "hit_keys": sorted(set(self.hits)), "measured_keys": list(self.measured)}

@@ -14,6 +14,7 @@ from edgekit.executors import ValidationJob
 from edgekit.optimize.build import Arch
 from edgekit.optimize.device_search import DeviceSearch
 from edgekit.optimize.measure import measure_on_device
+from edgekit.optimize.records import Measurement, Outcome, Params
 from edgekit.optimize.trials import dominated
 from edgekit.validate.gate import Budget
 
@@ -22,7 +23,7 @@ class CandidateSteps:
     """The Optimizer's candidate steps (a part of edgekit.optimize.search.Optimizer)."""
 
     def _measure(self, search: DeviceSearch, arch: Arch, stage: str, target: str,
-                 fallback: str) -> dict[str, Any]:
+                 fallback: str) -> Measurement:
         """Build (or find) the artifact and measure it (or find its measurement): a candidate
         summary with the record's key in the cache."""
         device = search.device
@@ -101,9 +102,9 @@ class CandidateSteps:
         described = ", ".join(f"{r} {c['p50_ms']:.3f} ms" for r, c in search.baselines.items())
         self.say(f"{search.device.name}: the fp32 original runs in {described}")
 
-    def _evaluate(self, search: DeviceSearch, params: dict[str, Any],
+    def _evaluate(self, search: DeviceSearch, params: Params,
                   front: list[tuple[float, float]], *, promote: bool = False,
-                  full_affordable: Any = None) -> dict[str, Any]:
+                  full_affordable: Any = None) -> Outcome:
         """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}.
         `promote`: carry it to the full rung whatever its short result (a promotion after the
         trials); `full_affordable()`: whether the time left pays for a full distillation."""
@@ -120,7 +121,7 @@ class CandidateSteps:
         return self._rungs(search, arch, target, fallback, front, [screen], promote,
                            full_affordable or (lambda: True))
 
-    def _screen_cut(self, search: DeviceSearch, screen: dict[str, Any],
+    def _screen_cut(self, search: DeviceSearch, screen: Measurement,
                     front: list[tuple[float, float]]) -> tuple[str, str] | None:
         """(status, why) when the undistilled timing already rules the candidate out: slower
         than the original, a tie with it (which the simpler original wins), or unable to enter
@@ -152,8 +153,8 @@ class CandidateSteps:
                 / "model.pt").is_file()
 
     def _rungs(self, search: DeviceSearch, arch: Arch, target: str, fallback: str,
-               front: list[tuple[float, float]], steps: list[dict[str, Any]], promote: bool,
-               full_affordable: Any) -> dict[str, Any]:
+               front: list[tuple[float, float]], steps: list[Measurement], promote: bool,
+               full_affordable: Any) -> Outcome:
         """The short rung, then the full one when the candidate is promoted: by `promote`, when
         its architecture's full distillation exists already, or when its short result is within
         `promote_margin` of entering the front and the time left pays for it. Otherwise it

@@ -17,13 +17,15 @@ from edgekit.optimize.measure import (
     DeviceLostError,
     alternate_on_device,
 )
+from edgekit.optimize.records import Candidate, DeviceResult, Measurement
 from edgekit.optimize.trials import choose, pareto, prefer_simpler
+from edgekit.runtimes.records import LatencyStats, PairedSpeedup, SpeedupInterval
 
 RUNGS = {"measured": "original", "too slow": "screen", "tie": "screen", "dominated": "screen",
          "short": "short", "full": "full"}
 
 
-def rung_and_cut(c: dict[str, Any], search: DeviceSearch, winner: dict[str, Any] | None
+def rung_and_cut(c: Candidate, search: DeviceSearch, winner: Candidate | None
                  ) -> tuple[str | None, str | None]:
     """The last rung a candidate reached ('original': no distillation needed, 'screen': timed
     undistilled, 'short', 'full'; None: not measured) and why it stopped there (None when it
@@ -46,7 +48,7 @@ def rung_and_cut(c: dict[str, Any], search: DeviceSearch, winner: dict[str, Any]
 class Decision:
     """The Optimizer's decision (a part of edgekit.optimize.search.Optimizer)."""
 
-    def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> dict[str, Any]:
+    def _finish(self, search: DeviceSearch, study: Any, seconds: float) -> DeviceResult:
         candidates = self._candidates(study) if study is not None else []
         min_speedup = self.settings.min_speedup
         for c in candidates:
@@ -73,15 +75,16 @@ class Decision:
             c["rung"], c["cut"] = rung_and_cut(c, search, winner)
             if c["rung"] == "short" and c["cut"]:  # the table's why: where it stopped, and why
                 c["why"] = c["cut"]
-        result = {"device": search.device.name, "targets": search.targets, "batch": search.batch,
-                  "baselines": search.baselines, "reference_top1": (
-                      search.reference_top1 if search.baselines else None),
-                  "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
-                  "candidates": candidates, "front": front,
-                  "winner": None, "why": why, "lost": search.lost,
-                  "dropped": search.dropped, "notes": search.notes,
-                  "space": (search.space or self.space).model_dump(mode="json"),
-                  "seconds": round(seconds, 1)}
+        result: DeviceResult = {
+            "device": search.device.name, "targets": search.targets, "batch": search.batch,
+            "baselines": search.baselines, "reference_top1": (
+                search.reference_top1 if search.baselines else None),
+            "fastest_fp32_ms": search.fastest_fp32_ms if search.baselines else None,
+            "candidates": candidates, "front": front,
+            "winner": None, "why": why, "lost": search.lost,
+            "dropped": search.dropped, "notes": search.notes,
+            "space": (search.space or self.space).model_dump(mode="json"),
+            "seconds": round(seconds, 1)}
         if search.fleet is not None:  # which device of the fleet, where (and on which node)
             result.update(where=search.fleet.physical, resource=search.fleet.resource,
                           node=search.fleet.node)
@@ -93,13 +96,13 @@ class Decision:
         self._write_device_manifest(search, result)
         return result
 
-    def _latency_of(self, key: str | None) -> dict[str, Any] | None:
+    def _latency_of(self, key: str | None) -> LatencyStats | None:
         record = self.cache.get(key, count=False) if key else None
         latency = (record or {}).get("latency") or {}
         return latency if latency.get("samples_ms") else None
 
     def _interval(self, search: DeviceSearch, key: str | None, other_key: str | None,
-                  min_speedup: float) -> dict[str, Any] | None:
+                  min_speedup: float) -> SpeedupInterval | None:
         """The speed-up of measurement `key` over `other_key` with its interval and verdict
         (runtimes/speedup.py), from the two stored runs; None without samples."""
         from edgekit.runtimes.speedup import compare, verdict
@@ -114,8 +117,8 @@ class Decision:
             return None
         return compare(mine, other, min_speedup=min_speedup, confidence=confidence)
 
-    def _decide(self, search: DeviceSearch, candidates: list[dict[str, Any]]
-                ) -> tuple[dict[str, Any] | None, str]:
+    def _decide(self, search: DeviceSearch, candidates: list[Candidate]
+                ) -> tuple[Candidate | None, str]:
         """The winner: the fastest within the budget and not slower than the original beyond
         the noise (`choose`); a simpler candidate it only ties with takes its place
         (`prefer_simpler`); a winner that is not the original is timed again in alternating
@@ -164,8 +167,8 @@ class Decision:
                               "wins")
             return winner, f"{why}; confirmed against the original: {said}"
 
-    def _confirm(self, search: DeviceSearch, winner: dict[str, Any],
-                 original: dict[str, Any], rounds: int = 6) -> dict[str, Any]:
+    def _confirm(self, search: DeviceSearch, winner: Candidate,
+                 original: Measurement, rounds: int = 6) -> PairedSpeedup:
         """The winner and the fastest fp32 original timed in alternating rounds on the device
         (runtimes/speedup.py; on a remote device by the device itself, measure.py): the
         speed-up with its interval, cached like a measurement."""
@@ -193,8 +196,8 @@ class Decision:
         atomic_write_json(path, result)
         return result
 
-    def _deliver(self, search: DeviceSearch, winner: dict[str, Any],
-                 result: dict[str, Any]) -> dict[str, Any]:
+    def _deliver(self, search: DeviceSearch, winner: Candidate,
+                 result: DeviceResult) -> Candidate:
         """Copy the winning artifact (and its weights file) into out/<device>/."""
         folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ class Decision:
                 copied.append(path.name)
         return {**winner, "path": str(folder / source.name), "files": copied}
 
-    def _write_device_manifest(self, search: DeviceSearch, result: dict[str, Any]) -> None:
+    def _write_device_manifest(self, search: DeviceSearch, result: DeviceResult) -> None:
         from edgekit.io.artifacts import manifest_entries
 
         folder = self.device_folder(search.device.name)

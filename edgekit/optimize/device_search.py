@@ -8,6 +8,8 @@ from typing import Any
 
 from edgekit.errors import MissingDependencyError
 from edgekit.kinds import default_runtime
+from edgekit.optimize.cache import DeviceState
+from edgekit.optimize.records import Measurement
 
 
 def import_optuna():
@@ -31,8 +33,8 @@ class DeviceSearch:
     device: Any
     targets: list[str]
     batch: int
-    state: dict[str, Any]
-    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> candidate
+    state: DeviceState
+    baselines: dict[str, Measurement] = field(default_factory=dict)  # runtime -> original's
     unusable: dict[str, str] = field(default_factory=dict)  # runtime or target -> why not
     lost: str | None = None
     seconds: float = 0.0
@@ -55,7 +57,7 @@ class DeviceSearch:
         return min(c["p50_ms"] for c in self.baselines.values())
 
     @property
-    def fastest_baseline(self) -> dict[str, Any]:
+    def fastest_baseline(self) -> Measurement:
         return min(self.baselines.values(), key=lambda c: c["p50_ms"])
 
     @property

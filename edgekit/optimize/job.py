@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.data.given import DataSources
+    from edgekit.optimize.records import OptimizeSummary
     from edgekit.optimize.search import Optimizer
     from edgekit.optimize.space import OptimizeSettings
 
@@ -40,7 +41,7 @@ def optimizer_for(checkpoint: str | Path, devices: list[Any], settings: Optimize
                      bundle=bundle, **options)
 
 
-def run_optimizer(optimizer: Optimizer) -> dict[str, Any]:
+def run_optimizer(optimizer: Optimizer) -> OptimizeSummary:
     """The search's summary; a folder this run created goes again when it is refused as bad
     input after claiming it (nothing half-made stays)."""
     from edgekit.io.outputs import removed_on_refusal

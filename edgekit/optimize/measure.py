@@ -27,6 +27,7 @@ from edgekit.executors import (
     ValidationJob,
 )
 from edgekit.results.record import ResultRecord
+from edgekit.runtimes.records import LatencyStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.io.artifacts import ArtifactEntry
@@ -109,7 +110,7 @@ def engine_missing_reason(result: Any, precision: str) -> str:
 
 
 def alternate_on_device(artifacts: dict[str, tuple[Path, str]], device: Any, *, spec: Any,
-                        x: Any, rounds: int, executor: Executor) -> dict[str, dict[str, Any]]:
+                        x: Any, rounds: int, executor: Executor) -> dict[str, LatencyStats]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
     ({label: (path, runtime)}) timed on `device` on `x` in `rounds` alternating rounds with the
     device's latency protocol (runtimes/speedup.py: `alternate`), by the device's `executor`.

@@ -3,12 +3,17 @@ front drawn, the winner starred), the originals, and where each other candidate 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from edgekit.optimize.records import Candidate, DeviceResult
 from edgekit.optimize.trials import plot_label
+from edgekit.results.record import ResultRecord, SpeedupSection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.results.report import LeftOut, NotMeasured
 
 
-def stopped(c: dict[str, Any]) -> dict[str, Any]:
+def stopped(c: Candidate) -> LeftOut:
     """A candidate that did not go to the end, as the report lists it: the rung where it was
     cut (screen: timed undistilled; short: the short distillation) and why."""
     rung = c.get("rung")
@@ -19,8 +24,8 @@ def stopped(c: dict[str, Any]) -> dict[str, Any]:
 class Reporting:
     """The Optimizer's report (a part of edgekit.optimize.search.Optimizer)."""
 
-    def _speed_section(self, result: dict[str, Any], c: dict[str, Any],
-                       record: dict[str, Any]) -> dict[str, Any]:
+    def _speed_section(self, result: DeviceResult, c: Candidate,
+                       record: ResultRecord) -> SpeedupSection:
         """A candidate's speed-up as records carry it (`speedup_vs`, see validate/gate.py):
         against the fp32 original on the device's fastest runtime, which is the bar optimize
         sets, with the interval from the two runs (or from the alternating rounds that
@@ -44,14 +49,14 @@ class Reporting:
             section.update(ci_low=1.0, ci_high=1.0, method="the same measurement")
         return section
 
-    def _report(self, results: dict[str, dict[str, Any]]) -> str | None:
+    def _report(self, results: dict[str, DeviceResult]) -> str | None:
         """The HTML report: per device every measured candidate (the front drawn, the winner
         starred) and the originals."""
         from edgekit.results.report import write_report
         from edgekit.validate.gate import Budget, evaluate_gate
 
         records = []
-        not_measured = {}
+        not_measured: dict[str, NotMeasured] = {}
         for name, result in results.items():
             left = [stopped(c) for c in result["candidates"]
                     if not c.get("values") or c.get("cut")]

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgekit.optimize.records import Measurement
+
 MIN_SHORT_IMAGES = 2000
 SHORT_FLOOR = 512  # a short rung the budget shrinks never goes under this many images
 STALE_TRIALS = 5  # trials past --trials stop after this many in a row add nothing to the front
@@ -149,7 +151,7 @@ class Plan:
     space: int | None = None  # candidates in the space (past `trials` while the budget lasts)
     short_was: int | None = None  # the short rung's images before the budget shrank it
 
-    def note_costs(self, cost: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    def note_costs(self, cost: dict[str, float], steps: list[Measurement]) -> None:
         """What one trial cost: its seconds, and each distillation it made (a step's
         `distill_s`: 0 when the rung's model was made before)."""
         self.trial_s.append(float(cost.get("total_s") or 0.0))

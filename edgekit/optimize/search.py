@@ -51,6 +51,7 @@ from edgekit.optimize.device_search import (
     minimum_seconds,
     usable_targets,
 )
+from edgekit.optimize.records import OptimizeSummary
 from edgekit.optimize.report import Reporting
 from edgekit.optimize.space import OptimizeSettings, parse_duration
 from edgekit.optimize.study import StudyRunner
@@ -223,7 +224,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         return searches
 
     # ------------------------------------------------------------------ the run
-    def run(self) -> dict[str, Any]:
+    def run(self) -> OptimizeSummary:
         searches = self.check()
         started = time.monotonic()
         budget = parse_duration(self.settings.time_budget) if self.settings.time_budget else None

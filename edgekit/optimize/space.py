@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekit.errors import ConfigError
+from edgekit.optimize.records import Params
 from edgekit.optimize.schedule import DistillSchedule
 
 # Named int8 float-fallback sets, resolved on each candidate's fp32 ONNX graph
@@ -202,7 +203,7 @@ def categorical(values: list[Any]) -> list[Any]:
     return [str(v) for v in values]
 
 
-def original_params() -> dict[str, Any]:
+def original_params() -> Params:
     """The study's params of the original architecture: every knob off."""
     return {k.name: categorical([k.off])[0] for k in knobs()}
 

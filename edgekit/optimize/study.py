@@ -15,6 +15,7 @@ from edgekit.optimize.build import Arch, UnchangedError, portable
 from edgekit.optimize.cache import digest
 from edgekit.optimize.device_search import DeviceSearch, import_optuna
 from edgekit.optimize.measure import DeviceLostError
+from edgekit.optimize.records import Candidate, Outcome, Params
 from edgekit.optimize.schedule import Plan
 from edgekit.optimize.space import original_params
 from edgekit.optimize.trials import (
@@ -29,19 +30,19 @@ from edgekit.optimize.trials import (
 )
 
 
-def scope_of(params: dict[str, Any]) -> str:
+def scope_of(params: Params) -> str:
     """What a missing dependency rules out: every TensorRT candidate (no TensorRT or no GPU
     there), else that runtime at that precision (e.g. NNCF for OpenVINO int8)."""
     runtime = params["target"].split(":")[0]
     return params["target"] if portable(runtime) else runtime
 
 
-def arch_of(candidate: dict[str, Any]) -> Arch:
+def arch_of(candidate: Candidate) -> Arch:
     return Arch.of(candidate["params"])
 
 
-def promotable(candidates: list[dict[str, Any]], search: DeviceSearch, max_drop: float,
-               min_speedup: float) -> list[dict[str, Any]]:
+def promotable(candidates: list[Candidate], search: DeviceSearch, max_drop: float,
+               min_speedup: float) -> list[Candidate]:
     """The short-only candidates that could still change the winner, fastest first, each with
     its `arch`: faster than the winner so far (than the original's bar when there is none)
     and, at the original's top-1, on the front; the fastest of each architecture, and every
@@ -57,7 +58,8 @@ def promotable(candidates: list[dict[str, Any]], search: DeviceSearch, max_drop:
     ref = 100 * search.reference_top1
     front = [tuple(c["values"]) for c in candidates if c.get("values")]
     front = [front[i] for i in pareto(front)]
-    out, seen = [], set()
+    out: list[Candidate] = []
+    seen = set()
     for c in sorted((c for c in candidates if c["status"] == "short" and c.get("p50_ms")),
                     key=lambda c: c["p50_ms"]):
         if c["p50_ms"] >= bar or c["name"] in search.cut or dominated((c["p50_ms"], ref), front):
@@ -338,7 +340,7 @@ class StudyRunner:
         return outcome["values"]
 
     @staticmethod
-    def _suggest(search: DeviceSearch, trial: Any) -> dict[str, Any]:
+    def _suggest(search: DeviceSearch, trial: Any) -> Params:
         params = {knob: trial.suggest_categorical(knob, choices)
                   for knob, choices in search.space.categoricals().items()}
         params["target"] = trial.suggest_categorical("target", search.targets)
@@ -348,7 +350,7 @@ class StudyRunner:
         return params
 
     @staticmethod
-    def _skip(run: Run, params: dict[str, Any]) -> dict[str, Any] | None:
+    def _skip(run: Run, params: Params) -> Outcome | None:
         """{status, why[, values]} for a trial with nothing to do: a finished candidate proposed
         again, a dwsep choice found a no-op, a runtime found missing."""
         from optuna.trial import TrialState
@@ -368,8 +370,8 @@ class StudyRunner:
             return {"status": "skipped", "why": run.search.unusable[scope_of(params)]}
         return None
 
-    def _outcome(self, run: Run, trial: Any, params: dict[str, Any],
-                 promote: bool) -> dict[str, Any]:
+    def _outcome(self, run: Run, trial: Any, params: Params,
+                 promote: bool) -> Outcome:
         """The candidate evaluated; what cannot be made or run is recorded and pruned."""
         optuna = import_optuna()
         search, device = run.search, run.search.device
@@ -407,7 +409,7 @@ class StudyRunner:
         """Whether the time left pays for one more full distillation (always, with no limit)."""
         return run.plan.full_allowed(run.left()) > 0
 
-    def _note_cost(self, run: Run, cost: dict[str, Any], outcome: dict[str, Any]) -> None:
+    def _note_cost(self, run: Run, cost: dict[str, float], outcome: Outcome) -> None:
         """The plan learns what the trial cost; the first timed distillation re-plans (said
         once), and the live bar moves."""
         had = run.plan.full_cost()
@@ -434,7 +436,7 @@ class StudyRunner:
         run.plan.shrink_short(limit * distill.short_epochs)
         return True
 
-    def _candidates(self, study: Any) -> list[dict[str, Any]]:
+    def _candidates(self, study: Any) -> list[Candidate]:
         """The study's candidates, each promoted one as its full-rung trial."""
         from optuna.trial import TrialState
 
@@ -476,7 +478,7 @@ class StudyRunner:
             search.cut.setdefault(pick["name"], "promoted once already")  # never twice
 
     @staticmethod
-    def _was_promoted(run: Run, pick: dict[str, Any]) -> bool:
+    def _was_promoted(run: Run, pick: Candidate) -> bool:
         from optuna.trial import TrialState
 
         return any(t.user_attrs.get("rung") == "full" and candidate_name(t.params) == pick["name"]

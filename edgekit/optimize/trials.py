@@ -10,7 +10,9 @@ from typing import Any
 
 from edgekit.optimize.build import Arch
 from edgekit.optimize.cache import digest
+from edgekit.optimize.records import Candidate, Params
 from edgekit.runtimes.interference import disturbed_suffix
+from edgekit.runtimes.records import SpeedupInterval
 
 STUDY_DB = "optuna.db"
 
@@ -29,7 +31,7 @@ def plot_label(name: str) -> str:
     return name.replace(".", "·")
 
 
-def params_key(params: dict[str, Any]) -> str:
+def params_key(params: Params) -> str:
     return digest(sorted(params.items()))
 
 
@@ -51,7 +53,7 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return pareto_front(points)
 
 
-def candidate_name(params: dict[str, Any]) -> str:
+def candidate_name(params: Params) -> str:
     arch = Arch.of(params)
     name = f"{arch.label} {params['target']}"
     if params.get("fallback", "none") != "none":
@@ -59,11 +61,12 @@ def candidate_name(params: dict[str, Any]) -> str:
     return name
 
 
-def candidates_of(study: Any) -> list[dict[str, Any]]:
+def candidates_of(study: Any) -> list[Candidate]:
     """Every finished trial of the study (this run's and earlier ones') as a candidate."""
     from optuna.trial import TrialState
 
-    out, seen = [], set()
+    out: list[Candidate] = []
+    seen = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         name = candidate_name(t.params)
         if name in seen:  # a sampler may propose a finished candidate again (a cache hit)
@@ -84,7 +87,7 @@ def candidates_of(study: Any) -> list[dict[str, Any]]:
     return out
 
 
-def complexity(params: dict[str, Any]) -> tuple[int, int]:
+def complexity(params: Params) -> tuple[int, int]:
     """How much a candidate changed the original: (transformations applied — pruning,
     substitution, a lower precision, a float-fallback set — then the precision: fp32 < fp16 <
     int8). The fp32 original on any runtime is (0, 0)."""
@@ -95,7 +98,7 @@ def complexity(params: dict[str, Any]) -> tuple[int, int]:
     return int(steps), rank
 
 
-def not_slower(c: dict[str, Any], min_speedup: float) -> bool:
+def not_slower(c: Candidate, min_speedup: float) -> bool:
     """Whether a candidate clears `min_speedup`: by its interval's verdict when it has one (only
     wholly below fails), else by its bare speed-up."""
     if c.get("speed_verdict"):
@@ -103,8 +106,8 @@ def not_slower(c: dict[str, Any], min_speedup: float) -> bool:
     return c["speedup"] >= min_speedup - 1e-9
 
 
-def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
-           ) -> tuple[dict[str, Any] | None, str]:
+def choose(candidates: list[Candidate], max_drop: float, min_speedup: float
+           ) -> tuple[Candidate | None, str]:
     """The fastest measured candidate within the accuracy budget and not slower than
     `min_speedup` times the fp32 original on its fastest runtime beyond the noise (its
     `speed_verdict`, see runtimes/speedup.py); why, in one sentence."""
@@ -131,10 +134,10 @@ def choose(candidates: list[dict[str, Any]], max_drop: float, min_speedup: float
     return winner, why
 
 
-def prefer_simpler(winner: dict[str, Any], candidates: list[dict[str, Any]], max_drop: float,
-                   min_speedup: float, interval: Callable[[dict[str, Any], dict[str, Any]],
-                                                        dict[str, Any] | None]
-                   ) -> tuple[dict[str, Any], str | None]:
+def prefer_simpler(winner: Candidate, candidates: list[Candidate], max_drop: float,
+                   min_speedup: float,
+                   interval: Callable[[Candidate, Candidate], SpeedupInterval | None]
+                   ) -> tuple[Candidate, str | None]:
     """A tie within the noise goes to the simpler artifact: among the candidates that also
     qualify and are simpler (`complexity`), the simplest one the winner is not faster than
     beyond the noise (`interval(winner, other)`: the winner's speed-up over it with its

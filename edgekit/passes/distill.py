@@ -15,6 +15,7 @@ from pydantic import Field
 
 from edgekit.errors import ConfigError
 from edgekit.passes.base import Pass, PassConfig, PassContext
+from edgekit.zoo.records import History
 
 
 class DistillConfig(PassConfig):
@@ -85,7 +86,7 @@ class DistillPass(Pass):
 
     def apply(self, bundle: Any, ctx: PassContext) -> Any:
         from edgekit.passes.stats import model_cost
-        from edgekit.zoo.train import TrainConfig, fit
+        from edgekit.zoo.train import FitOptions, TrainConfig, fit
 
         cfg: DistillConfig = self.config
         if ctx.original is None:
@@ -105,17 +106,17 @@ class DistillPass(Pass):
         from edgekit.zoo.teacher import TeacherLogits
 
         teacher = TeacherLogits(ctx.original.model, say=_note)
-        history = fit(bundle.model, raw, bundle.spec, eval_set, train_cfg,
-                      loss_fn=distillation_loss(cfg.temperature, cfg.alpha),
-                      description=f"Distilling {bundle.name}",
-                      train=ctx.train or TrainSettings(), teacher=teacher)
+        options = FitOptions(loss_fn=distillation_loss(cfg.temperature, cfg.alpha),
+                             train=ctx.train or TrainSettings(), teacher=teacher)
+        history = fit(bundle.model, raw, bundle.spec, eval_set, train_cfg, options=options,
+                      description=f"Distilling {bundle.name}")
         bundle.meta.setdefault("history", {})["distill"] = history
         ctx.add_row(step="distill", **model_cost(bundle.model, bundle.spec),
                     top1=history["epochs"][-1].get("top1"), **training_row(history))
         return bundle
 
 
-def training_row(history: dict[str, Any]) -> dict[str, Any]:
+def training_row(history: History) -> dict[str, Any]:
     """The report row's (and so the manifest's) account of a training run: where it ran, in
     what precision, and where the teacher's logits came from."""
     plan = history.get("training") or {}

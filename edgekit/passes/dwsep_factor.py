@@ -19,7 +19,7 @@ slice W[:, i] (out × k²) is approximated by P_i·D_i, a rank-r product.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -33,6 +33,28 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 # Refinement works on (in·k²)² moment matrices; above this size only the SVD is used.
 MAX_REFINE_FEATURES = 2304
+
+
+class ConvGeometry(TypedDict):
+    """The constructor arguments of a DepthwiseSeparable that replaces a conv (rank aside)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
+    bias: bool
+    padding_mode: str
+
+
+class FactorInit(TypedDict, total=False):
+    """How a substitute was initialised (DepthwiseSeparable.from_conv): SVD, or SVD refined on
+    data; its relative weight error, and its relative output error on the data (None without)."""
+
+    init: str
+    init_error: float
+    output_error: float | None
 
 
 class DepthwiseSeparable(nn.Module):
@@ -80,7 +102,7 @@ class DepthwiseSeparable(nn.Module):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: int, *, bn: bool = False, activation: str = "none",
                   moments: PatchMoments | None = None,
-                  iterations: int = 10) -> tuple[DepthwiseSeparable, dict[str, Any]]:
+                  iterations: int = 10) -> tuple[DepthwiseSeparable, FactorInit]:
         """The substitute for `conv`, initialised from its weights (SVD, then refined on
         `moments` of real inputs when given). Returns it and {'init', 'init_error' (relative
         Frobenius weight error), 'output_error' (relative RMS output error on the moments'
@@ -96,7 +118,7 @@ class DepthwiseSeparable(nn.Module):
         bias = conv.bias.detach().to(torch.float64) if conv.bias is not None else None
         depthwise, pointwise, _ = factorize(weight, rank)
         new_bias = bias
-        info: dict[str, Any] = {"init": "svd"}
+        info: FactorInit = {"init": "svd"}
         if refine_here:
             depthwise, pointwise, new_bias = refine(weight, bias, depthwise, pointwise, moments,
                                                     iterations)
@@ -140,7 +162,7 @@ def _identity_batchnorm(norm: nn.BatchNorm2d, depthwise: torch.Tensor,
     norm.bias.copy_(mean)
 
 
-def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
+def conv_geometry(conv: nn.Conv2d) -> ConvGeometry:
     """The constructor arguments of a DepthwiseSeparable that replaces `conv` (rank aside)."""
     padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
     return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,

@@ -56,7 +56,7 @@ class Flavour:
         return {}
 
     def record(self, cfg: QuantizeConfig, backend: Any, settings: Any
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
+               ) -> tuple[dict[str, Any], dict[str, str]]:
         """(the manifest config's quantization entry, the library versions) of the artifact."""
         from edgekit.io.manifest import library_versions
 

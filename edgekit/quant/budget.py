@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 import numpy as np
 
@@ -95,6 +95,55 @@ class DropBudget:
         return " and ".join(parts) or "none"
 
 
+class TrialRecord(TypedDict):
+    """One attempt of the budget loop: the layers kept float, the one it added, its top-1 and
+    drop, whether it held the budget."""
+
+    float_layers: list[str]
+    added: str | None
+    top1: float | None
+    drop_points: float | None
+    held: bool | None
+
+
+class Sensitivity(TypedDict, total=False):
+    """One layer's sensitivity to int8 (rank_sensitivity): what keeping it float gains."""
+
+    layer: str
+    agreement_gained: float
+    error_removed: float
+    rank: int
+
+
+class Int8Accuracy(TypedDict):
+    """The int8 artifact's top-1 against the fp32 model's, on the runtime that measured both."""
+
+    runtime: str
+    eval_source: str | None
+    samples: int
+    fp32_top1: float | None
+    int8_top1: float | None
+    drop_points: float | None
+
+
+class BudgetRecord(TypedDict, total=False):
+    """What the manifest records of the budget loop: the rule and the drop it allows (of the
+    whole chain, with what earlier steps spent), whether it held, the layers kept float, every
+    attempt and the sensitivity ranking."""
+
+    max_drop: float | None
+    max_drop_rel: float | None
+    rule: str
+    allowed_points: float | None
+    scope: str
+    original_top1: float
+    spent_before_int8_points: float
+    held: bool | None
+    float_layers: list[str]
+    trials: list[TrialRecord]
+    sensitivity: list[Sensitivity]
+
+
 @dataclass
 class Trial:
     float_layers: list[str]
@@ -103,7 +152,7 @@ class Trial:
     held: bool | None
     added: str | None = None  # the layer this trial added to the float ones
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> TrialRecord:
         return {"float_layers": list(self.float_layers), "added": self.added,
                 "top1": self.top1, "drop_points": self.drop_points, "held": self.held}
 
@@ -118,18 +167,18 @@ class Outcome:
     held: bool | None = None
     float_layers: list[str] = field(default_factory=list)
     trials: list[Trial] = field(default_factory=list)
-    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    sensitivity: list[Sensitivity] = field(default_factory=list)
     eval_samples: int = 0
     reference_logits: np.ndarray | None = None
     logits: np.ndarray | None = None
 
-    def accuracy(self, runtime: str, eval_source: str | None) -> dict[str, Any]:
+    def accuracy(self, runtime: str, eval_source: str | None) -> Int8Accuracy:
         return {"runtime": runtime, "eval_source": eval_source, "samples": self.eval_samples,
                 "fp32_top1": self.fp32_top1, "int8_top1": self.top1,
                 "drop_points": self.drop_points}
 
-    def budget_record(self, budget: DropBudget) -> dict[str, Any]:
-        chain = {}
+    def budget_record(self, budget: DropBudget) -> BudgetRecord:
+        chain: BudgetRecord = {}
         if budget.original_top1 is not None and self.fp32_top1 is not None:
             chain = {"scope": "the whole chain, against the original model",
                      "original_top1": budget.original_top1,
@@ -169,7 +218,7 @@ def _progress(description: str, total: int):
 
 
 def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x: np.ndarray,
-                     reference: np.ndarray, exclude: Sequence[str]) -> list[dict[str, Any]]:
+                     reference: np.ndarray, exclude: Sequence[str]) -> list[Sensitivity]:
     """Each candidate kept in float in turn, most sensitive first: the one whose float version
     agrees best with fp32 on top-1 (on x), ties broken by the smaller logit error. Top-1
     agreement leads because that is what the budget measures; logit error alone can mislead
@@ -177,7 +226,7 @@ def rank_sensitivity(backend: QuantBackend, base: Path, candidates: list[str], x
     base_logits = backend.logits(base, x)
     base_agreement = top1(base_logits, reference.argmax(1))
     base_error = logit_error(base_logits, reference)
-    ranked = []
+    ranked: list[Sensitivity] = []
     with _progress(f"Ranking {len(candidates)} layers by sensitivity", len(candidates)) as advance:
         for i, name in enumerate(candidates):
             artifact = backend.quantize([*exclude, name], f"sensitivity-{i}")

@@ -7,7 +7,7 @@ shapes), fewer samples than asked for, NaN or Inf values."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -45,7 +45,8 @@ def _raw_shape(source: str) -> tuple[int, ...] | None:
 
 
 def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = None,
-                         data_dir: str | None = None, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
+                         data_dir: str | None = None, seed: int = 0
+                         ) -> tuple[Dataset, CalibrationRecord]:
     """Model-ready calibration inputs for `spec` and what to record about them.
 
     `size` samples are drawn stratified by class (when None: all of the set, at most
@@ -90,9 +91,22 @@ def load_calibration_set(source: str, spec: InputSpec, *, size: int | None = Non
     return dataset, info
 
 
-def describe_calibration(source: str, dataset: Dataset) -> dict[str, Any]:
+class CalibrationRecord(TypedDict, total=False):
+    """What the manifest records of the calibration samples used: their source, count and
+    per-class counts, and for a set file its hash, size and whether its manifest matches."""
+
+    source: str
+    count: int
+    sha256: str
+    set_count: int
+    manifest_matches: bool
+    per_class: dict[str, int]
+    raw_item_shape: list[int] | None
+
+
+def describe_calibration(source: str, dataset: Dataset) -> CalibrationRecord:
     """Source, hash (for files), count and per-class counts of the samples used."""
-    info: dict[str, Any] = {"source": source, "count": int(len(dataset))}
+    info: CalibrationRecord = {"source": source, "count": int(len(dataset))}
     path = Path(source)
     if path.is_file():
         from edgekit.data.calibration import calibration_info

@@ -8,9 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit.errors import ConfigError
+
+
+class LatencyFallbackRecord(TypedDict):
+    """What the manifest records of the latency fallback: the runtime, device and batch it was
+    profiled on, the nodes kept float, each node's fp32 and int8 ms, and the totals."""
+
+    runtime: str
+    device: str
+    batch: int
+    nodes: list[str]
+    times: dict[str, dict[str, float]]
+    fp32_total_ms: float
+    int8_total_ms: float
 
 
 @dataclass
@@ -31,7 +44,7 @@ class LatencyFallback:
                 f"({self.runtime}, batch {self.batch}: {t.get('int8_ms', float('nan')):.4f} ms "
                 f"against {t.get('fp32_ms', float('nan')):.4f} ms in float)")
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> LatencyFallbackRecord:
         return {"runtime": self.runtime, "device": self.device, "batch": self.batch,
                 "nodes": self.nodes, "times": self.times,
                 "fp32_total_ms": self.fp32_total_ms, "int8_total_ms": self.int8_total_ms}

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.quant.report import COMPUTE_OPS, RECURRENT_OPS, RECURRENT_REASONS
+from edgekit.quant.report import (
+    COMPUTE_OPS,
+    RECURRENT_OPS,
+    RECURRENT_REASONS,
+    FloatLayer,
+    QuantizedLayer,
+    QuantReport,
+)
 from edgekit.spec import InputSpec
 
 OV_COMPUTE = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
@@ -97,7 +104,7 @@ class OpenVinoBackend:
         os.replace(artifact, target)
         return target
 
-    def report(self, artifact: Path, kept_float: dict[str, str]) -> dict[str, Any]:
+    def report(self, artifact: Path, kept_float: dict[str, str]) -> QuantReport:
         """Quantized ONNX layers (an OpenVINO op made from them reads a FakeQuantize or int8
         weights), float layers with reasons, FakeQuantize ranges."""
         from edgekit.runtimes.openvino import shared_core
@@ -125,7 +132,8 @@ class OpenVinoBackend:
                     scale = _constant(weight, 1)
                     if scale is not None:
                         weight_scales += np.ravel(np.abs(scale)).tolist()
-        quantized, floating = [], []
+        quantized: list[QuantizedLayer] = []
+        floating: list[FloatLayer] = []
         for name, op_type in self.onnx_compute:
             hits = [op for op in quantized_ops if op == name or op.startswith(name + "/")]
             if hits:

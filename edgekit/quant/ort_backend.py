@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgekit.errors import ConfigError
 from edgekit.quant.ort_qdq import QdqSettings, calibrate, prepare, quantize
-from edgekit.quant.report import COMPUTE_OPS, analyze_qdq
+from edgekit.quant.report import COMPUTE_OPS, QuantReport, analyze_qdq
 from edgekit.spec import InputSpec
 
 EVAL_BATCH = 256
@@ -74,7 +73,7 @@ class OrtBackend:
         os.replace(artifact, target)
         return target
 
-    def report(self, artifact: Path, kept_float: dict[str, str]) -> dict[str, Any]:
+    def report(self, artifact: Path, kept_float: dict[str, str]) -> QuantReport:
         import onnx
 
         return analyze_qdq(onnx.load(str(artifact)), flavour=self.settings.flavour,

@@ -5,7 +5,7 @@ is checked by edgekit/targets/tensorrt.py `tensorrt_qdq_problems`.)"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -60,14 +60,50 @@ def _range(values: list[float]) -> list[float] | None:
     return [float(min(values)), float(max(values))] if values else None
 
 
+class QuantizedLayer(TypedDict, total=False):
+    """A compute layer that runs in int8: its input's and weights' scales (one, or the range
+    of a per-channel set), and for OpenVINO the ops made from it."""
+
+    name: str
+    op: str
+    input_quantized: bool
+    input_scale: float | list[float] | None
+    weight_quantized: bool
+    weight_scale: float | list[float] | None
+    weight_per_channel: bool
+    weight_axis: int | None
+    openvino_ops: list[str]
+
+
+class FloatLayer(TypedDict, total=False):
+    """A compute or recurrent layer left in float, and why."""
+
+    name: str
+    op: str
+    reason: str
+    input_through_qdq: bool
+
+
+class QuantReport(TypedDict, total=False):
+    """What an int8 model holds (analyze_qdq, a backend's report): its int8 and float layers,
+    the ranges of its scales, the counts, and for OpenVINO what NNCF reported."""
+
+    quantized_layers: list[QuantizedLayer]
+    float_layers: list[FloatLayer]
+    scale_ranges: dict[str, list[float] | None]
+    counts: dict[str, int | None]
+    nncf: dict[str, Any]
+
+
 def analyze_qdq(model, *, flavour: str = "onnxruntime",
-                kept_float: dict[str, str] | None = None) -> dict[str, Any]:
+                kept_float: dict[str, str] | None = None) -> QuantReport:
     """{"quantized_layers": [...], "float_layers": [...], "scale_ranges": {...}, "counts": {...}}.
 
     `kept_float` maps node names edgekit excluded on purpose to the reason (budget, user)."""
     kept_float = dict(kept_float or {})
     producers, inits, _ = _graph_index(model)
-    quantized, floating = [], []
+    quantized: list[QuantizedLayer] = []
+    floating: list[FloatLayer] = []
     activation_scales: list[float] = []
     weight_scales: list[float] = []
     for node in model.graph.node:
@@ -83,7 +119,7 @@ def analyze_qdq(model, *, flavour: str = "onnxruntime",
             # A layer kept float on purpose (by the budget, the user) is float even when a
             # DequantizeLinear feeds its input: the layer before it wrote a quantized activation.
             if dqs and node.name not in kept_float:
-                entry: dict[str, Any] = {"name": node.name, "op": node.op_type}
+                entry: QuantizedLayer = {"name": node.name, "op": node.op_type}
                 for role, index in (("input", 0), ("weight", 1)):
                     p = feeding[index] if index < len(feeding) else None
                     if p is None or p.op_type != "DequantizeLinear":
@@ -123,7 +159,7 @@ def analyze_qdq(model, *, flavour: str = "onnxruntime",
     }
 
 
-def summary_line(report: dict[str, Any]) -> str:
+def summary_line(report: QuantReport) -> str:
     """'5/5 int8; float: GRU' for the screen."""
     counts = report["counts"]
     floats = sorted({f["op"] for f in report["float_layers"]})

@@ -34,6 +34,7 @@ from edgekit.remote.payload import (
     write_eval_npz,
 )
 from edgekit.remote.ssh import RemoteError, SSHTransport, _last_line, check_remote_profile
+from edgekit.runtimes.records import LatencyStats
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def alternate_payload(job: AlternationJob, report: Any, *, workdir: Path, job_ti
 def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
                      connect_timeout: float | None = None,
                      transport: SSHTransport | None = None, poll_s: float = 2.0
-                     ) -> dict[str, dict[str, Any]]:
+                     ) -> dict[str, LatencyStats]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `job.artifacts`
     ({label: (local path, runtime)}) timed on the remote `job.device` on `job.x` in
     `job.rounds` alternating rounds, as `speedup.alternate` returns them here; each also
@@ -112,7 +113,7 @@ def alternate_remote(job: AlternationJob, *, job_timeout: float | None = None,
 
 def collect_timed(answer: dict[str, Any], payload: Payload, device: DeviceProfile,
                   labels: set[str], *, reused: bool = False, reason: str | None = None
-                  ) -> dict[str, dict[str, Any]]:
+                  ) -> dict[str, LatencyStats]:
     """The timed sample sets out of the agent's `result` answer for the job of `payload`, each
     with `remote` (host, job id, whether the job had already run); RemoteError with the device's
     own words when the rounds did not finish or failed there."""

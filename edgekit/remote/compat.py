@@ -14,7 +14,7 @@ The rule: an ONNX artifact runs on the device's onnxruntime when
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError
@@ -27,7 +27,28 @@ class RuntimeSkewError(InputError):
     """An artifact needs a newer runtime than the device has (refused before copying)."""
 
 
-def onnx_needs(path: str | Path) -> dict[str, Any]:
+class OnnxNeeds(TypedDict):
+    """What an ONNX file needs of a runtime: its IR version, opset per domain ("" is ai.onnx)
+    and its operators as (node name, domain, op)."""
+
+    ir_version: int
+    opsets: dict[str, int]
+    nodes: list[tuple[str, str, str]]
+
+
+class RuntimeLimits(TypedDict):
+    """What the device's onnxruntime loads (its probe's capabilities, the profile's max_opset
+    applied): IR version, opset per domain, and per domain {op: the opset it came in} for the
+    operators it has kernels and schemas for."""
+
+    version: str
+    max_ir_version: int | None
+    max_opset: dict[str, int]
+    kernels: dict[str, dict[str, int]]
+    schemas: dict[str, dict[str, int]]
+
+
+def onnx_needs(path: str | Path) -> OnnxNeeds:
     """IR version, opset per domain and the operators (node name, domain, op) of an ONNX file."""
     from edgekit.io.onnxfile import load_onnx
 
@@ -41,7 +62,7 @@ def onnx_needs(path: str | Path) -> dict[str, Any]:
             "nodes": nodes}
 
 
-def device_limits(profile: DeviceProfile, report: DeviceReport) -> dict[str, Any] | None:
+def device_limits(profile: DeviceProfile, report: DeviceReport) -> RuntimeLimits | None:
     """The device's onnxruntime version and capabilities, with the profile's max_opset applied;
     None when the device has no usable onnxruntime (nothing to check against)."""
     info = report.runtimes.get("onnxruntime") or {}
@@ -87,7 +108,7 @@ def export_source(folder: Path) -> str:
     return "SOURCE"
 
 
-def artifact_problems(needs: dict[str, Any], limits: dict[str, Any], *, name: str,
+def artifact_problems(needs: OnnxNeeds, limits: RuntimeLimits, *, name: str,
                       precision: str, source: str = "SOURCE", out: str = "OUT"
                       ) -> list[tuple[str, str]]:
     """(what, fix) for each reason the device's runtime cannot run this artifact."""

@@ -11,7 +11,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -248,7 +248,19 @@ def job_identity(sha: dict[str, str], tasks: list[dict[str, Any]], device_yaml: 
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def device_state(report: DeviceReport | None) -> dict[str, Any]:
+class DeviceState(TypedDict, total=False):
+    """What of a remote device's state changes its numbers (part of the job id): edgekit's,
+    Python's and each runtime's version and, on a Jetson, its release, power mode and whether
+    its clocks are locked."""
+
+    edgekit: str | None
+    python: str | None
+    runtimes: dict[str, str | None]
+    jetson: dict[str, str | int | None] | None  # l4t, jetpack, power_mode, power_mode_id
+    clocks_locked: bool | None
+
+
+def device_state(report: DeviceReport | None) -> DeviceState:
     """What of the device's state changes its numbers: software versions and, on a Jetson, the
     release, power mode and whether clocks are locked. Part of the job id, so after
     `sudo nvpmodel -m 1` the same command measures again instead of returning the old job."""

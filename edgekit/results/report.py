@@ -15,7 +15,7 @@ import html
 import io
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit import __version__
 from edgekit.io.files import atomic_write_text
@@ -293,7 +293,34 @@ def written_by_edgekit(path: str | Path) -> bool:
         (head.startswith(_OLD_HTML_START) and " by edgekit " in head)
 
 
-def _not_measured_html(extra: dict[str, Any] | None) -> str:
+class LeftOut(TypedDict):
+    """A candidate a search did not measure to the end, as the report lists it: where it
+    stopped and why (edgekit optimize)."""
+
+    name: str
+    status: str
+    why: str
+
+
+class NotMeasured(TypedDict, total=False):
+    """What a device's search left out (edgekit optimize): candidates not measured to the end,
+    knobs dropped from its space ({knob, value, why}), and notes."""
+
+    candidates: list[LeftOut]
+    dropped: list[dict[str, Any]]
+    notes: list[str]
+
+
+class WrittenReport(TypedDict, total=False):
+    """What write_report wrote: the HTML (and Markdown) file and how many records it shows."""
+
+    html: str
+    records: int
+    shown: int
+    markdown: str
+
+
+def _not_measured_html(extra: NotMeasured | None) -> str:
     """What a search left out, per device (edgekit optimize): the knobs dropped from its space
     before any candidate was built, the candidates that failed, were skipped or were not carried
     to the end (each with its reason), and notes such as the layers round_to kept whole."""
@@ -330,7 +357,7 @@ def _text_table(title: str, headers: tuple[str, ...],
             f"<tbody>{body}</tbody></table>")
 
 
-def _not_measured_markdown(extra: dict[str, Any] | None) -> str:
+def _not_measured_markdown(extra: NotMeasured | None) -> str:
     if not extra:
         return ""
     lines = []
@@ -343,7 +370,7 @@ def _not_measured_markdown(extra: dict[str, Any] | None) -> str:
 
 
 def render_html(records: list[ResultRecord], *, title: str = "edgekit report",
-                source: str = "", not_measured: dict[str, dict[str, Any]] | None = None) -> str:
+                source: str = "", not_measured: dict[str, NotMeasured] | None = None) -> str:
     """The whole report as one HTML string (records need `latency.samples_ms` for the boxes).
     `not_measured` (edgekit optimize), per device: `dropped` knobs, `candidates` that failed or
     were skipped and `notes`, each with its reason, listed under the device's table."""
@@ -407,7 +434,7 @@ def _emulated_note(rows: list[dict[str, Any]]) -> str:
 
 
 def render_markdown(records: list[ResultRecord],
-                    not_measured: dict[str, dict[str, Any]] | None = None) -> str:
+                    not_measured: dict[str, NotMeasured] | None = None) -> str:
     shown = [r for r in latest(records) if not is_layer_profile(r)]
     out = []
     not_measured = dict(not_measured or {})
@@ -423,13 +450,13 @@ def render_markdown(records: list[ResultRecord],
 
 def write_report(records: list[ResultRecord], html_path: str | Path, *,
                  markdown_path: str | Path | None = None, title: str = "edgekit report",
-                 source: str = "", not_measured: dict[str, dict[str, Any]] | None = None
-                 ) -> dict[str, Any]:
+                 source: str = "", not_measured: dict[str, NotMeasured] | None = None
+                 ) -> WrittenReport:
     """Write the HTML (and Markdown) atomically; returns what was written."""
     text = render_html(records, title=title, source=source, not_measured=not_measured)
     atomic_write_text(html_path, text)
-    out: dict[str, Any] = {"html": str(html_path), "records": len(records),
-                           "shown": len(latest(records))}
+    out: WrittenReport = {"html": str(html_path), "records": len(records),
+                          "shown": len(latest(records))}
     if markdown_path:
         atomic_write_text(markdown_path,
                           f"{MARKDOWN_MARKER}\n{render_markdown(records, not_measured)}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgekit.data.given import DataSources
 from edgekit.results.record import ResultRecord
@@ -53,7 +53,46 @@ class RuntimeStatus:
     formats: tuple[str, ...] = ()
 
 
-def budget_dict(budget: Any) -> dict[str, Any]:
+class RuntimeVerdict(TypedDict):
+    """An artifact's gate on one runtime."""
+
+    passed: bool
+    reasons: list[str]
+
+
+class ArtifactVerdict(TypedDict, total=False):
+    """One validated artifact: where it is, its gate per runtime and over all of them, and its
+    p50 at the smallest batch on its fastest runtime with the speed-up there (what
+    pick_decisive compares)."""
+
+    name: str
+    relpath: str
+    path: str
+    stage: str | None
+    format: str | None
+    precision: str | None
+    size_bytes: int | None
+    model: str | None
+    is_reference: bool
+    runtimes: dict[str, RuntimeVerdict]
+    passed: bool
+    p50_ms: float | None
+    speedup: float | None
+    fastest_runtime: str | None
+    batch: int
+    speedup_disturbed: bool
+
+
+class Decisive(TypedDict, total=False):
+    """The artifact whose gate decides the exit code, why it was chosen, and its verdict."""
+
+    artifact: str
+    why: str
+    passed: bool
+    reasons: list[str]
+
+
+def budget_dict(budget: Any) -> dict[str, float]:
     """A budget (the gate's pydantic Budget, a dict or None) as the dict records carry."""
     if budget is None:
         return {}
@@ -62,7 +101,7 @@ def budget_dict(budget: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(budget).items() if v is not None}
 
 
-def describe_budget(budget: dict[str, Any] | None) -> str:
+def describe_budget(budget: dict[str, float] | None) -> str:
     """A budget's limits in words, e.g. "drop ≤ 1 pt, agreement ≥ 0.98" (the report reads it
     from the dict each gate record carries)."""
     b = budget or {}
@@ -94,10 +133,10 @@ class ValidationResult:
     budget: Any  # edgekit.validate.gate.Budget
     run_id: str
     records: list[ResultRecord] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[ArtifactVerdict] = field(default_factory=list)
     runtimes: list[RuntimeStatus] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-    decisive: dict[str, Any] = field(default_factory=dict)
+    decisive: Decisive = field(default_factory=dict)
     # (issue 27) which original the drop is measured against, or why there is none, when the
     # folder's manifest says where its original was (an optimize winner folder)
     reference_note: str | None = None
@@ -154,14 +193,14 @@ class ValidationResult:
             return store.add(self.records, run_id=self.run_id)
 
 
-def fastest_p50(artifact: dict[str, Any]) -> float:
+def fastest_p50(artifact: ArtifactVerdict) -> float:
     """An artifact's p50 at its smallest measured batch on its fastest runtime (inf if none)."""
     value = artifact.get("p50_ms")
     return float(value) if value is not None else float("inf")
 
 
-def pick_decisive(artifacts: list[dict[str, Any]], requested: str | None = None
-                  ) -> tuple[dict[str, Any], str]:
+def pick_decisive(artifacts: list[ArtifactVerdict], requested: str | None = None
+                  ) -> tuple[ArtifactVerdict, str]:
     """The artifact whose gate decides the exit code, and why it was chosen.
 
     `requested` matches an artifact's file name, relative path or stage. By default: the

@@ -29,6 +29,7 @@ from edgekit.config import validate
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
+from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary, RuntimeDetails
 from edgekit.spec import InputSpec
 
 
@@ -129,7 +130,7 @@ class Runner:
         """A zero-argument callable that runs one inference on `x`, staged once up front."""
         return lambda: self.infer_impl(x)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         """What actually ran: library version, providers/device, threads."""
         return {"runtime": self.name, "threads": self.threads}
 
@@ -140,7 +141,7 @@ class Runner:
         reading it costs the host timing nothing."""
 
     def extra_stats(self, batch: int, duration_s: float,
-                    protocol: LatencyProtocol) -> dict[str, Any]:
+                    protocol: LatencyProtocol) -> LatencyStats:
         """Statistics besides the host timing, merged into measure_latency's result (e.g.
         `device_latency`: CUDA-event time of the inference alone). Called once per run."""
         return {}
@@ -164,7 +165,7 @@ class Runner:
     @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                        options: dict[str, Any], runs: int, warmup: int,
-                       on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                       on_run: Callable[[], None]) -> list[LayerRow]:
         """Per-layer time from the runtime's own profiler (`edgekit profile`): one row per
         layer run, {layer, op, precision, ms} with ms summed over `runs` after `warmup`. A
         runtime without one leaves this out (`has_layer_profiler`)."""
@@ -234,7 +235,7 @@ class Runner:
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
     def measure_latency(self, x: np.ndarray, protocol: LatencyProtocol | None = None,
-                        on_sample: Callable[[float], None] | None = None) -> dict[str, Any]:
+                        on_sample: Callable[[float], None] | None = None) -> LatencyStats:
         """Run the protocol on the batch `x` and return the statistics (every sample kept)."""
         protocol = protocol or LatencyProtocol()
         run = self.bind(self.check_input(x))
@@ -323,13 +324,13 @@ class _FailedSampler:
     def begin(self) -> None:
         pass
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> MachineSummary:
         return {"errors": [f"sampler could not start: {self.error}"], "failed": ["sampler"],
                 "not_sampled": ["everything (the sampler could not start)"]}
 
 
-def _machine_verdict(machine: dict[str, Any] | None, protocol: LatencyProtocol, queries: int,
-                     batch: int) -> dict[str, Any]:
+def _machine_verdict(machine: MachineSummary | None, protocol: LatencyProtocol, queries: int,
+                     batch: int) -> LatencyStats:
     """The record's `machine` summary, `disturbed` verdict with its reasons, and `energy`."""
     from edgekit.runtimes.interference import energy_per_inference, judge
 
@@ -360,7 +361,7 @@ class DeviceTimed:
             self.__dict__.setdefault("_device_samples", []).append(float(self._read_device_ms()))
 
     def extra_stats(self, batch: int, duration_s: float,
-                    protocol: LatencyProtocol) -> dict[str, Any]:
+                    protocol: LatencyProtocol) -> LatencyStats:
         samples = self.__dict__.pop("_device_samples", [])
         if not samples:
             return {}

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekit.runtimes.records import Attempt, Energy, LatencyStats, MachineSummary, Verdict
+
 BENIGN_GPU_REASONS = ["gpu_idle", "applications_clocks_setting", "display_clock_setting"]
 DISTURBED_MARK = "⚠"  # next to every number (and ratio) computed from a disturbed run
 DISTURBED_NOTE = f"{DISTURBED_MARK} measured while the machine was disturbed"
@@ -52,7 +54,7 @@ class InterferencePolicy(BaseModel):
         "measure a disturbed run again up to this many times; the first undisturbed one is kept"))
 
 
-def judge(machine: dict[str, Any], policy: InterferencePolicy) -> tuple[bool | None, list[str]]:
+def judge(machine: MachineSummary, policy: InterferencePolicy) -> tuple[bool | None, list[str]]:
     """(disturbed, reasons) of one window from the sampler's summary. None when nothing could
     be judged (no /proc, the CPU sampler failed, a window too short, no clock readable); the
     reasons then say what could not be judged, when known."""
@@ -99,7 +101,7 @@ def judge(machine: dict[str, Any], policy: InterferencePolicy) -> tuple[bool | N
     return bool(reasons), reasons
 
 
-def energy_per_inference(machine: dict[str, Any], queries: int, batch: int) -> dict[str, Any]:
+def energy_per_inference(machine: MachineSummary, queries: int, batch: int) -> Energy:
     """Joules per query (and per image) over the timed window where a power source measured it,
     with the sampling rate and the uncertainty; {"source": None, "note": "no power source ..."}
     otherwise, never a number."""
@@ -124,7 +126,7 @@ def energy_per_inference(machine: dict[str, Any], queries: int, batch: int) -> d
     }
 
 
-def energy_cell(energy: dict[str, Any] | None) -> str:
+def energy_cell(energy: Energy | None) -> str:
     """J per query ± uncertainty for tables, or the reason there is no number."""
     if not energy:
         return "-"
@@ -142,7 +144,7 @@ def is_disturbed(stats: dict[str, Any] | None) -> bool:
     return stats.get("disturbed") is True
 
 
-def combined_verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def combined_verdict(runs: list[LatencyStats]) -> Verdict:
     """One verdict over several timed runs (the rounds of an alternating timing): disturbed
     when any kept run was, None when none could be judged; the reasons and reruns of all."""
     flags = [r.get("disturbed") for r in runs]
@@ -156,8 +158,8 @@ def combined_verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def measure_undisturbed(runner: Any, x: Any, protocol: Any,
                         on_sample: Callable[[float], None] | None = None, *,
                         before_attempt: Callable[[int], None] | None = None,
-                        judge_attempt: Callable[[dict[str, Any]], tuple[bool | None, list[str]]]
-                        | None = None) -> dict[str, Any]:
+                        judge_attempt: Callable[[LatencyStats], tuple[bool | None, list[str]]]
+                        | None = None) -> LatencyStats:
     """`runner.measure_latency` under the rerun rule: a disturbed attempt is measured again, up
     to `protocol.interference.max_reruns` times; the first undisturbed attempt is kept, else the
     last one, marked disturbed. Every attempt's verdict is kept in `attempts`.
@@ -166,8 +168,8 @@ def measure_undisturbed(runner: Any, x: Any, protocol: Any,
     and stop their load there). `judge_attempt(stats)` replaces the attempt's own verdict (a
     caller with its own criterion; the tests attribute a known load)."""
     policy = protocol.interference
-    attempts: list[dict[str, Any]] = []
-    stats: dict[str, Any] = {}
+    attempts: list[Attempt] = []
+    stats: LatencyStats = {}
     for attempt in range(policy.max_reruns + 1):
         if before_attempt is not None:
             before_attempt(attempt)

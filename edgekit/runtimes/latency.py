@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.runtimes.interference import InterferencePolicy
+from edgekit.runtimes.records import LatencyStats
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -80,7 +81,7 @@ def early_stopping_bound(samples: np.ndarray, percentile: float,
 
 
 def latency_stats(samples_ms: np.ndarray, batch: int, *, duration_s: float,
-                  protocol: LatencyProtocol) -> dict:
+                  protocol: LatencyProtocol) -> LatencyStats:
     """p50/p90/p95/p99/mean/std/min/max, throughput, and validity flags for one run.
 
     `valid` is False when the run stopped (at max_seconds) before both minimums were met; the
@@ -89,7 +90,8 @@ def latency_stats(samples_ms: np.ndarray, batch: int, *, duration_s: float,
     Throughput is batch × queries / time spent inside the queries.
     """
     samples = np.asarray(samples_ms, dtype=np.float64)
-    stats: dict = {"count": int(len(samples)), "duration_s": round(duration_s, 4), "batch": batch}
+    stats: LatencyStats = {"count": int(len(samples)), "duration_s": round(duration_s, 4),
+                           "batch": batch}
     if len(samples):
         for p in PERCENTILES:
             stats[f"p{p}_ms"] = float(np.percentile(samples, p))

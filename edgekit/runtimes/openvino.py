@@ -25,6 +25,7 @@ from pydantic import Field
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
 from edgekit.io.specfiles import read_ir_rt_info, spec_from_ir  # noqa: F401 - spec_from_ir re-exported
 from edgekit.runtimes.base import Runner, RunnerOptions
+from edgekit.runtimes.records import RuntimeDetails
 
 INSTALL_HINT = "pip install edgekit[openvino] (or pip install openvino)"
 PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -226,7 +227,7 @@ class OpenVinoRunner(Runner):
         self._bound_input = x  # keep the host array alive while the tensor wraps it
         return request.infer
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         ov = import_openvino()
 
         def prop(name: str) -> Any:

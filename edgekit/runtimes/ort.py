@@ -18,6 +18,7 @@ from pydantic import Field
 
 from edgekit.errors import MissingDependencyError
 from edgekit.runtimes.base import Runner, RunnerOptions
+from edgekit.runtimes.records import RuntimeDetails
 
 PROVIDER_ALIASES = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
                     "cpu": "CPUExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
@@ -131,7 +132,7 @@ class OrtRunner(Runner):
                 return int((options.get(name) or {}).get("device_id", 0))
         return None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         import onnxruntime as ort
 
         return {"runtime": self.name, "version": ort.__version__,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
+from edgekit.runtimes.records import LayerProfile, LayerRow, NodeTime
 from edgekit.spec import InputSpec
 
 PROFILE_VERSION = 1
@@ -150,7 +151,7 @@ class OnnxGraph:
             current = nxt[0]
         return None
 
-    def join(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def join(self, rows: list[LayerRow]) -> list[LayerRow]:
         for row in rows:
             node = self.find(row["layer"], row.get("op"))
             row["onnx_node"] = node.name if node is not None else None
@@ -179,7 +180,7 @@ def _per_run(samples: dict[str, list[float]], runs: int) -> dict[str, float]:
 
 def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                         options: dict[str, Any], runs: int, warmup: int,
-                        on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                        on_run: Callable[[], None]) -> list[LayerRow]:
     from edgekit.runtimes.ort import OrtRunner
 
     workdir = Path(tempfile.mkdtemp(prefix="edgekit-ort-profile-"))
@@ -214,7 +215,7 @@ def profile_onnxruntime(path: Path, spec: InputSpec, x: np.ndarray, *, threads: 
 
 def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                      options: dict[str, Any], runs: int, warmup: int,
-                     on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                     on_run: Callable[[], None]) -> list[LayerRow]:
     from edgekit.runtimes.openvino import OpenVinoRunner, import_openvino
 
     ov = import_openvino()
@@ -224,7 +225,7 @@ def profile_openvino(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int
 
 
 def _openvino_layer_times(ov: Any, runner: Any, x: np.ndarray, *, runs: int, warmup: int,
-                          on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                          on_run: Callable[[], None]) -> list[LayerRow]:
     dynamic = runner.compiled.inputs[0].get_partial_shape()[0].is_dynamic
     compiled = runner._compile(len(x)) if dynamic else runner.compiled
     request = compiled.create_infer_request()
@@ -248,7 +249,7 @@ def _openvino_layer_times(ov: Any, runner: Any, x: np.ndarray, *, runs: int, war
 
 def profile_tensorrt(path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                      options: dict[str, Any], runs: int, warmup: int,
-                     on_run: Callable[[], None]) -> list[dict[str, Any]]:
+                     on_run: Callable[[], None]) -> list[LayerRow]:
     """TensorRT's IProfiler: report_layer_time(layer_name, ms) per layer per enqueue; precision
     from IEngineInspector's layer information (present when the engine was built with detailed
     profiling verbosity)."""
@@ -317,7 +318,7 @@ class ProfileSettings:
 
 def profile(path: str | Path, spec: InputSpec, settings: ProfileSettings, *,
             onnx_source: str | Path | None, images: np.ndarray | None = None,
-            on_run: Callable[[], None] | None = None) -> dict[str, Any]:
+            on_run: Callable[[], None] | None = None) -> LayerProfile:
     """The per-layer profile of one artifact as `settings` say: {artifact, runtime, batch,
     runs, total_ms, layers: [{layer, onnx_node, module, op, precision, ms, share}]}, layers
     sorted by time. `onnx_source` is the ONNX model the artifact is (or was converted from),
@@ -353,12 +354,12 @@ def profile(path: str | Path, spec: InputSpec, settings: ProfileSettings, *,
 
 
 # ----------------------------------------------------------------------------- comparing
-def by_onnx_node(profile_: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def by_onnx_node(profile_: LayerProfile) -> dict[str, NodeTime]:
     """{ONNX node: {ms, precision, layers}}: a profile's time summed per ONNX node it joined to
     (several runtime layers can stand for one node, and a Quantize/DequantizeLinear kernel
     counts for the layer it feeds, `for_node`; unjoined layers are left out). The precision is
     that of the node's own kernel, not of its conversions."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, NodeTime] = {}
     for row in profile_["layers"]:
         node = row.get("for_node") or row.get("onnx_node")
         if not node:
@@ -373,7 +374,7 @@ def by_onnx_node(profile_: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def slower_in_int8(fp32_profile: dict[str, Any], int8_profile: dict[str, Any], *,
+def slower_in_int8(fp32_profile: LayerProfile, int8_profile: LayerProfile, *,
                    min_ratio: float = 1.0, min_ms: float = 0.0) -> list[str]:
     """ONNX node names whose int8 form ran slower than their float form on the same device:
     time of the node in the int8 profile (its quantized kernel plus the Quantize/Dequantize

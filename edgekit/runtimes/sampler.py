@@ -33,6 +33,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgekit.runtimes.records import (
+    CpuFreqSummary,
+    CpuSummary,
+    EnergyWindow,
+    MachineSummary,
+    SourceSummary,
+)
+
 _STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
@@ -74,7 +82,7 @@ class Source:
     def close(self) -> None:
         """Release what open() started; called once, also after an error."""
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SourceSummary:
         raise NotImplementedError
 
 
@@ -150,11 +158,11 @@ class CpuSource(Source):
         self.rusage1 = resource.getrusage(resource.RUSAGE_SELF)
         self._load()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CpuSummary:
         assert self.first is not None and self.last is not None
         other, steal, own, busy = self._cores(self.first, self.last)
         window = self.last[0] - self.first[0]
-        out: dict[str, Any] = {
+        out: CpuSummary = {
             "cores": os.cpu_count(), "window_s": round(window, 4),
             "other_cores": round(other, 4), "other_cores_peak": round(self.peak_other, 4),
             "steal_cores": round(steal, 4), "own_cores": round(own, 4),
@@ -191,7 +199,7 @@ class CpuFreqSource(Source):
         if values:
             self.values.append(max(values) / 1000.0)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CpuFreqSummary:
         if not self.values:
             return {"samples": 0}
         s = min_max_mean(self.values)
@@ -223,12 +231,12 @@ class ThermalSource(Source):
             if text and text.strip().lstrip("-").isdigit():
                 self.values.setdefault(name, []).append(int(text) / 1000.0)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, dict[str, float]]:
         return {name: {"start_c": v[0], "max_c": max(v)} for name, v in self.values.items()}
 
 
 def sampled_energy(power: list[tuple[float, float]], source: str, window_s: float
-                   ) -> dict[str, Any] | None:
+                   ) -> EnergyWindow | None:
     """Energy of the window from instantaneous power readings [(t, W)]: mean power × window.
     Uncertainty: the standard error of the mean power times the window, plus one sampling
     interval of mean power for the window's edges that no reading covers. None with fewer than
@@ -327,7 +335,7 @@ class MachineSampler:
                 for source in self.sources:
                     self._call(source, "tick", now)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> MachineSummary:
         """End the window and return the summary; never raises."""
         self.t1 = self.clock()
         self._stop.set()
@@ -345,8 +353,8 @@ class MachineSampler:
             except Exception as exc:
                 self.errors.append(f"{source.name} failed (close): {type(exc).__name__}: {exc}")
 
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"interval_s": self.interval_s, "ticks": self.ticks,
+    def summary(self) -> MachineSummary:
+        out: MachineSummary = {"interval_s": self.interval_s, "ticks": self.ticks,
                                "window_s": round(self.t1 - self.t0, 4)}
         for source in self.sources:
             if source.name in self._failed and not _partial_ok(source):

@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+from edgekit.runtimes.records import EnergyWindow, NvmlSummary
 from edgekit.runtimes.sampler import Source, min_max_mean, sampled_energy
 
 _COUNTER_PERIOD: dict[int, float | None] = {}  # per GPU: the energy counter's update period
@@ -126,8 +127,8 @@ class NvmlSource(Source):
             except Exception:
                 pass
 
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"gpu_index": self.gpu_index, "name": getattr(self, "name_", None),
+    def summary(self) -> NvmlSummary:
+        out: NvmlSummary = {"gpu_index": self.gpu_index, "name": getattr(self, "name_", None),
                                "samples": len(self.samples),
                                "clock_event_reasons": nvml_reason_names(self.reasons)}
         sm = [s["sm_mhz"] for s in self.samples]
@@ -147,7 +148,7 @@ class NvmlSource(Source):
             out["energy_counter_error"] = self.energy_error
         return out
 
-    def energy_window(self, interval_s: float, window_s: float) -> dict[str, Any] | None:
+    def energy_window(self, interval_s: float, window_s: float) -> EnergyWindow | None:
         """Joules over the window: the energy counter where the GPU has one, else sampled power."""
         if len(self.energy) == 2:
             (t0, e0), (t1, e1) = self.energy

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.runtimes.records import LatencyStats, SpeedupInterval
+
 SEGMENTS = 10  # contiguous segments a plain run is cut into
 TIE_MARGIN = 0.10  # below m but within 10% of it: a tie, never "slower" (module docstring)
 VERDICTS = ("slower", "indistinguishable", "meets")
@@ -57,7 +59,7 @@ def t_quantile(p: float, df: float) -> float:
 
 def speedup_interval(candidate_ms: Sequence[float], original_ms: Sequence[float], *,
                      confidence: float = 0.99, candidate_rounds: Sequence[int] | None = None,
-                     original_rounds: Sequence[int] | None = None) -> dict[str, Any]:
+                     original_rounds: Sequence[int] | None = None) -> SpeedupInterval:
     """The speed-up of the candidate over the original (ratio of p50s) and its `confidence`
     interval. `*_rounds` are the sample counts of each alternating round (the same number of
     rounds on both sides: paired); without them each run is cut into contiguous segments.
@@ -93,7 +95,7 @@ def speedup_interval(candidate_ms: Sequence[float], original_ms: Sequence[float]
     return {**out, "ci_low": min(low, point), "ci_high": max(high, point), "method": method}
 
 
-def verdict(interval: dict[str, Any], min_speedup: float) -> str:
+def verdict(interval: SpeedupInterval, min_speedup: float) -> str:
     """`slower` (the whole interval below `min_speedup` less the tie margin), `meets` (at or
     above `min_speedup`) or `indistinguishable` (in between, or straddling it)."""
     eps = 1e-9
@@ -104,7 +106,7 @@ def verdict(interval: dict[str, Any], min_speedup: float) -> str:
     return "indistinguishable"
 
 
-def describe(interval: dict[str, Any]) -> str:
+def describe(interval: SpeedupInterval) -> str:
     """'speed-up 0.49×, 99% CI 0.46–0.52'"""
     s, lo, hi = interval["speedup"], interval.get("ci_low"), interval.get("ci_high")
     if lo is None or hi is None or lo == hi:
@@ -114,8 +116,8 @@ def describe(interval: dict[str, Any]) -> str:
 
 def alternate(runners: dict[str, Any], x: np.ndarray, protocol: Any, rounds: int = 6,
               shuffle_seed: int | None = 0, *, whole_protocol: bool = False,
-              measure: Callable[[str, Any, np.ndarray, Any], dict[str, Any]] | None = None,
-              fields: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+              measure: Callable[[str, Any, np.ndarray, Any], LatencyStats] | None = None,
+              fields: Sequence[str] | None = None) -> dict[str, LatencyStats]:
     """Time every runner on `x` in `rounds` alternating rounds, so that a load change on the
     machine hits them all alike. The order is reshuffled each round (from `shuffle_seed`; None
     keeps the runners' order), so none always follows the same other one. Each round is a share
@@ -141,11 +143,11 @@ def alternate(runners: dict[str, Any], x: np.ndarray, protocol: Any, rounds: int
         later = first.model_copy(update={"warmup_count": min(first.warmup_count, 3),
                                          "warmup_seconds": 0.0})
     if measure is None:
-        def measure(label: str, runner: Any, x: np.ndarray, protocol: Any) -> dict[str, Any]:
+        def measure(label: str, runner: Any, x: np.ndarray, protocol: Any) -> LatencyStats:
             return runner.measure_latency(x, protocol)
     samples: dict[str, list[float]] = {label: [] for label in runners}
     counts: dict[str, list[int]] = {label: [] for label in runners}
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in runners}
+    runs: dict[str, list[LatencyStats]] = {label: [] for label in runners}
     duration = dict.fromkeys(runners, 0.0)
     order = list(runners)
     rng = np.random.default_rng(shuffle_seed)
@@ -170,8 +172,8 @@ def alternate(runners: dict[str, Any], x: np.ndarray, protocol: Any, rounds: int
     return out
 
 
-def compare(candidate: dict[str, Any], original: dict[str, Any], *, min_speedup: float,
-            confidence: float = 0.99) -> dict[str, Any]:
+def compare(candidate: LatencyStats, original: LatencyStats, *, min_speedup: float,
+            confidence: float = 0.99) -> SpeedupInterval:
     """Speed-up section of two latency sections (each with `samples_ms`, and `round_counts`
     when timed by `alternate`): the interval, the verdict and the sentence that gives both."""
     interval = speedup_interval(candidate["samples_ms"], original["samples_ms"],

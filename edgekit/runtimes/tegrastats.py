@@ -12,8 +12,8 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Any
 
+from edgekit.runtimes.records import EnergyWindow, RailsSummary, TegraReading
 from edgekit.runtimes.sampler import Source, min_max_mean, read_text, sampled_energy
 
 # Rails that measure the whole module's input, in the order they are preferred.
@@ -31,7 +31,7 @@ class UnknownTegrastatsLine(ValueError):
     recorded from it."""
 
 
-def parse_tegrastats(line: str) -> dict[str, Any]:
+def parse_tegrastats(line: str) -> TegraReading:
     """One tegrastats line → {cpu_mhz: [per core or None when off], gpu_mhz, gpu_load_pct,
     emc_mhz, temps_c: {sensor: °C}, rails_mw: {rail: instantaneous mW}}.
 
@@ -51,7 +51,7 @@ def parse_tegrastats(line: str) -> dict[str, Any]:
     if not rails:
         raise UnknownTegrastatsLine(f"unknown tegrastats format (no power rail such as "
                                     f"'VDD_IN 4968mW/4968mW'): {text[:200]!r}")
-    out: dict[str, Any] = {"rails_mw": rails}
+    out: TegraReading = {"rails_mw": rails}
     cpu = _TEGRA_CPU.search(text)
     if cpu:
         cores = []
@@ -89,7 +89,7 @@ class TegrastatsSource(Source):
         self.interval_ms = max(int(interval_s * 1000), 10)
         self.proc: subprocess.Popen | None = None
         self.reader: threading.Thread | None = None
-        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self.lines: list[tuple[float, TegraReading]] = []
         self.unknown: list[str] = []
         self.window: tuple[float, float] | None = None
         self.t0: float | None = None
@@ -134,23 +134,23 @@ class TegrastatsSource(Source):
                 self.proc.kill()
                 self.proc.wait()
 
-    def in_window(self) -> list[tuple[float, dict[str, Any]]]:
+    def in_window(self) -> list[tuple[float, TegraReading]]:
         if self.window is None:
             return []
         t0, t1 = self.window
         return [(t, p) for t, p in self.lines if t0 <= t <= t1]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RailsSummary:
         return summarize_rails(self.in_window(), self.unknown)
 
-    def energy_window(self, interval_s: float, window_s: float) -> dict[str, Any] | None:
+    def energy_window(self, interval_s: float, window_s: float) -> EnergyWindow | None:
         return rails_energy(self.in_window(), "tegrastats", window_s)
 
 
-def summarize_rails(lines: list[tuple[float, dict[str, Any]]], unknown: list[str]
-                    ) -> dict[str, Any]:
+def summarize_rails(lines: list[tuple[float, TegraReading]], unknown: list[str]
+                    ) -> RailsSummary:
     """Clocks, temperatures and rail power of the parsed readings in the window."""
-    out: dict[str, Any] = {"samples": len(lines)}
+    out: RailsSummary = {"samples": len(lines)}
     if unknown:
         out["unknown_lines"] = unknown
     if not lines:
@@ -177,8 +177,8 @@ def summarize_rails(lines: list[tuple[float, dict[str, Any]]], unknown: list[str
     return out
 
 
-def rails_energy(lines: list[tuple[float, dict[str, Any]]], how: str, window_s: float
-                 ) -> dict[str, Any] | None:
+def rails_energy(lines: list[tuple[float, TegraReading]], how: str, window_s: float
+                 ) -> EnergyWindow | None:
     readings = [(t, p["rails_mw"]) for t, p in lines]
     rail = next((input_rail(r) for _, r in readings if input_rail(r)), None)
     if rail is None:
@@ -204,7 +204,7 @@ class InaSysfsSource(Source):
                 volt, curr = os.path.join(hwmon, f"in{n}_input"), os.path.join(hwmon, f"curr{n}_input")
                 if label and os.path.exists(volt) and os.path.exists(curr):
                     self.channels.append((label, volt, curr))
-        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self.lines: list[tuple[float, TegraReading]] = []
 
     def available(self) -> tuple[bool, str]:
         if not self.channels:
@@ -220,8 +220,8 @@ class InaSysfsSource(Source):
         if rails:
             self.lines.append((now, {"rails_mw": rails}))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RailsSummary:
         return summarize_rails(self.lines, [])
 
-    def energy_window(self, interval_s: float, window_s: float) -> dict[str, Any] | None:
+    def energy_window(self, interval_s: float, window_s: float) -> EnergyWindow | None:
         return rails_energy(self.lines, "INA3221 sysfs", window_s)

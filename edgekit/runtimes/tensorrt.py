@@ -32,6 +32,7 @@ import numpy as np
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
 from edgekit.io.specfiles import metadata_path, spec_from_engine_metadata  # noqa: F401 - re-exported
 from edgekit.runtimes.base import DeviceTimed, Runner
+from edgekit.runtimes.records import EngineMetadata, InputProfile, MachineInfo, RuntimeDetails
 from edgekit.spec import InputSpec
 
 ENGINE_META_FORMAT = "edgekit.tensorrt-engine/1"
@@ -45,8 +46,8 @@ class EngineMismatchError(InputError):
 
 
 # ---------------------------------------------------------------- metadata (no TensorRT needed)
-def engine_metadata(machine: dict[str, Any], *, precision: str, input_profile: dict[str, Any],
-                    spec: InputSpec | None, **extra: Any) -> dict[str, Any]:
+def engine_metadata(machine: MachineInfo, *, precision: str, input_profile: InputProfile,
+                    spec: InputSpec | None, **extra: Any) -> EngineMetadata:
     """The metadata record written beside an engine: the machine it was built on (MATCH_KEYS),
     its precision and input profile, the InputSpec and whatever build settings `extra` holds."""
     missing = [k for k in MATCH_KEYS if not machine.get(k)]
@@ -58,7 +59,7 @@ def engine_metadata(machine: dict[str, Any], *, precision: str, input_profile: d
             "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
-def write_engine_metadata(engine: str | Path, meta: dict[str, Any]) -> Path:
+def write_engine_metadata(engine: str | Path, meta: EngineMetadata) -> Path:
     from edgekit.io.files import atomic_write_json
 
     path = metadata_path(engine)
@@ -66,7 +67,7 @@ def write_engine_metadata(engine: str | Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def read_engine_metadata(engine: str | Path) -> dict[str, Any]:
+def read_engine_metadata(engine: str | Path) -> EngineMetadata:
     engine = Path(engine)
     path = metadata_path(engine)
     if not path.is_file():
@@ -91,7 +92,7 @@ def rebuild_hint(engine: str | Path, precision: str | None) -> str:
             f"{folder}/ --target tensorrt --precision {precision or 'fp16'}")
 
 
-def check_engine_metadata(meta: dict[str, Any], machine: dict[str, Any],
+def check_engine_metadata(meta: EngineMetadata, machine: MachineInfo,
                           engine: str | Path = "model.plan") -> None:
     """Raise EngineMismatchError naming every field in which the engine's build machine differs
     from `machine` (TensorRT version, GPU name, compute capability)."""
@@ -149,7 +150,7 @@ def require_gpu(cudart, device: int = 0) -> None:
             hint="build and run TensorRT engines on the GPU machine or Jetson that runs them")
 
 
-def machine_info(trt=None, cudart=None, device: int = 0) -> dict[str, Any]:
+def machine_info(trt=None, cudart=None, device: int = 0) -> MachineInfo:
     """This machine as engine metadata sees it: TensorRT version, GPU name, compute capability."""
     trt = trt or import_tensorrt()
     cudart = cudart or import_cudart()
@@ -300,7 +301,7 @@ class TensorRtRunner(DeviceTimed, Runner):
     def nvidia_gpu(self) -> int | None:
         return 0  # engines are built and run on CUDA device 0
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         return {"runtime": self.name, "version": self.machine["tensorrt_version"],
                 "gpu": self.machine["gpu_name"],
                 "compute_capability": self.machine["compute_capability"],

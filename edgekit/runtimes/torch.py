@@ -30,6 +30,7 @@ from pydantic import Field
 
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.runtimes.base import DeviceTimed, Runner, RunnerOptions
+from edgekit.runtimes.records import LatencyStats, RuntimeDetails
 from edgekit.spec import InputSpec
 
 PRECISIONS = ("fp32", "fp16")
@@ -236,19 +237,19 @@ class TorchRunner(DeviceTimed, Runner):
         with self.thread_scope():
             return super().infer(x)
 
-    def measure_latency(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def measure_latency(self, *args: Any, **kwargs: Any) -> LatencyStats:
         with self.thread_scope():
             return super().measure_latency(*args, **kwargs)
 
     def nvidia_gpu(self) -> int | None:
         return (self.device.index or 0) if self.on_cuda else None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuntimeDetails:
         import torch
 
         with self.thread_scope():
             threads = torch.get_num_threads()
-        info: dict[str, Any] = {"runtime": self.name, "version": torch.__version__,
+        info: RuntimeDetails = {"runtime": self.name, "version": torch.__version__,
                                 "device": str(self.device), "precision": self.precision,
                                 "cuda_graphs": self.cuda_graphs,
                                 "threads": threads,

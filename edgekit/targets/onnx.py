@@ -8,7 +8,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from pydantic import Field
@@ -35,9 +35,29 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 
 
+class Parity(TypedDict, total=False):
+    """The parity of candidate logits against the reference's (check_parity): fidelity, the
+    decisive agreement, the thresholds applied and whether the outputs are finite."""
+
+    max_abs_diff: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float
+    samples: int
+    decisive_agreement: float
+    decisive_samples: int
+    near_ties: int
+    tie_level: float
+    logit_level: float
+    ties_excused: bool
+    min_agreement: float
+    outputs_finite: bool
+    tolerance: float
+
+
 def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
                  agreement: float | str, tolerance_scale: float | None, atol: float, rtol: float,
-                 hint: str) -> dict[str, Any]:
+                 hint: str) -> Parity:
     """The one parity rule of every export and of int8 quantization (compress --int8 judges its
     artifact by it too, on the eval data): `parity` of candidate against reference logits,
     gated: finite outputs, top-1 agreement on the decisive samples (`decisive_agreement`: a
@@ -48,7 +68,7 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
     naming `what` when it fails."""
     if isinstance(agreement, str):
         agreement = MIN_AGREEMENT[agreement]
-    measured: dict[str, Any] = parity(reference, candidate)  # decisive_agreement included
+    measured: Parity = parity(reference, candidate)  # decisive_agreement included
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
     ok = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
     if tolerance_scale is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from pydantic import Field
@@ -33,6 +33,7 @@ from edgekit.io.files import atomic_write_bytes
 from edgekit.io.manifest import MANIFEST_NAME, Manifest, library_versions
 from edgekit.io.onnxops import COMPUTE_OPS as WEIGHTED_OPS
 from edgekit.io.onnxops import QDQ_OPS
+from edgekit.runtimes.records import BuildInfo, InputProfile
 from edgekit.runtimes.tensorrt import (
     engine_metadata,
     import_cudart,
@@ -83,8 +84,18 @@ def _output_axis(op_type: str, node, ndim: int) -> int:
     return ndim - 1  # MatMul: B is (..., K, N)
 
 
+class QdqSummary(TypedDict):
+    """What a QDQ model holds, as TensorRT's explicit quantization sees it."""
+
+    quantize_nodes: int
+    dequantize_nodes: int
+    per_channel_weights: int
+    quantized_layers: list[str]
+    float_layers: list[str]
+
+
 def tensorrt_qdq_problems(model, *, allow_float: tuple[str, ...] | None = None,
-                          ) -> tuple[list[str], dict[str, Any]]:
+                          ) -> tuple[list[str], QdqSummary]:
     """Why TensorRT's explicit quantization would not take this QDQ model as int8 (empty when it
     would), and what it holds.
 
@@ -191,7 +202,7 @@ def _quantized_layer_problems(node: Any, label: str, feeds: list[Any],
     return problems, 1
 
 
-def check_qdq_for_tensorrt(model) -> dict[str, Any]:
+def check_qdq_for_tensorrt(model) -> QdqSummary:
     """`tensorrt_qdq_problems`'s summary of a QDQ model TensorRT will build from; raises
     InputError listing the violations."""
     problems, summary = tensorrt_qdq_problems(model)
@@ -214,7 +225,7 @@ def find_tensorrt_qdq(folder: Path) -> Path | None:
     return folder / hits[-1]["path"] if hits else None
 
 
-def select_build_input(onnx_path: str | Path, precision: str) -> tuple[Path, dict[str, Any] | None]:
+def select_build_input(onnx_path: str | Path, precision: str) -> tuple[Path, QdqSummary | None]:
     """The ONNX model to build from, and its QDQ report for int8.
 
     fp32/fp16 build from the fp32 ONNX model (a QDQ model is refused). int8 builds from the
@@ -243,7 +254,7 @@ def select_build_input(onnx_path: str | Path, precision: str) -> tuple[Path, dic
 
 
 def input_profile(spec: InputSpec, *, min_batch: int = 1, opt_batch: int | None = None,
-                  max_batch: int | None = None) -> dict[str, Any]:
+                  max_batch: int | None = None) -> InputProfile:
     """min/opt/max input shapes for the optimization profile, from the InputSpec."""
     rest = list(spec.shape[1:])
     if not spec.dynamic_batch:
@@ -263,10 +274,10 @@ def _weak_typing(trt) -> bool:
     return hasattr(trt.BuilderFlag, "FP16")
 
 
-def build_engine(onnx_path: Path, *, precision: str, profile: dict[str, Any],
+def build_engine(onnx_path: Path, *, precision: str, profile: InputProfile,
                  workspace_mb: int | None = None, dla: int | None = None,
                  gpu_fallback: bool = True, timing_cache: Path | None = None
-                 ) -> tuple[bytes, dict[str, Any]]:
+                 ) -> tuple[bytes, BuildInfo]:
     """Serialized engine bytes and what the build used (TensorRT 10 Python API)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -292,7 +303,7 @@ def build_engine(onnx_path: Path, *, precision: str, profile: dict[str, Any],
     config = builder.create_builder_config()
     if hasattr(trt, "ProfilingVerbosity"):  # layer names and precisions for `edgekit profile`
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    info: dict[str, Any] = {"weak_typing": weak}
+    info: BuildInfo = {"weak_typing": weak}
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         info["workspace_mb"] = int(workspace_mb)

@@ -4,11 +4,12 @@ validator's accuracy section and its chance check (top-1 and fidelity are edgeki
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 from edgekit.metrics import fidelity, top1
+from edgekit.results.record import AccuracySection
 
 # The original must score significantly above chance on the eval set for a gate to mean
 # anything: one-sided exact binomial test of its top-1 against 1/outputs at this level.
@@ -16,10 +17,10 @@ CHANCE_ALPHA = 0.01
 
 
 def accuracy_section(logits: np.ndarray, labels: np.ndarray | None,
-                     reference_logits: np.ndarray | None) -> dict[str, Any]:
+                     reference_logits: np.ndarray | None) -> AccuracySection:
     """top-1, its drop against the reference (points), agreement, fidelity, non-finite outputs."""
     finite = bool(np.isfinite(logits).all())
-    out: dict[str, Any] = {"samples": int(len(logits)), "outputs_finite": finite}
+    out: AccuracySection = {"samples": int(len(logits)), "outputs_finite": finite}
     if labels is not None:
         out["top1"] = top1(logits, labels)
     if reference_logits is not None:
@@ -28,6 +29,19 @@ def accuracy_section(logits: np.ndarray, labels: np.ndarray | None,
             out["reference_top1"] = top1(reference_logits, labels)
             out["top1_drop_points"] = 100.0 * (out["reference_top1"] - out["top1"])
     return out
+
+
+class ChanceCheck(TypedDict):
+    """The original's top-1 on the eval set against chance (chance_check)."""
+
+    top1: float
+    correct: int
+    samples: int
+    chance: float
+    p_value: float
+    alpha: float
+    critical_top1: float
+    above_chance: bool
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -45,7 +59,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 
 
 def chance_check(reference_logits: np.ndarray, labels: np.ndarray,
-                 alpha: float = CHANCE_ALPHA) -> dict[str, Any]:
+                 alpha: float = CHANCE_ALPHA) -> ChanceCheck:
     """Is the original's top-1 on these labels significantly above chance (1 / its number of
     outputs)? `above_chance` is False when the one-sided binomial p-value exceeds `alpha`:
     an eval set whose labels are not the model's classes (or its preprocessing) scores there,

@@ -9,7 +9,7 @@ import datetime as _dt
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -19,9 +19,10 @@ from edgekit.devices import DeviceProfile
 from edgekit.io.artifacts import ArtifactEntry, find_reference, list_artifacts, spec_for
 from edgekit.io.files import file_size, sha256_file
 from edgekit.progress import progress
-from edgekit.results.record import ResultRecord
+from edgekit.results.record import AccuracySection, ResultRecord, SpeedupSection
 from edgekit.runtimes.base import Runner, get_runner, runner_for_artifact
 from edgekit.runtimes.interference import measure_undisturbed
+from edgekit.runtimes.records import LatencyStats, PairedSpeedup
 from edgekit.spec import InputSpec
 from edgekit.validate.accuracy import accuracy_section
 from edgekit.validate.env import capture_environment
@@ -67,11 +68,11 @@ def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
                         ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded)
 
 
-def _measure(runner: Runner, path: Path, entry: dict[str, Any], spec: InputSpec,
+def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
              device: DeviceProfile, *, eval_set: Dataset | None, batches: list[int],
              ref_logits: np.ndarray | None, model_name: str | None,
-             rss_loaded: float) -> list[dict[str, Any]]:
-    base = {
+             rss_loaded: float) -> list[ResultRecord]:
+    base: ResultRecord = {
         "record_version": RECORD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": model_name or entry.get("model") or path.parent.name,
@@ -83,7 +84,7 @@ def _measure(runner: Runner, path: Path, entry: dict[str, Any], spec: InputSpec,
     }
     if device.emulated:  # (issue 20) top-1 is real; the time is the emulator's
         base["emulated"] = True
-    accuracy: dict[str, Any] = {}
+    accuracy: AccuracySection = {}
     if eval_set is not None:
         with progress(f"Accuracy {path.name} on {runner.name}", len(eval_set)) as advance:
             logits = runner.predict(eval_set.x, on_batch=advance)
@@ -116,8 +117,20 @@ def _measure(runner: Runner, path: Path, entry: dict[str, Any], spec: InputSpec,
     return records
 
 
+class OriginalLatency(TypedDict, total=False):
+    """The fp32 original's latency at one batch on one runtime, as the speed-up compares with
+    it: its p50 and samples, what ran, whether the machine disturbed it, or why it is missing."""
+
+    p50_ms: float | None
+    samples_ms: list[float] | None
+    measured_as: str
+    disturbed: bool | None
+    disturbed_reasons: list[str]
+    missing: str
+
+
 def original_latency_on(runtime: str, original: Path, device: DeviceProfile, batches: list[int],
-                        images: np.ndarray) -> dict[int, dict[str, Any]]:
+                        images: np.ndarray) -> dict[int, OriginalLatency]:
     """p50 per batch of the fp32 original ONNX model on `runtime` when the run did not time it
     there itself, with the device's protocol on the same images: ONNX Runtime runs it as is,
     OpenVINO reads it with its ONNX frontend at f32 (what an fp32 IR export of it runs); other
@@ -133,8 +146,8 @@ def original_latency_on(runtime: str, original: Path, device: DeviceProfile, bat
 
 def _original_latency(runner: Runner, original: Path, spec: InputSpec, device: DeviceProfile,
                       runtime: str, batches: list[int], images: np.ndarray
-                      ) -> dict[int, dict[str, Any]]:
-    out = {}
+                      ) -> dict[int, OriginalLatency]:
+    out: dict[int, OriginalLatency] = {}
     for batch in batches:
         x = np.ascontiguousarray(np.resize(np.asarray(images[:batch]), (batch, *spec.shape[1:])),
                                  np.float32)
@@ -149,15 +162,15 @@ def _original_latency(runner: Runner, original: Path, spec: InputSpec, device: D
     return out
 
 
-def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.ndarray]],
+def original_latency(measured: list[tuple[bool, str, list[ResultRecord], np.ndarray]],
                      ref_path: Path | None, device: DeviceProfile, batches: list[int]
-                     ) -> dict[tuple[str, int], dict[str, Any]]:
+                     ) -> dict[tuple[str, int], OriginalLatency]:
     """{(runtime, batch): {p50_ms, measured_as}} of the fp32 original in this run, from
     `measured` = [(is the original, runtime, its records, the images timed)]: the original's own
     records where it ran on that runtime, otherwise timed now (original_latency_on)."""
     if ref_path is None:
         return {}
-    out: dict[tuple[str, int], dict[str, Any]] = {}
+    out: dict[tuple[str, int], OriginalLatency] = {}
     for is_reference, runtime, records, _ in measured:
         if is_reference:
             for r in records:
@@ -176,8 +189,8 @@ def original_latency(measured: list[tuple[bool, str, list[dict[str, Any]], np.nd
 
 
 def attach_speedups(records: list[ResultRecord],
-                    original: dict[tuple[str, int], dict[str, Any]],
-                    ref_path: Path | None, confidence: float = 0.99) -> list[dict[str, Any]]:
+                    original: dict[tuple[str, int], OriginalLatency],
+                    ref_path: Path | None, confidence: float = 0.99) -> list[SpeedupSection]:
     """Set each record's `speedup` (p50 of the original over its own, same runtime and batch)
     and `speedup_vs` (both numbers with the interval from both runs' samples, where the
     original's came from, or why it is missing); returns the `speedup_vs` sections, which the
@@ -187,7 +200,7 @@ def attach_speedups(records: list[ResultRecord],
     sections = []
     for record in records:
         batch, runtime = record["batch"], record["runtime"]
-        ref = original.get((runtime, batch)) or {}
+        ref: OriginalLatency = original.get((runtime, batch)) or {}
         section = speedup_section(record["latency"].get("p50_ms"), ref.get("p50_ms"),
                                   batch=batch, reference=ref_path.name if ref_path else "",
                                   runtime=runtime, samples_ms=record["latency"].get("samples_ms"),
@@ -228,7 +241,7 @@ def cannot_run(entry: ArtifactEntry, device: DeviceProfile, runtime: str | None)
 
 
 def split_runnable(entries: list[ArtifactEntry], device: DeviceProfile, runtime: str | None, *,
-                   single: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                   single: bool) -> tuple[list[ArtifactEntry], list[ResultRecord]]:
     """(the artifacts this machine can run, a `skipped` record for each one it cannot, with the
     reason), as `validate` does: a copied output folder on a lean device measures what its
     runtimes run. One file given by itself that cannot run here, or a folder of which nothing
@@ -258,7 +271,7 @@ def split_runnable(entries: list[ArtifactEntry], device: DeviceProfile, runtime:
 def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | None = None,
               batches: list[int] | None = None, runtime: str | None = None,
               reference: str | Path | None = None, data_dir: str | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+              limit: int | None = None) -> list[ResultRecord]:
     """Benchmark one artifact or every artifact of an output folder that this machine can run;
     each artifact it cannot run is a record with `skipped` (the reason) and no measurement."""
     entries = list_artifacts(target)
@@ -296,7 +309,7 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
 
 
 def alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *,
-                   spec: InputSpec, x: np.ndarray, rounds: int) -> dict[str, dict[str, Any]]:
+                   spec: InputSpec, x: np.ndarray, rounds: int) -> dict[str, LatencyStats]:
     """{label: latency statistics with `samples_ms` and `round_counts`} of `artifacts`
     ({label: (path, runtime)}) timed together here on `x` in `rounds` alternating rounds with
     the device's latency protocol (runtimes/speedup.py); every runner closed after."""
@@ -325,7 +338,7 @@ class PairedTiming:
 
 def time_against_original(pair: PairedTiming, device: DeviceProfile, images: np.ndarray, *,
                           min_speedup: float, confidence: float, rounds: int = 6,
-                          around: Any = None, timer: Any = None) -> dict[str, Any]:
+                          around: Any = None, timer: Any = None) -> PairedSpeedup:
     """`pair`'s candidate and original timed together on `device`, in `rounds` alternating
     rounds on the first `pair.batch` images: a load change that would shift one of two separate
     runs against the other hits both alike and pairs out (runtimes/speedup.py). Returns
@@ -348,10 +361,10 @@ def time_against_original(pair: PairedTiming, device: DeviceProfile, images: np.
             timed = timer(artifacts, x)
         else:
             timed = alternate_here(artifacts, device, spec=spec, x=x, rounds=rounds)
-    result = compare(timed["candidate"], timed["original"], min_speedup=min_speedup,
-                     confidence=confidence)
-    result.update(rounds=rounds, p50_ms=timed["candidate"]["p50_ms"],
-                  reference_p50_ms=timed["original"]["p50_ms"])
+    result: PairedSpeedup = {**compare(timed["candidate"], timed["original"],
+                                       min_speedup=min_speedup, confidence=confidence),
+                             "rounds": rounds, "p50_ms": timed["candidate"]["p50_ms"],
+                             "reference_p50_ms": timed["original"]["p50_ms"]}
     for where in ("remote", "ray"):  # timed on the device, or on its node: which job
         if timed["candidate"].get(where):
             result[where] = timed["candidate"][where]

@@ -10,9 +10,9 @@ import socket
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from edgekit.io.manifest import library_versions
+from edgekit.results.record import CpuInfo, Environment
 
 
 def runtime_dists() -> tuple[str, ...]:
@@ -24,7 +24,7 @@ def runtime_dists() -> tuple[str, ...]:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
 
 
-def cpu_info() -> dict[str, Any]:
+def cpu_info() -> CpuInfo:
     model, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -62,9 +62,9 @@ def gpu_info() -> list[dict[str, str]]:
     return gpus
 
 
-def jetson_info() -> dict[str, Any]:
+def jetson_info() -> dict[str, str]:
     """L4T/JetPack release, nvpmodel power mode, clock state; empty off a Jetson."""
-    info: dict[str, Any] = {}
+    info: dict[str, str] = {}
     release = Path("/etc/nv_tegra_release")
     if release.exists():
         info["l4t"] = release.read_text(errors="replace").splitlines()[0].strip("# ").strip()
@@ -84,8 +84,8 @@ def jetson_info() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def capture_environment() -> dict[str, Any]:
-    env = {
+def capture_environment() -> Environment:
+    env: Environment = {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
         "python": platform.python_version(),

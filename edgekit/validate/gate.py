@@ -20,11 +20,11 @@ why: a gate that cannot be evaluated has not been passed.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.metrics import TOLERANCE
+from edgekit.results.record import AccuracySection, GateCheck, GateVerdict, SpeedupSection
 from edgekit.results.validation import PRECISION_RANK, describe_budget, pick_decisive
 from edgekit.runtimes.interference import disturbed_suffix
 
@@ -53,7 +53,7 @@ class Budget(BaseModel):
 
 
 def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
-           missing: str) -> dict[str, Any]:
+           missing: str) -> GateCheck:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return {"check": name, "value": None, "limit": limit, "passed": False, "reason": missing}
     # Drops are differences of ratios: 100 * (0.9 - 0.895) is 0.5000000000000004.
@@ -66,13 +66,13 @@ def _check(name: str, value: float | None, limit: float, higher_is_better: bool,
 def speedup_section(p50_ms: float | None, reference_p50_ms: float | None, *, batch: int,
                     reference: str, runtime: str, samples_ms: list[float] | None = None,
                     reference_samples_ms: list[float] | None = None,
-                    confidence: float = 0.99) -> dict[str, Any]:
+                    confidence: float = 0.99) -> SpeedupSection:
     """A record's speed-up against the fp32 original (same runtime, device, batch): ratio of
     the p50s, > 1 is faster. `speedup` is None when either p50 is missing. With both runs'
     samples it carries the interval too (`ci_low`, `ci_high`, `confidence`, `method`: see
     runtimes/speedup.py), which the gate judges instead of the bare ratio."""
     ok = bool(p50_ms and reference_p50_ms)
-    section: dict[str, Any] = {"speedup": (reference_p50_ms / p50_ms) if ok else None,
+    section: SpeedupSection = {"speedup": (reference_p50_ms / p50_ms) if ok else None,
                                "batch": batch, "p50_ms": p50_ms,
                                "reference_p50_ms": reference_p50_ms, "reference": reference,
                                "runtime": runtime}
@@ -84,7 +84,7 @@ def speedup_section(p50_ms: float | None, reference_p50_ms: float | None, *, bat
     return section
 
 
-def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
+def _speed_check(speed: SpeedupSection, limit: float) -> GateCheck:
     """Fails only when the speed-up is below `limit` beyond noise: with an interval, when all of
     it lies below (between: `indistinguishable`, passed and said so); without, the bare ratio."""
     from edgekit.runtimes.speedup import describe, verdict
@@ -123,12 +123,12 @@ def _speed_check(speed: dict[str, Any], limit: float) -> dict[str, Any]:
     return check
 
 
-def evaluate_gate(accuracy: dict[str, Any], budget: Budget,
-                  speed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def evaluate_gate(accuracy: AccuracySection, budget: Budget,
+                  speed: list[SpeedupSection] | None = None) -> GateVerdict:
     """The gate verdict for one artifact on one runtime: its accuracy section and, for
     `min_speedup`, its speed-up sections (one per batch, from `speedup_section`):
     {passed, checks, reasons, budget}."""
-    checks: list[dict[str, Any]] = []
+    checks: list[GateCheck] = []
     finite = bool(accuracy.get("outputs_finite", False))
     checks.append({"check": "outputs_finite", "value": finite, "limit": True, "passed": finite,
                    "reason": "" if finite else "NaN or Inf in the outputs"})

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
 
 from edgekit import __version__
 from edgekit.devices import DeviceProfile
 from edgekit.errors import InputError, MissingDependencyError
+from edgekit.results.record import ResultRecord
 from edgekit.results.store import LAYER_PROFILE
 
 
 def profile_on_device(artifact: Path, device: DeviceProfile, *, runtime: str | None = None,
                       batch: int = 1, runs: int = 50, warmup: int = 10,
-                      onnx_source: Path | None = None) -> dict[str, Any]:
+                      onnx_source: Path | None = None) -> ResultRecord:
     """Profile `artifact` on `device` (local profiles) with the runtime that reads it (or
     `runtime`), joined to its ONNX model; returns a layer_profile record."""
     from edgekit.io.artifacts import list_artifacts, onnx_source_for, spec_for

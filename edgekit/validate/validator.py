@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -23,7 +23,13 @@ from edgekit.errors import DataError, MissingDependencyError, MissingLabelsError
 from edgekit.executors import Here, ValidationJob, executor_for
 from edgekit.results.record import ResultRecord
 from edgekit.results.store import new_run_id
-from edgekit.results.validation import RuntimeStatus, ValidationResult
+from edgekit.results.validation import (
+    ArtifactVerdict,
+    Decisive,
+    RuntimeStatus,
+    ValidationResult,
+)
+from edgekit.runtimes.records import LatencyStats
 from edgekit.validate.gate import Budget, evaluate_gate, pick_decisive
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +57,7 @@ def runtime_status(device: DeviceProfile) -> list[RuntimeStatus]:
 
 
 def plan(entries: list[ArtifactEntry], device: DeviceProfile, statuses: list[RuntimeStatus]
-         ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[dict[str, str]]]:
+         ) -> tuple[list[tuple[ArtifactEntry, list[str]]], list[dict[str, str]]]:
     """(artifact, [runtimes to validate it on]) pairs, and the artifacts nothing here can run."""
     from edgekit.runtimes.base import runner_names
 
@@ -284,7 +290,7 @@ def _decide(result: ValidationResult, artifact: str | None) -> None:
         r["decisive"] = r["artifact_name"] == decided["name"]
 
 
-def _fastest(records: list[ResultRecord]) -> dict[str, Any]:
+def _fastest(records: list[ResultRecord]) -> ArtifactVerdict:
     """p50 (and its speed-up) at the smallest batch on the artifact's fastest runtime."""
     timed = [r for r in records if (r.get("latency") or {}).get("p50_ms") is not None]
     if not timed:
@@ -310,7 +316,7 @@ def _recorded_environment(env: dict[str, Any], device: DeviceProfile) -> dict[st
     return {**env, "jetson": kept}
 
 
-def _artifact_info(entry: dict[str, Any], target: Path) -> dict[str, Any]:
+def _artifact_info(entry: ArtifactEntry, target: Path) -> ArtifactVerdict:
     path = Path(entry["path"])
     rel = str(path.relative_to(target)) if target.is_dir() else path.name
     return {"name": rel, "relpath": rel, "path": str(path), "stage": entry.get("stage"),
@@ -326,9 +332,17 @@ def save(result: ValidationResult, store_path: str | Path) -> list[int]:
     return result.store(store_path)
 
 
-def summarize(records: list[ResultRecord], artifact: str | None = None) -> dict[str, Any]:
+class Summary(TypedDict):
+    """Pass/fail per artifact and the deciding artifact of stored records (summarize)."""
+
+    artifacts: list[ArtifactVerdict]
+    decisive: Decisive
+    passed: bool
+
+
+def summarize(records: list[ResultRecord], artifact: str | None = None) -> Summary:
     """Pass/fail per artifact (over its runtimes) and the deciding artifact, from records."""
-    arts: dict[str, dict[str, Any]] = {}
+    arts: dict[str, ArtifactVerdict] = {}
     for r in records:
         name = r.get("artifact_name") or Path(str(r.get("artifact"))).name
         info = arts.setdefault(name, {"name": name, "relpath": name, "stage": r.get("stage"),
@@ -351,7 +365,7 @@ def summarize(records: list[ResultRecord], artifact: str | None = None) -> dict[
 
 
 def _alternate_here(artifacts: dict[str, tuple[Path, str]], device: DeviceProfile, *, spec: Any,
-                    x: Any, rounds: int) -> dict[str, dict[str, Any]]:
+                    x: Any, rounds: int) -> dict[str, LatencyStats]:
     from edgekit.validate.bench import alternate_here
 
     return alternate_here(artifacts, device, spec=spec, x=x, rounds=rounds)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from edgekit.io.models import ModelBundle
+    from edgekit.zoo.records import ShippedRecord
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def shipped_checkpoint(name: str) -> Path | None:
     return path
 
 
-def shipped_record(name: str) -> dict[str, Any] | None:
+def shipped_record(name: str) -> ShippedRecord | None:
     """What NAME.json records about the shipped checkpoint (None when none ships)."""
     from edgekit.resources import shipped_dir
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
+from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -118,7 +119,7 @@ class TrainPlan:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> TrainingRecord:
         """What the manifest records about the run."""
         return {"device": self.device, "precision": self.precision,
                 "channels_last": self.channels_last, "chosen_by": self.chosen_by,

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.zoo.accel import TrainPlan, cache_dir, release_model
+from edgekit.zoo.records import RunKey, TeacherRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -120,7 +121,7 @@ class TeacherLogits:
         self._writing: np.ndarray | None = None  # this epoch's logits as computed
 
     # ------------------------------------------------------------ the run
-    def start(self, plan: TrainPlan, run_key: dict[str, Any], rows: int, epochs: int) -> None:
+    def start(self, plan: TrainPlan, run_key: RunKey, rows: int, epochs: int) -> None:
         """Before the first step: the teacher goes where the student trains; the key is made
         from the teacher's weights and the run's inputs and augmentation (`run_key`)."""
         self.plan, self.rows, self.epochs = plan, rows, epochs
@@ -210,9 +211,9 @@ class TeacherLogits:
         self._reading = self._writing = None
         release_model(self.teacher)
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> TeacherRecord:
         """What the manifest records: where the logits came from and what the teacher ran."""
-        out: dict[str, Any] = {"teacher_forwards": self.forwards,
+        out: TeacherRecord = {"teacher_forwards": self.forwards,
                                "teacher_s": round(self.seconds, 3)}
         if self.key is None:
             out["teacher_cache"] = f"off: {self.why_not}"
@@ -282,7 +283,7 @@ def evict(keep: Path | None = None, root: Path | None = None) -> list[str]:
 
 
 def run_key_for(x_all: np.ndarray | None, files: list[Path] | None, spec: Any, cfg: Any,
-                rows: np.ndarray) -> dict[str, Any]:
+                rows: np.ndarray) -> RunKey:
     """What, besides the teacher and precision, decides the images the teacher sees: the inputs
     after preprocessing, the spec, the rows trained on and the seeded order and augmentation."""
     inputs = array_digest(x_all) if x_all is not None else \

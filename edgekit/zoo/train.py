@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +24,7 @@ from edgekit.data import Dataset, RawImages
 from edgekit.errors import DataError, MissingLabelsError
 from edgekit.metrics import torch_top1
 from edgekit.spec import InputSpec
+from edgekit.zoo.records import EarlyStop, EpochRecord, History, RunKey, ZooSummary
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -132,34 +134,40 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
 
 
 # ---------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class FitOptions:
+    """How fit trains beyond the recipe: `loss_fn` (default cross-entropy), `train` where and in
+    what precision (edgekit.zoo.accel; None: CPU, fp32), `teacher` the teacher's logits per batch
+    (edgekit.zoo.teacher), with which loss_fn is called as loss_fn(model, x, y, teacher_logits)."""
+
+    loss_fn: LossFn | None = None
+    train: TrainSettings | TrainPlan | None = None
+    teacher: TeacherLogits | None = None
+
+
 def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set: Dataset | None,
-        cfg: TrainConfig, loss_fn: LossFn | None = None,
-        description: str = "Training", *, train: TrainSettings | TrainPlan | None = None,
-        teacher: TeacherLogits | None = None) -> dict[str, Any]:
+        cfg: TrainConfig, *, options: FitOptions | None = None,
+        description: str = "Training") -> History:
     """Train `model` in place with the recipe and return its history.
 
     Preprocesses `raw_train` with `spec` once, then every step augments a shuffled batch, applies
-    `loss_fn` (cross-entropy by default), steps the optimizer and the warm-up/cosine schedule.
-    After each epoch it measures top-1 on `eval_set` (when given) and, with `cfg.keep_best`,
-    restores the best epoch's weights at the end. The model is left in eval mode, on the CPU.
+    the loss, steps the optimizer and the warm-up/cosine schedule. After each epoch it measures
+    top-1 on `eval_set` (when given) and, with `cfg.keep_best`, restores the best epoch's
+    weights at the end. The model is left in eval mode, on the CPU.
 
     Early stopping (`cfg.patience`, when the run has more than patience + 1 epochs): a stratified
     `cfg.holdout` slice of the TRAINING data (never `eval_set`) is held out of training; after
     each epoch its top-1 is measured, and when it has not risen by `cfg.min_delta` for
     `cfg.patience` epochs the run stops and the weights of its best holdout epoch are restored.
 
-    `train` says where and in what precision (edgekit.zoo.accel; None: the CPU in fp32, as
-    before): the model and each batch move there, forward passes run under its autocast.
-    `teacher` (distillation): the teacher's logits per batch, cached across runs
-    (edgekit.zoo.teacher); `loss_fn` is then called as loss_fn(model, x, y, teacher_logits).
-
-    Returns {"epochs": [{"epoch", "loss", "top1", "holdout_top1", "seconds", "lr",
-    "images_per_s"}...], "best_epoch", "best_top1", "train_images", "seconds", "training":
-    {device, precision, ...}, "early_stop": {epochs_run, stopped, ...}} (and "teacher": where
-    its logits came from, with a teacher).
-    """
+    `options` (FitOptions): the loss, the teacher, and where and in what precision: the model
+    and each batch move there, forward passes run under its autocast.
+    Returns its History (edgekit/zoo/records.py): every epoch, the best one, the images, the
+    time, where it trained, how it ended (and with a teacher where its logits came from)."""
     import torch
 
+    options = options or FitOptions()
+    train, teacher = options.train, options.teacher
     data = _TrainData(raw_train, spec, cfg)
     from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
 
@@ -172,8 +180,8 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    loop = _Loop(model, data, cfg, plan, loss_fn or cross_entropy_loss, teacher)
-    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_top1": None,
+    loop = _Loop(model, data, cfg, plan, options.loss_fn or cross_entropy_loss, teacher)
+    history: History = {"epochs": [], "best_epoch": None, "best_top1": None,
                                "train_images": len(data.rows), "training": plan.record()}
     started = time.perf_counter()
     try:
@@ -245,7 +253,7 @@ class _TrainData:
             self.folder = FolderLoader(raw_train.index, spec, cfg.batch_size)
         self.pad_value = black_value(spec)
 
-    def teacher_key(self, spec: InputSpec, cfg: TrainConfig) -> dict[str, Any]:
+    def teacher_key(self, spec: InputSpec, cfg: TrainConfig) -> RunKey:
         from edgekit.zoo.teacher import run_key_for
 
         return run_key_for(None if self.x_all is None else self.x_all.numpy(),
@@ -303,7 +311,7 @@ class _Loop:
                                                 round(cfg.warmup_epochs * self.steps_per_epoch))
         self.stopper = _EarlyStop(cfg, len(data.holdout)) if early_stopping(cfg) else None
 
-    def run(self, history: dict[str, Any], eval_set: Dataset | None, description: str) -> None:
+    def run(self, history: History, eval_set: Dataset | None, description: str) -> None:
         from edgekit.progress import progress
 
         cfg = self.cfg
@@ -336,7 +344,7 @@ class _Loop:
             history["early_stop"] = {"epochs_run": len(history["epochs"]),
                                      "stopped": "all epochs ran (no early stopping)"}
 
-    def epoch(self, epoch: int, advance: Any) -> dict[str, Any]:
+    def epoch(self, epoch: int, advance: Any) -> EpochRecord:
         """One pass over the shuffled, augmented training rows; its record."""
         import torch
 
@@ -408,7 +416,7 @@ class _EarlyStop:
             return True
         return False
 
-    def finish(self, model: nn.Module, epochs_run: int) -> dict[str, Any]:
+    def finish(self, model: nn.Module, epochs_run: int) -> EarlyStop:
         """Restore the best holdout epoch's weights; what the manifest records."""
         if self.best_state is not None and self.best_epoch != epochs_run:
             model.load_state_dict(self.best_state)
@@ -452,7 +460,7 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 # ---------------------------------------------------------------- zoo training
 def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
                     data_dir: str | Path | None = None, eval_limit: int | None = None,
-                    model_kwargs: dict[str, Any] | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+                    model_kwargs: dict[str, Any] | None = None) -> tuple[ModelBundle, ZooSummary]:
     """Build zoo model `name`, train it on Fashion-MNIST train, measure top-1 on the test split.
 
     `cfg` defaults to the registry's per-model settings. Returns the trained bundle (its meta
@@ -475,7 +483,7 @@ def train_zoo_model(name: str, cfg: TrainConfig | None = None, *,
     history = fit(bundle.model, raw_train, spec, test_set, cfg,
                   description=f"Training {name}")
     test_top1 = torch_top1(bundle.model, test_set)
-    summary = {
+    summary: ZooSummary = {
         "name": name,
         "test_top1": test_top1,
         "test_images": len(test_set),

@@ -140,7 +140,7 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
 @pytest.mark.parametrize("name", ["rowrnn", "cnn_gru", "cnn_lstm"])
 def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, name, tmp_path):
     """The recurrent seed models too (fp32 and int8): the same top-1 on the emulated aarch64
-    onnxruntime 1.19.2 as on this machine's, on the same 300 images (fewer than lenet5's 1,000:
+    onnxruntime 1.19.2 as on this machine's, on the same 100 images (fewer than lenet5's 1,000:
     the emulator runs the recurrent graphs slowly)."""
     from edgekit.data.given import DataSources
     from edgekit.executors import ValidationJob
@@ -154,11 +154,11 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
     assert proc.returncode == 0, proc.stderr
     profile = arm64_profile(sshd, arm64_python, tmp_path / "device")
     result = validate_remote(ValidationJob(target=out, device=profile,
-                                           data=DataSources(eval=EVAL, eval_limit=300)), poll_s=1.0)
+                                           data=DataSources(eval=EVAL, eval_limit=100)), poll_s=1.0)
     assert result.job_state == "complete", result.partial_reason
     local = validate(ValidationJob(target=out, device=profile.model_copy(update={"host": None,
                                    "emulated": False}),
-                                   data=DataSources(eval=EVAL, eval_limit=300)))
+                                   data=DataSources(eval=EVAL, eval_limit=100)))
     pairs = [(arm["precision"], arm["accuracy"]["top1"], x86["accuracy"]["top1"])
              for arm, x86 in zip(result.records, local.records, strict=True)]
     assert [p for p, _, _ in pairs] == ["fp32", "int8"]

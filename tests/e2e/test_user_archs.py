@@ -65,12 +65,19 @@ ARCHS = [
 ]
 
 
-# At 64×64 in CI; at 224×224, what users deploy, for latency (slow: run with -m slow).
-SIZES = [pytest.param(SIZE, id="64"), pytest.param(224, id="224", marks=pytest.mark.slow)]
+# At 64×64; at 224×224, what users deploy: in CI for resnet18, in `make test-all` for the rest
+# (`extended`: the same chain at a larger input).
+def _cases() -> list:
+    cases = []
+    for arch in ARCHS:
+        (name,), marks, ident = arch.values, list(arch.marks), arch.id
+        cases.append(pytest.param(name, SIZE, id=f"{ident}-64", marks=marks))
+        big = [*marks, pytest.mark.slow] + ([] if ident == "resnet18" else [pytest.mark.extended])
+        cases.append(pytest.param(name, 224, id=f"{ident}-224", marks=big))
+    return cases
 
 
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("arch", "size"), _cases())
 def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path: Path, capsys,
                                 quick_profile) -> None:
     if arch.startswith("timm:"):
@@ -130,6 +137,7 @@ def _colour_folder(root: Path, per_class: int) -> Path:
     return root
 
 
+@pytest.mark.extended  # CI: tests/e2e/test_user_scenario.py trains a user's model on a folder
 def test_a_briefly_trained_arch_keeps_its_accuracy_through_the_chain(tmp_path: Path, capsys,
                                                                      quick_profile) -> None:
     """resnet18 trained briefly at 64×64 from an image folder (streamed by DataLoader workers),

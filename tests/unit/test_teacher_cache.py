@@ -18,7 +18,7 @@ from edgekit.passes.distill import distillation_loss  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
 from edgekit.zoo.accel import TrainSettings  # noqa: E402
 from edgekit.zoo.teacher import TeacherLogits, cache_size, evict, teacher_root  # noqa: E402
-from edgekit.zoo.train import TrainConfig, fit  # noqa: E402
+from edgekit.zoo.train import FitOptions, TrainConfig, fit  # noqa: E402
 from tests.helpers import tiny_torch_model  # noqa: E402
 
 SPEC = InputSpec().with_shape((1, 1, 28, 28))
@@ -50,7 +50,8 @@ def _distill(teacher, student, raw=None, spec=SPEC, *, cache: bool = True, seed:
     logits = TeacherLogits(teacher, cache=cache)
     history = fit(student, raw or _raw(), spec, None,
                   TrainConfig(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=0, seed=seed),
-                  loss_fn=distillation_loss(2.0, 0.5), train=CPU_FP32, teacher=logits)
+                  options=FitOptions(loss_fn=distillation_loss(2.0, 0.5), train=CPU_FP32,
+                                     teacher=logits))
     return student.state_dict(), history["teacher"], logits
 
 
@@ -86,7 +87,7 @@ def test_longer_run_reuses_the_epochs_it_shares() -> None:
     logits = TeacherLogits(teacher)
     fit(copy.deepcopy(student), _raw(), SPEC, None,
         TrainConfig(epochs=3, batch_size=BATCH, warmup_epochs=0),
-        loss_fn=distillation_loss(2.0, 0.5), train=CPU_FP32, teacher=logits)
+        options=FitOptions(loss_fn=distillation_loss(2.0, 0.5), train=CPU_FP32, teacher=logits))
     assert logits.cached_epochs == [1, 2] and logits.built_epochs == [3]
     assert logits.forwards == N // BATCH  # the third epoch only
 

@@ -26,7 +26,7 @@ from edgekit.zoo.accel import (  # noqa: E402
     resolve_device,
     train_settings,
 )
-from edgekit.zoo.train import TrainConfig, fit  # noqa: E402
+from edgekit.zoo.train import FitOptions, TrainConfig, fit  # noqa: E402
 from tests.helpers import cli, fashion_train_subset, tiny_torch_model  # noqa: E402
 
 HAVE_CUDA = torch.cuda.is_available()
@@ -123,9 +123,9 @@ def test_bf16_training_on_this_cpu_or_refused_where_it_has_none(own_cache) -> No
     cfg = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0, lr=1e-2)
     if not bf16_supported("cpu"):
         with pytest.raises(InputError, match="no bf16 compute"):
-            fit(model, _raw(), SPEC, None, cfg, train=settings)
+            fit(model, _raw(), SPEC, None, cfg, options=FitOptions(train=settings))
         return
-    history = fit(model, _raw(), SPEC, None, cfg, train=settings)
+    history = fit(model, _raw(), SPEC, None, cfg, options=FitOptions(train=settings))
     assert history["training"]["precision"] == "bf16"
     assert history["training"]["device"] == "cpu"
     assert all(np.isfinite(e["loss"]) and e["images_per_s"] > 0 for e in history["epochs"])
@@ -172,8 +172,9 @@ def test_distillation_trains_on_the_gpu_and_comes_back(own_cache) -> None:
     for _ in range(2):
         s = copy.deepcopy(student)
         logits = TeacherLogits(teacher)
-        history = fit(s, _raw(), SPEC, None, cfg, loss_fn=distillation_loss(2.0, 0.5),
-                      train=TrainSettings(device="cuda", precision="auto"), teacher=logits)
+        history = fit(s, _raw(), SPEC, None, cfg, options=FitOptions(
+            loss_fn=distillation_loss(2.0, 0.5),
+            train=TrainSettings(device="cuda", precision="auto"), teacher=logits))
         records.append(history)
         assert history["training"]["device"] == "cuda:0"
         assert next(s.parameters()).device.type == "cpu"  # back where edgekit expects it

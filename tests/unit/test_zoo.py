@@ -15,6 +15,7 @@ from edgekit.metrics import torch_top1  # noqa: E402
 from edgekit.zoo import ZOO, build, default_spec, get_entry  # noqa: E402
 from edgekit.zoo.models import rows_as_sequence  # noqa: E402
 from edgekit.zoo.train import (  # noqa: E402
+    FitOptions,
     TrainConfig,
     augment,
     black_value,
@@ -183,7 +184,7 @@ def test_fit_is_deterministic_and_takes_a_custom_loss(fashion_subsets):
     for _ in range(2):
         torch.manual_seed(3)
         model = build("cnn_gru").model
-        fit(model, small, default_spec("cnn_gru"), None, cfg, loss_fn=loss_fn)
+        fit(model, small, default_spec("cnn_gru"), None, cfg, options=FitOptions(loss_fn=loss_fn))
         weights.append(model.classifier.weight.detach().clone())
     assert calls == [64] * 8
     assert torch.equal(weights[0], weights[1])
