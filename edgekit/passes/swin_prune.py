@@ -43,13 +43,29 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
 from edgekit.errors import ModelLoadError
 from edgekit.io.models import register_surgery
+
+
+class HeadCut(TypedDict):
+    """A Swin attention layer that lost heads: its name, type, heads before and after."""
+
+    layer: str
+    type: str
+    before: int
+    after: int
+
+
+class SwinSurgery(TypedDict):
+    """A checkpoint's record of pruned Swin heads: layer name -> heads left."""
+
+    op: str
+    num_heads: dict[str, int]
 
 SWIN_MODULE = "torchvision.models.swin_transformer"
 SWIN_CLASS = "ShiftedWindowAttention"  # ShiftedWindowAttentionV2 subclasses it
@@ -256,13 +272,13 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
 
 
 def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
-                       notes: list[str]) -> list[dict[str, Any]]:
+                       notes: list[str]) -> list[HeadCut]:
     """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
     of the layers that lost heads (and adds one note per rounding, naming its layers)."""
     from edgekit.passes.attn_prune import heads_to_remove
 
-    rows = []
+    rows: list[HeadCut] = []
     rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
     if importance == "bn-scale" and ratio > 0:
         notes.append("Swin attention heads have no BatchNorm: ranked by l1")
@@ -352,13 +368,13 @@ INSIDE_REASON = "inside Swin attention {name}: its heads are pruned whole, not i
 
 
 # ---------------------------------------------------------------- the surgery record
-def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
+def surgery_record(num_heads: dict[str, int]) -> SwinSurgery:
     """What a checkpoint records of pruned Swin heads: layer name → heads left."""
     return {"op": "swin_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
 
 
 @register_surgery("swin_prune")
-def replay_window_heads(model: Any, step: dict[str, Any]) -> None:
+def replay_window_heads(model: Any, step: SwinSurgery) -> None:
     """On a freshly built architecture: the recorded layers get the head-aware forward and their
     head counts (their weights take the pruned sizes from the state_dict afterwards)."""
     heads = step.get("num_heads")
