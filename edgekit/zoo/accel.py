@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
+from edgekit.events import emit
 from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -231,7 +232,7 @@ def shape_class(model: nn.Module, input_shape: tuple[int, ...], batch_size: int)
 
 # ---------------------------------------------------------------- the plan
 def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                  settings: TrainSettings | None = None, *, say: Any = None) -> TrainPlan:
+                  settings: TrainSettings | None = None) -> TrainPlan:
     """The device, precision and layout a training run of `model` uses under `settings`:
     bf16 and channels_last only where measured faster here (cached per machine)."""
     settings = settings or TrainSettings()
@@ -255,9 +256,8 @@ def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
     if cached is not None:
         return TrainPlan(device, cached["precision"], cached["channels_last"],
                          "measured earlier on this machine", cached.get("images_per_s", {}))
-    if say:
-        say(f"measuring the fastest way to train {type(model).__name__} here "
-            f"({', '.join(key['options'])}), once for this machine")
+    emit(f"note: measuring the fastest way to train {type(model).__name__} here "
+         f"({', '.join(key['options'])}), once for this machine")
     speeds = measure_options(model, input_shape, batch_size, device, options)
     default = options[0]
     best = max(options, key=lambda o: speeds[_label(*o)])
