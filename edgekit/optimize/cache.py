@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -57,9 +58,20 @@ class DeviceState(TypedDict, total=False):
     versions: dict[str, str]
 
 
+def runtime_dists(runtimes: Iterable[str]) -> list[str]:
+    """The distributions whose versions a latency of these runtimes depends on: each registered
+    runner's `dists` (edgekit.runtimes.base.Runner), sorted. No runtime is named here: a runtime
+    added in one file (a plugin) reaches the cache key with no edit."""
+    from edgekit.runtimes.base import get_runner
+
+    return sorted({dist for name in runtimes for dist in get_runner(name).dists})
+
+
 def device_state(device: Any) -> DeviceState:
     """What a latency on this device depends on besides the artifact. Local devices add the
-    runtime versions installed here; a remote device's versions are recorded by its own job."""
+    versions installed here of the runtimes the profile names (their runners' `dists`); a
+    remote device's versions are recorded by its own job. A key made before (another set of
+    versions) is simply not found: that candidate is measured again."""
     from edgekit.io.manifest import library_versions
 
     state: DeviceState = {
@@ -68,7 +80,7 @@ def device_state(device: Any) -> DeviceState:
         "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
         "protocol": device.latency.model_dump(mode="json")}
     if not device.is_remote:
-        state["versions"] = library_versions("onnxruntime", "openvino", "tensorrt")
+        state["versions"] = library_versions(*runtime_dists(device.runtimes))
     return state
 
 
