@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit import kinds
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
@@ -189,7 +189,7 @@ class Runner:
             return options
         if isinstance(options, RunnerOptions):
             options = options.model_dump(exclude_unset=True)
-        return validate(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
+        return parse_as(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
 
     @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,

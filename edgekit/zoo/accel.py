@@ -76,12 +76,12 @@ def train_settings(training: TrainSettings | dict[str, Any] | None) -> TrainSett
     """TrainSettings from a mapping (checked: a typo names the key), an instance, or None (the
     defaults); a device asked for that torch does not see is refused (exit 2) before anything
     runs."""
-    from edgekit.config import validate
+    from edgekit.config import parse_as
 
     if training is None:
         return TrainSettings()
     if not isinstance(training, TrainSettings):
-        training = validate(TrainSettings, dict(training), "training")
+        training = parse_as(TrainSettings, dict(training), "training")
     training.check()
     return training
 

@@ -104,7 +104,7 @@ def test_the_toy_pass_runs_in_compress_and_the_recipe_check(plugins, tmp_path):
 
 
 def test_the_toy_pass_and_runtime_are_in_optimizes_space(plugins, tmp_path, capsys):
-    from edgekit.config import validate
+    from edgekit.config import parse_as
     from edgekit.data.given import DataSources
     from edgekit.devices import load_profile
     from edgekit.optimize.adapt import buildable_targets
@@ -116,7 +116,7 @@ def test_the_toy_pass_and_runtime_are_in_optimizes_space(plugins, tmp_path, caps
     assert space.round == ["off", 1] and space.prune == [0.0, 0.25, 0.5]
     assert SearchSpace(round=["off", 1, 3]).size(["onnxruntime:fp32"]) == 3 * 2 * 3
     with pytest.raises(ConfigError, match="round: 12 is not a choice of the round pass's decimals"):
-        validate(SearchSpace, {"round": ["off", 12]}, "space")
+        parse_as(SearchSpace, {"round": ["off", 12]}, "space")
     device = load_profile(_profile(tmp_path, {"onnxruntime": {"precisions": ["fp32"]},
                                               TOY: {"precisions": ["fp32", "int8"]}}))
     assert sorted(SearchSpace(precisions=["fp32"]).targets(device)) == [f"{TOY}:fp32",
