@@ -67,11 +67,14 @@ def runtime_dists(runtimes: Iterable[str]) -> list[str]:
     return sorted({dist for name in runtimes for dist in get_runner(name).dists})
 
 
-def device_state(device: Any) -> DeviceState:
-    """What a latency on this device depends on besides the artifact. Local devices add the
-    versions installed here of the runtimes the profile names (their runners' `dists`); a
-    remote device's versions are recorded by its own job. A key made before (another set of
-    versions) is simply not found: that candidate is measured again."""
+def device_state(device: Any, *, here: bool | None = None) -> DeviceState:
+    """What a latency on this device depends on besides the artifact. A device measured here
+    (`here`: its executor's `measures_here`, by default the one `executor_for` picks without a
+    cluster) adds the versions installed here of the runtimes the profile names (their runners'
+    `dists`); a device measured elsewhere (SSH, a Ray node) records its versions in its own
+    job. A key made before (another set of versions) is simply not found: that candidate is
+    measured again."""
+    from edgekit.executors import executor_class
     from edgekit.io.manifest import library_versions
 
     state: DeviceState = {
@@ -79,7 +82,7 @@ def device_state(device: Any) -> DeviceState:
         "performance_hint": device.performance_hint,
         "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
         "protocol": device.latency.model_dump(mode="json")}
-    if not device.is_remote:
+    if executor_class(device).measures_here if here is None else here:
         state["versions"] = library_versions(*runtime_dists(device.runtimes))
     return state
 
