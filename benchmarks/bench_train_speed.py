@@ -15,7 +15,8 @@ also warms the kernels). Configurations run in interleaved rounds (BENCH_ROUNDS,
 the best epoch of each counts; ratios are within one run. What `--train-precision auto` chooses
 here (its micro-benchmark) is recorded too. With a CUDA GPU, the same on `cuda:0`.
 
-Run: `.venv/bin/python benchmarks/run.py train_speed` (about 2-3 min on 2 cores), `--quick` in
+Run: `.venv/bin/python benchmarks/run.py train_speed` on a quiet machine (1,024 images per model: about
+10-15 min on 2 cores; 128 images were too few, two batches whose noise swamped the ratios), `--quick` in
 seconds. Writes benchmarks/results/train-speed.json and .md. A shared or busy machine skews the
 absolute numbers; compare the ratios measured in the same run.
 """
@@ -44,10 +45,10 @@ def models() -> dict[str, dict[str, Any]]:
 
     return {
         "resnet18_small": {"build": lambda: resnet18_small(), "shape": (1, 1, 28, 28),
-                           "images": IMAGES or 128},
+                           "images": IMAGES or 1024},
         "mobilenet_v3_small@64": {
             "build": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
-            "shape": (1, 3, 64, 64), "images": IMAGES or 256},
+            "shape": (1, 3, 64, 64), "images": IMAGES or 1024},
     }
 
 
@@ -166,6 +167,17 @@ def markdown(data: dict[str, Any]) -> str:
             + "\n\n".join(parts) + "\n")
 
 
+def section(data: dict[str, Any]) -> str:
+    """README section train-speed (from benchmarks/results/train-speed.json)."""
+    return ("### Distillation throughput on this machine (`python benchmarks/run.py train_speed`)"
+            "\n\n" + markdown(data) + "\nAbsolute images/s depend on how busy the machine was; "
+            "the ratios are within one run. [train-speed.json](benchmarks/results/train-speed.json)"
+            "\n")
+
+
+README_SECTIONS = {"train-speed": ("train-speed", section)}
+
+
 def main() -> dict[str, Any]:
     import torch
 
@@ -177,7 +189,7 @@ def main() -> dict[str, Any]:
                     "was"}
     write_results("train-speed", data, markdown(data),
                   checkpoints={r["model"]: RANDOM_WEIGHTS for r in results})
-    return data
+    return {**data, "readme": {"train-speed": section(data)}}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ OWNERS = {
     "optimize-seed": "benchmarks/bench_optimize.py",
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
+    "train-speed": "benchmarks/bench_train_speed.py",
     "fleet": "benchmarks/bench_fleet.py",
     "imagefolder": "benchmarks/bench_imagefolder.py",
     "memory": "benchmarks/bench_memory.py",

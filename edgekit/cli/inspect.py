@@ -17,23 +17,56 @@ import click
 from edgekit.cli.common import json_option, model_options, print_json
 
 PRUNE_RATIO = 0.3  # what the report's dry run prunes (compress --prune 0.3)
+MAX_RETRIES = 12  # attention layers kept one by one before the dry run gives up
 
 
 def _prune_plan(bundle: Any) -> dict[str, Any]:
-    """A dry run of the prune step on a copy of the model: what it prunes, what it keeps, why."""
+    """A dry run of the prune step on a copy of the model: what it prunes, what it keeps, why.
+    Attention the pruner cannot trace, or whose heads it cannot remove, is kept as the error's
+    hint says (--prune-ignore NAME, --prune-heads 0) and the dry run tried again, so a model
+    with such attention (timm's MobileViT) still shows what prune does to the rest; the flags
+    join the next command."""
+    import re
+
     from edgekit.errors import InputError
     from edgekit.passes.prune import PruneOptions, prune_model
 
-    try:
-        result = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO)
-    except InputError as exc:
-        return {"applies": False, "reason": exc.message, "hint": exc.hint}
-    except Exception as exc:  # noqa: BLE001 - the pruner failed: said, inspect goes on
-        return {"applies": False, "reason": f"the pruner failed: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    ignore: list[str] = []
+    head_ratio: float | None = None
+    kept: list[dict[str, str]] = []
+    for _ in range(MAX_RETRIES):
+        try:
+            result = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
+                                 options=PruneOptions(ignore=tuple(ignore),
+                                                      head_ratio=head_ratio))
+            break
+        except InputError as exc:
+            hint = exc.hint or ""
+            named = re.search(r"--prune-ignore '([^']+)'", hint)
+            if head_ratio is None and "--prune-heads 0" in hint:
+                head_ratio = 0.0
+                kept.append({"layer": named.group(1) if named else "attention",
+                             "reason": "every attention layer keeps its heads "
+                             f"(--prune-heads 0): {exc.message}"})
+            elif named and named.group(1) not in ignore:
+                ignore.append(named.group(1))
+                kept.append({"layer": named.group(1),
+                             "reason": f"kept whole (--prune-ignore): {exc.message}"})
+            else:
+                return {"applies": False, "reason": exc.message, "hint": exc.hint,
+                        **({"leaves": kept} if kept else {})}
+        except Exception as exc:  # noqa: BLE001 - the pruner failed: said, inspect goes on
+            return {"applies": False, "reason": f"the pruner failed: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    else:
+        return {"applies": False, "reason": f"still refused after keeping {', '.join(ignore)}",
+                "leaves": kept}
+    flags = (["--prune-heads", "0"] if head_ratio == 0.0 else []) + \
+        [x for name in ignore for x in ("--prune-ignore", name)]
     try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
         at8 = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
-                          options=PruneOptions(round_to=8))
+                          options=PruneOptions(round_to=8, ignore=tuple(ignore),
+                                               head_ratio=head_ratio))
         whole = [r["layer"] for r in at8.skipped if "round_to" in r.get("reason", "")]
         rounded = "prunes" + (f"; keeps whole (too narrow for round_to 8): {', '.join(whole)}"
                               if whole else "")
@@ -41,8 +74,9 @@ def _prune_plan(bundle: Any) -> dict[str, Any]:
         rounded = f"refused: {getattr(exc, 'message', str(exc))[:300]}"
     return {"applies": bool(result.pruned), "ratio": PRUNE_RATIO,
             "touches": [r["layer"] for r in result.pruned],
-            "leaves": [{"layer": r["layer"], "reason": r["reason"]} for r in result.skipped],
-            "notes": result.notes, "round_to_8": rounded}
+            "leaves": kept + [{"layer": r["layer"], "reason": r["reason"]}
+                              for r in result.skipped],
+            "notes": result.notes, "round_to_8": rounded, "flags": flags}
 
 
 def _dwsep_plan(bundle: Any) -> dict[str, Any]:
@@ -92,9 +126,10 @@ def _preprocessing_flags(spec: Any, provenance: dict[str, str]) -> list[str]:
 def _load(model: str, arch: str | None, arch_kwargs: str | None,
           input_shape: tuple[int, ...] | None, trust_model: bool) -> tuple[Any, str | None, Any]:
     """(bundle, arch, arch_kwargs): a plain state_dict without --arch is matched against
-    torchvision's classification models (edgekit.io.archmatch), and a model that does not
-    record its preprocessing is refused with every flag still missing at once (the matched
-    --arch/--arch-kwargs, the preprocessing) and the command to run next with them."""
+    torchvision's classification models and timm's (edgekit.io.archmatch; the first of several
+    matches, the others named), and a model that does not record its preprocessing is refused
+    with every flag still missing at once (the matched --arch/--arch-kwargs, the preprocessing)
+    and the command to run next with them."""
     from edgekit.cli.common import load_model_from_options
     from edgekit.errors import MissingArchError, MissingPreprocessingError, ModelLoadError
 
@@ -108,20 +143,23 @@ def _load(model: str, arch: str | None, arch_kwargs: str | None,
 
         matches = getattr(exc, "arch_matches", None)
         matches = match_file(model) if matches is None else matches
-        if len(matches) != 1:
+        if not matches:
             raise
-        arch, kwargs = matches[0]
+        arch, kwargs = matches[0]  # the others (same keys and shapes) are named in the error
         arch_kwargs = json.dumps(kwargs) if kwargs else None
         flags = _arch_flags(arch, kwargs)
+        also = (" (so do " + ", ".join(a for a, _ in matches[1:]) + ": pass that --arch "
+                "instead if the model was built with it)") if len(matches) > 1 else ""
         try:
-            return load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model), \
-                arch, arch_kwargs
+            bundle = load_model_from_options(model, arch, arch_kwargs, input_shape, trust_model)
+            click.echo(f"architecture: matched by its keys and shapes: {flags}{also}", err=True)
+            return bundle, arch, arch_kwargs
         except MissingPreprocessingError as missing:
             todo = missing.flags
             given = _given_flags(input_shape)
             run = " ".join(x for x in (shlex.quote(model), flags, given.strip(), todo) if x)
             raise ModelLoadError(
-                f"{model} is a plain state_dict whose every key and shape matches {flags}, "
+                f"{model} is a plain state_dict whose every key and shape matches {flags}{also}, "
                 f"and it does not record its preprocessing: edgekit does not know {missing.lacks}, "
                 "and guessing would make every accuracy wrong",
                 hint=f"pass {flags} and " + missing.hint.removeprefix("pass ")
@@ -167,7 +205,8 @@ def inspect_model(model: str, arch: str | None, arch_kwargs: str | None,
                                               else json.dumps(arch_kwargs))]
     load += _preprocessing_flags(bundle.spec, bundle.provenance)
     prune, dwsep = _prune_plan(bundle), _dwsep_plan(bundle)
-    steps = (["--prune", str(PRUNE_RATIO)] if prune["applies"] else []) + \
+    steps = (["--prune", str(PRUNE_RATIO), *map(shlex.quote, prune["flags"])]
+             if prune["applies"] else []) + \
         (["--dwsep"] if dwsep["applies"] else [])
     next_command = " ".join(["edgekit", "compress", *load, *steps, "--train", "TRAIN_DATA",
                              "--eval", "EVAL_DATA", "--int8", "-o", "out/"])

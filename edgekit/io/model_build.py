@@ -6,9 +6,12 @@ loads the files)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
-from collections.abc import Callable
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from edgekit.errors import ModelLoadError, shown
@@ -52,14 +55,52 @@ def state_dict_mismatch(model: Any, state_dict: dict[str, Any], arch: str,
         kw = {**(kwargs or {}), "num_classes": n}
         hint = (f"the weights have {n} classes ({name} is {n} wide, {arch.split(':')[-1]} was "
                 f"built with {has}): pass --arch-kwargs '{json.dumps(kw)}'")
-    elif unexpected and all(k.startswith("module.") for k in state_dict) and \
-            all(k[len("module."):] in own for k in state_dict):
-        hint = ("the keys carry a 'module.' prefix (saved from DataParallel/DDP): save "
-                "model.module.state_dict() instead")
+    elif unexpected and (prefix := _common_prefix(state_dict)) and \
+            len([k for k in state_dict if k[len(prefix):] in own]) * 2 > len(own):
+        hint = (f"the keys carry a {prefix!r} prefix ("
+                + ("saved from DataParallel/DDP): save model.module.state_dict() instead"
+                   if prefix == "module." else "the model was saved inside a wrapper): save "
+                   f"the inner model's state_dict, or strip the prefix: "
+                   f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}"))
     elif shared <= len(own) // 2:
-        hint = (f"these weights were saved from another architecture than {arch}: pass the --arch "
-                "the model was built with (and --arch-kwargs)")
+        from edgekit.io.archmatch import arch_flags, state_dict_matches
+
+        matches = state_dict_matches(state_dict)
+        if matches:
+            hint = (f"these weights were saved from {matches[0][0]}, not {arch}: pass "
+                    + arch_flags(*matches[0]) + "".join(f" (or {arch_flags(*m)})"
+                                                        for m in matches[1:3]))
+        else:
+            hint = (f"these weights were saved from another architecture than {arch} (no "
+                    "torchvision or timm model has their keys and shapes): pass the --arch the "
+                    "model was built with (and --arch-kwargs)")
+    elif pairs := _closest_pairs(missing, unexpected):
+        hint = ("the closest names differ: " + ", ".join(
+            f"saved {saved} where {arch.split(':')[-1]} has {wanted}"
+            for saved, wanted in pairs[:3])
+                + ": rename them, or pass the --arch the model was built with")
     return ModelLoadError(message, hint=hint)
+
+
+def _common_prefix(state_dict: dict[str, Any]) -> str | None:
+    """'name.' when every key starts with it (a wrapper's attribute: module., model., net.)."""
+    firsts = {k.split(".", 1)[0] for k in state_dict}
+    if len(firsts) != 1 or not all("." in k for k in state_dict):
+        return None
+    return firsts.pop() + "."
+
+
+def _closest_pairs(missing: list[str], unexpected: list[str]) -> list[tuple[str, str]]:
+    """(saved key, the model's key) for each unexpected key with a close missing one."""
+    import difflib
+
+    pairs, left = [], list(missing)
+    for key in unexpected[:50]:
+        close = difflib.get_close_matches(key, left, n=1, cutoff=0.75)
+        if close:
+            pairs.append((key, close[0]))
+            left.remove(close[0])
+    return pairs
 
 
 def classifier_width(model: Any, state_dict: dict[str, Any], mismatched: list[str]
@@ -135,6 +176,92 @@ def call_factory(factory: Callable[..., Any], arch: str, kwargs: dict[str, Any])
                              hint="check --arch-kwargs against the factory's signature") from None
 
 
+_META_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _weights_on_meta() -> Iterator[None]:
+    """Every parameter and buffer a module registers is moved to the meta device as it is
+    registered (what accelerate's init_empty_weights does), while the other tensors a builder
+    makes stay on the CPU with their values: torchvision's RegNets compute their stage widths
+    with torch.arange(...).tolist(), which under `with torch.device("meta")` has no data
+    ("Cannot copy out of meta tensor")."""
+    from torch import nn
+
+    register_parameter = nn.Module.register_parameter
+    register_buffer = nn.Module.register_buffer
+
+    def parameter(module: nn.Module, name: str, param: Any) -> None:
+        register_parameter(module, name, param)
+        if param is not None:
+            own = module._parameters[name]
+            module._parameters[name] = type(own)(own.to("meta"),
+                                                 requires_grad=own.requires_grad)
+
+    def buffer(module: nn.Module, name: str, tensor: Any, persistent: bool = True) -> None:
+        register_buffer(module, name, tensor, persistent=persistent)
+        if tensor is not None:
+            module._buffers[name] = module._buffers[name].to("meta")
+
+    with _META_LOCK:
+        nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = register_parameter
+            nn.Module.register_buffer = register_buffer
+
+
+def build_on_meta(factory: Callable[..., Any], kwargs: dict[str, Any] | None = None) -> Any:
+    """factory(**kwargs) with its weights on the meta device: nothing allocated, nothing
+    initialised, so its keys, shapes and size are known for the cost of building the modules.
+    First under `torch.device("meta")`; a builder that computes its architecture with tensors
+    (torchvision's RegNets) is built again with only its weights sent to meta. Raises what the
+    factory raises."""
+    import torch
+
+    with warnings.catch_warnings(), _skip_meta_init():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                return factory(**(kwargs or {}))
+        except NotImplementedError:  # "Cannot copy out of meta tensor": values it computes with
+            with _weights_on_meta():
+                return factory(**(kwargs or {}))
+
+
+# In-place ops that only set values (the weight initialisers': normal_, trunc_normal_'s
+# uniform_/erfinv_/mul_/add_/clamp_ …); on a meta tensor they have nothing to set.
+_VALUE_OPS = ("normal_", "uniform_", "zero_", "fill_", "erfinv_", "mul_", "add_", "sub_",
+              "div_", "clamp_", "copy_", "exponential_", "bernoulli_", "random_", "log_",
+              "exp_", "sqrt_", "neg_")
+
+
+def _skip_meta_init() -> Any:
+    """A torch function mode in which the value-only in-place ops on meta tensors return at
+    once: on meta they still run torch's reference decompositions (timm's EfficientNets spent
+    60 % of a meta build in `normal_`), for values that do not exist."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    # the Tensor methods, and torch.nn.init's initialisers (handled whole: a mode does not see
+    # the calls made inside the function it handles)
+    skip = {getattr(torch.Tensor, name) for name in _VALUE_OPS} | {
+        getattr(torch.nn.init, name) for name in dir(torch.nn.init)
+        if name.endswith("_") and not name.startswith("_")}
+
+    class SkipMetaInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in skip:
+                tensor = args[0] if args else kwargs.get("tensor")
+                if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                    return tensor
+            return func(*args, **kwargs)
+
+    return SkipMetaInit()
+
+
 def build_arch(arch: str, kwargs: dict[str, Any] | None = None, *, trusted: bool = True):
     """Build `arch` with `kwargs`. It is first built on the meta device (nothing allocated) and
     refused when its parameters exceed edgekit.limits; a file's arch is untrusted (see
@@ -151,8 +278,7 @@ def build_arch(arch: str, kwargs: dict[str, Any] | None = None, *, trusted: bool
         check_file_kwargs(arch, kwargs)
         kwargs = offline_kwargs(factory, kwargs)
     try:
-        with torch.device("meta"):
-            probe = factory(**kwargs)
+        probe = build_on_meta(factory, kwargs)
     except Exception:  # noqa: BLE001 - the real build below reports it (or works off meta)
         probe = None
     if isinstance(probe, torch.nn.Module):

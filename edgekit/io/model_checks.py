@@ -5,6 +5,7 @@ it fails (edgekit.io.models loads the files)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,20 @@ def check_finite(model: torch.nn.Module, path: Path | None) -> None:
                 "retrain or re-save the model")
 
 
+def fixed_input_size(model: Any) -> tuple[int, int] | None:
+    """(H, W) a model only runs at, when it says so: timm's patch embedding with a strict image
+    size (ViTs, DeiT, …), torchvision's VisionTransformer's image_size; None otherwise."""
+    for module in model.modules() if hasattr(model, "modules") else ():
+        size = getattr(module, "img_size", None)
+        if getattr(module, "strict_img_size", False) and isinstance(size, tuple | list) \
+                and len(size) == 2:
+            return int(size[0]), int(size[1])
+    size = getattr(model, "image_size", None)
+    if type(model).__name__ == "VisionTransformer" and isinstance(size, int):
+        return size, size
+    return None
+
+
 def check_input_shape(bundle: ModelBundle) -> None:
     """Run one forward pass on zeros of the spec's shape; a model that rejects it is an input
     error. A forward that needs more than one input, or whose first conv takes another channel
@@ -150,6 +165,21 @@ def check_input_shape(bundle: ModelBundle) -> None:
                 f"the model's own normalisation for {c} channel{'s' if c > 1 else ''}, e.g. "
                 + ("--mean 0.5 --std 0.5" if c == 1 else "--mean " + ",".join(["0.5"] * c)
                    + " --std " + ",".join(["0.5"] * c))) from None
+        spec, fixed = bundle.spec, fixed_input_size(bundle.model)
+        if fixed is not None and fixed != (spec.height, spec.width):
+            h, w = fixed
+            hint = (f"pass --input-shape {spec.shape[0]},{spec.channels},{h},{w} (images are "
+                    "resized and cropped to it)")
+            size_kwarg = "img_size" if str(bundle.arch).startswith("timm") else \
+                "image_size" if type(bundle.model).__name__ == "VisionTransformer" else None
+            if size_kwarg and spec.height == spec.width:
+                kwargs = json.dumps({**(bundle.arch_kwargs or {}), size_kwarg: spec.height})
+                hint += (f"; a model trained at {spec.height}×{spec.width} is built for that "
+                         f"size with --arch-kwargs '{kwargs}'")
+            raise ModelLoadError(
+                f"{where} rejects input shape {','.join(map(str, spec.shape))}: its height and "
+                f"width are fixed at {h}×{w} (batch and channels are not; "
+                f"{str(exc).splitlines()[0][:200]})", hint=hint) from None
         raise ModelLoadError(
             f"the model rejects input shape {','.join(map(str, bundle.spec.shape))}: "
             f"{str(exc).splitlines()[0]}",

@@ -198,6 +198,12 @@ def _sniff(path: Path) -> str:
         return "zip-pickle"
     if head[:1] == b"\x80":
         return "legacy-pickle"
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto's ir_version field
+        raise ModelLoadError(
+            f"{path} is an ONNX model; this needs the PyTorch model it was exported from "
+            "(a recipe's model, inspect, the torch passes: prune, dwsep, distill)",
+            hint=f"pass the PyTorch file (.pt) instead; an ONNX model goes straight to "
+            f"`edgekit compress {path} --int8`, `edgekit validate` and `edgekit bench`")
     raise ModelLoadError(
         f"{path} is not a PyTorch file (starts with {head!r})",
         hint="edgekit loads files written by torch.save, torch.jit.save or torch.export.save",
@@ -324,9 +330,9 @@ def _from_pickle(obj: Any, path: Path, arch: str | None, kwargs: dict[str, Any],
                              hint="save model.state_dict() and pass --arch")
     check_state_dict(state_dict, path)
     if arch is None:
-        from edgekit.io.archmatch import arch_hint, torchvision_matches
+        from edgekit.io.archmatch import arch_hint, state_dict_matches
 
-        matches = torchvision_matches(state_dict)  # ~seconds, only on this error path
+        matches = state_dict_matches(state_dict)  # only on this error path; cached index
         exc = MissingArchError(f"{path} is a plain state_dict: edgekit needs the architecture "
                                "to build", hint=arch_hint(matches))
         exc.arch_matches = matches  # type: ignore[attr-defined]

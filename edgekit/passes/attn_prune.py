@@ -26,6 +26,8 @@ Not supported, and said so with the module's name (bad input, unless the module 
 list): a MultiheadAttention that is not plain self-attention (cross-attention, masks, kdim/vdim,
 bias_k/bias_v), and any other module that carries a head count without the fused layout
 (separate q/k/v projections, a functional attention), whose heads the graph cannot see.
+torchvision's Swin attention (ShiftedWindowAttention, V2), which splits its heads inside a function,
+has its own step: edgekit.passes.swin_prune removes its heads before the channels are pruned.
 
 A head ratio that does not give a whole number of heads is rounded to the nearest (at least one
 head stays) and the rounding is reported as a note.
@@ -49,20 +51,15 @@ SUPPORTED = ("attention with a fused `qkv` nn.Linear, an output `proj` nn.Linear
 _HEAD_COUNT_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "heads")
 
 
-# Attention layouts known to split heads in code (module, class) → why their heads cannot go;
-# subclasses included (Swin V2's ShiftedWindowAttentionV2).
-HEADS_IN_CODE = {
-    ("torchvision.models.swin_transformer", "ShiftedWindowAttention"): (
-        "passes qkv.weight and proj.weight to a function (F.linear: the graph never sees the "
-        "Linears called) that splits the heads as input width // num_heads and adds a "
-        "relative-position bias per head: a head cannot go without the residual width"),
-}
-
-
 def is_supported(module: Any) -> bool:
-    """Whether `module` has the fused-qkv layout whose heads Torch-Pruning removes whole."""
+    """Whether `module` has the fused-qkv layout whose heads Torch-Pruning removes whole (Swin's
+    window attention has its own step, edgekit.passes.swin_prune)."""
     from torch import nn
 
+    from edgekit.passes.swin_prune import is_window_attention
+
+    if is_window_attention(module):
+        return False
     qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
     heads, head_dim = getattr(module, "num_heads", None), getattr(module, "head_dim", None)
     return (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
@@ -74,14 +71,12 @@ def _unsupported_reason(module: Any) -> str | None:
     """Why an attention-like module's heads cannot be pruned, or None when it is not one."""
     from torch import nn
 
+    from edgekit.passes.swin_prune import is_window_attention
+
     if isinstance(module, nn.MultiheadAttention):  # not converted: it was in the ignore list
         return None
-    if is_supported(module):
+    if is_supported(module) or is_window_attention(module):  # Swin: edgekit.passes.swin_prune
         return None
-    for klass in type(module).__mro__:  # known layouts: the precise reason
-        why = HEADS_IN_CODE.get((klass.__module__, klass.__name__))
-        if why:
-            return f"{type(module).__name__} (num_heads={getattr(module, 'num_heads', '?')}) {why}"
     # A head count marks multi-head attention; a class name alone does not (a CNN's channel
     # "attention", squeeze-excitation, has no heads and prunes as ordinary layers).
     count = next((a for a in _HEAD_COUNT_ATTRS if isinstance(getattr(module, a, None), int)

@@ -14,6 +14,7 @@ from edgekit.passes.prune_graph import (
     PruneError,
     RecordingImportance,
     WipeoutError,
+    bounded_index_mapping,
     channel_width,
     copy_with_grads,
     failing_module,
@@ -36,10 +37,13 @@ class PruneResult:
     notes: list[str] = field(default_factory=list)
     # torch.nn.MultiheadAttention layers converted to the fused-qkv layout before pruning
     fused_attention: list[str] = field(default_factory=list)
+    # Swin attention layers whose heads were removed (edgekit.passes.swin_prune): heads left
+    window_heads: dict[str, int] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "pruned": self.pruned, "skipped": self.skipped,
-                "notes": self.notes, "fused_attention": self.fused_attention}
+                "notes": self.notes, "fused_attention": self.fused_attention,
+                "window_heads": self.window_heads}
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,14 @@ def prune_model(model: Any, spec: Any, *, ratio: float,
     run = _Pruning(model, spec, ratio=ratio, importance=o.importance,
                    global_pruning=o.global_pruning, round_to=o.round_to, ignore=o.ignore,
                    head_ratio=ratio if o.head_ratio is None else o.head_ratio)
-    run.build_graph()
-    run.teach_rnns(o.rnn_hidden)
-    run.prune_channels()
-    run.prune_rnn_hidden()
-    run.sync_attention()
-    run.verify()
-    return run.report()
+    with bounded_index_mapping(model):
+        run.build_graph()
+        run.teach_rnns(o.rnn_hidden)
+        run.prune_channels()
+        run.prune_rnn_hidden()
+        run.sync_attention()
+        run.verify()
+        return run.report()
 
 
 class _Pruning:
@@ -86,7 +91,7 @@ class _Pruning:
                  head_ratio: float = 0.0) -> None:
         import torch
 
-        from edgekit.passes import attn_prune
+        from edgekit.passes import attn_prune, swin_prune
 
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
@@ -121,6 +126,17 @@ class _Pruning:
                 raise PruneError(f"taylor importance needs gradients, {missing[0]} has none",
                                  hint="call compute_gradients(model, x, y) first")
         self.rnn_skip: dict[Any, str] = {}
+        # Swin attention: its heads go whole first, by edgekit (edgekit.passes.swin_prune); in
+        # the graph it is one opaque layer whose width (the residual stream) is kept.
+        rows = swin_prune.prune_window_heads(model, head_ratio, importance, ignored_modules,
+                                             self.result.notes)
+        self.result.pruned.extend(rows)
+        self.result.window_heads = {r["layer"]: r["after"] for r in rows}
+        for name, window in swin_prune.window_layers(model):
+            self.kept_layers[window] = swin_prune.KEPT_REASON.format(name=name)
+            for inner in window.modules():
+                if inner is not window and channel_width(inner) is not None:
+                    self.reasons.setdefault(inner, swin_prune.INSIDE_REASON.format(name=name))
         # Attention: heads go whole, the residual width stays (edgekit.passes.attn_prune).
         self.attention = attn_prune.find_attention(model, ignored_modules)
         self.attention_options = {
@@ -152,7 +168,7 @@ class _Pruning:
         import torch_pruning as tp
         from torch import nn
 
-        from edgekit.passes import rnn_prune, shuffle_prune
+        from edgekit.passes import rnn_prune, shuffle_prune, swin_prune
 
         self.rnns = [m for m in self.model.modules() if isinstance(m, nn.RNNBase)]
         self.rnn_fn = rnn_prune.rnn_pruner()
@@ -167,7 +183,7 @@ class _Pruning:
                  if isinstance(m, nn.Module)]
         caught: list[Any] = []
         try:
-            with rnn_prune.opaque_rnns(self.model), \
+            with rnn_prune.opaque_rnns(self.model), swin_prune.opaque(self.model), \
                     shuffle_prune.opaque_channel_shuffles(self.model, self.kept_layers), \
                     warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -176,7 +192,8 @@ class _Pruning:
                     pruning_ratio=self.ratio, round_to=self.round_to,
                     ignored_layers=[m for m in self.reasons if channel_width(m) is not None],
                     customized_pruners={nn.LSTM: self.rnn_fn, nn.GRU: self.rnn_fn,
-                                        nn.RNN: self.rnn_fn, **shuffle_prune.pruners()},
+                                        nn.RNN: self.rnn_fn, **shuffle_prune.pruners(),
+                                        **swin_prune.pruners(self.model)},
                     root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
                     **self.attention_options)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer failed on this model

@@ -159,7 +159,8 @@ class PrunePass(Pass):
             p.grad = None
         model.eval()
         bundle.model = model
-        heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")}
+        heads = {r["layer"]: r["after"] for r in result.pruned if r["type"].endswith(" heads")
+                 and r["layer"] not in result.window_heads}
         if result.fused_attention:  # replayed on load, before the head counts
             from edgekit.passes.attn_prune import fused_surgery_record
 
@@ -168,6 +169,10 @@ class PrunePass(Pass):
             from edgekit.passes.attn_prune import surgery_record
 
             bundle.surgery.append(surgery_record(heads))
+        if result.window_heads:  # Swin: the head-aware forward and the head counts, on load
+            from edgekit.passes import swin_prune
+
+            bundle.surgery.append(swin_prune.surgery_record(result.window_heads))
         bundle.meta["pruning"] = {**result.to_meta(), "importance": cfg.importance,
                                   "global": cfg.global_pruning, "round_to": cfg.round_to}
         eval_set = ctx.eval_set(bundle.spec, required=False)

@@ -5,8 +5,10 @@ diagnostics that turn the library's silent skips and crashes into errors that na
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import traceback
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError
@@ -21,6 +23,48 @@ class PruneError(InputError):
 
 class WipeoutError(PruneError):
     """The ratio would remove every channel of a layer."""
+
+
+class IndexExplosionError(PruneError):
+    """Torch-Pruning's index mapping grew past anything the model's layers can index."""
+
+
+@contextlib.contextmanager
+def bounded_index_mapping(model: Any) -> Iterator[int]:
+    """While active, Torch-Pruning's flatten index mapping refuses to produce an index list
+    longer than max(2^16, 8 × the model's widest parameter dimension): IndexExplosionError.
+
+    Torch-Pruning 1.6 maps a reshape it takes for a flatten as "channel c → c·s … (c+1)·s - 1".
+    On a reshape that is no flatten (Swin's window partition, tokens folded into the batch) a
+    group's index list grows by s at every such reshape, and around a cycle of the dependency
+    graph without end: swin_t at 32×32 with its attention kept whole reached 8.7 GB and a
+    MemoryError (~14 GB at a larger size). A real flatten yields at most the width of the layer
+    that reads it, so a longer list indexes nothing; the bound turns the blow-up into an error
+    that names the layer (through the caller's traceback reading) within tens of MB.
+    Torch-Pruning builds these mapping objects afresh in every get_pruning_group, so the bound
+    is set on the class, for the length of one pruning run, and put back after. Yields the
+    bound."""
+    from torch_pruning.dependency import index_mapping
+
+    widest = max((max(p.shape) for p in model.parameters() if p.dim()), default=1)
+    limit = max(1 << 16, 8 * int(widest))
+    mapping = index_mapping._FlattenIndexMapping
+    original = mapping.__call__
+
+    def bounded(self: Any, idxs: Any) -> Any:
+        if not self.reverse and len(idxs) * self._stride > limit:
+            raise IndexExplosionError(
+                f"Torch-Pruning's index mapping through a reshape grows past {limit} indices "
+                f"({len(idxs)} × stride {self._stride}; the widest layer has {widest}): it "
+                "cannot follow a reshape of this model and would run out of memory",
+                hint="ignore the module that reshapes with --prune-ignore NAME")
+        return original(self, idxs)
+
+    mapping.__call__ = bounded
+    try:
+        yield limit
+    finally:
+        mapping.__call__ = original
 
 
 def channel_width(module: Any) -> int | None:

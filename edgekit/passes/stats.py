@@ -2,7 +2,9 @@
 
 MACs are multiply-accumulates of one forward pass at batch 1 with the spec's input shape:
 Conv2d: out_h·out_w·out_c·(in_c/groups)·k_h·k_w; Linear: in·out per row; LSTM/GRU: per step and
-direction, gates·hidden·(input + hidden) (projections included). Pooling, activations, BatchNorm
+direction, gates·hidden·(input + hidden) (projections included); attention (edgekit's fused
+qkv, torch.nn.MultiheadAttention, Swin's window attention): its projections and q·kᵀ, weights·v
+(per window for Swin, over the padded map). Pooling, activations, BatchNorm
 and element-wise ops are not counted (they fold away or are memory-bound)."""
 
 from __future__ import annotations
@@ -88,12 +90,27 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
         counts["macs"] += (2 * tokens * e * e + sources * (mod.kdim + mod.vdim) * e
                            + 2 * tokens * sources * e)
 
+    def window_hook(mod: Any, inp: tuple, _out: Any) -> None:
+        # Swin's attention calls its qkv/proj weights, not its Linears: count them here, with
+        # q·kᵀ and weights·v in each window, over the padded feature map (one sample)
+        if not inp or inp[0].dim() != 4:
+            return
+        (wh, ww), (h, w) = mod.window_size, inp[0].shape[1:3]
+        tokens = -(-h // wh) * wh * -(-w // ww) * ww
+        inner = mod.qkv.out_features // 3
+        counts["macs"] += (tokens * mod.qkv.in_features * mod.qkv.out_features
+                           + tokens * inner * mod.proj.out_features
+                           + 2 * tokens * wh * ww * inner)
+
     from edgekit.passes.attn_prune import is_supported
+    from edgekit.passes.swin_prune import is_window_attention
 
     hooks = []
     for m in model.modules():
         if is_supported(m):
             hooks.append((m, attention_hook))
+        if is_window_attention(m):
+            hooks.append((m, window_hook))
         if isinstance(m, nn.MultiheadAttention):
             hooks.append((m, mha_hook))
         if isinstance(m, nn.Conv2d):

@@ -122,6 +122,21 @@ def _small_images_validate(d: Path) -> list[str]:
             str(_small_images(d / "imgs"))]
 
 
+def _renamed_state_dict(d: Path, rename: Callable[[str], str]) -> Path:
+    """The grey net's state_dict with its keys renamed."""
+    torch.manual_seed(0)
+    weights = torch.load(_state_dict(d, GREY, name="orig.pt"))
+    (d / "orig.pt").unlink()
+    torch.save({rename(k): v for k, v in weights.items()}, d / "model.pt")
+    return d / "model.pt"
+
+
+MNV3_4 = ("model: {path: m.pt, arch: 'torchvision.models:mobilenet_v3_small', "
+          "arch_kwargs: {num_classes: 4}}\n")
+IMAGENET_64 = ("input: {shape: [1, 3, 64, 64], mean: [0.485, 0.456, 0.406], "
+               "std: [0.229, 0.224, 0.225]}\n")
+
+
 def _recipe(d: Path, body: str) -> list[str]:
     path = d / "recipe.yaml"
     path.write_text("recipe_version: 1\nname: user\n" + body)
@@ -184,6 +199,54 @@ CASES = [
         "--arch", "torchvision.models:mobilenet_v3_small", "--crop", "64", "--preprocessing",
         "imagenet", "--int8",
         "-o", str(d / "out")], 2, """pass --arch-kwargs '{"num_classes": 4}'"""),
+    Case("state-dict-of-another-arch-names-it", lambda d: [
+        "export", str(_state_dict(d, "torchvision.models:mobilenet_v3_small", num_classes=4)),
+        "--arch", "torchvision.models:resnet18", "--crop", "64", "--preprocessing", "imagenet",
+        "-o", str(d / "out")], 2,
+         "these weights were saved from torchvision.models:mobilenet_v3_small, not "
+         "torchvision.models:resnet18: pass --arch torchvision.models:mobilenet_v3_small "
+         """--arch-kwargs '{"num_classes": 4}'"""),
+    Case("recipe-state-dict-of-another-arch-names-it", lambda d: (
+        _state_dict(d, "torchvision.models:mobilenet_v3_small", name="m.pt", num_classes=4),
+        _small_images(d / "imgs", side=80), _recipe(
+            d, MNV3_4.replace("mobilenet_v3_small", "resnet18").replace(
+                ", arch_kwargs: {num_classes: 4}", "") + IMAGENET_64
+            + "data: {eval: imgs}\nexports: [{target: onnx}]\n"))[-1], 2,
+         "these weights were saved from torchvision.models:mobilenet_v3_small, not "
+         "torchvision.models:resnet18"),
+    Case("state-dict-in-a-wrapper", lambda d: [
+        "export", str(_renamed_state_dict(d, lambda k: "model." + k)), "--arch", GREY,
+        "--input-shape", "1,1,16,16", "--mean", "0.5", "--std", "0.5", "-o", str(d / "out")],
+         2, "the keys carry a 'model.' prefix (the model was saved inside a wrapper)"),
+    Case("state-dict-renamed-layer", lambda d: [
+        "export", str(_renamed_state_dict(d, lambda k: k.replace("fc.", "fc1."))), "--arch",
+        GREY, "--input-shape", "1,1,16,16", "--mean", "0.5", "--std", "0.5", "-o",
+        str(d / "out")], 2,
+         "the closest names differ: saved fc1.weight where grey has fc.weight, saved fc1.bias "
+         "where grey has fc.bias"),
+    # the same cases through a recipe
+    Case("recipe-two-inputs", lambda d: (_state_dict(d, TWO, name="two.pt"), _grey_npz(d), _recipe(
+        d, f"model: {{path: two.pt, arch: '{TWO}'}}\n"
+           "input: {shape: [1, 3, 32, 32], mean: [0.5], std: [0.5]}\n"
+           "data: {eval: grey.npz}\nexports: [{target: onnx}]\n"))[-1], 2,
+         "forward(image, mask) takes 2 inputs"),
+    Case("recipe-onnx-model", lambda d: (_dynamic_onnx(d), _grey_npz(d), _recipe(
+        d, "model: {path: dyn.onnx}\ndata: {calib: grey.npz, eval: grey.npz}\n"
+           "steps: [{quantize: {}}]\n"))[-1], 2,
+         "dyn.onnx is an ONNX model; this needs the PyTorch model it was exported from"),
+    Case("inspect-onnx-model", lambda d: ["inspect", str(_dynamic_onnx(d))], 2,
+         "dyn.onnx is an ONNX model; this needs the PyTorch model it was exported from"),
+    Case("recipe-preset-for-other-channels", lambda d: (
+        _state_dict(d, GREY, name="grey.pt"), _grey_npz(d), _recipe(
+            d, f"model: {{path: grey.pt, arch: '{GREY}'}}\ninput: {{preprocessing: imagenet}}\n"
+               "data: {eval: grey.npz}\nexports: [{target: onnx}]\n"))[-1], 2,
+         "preset imagenet is for 3-channel inputs"),
+    Case("recipe-image-folder-smaller-than-input", lambda d: (
+        _state_dict(d, "torchvision.models:mobilenet_v3_small", name="m.pt", num_classes=4),
+        _small_images(d / "imgs"), _recipe(
+            d, MNV3_4 + IMAGENET_64 + "data: {calib: imgs, eval: imgs}\n"
+               "steps: [{quantize: {calib_size: 8}}]\n"))[-1], 2,
+         "12 of 12 images are smaller than the model's 64×64 input"),
     Case("state-dict-num-classes-resnet18-32px", lambda d: [
         "export", str(_state_dict(d, "torchvision.models:resnet18", num_classes=7)),
         "--arch", "torchvision.models:resnet18", "--arch-kwargs", '{"num_classes": 10}',
@@ -284,3 +347,87 @@ def test_small_images_refused_by_every_reader_unless_allowed(tmp_path: Path) -> 
     assert np.asarray(load_dataset(str(imgs), fits).x).shape == (12, 3, 12, 12)
     with pytest.raises(DataError, match="1 of 12 images are smaller than the model's 16×16"):
         load_dataset(str(imgs), InputSpec(shape=(1, 3, 16, 16), mean=(0.5,), std=(0.5,)))
+
+
+def test_api_names_the_arch_and_the_onnx_model(tmp_path: Path) -> None:
+    """Through the Python API: a state_dict of another architecture is refused with the arch it
+    was saved from; an ONNX model where a PyTorch one is needed says so; a preset for another
+    channel count is refused by compress before anything is written."""
+    import edgekit
+    from edgekit.errors import EdgekitError, ModelLoadError
+    from edgekit.io.models import load_model
+
+    model = _state_dict(tmp_path, "torchvision.models:mobilenet_v3_small", num_classes=4)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(model, arch="torchvision.models:resnet18", input_shape=(1, 3, 64, 64),
+                   preprocessing={"preset": "imagenet"})
+    assert err.value.hint.startswith(
+        "these weights were saved from torchvision.models:mobilenet_v3_small, not "
+        "torchvision.models:resnet18: pass --arch torchvision.models:mobilenet_v3_small "
+        """--arch-kwargs '{"num_classes": 4}'""")
+    with pytest.raises(ModelLoadError, match="is an ONNX model; this needs the PyTorch model"):
+        load_model(_dynamic_onnx(tmp_path))
+    grey = _state_dict(tmp_path, GREY, name="grey.pt")
+    with pytest.raises(EdgekitError, match="preset imagenet is for 3-channel inputs"):
+        edgekit.compress(grey, tmp_path / "o", steps=["quantize"],
+                         data={"calib": str(_grey_npz(tmp_path))},
+                         model_input={"arch": GREY, "preprocessing": "imagenet"})
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fixed_size_model_says_which_dims_are_fixed(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """A ViT runs at its one image size: at 64×64 it is refused (exit 2, nothing written) with
+    the dims that are fixed and the --input-shape that works; a ViT trained at 64×64 loads with
+    the --arch-kwargs the hint gives (its other kwargs kept)."""
+    timm = pytest.importorskip("timm", reason="timm is not installed (edgekit[timm])")
+    from edgekit.errors import ModelLoadError
+    from edgekit.io.models import load_model
+    from tests.helpers import cli
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=3).state_dict(),
+               tmp_path / "vit.pt")
+    arch = ("--arch", "timm:vit_tiny_patch16_224", "--arch-kwargs", '{"num_classes": 3}')
+    code, _, err = cli(capsys, "export", tmp_path / "vit.pt", *arch, "--input-shape",
+                       "1,3,64,64", "--mean", "0.5", "--std", "0.5", "-o", tmp_path / "out")
+    assert code == 2, err
+    assert "rejects input shape 1,3,64,64: its height and width are fixed at 224×224" in err
+    assert "pass --input-shape 1,3,224,224" in err
+    assert not (tmp_path / "out").exists()
+    load = dict(arch="timm:vit_tiny_patch16_224", arch_kwargs={"num_classes": 3},
+                preprocessing={"mean": (0.5,), "std": (0.5,)})
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(tmp_path / "vit.pt", input_shape=(1, 3, 64, 64), **load)
+    hint = refused.value.hint
+    assert hint.endswith("""--arch-kwargs '{"num_classes": 3, "img_size": 64}'"""), hint
+    assert load_model(tmp_path / "vit.pt", input_shape=(1, 3, 224, 224), **load).spec.shape \
+        == (1, 3, 224, 224)
+    small = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=64)
+    torch.save(small.state_dict(), tmp_path / "vit64.pt")
+    load["arch_kwargs"] = json.loads(hint.split("--arch-kwargs '")[1].rstrip("'"))
+    bundle = load_model(tmp_path / "vit64.pt", input_shape=(1, 3, 64, 64), **load)
+    assert bundle.spec.shape == (1, 3, 64, 64)
+    assert bundle.model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_api_compress_refuses_two_inputs_and_small_images(tmp_path: Path) -> None:
+    """edgekit.compress: an ONNX model with two inputs, and a calibration folder of images
+    smaller than the model's input, are refused as on the CLI, before anything is written."""
+    import edgekit
+    from edgekit.errors import DataError, ModelLoadError
+    from tests.e2e.test_bad_inputs import _onnx
+
+    two = _onnx(tmp_path / "two.onnx", two_inputs=True)
+    with pytest.raises(ModelLoadError, match=r"two.onnx takes 2 inputs \(input, mask\)"):
+        edgekit.compress(two, tmp_path / "o1", steps=["quantize"],
+                         data={"calib": str(_grey_npz(tmp_path))})
+    model = _state_dict(tmp_path, "torchvision.models:mobilenet_v3_small", num_classes=4)
+    with pytest.raises(DataError, match="12 of 12 images are smaller than the model's 64×64"):
+        edgekit.compress(model, tmp_path / "o2", steps=["quantize"],
+                         data={"calib": str(_small_images(tmp_path / "imgs"))},
+                         model_input={"arch": "torchvision.models:mobilenet_v3_small",
+                                      "arch_kwargs": {"num_classes": 4},
+                                      "input_shape": (1, 3, 64, 64),
+                                      "preprocessing": "imagenet"})
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

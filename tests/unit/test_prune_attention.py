@@ -358,27 +358,6 @@ def test_torchvision_vit_heads_are_pruned_and_the_checkpoint_reloads(tmp_path):
         torch.testing.assert_close(loaded.model(x), bundle.model(x))
 
 
-def test_torchvision_swin_heads_are_refused_with_the_reason():
-    """torchvision's swin_t: ShiftedWindowAttention has a fused qkv and a proj Linear, but its
-    forward hands their weights to a function that splits heads as input width // num_heads, so
-    its heads cannot go: refused (exit 2) with that reason, the layer named and a way to keep it,
-    before any tracing; the model is left as it was."""
-    from edgekit.io.models import build_arch
-
-    torch.manual_seed(0)
-    model = build_arch("torchvision.models:swin_t", {"num_classes": 5}).eval()
-    widths = [m.qkv.out_features for m in model.modules() if hasattr(m, "relative_position_index")]
-    spec = InputSpec(shape=(1, 3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
-    with pytest.raises(PruneError) as caught:
-        prune_model(model, spec, ratio=0.3)
-    text = str(caught.value)
-    assert "features.1.0.attn" in text and "ShiftedWindowAttention (num_heads=3)" in text
-    assert "input width // num_heads" in text and "F.linear" in text
-    assert "--prune-ignore 'features.1.0.attn'" in caught.value.hint
-    assert widths == [m.qkv.out_features for m in model.modules()
-                      if hasattr(m, "relative_position_index")] and len(widths) == 12
-
-
 def test_multihead_attention_macs_are_counted_as_the_fused_layout_counts_them():
     """model_cost counts torch.nn.MultiheadAttention (whose forward calls its projections'
     weights, not its Linears, so no Linear hook saw them: vit_b_16 reported MORE MACs after

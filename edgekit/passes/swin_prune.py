@@ -1,0 +1,381 @@
+"""Head pruning for torchvision's Swin attention (ShiftedWindowAttention, V1 and V2).
+
+torchvision's `ShiftedWindowAttention` never calls its `qkv` and `proj` Linears: it hands their
+weights to `shifted_window_attention`, which runs `F.linear`, splits the heads as input width //
+num_heads and adds a relative-position bias per head (V1: a table of shape [(2M-1)², heads];
+V2: `cpb_mlp`, whose last Linear has one output per head, and a per-head `logit_scale`, cosine
+attention). Torch-Pruning's dependency graph sees none of that structure, so edgekit removes
+whole heads itself, before the channel pruning:
+
+- each layer loses round(head_ratio × heads) heads (at least one stays), chosen by the prune
+  step's importance over the head's weights (its q, k and v rows of qkv and its proj input
+  columns: l1 = Σ|w|, l2 = Σw², taylor = Σ|w·∂L/∂w|; bn-scale has no BatchNorm here and ranks
+  by l1, said in a note);
+- a removed head takes its rows of q, k and v in `qkv` (weight and bias), its input columns of
+  `proj`, its column of the bias table (V1) or its output row of `cpb_mlp[2]` and its entry of
+  `logit_scale` (V2); `num_heads` follows and `head_dim` is kept;
+- the layer's forward becomes `window_attention` below: torchvision's function with the head
+  width as num_heads × head_dim instead of the input width (the same operations: the same
+  outputs, the same ONNX graph). Removing a head gives exactly the original model with that
+  head's output zeroed (its proj columns set to 0), which tests/unit/test_prune_swin.py checks.
+
+The residual width (every block's input and output, PatchMerging, the LayerNorms) is kept, as for
+the other transformer blocks (edgekit.passes.attn_prune); the MLP hidden channels are pruned by the
+channel ratio through Torch-Pruning as usual.
+
+While the dependency graph is traced, every Swin attention runs as one opaque node (`opaque`):
+the input and output width, nothing inside. Traced as it is, the attention's window partition
+(view/permute/reshape of the whole feature map) and its bias-table indexing are reshapes that
+Torch-Pruning 1.6 maps as flattens (`_FlattenIndexMapping`, a stride of 32 or 49 per reshape);
+a group of the residual stream passes every block's window partition, so its index list grows by
+that factor at each block, and around the graph's cycles, until memory runs out (swin_t at
+32×32 with its attention in the ignore list: 8.7 GB resident, then a MemoryError under a 12 GB
+address-space limit; the same at 16×16 under 6 GB; ~14 GB was seen unbounded). Opaque, the whole
+prune run of swin_t at 32×32 takes about 100 MB over the model itself (33 MB of Python objects
+at peak). edgekit.passes.prune_graph.bounded_index_mapping bounds whatever else still explodes.
+
+A pruned checkpoint records {"op": "swin_prune", "num_heads": {layer: heads}}; load replays it
+(the forward and the head count) before the state_dict resizes the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekit.errors import ModelLoadError
+from edgekit.io.models import register_surgery
+
+SWIN_MODULE = "torchvision.models.swin_transformer"
+SWIN_CLASS = "ShiftedWindowAttention"  # ShiftedWindowAttentionV2 subclasses it
+
+
+def is_window_attention(module: Any) -> bool:
+    """Whether `module` is torchvision's ShiftedWindowAttention (or V2) with its qkv and proj."""
+    return (any(k.__module__ == SWIN_MODULE and k.__name__ == SWIN_CLASS
+                for k in type(module).__mro__)
+            and isinstance(getattr(module, "qkv", None), nn.Linear)
+            and isinstance(getattr(module, "proj", None), nn.Linear)
+            and isinstance(getattr(module, "num_heads", None), int))
+
+
+def is_v2(module: Any) -> bool:
+    """V2: continuous position bias (cpb_mlp) and cosine attention (logit_scale)."""
+    return isinstance(getattr(module, "cpb_mlp", None), nn.Sequential) and \
+        isinstance(getattr(module, "logit_scale", None), nn.Parameter)
+
+
+def head_dim_of(module: Any) -> int:
+    """A head's width: kept after pruning (`head_dim`), else the input width // num_heads."""
+    return int(getattr(module, "head_dim", None) or module.qkv.in_features // module.num_heads)
+
+
+def window_layers(model: Any) -> list[tuple[str, Any]]:
+    return [(name, m) for name, m in model.named_modules() if name and is_window_attention(m)]
+
+
+# ---------------------------------------------------------------- the head-aware forward
+def window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor,
+                     relative_position_bias: torch.Tensor, window_size: list[int],
+                     num_heads: int, head_dim: int, shift_size: list[int],
+                     attention_dropout: float = 0.0, dropout: float = 0.0,
+                     qkv_bias: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
+                     logit_scale: torch.Tensor | None = None,
+                     training: bool = True) -> torch.Tensor:
+    """torchvision's `shifted_window_attention` (0.29) with the heads' width num_heads ×
+    head_dim, which may be narrower than the input width C once heads are removed. Every other
+    line is torchvision's."""
+    import torch.nn.functional as F
+
+    B, H, W, C = input.shape
+    inner = num_heads * head_dim
+    pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
+    pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
+    x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+    _, pad_H, pad_W, _ = x.shape
+    shift_size = shift_size.copy()
+    if window_size[0] >= pad_H:
+        shift_size[0] = 0
+    if window_size[1] >= pad_W:
+        shift_size[1] = 0
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+    num_windows = (pad_H // window_size[0]) * (pad_W // window_size[1])
+    x = x.view(B, pad_H // window_size[0], window_size[0], pad_W // window_size[1],
+               window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, window_size[0] * window_size[1], C)
+    if logit_scale is not None and qkv_bias is not None:
+        qkv_bias = qkv_bias.clone()
+        length = qkv_bias.numel() // 3
+        qkv_bias[length:2 * length].zero_()
+    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if logit_scale is not None:
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        logit_scale = torch.clamp(logit_scale, max=math.log(100.0)).exp()
+        attn = attn * logit_scale
+    else:
+        q = q * head_dim ** -0.5
+        attn = q.matmul(k.transpose(-2, -1))
+    attn = attn + relative_position_bias
+    if sum(shift_size) > 0:
+        attn_mask = x.new_zeros((pad_H, pad_W))
+        h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]),
+                    (-shift_size[0], None))
+        w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]),
+                    (-shift_size[1], None))
+        count = 0
+        for h in h_slices:
+            for w in w_slices:
+                attn_mask[h[0]:h[1], w[0]:w[1]] = count
+                count += 1
+        attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0],
+                                   pad_W // window_size[1], window_size[1])
+        attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows,
+                                                          window_size[0] * window_size[1])
+        attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
+        attn_mask = attn_mask.masked_fill(attn_mask != 0, -100.0) \
+            .masked_fill(attn_mask == 0, 0.0)
+        attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
+        attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, num_heads, x.size(1), x.size(1))
+    attn = F.softmax(attn, dim=-1)
+    attn = F.dropout(attn, p=attention_dropout, training=training)
+    x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), inner)
+    x = F.linear(x, proj_weight, proj_bias)
+    x = F.dropout(x, p=dropout, training=training)
+    x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0],
+               window_size[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+    return x[:, :H, :W, :].contiguous()
+
+
+class HeadPrunedWindowAttention:
+    """Mixed into a ShiftedWindowAttention(V2) whose heads may be fewer than its input width //
+    head_dim: the same forward through `window_attention`, with `head_dim` kept."""
+
+    head_dim: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return window_attention(
+            x, self.qkv.weight, self.proj.weight, self.get_relative_position_bias(),
+            self.window_size, self.num_heads, self.head_dim, shift_size=self.shift_size,
+            attention_dropout=self.attention_dropout, dropout=self.dropout,
+            qkv_bias=self.qkv.bias, proj_bias=self.proj.bias,
+            logit_scale=self.logit_scale if is_v2(self) else None, training=self.training)
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def make_head_aware(module: Any) -> None:
+    """Give `module` (a ShiftedWindowAttention or V2) the head-aware forward, in place: its
+    class becomes a subclass with HeadPrunedWindowAttention's forward (same name, parameters and
+    state_dict keys) and it keeps its head width as `head_dim`."""
+    base = type(module)
+    if isinstance(module, HeadPrunedWindowAttention):
+        return
+    dim = head_dim_of(module)
+    if base not in _CLASSES:
+        _CLASSES[base] = type(base.__name__, (HeadPrunedWindowAttention, base),
+                              {"__module__": __name__,
+                               "__qualname__": f"HeadPrunedWindowAttention[{base.__name__}]"})
+    module.__class__ = _CLASSES[base]
+    module.head_dim = dim
+
+
+# ---------------------------------------------------------------- choosing and removing heads
+def head_scores(module: Any, importance: str) -> torch.Tensor:
+    """One score per head from its q, k, v rows of qkv and its proj input columns: l1 Σ|w|,
+    l2 Σw², taylor Σ|w·grad| (bn-scale: l1)."""
+    h, d = module.num_heads, head_dim_of(module)
+
+    def per_head(t: torch.Tensor) -> torch.Tensor:
+        if importance == "l2":
+            return t.pow(2)
+        if importance == "taylor" and t.grad is not None:
+            return (t * t.grad).abs()
+        return t.abs()
+
+    with torch.no_grad():
+        qkv = per_head(module.qkv.weight).sum(1).view(3, h, d).sum((0, 2))
+        proj = per_head(module.proj.weight).sum(0).view(h, d).sum(1)
+    return qkv + proj
+
+
+def remove_window_heads(module: Any, heads: list[int]) -> None:
+    """Remove `heads` (indices) of one Swin attention layer in place: their q, k and v rows of
+    qkv, their proj input columns, their bias (table column or cpb_mlp output, logit_scale);
+    num_heads follows, head_dim stays. Gradients (taylor) are cut alike."""
+    from edgekit.passes.prune_graph import PruneError
+
+    h, d = module.num_heads, head_dim_of(module)
+    gone = sorted({int(i) for i in heads})
+    if not gone:
+        return
+    if gone[0] < 0 or gone[-1] >= h or len(gone) >= h:
+        raise PruneError(f"heads {heads} cannot be removed from {h} heads (at least one stays)",
+                         hint="name head indices in [0, num_heads)")
+    keep = torch.tensor([i for i in range(h) if i not in set(gone)])
+    cols = (keep[:, None] * d + torch.arange(d)).flatten()
+    rows = torch.cat([cols + part * h * d for part in range(3)])
+    make_head_aware(module)
+
+    def cut(owner: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
+        old = getattr(owner, name)
+        new = nn.Parameter(old.detach().index_select(dim, index).clone(),
+                           requires_grad=old.requires_grad)
+        if old.grad is not None:
+            new.grad = old.grad.index_select(dim, index).clone()
+        setattr(owner, name, new)
+
+    cut(module.qkv, "weight", rows, 0)
+    if module.qkv.bias is not None:
+        cut(module.qkv, "bias", rows, 0)
+    module.qkv.out_features = len(rows)
+    cut(module.proj, "weight", cols, 1)
+    module.proj.in_features = len(cols)
+    if is_v2(module):
+        last = module.cpb_mlp[-1]
+        cut(last, "weight", keep, 0)
+        if last.bias is not None:
+            cut(last, "bias", keep, 0)
+        last.out_features = len(keep)
+        cut(module, "logit_scale", keep, 0)
+    else:
+        cut(module, "relative_position_bias_table", keep, 1)
+    module.num_heads = len(keep)
+
+
+def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
+                       notes: list[str]) -> list[dict[str, Any]]:
+    """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
+    `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
+    of the layers that lost heads (and adds one note per rounding, naming its layers)."""
+    from edgekit.passes.attn_prune import heads_to_remove
+
+    rows = []
+    rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
+    if importance == "bn-scale" and ratio > 0:
+        notes.append("Swin attention heads have no BatchNorm: ranked by l1")
+    for name, module in window_layers(model):
+        if module in ignored or ratio <= 0:
+            continue
+        before = module.num_heads
+        n, note = heads_to_remove(before, ratio)
+        if note:
+            rounded.setdefault(note, []).append(name)
+        if n == 0:
+            continue
+        scores = head_scores(module, importance)
+        gone = torch.argsort(scores, stable=True)[:n].tolist()
+        remove_window_heads(module, gone)
+        rows.append({"layer": name, "type": f"{type(module).__name__} heads", "before": before,
+                     "after": module.num_heads})
+    notes.extend(f"{', '.join(names)}: {note}" for note, names in rounded.items())
+    return rows
+
+
+# ---------------------------------------------------------------- the dependency graph
+class _Opaque(torch.autograd.Function):
+    """A Swin attention's output as one autograd node whose only input is the attention's
+    input: the tracer sees neither the window reshapes nor the bias table."""
+
+    @staticmethod
+    def forward(ctx: Any, value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # pragma: no cover - never called
+        return None, None
+
+
+@contextlib.contextmanager
+def opaque(model: nn.Module) -> Iterator[list[Any]]:
+    """While active, every Swin attention of `model` returns its output through _Opaque (enter
+    it before Torch-Pruning registers its hooks: hooks run in registration order). Yields the
+    layers."""
+    layers = [m for _, m in window_layers(model)]
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+            return None
+        return _Opaque.apply(output.detach(), x)
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        yield layers
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def pruners(model: nn.Module) -> dict[type, Any]:
+    """customized_pruners for Torch-Pruning: each Swin attention class of `model` as one layer
+    whose input and output are the residual width (never pruned: its groups are kept)."""
+    import torch_pruning as tp
+
+    classes = tuple({type(m) for _, m in window_layers(model)})
+    if not classes:
+        return {}
+
+    class WindowAttentionPruner(tp.pruner.function.BasePruningFunc):
+        TARGET_MODULES = classes
+
+        def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+            raise ValueError("a Swin attention's residual width is never pruned")
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: nn.Module) -> int:
+            return layer.proj.out_features
+
+        def get_in_channels(self, layer: nn.Module) -> int:
+            return layer.qkv.in_features
+
+    pruner = WindowAttentionPruner()
+    return dict.fromkeys(classes, pruner)
+
+
+KEPT_REASON = ("Swin attention {name} keeps its input and output width (the residual stream; "
+               "its heads are pruned whole, before the channels)")
+INSIDE_REASON = "inside Swin attention {name}: its heads are pruned whole, not its channels"
+
+
+# ---------------------------------------------------------------- the surgery record
+def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
+    """What a checkpoint records of pruned Swin heads: layer name → heads left."""
+    return {"op": "swin_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
+
+
+@register_surgery("swin_prune")
+def replay_window_heads(model: Any, step: dict[str, Any]) -> None:
+    """On a freshly built architecture: the recorded layers get the head-aware forward and their
+    head counts (their weights take the pruned sizes from the state_dict afterwards)."""
+    heads = step.get("num_heads")
+    if not isinstance(heads, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in heads.items()):
+        raise ModelLoadError("the checkpoint's swin_prune record is malformed (num_heads must "
+                             "map layer names to positive head counts)",
+                             hint="the file is damaged or was not written by edgekit")
+    for name, count in heads.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            module = None
+        if not is_window_attention(module):
+            raise ModelLoadError(f"the checkpoint pruned the Swin attention heads of {name!r}, "
+                                 "which this architecture does not have there",
+                                 hint="pass the --arch the checkpoint was made from")
+        make_head_aware(module)
+        module.num_heads = count
