@@ -39,6 +39,24 @@ def probe(model: Any, spec: Any, hooks: Iterable[tuple[Any, Callable[..., Any]]]
         model.train(was_training)
 
 
+def _rnn_macs(mod: Any, x: Any) -> int:
+    """The multiply-accumulates of one run of the recurrent layer `mod` over the sequence `x`."""
+    steps = x.shape[1] if mod.batch_first else x.shape[0]
+    if x.dim() == 2:
+        steps = x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+    dirs = 2 if mod.bidirectional else 1
+    out_size = mod.proj_size or mod.hidden_size
+    total = 0
+    for layer in range(mod.num_layers):
+        in_size = mod.input_size if layer == 0 else out_size * dirs
+        per_step = gates * mod.hidden_size * (in_size + out_size)
+        if mod.proj_size:
+            per_step += mod.hidden_size * mod.proj_size
+        total += per_step * dirs
+    return total * steps
+
+
 def model_cost(model: Any, spec: Any) -> dict[str, int]:
     """{'macs': int, 'params': int, 'conv_macs': int} for one sample of `spec`'s shape."""
     import torch
@@ -57,21 +75,7 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
         counts["macs"] += rows * mod.in_features * mod.out_features
 
     def rnn_hook(mod: nn.RNNBase, inp: tuple, _out: Any) -> None:
-        x = inp[0]
-        steps = x.shape[1] if mod.batch_first else x.shape[0]
-        if x.dim() == 2:
-            steps = x.shape[0]
-        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
-        dirs = 2 if mod.bidirectional else 1
-        out_size = mod.proj_size or mod.hidden_size
-        total = 0
-        for layer in range(mod.num_layers):
-            in_size = mod.input_size if layer == 0 else out_size * dirs
-            per_step = gates * mod.hidden_size * (in_size + out_size)
-            if mod.proj_size:
-                per_step += mod.hidden_size * mod.proj_size
-            total += per_step * dirs
-        counts["macs"] += total * steps
+        counts["macs"] += _rnn_macs(mod, inp[0])
 
     def attention_hook(mod: Any, inp: tuple, _out: Any) -> None:
         # q·kᵀ and weights·v: 2 × tokens² × heads × head_dim (the projections are Linears)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def window_layers(model: Any) -> list[tuple[str, Any]]:
 
 
 # ---------------------------------------------------------------- the head-aware forward
-def window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor,
+def _window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor,
                      relative_position_bias: torch.Tensor, window_size: list[int],
                      num_heads: int, head_dim: int, shift_size: list[int],
                      attention_dropout: float = 0.0, dropout: float = 0.0,
@@ -165,7 +165,7 @@ class HeadPrunedWindowAttention:
     head_dim: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return window_attention(
+        return _window_attention(
             x, self.qkv.weight, self.proj.weight, self.get_relative_position_bias(),
             self.window_size, self.num_heads, self.head_dim, shift_size=self.shift_size,
             attention_dropout=self.attention_dropout, dropout=self.dropout,
@@ -255,8 +255,25 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
     module.num_heads = len(keep)
 
 
+class HeadRow(TypedDict):
+    """A layer that lost heads, as the prune pass reports it (PruneResult.pruned)."""
+
+    layer: str
+    type: str  # "<module class> heads": what was cut
+    before: int
+    after: int
+
+
+class SwinSurgery(TypedDict):
+    """What a checkpoint records of pruned Swin heads (replayed on load; checked there, since
+    the file may be damaged): layer name → heads left."""
+
+    op: str  # "swin_prune"
+    num_heads: dict[str, int]
+
+
 def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
-                       notes: list[str]) -> list[dict[str, Any]]:
+                       notes: list[str]) -> list[HeadRow]:
     """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
     of the layers that lost heads (and adds one note per rounding, naming its layers)."""
@@ -352,13 +369,13 @@ INSIDE_REASON = "inside Swin attention {name}: its heads are pruned whole, not i
 
 
 # ---------------------------------------------------------------- the surgery record
-def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
+def surgery_record(num_heads: dict[str, int]) -> SwinSurgery:
     """What a checkpoint records of pruned Swin heads: layer name → heads left."""
     return {"op": "swin_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
 
 
 @register_surgery("swin_prune")
-def replay_window_heads(model: Any, step: dict[str, Any]) -> None:
+def replay_window_heads(model: Any, step: SwinSurgery) -> None:
     """On a freshly built architecture: the recorded layers get the head-aware forward and their
     head counts (their weights take the pruned sizes from the state_dict afterwards)."""
     heads = step.get("num_heads")
