@@ -25,10 +25,26 @@ import hashlib
 import json
 import os
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+
+class ModelRecord(TypedDict, total=False):
+    """What the index keeps of one model: its key names' digest and top-level names."""
+
+    keys: str
+    tops: list[str]
+    error: str  # instead of the two: the builder could not run
+
+
+class LibraryIndex(TypedDict):
+    """One library's models at one version: names, name -> family, name -> record."""
+
+    names: list[str]
+    family: dict[str, str]
+    models: dict[str, ModelRecord]
 
 GENERIC_HINT = "pass --arch module:factory, e.g. --arch torchvision.models:resnet18"
 INDEX_FILE = "archmatch-index.json"
@@ -107,10 +123,10 @@ def _read_index() -> dict[str, Any]:
 
 
 def full_index(libraries: Iterable[str] = ("torchvision", "timm"),
-               on_model: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+               on_model: Callable[[str, str], None] | None = None) -> dict[str, LibraryIndex]:
     """An index of every model of the installed `libraries` (what scripts/archmatch-index.py
     ships): {library key: {names, family, models}}."""
-    index: dict[str, Any] = {}
+    index: dict[str, LibraryIndex] = {}
     for library in libraries:
         if (version := _version(library)) is None or (catalogue := _catalogue(library)) is None:
             continue
@@ -171,7 +187,7 @@ def _factory(library: str, name: str) -> Callable[..., Any]:
     return functools.partial(timm.create_model, name, pretrained=False)
 
 
-def _record(library: str, name: str) -> dict[str, Any]:
+def _record(library: str, name: str) -> ModelRecord:
     """What the index keeps of one model: its key names' digest and top-level names."""
     from edgekit.io.model_build import build_on_meta
 
@@ -255,8 +271,8 @@ def _library_matches(library: str, version: str, saved: dict[str, tuple[int, ...
     return matches, True
 
 
-def state_dict_matches(state_dict: dict[str, Any], libraries: Iterable[str] = ("torchvision",
-                                                                             "timm")
+def state_dict_matches(state_dict: Mapping[str, object],
+                       libraries: Iterable[str] = ("torchvision", "timm"),
                        ) -> list[ArchMatch]:
     """[(arch, arch_kwargs)] of every torchvision classification model and timm model (of
     `libraries`, those installed) that holds exactly the state_dict's keys with its shapes (the

@@ -51,6 +51,22 @@ from torch import nn
 from edgekit.errors import ModelLoadError
 from edgekit.io.models import register_surgery
 
+
+class HeadCut(TypedDict):
+    """A Swin attention layer that lost heads: its name, type, heads before and after."""
+
+    layer: str
+    type: str
+    before: int
+    after: int
+
+
+class SwinSurgery(TypedDict):
+    """A checkpoint's record of pruned Swin heads: layer name -> heads left."""
+
+    op: str
+    num_heads: dict[str, int]
+
 SWIN_MODULE = "torchvision.models.swin_transformer"
 SWIN_CLASS = "ShiftedWindowAttention"  # ShiftedWindowAttentionV2 subclasses it
 
@@ -255,31 +271,14 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
     module.num_heads = len(keep)
 
 
-class HeadRow(TypedDict):
-    """A layer that lost heads, as the prune pass reports it (PruneResult.pruned)."""
-
-    layer: str
-    type: str  # "<module class> heads": what was cut
-    before: int
-    after: int
-
-
-class SwinSurgery(TypedDict):
-    """What a checkpoint records of pruned Swin heads (replayed on load; checked there, since
-    the file may be damaged): layer name → heads left."""
-
-    op: str  # "swin_prune"
-    num_heads: dict[str, int]
-
-
 def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
-                       notes: list[str]) -> list[HeadRow]:
+                       notes: list[str]) -> list[HeadCut]:
     """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
     of the layers that lost heads (and adds one note per rounding, naming its layers)."""
     from edgekit.passes.attn_prune import heads_to_remove
 
-    rows = []
+    rows: list[HeadCut] = []
     rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
     if importance == "bn-scale" and ratio > 0:
         notes.append("Swin attention heads have no BatchNorm: ranked by l1")
