@@ -50,6 +50,9 @@ GENERIC_HINT = "pass --arch module:factory, e.g. --arch torchvision.models:resne
 INDEX_FILE = "archmatch-index.json"
 INDEX_FORMAT = 1
 PREFIX = {"torchvision": "torchvision.models:", "timm": "timm:"}
+# A match: the --arch of a library model and the --arch-kwargs it needs ({} as built, or
+# {"num_classes": N} when only the classifier's width differs)
+ArchMatch = tuple[str, dict[str, int]]
 
 
 def arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
@@ -58,7 +61,7 @@ def arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
                                if kwargs else "")
 
 
-def arch_hint(matches: list[tuple[str, dict[str, Any]]]) -> str:
+def arch_hint(matches: list[ArchMatch]) -> str:
     """The hint of a plain state_dict given without --arch: the complete flags of its first
     match (the others, which hold the same keys and shapes, named after it), the generic
     example when none fits."""
@@ -196,7 +199,7 @@ def _record(library: str, name: str) -> ModelRecord:
 
 
 def _fits(library: str, name: str, saved: dict[str, tuple[int, ...]]
-          ) -> dict[str, Any] | None:
+          ) -> dict[str, int] | None:
     """The kwargs with which `name` holds exactly the saved shapes ({} as built; num_classes
     when only the classifier's width differs), None when it does not."""
     from edgekit.io.model_build import build_on_meta
@@ -226,7 +229,7 @@ def _fits(library: str, name: str, saved: dict[str, tuple[int, ...]]
 
 
 def _library_matches(library: str, version: str, saved: dict[str, tuple[int, ...]],
-                     index: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+                     index: dict[str, Any]) -> tuple[list[ArchMatch], bool]:
     """(matches in `library`, whether the index changed)."""
     key = f"{library} {version} torch {_version('torch')}"
     entry = index.get(key)
@@ -270,7 +273,7 @@ def _library_matches(library: str, version: str, saved: dict[str, tuple[int, ...
 
 def state_dict_matches(state_dict: Mapping[str, object],
                        libraries: Iterable[str] = ("torchvision", "timm"),
-                       ) -> list[tuple[str, dict[str, int]]]:
+                       ) -> list[ArchMatch]:
     """[(arch, arch_kwargs)] of every torchvision classification model and timm model (of
     `libraries`, those installed) that holds exactly the state_dict's keys with its shapes (the
     classifier's width aside, given as num_classes): torchvision's first, then timm's."""
@@ -290,12 +293,12 @@ def state_dict_matches(state_dict: Mapping[str, object],
     return matches
 
 
-def torchvision_matches(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def torchvision_matches(state_dict: dict[str, Any]) -> list[ArchMatch]:
     """The torchvision matches of state_dict_matches."""
     return state_dict_matches(state_dict, ("torchvision",))
 
 
-def match_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+def match_file(path: str | Path) -> list[ArchMatch]:
     """state_dict_matches of the plain state_dict in `path` (loaded weights_only; [] when the
     file is not one)."""
     import torch
