@@ -39,8 +39,8 @@ Curve 1: one local-cpu profile with 2 threads. Curve 2: N copies of local-cpu wi
 each (devices take turns on this machine; the distilled models are shared between them), 10
 candidates per device.
 
-Run: `.venv/bin/python benchmarks/run.py search_cost` on a quiet machine (about 20-30 minutes on
-2 cores: 14 searches). BENCH_SEARCH_COST_TINY=1 (or `run.py --quick`) runs every curve on a tiny
+Run: `.venv/bin/python benchmarks/run.py search_cost` on a quiet machine (14 searches; about
+25-35 minutes on 2 cores, estimated from the tiny runs on the full space, not yet measured). BENCH_SEARCH_COST_TINY=1 (or `run.py --quick`) runs every curve on a tiny
 setting (4, 6, 8, 12 candidates of a 12-candidate space; 1, 2, 4 devices of 6 candidates; a
 3,000-image training set, 300 eval images, a short protocol) to prove the script works: 14
 small searches, about 9 minutes on a busy 2-core machine, most of it each search's start; its
