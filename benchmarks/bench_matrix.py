@@ -4,7 +4,9 @@ matrix_worker.py, one process per model): load (export to ONNX), inspect, prune 
 on ONNX Runtime, int8 on OpenVINO (NNCF), export to OpenVINO, validate. Each cell is PASS, refused
 with the reason edgekit gave (exit 2), or a bug (a traceback, an undocumented exit, a crash or a
 time-out); int8 cells carry the top-1 agreement with the fp32 original on structured images
-whose labels are the original's own predictions.
+whose labels are the original's own predictions and, since random weights leave near-tied
+logits where top-1 agreement says little, the margin-aware agreement (near-ties not counted)
+and the logits' SQNR against the fp32 ONNX model; cells under LOW_SQNR_DB are named.
 
 Anchor: Torch-Pruning's own list prunes 73 torchvision classification models (pruning only, no
 int8, export or validation).
@@ -184,6 +186,7 @@ def section(data: dict[str, Any]) -> str:
         text += (f"\n\nint8 top-1 agreement with the fp32 original ({len(values)} artifacts, "
                  f"{data['images']} structured images, random weights): median "
                  f"{values[len(values) // 2]:.3f}, lowest {values[0]:.3f}.")
+    text += fidelity_text(data)
     return text + "\n"
 
 
@@ -221,6 +224,48 @@ def timing(results: list[dict[str, Any]]) -> str:
             + md_table(["setup", *COLUMNS], [[f"{setup:.0f}",
                                                *(f"{columns[k]:.0f}" for k in COLUMNS)]])
             + f"\nand by phase over a model's columns: {split}.")
+
+
+# An int8 cell whose logits' SQNR is under this is named in the README: its error is a third of
+# the logits or more, a fidelity problem whatever its top-1 agreement (a report, not a verdict:
+# the columns' pass/refused/bug are unchanged).
+LOW_SQNR_DB = 10.0
+
+
+def fidelity_text(data: dict[str, Any]) -> str:
+    """What the int8 cells' logits say where top-1 agreement cannot (random weights leave
+    near-tied logits): the margin-aware agreement (edgekit's parity rule) and the logits' SQNR
+    against the fp32 ONNX model, the median and lowest of each, and the cells under
+    LOW_SQNR_DB. Empty for results measured before the worker recorded them."""
+    cells = [(r["model"], k, {**r["columns"][k], "step": (r.get("data") or {}).get("input_step")})
+             for r in data["results"] for k in ("int8_ort", "int8_openvino")
+             if r.get("columns", {}).get(k, {}).get("sqnr_db") is not None]
+    if not cells:
+        return ""
+    sqnr = sorted(c["sqnr_db"] for *_, c in cells)
+    decisive = sorted(c["decisive_agreement"] for *_, c in cells)
+    text = (f" Against the fp32 ONNX model's logits ({len(cells)} artifacts): top-1 agreement "
+            "on the images that are not near-ties (edgekit's parity rule) median "
+            f"{decisive[len(decisive) // 2]:.3f}, lowest {decisive[0]:.3f}; the logits' SQNR "
+            f"median {sqnr[len(sqnr) // 2]:.1f} dB, lowest {sqnr[0]:.1f} dB.")
+    runtime = {"int8_ort": "ONNX Runtime", "int8_openvino": "OpenVINO"}
+    steps = sorted({m: c["step"]["sqnr_db"] for m, _, c in cells if c["step"]}.values())
+    if steps:
+        text += (" The fp32 original itself, every pixel moved by one uint8 step: SQNR median "
+                 f"{steps[len(steps) // 2]:.1f} dB, lowest {steps[0]:.1f} dB (a random-weight "
+                 "network amplifies rounding; int8 cannot be closer than this floor).")
+    low = sorted((c["sqnr_db"], m, k, c) for m, k, c in cells if c["sqnr_db"] < LOW_SQNR_DB)
+    if low:
+        text += (f"\n\nint8 cells under {LOW_SQNR_DB:g} dB SQNR (the logits' error a third of "
+                 "the logits or more: a fidelity problem, not near-ties; in brackets the fp32 "
+                 "original's own SQNR under a one-step input change): "
+                 + ", ".join(f"`{m}` {runtime[k]} ({db:.1f} dB, agreement "
+                             f"{c['agreement']:.3f}, {c['decisive_agreement']:.3f} on "
+                             f"{c['decisive_images']} decisive images"
+                             + (f"; [{c['step']['sqnr_db']:.1f} dB]" if c["step"] else "") + ")"
+                             for db, m, k, c in low[:20])
+                 + (f" and {len(low) - 20} more" if len(low) > 20 else "") + ".")
+    return text
 
 
 README_SECTIONS = {"matrix": ("matrix", section)}

@@ -9,7 +9,8 @@ img_size), saves its state_dict, makes structured RGB images (gradients, grating
 labels are the original's own predictions, and takes it through the columns below with the
 `edgekit` CLI in this process, each as a user types it. Prints one JSON object: per column its
 status (pass / refused / bug), the seconds, the reason (the first line of the error) and, for
-int8, the top-1 agreement with the fp32 original and the logits' cosine to its fp32 ONNX model.
+int8, the top-1 agreement with the fp32 original and, against its fp32 ONNX model, the
+margin-aware agreement, the logits' SQNR and cosine (`agreement`).
 
 A column "refused" exited 2 with an edgekit error (bad input it names); "bug" is a traceback, an
 exit code edgekit does not document, or an exception escaping; "pass" exited 0, or 1 for a gate
@@ -172,7 +173,28 @@ def make_data(model: Any, res: int, work: Path) -> dict[str, Any]:
     np.savez(work / "eval.npz", x=x, y=logits.argmax(1).astype(np.int64))
     np.savez(work / "calib.npz", x=structured_images(CALIB_IMAGES, res, 1))
     return {"logit_scale": float(np.abs(logits).max()),
-            "classes_predicted": int(len(np.unique(logits.argmax(1))))}
+            "classes_predicted": int(len(np.unique(logits.argmax(1)))),
+            "input_step": input_step(model, x, logits)}
+
+
+def input_step(model: Any, x: Any, logits: Any) -> dict[str, float]:
+    """How far the fp32 original itself moves when every pixel moves by one uint8 step (±1 at
+    random, clipped): its logits' SQNR and top-1 agreement against the unmoved ones. A
+    random-weight network can amplify any rounding (efficientnet_b0 and mobileone_s0 lose
+    10-30 % of their top-1s and most of their SQNR to it): int8, whose rounding is coarser, is
+    judged against this floor, not against a trained model's."""
+    import numpy as np
+    import torch
+
+    from edgekit.metrics import fidelity
+
+    rng = np.random.default_rng(2)
+    moved = np.clip(x.astype(np.int16) + rng.choice(np.array([-1, 1], np.int16), x.shape),
+                    0, 255).astype(np.uint8)
+    with torch.no_grad():
+        measured = fidelity(logits, model(normalized(moved)).numpy())
+    return {"sqnr_db": round(measured["sqnr_db"], 2),
+            "agreement": round(measured["top1_agreement"], 4)}
 
 
 # (phase, the module attributes it times): each is looked up as a module global at call time
@@ -293,14 +315,33 @@ def logits_of(path: Path, data_path: Path) -> tuple[Any, Any]:
             close()
 
 
+def margin_agreement(reference: Any, candidate: Any) -> tuple[float, int]:
+    """Top-1 agreement on the images whose reference top-1 margin exceeds that image's own
+    largest logit difference (a flip there is not rounding at the top two), and how many such
+    images there are (1.0 when none)."""
+    import numpy as np
+
+    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > np.abs(ref - cand).max(axis=1)
+    same = ref.argmax(1) == cand.argmax(1)
+    return (float(same[clear].mean()) if clear.any() else 1.0), int(clear.sum())
+
+
 def agreement(work: Path, folder: Path) -> dict[str, Any]:
     """The folder's int8 artifact against the fp32 original: top-1 agreement on the eval images
     (labels = the original's predictions), the same for the folder's fp32 ONNX model (what the
     export itself keeps), the logits' cosine to the fp32 ONNX model's, and the agreement a guess
-    drawn from the labels' shares would reach (`chance`)."""
+    drawn from the labels' shares would reach (`chance`). Random weights leave many near-tied
+    logits, where top-1 agreement says little, so against the fp32 ONNX model's logits also:
+    edgekit's margin-aware agreement (edgekit.metrics.decisive_agreement, the parity rule's:
+    images whose margin exceeds the median largest logit difference, none excused when that
+    error is as large as the logits), the agreement on images whose margin exceeds their own
+    largest difference (`margin_agreement`), and the logits' SQNR in dB."""
     import numpy as np
 
     from edgekit.io.artifacts import list_artifacts
+    from edgekit.metrics import fidelity
 
     entries = list_artifacts(folder)
     int8 = next(Path(e["path"]) for e in entries if e.get("precision") == "int8")
@@ -311,9 +352,16 @@ def agreement(work: Path, folder: Path) -> dict[str, Any]:
     cosine = (q * f).sum(1) / np.maximum(np.linalg.norm(q, axis=1) * np.linalg.norm(f, axis=1),
                                          1e-12)
     share = np.bincount(labels, minlength=int(labels.max()) + 1) / len(labels)
+    measured = fidelity(f, q)
+    clear_agreement, clear_images = margin_agreement(f, q)
     return {"agreement": round(float((q.argmax(1) == labels).mean()), 4),
             "fp32_onnx_agreement": round(float((f.argmax(1) == labels).mean()), 4),
             "int8_vs_fp32_onnx_agreement": round(float((q.argmax(1) == f.argmax(1)).mean()), 4),
+            "decisive_agreement": round(measured["decisive_agreement"], 4),
+            "decisive_images": measured["decisive_samples"],
+            "ties_excused": measured["ties_excused"],
+            "margin_agreement": round(clear_agreement, 4), "margin_images": clear_images,
+            "sqnr_db": round(measured["sqnr_db"], 2),
             "cosine_mean": round(float(cosine.mean()), 4),
             "cosine_min": round(float(cosine.min()), 4),
             "chance": round(float((share ** 2).sum()), 4),

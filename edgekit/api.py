@@ -126,7 +126,7 @@ class ValidateResult:
 # ---------------------------------------------------------------- helpers
 def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]:
     """Steps in any accepted form as [(name, config dict)], each name known to the registry."""
-    from edgekit.config import validate as validate_config
+    from edgekit.config import parse_as
     from edgekit.passes.base import PASSES, PassConfig, get_pass, pass_names
 
     if steps is None:
@@ -172,7 +172,7 @@ def normalize_steps(steps: StepsLike | None) -> list[tuple[str, dict[str, Any]]]
                               f"{', '.join(get_pass(name).Config.model_fields)}")
         # every key is checked now, before any model is loaded: a misspelt key is named with
         # the closest valid one (edgekit.config.explain)
-        validate_config(get_pass(name).Config, dict(cfg or {}), f"{name} step")
+        parse_as(get_pass(name).Config, dict(cfg or {}), f"{name} step")
         out.append((name, dict(cfg or {})))
     return out
 

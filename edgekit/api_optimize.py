@@ -88,7 +88,7 @@ class OptimizeResult:
 def optimize_settings(space: Any, budget: Budget) -> Any:
     """OptimizeSettings from `space` (None, a mapping of a recipe's `optimize:` fields, a
     SearchSpace or OptimizeSettings), with the budget's min_speedup when it gives one."""
-    from edgekit.config import validate as validate_config
+    from edgekit.config import parse_as
     from edgekit.optimize.space import OptimizeSettings, SearchSpace
 
     if isinstance(space, SearchSpace):
@@ -104,7 +104,7 @@ def optimize_settings(space: Any, budget: Budget) -> Any:
                               f"min_speedup {given['min_speedup']} disagree",
                               hint="give min_speedup in one of them")
         given["min_speedup"] = budget.min_speedup
-    return validate_config(OptimizeSettings, given, "space")
+    return parse_as(OptimizeSettings, given, "space")
 
 
 def device_profiles(devices: Any) -> list[Any]:

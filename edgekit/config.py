@@ -145,10 +145,12 @@ def load_yaml(schema: type[M], path: str | Path) -> M:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
-    return validate(schema, data, str(path))
+    return parse_as(schema, data, str(path))
 
 
-def validate(schema: type[M], data: dict, where: str) -> M:
+def parse_as(schema: type[M], data: dict, where: str) -> M:
+    """`data` as a `schema` instance, or a ConfigError naming `where`, the key and the closest
+    valid one (extra="forbid": a typo is an error, never ignored)."""
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -168,7 +170,7 @@ def group(name: str, value: Any, schema: type[M], example: str = "...") -> M:
     if isinstance(value, schema):
         return value
     if isinstance(value, Mapping):
-        return validate(schema, dict(value), name)
+        return parse_as(schema, dict(value), name)
     raise ConfigError(f"{name}={shown(value)} is not a {schema.__name__}",
                       hint=f"pass {name}={schema.__name__}({example}) or a mapping of its keys: "
                            f"{', '.join(schema.model_fields)}")

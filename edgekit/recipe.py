@@ -56,7 +56,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekit import kinds
-from edgekit.config import load_yaml, read_yaml, validate
+from edgekit.config import load_yaml, parse_as, read_yaml
 from edgekit.errors import ConfigError, UnsafeModelError, shown
 from edgekit.optimize.space import OptimizeSettings
 from edgekit.validate.gate import Budget
@@ -260,7 +260,7 @@ def _check_steps(recipe: Recipe, where: str) -> None:
             raise ConfigError(f"{where}: steps[{i}]: step {name!r} is not available in this "
                               f"edgekit ({exc})", hint="install edgekit[torch], or drop the step") \
                 from None
-        validate(cls.Config, dict(cfg or {}), f"{where}: steps[{i}].{name}")
+        parse_as(cls.Config, dict(cfg or {}), f"{where}: steps[{i}].{name}")
         for earlier in seen:  # the passes' own ordering constraints (Pass.runs_before)
             why = order_violation(earlier, name)
             if why:
@@ -309,7 +309,7 @@ def device_profile(ref: str | DeviceRef, where: str = "recipe"):
     for key in ("latency", "record"):
         if isinstance(overrides.get(key), dict) and isinstance(base.get(key), dict):
             overrides[key] = {**base[key], **overrides[key]}
-    return validate(DeviceProfile, {**base, **overrides}, where)
+    return parse_as(DeviceProfile, {**base, **overrides}, where)
 
 
 TRUST_HINT = ("pass --trust-recipe on the command line if you trust this recipe (its arch may "

@@ -206,10 +206,10 @@ def train_options(fn: Callable) -> Callable:
                                    ("precision", kwargs.pop("train_precision"))) if v is not None}
         settings = None
         if given:
-            from edgekit.config import validate
+            from edgekit.config import parse_as
             from edgekit.zoo.accel import TrainSettings
 
-            settings = validate(TrainSettings, given, "--train-device/--train-precision")
+            settings = parse_as(TrainSettings, given, "--train-device/--train-precision")
             settings.check()  # a device torch does not see: exit 2 before anything runs
         return fn(*args, train_settings=settings, **kwargs)
 

@@ -29,7 +29,7 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
                            artifact: str | None, batches: list[int] | None, limit: int | None,
                            threads: int | None, store_path: str | None, rerun: bool,
                            data_dir: str | None, as_json: bool) -> None:
-    from edgekit.config import validate as validate_config
+    from edgekit.config import parse_as
     from edgekit.errors import GateError, InputError
     from edgekit.validate.fleet import validate_fleet, validate_on_cluster
     from edgekit.validate.gate import Budget
@@ -38,7 +38,7 @@ def validate_fleet_command(target: str, device_names: tuple[str, ...], *, fleet_
         raise InputError("validate needs labelled eval data for the accuracy gate",
                          hint="pass --eval SOURCE, e.g. --eval fashion-mnist:test")
     devices = fleet_devices(device_names, fleet_file, threads)
-    budget = validate_config(Budget, limits, "budget")
+    budget = parse_as(Budget, limits, "budget")
     if cluster:  # a public or silent cluster address: refused before anything is written
         from edgekit.executors import check_cluster_address
 

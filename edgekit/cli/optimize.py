@@ -74,7 +74,7 @@ def _words(text: str) -> list[str]:
 
 def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
     """OptimizeSettings from a space file or recipe section (`base`) and the flags set."""
-    from edgekit.config import validate
+    from edgekit.config import parse_as
     from edgekit.optimize.space import OptimizeSettings, knobs
 
     data = dict(base or {})
@@ -94,7 +94,7 @@ def settings_from(flags: dict[str, Any], base: dict[str, Any] | None):
     for key in ("trials", "time_budget", "min_speedup", "seed"):
         if flags.get(key) is not None:
             data[key] = flags[key]
-    return validate(OptimizeSettings, data, "optimize settings")
+    return parse_as(OptimizeSettings, data, "optimize settings")
 
 
 @click.command(cls=KnobCommand)

@@ -82,10 +82,10 @@ def train(name: str, output: str, epochs: int | None, batch_size: int | None, lr
 
     overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                                    "limit": limit, "num_threads": threads}.items() if v is not None}
-    from edgekit.config import validate
+    from edgekit.config import parse_as
 
     # through the schema's checks as an error naming the flag (--lr nan was a traceback)
-    cfg = validate(TrainConfig, {"epochs": entry.epochs, **entry.train, "seed": seed,
+    cfg = parse_as(TrainConfig, {"epochs": entry.epochs, **entry.train, "seed": seed,
                                  **overrides}, "zoo train options")
     bundle, summary = train_zoo_model(name, cfg, data_dir=data_dir, eval_limit=eval_limit)
     save_checkpoint(bundle, out)

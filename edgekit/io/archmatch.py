@@ -25,15 +25,34 @@ import hashlib
 import json
 import os
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+
+class ModelRecord(TypedDict, total=False):
+    """What the index keeps of one model: its key names' digest and top-level names."""
+
+    keys: str
+    tops: list[str]
+    error: str  # instead of the two: the builder could not run
+
+
+class LibraryIndex(TypedDict):
+    """One library's models at one version: names, name -> family, name -> record."""
+
+    names: list[str]
+    family: dict[str, str]
+    models: dict[str, ModelRecord]
 
 GENERIC_HINT = "pass --arch module:factory, e.g. --arch torchvision.models:resnet18"
 INDEX_FILE = "archmatch-index.json"
 INDEX_FORMAT = 1
 PREFIX = {"torchvision": "torchvision.models:", "timm": "timm:"}
+# A match: the --arch of a library model and the --arch-kwargs it needs ({} as built, or
+# {"num_classes": N} when only the classifier's width differs)
+ArchMatch = tuple[str, dict[str, int]]
 
 
 def arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
@@ -42,7 +61,7 @@ def arch_flags(arch: str, kwargs: dict[str, Any]) -> str:
                                if kwargs else "")
 
 
-def arch_hint(matches: list[tuple[str, dict[str, Any]]]) -> str:
+def arch_hint(matches: list[ArchMatch]) -> str:
     """The hint of a plain state_dict given without --arch: the complete flags of its first
     match (the others, which hold the same keys and shapes, named after it), the generic
     example when none fits."""
@@ -104,10 +123,10 @@ def _read_index() -> dict[str, Any]:
 
 
 def full_index(libraries: Iterable[str] = ("torchvision", "timm"),
-               on_model: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+               on_model: Callable[[str, str], None] | None = None) -> dict[str, LibraryIndex]:
     """An index of every model of the installed `libraries` (what scripts/archmatch-index.py
     ships): {library key: {names, family, models}}."""
-    index: dict[str, Any] = {}
+    index: dict[str, LibraryIndex] = {}
     for library in libraries:
         if (version := _version(library)) is None or (catalogue := _catalogue(library)) is None:
             continue
@@ -168,7 +187,7 @@ def _factory(library: str, name: str) -> Callable[..., Any]:
     return functools.partial(timm.create_model, name, pretrained=False)
 
 
-def _record(library: str, name: str) -> dict[str, Any]:
+def _record(library: str, name: str) -> ModelRecord:
     """What the index keeps of one model: its key names' digest and top-level names."""
     from edgekit.io.model_build import build_on_meta
 
@@ -180,7 +199,7 @@ def _record(library: str, name: str) -> dict[str, Any]:
 
 
 def _fits(library: str, name: str, saved: dict[str, tuple[int, ...]]
-          ) -> dict[str, Any] | None:
+          ) -> dict[str, int] | None:
     """The kwargs with which `name` holds exactly the saved shapes ({} as built; num_classes
     when only the classifier's width differs), None when it does not."""
     from edgekit.io.model_build import build_on_meta
@@ -210,7 +229,7 @@ def _fits(library: str, name: str, saved: dict[str, tuple[int, ...]]
 
 
 def _library_matches(library: str, version: str, saved: dict[str, tuple[int, ...]],
-                     index: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+                     index: dict[str, Any]) -> tuple[list[ArchMatch], bool]:
     """(matches in `library`, whether the index changed)."""
     key = f"{library} {version} torch {_version('torch')}"
     entry = index.get(key)
@@ -252,9 +271,9 @@ def _library_matches(library: str, version: str, saved: dict[str, tuple[int, ...
     return matches, True
 
 
-def state_dict_matches(state_dict: dict[str, Any], libraries: Iterable[str] = ("torchvision",
-                                                                             "timm")
-                       ) -> list[tuple[str, dict[str, Any]]]:
+def state_dict_matches(state_dict: Mapping[str, object],
+                       libraries: Iterable[str] = ("torchvision", "timm"),
+                       ) -> list[ArchMatch]:
     """[(arch, arch_kwargs)] of every torchvision classification model and timm model (of
     `libraries`, those installed) that holds exactly the state_dict's keys with its shapes (the
     classifier's width aside, given as num_classes): torchvision's first, then timm's."""
@@ -274,12 +293,12 @@ def state_dict_matches(state_dict: dict[str, Any], libraries: Iterable[str] = ("
     return matches
 
 
-def torchvision_matches(state_dict: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def torchvision_matches(state_dict: dict[str, Any]) -> list[ArchMatch]:
     """The torchvision matches of state_dict_matches."""
     return state_dict_matches(state_dict, ("torchvision",))
 
 
-def match_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+def match_file(path: str | Path) -> list[ArchMatch]:
     """state_dict_matches of the plain state_dict in `path` (loaded weights_only; [] when the
     file is not one)."""
     import torch

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import MissingArchError, ModelLoadError, UnsafeModelError
+from edgekit.events import emit
 from edgekit.io.files import atomic_path
 from edgekit.io.model_build import build_arch, fit_to_state_dict, load_state_dict
 from edgekit.io.model_checks import (
@@ -68,14 +69,13 @@ def preprocessing_from_cli(options: Preprocessing) -> Iterator[None]:
 
 
 def announce(line: str) -> None:
-    """Print `line` once on stderr when a command is running (never under the Python API)."""
+    """Say `line` (edgekit.events) once while a command is running; never under the Python API,
+    which resolves preprocessing and calibration sets without a word."""
     seen = _ANNOUNCED.get()
     if seen is None or line in seen:
         return
     seen.add(line)
-    import sys
-
-    sys.stderr.write(line + "\n")
+    emit(line)
 
 
 def first_layer_channels(model: Any) -> int | None:

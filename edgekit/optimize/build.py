@@ -22,7 +22,7 @@ from edgekit.io.artifacts import ArtifactEntry
 from edgekit.io.manifest import Manifest
 from edgekit.optimize.cache import digest
 from edgekit.optimize.records import Params
-from edgekit.optimize.space import SearchSpace, runtimes
+from edgekit.optimize.space import SearchSpace
 
 
 class UnchangedError(InputError):
@@ -321,7 +321,7 @@ class Builder:
 
         runtime, precision = target.split(":")
         if build_on_device and not portable(runtime):
-            return self.device_build_folder(arch, stage, precision, fallback, round_to)
+            return self.device_build_folder(arch, stage, runtime, precision, fallback, round_to)
         onnx_path = self.fp32_onnx(arch, stage, round_to)
         if runtime_target(runtime)[1] == "onnx" and precision == "fp32":  # the model itself
             return {**_entry(onnx_path.parent, onnx_path.name), "float_layers": []}
@@ -339,10 +339,10 @@ class Builder:
         self.seconds["build_s"] += time.perf_counter() - start
         return {**_entry(folder, path.name), "float_layers": nodes}
 
-    def device_build_folder(self, arch: Arch, stage: str, precision: str, fallback: str,
-                            round_to: int | None) -> ArtifactEntry:
-        """A TensorRT candidate for a remote device: engines are not portable, so the device
-        builds it with the TensorRT target itself (`edgekit export out --target tensorrt
+    def device_build_folder(self, arch: Arch, stage: str, runtime: str, precision: str,
+                            fallback: str, round_to: int | None) -> ArtifactEntry:
+        """A candidate of `runtime` (TensorRT) for a remote device: engines are not portable,
+        so the device builds it with the TensorRT target itself (`edgekit export out --target tensorrt
         --precision P`, the remote path's build step). This makes the self-contained folder it
         builds from: the fp32 ONNX model and, for int8, the TensorRT-flavour QDQ model (signed,
         symmetric, per-channel: what explicit quantization takes), with a manifest naming both.
@@ -350,7 +350,6 @@ class Builder:
         whose sha256 with the precision keys the measurement."""
         import time
 
-        runtime = next(r for r in runtimes() if not portable(r))  # (TensorRT)
         onnx_path = self.fp32_onnx(arch, stage, round_to)
         nodes = fallback_nodes(onnx_path, fallback) if precision == "int8" else []
         folder = onnx_path.parent / f"{runtime}-{precision}-device" \

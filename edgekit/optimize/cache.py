@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -57,9 +58,23 @@ class DeviceState(TypedDict, total=False):
     versions: dict[str, str]
 
 
-def device_state(device: Any) -> DeviceState:
-    """What a latency on this device depends on besides the artifact. Local devices add the
-    runtime versions installed here; a remote device's versions are recorded by its own job."""
+def runtime_dists(runtimes: Iterable[str]) -> list[str]:
+    """The distributions whose versions a latency of these runtimes depends on: each registered
+    runner's `dists` (edgekit.runtimes.base.Runner), sorted. No runtime is named here: a runtime
+    added in one file (a plugin) reaches the cache key with no edit."""
+    from edgekit.runtimes.base import get_runner
+
+    return sorted({dist for name in runtimes for dist in get_runner(name).dists})
+
+
+def device_state(device: Any, *, here: bool | None = None) -> DeviceState:
+    """What a latency on this device depends on besides the artifact. A device measured here
+    (`here`: its executor's `measures_here`, by default the one `executor_for` picks without a
+    cluster) adds the versions installed here of the runtimes the profile names (their runners'
+    `dists`); a device measured elsewhere (SSH, a Ray node) records its versions in its own
+    job. A key made before (another set of versions) is simply not found: that candidate is
+    measured again."""
+    from edgekit.executors import executor_class
     from edgekit.io.manifest import library_versions
 
     state: DeviceState = {
@@ -67,8 +82,8 @@ def device_state(device: Any) -> DeviceState:
         "performance_hint": device.performance_hint,
         "runtimes": {name: device.runner_options(name) for name in sorted(device.runtimes)},
         "protocol": device.latency.model_dump(mode="json")}
-    if not device.is_remote:
-        state["versions"] = library_versions("onnxruntime", "openvino", "tensorrt")
+    if executor_class(device).measures_here if here is None else here:
+        state["versions"] = library_versions(*runtime_dists(device.runtimes))
     return state
 
 

@@ -27,6 +27,7 @@ from edgekit.executors import (
     ValidationJob,
 )
 from edgekit.results.record import ResultRecord
+from edgekit.runtimes.base import get_runner
 from edgekit.runtimes.records import LatencyStats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,8 +56,8 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
     from edgekit.io.lineage import check_chain
 
     target, precision = Path(entry["path"]), entry.get("build_on_device")
-    if precision:  # the device builds the engine from the folder (remote path's build step)
-        target, device = target.parent, build_profile(device, precision)
+    if precision:  # the device builds the file from the folder (remote path's build step)
+        target, device = target.parent, build_profile(device, runtime, precision)
     check_chain(target)  # as edgekit validate: only artifacts of the reference's model
     try:
         result = executor.validate(replace(job, target=target, device=device))
@@ -67,46 +68,49 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
     records = [r for r in result.records if r.get("runtime") == runtime
                and (not precision or r.get("precision") == precision)]
     if not records and precision:
+        build = get_runner(runtime).how_built_on_device()
         raise MissingDependencyError(
-            f"{device.name} built no TensorRT {precision} engine: "
-            + engine_missing_reason(result, precision),
-            hint="check the device with `edgekit devices --remote`; TensorRT needs its Python "
-                 "bindings, cuda-python and a visible GPU there")
+            f"{device.name} built no {build.title} {precision} {build.product}: "
+            + engine_missing_reason(result, runtime, precision),
+            hint="check the device with `edgekit devices --remote`"
+                 + (f"; {build.needs}" if build.needs else ""))
     if not records:
         raise MissingDependencyError(f"{device.name} did not run {Path(entry['path']).name} on "
                                      f"{runtime}", hint="check `edgekit devices` on the device")
     return records[0]
 
 
-def build_profile(device: Any, precision: str) -> Any:
-    """The device's profile for one remote TensorRT candidate: TensorRT at that precision only
-    (so the device builds one engine), and ONNX Runtime at fp32 when the device has it (the
-    folder's fp32 model is validated there too, on the way)."""
-    runtimes = {"tensorrt": device.runtimes["tensorrt"].model_copy(
-        update={"precisions": [precision]})}
-    if "onnxruntime" in device.runtimes:
-        runtimes["onnxruntime"] = device.runtimes["onnxruntime"].model_copy(
-            update={"precisions": ["fp32"]})
+def build_profile(device: Any, runtime: str, precision: str) -> Any:
+    """The device's profile for one candidate of `runtime` that the device builds (its files are
+    not portable): that runtime at that precision only (so the device builds one file), and the
+    runtime's declared companions at fp32 where the device has them (the folder's fp32 model is
+    validated there too, on the way; Runner.device_build)."""
+    runtimes = {runtime: device.runtimes[runtime].model_copy(update={"precisions": [precision]})}
+    for companion in get_runner(runtime).how_built_on_device().companions:
+        if companion in device.runtimes:
+            runtimes[companion] = device.runtimes[companion].model_copy(
+                update={"precisions": ["fp32"]})
     return device.model_copy(update={"runtimes": runtimes})
 
 
-def engine_missing_reason(result: Any, precision: str) -> str:
-    """Why a remote job returned no engine record: the build step's error, or TensorRT (or a
-    GPU) not usable on the device, from the job's own report."""
+def engine_missing_reason(result: Any, runtime: str, precision: str) -> str:
+    """Why a remote job returned no record of the file `runtime` builds on the device: the build
+    step's error, or the runtime (or what it needs, Runner.device_build) not usable on the
+    device, from the job's own report."""
+    build = get_runner(runtime).how_built_on_device()
     failed = [s["reason"] for s in result.skipped if "building on the device" in s.get("reason", "")
-              or s.get("artifact") == "(tensorrt engines)"]
+              or s.get("artifact") == f"({runtime} {build.product}s)"]  # the payload's label
     if failed:
         return "; ".join(dict.fromkeys(failed))
     report = getattr(result, "device_report", None) or {}
     usable = [n for n, info in (report.get("runtimes") or {}).items() if info.get("importable")]
-    if "tensorrt" not in usable:
+    if runtime not in usable:
+        words = (runtime.lower(), *build.report_words)
         missing = [m.get("what", "") for m in report.get("missing") or []
-                   if "tensorrt" in str(m.get("what", "")).lower()
-                   or "gpu" in str(m.get("what", "")).lower()
-                   or "cuda" in str(m.get("what", "")).lower()]
-        return ("TensorRT is not usable on the device"
-                + (f" ({'; '.join(missing)})" if missing else " (not installed, or no GPU)"))
-    return f"the job returned no tensorrt {precision} record"
+                   if any(word in str(m.get("what", "")).lower() for word in words)]
+        return (f"{build.title} is not usable on the device"
+                + f" ({'; '.join(missing) if missing else build.unusable})")
+    return f"the job returned no {runtime} {precision} record"
 
 
 def alternate_on_device(artifacts: dict[str, tuple[Path, str]], device: Any, *, spec: Any,

@@ -209,7 +209,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
             for d in dropped[:len(unmade)]:
                 self.say(f"{device.name}: {d['value']} dropped from the space: {d['why']}")
             batch = self.space.batch or min(device.batch_sizes)
-            searches.append(DeviceSearch(device, ok, batch, device_state(device),
+            searches.append(DeviceSearch(device, ok, batch, device_state(device, here=here),
                                          fleet=fleet_device, here=here, space=self.space,
                                          dropped=dropped))
         if self.settings.time_budget is not None:

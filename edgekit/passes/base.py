@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.data.given import DataSources
 from edgekit.errors import ConfigError, DataError
 
@@ -90,7 +90,7 @@ class Pass:
 
     def __init__(self, config: PassConfig | dict[str, Any] | None = None) -> None:
         if not isinstance(config, PassConfig):
-            config = validate(self.Config, dict(config or {}), f"{self.name} step")
+            config = parse_as(self.Config, dict(config or {}), f"{self.name} step")
         self.config = config
 
     def check(self, subject: Any, ctx: PassContext) -> None:

@@ -105,7 +105,7 @@ class DistillPass(Pass):
         from edgekit.zoo.accel import TrainSettings
         from edgekit.zoo.teacher import TeacherLogits
 
-        teacher = TeacherLogits(ctx.original.model, say=_note)
+        teacher = TeacherLogits(ctx.original.model)
         options = FitOptions(loss_fn=distillation_loss(cfg.temperature, cfg.alpha),
                              train=ctx.train or TrainSettings(), teacher=teacher)
         history = fit(bundle.model, raw, bundle.spec, eval_set, train_cfg, options=options,
@@ -135,9 +135,3 @@ def training_row(history: History) -> dict[str, Any]:
                           else "computed, cached" if built else "on the fly")
         row["teacher_forwards"] = teacher.get("teacher_forwards", 0)
     return row
-
-
-def _note(message: str) -> None:
-    from edgekit.progress import stderr_console
-
-    stderr_console.print(message, highlight=False)

@@ -35,7 +35,6 @@ with `weights_only=True`.
 from __future__ import annotations
 
 import fnmatch
-import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -44,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from edgekit.errors import ConfigError, EdgekitError, ModelLoadError
+from edgekit.events import emit
 from edgekit.io.models import register_surgery
 from edgekit.passes.base import Knob, Pass, PassConfig, PassContext
 from edgekit.passes.dwsep_factor import (
@@ -327,7 +327,7 @@ class DwsepPass(Pass):
         if not chosen:
             note = ("no conv to substitute: nothing changed" if plans else
                     "no conv layer selected: nothing changed")
-            print(f"dwsep: {note}", file=sys.stderr)
+            emit(f"dwsep: {note}")
             ctx.add_row(step="dwsep", **model_cost(model, bundle.spec), replaced=0, note=note)
             return bundle
         init_moments = moments if refine_init else {}

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgekit.errors import ConfigError, DataError, MissingLabelsError
+from edgekit.events import emit
 from edgekit.passes.base import Knob, Pass, PassConfig, PassContext
 from edgekit.passes.channel_pruning import (
     PruneOptions,
@@ -137,7 +138,6 @@ class PrunePass(Pass):
 
     def apply(self, bundle: Any, ctx: PassContext) -> Any:
         from edgekit.passes.stats import model_cost
-        from edgekit.progress import stderr_console
 
         cfg: PruneConfig = self.config
         self.check(bundle, ctx)
@@ -186,8 +186,7 @@ class PrunePass(Pass):
                     pruned=len(result.pruned),
                     skipped=[f"{s['layer']}: {s['reason']}" for s in result.skipped])
         for s in result.skipped:
-            stderr_console.print(f"[dim]prune: kept {s['layer']} ({s['type']}, {s['channels']}): "
-                                 f"{s['reason']}[/dim]", highlight=False)
+            emit(f"prune: kept {s['layer']} ({s['type']}, {s['channels']}): {s['reason']}")
         for note in result.notes:
-            stderr_console.print(f"[dim]prune: {note}[/dim]", highlight=False)
+            emit(f"prune: {note}")
         return bundle

@@ -39,6 +39,48 @@ def probe(model: Any, spec: Any, hooks: Iterable[tuple[Any, Callable[..., Any]]]
         model.train(was_training)
 
 
+def _rnn_macs(mod: Any, x: Any) -> int:
+    """An RNN/LSTM/GRU's multiply-accumulates over its input's steps (one sample)."""
+    steps = x.shape[1] if mod.batch_first else x.shape[0]
+    if x.dim() == 2:
+        steps = x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+    dirs = 2 if mod.bidirectional else 1
+    out_size = mod.proj_size or mod.hidden_size
+    total = 0
+    for layer in range(mod.num_layers):
+        in_size = mod.input_size if layer == 0 else out_size * dirs
+        per_step = gates * mod.hidden_size * (in_size + out_size)
+        if mod.proj_size:
+            per_step += mod.hidden_size * mod.proj_size
+        total += per_step * dirs
+    return total * steps
+
+
+def _mha_macs(mod: Any, inp: tuple) -> int:
+    """torch's MultiheadAttention calls its projections' weights, not its Linears: the q/k/v and
+    output projections, with q·kᵀ and weights·v (one sample)."""
+    if not inp:
+        return 0
+    seq_dim = 1 if mod.batch_first and inp[0].dim() == 3 else 0
+    tokens = inp[0].shape[seq_dim]
+    sources = inp[1].shape[seq_dim] if len(inp) > 1 else tokens
+    e = mod.embed_dim
+    return 2 * tokens * e * e + sources * (mod.kdim + mod.vdim) * e + 2 * tokens * sources * e
+
+
+def _window_macs(mod: Any, inp: tuple) -> int:
+    """Swin's attention calls its qkv/proj weights, not its Linears: those, with q·kᵀ and
+    weights·v in each window, over the padded feature map (one sample)."""
+    if not inp or inp[0].dim() != 4:
+        return 0
+    (wh, ww), (h, w) = mod.window_size, inp[0].shape[1:3]
+    tokens = -(-h // wh) * wh * -(-w // ww) * ww
+    inner = mod.qkv.out_features // 3
+    return (tokens * mod.qkv.in_features * mod.qkv.out_features
+            + tokens * inner * mod.proj.out_features + 2 * tokens * wh * ww * inner)
+
+
 def model_cost(model: Any, spec: Any) -> dict[str, int]:
     """{'macs': int, 'params': int, 'conv_macs': int} for one sample of `spec`'s shape."""
     import torch
@@ -57,21 +99,7 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
         counts["macs"] += rows * mod.in_features * mod.out_features
 
     def rnn_hook(mod: nn.RNNBase, inp: tuple, _out: Any) -> None:
-        x = inp[0]
-        steps = x.shape[1] if mod.batch_first else x.shape[0]
-        if x.dim() == 2:
-            steps = x.shape[0]
-        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
-        dirs = 2 if mod.bidirectional else 1
-        out_size = mod.proj_size or mod.hidden_size
-        total = 0
-        for layer in range(mod.num_layers):
-            in_size = mod.input_size if layer == 0 else out_size * dirs
-            per_step = gates * mod.hidden_size * (in_size + out_size)
-            if mod.proj_size:
-                per_step += mod.hidden_size * mod.proj_size
-            total += per_step * dirs
-        counts["macs"] += total * steps
+        counts["macs"] += _rnn_macs(mod, inp[0])
 
     def attention_hook(mod: Any, inp: tuple, _out: Any) -> None:
         # q·kᵀ and weights·v: 2 × tokens² × heads × head_dim (the projections are Linears)
@@ -79,28 +107,10 @@ def model_cost(model: Any, spec: Any) -> dict[str, int]:
         counts["macs"] += 2 * tokens * tokens * mod.num_heads * mod.head_dim
 
     def mha_hook(mod: nn.MultiheadAttention, inp: tuple, _out: Any) -> None:
-        # torch's own attention calls its projections' weights, not its Linears: count the
-        # q/k/v and output projections here, with q·kᵀ and weights·v (one sample)
-        if not inp:
-            return
-        seq_dim = 1 if mod.batch_first and inp[0].dim() == 3 else 0
-        tokens = inp[0].shape[seq_dim]
-        sources = inp[1].shape[seq_dim] if len(inp) > 1 else tokens
-        e = mod.embed_dim
-        counts["macs"] += (2 * tokens * e * e + sources * (mod.kdim + mod.vdim) * e
-                           + 2 * tokens * sources * e)
+        counts["macs"] += _mha_macs(mod, inp)
 
     def window_hook(mod: Any, inp: tuple, _out: Any) -> None:
-        # Swin's attention calls its qkv/proj weights, not its Linears: count them here, with
-        # q·kᵀ and weights·v in each window, over the padded feature map (one sample)
-        if not inp or inp[0].dim() != 4:
-            return
-        (wh, ww), (h, w) = mod.window_size, inp[0].shape[1:3]
-        tokens = -(-h // wh) * wh * -(-w // ww) * ww
-        inner = mod.qkv.out_features // 3
-        counts["macs"] += (tokens * mod.qkv.in_features * mod.qkv.out_features
-                           + tokens * inner * mod.proj.out_features
-                           + 2 * tokens * wh * ww * inner)
+        counts["macs"] += _window_macs(mod, inp)
 
     from edgekit.passes.attn_prune import is_supported
     from edgekit.passes.swin_prune import is_window_attention

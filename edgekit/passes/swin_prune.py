@@ -43,13 +43,29 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
 from edgekit.errors import ModelLoadError
 from edgekit.io.models import register_surgery
+
+
+class HeadCut(TypedDict):
+    """A Swin attention layer that lost heads: its name, type, heads before and after."""
+
+    layer: str
+    type: str
+    before: int
+    after: int
+
+
+class SwinSurgery(TypedDict):
+    """A checkpoint's record of pruned Swin heads: layer name -> heads left."""
+
+    op: str
+    num_heads: dict[str, int]
 
 SWIN_MODULE = "torchvision.models.swin_transformer"
 SWIN_CLASS = "ShiftedWindowAttention"  # ShiftedWindowAttentionV2 subclasses it
@@ -80,25 +96,23 @@ def window_layers(model: Any) -> list[tuple[str, Any]]:
 
 
 # ---------------------------------------------------------------- the head-aware forward
-def window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight: torch.Tensor,
-                     relative_position_bias: torch.Tensor, window_size: list[int],
-                     num_heads: int, head_dim: int, shift_size: list[int],
-                     attention_dropout: float = 0.0, dropout: float = 0.0,
-                     qkv_bias: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
-                     logit_scale: torch.Tensor | None = None,
-                     training: bool = True) -> torch.Tensor:
-    """torchvision's `shifted_window_attention` (0.29) with the heads' width num_heads ×
-    head_dim, which may be narrower than the input width C once heads are removed. Every other
-    line is torchvision's."""
+def window_attention(module: Any, input: torch.Tensor) -> torch.Tensor:
+    """torchvision's `shifted_window_attention` (0.29) for `module` (a ShiftedWindowAttention or
+    V2) with the heads' width num_heads × head_dim, which may be narrower than the input width C
+    once heads are removed. Every other line is torchvision's."""
     import torch.nn.functional as F
 
+    window_size, num_heads, head_dim = module.window_size, module.num_heads, module.head_dim
+    qkv_bias, proj_bias = module.qkv.bias, module.proj.bias
+    logit_scale = module.logit_scale if is_v2(module) else None
+    training = module.training
     B, H, W, C = input.shape
     inner = num_heads * head_dim
     pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
     pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
     x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
     _, pad_H, pad_W, _ = x.shape
-    shift_size = shift_size.copy()
+    shift_size = list(module.shift_size)
     if window_size[0] >= pad_H:
         shift_size[0] = 0
     if window_size[1] >= pad_W:
@@ -113,7 +127,7 @@ def window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight:
         qkv_bias = qkv_bias.clone()
         length = qkv_bias.numel() // 3
         qkv_bias[length:2 * length].zero_()
-    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = F.linear(x, module.qkv.weight, qkv_bias)
     qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     if logit_scale is not None:
@@ -123,39 +137,43 @@ def window_attention(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weight:
     else:
         q = q * head_dim ** -0.5
         attn = q.matmul(k.transpose(-2, -1))
-    attn = attn + relative_position_bias
+    attn = attn + module.get_relative_position_bias()
     if sum(shift_size) > 0:
-        attn_mask = x.new_zeros((pad_H, pad_W))
-        h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]),
-                    (-shift_size[0], None))
-        w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]),
-                    (-shift_size[1], None))
-        count = 0
-        for h in h_slices:
-            for w in w_slices:
-                attn_mask[h[0]:h[1], w[0]:w[1]] = count
-                count += 1
-        attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0],
-                                   pad_W // window_size[1], window_size[1])
-        attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows,
-                                                          window_size[0] * window_size[1])
-        attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
-        attn_mask = attn_mask.masked_fill(attn_mask != 0, -100.0) \
-            .masked_fill(attn_mask == 0, 0.0)
+        attn_mask = _shift_mask(x, (pad_H, pad_W), window_size, shift_size, num_windows)
         attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
         attn = attn + attn_mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, num_heads, x.size(1), x.size(1))
     attn = F.softmax(attn, dim=-1)
-    attn = F.dropout(attn, p=attention_dropout, training=training)
+    attn = F.dropout(attn, p=module.attention_dropout, training=training)
     x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), inner)
-    x = F.linear(x, proj_weight, proj_bias)
-    x = F.dropout(x, p=dropout, training=training)
+    x = F.linear(x, module.proj.weight, proj_bias)
+    x = F.dropout(x, p=module.dropout, training=training)
     x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0],
                window_size[1], C)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
     if sum(shift_size) > 0:
         x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
     return x[:, :H, :W, :].contiguous()
+
+
+def _shift_mask(x: torch.Tensor, padded: tuple[int, int], window_size: list[int],
+                shift_size: list[int], num_windows: int) -> torch.Tensor:
+    """The shifted windows' attention mask, as torchvision builds it."""
+    pad_H, pad_W = padded
+    attn_mask = x.new_zeros((pad_H, pad_W))
+    h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+    w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+    count = 0
+    for h in h_slices:
+        for w in w_slices:
+            attn_mask[h[0]:h[1], w[0]:w[1]] = count
+            count += 1
+    attn_mask = attn_mask.view(pad_H // window_size[0], window_size[0],
+                               pad_W // window_size[1], window_size[1])
+    attn_mask = attn_mask.permute(0, 2, 1, 3).reshape(num_windows,
+                                                      window_size[0] * window_size[1])
+    attn_mask = attn_mask.unsqueeze(1) - attn_mask.unsqueeze(2)
+    return attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
 
 
 class HeadPrunedWindowAttention:
@@ -165,12 +183,7 @@ class HeadPrunedWindowAttention:
     head_dim: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return window_attention(
-            x, self.qkv.weight, self.proj.weight, self.get_relative_position_bias(),
-            self.window_size, self.num_heads, self.head_dim, shift_size=self.shift_size,
-            attention_dropout=self.attention_dropout, dropout=self.dropout,
-            qkv_bias=self.qkv.bias, proj_bias=self.proj.bias,
-            logit_scale=self.logit_scale if is_v2(self) else None, training=self.training)
+        return window_attention(self, x)
 
 
 _CLASSES: dict[type, type] = {}
@@ -256,13 +269,13 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
 
 
 def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
-                       notes: list[str]) -> list[dict[str, Any]]:
+                       notes: list[str]) -> list[HeadCut]:
     """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
     of the layers that lost heads (and adds one note per rounding, naming its layers)."""
     from edgekit.passes.attn_prune import heads_to_remove
 
-    rows = []
+    rows: list[HeadCut] = []
     rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
     if importance == "bn-scale" and ratio > 0:
         notes.append("Swin attention heads have no BatchNorm: ranked by l1")
@@ -352,13 +365,13 @@ INSIDE_REASON = "inside Swin attention {name}: its heads are pruned whole, not i
 
 
 # ---------------------------------------------------------------- the surgery record
-def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
+def surgery_record(num_heads: dict[str, int]) -> SwinSurgery:
     """What a checkpoint records of pruned Swin heads: layer name → heads left."""
     return {"op": "swin_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
 
 
 @register_surgery("swin_prune")
-def replay_window_heads(model: Any, step: dict[str, Any]) -> None:
+def replay_window_heads(model: Any, step: SwinSurgery) -> None:
     """On a freshly built architecture: the recorded layers get the head-aware forward and their
     head counts (their weights take the pruned sizes from the state_dict afterwards)."""
     heads = step.get("num_heads")

@@ -18,6 +18,7 @@ import importlib.util
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit import kinds
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
@@ -54,6 +55,22 @@ class RunnerOptions(BaseModel):
 RUNNERS: dict[str, type[Runner]] = {}
 
 
+@dataclass(frozen=True)
+class DeviceBuild:
+    """How a runtime whose files are not portable (its kind in kinds.py: `portable=False`, e.g.
+    TensorRT engines) has them built on the device that runs them, which `edgekit optimize` reads
+    when it sends a candidate there as the folder to build from (edgekit/optimize/measure.py)."""
+
+    title: str  # the runtime in sentences ("TensorRT")
+    product: str = "engine"  # what one build makes
+    # runtimes that also time the folder's fp32 model there, on the way (when the device has them)
+    companions: tuple[str, ...] = ()
+    needs: str = ""  # what the device needs to build: the hint of a failed build
+    # words of a device report's missing items that explain a failed build (besides the name)
+    report_words: tuple[str, ...] = ()
+    unusable: str = "not installed"  # why it is not usable there when the report does not say
+
+
 class Runner:
     """Load an artifact once, then `infer()` batches and `measure_latency()` with the protocol."""
 
@@ -68,6 +85,7 @@ class Runner:
     short: ClassVar[str] = ""  # its name in the report's plots (default: the name)
     colour: ClassVar[str] = "#7f7f7f"  # its colour there
     reads_onnx: ClassVar[bool | None] = None  # runs an fp32 .onnx as is (None: from formats)
+    device_build: ClassVar[DeviceBuild | None] = None  # see DeviceBuild (files not portable)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -80,6 +98,17 @@ class Runner:
                 cls.reads_onnx = "onnx" in cls.formats
             cls.short = cls.__dict__.get("short") or cls.name
             RUNNERS[cls.name] = cls
+
+    @classmethod
+    def builds_on_device(cls) -> bool:
+        """Whether what it runs is built on the device that runs it (kinds.py: not portable)."""
+        return any(kind is not None and not kind.portable
+                   for kind in map(kinds.by_format, cls.formats))
+
+    @classmethod
+    def how_built_on_device(cls) -> DeviceBuild:
+        """Its DeviceBuild, or a plain one (its name, no companions) when it declares none."""
+        return cls.device_build or DeviceBuild(title=cls.name)
 
     def __init__(self, artifact: str | Path, spec: InputSpec, *, threads: int | None = None,
                  options: RunnerOptions | dict[str, Any] | None = None) -> None:
@@ -160,7 +189,7 @@ class Runner:
             return options
         if isinstance(options, RunnerOptions):
             options = options.model_dump(exclude_unset=True)
-        return validate(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
+        return parse_as(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
 
     @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,

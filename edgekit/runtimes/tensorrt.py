@@ -31,7 +31,7 @@ import numpy as np
 
 from edgekit.errors import InputError, MissingDependencyError, ModelLoadError
 from edgekit.io.specfiles import metadata_path, spec_from_engine_metadata  # noqa: F401 - re-exported
-from edgekit.runtimes.base import DeviceTimed, Runner
+from edgekit.runtimes.base import DeviceBuild, DeviceTimed, Runner
 from edgekit.runtimes.records import EngineMetadata, InputProfile, MachineInfo, RuntimeDetails
 from edgekit.spec import InputSpec
 
@@ -186,6 +186,12 @@ class TensorRtRunner(DeviceTimed, Runner):
     dists = ("tensorrt",)
     short = "TRT"
     colour = "#2ca02c"
+    # engines are built on the device (optimize sends the folder to build from); ONNX Runtime
+    # validates the folder's fp32 model there on the way
+    device_build = DeviceBuild(
+        title="TensorRT", companions=("onnxruntime",),
+        needs="TensorRT needs its Python bindings, cuda-python and a visible GPU there",
+        report_words=("gpu", "cuda"), unusable="not installed, or no GPU")
 
     timing_scope = ("end-to-end host time per query: host-to-device copy of the input from pinned "
                     "memory, execute_async_v3, device-to-host copy of the output into pinned "

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.errors import InputError
 from edgekit.registry import load_modules, suggest
 
@@ -73,7 +73,7 @@ class Target:
     @classmethod
     def parse_options(cls, options: dict[str, Any], where: str | None = None) -> Any:
         """The options as this target's typed config (ConfigError naming an unknown key)."""
-        return validate(cls.Options, dict(options), where or f"export target {cls.name} options")
+        return parse_as(cls.Options, dict(options), where or f"export target {cls.name} options")
 
     def export(self, source: Any, out_dir: Path, *, precision: str, parity_data: Any = None,
                data_dir: str | None = None, **options: Any) -> Artifact:

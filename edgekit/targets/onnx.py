@@ -35,56 +35,24 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 
 
-class DecisiveAgreement(TypedDict):
-    """Top-1 agreement on the decisive samples, how many were decisive, and the tie level."""
-
-    decisive_agreement: float
-    decisive_samples: int
-    near_ties: int
-    tie_level: float
-
-
 class Parity(TypedDict, total=False):
     """The parity of candidate logits against the reference's (check_parity): fidelity, the
     decisive agreement, the thresholds applied and whether the outputs are finite."""
 
     max_abs_diff: float
     cosine: float
+    sqnr_db: float
     top1_agreement: float
     samples: int
     decisive_agreement: float
     decisive_samples: int
     near_ties: int
     tie_level: float
+    logit_level: float
+    ties_excused: bool
     min_agreement: float
     outputs_finite: bool
     tolerance: float
-
-
-def decisive_agreement(reference: np.ndarray, candidate: np.ndarray) -> DecisiveAgreement:
-    """Top-1 agreement counted only where it means something: on the samples whose reference
-    top-1 margin (best logit minus the runner-up) exceeds the difference measured between the
-    two (the median over samples of the largest logit difference: the comparison's typical
-    error, fp32 rounding for an export, quantization error for int8). A sample whose reference
-    is a near-tie (a random-weight model's logits all within 1e-7 of each other) flips on any
-    rounding and is not a disagreement; the logits' error judges it (the tolerance, the cosine).
-    Returns the agreement over the decisive samples (1.0 when there are none), how many were
-    decisive and the tie level."""
-    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
-    if not len(ref):
-        return {"decisive_agreement": 1.0, "decisive_samples": 0, "near_ties": 0,
-                "tie_level": 0.0}
-    if ref.shape[1] < 2:
-        margin = np.full(len(ref), np.inf)
-    else:
-        top2 = np.sort(ref, axis=1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-    level = float(np.median(np.abs(ref - cand).max(axis=1)))
-    decisive = margin > level
-    same = ref.argmax(1) == cand.argmax(1)
-    count = int(decisive.sum())
-    return {"decisive_agreement": float(same[decisive].mean()) if count else 1.0,
-            "decisive_samples": count, "near_ties": int(len(ref) - count), "tie_level": level}
 
 
 def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
@@ -93,26 +61,33 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
     """The one parity rule of every export and of int8 quantization (compress --int8 judges its
     artifact by it too, on the eval data): `parity` of candidate against reference logits,
     gated: finite outputs, top-1 agreement on the decisive samples (`decisive_agreement`: a
-    near-tie in the reference is not a disagreement) of at least `agreement` (a number, the
+    near-tie in the reference is not a disagreement, while the comparison's typical error is
+    small next to the logits; otherwise on every sample) of at least `agreement` (a number, the
     --min-agreement flag, or a precision whose MIN_AGREEMENT applies) and, with a
     `tolerance_scale`, max|Δ| within scale·(atol + rtol·max|reference|). Raises ExportError
     naming `what` when it fails."""
     if isinstance(agreement, str):
         agreement = MIN_AGREEMENT[agreement]
-    measured: Parity = parity(reference, candidate)
-    measured.update(decisive_agreement(reference, candidate))
+    measured: Parity = parity(reference, candidate)  # decisive_agreement included
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
     ok = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
     if tolerance_scale is not None:
         measured["tolerance"] = tolerance_scale * (atol + rtol * float(np.abs(reference).max()))
         ok = ok and measured["max_abs_diff"] <= measured["tolerance"]
     if not ok:
-        ties = f", {measured['near_ties']} near-ties not counted" if measured["near_ties"] else ""
+        if measured["ties_excused"]:
+            ties = f", {measured['near_ties']} near-ties not counted" \
+                if measured["near_ties"] else ""
+            counted = f"{measured['decisive_samples']} of {measured['samples']} samples{ties}"
+        else:
+            counted = (f"all {measured['samples']} samples (near-ties not excused: the typical "
+                       f"error {measured['tie_level']:.3g} is not small next to the typical "
+                       f"largest logit {measured['logit_level']:.3g}; SQNR "
+                       f"{measured['sqnr_db']:.1f} dB)")
         raise ExportError(
             f"parity check of {what} failed: max abs diff {measured['max_abs_diff']:.3g}"
             + (f" (tolerance {measured['tolerance']:.3g})" if "tolerance" in measured else "")
-            + f", top-1 agreement {measured['decisive_agreement']:.3f} on "
-            f"{measured['decisive_samples']} of {measured['samples']} samples{ties} "
+            + f", top-1 agreement {measured['decisive_agreement']:.3f} on {counted} "
             f"(need {agreement:.2f})",
             hint=hint + f"; the threshold is --min-agreement (now {agreement:.2f})")
     return measured

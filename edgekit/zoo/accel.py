@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
+from edgekit.events import emit
 from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,12 +76,12 @@ def train_settings(training: TrainSettings | dict[str, Any] | None) -> TrainSett
     """TrainSettings from a mapping (checked: a typo names the key), an instance, or None (the
     defaults); a device asked for that torch does not see is refused (exit 2) before anything
     runs."""
-    from edgekit.config import validate
+    from edgekit.config import parse_as
 
     if training is None:
         return TrainSettings()
     if not isinstance(training, TrainSettings):
-        training = validate(TrainSettings, dict(training), "training")
+        training = parse_as(TrainSettings, dict(training), "training")
     training.check()
     return training
 
@@ -231,7 +232,7 @@ def shape_class(model: nn.Module, input_shape: tuple[int, ...], batch_size: int)
 
 # ---------------------------------------------------------------- the plan
 def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                  settings: TrainSettings | None = None, *, say: Any = None) -> TrainPlan:
+                  settings: TrainSettings | None = None) -> TrainPlan:
     """The device, precision and layout a training run of `model` uses under `settings`:
     bf16 and channels_last only where measured faster here (cached per machine)."""
     settings = settings or TrainSettings()
@@ -255,9 +256,8 @@ def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
     if cached is not None:
         return TrainPlan(device, cached["precision"], cached["channels_last"],
                          "measured earlier on this machine", cached.get("images_per_s", {}))
-    if say:
-        say(f"measuring the fastest way to train {type(model).__name__} here "
-            f"({', '.join(key['options'])}), once for this machine")
+    emit(f"note: measuring the fastest way to train {type(model).__name__} here "
+         f"({', '.join(key['options'])}), once for this machine")
     speeds = measure_options(model, input_shape, batch_size, device, options)
     default = options[0]
     best = max(options, key=lambda o: speeds[_label(*o)])

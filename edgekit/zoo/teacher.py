@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.events import emit
 from edgekit.zoo.accel import TrainPlan, cache_dir, release_model
 from edgekit.zoo.records import RunKey, TeacherRecord
 
@@ -103,10 +104,9 @@ class TeacherLogits:
     else computed (and recorded for the next run). `forwards` counts the teacher's forward
     passes this run made."""
 
-    def __init__(self, teacher: nn.Module, *, cache: bool = True, say: Any = None) -> None:
+    def __init__(self, teacher: nn.Module, *, cache: bool = True) -> None:
         self.teacher = teacher
         self.use_cache = cache
-        self.say = say or (lambda _message: None)
         self.forwards = 0
         self.seconds = 0.0  # spent in the teacher's forward passes (and reading its cache)
         self.key: dict[str, Any] | None = None
@@ -130,7 +130,7 @@ class TeacherLogits:
         if self.why_not is None and bound_bytes() == 0:
             self.why_not = "the cache is off ($EDGEKIT_TEACHER_CACHE_MB=0)"
         if self.why_not is not None:
-            self.say(f"note: the teacher runs on the fly ({self.why_not})")
+            emit(f"note: the teacher runs on the fly ({self.why_not})")
             return
         self.key = {"format": CACHE_FORMAT, "teacher": model_digest(self.teacher),
                     "precision": plan.precision, **run_key}
@@ -171,7 +171,7 @@ class TeacherLogits:
             return
         recorded = _read_key(self.folder)
         if recorded != self.key:
-            self.say(f"note: teacher cache {self.folder.name} was made for another teacher, data "
+            emit(f"note: teacher cache {self.folder.name} was made for another teacher, data "
                      "or preprocessing (its key differs): refused, rebuilt")
             shutil.rmtree(self.folder, ignore_errors=True)
             return
@@ -181,7 +181,7 @@ class TeacherLogits:
             cached = None
         if cached is None or cached.ndim != 2 or cached.shape[0] != self.rows or \
                 cached.dtype != np.float32:
-            self.say(f"note: teacher cache {path} is not whole: refused, rebuilt")
+            emit(f"note: teacher cache {path} is not whole: refused, rebuilt")
             with contextlib.suppress(OSError):
                 path.unlink()
             return
@@ -234,7 +234,7 @@ class TeacherLogits:
             self.why_not = (f"its logits for {self.rows} images × {self.epochs} epochs "
                             f"({need / 2**20:.0f} MB) exceed the cache bound "
                             f"({bound_bytes() / 2**20:.0f} MB, $EDGEKIT_TEACHER_CACHE_MB)")
-            self.say(f"note: the teacher runs on the fly: {self.why_not}")
+            emit(f"note: the teacher runs on the fly: {self.why_not}")
             self.key = None
             return
         self._writing = np.zeros((self.rows, int(per_image[0])), np.float32)

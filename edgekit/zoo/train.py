@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.data import Dataset, RawImages
 from edgekit.errors import DataError, MissingLabelsError
+from edgekit.events import emit
 from edgekit.metrics import torch_top1
 from edgekit.spec import InputSpec
 from edgekit.zoo.records import EarlyStop, EpochRecord, History, RunKey, ZooSummary
@@ -172,7 +173,7 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
 
     if isinstance(train, TrainSettings):
-        train = plan_training(model, tuple(spec.shape), cfg.batch_size, train, say=_note)
+        train = plan_training(model, tuple(spec.shape), cfg.batch_size, train)
     plan = train or TrainPlan()
     plan.place_model(model)
     if teacher is not None:
@@ -284,14 +285,11 @@ def early_stopping(cfg: TrainConfig) -> bool:
 
 
 def _note_model_ready(source: str, cfg: TrainConfig) -> None:
-    from edgekit.progress import stderr_console
-
     kinds = [k for k, on in ((f"random crop with {cfg.crop_padding} px padding",
                               cfg.crop_padding > 0), ("horizontal flip", cfg.hflip)) if on]
     how = f"in tensor space only ({', '.join(kinds)})" if kinds else "not at all"
-    stderr_console.print(f"note: {source} holds model-ready float inputs: training "
-                         f"augments them {how}; nothing is resized or normalised",
-                         highlight=False)
+    emit(f"note: {source} holds model-ready float inputs: training augments them {how}; "
+         "nothing is resized or normalised")
 
 
 class _Loop:
@@ -424,12 +422,6 @@ class _EarlyStop:
                 "stopped": self.stopped or "all epochs ran", "kept_epoch": self.best_epoch,
                 "holdout_images": self.holdout_images, "holdout_top1": self.best,
                 "patience": self.cfg.patience, "min_delta": self.cfg.min_delta}
-
-
-def _note(message: str) -> None:
-    from edgekit.progress import stderr_console
-
-    stderr_console.print(f"note: {message}", highlight=False)
 
 
 def _batches(folder: Any, rows: np.ndarray, x_all: torch.Tensor | None,

@@ -6,13 +6,12 @@ outputs with their sha256; not the timestamps)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import requires_data
+from tests.helpers import edgekit as cli  # `python -m edgekit` in a subprocess
 
 pytestmark = requires_data
 
@@ -26,11 +25,6 @@ runtimes:
   onnxruntime: {precisions: [fp32, int8]}
 latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
 """
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True,
-                          timeout=900, cwd=cwd)
 
 
 def comparable(out_dir: Path, *, inputs: bool = True) -> list[dict]:

@@ -74,7 +74,7 @@ def test_flags_give_exactly_what_they_say_and_the_provenance_is_printed(
                        "--input-shape", "1,3,64,64", *NORM, "--parity-data", rgb_folder,
                        "-o", out)
     assert code == 0, err
-    assert ("preprocessing: shape 1,3,64,64 (--input-shape); resize none (scaled to 64x64) "
+    assert ("… preprocessing: shape 1,3,64,64 (--input-shape); resize none (scaled to 64x64) "
             "(no --resize); mean 0.5,0.45,0.4 (--mean); std 0.25,0.25,0.25 (--std); channel "
             "order RGB (default)") in err.splitlines()
     spec = spec_for(out / "model.onnx")
@@ -85,7 +85,7 @@ def test_flags_give_exactly_what_they_say_and_the_provenance_is_printed(
     code, _, err = cli(capsys, "bench", out / "model.onnx", "--eval", rgb_folder, "--device",
                        profile, "--json")
     assert code == 0, err
-    assert ("preprocessing: shape 1,3,64,64; resize none (scaled to 64x64); mean 0.5,0.45,0.4; "
+    assert ("… preprocessing: shape 1,3,64,64; resize none (scaled to 64x64); mean 0.5,0.45,0.4; "
             "std 0.25,0.25,0.25; channel order RGB (all from the file: model.onnx records it)"
             ) in err.splitlines()
 
@@ -99,7 +99,7 @@ def test_a_named_preset_is_used_and_said(state_dict: Path, rgb_folder: Path, tmp
                        "--preprocessing", "imagenet", "--crop", "64", "--resize", "64",
                        "--parity-data", rgb_folder, "-o", out)
     assert code == 0, err
-    assert ("preprocessing: shape 1,3,64,64 (--crop); resize 64 (--resize); mean "
+    assert ("… preprocessing: shape 1,3,64,64 (--crop); resize 64 (--resize); mean "
             "0.485,0.456,0.406 (preset imagenet); std 0.229,0.224,0.225 (preset imagenet); "
             "channel order RGB (preset imagenet)") in err.splitlines()
     spec = spec_for(out / "model.onnx")

@@ -155,7 +155,7 @@ def test_unsafe_output_is_refused_and_nothing_changes(case: Case, lenet5: Path, 
                                   "x..y", ""])
 def test_a_device_name_that_is_not_a_plain_folder_name_is_refused_where_it_is_parsed(
         name: str, tmp_path: Path) -> None:
-    from edgekit.config import validate
+    from edgekit.config import parse_as
     from edgekit.devices import DeviceProfile, load_profile
     from edgekit.errors import ConfigError
     from edgekit.fleetfile import FleetFile, fleet_device
@@ -164,7 +164,7 @@ def test_a_device_name_that_is_not_a_plain_folder_name_is_refused_where_it_is_pa
         load_profile(profile(tmp_path, name))
     assert "dev.yaml" in err.value.message and "name: orin-1" in err.value.hint
     with pytest.raises(ConfigError, match="is not a plain device name"):
-        validate(FleetFile, {"name": "lab", "devices": [{"profile": "local-cpu", "name": name}]},
+        parse_as(FleetFile, {"name": "lab", "devices": [{"profile": "local-cpu", "name": name}]},
                  "fleet-lab.yaml")
     good = load_profile(profile(tmp_path, "orin-1.v2_b"))
     assert good.name == "orin-1.v2_b"

@@ -13,20 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekit.cli import main  # noqa: E402
+from tests.helpers import cli  # noqa: E402
 
 CLASSES = ("apple", "banana", "cherry", "date")
 SIZE = 64
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +77,12 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     out = tmp_path / "out"
     # the 80×72 images are scaled up for a 224×224 input only when asked to
     upscale = ["--allow-upscale"] if size > 72 else []
-    code, _, err = run_cli(["compress", model, "--arch", arch, "--arch-kwargs",
+    code, _, err = cli(capsys, *["compress", model, "--arch", arch, "--arch-kwargs",
                             json.dumps({"num_classes": len(CLASSES)}), "--crop", size,
                             "--preprocessing", "arch", "--prune", "0.25", "--dwsep",
                             "--distill-epochs", "0", "--int8",
                             "--calib", rgb_folder, "--calib-size", "16", "--eval", rgb_folder,
-                            "--max-drop", "100", "-o", out, "--json", *upscale], capsys)
+                            "--max-drop", "100", "-o", out, "--json", *upscale])
     assert code == 0, err
     from edgekit.io.artifacts import spec_for
 
@@ -101,16 +91,16 @@ def test_arch_through_the_chain(arch: str, size: int, rgb_folder: Path, tmp_path
     assert spec.shape == (1, 3, size, size) and len(spec.mean) == 3 and spec.resize > size
     assert spec.class_names == CLASSES  # named by the eval folder's class sub-folders
     assert spec_for(out / "model.int8.onnx") == spec
-    code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
-                            "--parity-data", rgb_folder, *upscale], capsys)
+    code, _, err = cli(capsys, *["export", out, "--target", "openvino", "--precision", "fp32",
+                            "--parity-data", rgb_folder, *upscale])
     assert code == 0, err
     assert spec_for(next(out.glob("*.xml"))) == spec
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
     # untrained weights score at chance: a top-1 drop judges nothing there, and a budget that
     # checks one is refused (issue 25), so any drop is allowed; agreement is checked below
-    code, out_json, err = run_cli(["validate", out, "--device", profile, "--eval", rgb_folder,
-                                   "--max-drop", "100", "--json", *upscale], capsys)
+    code, out_json, err = cli(capsys, *["validate", out, "--device", profile, "--eval", rgb_folder,
+                                   "--max-drop", "100", "--json", *upscale])
     assert code == 0, err
     records = json.loads(out_json)["records"] if isinstance(json.loads(out_json), dict) \
         else json.loads(out_json)
@@ -160,23 +150,23 @@ def test_a_briefly_trained_arch_keeps_its_accuracy_through_the_chain(tmp_path: P
     assert history["epochs"][-1]["top1"] >= 0.9, history
     torch.save(model.state_dict(), tmp_path / "trained.pt")
     out = tmp_path / "out"
-    code, report, err = run_cli(["compress", tmp_path / "trained.pt", "--arch", arch,
+    code, report, err = cli(capsys, *["compress", tmp_path / "trained.pt", "--arch", arch,
                                  "--arch-kwargs", json.dumps(kwargs), "--crop", SIZE,
                                  "--preprocessing", "imagenet",
                                  "--prune", "0.25", "--dwsep", "--train", train,
                                  "--distill-epochs", "2", "--int8", "--calib", train,
                                  "--calib-size", "16", "--eval", val, "--max-drop", "100",
-                                 "-o", out, "--json"], capsys)
+                                 "-o", out, "--json"])
     assert code == 0, err
     rows = {r["step"]: r for r in json.loads(report)["rows"]}
     assert rows["original"]["top1"] >= 0.9, rows
-    code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
-                            "--parity-data", val], capsys)
+    code, _, err = cli(capsys, *["export", out, "--target", "openvino", "--precision", "fp32",
+                            "--parity-data", val])
     assert code == 0, err
     profile = quick_profile(runtimes={"onnxruntime": {"precisions": ["fp32", "int8"]},
                                       "openvino": {"precisions": ["fp32"]}})
-    code, out_json, err = run_cli(["validate", out, "--device", profile, "--eval", val,
-                                   "--max-drop", "25", "--json"], capsys)
+    code, out_json, err = cli(capsys, *["validate", out, "--device", profile, "--eval", val,
+                                   "--max-drop", "25", "--json"])
     assert code == 0, err
     records = json.loads(out_json)["records"]
     assert {(r["runtime"], r["precision"]) for r in records} >= {
@@ -199,13 +189,13 @@ def test_top1_agrees_across_torch_onnxruntime_openvino(rgb_folder: Path, tmp_pat
     arch = "torchvision.models:mobilenet_v3_small"
     model = _state_dict(tmp_path, arch)
     out = tmp_path / "out"
-    code, _, err = run_cli(["export", model, "--target", "onnx", "-o", out, "--parity-data",
+    code, _, err = cli(capsys, *["export", model, "--target", "onnx", "-o", out, "--parity-data",
                             rgb_folder, "--arch", arch, "--arch-kwargs",
                             json.dumps({"num_classes": len(CLASSES)}), "--crop", SIZE,
-                            "--mean", "0.5,0.45,0.4", "--std", "0.2,0.25,0.3"], capsys)
+                            "--mean", "0.5,0.45,0.4", "--std", "0.2,0.25,0.3"])
     assert code == 0, err
-    code, _, err = run_cli(["export", out, "--target", "openvino", "--precision", "fp32",
-                            "--parity-data", rgb_folder], capsys)
+    code, _, err = cli(capsys, *["export", out, "--target", "openvino", "--precision", "fp32",
+                            "--parity-data", rgb_folder])
     assert code == 0, err
     bundle = load_model(model, arch=arch, arch_kwargs={"num_classes": len(CLASSES)},
                         preprocessing={"crop": SIZE, "mean": (0.5, 0.45, 0.4), "std": (0.2, 0.25, 0.3)})

@@ -246,14 +246,14 @@ def test_verdict_rules_on_known_summaries():
 
 
 def test_profile_settings_are_typed_and_typos_named():
-    from edgekit.config import validate
+    from edgekit.config import parse_as
     from edgekit.errors import ConfigError
 
-    p = validate(LatencyProtocol, {"interference": {"max_reruns": 4, "max_other_cores": 0.5}},
+    p = parse_as(LatencyProtocol, {"interference": {"max_reruns": 4, "max_other_cores": 0.5}},
                  "latency")
     assert p.interference.max_reruns == 4 and p.interference.max_other_cores == 0.5
     with pytest.raises(ConfigError, match="max_reruns"):
-        validate(LatencyProtocol, {"interference": {"max_rerun": 4}}, "latency")
+        parse_as(LatencyProtocol, {"interference": {"max_rerun": 4}}, "latency")
 
 
 # --------------------------------------------------------------------- energy

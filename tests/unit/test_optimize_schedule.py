@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.errors import ConfigError
 from edgekit.optimize.decide import rung_and_cut
 from edgekit.optimize.device_search import DeviceSearch
@@ -34,9 +34,9 @@ def test_the_short_rung_is_a_fraction_of_the_training_set_scaled_by_the_model():
 
 def test_a_schedule_space_still_refuses_a_short_rung_longer_than_the_full_one():
     with pytest.raises(ConfigError, match="short distillation is longer"):
-        validate(SearchSpace, {"distill": {"short_limit": 5000, "full_limit": 1000}}, "space")
+        parse_as(SearchSpace, {"distill": {"short_limit": 5000, "full_limit": 1000}}, "space")
     with pytest.raises(ConfigError, match="short_fraction"):
-        validate(SearchSpace, {"distill": {"short_fraction": 1.5}}, "space")
+        parse_as(SearchSpace, {"distill": {"short_fraction": 1.5}}, "space")
 
 
 def test_the_plan_prices_the_full_rung_from_the_first_short_distillation():

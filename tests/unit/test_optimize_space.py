@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.config import validate
+from edgekit.config import parse_as
 from edgekit.devices import DeviceProfile
 from edgekit.errors import ConfigError
 from edgekit.optimize.space import OptimizeSettings, SearchSpace, parse_duration
@@ -36,15 +36,15 @@ def test_runtimes_and_precisions_restrict_the_targets():
 
 def test_typos_and_bad_values_are_errors_with_the_closest_name():
     with pytest.raises(ConfigError, match="(?s)prune_ratio.*did you mean 'prune'"):
-        validate(SearchSpace, {"prune_ratio": [0.5]}, "space")
+        parse_as(SearchSpace, {"prune_ratio": [0.5]}, "space")
     with pytest.raises(ConfigError, match=r"\[0, 1\)"):
-        validate(SearchSpace, {"prune": [0, 1.2]}, "space")
+        parse_as(SearchSpace, {"prune": [0, 1.2]}, "space")
     with pytest.raises(ConfigError, match="did you mean 'first-conv'"):
-        validate(SearchSpace, {"int8_fallback": ["first_conv"]}, "space")
+        parse_as(SearchSpace, {"int8_fallback": ["first_conv"]}, "space")
     with pytest.raises(ConfigError, match="dwsep"):
-        validate(SearchSpace, {"dwsep": ["sometimes"]}, "space")
+        parse_as(SearchSpace, {"dwsep": ["sometimes"]}, "space")
     with pytest.raises(ConfigError, match="short distillation is longer"):
-        validate(SearchSpace, {"distill": {"short_epochs": 3, "short_limit": None, "full_epochs": 1}}, "space")
+        parse_as(SearchSpace, {"distill": {"short_epochs": 3, "short_limit": None, "full_epochs": 1}}, "space")
 
 
 def test_ratios_are_sorted_and_deduplicated_and_ranks_accepted():
@@ -92,7 +92,7 @@ def test_device_profiles_carry_round_to():
     assert load_profile("local-cpu").round_to == 8
     assert load_profile("jetson-orin-nano").round_to == 8
     with pytest.raises(ConfigError):
-        validate(DeviceProfile, {"name": "x", "kind": "cpu", "runtimes": {}, "round_to": 0}, "p")
+        parse_as(DeviceProfile, {"name": "x", "kind": "cpu", "runtimes": {}, "round_to": 0}, "p")
 
 
 # ------------------------------------------------------------------ the winner rule

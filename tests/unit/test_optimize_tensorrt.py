@@ -127,7 +127,7 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
 
     entry = builder.artifact(Arch(0.0, "off"), "original", "tensorrt:int8", "none", None,
                              build_on_device=True)
-    device = build_profile(_profile(host="nvidia@orin.local"), "int8")
+    device = build_profile(_profile(host="nvidia@orin.local"), "tensorrt", "int8")
     assert {n: r.precisions for n, r in device.runtimes.items()} == {
         "tensorrt": ["int8"], "onnxruntime": ["fp32"]}
     payload = build_payload(ValidationJob(target=entry["path"].parent, device=device,
@@ -151,11 +151,11 @@ def test_the_remote_job_builds_one_engine_at_the_candidates_precision(builder, t
     assert not [t for t in without.tasks if t.get("kind") == "step"]
     result = RemoteValidationResult(device="orin", budget=None, run_id="r",
                                     device_report=_report(False).to_json())
-    assert engine_missing_reason(result, "int8") == \
+    assert engine_missing_reason(result, "tensorrt", "int8") == \
         "TensorRT is not usable on the device (runtime tensorrt)"
     result.skipped.append({"artifact": "(tensorrt engines)", "reason": "building on the device "
                            "failed: no CUDA device visible"})
-    assert engine_missing_reason(result, "int8") == \
+    assert engine_missing_reason(result, "tensorrt", "int8") == \
         "building on the device failed: no CUDA device visible"
 
 
