@@ -219,8 +219,8 @@ def timing(results: list[dict[str, Any]]) -> str:
             phases.setdefault(name, []).append(seconds)
     split = ", ".join(f"{name} {median(v):.0f} s" for name, v in
                       sorted(phases.items(), key=lambda kv: -median(kv[1])))
-    return (f"\n\nSeconds per model, median of the {len(timed)} models that recorded them: "
-            f"setup (imports, build, data) {setup:.0f} s, then per column\n\n"
+    return (f"\n\nSeconds per model, median of the {len(timed)} models that recorded them "
+            "(setup: the imports, building the model and its data):\n\n"
             + md_table(["setup", *COLUMNS], [[f"{setup:.0f}",
                                                *(f"{columns[k]:.0f}" for k in COLUMNS)]])
             + f"\nand by phase over a model's columns: {split}.")
