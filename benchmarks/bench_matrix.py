@@ -165,6 +165,7 @@ def section(data: dict[str, Any]) -> str:
                        summary)
             + "\nPer column, pass/refused/bug (the models that finished):\n\n"
             + md_table(["models", *COLUMNS], rows))
+    text += timing(data["results"])
     late = [f"`{r['model']}` ({r['crash']}; {len(r.get('columns', {}))} of {len(COLUMNS)} "
             f"columns finished, {sum(c['status'] == 'pass' for c in r.get('columns', {}).values())}"
             " pass)" for r in data["results"] if str(r.get("crash", "")).startswith("timed out")]
@@ -187,6 +188,42 @@ def section(data: dict[str, Any]) -> str:
                  f"{values[len(values) // 2]:.3f}, lowest {values[0]:.3f}.")
     text += fidelity_text(data)
     return text + "\n"
+
+
+def timing(results: list[dict[str, Any]]) -> str:
+    """Where a model's seconds go (the models whose worker recorded `setup` and per-column
+    `phases`, matrix_worker.PhaseClock): the median seconds of each column, of the setup, and
+    of each phase summed over a model's columns. Empty when no result records them (results
+    of an older worker render as before)."""
+    from matrix_worker import COLUMNS
+
+    timed = [r for r in results if r.get("setup") and r.get("columns")]
+    if not timed:
+        return ""
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2] if values else 0.0
+
+    columns = {k: median([r["columns"][k]["seconds"] for r in timed
+                          if r["columns"].get(k, {}).get("seconds") is not None])
+               for k in COLUMNS}
+    setup = median([sum(r["setup"].values()) for r in timed])
+    phases: dict[str, list[float]] = {}
+    for r in timed:
+        per_model: dict[str, float] = {}
+        for cell in r["columns"].values():
+            for name, seconds in (cell.get("phases") or {}).items():
+                per_model[name] = per_model.get(name, 0.0) + seconds
+        for name, seconds in per_model.items():
+            phases.setdefault(name, []).append(seconds)
+    split = ", ".join(f"{name} {median(v):.0f} s" for name, v in
+                      sorted(phases.items(), key=lambda kv: -median(kv[1])))
+    return (f"\n\nSeconds per model, median of the {len(timed)} models that recorded them "
+            "(setup: the imports, building the model and its data):\n\n"
+            + md_table(["setup", *COLUMNS], [[f"{setup:.0f}",
+                                               *(f"{columns[k]:.0f}" for k in COLUMNS)]])
+            + f"\nand by phase over a model's columns: {split}.")
 
 
 # An int8 cell whose logits' SQNR is under this is named in the README: its error is a third of

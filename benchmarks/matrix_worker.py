@@ -14,11 +14,26 @@ margin-aware agreement, the logits' SQNR and cosine (`agreement`).
 
 A column "refused" exited 2 with an edgekit error (bad input it names); "bug" is a traceback, an
 exit code edgekit does not document, or an exception escaping; "pass" exited 0, or 1 for a gate
-or budget that was not met (the command ran and said so)."""
+or budget that was not met (the command ran and said so).
+
+What a model costs (issue 27): torch.onnx's dynamo export is most of it (mobilenet_v3_small under
+cProfile: 141 of 229 s in 6 exports), so the fp32 ONNX model is exported once, by `load`, and the
+columns that start from it take it as a user who exported would: `int8_ort` and `int8_openvino`
+compress load's model.onnx (`edgekit compress model.onnx --int8`), `export_openvino` exports
+load's folder. Their PASS still means the model reaches that artifact from the checkpoint (load
+is the same export `compress MODEL.pt --int8` runs first, and prune/dwsep run the PyTorch compress
+path); a model whose `load` did not pass runs them from the checkpoint, as before, so each
+column keeps its own verdict. Every export's parity check runs on the matrix's eval images (96,
+the model's own inputs, labelled by it) rather than the built-in fashion-mnist default (256
+grey digits stretched to RGB). Each cell records `phases`: its seconds in the ONNX export, torch
+forward passes (eval and parity), OpenVINO conversion, NNCF and the prune plan, each counted
+once (a phase inside another is not counted in the outer one), and `other`; the record's `setup`
+holds the seconds of the imports, the build and the data before the first column."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -182,10 +197,78 @@ def input_step(model: Any, x: Any, logits: Any) -> dict[str, float]:
             "agreement": round(measured["top1_agreement"], 4)}
 
 
+# (phase, the module attributes it times): each is looked up as a module global at call time
+PHASES = (
+    ("onnx_export", ("edgekit.targets.onnx:_torch_export",)),
+    ("torch_forward", ("edgekit.metrics:torch_logits", "edgekit.targets.onnx:torch_logits")),
+    ("openvino_convert", ("edgekit.targets.openvino:convert_onnx",)),
+    ("nncf_quantize", ("edgekit.targets.openvino:quantize_openvino",)),
+    ("prune_plan", ("edgekit.passes.channel_pruning:prune_model",
+                    "edgekit.passes.prune:prune_model")),
+)
+
+
+class PhaseClock:
+    """Seconds per phase, each second counted once: while a timed function calls another timed
+    one (NNCF converting to OpenVINO first), the inner phase gets those seconds, not the outer."""
+
+    def __init__(self, clock: Any = time.perf_counter) -> None:
+        self.clock = clock
+        self.totals: dict[str, float] = {}
+        self.stack: list[list[Any]] = []  # [phase, since]
+
+    def _charge(self, now: float) -> None:
+        if self.stack:
+            name, since = self.stack[-1]
+            self.totals[name] = self.totals.get(name, 0.0) + now - since
+            self.stack[-1][1] = now
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            now = self.clock()
+            self._charge(now)
+            self.stack.append([name, now])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                now = self.clock()
+                self._charge(now)
+                self.stack.pop()
+                if self.stack:
+                    self.stack[-1][1] = now
+        return timed
+
+    def install(self) -> None:
+        """Wrap every PHASES attribute (once per process)."""
+        import importlib
+
+        for name, targets in PHASES:
+            for target in targets:
+                module_name, _, attr = target.partition(":")
+                module = importlib.import_module(module_name)
+                fn = getattr(module, attr)
+                if not getattr(fn, "_matrix_phase", None):
+                    timed = self.wrap(name, fn)
+                    timed._matrix_phase = name  # type: ignore[attr-defined]
+                    setattr(module, attr, timed)
+
+    def take(self, seconds: float) -> dict[str, float]:
+        """The phases since the last take (rounded), with `other`: the rest of `seconds`."""
+        out = {k: round(v, 1) for k, v in self.totals.items()}
+        out["other"] = round(max(0.0, seconds - sum(self.totals.values())), 1)
+        self.totals = {}
+        return out
+
+
+CLOCK = PhaseClock()
+
+
 def run_cli(args: list[str]) -> dict[str, Any]:
     """`edgekit ARGS` in this process: status, seconds, the error's first line, stdout."""
     from edgekit.cli import main
 
+    CLOCK.take(0.0)  # what ran between columns (the agreement measurement) is no column's
     out, err = io.StringIO(), io.StringIO()
     started = time.perf_counter()
     code: Any = 0
@@ -208,8 +291,9 @@ def run_cli(args: list[str]) -> dict[str, Any]:
                       else "exit 2")[:300]
     else:
         status, reason = "pass", ("budget or gate not met (exit 1)" if code == 1 else "")
-    return {"status": status, "exit": code, "seconds": round(time.perf_counter() - started, 1),
-            "reason": reason, "stdout": out.getvalue()}
+    seconds = time.perf_counter() - started
+    return {"status": status, "exit": code, "seconds": round(seconds, 1),
+            "phases": CLOCK.take(seconds), "reason": reason, "stdout": out.getvalue()}
 
 
 def logits_of(path: Path, data_path: Path) -> tuple[Any, Any]:
@@ -284,54 +368,81 @@ def agreement(work: Path, folder: Path) -> dict[str, Any]:
             "images": int(len(labels)), "artifact": int8.name}
 
 
-def run_model(model_id: str, work: Path) -> dict[str, Any]:
-    import torch
-
-    work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"model": model_id, "columns": {}}
-    started = time.perf_counter()
-    try:
-        model, res, kwargs = build(model_id)
-    except Exception as exc:  # noqa: BLE001
-        result["build_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        return result
-    result.update(resolution=res, arch_kwargs=kwargs,
-                  params=sum(p.numel() for p in model.parameters()))
+def commands_for(model_id: str, work: Path, res: int, kwargs: dict[str, Any],
+                 load_passed: bool) -> dict[str, list[Any]]:
+    """Each column's `edgekit` arguments. With `load_passed` (load wrote WORK/onnx/model.onnx)
+    int8_ort, int8_openvino and export_openvino start from load's fp32 ONNX model, as a user who
+    exported does; without it, from the checkpoint (each column still gets its own verdict)."""
     ckpt = work / "model.pt"
-    torch.save(model.state_dict(), ckpt)
-    data = make_data(model, res, work)
-    result["data"] = data
-    del model
-    (work / "profile.yaml").write_text(PROFILE)
     common = ["--arch", arch_of(model_id), "--arch-kwargs", json.dumps(kwargs),
               "--input-shape", f"1,3,{res},{res}", "--resize", str(res), "--crop", str(res),
               "--mean", MEAN, "--std", STD]
     evalset, calib = str(work / "eval.npz"), str(work / "calib.npz")
-    from edgekit.cli import COMMANDS
-
-    commands = {
-        "load": ["export", ckpt, "--target", "onnx", "-o", work / "onnx", *common],
+    onnx = work / "onnx" / "model.onnx"
+    reuse = load_passed and onnx.is_file()
+    # int8 from the fp32 ONNX model reads its InputSpec from the file: no model flags
+    int8_source, int8_flags = (onnx, []) if reuse else (ckpt, common)
+    return {
+        "load": ["export", ckpt, "--target", "onnx", "-o", work / "onnx",
+                 "--parity-data", evalset, *common],
         "inspect": ["inspect", ckpt, *common, "--json"],
         "prune": ["compress", ckpt, "--prune", "0.3", "--distill-epochs", "0", "--eval", evalset, "--max-drop", "100",
                   "-o", work / "prune", "--json", *common],
         "dwsep": ["compress", ckpt, "--dwsep", "--distill-epochs", "0", "--eval", evalset, "--max-drop", "100",
                   "-o", work / "dwsep", "--json", *common],
         # random weights leave small margins: int8 is measured below, not gated here
-        "int8_ort": ["compress", ckpt, "--int8", "--calib", calib, "--eval", evalset,
+        "int8_ort": ["compress", int8_source, "--int8", "--calib", calib, "--eval", evalset,
                      "--max-drop", "100", "--min-agreement", "0", "-o", work / "int8", "--json",
-                     *common],
-        "int8_openvino": ["compress", ckpt, "--int8", "--for", "openvino", "--calib", calib,
-                          "--eval", evalset, "--max-drop", "100", "--min-agreement", "0",
-                          "-o", work / "int8-ov", "--json", *common],
-        "export_openvino": ["export", ckpt, "--target", "openvino", "-o", work / "ov",
-                            *common],
+                     *int8_flags],
+        "int8_openvino": ["compress", int8_source, "--int8", "--for", "openvino", "--calib",
+                          calib, "--eval", evalset, "--max-drop", "100", "--min-agreement", "0",
+                          "-o", work / "int8-ov", "--json", *int8_flags],
+        "export_openvino": ["export", work / "onnx", "--target", "openvino", "-o", work / "ov",
+                            "--parity-data", evalset] if reuse else
+                           ["export", ckpt, "--target", "openvino", "-o", work / "ov",
+                            "--parity-data", evalset, *common],
         "validate": ["validate", work / "int8", "--eval", evalset, "--device",
                      work / "profile.yaml", "--json"],
     }
+
+
+def run_model(model_id: str, work: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    import torch
+
+    import edgekit.cli  # noqa: F401 - the imports every column needs, timed as setup
+
+    CLOCK.install()
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"model": model_id, "columns": {}}
+    setup = result["setup"] = {"import": round(time.perf_counter() - started, 1)}
+    began = time.perf_counter()
+    try:
+        model, res, kwargs = build(model_id)
+    except Exception as exc:  # noqa: BLE001
+        result["build_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return result
+    setup["build"] = round(time.perf_counter() - began, 1)
+    result.update(resolution=res, arch_kwargs=kwargs,
+                  params=sum(p.numel() for p in model.parameters()))
+    began = time.perf_counter()
+    ckpt = work / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    data = make_data(model, res, work)
+    setup["data"] = round(time.perf_counter() - began, 1)
+    CLOCK.take(0.0)  # build and data are setup, not a column
+    result["data"] = data
+    del model
+    (work / "profile.yaml").write_text(PROFILE)
+    from edgekit.cli import COMMANDS
+
     for column in COLUMNS:
         if column == "inspect" and "inspect" not in COMMANDS:
             result["columns"][column] = {"status": "absent", "reason": "no inspect command"}
             continue
+        load = result["columns"].get("load", {})
+        commands = commands_for(model_id, work, res, kwargs,
+                                load.get("status") == "pass" and load.get("exit") == 0)
         cell = run_cli(commands[column])
         cell.pop("stdout")
         if column in ("int8_ort", "int8_openvino") and cell["status"] == "pass":

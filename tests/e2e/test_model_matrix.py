@@ -36,6 +36,14 @@ def test_a_real_architecture_passes_every_column(model_id, tmp_path):
            if c["status"] not in ("pass", "absent")}
     assert not bad, bad
     assert cells["inspect"]["status"] in ("pass", "absent")
+    # the fp32 ONNX model is exported once per model: by load, and by prune and dwsep (other
+    # models); int8 and the OpenVINO export start from load's, and every second is in a phase
+    exported = [k for k, c in cells.items() if c["phases"].get("onnx_export", 0) > 0]
+    assert exported == ["load", "prune", "dwsep"], {k: c["phases"] for k, c in cells.items()}
+    assert cells["int8_openvino"]["phases"]["nncf_quantize"] > 0
+    assert set(result["setup"]) == {"import", "build", "data"}
+    for column, cell in cells.items():
+        assert abs(sum(cell["phases"].values()) - cell["seconds"]) <= 0.5, (column, cell)
     # labels are the original's own predictions: the fp32 ONNX model keeps them (the export and
     # the recorded preprocessing are faithful), and int8 follows it above chance. Random weights
     # leave small margins and noisy activations (mobilenet_v3_small measured: agreement 0.70 and
