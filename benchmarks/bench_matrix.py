@@ -166,6 +166,12 @@ def section(data: dict[str, Any]) -> str:
             + "\nPer column, pass/refused/bug (the models that finished):\n\n"
             + md_table(["models", *COLUMNS], rows))
     text += timing(data["results"])
+    hinted = [f"`{r['model']}` ({' '.join(r['columns']['prune']['flags_from_inspect'])})"
+              for r in data["results"]
+              if r.get("columns", {}).get("prune", {}).get("flags_from_inspect")]
+    if hinted:
+        text += ("\n\nThe prune column adds the flags `edgekit inspect` names for the model, as "
+                 f"its next command does: {', '.join(hinted)}.")
     late = [f"`{r['model']}` ({r['crash']}; {len(r.get('columns', {}))} of {len(COLUMNS)} "
             f"columns finished, {sum(c['status'] == 'pass' for c in r.get('columns', {}).values())}"
             " pass)" for r in data["results"] if str(r.get("crash", "")).startswith("timed out")]

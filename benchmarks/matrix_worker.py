@@ -406,6 +406,19 @@ def commands_for(model_id: str, work: Path, res: int, kwargs: dict[str, Any],
     }
 
 
+def prune_flags_from_inspect(stdout: str) -> list[str]:
+    """The flags `edgekit inspect --json` says the prune step needs on this model (e.g.
+    `--prune-heads 0` for attention whose heads cannot be removed): the prune column adds them,
+    as a user reading inspect's next command would. [] when inspect said none or failed."""
+    try:
+        report = json.loads(stdout)
+    except (TypeError, ValueError):
+        return []
+    prune = (report.get("passes") or {}).get("prune") or {} if isinstance(report, dict) else {}
+    flags = prune.get("flags") if prune.get("applies") else None
+    return [str(f) for f in flags] if isinstance(flags, list) else []
+
+
 def run_model(model_id: str, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     import torch
@@ -436,6 +449,7 @@ def run_model(model_id: str, work: Path) -> dict[str, Any]:
     (work / "profile.yaml").write_text(PROFILE)
     from edgekit.cli import COMMANDS
 
+    inspect_flags: list[str] = []
     for column in COLUMNS:
         if column == "inspect" and "inspect" not in COMMANDS:
             result["columns"][column] = {"status": "absent", "reason": "no inspect command"}
@@ -443,8 +457,14 @@ def run_model(model_id: str, work: Path) -> dict[str, Any]:
         load = result["columns"].get("load", {})
         commands = commands_for(model_id, work, res, kwargs,
                                 load.get("status") == "pass" and load.get("exit") == 0)
+        if column == "prune" and inspect_flags:  # what inspect told the user to add
+            commands[column] += inspect_flags
         cell = run_cli(commands[column])
-        cell.pop("stdout")
+        stdout = cell.pop("stdout")
+        if column == "inspect":
+            inspect_flags = prune_flags_from_inspect(stdout)
+        elif column == "prune" and inspect_flags:
+            cell["flags_from_inspect"] = inspect_flags
         if column in ("int8_ort", "int8_openvino") and cell["status"] == "pass":
             try:
                 folder = work / ("int8" if column == "int8_ort" else "int8-ov")

@@ -7,6 +7,7 @@ shows."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -146,3 +147,16 @@ def test_the_section_shows_the_median_seconds_of_each_column():
     assert "onnx_export 32 s" in text and "other 128 s" in text
     # results of the worker before per-column phases render as they did
     assert bench_matrix.timing([{"model": "tv:a", "columns": {}}]) == ""
+
+
+def test_the_prune_column_adds_the_flags_inspect_names() -> None:
+    """A model whose attention heads cannot be removed: inspect's JSON names `--prune-heads 0`
+    and the prune column runs with it, as a user reading inspect's next command would; nothing
+    when the pass does not apply or inspect's output is not JSON."""
+    prune_flags_from_inspect = matrix_worker.prune_flags_from_inspect
+    report = {"passes": {"prune": {"applies": True, "flags": ["--prune-heads", "0"]}}}
+    assert prune_flags_from_inspect(json.dumps(report)) == ["--prune-heads", "0"]
+    report["passes"]["prune"]["applies"] = False
+    assert prune_flags_from_inspect(json.dumps(report)) == []
+    assert prune_flags_from_inspect("Error: no model") == []
+    assert prune_flags_from_inspect(json.dumps({"passes": {}})) == []
