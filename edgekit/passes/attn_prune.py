@@ -316,19 +316,25 @@ def surgery_record(num_heads: dict[str, int]) -> dict[str, Any]:
     return {"op": "attn_prune", "num_heads": {str(k): int(v) for k, v in num_heads.items()}}
 
 
+def recorded_head_counts(step: Any, op: str) -> dict[str, int]:
+    """A checkpoint's recorded head counts (`num_heads`: layer name -> heads left), checked."""
+    heads = step.get("num_heads")
+    if not isinstance(heads, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in heads.items()):
+        raise ModelLoadError(f"the checkpoint's {op} record is malformed (num_heads must "
+                             "map layer names to positive head counts)",
+                             hint="the file is damaged or was not written by edgekit")
+    return heads
+
+
 @register_surgery("attn_prune")
 def replay_head_counts(model: Any, step: dict[str, Any]) -> None:
     """Set the recorded head counts on a freshly built architecture (qkv and proj take their
     pruned sizes from the state_dict afterwards)."""
     from torch import nn
 
-    heads = step.get("num_heads")
-    if not isinstance(heads, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
-            for k, v in heads.items()):
-        raise ModelLoadError("the checkpoint's attn_prune record is malformed (num_heads must "
-                             "map layer names to positive head counts)",
-                             hint="the file is damaged or was not written by edgekit")
+    heads = recorded_head_counts(step, "attn_prune")
     for name, count in heads.items():
         try:
             module = model.get_submodule(name)

@@ -374,13 +374,9 @@ def surgery_record(num_heads: dict[str, int]) -> SwinSurgery:
 def replay_window_heads(model: Any, step: SwinSurgery) -> None:
     """On a freshly built architecture: the recorded layers get the head-aware forward and their
     head counts (their weights take the pruned sizes from the state_dict afterwards)."""
-    heads = step.get("num_heads")
-    if not isinstance(heads, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
-            for k, v in heads.items()):
-        raise ModelLoadError("the checkpoint's swin_prune record is malformed (num_heads must "
-                             "map layer names to positive head counts)",
-                             hint="the file is damaged or was not written by edgekit")
+    from edgekit.passes.attn_prune import recorded_head_counts
+
+    heads = recorded_head_counts(step, "swin_prune")
     for name, count in heads.items():
         try:
             module = model.get_submodule(name)

@@ -8,7 +8,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
-from edgekit.metrics import fidelity, torch_logits
+from edgekit.metrics import Fidelity, fidelity, torch_logits
 from edgekit.targets.base import Artifact, Target, TargetOptions
 
 OPSET = 18
@@ -35,21 +35,12 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 
 
-class Parity(TypedDict, total=False):
-    """The parity of candidate logits against the reference's (check_parity): fidelity, the
-    decisive agreement, the thresholds applied and whether the outputs are finite."""
+class Parity(Fidelity, total=False):
+    """The parity of candidate logits against the reference's (check_parity): fidelity (with
+    the decisive agreement), the samples, the thresholds applied and whether the outputs are
+    finite."""
 
-    max_abs_diff: float
-    cosine: float
-    sqnr_db: float
-    top1_agreement: float
     samples: int
-    decisive_agreement: float
-    decisive_samples: int
-    near_ties: int
-    tie_level: float
-    logit_level: float
-    ties_excused: bool
     min_agreement: float
     outputs_finite: bool
     tolerance: float
