@@ -14,6 +14,7 @@ from edgekit.passes.prune_graph import (
     PruneError,
     RecordingImportance,
     WipeoutError,
+    bounded_groups,
     bounded_index_mapping,
     channel_width,
     copy_with_grads,
@@ -73,7 +74,7 @@ def prune_model(model: Any, spec: Any, *, ratio: float,
     run = _Pruning(model, spec, ratio=ratio, importance=o.importance,
                    global_pruning=o.global_pruning, round_to=o.round_to, ignore=o.ignore,
                    head_ratio=ratio if o.head_ratio is None else o.head_ratio)
-    with bounded_index_mapping(model):
+    with bounded_index_mapping(model), bounded_groups(model):
         run.build_graph()
         run.teach_rnns(o.rnn_hidden)
         run.prune_channels()
@@ -91,7 +92,7 @@ class _Pruning:
                  head_ratio: float = 0.0) -> None:
         import torch
 
-        from edgekit.passes import attn_prune, swin_prune
+        from edgekit.passes import attn_prune, slice_residual, swin_prune
 
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
@@ -112,6 +113,9 @@ class _Pruning:
         classifier = find_classifier(model, self.example)
         if classifier is not None:
             self.reasons[classifier] = "final classifier (never pruned)"
+        for module, reason in slice_residual.partial_residual_producers(
+                model, self.example, lambda m: channel_width(m) is not None).items():
+            self.reasons.setdefault(module, reason)  # ReXNet: x[:, :C] += shortcut
         # Ignored standard layers (Conv/Linear/RNN) keep their output width; their inputs follow
         # the layers before them, as Torch-Pruning's ignored layers do. Ignored custom modules
         # (whose channels the graph cannot see) stay exactly as they are: no group that touches

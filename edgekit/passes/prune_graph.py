@@ -67,6 +67,49 @@ def bounded_index_mapping(model: Any) -> Iterator[int]:
         mapping.__call__ = original
 
 
+class GroupExplosionError(PruneError):
+    """Torch-Pruning's dependency group of one layer grew past anything a model couples."""
+
+
+@contextlib.contextmanager
+def bounded_groups(model: Any) -> Iterator[int]:
+    """While active, a Torch-Pruning dependency group refuses to grow past max(4,096, 4 × the
+    model's module count) items: GroupExplosionError, raised where the traceback names the
+    group's root layer (module_in_traceback reads it).
+
+    A group lists each (layer, pruning function, indices) its root's channels reach; a real
+    group reaches each layer once or a few times (densenet, ViT's residual stream: hundreds).
+    A coupling Torch-Pruning 1.6 maps wrong (a channel slice added into a residual: timm's
+    ReXNet) makes it add the same layers again with ever other indices, without end (rexnet_100:
+    5,000 items after 1.3 s, still growing; `edgekit inspect` ran past 600 s). edgekit keeps the
+    couplings it knows whole (edgekit.passes.slice_residual); this bound turns any other into
+    an error naming the layer. Set on the class for one pruning run and put back after."""
+    from torch_pruning.dependency.group import Group
+
+    limit = max(4096, 4 * sum(1 for _ in model.modules()))
+    original = Group.add_dep
+
+    def bounded(self: Any, dep: Any, idxs: Any) -> Any:
+        if len(self._group) >= limit:
+            _exploded(self._group[0].dep.target.module, limit)
+        return original(self, dep, idxs)
+
+    Group.add_dep = bounded
+    try:
+        yield limit
+    finally:
+        Group.add_dep = original
+
+
+def _exploded(root: Any, limit: int) -> None:
+    """Raise GroupExplosionError; `root` (the group's root layer) is this frame's only layer,
+    so the traceback reading names it."""
+    raise GroupExplosionError(
+        f"Torch-Pruning's dependency group of {type(root).__name__} grows past {limit} items: "
+        "it cannot follow how this layer's channels are coupled (e.g. a channel slice added "
+        "into a residual)", hint="ignore the layer with --prune-ignore NAME")
+
+
 def channel_width(module: Any) -> int | None:
     """Output size of a prunable layer: conv channels, linear features, RNN hidden units."""
     from torch import nn
