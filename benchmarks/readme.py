@@ -34,6 +34,7 @@ OWNERS = {
     "optimize-seed": "benchmarks/bench_optimize.py",
     "optimize-resnet": "benchmarks/bench_optimize.py",
     "optimize-cost": "benchmarks/bench_optimize.py",
+    "optimize-archs": "benchmarks/bench_optimize_archs.py",
     "search-cost": "benchmarks/bench_search_cost.py",
     "train-speed": "benchmarks/bench_train_speed.py",
     "fleet": "benchmarks/bench_fleet.py",

@@ -307,6 +307,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         self.eval_set.check_for(spec, need_labels=True)
         self.eval_key = digest(self.eval_source, self.eval_limit, spec.to_json())
         self._resolve_schedule()
+        self._resolve_calibration()
         self.builder = Builder(self.bundle, sha256_file(self.checkpoint), self.out, self.space,
                                data=DataSources(train=self.train_source,
                                                 calib=self.calib_source, data_dir=self.data_dir),
@@ -332,6 +333,20 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
                      f"({weights:,} weights)" + ("" if schedule.has_full else
                                                  ", the same as the full one: one rung"))
         self.space = self.space.model_copy(update={"distill": schedule})
+
+    def _resolve_calibration(self) -> None:
+        """A calibration set smaller than the space's calib_size is used whole, said once
+        (not every int8 candidate failing on it: issue 27)."""
+        if "int8" not in self.space.precisions or not self.calib_source \
+                or not self.space.calib_size:
+            return
+        from edgekit.optimize.schedule import training_size
+
+        held = training_size(str(self.calib_source), self.bundle.spec, self.data_dir)
+        if 0 < held < self.space.calib_size:
+            self.say(f"calib: {self.calib_source} holds {held} samples, fewer than calib_size "
+                     f"{self.space.calib_size}: int8 calibrates on all {held}")
+            self.space = self.space.model_copy(update={"calib_size": held})
 
     def _fit(self, searches: list[DeviceSearch]) -> None:
         """Fit each device's space to the model before any candidate is built (adapt.py): a

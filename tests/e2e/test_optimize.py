@@ -418,3 +418,24 @@ def test_latency_fallback_set_profiles_int8_on_each_runtime(setup):
         assert latency["fp32_total_ms"] > 0 and latency["int8_total_ms"] > 0
         for node in latency["nodes"]:  # kept float only where int8 was timed slower
             assert latency["times"][node]["int8_ms"] > latency["times"][node]["fp32_ms"]
+
+
+def test_a_calibration_set_smaller_than_calib_size_is_used_whole(setup, tmp_path):
+    """A user's calibration set of 40 images against the space's default calib_size (256): int8
+    calibrates on all 40, said once, instead of every int8 candidate failing on it."""
+    import numpy as np
+
+    with np.load(CALIB) as npz:
+        np.savez(tmp_path / "calib-40.npz", x=npz["x"][:40], y=npz["y"][:40])
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump({"prune": [0], "dwsep": ["off"],
+                                          "int8_fallback": ["none"]}))
+    args = command(setup, tmp_path / "out", "--space", str(space_file), "--trials", "4", "--json")
+    args[args.index("--calib") + 1] = str(tmp_path / "calib-40.npz")
+    proc = run(args)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert proc.stderr.count("int8 calibrates on all 40") == 1, proc.stderr[-3000:]
+    candidates = json.loads(proc.stdout)["devices"]["quick-cpu"]["candidates"]
+    int8 = [c for c in candidates if c["params"]["target"].endswith(":int8")]
+    assert int8 and not [c for c in int8 if c["status"] == "failed"], \
+        [(c["name"], c["why"]) for c in int8]

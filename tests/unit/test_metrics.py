@@ -100,3 +100,20 @@ def test_parity_does_not_excuse_near_ties_when_the_error_is_as_large_as_the_logi
     close = check_parity(reference, reference + np.float32(0.01), what="int8", agreement="int8",
                          tolerance_scale=None, atol=0.0, rtol=0.0, hint="h")
     assert close["ties_excused"] and close["decisive_agreement"] == 1.0
+
+
+def test_an_exact_tie_flipped_by_rounding_is_no_disagreement_even_when_the_rest_match_bitwise():
+    """OpenVINO ran an fp16 model bit-exact on 59 of 60 images (median error 0) and flipped the
+    60th, whose two best logits were equal to ~1e-12: that is float rounding, not a verdict."""
+    reference = decided(n=60)
+    reference[59] = 0.0
+    reference[59, :2] = 3.0  # classes 0 and 1 tie exactly
+    candidate = reference.copy()
+    candidate[59, 1] += np.float32(1e-6)  # the runner-up wins by one rounding step
+    measured = fidelity(reference, candidate)
+    assert measured["top1_agreement"] == pytest.approx(59 / 60)
+    assert measured["near_ties"] == 1 and measured["decisive_agreement"] == 1.0
+    # the floor is relative: a flip by a clear margin still counts
+    candidate[59, 1] += np.float32(1.0)
+    reference[59, 1] -= np.float32(0.5)
+    assert fidelity(reference, candidate)["decisive_agreement"] < 1.0
