@@ -84,6 +84,9 @@ def prune_model(model: Any, spec: Any, *, ratio: float,
         return run.report()
 
 
+IGNORED = "which is in the ignore list"
+
+
 class _Pruning:
     """One pruning run, phase by phase; `reasons` collects why each kept layer was kept."""
 
@@ -122,8 +125,10 @@ class _Pruning:
         # them, their own parameters or their outputs is pruned.
         self.blocked: dict[Any, str] = {}
         self.blocked_outputs: dict[Any, str] = {}  # grad_fn of an ignored module's output
+        self.blocked_why: dict[str, str] = {}  # blocked name -> why, when not the ignore list
         self.kept_layers: dict[Any, str] = {}  # opaque layers whose width stays (shuffles)
         ignored_modules = self.block_ignored(ignore)
+        self.block_channel_multipliers()
         if importance == "taylor":
             missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
             if missing:
@@ -165,6 +170,26 @@ class _Pruning:
                             self.blocked[p] = p_name
         return ignored_modules
 
+    def block_channel_multipliers(self) -> None:
+        """A depthwise conv with a channel multiplier (groups == in_channels, out = k × in,
+        k > 1: timm FastViT's final_conv and downsampling) stays exactly as it is: Torch-Pruning
+        1.6 maps its output channels onto its inputs 1:1 and indexes past its weight
+        (IndexError in final_conv.conv_kxk). No group that touches it is pruned."""
+        from torch import nn
+
+        for name, m in self.model.named_modules():
+            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups == m.in_channels \
+                    and m.out_channels != m.in_channels:
+                self.blocked[m] = name
+                self.blocked_why[name] = "a depthwise conv with a channel multiplier, kept as it is"
+                for p_name, p in m.named_parameters(prefix=name, recurse=False):
+                    self.blocked[p] = p_name
+                    self.blocked_why[p_name] = self.blocked_why[name]
+                self.reasons.setdefault(
+                    m, f"depthwise conv with a channel multiplier ({m.in_channels} → "
+                       f"{m.out_channels}, groups {m.groups}): Torch-Pruning cannot prune it, "
+                       "so it and the channels it reads and writes stay")
+
     # ------------------------------------------------------------ phases
     def build_graph(self) -> None:
         """Trace the model into Torch-Pruning's dependency graph, RNNs as opaque layers."""
@@ -176,7 +201,10 @@ class _Pruning:
 
         self.rnns = [m for m in self.model.modules() if isinstance(m, nn.RNNBase)]
         self.rnn_fn = rnn_prune.rnn_pruner()
-        self.scorer = RecordingImportance(importance_scorer(self.importance))
+        # a group that reaches a blocked layer is never scored (a multiplier conv's weight
+        # does not index like its inputs: the importance itself would fail)
+        self.scorer = RecordingImportance(importance_scorer(self.importance),
+                                          skip=self.blocked_group)
 
         def remember_output(module: Any, _inputs: Any, output: Any) -> None:
             first = output[0] if isinstance(output, tuple) else output
@@ -238,6 +266,14 @@ class _Pruning:
                 if out_problem:
                     self.rnn_skip[rnn] = out_problem
         self.reasons.update(self.rnn_skip)
+
+    def blocked_group(self, group: Any) -> bool:
+        """Whether `group` reaches a blocked layer; its root's reason says which."""
+        hit = self.touches_blocked(group)
+        if hit:
+            self.reasons.setdefault(group[0].dep.target.module,
+                                    f"coupled to {hit}, {self.blocked_why.get(hit, IGNORED)}")
+        return bool(hit)
 
     def touches_blocked(self, group: Any) -> str | None:
         """The ignored custom module (or its parameter/output) a group would change, if any."""
@@ -307,7 +343,7 @@ class _Pruning:
                                                      rnn_prune.output_indices(rnn, plan))
                 hit = self.touches_blocked(group)
                 if hit:
-                    self.reasons[rnn] = f"its output feeds {hit}, which is in the ignore list"
+                    self.reasons[rnn] = f"its output feeds {hit}, {self.blocked_why.get(hit, IGNORED)}"
                     continue
                 self.rnn_fn.pending[rnn] = plan
                 group.prune()

@@ -237,12 +237,14 @@ def importance_scorer(kind: str) -> Any:
 class RecordingImportance:
     """Wraps an importance; remembers the groups it cannot score (e.g. no BN for bn-scale)."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, inner: Any, skip: Any = None) -> None:
+        self.inner, self.skip = inner, skip  # skip(group): True -> not scored, not pruned
         self.unscored: list[Any] = []
         self.scored = 0
 
     def __call__(self, group: Any) -> Any:
+        if self.skip is not None and self.skip(group):
+            return None
         imp = self.inner(group)
         if imp is None:
             self.unscored.append(group[0].dep.target.module)

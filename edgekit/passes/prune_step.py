@@ -45,9 +45,7 @@ class ChannelStep:
         """The library's check of `group`, remembering why a group it refuses was refused."""
         graph, run = self.graph, self.run
         root = group[0].dep.target.module
-        hit = run.touches_blocked(group)
-        if hit:
-            run.reasons.setdefault(root, f"coupled to {hit}, which is in the ignore list")
+        if run.blocked_group(group):
             return False
         kept = next((run.kept_layers[dep.target.module] for dep, _ in group
                      if dep.target.module in run.kept_layers), None)

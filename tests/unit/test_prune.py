@@ -339,3 +339,36 @@ def test_distill_without_train_set_says_what_is_missing():
     with pytest.raises(DataError, match="no --train") as err:
         DistillPass({"epochs": 1}).check(bundle, PassContext(out_dir="."))
     assert "--distill-epochs 0" in err.value.hint
+
+
+class _Multiplier(nn.Module):
+    """conv 3→8, then a depthwise conv with channel multiplier 2 (8→16, groups 8: FastViT's
+    final_conv), then a 1×1 conv and the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.mult = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.BatchNorm2d(16),
+                                  nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.head(self.mult(self.stem(x))).mean((2, 3)))
+
+
+def test_a_depthwise_conv_with_a_channel_multiplier_stays_and_the_rest_prunes():
+    """Torch-Pruning 1.6 indexes a multiplier conv's weight like its inputs (IndexError in its
+    importance, timm fastvit_t8's final_conv): the conv and the channels it reads and writes
+    stay, with the reason; the layers not coupled to it are pruned."""
+    torch.manual_seed(0)
+    model = _Multiplier().eval()
+    spec = InputSpec(shape=(1, 3, 16, 16), mean=(0.5,) * 3, std=(0.5,) * 3)
+    result = prune_model(model, spec, ratio=0.5)
+    kept = {r["layer"]: r["reason"] for r in result.skipped}
+    assert "channel multiplier (8 → 16, groups 8)" in kept["mult.0"]
+    assert "coupled to mult.0, a depthwise conv with a channel multiplier" in kept["stem.0"]
+    assert [r["layer"] for r in result.pruned] == ["head.0"]
+    assert (model.stem[0].out_channels, model.mult[0].out_channels,
+            model.head[0].out_channels) == (8, 16, 16)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
