@@ -95,7 +95,7 @@ class _Pruning:
                  head_ratio: float = 0.0) -> None:
         import torch
 
-        from edgekit.passes import attn_prune, slice_residual, swin_prune
+        from edgekit.passes import attn_prune, channel_slices, swin_prune
 
         self.model, self.ratio, self.importance = model, ratio, importance
         self.global_pruning, self.round_to = global_pruning, round_to
@@ -116,9 +116,9 @@ class _Pruning:
         classifier = find_classifier(model, self.example)
         if classifier is not None:
             self.reasons[classifier] = "final classifier (never pruned)"
-        for module, reason in slice_residual.partial_residual_producers(
+        for module, reason in channel_slices.unmappable_producers(
                 model, self.example, lambda m: channel_width(m) is not None).items():
-            self.reasons.setdefault(module, reason)  # ReXNet: x[:, :C] += shortcut
+            self.reasons.setdefault(module, reason)  # ReXNet's x[:, :C] + s, MobileViTv2's split
         # Ignored standard layers (Conv/Linear/RNN) keep their output width; their inputs follow
         # the layers before them, as Torch-Pruning's ignored layers do. Ignored custom modules
         # (whose channels the graph cannot see) stay exactly as they are: no group that touches

@@ -82,7 +82,7 @@ def bounded_groups(model: Any) -> Iterator[int]:
     A coupling Torch-Pruning 1.6 maps wrong (a channel slice added into a residual: timm's
     ReXNet) makes it add the same layers again with ever other indices, without end (rexnet_100:
     5,000 items after 1.3 s, still growing; `edgekit inspect` ran past 600 s). edgekit keeps the
-    couplings it knows whole (edgekit.passes.slice_residual); this bound turns any other into
+    couplings it knows whole (edgekit.passes.channel_slices); this bound turns any other into
     an error naming the layer. Set on the class for one pruning run and put back after."""
     from torch_pruning.dependency.group import Group
 

@@ -1,7 +1,8 @@
-"""Partial residuals (edgekit.passes.slice_residual) and the bound on Torch-Pruning's groups
+"""Channel slices Torch-Pruning cannot map (edgekit.passes.channel_slices) and the bound on Torch-Pruning's groups
 (prune_graph.bounded_groups), on timm's rexnet_100 at 64×64 (random weights, seed 0): its
 blocks add the shortcut into a channel slice, `cat([x[:, :C] + shortcut, x[:, C:]])`, which
-made Torch-Pruning's groups grow without end (`edgekit inspect` ran past 600 s)."""
+made Torch-Pruning's groups grow without end (`edgekit inspect` ran past 600 s); and timm's
+mobilevitv2_050, whose qkv_proj output splits into a 1-channel query and two halves."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 timm = pytest.importorskip("timm")
 
-from edgekit.passes import slice_residual  # noqa: E402
+from edgekit.passes import channel_slices  # noqa: E402
 from edgekit.passes.prune import PruneOptions, prune_model  # noqa: E402
 from edgekit.passes.prune_graph import PruneError, channel_width  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
@@ -26,7 +27,7 @@ def _rexnet():
 
 def _producers(model) -> list[str]:
     names = {m: n for n, m in model.named_modules()}
-    kept = slice_residual.partial_residual_producers(
+    kept = channel_slices.unmappable_producers(
         model, torch.zeros(SPEC.shape), lambda m: channel_width(m) is not None)
     return sorted(names[m] for m in kept)
 
@@ -41,7 +42,8 @@ def test_the_layers_feeding_a_partial_residual_are_found():
     assert _producers(model) == expected
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "ghostnet_100", "mobilenetv3_small_100"])
+@pytest.mark.parametrize("arch", ["resnet18", "ghostnet_100", "mobilenetv3_small_100",
+                                  "cspresnet50"])
 def test_models_without_a_partial_residual_keep_nothing(arch):
     torch.manual_seed(0)
     assert _producers(timm.create_model(arch, num_classes=10).eval()) == []
@@ -64,9 +66,25 @@ def test_rexnet_prunes_inside_its_blocks_and_still_runs():
 def test_a_group_that_grows_without_end_is_refused_naming_its_layer(monkeypatch):
     """Without the partial-residual rule Torch-Pruning's group of a later conv_pwl never
     closes: the bound stops it with the layer named and the flag that keeps it whole."""
-    monkeypatch.setattr(slice_residual, "partial_residual_producers", lambda *a, **k: {})
+    monkeypatch.setattr(channel_slices, "unmappable_producers", lambda *a, **k: {})
     with pytest.raises(PruneError) as caught:
         prune_model(_rexnet(), SPEC, ratio=0.3)
     message = str(caught.value) + " " + (caught.value.hint or "")
     assert "grows past" in message
     assert "conv_pwl" in message and "--prune-ignore" in message
+
+
+def test_an_uneven_channel_split_keeps_its_producer_and_the_rest_prunes():
+    """mobilevitv2_050 was refused at every ratio ("would remove every channel of
+    ...qkv_proj (257 channels)"): each qkv_proj now keeps its width with the reason, the
+    rest prunes, and the model runs."""
+    torch.manual_seed(0)
+    model = timm.create_model("mobilevitv2_050", num_classes=10).eval()
+    qkv = [n for n, m in model.named_modules() if n.endswith("attn.qkv_proj")]
+    assert len(qkv) == 9 and _producers(model) == sorted(qkv)
+    before = sum(p.numel() for p in model.parameters())
+    result = prune_model(model, SPEC, ratio=0.3)
+    kept = {r["layer"]: r["reason"] for r in result.skipped}
+    assert all("unequal sizes (1, " in kept[n] for n in qkv)
+    assert sum(p.numel() for p in model.parameters()) < 0.8 * before
+    assert model(torch.randn(2, *SPEC.shape[1:])).shape == (2, 10)

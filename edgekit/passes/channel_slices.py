@@ -1,4 +1,5 @@
-"""Partial residuals (timm's ReXNet) in structured pruning.
+"""Channel slices Torch-Pruning cannot map, in structured pruning: partial residuals (timm's
+ReXNet) and splits into channel parts of unequal sizes (timm's MobileViTv2).
 
 ReXNet's bottleneck adds its shortcut into a slice of its wider output:
 `torch.cat([x[:, 0:in_channels] + shortcut, x[:, in_channels:]], dim=1)`. Torch-Pruning 1.6 follows that channel slice with
@@ -14,6 +15,13 @@ it); the channels inside each block (expansion, depthwise, squeeze-excite) are p
 rexnet_100 at 64×64 that prunes 3.53M parameters to 2.25M at ratio 0.3 and the pruned model
 runs. Only a slice of the channels of a 4-D/5-D tensor that leaves some out counts (a token
 or spatial slice does not; GhostNet's `out[:, :out_chs]` of an even width takes them all).
+
+MobileViTv2's linear attention splits its qkv_proj output into a 1-channel query and two
+d-channel halves (`qkv.split([1, d, d], dim=1)`): Torch-Pruning prunes the split as a whole and
+would empty the query at any ratio ("would remove every channel of ...qkv_proj (257)"). A layer
+whose output is split along its channels into parts of unequal sizes keeps its width too (its
+inputs still follow the layers before it); equal parts (CSP halves, Res2Net) are left to the
+library, which maps them.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ from typing import Any
 REASON = ("its output meets a partial residual (a shortcut added into a slice of its "
           "channels, x[:, :C] + shortcut: {where}) that Torch-Pruning cannot map: its width is "
           "kept (the layers inside each block are pruned)")
+SPLIT_REASON = ("its output is split along its channels into parts of unequal sizes ({sizes}), "
+                "which Torch-Pruning would prune as one (emptying the smallest): its width is kept")
 
 
-def partial_residual_producers(model: Any, example: Any,
-                               is_prunable: Any) -> dict[Any, str]:
+def unmappable_producers(model: Any, example: Any, is_prunable: Any) -> dict[Any, str]:
     """{module: reason} for each module (`is_prunable(module)`) whose output reaches a partial
-    channel add of `model(example)` (_partial_residual) through no other such module."""
+    channel add (_partial_residual) or an uneven channel split (_uneven_split) of
+    `model(example)` through no other such module."""
     import torch
 
     produced: dict[Any, Any] = {}  # grad_fn of a prunable module's output -> the module
@@ -47,14 +57,27 @@ def partial_residual_producers(model: Any, example: Any,
         for h in hooks:
             h.remove()
     roots = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
-    slices = [fn for fn in _walk(roots, stop=lambda fn: False) if _partial_residual(fn)]
+    nodes = _walk(roots, stop=lambda fn: False)
+    adds = [fn for fn in nodes if _partial_residual(fn)]
+    reasons = {fn: REASON.format(where=f"partial add {i + 1} of {len(adds)}")
+               for i, fn in enumerate(adds)}
+    reasons.update({fn: SPLIT_REASON.format(sizes=", ".join(map(str, fn._saved_split_sizes)))
+                    for fn in nodes if _uneven_split(fn)})
     kept: dict[Any, str] = {}
-    for index, fn in enumerate(slices):
+    for fn, reason in reasons.items():
         for node in _walk([fn], stop=lambda n: n in produced):
             if node in produced:
-                kept.setdefault(produced[node], REASON.format(
-                    where=f"partial add {index + 1} of {len(slices)}"))
+                kept.setdefault(produced[node], reason)
     return kept
+
+
+def _uneven_split(fn: Any) -> bool:
+    """A split of dim 1 of an N-C-H-W tensor into parts of unequal sizes."""
+    if type(fn).__name__ != "SplitWithSizesBackward0":
+        return False
+    sizes = tuple(fn._saved_split_sizes)
+    return (fn._saved_dim == 1 and len(tuple(fn._saved_self_sym_sizes)) in (4, 5)
+            and len(set(sizes)) > 1)
 
 
 def _partial_residual(fn: Any) -> bool:
