@@ -2,9 +2,9 @@
 ReXNet) and splits into channel parts of unequal sizes (timm's MobileViTv2).
 
 ReXNet's bottleneck adds its shortcut into a slice of its wider output:
-`torch.cat([x[:, 0:in_channels] + shortcut, x[:, in_channels:]], dim=1)`. Torch-Pruning 1.6 follows that channel slice with
-index mappings that do not converge: the group of each later block's last
-1×1 conv grows without end (measured on rexnet_100 at 64×64: past 5,000 group items in 1.3 s,
+`torch.cat([x[:, 0:in_channels] + shortcut, x[:, in_channels:]], dim=1)`. Torch-Pruning 1.6
+follows that channel slice with index mappings that do not converge: the group of each later
+block's last 1×1 conv grows without end (measured on rexnet_100 at 64×64: past 5,000 group items in 1.3 s,
 still growing; `edgekit inspect` ran past 600 s), and the groups that do close index past their
 layer's width (IndexError in the importance). The blocks also keep `in_channels` as a Python int
 that no pruner updates.
@@ -12,7 +12,7 @@ that no pruner updates.
 So every prunable layer whose output reaches such a partial add without passing through another
 prunable layer keeps its width (like an ignored layer: its inputs still follow the layers before
 it); the channels inside each block (expansion, depthwise, squeeze-excite) are pruned. On
-rexnet_100 at 64×64 that prunes 3.53M parameters to 2.25M at ratio 0.3 and the pruned model
+rexnet_100 at 64×64 that prunes 3.53M parameters to 2.21M at ratio 0.3 (round_to 8) and the pruned model
 runs. Only a slice of the channels of a 4-D/5-D tensor that leaves some out counts (a token
 or spatial slice does not; GhostNet's `out[:, :out_chs]` of an even width takes them all).
 
