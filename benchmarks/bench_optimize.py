@@ -394,8 +394,10 @@ def main() -> dict[str, Any]:
         data["readme"]["optimize-seed"] = seed_section(part)
     if "resnet" in PARTS:
         part = {**common, "resnet_space": RESNET_SPACE, "resnet18": resnet18(device)}
-        write_results("optimize-resnet", part, resnet_section(part), checkpoints={
-            "resnet18_small": checkpoint_provenance(resnet_checkpoint()[0])})
+        # the section names the checkpoint (as --render does from the results file)
+        part["checkpoints"] = {"resnet18_small": checkpoint_provenance(resnet_checkpoint()[0])}
+        write_results("optimize-resnet", part, resnet_section(part),
+                      checkpoints=part["checkpoints"])
         data["readme"]["optimize-resnet"] = resnet_section(part)
     if "cost" in PARTS:
         part = {**common, "cost": search_cost(device)}
