@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.optimize.build import Arch, Builder, runtime_target
+from edgekit.optimize.build import Arch, Builder, UnchangedError, runtime_target
 from edgekit.optimize.space import SearchSpace
 
 
@@ -78,9 +78,14 @@ def _unchanged(model: Any, original: Any) -> bool:
         mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-def _planned(space: SearchSpace, builder: Builder, fitted: Fitted) -> dict[str, list[Any]]:
+def _planned(space: SearchSpace, builder: Builder, fitted: Fitted,
+             round_to: int | None) -> dict[str, list[Any]]:
     """Each choice of a knob whose pass can tell cheaply that it would change nothing
-    (`Pass.inapplicable`: dwsep's plan) dropped with that reason; {knob: what is left}."""
+    (`Pass.inapplicable`: dwsep's plan) dropped with that reason; a choice the plan lets
+    through but that declares what changing nothing means (`Knob.unchanged`) is made once on
+    the original (its init stage, which the search reuses) and dropped when it changed nothing
+    (dwsep auto whose only substitutable conv fails the error check: mobilenet_v3_small,
+    efficientnet_b0), not found out by the trials one by one. {knob: what is left}."""
     from edgekit.passes.base import Pass, search_knobs
 
     changes: dict[str, list[Any]] = {}
@@ -93,6 +98,13 @@ def _planned(space: SearchSpace, builder: Builder, fitted: Fitted) -> dict[str, 
                 config = pass_cls.Config(**{knob.field: choice, **{
                     f: getattr(space, s) for s, f in knob.settings.items()}})
                 why = pass_cls.inapplicable(builder.original, config)
+                if not why and knob.unchanged:
+                    try:
+                        builder.bundle(Arch(**{knob.name: choice}), "init", round_to)
+                    except UnchangedError as exc:
+                        why = exc.message
+                    except EdgekitError:  # cannot be made here: the trials report it
+                        pass
                 if why:
                     fitted.dropped.append({"knob": knob.name, "value": choice, "why": why})
                     continue
@@ -146,7 +158,7 @@ def fit_space(space: SearchSpace, builder: Builder, round_to: int | None) -> Fit
     changes: dict[str, Any] = {}
     if kept_prune != list(space.prune):
         changes["prune"] = kept_prune or [0.0]
-    changes.update(_planned(space, builder, fitted))
+    changes.update(_planned(space, builder, fitted, round_to))
     if changes:
         fitted.space = space.model_copy(update=changes)
     return fitted

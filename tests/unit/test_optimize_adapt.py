@@ -87,3 +87,30 @@ def test_onnxruntime_fp16_candidate_is_built_by_the_onnx_target(tmp_path):
                                                "onnxruntime:fp16", "none", None)
     assert entry["path"].name.endswith(".onnx") and entry["path"].is_file()
     assert entry["precision"] == "fp16" and entry["format"] == "onnx"
+
+
+def test_a_choice_its_plan_lets_through_but_that_changes_nothing_is_dropped_before_the_trials(
+        tmp_path):
+    """dwsep auto plans the 3×3 conv of a random-weight model, then keeps it (its output error
+    is over dwsep_max_error): the choice is made once on the original and dropped with the
+    reason, instead of each dwsep trial being skipped one by one (mobilenet_v3_small and
+    efficientnet_b0 at 64×64 skipped 10-11 trials so)."""
+    import numpy as np
+
+    from edgekit.api import as_bundle
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    bundle = as_bundle(model, input_shape=(1, 3, 16, 16),
+                       preprocessing={"mean": (0.5,) * 3, "std": (0.25,) * 3})
+    x = np.random.default_rng(0).standard_normal((64, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(64) % 4)
+    space = SearchSpace(prune=[0], dwsep=["off", "auto"])
+    builder = Builder(bundle, "0" * 64, tmp_path / "out", space,
+                      data=DataSources(train=str(tmp_path / "train.npz")), parity_x=x[:8])
+    fitted = fit_space(space, builder, round_to=8)
+    assert fitted.space.dwsep == ["off"]
+    assert fitted.dropped == [{"knob": "dwsep", "value": "auto", "why": "dwsep auto substitutes "
+                               "no conv of this model: nothing changed"}]
