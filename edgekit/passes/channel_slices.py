@@ -41,6 +41,8 @@ def unmappable_producers(model: Any, example: Any, is_prunable: Any) -> dict[Any
     `model(example)` through no other such module."""
     import torch
 
+    from edgekit.passes.stats import forward_hooks
+
     produced: dict[Any, Any] = {}  # grad_fn of a prunable module's output -> the module
 
     def remember(module: Any, _inputs: Any, output: Any) -> None:
@@ -48,14 +50,9 @@ def unmappable_producers(model: Any, example: Any, is_prunable: Any) -> dict[Any
         if isinstance(first, torch.Tensor) and first.grad_fn is not None:
             produced[first.grad_fn] = module
 
-    modules = [m for m in model.modules() if is_prunable(m)]
-    hooks = [m.register_forward_hook(remember) for m in modules]
-    try:
-        with torch.enable_grad():
-            out = model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks((m, remember) for m in model.modules() if is_prunable(m)), \
+            torch.enable_grad():
+        out = model(example)
     roots = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
     nodes = _walk(roots, stop=lambda fn: False)
     adds = [fn for fn in nodes if _partial_residual(fn)]
