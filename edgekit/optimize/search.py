@@ -342,7 +342,8 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
             return
         from edgekit.optimize.schedule import training_size
 
-        held = training_size(str(self.calib_source), self.bundle.spec, self.data_dir)
+        held = self.train_size if self.train_size and self.calib_source == self.train_source \
+            else training_size(str(self.calib_source), self.bundle.spec, self.data_dir)
         if 0 < held < self.space.calib_size:
             self.say(f"calib: {self.calib_source} holds {held} samples, fewer than calib_size "
                      f"{self.space.calib_size}: int8 calibrates on all {held}")
