@@ -14,7 +14,8 @@ int8, export or validation).
 Run: `.venv/bin/python benchmarks/run.py matrix` on a quiet machine. The whole list is about
 105 models at 1-3 minutes each on 2 cores (hours): BENCH_MATRIX_MODELS=tv:resnet18,timm:... picks
 models, BENCH_MATRIX_SOURCES=tv or timm one zoo, BENCH_MATRIX_TIMEOUT the seconds a model may
-take (default 900), BENCH_MATRIX_MERGE=1 keeps the last results of the models not run again (a
+take (default 900), BENCH_MATRIX_KEEP=1 keeps each model's work folder (deleted once its row is
+read otherwise), BENCH_MATRIX_MERGE=1 keeps the last results of the models not run again (a
 list run in chunks). A partial run says how many of the list it ran. `--quick` runs three small
 models. README section: matrix.
 """
@@ -78,9 +79,18 @@ def previous_results() -> dict[str, dict[str, Any]]:
 
 def run_one(model_id: str) -> dict[str, Any]:
     """The worker's result for one model; a crash or a time-out is a bug in every column it
-    did not reach."""
+    did not reach. The model's work folder (checkpoint, exports, int8 models: 0.1-2 GB for the
+    large ones) is deleted once its row is read, unless BENCH_MATRIX_KEEP=1."""
     work = WORK / model_id.replace(":", "-")
     shutil.rmtree(work, ignore_errors=True)  # a fresh run: an earlier run's folders are not ours
+    try:
+        return _run_worker(model_id, work)
+    finally:
+        if os.environ.get("BENCH_MATRIX_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_worker(model_id: str, work: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     began = time.perf_counter()

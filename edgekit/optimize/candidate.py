@@ -23,10 +23,12 @@ class CandidateSteps:
     """The Optimizer's candidate steps (a part of edgekit.optimize.search.Optimizer)."""
 
     def _measure(self, search: DeviceSearch, arch: Arch, stage: str, target: str,
-                 fallback: str) -> Measurement:
+                 fallback: str, *, accuracy: bool = True) -> Measurement:
         """Build (or find) the artifact and measure it (or find its measurement): a candidate
-        summary with the record's key in the cache."""
+        summary with the record's key in the cache. `accuracy=False`: its latency only (its
+        top1 None) where the device measures here; a remote device's job scores it too."""
         device = search.device
+        accuracy = accuracy or not search.measured_here
         runtime = target.split(":")[0]
         if fallback == "latency" and not search.measured_here:
             raise ConfigError(f"the int8 fallback set 'latency' profiles layers here, and "
@@ -44,12 +46,14 @@ class CandidateSteps:
         built_there = entry.get("build_on_device")  # an engine built from this ONNX model there
         key = self.cache.measurement_key(entry["path"], search.state,
                                          f"{runtime}:{built_there}" if built_there else runtime,
-                                         search.batch, self.eval_key)
+                                         search.batch,
+                                         self.eval_key if accuracy else "latency only")
         record = self.cache.get(key)
         cached = record is not None
         measure_s = 0.0
         if record is None:
-            ref_logits = self._reference_logits() if search.measured_here else None
+            ref_logits = self._reference_logits() if search.measured_here and accuracy \
+                else None
             with self._device_lock(search):
                 start = time.perf_counter()
                 job = ValidationJob(target=Path(entry["path"]), device=device, budget=Budget(),
@@ -59,7 +63,7 @@ class CandidateSteps:
                                                      eval_limit=self.eval_limit))
                 record = measure_on_device(entry, runtime, job, executor=search.executor,
                                            spec=self.bundle.spec, eval_set=self.eval_set,
-                                           ref_logits=ref_logits)
+                                           ref_logits=ref_logits, accuracy=accuracy)
             measure_s = time.perf_counter() - start
             record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
                                   "fallback": fallback, "float_layers": entry["float_layers"]}
@@ -68,7 +72,7 @@ class CandidateSteps:
                 "stage": stage, "target": target,
                 "p50_ms": record["latency"]["p50_ms"],
                 "disturbed": record["latency"].get("disturbed"),  # (issue 18)
-                "top1": record["accuracy"]["top1"], "measure_s": round(measure_s, 3),
+                "top1": record["accuracy"].get("top1"), "measure_s": round(measure_s, 3),
                 "float_layers": entry["float_layers"], "distill_s": round(distilled, 3)}
 
     def _built_seconds(self) -> dict[str, float]:
@@ -114,7 +118,9 @@ class CandidateSteps:
             step = self._measure(search, arch, "original", target, fallback)
             return {"status": "measured", "steps": [step], "why": "the original's weights",
                     "values": (step["p50_ms"], 100 * step["top1"])}
-        screen = self._measure(search, arch, "init", target, fallback)
+        # the screen times the undistilled candidate (latency does not depend on the weights)
+        # and scores nothing: its top-1 before distillation decides nothing
+        screen = self._measure(search, arch, "init", target, fallback, accuracy=False)
         cut = None if promote else self._screen_cut(search, screen, front)
         if cut is not None:
             return {"status": cut[0], "steps": [screen], "values": None, "why": cut[1]}

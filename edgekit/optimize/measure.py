@@ -39,18 +39,20 @@ __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_devi
 
 def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
                       executor: Executor, spec: Any, eval_set: Any,
-                      ref_logits: Any) -> ResultRecord:
+                      ref_logits: Any, accuracy: bool = True) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
     `runtime` as `job` says (its device, its one batch size, its eval data), through the
     device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded
     here, for an executor that measures here. A device that stops answering raises
-    DeviceLostError (the search resumes there on a rerun)."""
+    DeviceLostError (the search resumes there on a rerun). `accuracy=False` (an executor that
+    measures here): latency only, on the eval set's first images (the screen rung)."""
     device = job.device
     if executor.measures_here:
         from edgekit.validate.bench import measure
 
         return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
-                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"))[0]
+                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"),
+                       accuracy=accuracy)[0]
     from dataclasses import replace
 
     from edgekit.io.lineage import check_chain

@@ -79,7 +79,7 @@ def candidates_of(study: Any) -> list[Candidate]:
             "trial": t.number, "name": name, "params": dict(t.params),
             "status": t.user_attrs.get("status", "measured"), "why": t.user_attrs.get("why", ""),
             "values": list(t.values) if complete else None,
-            "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last else None,
+            "p50_ms": last.get("p50_ms"), "top1": 100 * last["top1"] if last.get("top1") is not None else None,
             "disturbed": last.get("disturbed"),
             "key": last.get("key"), "artifact": last.get("artifact"),
             "steps": steps, "cost": t.user_attrs.get("cost", {}),

@@ -57,21 +57,24 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
 
 def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
-            runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
+            runtime: str | None = None, model_name: str | None = None,
+            accuracy: bool = True) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
-    after)."""
+    after). `accuracy=False` times the eval set's first images without scoring the set (the
+    records' accuracy section is empty): a latency-only screen."""
     path = Path(entry["path"])
     rss_before = _rss_mb()
     with open_runner(path, spec, device, runtime) as runner:
         rss_loaded = _rss_mb() - rss_before
         return _measure(runner, path, entry, spec, device, eval_set=eval_set, batches=batches,
-                        ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded)
+                        ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded,
+                        score=accuracy)
 
 
 def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
              device: DeviceProfile, *, eval_set: Dataset | None, batches: list[int],
              ref_logits: np.ndarray | None, model_name: str | None,
-             rss_loaded: float) -> list[ResultRecord]:
+             rss_loaded: float, score: bool = True) -> list[ResultRecord]:
     base: ResultRecord = {
         "record_version": RECORD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -85,7 +88,7 @@ def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
     if device.emulated:  # (issue 20) top-1 is real; the time is the emulator's
         base["emulated"] = True
     accuracy: AccuracySection = {}
-    if eval_set is not None:
+    if eval_set is not None and score:
         with progress(f"Accuracy {path.name} on {runner.name}", len(eval_set)) as advance:
             logits = runner.predict(eval_set.x, on_batch=advance)
         accuracy = accuracy_section(logits, eval_set.y, ref_logits)
