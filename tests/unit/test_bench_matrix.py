@@ -160,3 +160,24 @@ def test_the_prune_column_adds_the_flags_inspect_names() -> None:
     assert prune_flags_from_inspect(json.dumps(report)) == []
     assert prune_flags_from_inspect("Error: no model") == []
     assert prune_flags_from_inspect(json.dumps({"passes": {}})) == []
+
+
+@pytest.mark.parametrize("keep", ["", "1"])
+def test_a_models_work_folder_is_deleted_once_its_row_is_read(tmp_path, monkeypatch, keep):
+    """70 models' checkpoints, exports and int8 models filled 21 GB: each folder goes once its
+    row is read (BENCH_MATRIX_KEEP=1 keeps it), whether the worker finished or not."""
+    monkeypatch.setattr(bench_matrix, "WORK", tmp_path)
+    monkeypatch.setenv("BENCH_MATRIX_KEEP", keep)
+
+    def worker(model_id, work):
+        work.mkdir(parents=True)
+        (work / "model.pt").write_bytes(b"x" * 1024)
+        if model_id.endswith("crash"):
+            raise RuntimeError("worker died")
+        return {"model": model_id, "columns": {}}
+
+    monkeypatch.setattr(bench_matrix, "_run_worker", worker)
+    assert bench_matrix.run_one("tv:ok") == {"model": "tv:ok", "columns": {}}
+    with pytest.raises(RuntimeError):
+        bench_matrix.run_one("tv:crash")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["tv-crash", "tv-ok"] if keep else [])
