@@ -48,11 +48,13 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
     measures here): latency only, on the eval set's first images (the screen rung)."""
     device = job.device
     if executor.measures_here:
-        from edgekit.validate.bench import measure
+        from edgekit.validate.bench import measure, measure_latency
 
+        if not accuracy:
+            return measure_latency(entry, spec, device, images=eval_set, batches=job.batches,
+                                   runtime=runtime, model_name=entry.get("model"))[0]
         return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
-                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"),
-                       accuracy=accuracy)[0]
+                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"))[0]
     from dataclasses import replace
 
     from edgekit.io.lineage import check_chain

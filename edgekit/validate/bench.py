@@ -57,18 +57,29 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
 
 def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
-            runtime: str | None = None, model_name: str | None = None,
-            accuracy: bool = True) -> list[ResultRecord]:
+            runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
-    after). `accuracy=False` times the eval set's first images without scoring the set (the
-    records' accuracy section is empty): a latency-only screen."""
+    after)."""
+    return _opened(entry, spec, device, runtime, eval_set=eval_set, batches=batches,
+                   ref_logits=ref_logits, model_name=model_name, score=True)
+
+
+def measure_latency(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
+                    images: Dataset, batches: list[int], runtime: str | None = None,
+                    model_name: str | None = None) -> list[ResultRecord]:
+    """measure() without scoring: the latency on the first images of `images`, the records'
+    accuracy section empty (optimize's screen rung)."""
+    return _opened(entry, spec, device, runtime, eval_set=images, batches=batches,
+                   ref_logits=None, model_name=model_name, score=False)
+
+
+def _opened(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, runtime: str | None,
+            **how: Any) -> list[ResultRecord]:
     path = Path(entry["path"])
     rss_before = _rss_mb()
     with open_runner(path, spec, device, runtime) as runner:
         rss_loaded = _rss_mb() - rss_before
-        return _measure(runner, path, entry, spec, device, eval_set=eval_set, batches=batches,
-                        ref_logits=ref_logits, model_name=model_name, rss_loaded=rss_loaded,
-                        score=accuracy)
+        return _measure(runner, path, entry, spec, device, rss_loaded=rss_loaded, **how)
 
 
 def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
