@@ -224,7 +224,8 @@ def resnet18(device: str) -> dict[str, Any]:
     out: dict[str, Any] = {"trained_top1": trained_top1, "search_seconds": round(seconds, 1),
                            "candidates": len(result["candidates"]), "why": result["why"],
                            "reference_top1": result["reference_top1"], "winner": won,
-                           "space": result.get("space"), "split": cost_split(result, seconds),
+                           "space": result.get("space"),
+                           "split": cost_split(result, seconds, summary),
                            "rungs": rung_counts(result)}
     if not won:
         return out
@@ -249,15 +250,23 @@ def resnet18(device: str) -> dict[str, Any]:
     return out
 
 
-def cost_split(result: dict[str, Any], seconds: float) -> dict[str, float]:
+def cost_split(result: dict[str, Any], seconds: float,
+               summary: dict[str, Any] | None = None) -> dict[str, float]:
     """Where the search's wall time went, from each candidate's recorded cost: building
     (pruning, substitution, export, int8), the teacher's forwards (of distillation), the rest of
-    distillation, measuring on the device; `other` is the remainder (start, baselines, study)."""
+    distillation, measuring on the device; with the optimize `summary`, the space fitting
+    before the trials (each prune ratio and dwsep choice built once on the original) counts as
+    building and the fp32 originals' timing (with the reference logits) as measuring; `other`
+    is the remainder (start, data, the study)."""
     total = {"build_s": 0.0, "teacher_s": 0.0, "distill_s": 0.0, "measure_s": 0.0}
     for c in result["candidates"]:
         for k in total:
             total[k] += float((c.get("cost") or {}).get(k) or 0.0)
     total["distill_s"] -= total["teacher_s"]  # recorded as the part of distill_s
+    if summary is not None:
+        total["build_s"] += float((summary.get("setup_s") or {}).get("fit_s") or 0.0)
+        total["measure_s"] += sum(float(r.get("baselines_s") or 0.0)
+                                  for r in summary["devices"].values())
     total["other_s"] = max(0.0, seconds - sum(total.values()))
     return {k: round(v, 1) for k, v in total.items()}
 

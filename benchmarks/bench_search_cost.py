@@ -204,7 +204,7 @@ def search(mode: str, point: str, trials: int, devices: list[str]) -> dict[str, 
             "candidates": sum(len(r["candidates"]) for r in results),
             "trial_runs": len(trial_costs(out)),
             "split": cost_split({"candidates": [{"cost": c} for c in trial_costs(out)]},
-                                seconds),
+                                seconds, summary),
             "distillations": distillations(out), "rungs": rungs,
             "winners": [winner_of(r) for r in results]}
 

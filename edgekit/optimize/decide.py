@@ -84,7 +84,7 @@ class Decision:
             "winner": None, "why": why, "lost": search.lost,
             "dropped": search.dropped, "notes": search.notes,
             "space": (search.space or self.space).model_dump(mode="json"),
-            "seconds": round(seconds, 1)}
+            "seconds": round(seconds, 1), "baselines_s": round(search.baselines_s, 1)}
         if search.fleet is not None:  # which device of the fleet, where (and on which node)
             result.update(where=search.fleet.physical, resource=search.fleet.resource,
                           node=search.fleet.node)

@@ -38,6 +38,7 @@ class DeviceSearch:
     unusable: dict[str, str] = field(default_factory=dict)  # runtime or target -> why not
     lost: str | None = None
     seconds: float = 0.0
+    baselines_s: float = 0.0  # timing the fp32 originals (and the reference logits), before the trials
     fleet: Any = None  # its FleetDevice (name, Ray resource, node)
     executor: Any = None  # where its work runs (edgekit.executors.executor_for), set by the run
     here: bool = True  # this process times its candidates (the executor's `measures_here`)

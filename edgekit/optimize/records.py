@@ -102,6 +102,7 @@ class DeviceResult(TypedDict, total=False):
     notes: list[str]
     space: dict[str, Any]  # the space fitted to this device, SearchSpace.model_dump
     seconds: float
+    baselines_s: float  # of `seconds`: the fp32 originals timed (and scored) before the trials
     best_tried: list[str]
     where: str
     resource: str | None
@@ -120,5 +121,6 @@ class OptimizeSummary(TypedDict, total=False):
     devices: dict[str, DeviceResult]
     cache: CacheSummary
     seconds: float
+    setup_s: dict[str, float]  # of `seconds`, before any device's search: prepare_s, fit_s
     passed: bool
     report: str | None

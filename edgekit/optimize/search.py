@@ -232,7 +232,10 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
 
         claim_output_folder(self.out)  # edgekit's folder (its manifest first), as compress's
         self._prepare()
-        self._fit(searches)
+        prepared = time.monotonic()
+        self._fit(searches)  # each prune ratio and dwsep choice built once on the original
+        setup = {"prepare_s": round(prepared - started, 1),
+                 "fit_s": round(time.monotonic() - prepared, 1)}
         import contextlib
 
         from edgekit.validate.fleet import connect_cluster
@@ -245,7 +248,7 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
                    "min_speedup": self.settings.min_speedup,
                    "space": self.space.model_dump(mode="json"),
                    "devices": results, "cache": self.cache.summary(),
-                   "seconds": round(time.monotonic() - started, 1),
+                   "seconds": round(time.monotonic() - started, 1), "setup_s": setup,
                    "passed": all(r.get("winner") and not r.get("lost")
                                  for r in results.values())}
         summary["report"] = self._report(results)

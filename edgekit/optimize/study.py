@@ -178,6 +178,7 @@ class StudyRunner:
                  + (f", {seconds:.0f} s" if seconds is not None else ""))
         try:
             self._baselines(search)
+            search.baselines_s = time.monotonic() - started
         except DeviceLostError as exc:
             search.lost = exc.message
             return self._finish(search, None, time.monotonic() - started)

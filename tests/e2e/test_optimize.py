@@ -71,6 +71,12 @@ def records(out: Path) -> dict[str, dict]:
 def test_study_measures_every_candidate_on_its_runtime(searched):
     out, summary = searched
     result = summary["devices"]["quick-cpu"]
+    # the seconds before the trials are accounted: data and schedule, the space fitted (the
+    # pruned architecture built once on the original), the fp32 originals timed
+    setup = summary["setup_s"]
+    assert setup["prepare_s"] > 0 and setup["fit_s"] > 0 and result["baselines_s"] > 0
+    assert setup["prepare_s"] + setup["fit_s"] + result["seconds"] <= summary["seconds"] + 0.2
+    assert result["baselines_s"] < result["seconds"]
     # 2 architectures × (2 fp32 + 2 runtimes × 2 fallback sets) = 12 candidates, each once
     names = [c["name"] for c in result["candidates"]]
     assert len(names) == 12 and len(set(names)) == 12
