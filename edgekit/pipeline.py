@@ -421,16 +421,16 @@ def compress_onnx(onnx_path: Path, steps: list[tuple[str, dict[str, Any]]], ctx:
     key = compress_key(onnx_path, steps, ctx)
     check_output_folder(out_dir)
     check_reuse(out_dir, key, onnx_path, overwrite)
-    model = load_onnx(onnx_path)
-    try:
-        onnx.checker.check_model(model)
+    model = load_onnx(onnx_path)  # its external data checked to stay beside it
+    try:  # by path: a model past 2 GB cannot be checked in memory
+        onnx.checker.check_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
         raise InputError(f"{onnx_path.name} fails onnx.checker: {str(exc).splitlines()[0]}",
                          hint="export the model again") from None
     try:  # a model ONNX Runtime cannot load is refused before the output folder is touched
         import onnxruntime as ort
 
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

@@ -3,6 +3,9 @@ stored in metadata_props, atomic saving. Needs `onnx` only (no torch)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -185,19 +188,116 @@ def set_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
     entry.key, entry.value = ONNX_METADATA_KEY, spec.to_json()
 
 
-def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Save atomically; models over 1.8 GB get their weights in one external file beside them."""
+# protobuf cannot serialise a message over 2 GB: a model past this keeps its weights in one
+# external file beside it (and is checked and run from its path, never from bytes in memory).
+LARGE_MODEL_BYTES = 1_800_000_000
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Whether the model must be saved with external data (its weights past LARGE_MODEL_BYTES)."""
+    try:
+        return model.ByteSize() > LARGE_MODEL_BYTES
+    except Exception:  # noqa: BLE001 - protobuf may refuse to size a message past 2 GB
+        return True
+
+
+def is_large_file(path: str | Path) -> bool:
+    """is_large for a saved model: its file and the external data files it names."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    path = Path(path)
+    locations = {next((e.value for e in t.external_data if e.key == "location"), "")
+                 for t in _get_all_tensors(onnx.load(str(path), load_external_data=False))
+                 if uses_external_data(t)}
+    sizes = [path.stat().st_size] + [(path.parent / loc).stat().st_size for loc in locations
+                                     if loc and (path.parent / loc).is_file()]
+    return sum(sizes) > LARGE_MODEL_BYTES
+
+
+def data_path(path: str | Path) -> Path:
+    """Where save_onnx puts a large model's weights: `model.onnx.data` beside `model.onnx`."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path, *, data_name: str | None = None) -> Path:
+    """Save atomically; a large model (is_large) gets its weights in one external file beside it,
+    named `data_name` (default `<file name>.data`: pass the final file's when `path` is an
+    atomic_path temp, as atomic_onnx does)."""
     import onnx
 
     path = Path(path)
-    large = model.ByteSize() > 1_800_000_000
     with atomic_path(path) as tmp:
-        if large:
-            onnx.save_model(model, str(tmp), save_as_external_data=True,
-                            location=path.name + ".data", all_tensors_to_one_file=True)
+        if is_large(model):
+            location = data_name or data_path(path).name
+            # onnx appends to an existing data file: an earlier model's weights would stay in it
+            (path.parent / location).unlink(missing_ok=True)
+            onnx.save_model(model, str(tmp), save_as_external_data=True, location=location,
+                            all_tensors_to_one_file=True, size_threshold=1024)
         else:
             onnx.save_model(model, str(tmp))
     return path
+
+
+@contextlib.contextmanager
+def atomic_onnx(target: str | Path) -> Iterator[tuple[Path, Callable[[onnx.ModelProto], Path]]]:
+    """atomic_path for an ONNX model: yields (tmp, save) where save(model) writes the model to tmp
+    (its weights, when large, straight to `<target>.data`); on success tmp becomes `target`, on
+    any exception tmp and the weights written are removed and an earlier `<target>.data` is
+    put back."""
+    target = Path(target)
+    data = data_path(target)
+    backup = None
+    if data.exists():  # an earlier large model's weights: set aside until this one is saved
+        backup = data.with_name(f".{data.name}.pid{os.getpid()}.old")
+        os.replace(data, backup)
+    try:
+        with atomic_path(target) as tmp:
+            yield tmp, lambda model: save_onnx(model, tmp, data_name=data.name)
+    except BaseException:
+        data.unlink(missing_ok=True)
+        if backup is not None:
+            os.replace(backup, data)
+        raise
+    if backup is not None:
+        backup.unlink()
+
+
+def move_onnx(src: str | Path, dst: str | Path) -> Path:
+    """Rename an ONNX model saved by save_onnx onto `dst` (same file system), its weights file
+    too when it has one (`dst`'s own name, the references in the graph rewritten)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    src, dst = Path(src), Path(dst)
+    if not data_path(src).exists():
+        os.replace(src, dst)
+        return dst
+    model = onnx.load(str(src), load_external_data=False)
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = data_path(dst).name
+    os.replace(data_path(src), data_path(dst))
+    with atomic_path(dst) as tmp:
+        onnx.save_model(model, str(tmp))
+    src.unlink()
+    return dst
+
+
+def check_onnx_file(path: str | Path, what: str, *, full_check: bool = False) -> None:
+    """onnx.checker on the saved file (by path: a model over 2 GB cannot be checked in memory);
+    raises ExportError naming `what` ("the exported ONNX model", …)."""
+    import onnx
+
+    from edgekit.errors import ExportError
+
+    try:
+        onnx.checker.check_model(str(path), full_check=full_check)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        raise ExportError(f"{what} fails onnx.checker: {exc}") from None
 
 
 # ------------------------------------------------------------- ONNX node -> PyTorch module

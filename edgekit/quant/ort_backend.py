@@ -3,7 +3,6 @@ quantizes (QDQ) with any set of layers kept in float, and evaluates on ONNX Runt
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,7 +51,10 @@ class OrtBackend:
                 analyze_qdq(onnx.load(str(artifact)))["quantized_layers"]]
 
     def discard(self, artifact: Path) -> None:
+        from edgekit.io.onnxfile import data_path
+
         Path(artifact).unlink(missing_ok=True)
+        data_path(artifact).unlink(missing_ok=True)  # a large model's weights
 
     # ----------------------------------------------------------- for the pass
     def check_layer_names(self, names: Sequence[str]) -> None:
@@ -68,10 +70,11 @@ class OrtBackend:
                               hint=f"name ONNX nodes, e.g. {', '.join(layers)}")
 
     def finalize(self, artifact: Path, target: Path) -> Path:
-        """Move the chosen artifact into place (same folder tree: an atomic rename)."""
-        target = Path(target)
-        os.replace(artifact, target)
-        return target
+        """Move the chosen artifact into place (same folder tree: an atomic rename; a large
+        model's weights file is renamed after it)."""
+        from edgekit.io.onnxfile import move_onnx
+
+        return move_onnx(artifact, target)
 
     def report(self, artifact: Path, kept_float: dict[str, str]) -> QuantReport:
         import onnx

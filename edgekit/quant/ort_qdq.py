@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,13 +140,13 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekit.io.onnxfile import load_onnx
+    from edgekit.io.onnxfile import is_large, load_onnx, save_onnx
 
     model = load_onnx(onnx_path)  # refuses external data that leaves the model's folder
     bn_in_onnx = count_ops(model, "BatchNormalization")
     folded = fold_batchnorm(model)
-    folded_path = workdir / "folded.onnx"
-    onnx.save_model(model, str(folded_path))
+    folded_path = save_onnx(model, workdir / "folded.onnx")  # past 2 GB: + folded.onnx.data
+    large = is_large(model)
     prepared = workdir / "prepared.onnx"
     # absolute before the chdir below: a relative output folder (-o out/) would resolve twice
     folded_abs, prepared_abs = str(folded_path.resolve()), str(prepared.resolve())
@@ -156,7 +157,8 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
             # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
             # (+ external data) into the working directory when it gives up; keep it in workdir.
             with _quiet(), contextlib.chdir(workdir.resolve()):
-                quant_pre_process(folded_abs, prepared_abs, **options)
+                quant_pre_process(folded_abs, prepared_abs, save_as_external_data=large,
+                                  all_tensors_to_one_file=True, **options)
             break
         except Exception as exc:  # noqa: BLE001 - each fallback is recorded
             notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")
@@ -277,6 +279,7 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
         save_tensors_data,
     )
 
+    from edgekit.io.onnxfile import is_large_file
     from edgekit.progress import progress
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -301,7 +304,8 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
     with _quiet():
         calibrator = create_calibrator(prepared, None,
                                        augmented_model_path=str(workdir / "augmented.onnx"),
-                                       calibrate_method=method, extra_options=extra)
+                                       calibrate_method=method, extra_options=extra,
+                                       use_external_data_format=is_large_file(prepared))
         _speed_up(calibrator)
     with progress(f"Calibrating ({settings.method}, {sum(map(len, chunks))} samples)",
                   total=sum(map(len, chunks))) as advance:
@@ -375,8 +379,7 @@ def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgekit.io.files import atomic_path
-    from edgekit.io.onnxfile import save_onnx, set_spec
+    from edgekit.io.onnxfile import atomic_onnx, check_onnx_file, is_large_file, set_spec
 
     trt = settings.flavour == "tensorrt"
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt}
@@ -391,25 +394,22 @@ def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
     if trt:
         kwargs["op_types_to_quantize"] = TENSORRT_OPS
         extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=TENSORRT_OPS)
-    with atomic_path(out) as tmp:
-        raw = tmp.with_name(tmp.name + ".raw.onnx")
-        try:
+    with atomic_onnx(out) as (tmp, save):
+        # its own folder: past 2 GB, ONNX Runtime writes the weights in a file beside it
+        with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as raw_dir:
+            raw = Path(raw_dir) / "raw.onnx"
             with _quiet():
                 quantize_static(str(prepared), str(raw), None, quant_format=QuantFormat.QDQ,
                                 per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                                 nodes_to_exclude=list(exclude),
                                 calibrate_method=CalibrationMethod.MinMax,
-                                calibration_cache_path=str(ranges), extra_options=extra, **kwargs)
+                                calibration_cache_path=str(ranges), extra_options=extra,
+                                use_external_data_format=is_large_file(prepared), **kwargs)
             model = onnx.load(str(raw))
-        finally:
-            raw.unlink(missing_ok=True)
         strip_output_qdq(model)
         if spec is not None:
             set_spec(model, spec)
         model.producer_name = "edgekit"
-        try:
-            onnx.checker.check_model(model)
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"the quantized model fails onnx.checker: {exc}") from None
-        save_onnx(model, tmp)
+        save(model)
+        check_onnx_file(tmp, "the quantized model")
     return out

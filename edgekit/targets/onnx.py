@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,15 @@ import numpy as np
 from pydantic import Field
 
 from edgekit.errors import ExportError
-from edgekit.io.files import atomic_path
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
-from edgekit.io.onnxfile import export_module_map, save_onnx, set_module_map, set_spec
+from edgekit.io.onnxfile import (
+    atomic_onnx,
+    check_onnx_file,
+    export_module_map,
+    set_module_map,
+    set_spec,
+)
 from edgekit.metrics import Fidelity, fidelity, torch_logits
 from edgekit.targets.base import Artifact, Target, TargetOptions
 
@@ -171,13 +177,12 @@ class OnnxTarget(Target):
         target = out_dir / (filename or ("model.onnx" if precision == "fp32" else f"model.{precision}.onnx"))
         bundle = source
         bundle.model.eval()
-        with atomic_path(target) as tmp:
-            raw = tmp.with_suffix(".raw.onnx")
-            try:
+        with atomic_onnx(target) as (tmp, save):
+            # its own folder: a model past 2 GB is exported with its weights in files beside it
+            with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as raw_dir:
+                raw = Path(raw_dir) / "raw.onnx"
                 exporter = _torch_export(bundle, raw, opts.opset)
                 model = onnx.load(str(raw))
-            finally:
-                raw.unlink(missing_ok=True)
             modules = export_module_map(model)  # simplification drops the node metadata
             model, simplified = simplify(model)
             set_module_map(model, modules)
@@ -185,11 +190,8 @@ class OnnxTarget(Target):
                 model = to_fp16(model)
             set_spec(model, bundle.spec)
             model.producer_name = "edgekit"
-            try:
-                onnx.checker.check_model(model, full_check=True)
-            except Exception as exc:  # noqa: BLE001
-                raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from None
-            save_onnx(model, tmp)
+            save(model)
+            check_onnx_file(tmp, "the exported ONNX model", full_check=True)
             x, x_source = parity_inputs(bundle.spec, parity_data)
             measured = check_parity(
                 torch_logits(bundle.model, x), ort_logits(tmp, x), what="the ONNX export against torch",

@@ -1,0 +1,104 @@
+"""A model past protobuf's 2 GB limit (torchvision's vit_h_14 and regnet_y_128gf) keeps its weights
+in one `<model>.data` file beside each ONNX model edgekit writes (export, ONNX Runtime's int8),
+is checked and run from its path, and leaves nothing else behind; OpenVINO and `validate` read it
+from there. A real 2.5 GB model would take minutes and gigabytes here, so the threshold
+(edgekit.io.onnxfile.LARGE_MODEL_BYTES) is lowered to make the zoo's LeNet-5 "large": every
+branch a large model takes runs for real (onnx's external-data saving, ONNX Runtime's quantizer
+with use_external_data_format, the checker by path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tests.helpers import edgekit
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
+FAST_CPU = """
+name: fast-cpu
+kind: cpu
+threads: 1
+batch_sizes: [1]
+runtimes:
+  onnxruntime: {precisions: [fp32, int8]}
+  openvino: {precisions: [fp32]}
+latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
+"""
+
+
+def external_locations(path: Path) -> set[str]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {next(e.value for e in t.external_data if e.key == "location")
+            for t in _get_all_tensors(model) if uses_external_data(t)}
+
+
+def test_a_model_past_2gb_keeps_its_weights_beside_it(lenet5: Path, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    from edgekit import DataSources, api
+    from edgekit.io import onnxfile
+
+    monkeypatch.setattr(onnxfile, "LARGE_MODEL_BYTES", 20_000)  # LeNet-5: ~250 kB of weights
+    out = tmp_path / "out"
+    api.compress(str(lenet5), out, steps=[("quantize", {"calib_size": 128})],
+                 data=DataSources(calib=str(CALIB), eval="fashion-mnist:test", eval_limit=300))
+    for name in ("model.onnx", "model.int8.onnx"):
+        assert external_locations(out / name) == {f"{name}.data"}, name
+        assert (out / f"{name}.data").stat().st_size > 20_000
+        assert (out / name).stat().st_size < 20_000  # the graph only
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")
+                  or p.suffix == ".part") == []  # no temp file or export folder left
+
+    # another process (the normal threshold) reads both from their paths
+    proc = edgekit("export", str(out), "--target", "openvino", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.fp32.xml").is_file()
+    profile = tmp_path / "fast.yaml"
+    profile.write_text(FAST_CPU)
+    proc = edgekit("validate", str(out), "--device", str(profile), "--eval", "fashion-mnist:test",
+                   "--limit", "300", "--json")
+    assert proc.returncode == 0, proc.stderr
+    top1 = {Path(r["artifact"]).name: r["accuracy"]["top1"] for r in json.loads(proc.stdout)["records"]}
+    assert set(top1) == {"model.onnx", "model.int8.onnx", "model.fp32.xml"}, top1
+    assert min(top1.values()) > 0.5
+    assert abs(top1["model.onnx"] - top1["model.fp32.xml"]) < 0.01
+
+def test_a_failed_save_puts_the_earlier_weights_back(tmp_path: Path, monkeypatch) -> None:
+    """atomic_onnx: an exception after a large model's weights were written removes them and
+    restores the `<model>.data` an earlier model left (its .onnx still points at it)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.io import onnxfile
+
+    monkeypatch.setattr(onnxfile, "LARGE_MODEL_BYTES", 1_000)
+    import numpy as np
+
+    def model(value: float) -> onnx.ModelProto:
+        w = numpy_helper.from_array(np.full((64, 64), value, np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                                  [w])
+        return helper.make_model(graph)
+
+    target = tmp_path / "m.onnx"
+    with onnxfile.atomic_onnx(target) as (_, save):
+        save(model(1.0))
+    before = (tmp_path / "m.onnx.data").read_bytes()
+    with pytest.raises(RuntimeError), onnxfile.atomic_onnx(target) as (_, save):
+        save(model(2.0))
+        raise RuntimeError("a parity check failed after saving")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    assert (tmp_path / "m.onnx.data").read_bytes() == before
+    loaded = onnxfile.load_onnx(target)
+    assert float(numpy_helper.to_array(loaded.graph.initializer[0]).max()) == 1.0
+
+    with onnxfile.atomic_onnx(target) as (_, save):  # a small model now: no data file left
+        monkeypatch.setattr(onnxfile, "LARGE_MODEL_BYTES", 10**9)
+        save(model(3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
