@@ -31,9 +31,9 @@ def owner_pid(name: str) -> int | None:
 
 
 def is_debris_name(name: str) -> bool:
-    """An output folder's temporary entries: hidden `.part` files (and the `.raw.onnx` an
-    exporter derives from one) and `.quantize-` folders."""
-    return name.startswith(".") and (".part" in name or name.startswith(".quantize-")
+    """An output folder's temporary entries: hidden `.part` files (and what is derived from
+    one), `.quantize-` and `.export-` folders."""
+    return name.startswith(".") and (".part" in name or name.startswith((".quantize-", ".export-"))
                                      or _TEMP.search(name) is not None)
 
 

@@ -379,6 +379,7 @@ def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from edgekit.io.debris import pid_tag
     from edgekit.io.onnxfile import atomic_onnx, check_onnx_file, is_large_file, set_spec
 
     trt = settings.flavour == "tensorrt"
@@ -396,7 +397,8 @@ def quantize(prepared: Path, ranges: Path, out: Path, settings: QdqSettings, *,
         extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=TENSORRT_OPS)
     with atomic_onnx(out) as (tmp, save):
         # its own folder: past 2 GB, ONNX Runtime writes the weights in a file beside it
-        with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent) as raw_dir:
+        with tempfile.TemporaryDirectory(prefix=f".quantize-{pid_tag()}-",
+                                         dir=out.parent) as raw_dir:
             raw = Path(raw_dir) / "raw.onnx"
             with _quiet():
                 quantize_static(str(prepared), str(raw), None, quant_format=QuantFormat.QDQ,

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from edgekit.errors import ExportError
+from edgekit.io.debris import pid_tag
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import (
@@ -179,7 +180,8 @@ class OnnxTarget(Target):
         bundle.model.eval()
         with atomic_onnx(target) as (tmp, save):
             # its own folder: a model past 2 GB is exported with its weights in files beside it
-            with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as raw_dir:
+            with tempfile.TemporaryDirectory(prefix=f".export-{pid_tag()}-",
+                                             dir=out_dir) as raw_dir:
                 raw = Path(raw_dir) / "raw.onnx"
                 exporter = _torch_export(bundle, raw, opts.opset)
                 model = onnx.load(str(raw))

@@ -12,19 +12,11 @@ import pytest
 
 from tests.conftest import requires_data
 from tests.helpers import edgekit as cli  # `python -m edgekit` in a subprocess
+from tests.helpers import fast_cpu_profile
 
 pytestmark = requires_data
 
 CALIB = "calibration/fashion-mnist-512.npz"  # a shipped file, found from any working directory
-FAST_CPU = """
-name: fast-cpu
-kind: cpu
-threads: 1
-batch_sizes: [1]
-runtimes:
-  onnxruntime: {precisions: [fp32, int8]}
-latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
-"""
 
 
 def comparable(out_dir: Path, *, inputs: bool = True) -> list[dict]:
@@ -132,8 +124,7 @@ def test_export_and_validate_through_the_api_and_the_cli(lenet5, cli_out, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs"][0]["sha256"] == exported.record["outputs"][0]["sha256"]
 
-    profile = tmp_path / "fast.yaml"
-    profile.write_text(FAST_CPU)
+    profile = fast_cpu_profile(tmp_path / "fast.yaml")
     capsys.readouterr()
     report = edgekit.validate(tmp_path / "api", device=profile,
                               data=edgekit.DataSources(eval="fashion-mnist:test", eval_limit=300),
@@ -353,8 +344,7 @@ def test_optimize_through_the_api_and_the_cli(lenet5, elsewhere, tmp_path, monke
     from edgekit import events
     from edgekit.io.models import load_model
 
-    device = tmp_path / "fast-cpu.yaml"
-    device.write_text(FAST_CPU)
+    device = fast_cpu_profile(tmp_path / "fast-cpu.yaml")
     cli_dir = tmp_path / "cli"
     proc = cli("optimize", str(lenet5), "--device", str(device), *OPT_FLAGS, "--json",
                "-o", str(cli_dir), cwd=elsewhere)

@@ -423,6 +423,8 @@ def test_sweep_removes_dead_runs_files_and_keeps_live_ones(tmp_path) -> None:
             "dead_part": f".model.onnx.pid{dead.pid}.abc123.part",
             "dead_raw": f".model.onnx.pid{dead.pid}.abc123.raw.onnx",
             "dead_quant": f".quantize-pid{dead.pid}-xyz",
+            "dead_export_quant": f".export-pid{dead.pid}-xyz",  # a large model's export folder
+            "dead_data_backup": f".model.onnx.data.pid{dead.pid}.old",
             "live_part": f".model.onnx.pid{live.pid}.abc123.part",
             "live_quant": f".quantize-pid{live.pid}-xyz",
             "reused_pid": f".model.int8.onnx.pid{live.pid}.old999.part",
@@ -440,6 +442,7 @@ def test_sweep_removes_dead_runs_files_and_keeps_live_ones(tmp_path) -> None:
         os.utime(tmp_path / names["reused_pid"], (old, old))
         removed = set(sweep(tmp_path))
         assert removed == {names["dead_part"], names["dead_raw"], names["dead_quant"],
+                           names["dead_export_quant"], names["dead_data_backup"],
                            names["reused_pid"]}
         assert {p.name for p in tmp_path.iterdir()} == {names["live_part"], names["live_quant"],
                                                         names["mine"], names["user_hidden"]}

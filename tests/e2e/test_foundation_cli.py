@@ -9,17 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import edgekit
-
-FAST_CPU = """
-name: fast-cpu
-kind: cpu
-threads: 2
-batch_sizes: [1, 4]
-runtimes:
-  onnxruntime: {precisions: [fp32, int8]}
-latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
-"""
+from tests.helpers import edgekit, fast_cpu_profile
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +22,7 @@ def exported(zoo_checkpoint, tmp_path_factory) -> Path:
 
 
 def test_bench_json_record(exported: Path, tmp_path: Path) -> None:
-    profile = tmp_path / "fast.yaml"
-    profile.write_text(FAST_CPU)
+    profile = fast_cpu_profile(tmp_path / "fast.yaml", threads=2, batch_sizes=(1, 4))
     proc = edgekit("bench", str(exported), "--eval", "fashion-mnist:test", "--limit", "1000",
                    "--device", str(profile), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -55,15 +44,14 @@ def test_bench_json_record(exported: Path, tmp_path: Path) -> None:
 
 
 def test_bench_table_and_bad_inputs(exported: Path, tmp_path: Path) -> None:
-    profile = tmp_path / "fast.yaml"
-    profile.write_text(FAST_CPU)
+    profile = fast_cpu_profile(tmp_path / "fast.yaml", threads=2, batch_sizes=(1, 4))
     proc = edgekit("bench", str(exported / "model.onnx"), "--device", str(profile), "--batch", "1")
     assert proc.returncode == 0, proc.stderr
     assert "p50 ms" in proc.stdout and "lenet5" in proc.stdout
     bad = edgekit("bench", str(exported), "--eval", "fashion-mnist:nope", "--device", str(profile))
     assert bad.returncode == 2 and "fashion-mnist:test" in bad.stderr
     typo = tmp_path / "typo.yaml"
-    typo.write_text(FAST_CPU.replace("threads: 2", "thread: 2"))
+    typo.write_text(profile.read_text().replace("threads: 2", "thread: 2"))
     bad = edgekit("bench", str(exported), "--device", str(typo))
     assert bad.returncode == 2 and "did you mean 'threads'" in bad.stderr
     checkpoint = tmp_path / "model.pt"

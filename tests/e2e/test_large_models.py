@@ -14,20 +14,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tests.helpers import edgekit
+from tests.helpers import debris, edgekit, fast_cpu_profile
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CALIB = ROOT / "calibration" / "fashion-mnist-512.npz"
-FAST_CPU = """
-name: fast-cpu
-kind: cpu
-threads: 1
-batch_sizes: [1]
-runtimes:
-  onnxruntime: {precisions: [fp32, int8]}
-  openvino: {precisions: [fp32]}
-latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
-"""
 
 
 def external_locations(path: Path) -> set[str]:
@@ -51,15 +41,13 @@ def test_a_model_past_2gb_keeps_its_weights_beside_it(lenet5: Path, tmp_path: Pa
         assert external_locations(out / name) == {f"{name}.data"}, name
         assert (out / f"{name}.data").stat().st_size > 20_000
         assert (out / name).stat().st_size < 20_000  # the graph only
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")
-                  or p.suffix == ".part") == []  # no temp file or export folder left
+    assert debris(out) == []  # no temp file or export folder left
 
     # another process (the normal threshold) reads both from their paths
     proc = edgekit("export", str(out), "--target", "openvino", "--json")
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.fp32.xml").is_file()
-    profile = tmp_path / "fast.yaml"
-    profile.write_text(FAST_CPU)
+    profile = fast_cpu_profile(tmp_path / "fast.yaml", openvino=True)
     proc = edgekit("validate", str(out), "--device", str(profile), "--eval", "fashion-mnist:test",
                    "--limit", "300", "--json")
     assert proc.returncode == 0, proc.stderr

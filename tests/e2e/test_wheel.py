@@ -16,18 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, requires_data
+from tests.helpers import fast_cpu_profile
 
 pytestmark = [pytest.mark.slow, requires_data]
 
-FAST_CPU = """
-name: fast-cpu
-kind: cpu
-threads: 1
-batch_sizes: [1]
-runtimes:
-  onnxruntime: {precisions: [fp32, int8]}
-latency: {warmup_count: 3, warmup_seconds: 0.05, min_queries: 30, min_seconds: 0.2, max_seconds: 10}
-"""
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
@@ -113,8 +105,7 @@ def test_devices_bench_validate_from_the_installed_wheel(device_venv: Path, tmp_
     assert Path(rows["local-cpu"]["path"]).is_relative_to(device_venv)
     assert rows["local-cpu"]["runtimes"]["onnxruntime"]["usable_here"] is True
 
-    profile = elsewhere / "fast.yaml"
-    profile.write_text(FAST_CPU)
+    profile = fast_cpu_profile(elsewhere / "fast.yaml")
     proc = run([edgekit, "bench", str(folder), "--device", str(profile), "--eval",
                 "fashion-mnist:test", "--limit", "500", "--json"], cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr
