@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.errors import InputError, ModelLoadError
-from edgekit.io.files import atomic_path
+from edgekit.io.files import UMASK, atomic_path
 from edgekit.spec import ONNX_METADATA_KEY, InputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,7 +224,8 @@ def data_path(path: str | Path) -> Path:
 def save_onnx(model: onnx.ModelProto, path: str | Path, *, data_name: str | None = None) -> Path:
     """Save atomically; a large model (is_large) gets its weights in one external file beside it,
     named `data_name` (default `<file name>.data`: pass the final file's when `path` is an
-    atomic_path temp, as atomic_onnx does)."""
+    atomic_path temp, as atomic_onnx does). A large model's tensors then point at that file
+    (onnx moves their data out of the ModelProto): decide with is_large before saving."""
     import onnx
 
     path = Path(path)
@@ -235,6 +236,8 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, *, data_name: str | None
             (path.parent / location).unlink(missing_ok=True)
             onnx.save_model(model, str(tmp), save_as_external_data=True, location=location,
                             all_tensors_to_one_file=True, size_threshold=1024)
+            # onnx creates it owner-only; readable as the model is (a device's other user)
+            os.chmod(path.parent / location, 0o666 & ~UMASK)
         else:
             onnx.save_model(model, str(tmp))
     return path

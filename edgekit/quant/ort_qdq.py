@@ -134,6 +134,10 @@ def count_ops(model, op_type: str) -> int:
     return sum(1 for n in model.graph.node if n.op_type == op_type)
 
 
+LARGE_NOTE = ("model past 2 GB (ONNX Runtime's quantization pre-processing serialises the model "
+              "in memory, which protobuf cannot past 2 GB)")
+
+
 def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]:
     """BatchNorm folding and ONNX Runtime's pre-processing; returns the prepared model's path
     and what was done (recorded in the manifest)."""
@@ -145,29 +149,44 @@ def prepare(onnx_path: str | Path, workdir: Path) -> tuple[Path, dict[str, Any]]
     model = load_onnx(onnx_path)  # refuses external data that leaves the model's folder
     bn_in_onnx = count_ops(model, "BatchNormalization")
     folded = fold_batchnorm(model)
+    large = is_large(model)  # before saving: a large model's tensors then point at the file
     folded_path = save_onnx(model, workdir / "folded.onnx")  # past 2 GB: + folded.onnx.data
-    large = is_large(model)
     prepared = workdir / "prepared.onnx"
     # absolute before the chdir below: a relative output folder (-o out/) would resolve twice
     folded_abs, prepared_abs = str(folded_path.resolve()), str(prepared.resolve())
     notes = []
-    for options in ({}, {"skip_symbolic_shape": True}, {"skip_optimization": True,
-                                                        "skip_symbolic_shape": True}):
+    if large:
+        # quant_pre_process holds the model in memory and serialises it (its symbolic shape
+        # inference, its optimised copy): past 2 GB it cannot. ONNX's shape inference by path
+        # writes prepared.onnx beside folded.onnx, whose weights file it keeps pointing at.
         try:
-            # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
-            # (+ external data) into the working directory when it gives up; keep it in workdir.
-            with _quiet(), contextlib.chdir(workdir.resolve()):
-                quant_pre_process(folded_abs, prepared_abs, save_as_external_data=large,
-                                  all_tensors_to_one_file=True, **options)
-            break
-        except Exception as exc:  # noqa: BLE001 - each fallback is recorded
-            notes.append(f"quant_pre_process{options or ''} failed: {str(exc).splitlines()[0][:160]}")
+            onnx.shape_inference.infer_shapes_path(folded_abs, prepared_abs)
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types
+            raise ExportError(f"ONNX shape inference failed on this {LARGE_NOTE}: "
+                              f"{str(exc).splitlines()[0][:300]}",
+                              hint="check that the model runs in ONNX Runtime; report the model"
+                              ) from None
+        notes.append(f"ONNX shape inference only: a {LARGE_NOTE}")
     else:
-        raise ExportError("ONNX Runtime's quantization pre-processing failed: " + "; ".join(notes),
-                          hint="check that the model runs in ONNX Runtime; report the model")
+        for options in ({}, {"skip_symbolic_shape": True},
+                        {"skip_optimization": True, "skip_symbolic_shape": True}):
+            try:
+                # chdir: ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx
+                # (+ external data) into the working directory when it gives up; keep it there.
+                with _quiet(), contextlib.chdir(workdir.resolve()):
+                    quant_pre_process(folded_abs, prepared_abs, **options)
+                break
+            except Exception as exc:  # noqa: BLE001 - each fallback is recorded
+                notes.append(f"quant_pre_process{options or ''} failed: "
+                             f"{str(exc).splitlines()[0][:160]}")
+        else:
+            raise ExportError("ONNX Runtime's quantization pre-processing failed: "
+                              + "; ".join(notes),
+                              hint="check that the model runs in ONNX Runtime; report the model")
     left = count_ops(onnx.load(str(prepared), load_external_data=False), "BatchNormalization")
     info = {
-        "preprocess": "onnxruntime quant_pre_process" + (f" ({'; '.join(notes)})" if notes else ""),
+        "preprocess": ("onnx infer_shapes_path" if large else "onnxruntime quant_pre_process")
+        + (f" ({'; '.join(notes)})" if notes else ""),
         "batchnorm": {"in_exported_onnx": bn_in_onnx, "folded_by_edgekit": folded,
                       "left_before_calibration": left,
                       "note": "none in the exported ONNX (the exporter folds BatchNorm into "

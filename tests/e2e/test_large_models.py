@@ -41,7 +41,12 @@ def test_a_model_past_2gb_keeps_its_weights_beside_it(lenet5: Path, tmp_path: Pa
         assert external_locations(out / name) == {f"{name}.data"}, name
         assert (out / f"{name}.data").stat().st_size > 20_000
         assert (out / name).stat().st_size < 20_000  # the graph only
+        assert (out / f"{name}.data").stat().st_mode == (out / name).stat().st_mode
     assert debris(out) == []  # no temp file or export folder left
+    stages = {s["stage"]: s for s in json.loads((out / "manifest.json").read_text())["stages"]}
+    preparation = stages["quantize-int8"]["metrics"]["preparation"]["preprocess"]
+    assert preparation.startswith("onnx infer_shapes_path (ONNX shape inference only: a model "
+                                  "past 2 GB"), preparation
 
     # another process (the normal threshold) reads both from their paths
     proc = edgekit("export", str(out), "--target", "openvino", "--json")
