@@ -26,13 +26,20 @@ class Kind:
     runnable: bool = True  # `edgekit bench/validate` take it as an artifact
     portable: bool = True  # False: built on the device that runs it (TensorRT engines)
     weights_suffix: str | None = None  # weights in a file beside it (OpenVINO's .bin)
+    # or, when the model is large, in a file named after it with this added (ONNX past 2 GB:
+    # model.onnx.data, edgekit.io.onnxfile.save_onnx)
+    data_suffix: str | None = None
 
     def weights_file(self, path: str | Path) -> Path | None:
-        return Path(path).with_suffix(self.weights_suffix) if self.weights_suffix else None
+        """Where a file of this kind keeps its weights apart (whether or not it does)."""
+        path = Path(path)
+        if self.weights_suffix:
+            return path.with_suffix(self.weights_suffix)
+        return path.with_name(path.name + self.data_suffix) if self.data_suffix else None
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("onnx", (".onnx",), ("onnxruntime",), "onnx", "onnx-metadata"),
+    Kind("onnx", (".onnx",), ("onnxruntime",), "onnx", "onnx-metadata", data_suffix=".data"),
     Kind("openvino", (".xml",), ("openvino",), "openvino", "ir-rt-info", weights_suffix=".bin"),
     Kind("tensorrt", (".plan", ".engine"), ("tensorrt",), "tensorrt", "engine-metadata",
          portable=False),
@@ -59,10 +66,12 @@ def by_suffix(path: str | Path) -> Kind | None:
     return next((k for k in KINDS if suffix in k.suffixes), None)
 
 
-def weights_file(path: str | Path) -> Path | None:
-    """The file beside `path` that holds its weights, for kinds that keep them apart."""
+def weights_file(path: str | Path, *, existing: bool = False) -> Path | None:
+    """The file beside `path` that holds its weights, for kinds that keep them apart (with
+    `existing`, only where that file is there: a small ONNX model keeps its weights inside)."""
     kind = by_suffix(path)
-    return kind.weights_file(path) if kind else None
+    found = kind.weights_file(path) if kind else None
+    return None if found is None or (existing and not found.is_file()) else found
 
 
 # Runtimes that read a kind of the table without a row naming them: a Runner that declares its

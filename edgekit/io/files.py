@@ -63,8 +63,8 @@ def file_size(path: str | Path) -> int:
     total = path.stat().st_size
     from edgekit.kinds import weights_file
 
-    sibling = weights_file(path) or Path(str(path) + ".data")
-    if sibling.exists():
+    sibling = weights_file(path, existing=True)
+    if sibling is not None:
         total += sibling.stat().st_size
     return total
 

@@ -77,6 +77,14 @@ class _Folder:
             if current not in shas:
                 raise InputError(f"{self.rel(path)} changed since edgekit wrote it (its sha256 is "
                                  f"not the one {MANIFEST_NAME} records)", hint=_HINT)
+            weights = [o["weights_file"] for o in entries
+                       if o.get("sha256") == current and o.get("weights_file")]
+            if weights:  # its .bin / .onnx.data, where the manifest recorded one
+                beside = path.with_name(weights[-1]["path"])
+                if not beside.is_file() or sha256_file(beside) != weights[-1]["sha256"]:
+                    raise InputError(f"{self.rel(beside)}, the weights of {self.rel(path)}, is "
+                                     f"missing or changed since edgekit wrote it (its sha256 is "
+                                     f"not the one {MANIFEST_NAME} records)", hint=_HINT)
             self._sha[path] = current
         return self._sha[path]
 

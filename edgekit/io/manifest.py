@@ -13,6 +13,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.errors import InputError
 from edgekit.io.files import atomic_write_json, sha256_file
+from edgekit.kinds import weights_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "edgekit.manifest/1"
@@ -89,6 +90,10 @@ class Manifest:
         if path.is_file():
             out.setdefault("sha256", sha256_file(path))
             out.setdefault("bytes", path.stat().st_size)
+            weights = weights_file(path, existing=True)  # an IR's .bin, an ONNX model's .data
+            if weights is not None:
+                out.setdefault("weights_file", {"path": weights.name, "sha256": sha256_file(weights),
+                                           "bytes": weights.stat().st_size})
         return out
 
     def forget(self, keep: Callable[[dict[str, Any]], bool] = lambda stage: False, *,
@@ -122,3 +127,4 @@ class Manifest:
 
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
+

@@ -217,8 +217,10 @@ def is_large_file(path: str | Path) -> bool:
 
 def data_path(path: str | Path) -> Path:
     """Where save_onnx puts a large model's weights: `model.onnx.data` beside `model.onnx`."""
+    from edgekit.kinds import by_format
+
     path = Path(path)
-    return path.with_name(path.name + ".data")
+    return path.with_name(path.name + by_format("onnx").data_suffix)
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path, *, data_name: str | None = None) -> Path:

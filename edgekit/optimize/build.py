@@ -20,6 +20,7 @@ from edgekit.data.given import DataSources
 from edgekit.errors import InputError
 from edgekit.io.artifacts import ArtifactEntry
 from edgekit.io.manifest import Manifest
+from edgekit.kinds import weights_file
 from edgekit.optimize.cache import digest
 from edgekit.optimize.records import Params
 from edgekit.optimize.space import SearchSpace
@@ -373,9 +374,9 @@ class Builder:
                 entries.append({**_bare(manifest_entries(qdq)), "path": "model.int8.onnx",
                                  "format": "onnx", "precision": "int8", "flavour": runtime})
             for source, target in copies:
-                for src, dst in ((source, target), (Path(str(source) + ".data"),
-                                                    Path(str(target) + ".data"))):
-                    if src.is_file():
+                for src, dst in ((source, target), (weights_file(source),
+                                                    weights_file(target))):
+                    if src is not None and dst is not None and src.is_file():
                         with atomic_path(dst) as tmp:
                             shutil.copyfile(src, tmp)
             Manifest(folder).add_stage(f"optimize-{runtime}-{precision}-source",

@@ -28,9 +28,11 @@ def digest(*parts: Any) -> str:
 
 def artifact_sha256(path: str | Path) -> str:
     """sha256 of an artifact with its weights file (an OpenVINO IR's .bin, ONNX external data)."""
+    from edgekit.kinds import weights_file
+
     path = Path(path)
-    sibling = path.with_suffix(".bin") if path.suffix == ".xml" else Path(str(path) + ".data")
-    if not sibling.exists():
+    sibling = weights_file(path, existing=True)
+    if sibling is None:
         return sha256_file(path)
     return hashlib.sha256((sha256_file(path) + sha256_file(sibling)).encode()).hexdigest()
 

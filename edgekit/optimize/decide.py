@@ -199,15 +199,15 @@ class Decision:
     def _deliver(self, search: DeviceSearch, winner: Candidate,
                  result: DeviceResult) -> Candidate:
         """Copy the winning artifact (and its weights file) into out/<device>/."""
+        from edgekit.io.files import atomic_path
+        from edgekit.kinds import weights_file
+
         folder = self.device_folder(search.device.name)
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(winner["artifact"])
         copied = []
-        siblings = [source, source.with_suffix(".bin"), Path(str(source) + ".data")]
-        for path in siblings:
-            if path.is_file():
-                from edgekit.io.files import atomic_path
-
+        for path in (source, weights_file(source, existing=True)):
+            if path is not None and path.is_file():
                 with atomic_path(folder / path.name) as tmp:
                     shutil.copyfile(path, tmp)
                 copied.append(path.name)

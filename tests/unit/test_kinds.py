@@ -45,7 +45,10 @@ def test_suffix_rules_follow_the_table() -> None:
     with pytest.raises(InputError, match="no runtime runs model.pt"):
         runner_for_artifact("model.pt")  # a checkpoint is read by the torch runner only on request
     assert kinds.weights_file("out/model.int8.xml") == Path("out/model.int8.bin")
-    assert kinds.weights_file("model.onnx") is None
+    # a large ONNX model's weights file; a small one keeps them inside (nothing is there)
+    assert kinds.weights_file("out/model.onnx") == Path("out/model.onnx.data")
+    assert kinds.weights_file("out/model.onnx", existing=True) is None
+    assert kinds.weights_file("model.pt") is None
     assert [k.format for k in kinds.KINDS if not k.portable] == ["tensorrt"]
 
 
