@@ -56,10 +56,25 @@ def test_a_model_past_2gb_keeps_its_weights_beside_it(lenet5: Path, tmp_path: Pa
     proc = edgekit("validate", str(out), "--device", str(profile), "--eval", "fashion-mnist:test",
                    "--limit", "300", "--json")
     assert proc.returncode == 0, proc.stderr
-    top1 = {Path(r["artifact"]).name: r["accuracy"]["top1"] for r in json.loads(proc.stdout)["records"]}
+    top1 = {Path(r["artifact"]).name: r["accuracy"]["top1"]
+            for r in json.loads(proc.stdout)["records"]}
     assert set(top1) == {"model.onnx", "model.int8.onnx", "model.fp32.xml"}, top1
     assert min(top1.values()) > 0.5
     assert abs(top1["model.onnx"] - top1["model.fp32.xml"]) < 0.01
+
+    # the manifest records each weights file's sha256: a changed one is refused as a changed
+    # model file is (exit 2, nothing measured)
+    weights = stages["quantize-int8"]["outputs"][0]["weights_file"]
+    assert weights["path"] == "model.int8.onnx.data" and weights["bytes"] > 20_000
+    data = out / "model.int8.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0x01  # one weight's lowest bit: the model still loads and runs
+    data.write_bytes(bytes(raw))
+    proc = edgekit("validate", str(out), "--eval", "fashion-mnist:test", "--limit", "100")
+    assert proc.returncode == 2, proc.stderr
+    assert "model.int8.onnx.data, the weights of model.int8.onnx, is missing or changed" \
+        in proc.stderr, proc.stderr
+
 
 def test_a_failed_save_puts_the_earlier_weights_back(tmp_path: Path, monkeypatch) -> None:
     """atomic_onnx: an exception after a large model's weights were written removes them and
@@ -96,27 +111,3 @@ def test_a_failed_save_puts_the_earlier_weights_back(tmp_path: Path, monkeypatch
         save(model(3.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
-
-def test_changed_weights_beside_a_model_are_refused(lenet5: Path, tmp_path: Path,
-                                                    monkeypatch) -> None:
-    """The manifest records the sha256 of a model's weights file (a large ONNX model's `.data`,
-    an OpenVINO IR's `.bin`); validate refuses an artifact whose weights changed since, as it
-    refuses a changed model file (exit 2, nothing measured)."""
-    from edgekit import DataSources, api
-    from edgekit.io import onnxfile
-
-    monkeypatch.setattr(onnxfile, "LARGE_MODEL_BYTES", 20_000)
-    out = tmp_path / "out"
-    api.compress(str(lenet5), out, steps=[("quantize", {"calib_size": 64})],
-                 data=DataSources(calib=str(CALIB), eval="fashion-mnist:test", eval_limit=200))
-    stages = {s["stage"]: s for s in json.loads((out / "manifest.json").read_text())["stages"]}
-    weights = stages["quantize-int8"]["outputs"][0]["weights_file"]
-    assert weights["path"] == "model.int8.onnx.data" and weights["bytes"] > 20_000
-    data = out / "model.int8.onnx.data"
-    raw = bytearray(data.read_bytes())
-    raw[-1] ^= 0x01  # one weight's lowest bit: the model still loads and runs
-    data.write_bytes(bytes(raw))
-    proc = edgekit("validate", str(out), "--eval", "fashion-mnist:test", "--limit", "100")
-    assert proc.returncode == 2, proc.stderr
-    assert "model.int8.onnx.data, the weights of model.int8.onnx, is missing or changed" \
-        in proc.stderr, proc.stderr
