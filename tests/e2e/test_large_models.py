@@ -1,10 +1,12 @@
 """A model past protobuf's 2 GB limit (torchvision's vit_h_14 and regnet_y_128gf) keeps its weights
 in one `<model>.data` file beside each ONNX model edgekit writes (export, ONNX Runtime's int8),
-is checked and run from its path, and leaves nothing else behind; OpenVINO and `validate` read it
-from there. A real 2.5 GB model would take minutes and gigabytes here, so the threshold
+is checked and run from its path, leaves nothing else behind, and has its weights' sha256 in the
+manifest; OpenVINO and `validate` read it from there. A real 2.5 GB model takes minutes and
+gigabytes here (regnet_y_128gf at 64x64: export 166 s, int8 200 s on 2 busy cores; it found that
+ONNX Runtime's quant_pre_process cannot run past 2 GB), so the threshold
 (edgekit.io.onnxfile.LARGE_MODEL_BYTES) is lowered to make the zoo's LeNet-5 "large": every
-branch a large model takes runs for real (onnx's external-data saving, ONNX Runtime's quantizer
-with use_external_data_format, the checker by path)."""
+branch a large model takes runs for real (onnx's external-data saving, ONNX shape inference by
+path, ONNX Runtime's quantizer with use_external_data_format, the checker by path)."""
 
 from __future__ import annotations
 
