@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.errors import InputError, ModelLoadError
+from edgekit.io.debris import pid_tag
 from edgekit.io.files import UMASK, atomic_path
 from edgekit.spec import ONNX_METADATA_KEY, InputSpec
 
@@ -255,7 +256,7 @@ def atomic_onnx(target: str | Path) -> Iterator[tuple[Path, Callable[[onnx.Model
     data = data_path(target)
     backup = None
     if data.exists():  # an earlier large model's weights: set aside until this one is saved
-        backup = data.with_name(f".{data.name}.pid{os.getpid()}.old")
+        backup = data.with_name(f".{data.name}.{pid_tag()}.old")  # swept as debris if killed
         os.replace(data, backup)
     try:
         with atomic_path(target) as tmp:
