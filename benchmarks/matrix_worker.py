@@ -152,13 +152,24 @@ def recalibrate_norms(model: Any, res: int) -> None:
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    model.train()
-    with torch.no_grad():
-        for seed in range(4):
-            model(normalized(structured_images(32, res, 100 + seed)))
+    def collect() -> None:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        with torch.no_grad():
+            for seed in range(4):
+                model(normalized(structured_images(32, res, 100 + seed)))
+
+    try:
+        model.train()
+        collect()
+    except RuntimeError:
+        # a branch that runs in training only and not at this size (inception_v3's auxiliary
+        # classifier below 299x299): the model in eval mode, its norm layers in training mode
+        model.eval()
+        for m in norms:
+            m.train()
+        collect()
     model.eval()
 
 
