@@ -102,16 +102,17 @@ def _run_worker(model_id: str, work: Path) -> dict[str, Any]:
         if line is not None:
             return {**json.loads(line.removeprefix("MATRIX-RESULT ")), "timeout_s": TIMEOUT}
         why = f"worker exited {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"
+        if proc.returncode == -9:
+            why += " (SIGKILL: the kernel's out-of-memory killer, where dmesg says so)"
     except subprocess.TimeoutExpired:
         why = f"timed out after {TIMEOUT} s"
-        partial = work / "partial.json"  # the columns it finished (matrix_worker.save_partial)
-        if partial.is_file():
-            result = json.loads(partial.read_text())
-            result.update(crash=why, seconds=round(time.perf_counter() - began, 1),
-                          timeout_s=TIMEOUT)
-            return result
-    return {"model": model_id, "crash": why[:300], "timeout_s": TIMEOUT,
-            "seconds": round(time.perf_counter() - began, 1), "columns": {}}
+    result = {"model": model_id, "columns": {}}
+    partial = work / "partial.json"  # the columns it finished (matrix_worker.save_partial)
+    if partial.is_file():  # a time-out or a crash: the columns before it keep their verdicts
+        result = json.loads(partial.read_text())
+    result.update(crash=why[:300], seconds=round(time.perf_counter() - began, 1),
+                  timeout_s=TIMEOUT)
+    return result
 
 
 def verdict(result: dict[str, Any]) -> dict[str, str]:

@@ -181,3 +181,24 @@ def test_a_models_work_folder_is_deleted_once_its_row_is_read(tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         bench_matrix.run_one("tv:crash")
     assert sorted(p.name for p in tmp_path.iterdir()) == (["tv-crash", "tv-ok"] if keep else [])
+
+
+def test_a_worker_killed_mid_row_keeps_the_columns_it_finished(tmp_path, monkeypatch):
+    """tv:maxvit_t's worker was SIGKILLed (out of memory) after 392 s and its row said nothing
+    of the columns it had finished: they keep their verdicts, and the rest are bugs."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import json, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "work = Path(sys.argv[2]); work.mkdir(parents=True, exist_ok=True)\n"
+        "cell = {'status': 'pass', 'exit': 0, 'seconds': 1.0, 'reason': ''}\n"
+        "(work / 'partial.json').write_text(json.dumps({'model': sys.argv[1], 'columns': "
+        "{'load': cell, 'inspect': cell}}))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setattr(bench_matrix, "WORKER", worker)
+    result = bench_matrix._run_worker("tv:big", tmp_path / "work")
+    assert "SIGKILL" in result["crash"] and result["seconds"] >= 0
+    cells = bench_matrix.verdict(result)
+    assert cells["load"] == cells["inspect"] == "pass"
+    assert {cells[c] for c in cells if c not in ("load", "inspect")} == {"bug"}
+    assert bench_matrix.model_verdict(cells) == "bug"
