@@ -298,6 +298,8 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
         save_tensors_data,
     )
 
+    from edgekit.events import emit
+    from edgekit.io.files import format_size
     from edgekit.io.onnxfile import is_large_file
     from edgekit.progress import progress
 
@@ -311,7 +313,12 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
         # TensorRT's entropy calibration: 2048 histogram bins, 128 quantized bins.
         extra.update(num_bins=2048, num_quantized_bins=128, symmetric=False)
     input_name, static_batch = _input_batch(prepared)
-    size = static_batch or settings.calib_batch
+    size, per_sample = static_batch or settings.calib_batch, None
+    if not static_batch:
+        size, per_sample = calib_batch_for(prepared, settings.calib_batch)
+    if per_sample is not None and size < settings.calib_batch:
+        emit(f"int8: calibrating in batches of {size}, not {settings.calib_batch}: one "
+             f"sample's intermediate tensors take {format_size(per_sample)}")
     chunks = batches(x, size)
     if static_batch:
         chunks = [c for c in chunks if len(c) == static_batch]
@@ -360,8 +367,40 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
     with contextlib.suppress(OSError):
         (workdir / "augmented.onnx").unlink()
     del calibrator
-    return {"ranges": cache, "seconds": round(seconds, 3), "samples": int(sum(map(len, chunks))),
-            "tensors": len(ranges)}
+    out = {"ranges": cache, "seconds": round(seconds, 3), "samples": int(sum(map(len, chunks))),
+           "tensors": len(ranges), "batch": size}
+    if per_sample is not None and size < settings.calib_batch:
+        out["batch_note"] = (f"calibration batches of {size}, not {settings.calib_batch}: each "
+                             f"sample's intermediate tensors take {format_size(per_sample)}, "
+                             f"and a batch's are held at once (at most "
+                             f"{format_size(CALIB_BATCH_BYTES)})")
+    return out
+
+
+# A calibration batch is run with every intermediate tensor as an output and all of them are
+# held at once: torchvision's maxvit_t at 224x224 has 0.9 GB of them per sample, so the default
+# batch of 32 asked for 28 GB and the kernel killed the process. Batches are cut to keep a
+# batch's tensors under this (ONNX Runtime's own buffers come on top).
+CALIB_BATCH_BYTES = 4 << 30
+
+
+def calib_batch_for(prepared: Path, wanted: int) -> tuple[int, int | None]:
+    """(the calibration batch size, the bytes of one sample's float intermediate tensors from
+    the prepared model's inferred shapes; None when they are not known)."""
+    import onnx
+
+    model = onnx.load(str(prepared), load_external_data=False)
+    per_sample = 0
+    for info in model.graph.value_info:
+        tensor = info.type.tensor_type
+        if tensor.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim[1:]]
+        if dims and all(dims):
+            per_sample += int(np.prod(dims)) * (4 if tensor.elem_type == 1 else 2)
+    if per_sample == 0:
+        return wanted, None
+    return max(1, min(wanted, CALIB_BATCH_BYTES // per_sample)), per_sample
 
 
 # ---------------------------------------------------------------- quantization

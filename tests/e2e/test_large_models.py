@@ -113,3 +113,32 @@ def test_a_failed_save_puts_the_earlier_weights_back(tmp_path: Path, monkeypatch
         save(model(3.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
+
+
+def test_calibration_batches_are_cut_to_fit_memory(lenet5: Path, tmp_path: Path, monkeypatch,
+                                                   capfd) -> None:
+    """Calibration holds every intermediate tensor of a batch at once: torchvision's maxvit_t at
+    224x224 has 0.9 GB of them per sample, and the default batch of 32 had the process killed
+    for memory (28 GB). The batch is cut to keep them under ort_qdq.CALIB_BATCH_BYTES, said on
+    screen and in the manifest; the int8 model is the same kind of model."""
+    from edgekit import DataSources, api
+    from edgekit.quant import ort_qdq
+
+    out = tmp_path / "out"
+    data = DataSources(calib=str(CALIB), eval="fashion-mnist:test", eval_limit=200)
+    api.compress(str(lenet5), out, steps=[("quantize", {"calib_size": 64})], data=data)
+    whole = json.loads((out / "manifest.json").read_text())["stages"][-1]["metrics"]
+    assert whole["calibration"]["batch"] == 32 and "batch_note" not in whole["calibration"]
+    assert "calibrating in batches" not in capfd.readouterr().err
+
+    monkeypatch.setattr(ort_qdq, "CALIB_BATCH_BYTES", 200_000)  # LeNet-5: ~30 kB a sample
+    cut = tmp_path / "cut"
+    api.compress(str(lenet5), cut, steps=[("quantize", {"calib_size": 64})], data=data)
+    metrics = json.loads((cut / "manifest.json").read_text())["stages"][-1]["metrics"]
+    calibration = metrics["calibration"]
+    assert 1 <= calibration["batch"] < 32 and calibration["samples"] == 64
+    assert f"calibration batches of {calibration['batch']}, not 32" in calibration["batch_note"]
+    assert f"int8: calibrating in batches of {calibration['batch']}, not 32" \
+        in capfd.readouterr().err
+    # the same model, ranges from the same samples: within a point of the uncut run
+    assert abs(metrics["accuracy"]["int8_top1"] - whole["accuracy"]["int8_top1"]) <= 0.01
