@@ -114,6 +114,7 @@ def test_int8_of_an_attention_model_keeps_the_budget(fashion_test_small, tmp_pat
         pytest.importorskip("nncf")
     from edgekit.api import compress
     from edgekit.io.manifest import Manifest
+    from edgekit.metrics import TOLERANCE
     from edgekit.zoo import shipped_checkpoint
 
     out = tmp_path / "out"
@@ -125,7 +126,8 @@ def test_int8_of_an_attention_model_keeps_the_budget(fashion_test_small, tmp_pat
     accuracy = metrics["accuracy"]
     assert accuracy["runtime"] == flavour and accuracy["samples"] == 500
     assert accuracy["fp32_top1"] > 0.85
-    assert accuracy["drop_points"] <= 1.0 and metrics["budget"]["held"] is True
+    # the budget's own rule: within TOLERANCE of it (5 of 500 images is 1.0000000000000009)
+    assert accuracy["drop_points"] <= 1.0 + TOLERANCE and metrics["budget"]["held"] is True
     import onnx
 
     from edgekit.quant.attention import find_attention_nodes
