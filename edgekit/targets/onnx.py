@@ -68,11 +68,23 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
         agreement = MIN_AGREEMENT[agreement]
     measured: Parity = parity(reference, candidate)  # decisive_agreement included
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
-    ok = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
+    agrees = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
+    ok = agrees
     if tolerance_scale is not None:
         measured["tolerance"] = tolerance_scale * (atol + rtol * float(np.abs(reference).max()))
         ok = ok and measured["max_abs_diff"] <= measured["tolerance"]
     if not ok:
+        if agrees:  # the logits' error alone: --min-agreement would not change the verdict
+            raise ExportError(
+                f"parity check of {what} failed: max abs diff {measured['max_abs_diff']:.3g} "
+                f"over the tolerance {measured['tolerance']:.3g} ({tolerance_scale:g} x (atol "
+                f"{atol:g} + rtol {rtol:g} x the largest |logit| "
+                f"{float(np.abs(reference).max()):.3g}); SQNR {measured['sqnr_db']:.1f} dB), "
+                f"while top-1 agrees on {measured['decisive_agreement']:.3f} of the decisive "
+                "samples",
+                hint=hint + "; the tolerance is the target options atol and rtol "
+                "(edgekit.export(..., options={'atol': ..., 'rtol': ...}) or a recipe's export "
+                "options)")
         if measured["ties_excused"]:
             ties = f", {measured['near_ties']} near-ties not counted" \
                 if measured["near_ties"] else ""

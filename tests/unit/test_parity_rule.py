@@ -56,6 +56,25 @@ def test_a_flip_where_the_reference_is_decided_is_a_disagreement_and_the_thresho
     assert measured["top1_agreement"] == pytest.approx(15 / 20)
 
 
+def test_a_logit_error_over_the_tolerance_names_the_tolerance_not_the_agreement():
+    """tv:efficientnet_b4 (random weights, logits up to 715) exported with top-1 agreement 1.000
+    and a max abs diff of 1.67 over the tolerance 0.715 on an AVX2 CPU; the error pointed at
+    --min-agreement, which could not change the verdict."""
+    rng = np.random.default_rng(2)
+    reference = 100.0 * rng.standard_normal((32, 10))
+    reference[np.arange(32), np.arange(32) % 10] += 600.0
+    candidate = reference + 0.5 * rng.standard_normal((32, 10))
+    with pytest.raises(ExportError) as err:
+        check_parity(reference, candidate, what="the ONNX export against torch",
+                     agreement="fp32", tolerance_scale=1.0, atol=1e-4, rtol=1e-3, hint="h")
+    assert "over the tolerance" in err.value.message and "rtol 0.001" in err.value.message
+    assert "top-1 agrees on 1.000" in err.value.message
+    assert "--min-agreement" not in err.value.hint and "'atol'" in err.value.hint
+    measured = check_parity(reference, candidate, what="x", agreement="fp32",
+                            tolerance_scale=1.0, atol=1e-4, rtol=1e-2, hint="h")
+    assert measured["decisive_agreement"] == 1.0
+
+
 @pytest.mark.slow
 def test_openvino_int8_export_and_compress_share_the_rule_on_the_recorded_eval_data(
         zoo_checkpoint, tmp_path, capsys):
