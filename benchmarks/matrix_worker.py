@@ -300,6 +300,10 @@ def run_cli(args: list[str]) -> dict[str, Any]:
         status = "refused"
         reason = next((ln for ln in lines if ln.lower().startswith("error")), lines[0] if lines
                       else "exit 2")[:300]
+    elif code == 1 and str(args[0]) == "export":
+        # an export's own check failed (its parity): no artifact, a reason given, no bug
+        status = "refused"
+        reason = next((ln for ln in lines if ln.lower().startswith("error")), "exit 1")[:300]
     else:
         status, reason = "pass", ("budget or gate not met (exit 1)" if code == 1 else "")
     seconds = time.perf_counter() - started

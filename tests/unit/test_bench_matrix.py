@@ -202,3 +202,21 @@ def test_a_worker_killed_mid_row_keeps_the_columns_it_finished(tmp_path, monkeyp
     assert cells["load"] == cells["inspect"] == "pass"
     assert {cells[c] for c in cells if c not in ("load", "inspect")} == {"bug"}
     assert bench_matrix.model_verdict(cells) == "bug"
+
+
+def test_an_export_whose_own_check_failed_is_refused_not_passed(monkeypatch):
+    """Exit 1 of `compress` is a budget not met (the column passes: the matrix measures the
+    artifact); exit 1 of `export` is its parity check failing, with no artifact written
+    (tv:efficientnet_b4's load column was counted a PASS)."""
+    import edgekit.cli
+
+    def fails(args):
+        print("error: parity check of the ONNX export against torch failed: max abs diff 1.67",
+              file=sys.stderr)
+        raise SystemExit(1)
+
+    monkeypatch.setattr(edgekit.cli, "main", fails)
+    cell = matrix_worker.run_cli(["export", "model.pt"])
+    assert cell["status"] == "refused" and cell["exit"] == 1
+    assert cell["reason"].startswith("error: parity check of the ONNX export")
+    assert matrix_worker.run_cli(["compress", "model.pt"])["status"] == "pass"
