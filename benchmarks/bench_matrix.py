@@ -148,6 +148,17 @@ def model_verdict(cells: dict[str, str]) -> str:
     return "pass"
 
 
+def cpu_label() -> str:
+    """This machine's CPU as a row records it: its model and whether it has int8 dot products
+    (VNNI), which decide how ONNX Runtime and OpenVINO run int8."""
+    from edgekit.validate.env import cpu_info
+
+    info = cpu_info()
+    isa = "AVX-512" if info["flags"].get("avx512f") else "AVX2" if info["flags"].get("avx2") \
+        else info["arch"]
+    return f"{info['model']} ({isa}, {'VNNI' if info['vnni'] else 'no VNNI'})"
+
+
 def section(data: dict[str, Any]) -> str:
     from matrix_worker import COLUMNS
 
@@ -176,6 +187,12 @@ def section(data: dict[str, Any]) -> str:
                        summary)
             + "\nPer column, pass/refused/bug (the models that finished):\n\n"
             + md_table(["models", *COLUMNS], rows))
+    cpus: dict[str, int] = {}
+    for r in data["results"]:
+        label = r.get("cpu", "not recorded (rows measured before the field)")
+        cpus[label] = cpus.get(label, 0) + 1
+    text += "\nRows by the CPU that measured them: " + "; ".join(
+        f"{label} {n}" for label, n in sorted(cpus.items(), key=lambda kv: -kv[1])) + ".\n"
     text += timing(data["results"])
     hinted = [f"`{r['model']}` ({' '.join(r['columns']['prune']['flags_from_inspect'])})"
               for r in data["results"]
@@ -298,9 +315,10 @@ def main() -> dict[str, Any]:
               "timm": len(TIMM_MODELS)}
     data: dict[str, Any] = {"listed": listed, "images": EVAL_IMAGES, "timeout_s": TIMEOUT,
                             "results": []}
+    cpu = cpu_label()
     for i, model_id in enumerate(models, 1):
         began = time.perf_counter()
-        result = run_one(model_id)
+        result = {**run_one(model_id), "cpu": cpu}  # chunks may run on different machines
         data["results"].append(result)
         cells = verdict(result)
         print(f"   [{i}/{len(models)}] {model_id}: "
