@@ -35,6 +35,19 @@ EVAL_LIMIT = 1000  # a stratified subset of the test set: the emulator runs ~10x
 
 
 # ------------------------------------------------------------------------------ fixtures
+def top1_tolerance(precision: str) -> float:
+    """How far the emulated arm64 device's top-1 may be from this machine's on the same
+    artifact and images: 0.1 point, except int8 on an x86 CPU without VNNI, whose ONNX Runtime
+    int8 kernels sum u8 x s8 pairs in 16 bits (vpmaddubsw) and saturate where ARM's dot
+    products do not (ONNX Runtime's reduce_range exists for such CPUs): 2 points there."""
+    from edgekit.validate.env import cpu_info
+
+    cpu = cpu_info()
+    if precision == "int8" and cpu["arch"] == "x86_64" and not cpu["vnni"]:
+        return 0.02
+    return 0.001
+
+
 @pytest.fixture(scope="session")
 def arm64_python(tmp_path_factory) -> Path:
     """The emulated device's python (scripts/arm64-device.sh): built once and cached under
@@ -115,7 +128,9 @@ def test_seed_model_on_emulated_arm64_matches_local(sshd, arm64_python, lenet5_o
     for arm, x86 in zip(result.records, local.records, strict=True):
         assert arm["precision"] == x86["precision"]
         assert arm["artifact_sha256"] == x86["artifact_sha256"]
-        assert abs(arm["accuracy"]["top1"] - x86["accuracy"]["top1"]) <= 0.001
+        assert abs(arm["accuracy"]["top1"] - x86["accuracy"]["top1"]) \
+            <= top1_tolerance(arm["precision"]), (arm["precision"], arm["accuracy"]["top1"],
+                                                  x86["accuracy"]["top1"])
         assert 0.8 < arm["accuracy"]["top1"] < 0.95
         assert "emulated" not in x86 and "representative" not in x86["latency"]
     # The CLI, on the same device: it collects the same job (nothing measured twice), with the
@@ -162,8 +177,8 @@ def test_other_seed_models_on_emulated_arm64_match_local(sshd, arm64_python, nam
     pairs = [(arm["precision"], arm["accuracy"]["top1"], x86["accuracy"]["top1"])
              for arm, x86 in zip(result.records, local.records, strict=True)]
     assert [p for p, _, _ in pairs] == ["fp32", "int8"]
-    for _, arm, x86 in pairs:
-        assert abs(arm - x86) <= 0.001 and arm > 0.7, pairs
+    for precision, arm, x86 in pairs:
+        assert abs(arm - x86) <= top1_tolerance(precision) and arm > 0.7, pairs
     print(f"{name} top-1 (precision, arm64, x86):", pairs)
 
 
