@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 # Skips are counted and, under CI, only a missing GPU or TensorRT may skip (tests/skip_policy.py).
+from tests.ci_budget import pytest_collection_modifyitems  # noqa: F401 - CI's time (see there)
 from tests.skip_policy import (  # noqa: F401 - pytest registers the hooks from this module
     pytest_runtest_logreport,
     pytest_sessionfinish,
