@@ -298,8 +298,6 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
         save_tensors_data,
     )
 
-    from edgekit.events import emit
-    from edgekit.io.files import format_size
     from edgekit.io.onnxfile import is_large_file
     from edgekit.progress import progress
 
@@ -312,20 +310,7 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
     elif settings.method in ("entropy", "mse"):
         # TensorRT's entropy calibration: 2048 histogram bins, 128 quantized bins.
         extra.update(num_bins=2048, num_quantized_bins=128, symmetric=False)
-    input_name, static_batch = _input_batch(prepared)
-    size, per_sample = static_batch or settings.calib_batch, None
-    if not static_batch:
-        size, per_sample = calib_batch_for(prepared, settings.calib_batch)
-    if per_sample is not None and size < settings.calib_batch:
-        emit(f"int8: calibrating in batches of {size}, not {settings.calib_batch}: one "
-             f"sample's intermediate tensors take {format_size(per_sample)}")
-    chunks = batches(x, size)
-    if static_batch:
-        chunks = [c for c in chunks if len(c) == static_batch]
-        if not chunks:
-            raise DataError(f"this model takes a fixed batch of {static_batch}, and the "
-                            f"calibration set has only {len(x)} samples",
-                            hint=f"use at least {static_batch} calibration samples")
+    input_name, chunks, batch_note = _calibration_chunks(prepared, x, settings)
     start = time.perf_counter()
     with _quiet():
         calibrator = create_calibrator(prepared, None,
@@ -368,13 +353,36 @@ def calibrate(prepared: Path, x: np.ndarray, settings: QdqSettings, workdir: Pat
         (workdir / "augmented.onnx").unlink()
     del calibrator
     out = {"ranges": cache, "seconds": round(seconds, 3), "samples": int(sum(map(len, chunks))),
-           "tensors": len(ranges), "batch": size}
-    if per_sample is not None and size < settings.calib_batch:
-        out["batch_note"] = (f"calibration batches of {size}, not {settings.calib_batch}: each "
-                             f"sample's intermediate tensors take {format_size(per_sample)}, "
-                             f"and a batch's are held at once (at most "
-                             f"{format_size(CALIB_BATCH_BYTES)})")
+           "tensors": len(ranges), "batch": len(chunks[0])}
+    if batch_note:
+        out["batch_note"] = batch_note
     return out
+
+
+def _calibration_chunks(prepared: Path, x: np.ndarray,
+                        settings: QdqSettings) -> tuple[str, list[np.ndarray], str | None]:
+    """(the input name, the calibration batches, why they are smaller than asked, if they are):
+    a model with a fixed batch gets only full batches of it; otherwise calib_batch_for."""
+    from edgekit.events import emit
+    from edgekit.io.files import format_size
+
+    input_name, static_batch = _input_batch(prepared)
+    if static_batch:
+        chunks = [c for c in batches(x, static_batch) if len(c) == static_batch]
+        if not chunks:
+            raise DataError(f"this model takes a fixed batch of {static_batch}, and the "
+                            f"calibration set has only {len(x)} samples",
+                            hint=f"use at least {static_batch} calibration samples")
+        return input_name, chunks, None
+    size, per_sample = calib_batch_for(prepared, settings.calib_batch)
+    note = None
+    if per_sample is not None and size < settings.calib_batch:
+        note = (f"calibration batches of {size}, not {settings.calib_batch}: each sample's "
+                f"intermediate tensors take {format_size(per_sample)}, and a batch's are held "
+                f"at once (at most {format_size(CALIB_BATCH_BYTES)})")
+        emit(f"int8: calibrating in batches of {size}, not {settings.calib_batch}: one "
+             f"sample's intermediate tensors take {format_size(per_sample)}")
+    return input_name, batches(x, size), note
 
 
 # A calibration batch is run with every intermediate tensor as an output and all of them are
