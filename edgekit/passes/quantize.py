@@ -158,7 +158,10 @@ class QuantizeConfig(PassConfig):
     sensitivity_samples: int = Field(500, ge=10, description="eval samples used to rank layers")
     max_float_layers: int | None = Field(None, ge=0,
                                          description="most layers the budget loop may keep float")
-    reduce_range: bool = Field(False, description="7-bit weights (x86 CPUs without VNNI)")
+    reduce_range: bool | None = Field(
+        None, description="7-bit weights, for ONNX Runtime's u8s8 kernels on x86 CPUs without "
+        "VNNI, whose int16 sums saturate (default: on when this machine is such a CPU, where the "
+        "int8 model is checked; see edgekit.quant.ort_qdq.default_reduce_range)")
     calib_batch: int = Field(32, ge=1)
     preset: Literal["performance", "mixed"] | None = Field(None, description="NNCF preset "
                                                            "(openvino flavour)")
@@ -227,13 +230,16 @@ class QuantizePass(Pass):
         return DropBudget(max_drop, max_drop_rel, original)
 
     def _settings(self):
-        from edgekit.quant.ort_qdq import QdqSettings
+        from edgekit.quant.ort_qdq import QdqSettings, default_reduce_range
 
         cfg: QuantizeConfig = self.config
         return QdqSettings(method=cfg.method or "percentile", percentile=cfg.percentile,
                            per_channel=cfg.per_channel,
                            flavour=self.flavour.qdq,
-                           reduce_range=cfg.reduce_range, calib_batch=cfg.calib_batch)
+                           # auto: the onnxruntime flavour on this CPU (TensorRT runs on a GPU)
+                           reduce_range=(default_reduce_range() and self.flavour.qdq == "onnxruntime"
+                                         if cfg.reduce_range is None else cfg.reduce_range),
+                           calib_batch=cfg.calib_batch)
 
     def _calibration(self, spec, ctx: PassContext):
         from edgekit.quant.calibration import default_calibration_source, load_calibration_set

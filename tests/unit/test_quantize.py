@@ -401,6 +401,33 @@ def test_quantize_config_is_strict() -> None:
         quantize({"max_drop_rel": 1.5})
 
 
+@pytest.mark.parametrize(("machine", "flags", "expected"), [
+    ("x86_64", {"avx2", "fma"}, True),              # AVX2 only: VPMADDUBSW's int16 sums saturate
+    ("x86_64", {"avx2", "avx512f"}, True),          # AVX-512 without VNNI too
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+    ("x86_64", {"avx2", "avx_vnni"}, False),
+    ("aarch64", {"asimd", "asimddp"}, False),
+    ("x86_64", set(), False),                       # flags unknown: the library's default
+])
+def test_reduce_range_defaults_to_the_cpu_that_checks_the_model(monkeypatch, machine, flags,
+                                                                 expected) -> None:
+    import platform
+
+    from edgekit.passes import get_pass
+    from edgekit.quant.ort_qdq import default_reduce_range
+    from edgekit.zoo import accel
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(accel, "cpu_flags", lambda: set(flags))
+    assert default_reduce_range() is expected
+    quantize = get_pass("quantize")
+    assert quantize({})._settings().reduce_range is expected
+    assert quantize({})._settings().describe()["reduce_range"] is expected  # the manifest says so
+    # the user's choice wins, and TensorRT's QDQ (a GPU's kernels) never reduces
+    assert quantize({"reduce_range": not expected})._settings().reduce_range is (not expected)
+    assert quantize({"flavour": "tensorrt"})._settings().reduce_range is False
+
+
 # ---------------------------------------------------------------- the budget loop
 class FakeBackend:
     """The eval inputs are the fp32 logits themselves; each quantized layer adds its own error to
