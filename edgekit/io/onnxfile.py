@@ -18,19 +18,30 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 
-def check_external_data(model: onnx.ModelProto, folder: Path) -> None:
-    """Refuse external-data references that leave the model's folder (path traversal)."""
+def external_locations(model: onnx.ModelProto, *, rename: str | None = None) -> list[str]:
+    """The external data files the model's tensors name (relative to the model's folder), each
+    once; with `rename`, every tensor is pointed at that file instead (in place)."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    root = folder.resolve()
+    found: dict[str, None] = {}
     for tensor in _get_all_tensors(model):
-        if not uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    found[entry.value] = None
+                    if rename is not None:
+                        entry.value = rename
+    return [loc for loc in found if loc]
+
+
+def check_external_data(model: onnx.ModelProto, folder: Path) -> None:
+    """Refuse external-data references that leave the model's folder (path traversal)."""
+    root = folder.resolve()
+    for location in external_locations(model):
         target = (root / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(root):
             raise InputError(
-                f"ONNX tensor {tensor.name!r} points at external data {location!r}, outside the "
+                f"the ONNX model's tensors point at external data {location!r}, outside the "
                 f"model's folder {root}",
                 hint="keep external data files beside the .onnx file (relative paths, no '..')",
             )
@@ -205,14 +216,11 @@ def is_large(model: onnx.ModelProto) -> bool:
 def is_large_file(path: str | Path) -> bool:
     """is_large for a saved model: its file and the external data files it names."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     path = Path(path)
-    locations = {next((e.value for e in t.external_data if e.key == "location"), "")
-                 for t in _get_all_tensors(onnx.load(str(path), load_external_data=False))
-                 if uses_external_data(t)}
+    locations = external_locations(onnx.load(str(path), load_external_data=False))
     sizes = [path.stat().st_size] + [(path.parent / loc).stat().st_size for loc in locations
-                                     if loc and (path.parent / loc).is_file()]
+                                     if (path.parent / loc).is_file()]
     return sum(sizes) > LARGE_MODEL_BYTES
 
 
@@ -274,18 +282,13 @@ def move_onnx(src: str | Path, dst: str | Path) -> Path:
     """Rename an ONNX model saved by save_onnx onto `dst` (same file system), its weights file
     too when it has one (`dst`'s own name, the references in the graph rewritten)."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     src, dst = Path(src), Path(dst)
     if not data_path(src).exists():
         os.replace(src, dst)
         return dst
     model = onnx.load(str(src), load_external_data=False)
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = data_path(dst).name
+    external_locations(model, rename=data_path(dst).name)
     os.replace(data_path(src), data_path(dst))
     with atomic_path(dst) as tmp:
         onnx.save_model(model, str(tmp))

@@ -88,15 +88,11 @@ def _siblings(path: Path) -> list[Path]:
     if weights is not None and weights.is_file():
         found.append(weights)
     if path.suffix == ".onnx":
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+        from edgekit.io.onnxfile import external_locations, load_onnx
 
-        from edgekit.io.onnxfile import load_onnx
-
-        model = load_onnx(path, load_external=False)  # refuses data outside the folder
-        for tensor in _get_all_tensors(model):
-            if uses_external_data(tensor):
-                location = next(e.value for e in tensor.external_data if e.key == "location")
-                found.append(path.parent / location)
+        # load_onnx refuses data outside the folder
+        found += [path.parent / loc
+                  for loc in external_locations(load_onnx(path, load_external=False))]
     sidecar = path.with_suffix(path.suffix + ".spec.json")
     if sidecar.is_file():
         found.append(sidecar)
