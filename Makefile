@@ -28,7 +28,8 @@ demo: install data
 # Both report every skip with its reason and the skip count; under CI (CI or
 # EDGEKIT_STRICT_SKIPS=1, which .ci/run sets) a skip for anything but a missing GPU or TensorRT
 # fails the run (tests/skip_policy.py).
-# CI's suite: everything but the `extended` variants (the slowest 25 tests are listed at the end)
+# CI's suite: everything but the `extended` variants, which include the larger tests
+# tests/ci_budget.py defers to keep CI under 30 minutes (the slowest 25 are listed at the end)
 test: install data
 	$(VENV)/bin/pytest -q -rs -m "not extended" --durations=25
 
