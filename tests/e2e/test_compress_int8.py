@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.metrics import TOLERANCE
 from tests.helpers import edgekit
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -126,7 +127,8 @@ def test_budget_loop_keeps_the_sensitive_layer_float(lenet5: Path, tmp_path: Pat
     assert last["held"] is True and budget["held"] is True
     assert budget["float_layers"][0] == "node_conv2d"
     assert budget["sensitivity"][0]["layer"] == "node_conv2d"
-    assert metrics["accuracy"]["drop_points"] == last["drop_points"] <= 2.0
+    # held as the budget decides it: within its float tolerance (2.0000000000000018 is 2.0)
+    assert metrics["accuracy"]["drop_points"] == last["drop_points"] <= 2.0 + TOLERANCE
     float_layers = {f["name"]: f for f in metrics["layers"]["float"]}
     assert "accuracy budget" in float_layers["node_conv2d"]["reason"]
     # every layer on one side only: the ones the budget kept float (a DequantizeLinear may

@@ -135,7 +135,10 @@ def test_winner_is_the_fastest_within_budget_and_never_slower(searched):
                               stored[fastest_key]["latency"]["samples_ms"])
         if c["key"] != fastest_key:
             assert c["speedup_ci"] == [round(iv["ci_low"], 4), round(iv["ci_high"], 4)]
-            assert c["speed_verdict"] == verdict(iv, 1.0)
+            # the winner timed again with the original in alternating rounds: a `slower` there
+            # overrides the interval of the two separate runs (optimize/decide.py)
+            confirmed_slower = (c.get("confirmed") or {}).get("verdict") == "slower"
+            assert c["speed_verdict"] == ("slower" if confirmed_slower else verdict(iv, 1.0))
         if drop <= 1.0 + 1e-9 and c["speed_verdict"] != "slower":
             eligible.append((record["latency"]["p50_ms"], c["name"]))
         else:  # excluded: outside the budget, or slower beyond the noise
