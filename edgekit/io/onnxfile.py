@@ -4,6 +4,7 @@ stored in metadata_props, atomic saving. Needs `onnx` only (no torch)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,14 +215,22 @@ def is_large(model: onnx.ModelProto) -> bool:
 
 
 def is_large_file(path: str | Path) -> bool:
-    """is_large for a saved model: its file and the external data files it names."""
+    """is_large for a saved model: its file and the external data files it names (the names
+    read once per version of the file: the budget loop quantizes one prepared model many
+    times)."""
+    path = Path(path)
+    stat = path.stat()
+    locations = _saved_locations(str(path), stat.st_mtime_ns, stat.st_size)
+    sizes = [stat.st_size] + [(path.parent / loc).stat().st_size for loc in locations
+                              if (path.parent / loc).is_file()]
+    return sum(sizes) > LARGE_MODEL_BYTES
+
+
+@functools.lru_cache(maxsize=64)
+def _saved_locations(name: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
     import onnx
 
-    path = Path(path)
-    locations = external_locations(onnx.load(str(path), load_external_data=False))
-    sizes = [path.stat().st_size] + [(path.parent / loc).stat().st_size for loc in locations
-                                     if (path.parent / loc).is_file()]
-    return sum(sizes) > LARGE_MODEL_BYTES
+    return tuple(external_locations(onnx.load(name, load_external_data=False)))
 
 
 def data_path(path: str | Path) -> Path:
