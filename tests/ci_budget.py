@@ -1,20 +1,20 @@
 """CI has 30 minutes for the whole run (.ci/run: packages, install, the arm64 device, `make test`).
 On the 2-core AMD EPYC (AVX2, no VNNI) the project's machine became on 2026-12-06, the suite that
-took 1,400 s on the earlier Intel Xeon took 21.5 minutes to reach test_optimize_fleet_ray (about
-half of it) in a clean-clone dry run, so the whole run is well over 30 minutes. The tests named here are kept out
-of `make test` for time: they are the larger variants of what CI still runs (each area keeps at
+took 1,400 s on the earlier Intel Xeon took 2,175 s in CI. The tests named here are kept out of
+`make test` for time: they are the larger variants of what CI still runs (each area keeps at
 least one end-to-end test in CI), and `make test-all` runs every one of them. Entries are chosen
 from per-test seconds measured on that machine (`pytest --durations=0 --junitxml`, 2026-12-06:
-1,990 s for CI's suite before this list grew; the seconds beside each entry). A clean-clone
-`.ci/run` then took 1,554 s in all (pytest 1,427 s), and 1,652 s (pytest 1,498 s, the same
-tests but four) in a second run: the last four entries give back ~95 s of that margin."""
+1,990 s for CI's suite before this list grew; the seconds beside each entry). Clean-clone
+`.ci/run` dry runs then took 1,554 s and 1,652 s in all (pytest 1,427 and 1,498 s, the second
+with four tests fewer: the same machine varies by ~5 %); the last four entries give back ~95 s
+of margin."""
 
 from __future__ import annotations
 
 import pytest
 
-# test nodeids (a test's name covers all its parameters); each with the seconds it took on the AMD EPYC (2 cores) and what in CI still
-# covers its area
+# test nodeids (a test's name covers all its parameters), each with the seconds it took on the
+# AMD EPYC (2 cores) and what in CI still covers its area
 DEFERRED: dict[str, str] = {
     # ~150 s for the three (qemu runs them ~10x slower); CI keeps LeNet-5 on the emulated device
     # (test_seed_model_on_emulated_arm64_matches_local) and the device-install tests
