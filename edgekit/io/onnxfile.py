@@ -194,11 +194,7 @@ def spec_from_onnx(model_or_path: onnx.ModelProto | str | Path,
 
 
 def set_spec(model: onnx.ModelProto, spec: InputSpec) -> None:
-    for prop in list(model.metadata_props):
-        if prop.key == ONNX_METADATA_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, spec.to_json()
+    set_metadata(model, ONNX_METADATA_KEY, spec.to_json())
 
 
 # protobuf cannot serialise a message over 2 GB: a model past this keeps its weights in one
@@ -342,6 +338,40 @@ def export_module_map(model: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
+# (issue 27) PyTorch fp32's own rounding error on the export's parity inputs (max |fp32 - float64|
+# logits), recorded when the export needed it: OpenVINO's fp32 parity against this ONNX model
+# then allows the same floor (targets.onnx.check_parity).
+FP32_FLOOR_KEY = "edgekit.fp32_floor"
+
+
+def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    """Set one metadata_props entry (replacing an earlier one of the same key)."""
+    for prop in list(model.metadata_props):
+        if prop.key == key:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def metadata(model_or_path: onnx.ModelProto | str | Path, key: str) -> str | None:
+    """The metadata_props value of `key`, None when the model has none."""
+    model = load_onnx(model_or_path, load_external=False) if isinstance(
+        model_or_path, str | Path) else model_or_path
+    return next((p.value for p in model.metadata_props if p.key == key), None)
+
+
+def update_metadata(path: str | Path, key: str, value: str) -> None:
+    """Set one metadata entry of the ONNX model at `path` in place (atomically; a large model's
+    weights file beside it is untouched: its references are kept as they are)."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    set_metadata(model, key, value)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+
+
 def set_module_map(model: onnx.ModelProto, modules: dict[str, str]) -> None:
     """Record {node name: module path} (for the nodes the model still has) in its metadata."""
     import json
@@ -352,8 +382,7 @@ def set_module_map(model: onnx.ModelProto, modules: dict[str, str]) -> None:
         if prop.key == TORCH_MODULES_KEY:
             model.metadata_props.remove(prop)
     if kept:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True)
+        set_metadata(model, TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True))
 
 
 def node_modules(model: onnx.ModelProto) -> dict[str, str | None]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,14 @@ from edgekit.io.debris import pid_tag
 from edgekit.io.manifest import library_versions
 from edgekit.io.models import ModelBundle
 from edgekit.io.onnxfile import (
+    FP32_FLOOR_KEY,
     atomic_onnx,
     check_onnx_file,
     export_module_map,
+    metadata,
     set_module_map,
     set_spec,
+    update_metadata,
 )
 from edgekit.metrics import Fidelity, fidelity, torch_logits
 from edgekit.targets.base import Artifact, Target, TargetOptions
@@ -41,6 +46,14 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 # by how often it picks the same class (its logits differ by design).
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 
+# (issue 27) An fp32 export whose logits differ from the reference's by more than the tolerance is
+# still faithful when the difference is within this many times PyTorch fp32's own rounding error
+# (its distance from float64 on the same inputs): a network that amplifies rounding (random-weight
+# efficientnet_b6/_v2_m at 64x64, logits in the thousands) moves that much between any two fp32
+# implementations; ONNX Runtime was closer to float64 than PyTorch fp32 itself (efficientnet_v2_m:
+# 90 against 547, the logits up to 3.8e3). Each side may be that far from exact arithmetic: 2x.
+FP32_FLOOR_FACTOR = 2.0
+
 
 class Parity(Fidelity, total=False):
     """The parity of candidate logits against the reference's (check_parity): fidelity (with
@@ -51,11 +64,12 @@ class Parity(Fidelity, total=False):
     min_agreement: float
     outputs_finite: bool
     tolerance: float
+    fp32_floor: float
 
 
 def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
                  agreement: float | str, tolerance_scale: float | None, atol: float, rtol: float,
-                 hint: str) -> Parity:
+                 hint: str, fp32_floor: Callable[[], float | None] | None = None) -> Parity:
     """The one parity rule of every export and of int8 quantization (compress --int8 judges its
     artifact by it too, on the eval data): `parity` of candidate against reference logits,
     gated: finite outputs, top-1 agreement on the decisive samples (`decisive_agreement`: a
@@ -63,7 +77,9 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
     small next to the logits; otherwise on every sample) of at least `agreement` (a number, the
     --min-agreement flag, or a precision whose MIN_AGREEMENT applies) and, with a
     `tolerance_scale`, max|Δ| within scale·(atol + rtol·max|reference|). Raises ExportError
-    naming `what` when it fails."""
+    naming `what` when it fails. `fp32_floor` (fp32 exports): called only when max|Δ| alone
+    fails, PyTorch fp32's own rounding error on these inputs (None: unknown); max|Δ| within
+    FP32_FLOOR_FACTOR times it passes, recorded as `fp32_floor`."""
     if isinstance(agreement, str):
         agreement = MIN_AGREEMENT[agreement]
     measured: Parity = parity(reference, candidate)  # decisive_agreement included
@@ -73,14 +89,22 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
     if tolerance_scale is not None:
         measured["tolerance"] = tolerance_scale * (atol + rtol * float(np.abs(reference).max()))
         ok = ok and measured["max_abs_diff"] <= measured["tolerance"]
+        if agrees and not ok and fp32_floor is not None:
+            floor = fp32_floor()
+            if floor is not None:
+                measured["fp32_floor"] = floor
+                ok = measured["max_abs_diff"] <= FP32_FLOOR_FACTOR * floor
     if not ok:
         if agrees:  # the logits' error alone: --min-agreement would not change the verdict
             raise ExportError(
                 f"parity check of {what} failed: max abs diff {measured['max_abs_diff']:.3g} "
                 f"over the tolerance {measured['tolerance']:.3g} ({tolerance_scale:g} x (atol "
                 f"{atol:g} + rtol {rtol:g} x the largest |logit| "
-                f"{float(np.abs(reference).max()):.3g}); SQNR {measured['sqnr_db']:.1f} dB), "
-                f"while top-1 agrees on {measured['decisive_agreement']:.3f} of the decisive "
+                f"{float(np.abs(reference).max()):.3g}); SQNR {measured['sqnr_db']:.1f} dB)"
+                + (f" and over {FP32_FLOOR_FACTOR:g} x PyTorch fp32's own rounding error "
+                   f"{measured['fp32_floor']:.3g} (its distance from float64)"
+                   if "fp32_floor" in measured else "")
+                + f", while top-1 agrees on {measured['decisive_agreement']:.3f} of the decisive "
                 "samples",
                 hint=hint + "; the tolerance is the target options atol and rtol "
                 "(edgekit.export(..., options={'atol': ..., 'rtol': ...}) or a recipe's export "
@@ -101,6 +125,27 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
             f"(need {agreement:.2f})",
             hint=hint + f"; the threshold is --min-agreement (now {agreement:.2f})")
     return measured
+
+
+def fp32_floor(model: Any, x: np.ndarray, fp32_logits: np.ndarray) -> float | None:
+    """PyTorch fp32's own rounding error on `x`: max |fp32 - float64 logits| of `model` (a
+    float64 copy of it); None when the model does not run in float64."""
+    import copy
+
+    try:
+        exact = torch_logits(copy.deepcopy(model).double(), x.astype(np.float64))
+    except (RuntimeError, TypeError, NotImplementedError):  # an op without a float64 kernel
+        return None
+    return float(np.abs(fp32_logits.astype(np.float64) - exact).max())
+
+
+def recorded_fp32_floor(onnx_path: str | Path) -> float | None:
+    """The fp32 floor the ONNX export recorded in the model (FP32_FLOOR_KEY), None if none."""
+    value = metadata(onnx_path, FP32_FLOOR_KEY)
+    try:
+        return float(json.loads(value)["max_abs_diff"]) if value else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def parity_inputs(spec, data: np.ndarray | None, n: int = PARITY_SAMPLES) -> tuple[np.ndarray, str]:
@@ -207,13 +252,20 @@ class OnnxTarget(Target):
             save(model)
             check_onnx_file(tmp, "the exported ONNX model", full_check=True)
             x, x_source = parity_inputs(bundle.spec, parity_data)
+            reference = torch_logits(bundle.model, x)
             measured = check_parity(
-                torch_logits(bundle.model, x), ort_logits(tmp, x), what="the ONNX export against torch",
+                reference, ort_logits(tmp, x), what="the ONNX export against torch",
                 agreement=precision if opts.min_agreement is None else opts.min_agreement,
                 tolerance_scale=1.0 if precision == "fp32" else 100.0,
                 atol=atol, rtol=rtol,
-                hint="an operator exports differently than it runs in torch; report the model")
+                hint="an operator exports differently than it runs in torch; report the model",
+                fp32_floor=(lambda: fp32_floor(bundle.model, x, reference))
+                if precision == "fp32" else None)
             measured["inputs"] = x_source
+            if "fp32_floor" in measured:  # OpenVINO's fp32 parity against this model allows it
+                update_metadata(tmp, FP32_FLOOR_KEY, json.dumps(
+                    {"max_abs_diff": measured["fp32_floor"], "inputs": x_source,
+                     "samples": int(len(x))}))
         return Artifact(
             path=target, format="onnx", precision=precision,
             metrics={"parity": measured},

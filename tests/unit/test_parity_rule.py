@@ -75,6 +75,87 @@ def test_a_logit_error_over_the_tolerance_names_the_tolerance_not_the_agreement(
     assert measured["decisive_agreement"] == 1.0
 
 
+def _over_the_tolerance() -> tuple[np.ndarray, np.ndarray]:
+    """Logits up to ~3.8e3 whose candidate differs by ~60 (tolerance 3.8), top-1 unchanged."""
+    rng = np.random.default_rng(3)
+    reference = 100.0 * rng.standard_normal((32, 10))
+    reference[np.arange(32), np.arange(32) % 10] += 3500.0
+    return reference, reference + 20.0 * rng.standard_normal((32, 10))
+
+
+def test_an_fp32_export_within_pytorchs_own_rounding_error_passes_and_says_so():
+    """A network that amplifies rounding (random-weight efficientnet_v2_m: PyTorch fp32 itself
+    547 from float64 with logits up to 3.8e3) is judged against PyTorch fp32's own error: within
+    FP32_FLOOR_FACTOR times it passes with the floor recorded; over it, the message names both.
+    The floor is measured only when the tolerance alone fails."""
+    from edgekit.targets.onnx import FP32_FLOOR_FACTOR
+
+    reference, candidate = _over_the_tolerance()
+    diff = float(np.abs(candidate - reference).max())
+    args = dict(what="the ONNX export against torch", agreement="fp32", tolerance_scale=1.0,
+                atol=1e-4, rtol=1e-3, hint="h")
+    with pytest.raises(ExportError):
+        check_parity(reference, candidate, **args)
+    with pytest.raises(ExportError):  # a model without a float64 run: no floor, the same verdict
+        check_parity(reference, candidate, **args, fp32_floor=lambda: None)
+    measured = check_parity(reference, candidate, **args,
+                            fp32_floor=lambda: diff / FP32_FLOOR_FACTOR)
+    assert measured["fp32_floor"] == pytest.approx(diff / FP32_FLOOR_FACTOR)
+    assert measured["max_abs_diff"] > measured["tolerance"]
+    with pytest.raises(ExportError) as err:
+        check_parity(reference, candidate, **args, fp32_floor=lambda: diff / 2.5)
+    assert "PyTorch fp32's own rounding error" in err.value.message
+    assert "over the tolerance" in err.value.message
+
+    def never() -> float:
+        raise AssertionError("the floor was measured though the tolerance alone decided")
+
+    check_parity(reference, reference + 1e-3, **args, fp32_floor=never)
+    flipped = candidate.copy()
+    flipped[:, 0] = reference.max(1) + 500.0  # top-1 moves: the floor cannot excuse that
+    with pytest.raises(ExportError, match="top-1 agreement"):
+        check_parity(reference, flipped, **args, fp32_floor=never)
+
+
+def test_the_fp32_floor_is_pytorchs_distance_from_float64_and_travels_in_the_onnx_model(tmp_path):
+    """fp32_floor runs a float64 copy of the model (the model itself untouched); a layer that
+    cancels two terms of ~1e8 loses whole units in fp32, a plain one ~1e-6. The export records
+    the floor in the ONNX model, where OpenVINO's fp32 parity reads it."""
+    import onnx
+    import torch
+
+    from edgekit.io.onnxfile import FP32_FLOOR_KEY, update_metadata
+    from edgekit.targets.onnx import fp32_floor, recorded_fp32_floor
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    with torch.no_grad():
+        logits = plain(torch.from_numpy(x)).numpy()
+    assert 0.0 <= fp32_floor(plain, x, logits) < 1e-5
+    assert next(plain.parameters()).dtype == torch.float32
+    cancel = torch.nn.Linear(16, 2, bias=False)
+    with torch.no_grad():
+        cancel.weight.copy_(torch.full((2, 16), 1e7))
+        cancel.weight[1] = -1e7 + torch.arange(16.0)
+    big = torch.nn.Sequential(cancel, torch.nn.Linear(2, 3))
+    with torch.no_grad():
+        big_logits = big(torch.from_numpy(x)).numpy()
+    assert fp32_floor(big, x, big_logits) > 0.1
+
+    node = onnx.helper.make_node("Identity", ["input"], ["output"])
+    graph = onnx.helper.make_graph(
+        [node], "g", [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1])])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(onnx.helper.make_model(graph), str(path))
+    assert recorded_fp32_floor(path) is None
+    update_metadata(path, FP32_FLOOR_KEY, json.dumps({"max_abs_diff": 547.2}))
+    update_metadata(path, FP32_FLOOR_KEY, json.dumps({"max_abs_diff": 219.5}))  # replaced
+    assert recorded_fp32_floor(path) == 219.5
+    assert [p.key for p in onnx.load(str(path)).metadata_props] == [FP32_FLOOR_KEY]
+
+
 @pytest.mark.slow
 def test_openvino_int8_export_and_compress_share_the_rule_on_the_recorded_eval_data(
         zoo_checkpoint, tmp_path, capsys):
