@@ -27,7 +27,8 @@ list): a MultiheadAttention that is not plain self-attention (cross-attention, m
 bias_k/bias_v), and any other module that carries a head count without the fused layout
 (separate q/k/v projections, a functional attention), whose heads the graph cannot see.
 torchvision's Swin attention (ShiftedWindowAttention, V2), which splits its heads inside a function,
-has its own step: edgekit.passes.swin_prune removes its heads before the channels are pruned.
+and MaxViT's (RelativePositionalMultiHeadAttention in a PartitionAttentionLayer) have their own
+step: edgekit.passes.swin_prune removes their heads before the channels are pruned.
 
 A head ratio that does not give a whole number of heads is rounded to the nearest (at least one
 head stays) and the rounding is reported as a note.
@@ -56,9 +57,9 @@ def is_supported(module: Any) -> bool:
     window attention has its own step, edgekit.passes.swin_prune)."""
     from torch import nn
 
-    from edgekit.passes.swin_prune import is_window_attention
+    from edgekit.passes.swin_prune import handles
 
-    if is_window_attention(module):
+    if handles(module):
         return False
     qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
     heads, head_dim = getattr(module, "num_heads", None), getattr(module, "head_dim", None)
@@ -71,11 +72,11 @@ def _unsupported_reason(module: Any) -> str | None:
     """Why an attention-like module's heads cannot be pruned, or None when it is not one."""
     from torch import nn
 
-    from edgekit.passes.swin_prune import is_window_attention
+    from edgekit.passes.swin_prune import handles
 
     if isinstance(module, nn.MultiheadAttention):  # not converted: it was in the ignore list
         return None
-    if is_supported(module) or is_window_attention(module):  # Swin: edgekit.passes.swin_prune
+    if is_supported(module) or handles(module):  # Swin, MaxViT: edgekit.passes.swin_prune
         return None
     # A head count marks multi-head attention; a class name alone does not (a CNN's channel
     # "attention", squeeze-excitation, has no heads and prunes as ordinary layers).

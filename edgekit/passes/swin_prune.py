@@ -1,4 +1,5 @@
-"""Head pruning for torchvision's Swin attention (ShiftedWindowAttention, V1 and V2).
+"""Head pruning for torchvision's windowed attention: Swin (ShiftedWindowAttention, V1 and V2)
+and MaxViT (RelativePositionalMultiHeadAttention inside a PartitionAttentionLayer).
 
 torchvision's `ShiftedWindowAttention` never calls its `qkv` and `proj` Linears: it hands their
 weights to `shifted_window_attention`, which runs `F.linear`, splits the heads as input width //
@@ -34,8 +35,19 @@ address-space limit; the same at 16×16 under 6 GB; ~14 GB was seen unbounded). 
 prune run of swin_t at 32×32 takes about 100 MB over the model itself (33 MB of Python objects
 at peak). edgekit.passes.prune_graph.bounded_index_mapping bounds whatever else still explodes.
 
-A pruned checkpoint records {"op": "swin_prune", "num_heads": {layer: heads}}; load replays it
-(the forward and the head count) before the state_dict resizes the weights.
+MaxViT (issue 27: maxvit_t was refused, "PartitionAttentionLayer splits its projections into heads
+in code the dependency graph cannot see"): its RelativePositionalMultiHeadAttention has the same
+layout under other names (`to_qkv` chunked into q, k, v; `merge`; `n_heads`; a bias table of
+one column per head), scales q·k by the input width (kept as it is, so the outputs of the heads
+left do not change) and reshapes the heads' output to the input width: its head-aware forward
+(`relative_attention`) reshapes to n_heads × head_dim instead. The opaque unit is the whole
+PartitionAttentionLayer: its window/grid partition (reshape and permute of the feature map) is
+outside the attention, and its MLP runs on the partitioned tensor; the MLP is kept, the MBConv
+blocks between them are pruned by Torch-Pruning as usual.
+
+A pruned checkpoint records {"op": "swin_prune", "num_heads": {layer: heads}} (the layers that
+hold the heads, Swin's or MaxViT's); load replays it (the forward and the head count) before the
+state_dict resizes the weights.
 """
 
 from __future__ import annotations
@@ -69,15 +81,70 @@ class SwinSurgery(TypedDict):
 
 SWIN_MODULE = "torchvision.models.swin_transformer"
 SWIN_CLASS = "ShiftedWindowAttention"  # ShiftedWindowAttentionV2 subclasses it
+MAXVIT_MODULE = "torchvision.models.maxvit"
+
+
+def _is_class(module: Any, where: str, name: str) -> bool:
+    return any(k.__module__ == where and k.__name__ == name for k in type(module).__mro__)
 
 
 def is_window_attention(module: Any) -> bool:
     """Whether `module` is torchvision's ShiftedWindowAttention (or V2) with its qkv and proj."""
-    return (any(k.__module__ == SWIN_MODULE and k.__name__ == SWIN_CLASS
-                for k in type(module).__mro__)
+    return (_is_class(module, SWIN_MODULE, SWIN_CLASS)
             and isinstance(getattr(module, "qkv", None), nn.Linear)
             and isinstance(getattr(module, "proj", None), nn.Linear)
             and isinstance(getattr(module, "num_heads", None), int))
+
+
+def is_relative_attention(module: Any) -> bool:
+    """Whether `module` is MaxViT's RelativePositionalMultiHeadAttention with its to_qkv,
+    merge, n_heads and head_dim."""
+    return (_is_class(module, MAXVIT_MODULE, "RelativePositionalMultiHeadAttention")
+            and isinstance(getattr(module, "to_qkv", None), nn.Linear)
+            and isinstance(getattr(module, "merge", None), nn.Linear)
+            and isinstance(getattr(module, "n_heads", None), int)
+            and isinstance(getattr(module, "head_dim", None), int))
+
+
+def is_partition_attention(module: Any) -> bool:
+    """Whether `module` is MaxViT's PartitionAttentionLayer around a relative attention."""
+    layers = getattr(module, "attn_layer", None)
+    return (_is_class(module, MAXVIT_MODULE, "PartitionAttentionLayer")
+            and isinstance(layers, nn.Sequential) and len(layers) > 1
+            and is_relative_attention(layers[1]))
+
+
+def is_head_attention(module: Any) -> bool:
+    """A layer whose heads this module removes (Swin's attention, MaxViT's relative one)."""
+    return is_window_attention(module) or is_relative_attention(module)
+
+
+def handles(module: Any) -> bool:
+    """Whether this module prunes `module`'s heads or keeps it as an opaque unit."""
+    return is_head_attention(module) or is_partition_attention(module)
+
+
+def heads_of(module: Any) -> int:
+    return module.n_heads if is_relative_attention(module) else module.num_heads
+
+
+def _set_heads(module: Any, count: int) -> None:
+    if is_relative_attention(module):
+        module.n_heads = count
+    else:
+        module.num_heads = count
+
+
+def projections(module: Any) -> tuple[nn.Linear, nn.Linear]:
+    """(the fused q/k/v Linear, the output Linear) of a head attention."""
+    if is_relative_attention(module):
+        return module.to_qkv, module.merge
+    return module.qkv, module.proj
+
+
+def head_layer(unit: Any) -> Any:
+    """The layer holding the heads of an opaque unit (a Swin attention is its own)."""
+    return unit.attn_layer[1] if is_partition_attention(unit) else unit
 
 
 def is_v2(module: Any) -> bool:
@@ -87,12 +154,20 @@ def is_v2(module: Any) -> bool:
 
 
 def head_dim_of(module: Any) -> int:
-    """A head's width: kept after pruning (`head_dim`), else the input width // num_heads."""
-    return int(getattr(module, "head_dim", None) or module.qkv.in_features // module.num_heads)
+    """A head's width: kept after pruning (`head_dim`), else the input width // heads."""
+    return int(getattr(module, "head_dim", None)
+               or projections(module)[0].in_features // heads_of(module))
 
 
 def window_layers(model: Any) -> list[tuple[str, Any]]:
-    return [(name, m) for name, m in model.named_modules() if name and is_window_attention(m)]
+    """The opaque units of `model`: Swin attentions and MaxViT PartitionAttentionLayers."""
+    return [(name, m) for name, m in model.named_modules()
+            if name and (is_window_attention(m) or is_partition_attention(m))]
+
+
+def head_layers(model: Any) -> list[tuple[str, Any]]:
+    """The layers whose heads are pruned: Swin attentions, MaxViT relative attentions."""
+    return [(name, m) for name, m in model.named_modules() if name and is_head_attention(m)]
 
 
 # ---------------------------------------------------------------- the head-aware forward
@@ -176,6 +251,34 @@ def _shift_mask(x: torch.Tensor, padded: tuple[int, int], window_size: list[int]
     return attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
 
 
+def relative_attention(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's RelativePositionalMultiHeadAttention.forward (0.29) with the heads' output
+    reshaped to n_heads × head_dim (narrower than the input width D once heads are removed)
+    instead of D; the q·k scale stays the input width's, as built. Every other line is
+    torchvision's."""
+    B, G, P, D = x.shape
+    H, DH = module.n_heads, module.head_dim
+    qkv = module.to_qkv(x)
+    q, k, v = torch.chunk(qkv, 3, dim=-1)
+    q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+    k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+    v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+    k = k * module.scale_factor
+    dot_prod = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k)
+    pos_bias = module.get_relative_positional_bias()
+    dot_prod = torch.nn.functional.softmax(dot_prod + pos_bias, dim=-1)
+    out = torch.einsum("B G H I J, B G H J D -> B G H I D", dot_prod, v)
+    out = out.permute(0, 1, 3, 2, 4).reshape(B, G, P, H * DH)
+    return module.merge(out)
+
+
+class HeadPrunedRelativeAttention:
+    """Mixed into MaxViT's RelativePositionalMultiHeadAttention: `relative_attention`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relative_attention(self, x)
+
+
 class HeadPrunedWindowAttention:
     """Mixed into a ShiftedWindowAttention(V2) whose heads may be fewer than its input width //
     head_dim: the same forward through `window_attention`, with `head_dim` kept."""
@@ -190,17 +293,20 @@ _CLASSES: dict[type, type] = {}
 
 
 def make_head_aware(module: Any) -> None:
-    """Give `module` (a ShiftedWindowAttention or V2) the head-aware forward, in place: its
-    class becomes a subclass with HeadPrunedWindowAttention's forward (same name, parameters and
-    state_dict keys) and it keeps its head width as `head_dim`."""
+    """Give `module` (a ShiftedWindowAttention or V2, a MaxViT relative attention) the
+    head-aware forward, in place: its class becomes a subclass with HeadPrunedWindowAttention's
+    (HeadPrunedRelativeAttention's) forward (same name, parameters and state_dict keys) and it
+    keeps its head width as `head_dim`."""
     base = type(module)
-    if isinstance(module, HeadPrunedWindowAttention):
+    mixin = HeadPrunedRelativeAttention if is_relative_attention(module) \
+        else HeadPrunedWindowAttention
+    if isinstance(module, mixin):
         return
     dim = head_dim_of(module)
     if base not in _CLASSES:
-        _CLASSES[base] = type(base.__name__, (HeadPrunedWindowAttention, base),
+        _CLASSES[base] = type(base.__name__, (mixin, base),
                               {"__module__": __name__,
-                               "__qualname__": f"HeadPrunedWindowAttention[{base.__name__}]"})
+                               "__qualname__": f"{mixin.__name__}[{base.__name__}]"})
     module.__class__ = _CLASSES[base]
     module.head_dim = dim
 
@@ -209,7 +315,8 @@ def make_head_aware(module: Any) -> None:
 def head_scores(module: Any, importance: str) -> torch.Tensor:
     """One score per head from its q, k, v rows of qkv and its proj input columns: l1 Σ|w|,
     l2 Σw², taylor Σ|w·grad| (bn-scale: l1)."""
-    h, d = module.num_heads, head_dim_of(module)
+    h, d = heads_of(module), head_dim_of(module)
+    qkv_linear, proj_linear = projections(module)
 
     def per_head(t: torch.Tensor) -> torch.Tensor:
         if importance == "l2":
@@ -219,18 +326,19 @@ def head_scores(module: Any, importance: str) -> torch.Tensor:
         return t.abs()
 
     with torch.no_grad():
-        qkv = per_head(module.qkv.weight).sum(1).view(3, h, d).sum((0, 2))
-        proj = per_head(module.proj.weight).sum(0).view(h, d).sum(1)
+        qkv = per_head(qkv_linear.weight).sum(1).view(3, h, d).sum((0, 2))
+        proj = per_head(proj_linear.weight).sum(0).view(h, d).sum(1)
     return qkv + proj
 
 
 def remove_window_heads(module: Any, heads: list[int]) -> None:
-    """Remove `heads` (indices) of one Swin attention layer in place: their q, k and v rows of
-    qkv, their proj input columns, their bias (table column or cpb_mlp output, logit_scale);
-    num_heads follows, head_dim stays. Gradients (taylor) are cut alike."""
+    """Remove `heads` (indices) of one Swin or MaxViT attention layer in place: their q, k and
+    v rows of qkv, their proj input columns, their bias (table column or cpb_mlp output,
+    logit_scale); the head count follows, head_dim stays. Gradients (taylor) are cut alike."""
     from edgekit.passes.prune_graph import PruneError
 
-    h, d = module.num_heads, head_dim_of(module)
+    h, d = heads_of(module), head_dim_of(module)
+    qkv, proj = projections(module)
     gone = sorted({int(i) for i in heads})
     if not gone:
         return
@@ -250,12 +358,12 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
             new.grad = old.grad.index_select(dim, index).clone()
         setattr(owner, name, new)
 
-    cut(module.qkv, "weight", rows, 0)
-    if module.qkv.bias is not None:
-        cut(module.qkv, "bias", rows, 0)
-    module.qkv.out_features = len(rows)
-    cut(module.proj, "weight", cols, 1)
-    module.proj.in_features = len(cols)
+    cut(qkv, "weight", rows, 0)
+    if qkv.bias is not None:
+        cut(qkv, "bias", rows, 0)
+    qkv.out_features = len(rows)
+    cut(proj, "weight", cols, 1)
+    proj.in_features = len(cols)
     if is_v2(module):
         last = module.cpb_mlp[-1]
         cut(last, "weight", keep, 0)
@@ -265,24 +373,24 @@ def remove_window_heads(module: Any, heads: list[int]) -> None:
         cut(module, "logit_scale", keep, 0)
     else:
         cut(module, "relative_position_bias_table", keep, 1)
-    module.num_heads = len(keep)
+    _set_heads(module, len(keep))
 
 
 def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[Any],
                        notes: list[str]) -> list[HeadCut]:
-    """Remove round(ratio × heads) heads of every Swin attention layer of `model` outside
+    """Remove round(ratio × heads) heads of every Swin / MaxViT attention layer of `model` outside
     `ignored`, the least important by `importance`; returns {layer, type, before, after} rows
     of the layers that lost heads (and adds one note per rounding, naming its layers)."""
     from edgekit.passes.attn_prune import heads_to_remove
 
     rows: list[HeadCut] = []
     rounded: dict[str, list[str]] = {}  # a rounding note → the layers it applies to
-    if importance == "bn-scale" and ratio > 0:
-        notes.append("Swin attention heads have no BatchNorm: ranked by l1")
-    for name, module in window_layers(model):
+    if importance == "bn-scale" and ratio > 0 and head_layers(model):
+        notes.append("window attention heads have no BatchNorm: ranked by l1")
+    for name, module in head_layers(model):
         if module in ignored or ratio <= 0:
             continue
-        before = module.num_heads
+        before = heads_of(module)
         n, note = heads_to_remove(before, ratio)
         if note:
             rounded.setdefault(note, []).append(name)
@@ -292,7 +400,7 @@ def prune_window_heads(model: Any, ratio: float, importance: str, ignored: set[A
         gone = torch.argsort(scores, stable=True)[:n].tolist()
         remove_window_heads(module, gone)
         rows.append({"layer": name, "type": f"{type(module).__name__} heads", "before": before,
-                     "after": module.num_heads})
+                     "after": heads_of(module)})
     notes.extend(f"{', '.join(names)}: {note}" for note, names in rounded.items())
     return rows
 
@@ -350,18 +458,19 @@ def pruners(model: nn.Module) -> dict[type, Any]:
         prune_in_channels = prune_out_channels
 
         def get_out_channels(self, layer: nn.Module) -> int:
-            return layer.proj.out_features
+            return projections(head_layer(layer))[1].out_features
 
         def get_in_channels(self, layer: nn.Module) -> int:
-            return layer.qkv.in_features
+            return projections(head_layer(layer))[0].in_features
 
     pruner = WindowAttentionPruner()
     return dict.fromkeys(classes, pruner)
 
 
-KEPT_REASON = ("Swin attention {name} keeps its input and output width (the residual stream; "
+KEPT_REASON = ("window attention {name} keeps its input and output width (the residual stream; "
                "its heads are pruned whole, before the channels)")
-INSIDE_REASON = "inside Swin attention {name}: its heads are pruned whole, not its channels"
+INSIDE_REASON = ("inside window attention {name}: its heads are pruned whole, its other "
+                 "channels kept (the window partition hides them from the dependency graph)")
 
 
 # ---------------------------------------------------------------- the surgery record
@@ -382,9 +491,9 @@ def replay_window_heads(model: Any, step: SwinSurgery) -> None:
             module = model.get_submodule(name)
         except AttributeError:
             module = None
-        if not is_window_attention(module):
-            raise ModelLoadError(f"the checkpoint pruned the Swin attention heads of {name!r}, "
+        if not is_head_attention(module):
+            raise ModelLoadError(f"the checkpoint pruned the attention heads of {name!r}, "
                                  "which this architecture does not have there",
                                  hint="pass the --arch the checkpoint was made from")
         make_head_aware(module)
-        module.num_heads = count
+        _set_heads(module, count)
