@@ -63,20 +63,37 @@ def _prune_plan(bundle: Any) -> dict[str, Any]:
                 "leaves": kept}
     flags = (["--prune-heads", "0"] if head_ratio == 0.0 else []) + \
         [x for name in ignore for x in ("--prune-ignore", name)]
-    try:  # device profiles round channels to 8 (optimize's space): narrow layers can empty
-        at8 = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
-                          options=PruneOptions(round_to=8, ignore=tuple(ignore),
-                                               head_ratio=head_ratio))
-        whole = [r["layer"] for r in at8.skipped if "round_to" in r.get("reason", "")]
-        rounded = "prunes" + (f"; keeps whole (too narrow for round_to 8): {', '.join(whole)}"
-                              if whole else "")
-    except Exception as exc:  # noqa: BLE001 - InputError (a wiped-out layer) or the pruner's own
-        rounded = f"refused: {getattr(exc, 'message', str(exc))[:300]}"
+    # Device profiles round channels to 8 (optimize's space): a layer left with fewer than 8
+    # can empty. None can when every layer pruned keeps 2 x 8 before rounding: the second dry
+    # run (another dependency graph: ~110 s for densenet201) is then not needed.
+    narrow = [r for r in result.pruned
+              if not isinstance(r.get("before"), int) or r["before"] * (1 - PRUNE_RATIO) < 16]
+    if not result.pruned:
+        rounded = "prunes nothing"
+    elif not narrow:
+        rounded = "prunes (every layer pruned keeps at least 16 channels before rounding)"
+    else:
+        rounded = _round_to_8(bundle, ignore, head_ratio)
     return {"applies": bool(result.pruned), "ratio": PRUNE_RATIO,
             "touches": [r["layer"] for r in result.pruned],
             "leaves": kept + [{"layer": r["layer"], "reason": r["reason"]}
                               for r in result.skipped],
             "notes": result.notes, "round_to_8": rounded, "flags": flags}
+
+
+def _round_to_8(bundle: Any, ignore: list[str], head_ratio: float | None) -> str:
+    """The prune dry run again with round_to 8: which layers it keeps whole, or its refusal."""
+    from edgekit.passes.prune import PruneOptions, prune_model
+
+    try:
+        at8 = prune_model(copy.deepcopy(bundle.model), bundle.spec, ratio=PRUNE_RATIO,
+                          options=PruneOptions(round_to=8, ignore=tuple(ignore),
+                                               head_ratio=head_ratio))
+    except Exception as exc:  # noqa: BLE001 - InputError (a wiped-out layer) or the pruner's own
+        return f"refused: {getattr(exc, 'message', str(exc))[:300]}"
+    whole = [r["layer"] for r in at8.skipped if "round_to" in r.get("reason", "")]
+    return "prunes" + (f"; keeps whole (too narrow for round_to 8): {', '.join(whole)}"
+                       if whole else "")
 
 
 def _dwsep_plan(bundle: Any) -> dict[str, Any]:
