@@ -91,7 +91,7 @@ def default_reduce_range() -> bool:
     not saturate, and keep 8-bit weights."""
     import platform
 
-    from edgekit.zoo.accel import cpu_flags
+    from edgekit.cpu import cpu_flags
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return False

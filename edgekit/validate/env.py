@@ -11,6 +11,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from edgekit.cpu import cpuinfo
 from edgekit.io.manifest import library_versions
 from edgekit.results.record import CpuInfo, Environment
 
@@ -25,18 +26,9 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16
 
 
 def cpu_info() -> CpuInfo:
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and value.strip():
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
+    model, flags = cpuinfo()
     return {
-        "model": model,
+        "model": model or platform.processor() or platform.machine(),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

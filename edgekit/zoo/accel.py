@@ -180,18 +180,6 @@ def resolve_device(name: str) -> str:
     return f"cuda:{index}"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def bf16_supported(device: str) -> bool:
     """bf16 compute in hardware: AVX-512 BF16 or AMX on a CPU, bf16 on a CUDA GPU."""
     import torch
@@ -199,6 +187,8 @@ def bf16_supported(device: str) -> bool:
     if device.startswith("cuda"):
         return bool(torch.cuda.is_bf16_supported())
     if device == "cpu":
+        from edgekit.cpu import cpu_flags
+
         flags = cpu_flags()
         if flags:
             return bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -413,12 +413,12 @@ def test_reduce_range_defaults_to_the_cpu_that_checks_the_model(monkeypatch, mac
                                                                  expected) -> None:
     import platform
 
+    from edgekit import cpu
     from edgekit.passes import get_pass
     from edgekit.quant.ort_qdq import default_reduce_range
-    from edgekit.zoo import accel
 
     monkeypatch.setattr(platform, "machine", lambda: machine)
-    monkeypatch.setattr(accel, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: set(flags))
     assert default_reduce_range() is expected
     quantize = get_pass("quantize")
     assert quantize({})._settings().reduce_range is expected
