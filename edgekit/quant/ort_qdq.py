@@ -240,11 +240,9 @@ def _reader(input_name: str, arrays: list[np.ndarray]):
     return Reader()
 
 
-def _input_batch(model_path: Path) -> tuple[str, int | None]:
-    """The model's input name and its static batch size (None when dynamic)."""
-    import onnx
-
-    graph_input = onnx.load(str(model_path), load_external_data=False).graph.input[0]
+def _input_batch(model) -> tuple[str, int | None]:
+    """The model's (an onnx.ModelProto) input name and its static batch size (None: dynamic)."""
+    graph_input = model.graph.input[0]
     dim = graph_input.type.tensor_type.shape.dim[0]
     return graph_input.name, (dim.dim_value if dim.HasField("dim_value") else None)
 
@@ -380,10 +378,13 @@ def _calibration_chunks(prepared: Path, x: np.ndarray,
                         settings: QdqSettings) -> tuple[str, list[np.ndarray], str | None]:
     """(the input name, the calibration batches, why they are smaller than asked, if they are):
     a model with a fixed batch gets only full batches of it; otherwise calib_batch_for."""
+    import onnx
+
     from edgekit.events import emit
     from edgekit.io.files import format_size
 
-    input_name, static_batch = _input_batch(prepared)
+    graph = onnx.load(str(prepared), load_external_data=False)  # read once: both need it
+    input_name, static_batch = _input_batch(graph)
     if static_batch:
         chunks = [c for c in batches(x, static_batch) if len(c) == static_batch]
         if not chunks:
@@ -391,7 +392,7 @@ def _calibration_chunks(prepared: Path, x: np.ndarray,
                             f"calibration set has only {len(x)} samples",
                             hint=f"use at least {static_batch} calibration samples")
         return input_name, chunks, None
-    size, per_sample = calib_batch_for(prepared, settings.calib_batch)
+    size, per_sample = calib_batch_for(graph, settings.calib_batch)
     note = None
     if per_sample is not None and size < settings.calib_batch:
         note = (f"calibration batches of {size}, not {settings.calib_batch}: each sample's "
@@ -409,12 +410,11 @@ def _calibration_chunks(prepared: Path, x: np.ndarray,
 CALIB_BATCH_BYTES = 4 << 30
 
 
-def calib_batch_for(prepared: Path, wanted: int) -> tuple[int, int | None]:
+def calib_batch_for(model, wanted: int) -> tuple[int, int | None]:
     """(the calibration batch size, the bytes of one sample's float intermediate tensors from
-    the prepared model's inferred shapes; None when they are not known)."""
+    the prepared model's (an onnx.ModelProto) inferred shapes; None when they are not known)."""
     import onnx
 
-    model = onnx.load(str(prepared), load_external_data=False)
     per_sample = 0
     for info in model.graph.value_info:
         tensor = info.type.tensor_type
