@@ -55,7 +55,10 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
                  f"{parity.get('samples')} {parity.get('inputs', 'inputs')}: max abs diff "
                  f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}"
                  + (f" ({parity['decisive_agreement']:.3f} on the {parity['decisive_samples']} "
-                    f"samples that are not near-ties)" if parity.get("near_ties") else ""))
+                    f"samples that are not near-ties)" if parity.get("near_ties") else "")
+                 + (f", within 2x PyTorch fp32's own rounding error {parity['fp32_floor']:.3g} "
+                    "(its distance from float64) where the tolerance "
+                    f"{parity['tolerance']:.3g} was not" if "fp32_floor" in parity else ""))
     click.echo(line)
     from pathlib import Path
     from shlex import quote
