@@ -48,6 +48,8 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
     if as_json:
         print_json(record)
         return
+    from edgekit.targets.onnx import FP32_FLOOR_FACTOR
+
     parity = artifact.metrics.get("parity", {})
     line = f"wrote {artifact.path} ({artifact.format}, {artifact.precision})"
     if parity:
@@ -56,7 +58,8 @@ def export(source: str, target: str, precision: str, output: str | None, parity_
                  f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}"
                  + (f" ({parity['decisive_agreement']:.3f} on the {parity['decisive_samples']} "
                     f"samples that are not near-ties)" if parity.get("near_ties") else "")
-                 + (f", within 2x PyTorch fp32's own rounding error {parity['fp32_floor']:.3g} "
+                 + (f", within {FP32_FLOOR_FACTOR:g}x PyTorch fp32's own rounding error "
+                    f"{parity['fp32_floor']:.3g} "
                     "(its distance from float64) where the tolerance "
                     f"{parity['tolerance']:.3g} was not" if "fp32_floor" in parity else ""))
     click.echo(line)

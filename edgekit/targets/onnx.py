@@ -50,9 +50,11 @@ MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.90}
 # still faithful when the difference is within this many times PyTorch fp32's own rounding error
 # (its distance from float64 on the same inputs): a network that amplifies rounding (random-weight
 # efficientnet_b6/_v2_m at 64x64, logits in the thousands) moves that much between any two fp32
-# implementations; ONNX Runtime was closer to float64 than PyTorch fp32 itself (efficientnet_v2_m:
-# 90 against 547, the logits up to 3.8e3). Each side may be that far from exact arithmetic: 2x.
-FP32_FLOOR_FACTOR = 2.0
+# implementations. Each implementation within 2x PyTorch's distance from exact arithmetic puts
+# two of them within 4x of each other. Measured (max |Δ| from float64, 96 images): ONNX Runtime
+# 1.0x PyTorch's on efficientnet_b6, 2.4x on efficientnet_v2_m; OpenVINO's CPU plugin against
+# ONNX Runtime 2.8x the floor on efficientnet_b6 (its exp/sigmoid/SiLU are 2-3x less exact).
+FP32_FLOOR_FACTOR = 4.0
 
 
 class Parity(Fidelity, total=False):

@@ -80,7 +80,7 @@ def _over_the_tolerance() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     reference = 100.0 * rng.standard_normal((32, 10))
     reference[np.arange(32), np.arange(32) % 10] += 3500.0
-    return reference, reference + 20.0 * rng.standard_normal((32, 10))
+    return reference, reference + 20.0 * rng.standard_normal((32, 10))  # top-1 unchanged
 
 
 def test_an_fp32_export_within_pytorchs_own_rounding_error_passes_and_says_so():
@@ -103,7 +103,8 @@ def test_an_fp32_export_within_pytorchs_own_rounding_error_passes_and_says_so():
     assert measured["fp32_floor"] == pytest.approx(diff / FP32_FLOOR_FACTOR)
     assert measured["max_abs_diff"] > measured["tolerance"]
     with pytest.raises(ExportError) as err:
-        check_parity(reference, candidate, **args, fp32_floor=lambda: diff / 2.5)
+        check_parity(reference, candidate, **args,
+                     fp32_floor=lambda: diff / (1.25 * FP32_FLOOR_FACTOR))
     assert "PyTorch fp32's own rounding error" in err.value.message
     assert "over the tolerance" in err.value.message
 
