@@ -272,14 +272,14 @@ class QuantizePass(Pass):
         at least min_agreement), judged here on the eval data; None without eval data."""
         if outcome.logits is None or outcome.reference_logits is None:
             return None
-        from edgekit.targets.onnx import check_parity
+        from edgekit.targets.onnx import Tolerance, check_parity
 
         cfg: QuantizeConfig = self.config
         measured = check_parity(
             outcome.reference_logits, outcome.logits,
             what=f"int8 ({cfg.flavour}) against the fp32 ONNX model on the eval data",
             agreement="int8" if cfg.min_agreement is None else cfg.min_agreement,
-            tolerance_scale=None, atol=0.0, rtol=0.0,
+            tolerance=Tolerance(0.0, 0.0, None),
             hint="keep sensitive layers in float (--max-drop lets the budget choose them), "
                  "or calibrate with more representative data")
         measured["inputs"] = "eval data"

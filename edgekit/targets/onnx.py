@@ -11,7 +11,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import Field
@@ -69,30 +69,40 @@ class Parity(Fidelity, total=False):
     fp32_floor: float
 
 
+class Tolerance(NamedTuple):
+    """How far candidate logits may be from the reference's: max|Δ| within scale·(atol +
+    rtol·max|reference|) (scale None: no such gate, int8 is judged by its agreement alone), or,
+    with `fp32_floor` (fp32 exports; called only when that fails, PyTorch fp32's own rounding
+    error on these inputs, None when unknown), within FP32_FLOOR_FACTOR times the floor."""
+
+    atol: float
+    rtol: float
+    scale: float | None = 1.0
+    fp32_floor: Callable[[], float | None] | None = None
+
+
 def check_parity(reference: np.ndarray, candidate: np.ndarray, *, what: str,
-                 agreement: float | str, tolerance_scale: float | None, atol: float, rtol: float,
-                 hint: str, fp32_floor: Callable[[], float | None] | None = None) -> Parity:
+                 agreement: float | str, tolerance: Tolerance, hint: str) -> Parity:
     """The one parity rule of every export and of int8 quantization (compress --int8 judges its
     artifact by it too, on the eval data): `parity` of candidate against reference logits,
     gated: finite outputs, top-1 agreement on the decisive samples (`decisive_agreement`: a
     near-tie in the reference is not a disagreement, while the comparison's typical error is
     small next to the logits; otherwise on every sample) of at least `agreement` (a number, the
-    --min-agreement flag, or a precision whose MIN_AGREEMENT applies) and, with a
-    `tolerance_scale`, max|Δ| within scale·(atol + rtol·max|reference|). Raises ExportError
-    naming `what` when it fails. `fp32_floor` (fp32 exports): called only when max|Δ| alone
-    fails, PyTorch fp32's own rounding error on these inputs (None: unknown); max|Δ| within
-    FP32_FLOOR_FACTOR times it passes, recorded as `fp32_floor`."""
+    --min-agreement flag, or a precision whose MIN_AGREEMENT applies) and max|Δ| within the
+    `tolerance` (the floor it used recorded as `fp32_floor`). Raises ExportError naming `what`
+    when it fails."""
     if isinstance(agreement, str):
         agreement = MIN_AGREEMENT[agreement]
     measured: Parity = parity(reference, candidate)  # decisive_agreement included
     measured.update(min_agreement=agreement, outputs_finite=bool(np.isfinite(candidate).all()))
     agrees = measured["outputs_finite"] and measured["decisive_agreement"] >= agreement
     ok = agrees
+    tolerance_scale, atol, rtol = tolerance.scale, tolerance.atol, tolerance.rtol
     if tolerance_scale is not None:
         measured["tolerance"] = tolerance_scale * (atol + rtol * float(np.abs(reference).max()))
         ok = ok and measured["max_abs_diff"] <= measured["tolerance"]
-        if agrees and not ok and fp32_floor is not None:
-            floor = fp32_floor()
+        if agrees and not ok and tolerance.fp32_floor is not None:
+            floor = tolerance.fp32_floor()
             if floor is not None:
                 measured["fp32_floor"] = floor
                 ok = measured["max_abs_diff"] <= FP32_FLOOR_FACTOR * floor
@@ -258,11 +268,10 @@ class OnnxTarget(Target):
             measured = check_parity(
                 reference, ort_logits(tmp, x), what="the ONNX export against torch",
                 agreement=precision if opts.min_agreement is None else opts.min_agreement,
-                tolerance_scale=1.0 if precision == "fp32" else 100.0,
-                atol=atol, rtol=rtol,
-                hint="an operator exports differently than it runs in torch; report the model",
-                fp32_floor=(lambda: fp32_floor(bundle.model, x, reference))
-                if precision == "fp32" else None)
+                tolerance=Tolerance(atol, rtol, 1.0 if precision == "fp32" else 100.0,
+                                    fp32_floor=(lambda: fp32_floor(bundle.model, x, reference))
+                                    if precision == "fp32" else None),
+                hint="an operator exports differently than it runs in torch; report the model")
             measured["inputs"] = x_source
             if "fp32_floor" in measured:  # OpenVINO's fp32 parity against this model allows it
                 update_metadata(tmp, FP32_FLOOR_KEY, json.dumps(

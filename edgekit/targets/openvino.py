@@ -30,7 +30,13 @@ from edgekit.io.manifest import library_versions
 from edgekit.runtimes.openvino import import_openvino, ir_weights_path, openvino_logits
 from edgekit.spec import InputSpec
 from edgekit.targets.base import Artifact, Target, TargetOptions
-from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs, recorded_fp32_floor
+from edgekit.targets.onnx import (
+    Tolerance,
+    check_parity,
+    ort_logits,
+    parity_inputs,
+    recorded_fp32_floor,
+)
 
 RT_INFO_SPEC = ["edgekit", "input_spec"]
 RT_INFO_PRECISION = ["edgekit", "precision"]
@@ -301,12 +307,12 @@ class OpenVinoTarget(Target):
             measured = check_parity(
                 reference, candidate, what=f"OpenVINO {precision} against the fp32 ONNX model",
                 agreement=precision if min_agreement is None else min_agreement,
-                tolerance_scale=TOLERANCE_SCALE.get(precision), atol=atol, rtol=rtol,
-                hint="for int8, try another calibration set or keep sensitive layers in float "
-                     "(edgekit compress --int8 --max-drop ...); otherwise report the model",
                 # the rounding floor the ONNX export measured for this model, where it needed one
-                fp32_floor=(lambda: recorded_fp32_floor(onnx_path))
-                if precision == "fp32" else None)
+                tolerance=Tolerance(atol, rtol, TOLERANCE_SCALE.get(precision),
+                                    fp32_floor=(lambda: recorded_fp32_floor(onnx_path))
+                                    if precision == "fp32" else None),
+                hint="for int8, try another calibration set or keep sensitive layers in float "
+                     "(edgekit compress --int8 --max-drop ...); otherwise report the model")
             measured.update(inputs=x_source, inference_precision=compiled_as)
         except BaseException:
             xml.unlink(missing_ok=True)

@@ -45,7 +45,7 @@ from edgekit.runtimes.tensorrt import (
 )
 from edgekit.spec import InputSpec
 from edgekit.targets.base import Artifact, Target, TargetOptions
-from edgekit.targets.onnx import check_parity, ort_logits, parity_inputs
+from edgekit.targets.onnx import Tolerance, check_parity, ort_logits, parity_inputs
 
 DEFAULT_MAX_BATCH = 64
 TIMING_CACHE = "tensorrt.timing-cache"
@@ -447,7 +447,7 @@ class TensorRtTarget(Target):
         measured = check_parity(
             reference, candidate, what=f"TensorRT {precision} against {reference_path.name}",
             agreement=precision if min_agreement is None else min_agreement,
-            tolerance_scale=TOLERANCE_SCALE.get(precision), atol=atol, rtol=rtol,
+            tolerance=Tolerance(atol, rtol, TOLERANCE_SCALE.get(precision)),
             hint="for int8, calibrate with more representative data; otherwise report the "
                  "model with TensorRT's version")
         measured.update(inputs=x_source, reference=reference_path.name)

@@ -12,7 +12,7 @@ import pytest
 
 from edgekit.errors import ExportError
 from edgekit.metrics import SQNR_IDENTICAL_DB, fidelity, sqnr_db
-from edgekit.targets.onnx import check_parity
+from edgekit.targets.onnx import Tolerance, check_parity
 
 
 def decided(n: int = 40, classes: int = 10, margin: float = 3.0, seed: int = 0) -> np.ndarray:
@@ -86,19 +86,19 @@ def test_parity_does_not_excuse_near_ties_when_the_error_is_as_large_as_the_logi
     assert level == 3.0 and (top2[:, 1] - top2[:, 0] < level).all()  # the margin rule alone
     # excused all 40
     with pytest.raises(ExportError) as err:
-        check_parity(reference, zeros, what="int8", agreement="int8", tolerance_scale=None,
-                     atol=0.0, rtol=0.0, hint="h")
+        check_parity(reference, zeros, what="int8", agreement="int8",
+                     tolerance=Tolerance(0.0, 0.0, None), hint="h")
     assert ("top-1 agreement 0.100 on all 40 samples (near-ties not excused: the typical error "
             "3 is not small next to the typical largest logit 3; SQNR 0.0 dB) (need 0.90)"
             in err.value.message)
     # --min-agreement 0 (the matrix's int8 columns) still measures without gating
-    measured = check_parity(reference, zeros, what="int8", agreement=0.0, tolerance_scale=None,
-                            atol=0.0, rtol=0.0, hint="h")
+    measured = check_parity(reference, zeros, what="int8", agreement=0.0,
+                            tolerance=Tolerance(0.0, 0.0, None), hint="h")
     assert measured["decisive_agreement"] == pytest.approx(0.1)
     assert measured["decisive_samples"] == 40 and not measured["ties_excused"]
     # a faithful candidate is judged on its decisive samples, as before
     close = check_parity(reference, reference + np.float32(0.01), what="int8", agreement="int8",
-                         tolerance_scale=None, atol=0.0, rtol=0.0, hint="h")
+                         tolerance=Tolerance(0.0, 0.0, None), hint="h")
     assert close["ties_excused"] and close["decisive_agreement"] == 1.0
 
 

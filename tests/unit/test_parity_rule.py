@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import ExportError
-from edgekit.targets.onnx import check_parity
+from edgekit.targets.onnx import Tolerance, check_parity
 from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def test_near_ties_in_the_reference_are_not_disagreements():
     candidate = reference + np.float32(3.7e-7) * rng.standard_normal((64, 10)).astype(np.float32)
     assert np.mean(reference.argmax(1) == candidate.argmax(1)) < 0.5
     measured = check_parity(reference, candidate, what="x", agreement="fp32",
-                            tolerance_scale=1.0, atol=1e-4, rtol=1e-3, hint="h")
+                            tolerance=Tolerance(1e-4, 1e-3, 1.0), hint="h")
     assert measured["decisive_samples"] == 0 and measured["near_ties"] == 64
     assert measured["decisive_agreement"] == 1.0 and measured["top1_agreement"] < 0.5
 
@@ -45,13 +45,13 @@ def test_a_flip_where_the_reference_is_decided_is_a_disagreement_and_the_thresho
     reference[[3, 4], [1, 2]] = reference[[3, 4], [3, 4]] - 0.001
     candidate[[3, 4], [1, 2]] = candidate[[3, 4], [3, 4]] + 0.02
     with pytest.raises(ExportError) as err:
-        check_parity(reference, candidate, what="int8", agreement="int8", tolerance_scale=None,
-                     atol=0.0, rtol=0.0, hint="h")
+        check_parity(reference, candidate, what="int8", agreement="int8",
+                     tolerance=Tolerance(0.0, 0.0, None), hint="h")
     assert ("top-1 agreement 0.833 on 18 of 20 samples, 2 near-ties not counted (need 0.90)"
             in err.value.message)
     assert "--min-agreement (now 0.90)" in err.value.hint
     measured = check_parity(reference, candidate, what="int8", agreement=0.8,
-                            tolerance_scale=None, atol=0.0, rtol=0.0, hint="h")
+                            tolerance=Tolerance(0.0, 0.0, None), hint="h")
     assert measured["decisive_agreement"] == pytest.approx(15 / 18)
     assert measured["top1_agreement"] == pytest.approx(15 / 20)
 
@@ -66,12 +66,12 @@ def test_a_logit_error_over_the_tolerance_names_the_tolerance_not_the_agreement(
     candidate = reference + 0.5 * rng.standard_normal((32, 10))
     with pytest.raises(ExportError) as err:
         check_parity(reference, candidate, what="the ONNX export against torch",
-                     agreement="fp32", tolerance_scale=1.0, atol=1e-4, rtol=1e-3, hint="h")
+                     agreement="fp32", tolerance=Tolerance(1e-4, 1e-3, 1.0), hint="h")
     assert "over the tolerance" in err.value.message and "rtol 0.001" in err.value.message
     assert "top-1 agrees on 1.000" in err.value.message
     assert "--min-agreement" not in err.value.hint and "'atol'" in err.value.hint
     measured = check_parity(reference, candidate, what="x", agreement="fp32",
-                            tolerance_scale=1.0, atol=1e-4, rtol=1e-2, hint="h")
+                            tolerance=Tolerance(1e-4, 1e-2, 1.0), hint="h")
     assert measured["decisive_agreement"] == 1.0
 
 
@@ -92,30 +92,33 @@ def test_an_fp32_export_within_pytorchs_own_rounding_error_passes_and_says_so():
 
     reference, candidate = _over_the_tolerance()
     diff = float(np.abs(candidate - reference).max())
-    args = dict(what="the ONNX export against torch", agreement="fp32", tolerance_scale=1.0,
-                atol=1e-4, rtol=1e-3, hint="h")
+    args = dict(what="the ONNX export against torch", agreement="fp32", hint="h")
+
+    def within(floor):  # the export's tolerance with a floor measured as `floor` says
+        return Tolerance(1e-4, 1e-3, 1.0, fp32_floor=floor)
+
     with pytest.raises(ExportError):
-        check_parity(reference, candidate, **args)
+        check_parity(reference, candidate, **args, tolerance=Tolerance(1e-4, 1e-3, 1.0))
     with pytest.raises(ExportError):  # a model without a float64 run: no floor, the same verdict
-        check_parity(reference, candidate, **args, fp32_floor=lambda: None)
+        check_parity(reference, candidate, **args, tolerance=within(lambda: None))
     measured = check_parity(reference, candidate, **args,
-                            fp32_floor=lambda: diff / FP32_FLOOR_FACTOR)
+                            tolerance=within(lambda: diff / FP32_FLOOR_FACTOR))
     assert measured["fp32_floor"] == pytest.approx(diff / FP32_FLOOR_FACTOR)
     assert measured["max_abs_diff"] > measured["tolerance"]
     with pytest.raises(ExportError) as err:
         check_parity(reference, candidate, **args,
-                     fp32_floor=lambda: diff / (1.25 * FP32_FLOOR_FACTOR))
+                     tolerance=within(lambda: diff / (1.25 * FP32_FLOOR_FACTOR)))
     assert "PyTorch fp32's own rounding error" in err.value.message
     assert "over the tolerance" in err.value.message
 
     def never() -> float:
         raise AssertionError("the floor was measured though the tolerance alone decided")
 
-    check_parity(reference, reference + 1e-3, **args, fp32_floor=never)
+    check_parity(reference, reference + 1e-3, **args, tolerance=within(never))
     flipped = candidate.copy()
     flipped[:, 0] = reference.max(1) + 500.0  # top-1 moves: the floor cannot excuse that
     with pytest.raises(ExportError, match="top-1 agreement"):
-        check_parity(reference, flipped, **args, fp32_floor=never)
+        check_parity(reference, flipped, **args, tolerance=within(never))
 
 
 def test_the_fp32_floor_is_pytorchs_distance_from_float64_and_travels_in_the_onnx_model(tmp_path):
