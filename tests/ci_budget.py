@@ -7,7 +7,8 @@ from per-test seconds measured on that machine (`pytest --durations=0 --junitxml
 1,990 s for CI's suite before this list grew; the seconds beside each entry). Clean-clone
 `.ci/run` dry runs then took 1,554 s and 1,652 s in all (pytest 1,427 and 1,498 s, the second
 with four tests fewer: the same machine varies by ~5 %); the last four entries give back ~95 s
-of margin."""
+of margin. CI then took 1,701 s; session 13's dry run 1,711 s (pytest 1,496 s) with the MaxViT,
+parity-floor and inspect tests added, and four more entries below give back ~50 s."""
 
 from __future__ import annotations
 
