@@ -344,13 +344,14 @@ def export_module_map(model: onnx.ModelProto) -> dict[str, str]:
 FP32_FLOOR_KEY = "edgekit.fp32_floor"
 
 
-def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
-    """Set one metadata_props entry (replacing an earlier one of the same key)."""
+def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
+    """Set one metadata_props entry, replacing an earlier one of the same key (None: remove)."""
     for prop in list(model.metadata_props):
         if prop.key == key:
             model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = key, value
+    if value is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def metadata(model_or_path: onnx.ModelProto | str | Path, key: str) -> str | None:
@@ -378,11 +379,7 @@ def set_module_map(model: onnx.ModelProto, modules: dict[str, str]) -> None:
 
     names = {n.name for n in model.graph.node}
     kept = {k: v for k, v in modules.items() if k in names}
-    for prop in list(model.metadata_props):
-        if prop.key == TORCH_MODULES_KEY:
-            model.metadata_props.remove(prop)
-    if kept:
-        set_metadata(model, TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True))
+    set_metadata(model, TORCH_MODULES_KEY, json.dumps(kept, sort_keys=True) if kept else None)
 
 
 def node_modules(model: onnx.ModelProto) -> dict[str, str | None]:
