@@ -223,21 +223,6 @@ def test_rerun_measures_nothing_again(setup, searched):
         first["devices"]["quick-cpu"]["winner"]["name"]
 
 
-def test_every_distilled_candidate_records_where_it_trained(searched):
-    """(issue 28) Each distillation's device and precision, and where its teacher's logits came
-    from, are in its candidate folder's manifest (the suite trains on the CPU in fp32)."""
-    out, _ = searched
-    stages = [s for m in (out / "candidates").glob("*/manifest.json")
-              for s in json.loads(m.read_text())["stages"] if s["stage"] == "distill"]
-    assert len(stages) >= 2  # prune 0.5: its short and its full distillation
-    for stage in stages:
-        training, teacher = stage["metrics"]["training"], stage["metrics"]["teacher"]
-        assert training["device"] == "cpu" and training["precision"] == "fp32"
-        assert teacher["teacher_forwards"] + len(teacher["cached_epochs"]) > 0
-        assert sorted(teacher["cached_epochs"] + teacher["built_epochs"]) == \
-            list(range(1, stage["config"]["epochs"] + 1))
-
-
 def test_nothing_meets_the_budget_lists_the_best_and_exits_1(setup, searched):
     out, _ = searched
     proc = run(command(setup, out, "--prune", "0", "--dwsep", "off", "--precisions", "fp32,int8",
@@ -319,6 +304,9 @@ def test_resume_after_sigkill_reuses_the_teacher_cache(setup, tmp_path):
     teacher = stage["metrics"]["teacher"]
     assert teacher["teacher_cache"] == folder.name
     assert teacher["cached_epochs"] == [1] and teacher["built_epochs"] == [2]
+    # where it trained is recorded beside it (the suite trains on the CPU in fp32)
+    assert stage["metrics"]["training"]["device"] == "cpu"
+    assert stage["metrics"]["training"]["precision"] == "fp32"
     steps = -(-4000 // 64)  # the teacher ran for epoch 2's batches only
     assert teacher["teacher_forwards"] == steps
     assert (folder / "epoch-002.npy").is_file()
