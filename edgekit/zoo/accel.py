@@ -96,6 +96,11 @@ class TrainPlan:
     chosen_by: str = "default"
     images_per_s: dict[str, float] = field(default_factory=dict)  # the micro-benchmark's
 
+    @property
+    def label(self) -> str:
+        """fp32 | bf16, with +channels_last when the model trains in that layout."""
+        return _label(self.precision, self.channels_last)
+
     def autocast(self) -> Any:
         """The autocast context of the forward passes (a no-op in fp32)."""
         if self.precision != "bf16":

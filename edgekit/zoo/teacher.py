@@ -122,8 +122,9 @@ class TeacherLogits:
 
     # ------------------------------------------------------------ the run
     def start(self, plan: TrainPlan, run_key: RunKey, rows: int, epochs: int) -> None:
-        """Before the first step: the teacher goes where the student trains; the key is made
-        from the teacher's weights and the run's inputs and augmentation (`run_key`)."""
+        """Before the first step: the teacher goes where its `plan` says (the student's device,
+        the teacher's own precision and layout); the key is made from the teacher's weights,
+        its precision and the run's inputs and augmentation (`run_key`)."""
         self.plan, self.rows, self.epochs = plan, rows, epochs
         self.teacher.eval()
         plan.place_model(self.teacher)
@@ -137,8 +138,8 @@ class TeacherLogits:
         self.folder = teacher_root() / _digest(self.key)[:24]
 
     def logits(self, epoch: int, offset: int, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for the batch at `offset` of `epoch` (x: that batch, on the
-        training device, under the run's autocast)."""
+        """The teacher's logits (float32) for the batch at `offset` of `epoch` (x: that batch,
+        on the training device)."""
         start = time.perf_counter()
         try:
             return self._logits(offset, x)
@@ -151,14 +152,14 @@ class TeacherLogits:
         if self._reading is not None:
             rows = np.array(self._reading[offset:offset + len(x)])
             return torch.from_numpy(rows).to(x.device)
-        with torch.no_grad():
-            out = self.teacher(x)
+        with torch.no_grad(), self.plan.autocast():
+            out = self.teacher(self.plan.place_inputs(x)).float()
         self.forwards += 1
         if self.key is not None:
             if self._writing is None:
                 self._begin_writing(out.shape[1:])
             if self._writing is not None:
-                self._writing[offset:offset + len(x)] = out.detach().float().cpu().numpy()
+                self._writing[offset:offset + len(x)] = out.detach().cpu().numpy()
         return out
 
     def begin_epoch(self, epoch: int) -> None:
@@ -214,7 +215,8 @@ class TeacherLogits:
     def record(self) -> TeacherRecord:
         """What the manifest records: where the logits came from and what the teacher ran."""
         out: TeacherRecord = {"teacher_forwards": self.forwards,
-                               "teacher_s": round(self.seconds, 3)}
+                               "teacher_s": round(self.seconds, 3),
+                               "teacher_precision": self.plan.label}
         if self.key is None:
             out["teacher_cache"] = f"off: {self.why_not}"
             return out

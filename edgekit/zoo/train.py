@@ -172,12 +172,18 @@ def fit(model: nn.Module, raw_train: RawImages | Any, spec: InputSpec, eval_set:
     data = _TrainData(raw_train, spec, cfg)
     from edgekit.zoo.accel import TrainPlan, TrainSettings, plan_training, release_model
 
-    if isinstance(train, TrainSettings):
-        train = plan_training(model, tuple(spec.shape), cfg.batch_size, train)
+    settings = train if isinstance(train, TrainSettings) else None
+    if settings is not None:
+        train = plan_training(model, tuple(spec.shape), cfg.batch_size, settings)
     plan = train or TrainPlan()
     plan.place_model(model)
     if teacher is not None:
-        teacher.start(plan, data.teacher_key(spec, cfg), len(data.rows), cfg.epochs)
+        # the teacher's own plan (its model's measured choice, not the student's): every
+        # student of one teacher reads the same cached logits whatever layout or precision
+        # each one trains in (a pruned student's own plan can differ from its sibling's)
+        teacher_plan = plan if settings is None else \
+            plan_training(teacher.teacher, tuple(spec.shape), cfg.batch_size, settings)
+        teacher.start(teacher_plan, data.teacher_key(spec, cfg), len(data.rows), cfg.epochs)
     previous_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -356,11 +362,11 @@ class _Loop:
         for x_batch, y in self.data.batches(order, cfg.batch_size):
             x = plan.place_inputs(augment(x_batch, cfg, self.generator, self.data.pad_value))
             y = y.to(plan.device, non_blocking=True)
+            # the teacher's logits under its own plan, outside the student's autocast
+            taught = None if teacher is None else teacher.logits(epoch, seen, x)
             with plan.autocast():
-                if teacher is None:
-                    loss = self.loss_fn(model, x, y)
-                else:
-                    loss = self.loss_fn(model, x, y, teacher.logits(epoch, seen, x))
+                loss = self.loss_fn(model, x, y) if taught is None else \
+                    self.loss_fn(model, x, y, taught)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -63,7 +63,8 @@ def test_second_distillation_with_the_same_key_runs_no_teacher_forward() -> None
     teacher, student = _models()
     on_the_fly, record, _ = _distill(teacher, student, cache=False)
     assert record.pop("teacher_s") > 0  # the teacher's own seconds, part of distillation's
-    assert record == {"teacher_forwards": STEPS, "teacher_cache": "off: turned off"}
+    assert record == {"teacher_forwards": STEPS, "teacher_cache": "off: turned off",
+                      "teacher_precision": "fp32"}
     first, record1, _ = _distill(teacher, student)
     assert record1["teacher_forwards"] == STEPS and record1["built_epochs"] == [1, 2]
     assert record1["cached_epochs"] == []
@@ -155,3 +156,39 @@ def test_least_recently_used_keys_are_evicted_to_the_bound(monkeypatch) -> None:
     assert names == {second["teacher_cache"]}  # the older key went, the run's own stayed
     assert cache_size() <= 1.5 * one
     assert evict() == []  # within the bound: nothing more to remove
+
+
+def test_students_training_in_another_precision_share_the_teachers_logits(monkeypatch) -> None:
+    """(issue 28) The teacher runs in its own measured plan, not in each student's: two
+    candidates whose own measured choices differ (fp32 for one, bf16 + channels_last for the
+    other: a pruned student's choice can differ from its sibling's) read the same cached
+    logits, and the manifest says what the teacher ran in."""
+    from torch import nn
+
+    from edgekit.zoo import accel
+
+    def measured(model, input_shape, batch_size, device, options, rounds=3):
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        wide = convs[0].out_channels > 4  # the second student prefers bf16 + channels_last
+        best = "bf16+channels_last" if wide else "fp32"
+        return {accel._label(*o): 2.0 if accel._label(*o) == best else 1.0 for o in options}
+
+    monkeypatch.setattr(accel, "bf16_supported", lambda device: True)  # autocast runs anyway
+    monkeypatch.setattr(accel, "measure_options", measured)
+    auto = TrainSettings(device="cpu", precision="auto")
+    teacher, student = _models()
+    wide = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10))
+    records = []
+    for one in (student, wide):
+        logits = TeacherLogits(teacher)
+        history = fit(copy.deepcopy(one), _raw(), SPEC, None,
+                      TrainConfig(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=0),
+                      options=FitOptions(loss_fn=distillation_loss(2.0, 0.5), train=auto,
+                                         teacher=logits))
+        records.append((history["training"], history["teacher"]))
+    (plan_a, first), (plan_b, second) = records
+    assert (plan_a["precision"], plan_b["precision"]) == ("fp32", "bf16")
+    assert (plan_a["channels_last"], plan_b["channels_last"]) == (False, True)
+    assert first["teacher_forwards"] == STEPS and second["teacher_forwards"] == 0
+    assert second["teacher_cache"] == first["teacher_cache"]
+    assert first["teacher_precision"] == second["teacher_precision"] == "fp32"
