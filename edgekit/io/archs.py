@@ -97,7 +97,13 @@ def file_factory(arch: Any, *, who: str = "the checkpoint", hint: str = HINT
     if not isinstance(arch, str):
         raise ModelLoadError(f"{who}'s arch is a {type(arch).__name__}, not a "
                              "'module:factory' string", hint="re-save it with edgekit, or " + hint)
-    factory = model_factories().get(arch) or _timm_factory(arch)
+    # each table only for a name in its own namespace: torchvision's (every model of every task
+    # imported, torch._dynamo with them: ~3.6 s) is built for a torchvision name only
+    factory = _zoo_factories().get(arch)
+    if factory is None and arch.split(".", 1)[0].split(":", 1)[0] == "torchvision":
+        factory = _torchvision_factories().get(arch)
+    if factory is None:
+        factory = _timm_factory(arch)
     if factory is None:
         raise UnsafeModelError(
             f"{who} names architecture {shown(arch)}, which is not a model factory edgekit "
