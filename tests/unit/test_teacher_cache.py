@@ -63,8 +63,8 @@ def test_second_distillation_with_the_same_key_runs_no_teacher_forward() -> None
     teacher, student = _models()
     on_the_fly, record, _ = _distill(teacher, student, cache=False)
     assert record.pop("teacher_s") > 0  # the teacher's own seconds, part of distillation's
-    assert record == {"teacher_forwards": STEPS, "teacher_cache": "off: turned off",
-                      "teacher_precision": "fp32"}
+    assert record.pop("teacher_precision").startswith("fp32")  # +channels_last where faster
+    assert record == {"teacher_forwards": STEPS, "teacher_cache": "off: turned off"}
     first, record1, _ = _distill(teacher, student)
     assert record1["teacher_forwards"] == STEPS and record1["built_epochs"] == [1, 2]
     assert record1["cached_epochs"] == []
