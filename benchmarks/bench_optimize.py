@@ -256,7 +256,8 @@ def cost_split(result: dict[str, Any], seconds: float,
     (pruning, substitution, export, int8), the teacher's forwards (of distillation), the rest of
     distillation, measuring on the device; with the optimize `summary`, the space fitting
     before the trials (each prune ratio and dwsep choice built once on the original) counts as
-    building and the fp32 originals' timing (with the reference logits) as measuring; `other`
+    building, the fp32 originals' timing (with the reference logits) and the winner's
+    confirmation against the original as measuring; `other`
     is the remainder (start, data, the study)."""
     total = {"build_s": 0.0, "teacher_s": 0.0, "distill_s": 0.0, "measure_s": 0.0}
     for c in result["candidates"]:
@@ -266,6 +267,10 @@ def cost_split(result: dict[str, Any], seconds: float,
     if summary is not None:
         total["build_s"] += float((summary.get("setup_s") or {}).get("fit_s") or 0.0)
         total["measure_s"] += sum(float(r.get("baselines_s") or 0.0)
+                                  for r in summary["devices"].values())
+        # the winner timed again with the original in alternating rounds (not when cached)
+        total["measure_s"] += sum(float(((r.get("winner") or {}).get("confirmed") or {})
+                                        .get("seconds") or 0.0)
                                   for r in summary["devices"].values())
     total["other_s"] = max(0.0, seconds - sum(total.values()))
     return {k: round(v, 1) for k, v in total.items()}

@@ -173,6 +173,7 @@ class Decision:
         (runtimes/speedup.py; on a remote device by the device itself, measure.py): the
         speed-up with its interval, cached like a measurement."""
         import json
+        import time
 
         from edgekit.validate.bench import PairedTiming, time_against_original
 
@@ -183,6 +184,7 @@ class Decision:
         device = search.device
         self.say(f"{device.name}: timing {winner['name']} and the original together "
                  f"({rounds} alternating rounds)")
+        started = time.perf_counter()
         pair = PairedTiming(Path(winner["artifact"]), Path(original["artifact"]),
                             self.bundle.spec, search.batch,
                             runtime=winner["params"]["target"].split(":")[0],
@@ -193,6 +195,7 @@ class Decision:
             timer=lambda artifacts, x: alternate_on_device(
                 artifacts, device, spec=self.bundle.spec, x=x, rounds=rounds,
                 executor=search.executor))
+        result["seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(path, result)
         return result
 

@@ -235,6 +235,7 @@ class PairedSpeedup(SpeedupInterval, total=False):
     reference_p50_ms: float
     remote: dict[str, Any]
     ray: dict[str, Any]
+    seconds: float  # the rounds' wall time (optimize's confirmation: part of its measuring)
 
 
 class LayerRow(TypedDict, total=False):
