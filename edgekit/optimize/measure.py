@@ -39,13 +39,15 @@ __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_devi
 
 def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
                       executor: Executor, spec: Any, eval_set: Any,
-                      ref_logits: Any, accuracy: bool = True) -> ResultRecord:
+                      ref_logits: Any, accuracy: bool = True,
+                      logits: Any = None) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
     `runtime` as `job` says (its device, its one batch size, its eval data), through the
     device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded
     here, for an executor that measures here. A device that stops answering raises
     DeviceLostError (the search resumes there on a rerun). `accuracy=False` (an executor that
-    measures here): latency only, on the eval set's first images (the screen rung)."""
+    measures here): latency only, on the eval set's first images (the screen rung). `logits`
+    (here): the file's own logits on the eval set, computed already (the reference's)."""
     device = job.device
     if executor.measures_here:
         from edgekit.validate.bench import measure, measure_latency
@@ -54,7 +56,8 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
             return measure_latency(entry, spec, device, images=eval_set, batches=job.batches,
                                    runtime=runtime, model_name=entry.get("model"))[0]
         return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
-                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"))[0]
+                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"),
+                       logits=logits)[0]
     from dataclasses import replace
 
     from edgekit.io.lineage import check_chain

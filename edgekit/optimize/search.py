@@ -380,6 +380,18 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
             self._count_built(before)
             return logits
 
+    @staticmethod
+    def _scored_as_reference(device: Any, runtime: str) -> bool:
+        """Whether `runtime` on `device` (measured here) computes the reference logits of the
+        original's fp32 ONNX model as `_reference_logits_here` does (its runtime, its options):
+        that baseline's top-1 is then read from them, not predicted a second time."""
+        from edgekit.devices import default_cpu_profile
+        from edgekit.kinds import default_runtime
+        from edgekit.runtimes.base import get_runner
+
+        return runtime == default_runtime("onnx") and get_runner(runtime).computes_alike(
+            device.runner_options(runtime), default_cpu_profile().runner_options(runtime))
+
     def _reference_logits_here(self):
         if self._ref_logits is None:
             from edgekit.devices import default_cpu_profile

@@ -192,6 +192,18 @@ class Runner:
         return parse_as(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
 
     @classmethod
+    def computes_alike(cls, a: RunnerOptions | dict[str, Any] | None,
+                       b: RunnerOptions | dict[str, Any] | None) -> bool:
+        """Whether this runtime computes the same outputs under options `a` and `b` (one file's
+        logits are then reused, not predicted again): equal once parsed and normalised."""
+        return cls.normalised(cls.parse_options(a)) == cls.normalised(cls.parse_options(b))
+
+    @classmethod
+    def normalised(cls, options: Any) -> dict[str, Any]:
+        """The parsed options in one spelling (a runner with aliases overrides it)."""
+        return options.model_dump()
+
+    @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,
                        options: dict[str, Any], runs: int, warmup: int,
                        on_run: Callable[[], None]) -> list[LayerRow]:

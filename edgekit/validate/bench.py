@@ -57,11 +57,14 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
 
 def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
-            runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
+            runtime: str | None = None, model_name: str | None = None,
+            logits: np.ndarray | None = None) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
-    after)."""
+    after). `logits`: this file's logits on `eval_set`, computed by the same runtime with the
+    same options on this machine already (the reference's own): scored from them, not predicted
+    again."""
     return _opened(entry, spec, device, runtime, eval_set=eval_set, batches=batches,
-                   ref_logits=ref_logits, model_name=model_name, score=True)
+                   ref_logits=ref_logits, model_name=model_name, score=True, logits=logits)
 
 
 def measure_latency(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
@@ -85,7 +88,8 @@ def _opened(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, runtim
 def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
              device: DeviceProfile, *, eval_set: Dataset | None, batches: list[int],
              ref_logits: np.ndarray | None, model_name: str | None,
-             rss_loaded: float, score: bool = True) -> list[ResultRecord]:
+             rss_loaded: float, score: bool = True,
+             logits: np.ndarray | None = None) -> list[ResultRecord]:
     base: ResultRecord = {
         "record_version": RECORD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -100,8 +104,9 @@ def _measure(runner: Runner, path: Path, entry: ArtifactEntry, spec: InputSpec,
         base["emulated"] = True
     accuracy: AccuracySection = {}
     if eval_set is not None and score:
-        with progress(f"Accuracy {path.name} on {runner.name}", len(eval_set)) as advance:
-            logits = runner.predict(eval_set.x, on_batch=advance)
+        if logits is None:
+            with progress(f"Accuracy {path.name} on {runner.name}", len(eval_set)) as advance:
+                logits = runner.predict(eval_set.x, on_batch=advance)
         accuracy = accuracy_section(logits, eval_set.y, ref_logits)
         accuracy["eval_source"] = eval_set.source
         if getattr(eval_set, "skipped", None):
@@ -288,6 +293,8 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
               limit: int | None = None) -> list[ResultRecord]:
     """Benchmark one artifact or every artifact of an output folder that this machine can run;
     each artifact it cannot run is a record with `skipped` (the reason) and no measurement."""
+    from edgekit.kinds import default_runtime
+
     entries = list_artifacts(target)
     batches = batches or device.batch_sizes
     if eval_source and not reference:  # top-1 drop against the folder's reference: same model?
@@ -307,11 +314,15 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
             eval_cache[key] = load_dataset(eval_source, spec, data_dir=data_dir, limit=limit)
             eval_cache[key].check_for(spec)
             ref_cache[key] = reference_logits(ref_path, eval_cache[key], device, spec)
+        is_ref = bool(ref_path and Path(entry["path"]).resolve() == ref_path.resolve())
+        # the reference on the reference's runtime: its logits are the reference logits
+        own = is_ref and (get_runner(runtime) if runtime else runner_for_artifact(
+            Path(entry["path"]))).name == default_runtime("onnx")
         rows = measure(entry, spec, device, eval_set=eval_cache.get(key), batches=batches,
-                       ref_logits=ref_cache.get(key), runtime=runtime)
+                       ref_logits=ref_cache.get(key), runtime=runtime,
+                       logits=ref_cache.get(key) if own else None)
         images = eval_cache[key].x if key in eval_cache else np.random.default_rng(0) \
             .standard_normal((max(batches), *spec.shape[1:]), dtype=np.float32)  # as measure()
-        is_ref = bool(ref_path and Path(entry["path"]).resolve() == ref_path.resolve())
         measured.append((is_ref, rows[0]["runtime"] if rows else runtime, rows, images))
         records += rows
     # Speed-up against the fp32 original, timed here too when the folder holds one.

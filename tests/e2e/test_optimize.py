@@ -61,6 +61,7 @@ def searched(setup):
     out = setup["folder"] / "out"
     proc = run(command(setup, out, "--space", setup["space"], "--trials", "12", "--json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (setup["folder"] / "searched.stderr").write_text(proc.stderr)
     return out, json.loads(proc.stdout)
 
 
@@ -87,12 +88,33 @@ def test_study_measures_every_candidate_on_its_runtime(searched):
             assert record["runtime"] == c["params"]["target"].split(":")[0]
             assert record["precision"] == c["params"]["target"].split(":")[1]
             assert record["latency"]["p50_ms"] == step["p50_ms"] > 0 and record["batch"] == 1
-            if step["stage"] == "init" and c["params"]["prune"]:
-                # the screen times the undistilled candidate and scores nothing
+            screen = step["stage"] == "init" and c["params"]["prune"] or \
+                step["stage"] == "original" and not c["params"]["target"].endswith(":fp32") \
+                and step is c["steps"][0]
+            if screen:
+                # the screen times the undistilled candidate (or the original's weights off
+                # fp32) and scores nothing
                 assert step["top1"] is None and record["accuracy"] == {}
             else:
                 assert record["accuracy"]["top1"] == step["top1"]
                 assert record["accuracy"]["eval_source"]
+    # the fp32 original on ONNX Runtime is scored from the reference logits (the same file on
+    # the same runtime), not predicted over the eval set a second time
+    stderr = (out.parent / "searched.stderr").read_text().splitlines()
+    assert stderr.count("… Reference logits (model.onnx)") == 1
+    scored = [s for c in result["candidates"] if c["params"]["target"] == "onnxruntime:fp32"
+              for s in c["steps"] if s["top1"] is not None and not s["cached"]]
+    assert all(s["stage"] != "original" for s in scored)  # the pruned ones' model.onnx
+    assert stderr.count("… Accuracy model.onnx on onnxruntime") == len(scored)
+    # the original's weights off fp32 are scored only when their timing leaves them a chance
+    for c in result["candidates"]:
+        if c["params"]["prune"] or c["params"]["target"].endswith(":fp32"):
+            continue
+        if c["status"] == "measured":
+            assert [s["top1"] is None for s in c["steps"]] == [True, False], c
+        else:
+            assert c["status"] in ("too slow", "tie", "dominated") and len(c["steps"]) == 1, c
+            assert c["why"].endswith("not scored"), c
     # the pruned architecture was timed undistilled first, and distilled only when it could win
     pruned = [c for c in result["candidates"] if c["params"]["prune"] == 0.5]
     for c in pruned:
