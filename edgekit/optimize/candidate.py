@@ -111,10 +111,11 @@ class CandidateSteps:
 
     def _evaluate(self, search: DeviceSearch, params: Params,
                   front: list[tuple[float, float]], *, promote: bool = False,
-                  full_affordable: Any = None) -> Outcome:
+                  full_affordable: Any = None, unpaid: Any = None) -> Outcome:
         """A candidate's outcome: {'values': (p50, top1 %) | None, 'status', 'why', 'steps'}.
         `promote`: carry it to the full rung whatever its short result (a promotion after the
-        trials); `full_affordable()`: whether the time left pays for a full distillation."""
+        trials); `full_affordable()`: whether the time left pays for a full distillation;
+        `unpaid(arch)`: why the time left does not pay for its short distillation (or None)."""
         arch = Arch.of(params)
         target, fallback = params["target"], params.get("fallback", "none")
         if not arch.changed:
@@ -125,6 +126,10 @@ class CandidateSteps:
         cut = None if promote else self._screen_cut(search, screen, front)
         if cut is not None:
             return {"status": cut[0], "steps": [screen], "values": None, "why": cut[1]}
+        why = None if promote or unpaid is None or self._made(search, arch, "short") \
+            else unpaid(arch)
+        if why is not None:
+            return {"status": "out of time", "steps": [screen], "values": None, "why": why}
         return self._rungs(search, arch, target, fallback, front, [screen], promote,
                            full_affordable or (lambda: True))
 
@@ -133,7 +138,8 @@ class CandidateSteps:
         """The original's weights on `target`. Off its fp32 baselines, where this machine
         measures, it is timed first and scored over the eval set only when that timing leaves
         it a chance (the screen of `_screen_cut`): scoring is most of a measurement (a
-        ResNet-18's fp16 on a CPU without fp16 arithmetic: 75 s of the 80)."""
+        ResNet-18's fp16 on ONNX Runtime on a 2-core AVX2 CPU, slower than its fp32: 75 s of
+        the 85)."""
         arch, steps = Arch(), []
         if search.measured_here and not target.endswith(":fp32"):
             steps.append(self._measure(search, arch, "original", target, fallback,
@@ -174,10 +180,11 @@ class CandidateSteps:
                                  f"would not enter the front: {skipped}")
         return None
 
-    def _full_made(self, search: DeviceSearch, arch: Arch) -> bool:
-        """True when the architecture's full distillation exists (another target's candidate
-        made it): carrying a candidate to the full rung then costs an export and a timing."""
-        return (self.builder.model_dir(arch, "full", search.device.round_to)
+    def _made(self, search: DeviceSearch, arch: Arch, stage: str) -> bool:
+        """True when the architecture's distillation at `stage` exists (another target's
+        candidate made it): carrying a candidate to that rung then costs an export and a
+        timing."""
+        return (self.builder.model_dir(arch, stage, search.device.round_to)
                 / "model.pt").is_file()
 
     def _rungs(self, search: DeviceSearch, arch: Arch, target: str, fallback: str,
@@ -200,7 +207,7 @@ class CandidateSteps:
         if promote:
             why = "promoted to the full distillation after the trials, the fastest of its " \
                   "architecture that could still beat the winner"
-        elif self._full_made(search, arch):
+        elif self._made(search, arch, "full"):
             why = "promoted to the full distillation (its architecture's was made already)"
         elif top1 + margin < ref - self.max_drop:
             result["why"] = (f"short distillation reached {top1:.2f}%, more than {margin:g} "

@@ -22,6 +22,7 @@ from edgekit.optimize.trials import choose, pareto, prefer_simpler
 from edgekit.runtimes.records import LatencyStats, PairedSpeedup, SpeedupInterval
 
 RUNGS = {"measured": "original", "too slow": "screen", "tie": "screen", "dominated": "screen",
+         "out of time": "screen",
          "short": "short", "full": "full"}
 
 

@@ -186,6 +186,7 @@ class StudyRunner:
         if not study.trials:
             self._enqueue_originals(search, study)
         run = Run(search, study, deadline, self._plan(search, seconds))
+        self._price_short(run)
         self.say(f"{device.name}: {run.plan.line(0, run.left())}")
         self._run_originals(run)
         self._run_trials(run)
@@ -216,6 +217,28 @@ class StudyRunner:
                     short_images=space.distill.images("short", self.train_size),
                     full_images=space.distill.images("full", self.train_size),
                     budget=seconds, archs=max(1, archs), space=space.size(search.targets))
+
+    def _price_short(self, run: Run) -> None:
+        """With a time budget, the short rung is priced before any distillation runs, from the
+        training speed measured on this machine on the original (`_train_speed`): the short
+        rung is shrunk at once when the budget cannot pay for it (Plan.short_fit). The first
+        timed distillation replaces the price."""
+        plan = run.plan
+        if run.deadline is None or not plan.short_images or plan.short_s is not None:
+            return
+        speed = self._train_speed(run, self.bundle.model)
+        if speed:
+            plan.price_short(speed)
+            self._shrink_short(run)
+
+    def _train_speed(self, run: Run, model: Any) -> float | None:
+        """Images/s of `model`'s training steps here in the layout it would train in
+        (accel.plan_training's micro-benchmark, cached per machine and kind of model)."""
+        from edgekit.zoo.accel import plan_training
+
+        train = plan_training(model, tuple(self.bundle.spec.shape),
+                              run.search.space.distill.batch_size, self.builder.train)
+        return train.images_per_s.get(train.label)
 
     def _run_originals(self, run: Run) -> None:
         """The originals' queued trials: measured already (cache hits), whatever the time."""
@@ -379,7 +402,8 @@ class StudyRunner:
         scope = scope_of(params)
         try:
             return self._evaluate(search, params, front_points(run.study), promote=promote,
-                                  full_affordable=lambda: self._full_affordable(run))
+                                  full_affordable=lambda: self._full_affordable(run),
+                                  unpaid=lambda arch: self._unpaid(run, arch))
         except DeviceLostError as exc:  # the trial fails (not pruned): a rerun retries it
             search.lost = exc.message
             trial.set_user_attr("why", exc.message)
@@ -405,6 +429,26 @@ class StudyRunner:
         trial.set_user_attr("status", status)
         trial.set_user_attr("why", why)
         raise optuna.TrialPruned()
+
+    def _unpaid(self, run: Run, arch: Arch) -> str | None:
+        """Why a candidate that passed the screen is not distilled: its architecture still
+        needs the short distillation and the time left does not pay for it; None to go on.
+        Its price is the larger of the rung's (measured, or priced on the original) and its
+        own training speed's (a depthwise-separable student trains several times slower than
+        a pruned one of its size on a CPU)."""
+        left, plan = run.left(), run.plan
+        if left is None or plan.short_s is None:
+            return None
+        prices = [plan.short_s]
+        if plan.short_images:
+            speed = self._train_speed(run, self.builder.bundle(arch, "init",
+                                                               run.search.device.round_to).model)
+            if speed:
+                prices.append(plan.short_s_at(speed))
+        if max(prices) <= left:
+            return None
+        return (f"its short distillation (~{max(prices):.0f} s) does not fit in the "
+                f"{max(0.0, left):.0f} s left: not started")
 
     def _full_affordable(self, run: Run) -> bool:
         """Whether the time left pays for one more full distillation (always, with no limit)."""
@@ -455,7 +499,7 @@ class StudyRunner:
                                  self.settings.min_speedup)
             if not waiting:
                 return
-            made = [c for c in waiting if self._full_made(search, arch_of(c))]
+            made = [c for c in waiting if self._made(search, arch_of(c), "full")]
             pick = made[0] if made else waiting[0]
             cost = 0.0 if made else (run.plan.full_cost() or 0.0)
             left = run.left()

@@ -218,11 +218,17 @@ def machine_name(device: str) -> str:
 
 
 def shape_class(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> str:
-    """The model's kind for the cached choice: class, input C×H×W, batch, 2^k parameters."""
+    """The model's kind for the cached choice: class, input C×H×W, batch, 2^k parameters, and
+    its grouped (depthwise) convs when it has any: a depthwise-separable student trains at
+    another speed, and in another best layout, than a pruned one of the same size."""
+    from torch import nn
+
     params = sum(p.numel() for p in model.parameters())
+    grouped = sum(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
     return (f"{type(model).__module__}.{type(model).__qualname__} "
             f"in={'x'.join(map(str, input_shape[1:]))} batch={batch_size} "
-            f"params~2^{round(math.log2(max(params, 1)))}")
+            f"params~2^{round(math.log2(max(params, 1)))}"
+            + (f" grouped-convs={grouped}" if grouped else ""))
 
 
 # ---------------------------------------------------------------- the plan

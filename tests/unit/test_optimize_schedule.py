@@ -179,3 +179,60 @@ def test_past_the_trials_the_search_samples_on_while_the_budget_pays_for_a_candi
                                                     "--time-budget to spend on more)")
     # no time budget: --trials bounds the search, and the line promises nothing more
     assert "then more" not in plan.line(3, None)
+
+
+def test_with_a_budget_the_short_rung_is_priced_before_any_distillation_runs():
+    """Issue 28: the first short distillation of a ResNet-18 (171 s) started with 70 s of a
+    12-minute budget left, nothing having priced it. The training steps' measured speed prices
+    it now (PRICE_OVERHEAD for the teacher and the epoch), the budget shrinks it at once when
+    it cannot pay, and the first timing replaces the price."""
+    from edgekit.optimize.schedule import PRICE_OVERHEAD
+
+    plan = Plan(trials=20, short_images=6000, full_images=60_000, budget=900, archs=5)
+    plan.price_short(60.0)  # images/s of the original's training steps
+    assert plan.short_priced and plan.short_s == pytest.approx(PRICE_OVERHEAD * 100.0)
+    assert plan.full_cost() == pytest.approx(PRICE_OVERHEAD * 1000.0)  # priced from it
+    assert "(short ~160 s priced, full ~1600 s each)" in plan.line(0, 900)
+    assert plan.full_allowed(900) == 0  # the full rung does not fit: no reserve kept for it
+    # five short distillations at 160 s and the full one after them do not fit in 2,000 s:
+    # shrunk before the first one, to 3,000 images each (400 s for five)
+    assert 2990 <= plan.short_fit(2000) <= 3000
+    assert plan.short_fit(500) == 512  # to the floor
+    plan.price_short(10.0)  # priced once
+    assert plan.short_s == pytest.approx(PRICE_OVERHEAD * 100.0)
+    plan.note_costs({"total_s": 130.0}, [{"stage": "short", "distill_s": 120.0}])
+    assert plan.short_s == 120.0 and not plan.short_priced  # the timing replaces the price
+    plan.note_costs({"total_s": 90.0}, [{"stage": "short", "distill_s": 80.0}])
+    assert plan.short_s == 120.0  # the first timing stays
+    unpriced = Plan(trials=20, short_images=None, full_images=None, budget=900, archs=5)
+    unpriced.price_short(60.0)  # no known rung size: nothing to price
+    assert unpriced.short_s is None
+
+
+def test_a_candidate_whose_short_distillation_the_time_left_cannot_pay_is_not_started():
+    """Priced at the larger of the rung's price and the student's own training speed: a
+    depthwise-separable ResNet-18 student trained ~4× slower than the original here."""
+    import time
+    from types import SimpleNamespace
+
+    from edgekit.optimize.build import Arch
+    from edgekit.optimize.study import Run, StudyRunner
+
+    speeds = {"original": 60.0, "student": 60.0}
+    runner = SimpleNamespace(
+        builder=SimpleNamespace(bundle=lambda arch, stage, round_to:
+                                SimpleNamespace(model="student")),
+        _train_speed=lambda run, model: speeds[model])
+    plan = Plan(trials=20, short_images=6000, full_images=60_000, budget=900, archs=5)
+    run = Run(SimpleNamespace(device=SimpleNamespace(round_to=None)), None,
+              time.monotonic() + 200, plan)
+    arch = Arch(0.5, "off")
+    assert StudyRunner._unpaid(runner, run, arch) is None  # nothing priced yet
+    plan.price_short(speeds["original"])  # 6,000 images at 60 images/s: ~160 s, 200 s left
+    assert StudyRunner._unpaid(runner, run, arch) is None
+    speeds["student"] = 15.0  # the student's steps four times slower: ~640 s
+    why = StudyRunner._unpaid(runner, run, arch)
+    assert why and why.startswith("its short distillation (~640 s) does not fit in the")
+    assert why.endswith("s left: not started")
+    run.deadline = None  # no budget: everything is started
+    assert StudyRunner._unpaid(runner, run, arch) is None
