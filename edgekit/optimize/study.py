@@ -434,8 +434,8 @@ class StudyRunner:
         """Why a candidate that passed the screen is not distilled: its architecture still
         needs the short distillation and the time left does not pay for it; None to go on.
         Its price is the larger of the rung's (measured, or priced on the original) and its
-        own training speed's (a depthwise-separable student trains several times slower than
-        a pruned one of its size on a CPU)."""
+        own training speed's (measured per kind of model: a student with other layers may
+        train slower than the model the rung was priced or timed on)."""
         left, plan = run.left(), run.plan
         if left is None or plan.short_s is None:
             return None

@@ -210,8 +210,7 @@ def test_with_a_budget_the_short_rung_is_priced_before_any_distillation_runs():
 
 
 def test_a_candidate_whose_short_distillation_the_time_left_cannot_pay_is_not_started():
-    """Priced at the larger of the rung's price and the student's own training speed: a
-    depthwise-separable ResNet-18 student trained ~4× slower than the original here."""
+    """Priced at the larger of the rung's price and the student's own training speed."""
     import time
     from types import SimpleNamespace
 
