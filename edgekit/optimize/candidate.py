@@ -13,7 +13,7 @@ from edgekit.errors import ConfigError
 from edgekit.executors import ValidationJob
 from edgekit.optimize.build import Arch
 from edgekit.optimize.device_search import DeviceSearch
-from edgekit.optimize.measure import measure_on_device
+from edgekit.optimize.measure import EvalLogits, measure_on_device
 from edgekit.optimize.records import Measurement, Outcome, Params
 from edgekit.optimize.trials import dominated
 from edgekit.validate.gate import Budget
@@ -61,12 +61,13 @@ class CandidateSteps:
                                     data=DataSources(eval=self.eval_source,
                                                      data_dir=self.data_dir,
                                                      eval_limit=self.eval_limit))
-                own = ref_logits if stage == "original" and target.endswith(":fp32") \
-                    and self._scored_as_reference(device, runtime) else None
+                own = stage == "original" and target.endswith(":fp32") \
+                    and self._scored_as_reference(device, runtime)
+                logits = None if ref_logits is None else \
+                    EvalLogits(ref_logits, ref_logits if own else None)
                 record = measure_on_device(entry, runtime, job, executor=search.executor,
                                            spec=self.bundle.spec, eval_set=self.eval_set,
-                                           ref_logits=ref_logits, accuracy=accuracy,
-                                           logits=own)
+                                           logits=logits, accuracy=accuracy)
             measure_s = time.perf_counter() - start
             record["optimize"] = {"arch": arch.label, "stage": stage, "target": target,
                                   "fallback": fallback, "float_layers": entry["float_layers"]}

@@ -17,7 +17,7 @@ come back as the same sample sets for `speedup.compare`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgekit.errors import MissingDependencyError
 from edgekit.executors import (
@@ -33,31 +33,41 @@ from edgekit.runtimes.records import LatencyStats
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.io.artifacts import ArtifactEntry
 
-__all__ = ["ConfirmationUnavailableError", "DeviceLostError", "alternate_on_device",
+__all__ = ["ConfirmationUnavailableError", "DeviceLostError", "EvalLogits", "alternate_on_device",
            "build_profile", "engine_missing_reason", "measure_on_device"]
+
+
+class EvalLogits(NamedTuple):
+    """Logits on the eval set already computed here: the original's fp32 reference and, for
+    the reference file on the runtime that computed it (same options), its own (the same)."""
+
+    reference: Any
+    own: Any = None
 
 
 def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
                       executor: Executor, spec: Any, eval_set: Any,
-                      ref_logits: Any, accuracy: bool = True,
-                      logits: Any = None) -> ResultRecord:
+                      logits: EvalLogits | None, accuracy: bool = True) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
     `runtime` as `job` says (its device, its one batch size, its eval data), through the
     device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded
     here, for an executor that measures here. A device that stops answering raises
     DeviceLostError (the search resumes there on a rerun). `accuracy=False` (an executor that
-    measures here): latency only, on the eval set's first images (the screen rung). `logits`
-    (here): the file's own logits on the eval set, computed already (the reference's)."""
+    measures here): latency only, on the eval set's first images (the screen rung). `logits`:
+    the reference logits here (and the file's own when it is the reference)."""
     device = job.device
     if executor.measures_here:
-        from edgekit.validate.bench import measure, measure_latency
+        from edgekit.validate.bench import measure, measure_latency, measure_reference
 
         if not accuracy:
             return measure_latency(entry, spec, device, images=eval_set, batches=job.batches,
                                    runtime=runtime, model_name=entry.get("model"))[0]
+        if logits is not None and logits.own is not None:
+            return measure_reference(entry, spec, device, eval_set=eval_set,
+                                     batches=job.batches, logits=logits.own, runtime=runtime)[0]
         return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
-                       ref_logits=ref_logits, runtime=runtime, model_name=entry.get("model"),
-                       logits=logits)[0]
+                       ref_logits=logits.reference if logits is not None else None,
+                       runtime=runtime, model_name=entry.get("model"))[0]
     from dataclasses import replace
 
     from edgekit.io.lineage import check_chain

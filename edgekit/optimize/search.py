@@ -389,8 +389,8 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         from edgekit.kinds import default_runtime
         from edgekit.runtimes.base import get_runner
 
-        return runtime == default_runtime("onnx") and get_runner(runtime).computes_alike(
-            device.runner_options(runtime), default_cpu_profile().runner_options(runtime))
+        return runtime == default_runtime("onnx") and \
+            get_runner(runtime).computes_alike(device, default_cpu_profile())
 
     def _reference_logits_here(self):
         if self._ref_logits is None:

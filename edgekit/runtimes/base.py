@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,9 @@ from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
 from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary, RuntimeDetails
 from edgekit.spec import InputSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.devices import DeviceProfile
 
 
 class RunnerOptions(BaseModel):
@@ -192,16 +195,17 @@ class Runner:
         return parse_as(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
 
     @classmethod
-    def computes_alike(cls, a: RunnerOptions | dict[str, Any] | None,
-                       b: RunnerOptions | dict[str, Any] | None) -> bool:
-        """Whether this runtime computes the same outputs under options `a` and `b` (one file's
-        logits are then reused, not predicted again): equal once parsed and normalised."""
-        return cls.normalised(cls.parse_options(a)) == cls.normalised(cls.parse_options(b))
+    def computes_alike(cls, a: DeviceProfile, b: DeviceProfile) -> bool:
+        """Whether this runtime computes the same outputs on device profiles `a` and `b` (one
+        file's logits are then reused, not predicted again): its options equal once parsed
+        and normalised."""
+        return cls.normalised(cls.parse_options(a.runner_options(cls.name))) == \
+            cls.normalised(cls.parse_options(b.runner_options(cls.name)))
 
     @classmethod
-    def normalised(cls, options: Any) -> dict[str, Any]:
+    def normalised(cls, options: RunnerOptions) -> RunnerOptions:
         """The parsed options in one spelling (a runner with aliases overrides it)."""
-        return options.model_dump()
+        return options
 
     @classmethod
     def profile_layers(cls, path: Path, spec: InputSpec, x: np.ndarray, *, threads: int | None,

@@ -43,13 +43,13 @@ class OrtRunner(Runner):
     options: OrtOptions
 
     @classmethod
-    def normalised(cls, options: Any) -> dict[str, Any]:
+    def normalised(cls, options: OrtOptions) -> OrtOptions:  # type: ignore[override]
         """Providers by their full names, the CPU provider added last when absent (as `load`
         asks for them)."""
         names = list(dict.fromkeys(PROVIDER_ALIASES.get(p.lower(), p) for p in options.providers))
         if "CPUExecutionProvider" not in names:
             names.append("CPUExecutionProvider")
-        return {**options.model_dump(), "providers": names}
+        return options.model_copy(update={"providers": names})
 
     @classmethod
     def profile_layers(cls, path, spec, x, **kw):  # type: ignore[no-untyped-def]

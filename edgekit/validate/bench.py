@@ -57,14 +57,21 @@ def reference_logits(reference: Path | None, eval_set: Dataset | None, device: D
 
 def measure(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
             eval_set: Dataset | None, batches: list[int], ref_logits: np.ndarray | None,
-            runtime: str | None = None, model_name: str | None = None,
-            logits: np.ndarray | None = None) -> list[ResultRecord]:
+            runtime: str | None = None, model_name: str | None = None) -> list[ResultRecord]:
     """All records (one per batch size) of one artifact on one runtime (its runner closed
-    after). `logits`: this file's logits on `eval_set`, computed by the same runtime with the
-    same options on this machine already (the reference's own): scored from them, not predicted
-    again."""
+    after)."""
     return _opened(entry, spec, device, runtime, eval_set=eval_set, batches=batches,
-                   ref_logits=ref_logits, model_name=model_name, score=True, logits=logits)
+                   ref_logits=ref_logits, model_name=model_name, score=True)
+
+
+def measure_reference(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
+                      eval_set: Dataset, batches: list[int], logits: np.ndarray,
+                      runtime: str | None = None) -> list[ResultRecord]:
+    """measure() of the reference file on the runtime that computed the reference `logits`
+    on `eval_set`, with the same options on this machine: scored from those logits, not
+    predicted over the eval set a second time."""
+    return _opened(entry, spec, device, runtime, eval_set=eval_set, batches=batches,
+                   ref_logits=logits, model_name=None, score=True, logits=logits)
 
 
 def measure_latency(entry: ArtifactEntry, spec: InputSpec, device: DeviceProfile, *,
@@ -318,9 +325,11 @@ def benchmark(target: str | Path, *, device: DeviceProfile, eval_source: str | N
         # the reference on the reference's runtime: its logits are the reference logits
         own = is_ref and (get_runner(runtime) if runtime else runner_for_artifact(
             Path(entry["path"]))).name == default_runtime("onnx")
-        rows = measure(entry, spec, device, eval_set=eval_cache.get(key), batches=batches,
-                       ref_logits=ref_cache.get(key), runtime=runtime,
-                       logits=ref_cache.get(key) if own else None)
+        logits = ref_cache.get(key) if own else None
+        rows = measure_reference(entry, spec, device, eval_set=eval_cache[key], batches=batches,
+                                 logits=logits, runtime=runtime) if logits is not None else \
+            measure(entry, spec, device, eval_set=eval_cache.get(key), batches=batches,
+                    ref_logits=ref_cache.get(key), runtime=runtime)
         images = eval_cache[key].x if key in eval_cache else np.random.default_rng(0) \
             .standard_normal((max(batches), *spec.shape[1:]), dtype=np.float32)  # as measure()
         measured.append((is_ref, rows[0]["runtime"] if rows else runtime, rows, images))

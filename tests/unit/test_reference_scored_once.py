@@ -42,10 +42,17 @@ def test_the_reference_is_predicted_once_and_scored_from_its_logits(tiny_folder,
 
 
 def test_onnx_runtime_options_compare_by_what_they_compute():
+    from edgekit.devices import load_profile
     from edgekit.runtimes.ort import OrtRunner
 
-    assert OrtRunner.computes_alike(None, {"providers": ["CPUExecutionProvider"]})
-    assert OrtRunner.computes_alike({"providers": ["cpu"], "performance_hint": "latency"},
-                                    {"performance_hint": "latency"})
-    assert not OrtRunner.computes_alike(None, {"providers": ["cuda"]})
-    assert not OrtRunner.computes_alike({"providers": ["cpu", "cuda"]}, {"providers": ["cuda"]})
+    local = load_profile("local-cpu")  # providers: [CPUExecutionProvider]
+
+    def with_ort(**options):
+        return local.model_copy(update={"runtimes": {**local.runtimes, "onnxruntime":
+                                        local.runtimes["onnxruntime"].model_copy(update=options)}})
+
+    assert OrtRunner.computes_alike(local, with_ort(providers=["cpu"]))
+    assert OrtRunner.computes_alike(local, with_ort(providers=[]))  # the CPU provider is added
+    assert not OrtRunner.computes_alike(local, with_ort(providers=["cuda"]))
+    assert not OrtRunner.computes_alike(with_ort(providers=["cpu", "cuda"]),
+                                        with_ort(providers=["cuda"]))
