@@ -389,8 +389,10 @@ class Optimizer(CandidateSteps, StudyRunner, Decision, Reporting):
         from edgekit.kinds import default_runtime
         from edgekit.runtimes.base import get_runner
 
-        return runtime == default_runtime("onnx") and \
-            get_runner(runtime).computes_alike(device, default_cpu_profile())
+        runner = get_runner(runtime)
+        return runtime == default_runtime("onnx") and runner.computes_alike(
+            *(runner.parse_options(d.runner_options(runtime))
+              for d in (device, default_cpu_profile())))
 
     def _reference_logits_here(self):
         if self._ref_logits is None:

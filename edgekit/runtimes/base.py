@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,9 +32,6 @@ from edgekit.registry import load_modules, suggest
 from edgekit.runtimes.latency import LatencyProtocol, latency_stats
 from edgekit.runtimes.records import LatencyStats, LayerRow, MachineSummary, RuntimeDetails
 from edgekit.spec import InputSpec
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgekit.devices import DeviceProfile
 
 
 class RunnerOptions(BaseModel):
@@ -195,12 +192,11 @@ class Runner:
         return parse_as(cls.Options, dict(options or {}), where or f"runtime {cls.name} options")
 
     @classmethod
-    def computes_alike(cls, a: DeviceProfile, b: DeviceProfile) -> bool:
-        """Whether this runtime computes the same outputs on device profiles `a` and `b` (one
-        file's logits are then reused, not predicted again): its options equal once parsed
-        and normalised."""
-        return cls.normalised(cls.parse_options(a.runner_options(cls.name))) == \
-            cls.normalised(cls.parse_options(b.runner_options(cls.name)))
+    def computes_alike(cls, a: RunnerOptions | None, b: RunnerOptions | None) -> bool:
+        """Whether this runtime computes the same outputs under options `a` and `b` (two device
+        profiles' `runner_options`, parsed): one file's logits are then reused, not predicted
+        again. Equal once normalised."""
+        return cls.normalised(cls.parse_options(a)) == cls.normalised(cls.parse_options(b))
 
     @classmethod
     def normalised(cls, options: RunnerOptions) -> RunnerOptions:

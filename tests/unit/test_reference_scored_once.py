@@ -42,17 +42,16 @@ def test_the_reference_is_predicted_once_and_scored_from_its_logits(tiny_folder,
 
 
 def test_onnx_runtime_options_compare_by_what_they_compute():
-    from edgekit.devices import load_profile
     from edgekit.runtimes.ort import OrtRunner
 
-    local = load_profile("local-cpu")  # providers: [CPUExecutionProvider]
+    def options(**given):
+        return OrtRunner.parse_options(given)
 
-    def with_ort(**options):
-        return local.model_copy(update={"runtimes": {**local.runtimes, "onnxruntime":
-                                        local.runtimes["onnxruntime"].model_copy(update=options)}})
-
-    assert OrtRunner.computes_alike(local, with_ort(providers=["cpu"]))
-    assert OrtRunner.computes_alike(local, with_ort(providers=[]))  # the CPU provider is added
-    assert not OrtRunner.computes_alike(local, with_ort(providers=["cuda"]))
-    assert not OrtRunner.computes_alike(with_ort(providers=["cpu", "cuda"]),
-                                        with_ort(providers=["cuda"]))
+    local = options(providers=["CPUExecutionProvider"], performance_hint="latency")
+    assert OrtRunner.computes_alike(local, options(providers=["cpu"], performance_hint="latency"))
+    assert OrtRunner.computes_alike(options(), options(providers=["CPUExecutionProvider"]))
+    assert OrtRunner.computes_alike(options(providers=[]), options())  # the CPU provider added
+    assert not OrtRunner.computes_alike(local, options(providers=["cuda"],
+                                                       performance_hint="latency"))
+    assert not OrtRunner.computes_alike(options(providers=["cpu", "cuda"]),
+                                        options(providers=["cuda"]))
