@@ -160,7 +160,20 @@ def test_three_commands_from_state_dict_to_a_validated_optimized_artifact(
     assert abs(original["top1"] / 100 - user["top1"]) <= 0.005, (original["top1"], user["top1"])
     assert user["top1"] >= 0.70  # chance is 0.25
     int8 = by_name["original onnxruntime:int8"]
-    assert int8["status"] == "measured" and abs(int8["drop_points"]) <= 5, int8
+    if int8["status"] == "measured":
+        drop = int8["drop_points"]
+    else:  # timed a tie with (or slower than) the fp32 original: the search does not score
+        # what cannot win, so its calibration on --train is scored here
+        assert int8["status"] in ("tie", "too slow", "dominated"), int8
+        assert int8["why"].endswith("not scored"), int8
+        from edgekit.devices import load_profile
+        from edgekit.validate.bench import benchmark
+
+        record = benchmark(int8["steps"][0]["artifact"], device=load_profile("local-cpu"),
+                           eval_source=user["val"], batches=[1],
+                           reference=original["steps"][-1]["artifact"])[0]
+        drop = record["accuracy"]["top1_drop_points"]
+    assert abs(drop) <= 5, (int8, drop)
     winner = result["winner"]
     assert winner and Path(winner["path"]).exists() and winner["drop_points"] <= 1.0
     args = next_command(stdout, user, out)
