@@ -194,12 +194,6 @@ DEFERRED: dict[str, str] = {
     # scenario's compress from its state_dict
     "tests/e2e/test_real_model.py::test_compress_records_the_flags_and_says_so":
         "compress recording the flags of a state_dict",
-    # 27 s (session 15's dry run, 1,608 s in all: margin); CI keeps the chain's budget in the
-    # four other tests of the module (a spent budget names its step, int8 gets what the chain
-    # left, the default one-point budget holds)
-    "tests/e2e/test_compress_chain_budget.py::"
-    "test_every_drop_is_against_the_original_with_the_step_beside_it":
-        "every step's drop printed against the original",
 }
 
 
