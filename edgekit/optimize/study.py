@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.optimize.budget import BudgetSteps
 from edgekit.optimize.build import Arch, UnchangedError, portable
 from edgekit.optimize.cache import digest
 from edgekit.optimize.device_search import DeviceSearch, import_optuna
@@ -104,7 +105,7 @@ class Run:
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))})
 
 
-class StudyRunner:
+class StudyRunner(BudgetSteps):
     """The Optimizer's trials (a part of edgekit.optimize.search.Optimizer)."""
 
     def _study(self, search: DeviceSearch):
@@ -217,28 +218,6 @@ class StudyRunner:
                     short_images=space.distill.images("short", self.train_size),
                     full_images=space.distill.images("full", self.train_size),
                     budget=seconds, archs=max(1, archs), space=space.size(search.targets))
-
-    def _price_short(self, run: Run) -> None:
-        """With a time budget, the short rung is priced before any distillation runs, from the
-        training speed measured on this machine on the original (`_train_speed`): the short
-        rung is shrunk at once when the budget cannot pay for it (Plan.short_fit). The first
-        timed distillation replaces the price."""
-        plan = run.plan
-        if run.deadline is None or not plan.short_images or plan.short_s is not None:
-            return
-        speed = self._train_speed(run, self.bundle.model)
-        if speed:
-            plan.price_short(speed)
-            self._shrink_short(run)
-
-    def _train_speed(self, run: Run, model: Any) -> float | None:
-        """Images/s of `model`'s training steps here in the layout it would train in
-        (accel.plan_training's micro-benchmark, cached per machine and kind of model)."""
-        from edgekit.zoo.accel import plan_training
-
-        train = plan_training(model, tuple(self.bundle.spec.shape),
-                              run.search.space.distill.batch_size, self.builder.train)
-        return train.images_per_s.get(train.label)
 
     def _run_originals(self, run: Run) -> None:
         """The originals' queued trials: measured already (cache hits), whatever the time."""
@@ -430,26 +409,6 @@ class StudyRunner:
         trial.set_user_attr("why", why)
         raise optuna.TrialPruned()
 
-    def _unpaid(self, run: Run, arch: Arch) -> str | None:
-        """Why a candidate that passed the screen is not distilled: its architecture still
-        needs the short distillation and the time left does not pay for it; None to go on.
-        Its price is the larger of the rung's (measured, or priced on the original) and its
-        own training speed's (measured per kind of model: a student with other layers may
-        train slower than the model the rung was priced or timed on)."""
-        left, plan = run.left(), run.plan
-        if left is None or plan.short_s is None:
-            return None
-        prices = [plan.short_s]
-        if plan.short_images:
-            speed = self._train_speed(run, self.builder.bundle(arch, "init",
-                                                               run.search.device.round_to).model)
-            if speed:
-                prices.append(plan.short_s_at(speed))
-        if max(prices) <= left:
-            return None
-        return (f"its short distillation (~{max(prices):.0f} s) does not fit in the "
-                f"{max(0.0, left):.0f} s left: not started")
-
     def _full_affordable(self, run: Run) -> bool:
         """Whether the time left pays for one more full distillation (always, with no limit)."""
         return run.plan.full_allowed(run.left()) > 0
@@ -465,21 +424,6 @@ class StudyRunner:
             done = run.tried() + 1
             eta = run.plan.eta(done, run.left())
             run.advance(1, eta=f"{eta:.0f}s" if eta is not None else "?")
-
-    def _shrink_short(self, run: Run) -> bool:
-        """When the time left cannot pay for the short rung on the architectures still to
-        distil (Plan.short_fit), the short rung is shrunk for the rest of the search (the
-        builder's schedule: a new cache key, so nothing made at the old size is reused as
-        the new one). True when it was."""
-        images = run.plan.short_fit(run.left())
-        if images is None:
-            return False
-        distill = self.builder.space.distill
-        limit = max(1, images // distill.short_epochs)
-        self.builder.space = self.builder.space.model_copy(
-            update={"distill": distill.model_copy(update={"short_limit": limit})})
-        run.plan.shrink_short(limit * distill.short_epochs)
-        return True
 
     def _candidates(self, study: Any) -> list[Candidate]:
         """The study's candidates, each promoted one as its full-rung trial."""
