@@ -63,8 +63,7 @@ class CandidateSteps:
                                                      eval_limit=self.eval_limit))
                 own = stage == "original" and target.endswith(":fp32") \
                     and self._scored_as_reference(device, runtime)
-                logits = None if ref_logits is None else \
-                    EvalLogits(ref_logits, ref_logits if own else None)
+                logits = None if ref_logits is None else EvalLogits(ref_logits, own)
                 record = measure_on_device(entry, runtime, job, executor=search.executor,
                                            spec=self.bundle.spec, eval_set=self.eval_set,
                                            logits=logits, accuracy=accuracy)

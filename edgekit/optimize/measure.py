@@ -38,11 +38,12 @@ __all__ = ["ConfirmationUnavailableError", "DeviceLostError", "EvalLogits", "alt
 
 
 class EvalLogits(NamedTuple):
-    """Logits on the eval set already computed here: the original's fp32 reference and, for
-    the reference file on the runtime that computed it (same options), its own (the same)."""
+    """The original's fp32 reference logits on the eval set, computed here; `own`: the file
+    measured is that reference on the runtime (and options) that computed them, so they are
+    its own logits too."""
 
     reference: Any
-    own: Any = None
+    own: bool = False
 
 
 def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
@@ -50,11 +51,11 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
                       logits: EvalLogits | None, accuracy: bool = True) -> ResultRecord:
     """The result record of `entry` (an artifact's manifest entry with its path) run by
     `runtime` as `job` says (its device, its one batch size, its eval data), through the
-    device's `executor`; `spec`, `eval_set` and `ref_logits` are the eval data already loaded
+    device's `executor`; `spec`, `eval_set` and `logits` are the eval data already loaded
     here, for an executor that measures here. A device that stops answering raises
     DeviceLostError (the search resumes there on a rerun). `accuracy=False` (an executor that
     measures here): latency only, on the eval set's first images (the screen rung). `logits`:
-    the reference logits here (and the file's own when it is the reference)."""
+    the reference logits here (and whether the file is that reference on their runtime)."""
     device = job.device
     if executor.measures_here:
         from edgekit.validate.bench import measure, measure_latency, measure_reference
@@ -62,9 +63,10 @@ def measure_on_device(entry: ArtifactEntry, runtime: str, job: ValidationJob, *,
         if not accuracy:
             return measure_latency(entry, spec, device, images=eval_set, batches=job.batches,
                                    runtime=runtime, model_name=entry.get("model"))[0]
-        if logits is not None and logits.own is not None:
+        if logits is not None and logits.own:
             return measure_reference(entry, spec, device, eval_set=eval_set,
-                                     batches=job.batches, logits=logits.own, runtime=runtime)[0]
+                                     batches=job.batches, logits=logits.reference,
+                                     runtime=runtime)[0]
         return measure(entry, spec, device, eval_set=eval_set, batches=job.batches,
                        ref_logits=logits.reference if logits is not None else None,
                        runtime=runtime, model_name=entry.get("model"))[0]
