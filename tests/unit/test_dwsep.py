@@ -136,8 +136,23 @@ def test_moments_match_a_direct_computation():
     moments = collect_moments(model, {"1": conv}, x.numpy(), batch_size=4)
     rows = conv_patches(conv, x)
     assert moments["1"].count == len(rows)
-    torch.testing.assert_close(moments["1"].mean, rows.mean(0))
-    torch.testing.assert_close(moments["1"].cov, torch.cov(rows.T, correction=0))
+    # each batch's products are float32 (collect_moments), summed in float64
+    torch.testing.assert_close(moments["1"].mean, rows.mean(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(moments["1"].cov, torch.cov(rows.T, correction=0), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_moments_of_inputs_far_from_zero_lose_nothing_to_cancellation():
+    """Patches with mean 1,000 and unit spread: E[xxᵀ] − mean·meanᵀ in float32 would keep no
+    digit of the covariance; the shifted sums keep it to float32's precision."""
+    conv = nn.Conv2d(3, 4, 3)  # no padding: no zeros among the patches
+    model = nn.Sequential(nn.Identity(), conv)
+    x = (correlated_inputs(12, 3) + 1000.0).float()
+    moments = collect_moments(model, {"1": conv}, x.numpy(), batch_size=4)["1"]
+    rows = conv_patches(conv, x.double())
+    torch.testing.assert_close(moments.mean, rows.mean(0), rtol=1e-6, atol=1e-6)
+    cov = torch.cov(rows.T, correction=0)
+    assert float((moments.cov - cov).abs().max() / cov.abs().max()) < 1e-4
 
 
 def test_wide_convs_sample_fewer_patch_rows(monkeypatch):
