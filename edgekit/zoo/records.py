@@ -23,6 +23,7 @@ class TeacherRecord(TypedDict, total=False):
     teacher_forwards: int
     teacher_s: float  # seconds the teacher's forward passes took
     teacher_precision: str  # what the teacher ran in (its own plan: fp32 | bf16, +channels_last)
+    teacher_engine: str  # torch or onnxruntime fp32, and why (teacher_engine.choose)
     teacher_cache: str | None
     cached_epochs: list[int]
     built_epochs: list[int]

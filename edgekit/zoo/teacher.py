@@ -119,6 +119,8 @@ class TeacherLogits:
         self.built_epochs: list[int] = []
         self._reading: np.ndarray | None = None  # this epoch's cached logits (memory-mapped)
         self._writing: np.ndarray | None = None  # this epoch's logits as computed
+        self.engine: str | None = None  # what computes the logits (teacher_engine.choose)
+        self._session: Any = None  # its OrtTeacher, when ONNX Runtime computes them
 
     # ------------------------------------------------------------ the run
     def start(self, plan: TrainPlan, run_key: RunKey, rows: int, epochs: int) -> None:
@@ -152,8 +154,17 @@ class TeacherLogits:
         if self._reading is not None:
             rows = np.array(self._reading[offset:offset + len(x)])
             return torch.from_numpy(rows).to(x.device)
-        with torch.no_grad(), self.plan.autocast():
-            out = self.teacher(self.plan.place_inputs(x)).float()
+        from edgekit.zoo.teacher_engine import choose, torch_forward
+
+        if self.engine is None:  # the first batch computed: torch, timed, and the choice
+            out, self._session, self.engine = choose(self.teacher, self.plan, x,
+                                                     self.rows * max(1, self.epochs))
+            if self._session is not None:
+                emit(f"note: the teacher's logits are computed by {self.engine}")
+        elif self._session is not None:
+            out = self._session(x)
+        else:
+            out = torch_forward(self.teacher, self.plan, x)
         self.forwards += 1
         if self.key is not None:
             if self._writing is None:
@@ -209,7 +220,7 @@ class TeacherLogits:
 
     def finish(self) -> None:
         """After the run: the teacher back on the CPU, as the rest of edgekit expects."""
-        self._reading = self._writing = None
+        self._reading = self._writing = self._session = None
         release_model(self.teacher)
 
     def record(self) -> TeacherRecord:
@@ -217,6 +228,8 @@ class TeacherLogits:
         out: TeacherRecord = {"teacher_forwards": self.forwards,
                                "teacher_s": round(self.seconds, 3),
                                "teacher_precision": self.plan.label}
+        if self.engine is not None:
+            out["teacher_engine"] = self.engine
         if self.key is None:
             out["teacher_cache"] = f"off: {self.why_not}"
             return out
