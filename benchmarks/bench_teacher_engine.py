@@ -6,7 +6,7 @@ that faster here. This script measures what that decision rests on, over more im
 micro-benchmark: for the models of bench_train_speed.py (resnet18_small at 1×28×28,
 torchvision mobilenet_v3_small at 3×64×64, random weights: speed does not depend on them), the
 teacher's images/s in eval mode, fp32 (PyTorch in the layout edgekit's training plan measures
-faster here), batch 128, BENCH_TEACHER_IMAGES images (1,024) per round,
+faster here), batch 64, BENCH_TEACHER_IMAGES images (1,024) per round,
 PyTorch eager and ONNX Runtime (the teacher's export, CPU provider) in interleaved rounds
 (BENCH_ROUNDS, 3), the best round of each; then what `teacher_engine.choose` decides for one
 60,000-image epoch (its own measurement, in a fresh cache).
@@ -28,7 +28,7 @@ from common import QUICK, RANDOM_WEIGHTS, md_table, write_results
 IMAGES = int(os.environ.get("BENCH_TEACHER_IMAGES") or (128 if QUICK else 1024))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS") or (1 if QUICK else 3))
 THREADS = 2
-BATCH = 128
+BATCH = 64  # distillation's default batch (TrainConfig)
 EPOCH = 60_000
 
 
