@@ -37,6 +37,7 @@ OWNERS = {
     "optimize-archs": "benchmarks/bench_optimize_archs.py",
     "search-cost": "benchmarks/bench_search_cost.py",
     "train-speed": "benchmarks/bench_train_speed.py",
+    "teacher-engine": "benchmarks/bench_teacher_engine.py",
     "fleet": "benchmarks/bench_fleet.py",
     "imagefolder": "benchmarks/bench_imagefolder.py",
     "memory": "benchmarks/bench_memory.py",

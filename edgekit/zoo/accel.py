@@ -266,7 +266,7 @@ def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
     if speeds[_label(*best)] < MIN_GAIN * speeds[_label(*default)]:
         best = default
     choice = {"precision": best[0], "channels_last": best[1], "images_per_s": speeds}
-    store_entry(key, choice)
+    _store_entry(key, choice)
     return TrainPlan(device, best[0], best[1], "measured", speeds)
 
 
@@ -344,7 +344,7 @@ def _cache_key(key: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def cached_entry(key: dict[str, Any]) -> dict[str, Any] | None:
+def _cached_entry(key: dict[str, Any]) -> dict[str, Any] | None:
     """What this machine measured earlier under `key` (train-plans.json), if anything."""
     try:
         data = json.loads(_plans_path().read_text())
@@ -355,11 +355,11 @@ def cached_entry(key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _cached_choice(key: dict[str, Any]) -> dict[str, Any] | None:
-    entry = cached_entry(key)
+    entry = _cached_entry(key)
     return entry if entry is not None and entry.get("precision") in ("fp32", "bf16") else None
 
 
-def store_entry(key: dict[str, Any], choice: dict[str, Any]) -> None:
+def _store_entry(key: dict[str, Any], choice: dict[str, Any]) -> None:
     """Add a measured choice to the per-machine file (written to a temp file and renamed)."""
     path = _plans_path()
     try:
@@ -380,6 +380,6 @@ def store_entry(key: dict[str, Any], choice: dict[str, Any]) -> None:
                 os.unlink(tmp)
 
 
-__all__ = ["TrainPlan", "TrainSettings", "bf16_supported", "cache_dir", "cached_entry",
+__all__ = ["TrainPlan", "TrainSettings", "bf16_supported", "cache_dir",
            "measure_options", "plan_training", "release_model", "resolve_device",
-           "store_entry", "train_settings", "what_torch_sees"]
+           "train_settings", "what_torch_sees"]

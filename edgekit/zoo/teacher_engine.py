@@ -33,10 +33,10 @@ from edgekit.events import emit
 from edgekit.zoo.accel import (
     MIN_GAIN,
     TrainPlan,
-    cached_entry,
+    _cached_entry,
+    _store_entry,
     machine_name,
     shape_class,
-    store_entry,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,13 +164,13 @@ def choose(model: nn.Module, plan: TrainPlan, x: torch.Tensor,
     key = {"machine": machine_name("cpu"), "torch": torch.__version__,
            "onnxruntime": ort.__version__, "teacher": plan.label, "threads": threads,
            "shape": shape_class(model, tuple(x.shape), len(x))}
-    entry = cached_entry(key)
+    entry = _cached_entry(key)
     engine = None
     if entry is None:
         emit(f"note: measuring the teacher's forward on torch and onnxruntime here, once "
              f"for this machine ({type(model).__name__})")
         engine, entry = _measured(model, plan, x, first, threads)
-        store_entry(key, entry)
+        _store_entry(key, entry)
     if "why" in entry or not {"torch", "onnxruntime", "export_s"} <= set(entry):
         return first, None, f"torch ({entry.get('why', 'measured earlier without a result')})"
     saved = images / entry["torch"] - images / entry["onnxruntime"]
