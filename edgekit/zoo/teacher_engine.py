@@ -2,7 +2,8 @@
 
 Distillation's teacher only runs inference (eval mode, no gradients, fp32 on a CPU without bf16).
 ONNX Runtime's CPU kernels run a conv net's inference faster than PyTorch eager on some CPUs
-(the 2-core AVX2 EPYC: resnet18_small, 28×28, batch 256, ~1.9×), so where the teacher's logits
+and models (the 2-core AVX2 EPYC, batch 64: resnet18_small 1.16×, mobilenet_v3_small at 64×64
+2.31×; benchmarks/bench_teacher_engine.py), so where the teacher's logits
 must be computed (a teacher cache miss, or the cache off) they come from an ONNX Runtime session
 of the teacher's fp32 ONNX export when
 
