@@ -36,6 +36,7 @@ OWNERS = {
     "optimize-cost": "benchmarks/bench_optimize.py",
     "optimize-archs": "benchmarks/bench_optimize_archs.py",
     "search-cost": "benchmarks/bench_search_cost.py",
+    "resnet-cost": "benchmarks/bench_resnet_cost.py",
     "train-speed": "benchmarks/bench_train_speed.py",
     "teacher-engine": "benchmarks/bench_teacher_engine.py",
     "fleet": "benchmarks/bench_fleet.py",
