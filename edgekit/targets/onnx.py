@@ -178,6 +178,39 @@ def ort_logits(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
+EXPORTERS = ("dynamo", "torchscript")  # the order artifacts are exported in
+
+
+def torch_to_onnx(model, example, path: Path, *, input_name: str, output_name: str,
+                  dynamic_batch: bool, opset: int = OPSET,
+                  order: tuple[str, ...] = EXPORTERS) -> tuple[str | None, list[str]]:
+    """Export `model` traced on `example` (a tensor) to `path` with the first exporter of
+    `order` that succeeds. Returns (which ran, or None when none did; each failure)."""
+    import torch
+
+    names = {"input_names": [input_name], "output_names": [output_name]}
+    errors = []
+    for exporter in order:
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                if exporter == "dynamo":
+                    dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch", max=4096)},)} \
+                        if dynamic_batch else {}
+                    program = torch.onnx.export(model, (example,), dynamo=True,
+                                                opset_version=opset, verbose=False, **names, **dyn)
+                    program.save(str(path))
+                else:
+                    dyn = {"dynamic_axes": {input_name: {0: "batch"}, output_name: {0: "batch"}}} \
+                        if dynamic_batch else {}
+                    torch.onnx.export(model, (example,), str(path), dynamo=False,
+                                      opset_version=opset, **names, **dyn)
+            return exporter, errors
+        except Exception as exc:  # noqa: BLE001 - any exporter failure moves to the next one
+            errors.append(f"{exporter}: {str(exc).splitlines()[0][:300]}")
+    return None, errors
+
+
 def _torch_export(bundle: ModelBundle, path: Path, opset: int = OPSET) -> str:
     """Export with the dynamo exporter; fall back to the TorchScript one. Returns which ran."""
     import torch
@@ -185,30 +218,13 @@ def _torch_export(bundle: ModelBundle, path: Path, opset: int = OPSET) -> str:
     spec = bundle.spec
     # torch.export specialises dimensions of size 1, so a dynamic batch is traced at batch 2.
     batch = max(2, spec.shape[0]) if spec.dynamic_batch else spec.shape[0]
-    example = (torch.zeros(spec.batch_shape(batch)),)
-    names = {"input_names": [spec.input_name], "output_names": [spec.output_name]}
-    errors = []
-    for exporter in ("dynamo", "torchscript"):
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                if exporter == "dynamo":
-                    dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch", max=4096)},)} \
-                        if spec.dynamic_batch else {}
-                    program = torch.onnx.export(bundle.model, example, dynamo=True,
-                                                opset_version=opset, verbose=False, **names, **dyn)
-                    program.save(str(path))
-                else:
-                    dyn = {"dynamic_axes": {spec.input_name: {0: "batch"},
-                                            spec.output_name: {0: "batch"}}} \
-                        if spec.dynamic_batch else {}
-                    torch.onnx.export(bundle.model, example, str(path), dynamo=False,
-                                      opset_version=opset, **names, **dyn)
-            return exporter
-        except Exception as exc:  # noqa: BLE001 - any exporter failure moves to the next one
-            errors.append(f"{exporter}: {str(exc).splitlines()[0][:300]}")
-    raise ExportError(f"torch.onnx could not export {bundle.name}: " + " | ".join(errors),
-                      hint="check that forward() uses only traceable tensor operations")
+    exporter, errors = torch_to_onnx(bundle.model, torch.zeros(spec.batch_shape(batch)), path,
+                                     input_name=spec.input_name, output_name=spec.output_name,
+                                     dynamic_batch=spec.dynamic_batch, opset=opset)
+    if exporter is None:
+        raise ExportError(f"torch.onnx could not export {bundle.name}: " + " | ".join(errors),
+                          hint="check that forward() uses only traceable tensor operations")
+    return exporter
 
 
 def simplify(model):

@@ -16,11 +16,9 @@ Importing this module does not import torch; the functions that need it do.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
 from edgekit.events import emit
+from edgekit.zoo.measured import recall, remember
 from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-PLANS_FILE = "train-plans.json"
 # An option must beat plain fp32 by this much to be chosen: within it, the exact and simpler one.
 MIN_GAIN = 1.05
 
@@ -266,7 +264,7 @@ def plan_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
     if speeds[_label(*best)] < MIN_GAIN * speeds[_label(*default)]:
         best = default
     choice = {"precision": best[0], "channels_last": best[1], "images_per_s": speeds}
-    _store_entry(key, choice)
+    remember(key, choice)
     return TrainPlan(device, best[0], best[1], "measured", speeds)
 
 
@@ -336,48 +334,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def _plans_path() -> Path:
-    return cache_dir() / PLANS_FILE
-
-
-def _cache_key(key: dict[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True)
-
-
-def _cached_entry(key: dict[str, Any]) -> dict[str, Any] | None:
-    """What this machine measured earlier under `key` (train-plans.json), if anything."""
-    try:
-        data = json.loads(_plans_path().read_text())
-    except (OSError, ValueError):
-        return None
-    entry = data.get(_cache_key(key)) if isinstance(data, dict) else None
-    return entry if isinstance(entry, dict) else None
-
-
 def _cached_choice(key: dict[str, Any]) -> dict[str, Any] | None:
-    entry = _cached_entry(key)
+    entry = recall(key)
     return entry if entry is not None and entry.get("precision") in ("fp32", "bf16") else None
-
-
-def _store_entry(key: dict[str, Any], choice: dict[str, Any]) -> None:
-    """Add a measured choice to the per-machine file (written to a temp file and renamed)."""
-    path = _plans_path()
-    try:
-        data = json.loads(path.read_text())
-        data = data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        data = {}
-    data[_cache_key(key)] = {**choice, "key": key}
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 __all__ = ["TrainPlan", "TrainSettings", "bf16_supported", "cache_dir",

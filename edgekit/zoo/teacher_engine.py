@@ -22,7 +22,6 @@ Importing this module does not import torch or onnxruntime.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -34,11 +33,10 @@ from edgekit.events import emit
 from edgekit.zoo.accel import (
     MIN_GAIN,
     TrainPlan,
-    _cached_entry,
-    _store_entry,
     machine_name,
     shape_class,
 )
+from edgekit.zoo.measured import recall, remember
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,23 +83,13 @@ class OrtTeacher:
 
 def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """TorchScript's exporter first (seconds; the teacher needs no more), dynamo's after."""
-    import io
-    import warnings
+    from edgekit.targets.onnx import torch_to_onnx
 
-    import torch
-
-    dyn = {"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=18,
-                              input_names=["input"], output_names=["logits"], **dyn)
-        except Exception:  # noqa: BLE001 - the other exporter, then torch runs the teacher
-            program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=18, input_names=["input"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", max=1 << 16)},))
-            program.save(str(path))
+    exporter, errors = torch_to_onnx(model, example, path, input_name="input",
+                                     output_name="logits", dynamic_batch=True,
+                                     order=("torchscript", "dynamo"))
+    if exporter is None:
+        raise RuntimeError(" | ".join(errors))
 
 
 def torch_forward(model: nn.Module, plan: TrainPlan, x: torch.Tensor) -> torch.Tensor:
@@ -165,13 +153,13 @@ def choose(model: nn.Module, plan: TrainPlan, x: torch.Tensor,
     key = {"machine": machine_name("cpu"), "torch": torch.__version__,
            "onnxruntime": ort.__version__, "teacher": plan.label, "threads": threads,
            "shape": shape_class(model, tuple(x.shape), len(x))}
-    entry = _cached_entry(key)
+    entry = recall(key)
     engine = None
     if entry is None:
         emit(f"note: measuring the teacher's forward on torch and onnxruntime here, once "
              f"for this machine ({type(model).__name__})")
         engine, entry = _measured(model, plan, x, first, threads)
-        _store_entry(key, entry)
+        remember(key, entry)
     if "why" in entry or not {"torch", "onnxruntime", "export_s"} <= set(entry):
         return first, None, f"torch ({entry.get('why', 'measured earlier without a result')})"
     saved = images / entry["torch"] - images / entry["onnxruntime"]

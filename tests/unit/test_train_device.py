@@ -19,13 +19,13 @@ from edgekit.errors import InputError  # noqa: E402
 from edgekit.spec import InputSpec  # noqa: E402
 from edgekit.zoo.accel import (  # noqa: E402
     MIN_GAIN,
-    PLANS_FILE,
     TrainSettings,
     bf16_supported,
     plan_training,
     resolve_device,
     train_settings,
 )
+from edgekit.zoo.measured import PLANS_FILE  # noqa: E402
 from edgekit.zoo.train import FitOptions, TrainConfig, fit  # noqa: E402
 from tests.helpers import cli, fashion_train_subset, tiny_torch_model  # noqa: E402
 
