@@ -54,6 +54,7 @@ from bench_optimize import (
     TINY,
     cost_split,
     device_file,
+    nncf_anchor,
     protocol,
     resnet_checkpoint,
     tally_search,
@@ -91,8 +92,7 @@ def source(mode: str) -> Path:
         subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True)
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), BEFORE_COMMIT],
                        cwd=ROOT, check=True, capture_output=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    head = _commit(tree)
     if head != BEFORE_COMMIT:
         raise RuntimeError(f"{tree} is at {head}, not {BEFORE_COMMIT}: delete it and rerun")
     return tree
@@ -127,13 +127,14 @@ def search(mode: str, checkpoint: Path, device: str) -> dict[str, Any]:
     tally_search(summary, f"edgekit optimize ResNet-18 ({mode})")
     result = next(iter(summary["devices"].values()))
     won = result.get("winner")
-    record = {"mode": mode, "code": BEFORE_COMMIT if mode == "before" else _head(),
+    costs = trial_costs(out)
+    record = {"mode": mode, "code": _commit(code),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
               "candidates": len(result["candidates"]), "why": result["why"],
               "reference_top1": result["reference_top1"],
-              "split": cost_split({"candidates": [{"cost": c} for c in trial_costs(out)]},
-                                  seconds, summary),
-              "trial_runs": len(trial_costs(out)),
+              "split": cost_split({"candidates": [{"cost": c} for c in costs]}, seconds,
+                                  summary),
+              "trial_runs": len(costs),
               # BEFORE_COMMIT's manifests do not record the distill stage this reads
               "distillations": distillations(out) if mode == "after" else None,
               "rungs": rungs(result),
@@ -184,8 +185,8 @@ def winner_seconds(mode: str, record: dict[str, Any]) -> float | None:
     return round(done - (ended - record["seconds"]), 1)
 
 
-def _head() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True,
+def _commit(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, check=True,
                           capture_output=True, text=True).stdout.strip()
 
 
@@ -206,16 +207,6 @@ def read_back(mode: str, checkpoint: Path) -> dict[str, Any]:
                          f"CPU in {path}: run with BENCH_RESNET_COST_MODES={mode} (or both)")
     print(f"   {mode}: read back from {path} ({record['date']})", flush=True)
     return record
-
-
-def anchor(checkpoint: Path) -> Path:
-    """NNCF's default int8 of the original on OpenVINO (optimize-resnet's anchor)."""
-    folder = WORK / "anchor"
-    shutil.rmtree(folder, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "edgekit", "compress", str(checkpoint), "--int8",
-                    "--for", "openvino", "--calib", CALIB, "-o", str(folder), "--json"],
-                   check=True, cwd=ROOT, capture_output=True)
-    return folder / "model.int8.xml"
 
 
 def time_winners(records: dict[str, dict[str, Any]], anchor_path: Path,
@@ -322,7 +313,7 @@ def main() -> dict[str, Any]:
             for m in MODES}
     for mode, record in runs.items():
         record["winner_s"] = winner_seconds(mode, record)
-    timing = time_winners(runs, anchor(checkpoint), device)
+    timing = time_winners(runs, nncf_anchor(checkpoint, WORK / "anchor"), device)
     provenance = checkpoint_provenance(checkpoint)
     data = {"benchmark": "resnet-cost-tiny" if TINY else "resnet-cost",
             "environment": capture_environment(), "threads": THREADS, "space": SPACE,

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
 from edgekit.events import emit
-from edgekit.zoo.measured import recall, remember
+from edgekit.zoo.measured import cache_dir, recall, remember
 from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,11 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 # An option must beat plain fp32 by this much to be chosen: within it, the exact and simpler one.
 MIN_GAIN = 1.05
-
-
-def cache_dir() -> Path:
-    """edgekit's cache folder ($EDGEKIT_CACHE, else .cache in the working directory)."""
-    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
 
 
 def _env_default(name: str, fallback: str) -> Any:

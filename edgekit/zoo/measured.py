@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from edgekit.io.files import atomic_write_text
 
 PLANS_FILE = "train-plans.json"
 
 
-def _path() -> Path:
-    from edgekit.zoo.accel import cache_dir
+def cache_dir() -> Path:
+    """edgekit's cache folder ($EDGEKIT_CACHE, else .cache in the working directory)."""
+    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
 
+
+def _path() -> Path:
     return cache_dir() / PLANS_FILE
 
 
@@ -43,16 +47,8 @@ def remember(key: Mapping[str, object], entry: Mapping[str, object]) -> None:
     path = _path()
     data = _read(path)
     data[json.dumps(key, sort_keys=True)] = {**entry, "key": dict(key)}
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # a read-only cache: measured again next time
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-__all__ = ["PLANS_FILE", "recall", "remember"]
+__all__ = ["PLANS_FILE", "cache_dir", "recall", "remember"]
