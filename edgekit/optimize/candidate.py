@@ -191,9 +191,10 @@ class CandidateSteps:
                front: list[tuple[float, float]], steps: list[Measurement], promote: bool,
                full_affordable: Any) -> Outcome:
         """The short rung, then the full one when the candidate is promoted: by `promote`, when
-        its architecture's full distillation exists already, or when its short result is within
-        `promote_margin` of entering the front and the time left pays for it. Otherwise it
-        waits for the promotions after the trials (study.py), which the budget decides."""
+        its architecture's full distillation exists already, or (with a `promote_margin`) when
+        its short result is within it of entering the front and the time left pays for it.
+        Otherwise it waits for the promotions after the trials (study.py): fastest first, which
+        the budget decides."""
         short = self._measure(search, arch, "short", target, fallback)
         steps.append(short)
         schedule = search.space.distill
@@ -209,6 +210,10 @@ class CandidateSteps:
                   "architecture that could still beat the winner"
         elif self._made(search, arch, "full"):
             why = "promoted to the full distillation (its architecture's was made already)"
+        elif margin is None:
+            result["why"] = (f"short distillation reached {top1:.2f}%: waits for the "
+                             "promotions after the trials (fastest first)")
+            return result
         elif top1 + margin < ref - self.max_drop:
             result["why"] = (f"short distillation reached {top1:.2f}%, more than {margin:g} "
                              f"points under the budget ({ref - self.max_drop:.2f}%): waits for "

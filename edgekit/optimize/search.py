@@ -9,8 +9,9 @@ Per device:
   3. a candidate that changes the architecture is first exported and timed undistilled (latency
      does not depend on the weights); it is distilled only if it can still win (not slower than
      the original beyond the noise, and not a mere tie with it, which the simpler original
-     wins) and still enter the front — briefly first, fully only if the short result is within
-     `promote_margin` points of entering the front (successive halving);
+     wins) and still enter the front — briefly first (successive halving); after the trials
+     the fastest short-only candidate of each architecture that could still change the winner
+     is distilled fully, fastest first, while the time budget lasts;
   4. the winner is the fastest candidate within the accuracy budget that is not slower than the
      original's fastest runtime beyond the noise (a speed-up interval from the samples,
      runtimes/speedup.py); a tie within the noise goes to the simpler artifact; the winner is

@@ -85,7 +85,9 @@ def test_every_remaining_candidate_is_built_and_none_fails_for_bookkeeping(searc
                           "prune 0.2 onnxruntime:fp32", "prune 0.2 onnxruntime:fp16"}
     assert not [c for c in result["candidates"] if c["status"] in ("failed", "skipped")]
     fp16 = names["original onnxruntime:fp16"]  # built by the ONNX target, not "onnxruntime"
-    assert fp16["values"] is not None and fp16["artifact"].endswith(".fp16.onnx")
+    assert fp16["artifact"].endswith(".fp16.onnx") and fp16["p50_ms"] > 0
+    # timed before it is scored: a screen cut (fp16 on a CPU is often slower) scores nothing
+    assert fp16["values"] is not None or (fp16["rung"] == "screen" and fp16["cut"]), fp16
     for c in result["candidates"]:  # every pruned one was made and timed
         assert c["steps"] and c["steps"][0]["p50_ms"] > 0
 

@@ -78,8 +78,10 @@ def test_devices_are_searched_in_one_command_and_a_failing_one_is_reported(zoo_c
     for name in ("cpu-a", "cpu-one-thread"):  # the others finished, each with its winner
         result = summary["devices"][name]
         assert not result["lost"] and result["where"] == "local on this machine"
-        measured = {c["name"] for c in result["candidates"] if c["values"]}
-        assert measured == {"original onnxruntime:fp32", "original onnxruntime:int8"}
+        timed = {c["name"]: c for c in result["candidates"] if c["p50_ms"]}
+        assert set(timed) == {"original onnxruntime:fp32", "original onnxruntime:int8"}
+        # the int8 is timed first and scored only when that timing leaves it a chance
+        assert all(c["values"] or (c["rung"] == "screen" and c["cut"]) for c in timed.values())
         winner = result["winner"]
         assert winner and Path(winner["path"]).is_file()
         assert Path(winner["path"]).parent == out / name
