@@ -132,6 +132,7 @@ def search(mode: str, checkpoint: Path, device: str) -> dict[str, Any]:
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
               "candidates": len(result["candidates"]), "why": result["why"],
               "reference_top1": result["reference_top1"],
+              "fp32_ms": fp32_ms(result),
               "split": cost_split({"candidates": [{"cost": c} for c in costs]}, seconds,
                                   summary),
               "trial_runs": len(costs),
@@ -149,6 +150,13 @@ def search(mode: str, checkpoint: Path, device: str) -> dict[str, Any]:
     print(f"   {mode}: {record['seconds']} s, winner "
           f"{won['name'] if won else 'none'}", flush=True)
     return record
+
+
+def fp32_ms(result: dict[str, Any]) -> dict[str, float]:
+    """The fp32 original's p50 per runtime, as the search measured it: how fast the machine
+    was during that search (a VM's speed drifts between runs hours apart)."""
+    return {runtime: round(b["p50_ms"], 3) for runtime, b in
+            sorted((result.get("baselines") or {}).items()) if b.get("p50_ms")}
 
 
 def rungs(result: dict[str, Any]) -> dict[str, int]:
@@ -206,6 +214,10 @@ def read_back(mode: str, checkpoint: Path) -> dict[str, Any]:
         raise SystemExit(f"no earlier {mode} run of this checkpoint, space and budget on this "
                          f"CPU in {path}: run with BENCH_RESNET_COST_MODES={mode} (or both)")
     print(f"   {mode}: read back from {path} ({record['date']})", flush=True)
+    summary = WORK / mode / "out" / "optimize.json"
+    if "fp32_ms" not in record and summary.is_file():  # a record of before fp32_ms was kept
+        record["fp32_ms"] = fp32_ms(next(iter(json.loads(summary.read_text())["devices"]
+                                              .values())))
     return record
 
 
@@ -246,12 +258,13 @@ def _row(mode: str, r: dict[str, Any], timing: dict[str, Any]) -> list[Any]:
                        f"{r['split'][k]:.0f}" for k in SPLIT)
     rungs = ", ".join(f"{k} {v}" for k, v in sorted(r["rungs"].items()))
     won = r["winner"]
+    machine = " / ".join(f"{v:.2f}" for v in (r.get("fp32_ms") or {}).values())
     if not won:
-        return [mode, f"`{r['code'][:7]}`", f"{r['seconds']:.0f}", "", split, rungs, "none", "",
-                "", ""]
+        return [mode, f"`{r['code'][:7]}`", machine, f"{r['seconds']:.0f}", "", split, rungs,
+                "none", "", "", ""]
     t = timing.get(mode) or {}
     found = r.get("winner_s")
-    return [mode, f"`{r['code'][:7]}`", f"{r['seconds']:.0f}",
+    return [mode, f"`{r['code'][:7]}`", machine, f"{r['seconds']:.0f}",
             "" if found is None else f"{found:.0f}", split,
             f"{r['candidates']} ({rungs})", won["name"], f"{-won['drop_points']:+.2f}",
             f"{t.get('p50_ms', 0):.3f}", f"{t.get('ratio', 0):.3f}"]
@@ -270,7 +283,8 @@ def section(data: dict[str, Any]) -> str:
     return (
         f"### The README's ResNet-18 search before and after issue 28 (same command, same "
         f"machine: {cpu.get('model', '?')}, {cpu.get('usable_cores', '?')} cores)\n\n"
-        + md_table(["code", "commit", "wall s", "winner found at s",
+        + md_table(["code", "commit", "fp32 original ms (ORT / OpenVINO)", "wall s",
+                    "winner found at s",
                     "build / teacher / distil / measure / other s",
                     "candidates (per rung)", "winner", "Δ top-1 pts", "winner p50 ms",
                     "winner ÷ NNCF default int8"],
@@ -280,7 +294,7 @@ def section(data: dict[str, Any]) -> str:
           f"of the original on OpenVINO: {timing['anchor_p50_ms']:.3f} ms, timed in "
           f"alternating rounds with both winners; goal (≤ {GOAL_WALL}× the wall time, winner "
           f"≤ {GOAL_RATIO}× the anchor within {GOAL_DROP:g} point): "
-          f"{'met' if met else 'not met'}.\n"
+          f"{'met' if met else 'not met'}.{_drift(before, after)}\n"
           f"Both: `edgekit optimize` over prune {data['space']['prune']}, dwsep "
           f"{data['space']['dwsep']}, {data['space']['precisions']} on ONNX Runtime and "
           f"OpenVINO, {data['space']['trials']} trials, distillation {data['space']['distill']}, "
@@ -290,6 +304,19 @@ def section(data: dict[str, Any]) -> str:
           f"checkout ({after['date'][:10]}). Checkpoint `{data['checkpoint']}` (sha256 "
           f"`{data['checkpoint_sha256'][:16]}…`). Details: "
           f"[{data['benchmark']}.json](benchmarks/results/{data['benchmark']}.json).\n")
+
+
+def _drift(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A sentence when the machine's speed differed between the two searches by more than 10 %
+    (the fastest fp32 original's p50 that each measured): the wall-time ratio then mixes the
+    code's effect with the machine's."""
+    was, now = (min((r.get("fp32_ms") or {}).values(), default=None) for r in (before, after))
+    if not was or not now or abs(now / was - 1) <= 0.10:
+        return ""
+    bound = "an upper" if now > was else "a lower"
+    return (f" This machine ran the fp32 original {now / was:.2f}× as long during the after "
+            f"search ({now:.2f} ms) as during the before one ({was:.2f} ms): the wall-time ratio "
+            f"is {bound} bound of the code's effect.")
 
 
 def _found(before: dict[str, Any], after: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ def _run(mode: str, seconds: float, split: tuple[float, ...], winner: str | None
     return {"mode": mode, "code": "b0455dea" if mode == "before" else "1f80561a",
             "date": "2026-12-07T10:00:00+0000", "seconds": seconds, "candidates": 20,
             "winner_s": round(seconds * 0.8, 1),
+            "fp32_ms": {"onnxruntime": 6.07, "openvino": 5.86},
             "split": dict(zip(bench.SPLIT, split, strict=True)),
             "rungs": {"original": 4, "short": 12, "full": 4},
             "winner": None if winner is None else {
@@ -43,13 +44,25 @@ def test_the_section_sets_before_beside_after_with_the_ratio():
     text = bench.section(_data(2500.0, 750.0, 0.45))
     rows = [line for line in text.splitlines() if line.startswith(("| before", "| after"))]
     assert rows[0].startswith(
-        "| before | `b0455de` | 2500 | 2000 | 100 / in distil / 2000 / 300 / 100 |")
-    assert rows[1].startswith("| after | `1f80561` | 750 | 600 | 80 / 30 / 400 / 200 / 40 |")
+        "| before | `b0455de` | 6.07 / 5.86 | 2500 | 2000 | 100 / in distil / 2000 / 300 / 100 |")
+    assert rows[1].startswith(
+        "| after | `1f80561` | 6.07 / 5.86 | 750 | 600 | 80 / 30 / 400 / 200 / 40 |")
     assert rows[1].endswith("| prune 0.5 openvino:int8 | -0.20 | 0.900 | 0.450 |")
     assert "After ÷ before wall time: **0.30**" in text
     assert "until the winner was measured: 0.30" in text
     assert "not met" in text  # 0.30 > 0.25
     assert "Test CPU, 2 cores" in text and "`--time-budget 60m`" in text
+    assert "as long during the after search" not in text  # the same machine speed
+
+
+def test_a_machine_slower_during_one_search_is_said_with_the_bound_it_makes():
+    data = _data(2500.0, 750.0, 0.45)
+    data["runs"]["after"]["fp32_ms"] = {"onnxruntime": 9.02, "openvino": 8.91}
+    text = bench.section(data)
+    assert ("This machine ran the fp32 original 1.52× as long during the after search (8.91 ms)"
+            " as during the before one (5.86 ms): the wall-time ratio is an upper bound") in text
+    data["runs"]["after"]["fp32_ms"] = {"openvino": 5.0}
+    assert "is a lower bound" in bench.section(data)
 
 
 @pytest.mark.parametrize(("after_s", "ratio", "drop", "met"), [

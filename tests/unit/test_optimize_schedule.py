@@ -235,3 +235,48 @@ def test_a_candidate_whose_short_distillation_the_time_left_cannot_pay_is_not_st
     assert why.endswith("s left: not started")
     run.deadline = None  # no budget: everything is started
     assert StudyRunner._unpaid(runner, run, arch) is None
+
+
+def _rung_runner(made_full: bool = False):
+    """A CandidateSteps whose measurements are given (short rung 90.9 %, full rung 92.4 %)."""
+    from edgekit.optimize.candidate import CandidateSteps
+
+    runner = CandidateSteps.__new__(CandidateSteps)
+    runner.max_drop = 1.0
+    runner.measured = []
+
+    def measure(search, arch, stage, target, fallback):
+        runner.measured.append(stage)
+        return {"stage": stage, "p50_ms": 0.9, "top1": 0.909 if stage == "short" else 0.924}
+
+    runner._measure = measure
+    runner._made = lambda search, arch, stage: made_full and stage == "full"
+    return runner
+
+
+@pytest.mark.parametrize("margin", [None, 5.0])
+def test_by_default_no_full_distillation_runs_during_the_trials(margin):
+    """Issue 28 goal 2: with an in-trial margin the first pruned candidate sampled (ResNet-18
+    prune 0.25, its short rung 1.3 points under the budget) was fully distilled during the
+    trials, 1,456 s, before the faster prune 0.5 had shown it meets the budget alone. By
+    default a short-only candidate waits for the promotions after the trials (fastest first);
+    a margin still promotes it at once; an architecture fully distilled already is carried."""
+    from types import SimpleNamespace
+
+    from edgekit.optimize.build import Arch
+
+    runner = _rung_runner()
+    space = SearchSpace(distill={"short_limit": 6000, "promote_margin": margin})
+    search = SimpleNamespace(space=space, reference_top1=0.9225)
+    out = runner._rungs(search, Arch(0.25, "off"), "onnxruntime:int8", "none", [], [], False,
+                        lambda: True)
+    if margin is None:
+        assert runner.measured == ["short"] and out["status"] == "short"
+        assert out["why"] == ("short distillation reached 90.90%: waits for the promotions "
+                              "after the trials (fastest first)")
+    else:
+        assert runner.measured == ["short", "full"] and out["status"] == "full"
+    runner = _rung_runner(made_full=True)
+    out = runner._rungs(search, Arch(0.25, "off"), "onnxruntime:int8", "none", [], [], False,
+                        lambda: True)
+    assert runner.measured == ["short", "full"] and out["values"] == (0.9, pytest.approx(92.4))
