@@ -136,9 +136,8 @@ def model_checkpoint(bundle: ModelBundle) -> Path:
     named by its sha256), for the search's cache keys and candidates to refer to."""
     import tempfile
 
-    from edgekit.io.files import sha256_file
+    from edgekit.io.files import cache_dir, sha256_file
     from edgekit.io.models import save_checkpoint
-    from edgekit.zoo.accel import cache_dir
 
     folder = cache_dir() / "api-models"
     folder.mkdir(parents=True, exist_ok=True)

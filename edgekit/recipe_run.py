@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,17 +22,13 @@ from typing import Any
 from edgekit import errors
 from edgekit.errors import ConfigError, InputError, MissingDependencyError
 from edgekit.events import discard, emit, sink
-from edgekit.io.files import sha256_file
+from edgekit.io.files import cache_dir, sha256_file
 from edgekit.io.manifest import MANIFEST_NAME, Manifest
 from edgekit.io.outputs import check_inside, check_output_folder, check_outputs, claim_output_folder
 from edgekit.recipe import Recipe, device_profile, load_recipe, resolve_path
 
 PREFIX = "run:"
 STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
 
 
 def _key(*parts: Any) -> str:

@@ -16,6 +16,11 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
+def cache_dir() -> Path:
+    """edgekit's cache folder ($EDGEKIT_CACHE, else .cache in the working directory)."""
+    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

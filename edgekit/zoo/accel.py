@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit.errors import InputError
 from edgekit.events import emit
-from edgekit.zoo.measured import cache_dir, recall, remember
+from edgekit.io.files import cache_dir
+from edgekit.zoo.measured import recall, remember
 from edgekit.zoo.records import TrainingRecord
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgekit.io.files import atomic_write_text
+from edgekit.io.files import atomic_write_text, cache_dir
 
 PLANS_FILE = "train-plans.json"
-
-
-def cache_dir() -> Path:
-    """edgekit's cache folder ($EDGEKIT_CACHE, else .cache in the working directory)."""
-    return Path(os.environ.get("EDGEKIT_CACHE", ".cache"))
 
 
 def _path() -> Path:
@@ -51,4 +45,4 @@ def remember(key: Mapping[str, object], entry: Mapping[str, object]) -> None:
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-__all__ = ["PLANS_FILE", "cache_dir", "recall", "remember"]
+__all__ = ["PLANS_FILE", "recall", "remember"]

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit.events import emit
-from edgekit.zoo.accel import TrainPlan, cache_dir, release_model
+from edgekit.io.files import cache_dir
+from edgekit.zoo.accel import TrainPlan, release_model
 from edgekit.zoo.records import RunKey, TeacherRecord
 
 if TYPE_CHECKING:  # pragma: no cover

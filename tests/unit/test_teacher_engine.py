@@ -15,8 +15,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import edgekit.zoo.teacher_engine as engine_mod  # noqa: E402
+from edgekit.io.files import cache_dir  # noqa: E402
 from edgekit.passes.distill import distillation_loss  # noqa: E402
-from edgekit.zoo.accel import TrainPlan, TrainSettings, cache_dir  # noqa: E402
+from edgekit.zoo.accel import TrainPlan, TrainSettings  # noqa: E402
 from edgekit.zoo.teacher import TeacherLogits  # noqa: E402
 from edgekit.zoo.train import FitOptions, TrainConfig, fit  # noqa: E402
 from tests.helpers import tiny_torch_model  # noqa: E402
