@@ -58,9 +58,10 @@ from bench_optimize import (
     protocol,
     resnet_checkpoint,
     tally_search,
+    time_against_anchor,
 )
 from bench_search_cost import distillations, trial_costs
-from common import ROOT, checkpoint_provenance, md_table, time_alternating, work_dir, write_results
+from common import ROOT, checkpoint_provenance, md_table, work_dir, write_results
 
 BEFORE_COMMIT = "b0455dea454c46e3e153e8702ac03c66ae553fa0"  # 2026-11-28, before issue 28
 BUDGET = "3m" if TINY else "60m"  # BEFORE_COMMIT's RESNET_BUDGET
@@ -76,7 +77,6 @@ MODES = ("before", "after")
 RUN_MODES = tuple(m for m in os.environ.get("BENCH_RESNET_COST_MODES", ",".join(MODES)).split(",")
                   if m)
 WORK = work_dir("resnet-cost-tiny" if TINY else "resnet-cost")
-ROUNDS = 3
 GOAL_WALL = 0.25  # after ÷ before
 GOAL_RATIO = 0.5  # winner ÷ anchor
 GOAL_DROP = 1.0  # points
@@ -224,29 +224,9 @@ def read_back(mode: str, checkpoint: Path) -> dict[str, Any]:
 def time_winners(records: dict[str, dict[str, Any]], anchor_path: Path,
                  device: str) -> dict[str, Any]:
     """The anchor and each mode's winner in alternating rounds: p50 ms and ratio to the anchor."""
-    import numpy as np
-
-    from edgekit.data import load_dataset
-    from edgekit.devices import load_profile
-    from edgekit.io.artifacts import spec_for
-    from edgekit.runtimes.base import get_runner
-
-    profile = load_profile(device)
-    spec = spec_for(anchor_path)
-    runners = {"anchor": get_runner("openvino")(anchor_path, spec, threads=THREADS,
-                                                options=profile.runner_options("openvino"))}
-    for mode, record in records.items():
-        won = record["winner"]
-        if won:
-            runtime = won["target"].split(":")[0]
-            runners[mode] = get_runner(runtime)(won["artifact"], spec, threads=THREADS,
-                                                options=profile.runner_options(runtime))
-    x = np.ascontiguousarray(load_dataset("fashion-mnist:test", spec, limit=16).x[:1])
-    timed = time_alternating(runners, x, protocol(), ROUNDS, shuffle_seed=0)
-    base = timed["anchor"]["p50_ms"]
-    return {"anchor_p50_ms": base,
-            **{mode: {"p50_ms": t["p50_ms"], "ratio": round(t["p50_ms"] / base, 3)}
-               for mode, t in timed.items() if mode != "anchor"}}
+    return time_against_anchor(anchor_path, {
+        mode: (r["winner"]["artifact"], r["winner"]["target"].split(":")[0])
+        for mode, r in records.items() if r["winner"]}, device)
 
 
 # ---------------------------------------------------------------------- README section
