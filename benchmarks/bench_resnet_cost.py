@@ -327,12 +327,13 @@ def main() -> dict[str, Any]:
             "budget": BUDGET, "before_commit": BEFORE_COMMIT, "protocol": protocol().model_dump(),
             "checkpoint": checkpoint.stem, "checkpoint_sha256": provenance["sha256"],
             "runs": runs, "timing": timing}
+    text = section(data)
     if TINY:  # a check that the script works: results in WORK, never the README
         (WORK / "resnet-cost-tiny.json").write_text(json.dumps(data, indent=1))
-        print(section(data))
+        print(text)
         return {}
-    write_results("resnet-cost", data, section(data), checkpoints={"resnet18_small": provenance})
-    return {"readme": {"resnet-cost": section(data)}}
+    write_results("resnet-cost", data, text, checkpoints={"resnet18_small": provenance})
+    return {"readme": {"resnet-cost": text}}
 
 
 if __name__ == "__main__":
